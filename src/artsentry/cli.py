@@ -1,0 +1,238 @@
+"""The ``artsentry`` command.
+
+    artsentry train DATA --out RUN        train, pick the threshold on val, evaluate on test, report
+    artsentry evaluate RUN_OR_MODEL       metrics.json + report.html (+ --target-recall / --target-precision)
+    artsentry predict IMAGE_OR_FOLDER...  label, probability and decision for each image
+
+Exit status: 0 success; 1 a usage or data error (one line on stderr);
+3 ``predict`` finished but some images could not be read (listed on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__
+
+EXIT_ERROR = 1
+EXIT_SOME_UNREADABLE = 3
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is not in (0, 1]")
+    return value
+
+
+def _add_threshold_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--target-recall", type=_fraction, metavar="R",
+                   help="choose the threshold on the validation split for at least this recall")
+    g.add_argument("--target-precision", type=_fraction, metavar="P",
+                   help="choose the threshold on the validation split for at least this precision")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .models import ARCHITECTURES
+
+    parser = argparse.ArgumentParser(prog="artsentry", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"artsentry {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train a classifier on a labelled folder or manifest",
+                       description="Train, choose the threshold on the validation split, evaluate on the test "
+                                   "split, and write RUN/model (the artifact), RUN/metrics.json and "
+                                   "RUN/report.html. Run the same command again to resume an interrupted run.")
+    t.add_argument("data", help="labelled folder (<label>/<images>) or manifest CSV/Parquet")
+    t.add_argument("--out", required=True, help="run folder")
+    t.add_argument("--arch", default="efficientnet_lite0", choices=ARCHITECTURES)
+    t.add_argument("--mode", default="finetune", choices=("finetune", "frozen"),
+                   help="finetune: train the whole network (slow, best); frozen: train only the head on cached "
+                        "features (fast)")
+    t.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs (default 6; smallcnn 30)")
+    t.add_argument("--head-epochs", type=int, default=60, help="epochs of the head stage on cached features")
+    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-3)")
+    t.add_argument("--patience", type=int, default=None, help="early-stopping patience in epochs (default 3; smallcnn 6)")
+    t.add_argument("--augment", default="standard", choices=("standard", "none"))
+    t.add_argument("--image-size", type=int, default=None, help="input size (default: the architecture's own)")
+    t.add_argument("--val-fraction", type=float, default=0.1)
+    t.add_argument("--test-fraction", type=float, default=0.2)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--positive-label", help="the class a binary model flags (default: 'ivory', or the label "
+                                            "that is not named non_/not_...)")
+    t.add_argument("--no-class-weights", action="store_true", help="unweighted loss")
+    t.add_argument("--workers", type=int, default=None, help="image decoding worker processes")
+    t.add_argument("--checkpoint-every", type=int, default=20, metavar="STEPS",
+                   help="save a resumable checkpoint every STEPS fine-tuning steps (and at every epoch end)")
+    t.add_argument("--overwrite", action="store_true", help="delete RUN first instead of resuming")
+    _add_threshold_args(t)
+
+    e = sub.add_parser("evaluate", help="evaluate a model: metrics.json, predictions.csv, report.html",
+                       description="Evaluate a model on data. With a run folder and no --data, uses the run's "
+                                   "own manifest and its test split.")
+    e.add_argument("model", help="run folder or model folder")
+    e.add_argument("--data", help="labelled folder or manifest (default: the run's manifest.csv)")
+    e.add_argument("--split", default="test", help="rows of this split when the manifest has one; 'all' for every row")
+    e.add_argument("--out", help="folder for the outputs (default: the run folder)")
+    e.add_argument("--save-threshold", action="store_true",
+                   help="store the chosen threshold and the metrics in the model's config.json")
+    _add_threshold_args(e)
+
+    pr = sub.add_parser("predict", help="classify images", description="Print label, probability and decision for "
+                        "each image. Unreadable files are reported on stderr and skipped.")
+    pr.add_argument("images", nargs="+", help="image files or folders (searched recursively)")
+    pr.add_argument("--model", default="runs/ivory/model", help="model or run folder (default: %(default)s)")
+    pr.add_argument("--json", action="store_true", help="one JSON object per line")
+    pr.add_argument("--batch-size", type=int, default=32)
+    return parser
+
+
+def _settings_from_args(a) -> "object":
+    from .train import TrainSettings
+
+    small = a.arch == "smallcnn"
+    return TrainSettings(
+        architecture=a.arch,
+        mode="finetune" if small else a.mode,
+        epochs=a.epochs if a.epochs is not None else (30 if small else 6),
+        head_epochs=a.head_epochs,
+        batch_size=a.batch_size,
+        lr=a.lr if a.lr is not None else 1e-3,
+        patience=a.patience if a.patience is not None else (6 if small else 3),
+        augment=a.augment,
+        image_size=a.image_size,
+        val_fraction=a.val_fraction,
+        test_fraction=a.test_fraction,
+        seed=a.seed,
+        positive_label=a.positive_label,
+        class_weighting=not a.no_class_weights,
+        num_workers=a.workers,
+        checkpoint_every=a.checkpoint_every,
+        target_recall=a.target_recall,
+        target_precision=a.target_precision,
+    )
+
+
+def _print_metrics(result: dict) -> None:
+    name = result["split"]
+    m = result["metrics"][name]
+    keys = ("n", "accuracy", "precision", "recall", "f1", "roc_auc", "top1_accuracy", "top5_accuracy")
+    shown = ", ".join(f"{k} {m[k]:.4f}" if isinstance(m[k], float) else f"{k} {m[k]}" for k in keys
+                      if m.get(k) is not None)
+    print(f"{name}: {shown}")
+    t = result["threshold"]
+    if t.get("threshold") is not None:
+        print(f"threshold {t['threshold']:.4f} ({t['rule']}{', target ' + str(t['target']) if t.get('target') else ''})")
+    if m.get("unreadable"):
+        print(f"{m['unreadable']} unreadable image(s) skipped; see predictions.csv")
+
+
+def cmd_train(a) -> int:
+    from .evaluate import run_evaluation
+    from .train import train
+
+    settings = _settings_from_args(a)
+    result = train(a.data, a.out, settings, overwrite=a.overwrite, progress=not a.quiet)
+    if result.resumed_from_step:
+        print(f"resumed from step {result.resumed_from_step}")
+    ev = run_evaluation(result.model_dir, Path(a.out) / "manifest.csv", split="test", out_dir=a.out,
+                        target_recall=a.target_recall, target_precision=a.target_precision, save_threshold=True,
+                        progress=not a.quiet)
+    _print_metrics(ev)
+    print(f"model: {result.model_dir}\nreport: {Path(a.out) / 'report.html'}")
+    return 0
+
+
+def cmd_evaluate(a) -> int:
+    from .evaluate import run_evaluation
+
+    split = None if a.split == "all" else a.split
+    result = run_evaluation(a.model, a.data, split=split, out_dir=a.out, target_recall=a.target_recall,
+                            target_precision=a.target_precision, save_threshold=a.save_threshold,
+                            progress=not a.quiet)
+    _print_metrics(result)
+    out = Path(a.out) if a.out else Path(result["model"]).parent
+    print(f"report: {out / 'report.html'}")
+    return 0
+
+
+def expand_images(items: list[str]) -> tuple[list[str], list[str]]:
+    """Files as given, folders searched recursively for image files. Returns (files, problems)."""
+    from .data.images import is_image_file
+
+    files, problems = [], []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(str(f) for f in p.rglob("*") if f.is_file() and is_image_file(f))
+            if not found:
+                problems.append(f"{item}: no image files in folder")
+            files.extend(found)
+        elif p.exists():
+            files.append(item)
+        else:
+            problems.append(f"{item}: file not found")
+    return files, problems
+
+
+def cmd_predict(a) -> int:
+    from .evaluate import _resolve_model_dir
+    from .inference import Predictor
+
+    predictor = Predictor.load(_resolve_model_dir(a.model), batch_size=a.batch_size)
+    files, problems = expand_images(a.images)
+    for msg in problems:
+        print(f"error: {msg}", file=sys.stderr)
+    n_bad = len(problems)
+    threshold = predictor.threshold if predictor.threshold is not None else 0.5
+    for _, pred in predictor.iter_predict(files, progress=not a.quiet and len(files) > 64):
+        if not pred.ok:
+            n_bad += 1
+            print(f"error: {pred.error}", file=sys.stderr)
+            continue
+        if a.json:
+            d = pred.to_dict()
+            d.pop("error")
+            d["threshold"] = threshold if predictor.binary else None
+            print(json.dumps(d))
+        elif predictor.binary:
+            decision = "FLAG" if pred.flagged else "pass"
+            print(f"{pred.source}\t{pred.label}\tp({predictor.positive_label})={pred.score:.4f}\t"
+                  f"{decision} (threshold {threshold:.4f})")
+        else:
+            print(f"{pred.source}\t{pred.label}\tp={pred.score:.4f}")
+    return EXIT_SOME_UNREADABLE if n_bad else 0
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    from .data.manifest import ManifestError
+    from .models.artifact import ArtifactError
+    from .models.efficientnet_lite import WeightsUnavailable
+    from .train import TrainingError
+
+    try:
+        return COMMANDS[args.command](args)
+    except (ManifestError, ArtifactError, TrainingError, WeightsUnavailable, ValueError, FileNotFoundError) as exc:
+        print(f"artsentry {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print(f"artsentry {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""Batches of images for training and inference that survive bad files.
+
+A file that fails to load yields an error record instead of an exception, so a
+run over thousands of images reports the bad ones and finishes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .images import ImageLoadError, ImageSource, load_image
+
+
+@dataclass
+class Batch:
+    x: torch.Tensor  # (n, 3, S, S), n may be 0
+    y: torch.Tensor  # (n,) targets, -1 where unknown
+    index: list[int]  # dataset index of each row of x
+    errors: list[tuple[int, str]] = field(default_factory=list)  # (index, one-line reason)
+
+
+class ImageDataset(Dataset):
+    """``sources[i]`` (path or bytes) -> (tensor or None, target, i, error)."""
+
+    def __init__(
+        self,
+        sources: Sequence[ImageSource],
+        transform: Callable,
+        targets: Sequence[int] | None = None,
+        draft_size: tuple[int, int] | None = None,
+        names: Sequence[str] | None = None,
+    ):
+        self.sources = list(sources)
+        self.targets = list(targets) if targets is not None else [-1] * len(self.sources)
+        self.transform = transform
+        self.draft_size = draft_size
+        self.names = list(names) if names is not None else None
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def __getitem__(self, i: int):
+        name = self.names[i] if self.names is not None else None
+        try:
+            img = load_image(self.sources[i], name=name, draft_size=self.draft_size)
+            return self.transform(img), self.targets[i], i, ""
+        except ImageLoadError as exc:
+            return None, self.targets[i], i, str(exc)
+
+
+def collate(items) -> Batch:
+    good = [it for it in items if it[0] is not None]
+    errors = [(it[2], it[3]) for it in items if it[0] is None]
+    if good:
+        x = torch.stack([it[0] for it in good])
+    else:
+        x = torch.empty(0)
+    y = torch.tensor([int(it[1]) for it in good], dtype=torch.long)
+    return Batch(x=x, y=y, index=[it[2] for it in good], errors=errors)
+
+
+def make_loader(
+    dataset: ImageDataset,
+    batch_size: int = 32,
+    shuffle: bool = False,
+    num_workers: int = 0,
+    generator: torch.Generator | None = None,
+    sampler=None,
+) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle if sampler is None else False,
+        sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=collate,
+        generator=generator,
+        persistent_workers=False,
+        prefetch_factor=2 if num_workers > 0 else None,
+    )

@@ -1,0 +1,161 @@
+"""The one image loader used everywhere in artsentry.
+
+``load_image`` turns a path or raw bytes into an RGB ``PIL.Image`` or raises
+``ImageLoadError`` whose message names the file and says what is wrong in one
+line. It:
+
+- refuses empty files, files over ``max_bytes`` and images whose header claims
+  more than ``max_pixels`` pixels, *before* decoding them (decompression bombs);
+- decodes fully up front, so truncated data fails here and not later inside a
+  transform;
+- applies the EXIF orientation, so phone photos are upright;
+- converts every mode to 8-bit RGB correctly: 16-bit and float greyscale are
+  rescaled rather than clipped, CMYK is converted, and transparency (RGBA, LA,
+  palette with a transparent index) is composited onto a white background,
+  which is what a transparent listing photo looks like on a web page.
+
+Callers that process many files catch ``ImageLoadError``, report it, and go on.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+#: 50 MB: larger than any photo a listing or museum serves.
+DEFAULT_MAX_BYTES = 50 * 1024 * 1024
+#: 64 megapixels: e.g. 8000 x 8000. Larger claims are refused before decoding.
+DEFAULT_MAX_PIXELS = 64_000_000
+
+#: file endings treated as images when scanning folders
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+
+ImageSource = Union[str, os.PathLike, bytes]
+
+# Never let PIL silently pad a truncated file with grey.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+class ImageLoadError(ValueError):
+    """An image could not be read. ``str(err)`` is one line: ``<name>: <reason>``."""
+
+    def __init__(self, name: str, reason: str):
+        self.name = name
+        self.reason = reason
+        super().__init__(f"{name}: {reason}")
+
+
+def is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def _read_bytes(source: ImageSource, name: str, max_bytes: int) -> bytes:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+    else:
+        path = Path(source)
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            raise ImageLoadError(name, "file not found") from None
+        except OSError as exc:
+            raise ImageLoadError(name, f"cannot read file ({exc.strerror or exc})") from None
+        if path.is_dir():
+            raise ImageLoadError(name, "is a directory, not an image file")
+        if size > max_bytes:
+            raise ImageLoadError(name, f"file is {size / 1e6:.1f} MB, over the {max_bytes / 1e6:.0f} MB limit")
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ImageLoadError(name, f"cannot read file ({exc.strerror or exc})") from None
+    if not data:
+        raise ImageLoadError(name, "empty file (0 bytes)")
+    if len(data) > max_bytes:
+        raise ImageLoadError(name, f"data is {len(data) / 1e6:.1f} MB, over the {max_bytes / 1e6:.0f} MB limit")
+    return data
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        # High bit depth greyscale: rescale to 0..255 instead of clipping.
+        arr = np.asarray(img, dtype=np.float64)
+        if mode.startswith("I;16"):
+            arr = arr / 65535.0
+        else:
+            lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+            arr = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
+        grey = np.clip(np.round(np.nan_to_num(arr) * 255.0), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, mode="L").convert("RGB")
+    if mode == "P":
+        img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
+        mode = img.mode
+    elif mode in ("PA", "La"):
+        img = img.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "RGBa"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    # L, 1, CMYK, YCbCr, LAB, HSV, RGBX ...
+    return img.convert("RGB")
+
+
+def load_image(
+    source: ImageSource,
+    *,
+    name: str | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    draft_size: tuple[int, int] | None = None,
+) -> Image.Image:
+    """Read ``source`` (path or bytes) into an upright 8-bit RGB image.
+
+    ``draft_size`` lets the JPEG decoder scale down by 1/2, 1/4 or 1/8 while
+    decoding when the image is at least twice that size: same result after a
+    later resize, several times faster. Raises ``ImageLoadError``.
+    """
+    if name is None:
+        name = "<bytes>" if isinstance(source, (bytes, bytearray, memoryview)) else str(source)
+    data = _read_bytes(source, name, max_bytes)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            width, height = img.size
+            if width <= 0 or height <= 0:
+                raise ImageLoadError(name, f"invalid image size {width}x{height}")
+            if width * height > max_pixels:
+                raise ImageLoadError(
+                    name,
+                    f"image claims {width}x{height} pixels, over the {max_pixels / 1e6:.0f} megapixel limit "
+                    "(possible decompression bomb)",
+                )
+            if draft_size is not None and img.format == "JPEG":
+                img.draft("RGB", draft_size)
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            return _to_rgb(img)
+    except ImageLoadError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageLoadError(name, "not a recognised image format") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageLoadError(name, f"image too large, possible decompression bomb ({exc})") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "truncated" in reason.lower() or isinstance(exc, EOFError):
+            reason = f"truncated or incomplete image data ({reason})"
+        else:
+            reason = f"corrupt image data ({reason})"
+        raise ImageLoadError(name, reason) from None
+    except MemoryError:
+        raise ImageLoadError(name, "not enough memory to decode image") from None

@@ -1,0 +1,178 @@
+"""Manifests: the table of images every artsentry step reads.
+
+A manifest is a ``pandas.DataFrame`` with one row per image and the columns
+
+- ``path``: absolute path of the image file,
+- ``label``: its class, as a string,
+- ``object_id``: the object it shows (several photos may show one object;
+  splits never put one object on both sides),
+
+plus any metadata columns the source had (department, culture, ...), which are
+carried through untouched. An optional ``split`` column (train / val / test)
+fixes the split instead of drawing one.
+
+``read_manifest`` accepts:
+
+- a CSV or Parquet file; paths in it are relative to the file's folder;
+  the path column may be called ``path``, ``file``, ``image``, ``filepath`` or
+  ``filename``, the object column ``object_id``, ``objectID`` or ``source_id``;
+- a folder holding ``manifest.csv`` / ``metadata.csv`` (read as above);
+- a labelled folder ``<root>/<label>/...`` or ``<root>/images/<label>/...``
+  (every image file below a label folder, recursively).
+
+Rows whose file does not exist are dropped and reported, never silently.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from .images import is_image_file
+
+log = logging.getLogger(__name__)
+
+PATH_COLUMNS = ("path", "file", "image", "filepath", "filename", "image_path")
+OBJECT_COLUMNS = ("object_id", "objectID", "objectid", "source_id")
+MANIFEST_NAMES = ("manifest.csv", "manifest.parquet", "metadata.csv")
+SPLITS = ("train", "val", "test")
+
+
+class ManifestError(ValueError):
+    """A manifest or dataset folder cannot be used; the message says why."""
+
+
+@dataclass
+class ManifestReport:
+    """What ``read_manifest`` dropped or inferred, to show the user."""
+
+    source: str
+    missing_files: list[str] = field(default_factory=list)
+    object_id_inferred: bool = False
+
+    def lines(self) -> list[str]:
+        out = []
+        if self.missing_files:
+            shown = ", ".join(self.missing_files[:5])
+            more = f" and {len(self.missing_files) - 5} more" if len(self.missing_files) > 5 else ""
+            out.append(f"{len(self.missing_files)} listed image(s) not found and skipped: {shown}{more}")
+        if self.object_id_inferred:
+            out.append("no object id column: each image is treated as its own object")
+        return out
+
+
+def _pick(columns, candidates, what: str, source: str, required: bool = True):
+    lower = {c.lower(): c for c in columns}
+    for cand in candidates:
+        if cand.lower() in lower:
+            return lower[cand.lower()]
+    if required:
+        raise ManifestError(
+            f"{source}: no {what} column; expected one of {', '.join(candidates)} (found: {', '.join(map(str, columns))})"
+        )
+    return None
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    try:
+        if path.suffix.lower() == ".parquet":
+            return pd.read_parquet(path)
+        return pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise ManifestError(f"{path}: cannot read manifest ({exc})") from None
+
+
+def _from_table(path: Path) -> tuple[pd.DataFrame, ManifestReport]:
+    report = ManifestReport(str(path))
+    raw = _read_table(path)
+    if raw.empty:
+        raise ManifestError(f"{path}: manifest has no rows")
+    path_col = _pick(raw.columns, PATH_COLUMNS, "image path", str(path))
+    label_col = _pick(raw.columns, ("label",), "label", str(path))
+    obj_col = _pick(raw.columns, OBJECT_COLUMNS, "object id", str(path), required=False)
+
+    df = raw.copy()
+    base = path.parent.resolve()
+    df["path"] = [str(p if Path(p).is_absolute() else (base / p)) for p in raw[path_col].astype(str)]
+    df["label"] = raw[label_col].astype(str).str.strip()
+    if obj_col is None:
+        report.object_id_inferred = True
+        df["object_id"] = df["path"]
+    else:
+        df["object_id"] = raw[obj_col].astype(str).str.strip()
+    for col in {path_col, label_col, obj_col} - {None, "path", "label", "object_id"}:
+        df = df.drop(columns=col)
+
+    empty = df["label"].eq("") | df["label"].str.lower().eq("nan")
+    if empty.any():
+        rows = ", ".join(str(i + 2) for i in df.index[empty][:5])
+        raise ManifestError(f"{path}: {int(empty.sum())} row(s) with an empty label (CSV lines {rows}...)")
+    if "split" in df.columns:
+        bad = ~df["split"].isin(SPLITS)
+        if bad.any():
+            raise ManifestError(
+                f"{path}: split column has values {sorted(set(df.loc[bad, 'split']))}; allowed: {', '.join(SPLITS)}"
+            )
+    return df, report
+
+
+def _from_folder(root: Path) -> tuple[pd.DataFrame, ManifestReport]:
+    label_root = root / "images" if (root / "images").is_dir() else root
+    rows = []
+    for label_dir in sorted(p for p in label_root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for file in sorted(label_dir.rglob("*")):
+            if file.is_file() and is_image_file(file):
+                rows.append({"path": str(file.resolve()), "label": label_dir.name, "object_id": str(file.resolve())})
+    if not rows:
+        raise ManifestError(
+            f"{root}: no images found; expected <folder>/<label>/<image> or <folder>/images/<label>/<image>, "
+            "or a manifest CSV"
+        )
+    report = ManifestReport(str(root), object_id_inferred=True)
+    return pd.DataFrame(rows), report
+
+
+def read_manifest(source: str | Path) -> tuple[pd.DataFrame, ManifestReport]:
+    """Read a manifest file or a dataset folder. Returns the table and a report."""
+    source = Path(source)
+    if not source.exists():
+        raise ManifestError(f"{source}: no such file or folder")
+    if source.is_dir():
+        for name in MANIFEST_NAMES:
+            if (source / name).is_file():
+                df, report = _from_table(source / name)
+                break
+        else:
+            df, report = _from_folder(source)
+    else:
+        df, report = _from_table(source)
+
+    exists = df["path"].map(lambda p: Path(p).is_file())
+    if not exists.all():
+        report.missing_files = df.loc[~exists, "path"].tolist()
+        df = df[exists]
+    if df.empty:
+        raise ManifestError(f"{source}: none of the listed images exist")
+    df = df.reset_index(drop=True)
+    for line in report.lines():
+        log.warning("%s: %s", source, line)
+    return df, report
+
+
+def write_manifest(df: pd.DataFrame, path: str | Path) -> None:
+    """Write a manifest as CSV (or Parquet by suffix) with absolute paths."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    if path.suffix.lower() == ".parquet":
+        df.to_parquet(tmp, index=False)
+    else:
+        df.to_csv(tmp, index=False)
+    tmp.replace(path)
+
+
+def label_counts(df: pd.DataFrame) -> dict[str, int]:
+    return {str(k): int(v) for k, v in df["label"].value_counts().sort_index().items()}

@@ -1,0 +1,97 @@
+"""Seeded, stratified splits that never put one object on two sides.
+
+Images are grouped by ``object_id``; groups are also merged when their files
+are byte-identical (the same photo published under two ids would otherwise
+leak from train into test). Whole groups are then dealt to train / val / test
+per label so that each split keeps the label proportions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .manifest import SPLITS, ManifestError
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def leakage_groups(df: pd.DataFrame, hashes: pd.Series | None = None) -> np.ndarray:
+    """Group index per row: rows sharing an object id or identical file content share a group."""
+    if hashes is None:
+        hashes = df["path"].map(file_sha256)
+    parent = list(range(len(df)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for key in (df["object_id"].astype(str).to_numpy(), np.asarray(hashes)):
+        first: dict[str, int] = {}
+        for i, k in enumerate(key):
+            if k in first:
+                a, b = find(i), find(first[k])
+                if a != b:
+                    parent[a] = b
+            else:
+                first[k] = i
+    roots = np.array([find(i) for i in range(len(df))])
+    _, group = np.unique(roots, return_inverse=True)
+    return group
+
+
+def split_manifest(
+    df: pd.DataFrame,
+    *,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    hashes: pd.Series | None = None,
+) -> pd.DataFrame:
+    """Return a copy of ``df`` with a ``split`` column (train / val / test).
+
+    A manifest that already has a complete ``split`` column is returned as is,
+    after checking that no object crosses splits.
+    """
+    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise ValueError("val_fraction and test_fraction must be in [0, 1) and sum to less than 1")
+    groups = leakage_groups(df, hashes)
+    out = df.copy()
+    if "split" in df.columns and df["split"].isin(SPLITS).all():
+        crossing = pd.Series(df["split"].to_numpy()).groupby(groups).nunique()
+        if (crossing > 1).any():
+            raise ManifestError(
+                f"the manifest's split column puts {int((crossing > 1).sum())} object(s) (or identical images) "
+                "in more than one split"
+            )
+        return out
+
+    rng = np.random.default_rng(seed)
+    group_split = np.empty(groups.max() + 1, dtype=object)
+    # A group's stratum is its most common label.
+    labels = df["label"].astype(str).to_numpy()
+    group_label = pd.Series(labels).groupby(groups).agg(lambda s: s.value_counts().index[0])
+    group_size = pd.Series(groups).value_counts().sort_index()
+    for label in sorted(group_label.unique()):
+        ids = group_label.index[group_label == label].to_numpy()
+        ids = ids[rng.permutation(len(ids))]
+        sizes = group_size.loc[ids].to_numpy()
+        total = sizes.sum()
+        cum = np.cumsum(sizes) - sizes  # images dealt before this group
+        n_test = round(total * test_fraction)
+        n_val = round(total * val_fraction)
+        which = np.where(cum < n_test, "test", np.where(cum < n_test + n_val, "val", "train"))
+        group_split[ids] = which
+    out["split"] = group_split[groups]
+    return out

@@ -1,0 +1,121 @@
+"""Preprocessing that travels with a model, and training augmentation.
+
+A model's ``Preprocessing`` is stored in its ``config.json`` so that whoever
+loads the model feeds it exactly what it was trained on (as timm's
+``pretrained_cfg`` does).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import torch
+from PIL import Image
+from torchvision.transforms import v2 as T
+
+RESIZE_MODES = ("squash", "pad", "center_crop")
+_INTERP = {
+    "bicubic": T.InterpolationMode.BICUBIC,
+    "bilinear": T.InterpolationMode.BILINEAR,
+    "nearest": T.InterpolationMode.NEAREST,
+}
+#: background of studio photos and of transparent images: padding and rotation fill
+FILL = 255
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an RGB image becomes the model's input tensor.
+
+    ``resize``: ``squash`` resizes the whole photo to a square (keeps all of the
+    object, changes its aspect ratio), ``pad`` keeps the aspect ratio and pads
+    with white, ``center_crop`` resizes the short side and crops the centre.
+    """
+
+    input_size: int = 224
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    resize: str = "squash"
+    interpolation: str = "bicubic"
+
+    def __post_init__(self):
+        if self.resize not in RESIZE_MODES:
+            raise ValueError(f"resize must be one of {RESIZE_MODES}, not {self.resize!r}")
+        if self.interpolation not in _INTERP:
+            raise ValueError(f"interpolation must be one of {sorted(_INTERP)}, not {self.interpolation!r}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Preprocessing":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown preprocessing keys: {sorted(unknown)}")
+        d = dict(d)
+        for key in ("mean", "std"):
+            if key in d:
+                d[key] = tuple(float(v) for v in d[key])
+        return cls(**d)
+
+    @property
+    def draft_size(self) -> tuple[int, int]:
+        """Smallest decode size that loses nothing for this input size."""
+        return (self.input_size, self.input_size)
+
+
+class _PadToSquare:
+    def __call__(self, img: Image.Image) -> Image.Image:
+        w, h = img.size
+        if w == h:
+            return img
+        side = max(w, h)
+        canvas = Image.new("RGB", (side, side), (FILL, FILL, FILL))
+        canvas.paste(img, ((side - w) // 2, (side - h) // 2))
+        return canvas
+
+
+def _to_tensor(pre: Preprocessing) -> list:
+    return [T.ToImage(), T.ToDtype(torch.float32, scale=True), T.Normalize(list(pre.mean), list(pre.std))]
+
+
+def _resize(pre: Preprocessing) -> list:
+    size, interp = pre.input_size, _INTERP[pre.interpolation]
+    if pre.resize == "squash":
+        return [T.Resize((size, size), interpolation=interp, antialias=True)]
+    if pre.resize == "pad":
+        return [_PadToSquare(), T.Resize((size, size), interpolation=interp, antialias=True)]
+    return [T.Resize(size, interpolation=interp, antialias=True), T.CenterCrop(size)]
+
+
+def eval_transform(pre: Preprocessing) -> T.Compose:
+    """PIL RGB image -> normalised float tensor (3, S, S)."""
+    return T.Compose(_resize(pre) + _to_tensor(pre))
+
+
+AUGMENTATIONS = ("none", "standard")
+
+
+def train_transform(pre: Preprocessing, augment: str = "standard") -> T.Compose:
+    """Training transform. ``standard``: random resized crop (50-100% of the
+    area, aspect 3:4-4:3), horizontal flip, rotation up to 15 degrees with a
+    white fill, brightness/contrast/saturation jitter of 0.2 and hue 0.02."""
+    if augment == "none":
+        return eval_transform(pre)
+    if augment != "standard":
+        raise ValueError(f"augment must be one of {AUGMENTATIONS}, not {augment!r}")
+    size, interp = pre.input_size, _INTERP[pre.interpolation]
+    prefix = [_PadToSquare()] if pre.resize == "pad" else []
+    return T.Compose(
+        prefix
+        + [
+            T.RandomResizedCrop(size, scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3), interpolation=interp, antialias=True),
+            T.RandomHorizontalFlip(),
+            T.RandomRotation(15, interpolation=T.InterpolationMode.BILINEAR, fill=FILL),
+            T.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02),
+        ]
+        + _to_tensor(pre)
+    )

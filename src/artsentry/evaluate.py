@@ -1,0 +1,295 @@
+"""Metrics as pure functions of arrays, threshold choice, and dataset evaluation.
+
+Binary metrics take ``y_true`` (1 = positive class, e.g. ivory) and ``scores``
+(probability of the positive class) and a threshold: an image is flagged when
+``score >= threshold``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from sklearn import metrics as skm
+
+
+def _f(x) -> float | None:
+    x = float(x)
+    return None if math.isnan(x) else round(x, 6)
+
+
+def binary_metrics(y_true, scores, threshold: float = 0.5) -> dict:
+    """Accuracy, precision, recall, specificity, F1, ROC-AUC, average precision and
+    the confusion matrix ``[[tn, fp], [fn, tp]]`` at ``threshold``."""
+    y = np.asarray(y_true).astype(int)
+    s = np.asarray(scores, dtype=float)
+    if y.shape != s.shape or y.ndim != 1:
+        raise ValueError("y_true and scores must be 1-D arrays of the same length")
+    pred = (s >= threshold).astype(int)
+    tn, fp, fn, tp = skm.confusion_matrix(y, pred, labels=[0, 1]).ravel()
+    both = len(np.unique(y)) == 2
+    return {
+        "n": int(len(y)),
+        "threshold": _f(threshold),
+        "accuracy": _f((tp + tn) / max(len(y), 1)),
+        "precision": _f(tp / (tp + fp)) if tp + fp else None,
+        "recall": _f(tp / (tp + fn)) if tp + fn else None,
+        "specificity": _f(tn / (tn + fp)) if tn + fp else None,
+        "f1": _f(2 * tp / (2 * tp + fp + fn)) if tp + fp + fn else None,
+        "roc_auc": _f(skm.roc_auc_score(y, s)) if both else None,
+        "average_precision": _f(skm.average_precision_score(y, s)) if both else None,
+        "confusion_matrix": [[int(tn), int(fp)], [int(fn), int(tp)]],
+    }
+
+
+def multiclass_metrics(y_true, probs, labels: list[str], ks=(1, 3, 5, 10)) -> dict:
+    """Accuracy, macro precision/recall/F1, top-k accuracy and confusion matrix."""
+    y = np.asarray(y_true).astype(int)
+    p = np.asarray(probs, dtype=float)
+    pred = p.argmax(1)
+    prec, rec, f1, _ = skm.precision_recall_fscore_support(y, pred, labels=range(len(labels)), average="macro",
+                                                          zero_division=0)
+    out = {
+        "n": int(len(y)),
+        "accuracy": _f((pred == y).mean()),
+        "precision_macro": _f(prec),
+        "recall_macro": _f(rec),
+        "f1_macro": _f(f1),
+        "confusion_matrix": skm.confusion_matrix(y, pred, labels=range(len(labels))).tolist(),
+    }
+    for k in ks:
+        if k < len(labels):
+            out[f"top{k}_accuracy"] = _f(top_k_accuracy(y, p, k))
+    return out
+
+
+def top_k_accuracy(y_true, probs, k: int) -> float:
+    y = np.asarray(y_true).astype(int)
+    topk = np.argsort(-np.asarray(probs), axis=1)[:, :k]
+    return float((topk == y[:, None]).any(1).mean())
+
+
+def pr_curve(y_true, scores) -> dict:
+    precision, recall, thresholds = skm.precision_recall_curve(np.asarray(y_true).astype(int), scores)
+    return {"precision": precision.tolist(), "recall": recall.tolist(), "thresholds": thresholds.tolist()}
+
+
+def roc_curve(y_true, scores) -> dict:
+    fpr, tpr, thresholds = skm.roc_curve(np.asarray(y_true).astype(int), scores)
+    return {"fpr": fpr.tolist(), "tpr": tpr.tolist(), "thresholds": np.clip(thresholds, 0, 1).tolist()}
+
+
+def threshold_for_recall(y_true, scores, target: float) -> float:
+    """Highest threshold whose recall on (y_true, scores) is at least ``target``
+    (the most precise operating point that keeps the recall)."""
+    if not 0 < target <= 1:
+        raise ValueError("target recall must be in (0, 1]")
+    y = np.asarray(y_true).astype(int)
+    pos = np.sort(np.asarray(scores, dtype=float)[y == 1])[::-1]
+    if len(pos) == 0:
+        raise ValueError("no positive examples to set a recall threshold on")
+    need = math.ceil(target * len(pos) - 1e-9)  # positives that must be flagged
+    return float(pos[max(need, 1) - 1])
+
+
+def threshold_for_precision(y_true, scores, target: float) -> float:
+    """Lowest threshold whose precision is at least ``target`` (the highest recall
+    that keeps the precision). Falls back to the most precise threshold with a
+    warning flag in the caller when the target cannot be reached."""
+    if not 0 < target <= 1:
+        raise ValueError("target precision must be in (0, 1]")
+    y = np.asarray(y_true).astype(int)
+    s = np.asarray(scores, dtype=float)
+    order = np.argsort(-s, kind="stable")
+    s_sorted, y_sorted = s[order], y[order]
+    tp = np.cumsum(y_sorted)
+    flagged = np.arange(1, len(s) + 1)
+    # Only cut where the score changes (ties are flagged together).
+    last_of_tie = np.r_[s_sorted[1:] != s_sorted[:-1], True]
+    precision = tp / flagged
+    ok = np.where(last_of_tie & (precision >= target - 1e-12))[0]
+    if len(ok) == 0:
+        raise ValueError(f"no threshold reaches precision {target} on this data")
+    return float(s_sorted[ok.max()])
+
+
+@dataclass
+class ThresholdChoice:
+    threshold: float
+    rule: str  # "default", "target_recall" or "target_precision"
+    target: float | None = None
+    note: str = ""
+    val_metrics: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"threshold": self.threshold, "rule": self.rule, "target": self.target, "note": self.note}
+
+
+def choose_threshold(y_val, s_val, target_recall: float | None = None,
+                     target_precision: float | None = None) -> ThresholdChoice:
+    """Pick the operating threshold on validation data."""
+    if target_recall is not None and target_precision is not None:
+        raise ValueError("give a target recall or a target precision, not both")
+    if target_recall is not None:
+        t = threshold_for_recall(y_val, s_val, target_recall)
+        choice = ThresholdChoice(t, "target_recall", target_recall)
+    elif target_precision is not None:
+        try:
+            t = threshold_for_precision(y_val, s_val, target_precision)
+            choice = ThresholdChoice(t, "target_precision", target_precision)
+        except ValueError as exc:
+            t = float(np.max(s_val))
+            choice = ThresholdChoice(t, "target_precision", target_precision, note=f"{exc}; using the highest score")
+    else:
+        choice = ThresholdChoice(0.5, "default")
+    choice.val_metrics = binary_metrics(y_val, s_val, choice.threshold)
+    return choice
+
+
+def accuracy_by(table, column: str) -> dict:
+    """Accuracy and count per value of a metadata column (e.g. department)."""
+    ok = table[table["error"].isna()] if "error" in table else table
+    if column not in ok or ok.empty:
+        return {}
+    grouped = ok.groupby(ok[column].astype(str))["correct"].agg(["mean", "size"])
+    return {str(k): {"accuracy": _f(r["mean"]), "n": int(r["size"])} for k, r in grouped.iterrows()}
+
+
+@dataclass
+class Evaluation:
+    """Per-image results and metrics of one model on one set of images."""
+
+    table: "object"  # pandas DataFrame: manifest columns + score, predicted, correct, error
+    metrics: dict
+    labels: list[str]
+    positive_label: str | None
+    threshold: float | None
+
+    @property
+    def errors(self) -> list[str]:
+        return self.table["error"].dropna().tolist()
+
+
+def evaluate_predictor(predictor, df, *, threshold: float | None = None, progress: bool = True,
+                       by: tuple[str, ...] = ("department",)) -> Evaluation:
+    """Run ``predictor`` on every image of manifest ``df`` and score it against ``label``.
+
+    Images that cannot be read are kept in the table with their error and
+    counted in ``metrics['unreadable']``; metrics cover the readable ones.
+    ``threshold`` overrides the model's own (binary models).
+    """
+    import pandas as pd
+
+    unknown = sorted(set(df["label"]) - set(predictor.labels))
+    if unknown:
+        raise ValueError(f"labels {unknown} are not among the model's labels {predictor.labels}")
+    preds = predictor.predict_files(df["path"].tolist(), progress=progress)
+    table = df.copy().reset_index(drop=True)
+    table["error"] = [p.error for p in preds]
+    ok = table["error"].isna().to_numpy()
+    y = np.array([predictor.labels.index(l) for l in table["label"]])
+    probs = np.array([[p.probabilities[l] for l in predictor.labels] if p.ok else [np.nan] * len(predictor.labels)
+                      for p in preds])
+    for j, label in enumerate(predictor.labels):
+        table[f"p_{label}"] = probs[:, j]
+    if predictor.binary:
+        pos = predictor.positive_index
+        t = predictor.threshold if threshold is None else threshold
+        t = 0.5 if t is None else t
+        table["score"] = probs[:, pos]
+        flagged = table["score"].to_numpy() >= t
+        table["predicted"] = np.where(flagged, predictor.positive_label, predictor.labels[1 - pos])
+        m = binary_metrics((y[ok] == pos).astype(int), table["score"].to_numpy()[ok], t) if ok.any() else {}
+    else:
+        t = None
+        table["score"] = np.nanmax(probs, axis=1)
+        table["predicted"] = [predictor.labels[int(i)] if o else None for i, o in
+                              zip(np.nan_to_num(probs).argmax(1), ok)]
+        m = multiclass_metrics(y[ok], probs[ok], predictor.labels) if ok.any() else {}
+    table["correct"] = (table["predicted"] == table["label"]) & ok
+    m["unreadable"] = int((~ok).sum())
+    for col in by:
+        if col in table.columns:
+            m[f"accuracy_by_{col}"] = accuracy_by(table, col)
+    return Evaluation(table=pd.DataFrame(table), metrics=m, labels=predictor.labels,
+                      positive_label=predictor.positive_label, threshold=t)
+
+
+def _resolve_model_dir(path) -> "Path":
+    from pathlib import Path
+
+    path = Path(path)
+    return path / "model" if (path / "model" / "config.json").is_file() else path
+
+
+def run_evaluation(model, data=None, *, split: str | None = "test", out_dir=None, target_recall: float | None = None,
+                   target_precision: float | None = None, save_threshold: bool = False,
+                   progress: bool = True) -> dict:
+    """Evaluate a model folder (or run folder) on data and write metrics.json,
+    predictions.csv and report.html into ``out_dir``.
+
+    ``data`` defaults to the run's own ``manifest.csv``; ``split`` picks its
+    rows when the manifest has a split column (None: all rows). A target recall
+    or precision sets the threshold on the ``val`` rows first; the figures on
+    ``split`` are then reported at that threshold. ``save_threshold`` writes the
+    threshold and the metrics into the model's config.json.
+    """
+    import json
+    from pathlib import Path
+
+    from .data.manifest import read_manifest
+    from .inference import Predictor
+    from .models.artifact import update_config
+    from .report import write_report
+
+    model_dir = _resolve_model_dir(model)
+    predictor = Predictor.load(model_dir)
+    if data is None:
+        data = model_dir.parent / "manifest.csv"
+        if not data.is_file():
+            raise ValueError(f"no data given and no manifest.csv beside {model_dir}")
+    df, _ = read_manifest(data)
+    has_split = "split" in df.columns
+    if split is not None and has_split:
+        eval_df = df[df["split"] == split]
+        if eval_df.empty:
+            raise ValueError(f"{data}: no rows in split {split!r}")
+    else:
+        eval_df = df
+    out_dir = Path(out_dir) if out_dir is not None else model_dir.parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    threshold = predictor.threshold
+    choice_info = {"threshold": threshold, "rule": "model config"}
+    val_metrics = None
+    if predictor.binary and has_split and (df["split"] == "val").any():
+        val_ev = evaluate_predictor(predictor, df[df["split"] == "val"], progress=progress)
+        ok = val_ev.table["error"].isna()
+        y_val = (val_ev.table.loc[ok, "label"] == predictor.positive_label).astype(int).to_numpy()
+        s_val = val_ev.table.loc[ok, "score"].to_numpy()
+        if target_recall is not None or target_precision is not None:
+            choice = choose_threshold(y_val, s_val, target_recall, target_precision)
+            threshold = choice.threshold
+            choice_info = choice.to_dict()
+        val_metrics = binary_metrics(y_val, s_val, 0.5 if threshold is None else threshold)
+    elif target_recall is not None or target_precision is not None:
+        raise ValueError("a target recall/precision needs a binary model and data with a 'val' split")
+
+    ev = evaluate_predictor(predictor, eval_df, threshold=threshold, progress=progress)
+    name = split if (split is not None and has_split) else "all"
+    result = {
+        "model": str(model_dir),
+        "data": str(data),
+        "split": name,
+        "threshold": choice_info,
+        "metrics": {name: ev.metrics, **({"val": val_metrics} if val_metrics is not None and name != "val" else {})},
+    }
+    (out_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    ev.table.to_csv(out_dir / "predictions.csv", index=False)
+    write_report(ev, out_dir / "report.html", title=f"artsentry evaluation: {model_dir.name} on {name}",
+                 context={k: v for k, v in result.items() if k != "metrics"} | {"val_metrics": val_metrics})
+    if save_threshold and predictor.binary:
+        update_config(model_dir, threshold=ev.threshold, threshold_rule=choice_info, metrics=result["metrics"])
+    result["evaluation"] = ev
+    return result

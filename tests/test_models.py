@@ -1,0 +1,114 @@
+import json
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from artsentry.data.transforms import eval_transform
+from artsentry.models import create_model, default_preprocessing
+from artsentry.models.artifact import ArtifactError, load_model, save_model
+from artsentry.models.efficientnet_lite import create_efficientnet_lite, map_state_dict, weights_path
+
+
+def test_pretrained_lite0_recognises_the_cat():
+    skimage_data = pytest.importorskip("skimage.data", reason="scikit-image is a dev dependency")
+    net = create_efficientnet_lite("lite0", pretrained=True).eval()
+    pre = default_preprocessing("efficientnet_lite0")
+    assert pre.mean == (0.5, 0.5, 0.5) and pre.std == (0.5, 0.5, 0.5)
+    x = eval_transform(pre)(Image.fromarray(skimage_data.chelsea()))[None]
+    assert float(x.min()) >= -1.0 and float(x.max()) <= 1.0
+    with torch.no_grad():
+        probs = net(x).softmax(1)[0]
+    top5 = probs.topk(5).indices.tolist()
+    assert top5[0] in (281, 282, 285), top5  # tabby / tiger cat / Egyptian cat
+    assert probs[281:286].sum() > 0.8  # nearly all mass on domestic cats
+
+
+def test_weights_file_has_296_tensors_mapped_in_order():
+    source = torch.load(weights_path("lite0"), map_location="cpu", weights_only=True)
+    assert len(source) == 296
+    net = create_efficientnet_lite("lite0", pretrained=False)
+    mapped = map_state_dict(source, net)
+    assert list(mapped) == list(net.state_dict())
+    assert torch.equal(mapped["conv_stem.weight"], source["_conv_stem.weight"])
+
+
+def test_mapping_refuses_mismatched_weights():
+    net = create_efficientnet_lite("lite0", pretrained=False)
+    sd = OrderedDict(net.state_dict())
+    first = next(iter(sd))
+    sd[first] = torch.zeros(1)
+    with pytest.raises(ValueError, match="shape mismatch"):
+        map_state_dict(sd, net)
+    sd.popitem()
+    with pytest.raises(ValueError, match="295 tensors"):
+        map_state_dict(sd, net)
+
+
+def test_transfer_head_is_bn_linear_relu_dropout_linear():
+    model = create_model("efficientnet_lite0", 3, pretrained=False)
+    kinds = [type(m) for m in model.head]
+    assert kinds == [nn.BatchNorm1d, nn.Linear, nn.ReLU, nn.Dropout, nn.Linear]
+    assert model.head[3].p == 0.5
+    model.eval()
+    x = torch.randn(2, 3, 224, 224)
+    assert model(x).shape == (2, 3)
+    assert model.embed(x).shape == (2, 1280)
+
+
+def test_smallcnn_is_the_seed_architecture():
+    model = create_model("smallcnn", 2).eval()
+    convs = [m for m in model.backbone.features if isinstance(m, nn.Conv2d)]
+    assert [(c.out_channels, c.kernel_size[0]) for c in convs] == [(32, 3), (32, 4), (64, 3)]
+    assert sum(isinstance(m, nn.MaxPool2d) for m in model.backbone.features) == 3
+    assert model.backbone.fc[0].out_features == 64
+    assert model(torch.rand(2, 3, 150, 150)).shape == (2, 2)
+    assert default_preprocessing("smallcnn").input_size == 150
+
+
+def test_artifact_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model = create_model("efficientnet_lite0", 2, pretrained=False).eval()
+    pre = default_preprocessing("efficientnet_lite0")
+    save_model(model, tmp_path / "m", labels=["ivory", "non_ivory"], preprocessing=pre, threshold=0.3,
+               positive_label="ivory", metrics={"val": {"accuracy": 1.0}})
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "model.safetensors"]
+    loaded, config = load_model(tmp_path / "m")
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.allclose(model(x), loaded(x), atol=1e-6)
+    assert config["threshold"] == 0.3 and config["labels"] == ["ivory", "non_ivory"]
+    assert config["preprocessing"]["mean"] == [0.5, 0.5, 0.5]
+    assert config["metrics"]["val"]["accuracy"] == 1.0
+
+
+def test_broken_artifacts_give_clear_errors(tmp_path):
+    model = create_model("smallcnn", 2)
+    pre = default_preprocessing("smallcnn")
+    folder = save_model(model, tmp_path / "m", labels=["a", "b"], preprocessing=pre)
+    with pytest.raises(ArtifactError, match="no such model folder"):
+        load_model(tmp_path / "nothing")
+    weights = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    with pytest.raises(ArtifactError, match="unreadable weights"):
+        load_model(folder)
+    save_model(model, folder, labels=["a", "b"], preprocessing=pre)
+    config = json.loads((folder / "config.json").read_text())
+    config["architecture"]["num_classes"] = 3
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ArtifactError, match="do not match"):
+        load_model(folder)
+    (folder / "config.json").write_text("{not json")
+    with pytest.raises(ArtifactError, match="unreadable config"):
+        load_model(folder)
+
+
+def test_artifact_contains_no_pickle(tmp_path):
+    model = create_model("smallcnn", 2)
+    folder = save_model(model, tmp_path / "m", labels=["a", "b"], preprocessing=default_preprocessing("smallcnn"))
+    head = (folder / "model.safetensors").read_bytes()[:16]
+    assert not head.startswith(b"\x80")  # pickle protocol marker
+    assert not (folder / "model.safetensors").read_bytes().startswith(b"PK")  # torch zip

@@ -1,0 +1,134 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from artsentry.cli import main
+from artsentry.inference import Predictor
+from artsentry.train import TrainingError, TrainSettings, choose_positive_label, class_weights, train
+
+FAST = dict(image_size=64, batch_size=8, val_fraction=0.25, test_fraction=0.25)
+
+
+def test_class_weights_are_inverse_frequency():
+    w = class_weights(np.array([0, 0, 0, 1]), 2)
+    assert w.tolist() == pytest.approx([4 / 6, 2.0])
+    with pytest.raises(TrainingError, match="no training images"):
+        class_weights(np.array([0, 0]), 2)
+
+
+def test_positive_label_choice():
+    assert choose_positive_label(["ivory", "non_ivory"], None) == "ivory"
+    assert choose_positive_label(["horn", "not_horn"], None) == "horn"
+    assert choose_positive_label(["a", "b"], "b") == "b"
+    assert choose_positive_label(["a", "b", "c"], None) is None
+    with pytest.raises(ValueError, match="positive-label"):
+        choose_positive_label(["cat", "dog"], None)
+
+
+def test_frozen_lite0_learns_and_writes_a_complete_artifact(tmp_path, synthetic_dataset):
+    run = tmp_path / "run"
+    result = train(synthetic_dataset, run, TrainSettings(mode="frozen", **FAST), progress=False)
+    config = json.loads((result.model_dir / "config.json").read_text())
+    assert config["architecture"]["name"] == "efficientnet_lite0"
+    assert config["labels"] == ["ivory", "non_ivory"] and config["positive_label"] == "ivory"
+    assert config["preprocessing"]["input_size"] == 64
+    assert config["training"]["settings"]["mode"] == "frozen"
+    splits = config["data"]["splits"]
+    assert sum(sum(v.values()) for v in splits.values()) == 48
+    assert not (run / "checkpoint").exists()
+    predictor = Predictor.load(result.model_dir)
+    test = [str(p) for p in sorted(synthetic_dataset.glob("*/*.jpg"))]
+    preds = predictor.predict_files(test)
+    acc = np.mean([p.label == Path(p.source).parent.name for p in preds])
+    assert acc >= 0.9
+
+
+def test_smallcnn_trains_from_scratch(tmp_path, synthetic_dataset):
+    result = train(synthetic_dataset, tmp_path / "run",
+                   TrainSettings(architecture="smallcnn", epochs=2, lr=3e-3, **{**FAST, "image_size": None}),
+                   progress=False)
+    config = json.loads((result.model_dir / "config.json").read_text())
+    assert config["preprocessing"]["input_size"] == 150
+    assert [h["stage"] for h in config["training"]["history"]] == ["finetune", "finetune"]
+
+
+def test_finished_run_is_not_silently_retrained(tmp_path, synthetic_dataset):
+    settings = TrainSettings(mode="frozen", head_epochs=2, **FAST)
+    train(synthetic_dataset, tmp_path / "run", settings, progress=False)
+    with pytest.raises(TrainingError, match="already holds a trained model"):
+        train(synthetic_dataset, tmp_path / "run", settings, progress=False)
+    train(synthetic_dataset, tmp_path / "run", settings, progress=False, overwrite=True)
+
+
+def test_cli_train_reports_and_evaluates(tmp_path, synthetic_dataset, capsys):
+    run = tmp_path / "run"
+    code = main(["-q", "train", str(synthetic_dataset), "--out", str(run), "--mode", "frozen", "--image-size", "64",
+                 "--val-fraction", "0.25", "--test-fraction", "0.25", "--target-recall", "1.0"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "test: n 12" in out and "target_recall" in out
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["threshold"]["rule"] == "target_recall"
+    assert metrics["metrics"]["val"]["recall"] == 1.0
+    config = json.loads((run / "model" / "config.json").read_text())
+    assert config["threshold"] == metrics["threshold"]["threshold"]
+    assert config["metrics"]["test"]["n"] == 12
+    html = (run / "report.html").read_text()
+    assert "Confusion matrix" in html or "confusion plot" in html
+    assert "http://" not in html and "https://" not in html  # self-contained
+
+
+def _train_cmd(data, run):
+    return [sys.executable, "-m", "artsentry", "-q", "train", str(data), "--out", str(run), "--image-size", "64",
+            "--batch-size", "8", "--epochs", "3", "--checkpoint-every", "1", "--val-fraction", "0.25",
+            "--test-fraction", "0.25", "--head-epochs", "3"]
+
+
+def test_killed_finetune_resumes_from_its_checkpoint(tmp_path, synthetic_dataset):
+    run = tmp_path / "run"
+    state = run / "checkpoint" / "state.json"
+    proc = subprocess.Popen(_train_cmd(synthetic_dataset, run), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    step = 0
+    while time.time() < deadline and proc.poll() is None:
+        if state.is_file():
+            try:
+                step = json.loads(state.read_text())["global_step"]
+            except (json.JSONDecodeError, KeyError):
+                step = 0
+            if step >= 4:  # mid-training: 3 epochs of 3 steps
+                break
+        time.sleep(0.05)
+    assert proc.poll() is None, f"training ended before it could be killed: {proc.communicate()[1][-2000:]}"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (run / "model").exists()
+
+    done = subprocess.run(_train_cmd(synthetic_dataset, run), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "resumed from step" in done.stdout
+    resumed = int(done.stdout.split("resumed from step")[1].split()[0])
+    assert resumed >= 4
+    config = json.loads((run / "model" / "config.json").read_text())
+    epochs = [h["epoch"] for h in config["training"]["history"] if h["stage"] == "finetune"]
+    assert epochs == [0, 1, 2]
+    assert not (run / "checkpoint").exists()
+
+
+def test_resume_with_other_settings_is_refused(tmp_path, synthetic_dataset):
+    run = tmp_path / "run"
+    (run / "checkpoint").mkdir(parents=True)
+    train_settings = TrainSettings(mode="frozen", head_epochs=1, **FAST)
+    from artsentry.train import Trainer
+
+    Trainer(run, train_settings, progress=False).prepare_data(synthetic_dataset)
+    other = TrainSettings(mode="frozen", head_epochs=1, seed=5, **FAST)
+    with pytest.raises(TrainingError, match="other settings"):
+        train(synthetic_dataset, run, other, progress=False)
