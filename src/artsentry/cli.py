@@ -136,17 +136,13 @@ def _print_metrics(result: dict) -> None:
 
 
 def cmd_train(a) -> int:
-    from .evaluate import run_evaluation
     from .train import train
 
     settings = _settings_from_args(a)
     result = train(a.data, a.out, settings, overwrite=a.overwrite, progress=not a.quiet)
     if result.resumed_from_step:
         print(f"resumed from step {result.resumed_from_step}")
-    ev = run_evaluation(result.model_dir, Path(a.out) / "manifest.csv", split="test", out_dir=a.out,
-                        target_recall=a.target_recall, target_precision=a.target_precision, save_threshold=True,
-                        progress=not a.quiet)
-    _print_metrics(ev)
+    _print_metrics(result.evaluation)
     print(f"model: {result.model_dir}\nreport: {Path(a.out) / 'report.html'}")
     return 0
 

@@ -113,6 +113,7 @@ class TrainResult:
     model_dir: Path
     history: list[dict] = field(default_factory=list)
     resumed_from_step: int = 0
+    evaluation: dict = field(default_factory=dict)  # run_evaluation's result on the test split
 
 
 class TrainingError(RuntimeError):
@@ -541,7 +542,9 @@ class Trainer:
 
 def train(source: str | Path | None, run_dir: str | Path, settings: TrainSettings | None = None, *,
           overwrite: bool = False, progress: bool = True) -> TrainResult:
-    """Train a model on ``source`` (manifest or folder) into ``run_dir``.
+    """Train a model on ``source`` (manifest or folder) into ``run_dir``, choose the
+    threshold on the validation split (``settings.target_recall`` /
+    ``target_precision``, else 0.5) and evaluate on the test split.
 
     Resumes an interrupted run in ``run_dir`` when its settings match. A run
     that already finished is refused unless ``overwrite``.
@@ -552,4 +555,11 @@ def train(source: str | Path | None, run_dir: str | Path, settings: TrainSetting
         shutil.rmtree(run_dir)
     if (run_dir / "model" / "config.json").is_file() and not (run_dir / "checkpoint").exists():
         raise TrainingError(f"{run_dir} already holds a trained model; use --overwrite or another --out")
-    return Trainer(run_dir, settings, progress=progress).run(source)
+    result = Trainer(run_dir, settings, progress=progress).run(source)
+    from .evaluate import run_evaluation
+
+    result.evaluation = run_evaluation(result.model_dir, run_dir / "manifest.csv", split="test", out_dir=run_dir,
+                                       target_recall=settings.target_recall,
+                                       target_precision=settings.target_precision, save_threshold=True,
+                                       progress=progress)
+    return result

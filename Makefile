@@ -1,0 +1,33 @@
+# Set-up and entry points. `make ivory` and `make test` each install everything they need.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+DATA    ?= ../shared/datasets/met-ivory
+RUN     ?= runs/ivory
+STAMP   := $(VENV)/.installed
+
+.PHONY: setup ivory test bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# The main job: train the ivory detector on met-ivory, pick its threshold on the
+# validation split, evaluate on the test split, write $(RUN)/report.html.
+# Interrupted? Run it again: training resumes from its last checkpoint.
+ivory: $(RUN)/model/config.json
+
+$(RUN)/model/config.json: | $(STAMP)
+	$(BIN)/artsentry train $(DATA) --out $(RUN)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/ivory.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

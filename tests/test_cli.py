@@ -1,0 +1,67 @@
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from artsentry.cli import EXIT_SOME_UNREADABLE, main
+from artsentry.train import TrainSettings, train
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, synthetic_dataset):
+    run = tmp_path_factory.mktemp("cli") / "run"
+    settings = TrainSettings(mode="frozen", image_size=64, val_fraction=0.25, test_fraction=0.25)
+    return train(synthetic_dataset, run, settings, progress=False).model_dir
+
+
+def test_predict_folder_with_hostile_files_completes(model_dir, hostile_dir, synthetic_dataset, capsys):
+    for f in sorted((synthetic_dataset / "ivory").glob("*.jpg"))[:3]:
+        shutil.copy(f, hostile_dir / f.name)
+    code = main(["predict", str(hostile_dir), "--model", str(model_dir), "--json"])
+    out, err = capsys.readouterr()
+    assert code == EXIT_SOME_UNREADABLE
+    rows = [json.loads(line) for line in out.splitlines()]
+    names = {r["source"].rsplit("/", 1)[1] for r in rows}
+    assert names == {"cmyk.jpg", "grey16.png", "palette_transparent.png", "good.jpg", "ivory_000.jpg",
+                     "ivory_001.jpg", "ivory_002.jpg"}
+    for r in rows:
+        assert 0.0 <= r["score"] <= 1.0 and r["label"] in ("ivory", "non_ivory")
+        assert r["flagged"] == (r["score"] >= r["threshold"])
+        if r["source"].endswith(("ivory_000.jpg", "ivory_001.jpg", "ivory_002.jpg")):
+            assert r["label"] == "ivory"
+    err_lines = [l for l in err.splitlines() if l.startswith("error:")]
+    assert len(err_lines) == 4  # zero bytes, truncated, text, bomb: one line each
+    for bad in ("zero_bytes.jpg", "truncated.jpg", "text.jpg", "bomb.png"):
+        assert sum(bad in l for l in err_lines) == 1
+
+
+def test_predict_plain_output_and_missing_file(model_dir, synthetic_dataset, capsys):
+    img = sorted((synthetic_dataset / "non_ivory").glob("*.jpg"))[0]
+    code = main(["predict", str(img), "nonexistent.jpg", "--model", str(model_dir.parent)])
+    out, err = capsys.readouterr()
+    assert code == EXIT_SOME_UNREADABLE
+    fields = out.strip().split("\t")
+    assert fields[0] == str(img) and fields[1] == "non_ivory"
+    assert fields[2].startswith("p(ivory)=") and "pass (threshold" in fields[3]
+    assert "nonexistent.jpg: file not found" in err
+
+
+def test_evaluate_command_writes_outputs(model_dir, tmp_path, capsys):
+    code = main(["-q", "evaluate", str(model_dir.parent), "--out", str(tmp_path), "--target-precision", "1.0"])
+    assert code == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["split"] == "test" and metrics["threshold"]["rule"] == "target_precision"
+    assert (tmp_path / "report.html").stat().st_size > 1000
+    assert (tmp_path / "predictions.csv").is_file()
+    # without --save-threshold the model is unchanged
+    config = json.loads((model_dir / "config.json").read_text())
+    assert config["threshold"] == 0.5 and config["threshold_rule"]["rule"] == "model config"
+
+
+def test_errors_are_one_line_with_status_1(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "artsentry", "predict", "x.jpg", "--model", str(tmp_path / "none")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().count("\n") == 0 and "no such model folder" in proc.stderr
