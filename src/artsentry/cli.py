@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--mode", default="finetune", choices=("finetune", "frozen"),
                    help="finetune: train the whole network (slow, best); frozen: train only the head on cached "
                         "features (fast)")
-    t.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs (default 6; smallcnn 30)")
+    t.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs (default 8; smallcnn 30)")
     t.add_argument("--head-epochs", type=int, default=60, help="epochs of the head stage on cached features")
     t.add_argument("--batch-size", type=int, default=32)
     t.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-3)")
@@ -102,7 +102,7 @@ def _settings_from_args(a) -> "object":
     return TrainSettings(
         architecture=a.arch,
         mode="finetune" if small else a.mode,
-        epochs=a.epochs if a.epochs is not None else (30 if small else 6),
+        epochs=a.epochs if a.epochs is not None else (30 if small else 8),
         head_epochs=a.head_epochs,
         batch_size=a.batch_size,
         lr=a.lr if a.lr is not None else 1e-3,

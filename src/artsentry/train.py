@@ -61,7 +61,7 @@ NEGATIVE_PREFIXES = ("non_", "non-", "not_", "not-", "no_", "no-", "other")
 class TrainSettings:
     architecture: str = "efficientnet_lite0"
     mode: str = "finetune"  # "frozen" or "finetune"
-    epochs: int = 6  # fine-tuning epochs (finetune mode)
+    epochs: int = 8  # fine-tuning epochs (finetune mode)
     head_epochs: int = 60  # head-only epochs on cached features
     batch_size: int = 32
     lr: float = 1e-3  # peak learning rate of fine-tuning (head and backbone)
