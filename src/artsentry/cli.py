@@ -86,6 +86,43 @@ def build_parser() -> argparse.ArgumentParser:
                    help="store the chosen threshold and the metrics in the model's config.json")
     _add_threshold_args(e)
 
+    c = sub.add_parser("collect", help="collect museum data (The Met Collection API)",
+                       description="Crawl The Met Collection API into a collection folder: records, images, "
+                                   "collection.csv and failures.csv. Run the same command again to resume.")
+    c.add_argument("--out", required=True, help="collection folder")
+    sel = c.add_mutually_exclusive_group(required=True)
+    sel.add_argument("--search", metavar="Q", help="search query ('*' for any)")
+    sel.add_argument("--ids", help="comma-separated object ids")
+    sel.add_argument("--all", action="store_true", help="every object id (GET /objects)")
+    c.add_argument("--medium", help="search filter, e.g. 'Ivory|Ceramics'")
+    c.add_argument("--has-images", action="store_true", help="search filter: only objects with images")
+    c.add_argument("--department-id", type=int, help="search filter")
+    c.add_argument("--culture", action="store_true", help="search Q in artist or culture fields (artistOrCulture)")
+    c.add_argument("--limit", type=int, help="only the first N ids (sorted)")
+    c.add_argument("--images", default="primary", choices=("none", "primary", "all"),
+                   help="which images to fetch (all = primary + additional)")
+    c.add_argument("--image-size", default="large", choices=("large", "small"),
+                   help="large: primaryImage; small: primaryImageSmall (web-large)")
+    c.add_argument("--rate", type=float, default=20.0, help="request cap per second, all workers together "
+                                                            "(the museum asks for at most 80)")
+    c.add_argument("--workers", type=int, default=8, help="concurrent requests")
+    c.add_argument("--timeout", type=float, default=15.0, help="seconds per request")
+    c.add_argument("--retries", type=int, default=8, help="retries per request on transient failures")
+    c.add_argument("--backoff", type=float, default=0.5,
+                   help="first retry wait in seconds, doubled per attempt (Retry-After wins when given)")
+    c.add_argument("--base-url", default=None, help="API base URL (default: the museum's)")
+
+    b = sub.add_parser("build", help="build a training manifest from a collection by recipe",
+                       description="Recipes: ivory (ivory as main material vs ceramics), culture (paintings by "
+                                   "grouped culture, top N), instance (one class per object, objects with at "
+                                   "least K photos). Writes OUT/manifest.csv, OUT/card.json, OUT/card.html.")
+    b.add_argument("recipe", choices=("ivory", "culture", "instance"))
+    b.add_argument("collection", help="collection folder (from artsentry collect) or its collection.csv")
+    b.add_argument("--out", required=True, help="dataset folder")
+    b.add_argument("--top", type=int, default=4, help="culture: keep the N most frequent culture groups")
+    b.add_argument("--min-images", type=int, default=4, help="instance: objects with at least this many photos")
+    b.add_argument("--seed", type=int, default=0)
+
     pr = sub.add_parser("predict", help="classify images", description="Print label, probability and decision for "
                         "each image. Unreadable files are reported on stderr and skipped.")
     pr.add_argument("images", nargs="+", help="image files or folders (searched recursively)")
@@ -208,7 +245,47 @@ def cmd_predict(a) -> int:
     return EXIT_SOME_UNREADABLE if n_bad else 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict}
+def cmd_collect(a) -> int:
+    from .collect import DEFAULT_BASE_URL, Crawler, MetClient, RetryPolicy, resolve_ids
+
+    ids = None
+    if a.ids:
+        try:
+            ids = [int(x) for x in a.ids.split(",") if x.strip()]
+        except ValueError:
+            raise ValueError("--ids takes comma-separated integers") from None
+    if a.rate <= 0 or a.rate > 80:
+        raise ValueError("--rate must be in (0, 80]: the museum asks clients to stay at or below 80 requests/s")
+    filters = {"medium": a.medium, "hasImages": True if a.has_images else None, "departmentId": a.department_id,
+               "artistOrCulture": True if a.culture else None}
+    with MetClient(a.base_url or DEFAULT_BASE_URL, rate=a.rate, timeout=a.timeout,
+                   policy=RetryPolicy(retries=a.retries, backoff=a.backoff)) as client:
+        crawler = Crawler(client, a.out, images=a.images, image_size=a.image_size, workers=a.workers,
+                          progress=not a.quiet)
+        try:
+            chosen = resolve_ids(client, crawler.store, search=a.search, all_objects=a.all, ids=ids, limit=a.limit,
+                                 **filters)
+            print(f"{len(chosen)} object(s) to collect into {a.out}")
+            summary = crawler.crawl(chosen)
+        finally:
+            crawler.close()
+    print("\n".join(summary.lines()))
+    print(f"collection: {Path(a.out) / 'collection.csv'}; failures: {Path(a.out) / 'failures.csv'}")
+    return 0
+
+
+def cmd_build(a) -> int:
+    from .data.recipes import build
+
+    df = build(a.recipe, a.collection, a.out, top=a.top, min_images=a.min_images, seed=a.seed)
+    counts = ", ".join(f"{k} {v}" for k, v in df["label"].value_counts().sort_index().head(20).items())
+    print(f"{len(df)} images of {df['object_id'].nunique()} objects, {df['label'].nunique()} classes: {counts}")
+    print(f"manifest: {Path(a.out) / 'manifest.csv'}; card: {Path(a.out) / 'card.html'}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "collect": cmd_collect,
+            "build": cmd_build}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -217,12 +294,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     from .data.manifest import ManifestError
     from .models.artifact import ArtifactError
+    from .collect.met import MetError
     from .models.efficientnet_lite import WeightsUnavailable
     from .train import TrainingError
 
     try:
         return COMMANDS[args.command](args)
-    except (ManifestError, ArtifactError, TrainingError, WeightsUnavailable, ValueError, FileNotFoundError) as exc:
+    except (ManifestError, ArtifactError, TrainingError, WeightsUnavailable, MetError, ValueError,
+            FileNotFoundError) as exc:
         print(f"artsentry {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:

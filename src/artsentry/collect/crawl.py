@@ -1,0 +1,323 @@
+"""Resumable crawls of The Met Collection API into a local collection folder.
+
+The folder holds::
+
+    crawl.sqlite     crawl state: every object and image, its status and failure reason,
+                     the object records (JSON), and the id list of each query
+    images/<id>/<n>.jpg   image n of object id (0 = primary, 1.. = additional)
+    collection.csv   one row per stored image with its object's metadata (deterministic)
+    failures.csv     every failure with its reason
+
+Workers only do network I/O and write image files (to a temporary name, then
+an atomic rename); the main thread alone writes the database, one transaction
+per result. A crawl killed at any moment loses at most the work in flight:
+running the same command again skips everything recorded as done, and a file
+written just before the kill is simply written again with the same bytes.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import sqlite3
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+from tqdm.auto import tqdm
+
+from ..data.images import ImageLoadError, load_image
+from .met import MetClient, MetError, NotFound
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS objects (
+    object_id INTEGER PRIMARY KEY,
+    status TEXT NOT NULL DEFAULT 'pending',   -- pending | done | missing | failed | imported
+    reason TEXT,
+    source TEXT NOT NULL DEFAULT 'api',
+    record TEXT                               -- JSON
+);
+CREATE TABLE IF NOT EXISTS images (
+    object_id INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    url TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending',   -- pending | done | missing | failed
+    file TEXT,
+    sha256 TEXT,
+    reason TEXT,
+    PRIMARY KEY (object_id, idx)
+);
+CREATE TABLE IF NOT EXISTS queries (key TEXT PRIMARY KEY, ids TEXT NOT NULL);
+"""
+
+#: record fields carried into collection.csv, in this order
+RECORD_FIELDS = ["department", "objectName", "title", "culture", "period", "dynasty", "objectDate",
+                 "objectBeginDate", "objectEndDate", "medium", "classification", "country", "region",
+                 "isPublicDomain", "accessionNumber", "objectURL"]
+
+
+class CrawlStore:
+    """The crawl's SQLite database. Use from one thread."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.folder / "crawl.sqlite", isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def query_ids(self, key: str, fetch: Callable[[], list[int]]) -> list[int]:
+        """The id list of a query: fetched once, then reused so a resumed crawl sees the same list."""
+        row = self.db.execute("SELECT ids FROM queries WHERE key = ?", (key,)).fetchone()
+        if row:
+            return json.loads(row[0])
+        ids = sorted(set(int(i) for i in fetch()))
+        self.db.execute("INSERT INTO queries (key, ids) VALUES (?, ?)", (key, json.dumps(ids)))
+        return ids
+
+    def add_objects(self, ids: Iterable[int]) -> None:
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany("INSERT OR IGNORE INTO objects (object_id) VALUES (?)", ((int(i),) for i in ids))
+            # imported metadata-only rows and earlier failures are fetched (again)
+            self.db.executemany("UPDATE objects SET status = 'pending' WHERE object_id = ? AND status IN "
+                                "('imported', 'failed')", ((int(i),) for i in ids))
+
+    def pending_objects(self, ids: list[int]) -> list[int]:
+        wanted = set(ids)
+        rows = self.db.execute("SELECT object_id FROM objects WHERE status = 'pending' ORDER BY object_id")
+        return [r[0] for r in rows if r[0] in wanted]
+
+    def save_record(self, object_id: int, record: dict, image_urls: list[str]) -> None:
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.execute("UPDATE objects SET status = 'done', reason = NULL, record = ? WHERE object_id = ?",
+                            (json.dumps(record, sort_keys=True), object_id))
+            self.db.executemany(
+                "INSERT OR IGNORE INTO images (object_id, idx, url) VALUES (?, ?, ?)",
+                [(object_id, k, url) for k, url in enumerate(image_urls)],
+            )
+
+    def mark_object(self, object_id: int, status: str, reason: str) -> None:
+        self.db.execute("UPDATE objects SET status = ?, reason = ? WHERE object_id = ?", (status, reason, object_id))
+
+    def pending_images(self, ids: list[int]) -> list[tuple[int, int, str]]:
+        self.db.execute("UPDATE images SET status = 'pending' WHERE status = 'failed'")
+        wanted = set(ids)
+        rows = self.db.execute("SELECT object_id, idx, url FROM images WHERE status = 'pending' "
+                               "ORDER BY object_id, idx")
+        return [r for r in rows if r[0] in wanted]
+
+    def image_done(self, object_id: int, idx: int, file: str, sha256: str) -> None:
+        self.db.execute("UPDATE images SET status = 'done', file = ?, sha256 = ?, reason = NULL "
+                        "WHERE object_id = ? AND idx = ?", (file, sha256, object_id, idx))
+
+    def mark_image(self, object_id: int, idx: int, status: str, reason: str) -> None:
+        self.db.execute("UPDATE images SET status = ?, reason = ? WHERE object_id = ? AND idx = ?",
+                        (status, reason, object_id, idx))
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        out = {}
+        for table in ("objects", "images"):
+            out[table] = dict(self.db.execute(f"SELECT status, COUNT(*) FROM {table} GROUP BY status").fetchall())
+        return out
+
+    def failures(self) -> list[tuple[str, str, str, str]]:
+        """(kind, id, status, reason) of everything not done, sorted."""
+        rows = [("object", str(oid), st, reason or "") for oid, st, reason in self.db.execute(
+            "SELECT object_id, status, reason FROM objects WHERE status IN ('missing', 'failed') ORDER BY object_id")]
+        rows += [("image", f"{oid}/{idx} {url}", st, reason or "") for oid, idx, url, st, reason in self.db.execute(
+            "SELECT object_id, idx, url, status, reason FROM images WHERE status IN ('missing', 'failed') "
+            "ORDER BY object_id, idx")]
+        return rows
+
+    def records(self) -> Iterator[tuple[int, dict]]:
+        for oid, rec in self.db.execute("SELECT object_id, record FROM objects WHERE record IS NOT NULL "
+                                        "ORDER BY object_id"):
+            yield oid, json.loads(rec)
+
+    def images_done(self) -> Iterator[tuple[int, int, str, str, str]]:
+        yield from self.db.execute("SELECT object_id, idx, url, file, sha256 FROM images WHERE status = 'done' "
+                                   "ORDER BY object_id, idx")
+
+
+def image_urls(record: dict, which: str, size: str) -> list[str]:
+    """URLs to fetch for a record: ``which`` none / primary / all; ``size`` large / small
+    (small = ``primaryImageSmall``; additional images exist only in one size)."""
+    if which == "none":
+        return []
+    primary = record.get("primaryImageSmall") if size == "small" else record.get("primaryImage")
+    primary = primary or record.get("primaryImage") or ""
+    urls = [primary] if primary else []
+    if which == "all" and primary:
+        urls += [u for u in (record.get("additionalImages") or []) if u]
+    return urls
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _validate_image(data: bytes) -> None:
+    try:
+        load_image(data, name="download")
+    except ImageLoadError as exc:
+        raise ValueError(exc.reason) from None
+
+
+@dataclass
+class CrawlSummary:
+    objects: dict[str, int] = field(default_factory=dict)
+    images: dict[str, int] = field(default_factory=dict)
+    failures: list[tuple[str, str, str, str]] = field(default_factory=list)
+    requests: int = 0
+
+    def lines(self) -> list[str]:
+        out = [
+            "objects: " + ", ".join(f"{k} {v}" for k, v in sorted(self.objects.items())),
+            "images:  " + ", ".join(f"{k} {v}" for k, v in sorted(self.images.items())),
+            f"requests sent: {self.requests}",
+        ]
+        reasons: dict[str, int] = {}
+        for kind, _, _, reason in self.failures:
+            key = f"{kind}: {reason.split(' (')[0]}"
+            reasons[key] = reasons.get(key, 0) + 1
+        for key, n in sorted(reasons.items(), key=lambda kv: -kv[1]):
+            out.append(f"  {n:6d}  {key}")
+        return out
+
+
+class Crawler:
+    def __init__(self, client: MetClient, folder: str | Path, *, images: str = "primary", image_size: str = "large",
+                 workers: int = 8, progress: bool = True):
+        if images not in ("none", "primary", "all"):
+            raise ValueError("images must be none, primary or all")
+        if image_size not in ("large", "small"):
+            raise ValueError("image_size must be large or small")
+        self.client = client
+        self.folder = Path(folder)
+        self.store = CrawlStore(self.folder)
+        self.images = images
+        self.image_size = image_size
+        self.workers = workers
+        self.progress = progress
+
+    def close(self) -> None:
+        self.store.close()
+
+    # work items run in worker threads: network and image files only, no database
+    def _fetch_record(self, object_id: int):
+        try:
+            record = self.client.get_object(object_id)
+            return "done", record, image_urls(record, self.images, self.image_size)
+        except NotFound:
+            return "missing", None, "ObjectID not found (404)"
+        except MetError as exc:
+            return "failed", None, exc.reason
+
+    def _fetch_image(self, object_id: int, idx: int, url: str):
+        rel = f"images/{object_id}/{idx}.jpg"
+        try:
+            data = self.client.get_bytes(url, validate=_validate_image)
+        except NotFound:
+            return "missing", rel, "image URL answers 404"
+        except MetError as exc:
+            return "failed", rel, exc.reason
+        _write_atomic(self.folder / rel, data)
+        return "done", rel, hashlib.sha256(data).hexdigest()
+
+    def _run(self, items: list, submit: Callable, handle: Callable, desc: str) -> None:
+        """Keep at most 4 x workers items in flight; handle results in the main thread."""
+        bar = tqdm(total=len(items), desc=desc, unit="item", disable=not self.progress)
+        counts = {"done": 0, "failed": 0}
+        it = iter(items)
+        with ThreadPoolExecutor(self.workers) as pool:
+            running = {}
+            for item in it:
+                running[submit(pool, item)] = item
+                if len(running) >= 4 * self.workers:
+                    break
+            while running:
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    item = running.pop(fut)
+                    status = handle(item, fut.result())
+                    counts["done" if status == "done" else "failed"] += 1
+                    bar.set_postfix(counts, refresh=False)
+                    bar.update(1)
+                    nxt = next(it, None)
+                    if nxt is not None:
+                        running[submit(pool, nxt)] = nxt
+        bar.close()
+
+    def crawl(self, ids: list[int]) -> CrawlSummary:
+        store = self.store
+        store.add_objects(ids)
+
+        def handle_record(oid, result):
+            status, record, extra = result
+            if status == "done":
+                store.save_record(oid, record, extra)
+            else:
+                store.mark_object(oid, status, extra)
+            return status
+
+        self._run(store.pending_objects(ids), lambda pool, oid: pool.submit(self._fetch_record, oid), handle_record,
+                  "records")
+
+        def handle_image(row, result):
+            status, rel, extra = result
+            if status == "done":
+                store.image_done(row[0], row[1], rel, extra)
+            else:
+                store.mark_image(row[0], row[1], status, extra)
+            return status
+
+        self._run(store.pending_images(ids), lambda pool, row: pool.submit(self._fetch_image, *row), handle_image,
+                  "images")
+        self.export()
+        counts = store.counts()
+        return CrawlSummary(counts["objects"], counts["images"], store.failures(), self.client.requests_sent)
+
+    def export(self) -> None:
+        export_collection(self.store, self.folder)
+
+
+def export_collection(store: CrawlStore, folder: Path) -> None:
+    """Write collection.csv and failures.csv: sorted, no timestamps, so equal crawls give equal bytes."""
+    records = dict(store.records())
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["path", "object_id", "image_index", "image_kind", "url", "sha256"] + RECORD_FIELDS)
+    for oid, idx, url, file, sha in store.images_done():
+        rec = records.get(oid, {})
+        w.writerow([file, oid, idx, "primary" if idx == 0 else "additional", url, sha]
+                   + [_cell(rec.get(f)) for f in RECORD_FIELDS])
+    _write_atomic(folder / "collection.csv", buf.getvalue().encode())
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["kind", "id", "status", "reason"])
+    w.writerows(store.failures())
+    _write_atomic(folder / "failures.csv", buf.getvalue().encode())
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

@@ -1,0 +1,218 @@
+"""A polite client for The Met Collection API.
+
+- one shared request-rate cap across all threads: a sliding window, so no
+  one-second window ever holds more than ``rate`` requests (the museum asks for
+  at most 80 per second; the default is 20);
+- a timeout on every request; retries with exponential backoff and jitter on
+  timeouts, connection errors, truncated or unparsable bodies, 429, 403 and
+  5xx answers, honouring ``Retry-After`` (seconds or an HTTP date);
+- 404 is an answer, not an error to retry: ``NotFound``.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import random
+import threading
+import time
+from collections import deque
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import httpx
+
+DEFAULT_BASE_URL = "https://collectionapi.metmuseum.org/public/collection/v1"
+RETRY_STATUSES = {403, 408, 425, 429, 500, 502, 503, 504}
+
+
+class MetError(RuntimeError):
+    """A request failed for good (after retries). ``reason`` is short and stable, for summaries."""
+
+    def __init__(self, url: str, reason: str):
+        self.url = url
+        self.reason = reason
+        super().__init__(f"{url}: {reason}")
+
+
+class NotFound(MetError):
+    pass
+
+
+class RateLimiter:
+    """At most ``capacity`` requests in any window of ``window`` seconds, as the *server* counts.
+
+    A request holds its slot from the moment it is allowed to start until
+    ``window`` seconds after it has finished. The server sees the request
+    arrive somewhere in between, so whatever the network and thread scheduling
+    delays, any server-side window of ``window`` seconds holds at most
+    ``capacity`` arrivals: the last request to start among them found all the
+    others still holding their slots. Thread-safe.
+    """
+
+    def __init__(self, capacity: int, window: float = 1.0):
+        if capacity < 1:
+            raise ValueError("the rate cap must be at least 1 request per window")
+        self.capacity = int(capacity)
+        self.window = window
+        self._done: deque[float] = deque()  # finish times of requests in the last window
+        self._in_flight = 0
+        self._cond = threading.Condition()
+
+    @contextmanager
+    def slot(self):
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                while self._done and now - self._done[0] >= self.window:
+                    self._done.popleft()
+                if self._in_flight + len(self._done) < self.capacity:
+                    self._in_flight += 1
+                    break
+                timeout = self.window - (now - self._done[0]) if self._done else None
+                self._cond.wait(timeout)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._in_flight -= 1
+                self._done.append(time.monotonic())
+                self._cond.notify()
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+@dataclass
+class RetryPolicy:
+    retries: int = 8
+    backoff: float = 0.5  # first wait, doubled each attempt
+    max_backoff: float = 30.0
+    max_retry_after: float = 120.0
+
+    def wait(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self.max_retry_after)
+        base = min(self.max_backoff, self.backoff * 2**attempt)
+        return base * (0.5 + random.random() / 2)
+
+
+class MetClient:
+    """Thread-safe; share one client between worker threads."""
+
+    def __init__(self, base_url: str = DEFAULT_BASE_URL, *, rate: float = 20.0, timeout: float = 15.0,
+                 policy: RetryPolicy | None = None, user_agent: str | None = None, max_connections: int = 32):
+        from .. import __version__
+
+        self.base_url = base_url.rstrip("/")
+        self.limiter = RateLimiter(max(1, int(rate)), window=1.0)
+        self.policy = policy or RetryPolicy()
+        self.http = httpx.Client(
+            timeout=httpx.Timeout(timeout),
+            headers={"User-Agent": user_agent or f"artsentry/{__version__} (research; polite crawler)"},
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            follow_redirects=True,
+        )
+        self.requests_sent = 0
+        self._count_lock = threading.Lock()
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> "MetClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- transport --------------------------------------------------------------------------
+    def _get(self, url: str, params: dict | None, parse):
+        """GET with rate cap and retries; ``parse(response)`` raises ValueError for a bad body."""
+        last = "no attempt"
+        for attempt in range(self.policy.retries + 1):
+            with self._count_lock:
+                self.requests_sent += 1
+            retry_after = None
+            try:
+                with self.limiter.slot():
+                    response = self.http.get(url, params=params)
+                if response.status_code == 404:
+                    raise NotFound(url, "404 not found")
+                if response.status_code in RETRY_STATUSES:
+                    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                    last = f"HTTP {response.status_code}"
+                elif response.status_code >= 400:
+                    raise MetError(url, f"HTTP {response.status_code}")
+                else:
+                    try:
+                        return parse(response)
+                    except ValueError as exc:
+                        last = f"bad body ({exc})"
+            except httpx.TimeoutException:
+                last = "timeout"
+            except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+                last = f"connection broken ({type(exc).__name__})"
+            except httpx.TransportError as exc:
+                last = f"connection failed ({type(exc).__name__})"
+            if attempt < self.policy.retries:
+                time.sleep(self.policy.wait(attempt, retry_after))
+        raise MetError(url, f"gave up after {self.policy.retries + 1} attempts: {last}")
+
+    @staticmethod
+    def _parse_json(response: httpx.Response):
+        try:
+            return json.loads(response.content)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ValueError("invalid JSON") from None
+
+    def get_json(self, path: str, params: dict | None = None):
+        return self._get(f"{self.base_url}/{path.lstrip('/')}", params, self._parse_json)
+
+    def get_bytes(self, url: str, validate=None) -> bytes:
+        """Image or other bytes; ``validate(bytes)`` may raise ValueError to retry (e.g. an HTML error page)."""
+
+        def parse(response: httpx.Response) -> bytes:
+            data = response.content
+            if validate is not None:
+                validate(data)
+            return data
+
+        return self._get(url, None, parse)
+
+    # -- API --------------------------------------------------------------------------------
+    def departments(self) -> list[dict]:
+        return self.get_json("departments").get("departments", [])
+
+    def object_ids(self, metadata_date: str | None = None, department_ids: list[int] | None = None) -> list[int]:
+        params = {}
+        if metadata_date:
+            params["metadataDate"] = metadata_date
+        if department_ids:
+            params["departmentIds"] = "|".join(map(str, department_ids))
+        return list(self.get_json("objects", params or None).get("objectIDs") or [])
+
+    def search(self, q: str = "*", **filters) -> list[int]:
+        """``filters``: hasImages, medium ('Ivory|Ceramics'), departmentId, artistOrCulture, geoLocation,
+        dateBegin + dateEnd, isHighlight, isOnView, title, tags. Booleans become 'true'/'false'."""
+        params = {"q": q}
+        for key, value in filters.items():
+            if value is None:
+                continue
+            params[key] = str(value).lower() if isinstance(value, bool) else str(value)
+        return list(self.get_json("search", params).get("objectIDs") or [])
+
+    def get_object(self, object_id: int) -> dict:
+        record = self.get_json(f"objects/{int(object_id)}")
+        if not isinstance(record, dict) or "objectID" not in record:
+            raise MetError(f"{self.base_url}/objects/{object_id}", "record without objectID")
+        return record

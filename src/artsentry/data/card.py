@@ -1,0 +1,114 @@
+"""Dataset cards: counts and exploration plots of a built dataset, as JSON and self-contained HTML."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from .images import ImageLoadError, load_image
+
+
+def century(row) -> str | None:
+    """'19th century' from objectBeginDate / objectEndDate (midpoint), or None."""
+    try:
+        begin, end = int(row.get("objectBeginDate")), int(row.get("objectEndDate"))
+    except (TypeError, ValueError):
+        return None
+    mid = (begin + end) // 2
+    if mid <= 0:
+        return "BCE"
+    c = mid // 100 + 1
+    suffix = "th" if 10 <= c % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(c % 10, "th")
+    return f"{c}{suffix} c."
+
+
+def _counts(series: pd.Series, top: int = 20) -> dict[str, int]:
+    vc = series.replace("", "(empty)").fillna("(empty)").value_counts()
+    return {str(k): int(v) for k, v in vc.head(top).items()}
+
+
+def card_data(df: pd.DataFrame) -> dict:
+    objects = df.drop_duplicates("object_id")
+    per_object = df.groupby("object_id").size()
+    data = {
+        "images": int(len(df)),
+        "objects": int(df["object_id"].nunique()),
+        "classes": int(df["label"].nunique()),
+        "images_per_class": _counts(df["label"], top=1000),
+        "objects_per_class": _counts(objects["label"], top=1000),
+        "images_per_object": {str(k): int(v) for k, v in per_object.value_counts().sort_index().items()},
+    }
+    if "split" in df:
+        data["split"] = {s: _counts(g["label"], top=1000) for s, g in df.groupby("split")}
+    for col, name in (("department", "objects_per_department"), ("classification", "objects_per_classification"),
+                      ("culture", "objects_per_culture")):
+        if col in objects:
+            data[name] = _counts(objects[col])
+    if "objectBeginDate" in objects:
+        data["objects_per_century"] = _counts(objects.apply(century, axis=1))
+    return data
+
+
+def _bar_png(counts: dict[str, int], title: str) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    items = list(counts.items())[:20][::-1]
+    fig, ax = plt.subplots(figsize=(6, 0.3 * len(items) + 1))
+    ax.barh([k[:40] for k, _ in items], [v for _, v in items], color="#4a7")
+    ax.set_title(title)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _thumb(path: str, size: int = 110) -> str | None:
+    try:
+        img = load_image(path, draft_size=(size, size))
+    except ImageLoadError:
+        return None
+    img.thumbnail((size, size))
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=75)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def write_card(df: pd.DataFrame, collection: pd.DataFrame | None, out_dir: str | Path, *, title: str,
+               grid: int = 8) -> dict:
+    """Write card.json and card.html for dataset ``df`` (absolute paths) into ``out_dir``."""
+    out_dir = Path(out_dir)
+    data = card_data(df)
+    (out_dir / "card.json").write_text(json.dumps(data, indent=2) + "\n")
+    plots = [(k, v) for k, v in data.items() if k.startswith("objects_per_") and isinstance(v, dict) and v]
+    imgs = "".join(f'<img class="plot" alt="{html.escape(k)}" src="{_bar_png(v, k.replace("_", " "))}">'
+                   for k, v in plots)
+    grids = []
+    for label, group in df.groupby("label"):
+        sample = group.sample(min(grid, len(group)), random_state=0)
+        cells = "".join(f'<img src="{src}" alt="{html.escape(label)} example">' for src in
+                        (_thumb(p) for p in sample["path"]) if src)
+        grids.append(f"<h3>{html.escape(str(label))} ({len(group)} images)</h3><div class='grid'>{cells}</div>")
+    summary = "".join(f"<tr><th>{html.escape(k)}</th><td>{v}</td></tr>" for k, v in data.items()
+                      if not isinstance(v, dict))
+    per_class = "".join(f"<tr><th>{html.escape(k)}</th><td>{v}</td><td>{data['objects_per_class'].get(k, '')}</td>"
+                        f"</tr>" for k, v in data["images_per_class"].items())
+    doc = f"""<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1"><title>{html.escape(title)}</title>
+<style>body{{font-family:system-ui,sans-serif;margin:1.5rem;max-width:1100px}}
+table{{border-collapse:collapse}}th,td{{border:1px solid #ccc;padding:.2rem .5rem;text-align:left}}
+.plot{{max-width:48%;margin:.3rem}}.grid img{{margin:2px;max-height:110px}}</style></head><body>
+<h1>{html.escape(title)}</h1><table>{summary}</table>
+<h2>Classes</h2><table><tr><th>class</th><th>images</th><th>objects</th></tr>{per_class}</table>
+<h2>Images per object</h2><p>{html.escape(json.dumps(data['images_per_object']))}</p>
+<h2>Exploration</h2>{imgs}<h2>Examples</h2>{''.join(grids)}</body></html>"""
+    (out_dir / "card.html").write_text(re.sub(r"\n\s*\n", "\n", doc))
+    return data

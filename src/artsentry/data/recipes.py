@@ -1,0 +1,158 @@
+"""Dataset recipes: from a collection (``collection.csv`` of a crawl) to a training manifest.
+
+``ivory``
+    Positive when ivory is the sole or main material of the object: the first
+    material named in the medium is ivory ("Ivory", "Ivory, gold", "Elephant
+    ivory", "Walrus ivory", "Ivory with traces of paint"). Not used at all when
+    ivory is only the support of a painting ("Watercolor on ivory": a portrait
+    miniature shows paint, not carving) or a secondary material ("Bone, ivory",
+    "Wood, ivory inlay"), or when "ivory" names a colour ("ivory-glazed
+    porcelain"). Negative when the medium is a ceramic (porcelain, earthenware,
+    stoneware, terracotta, faience, ...) and mentions no ivory.
+``culture``
+    Paintings (classification or object name mentions painting) labelled with
+    a grouped culture: every culture containing "India" is "Indian", "China" /
+    "Chinese" is "Chinese", "Japan" is "Japanese", "America" is "American", and
+    so on; the ``top`` most frequent groups are kept.
+``instance``
+    Every photo of one object is one class (label = object id), for objects with
+    at least ``min_images`` photos. The photos of each object are split across
+    train / val / test (at least one in train); the task is recognising the
+    same object again.
+
+Every recipe writes ``manifest.csv`` (paths relative to it, so the folder can
+move) that ``artsentry train`` reads unchanged, and a dataset card
+(``card.json`` and ``card.html``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+RECIPES = ("ivory", "culture", "instance")
+
+CERAMIC_TERMS = ("porcelain", "earthenware", "stoneware", "terracotta", "terra cotta", "faience", "ceramic",
+                 "pottery", "creamware", "majolica", "maiolica", "celadon", "bone china", "soft-paste",
+                 "hard-paste", "fritware", "slipware", "biscuit")
+_COLOUR_IVORY = re.compile(r"ivory[- ](colou?red|white|glaze|glazed|ground|tone|toned)")
+_SUPPORT_IVORY = re.compile(r"\bon\s+(\w+\s+)?ivory\b")
+
+
+def _materials(medium: str) -> list[str]:
+    return [m.strip() for m in re.split(r"[,;]|\band\b|\bwith\b", medium.lower()) if m.strip()]
+
+
+def ivory_label(medium: str | None) -> str | None:
+    """``'ivory'``, ``'non_ivory'`` or None (not used) for a medium string."""
+    if not medium:
+        return None
+    text = medium.lower()
+    mentions_ivory = "ivory" in text and not _COLOUR_IVORY.search(text)
+    if mentions_ivory:
+        if _SUPPORT_IVORY.search(text):
+            return None
+        mats = _materials(text)
+        return "ivory" if mats and "ivory" in mats[0] else None
+    if any(term in text for term in CERAMIC_TERMS):
+        return "non_ivory"
+    return None
+
+
+CULTURE_GROUPS = [
+    ("India", "Indian"), ("Indian", "Indian"), ("Mughal", "Indian"), ("Rajput", "Indian"),
+    ("China", "Chinese"), ("Chinese", "Chinese"),
+    ("Japan", "Japanese"),
+    ("Korea", "Korean"),
+    ("America", "American"),
+    ("Iran", "Persian"), ("Persia", "Persian"),
+    ("France", "French"), ("French", "French"),
+    ("Ital", "Italian"),
+    ("Dutch", "Dutch"), ("Netherlands", "Dutch"), ("Flemish", "Flemish"),
+    ("British", "British"), ("English", "British"),
+    ("Spanish", "Spanish"), ("Spain", "Spanish"),
+    ("German", "German"),
+    ("Tibet", "Tibetan"),
+    ("Nepal", "Nepalese"),
+]
+
+
+def culture_group(culture: str | None) -> str | None:
+    """Group culture variants: 'India (Gujarat)', 'North India' -> 'Indian'. None when empty."""
+    if not culture or not culture.strip():
+        return None
+    for needle, group in CULTURE_GROUPS:
+        if needle.lower() in culture.lower():
+            return group
+    return culture.strip()
+
+
+def is_painting(row: pd.Series) -> bool:
+    text = f"{row.get('classification', '')} {row.get('objectName', '')}".lower()
+    return "painting" in text
+
+
+def _split_instances(df: pd.DataFrame, seed: int, val_fraction: float, test_fraction: float) -> pd.Series:
+    """Split the photos of each object: one to test and one to val where there are enough, the rest train."""
+    rng = np.random.default_rng(seed)
+    split = pd.Series("train", index=df.index, dtype=object)
+    for _, idx in df.groupby("label").groups.items():
+        idx = list(idx)
+        rng.shuffle(idx)
+        n = len(idx)
+        n_test = max(1, round(n * test_fraction)) if n >= 3 else 0
+        n_val = max(1, round(n * val_fraction)) if n - n_test >= 2 else 0
+        split[idx[:n_test]] = "test"
+        split[idx[n_test:n_test + n_val]] = "val"
+    return split
+
+
+def build(recipe: str, collection: str | Path, out_dir: str | Path, *, top: int = 4, min_images: int = 4,
+          seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.2) -> pd.DataFrame:
+    """Apply ``recipe`` to a collection folder (or its collection.csv); write manifest + card into ``out_dir``."""
+    from .manifest import write_manifest
+    from .card import write_card
+
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown recipe {recipe!r}; choose from {', '.join(RECIPES)}")
+    collection = Path(collection)
+    csv_path = collection / "collection.csv" if collection.is_dir() else collection
+    if not csv_path.is_file():
+        raise FileNotFoundError(f"{csv_path}: no collection.csv (run `artsentry collect` first)")
+    col = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    col["path"] = [str((csv_path.parent / p).resolve()) for p in col["path"]]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    if recipe == "ivory":
+        col["label"] = col["medium"].map(ivory_label)
+        df = col[col["label"].notna()].copy()
+    elif recipe == "culture":
+        df = col[col.apply(is_painting, axis=1)].copy()
+        df["label"] = df["culture"].map(culture_group)
+        df = df[df["label"].notna()]
+        counts = df["label"].value_counts()
+        keep = sorted(counts.index, key=lambda k: (-counts[k], k))[:top]
+        df = df[df["label"].isin(keep)].copy()
+    else:
+        counts = col.groupby("object_id")["path"].transform("size")
+        df = col[counts >= min_images].copy()
+        df["label"] = df["object_id"]
+        df["split"] = _split_instances(df, seed, val_fraction, test_fraction)
+    if df.empty:
+        raise ValueError(f"recipe {recipe!r} selected no images from {csv_path}")
+    if df["label"].nunique() < 2:
+        raise ValueError(f"recipe {recipe!r} found only one class ({df['label'].iloc[0]}) in {csv_path}")
+    df = df.sort_values(["label", "object_id", "path"]).reset_index(drop=True)
+    front = ["path", "label", "object_id"] + (["split"] if "split" in df else [])
+    df = df[front + [c for c in df.columns if c not in front]]
+    out = df.copy()
+    out["path"] = [os.path.relpath(p, out_dir.resolve()) for p in df["path"]]
+    write_manifest(out, out_dir / "manifest.csv")
+    write_card(df, col, out_dir, title=f"{recipe} dataset from {csv_path}")
+    return df
+

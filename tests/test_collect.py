@@ -1,0 +1,206 @@
+import csv
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from artsentry.collect import Crawler, CrawlStore, MetClient, NotFound, RateLimiter, RetryPolicy, resolve_ids
+from artsentry.collect.fake_met import FakeMet, FakeMetServer, Faults, _unit
+from artsentry.collect.met import parse_retry_after
+from artsentry.data.images import load_image
+
+
+def test_rate_limiter_never_exceeds_capacity_in_any_window():
+    from concurrent.futures import ThreadPoolExecutor
+
+    limiter = RateLimiter(10, window=0.2)
+    stamps = []
+
+    def request():
+        with limiter.slot():
+            time.sleep(random.random() * 0.01)  # the server sees the request somewhere in its slot
+            stamps.append(time.monotonic())
+            time.sleep(random.random() * 0.01)
+
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(lambda _: request(), range(45)))
+    stamps.sort()
+    for i, t in enumerate(stamps):
+        assert sum(1 for u in stamps[i:] if u - t < 0.2) <= 10
+    assert stamps[-1] - stamps[0] >= 0.8  # 45 requests at 10 per 0.2 s need >= 4 full windows
+
+
+def test_parse_retry_after():
+    assert parse_retry_after("7") == 7.0
+    assert parse_retry_after(None) is None and parse_retry_after("soon") is None
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == pytest.approx(10.0)
+
+
+@pytest.fixture
+def clean_server():
+    with FakeMetServer(FakeMet(60, seed=1)) as srv:
+        yield srv
+
+
+def test_client_speaks_the_api(clean_server):
+    met = clean_server.met
+    with MetClient(clean_server.api_url, rate=80) as client:
+        assert len(client.departments()) == 12
+        assert client.object_ids() == met.ids
+        rec = client.get_object(met.ids[0])
+        assert rec["objectID"] == met.ids[0] and "medium" in rec
+        with pytest.raises(NotFound):
+            client.get_object(999_999_999)
+        ivory = client.search("*", medium="Ivory|Porcelain", hasImages=True)
+        expected = [i for i in met.ids if ("ivory" in met.record(i, "")["medium"].lower()
+                                           or "porcelain" in met.record(i, "")["medium"].lower())
+                    and met.record(i, "")["primaryImage"]]
+        assert ivory == expected and ivory
+        assert client.search("no-such-thing-anywhere") == []  # objectIDs: null
+
+
+class RecordingPolicy(RetryPolicy):
+    def __init__(self):
+        super().__init__(retries=20, backoff=0.01)
+        self.retry_afters = []
+
+    def wait(self, attempt, retry_after):
+        self.retry_afters.append(retry_after)
+        return 0.0 if retry_after is None else 0.01  # do not really sleep a second in a unit test
+
+
+def test_client_retries_transient_faults_and_honours_retry_after():
+    faults = Faults(rate_limit=0.3, forbidden=0.2, server_error=0.1, truncated=0.1, invalid_json=0.1)
+    with FakeMetServer(FakeMet(30, seed=2, faults=faults), seed=3) as srv:
+        policy = RecordingPolicy()
+        with MetClient(srv.api_url, rate=80, policy=policy) as client:
+            for oid in srv.met.ids:
+                assert client.get_object(oid)["objectID"] == oid
+        assert 1.0 in policy.retry_afters  # Retry-After: 1 was read and passed on
+        assert None in policy.retry_afters  # faults without it use backoff
+        assert client.requests_sent > len(srv.met.ids)
+
+
+def test_slow_answers_time_out_and_are_retried():
+    with FakeMetServer(FakeMet(5, seed=4, faults=Faults(slow=0.5, slow_seconds=1.0)), seed=5) as srv:
+        with MetClient(srv.api_url, rate=80, timeout=0.2, policy=RetryPolicy(retries=30, backoff=0.01)) as client:
+            t0 = time.monotonic()
+            for oid in srv.met.ids:
+                client.get_object(oid)
+        assert time.monotonic() - t0 < 10
+
+
+def expected_collection(met: FakeMet, base: str, images="all"):
+    """Ground truth: every reachable record and image of the fake collection."""
+    records, imgs = set(), set()
+    for oid in met.ids:
+        if not met.exists(oid):
+            continue
+        records.add(oid)
+        rec = met.record(oid, base)
+        n = (1 + len(rec["additionalImages"])) if rec["primaryImage"] else 0
+        for k in range(n if images == "all" else min(n, 1)):
+            if _unit(met.seed, "broken", oid, k) >= met.faults.broken_image:
+                imgs.add((oid, k))
+    return records, imgs
+
+
+def test_faulty_crawl_stores_every_reachable_item_exactly_once(tmp_path):
+    met = FakeMet(250, seed=7, faults=Faults.uniform(0.05, slow_seconds=0.6))
+    with FakeMetServer(met, seed=11) as srv:
+        with MetClient(srv.api_url, rate=60, timeout=0.3, policy=RetryPolicy(retries=15, backoff=0.02)) as client:
+            crawler = Crawler(client, tmp_path / "col", images="all", workers=8, progress=False)
+            ids = resolve_ids(client, crawler.store, search="*")
+            summary = crawler.crawl(ids)
+            crawler.close()
+        assert srv.max_requests_per_window(1.0) <= 60
+    records, imgs = expected_collection(met, srv.base_url)
+    col = pd.read_csv(tmp_path / "col" / "collection.csv")
+    stored = set(zip(col["object_id"], col["image_index"]))
+    assert stored == imgs and len(col) == len(imgs)
+    assert summary.objects.get("done") == len(records)
+    assert summary.objects.get("missing") == len(met.ids) - len(records)
+    assert "failed" not in summary.objects and "failed" not in summary.images
+    files = sorted((tmp_path / "col" / "images").rglob("*.jpg"))
+    assert len(files) == len(imgs)
+    assert not list((tmp_path / "col" / "images").rglob("*.tmp"))
+    for _, row in col.sample(40, random_state=0).iterrows():
+        data = (tmp_path / "col" / row["path"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == row["sha256"]
+        load_image(data)  # every stored image decodes: no truncated bodies or error pages
+    failures = pd.read_csv(tmp_path / "col" / "failures.csv")
+    assert (failures["reason"].str.len() > 0).all()
+    assert set(failures["kind"]) <= {"object", "image"}
+    assert (failures["kind"] == "object").sum() == len(met.ids) - len(records)
+    assert (failures["kind"] == "image").sum() == sum(
+        1 + len(met.record(o, srv.base_url)["additionalImages"]) for o in records
+        if met.record(o, srv.base_url)["primaryImage"]) - len(imgs)
+
+
+def _collect_cmd(url, out):
+    return [sys.executable, "-m", "artsentry", "-q", "collect", "--out", str(out), "--search", "*", "--images", "all",
+            "--rate", "80", "--workers", "8", "--timeout", "0.3", "--retries", "15", "--backoff", "0.02",
+            "--base-url", url]
+
+
+def test_kill_9_then_resume_gives_the_same_collection(tmp_path):
+    met = FakeMet(300, seed=9, faults=Faults.uniform(0.03, slow_seconds=0.5))
+    with FakeMetServer(met, seed=13) as srv:
+        ref = subprocess.run(_collect_cmd(srv.api_url, tmp_path / "ref"), capture_output=True, text=True,
+                             timeout=300)
+        assert ref.returncode == 0, ref.stderr[-2000:]
+        for attempt, delay in enumerate((1.0 + random.Random(5).random() * 2, 0.5)):
+            proc = subprocess.Popen(_collect_cmd(srv.api_url, tmp_path / "killed"), stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
+            time.sleep(delay)
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+        done = subprocess.run(_collect_cmd(srv.api_url, tmp_path / "killed"), capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+    a = (tmp_path / "ref" / "collection.csv").read_bytes()
+    b = (tmp_path / "killed" / "collection.csv").read_bytes()
+    assert a == b and a.count(b"\n") > 100
+    assert (tmp_path / "ref" / "failures.csv").read_bytes() == (tmp_path / "killed" / "failures.csv").read_bytes()
+    rows = list(csv.DictReader((tmp_path / "killed" / "collection.csv").open()))
+    assert len({r["path"] for r in rows}) == len(rows)
+    assert len(list((tmp_path / "killed" / "images").rglob("*.jpg"))) == len(rows)
+    assert not list((tmp_path / "killed" / "images").rglob(".*.tmp"))
+
+
+def test_build_ivory_manifest_trains_unchanged(tmp_path):
+    from artsentry.cli import main
+    from artsentry.data.recipes import build
+
+    met = FakeMet(200, seed=3, image_size=(64, 48))
+    with FakeMetServer(met) as srv, MetClient(srv.api_url, rate=80) as client:
+        crawler = Crawler(client, tmp_path / "col", images="primary", workers=8, progress=False)
+        crawler.crawl(resolve_ids(client, crawler.store, search="*"))
+        crawler.close()
+    df = build("ivory", tmp_path / "col", tmp_path / "ds")
+    assert set(df["label"]) == {"ivory", "non_ivory"}
+    card = json.loads((tmp_path / "ds" / "card.json").read_text())
+    assert card["images"] == len(df) and "objects_per_department" in card
+    assert "<img" in (tmp_path / "ds" / "card.html").read_text()
+    code = main(["-q", "train", str(tmp_path / "ds" / "manifest.csv"), "--out", str(tmp_path / "run"),
+                 "--mode", "frozen", "--image-size", "64", "--head-epochs", "3"])
+    assert code == 0
+    assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
+
+
+def test_resolve_ids_is_stored_for_resume(tmp_path, clean_server):
+    with MetClient(clean_server.api_url, rate=80) as client:
+        store = CrawlStore(tmp_path)
+        first = resolve_ids(client, store, search="*", limit=10)
+        n = client.requests_sent
+        assert resolve_ids(client, store, search="*", limit=10) == first
+        assert client.requests_sent == n  # the stored list was reused
+        with pytest.raises(ValueError, match="exactly one"):
+            resolve_ids(client, store, search="*", ids=[1])
