@@ -28,6 +28,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/ivory.py
+	$(BIN)/python benchmarks/collect.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -94,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     sel.add_argument("--search", metavar="Q", help="search query ('*' for any)")
     sel.add_argument("--ids", help="comma-separated object ids")
     sel.add_argument("--all", action="store_true", help="every object id (GET /objects)")
+    sel.add_argument("--metobjects", metavar="CSV", help="the museum's bulk MetObjects.csv: import its public-domain "
+                                                         "records, then fetch their API records and images")
+    c.add_argument("--recipe", choices=("ivory", "culture"),
+                   help="with --metobjects: import only the rows this recipe can label")
+    c.add_argument("--offline", action="store_true", help="with --metobjects: import the metadata only, no requests")
     c.add_argument("--medium", help="search filter, e.g. 'Ivory|Ceramics'")
     c.add_argument("--has-images", action="store_true", help="search filter: only objects with images")
     c.add_argument("--department-id", type=int, help="search filter")
@@ -258,11 +263,21 @@ def cmd_collect(a) -> int:
         raise ValueError("--rate must be in (0, 80]: the museum asks clients to stay at or below 80 requests/s")
     filters = {"medium": a.medium, "hasImages": True if a.has_images else None, "departmentId": a.department_id,
                "artistOrCulture": True if a.culture else None}
+    if (a.recipe or a.offline) and not a.metobjects:
+        raise ValueError("--recipe and --offline go with --metobjects")
     with MetClient(a.base_url or DEFAULT_BASE_URL, rate=a.rate, timeout=a.timeout,
                    policy=RetryPolicy(retries=a.retries, backoff=a.backoff)) as client:
         crawler = Crawler(client, a.out, images=a.images, image_size=a.image_size, workers=a.workers,
                           progress=not a.quiet)
         try:
+            if a.metobjects:
+                from .collect.metobjects import import_metobjects
+                from .data.recipes import recipe_filter
+
+                ids = import_metobjects(a.metobjects, crawler.store, keep=recipe_filter(a.recipe))
+                print(f"imported {len(ids)} record(s) from {a.metobjects}")
+                if a.offline:
+                    return 0
             chosen = resolve_ids(client, crawler.store, search=a.search, all_objects=a.all, ids=ids, limit=a.limit,
                                  **filters)
             print(f"{len(chosen)} object(s) to collect into {a.out}")

@@ -91,9 +91,20 @@ def culture_group(culture: str | None) -> str | None:
     return culture.strip()
 
 
-def is_painting(row: pd.Series) -> bool:
+def is_painting(row) -> bool:
     text = f"{row.get('classification', '')} {row.get('objectName', '')}".lower()
     return "painting" in text
+
+
+def recipe_filter(recipe: str | None):
+    """A predicate on API-shaped records: would ``recipe`` use this object? (None: keep all)"""
+    if recipe is None:
+        return None
+    if recipe == "ivory":
+        return lambda rec: ivory_label(rec.get("medium")) is not None
+    if recipe == "culture":
+        return lambda rec: is_painting(rec) and culture_group(rec.get("culture")) is not None
+    raise ValueError(f"recipe {recipe!r} cannot filter records")
 
 
 def _split_instances(df: pd.DataFrame, seed: int, val_fraction: float, test_fraction: float) -> pd.Series:

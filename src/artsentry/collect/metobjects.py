@@ -1,0 +1,76 @@
+"""Import the museum's bulk open-access CSV (``MetObjects.csv``) as a metadata source.
+
+Rows become records with the API's field names, stored in a crawl's database
+with status ``imported``; a following API crawl of the same ids fetches the
+images (the CSV has no image URLs). Importing the same file twice changes
+nothing; an object already fetched from the API keeps its API record.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Callable, Iterator
+
+from .crawl import CrawlStore
+
+#: MetObjects.csv column -> API field
+COLUMNS = {
+    "Object ID": "objectID", "Object Number": "accessionNumber", "Is Highlight": "isHighlight",
+    "Is Public Domain": "isPublicDomain", "Department": "department", "Object Name": "objectName",
+    "Title": "title", "Culture": "culture", "Period": "period", "Dynasty": "dynasty",
+    "Object Date": "objectDate", "Object Begin Date": "objectBeginDate", "Object End Date": "objectEndDate",
+    "Medium": "medium", "Dimensions": "dimensions", "Classification": "classification", "Country": "country",
+    "Region": "region", "Link Resource": "objectURL", "Tags": "tags", "Metadata Date": "metadataDate",
+}
+_BOOLS = {"isHighlight", "isPublicDomain"}
+_INTS = {"objectID", "objectBeginDate", "objectEndDate"}
+
+
+class MetObjectsError(ValueError):
+    pass
+
+
+def read_metobjects(path: str | Path) -> Iterator[dict]:
+    """Yield API-shaped records from a MetObjects.csv file (UTF-8, with or without BOM)."""
+    path = Path(path)
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        if not reader.fieldnames or "Object ID" not in reader.fieldnames:
+            raise MetObjectsError(f"{path}: not a MetObjects.csv file (no 'Object ID' column)")
+        for line, row in enumerate(reader, start=2):
+            rec: dict = {}
+            for col, field in COLUMNS.items():
+                value = (row.get(col) or "").strip()
+                if field in _BOOLS:
+                    rec[field] = value.lower() == "true"
+                elif field in _INTS:
+                    try:
+                        rec[field] = int(value) if value else None
+                    except ValueError:
+                        rec[field] = None
+                else:
+                    rec[field] = value
+            if rec["objectID"] is None:
+                raise MetObjectsError(f"{path}:{line}: no Object ID")
+            yield rec
+
+
+def import_metobjects(path: str | Path, store: CrawlStore, *, keep: Callable[[dict], bool] | None = None,
+                      public_domain_only: bool = True) -> list[int]:
+    """Store the records that ``keep`` accepts; returns their ids (sorted)."""
+    ids = []
+    batch = []
+    for rec in read_metobjects(path):
+        if public_domain_only and not rec["isPublicDomain"]:
+            continue
+        if keep is not None and not keep(rec):
+            continue
+        ids.append(rec["objectID"])
+        batch.append((rec["objectID"], json.dumps(rec, sort_keys=True)))
+    with store.db:
+        store.db.execute("BEGIN")
+        store.db.executemany("INSERT OR IGNORE INTO objects (object_id, status, source, record) "
+                             "VALUES (?, 'imported', 'metobjects', ?)", batch)
+    return sorted(set(ids))

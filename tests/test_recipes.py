@@ -1,0 +1,81 @@
+import csv
+
+import pandas as pd
+import pytest
+
+from artsentry.collect.crawl import CrawlStore
+from artsentry.collect.metobjects import MetObjectsError, import_metobjects, read_metobjects
+from artsentry.data.recipes import _split_instances, culture_group, ivory_label, recipe_filter
+
+
+@pytest.mark.parametrize("medium, label", [
+    ("Ivory", "ivory"),
+    ("Ivory, gold", "ivory"),
+    ("Elephant ivory", "ivory"),
+    ("Walrus ivory", "ivory"),
+    ("Ivory with traces of paint", "ivory"),
+    ("Ivory; silver mounts", "ivory"),
+    ("Watercolor on ivory", None),       # painting support: the photo shows paint
+    ("Watercolor on ivory, gold frame", None),
+    ("Bone, ivory", None),               # ivory is secondary
+    ("Wood, ivory inlay", None),
+    ("Porcelain", "non_ivory"),
+    ("Hard-paste porcelain", "non_ivory"),
+    ("Earthenware, tin-glazed (maiolica)", "non_ivory"),
+    ("Stoneware", "non_ivory"),
+    ("Terracotta", "non_ivory"),
+    ("Ivory-glazed porcelain", "non_ivory"),  # a colour, not the material
+    ("Oil on canvas", None),
+    ("Bronze", None),
+    ("", None),
+    (None, None),
+])
+def test_ivory_rule_on_real_medium_strings(medium, label):
+    assert ivory_label(medium) == label
+
+
+@pytest.mark.parametrize("culture, group", [
+    ("India (Gujarat)", "Indian"), ("North India", "Indian"), ("India", "Indian"),
+    ("China", "Chinese"), ("Japan", "Japanese"), ("American", "American"), ("", None), ("Aztec", "Aztec"),
+])
+def test_culture_groups(culture, group):
+    assert culture_group(culture) == group
+
+
+def test_instance_split_keeps_every_object_in_train():
+    df = pd.DataFrame({"label": ["a"] * 5 + ["b"] * 3 + ["c"] * 2, "path": range(10)})
+    split = _split_instances(df, seed=0, val_fraction=0.2, test_fraction=0.2)
+    for label, g in split.groupby(df["label"]):
+        assert (g == "train").any()
+    assert (split[df["label"] == "a"] == "test").sum() == 1
+    assert set(split[df["label"] == "c"]) == {"train", "val"}
+
+
+def _metobjects(path, rows):
+    cols = ["Object Number", "Is Highlight", "Is Public Domain", "Object ID", "Department", "Object Name", "Title",
+            "Culture", "Medium", "Classification", "Object Begin Date", "Object End Date", "Link Resource"]
+    with open(path, "w", newline="", encoding="utf-8-sig") as fh:
+        w = csv.writer(fh)
+        w.writerow(cols)
+        for r in rows:
+            w.writerow([r.get(c, "") for c in cols])
+
+
+def test_metobjects_import_with_recipe_filter(tmp_path):
+    _metobjects(tmp_path / "MetObjects.csv", [
+        {"Object ID": "10", "Is Public Domain": "True", "Medium": "Ivory", "Object Begin Date": "1700"},
+        {"Object ID": "11", "Is Public Domain": "True", "Medium": "Porcelain"},
+        {"Object ID": "12", "Is Public Domain": "False", "Medium": "Ivory"},
+        {"Object ID": "13", "Is Public Domain": "True", "Medium": "Oil on canvas", "Classification": "Paintings",
+         "Culture": "Japan"},
+    ])
+    recs = list(read_metobjects(tmp_path / "MetObjects.csv"))
+    assert recs[0]["objectID"] == 10 and recs[0]["isPublicDomain"] is True and recs[0]["objectBeginDate"] == 1700
+    store = CrawlStore(tmp_path / "col")
+    assert import_metobjects(tmp_path / "MetObjects.csv", store, keep=recipe_filter("ivory")) == [10, 11]
+    assert import_metobjects(tmp_path / "MetObjects.csv", store, keep=recipe_filter("culture")) == [13]
+    assert import_metobjects(tmp_path / "MetObjects.csv", store, keep=recipe_filter("ivory")) == [10, 11]
+    assert store.counts()["objects"] == {"imported": 3}
+    (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(MetObjectsError, match="not a MetObjects.csv"):
+        list(read_metobjects(tmp_path / "bad.csv"))
