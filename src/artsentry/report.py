@@ -2,44 +2,18 @@
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 from pathlib import Path
 
 import numpy as np
 
-from .data.images import ImageLoadError, load_image
 from .evaluate import Evaluation, pr_curve, roc_curve
-
-
-def _png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
-def _thumb(path: str, size: int = 160) -> str | None:
-    try:
-        img = load_image(path, draft_size=(size, size))
-    except ImageLoadError:
-        return None
-    img.thumbnail((size, size))
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=80)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+from .htmlembed import figure_uri, thumbnail_uri, use_agg
 
 
 def _figures(ev: Evaluation) -> dict[str, str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = use_agg()
     figs: dict[str, str] = {}
     ok = ev.table[ev.table["error"].isna()]
     cm = np.array(ev.metrics.get("confusion_matrix", []))
@@ -55,7 +29,7 @@ def _figures(ev: Evaluation) -> dict[str, str]:
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
         ax.set_title("Confusion matrix")
-        figs["confusion"] = _png(fig)
+        figs["confusion"] = figure_uri(fig)
     if ev.positive_label and ok["label"].nunique() == 2:
         y = (ok["label"] == ev.positive_label).astype(int).to_numpy()
         s = ok["score"].to_numpy()
@@ -72,7 +46,7 @@ def _figures(ev: Evaluation) -> dict[str, str]:
             axes[1].scatter([m["recall"]], [m["precision"]], c="red", zorder=3, label=f"threshold {t:.3f}")
             axes[1].legend(loc="lower left")
         axes[1].set(xlabel="recall", ylabel="precision", title=f"Precision-recall (AP {m.get('average_precision', 0):.3f})")
-        figs["curves"] = _png(fig)
+        figs["curves"] = figure_uri(fig)
         fig, ax = plt.subplots(figsize=(8, 2.8))
         bins = np.linspace(0, 1, 41)
         for label in ev.labels:
@@ -80,7 +54,7 @@ def _figures(ev: Evaluation) -> dict[str, str]:
         ax.axvline(t, c="red", ls="--", label="threshold")
         ax.set(xlabel=f"p({ev.positive_label})", ylabel="images", title="Score distribution")
         ax.legend()
-        figs["scores"] = _png(fig)
+        figs["scores"] = figure_uri(fig)
     return figs
 
 
@@ -109,7 +83,7 @@ def write_report(ev: Evaluation, path: str | Path, *, title: str, context: dict 
     wrong = wrong.sort_values("confidence", ascending=False).head(n_mistakes)
     cards = []
     for _, r in wrong.iterrows():
-        src = _thumb(r["path"])
+        src = thumbnail_uri(r["path"])
         img = f'<img src="{src}" alt="{html.escape(Path(r["path"]).name)}">' if src else "<div>(unreadable)</div>"
         cards.append(
             f'<figure>{img}<figcaption>{html.escape(Path(r["path"]).name)}<br>true <b>{html.escape(str(r["label"]))}'

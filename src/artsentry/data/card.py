@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 import re
 from pathlib import Path
 
 import pandas as pd
 
-from .images import ImageLoadError, load_image
+from ..htmlembed import figure_uri, thumbnail_uri, use_agg
 
 
 def century(row) -> str | None:
@@ -56,30 +54,12 @@ def card_data(df: pd.DataFrame) -> dict:
 
 
 def _bar_png(counts: dict[str, int], title: str) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = use_agg()
     items = list(counts.items())[:20][::-1]
     fig, ax = plt.subplots(figsize=(6, 0.3 * len(items) + 1))
     ax.barh([k[:40] for k, _ in items], [v for _, v in items], color="#4a7")
     ax.set_title(title)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
-def _thumb(path: str, size: int = 110) -> str | None:
-    try:
-        img = load_image(path, draft_size=(size, size))
-    except ImageLoadError:
-        return None
-    img.thumbnail((size, size))
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=75)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+    return figure_uri(fig, dpi=90)
 
 
 def write_card(df: pd.DataFrame, collection: pd.DataFrame | None, out_dir: str | Path, *, title: str,
@@ -95,7 +75,7 @@ def write_card(df: pd.DataFrame, collection: pd.DataFrame | None, out_dir: str |
     for label, group in df.groupby("label"):
         sample = group.sample(min(grid, len(group)), random_state=0)
         cells = "".join(f'<img src="{src}" alt="{html.escape(label)} example">' for src in
-                        (_thumb(p) for p in sample["path"]) if src)
+                        (thumbnail_uri(p, 110, 75) for p in sample["path"]) if src)
         grids.append(f"<h3>{html.escape(str(label))} ({len(group)} images)</h3><div class='grid'>{cells}</div>")
     summary = "".join(f"<tr><th>{html.escape(k)}</th><td>{v}</td></tr>" for k, v in data.items()
                       if not isinstance(v, dict))

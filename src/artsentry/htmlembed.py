@@ -1,0 +1,40 @@
+"""Inline images for self-contained HTML (reports, dataset cards): data URIs, no network."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+from .data.images import ImageLoadError, load_image
+
+
+def figure_uri(fig, dpi: int = 100) -> str:
+    """A matplotlib figure as a PNG data URI (the figure is closed)."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def thumbnail_uri(path: str, size: int = 160, quality: int = 80) -> str | None:
+    """A JPEG thumbnail data URI, or None when the image cannot be read."""
+    try:
+        img = load_image(path, draft_size=(size, size))
+    except ImageLoadError:
+        return None
+    img.thumbnail((size, size))
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=quality)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def use_agg():
+    """matplotlib.pyplot with the file-only backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
