@@ -1,7 +1,7 @@
 """Ivory detector benchmark: seed CNN vs EfficientNet-Lite0 on met-ivory, same split, plus CPU throughput.
 
     .venv/bin/python benchmarks/ivory.py                      # trains both into runs/bench (resumable)
-    .venv/bin/python benchmarks/ivory.py --lite0-run runs/ivory   # reuse a finished lite0 run (its split is used)
+    .venv/bin/python benchmarks/ivory.py --lite0-run runs/ivory   # reuse `make ivory`'s run (and its split)
 
 Prints one JSON document with test metrics of both models, the accuracy gap,
 and throughput in images/s: JPEG decode + resize on one core, bare forward
@@ -83,7 +83,9 @@ def main() -> int:
     torch.set_num_threads(min(2, os.cpu_count() or 1))
 
     lite_run = Path(args.lite0_run) if args.lite0_run else out / "lite0"
-    lite = train_or_reuse(args.data, lite_run, TrainSettings(architecture="efficientnet_lite0"))
+    # the same recipe as `make ivory` (Makefile TRAIN_ARGS)
+    lite = train_or_reuse(args.data, lite_run, TrainSettings(architecture="efficientnet_lite0", image_size=320,
+                                                             epochs=6))
     # the seed CNN trains on the very same split: the lite0 run's manifest carries it
     seed = train_or_reuse(lite_run / "manifest.csv", out / "smallcnn",
                           TrainSettings(architecture="smallcnn", epochs=30, patience=6))
@@ -110,6 +112,7 @@ def main() -> int:
             "lite0_forward_eager_b32": round(forward_throughput(False), 1),
             "lite0_forward_channels_last_b32": round(forward_throughput(True), 1),
             "predict_files_chain": round(chain, 1),
+            "predict_files_chain_input_size": predictor.preprocessing.input_size,
         },
     }
     print(json.dumps(result, indent=2))

@@ -132,3 +132,19 @@ def test_resume_with_other_settings_is_refused(tmp_path, synthetic_dataset):
     other = TrainSettings(mode="frozen", head_epochs=1, seed=5, **FAST)
     with pytest.raises(TrainingError, match="other settings"):
         train(synthetic_dataset, run, other, progress=False)
+
+
+def test_rerun_after_a_stop_between_training_and_evaluation_only_evaluates(tmp_path, synthetic_dataset):
+    from artsentry.models.artifact import read_config
+
+    settings = TrainSettings(mode="frozen", head_epochs=2, **FAST)
+    first = train(synthetic_dataset, tmp_path / "run", settings, progress=False)
+    config = read_config(first.model_dir)
+    weights = (first.model_dir / "model.safetensors").read_bytes()
+    del config["metrics"]
+    (first.model_dir / "config.json").write_text(json.dumps(config))
+    (tmp_path / "run" / "metrics.json").unlink()
+    again = train(synthetic_dataset, tmp_path / "run", settings, progress=False)
+    assert (first.model_dir / "model.safetensors").read_bytes() == weights  # not retrained
+    assert "metrics" in read_config(first.model_dir) and (tmp_path / "run" / "metrics.json").is_file()
+    assert again.evaluation["metrics"]["test"]["n"] == 12

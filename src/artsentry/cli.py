@@ -128,6 +128,42 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--min-images", type=int, default=4, help="instance: objects with at least this many photos")
     b.add_argument("--seed", type=int, default=0)
 
+    r = sub.add_parser("register", help="the register of known objects, searched by photo",
+                       description="Objects are added and removed without retraining: their photos are embedded "
+                                   "and indexed (FAISS).")
+    rsub = r.add_subparsers(dest="action", required=True, metavar="ACTION")
+    rc = rsub.add_parser("create", help="create an empty register")
+    rc.add_argument("register")
+    rc.add_argument("--embedder", default="pretrained:efficientnet_lite0",
+                    help="'pretrained:efficientnet_lite0' or a model folder whose backbone embeds")
+    rc.add_argument("--threshold", type=float, help="similarity under which search answers 'no match'")
+    ra = rsub.add_parser("add", help="add an object (one or more photos) or more photos of one")
+    ra.add_argument("register")
+    ra.add_argument("object_id")
+    ra.add_argument("photos", nargs="+", help="image files or folders")
+    for name in ("title", "department", "source", "status"):
+        ra.add_argument(f"--{name}", help="stolen / at-risk / ..." if name == "status" else None)
+    rr = rsub.add_parser("remove", help="take an object out of the register")
+    rr.add_argument("register")
+    rr.add_argument("object_id")
+    rl = rsub.add_parser("list", help="list registered objects")
+    rl.add_argument("register")
+    rl.add_argument("--json", action="store_true")
+    rg = rsub.add_parser("get", help="show one object")
+    rg.add_argument("register")
+    rg.add_argument("object_id")
+    rs = rsub.add_parser("search", help="which registered objects do these photos show?")
+    rs.add_argument("register")
+    rs.add_argument("images", nargs="+", help="image files or folders")
+    rs.add_argument("-k", type=int, default=5, help="matches per photo")
+    rs.add_argument("--threshold", type=float, help="override the register's no-match threshold")
+    rs.add_argument("--json", action="store_true")
+    rb = rsub.add_parser("rebuild", help="recreate the search index from the register database")
+    rb.add_argument("register")
+    rt = rsub.add_parser("set-threshold", help="set the no-match similarity threshold")
+    rt.add_argument("register")
+    rt.add_argument("threshold", type=float)
+
     pr = sub.add_parser("predict", help="classify images", description="Print label, probability and decision for "
                         "each image. Unreadable files are reported on stderr and skipped.")
     pr.add_argument("images", nargs="+", help="image files or folders (searched recursively)")
@@ -299,8 +335,69 @@ def cmd_build(a) -> int:
     return 0
 
 
+def cmd_register(a) -> int:
+    from .index import Register
+
+    if a.action == "create":
+        reg = Register.create(a.register, a.embedder, threshold=a.threshold)
+        print(f"created register {a.register} (embedder {a.embedder})")
+        reg.close()
+        return 0
+    reg = Register.open(a.register, rebuild_index=a.action == "rebuild")
+    try:
+        if a.action == "add":
+            photos, problems = expand_images(a.photos)
+            for msg in problems:
+                print(f"error: {msg}", file=sys.stderr)
+            if not photos:
+                raise ValueError("no photos to add")
+            n, errors = reg.add(a.object_id, photos, title=a.title, department=a.department, source=a.source,
+                                status=a.status)
+            for e in errors:
+                print(f"error: {e}", file=sys.stderr)
+            print(f"{a.object_id}: {n} photo(s) registered; register holds {len(reg)} object(s)")
+            return EXIT_SOME_UNREADABLE if errors or problems else 0
+        if a.action == "remove":
+            n = reg.remove(a.object_id)
+            print(f"{a.object_id}: removed with its {n} photo(s); register holds {len(reg)} object(s)")
+        elif a.action == "list":
+            rows = reg.list()
+            for row in rows:
+                print(json.dumps(row) if a.json else
+                      f"{row['object_id']}\t{row['photos']} photo(s)\t{row['status'] or ''}\t{row['title'] or ''}")
+        elif a.action == "get":
+            obj = reg.get(a.object_id)
+            if obj is None:
+                raise ValueError(f"object {a.object_id!r} is not in the register")
+            print(json.dumps(obj, indent=2))
+        elif a.action == "search":
+            images, problems = expand_images(a.images)
+            for msg in problems:
+                print(f"error: {msg}", file=sys.stderr)
+            bad = len(problems)
+            for res in reg.search(images, k=a.k, threshold=a.threshold):
+                if res.error:
+                    bad += 1
+                    print(f"error: {res.error}", file=sys.stderr)
+                elif a.json:
+                    print(json.dumps(res.to_dict()))
+                else:
+                    best = "no match" if res.no_match else f"match {res.matches[0].object_id}"
+                    shown = ", ".join(f"{m.object_id} {m.score:.3f}" for m in res.matches)
+                    print(f"{res.query}\t{best}\t[{shown}]")
+            return EXIT_SOME_UNREADABLE if bad else 0
+        elif a.action == "rebuild":
+            print(f"index rebuilt from {len(reg.index)} photo vector(s)")
+        elif a.action == "set-threshold":
+            reg.set_threshold(a.threshold)
+            print(f"no-match threshold set to {a.threshold}")
+    finally:
+        reg.close()
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "collect": cmd_collect,
-            "build": cmd_build}
+            "build": cmd_build, "register": cmd_register}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -310,12 +407,13 @@ def main(argv: list[str] | None = None) -> int:
     from .data.manifest import ManifestError
     from .models.artifact import ArtifactError
     from .collect.met import MetError
+    from .index.register import RegisterError
     from .models.efficientnet_lite import WeightsUnavailable
     from .train import TrainingError
 
     try:
         return COMMANDS[args.command](args)
-    except (ManifestError, ArtifactError, TrainingError, WeightsUnavailable, MetError, ValueError,
+    except (ManifestError, ArtifactError, TrainingError, WeightsUnavailable, MetError, RegisterError, ValueError,
             FileNotFoundError) as exc:
         print(f"artsentry {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR

@@ -47,6 +47,28 @@ def default_workers(n_items: int) -> int:
     return 0 if n_items < 64 or cpus < 2 else min(2, cpus - 1)
 
 
+def source_names(sources: Sequence[ImageSource], names: Sequence[str] | None = None) -> list[str]:
+    """Display names: given ones, else the path, else ``<image i>`` for raw bytes."""
+    if names is not None:
+        return list(names)
+    return [s if isinstance(s, str) else str(s) if isinstance(s, os.PathLike) else f"<image {i}>"
+            for i, s in enumerate(sources)]
+
+
+def iter_image_batches(sources: Sequence[ImageSource], transform, preprocessing: Preprocessing, *,
+                       names: Sequence[str], batch_size: int = 32, num_workers: int | None = None,
+                       progress: bool = False, desc: str = "images"):
+    """Load, decode and transform images in batches (in worker processes when there are
+    many); unreadable ones arrive as ``batch.errors``. Shows a progress bar when asked."""
+    dataset = ImageDataset(sources, transform, draft_size=preprocessing.draft_size, names=names)
+    workers = default_workers(len(sources)) if num_workers is None else num_workers
+    bar = tqdm(total=len(sources), unit="img", disable=not progress, desc=desc)
+    for batch in make_loader(dataset, batch_size=batch_size, num_workers=workers):
+        yield batch
+        bar.update(len(batch.index) + len(batch.errors))
+    bar.close()
+
+
 class Predictor:
     """A loaded model plus everything needed to apply it to image files."""
 
@@ -109,20 +131,14 @@ class Predictor:
     def iter_predict(self, sources: Sequence[ImageSource], names: Sequence[str] | None = None,
                      progress: bool = False) -> Iterator[tuple[int, Prediction]]:
         """Yield ``(index, Prediction)`` for every source, in input order, as batches finish."""
-        if names is None:
-            names = [s if isinstance(s, str) else str(s) if isinstance(s, os.PathLike) else f"<image {i}>"
-                     for i, s in enumerate(sources)]
-        dataset = ImageDataset(sources, self.transform, draft_size=self.preprocessing.draft_size, names=names)
-        workers = default_workers(len(sources)) if self.num_workers is None else self.num_workers
-        loader = make_loader(dataset, batch_size=self.batch_size, num_workers=workers)
-        bar = tqdm(total=len(sources), unit="img", disable=not progress, desc="predict")
-        for batch in loader:
+        names = source_names(sources, names)
+        for batch in iter_image_batches(sources, self.transform, self.preprocessing, names=names,
+                                        batch_size=self.batch_size, num_workers=self.num_workers,
+                                        progress=progress, desc="predict"):
             done = {idx: Prediction(names[idx], error=err) for idx, err in batch.errors}
             probs = self.proba_tensor(batch.x)
             done.update({idx: self._decide(names[idx], p) for idx, p in zip(batch.index, probs)})
             yield from sorted(done.items(), key=lambda kv: kv[0])
-            bar.update(len(done))
-        bar.close()
 
     def predict_files(self, sources: Sequence[ImageSource], names: Sequence[str] | None = None,
                       progress: bool = False) -> list[Prediction]:
@@ -131,7 +147,3 @@ class Predictor:
         for idx, pred in self.iter_predict(sources, names, progress):
             out[idx] = pred
         return out  # type: ignore[return-value]
-
-    def probabilities(self, predictions: Iterable[Prediction]) -> np.ndarray:
-        """Stack the class probabilities of successful predictions, ``labels`` order."""
-        return np.array([[p.probabilities[l] for l in self.labels] for p in predictions if p.ok])

@@ -553,10 +553,17 @@ def train(source: str | Path | None, run_dir: str | Path, settings: TrainSetting
     run_dir = Path(run_dir)
     if overwrite and run_dir.exists():
         shutil.rmtree(run_dir)
-    if (run_dir / "model" / "config.json").is_file() and not (run_dir / "checkpoint").exists():
-        raise TrainingError(f"{run_dir} already holds a trained model; use --overwrite or another --out")
-    result = Trainer(run_dir, settings, progress=progress).run(source)
     from .evaluate import run_evaluation
+    from .models.artifact import read_config
+
+    model_config = run_dir / "model" / "config.json"
+    if model_config.is_file() and not (run_dir / "checkpoint").exists():
+        if "metrics" in read_config(model_config.parent):
+            raise TrainingError(f"{run_dir} already holds a trained model; use --overwrite or another --out")
+        # trained, but stopped before its evaluation finished: evaluate only
+        result = TrainResult(run_dir, run_dir / "model")
+    else:
+        result = Trainer(run_dir, settings, progress=progress).run(source)
 
     result.evaluation = run_evaluation(result.model_dir, run_dir / "manifest.csv", split="test", out_dir=run_dir,
                                        target_recall=settings.target_recall,

@@ -1,0 +1,77 @@
+"""Image embeddings for the register: a backbone's pooled features, L2-normalised.
+
+``Embedder.from_spec("pretrained:efficientnet_lite0")`` uses the ImageNet
+backbone as shipped; ``Embedder.from_spec("runs/ivory/model")`` uses the
+backbone of a trained artifact. Either way the embedding is the global average
+pool of the last convolutional stage (the input of the classifier head), 1280
+numbers for EfficientNet-Lite0, divided by its L2 norm.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..data.images import ImageSource
+from ..data.transforms import Preprocessing, eval_transform
+from ..inference import iter_image_batches, source_names
+from ..models import create_model, default_preprocessing
+
+PRETRAINED_PREFIX = "pretrained:"
+
+
+class Embedder:
+    def __init__(self, backbone: torch.nn.Module, preprocessing: Preprocessing, spec: str, dim: int,
+                 batch_size: int = 32):
+        self.backbone = backbone.eval().to(memory_format=torch.channels_last)
+        self.preprocessing = preprocessing
+        self.transform = eval_transform(preprocessing)
+        self.spec = spec
+        self.dim = dim
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_spec(cls, spec: str) -> "Embedder":
+        if spec.startswith(PRETRAINED_PREFIX):
+            arch = spec[len(PRETRAINED_PREFIX):]
+            if arch == "smallcnn":
+                raise ValueError("smallcnn has no pretrained weights to embed with")
+            model = create_model(arch, 2, pretrained=True)
+            return cls(model.backbone, default_preprocessing(arch), spec, model.num_features)
+        from ..models.artifact import load_model
+
+        model, config = load_model(Path(spec))
+        return cls(model.backbone, Preprocessing.from_dict(config["preprocessing"]), str(Path(spec).resolve()),
+                   model.num_features)
+
+    def describe(self) -> dict:
+        return {
+            "spec": self.spec,
+            "dim": self.dim,
+            "layer": "backbone output: global average pool of the last conv stage, before the classifier head",
+            "pooling": "mean over spatial positions",
+            "normalisation": "L2",
+            "preprocessing": self.preprocessing.to_dict(),
+        }
+
+    @torch.inference_mode()
+    def embed_tensor(self, x: torch.Tensor) -> np.ndarray:
+        f = self.backbone(x.contiguous(memory_format=torch.channels_last)).float()
+        return torch.nn.functional.normalize(f, dim=1).numpy()
+
+    def embed_files(self, sources: Sequence[ImageSource], names: Sequence[str] | None = None,
+                    progress: bool = False) -> tuple[np.ndarray, list[str | None]]:
+        """(vectors, errors): ``vectors[i]`` is NaN where ``errors[i]`` says why image i was unreadable."""
+        names = source_names(sources, names)
+        out = np.full((len(sources), self.dim), np.nan, dtype=np.float32)
+        errors: list[str | None] = [None] * len(sources)
+        for batch in iter_image_batches(sources, self.transform, self.preprocessing, names=names,
+                                        batch_size=self.batch_size, progress=progress, desc="embed"):
+            for idx, err in batch.errors:
+                errors[idx] = err
+            if len(batch.index):
+                out[batch.index] = self.embed_tensor(batch.x)
+        return out, errors

@@ -1,0 +1,312 @@
+"""The register of known objects, searched by photo.
+
+A register is a folder::
+
+    register.sqlite   objects (id, title, department, source, status, extra metadata),
+                      photos (one row per embedded photo, with its vector), settings
+    index.faiss       the search index over the photo vectors (a cache of the database)
+
+Adding or removing an object is a database transaction followed by an index
+update; no model is retrained. The database is the source of truth: it records
+the index file's SHA-256 and size, so an index that is truncated, corrupted or
+out of step is refused with a clear error (``artsentry register rebuild``
+recreates it from the database). A database that is not one is refused too.
+Nothing here is pickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .embedder import Embedder
+from .vectors import IndexFileError, VectorIndex
+
+DB_NAME = "register.sqlite"
+INDEX_NAME = "index.faiss"
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS objects (
+    object_id TEXT PRIMARY KEY, title TEXT, department TEXT, source TEXT, status TEXT, extra TEXT
+);
+CREATE TABLE IF NOT EXISTS photos (
+    vector_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    object_id TEXT NOT NULL REFERENCES objects(object_id),
+    name TEXT, sha256 TEXT, vector BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS photos_object ON photos(object_id);
+"""
+META_FIELDS = ("title", "department", "source", "status")
+
+
+class RegisterError(RuntimeError):
+    pass
+
+
+@dataclass
+class Match:
+    object_id: str
+    score: float
+    title: str | None = None
+    department: str | None = None
+    source: str | None = None
+    status: str | None = None
+
+
+@dataclass
+class SearchResult:
+    query: str
+    matches: list[Match] = field(default_factory=list)
+    no_match: bool = False  # best score under the threshold (or nothing registered)
+    threshold: float | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class Register:
+    def __init__(self, folder: Path, db: sqlite3.Connection, embedder: Embedder | None = None,
+                 load_index: bool = True):
+        self.folder = folder
+        self.db = db
+        self._embedder = embedder
+        self.index = self._load_index() if load_index else VectorIndex(self.dim)
+
+    # -- opening --------------------------------------------------------------------------
+    @classmethod
+    def create(cls, folder: str | Path, embedder: str = "pretrained:efficientnet_lite0", *,
+               threshold: float | None = None) -> "Register":
+        folder = Path(folder)
+        if (folder / DB_NAME).exists():
+            raise RegisterError(f"{folder}: a register already exists")
+        emb = Embedder.from_spec(embedder)
+        folder.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(folder / DB_NAME, isolation_level=None)
+        db.executescript(SCHEMA)
+        settings = {"format": "artsentry-register", "version": "1", "embedder": json.dumps(emb.describe()),
+                    "threshold": json.dumps(threshold), "index_sha256": "", "index_count": "0"}
+        db.executemany("INSERT INTO settings VALUES (?, ?)", settings.items())
+        return cls(folder, db, emb)
+
+    @classmethod
+    def open(cls, folder: str | Path, *, rebuild_index: bool = False) -> "Register":
+        """Open a register; ``rebuild_index`` recreates a missing or damaged index from the database."""
+        folder = Path(folder)
+        path = folder / DB_NAME
+        if not path.is_file():
+            raise RegisterError(f"{folder}: no register here ({DB_NAME} missing); create one with "
+                                "`artsentry register create`")
+        try:
+            db = sqlite3.connect(f"file:{path}?mode=rw", uri=True, isolation_level=None)
+            check = db.execute("PRAGMA quick_check").fetchone()[0]
+            fmt = db.execute("SELECT value FROM settings WHERE key = 'format'").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise RegisterError(f"{path}: corrupted or not a register database ({exc})") from None
+        if check != "ok":
+            raise RegisterError(f"{path}: register database is damaged ({check})")
+        if not fmt or fmt[0] != "artsentry-register":
+            raise RegisterError(f"{path}: not an artsentry register")
+        reg = cls(folder, db, load_index=not rebuild_index)
+        if rebuild_index:
+            reg.rebuild()
+        return reg
+
+    def setting(self, key: str):
+        row = self.db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def _set(self, key: str, value: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", (key, value))
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            self._embedder = Embedder.from_spec(json.loads(self.setting("embedder"))["spec"])
+        return self._embedder
+
+    @property
+    def dim(self) -> int:
+        return int(json.loads(self.setting("embedder"))["dim"])
+
+    @property
+    def threshold(self) -> float | None:
+        return json.loads(self.setting("threshold"))
+
+    def set_threshold(self, value: float | None) -> None:
+        self._set("threshold", json.dumps(value))
+
+    def _load_index(self) -> VectorIndex:
+        n_photos = self.db.execute("SELECT COUNT(*) FROM photos").fetchone()[0]
+        path = self.folder / INDEX_NAME
+        expected = self.setting("index_sha256")
+        if n_photos == 0 and not expected:
+            return VectorIndex(self.dim, "exact")
+        if not path.is_file():
+            raise RegisterError(f"{path}: index file missing for {n_photos} registered photo(s); "
+                                "run `artsentry register rebuild`")
+        if _sha256(path) != expected:
+            raise RegisterError(f"{path}: index file is corrupted or out of step with the database "
+                                "(checksum mismatch); run `artsentry register rebuild`")
+        try:
+            index = VectorIndex.load(path)
+        except IndexFileError as exc:
+            raise RegisterError(str(exc)) from None
+        if len(index) != n_photos:
+            raise RegisterError(f"{path}: index holds {len(index)} vectors, the database {n_photos}; "
+                                "run `artsentry register rebuild`")
+        return index
+
+    def _save_index(self) -> None:
+        path = self.folder / INDEX_NAME
+        if len(self.index) == 0:
+            path.unlink(missing_ok=True)
+            self._set("index_sha256", "")
+        else:
+            self.index.save(path)
+            self._set("index_sha256", _sha256(path))
+        self._set("index_count", str(len(self.index)))
+
+    def rebuild(self) -> int:
+        """Recreate the index from the vectors in the database."""
+        rows = self.db.execute("SELECT vector_id, vector FROM photos ORDER BY vector_id").fetchall()
+        self.index = VectorIndex.for_size(self.dim, len(rows))
+        if rows:
+            self.index.add([r[0] for r in rows], np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows]))
+        self._save_index()
+        return len(rows)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- changes --------------------------------------------------------------------------
+    def add(self, object_id: str, photos: Sequence[str], **metadata) -> tuple[int, list[str]]:
+        """Register photos of one object (new, or more photos of a known one).
+        Returns (photos added, one-line errors for unreadable photos)."""
+        object_id = str(object_id).strip()
+        if not object_id:
+            raise RegisterError("an object needs a non-empty id")
+        vectors, errors = self.embedder.embed_files(list(photos))
+        ok = [i for i, e in enumerate(errors) if e is None]
+        if not ok:
+            raise RegisterError(f"object {object_id}: none of its {len(photos)} photo(s) could be read: "
+                                + "; ".join(e for e in errors if e))
+        extra = {k: v for k, v in metadata.items() if k not in META_FIELDS and v is not None}
+        fields = {k: metadata.get(k) for k in META_FIELDS}
+        ids = []
+        with self.db:
+            self.db.execute("BEGIN")
+            exists = self.db.execute("SELECT 1 FROM objects WHERE object_id = ?", (object_id,)).fetchone()
+            if exists:
+                sets = {k: v for k, v in fields.items() if v is not None}
+                if sets:
+                    self.db.execute(f"UPDATE objects SET {', '.join(f'{k} = ?' for k in sets)} WHERE object_id = ?",
+                                    (*sets.values(), object_id))
+            else:
+                self.db.execute("INSERT INTO objects VALUES (?, ?, ?, ?, ?, ?)",
+                                (object_id, *fields.values(), json.dumps(extra, sort_keys=True)))
+            for i in ok:
+                cur = self.db.execute("INSERT INTO photos (object_id, name, sha256, vector) VALUES (?, ?, ?, ?)",
+                                      (object_id, str(photos[i]), _file_sha(photos[i]), vectors[i].tobytes()))
+                ids.append(cur.lastrowid)
+            self.index.add(ids, vectors[ok])
+            self._save_index()
+        return len(ok), [e for e in errors if e]
+
+    def remove(self, object_id: str) -> int:
+        """Take an object out; returns the number of photos removed (0: it was not registered)."""
+        object_id = str(object_id)
+        ids = [r[0] for r in self.db.execute("SELECT vector_id FROM photos WHERE object_id = ?", (object_id,))]
+        with self.db:
+            self.db.execute("BEGIN")
+            found = self.db.execute("DELETE FROM objects WHERE object_id = ?", (object_id,)).rowcount
+            self.db.execute("DELETE FROM photos WHERE object_id = ?", (object_id,))
+            if ids:
+                self.index.remove(ids)
+            self._save_index()
+        if not found:
+            raise RegisterError(f"object {object_id!r} is not in the register")
+        return len(ids)
+
+    # -- reading --------------------------------------------------------------------------
+    def get(self, object_id: str) -> dict | None:
+        row = self.db.execute("SELECT object_id, title, department, source, status, extra FROM objects "
+                              "WHERE object_id = ?", (str(object_id),)).fetchone()
+        if row is None:
+            return None
+        photos = [r[0] for r in self.db.execute("SELECT name FROM photos WHERE object_id = ? ORDER BY vector_id",
+                                                (str(object_id),))]
+        return {"object_id": row[0], "title": row[1], "department": row[2], "source": row[3], "status": row[4],
+                **json.loads(row[5] or "{}"), "photos": photos}
+
+    def list(self) -> list[dict]:
+        rows = self.db.execute(
+            "SELECT o.object_id, o.title, o.department, o.source, o.status, COUNT(p.vector_id) FROM objects o "
+            "LEFT JOIN photos p ON p.object_id = o.object_id GROUP BY o.object_id ORDER BY o.object_id")
+        return [{"object_id": r[0], "title": r[1], "department": r[2], "source": r[3], "status": r[4],
+                 "photos": r[5]} for r in rows]
+
+    def __len__(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM objects").fetchone()[0]
+
+    def search_vectors(self, vectors: np.ndarray, k: int = 5) -> list[list[Match]]:
+        """Top-``k`` objects per query vector (an object scores its best photo)."""
+        n_photos = len(self.index)
+        if n_photos == 0:
+            return [[] for _ in range(len(vectors))]
+        depth = min(n_photos, max(4 * k, k + 32))
+        scores, ids = self.index.search(vectors, depth)
+        owner = {}
+        wanted = sorted({int(i) for i in ids.ravel() if i >= 0})
+        for chunk in range(0, len(wanted), 900):
+            part = wanted[chunk:chunk + 900]
+            owner.update(self.db.execute(f"SELECT vector_id, object_id FROM photos WHERE vector_id IN "
+                                         f"({','.join('?' * len(part))})", part).fetchall())
+        meta = {}
+        out = []
+        for srow, irow in zip(scores, ids):
+            best: dict[str, float] = {}
+            for s, i in zip(srow, irow):
+                if i < 0:
+                    continue
+                obj = owner[int(i)]
+                if obj not in best:
+                    best[obj] = float(s)
+            top = sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+            matches = []
+            for obj, s in top:
+                if obj not in meta:
+                    meta[obj] = self.get(obj)
+                m = meta[obj]
+                matches.append(Match(obj, round(s, 6), m["title"], m["department"], m["source"], m["status"]))
+            out.append(matches)
+        return out
+
+    def search(self, images: Sequence[str], k: int = 5, threshold: float | None = None) -> list[SearchResult]:
+        threshold = self.threshold if threshold is None else threshold
+        vectors, errors = self.embedder.embed_files(list(images))
+        ok = [i for i, e in enumerate(errors) if e is None]
+        found = self.search_vectors(vectors[ok], k) if ok else []
+        results = [SearchResult(str(images[i]), error=errors[i], threshold=threshold) for i in range(len(images))]
+        for i, matches in zip(ok, found):
+            r = results[i]
+            r.matches = matches
+            r.no_match = not matches or (threshold is not None and matches[0].score < threshold)
+        return results
+
+
+def _file_sha(source) -> str | None:
+    try:
+        return hashlib.sha256(Path(source).read_bytes()).hexdigest()
+    except (OSError, TypeError):
+        return None
