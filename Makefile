@@ -20,8 +20,8 @@ setup: $(STAMP)
 # Interrupted? Run it again: training resumes from its last checkpoint.
 ivory: $(RUN)/model/config.json
 
-# 320 px: the photos are ~600 px and the cue is surface texture; frozen features gain 1-2.5
-# points over 224 px on met-ivory (BENCHMARKS.md).
+# 320 px rather than the backbone's native 224: the photos are ~600 px and the cue is surface
+# texture (224 vs 320 figures in BENCHMARKS.md).
 TRAIN_ARGS ?= --image-size 320 --epochs 6
 
 $(RUN)/model/config.json: | $(STAMP)

@@ -1,0 +1,254 @@
+""""The same object, photographed again": listing-style versions of studio photos.
+
+Museum photos show one object, centred, on a plain background, in even light.
+Listing photos do not. ``rephotograph(img, seed)`` turns a studio photo into a
+plausible listing photo, one seeded random draw per transform family:
+
+``background``
+    the object is cut out with a foreground estimate from the plain studio
+    background (pixels far in colour from the border's median colour, cleaned
+    and feathered) and composited onto procedural clutter: a table-like
+    texture of stripes and grain, random boxes and blobs, blurred.
+``geometry``
+    scale 0.55-1.0 of the frame, placed off-centre; rotation up to +-25
+    degrees; a perspective tilt moving each corner up to 12% of the side;
+    a crop keeping 75-100% of each side.
+``lighting``
+    brightness x0.65-1.35, contrast x0.7-1.3, white balance (red and blue
+    gains 0.85-1.15), gamma 0.75-1.35, and a light gradient across the frame
+    (up to 35% darker on one side).
+``blur_noise``
+    Gaussian blur with sigma 0-1.8 px (at 600 px) and Gaussian noise with
+    sigma 0-8 grey levels.
+``overlay``
+    a price or sales text in a corner and, half of the time, a translucent
+    diagonal watermark.
+``jpeg``
+    phone-style re-encoding: downscale to 480-900 px on the long side, JPEG
+    quality 25-75.
+
+Everything is drawn from ``numpy.random.default_rng(seed)``: the same image and
+seed give the same bytes. ``families`` selects a subset (e.g. one family at a
+time, to see which one hurts a model most).
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+FAMILIES = ("background", "geometry", "lighting", "blur_noise", "overlay", "jpeg")
+WORDS = ("SALE", "Vintage", "antique", "RARE", "old carving", "estate find", "free shipping", "OBO", "as is",
+         "genuine", "collectible", "lot 12")
+
+
+# -- foreground estimate ---------------------------------------------------------------------
+
+
+def background_colour(arr: np.ndarray, border: int = 6) -> np.ndarray:
+    """Median colour of the image border (studio photos: the backdrop)."""
+    edges = np.concatenate([arr[:border].reshape(-1, 3), arr[-border:].reshape(-1, 3),
+                            arr[:, :border].reshape(-1, 3), arr[:, -border:].reshape(-1, 3)])
+    return np.median(edges, axis=0)
+
+
+def backdrop_model(arr: np.ndarray, band: float = 0.03) -> tuple[np.ndarray, np.ndarray]:
+    """Fit the studio backdrop as a smooth quadratic colour field to the image border.
+
+    Returns (backdrop image, residual distances of the border pixels). Studio
+    backdrops are graded and vignetted, so a single colour does not fit them.
+    """
+    h, w = arr.shape[:2]
+    b = max(2, int(min(h, w) * band))
+    border = np.zeros((h, w), bool)
+    border[:b], border[-b:], border[:, :b], border[:, -b:] = True, True, True, True
+    yy, xx = np.mgrid[:h, :w]
+    x, y = xx / max(w - 1, 1) - 0.5, yy / max(h - 1, 1) - 0.5
+    design = np.stack([np.ones_like(x), x, y, x * x, y * y, x * y], axis=-1)
+    coef, *_ = np.linalg.lstsq(design[border], arr[border], rcond=None)
+    backdrop = design @ coef
+    resid = np.linalg.norm(arr[border] - backdrop[border], axis=1)
+    return backdrop, resid
+
+
+def foreground_mask(img: Image.Image, tolerance: float | None = None) -> Image.Image:
+    """Soft mask (mode L, 255 = object) of a studio photo's object.
+
+    A pixel is foreground when its colour is farther from the fitted backdrop
+    (``backdrop_model``) than ``tolerance`` (default: 3 x the 90th percentile of
+    the border's residual, at least 14 levels); the mask is closed and opened to
+    remove specks, enclosed holes are filled, and the edge is feathered.
+    """
+    arr = np.asarray(img.convert("RGB"), dtype=np.float32)
+    backdrop, resid = backdrop_model(arr)
+    dist = np.linalg.norm(arr - backdrop, axis=2)
+    if tolerance is None:
+        tolerance = max(14.0, 3.0 * float(np.percentile(resid, 90)))
+    from scipy.ndimage import binary_fill_holes
+
+    mask = Image.fromarray(((dist > tolerance) * 255).astype(np.uint8), mode="L")
+    k = max(3, (min(img.size) // 100) | 1)
+    mask = mask.filter(ImageFilter.MaxFilter(k)).filter(ImageFilter.MinFilter(k))  # close gaps
+    mask = mask.filter(ImageFilter.MinFilter(k)).filter(ImageFilter.MaxFilter(k))  # drop specks
+    filled = binary_fill_holes(np.asarray(mask) > 127)  # glazed or grey parts matching the backdrop
+    return Image.fromarray((filled * 255).astype(np.uint8), "L").filter(ImageFilter.GaussianBlur(max(1.0, k / 3)))
+
+
+# -- the families ----------------------------------------------------------------------------
+
+
+def clutter(size: tuple[int, int], rng: np.random.Generator) -> Image.Image:
+    """A cluttered, table-like background."""
+    w, h = size
+    base = rng.integers(60, 220, 3)
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    angle = rng.uniform(0, np.pi)
+    freq = rng.uniform(0.02, 0.08)
+    grain = np.sin((xx * np.cos(angle) + yy * np.sin(angle)) * freq + rng.uniform(0, 6)) * rng.uniform(8, 30)
+    noise = rng.normal(0, 6, (h, w))
+    arr = np.clip(base[None, None, :] + (grain + noise)[..., None], 0, 255).astype(np.uint8)
+    img = Image.fromarray(arr, "RGB")
+    draw = ImageDraw.Draw(img)
+    for _ in range(int(rng.integers(4, 12))):
+        x0, y0 = rng.uniform(-0.2, 1.0) * w, rng.uniform(-0.2, 1.0) * h
+        x1, y1 = x0 + rng.uniform(0.05, 0.5) * w, y0 + rng.uniform(0.05, 0.4) * h
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        if rng.random() < 0.5:
+            draw.rectangle([x0, y0, x1, y1], fill=colour)
+        else:
+            draw.ellipse([x0, y0, x1, y1], fill=colour)
+    return img.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 3.0)))
+
+
+def _place(obj: Image.Image, mask: Image.Image, canvas: Image.Image, rng, geometry: bool) -> Image.Image:
+    w, h = canvas.size
+    scale = rng.uniform(0.55, 1.0) if geometry else 1.0
+    ow, oh = max(1, int(obj.width * scale)), max(1, int(obj.height * scale))
+    obj, mask = obj.resize((ow, oh), Image.BICUBIC), mask.resize((ow, oh), Image.BILINEAR)
+    x = int(rng.uniform(0, max(1, w - ow))) if geometry else (w - ow) // 2
+    y = int(rng.uniform(0, max(1, h - oh))) if geometry else (h - oh) // 2
+    canvas.paste(obj, (x, y), mask)
+    return canvas
+
+
+def _perspective(img: Image.Image, rng, fill) -> Image.Image:
+    w, h = img.size
+    d = 0.12
+    quad = []
+    for cx, cy in ((0, 0), (0, h), (w, h), (w, 0)):
+        quad += [cx + rng.uniform(-d, d) * w, cy + rng.uniform(-d, d) * h]
+    return img.transform(img.size, Image.QUAD, quad, resample=Image.BICUBIC, fillcolor=fill)
+
+
+def _geometry(img: Image.Image, rng, fill) -> Image.Image:
+    img = img.rotate(rng.uniform(-25, 25), resample=Image.BICUBIC, expand=False, fillcolor=fill)
+    img = _perspective(img, rng, fill)
+    w, h = img.size
+    cw, ch = int(w * rng.uniform(0.75, 1.0)), int(h * rng.uniform(0.75, 1.0))
+    x, y = int(rng.uniform(0, w - cw + 1)), int(rng.uniform(0, h - ch + 1))
+    return img.crop((x, y, x + cw, y + ch))
+
+
+def _lighting(img: Image.Image, rng) -> Image.Image:
+    arr = np.asarray(img, dtype=np.float32) / 255.0
+    arr = arr * rng.uniform(0.65, 1.35)
+    mean = arr.mean()
+    arr = (arr - mean) * rng.uniform(0.7, 1.3) + mean
+    arr[..., 0] *= rng.uniform(0.85, 1.15)
+    arr[..., 2] *= rng.uniform(0.85, 1.15)
+    arr = np.clip(arr, 0, 1) ** rng.uniform(0.75, 1.35)
+    h, w = arr.shape[:2]
+    angle = rng.uniform(0, 2 * np.pi)
+    yy, xx = np.mgrid[:h, :w]
+    ramp = ((xx / w - 0.5) * np.cos(angle) + (yy / h - 0.5) * np.sin(angle)) + 0.5
+    arr = arr * (1 - rng.uniform(0, 0.35) * np.clip(ramp, 0, 1))[..., None]
+    return Image.fromarray((np.clip(arr, 0, 1) * 255).astype(np.uint8), "RGB")
+
+
+def _blur_noise(img: Image.Image, rng) -> Image.Image:
+    sigma = rng.uniform(0, 1.8) * max(img.size) / 600
+    if sigma > 0.2:
+        img = img.filter(ImageFilter.GaussianBlur(sigma))
+    arr = np.asarray(img, dtype=np.float32) + rng.normal(0, rng.uniform(0, 8), (img.height, img.width, 3))
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
+
+
+def _font(size: int):
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1
+        return ImageFont.load_default()
+
+
+def _overlay(img: Image.Image, rng) -> Image.Image:
+    img = img.convert("RGBA")
+    w, h = img.size
+    layer = Image.new("RGBA", img.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(layer)
+    size = max(10, int(h * rng.uniform(0.05, 0.1)))
+    text = f"{rng.choice(['$', 'EUR ', 'GBP ', 'US$'])}{int(rng.integers(20, 5000))} {rng.choice(WORDS)}"
+    x = int(rng.uniform(0.02, 0.3) * w)
+    y = int((rng.uniform(0.02, 0.1) if rng.random() < 0.5 else rng.uniform(0.8, 0.88)) * h)
+    box = draw.textbbox((x, y), text, font=_font(size))
+    draw.rectangle([box[0] - 4, box[1] - 3, box[2] + 4, box[3] + 3], fill=(255, 255, 255, int(rng.integers(120, 230))))
+    draw.text((x, y), text, font=_font(size), fill=(int(rng.integers(0, 120)), 0, 0, 255))
+    if rng.random() < 0.5:
+        mark = Image.new("RGBA", img.size, (0, 0, 0, 0))
+        mdraw = ImageDraw.Draw(mark)
+        msize = max(12, int(h * rng.uniform(0.08, 0.15)))
+        mdraw.text((w * 0.15, h * 0.45), str(rng.choice(["SAMPLE", "© seller", "shop.example", "WATERMARK"])),
+                   font=_font(msize), fill=(255, 255, 255, int(rng.integers(60, 130))))
+        layer = Image.alpha_composite(layer, mark.rotate(rng.uniform(-35, 35), resample=Image.BICUBIC))
+    return Image.alpha_composite(img, layer).convert("RGB")
+
+
+def _jpeg(img: Image.Image, rng) -> Image.Image:
+    side = int(rng.uniform(480, 900))
+    if max(img.size) > side:
+        img = img.copy()
+        img.thumbnail((side, side), Image.BICUBIC)
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=int(rng.integers(25, 76)))
+    buf.seek(0)
+    return Image.open(buf).convert("RGB")
+
+
+def rephotograph(img: Image.Image, seed: int, families: Sequence[str] = FAMILIES) -> Image.Image:
+    """A listing-style version of studio photo ``img`` (RGB), deterministic in ``seed``."""
+    unknown = set(families) - set(FAMILIES)
+    if unknown:
+        raise ValueError(f"unknown transform families {sorted(unknown)}; choose from {FAMILIES}")
+    rng = np.random.default_rng(seed)
+    img = img.convert("RGB")
+    fill = tuple(int(c) for c in background_colour(np.asarray(img, dtype=np.float32)))
+    geometry = "geometry" in families
+    if "background" in families:
+        canvas = clutter(img.size, rng)
+        img = _place(img, foreground_mask(img), canvas, rng, geometry)
+        fill = tuple(int(c) for c in np.asarray(canvas).reshape(-1, 3).mean(0))
+    if geometry:
+        img = _geometry(img, rng, fill)
+    if "lighting" in families:
+        img = _lighting(img, rng)
+    if "blur_noise" in families:
+        img = _blur_noise(img, rng)
+    if "overlay" in families:
+        img = _overlay(img, rng)
+    if "jpeg" in families:
+        img = _jpeg(img, rng)
+    return img
+
+
+def background_only(img: Image.Image, fill: tuple[int, int, int] | None = None) -> Image.Image:
+    """The photo with its object masked out (filled with the backdrop colour): for the
+    background-bias check, where a model should be at chance."""
+    img = img.convert("RGB")
+    if fill is None:
+        fill = tuple(int(c) for c in background_colour(np.asarray(img, dtype=np.float32)))
+    mask = foreground_mask(img).filter(ImageFilter.MaxFilter(5))
+    out = img.copy()
+    out.paste(Image.new("RGB", img.size, fill), (0, 0), mask)
+    return out

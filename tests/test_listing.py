@@ -1,0 +1,72 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from artsentry.data.listing import FAMILIES, background_only, foreground_mask, rephotograph
+
+from .conftest import object_photo, require_met_ivory
+
+
+def _true_mask(img):
+    arr = np.asarray(img, dtype=int)
+    return np.abs(arr - 235).sum(2) > 60
+
+
+def test_foreground_mask_finds_the_object():
+    img = object_photo((150, 90, 60), size=(300, 220), seed=3)
+    est = np.asarray(foreground_mask(img)) > 127
+    true = _true_mask(img)
+    iou = (est & true).sum() / (est | true).sum()
+    assert iou > 0.85
+
+
+def test_rephotograph_is_seeded_and_changes_the_photo():
+    img = object_photo((200, 180, 150), size=(300, 220), seed=1)
+    a, b, c = rephotograph(img, 7), rephotograph(img, 7), rephotograph(img, 8)
+    assert a.tobytes() == b.tobytes()
+    assert a.tobytes() != c.tobytes()
+    assert a.mode == "RGB"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_each_family_alone(family):
+    img = object_photo((200, 180, 150), size=(300, 220), seed=2)
+    out = rephotograph(img, 3, families=[family])
+    assert out.mode == "RGB"
+    if family not in ("geometry", "jpeg"):
+        assert out.size == img.size
+    diff = np.abs(np.asarray(out.resize(img.size), dtype=float) - np.asarray(img, dtype=float)).sum(2)
+    assert (diff > 3).mean() > 0.02  # it changed a visible part of the photo
+    with pytest.raises(ValueError, match="unknown transform"):
+        rephotograph(img, 3, families=["sepia"])
+
+
+def test_background_replacement_keeps_the_object_and_replaces_the_backdrop():
+    img = object_photo((30, 60, 200), size=(300, 220), seed=4)
+    out = np.asarray(rephotograph(img, 5, families=["background"]), dtype=float)
+    true = _true_mask(img)
+    inner = np.asarray(Image.fromarray(true.astype(np.uint8) * 255).resize((300, 220)).filter(
+        __import__("PIL.ImageFilter", fromlist=["MinFilter"]).MinFilter(9))) > 0
+    src = np.asarray(img, dtype=float)
+    assert np.abs(out[inner] - src[inner]).mean() < 12  # object pixels kept
+    assert np.abs(out[~true] - 235).mean() > 25  # plain backdrop replaced by clutter
+
+
+def test_background_only_removes_the_object():
+    img = object_photo((30, 60, 200), size=(300, 220), seed=4)
+    out = np.asarray(background_only(img), dtype=int)
+    assert not (np.abs(out - 235).sum(2) > 60).any()
+
+
+def test_on_a_real_met_photo():
+    root = require_met_ivory()
+    path = sorted((root / "images" / "ivory").glob("*.jpg"))[0]
+    img = Image.open(path).convert("RGB")
+    mask = np.asarray(foreground_mask(img)) > 127
+    assert 0.03 < mask.mean() < 0.9  # an object, not nothing and not everything
+    out = rephotograph(img, 0)
+    buf = io.BytesIO()
+    out.save(buf, format="JPEG")
+    assert buf.tell() > 1000
