@@ -190,38 +190,56 @@ class Register:
         self.db.close()
 
     # -- changes --------------------------------------------------------------------------
-    def add(self, object_id: str, photos: Sequence[str], **metadata) -> tuple[int, list[str]]:
+    def add(self, object_id: str, photos: Sequence, **metadata) -> tuple[int, list[str]]:
         """Register photos of one object (new, or more photos of a known one).
         Returns (photos added, one-line errors for unreadable photos)."""
-        object_id = str(object_id).strip()
-        if not object_id:
-            raise RegisterError("an object needs a non-empty id")
-        vectors, errors = self.embedder.embed_files(list(photos))
-        ok = [i for i, e in enumerate(errors) if e is None]
-        if not ok:
+        added, errors = self.add_many([(object_id, list(photos), metadata)])
+        if not added:
             raise RegisterError(f"object {object_id}: none of its {len(photos)} photo(s) could be read: "
-                                + "; ".join(e for e in errors if e))
-        extra = {k: v for k, v in metadata.items() if k not in META_FIELDS and v is not None}
-        fields = {k: metadata.get(k) for k in META_FIELDS}
-        ids = []
+                                + "; ".join(errors))
+        return added, errors
+
+    def add_many(self, objects: Sequence[tuple[str, Sequence, dict]], progress: bool = False) -> tuple[int, list[str]]:
+        """Register many objects at once: ``(object_id, photos, metadata)`` each. One embedding
+        pass, one transaction, one index write. Photos are paths or image bytes. Returns
+        (photos added, errors); objects none of whose photos can be read are not added."""
+        flat, owners = [], []
+        for object_id, photos, _ in objects:
+            if not str(object_id).strip():
+                raise RegisterError("an object needs a non-empty id")
+            flat += list(photos)
+            owners += [str(object_id).strip()] * len(photos)
+        vectors, errors = self.embedder.embed_files(flat, progress=progress)
+        readable = {owners[i] for i, e in enumerate(errors) if e is None}
+        ids, keep = [], []
         with self.db:
             self.db.execute("BEGIN")
-            exists = self.db.execute("SELECT 1 FROM objects WHERE object_id = ?", (object_id,)).fetchone()
-            if exists:
-                sets = {k: v for k, v in fields.items() if v is not None}
-                if sets:
-                    self.db.execute(f"UPDATE objects SET {', '.join(f'{k} = ?' for k in sets)} WHERE object_id = ?",
-                                    (*sets.values(), object_id))
-            else:
-                self.db.execute("INSERT INTO objects VALUES (?, ?, ?, ?, ?, ?)",
-                                (object_id, *fields.values(), json.dumps(extra, sort_keys=True)))
-            for i in ok:
+            for object_id, _, metadata in objects:
+                object_id = str(object_id).strip()
+                if object_id not in readable:
+                    continue
+                fields = {k: metadata.get(k) for k in META_FIELDS}
+                extra = {k: v for k, v in metadata.items() if k not in META_FIELDS and v is not None}
+                if self.db.execute("SELECT 1 FROM objects WHERE object_id = ?", (object_id,)).fetchone():
+                    sets = {k: v for k, v in fields.items() if v is not None}
+                    if sets:
+                        self.db.execute(f"UPDATE objects SET {', '.join(f'{k} = ?' for k in sets)} "
+                                        "WHERE object_id = ?", (*sets.values(), object_id))
+                else:
+                    self.db.execute("INSERT INTO objects VALUES (?, ?, ?, ?, ?, ?)",
+                                    (object_id, *fields.values(), json.dumps(extra, sort_keys=True)))
+            for i, (owner, photo) in enumerate(zip(owners, flat)):
+                if errors[i] is not None:
+                    continue
+                name = photo if isinstance(photo, str) else f"<bytes {i}>"
                 cur = self.db.execute("INSERT INTO photos (object_id, name, sha256, vector) VALUES (?, ?, ?, ?)",
-                                      (object_id, str(photos[i]), _file_sha(photos[i]), vectors[i].tobytes()))
+                                      (owner, str(name), _photo_sha(photo), vectors[i].tobytes()))
                 ids.append(cur.lastrowid)
-            self.index.add(ids, vectors[ok])
+                keep.append(i)
+            if ids:
+                self.index.add(ids, vectors[keep])
             self._save_index()
-        return len(ok), [e for e in errors if e]
+        return len(ids), [e for e in errors if e]
 
     def remove(self, object_id: str) -> int:
         """Take an object out; returns the number of photos removed (0: it was not registered)."""
@@ -305,8 +323,10 @@ class Register:
         return results
 
 
-def _file_sha(source) -> str | None:
+def _photo_sha(source) -> str | None:
+    if isinstance(source, (bytes, bytearray)):
+        return hashlib.sha256(source).hexdigest()
     try:
         return hashlib.sha256(Path(source).read_bytes()).hexdigest()
-    except (OSError, TypeError):
+    except OSError:
         return None
