@@ -33,6 +33,7 @@ import logging
 import math
 import os
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -483,7 +484,7 @@ class Trainer:
                       "seconds": round(time.time() - t0, 1)}
             self.history.append(record)
             state["history"].append(record)
-            bar.write(f"epoch {epoch + 1}/{s.epochs}: val loss {vloss:.4f}, val accuracy {vacc:.4f}")
+            bar.write(f"epoch {epoch + 1}/{s.epochs}: val loss {vloss:.4f}, val accuracy {vacc:.4f}", file=sys.stderr)
             if vloss < state["best_val_loss"] - 1e-4:
                 state.update(best_val_loss=vloss, best_epoch=epoch, bad_epochs=0)
                 best_state = {k: v.clone() for k, v in model.state_dict().items()}
