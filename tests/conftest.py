@@ -85,3 +85,27 @@ def synthetic_dataset(tmp_path_factory) -> Path:
             c = tuple(int(v) for v in np.clip(np.array(colour) + jitter, 0, 255))
             object_photo(c, seed=i + (0 if label == "ivory" else 1000)).save(root / label / f"{label}_{i:03d}.jpg")
     return root
+
+
+@pytest.fixture(scope="session")
+def photos(tmp_path_factory):
+    """Three objects, two photos each, plus a re-photographed query of each and an unknown object."""
+    d = tmp_path_factory.mktemp("objects")
+    colours = {"A": (200, 40, 40), "B": (40, 160, 60), "C": (50, 60, 200)}
+    out = {}
+    for name, c in colours.items():
+        paths = []
+        for k in range(2):
+            img = object_photo(c, size=(160, 120), seed=k + ord(name))
+            p = d / f"{name}_{k}.jpg"
+            img.save(p)
+            paths.append(str(p))
+        query = object_photo(c, size=(160, 120), seed=99 + ord(name)).rotate(8, fillcolor=(235, 235, 235))
+        query = query.crop((10, 8, 150, 115))
+        qp = d / f"{name}_query.jpg"
+        query.save(qp, quality=60)
+        out[name] = (paths, str(qp))
+    unknown = d / "unknown.jpg"
+    Image.new("RGB", (160, 120), (20, 20, 20)).save(unknown)
+    out["unknown"] = str(unknown)
+    return out

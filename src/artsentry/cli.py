@@ -59,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs (default 8; smallcnn 30)")
     t.add_argument("--head-epochs", type=int, default=60, help="epochs of the head stage on cached features")
     t.add_argument("--batch-size", type=int, default=32)
-    t.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-3)")
+    t.add_argument("--lr", type=float, default=None, help="peak learning rate of the head (default 1e-3)")
+    t.add_argument("--backbone-lr", type=float, default=None,
+                   help="peak learning rate of the pretrained backbone when fine-tuning (default: --lr)")
     t.add_argument("--patience", type=int, default=None, help="early-stopping patience in epochs (default 3; smallcnn 6)")
     t.add_argument("--augment", default="standard", choices=("standard", "none"))
     t.add_argument("--image-size", type=int, default=None, help="input size (default: the architecture's own)")
@@ -170,6 +172,33 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--model", default="runs/ivory/model", help="model or run folder (default: %(default)s)")
     pr.add_argument("--json", action="store_true", help="one JSON object per line")
     pr.add_argument("--batch-size", type=int, default=32)
+    pr.add_argument("--runtime", default="auto", choices=("auto", "torch", "onnx"),
+                    help="forward pass: PyTorch, ONNX Runtime, or the one the model's config names (default)")
+
+    sc = sub.add_parser("screen", help="screen listing photos: decisions, register matches, review queue",
+                        description="Screen a folder of images or a CSV/JSONL/Parquet table of listings. Writes "
+                        "evidence.jsonl (one record per image), results.csv, queue.csv/queue.html (the ranked "
+                        "review queue) and errors.csv into --out. Run it again to resume an interrupted run.")
+    sc.add_argument("input", help="folder of images, or a table with an image/path/url column")
+    sc.add_argument("--out", required=True, help="output folder (resumed when it holds a run on the same input)")
+    sc.add_argument("--model", default="runs/ivory/model", help="model or run folder (default: %(default)s); "
+                    "'none' to match against the register only")
+    sc.add_argument("--register", help="register folder: also report matches to registered objects")
+    sc.add_argument("--top-k", type=int, default=5, help="register matches kept per image")
+    sc.add_argument("--runtime", default="auto", choices=("auto", "torch", "onnx"),
+                    help="forward pass (default: the model config's; ONNX Runtime after artsentry export)")
+    sc.add_argument("--batch-size", type=int, default=32)
+    sc.add_argument("--workers", type=int, default=None, help="image decoding worker processes")
+    sc.add_argument("--fetch-urls", action="store_true", help="download http(s) image URLs (off by default)")
+    sc.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
+
+    ex = sub.add_parser("export", help="export a model to ONNX for fast screening and edge use",
+                        description="Writes model.onnx (input 'input', NCHW float32 preprocessed as in config.json; "
+                        "output 'logits') after checking it matches PyTorch to 1e-3 in probability. Into the model "
+                        "folder by default, where screen/predict then use ONNX Runtime.")
+    ex.add_argument("model", help="model or run folder")
+    ex.add_argument("--format", default="onnx", choices=("onnx",))
+    ex.add_argument("--out", help="folder for a standalone copy (model.onnx + config.json); default: the model folder")
     return parser
 
 
@@ -184,6 +213,7 @@ def _settings_from_args(a) -> "object":
         head_epochs=a.head_epochs,
         batch_size=a.batch_size,
         lr=a.lr if a.lr is not None else 1e-3,
+        backbone_lr=a.backbone_lr,
         patience=a.patience if a.patience is not None else (6 if small else 3),
         augment=a.augment,
         image_size=a.image_size,
@@ -261,7 +291,7 @@ def cmd_predict(a) -> int:
     from .evaluate import _resolve_model_dir
     from .inference import Predictor
 
-    predictor = Predictor.load(_resolve_model_dir(a.model), batch_size=a.batch_size)
+    predictor = Predictor.load(_resolve_model_dir(a.model), runtime=a.runtime, batch_size=a.batch_size)
     files, problems = expand_images(a.images)
     for msg in problems:
         print(f"error: {msg}", file=sys.stderr)
@@ -396,8 +426,38 @@ def cmd_register(a) -> int:
     return 0
 
 
+def cmd_screen(a) -> int:
+    from .evaluate import _resolve_model_dir
+    from .screen import Screener
+
+    model = None if a.model == "none" else _resolve_model_dir(a.model)
+    screener = Screener(model, a.register, runtime=a.runtime, k=a.top_k, batch_size=a.batch_size,
+                        num_workers=a.workers, fetch_urls=a.fetch_urls, progress=not a.quiet)
+    summary = screener.run(a.input, a.out, overwrite=a.overwrite)
+    run = summary["this_run"]
+    print(f"screened {run['images']} image(s) in {run['seconds']:.1f} s ({run['images_per_second'] or 0:.1f} img/s); "
+          f"{summary['recorded']}/{summary['rows']} recorded")
+    if summary["complete"]:
+        print(f"flagged {summary['flagged']}, register matches {summary['matched']}, unreadable "
+              f"{summary['unreadable']}; review queue: {Path(a.out) / 'queue.html'} ({summary['queue']} listing(s))")
+    return EXIT_SOME_UNREADABLE if summary.get("unreadable") else 0
+
+
+def cmd_export(a) -> int:
+    from .evaluate import _resolve_model_dir
+    from .models.onnx import export_onnx
+
+    folder = _resolve_model_dir(a.model)
+    block = export_onnx(folder, a.out)
+    where = Path(a.out) if a.out else folder
+    print(f"wrote {where / block['file']} (opset {block['opset']}; max |dprob| vs PyTorch "
+          f"{block['parity']['max_prob_diff']:.1e})")
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "collect": cmd_collect,
-            "build": cmd_build, "register": cmd_register}
+            "build": cmd_build, "register": cmd_register,
+            "screen": cmd_screen, "export": cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -409,11 +469,13 @@ def main(argv: list[str] | None = None) -> int:
     from .collect.met import MetError
     from .index.register import RegisterError
     from .models.efficientnet_lite import WeightsUnavailable
+    from .screen import ScreenError
     from .train import TrainingError
 
     try:
         return COMMANDS[args.command](args)
-    except (ManifestError, ArtifactError, TrainingError, WeightsUnavailable, MetError, RegisterError, ValueError,
+    except (ManifestError, ArtifactError, TrainingError, WeightsUnavailable, MetError, RegisterError, ScreenError,
+            ValueError,
             FileNotFoundError) as exc:
         print(f"artsentry {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR

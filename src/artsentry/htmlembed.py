@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import io
 
-from .data.images import ImageLoadError, load_image
+from .data.images import ImageLoadError, ImageSource, load_image
 
 
 def figure_uri(fig, dpi: int = 100) -> str:
@@ -18,7 +18,7 @@ def figure_uri(fig, dpi: int = 100) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def thumbnail_uri(path: str, size: int = 160, quality: int = 80) -> str | None:
+def thumbnail_uri(path: "ImageSource", size: int = 160, quality: int = 80) -> str | None:
     """A JPEG thumbnail data URI, or None when the image cannot be read."""
     try:
         img = load_image(path, draft_size=(size, size))

@@ -20,7 +20,8 @@ from tqdm.auto import tqdm
 from .data.dataset import ImageDataset, make_loader
 from .data.images import ImageSource
 from .data.transforms import Preprocessing, eval_transform
-from .models.artifact import load_model
+from .models.artifact import ArtifactError, load_model
+from .models.onnx import OnnxClassifier, onnx_ready, onnxruntime_available
 from .models.classifier import ImageClassifier
 
 
@@ -69,13 +70,23 @@ def iter_image_batches(sources: Sequence[ImageSource], transform, preprocessing:
     bar.close()
 
 
-class Predictor:
-    """A loaded model plus everything needed to apply it to image files."""
+RUNTIMES = ("auto", "torch", "onnx")
 
-    def __init__(self, model: ImageClassifier, config: dict, *, batch_size: int = 32, num_workers: int | None = None):
+
+class Predictor:
+    """A loaded model plus everything needed to apply it to image files.
+
+    The forward pass runs in PyTorch (channels-last, inference mode) or, when
+    ``onnx`` is given, in ONNX Runtime; the answers agree to 1e-3 in probability
+    (checked when the ONNX file is exported)."""
+
+    def __init__(self, model: ImageClassifier, config: dict, *, batch_size: int = 32, num_workers: int | None = None,
+                 onnx: OnnxClassifier | None = None):
         self.model = model.eval()
         if config["architecture"]["name"].startswith("efficientnet"):
             self.model = self.model.to(memory_format=torch.channels_last)  # ~1.7x faster on CPU
+        self.onnx = onnx
+        self.runtime = "onnxruntime" if onnx is not None else "torch"
         self.config = config
         self.labels: list[str] = list(config["labels"])
         self.positive_label: str | None = config.get("positive_label")
@@ -86,9 +97,19 @@ class Predictor:
         self.num_workers = num_workers
 
     @classmethod
-    def load(cls, folder: str | Path, **kwargs) -> "Predictor":
+    def load(cls, folder: str | Path, runtime: str = "auto", **kwargs) -> "Predictor":
+        """``runtime``: ``torch``, ``onnx`` (needs ``artsentry export``), or ``auto``: the
+        one the model's config names, when its ONNX file matches the weights."""
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {RUNTIMES}, not {runtime!r}")
         model, config = load_model(folder)
-        return cls(model, config, **kwargs)
+        onnx = None
+        if runtime == "onnx" and not onnx_ready(folder, config):
+            raise ArtifactError(f"{folder}: no ONNX export of these weights; run: artsentry export {folder}")
+        if runtime == "onnx" or (runtime == "auto" and config.get("runtime") == "onnxruntime"
+                                 and onnx_ready(folder, config) and onnxruntime_available()):
+            onnx = OnnxClassifier(Path(folder) / config["onnx"]["file"])
+        return cls(model, config, onnx=onnx, **kwargs)
 
     @property
     def binary(self) -> bool:
@@ -104,6 +125,8 @@ class Predictor:
         """Preprocessed batch (n, 3, S, S) -> class probabilities (n, C)."""
         if x.numel() == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
+        if self.onnx is not None:
+            return torch.softmax(torch.from_numpy(self.onnx.logits(x.numpy())), dim=1).numpy()
         x = x.contiguous(memory_format=torch.channels_last)
         return torch.softmax(self.model(x).float(), dim=1).numpy()
 
@@ -117,7 +140,7 @@ class Predictor:
         )
 
     # -- files -----------------------------------------------------------------------------
-    def _decide(self, source: str, probs: np.ndarray) -> Prediction:
+    def decide(self, source: str, probs: np.ndarray) -> Prediction:
         pdict = {label: float(p) for label, p in zip(self.labels, probs)}
         if self.binary:
             score = float(probs[self.positive_index])
@@ -137,7 +160,7 @@ class Predictor:
                                         progress=progress, desc="predict"):
             done = {idx: Prediction(names[idx], error=err) for idx, err in batch.errors}
             probs = self.proba_tensor(batch.x)
-            done.update({idx: self._decide(names[idx], p) for idx, p in zip(batch.index, probs)})
+            done.update({idx: self.decide(names[idx], p) for idx, p in zip(batch.index, probs)})
             yield from sorted(done.items(), key=lambda kv: kv[0])
 
     def predict_files(self, sources: Sequence[ImageSource], names: Sequence[str] | None = None,

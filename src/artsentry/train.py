@@ -65,7 +65,8 @@ class TrainSettings:
     epochs: int = 8  # fine-tuning epochs (finetune mode)
     head_epochs: int = 60  # head-only epochs on cached features
     batch_size: int = 32
-    lr: float = 1e-3  # peak learning rate of fine-tuning (head and backbone)
+    lr: float = 1e-3  # peak learning rate of fine-tuning (head)
+    backbone_lr: float | None = None  # peak learning rate of the pretrained backbone (default: lr)
     head_lr: float = 1e-3
     weight_decay: float = 1e-4
     warmup_fraction: float = 0.15
@@ -373,7 +374,8 @@ class Trainer:
         groups = [{"params": list(self.model.head.parameters()), "base_lr": s.lr, "lr": s.lr}]
         backbone = [p for p in self.model.backbone.parameters() if p.requires_grad]
         if backbone:
-            groups.append({"params": backbone, "base_lr": s.lr, "lr": s.lr})
+            lr = s.lr if s.backbone_lr is None else s.backbone_lr
+            groups.append({"params": backbone, "base_lr": lr, "lr": lr})
         return groups
 
     def _save_checkpoint(self, optimizer, state: dict, best_state: dict | None) -> None:

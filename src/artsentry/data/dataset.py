@@ -70,6 +70,7 @@ def make_loader(
     num_workers: int = 0,
     generator: torch.Generator | None = None,
     sampler=None,
+    collate_fn: Callable = collate,
 ) -> DataLoader:
     return DataLoader(
         dataset,
@@ -77,7 +78,7 @@ def make_loader(
         shuffle=shuffle if sampler is None else False,
         sampler=sampler,
         num_workers=num_workers,
-        collate_fn=collate,
+        collate_fn=collate_fn,
         generator=generator,
         persistent_workers=False,
         prefetch_factor=2 if num_workers > 0 else None,

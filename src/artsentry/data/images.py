@@ -55,7 +55,8 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
 
 
-def _read_bytes(source: ImageSource, name: str, max_bytes: int) -> bytes:
+def read_image_bytes(source: ImageSource, name: str, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+    """The raw bytes of an image file (or the bytes given), refusing empty and oversized data."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
     else:
@@ -125,7 +126,7 @@ def load_image(
     """
     if name is None:
         name = "<bytes>" if isinstance(source, (bytes, bytearray, memoryview)) else str(source)
-    data = _read_bytes(source, name, max_bytes)
+    data = read_image_bytes(source, name, max_bytes)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

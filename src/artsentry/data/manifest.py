@@ -78,8 +78,12 @@ def _pick(columns, candidates, what: str, source: str, required: bool = True):
 
 def _read_table(path: Path) -> pd.DataFrame:
     try:
-        if path.suffix.lower() == ".parquet":
+        suffix = path.suffix.lower()
+        if suffix == ".parquet":
             return pd.read_parquet(path)
+        if suffix in (".jsonl", ".ndjson"):
+            df = pd.read_json(path, lines=True, dtype=False)
+            return df.astype(object).where(df.notna(), "")
         return pd.read_csv(path, dtype=str, keep_default_na=False)
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise ManifestError(f"{path}: cannot read manifest ({exc})") from None

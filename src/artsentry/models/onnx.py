@@ -1,0 +1,124 @@
+"""ONNX export of a model artifact, and running it with ONNX Runtime.
+
+``export_onnx(folder)`` writes ``model.onnx`` beside ``model.safetensors`` and
+records in ``config.json`` what a caller outside Python needs (input and output
+names, layout, preprocessing stays in its own block) plus the parity measured at
+export: the largest difference of any class probability between PyTorch and
+ONNX Runtime on the same inputs. An export that misses ``max_prob_diff`` is
+refused. The ONNX file is tied to the weights it came from by their SHA-256, so
+a retrained folder never runs a stale graph.
+
+``OnnxClassifier`` is a drop-in for the network's forward pass: float32
+``(n, 3, S, S)`` in, logits out.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.splits import file_sha256
+from .artifact import WEIGHTS_NAME, ArtifactError, load_model, read_config, update_config
+
+ONNX_NAME = "model.onnx"
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+OPSET = 17
+#: largest |p_torch - p_onnx| an export may show on any class probability
+MAX_PROB_DIFF = 1e-3
+
+
+def onnxruntime_available() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def export_onnx(folder: str | Path, out: str | Path | None = None, *, parity_inputs: np.ndarray | None = None,
+                max_prob_diff: float = MAX_PROB_DIFF, seed: int = 0) -> dict:
+    """Export the model in ``folder`` to ONNX (into ``out``, default ``folder``).
+
+    Parity is checked on ``parity_inputs`` (preprocessed images) when given,
+    else on seeded random inputs in the model's input range. Returns the
+    ``onnx`` block written into ``config.json``.
+    """
+    folder = Path(folder)
+    out = Path(out) if out is not None else folder
+    out.mkdir(parents=True, exist_ok=True)
+    model, config = load_model(folder)
+    size = int(config["preprocessing"]["input_size"])
+    example = torch.zeros(2, 3, size, size)
+    tmp = out / (ONNX_NAME + ".tmp")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter announces its own deprecation
+        torch.onnx.export(
+            model, (example,), str(tmp), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}, opset_version=OPSET, dynamo=False,
+        )
+    if parity_inputs is None:
+        g = np.random.default_rng(seed)
+        parity_inputs = g.uniform(-1.0, 1.0, size=(8, 3, size, size)).astype(np.float32)
+    with torch.inference_mode():
+        expected = torch.softmax(model(torch.from_numpy(parity_inputs)), 1).numpy()
+    got = torch.softmax(torch.from_numpy(OnnxClassifier(tmp).logits(parity_inputs)), 1).numpy()
+    diff = float(np.abs(expected - got).max())
+    if not diff <= max_prob_diff:
+        tmp.unlink()
+        raise ArtifactError(f"ONNX export of {folder} differs from PyTorch by {diff:.2e} in probability "
+                            f"(limit {max_prob_diff:.0e}); not written")
+    os.replace(tmp, out / ONNX_NAME)
+    block = {
+        "file": ONNX_NAME,
+        "sha256": file_sha256(out / ONNX_NAME),
+        "weights_sha256": file_sha256(folder / WEIGHTS_NAME),
+        "opset": OPSET,
+        "input": {"name": INPUT_NAME, "shape": ["batch", 3, size, size], "dtype": "float32",
+                  "layout": "NCHW, RGB, preprocessed as in 'preprocessing'"},
+        "output": {"name": OUTPUT_NAME, "shape": ["batch", len(config["labels"])], "dtype": "float32",
+                   "meaning": "logits in 'labels' order; softmax gives probabilities"},
+        "parity": {"max_prob_diff": diff, "inputs": int(len(parity_inputs)), "limit": max_prob_diff},
+    }
+    if out == folder:
+        update_config(folder, onnx=block, runtime="onnxruntime")
+    else:  # a standalone copy for edge use: the graph plus everything needed to feed it
+        import json
+
+        keep = ("labels", "positive_label", "threshold", "preprocessing", "architecture", "artsentry_version")
+        side = {k: config.get(k) for k in keep} | {"onnx": block, "source_model": str(folder.resolve())}
+        (out / "config.json").write_text(json.dumps(side, indent=2) + "\n")
+    return block
+
+
+def onnx_ready(folder: str | Path, config: dict | None = None) -> bool:
+    """True when ``folder`` holds an ONNX export of its current weights."""
+    folder = Path(folder)
+    config = config if config is not None else read_config(folder)
+    block = config.get("onnx")
+    if not block or not (folder / block.get("file", ONNX_NAME)).is_file():
+        return False
+    return block.get("weights_sha256") == file_sha256(folder / WEIGHTS_NAME)
+
+
+class OnnxClassifier:
+    """An ONNX graph on ONNX Runtime's CPU provider: ``logits(x)`` for float32 NCHW ``x``."""
+
+    def __init__(self, path: str | Path, threads: int | None = None):
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:  # pragma: no cover - onnxruntime is a dependency
+            raise RuntimeError("the ONNX runtime needs the onnxruntime package: pip install onnxruntime") from exc
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or torch.get_num_threads()
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})[0]

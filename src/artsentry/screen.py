@@ -1,0 +1,432 @@
+"""Screen listing photos at scale: ``artsentry screen INPUT --out DIR``.
+
+INPUT is a folder of images, or a table of listings (CSV, JSONL or Parquet)
+with one image per row in a column named ``image``, ``image_path``,
+``image_url``, ``path``, ``file``, ``url`` or ``photo``; every other column
+(listing id, title, price, seller...) is carried through to the outputs.
+Relative paths are read against the table's folder; ``http(s)://`` images are
+fetched only with ``fetch_urls``.
+
+For each image: the model's probability and decision at its threshold, and
+the register's best matches when a register is given. Outputs in DIR:
+
+- ``evidence.jsonl``  one record per image, appended as batches finish: row,
+  listing id, image, its SHA-256, model name, version (SHA-256 of the weights),
+  threshold and runtime, time, decision, matches, or the reason it was
+  unreadable. A run killed at any moment (even ``kill -9``) and restarted
+  skips the rows already recorded; a half-written last line is dropped and
+  redone, so no image is recorded twice.
+- ``results.csv``  every row; ``queue.csv`` and ``queue.html`` the ranked
+  review queue (register matches first, then by probability), with thumbnails;
+  ``errors.csv`` the unreadable images with their reason; ``summary.json``.
+  These are written from the evidence log at the end, so an interrupted and
+  resumed run writes the same files as an uninterrupted one.
+
+Decoding runs in worker processes while the model runs on batches (ONNX
+Runtime when the model has been exported, see ``artsentry export``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import os
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from . import __version__
+from .data.dataset import make_loader
+from .data.images import ImageLoadError, is_image_file, load_image, read_image_bytes
+from .data.manifest import ManifestError, _pick, _read_table
+from .data.splits import file_sha256
+from .data.transforms import eval_transform
+from .htmlembed import thumbnail_uri
+from .inference import Predictor, default_workers
+from .models.artifact import WEIGHTS_NAME
+
+IMAGE_COLUMNS = ("image", "image_path", "image_url", "path", "file", "url", "photo")
+ID_COLUMNS = ("listing_id", "id", "listing")
+EVIDENCE = "evidence.jsonl"
+STATE = "screen.json"
+TABLE_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".parquet")
+
+
+class ScreenError(RuntimeError):
+    pass
+
+
+# -- input ---------------------------------------------------------------------------------
+def read_listings(source: str | Path) -> pd.DataFrame:
+    """The listings to screen: columns ``listing_id`` and ``image`` (absolute path or
+    URL) first, then whatever else the input carries, as strings."""
+    source = Path(source)
+    if not source.exists():
+        raise ScreenError(f"{source}: no such file or folder")
+    if source.is_dir():
+        files = sorted(f for f in source.rglob("*") if f.is_file() and is_image_file(f))
+        if not files:
+            raise ScreenError(f"{source}: no image files in folder")
+        return pd.DataFrame({"listing_id": [str(f.relative_to(source)) for f in files],
+                             "image": [str(f.resolve()) for f in files]})
+    if source.suffix.lower() not in TABLE_SUFFIXES:
+        raise ScreenError(f"{source}: give a folder of images or a {', '.join(TABLE_SUFFIXES)} table of listings")
+    try:
+        raw = _read_table(source)
+        image_col = _pick(raw.columns, IMAGE_COLUMNS, "image", str(source))
+    except ManifestError as exc:
+        raise ScreenError(str(exc)) from None
+    if raw.empty:
+        raise ScreenError(f"{source}: no listings")
+    raw = raw.astype(str).replace({"nan": "", "None": ""})
+    id_col = _pick(raw.columns, ID_COLUMNS, "listing id", str(source), required=False)
+    base = source.parent.resolve()
+
+    def resolve(p: str) -> str:
+        p = p.strip()
+        if not p or "://" in p or Path(p).is_absolute():
+            return p
+        return str(base / p)
+
+    out = pd.DataFrame({"listing_id": raw[id_col] if id_col else [str(i) for i in range(len(raw))],
+                        "image": raw[image_col].map(resolve)})
+    rest = raw.drop(columns=[c for c in (id_col, image_col) if c])
+    return pd.concat([out, rest.rename(columns=lambda c: c if c not in out.columns else f"input_{c}")], axis=1)
+
+
+def table_fingerprint(df: pd.DataFrame) -> str:
+    return hashlib.sha256(pd.util.hash_pandas_object(df, index=True).values.tobytes()).hexdigest()[:16]
+
+
+# -- images ----------------------------------------------------------------------------------
+def fetch_url(url: str, timeout: float = 15.0, max_bytes: int | None = None) -> bytes:
+    import httpx
+
+    from .data.images import DEFAULT_MAX_BYTES
+
+    limit = max_bytes or DEFAULT_MAX_BYTES
+    try:
+        with httpx.stream("GET", url, timeout=timeout, follow_redirects=True) as r:
+            if r.status_code != 200:
+                raise ImageLoadError(url, f"HTTP {r.status_code}")
+            chunks, size = [], 0
+            for chunk in r.iter_bytes():
+                size += len(chunk)
+                if size > limit:
+                    raise ImageLoadError(url, f"over the {limit / 1e6:.0f} MB limit")
+                chunks.append(chunk)
+    except httpx.HTTPError as exc:
+        raise ImageLoadError(url, f"download failed ({type(exc).__name__}: {exc})") from None
+    return b"".join(chunks)
+
+
+class ListingImages(Dataset):
+    """Row i -> (tensors for each transform, i, image SHA-256, error). Unreadable -> error."""
+
+    def __init__(self, sources: Sequence[str], transforms: Sequence, draft_size, *, fetch_urls: bool = False):
+        self.sources = list(sources)
+        self.transforms = list(transforms)
+        self.draft_size = draft_size
+        self.fetch_urls = fetch_urls
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def read(self, i: int) -> bytes:
+        src = self.sources[i]
+        if not src:
+            raise ImageLoadError(f"<row {i}>", "no image given")
+        if src.startswith(("http://", "https://")):
+            if not self.fetch_urls:
+                raise ImageLoadError(src, "image URLs are fetched only with --fetch-urls")
+            return fetch_url(src)
+        if "://" in src:
+            raise ImageLoadError(src, "unsupported URL scheme")
+        return read_image_bytes(src, src)
+
+    def __getitem__(self, i: int):
+        sha = None
+        try:
+            data = self.read(i)
+            sha = hashlib.sha256(data).hexdigest()
+            img = load_image(data, name=self.sources[i], draft_size=self.draft_size)
+            return [t(img) for t in self.transforms], i, sha, ""
+        except ImageLoadError as exc:
+            return None, i, sha, str(exc)
+
+
+@dataclass
+class ListingBatch:
+    xs: list[torch.Tensor]  # one (n, 3, S, S) tensor per transform
+    index: list[int]
+    sha: dict[int, str | None]
+    errors: list[tuple[int, str]]
+
+
+def collate_listings(items) -> ListingBatch:
+    good = [it for it in items if it[0] is not None]
+    n_t = len(good[0][0]) if good else 0
+    xs = [torch.stack([it[0][t] for it in good]) for t in range(n_t)]
+    return ListingBatch(xs, [it[1] for it in good], {it[1]: it[2] for it in items},
+                        [(it[1], it[3]) for it in items if it[0] is None])
+
+
+# -- evidence log ----------------------------------------------------------------------------
+def _scan_evidence(path: Path) -> tuple[list[dict], list[int]]:
+    """Complete records of an evidence log and the byte offset where each one ends.
+    A last line cut short by a kill is left out; a bad line before the end is an error."""
+    if not path.is_file():
+        return [], []
+    data = path.read_bytes()
+    records, ends, pos = [], [], 0
+    while pos < len(data):
+        nl = data.find(b"\n", pos)
+        if nl < 0:
+            break  # unterminated tail: written half-way
+        try:
+            records.append(json.loads(data[pos:nl]))
+        except json.JSONDecodeError:
+            if data.find(b"\n", nl + 1) >= 0:  # a bad line in the middle is not a torn write
+                raise ScreenError(f"{path}: corrupt record at byte {pos}; not resuming over it") from None
+            break
+        pos = nl + 1
+        ends.append(pos)
+    return records, ends
+
+
+def read_evidence(path: str | Path) -> list[dict]:
+    """The complete records of an evidence log (a torn last line is left out)."""
+    return _scan_evidence(Path(path))[0]
+
+
+def _resume_point(path: Path, batch_size: int, n_rows: int) -> int:
+    """Rows are recorded in order, a batch at a time. Keep only whole batches (cutting a
+    batch that a kill left half-written), so a resumed run meets every image in the same
+    batch as an uninterrupted run and computes bit-identical scores. Returns rows kept."""
+    records, ends = _scan_evidence(path)
+    rows = [r.get("row") for r in records]
+    if rows != list(range(len(rows))):
+        raise ScreenError(f"{path}: records are not the rows 0..n in order; not resuming over it")
+    keep = len(rows) if len(rows) >= n_rows else len(rows) - len(rows) % batch_size
+    size = ends[keep - 1] if keep else 0
+    if path.is_file() and path.stat().st_size != size:
+        with open(path, "r+b") as f:
+            f.truncate(size)
+    return keep
+
+
+# -- the run ---------------------------------------------------------------------------------
+class Screener:
+    """Model (and optionally register) applied to listings, batch by batch, with an
+    evidence log that makes the run resumable."""
+
+    def __init__(self, model_dir: str | Path | None, register_dir: str | Path | None = None, *,
+                 runtime: str = "auto", k: int = 5, batch_size: int = 32, num_workers: int | None = None,
+                 fetch_urls: bool = False, progress: bool = True):
+        if model_dir is None and register_dir is None:
+            raise ScreenError("give a model, a register, or both")
+        self.predictor = Predictor.load(model_dir, runtime=runtime, batch_size=batch_size) if model_dir else None
+        self.register = None
+        if register_dir is not None:
+            from .index.register import Register
+
+            self.register = Register.open(register_dir)
+        self.k = k
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.fetch_urls = fetch_urls
+        self.progress = progress
+        self.model_info = None
+        if self.predictor is not None:
+            p, cfg = self.predictor, self.predictor.config
+            self.model_info = {
+                "name": cfg["architecture"]["name"], "path": str(Path(model_dir).resolve()),
+                "version": file_sha256(Path(model_dir) / WEIGHTS_NAME)[:16], "created": cfg.get("created"),
+                "threshold": p.threshold if p.threshold is not None else (0.5 if p.binary else None),
+                "positive_label": p.positive_label, "runtime": p.runtime,
+            }
+        self.register_info = None
+        if self.register is not None:
+            self.register_info = {"path": str(Path(register_dir).resolve()), "objects": len(self.register),
+                                  "threshold": self.register.threshold,
+                                  "embedder": self.register.embedder.spec}
+
+    # transforms: the model's, and the register embedder's when it differs
+    def _transforms(self):
+        pres, trans = [], []
+        if self.predictor is not None:
+            pres.append(self.predictor.preprocessing)
+            trans.append(self.predictor.transform)
+        if self.register is not None:
+            pre = self.register.embedder.preprocessing
+            if pre not in pres:
+                pres.append(pre)
+                trans.append(eval_transform(pre))
+        self._register_slot = pres.index(self.register.embedder.preprocessing) if self.register is not None else None
+        draft = max((p.input_size for p in pres), default=224)
+        return trans, (draft, draft)
+
+    def _records(self, rows: pd.DataFrame, batch: ListingBatch, carried: list[str]) -> list[dict]:
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        out: dict[int, dict] = {}
+        base = {"model": self.model_info, "register": self.register_info}
+        for i, err in batch.errors:
+            out[i] = {"error": err}
+        if batch.index:
+            if self.predictor is not None:
+                probs = self.predictor.proba_tensor(batch.xs[0])
+                for i, pr in zip(batch.index, probs):
+                    d = self.predictor.decide(rows["image"].iloc[i], pr)
+                    out[i] = {"label": d.label, "score": round(d.score, 6), "flagged": d.flagged,
+                              "probabilities": {k: round(v, 6) for k, v in d.probabilities.items()}}
+            if self.register is not None:
+                vecs = self.register.embedder.embed_tensor(batch.xs[self._register_slot])
+                th = self.register.threshold
+                for i, matches in zip(batch.index, self.register.search_vectors(vecs, self.k)):
+                    rec = out.setdefault(i, {})
+                    rec["matches"] = [{"object_id": m.object_id, "score": m.score, "title": m.title,
+                                       "status": m.status} for m in matches]
+                    rec["matched"] = bool(matches) and th is not None and matches[0].score >= th
+        records = []
+        for i in sorted(out):
+            row = rows.iloc[i]
+            records.append({"row": int(i), "listing_id": row["listing_id"], "image": row["image"],
+                            "sha256": batch.sha.get(i), "time": now, **base, "error": None, **out[i],
+                            "listing": {c: row[c] for c in carried}})
+        return records
+
+    def run(self, source: str | Path, out_dir: str | Path, *, overwrite: bool = False,
+            max_rows: int | None = None) -> dict:
+        """Screen ``source`` into ``out_dir``; resumes a run there. ``max_rows`` stops after
+        that many new records (a deliberate interruption, for tests and trials)."""
+        listings = read_listings(source)
+        out = Path(out_dir)
+        state_path = out / STATE
+        evidence_path = out / EVIDENCE
+        state = {"input": str(Path(source).resolve()), "rows": len(listings),
+                 "fingerprint": table_fingerprint(listings), "model": self.model_info,
+                 "register": self.register_info and {k: v for k, v in self.register_info.items() if k != "objects"},
+                 "k": self.k, "batch_size": self.batch_size, "artsentry_version": __version__}
+        if overwrite and out.exists():
+            for name in (STATE, EVIDENCE, "results.csv", "queue.csv", "queue.html", "errors.csv", "summary.json"):
+                (out / name).unlink(missing_ok=True)
+        if state_path.is_file():
+            old = json.loads(state_path.read_text())
+            changed = [k for k in ("input", "fingerprint", "model", "register", "k") if old.get(k) != state.get(k)]
+            if changed:
+                raise ScreenError(f"{out} holds a screening run with another {', '.join(changed)}; "
+                                  "use --overwrite or another --out")
+            state["batch_size"] = old.get("batch_size", self.batch_size)  # batches as the run began
+        else:
+            out.mkdir(parents=True, exist_ok=True)
+            state_path.write_text(json.dumps(state, indent=2) + "\n")
+
+        batch_size = state["batch_size"]
+        n_done = _resume_point(evidence_path, batch_size, len(listings))
+        todo = list(range(n_done, len(listings)))
+        if max_rows is not None:
+            todo = todo[: -(-max_rows // batch_size) * batch_size]  # whole batches
+        carried = [c for c in listings.columns if c not in ("listing_id", "image")]
+        transforms, draft = self._transforms()
+        # the dataset sees only the rows still to do; map back to listing rows
+        dataset = ListingImages(listings["image"].iloc[todo].tolist(), transforms, draft, fetch_urls=self.fetch_urls)
+        workers = self.num_workers if self.num_workers is not None else default_workers(len(todo))
+        loader = make_loader(dataset, batch_size, num_workers=workers, collate_fn=collate_listings)
+        t0 = time.time()
+        n_new = n_flag = n_err = 0
+        bar = tqdm(total=len(listings), initial=n_done, unit="img", desc="screen", disable=not self.progress)
+        with open(evidence_path, "a", encoding="utf-8") as log:
+            for batch in loader:
+                batch = ListingBatch(batch.xs, [todo[i] for i in batch.index],
+                                     {todo[i]: s for i, s in batch.sha.items()},
+                                     [(todo[i], e) for i, e in batch.errors])
+                records = self._records(listings, batch, carried)
+                log.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+                log.flush()
+                os.fsync(log.fileno())
+                n_new += len(records)
+                n_flag += sum(bool(r.get("flagged") or r.get("matched")) for r in records)
+                n_err += sum(r["error"] is not None for r in records)
+                bar.update(len(records))
+                bar.set_postfix(flagged=n_flag, unreadable=n_err)
+        bar.close()
+        seconds = time.time() - t0
+        records = read_evidence(evidence_path)
+        complete = len({r["row"] for r in records}) == len(listings)
+        summary = {"input": state["input"], "rows": len(listings), "recorded": len(records), "complete": complete,
+                   "this_run": {"images": n_new, "seconds": round(seconds, 2),
+                                "images_per_second": round(n_new / seconds, 2) if seconds > 0 else None}}
+        if complete:
+            summary.update(write_outputs(records, listings, out, carried))
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        return summary
+
+
+# -- outputs ---------------------------------------------------------------------------------
+def _priority(r: dict) -> tuple:
+    best = r["matches"][0]["score"] if r.get("matches") else 0.0
+    return (not r.get("matched", False), -best if r.get("matched") else 0.0, -(r.get("score") or 0.0), r["row"])
+
+
+def write_outputs(records: list[dict], listings: pd.DataFrame, out: Path, carried: list[str]) -> dict:
+    records = sorted(records, key=lambda r: r["row"])
+    rows = []
+    for r in records:
+        best = r["matches"][0] if r.get("matches") else {}
+        rows.append({"row": r["row"], "listing_id": r["listing_id"], "image": r["image"], "sha256": r["sha256"],
+                     "label": r.get("label"), "score": r.get("score"), "flagged": r.get("flagged"),
+                     "matched": r.get("matched"), "best_match": best.get("object_id"),
+                     "best_match_score": best.get("score"), "best_match_status": best.get("status"),
+                     "error": r["error"], **r["listing"]})
+    table = pd.DataFrame(rows)
+    table.to_csv(out / "results.csv", index=False)
+    queue = [r for r in records if r["error"] is None and (r.get("flagged") or r.get("matched"))]
+    queue.sort(key=_priority)
+    qrows = {r["row"]: i for i, r in enumerate(queue)}
+    qtable = table.set_index("row").loc[list(qrows)].reset_index()
+    qtable.insert(0, "rank", range(1, len(qtable) + 1))
+    qtable.to_csv(out / "queue.csv", index=False)
+    table[table["error"].notna()][["row", "listing_id", "image", "error"]].to_csv(out / "errors.csv", index=False)
+    write_queue_html(queue, out / "queue.html", carried)
+    return {"flagged": int(sum(bool(r.get("flagged")) for r in records)),
+            "matched": int(sum(bool(r.get("matched")) for r in records)),
+            "queue": len(queue), "unreadable": int(table["error"].notna().sum())}
+
+
+def write_queue_html(queue: list[dict], path: Path, carried: list[str], max_rows: int = 500) -> None:
+    esc = html.escape
+    cards = []
+    for rank, r in enumerate(queue[:max_rows], start=1):
+        img = r["image"]
+        thumb = thumbnail_uri(img) if "://" not in img else None
+        pic = f'<img src="{thumb}" alt="listing photo {esc(r["listing_id"])}">' if thumb else "<div>no preview</div>"
+        facts = []
+        if r.get("score") is not None:
+            facts.append(f"p({esc(str(r['model']['positive_label'] or r.get('label')))}) = {r['score']:.3f}"
+                         f"{' — FLAG' if r.get('flagged') else ''}")
+        if r.get("matched"):
+            m = r["matches"][0]
+            facts.append(f"register match: <b>{esc(m['object_id'])}</b> {esc(m.get('title') or '')} "
+                         f"({esc(m.get('status') or 'no status')}), similarity {m['score']:.3f}")
+        extra = "".join(f"<li>{esc(c)}: {esc(str(r['listing'].get(c, '')))}</li>" for c in carried)
+        cards.append(f'<li class="card"><span class="rank">#{rank}</span>{pic}<div><b>{esc(r["listing_id"])}</b>'
+                     f'<ul>{"".join(f"<li>{f}</li>" for f in facts)}{extra}'
+                     f'<li class="sha">sha256 {esc(r["sha256"] or "")}</li></ul></div></li>')
+    more = f"<p>{len(queue) - max_rows} more in queue.csv</p>" if len(queue) > max_rows else ""
+    path.write_text(f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1"><title>artsentry review queue</title>
+<style>body{{font-family:sans-serif;margin:1em}} ol{{list-style:none;padding:0}}
+.card{{display:flex;gap:1em;border-bottom:1px solid #ccc;padding:.5em 0}} .card img{{max-width:160px}}
+.rank{{font-weight:bold;min-width:3em}} .sha{{font-size:70%;color:#666;word-break:break-all}}</style></head>
+<body><h1>Review queue</h1><p>{len(queue)} listing photo(s) to review, register matches first, then by
+probability.</p><ol>{''.join(cards)}</ol>{more}</body></html>
+""", encoding="utf-8")

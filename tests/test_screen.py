@@ -1,0 +1,254 @@
+"""Screening listings, and the ONNX export it runs on."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from safetensors.torch import load_file, save_file
+
+from artsentry.cli import EXIT_SOME_UNREADABLE, main
+from artsentry.data.transforms import eval_transform
+from artsentry.data.images import load_image
+from artsentry.inference import Predictor
+from artsentry.models.artifact import ArtifactError, read_config
+from artsentry.models.onnx import export_onnx, onnx_ready
+from artsentry.screen import ScreenError, Screener, read_evidence, read_listings
+from artsentry.train import TrainSettings, train
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, synthetic_dataset):
+    run = tmp_path_factory.mktemp("screen") / "run"
+    settings = TrainSettings(mode="frozen", image_size=64, val_fraction=0.25, test_fraction=0.25)
+    return train(synthetic_dataset, run, settings, progress=False).model_dir
+
+
+@pytest.fixture(scope="module")
+def onnx_model_dir(model_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("onnx") / "model"
+    shutil.copytree(model_dir, folder)
+    export_onnx(folder)
+    return folder
+
+
+@pytest.fixture
+def listings(tmp_path, synthetic_dataset, hostile_dir) -> Path:
+    """A CSV of listings: good photos of both classes, hostile files, a missing file, an URL."""
+    rows = []
+    for label in ("ivory", "non_ivory"):
+        for f in sorted((synthetic_dataset / label).glob("*.jpg"))[:6]:
+            rows.append({"listing_id": f"L-{f.stem}", "image_path": str(f), "title": f"carving {f.stem}",
+                         "price": "120", "seller": "s1"})
+    for f in sorted(hostile_dir.iterdir()):
+        rows.append({"listing_id": f"H-{f.name}", "image_path": str(f), "title": f.name, "price": "", "seller": "s2"})
+    rows.append({"listing_id": "M-missing", "image_path": "does/not/exist.jpg", "title": "", "price": "",
+                 "seller": ""})
+    rows.append({"listing_id": "U-url", "image_path": "http://127.0.0.1:9/x.jpg", "title": "", "price": "",
+                 "seller": ""})
+    path = tmp_path / "listings.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+# -- ONNX ------------------------------------------------------------------------------------
+def test_onnx_export_matches_pytorch_on_real_images(onnx_model_dir, synthetic_dataset):
+    config = read_config(onnx_model_dir)
+    assert config["runtime"] == "onnxruntime" and onnx_ready(onnx_model_dir)
+    block = config["onnx"]
+    assert block["input"]["name"] == "input" and block["output"]["name"] == "logits"
+    assert block["parity"]["max_prob_diff"] <= 1e-3
+    files = sorted(str(f) for f in synthetic_dataset.rglob("*.jpg"))
+    torch_p = Predictor.load(onnx_model_dir, runtime="torch")
+    onnx_p = Predictor.load(onnx_model_dir)  # auto: the config says onnxruntime
+    assert torch_p.runtime == "torch" and onnx_p.runtime == "onnxruntime"
+    images = [load_image(f) for f in files]
+    a, b = torch_p.predict_proba(images), onnx_p.predict_proba(images)
+    assert a.shape == b.shape == (len(files), 2)
+    assert np.abs(a - b).max() <= 1e-3
+    assert (a.argmax(1) == b.argmax(1)).all()
+
+
+def test_stale_onnx_is_never_used(onnx_model_dir, tmp_path):
+    folder = tmp_path / "m"
+    shutil.copytree(onnx_model_dir, folder)
+    weights = load_file(str(folder / "model.safetensors"))
+    key = next(k for k in weights if k.endswith("weight"))
+    weights[key] = weights[key] * 1.5  # "retrained" into the same folder
+    save_file(weights, str(folder / "model.safetensors"))
+    assert not onnx_ready(folder)
+    assert Predictor.load(folder).runtime == "torch"
+    with pytest.raises(ArtifactError, match="artsentry export"):
+        Predictor.load(folder, runtime="onnx")
+
+
+def test_export_cli_standalone_copy(model_dir, tmp_path, capsys):
+    out = tmp_path / "edge"
+    assert main(["export", str(model_dir), "--out", str(out)]) == 0
+    side = json.loads((out / "config.json").read_text())
+    assert (out / "model.onnx").is_file() and side["preprocessing"]["input_size"] == 64
+    assert side["labels"] == ["ivory", "non_ivory"] and side["onnx"]["input"]["shape"] == ["batch", 3, 64, 64]
+    assert "onnx" not in read_config(model_dir)  # the source folder is untouched
+    assert "max |dprob|" in capsys.readouterr().out
+
+
+# -- screening -------------------------------------------------------------------------------
+def _strip_time(records):
+    return [{k: v for k, v in r.items() if k != "time"} for r in records]
+
+
+def test_screen_csv_completes_with_bad_images_and_carries_columns(onnx_model_dir, listings, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["-q", "screen", str(listings), "--out", str(out), "--model", str(onnx_model_dir)])
+    assert code == EXIT_SOME_UNREADABLE
+    records = read_evidence(out / "evidence.jsonl")
+    n_rows = len(pd.read_csv(listings))
+    assert sorted(r["row"] for r in records) == list(range(n_rows))
+    by_id = {r["listing_id"]: r for r in records}
+    # every good photo gets a decision, and the decisions are right on this easy data
+    for lid, r in by_id.items():
+        if lid.startswith("L-"):
+            assert r["error"] is None and len(r["sha256"]) == 64
+            assert r["flagged"] == ("non_ivory" not in lid), lid
+            assert r["model"]["runtime"] == "onnxruntime" and r["model"]["threshold"] == 0.5
+            assert r["listing"]["seller"] == "s1" and r["listing"]["title"] == f"carving {lid[2:]}"
+    errors = {lid: r["error"] for lid, r in by_id.items() if r["error"]}
+    assert set(errors) == {"H-zero_bytes.jpg", "H-truncated.jpg", "H-text.jpg", "H-bomb.png", "M-missing", "U-url"}
+    assert "0 bytes" in errors["H-zero_bytes.jpg"] and "not found" in errors["M-missing"]
+    assert "--fetch-urls" in errors["U-url"]
+    for ok in ("H-cmyk.jpg", "H-grey16.png", "H-palette_transparent.png", "H-good.jpg"):
+        assert by_id[ok]["error"] is None and by_id[ok]["score"] is not None
+    # outputs: the queue holds exactly the flagged rows, highest probability first
+    queue = pd.read_csv(out / "queue.csv")
+    flagged = {lid for lid, r in by_id.items() if r.get("flagged")}
+    assert set(queue["listing_id"]) == flagged
+    assert list(queue["score"]) == sorted(queue["score"], reverse=True)
+    assert list(queue["rank"]) == list(range(1, len(queue) + 1))
+    assert {"title", "price", "seller"} <= set(queue.columns)
+    assert set(pd.read_csv(out / "errors.csv")["listing_id"]) == set(errors)
+    page = (out / "queue.html").read_text()
+    assert page.count('class="card"') == len(queue) and "data:image/jpeg;base64," in page
+    assert "http" not in page.replace("http://127.0.0.1:9/x.jpg", "")  # nothing fetched from anywhere
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["complete"] and summary["unreadable"] == len(errors) and summary["flagged"] == len(flagged)
+    assert "review queue" in capsys.readouterr().out
+
+
+def test_screen_resumes_after_interruption_and_torn_write(model_dir, listings, tmp_path):
+    whole = tmp_path / "whole"
+    Screener(model_dir, progress=False, batch_size=4).run(listings, whole)
+    part = tmp_path / "part"
+    s = Screener(model_dir, progress=False, batch_size=4)
+    first = s.run(listings, part, max_rows=10)
+    assert not first["complete"] and first["recorded"] == 12  # whole batches of 4
+    assert not (part / "queue.csv").exists()
+    lines = (part / "evidence.jsonl").read_bytes().splitlines(keepends=True)
+    # killed while writing the third batch: two of its records made it, the next is torn
+    (part / "evidence.jsonl").write_bytes(b"".join(lines[:10]) + lines[10][:25])
+    second = Screener(model_dir, progress=False, batch_size=4).run(listings, part)
+    assert second["complete"]
+    a, b = read_evidence(whole / "evidence.jsonl"), read_evidence(part / "evidence.jsonl")
+    assert [r["row"] for r in b] == list(range(len(b)))  # every row once, none twice
+    assert _strip_time(a) == _strip_time(b)
+    for name in ("results.csv", "queue.csv", "errors.csv", "queue.html"):
+        assert (whole / name).read_bytes() == (part / name).read_bytes(), name
+    again = Screener(model_dir, progress=False).run(listings, part)  # nothing left to do
+    assert again["this_run"]["images"] == 0 and len(read_evidence(part / "evidence.jsonl")) == len(b)
+
+
+def test_screen_refuses_to_resume_over_other_input(model_dir, listings, tmp_path):
+    out = tmp_path / "out"
+    Screener(model_dir, progress=False).run(listings, out, max_rows=3)
+    other = tmp_path / "other.csv"
+    pd.read_csv(listings).iloc[:5].to_csv(other, index=False)
+    shutil.copy(other, listings)
+    with pytest.raises(ScreenError, match="another input|another fingerprint"):
+        Screener(model_dir, progress=False).run(listings, out)
+    assert Screener(model_dir, progress=False).run(listings, out, overwrite=True)["recorded"] == 5
+
+
+def test_read_listings_folder_and_jsonl(tmp_path, synthetic_dataset):
+    df = read_listings(synthetic_dataset)
+    assert len(df) == 48 and df["listing_id"].iloc[0] == "ivory/ivory_000.jpg"
+    lines = [{"id": 7, "photo": "ivory/ivory_001.jpg", "price": 3.5}, {"id": 8, "photo": "x.png", "price": None}]
+    p = synthetic_dataset.parent / "l.jsonl"
+    p.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    df = read_listings(p)
+    assert list(df.columns) == ["listing_id", "image", "price"]
+    assert df["image"].iloc[0] == str((synthetic_dataset.parent / "ivory/ivory_001.jpg").resolve())
+    assert df["listing_id"].tolist() == ["7", "8"] and df["price"].tolist() == ["3.5", ""]
+    with pytest.raises(ScreenError, match="no image column"):
+        bad = tmp_path / "bad.csv"
+        pd.DataFrame({"a": [1]}).to_csv(bad, index=False)
+        read_listings(bad)
+
+
+def test_screen_with_register_ranks_matches_first(model_dir, photos, synthetic_dataset, tmp_path):
+    from artsentry.index import Register
+
+    reg = Register.create(tmp_path / "reg")
+    for name in "AB":
+        reg.add(name, photos[name][0], title=f"Object {name}", status="stolen")
+    queries = [photos["A"][1], photos["B"][1], photos["C"][1], photos["unknown"]]
+    best = [r.matches[0].score for r in reg.search(queries, k=1)]
+    assert min(best[:2]) > max(best[2:])  # registered objects score above the others
+    reg.set_threshold((min(best[:2]) + max(best[2:])) / 2)
+    reg.close()
+    ivory = sorted(str(f) for f in (synthetic_dataset / "ivory").glob("*.jpg"))[:2]
+    path = tmp_path / "l.csv"
+    pd.DataFrame({"listing_id": ["qA", "qB", "qC", "dark", "iv1", "iv2"], "image": queries + ivory}).to_csv(path)
+    out = tmp_path / "out"
+    summary = Screener(model_dir, tmp_path / "reg", progress=False, k=2).run(path, out)
+    assert summary["matched"] == 2
+    by_id = {r["listing_id"]: r for r in read_evidence(out / "evidence.jsonl")}
+    assert by_id["qA"]["matched"] and by_id["qA"]["matches"][0]["object_id"] == "A"
+    assert by_id["qB"]["matched"] and by_id["qB"]["matches"][0]["status"] == "stolen"
+    assert not by_id["qC"]["matched"] and not by_id["dark"]["matched"]
+    assert by_id["iv1"]["register"]["objects"] == 2
+    queue = pd.read_csv(out / "queue.csv")
+    assert set(queue["listing_id"][:2]) == {"qA", "qB"}  # known objects first, whatever their score
+    assert {"iv1", "iv2"} <= set(queue["listing_id"][2:])
+    assert "register match: <b>A</b>" in (out / "queue.html").read_text()
+    # register only, no model
+    only = Screener(None, tmp_path / "reg", progress=False).run(path, tmp_path / "only")
+    assert only["matched"] == 2 and only["flagged"] == 0
+
+
+@pytest.mark.parametrize("seed", [0])
+def test_kill_9_and_rerun_gives_identical_outputs(model_dir, synthetic_dataset, tmp_path, seed):
+    files = sorted(str(f) for f in synthetic_dataset.rglob("*.jpg"))
+    rows = [{"listing_id": f"L{i}", "image": files[i % len(files)]} for i in range(240)]
+    path = tmp_path / "big.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    cmd = [sys.executable, "-m", "artsentry.cli", "-q", "screen", str(path), "--model", str(model_dir),
+           "--batch-size", "4", "--workers", "0"]
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    subprocess.run(cmd + ["--out", str(whole)], check=False, capture_output=True, timeout=300)
+    proc = subprocess.Popen(cmd + ["--out", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = killed / "evidence.jsonl"
+    target = np.random.default_rng(seed).integers(20, 200)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if log.is_file() and log.read_bytes().count(b"\n") >= target:
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    n_before = len(read_evidence(log))
+    assert 0 < n_before < 240
+    subprocess.run(cmd + ["--out", str(killed)], check=False, capture_output=True, timeout=300)
+    a, b = read_evidence(whole / "evidence.jsonl"), read_evidence(log)
+    assert [r["row"] for r in b] == list(range(240))
+    assert _strip_time(a) == _strip_time(b)
+    for name in ("results.csv", "queue.csv", "errors.csv", "queue.html"):
+        assert (whole / name).read_bytes() == (killed / name).read_bytes(), name
