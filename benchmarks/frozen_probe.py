@@ -1,6 +1,7 @@
-"""Frozen EfficientNet-Lite0 features + logistic regression on a run's split, at several input sizes.
+"""Frozen EfficientNet-Lite features + logistic regression on a run's split, at several input sizes.
 
     .venv/bin/python benchmarks/frozen_probe.py runs/ivory --sizes 224 320
+    .venv/bin/python benchmarks/frozen_probe.py runs/ivory --arch efficientnet_lite2 --sizes 260
 
 The floor any trained model must beat, and a cheap way to see whether a larger
 input helps before paying for fine-tuning at that size.
@@ -29,15 +30,16 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("run", help="run folder whose manifest.csv (with its split) to use")
     ap.add_argument("--sizes", type=int, nargs="+", default=[224, 320])
+    ap.add_argument("--arch", default="efficientnet_lite0", help="backbone (its weights package must be installed)")
     ap.add_argument("--C", type=float, default=0.01, help="inverse regularisation of the logistic regression")
     a = ap.parse_args()
     df, _ = read_manifest(Path(a.run) / "manifest.csv")
     y = (df["label"] == "ivory").to_numpy()
-    backbone = create_model("efficientnet_lite0", 2, pretrained=True).backbone
-    out = {"date": date.today().isoformat(), "run": a.run, "C": a.C, "results": {}}
+    model = create_model(a.arch, 2, pretrained=True)
+    out = {"date": date.today().isoformat(), "run": a.run, "arch": a.arch, "C": a.C, "results": {}}
     for size in a.sizes:
-        pre = Preprocessing(**{**default_preprocessing("efficientnet_lite0").to_dict(), "input_size": size})
-        emb = Embedder(backbone, pre, f"pretrained:efficientnet_lite0@{size}", 1280)
+        pre = Preprocessing(**{**default_preprocessing(a.arch).to_dict(), "input_size": size})
+        emb = Embedder(model.backbone, pre, f"pretrained:{a.arch}@{size}", model.num_features)
         X, errors = emb.embed_files(df["path"].tolist(), progress=True)
         ok = np.array([e is None for e in errors])
         res = {}

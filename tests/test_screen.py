@@ -252,3 +252,25 @@ def test_kill_9_and_rerun_gives_identical_outputs(model_dir, synthetic_dataset, 
     assert _strip_time(a) == _strip_time(b)
     for name in ("results.csv", "queue.csv", "errors.csv", "queue.html"):
         assert (whole / name).read_bytes() == (killed / name).read_bytes(), name
+
+
+def test_ray_engine_gives_the_local_decisions(onnx_model_dir, listings, tmp_path):
+    import ray  # a dev dependency: installed by the README's set-up and in CI
+
+    local = tmp_path / "local"
+    Screener(onnx_model_dir, progress=False, batch_size=4).run(listings, local)
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        s = Screener(onnx_model_dir, progress=False, batch_size=4, ray_workers=2)
+        summary = s.run(listings, tmp_path / "ray", engine="ray")
+    finally:
+        ray.shutdown()
+    assert summary["complete"]
+    a, b = read_evidence(local / "evidence.jsonl"), read_evidence(tmp_path / "ray" / "evidence.jsonl")
+    assert [r["row"] for r in b] == list(range(len(a)))
+    for x, y in zip(a, b):
+        assert (x["listing_id"], x["sha256"], x["error"], x.get("label"), x.get("flagged")) == \
+               (y["listing_id"], y["sha256"], y["error"], y.get("label"), y.get("flagged"))
+        if x["error"] is None:
+            assert abs(x["score"] - y["score"]) <= 1e-5
+    assert (local / "queue.csv").read_bytes() == (tmp_path / "ray" / "queue.csv").read_bytes()

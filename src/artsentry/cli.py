@@ -191,6 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--workers", type=int, default=None, help="image decoding worker processes")
     sc.add_argument("--fetch-urls", action="store_true", help="download http(s) image URLs (off by default)")
     sc.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
+    sc.add_argument("--engine", default="local", choices=("local", "ray"),
+                    help="local: decode workers + batched inference here; ray: Ray Data map_batches, the model "
+                    "loaded once per worker (pip install 'artsentry[ray]')")
+    sc.add_argument("--ray-address", default=None, help="Ray cluster to join (e.g. ray://head:10001 or 'auto'; "
+                    "default: $RAY_ADDRESS, else a local Ray instance)")
+    sc.add_argument("--ray-workers", type=int, default=1, help="Ray actors, each with its own copy of the model")
+    sc.add_argument("--ray-cpus", type=float, default=1.0, help="CPUs reserved per Ray actor")
 
     ex = sub.add_parser("export", help="export a model to ONNX for fast screening and edge use",
                         description="Writes model.onnx (input 'input', NCHW float32 preprocessed as in config.json; "
@@ -432,8 +439,9 @@ def cmd_screen(a) -> int:
 
     model = None if a.model == "none" else _resolve_model_dir(a.model)
     screener = Screener(model, a.register, runtime=a.runtime, k=a.top_k, batch_size=a.batch_size,
-                        num_workers=a.workers, fetch_urls=a.fetch_urls, progress=not a.quiet)
-    summary = screener.run(a.input, a.out, overwrite=a.overwrite)
+                        num_workers=a.workers, fetch_urls=a.fetch_urls, progress=not a.quiet,
+                        ray_address=a.ray_address, ray_workers=a.ray_workers, ray_cpus_per_worker=a.ray_cpus)
+    summary = screener.run(a.input, a.out, overwrite=a.overwrite, engine=a.engine)
     run = summary["this_run"]
     print(f"screened {run['images']} image(s) in {run['seconds']:.1f} s ({run['images_per_second'] or 0:.1f} img/s); "
           f"{summary['recorded']}/{summary['rows']} recorded")

@@ -57,6 +57,7 @@ from .models.artifact import WEIGHTS_NAME
 IMAGE_COLUMNS = ("image", "image_path", "image_url", "path", "file", "url", "photo")
 ID_COLUMNS = ("listing_id", "id", "listing")
 EVIDENCE = "evidence.jsonl"
+ENGINES = ("local", "ray")
 STATE = "screen.json"
 TABLE_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".parquet")
 
@@ -231,9 +232,15 @@ class Screener:
 
     def __init__(self, model_dir: str | Path | None, register_dir: str | Path | None = None, *,
                  runtime: str = "auto", k: int = 5, batch_size: int = 32, num_workers: int | None = None,
-                 fetch_urls: bool = False, progress: bool = True):
+                 fetch_urls: bool = False, progress: bool = True, ray_address: str | None = None,
+                 ray_workers: int = 1, ray_cpus_per_worker: float = 1.0):
         if model_dir is None and register_dir is None:
             raise ScreenError("give a model, a register, or both")
+        # what a Ray worker needs to build the same screener on its machine
+        self.settings = {"model_dir": str(model_dir) if model_dir else None,
+                         "register_dir": str(register_dir) if register_dir else None,
+                         "runtime": runtime, "k": k, "fetch_urls": fetch_urls}
+        self.ray_address, self.ray_workers, self.ray_cpus_per_worker = ray_address, ray_workers, ray_cpus_per_worker
         self.predictor = Predictor.load(model_dir, runtime=runtime, batch_size=batch_size) if model_dir else None
         self.register = None
         if register_dir is not None:
@@ -276,6 +283,7 @@ class Screener:
         return trans, (draft, draft)
 
     def _records(self, rows: pd.DataFrame, batch: ListingBatch, carried: list[str]) -> list[dict]:
+        """Evidence records of one batch; ``rows`` is indexed by row number."""
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         out: dict[int, dict] = {}
         base = {"model": self.model_info, "register": self.register_info}
@@ -285,7 +293,7 @@ class Screener:
             if self.predictor is not None:
                 probs = self.predictor.proba_tensor(batch.xs[0])
                 for i, pr in zip(batch.index, probs):
-                    d = self.predictor.decide(rows["image"].iloc[i], pr)
+                    d = self.predictor.decide(rows.at[i, "image"], pr)
                     out[i] = {"label": d.label, "score": round(d.score, 6), "flagged": d.flagged,
                               "probabilities": {k: round(v, 6) for k, v in d.probabilities.items()}}
             if self.register is not None:
@@ -298,16 +306,57 @@ class Screener:
                     rec["matched"] = bool(matches) and th is not None and matches[0].score >= th
         records = []
         for i in sorted(out):
-            row = rows.iloc[i]
+            row = rows.loc[i]
             records.append({"row": int(i), "listing_id": row["listing_id"], "image": row["image"],
                             "sha256": batch.sha.get(i), "time": now, **base, "error": None, **out[i],
                             "listing": {c: row[c] for c in carried}})
         return records
 
+    def screen_rows(self, part: pd.DataFrame, batch_size: int, carried: list[str], num_workers: int | None = None):
+        """Yield the evidence records of ``part`` (listings indexed by row number), one list
+        per batch, in row order; images decode in ``num_workers`` processes."""
+        rows = part.index.tolist()
+        transforms, draft = self._transforms()
+        dataset = ListingImages(part["image"].tolist(), transforms, draft, fetch_urls=self.fetch_urls)
+        workers = num_workers if num_workers is not None else default_workers(len(part))
+        for b in make_loader(dataset, batch_size, num_workers=workers, collate_fn=collate_listings):
+            batch = ListingBatch(b.xs, [rows[i] for i in b.index], {rows[i]: s for i, s in b.sha.items()},
+                                 [(rows[i], e) for i, e in b.errors])
+            yield self._records(part, batch, carried)
+
+    def _ray_batches(self, part: pd.DataFrame, batch_size: int, carried: list[str]):
+        """The same records computed by Ray Data actors, each loading the model once."""
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(address=self.ray_address, include_dashboard=False, log_to_driver=False,
+                     configure_logging=False, ignore_reinit_error=True)
+        ctx = ray.data.DataContext.get_current()
+        ctx.execution_options.preserve_order = True  # records arrive in row order, as the log needs
+        ctx.enable_progress_bars = False
+        blocks = max(1, min(-(-len(part) // batch_size), 4 * self.ray_workers))
+        ds = ray.data.from_pandas(part.assign(_row=part.index).reset_index(drop=True), override_num_blocks=blocks)
+        out = ds.map_batches(
+            RayScreenWorker, batch_size=batch_size, batch_format="pandas", concurrency=self.ray_workers,
+            num_cpus=self.ray_cpus_per_worker,
+            fn_constructor_kwargs={"settings": self.settings, "carried": carried, "batch_size": batch_size},
+        )
+        pending: list[dict] = []
+        for block in out.iter_batches(batch_size=None, batch_format="pandas"):
+            pending.extend(json.loads(r) for r in block["record"])
+            while len(pending) >= batch_size:  # hand the log whole batches, as the local engine does
+                yield pending[:batch_size]
+                pending = pending[batch_size:]
+        if pending:
+            yield pending
+
     def run(self, source: str | Path, out_dir: str | Path, *, overwrite: bool = False,
-            max_rows: int | None = None) -> dict:
-        """Screen ``source`` into ``out_dir``; resumes a run there. ``max_rows`` stops after
-        that many new records (a deliberate interruption, for tests and trials)."""
+            max_rows: int | None = None, engine: str = "local") -> dict:
+        """Screen ``source`` into ``out_dir``; resumes a run there. ``engine``: ``local``
+        (decode workers + batched inference here) or ``ray`` (Ray Data). ``max_rows`` stops
+        after that many new records (a deliberate interruption, for tests and trials)."""
+        if engine not in ENGINES:
+            raise ScreenError(f"engine must be one of {ENGINES}, not {engine!r}")
         listings = read_listings(source)
         out = Path(out_dir)
         state_path = out / STATE
@@ -336,20 +385,16 @@ class Screener:
         if max_rows is not None:
             todo = todo[: -(-max_rows // batch_size) * batch_size]  # whole batches
         carried = [c for c in listings.columns if c not in ("listing_id", "image")]
-        transforms, draft = self._transforms()
-        # the dataset sees only the rows still to do; map back to listing rows
-        dataset = ListingImages(listings["image"].iloc[todo].tolist(), transforms, draft, fetch_urls=self.fetch_urls)
-        workers = self.num_workers if self.num_workers is not None else default_workers(len(todo))
-        loader = make_loader(dataset, batch_size, num_workers=workers, collate_fn=collate_listings)
+        part = listings.iloc[todo]
+        if engine == "ray":
+            batches = self._ray_batches(part, batch_size, carried)
+        else:
+            batches = self.screen_rows(part, batch_size, carried, self.num_workers)
         t0 = time.time()
         n_new = n_flag = n_err = 0
         bar = tqdm(total=len(listings), initial=n_done, unit="img", desc="screen", disable=not self.progress)
         with open(evidence_path, "a", encoding="utf-8") as log:
-            for batch in loader:
-                batch = ListingBatch(batch.xs, [todo[i] for i in batch.index],
-                                     {todo[i]: s for i, s in batch.sha.items()},
-                                     [(todo[i], e) for i, e in batch.errors])
-                records = self._records(listings, batch, carried)
+            for records in batches:
                 log.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
                 log.flush()
                 os.fsync(log.fileno())
@@ -369,6 +414,22 @@ class Screener:
             summary.update(write_outputs(records, listings, out, carried))
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         return summary
+
+
+class RayScreenWorker:
+    """A Ray Data actor: loads the model (and register) once, then screens batches of rows."""
+
+    def __init__(self, settings: dict, carried: list[str], batch_size: int):
+        self.screener = Screener(settings["model_dir"], settings["register_dir"], runtime=settings["runtime"],
+                                 k=settings["k"], fetch_urls=settings["fetch_urls"], progress=False)
+        self.carried = carried
+        self.batch_size = batch_size
+
+    def __call__(self, df: pd.DataFrame) -> pd.DataFrame:
+        part = df.set_index("_row")
+        records = [r for batch in self.screener.screen_rows(part, self.batch_size, self.carried, num_workers=0)
+                   for r in batch]
+        return pd.DataFrame({"record": [json.dumps(r, ensure_ascii=False) for r in records]})
 
 
 # -- outputs ---------------------------------------------------------------------------------

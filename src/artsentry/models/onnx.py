@@ -122,3 +122,43 @@ class OnnxClassifier:
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+
+
+QUANT_MODES = ("dynamic", "static")
+
+
+def quantize_onnx(source: str | Path, dest: str | Path, mode: str = "static",
+                  calibration: np.ndarray | None = None) -> Path:
+    """Write an int8 copy of an exported graph. ``dynamic`` quantises weights only
+    (activations at run time); ``static`` also fixes activation ranges from
+    ``calibration`` (preprocessed images, e.g. a few hundred training photos),
+    per-channel weights, QDQ format. Whether it is worth it is measured, not assumed:
+    see ``benchmarks/screen.py``."""
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic,
+                                          quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if mode not in QUANT_MODES:
+        raise ValueError(f"mode must be one of {QUANT_MODES}, not {mode!r}")
+    source, dest = Path(source), Path(dest)
+    prepared = dest.with_name(dest.stem + ".prep.onnx")
+    quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+    try:
+        if mode == "dynamic":
+            quantize_dynamic(str(prepared), str(dest), weight_type=QuantType.QInt8)
+        else:
+            if calibration is None or not len(calibration):
+                raise ValueError("static quantisation needs calibration images")
+
+            class Reader(CalibrationDataReader):
+                def __init__(self):
+                    self.batches = iter([{INPUT_NAME: calibration[i:i + 16]} for i in range(0, len(calibration), 16)])
+
+                def get_next(self):
+                    return next(self.batches, None)
+
+            quantize_static(str(prepared), str(dest), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    finally:
+        prepared.unlink(missing_ok=True)
+    return dest
