@@ -80,6 +80,8 @@ def test_cli_train_reports_and_evaluates(tmp_path, synthetic_dataset, capsys):
     config = json.loads((run / "model" / "config.json").read_text())
     assert config["threshold"] == metrics["threshold"]["threshold"]
     assert config["metrics"]["test"]["n"] == 12
+    assert config["runtime"] == "onnxruntime" and (run / "model" / "model.onnx").is_file()  # exported by default
+    assert "exported model.onnx" in out
     html = (run / "report.html").read_text()
     assert "Confusion matrix" in html or "confusion plot" in html
     assert "http://" not in html and "https://" not in html  # self-contained

@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--checkpoint-every", type=int, default=20, metavar="STEPS",
                    help="save a resumable checkpoint every STEPS fine-tuning steps (and at every epoch end)")
     t.add_argument("--overwrite", action="store_true", help="delete RUN first instead of resuming")
+    t.add_argument("--no-export", action="store_true", help="do not export model.onnx after training (the export "
+                   "makes predict and screen run on ONNX Runtime, ~3x faster on CPU)")
     _add_threshold_args(t)
 
     e = sub.add_parser("evaluate", help="evaluate a model: metrics.json, predictions.csv, report.html",
@@ -259,6 +261,12 @@ def cmd_train(a) -> int:
         print(f"resumed from step {result.resumed_from_step}")
     _print_metrics(result.evaluation)
     print(f"model: {result.model_dir}\nreport: {Path(a.out) / 'report.html'}")
+    if not a.no_export:
+        from .models.onnx import export_onnx, onnx_ready
+
+        if not onnx_ready(result.model_dir):
+            export_onnx(result.model_dir)
+        print("exported model.onnx: predict and screen run on ONNX Runtime")
     return 0
 
 
