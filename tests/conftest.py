@@ -109,3 +109,14 @@ def photos(tmp_path_factory):
     Image.new("RGB", (160, 120), (20, 20, 20)).save(unknown)
     out["unknown"] = str(unknown)
     return out
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory, synthetic_dataset) -> Path:
+    """A small frozen-backbone lite0 model trained on ``synthetic_dataset`` (64 px), shared
+    by the tests that only need some trained model; they must not modify it."""
+    from artsentry.train import TrainSettings, train
+
+    run = tmp_path_factory.mktemp("frozen") / "run"
+    settings = TrainSettings(mode="frozen", image_size=64, val_fraction=0.25, test_fraction=0.25)
+    return train(synthetic_dataset, run, settings, progress=False).model_dir

@@ -17,20 +17,11 @@ import pytest
 from safetensors.torch import load_file, save_file
 
 from artsentry.cli import EXIT_SOME_UNREADABLE, main
-from artsentry.data.transforms import eval_transform
 from artsentry.data.images import load_image
 from artsentry.inference import Predictor
 from artsentry.models.artifact import ArtifactError, read_config
 from artsentry.models.onnx import export_onnx, onnx_ready
 from artsentry.screen import ScreenError, Screener, read_evidence, read_listings
-from artsentry.train import TrainSettings, train
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, synthetic_dataset):
-    run = tmp_path_factory.mktemp("screen") / "run"
-    settings = TrainSettings(mode="frozen", image_size=64, val_fraction=0.25, test_fraction=0.25)
-    return train(synthetic_dataset, run, settings, progress=False).model_dir
 
 
 @pytest.fixture(scope="module")

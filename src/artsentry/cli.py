@@ -86,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data", help="labelled folder or manifest (default: the run's manifest.csv)")
     e.add_argument("--split", default="test", help="rows of this split when the manifest has one; 'all' for every row")
     e.add_argument("--out", help="folder for the outputs (default: the run folder)")
+    e.add_argument("--shift", action="store_true",
+                   help="also evaluate on listing-style versions of the same photos (clutter background, geometry, "
+                   "lighting, blur/noise, text overlays, JPEG; each family alone too) and on their background "
+                   "only, and report the drop")
+    e.add_argument("--shift-seed", type=int, default=0, help="seed of the listing-style versions (default 0)")
     e.add_argument("--save-threshold", action="store_true",
                    help="store the chosen threshold and the metrics in the model's config.json")
     _add_threshold_args(e)
@@ -276,8 +281,16 @@ def cmd_evaluate(a) -> int:
     split = None if a.split == "all" else a.split
     result = run_evaluation(a.model, a.data, split=split, out_dir=a.out, target_recall=a.target_recall,
                             target_precision=a.target_precision, save_threshold=a.save_threshold,
-                            progress=not a.quiet)
+                            progress=not a.quiet, shift=a.shift, shift_seed=a.shift_seed)
     _print_metrics(result)
+    if a.shift:
+        sh = result["shift"]
+        print(f"listing-style shift (seed {sh['seed']}):")
+        for name, m in sh["variants"].items():
+            print(f"  {name:<22} accuracy {m['accuracy']:.4f}  (n {m['n']})")
+        print(f"  drop studio -> listing: {sh['drop_points']:.2f} points; worst family alone: {sh['worst_family']} "
+              f"({sh['drop_points_by_family'][sh['worst_family']]:.2f} points); background only vs chance "
+              f"{sh['chance_accuracy']:.4f}")
     out = Path(a.out) if a.out else Path(result["model"]).parent
     print(f"report: {out / 'report.html'}")
     return 0

@@ -216,6 +216,60 @@ def evaluate_predictor(predictor, df, *, threshold: float | None = None, progres
                       positive_label=predictor.positive_label, threshold=t)
 
 
+def variant_probabilities(predictor, paths: list[str], variant, *, seed: int = 0, progress: bool = False,
+                          desc: str = "images") -> np.ndarray:
+    """Class probabilities (n, C) of ``predictor`` on listing-style versions of ``paths``
+    (see ``data.listing.ListingStyleDataset``); NaN rows for unreadable files."""
+    from tqdm.auto import tqdm
+
+    from .data.dataset import make_loader
+    from .data.listing import ListingStyleDataset
+    from .inference import default_workers
+
+    ds = ListingStyleDataset(paths, predictor.transform, variant, seed)
+    out = np.full((len(paths), len(predictor.labels)), np.nan, dtype=np.float32)
+    with tqdm(total=len(paths), desc=desc, unit="img", disable=not progress) as bar:
+        for batch in make_loader(ds, predictor.batch_size, num_workers=default_workers(len(paths))):
+            if len(batch.index):
+                out[batch.index] = predictor.proba_tensor(batch.x)
+            bar.update(len(batch.index) + len(batch.errors))
+    return out
+
+
+def evaluate_shift(predictor, df, *, seed: int = 0, threshold: float | None = None, progress: bool = True) -> dict:
+    """Accuracy on the studio photos of ``df``, on listing-style versions of them (all
+    transform families at once, then each family alone) and on their background only
+    (the object masked out: near chance unless the model reads backgrounds). The
+    listing-style set is fixed by ``seed``. Drops are in accuracy points."""
+    from .data.listing import shift_variants
+
+    paths = df["path"].tolist()
+    y = np.array([predictor.labels.index(l) for l in df["label"]])
+    t = predictor.threshold if threshold is None else threshold
+    t = 0.5 if t is None else t
+    results = {}
+    for name, variant in shift_variants().items():
+        probs = variant_probabilities(predictor, paths, variant, seed=seed, progress=progress, desc=name)
+        ok = ~np.isnan(probs).any(1)
+        if predictor.binary:
+            pos = predictor.positive_index
+            m = binary_metrics((y[ok] == pos).astype(int), probs[ok, pos], t)
+            results[name] = {k: m[k] for k in ("n", "accuracy", "precision", "recall", "roc_auc")}
+        else:
+            m = multiclass_metrics(y[ok], probs[ok], predictor.labels, ks=(1,))
+            results[name] = {"n": int(ok.sum()), "accuracy": m["accuracy"]}
+    studio = results["studio"]["accuracy"]
+
+    def drop(name):
+        return round(100 * (studio - results[name]["accuracy"]), 2)
+
+    families = {k[5:]: drop(k) for k in results if k.startswith("only_")}
+    return {"seed": seed, "threshold": t if predictor.binary else None, "variants": results,
+            "drop_points": drop("listing"), "drop_points_by_family": families,
+            "worst_family": max(families, key=families.get),
+            "chance_accuracy": round(float(np.bincount(y).max() / len(y)), 4)}
+
+
 def _resolve_model_dir(path) -> "Path":
     from pathlib import Path
 
@@ -225,7 +279,7 @@ def _resolve_model_dir(path) -> "Path":
 
 def run_evaluation(model, data=None, *, split: str | None = "test", out_dir=None, target_recall: float | None = None,
                    target_precision: float | None = None, save_threshold: bool = False,
-                   progress: bool = True) -> dict:
+                   progress: bool = True, shift: bool = False, shift_seed: int = 0) -> dict:
     """Evaluate a model folder (or run folder) on data and write metrics.json,
     predictions.csv and report.html into ``out_dir``.
 
@@ -233,7 +287,9 @@ def run_evaluation(model, data=None, *, split: str | None = "test", out_dir=None
     rows when the manifest has a split column (None: all rows). A target recall
     or precision sets the threshold on the ``val`` rows first; the figures on
     ``split`` are then reported at that threshold. ``save_threshold`` writes the
-    threshold and the metrics into the model's config.json.
+    threshold and the metrics into the model's config.json. ``shift`` adds
+    ``evaluate_shift`` on the same rows (studio vs listing-style photos, per
+    transform family, background only) as ``result['shift']``, in metrics.json too.
     """
     import json
     from pathlib import Path
@@ -285,6 +341,8 @@ def run_evaluation(model, data=None, *, split: str | None = "test", out_dir=None
         "threshold": choice_info,
         "metrics": {name: ev.metrics, **({"val": val_metrics} if val_metrics is not None and name != "val" else {})},
     }
+    if shift:
+        result["shift"] = evaluate_shift(predictor, eval_df, seed=shift_seed, threshold=ev.threshold, progress=progress)
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     ev.table.to_csv(out_dir / "predictions.csv", index=False)
     write_report(ev, out_dir / "report.html", title=f"artsentry evaluation: {model_dir.name} on {name}",

@@ -326,6 +326,8 @@ class Screener:
 
     def _ray_batches(self, part: pd.DataFrame, batch_size: int, carried: list[str]):
         """The same records computed by Ray Data actors, each loading the model once."""
+        if part.empty:
+            return
         import ray
 
         if not ray.is_initialized():
@@ -334,8 +336,11 @@ class Screener:
         ctx = ray.data.DataContext.get_current()
         ctx.execution_options.preserve_order = True  # records arrive in row order, as the log needs
         ctx.enable_progress_bars = False
-        blocks = max(1, min(-(-len(part) // batch_size), 4 * self.ray_workers))
-        ds = ray.data.from_pandas(part.assign(_row=part.index).reset_index(drop=True), override_num_blocks=blocks)
+        # several blocks of whole batches, so that every actor gets work
+        rows = part.assign(_row=part.index).reset_index(drop=True)
+        n_batches = -(-len(rows) // batch_size)
+        per_block = -(-n_batches // max(1, min(n_batches, 4 * self.ray_workers))) * batch_size
+        ds = ray.data.from_pandas([rows.iloc[i:i + per_block] for i in range(0, len(rows), per_block)])
         out = ds.map_batches(
             RayScreenWorker, batch_size=batch_size, batch_format="pandas", concurrency=self.ray_workers,
             num_cpus=self.ray_cpus_per_worker,

@@ -43,11 +43,15 @@ class ImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.sources)
 
+    def prepare(self, img, i: int):
+        """Hook between loading and the transform (identity here; see ``ListingStyleDataset``)."""
+        return img
+
     def __getitem__(self, i: int):
         name = self.names[i] if self.names is not None else None
         try:
             img = load_image(self.sources[i], name=name, draft_size=self.draft_size)
-            return self.transform(img), self.targets[i], i, ""
+            return self.transform(self.prepare(img, i)), self.targets[i], i, ""
         except ImageLoadError as exc:
             return None, self.targets[i], i, str(exc)
 

@@ -40,6 +40,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
+from .dataset import ImageDataset
+
 FAMILIES = ("background", "geometry", "lighting", "blur_noise", "overlay", "jpeg")
 WORDS = ("SALE", "Vintage", "antique", "RARE", "old carving", "estate find", "free shipping", "OBO", "as is",
          "genuine", "collectible", "lot 12")
@@ -252,3 +254,28 @@ def background_only(img: Image.Image, fill: tuple[int, int, int] | None = None) 
     out = img.copy()
     out.paste(Image.new("RGB", img.size, fill), (0, 0), mask)
     return out
+
+
+#: what ``ListingStyleDataset`` can show a model: the studio photo, listing-style versions
+#: (all families, or one), or the background alone
+def shift_variants(families: Sequence[str] = FAMILIES) -> dict[str, tuple[str, ...] | str | None]:
+    return {"studio": None, "listing": tuple(families), **{f"only_{f}": (f,) for f in families},
+            "background_only": "background_only"}
+
+
+class ListingStyleDataset(ImageDataset):
+    """An ``ImageDataset`` whose photos are re-photographed listing-style (``families``),
+    reduced to their background (``"background_only"``), or left alone (``None``).
+    Image i always gets seed ``seed * 1_000_003 + i``: the same set every time."""
+
+    def __init__(self, sources, transform, variant, seed: int = 0, **kwargs):
+        super().__init__(sources, transform, **kwargs)
+        self.variant = variant
+        self.seed = seed
+
+    def prepare(self, img: Image.Image, i: int) -> Image.Image:
+        if self.variant is None:
+            return img
+        if self.variant == "background_only":
+            return background_only(img)
+        return rephotograph(img, self.seed * 1_000_003 + i, self.variant)
