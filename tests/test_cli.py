@@ -71,6 +71,8 @@ def test_evaluate_shift_reports_studio_listing_and_background(model_dir, tmp_pat
                                                                    "overlay", "jpeg")}
     assert all(m["n"] == 48 for m in v.values())
     assert v["studio"]["accuracy"] >= 0.9  # the colour of the object decides, easily
+    plain = json.loads((tmp_path / "metrics.json").read_text())["metrics"]["all"]
+    assert v["studio"] == {k: plain[k] for k in v["studio"]}  # studio = the plain evaluation, same decoding
     # with the object masked out both classes look the same: the model is at chance
     assert abs(v["background_only"]["accuracy"] - sh["chance_accuracy"]) <= 0.1
     assert sh["drop_points"] == round(100 * (v["studio"]["accuracy"] - v["listing"]["accuracy"]), 2)
