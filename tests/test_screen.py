@@ -170,13 +170,15 @@ def test_screen_refuses_to_resume_over_other_input(model_dir, listings, tmp_path
 def test_read_listings_folder_and_jsonl(tmp_path, synthetic_dataset):
     df = read_listings(synthetic_dataset)
     assert len(df) == 48 and df["listing_id"].iloc[0] == "ivory/ivory_000.jpg"
-    lines = [{"id": 7, "photo": "ivory/ivory_001.jpg", "price": 3.5}, {"id": 8, "photo": "x.png", "price": None}]
+    lines = [{"id": 7, "photo": "ivory/ivory_001.jpg", "price": 3.5, "title": "None"},
+             {"id": 8, "photo": "x.png", "price": None, "title": "nan"}]
     p = synthetic_dataset.parent / "l.jsonl"
     p.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     df = read_listings(p)
-    assert list(df.columns) == ["listing_id", "image", "price"]
+    assert list(df.columns) == ["listing_id", "image", "price", "title"]
     assert df["image"].iloc[0] == str((synthetic_dataset.parent / "ivory/ivory_001.jpg").resolve())
     assert df["listing_id"].tolist() == ["7", "8"] and df["price"].tolist() == ["3.5", ""]
+    assert df["title"].tolist() == ["None", "nan"]  # a seller's text is kept as written
     with pytest.raises(ScreenError, match="no image column"):
         bad = tmp_path / "bad.csv"
         pd.DataFrame({"a": [1]}).to_csv(bad, index=False)

@@ -88,7 +88,7 @@ def read_listings(source: str | Path) -> pd.DataFrame:
         raise ScreenError(str(exc)) from None
     if raw.empty:
         raise ScreenError(f"{source}: no listings")
-    raw = raw.astype(str).replace({"nan": "", "None": ""})
+    raw = raw.astype(object).where(raw.notna(), "").astype(str)  # missing -> "", never the text "nan"
     id_col = _pick(raw.columns, ID_COLUMNS, "listing id", str(source), required=False)
     base = source.parent.resolve()
 

@@ -256,9 +256,9 @@ def background_only(img: Image.Image, fill: tuple[int, int, int] | None = None) 
     return out
 
 
-#: what ``ListingStyleDataset`` can show a model: the studio photo, listing-style versions
-#: (all families, or one), or the background alone
 def shift_variants(families: Sequence[str] = FAMILIES) -> dict[str, tuple[str, ...] | str | None]:
+    """What ``ListingStyleDataset`` can show a model, by name: the studio photo, listing-style
+    versions (all families at once, then each alone), and the background alone."""
     return {"studio": None, "listing": tuple(families), **{f"only_{f}": (f,) for f in families},
             "background_only": "background_only"}
 
