@@ -60,6 +60,20 @@ def test_background_only_removes_the_object():
     assert not (np.abs(out - 235).sum(2) > 60).any()
 
 
+def test_background_only_box_hides_the_outline():
+    img = np.asarray(object_photo((30, 60, 200), size=(300, 220), seed=4)).astype(int)
+    img = img + np.random.default_rng(0).integers(-12, 13, img.shape)  # a textured backdrop
+    img = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+    box, sil = (np.asarray(background_only(img, fill=(1, 2, 3), shape=s)) for s in ("box", "silhouette"))
+    flat_box, flat_sil = ((a == (1, 2, 3)).all(2) for a in (box, sil))
+    assert flat_sil.sum() < flat_box.sum()
+    rows, cols = np.where(flat_box)  # the box variant blanks one solid rectangle
+    assert flat_box[rows.min():rows.max() + 1, cols.min():cols.max() + 1].all()
+    assert flat_sil[rows.min():rows.max() + 1, cols.min():cols.max() + 1].mean() < 0.95  # the outline shows
+    with pytest.raises(ValueError):
+        background_only(img, shape="circle")
+
+
 def test_on_a_real_met_photo():
     root = require_met_ivory()
     path = sorted((root / "images" / "ivory").glob("*.jpg"))[0]

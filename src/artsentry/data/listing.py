@@ -244,15 +244,28 @@ def rephotograph(img: Image.Image, seed: int, families: Sequence[str] = FAMILIES
     return img
 
 
-def background_only(img: Image.Image, fill: tuple[int, int, int] | None = None) -> Image.Image:
+def background_only(img: Image.Image, fill: tuple[int, int, int] | None = None, shape: str = "box") -> Image.Image:
     """The photo with its object masked out (filled with the backdrop colour): for the
-    background-bias check, where a model should be at chance."""
+    background-bias check, where a model should be at chance.
+
+    ``shape="box"`` fills the bounding box of the (dilated) foreground estimate, so
+    nothing of the object is left; ``"silhouette"`` fills only the object's own pixels,
+    which leaves its outline as a flat shape: on met-ivory a fine-tuned lite0 still told
+    ivory from ceramics by that outline 71% of the time, against 57% with the box and
+    49% on the backdrop colour alone."""
+    if shape not in ("box", "silhouette"):
+        raise ValueError("shape must be 'box' or 'silhouette'")
     img = img.convert("RGB")
     if fill is None:
         fill = tuple(int(c) for c in background_colour(np.asarray(img, dtype=np.float32)))
     mask = foreground_mask(img).filter(ImageFilter.MaxFilter(5))
     out = img.copy()
-    out.paste(Image.new("RGB", img.size, fill), (0, 0), mask)
+    if shape == "silhouette":
+        out.paste(Image.new("RGB", img.size, fill), (0, 0), mask)
+        return out
+    box = mask.getbbox()
+    if box is not None:
+        out.paste(Image.new("RGB", (box[2] - box[0], box[3] - box[1]), fill), box[:2])
     return out
 
 
