@@ -32,7 +32,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/ivory.py
+	$(BIN)/python benchmarks/screen.py --model runs/bench/lite0/model
 	$(BIN)/python benchmarks/collect.py
+	$(BIN)/python benchmarks/index_scale.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
