@@ -220,22 +220,17 @@ def variant_probabilities(predictor, paths: list[str], variant, *, seed: int = 0
                           desc: str = "images") -> np.ndarray:
     """Class probabilities (n, C) of ``predictor`` on listing-style versions of ``paths``
     (see ``data.listing.ListingStyleDataset``); NaN rows for unreadable files."""
-    from tqdm.auto import tqdm
-
-    from .data.dataset import make_loader
     from .data.listing import ListingStyleDataset
-    from .inference import default_workers
+    from .inference import iter_dataset_batches
 
     # studio photos are decoded exactly as in prediction (JPEG draft scaling moves accuracy by
     # ~0.5 points on met-ivory); listing-style versions are made from the full-resolution photo
     draft = predictor.preprocessing.draft_size if variant is None else None
     ds = ListingStyleDataset(paths, predictor.transform, variant, seed, draft_size=draft)
     out = np.full((len(paths), len(predictor.labels)), np.nan, dtype=np.float32)
-    with tqdm(total=len(paths), desc=desc, unit="img", disable=not progress) as bar:
-        for batch in make_loader(ds, predictor.batch_size, num_workers=default_workers(len(paths))):
-            if len(batch.index):
-                out[batch.index] = predictor.proba_tensor(batch.x)
-            bar.update(len(batch.index) + len(batch.errors))
+    for batch in iter_dataset_batches(ds, batch_size=predictor.batch_size, progress=progress, desc=desc):
+        if len(batch.index):
+            out[batch.index] = predictor.proba_tensor(batch.x)
     return out
 
 

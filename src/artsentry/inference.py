@@ -62,8 +62,16 @@ def iter_image_batches(sources: Sequence[ImageSource], transform, preprocessing:
     """Load, decode and transform images in batches (in worker processes when there are
     many); unreadable ones arrive as ``batch.errors``. Shows a progress bar when asked."""
     dataset = ImageDataset(sources, transform, draft_size=preprocessing.draft_size, names=names)
-    workers = default_workers(len(sources)) if num_workers is None else num_workers
-    bar = tqdm(total=len(sources), unit="img", disable=not progress, desc=desc)
+    yield from iter_dataset_batches(dataset, batch_size=batch_size, num_workers=num_workers, progress=progress,
+                                    desc=desc)
+
+
+def iter_dataset_batches(dataset: ImageDataset, *, batch_size: int = 32, num_workers: int | None = None,
+                         progress: bool = False, desc: str = "images"):
+    """Batches of any ``ImageDataset`` (decoded in worker processes when there are many),
+    with a progress bar when asked."""
+    workers = default_workers(len(dataset)) if num_workers is None else num_workers
+    bar = tqdm(total=len(dataset), unit="img", disable=not progress, desc=desc)
     for batch in make_loader(dataset, batch_size=batch_size, num_workers=workers):
         yield batch
         bar.update(len(batch.index) + len(batch.errors))

@@ -261,26 +261,23 @@ class Screener:
                 "threshold": p.threshold if p.threshold is not None else (0.5 if p.binary else None),
                 "positive_label": p.positive_label, "runtime": p.runtime,
             }
+        # one decoded photo feeds the model's transform and, when it differs, the embedder's
+        pres = [self.predictor.preprocessing] if self.predictor is not None else []
+        self.transforms = [self.predictor.transform] if self.predictor is not None else []
+        self._register_slot = None
+        if self.register is not None:
+            pre = self.register.embedder.preprocessing
+            if pre not in pres:
+                pres.append(pre)
+                self.transforms.append(eval_transform(pre))
+            self._register_slot = pres.index(pre)
+        side = max(p.input_size for p in pres)
+        self.draft_size = (side, side)
         self.register_info = None
         if self.register is not None:
             self.register_info = {"path": str(Path(register_dir).resolve()), "objects": len(self.register),
                                   "threshold": self.register.threshold,
                                   "embedder": self.register.embedder.spec}
-
-    # transforms: the model's, and the register embedder's when it differs
-    def _transforms(self):
-        pres, trans = [], []
-        if self.predictor is not None:
-            pres.append(self.predictor.preprocessing)
-            trans.append(self.predictor.transform)
-        if self.register is not None:
-            pre = self.register.embedder.preprocessing
-            if pre not in pres:
-                pres.append(pre)
-                trans.append(eval_transform(pre))
-        self._register_slot = pres.index(self.register.embedder.preprocessing) if self.register is not None else None
-        draft = max((p.input_size for p in pres), default=224)
-        return trans, (draft, draft)
 
     def _records(self, rows: pd.DataFrame, batch: ListingBatch, carried: list[str]) -> list[dict]:
         """Evidence records of one batch; ``rows`` is indexed by row number."""
@@ -316,8 +313,7 @@ class Screener:
         """Yield the evidence records of ``part`` (listings indexed by row number), one list
         per batch, in row order; images decode in ``num_workers`` processes."""
         rows = part.index.tolist()
-        transforms, draft = self._transforms()
-        dataset = ListingImages(part["image"].tolist(), transforms, draft, fetch_urls=self.fetch_urls)
+        dataset = ListingImages(part["image"].tolist(), self.transforms, self.draft_size, fetch_urls=self.fetch_urls)
         workers = num_workers if num_workers is not None else default_workers(len(part))
         for b in make_loader(dataset, batch_size, num_workers=workers, collate_fn=collate_listings):
             batch = ListingBatch(b.xs, [rows[i] for i in b.index], {rows[i]: s for i, s in b.sha.items()},

@@ -25,6 +25,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..data.splits import file_sha256
 from .embedder import Embedder
 from .vectors import IndexFileError, VectorIndex
 
@@ -69,10 +70,6 @@ class SearchResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 class Register:
@@ -155,7 +152,7 @@ class Register:
         if not path.is_file():
             raise RegisterError(f"{path}: index file missing for {n_photos} registered photo(s); "
                                 "run `artsentry register rebuild`")
-        if _sha256(path) != expected:
+        if file_sha256(path) != expected:
             raise RegisterError(f"{path}: index file is corrupted or out of step with the database "
                                 "(checksum mismatch); run `artsentry register rebuild`")
         try:
@@ -174,7 +171,7 @@ class Register:
             self._set("index_sha256", "")
         else:
             self.index.save(path)
-            self._set("index_sha256", _sha256(path))
+            self._set("index_sha256", file_sha256(path))
         self._set("index_count", str(len(self.index)))
 
     def rebuild(self) -> int:
@@ -327,6 +324,6 @@ def _photo_sha(source) -> str | None:
     if isinstance(source, (bytes, bytearray)):
         return hashlib.sha256(source).hexdigest()
     try:
-        return hashlib.sha256(Path(source).read_bytes()).hexdigest()
+        return file_sha256(source)
     except OSError:
         return None
