@@ -6,7 +6,7 @@ DATA    ?= ../shared/datasets/met-ivory
 RUN     ?= runs/ivory
 STAMP   := $(VENV)/.installed
 
-.PHONY: setup ivory test bench clean
+.PHONY: setup ivory test bench clean chromium
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -27,7 +27,15 @@ TRAIN_ARGS ?= --image-size 320 --epochs 6
 $(RUN)/model/config.json: | $(STAMP)
 	$(BIN)/artsentry train $(DATA) --out $(RUN) $(TRAIN_ARGS)
 
-test: $(STAMP)
+# Browser tests drive Debian's Chromium (Playwright's own browser download needs the internet).
+CHROMIUM := $(shell command -v chromium || command -v chromium-browser)
+
+chromium:
+ifeq ($(CHROMIUM),)
+	apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+endif
+
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)

@@ -63,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--backbone-lr", type=float, default=None,
                    help="peak learning rate of the pretrained backbone when fine-tuning (default: --lr)")
     t.add_argument("--patience", type=int, default=None, help="early-stopping patience in epochs (default 3; smallcnn 6)")
-    t.add_argument("--augment", default="standard", choices=("standard", "none"))
+    t.add_argument("--augment", default="standard", choices=("standard", "listing", "none"),
+                   help="training augmentation; 'listing' adds listing-style re-photographing (see README)")
     t.add_argument("--image-size", type=int, default=None, help="input size (default: the architecture's own)")
     t.add_argument("--val-fraction", type=float, default=0.1)
     t.add_argument("--test-fraction", type=float, default=0.2)
@@ -91,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "lighting, blur/noise, text overlays, JPEG; each family alone too) and on their background "
                    "only, and report the drop")
     e.add_argument("--shift-seed", type=int, default=0, help="seed of the listing-style versions (default 0)")
+    e.add_argument("--no-explain", action="store_true",
+                   help="leave the Grad-CAM overlays and the feature map out of the report (faster)")
     e.add_argument("--save-threshold", action="store_true",
                    help="store the chosen threshold and the metrics in the model's config.json")
     _add_threshold_args(e)
@@ -206,6 +209,34 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--ray-workers", type=int, default=1, help="Ray actors, each with its own copy of the model")
     sc.add_argument("--ray-cpus", type=float, default=1.0, help="CPUs reserved per Ray actor")
 
+    xp = sub.add_parser("explain", help="heat maps: which regions decided (saliency, occlusion, Grad-CAM)",
+                        description="Write an overlay PNG per image (heat map on the photo, colour bar) and "
+                        "explanations.json into --out. With --model: why the model chose its class (or --target). "
+                        "With --register: which regions made the photo similar to its best register match.")
+    xp.add_argument("images", nargs="+", help="image files or folders (searched recursively)")
+    src = xp.add_mutually_exclusive_group()
+    src.add_argument("--model", help="model or run folder (default: runs/ivory/model)")
+    src.add_argument("--register", help="register folder: explain the similarity to the best match")
+    xp.add_argument("--method", default="gradcam", choices=("gradcam", "saliency", "occlusion"),
+                    help="gradcam: coarse, stable; saliency: gradient per pixel; occlusion: slide a grey patch "
+                    "and record the score drop (black box; ONNX Runtime when exported)")
+    xp.add_argument("--target", help="class label to explain (default: the predicted class)")
+    xp.add_argument("--patch", type=int, default=32, help="occlusion patch side in input pixels (default 32)")
+    xp.add_argument("--stride", type=int, default=16, help="occlusion stride in input pixels (default 16)")
+    xp.add_argument("--out", default="explanations", help="output folder (default: %(default)s)")
+
+    pj = sub.add_parser("project", help="2-D maps (PCA, t-SNE, UMAP) of a model's features over a dataset",
+                        description="Write projection.html (interactive: hover for thumbnail and metadata), "
+                        "projection.png and projection.csv into --out.")
+    pj.add_argument("data", help="labelled folder or manifest CSV/Parquet")
+    pj.add_argument("--model", default="runs/ivory/model", help="model or run folder (default: %(default)s)")
+    pj.add_argument("--split", default=None, help="only this split of the manifest (e.g. test)")
+    pj.add_argument("--methods", default="pca,tsne,umap", help="comma-separated of pca, tsne, umap")
+    pj.add_argument("--color-by", default=None,
+                    help="comma-separated columns to colour by (default: label, correct, department)")
+    pj.add_argument("--seed", type=int, default=0)
+    pj.add_argument("--out", default="projection", help="output folder (default: %(default)s)")
+
     ex = sub.add_parser("export", help="export a model to ONNX for fast screening and edge use",
                         description="Writes model.onnx (input 'input', NCHW float32 preprocessed as in config.json; "
                         "output 'logits') after checking it matches PyTorch to 1e-3 in probability. Into the model "
@@ -281,7 +312,8 @@ def cmd_evaluate(a) -> int:
     split = None if a.split == "all" else a.split
     result = run_evaluation(a.model, a.data, split=split, out_dir=a.out, target_recall=a.target_recall,
                             target_precision=a.target_precision, save_threshold=a.save_threshold,
-                            progress=not a.quiet, shift=a.shift, shift_seed=a.shift_seed)
+                            progress=not a.quiet, shift=a.shift, shift_seed=a.shift_seed,
+                            explain=not a.no_explain)
     _print_metrics(result)
     if a.shift:
         sh = result["shift"]
@@ -484,7 +516,47 @@ def cmd_export(a) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "collect": cmd_collect,
+def cmd_explain(a) -> int:
+    from .evaluate import _resolve_model_dir
+    from .explain import explain_files
+
+    if a.patch < 1 or a.stride < 1:
+        raise ValueError("--patch and --stride must be at least 1")
+    files, problems = expand_images(a.images)
+    for msg in problems:
+        print(f"error: {msg}", file=sys.stderr)
+    model = None if a.register else _resolve_model_dir(a.model or "runs/ivory/model")
+    results = explain_files(files, model=model, register=a.register, method=a.method, target=a.target,
+                            patch=a.patch, stride=a.stride, out_dir=a.out, progress=not a.quiet and len(files) > 4)
+    n_bad = len(problems)
+    for r in results:
+        if r.error:
+            n_bad += 1
+            print(f"error: {r.error}", file=sys.stderr)
+        else:
+            print(f"{r.source}\t{r.target}\t{r.score:.4f}\t{r.overlay}")
+    return EXIT_SOME_UNREADABLE if n_bad else 0
+
+
+def cmd_project(a) -> int:
+    from .data.manifest import read_manifest
+    from .evaluate import _resolve_model_dir
+    from .explain.project import write_projection
+
+    df, _ = read_manifest(a.data)
+    if a.split is not None:
+        if "split" not in df.columns:
+            raise ValueError(f"{a.data} has no split column")
+        df = df[df["split"] == a.split]
+    methods = [m.strip() for m in a.methods.split(",") if m.strip()]
+    colour = [c.strip() for c in a.color_by.split(",")] if a.color_by else None
+    res = write_projection(_resolve_model_dir(a.model), df, a.out, methods=methods, color_by=colour, seed=a.seed,
+                           progress=not a.quiet)
+    print(f"{res['images']} images mapped ({res['unreadable']} unreadable)\nhtml: {res['html']}\npng: {res['png']}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "explain": cmd_explain, "project": cmd_project, "evaluate": cmd_evaluate, "predict": cmd_predict, "collect": cmd_collect,
             "build": cmd_build, "register": cmd_register,
             "screen": cmd_screen, "export": cmd_export}
 

@@ -275,9 +275,53 @@ def _resolve_model_dir(path) -> "Path":
     return path / "model" if (path / "model" / "config.json").is_file() else path
 
 
+def report_explanations(model_dir, ev: Evaluation, df, out_dir, *, n_mistakes: int = 12, n_correct: int = 8,
+                        seed: int = 0, progress: bool = False) -> dict:
+    """What the report shows beyond the metrics: Grad-CAM overlays (data URIs, keyed by
+    image path) of the most confident mistakes and of a seeded sample of correct
+    decisions, and the feature map (``projection/`` in ``out_dir``)."""
+    import base64
+    from pathlib import Path
+
+    from .data.images import ImageLoadError, load_image
+    from .explain import ClassifierExplainer
+    from .explain.overlay import png_bytes, render
+    from .explain.project import write_projection
+
+    table = ev.table
+    ok = table[table["error"].isna()]
+    wrong = ok[~ok["correct"].astype(bool)].copy()
+    wrong["confidence"] = ((wrong["score"] - (ev.threshold or 0.5)).abs() if ev.positive_label else wrong["score"])
+    picked = list(wrong.sort_values("confidence", ascending=False).head(n_mistakes)["path"])
+    right = ok[ok["correct"].astype(bool)]
+    picked += list(right.sample(min(n_correct, len(right)), random_state=seed)["path"]) if len(right) else []
+    overlays: dict[str, str] = {}
+    if picked:
+        engine = ClassifierExplainer.load(model_dir)
+        for path in picked:
+            try:
+                img = load_image(path)
+            except ImageLoadError:
+                continue
+            e = engine.explain_images([img], [str(path)], "gradcam")[0]
+            pic = render(img, e.heat, engine.pre, f"Grad-CAM: {e.target} {e.score:.3f}", display=240)
+            overlays[str(path)] = "data:image/png;base64," + base64.b64encode(png_bytes(pic)).decode()
+    feature_map = None
+    try:
+        proj = write_projection(model_dir, df, Path(out_dir) / "projection", methods=("pca", "tsne"),
+                                color_by=[c for c in ("correct", "label", "department") if c in df.columns
+                                          or c == "correct"], progress=progress)
+        feature_map = {"png": "data:image/png;base64," + base64.b64encode(Path(proj["png"]).read_bytes()).decode(),
+                       "html": "projection/projection.html"}
+    except ValueError as exc:  # too few readable images for a map
+        feature_map = {"note": str(exc)}
+    return {"overlays": overlays, "correct_sample": [p for p in picked if p in set(map(str, right["path"]))],
+            "feature_map": feature_map}
+
+
 def run_evaluation(model, data=None, *, split: str | None = "test", out_dir=None, target_recall: float | None = None,
                    target_precision: float | None = None, save_threshold: bool = False,
-                   progress: bool = True, shift: bool = False, shift_seed: int = 0) -> dict:
+                   progress: bool = True, shift: bool = False, shift_seed: int = 0, explain: bool = True) -> dict:
     """Evaluate a model folder (or run folder) on data and write metrics.json,
     predictions.csv and report.html into ``out_dir``.
 
@@ -288,6 +332,9 @@ def run_evaluation(model, data=None, *, split: str | None = "test", out_dir=None
     threshold and the metrics into the model's config.json. ``shift`` adds
     ``evaluate_shift`` on the same rows (studio vs listing-style photos, per
     transform family, background only) as ``result['shift']``, in metrics.json too.
+    ``explain`` adds to the report Grad-CAM overlays of the most confident mistakes and
+    of a sample of correct decisions, and a feature map (PCA and t-SNE of the backbone's
+    features, coloured by correctness; interactive in ``projection/projection.html``).
     """
     import json
     from pathlib import Path
@@ -343,8 +390,10 @@ def run_evaluation(model, data=None, *, split: str | None = "test", out_dir=None
         result["shift"] = evaluate_shift(predictor, eval_df, seed=shift_seed, threshold=ev.threshold, progress=progress)
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     ev.table.to_csv(out_dir / "predictions.csv", index=False)
+    extras = report_explanations(model_dir, ev, eval_df, out_dir, progress=progress) if explain else {}
     write_report(ev, out_dir / "report.html", title=f"artsentry evaluation: {model_dir.name} on {name}",
-                 context={k: v for k, v in result.items() if k != "metrics"} | {"val_metrics": val_metrics})
+                 context={k: v for k, v in result.items() if k != "metrics"} | {"val_metrics": val_metrics},
+                 **extras)
     if save_threshold and predictor.binary:
         update_config(model_dir, threshold=ev.threshold, threshold_rule=choice_info, metrics=result["metrics"])
     result["evaluation"] = ev

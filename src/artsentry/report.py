@@ -68,9 +68,24 @@ def _metric_rows(metrics: dict) -> str:
     return "\n".join(rows)
 
 
+def _card(r, overlays: dict[str, str]) -> str:
+    over = overlays.get(str(r["path"]))
+    src = over or thumbnail_uri(r["path"])
+    name = html.escape(Path(r["path"]).name)
+    alt = f"Grad-CAM overlay of {name}" if over else name
+    img = f'<img src="{src}" alt="{alt}">' if src else "<div>(unreadable)</div>"
+    cls = ' class="wide"' if over else ""
+    return (f'<figure{cls}>{img}<figcaption>{name}<br>true <b>{html.escape(str(r["label"]))}</b>, predicted '
+            f'<b>{html.escape(str(r["predicted"]))}</b><br>score {r["score"]:.3f}</figcaption></figure>')
+
+
 def write_report(ev: Evaluation, path: str | Path, *, title: str, context: dict | None = None,
-                 n_mistakes: int = 24) -> Path:
-    """Write an HTML report: metrics, plots, and a gallery of the most confident mistakes."""
+                 n_mistakes: int = 24, overlays: dict[str, str] | None = None, correct_sample: list[str] | None = None,
+                 feature_map: dict | None = None) -> Path:
+    """Write an HTML report: metrics, plots, accuracy by group, the most confident mistakes
+    (with Grad-CAM overlays where ``overlays`` has them), a sample of correct decisions
+    with their overlays, and the feature map. Everything is inlined: no network."""
+    overlays = overlays or {}
     path = Path(path)
     figs = _figures(ev)
     table = ev.table
@@ -81,14 +96,19 @@ def write_report(ev: Evaluation, path: str | Path, *, title: str, context: dict 
     else:
         wrong["confidence"] = wrong["score"]
     wrong = wrong.sort_values("confidence", ascending=False).head(n_mistakes)
-    cards = []
-    for _, r in wrong.iterrows():
-        src = thumbnail_uri(r["path"])
-        img = f'<img src="{src}" alt="{html.escape(Path(r["path"]).name)}">' if src else "<div>(unreadable)</div>"
-        cards.append(
-            f'<figure>{img}<figcaption>{html.escape(Path(r["path"]).name)}<br>true <b>{html.escape(str(r["label"]))}'
-            f'</b>, predicted <b>{html.escape(str(r["predicted"]))}</b><br>score {r["score"]:.3f}</figcaption></figure>'
-        )
+    cards = [_card(r, overlays) for _, r in wrong.iterrows()]
+    sample = table[table["path"].astype(str).isin(set(correct_sample or []))]
+    correct_cards = [_card(r, overlays) for _, r in sample.iterrows()]
+    fmap = ""
+    if feature_map and feature_map.get("png"):
+        fmap = (f'<h2>Feature map</h2><p>PCA and t-SNE of the backbone features of these images, coloured by '
+                f'correctness. Interactive version (hover for the photo): <a href="{html.escape(feature_map["html"])}">'
+                f'{html.escape(feature_map["html"])}</a>.</p><img class="plot" src="{feature_map["png"]}" '
+                f'alt="feature map">')
+    elif feature_map and feature_map.get("note"):
+        fmap = f'<h2>Feature map</h2><p>{html.escape(feature_map["note"])}</p>'
+    correct_section = (f'<h2>Correct decisions, explained ({len(correct_cards)} sampled)</h2>'
+                       f'<div class="gallery">{"".join(correct_cards)}</div>') if correct_cards else ""
     errors = table[table["error"].notna()]
     error_list = "".join(f"<li>{html.escape(e)}</li>" for e in errors["error"])
     by_sections = []
@@ -108,13 +128,18 @@ body{{font-family:system-ui,sans-serif;margin:1.5rem;max-width:1100px;color:#222
 table{{border-collapse:collapse;margin:.5rem 0}} th,td{{border:1px solid #ccc;padding:.25rem .6rem;text-align:left}}
 .plot{{max-width:100%;margin:.5rem .5rem .5rem 0}} .gallery{{display:flex;flex-wrap:wrap;gap:.6rem}}
 figure{{margin:0;width:170px;font-size:.8rem}} figure img{{max-width:160px;max-height:160px;display:block}}
+figure.wide{{width:300px}} figure.wide img{{max-width:300px;max-height:260px}}
 pre{{background:#f6f6f6;padding:.5rem;overflow:auto;font-size:.8rem}}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
 <h2>Metrics</h2><table>{_metric_rows(ev.metrics)}</table>
 <div>{imgs}</div>
 {''.join(by_sections)}
-<h2>Most confident mistakes ({len(wrong)} shown)</h2><div class="gallery">{''.join(cards) or '<p>none</p>'}</div>
+<h2>Most confident mistakes ({len(wrong)} shown)</h2>
+<p>Overlays: Grad-CAM of the predicted class (bright = regions that raised its score).</p>
+<div class="gallery">{''.join(cards) or '<p>none</p>'}</div>
+{correct_section}
+{fmap}
 <h2>Unreadable images ({len(errors)})</h2><ul>{error_list or '<li>none</li>'}</ul>
 <h2>Context</h2><pre>{ctx}</pre>
 </body></html>

@@ -244,6 +244,45 @@ def rephotograph(img: Image.Image, seed: int, families: Sequence[str] = FAMILIES
     return img
 
 
+#: how often each family is drawn when training (``RandomRephotograph``): the background
+#: most of the time, since studio backdrops are the cue a model must not learn
+TRAIN_FAMILY_PROBABILITY = {"background": 0.8, "geometry": 0.6, "lighting": 0.6, "blur_noise": 0.4,
+                            "overlay": 0.4, "jpeg": 0.5}
+
+
+class RandomRephotograph:
+    """Training augmentation: with probability ``p`` re-photograph the studio photo
+    listing-style with a random subset of the families (each drawn with the probability
+    in ``TRAIN_FAMILY_PROBABILITY``), with the very generator ``evaluate --shift`` uses.
+
+    Draws come from torch's random state, so a seeded run (``torch.manual_seed``;
+    DataLoader workers are seeded from it) draws the same photos again."""
+
+    def __init__(self, p: float = 0.6, family_probability: dict[str, float] | None = None):
+        if not 0.0 <= p <= 1.0:
+            raise ValueError("p must be in [0, 1]")
+        self.p = p
+        self.family_probability = dict(family_probability or TRAIN_FAMILY_PROBABILITY)
+        unknown = set(self.family_probability) - set(FAMILIES)
+        if unknown:
+            raise ValueError(f"unknown transform families {sorted(unknown)}")
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        import torch
+
+        u = torch.rand(len(self.family_probability) + 1).tolist()
+        if u[0] >= self.p:
+            return img
+        families = [f for f, q, r in zip(self.family_probability, self.family_probability.values(), u[1:]) if r < q]
+        if not families:
+            return img
+        seed = int(torch.randint(0, 2**62, (1,)).item())
+        return rephotograph(img, seed, families)
+
+    def __repr__(self) -> str:
+        return f"RandomRephotograph(p={self.p}, family_probability={self.family_probability})"
+
+
 def background_only(img: Image.Image, fill: tuple[int, int, int] | None = None, shape: str = "box") -> Image.Image:
     """The photo with its object masked out (filled with the backdrop colour): for the
     background-bias check, where a model should be at chance.

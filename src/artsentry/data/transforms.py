@@ -96,19 +96,27 @@ def eval_transform(pre: Preprocessing) -> T.Compose:
     return T.Compose(_resize(pre) + _to_tensor(pre))
 
 
-AUGMENTATIONS = ("none", "standard")
+AUGMENTATIONS = ("none", "standard", "listing")
 
 
 def train_transform(pre: Preprocessing, augment: str = "standard") -> T.Compose:
     """Training transform. ``standard``: random resized crop (50-100% of the
     area, aspect 3:4-4:3), horizontal flip, rotation up to 15 degrees with a
-    white fill, brightness/contrast/saturation jitter of 0.2 and hue 0.02."""
+    white fill, brightness/contrast/saturation jitter of 0.2 and hue 0.02.
+    ``listing``: first, 60% of the time, the photo is re-photographed listing-style
+    (``data.listing.RandomRephotograph``: object cut out and composited on clutter,
+    perspective, rotation, scale, crop, light and white balance, blur and noise,
+    price text and watermark, JPEG; ranges in ``data/listing.py``), then ``standard``."""
     if augment == "none":
         return eval_transform(pre)
-    if augment != "standard":
+    if augment not in AUGMENTATIONS:
         raise ValueError(f"augment must be one of {AUGMENTATIONS}, not {augment!r}")
     size, interp = pre.input_size, _INTERP[pre.interpolation]
     prefix = [_PadToSquare()] if pre.resize == "pad" else []
+    if augment == "listing":
+        from .listing import RandomRephotograph
+
+        prefix = [RandomRephotograph()] + prefix
     return T.Compose(
         prefix
         + [

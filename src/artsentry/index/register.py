@@ -264,6 +264,13 @@ class Register:
         return {"object_id": row[0], "title": row[1], "department": row[2], "source": row[3], "status": row[4],
                 **json.loads(row[5] or "{}"), "photos": photos}
 
+    def object_vectors(self, object_id: str) -> np.ndarray:
+        """The embeddings of one object's photos (n, dim), in the order they were added."""
+        rows = self.db.execute("SELECT vector FROM photos WHERE object_id = ? ORDER BY vector_id",
+                               (str(object_id),)).fetchall()
+        return np.stack([np.frombuffer(r[0], dtype=np.float32) for r in rows]) if rows else \
+            np.zeros((0, self.dim), np.float32)
+
     def list(self) -> list[dict]:
         rows = self.db.execute(
             "SELECT o.object_id, o.title, o.department, o.source, o.status, COUNT(p.vector_id) FROM objects o "

@@ -1,0 +1,316 @@
+"""Why did the model decide that? Heat maps over the input photo.
+
+Three methods, each answering for one class (the predicted one by default):
+
+- ``saliency`` (Simonyan et al. 2014, via Captum): |d score / d pixel|, the
+  largest over the colour channels. Sharp, noisy, needs gradients.
+- ``gradcam`` (Selvaraju et al. 2017, via pytorch-grad-cam): the last feature
+  map weighted by its pooled gradients, upsampled to the photo. Coarse, stable.
+- ``occlusion`` (Zeiler & Fergus 2014, via Captum): slide a mid-grey patch over
+  the photo and record how much the class probability falls. Needs only the
+  model's scores, so it treats the model as a black box; ``patch`` and
+  ``stride`` in input pixels; occluded copies are run ``batch_size`` at a time.
+
+Every map is returned at the model's input size, non-negative, and scaled so
+its maximum is 1 (all zeros when nothing moved the score).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from ..data.transforms import Preprocessing, eval_transform
+
+METHODS = ("gradcam", "saliency", "occlusion")
+
+
+def _normalise(h: np.ndarray) -> np.ndarray:
+    h = np.clip(np.nan_to_num(h.astype(np.float32)), 0, None)
+    top = float(h.max())
+    return h / top if top > 0 else h
+
+
+def gradcam_layer(model: nn.Module, input_size: int) -> nn.Module:
+    """The last module (in execution order) whose output is a spatial feature map:
+    for timm EfficientNets the activation of ``bn2`` (after the head convolution),
+    for the small CNN the last ReLU before pooling and flattening."""
+    seen: list[nn.Module] = []
+    hooks = [m.register_forward_hook(lambda mod, inp, out: seen.append(mod) if getattr(out, "ndim", 0) == 4
+                                     and out.shape[-1] > 1 and not isinstance(mod, nn.MaxPool2d) else None)
+             for m in model.modules() if not list(m.children())]
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, 3, input_size, input_size))
+    finally:
+        for h in hooks:
+            h.remove()
+    if not seen:
+        raise ValueError("no convolutional feature map to explain with Grad-CAM")
+    return seen[-1]
+
+
+def grey_baseline(pre: Preprocessing) -> torch.Tensor:
+    """Mid-grey in the model's input space, one value per channel (3, 1, 1)."""
+    return ((0.5 - torch.tensor(pre.mean)) / torch.tensor(pre.std)).view(3, 1, 1)
+
+
+class Explainer:
+    """Heat maps for a classifier ``model`` (logits out) fed inputs made by ``pre``.
+
+    ``score`` (optional, per call) maps the model's output to one scalar per image
+    instead of a class probability: used to explain similarity to a register match.
+    ``proba`` (optional): a black-box function, preprocessed batch -> class
+    probabilities (a ``Predictor``'s ONNX Runtime session, say); occlusion then
+    runs on it instead of on ``model``, which only gradient methods need.
+    """
+
+    def __init__(self, model: nn.Module, pre: Preprocessing, *, batch_size: int = 32,
+                 proba: Callable[[torch.Tensor], torch.Tensor] | None = None):
+        self.model = model.eval()
+        self.pre = pre
+        self.batch_size = batch_size
+        self.proba = proba
+
+    def _without_inplace(self):
+        """Captum and Grad-CAM hook tensors that in-place activations would overwrite."""
+        changed = [m for m in self.model.modules() if getattr(m, "inplace", False)]
+        for m in changed:
+            m.inplace = False
+        return changed
+
+    def explain(self, x: torch.Tensor, method: str = "gradcam", target: int | None = None, *,
+                patch: int = 32, stride: int = 16, score: Callable | None = None) -> np.ndarray:
+        """Heat maps (n, H, W) in [0, 1] for a preprocessed batch ``x`` (n, 3, H, W)."""
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
+        x = x.detach().float().contiguous()
+        changed = self._without_inplace()
+        try:
+            if score is None:
+                if target is None:
+                    with torch.no_grad():
+                        targets = self.model(x).argmax(1)
+                else:
+                    targets = torch.full((len(x),), int(target), dtype=torch.long)
+            if method == "gradcam":
+                from pytorch_grad_cam import GradCAM
+
+                class _Target:
+                    def __init__(self, i):
+                        self.i = i
+
+                    def __call__(self, out):
+                        return score(out[None])[0] if score is not None else out[targets[self.i]]
+
+                with GradCAM(self.model, [gradcam_layer(self.model, x.shape[-1])]) as cam:
+                    maps = cam(input_tensor=x, targets=[_Target(i) for i in range(len(x))])
+                return np.stack([_normalise(m) for m in maps])
+            if method == "saliency":
+                forward = self._probability_forward(score)
+                from captum.attr import Saliency
+
+                attr = Saliency(forward).attribute(x.requires_grad_(True), target=None if score else targets, abs=True)
+                return np.stack([_normalise(a.max(0).values.numpy()) for a in attr.detach()])
+            from captum.attr import Occlusion
+
+            base = grey_baseline(self.pre).expand_as(x[0]).unsqueeze(0).expand_as(x).contiguous()
+            with torch.no_grad():
+                forward = self._probability_forward(score)
+                attr = Occlusion(forward).attribute(
+                    x, sliding_window_shapes=(3, patch, patch), strides=(3, stride, stride), baselines=base,
+                    target=None if score else targets, perturbations_per_eval=self.batch_size)
+            return np.stack([_normalise(a.sum(0).numpy()) for a in attr])
+        finally:
+            for m in changed:
+                m.inplace = True
+
+    def _probability_forward(self, score: Callable | None):
+        """What the attribution explains: the class probability, or the given score."""
+        if score is not None:
+            return lambda inp: score(self.model(inp))
+        if self.proba is not None and not torch.is_grad_enabled():
+            return self.proba
+        return lambda inp: torch.softmax(self.model(inp), dim=1)
+
+
+# -- applying it to photos ---------------------------------------------------------------------
+
+
+@dataclass
+class Explanation:
+    """One heat map: ``heat`` (S, S) in [0, 1] on the model's input, for ``target``
+    (a class label, or ``match:<object id>``) whose score was ``score``."""
+
+    source: str
+    method: str
+    target: str | None = None
+    score: float | None = None
+    heat: np.ndarray | None = field(default=None, repr=False)
+    probabilities: dict[str, float] | None = None
+    overlay: str | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k != "heat"}
+
+
+def _batches(n: int, size: int):
+    for i in range(0, n, size):
+        yield slice(i, min(n, i + size))
+
+
+class ClassifierExplainer:
+    """Explains a model folder's decisions (ivory, culture, any classifier artifact).
+
+    Gradient methods run on the PyTorch model; occlusion, which needs only scores,
+    runs on the fastest runtime the folder offers (ONNX Runtime when exported)."""
+
+    def __init__(self, predictor, batch_size: int = 32):
+        self.predictor = predictor
+        self.pre = predictor.preprocessing
+        self.labels = predictor.labels
+        model = predictor.model
+
+        def proba(x: torch.Tensor) -> torch.Tensor:
+            return torch.from_numpy(predictor.proba_tensor(x))
+
+        self.explainer = Explainer(model, self.pre, batch_size=batch_size, proba=proba)
+
+    @classmethod
+    def load(cls, folder, runtime: str = "auto", batch_size: int = 32) -> "ClassifierExplainer":
+        from ..inference import Predictor
+
+        return cls(Predictor.load(folder, runtime=runtime), batch_size=batch_size)
+
+    def explain_tensor(self, x: torch.Tensor, method: str = "gradcam", target: str | None = None,
+                       patch: int = 32, stride: int = 16) -> tuple[np.ndarray, np.ndarray, list[int]]:
+        """(heat maps (n, S, S), probabilities (n, C), explained class index per image)."""
+        if target is not None and target not in self.labels:
+            raise ValueError(f"target {target!r} is not one of the model's labels {self.labels}")
+        probs = self.predictor.proba_tensor(x)
+        idx = [self.labels.index(target)] * len(x) if target is not None else probs.argmax(1).tolist()
+        heats = []
+        for t in sorted(set(idx)):
+            rows = [i for i, v in enumerate(idx) if v == t]
+            heats.append((rows, self.explainer.explain(x[rows], method, t, patch=patch, stride=stride)))
+        heat = np.zeros((len(x),) + tuple(x.shape[-2:]), np.float32)
+        for rows, h in heats:
+            heat[rows] = h
+        return heat, probs, idx
+
+    def explain_images(self, images: Sequence[Image.Image], names: Sequence[str], method: str = "gradcam",
+                       target: str | None = None, patch: int = 32, stride: int = 16) -> list[Explanation]:
+        out = []
+        for sl in _batches(len(images), self.explainer.batch_size):
+            x = torch.stack([self.predictor.transform(im) for im in images[sl]])
+            heat, probs, idx = self.explain_tensor(x, method, target, patch, stride)
+            for j, name in enumerate(names[sl]):
+                out.append(Explanation(name, method, self.labels[idx[j]], float(probs[j, idx[j]]), heat[j],
+                                       {l: round(float(p), 6) for l, p in zip(self.labels, probs[j])}))
+        return out
+
+
+class SimilarityExplainer:
+    """Which regions of a photo made it similar to a reference embedding (a register
+    match): the score explained is the cosine similarity of the photo's embedding with
+    the reference vector."""
+
+    def __init__(self, embedder, batch_size: int = 16):
+        self.embedder = embedder
+        self.pre = embedder.preprocessing
+        self.backbone = embedder.backbone
+        self.explainer = Explainer(self.backbone, self.pre, batch_size=batch_size)
+
+    def explain_tensor(self, x: torch.Tensor, reference: np.ndarray, method: str = "gradcam",
+                       patch: int = 32, stride: int = 16) -> tuple[np.ndarray, np.ndarray]:
+        """(heat maps (n, S, S), similarities (n,)) of each image in ``x`` to ``reference[i]``."""
+        ref = torch.from_numpy(np.asarray(reference, dtype=np.float32))
+        heats, sims = [], []
+        for i in range(len(x)):
+            r = ref[i]
+
+            def score(feats, r=r):
+                return torch.nn.functional.normalize(feats, dim=-1) @ r
+
+            with torch.no_grad():
+                sims.append(float(score(self.backbone(x[i:i + 1]))[0]))
+            heats.append(self.explainer.explain(x[i:i + 1], method, patch=patch, stride=stride, score=score)[0])
+        return np.stack(heats), np.array(sims)
+
+
+def explain_files(sources: Sequence, *, model=None, register=None, method: str = "gradcam",
+                  target: str | None = None, patch: int = 32, stride: int = 16, out_dir=None,
+                  progress: bool = False) -> list[Explanation]:
+    """Explain image files with a model folder (``model``) or by their best match in a
+    register folder (``register``); with ``out_dir``, write one overlay PNG per
+    explanation (``<name>.<method>.png``; ``<name>.match.<method>.png``) and
+    ``explanations.json``. Unreadable files come back with ``error`` set."""
+    import json
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from ..data.images import ImageLoadError, load_image
+    from .overlay import render
+
+    if (model is None) == (register is None):
+        raise ValueError("give a model folder or a register folder (one of them)")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
+    if model is not None:
+        engine = ClassifierExplainer.load(model)
+        pre = engine.pre
+    else:
+        from ..index.register import Register
+
+        reg = register if not isinstance(register, (str, Path)) else Register.open(register)
+        engine = SimilarityExplainer(reg.embedder)
+        pre = engine.pre
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    results: list[Explanation] = []
+    used: set[str] = set()
+    for src in tqdm(list(sources), desc=f"explain ({method})", unit="img", disable=not progress):
+        name = str(src)
+        try:
+            img = load_image(src, name=name)
+        except ImageLoadError as exc:
+            results.append(Explanation(name, method, error=str(exc)))
+            continue
+        if model is not None:
+            e = engine.explain_images([img], [name], method, target, patch, stride)[0]
+            caption = f"{method}: {e.target} {e.score:.3f}"
+        else:
+            x = torch.stack([eval_transform(pre)(img)])
+            vec = reg.embedder.embed_tensor(x)
+            found = reg.search_vectors(vec, k=1)[0]
+            if not found:
+                results.append(Explanation(name, method, error="the register is empty"))
+                continue
+            best = found[0]
+            refs = reg.object_vectors(best.object_id)
+            ref = refs[int(np.argmax(refs @ vec[0]))]
+            heat, sims = engine.explain_tensor(x, ref[None], method, patch, stride)
+            e = Explanation(name, method, f"match:{best.object_id}", float(sims[0]), heat[0])
+            caption = f"{method}: like {best.object_id} ({e.score:.3f})"
+        results.append(e)
+        if out is not None:
+            stem = Path(name).stem or "image"
+            base = f"{stem}.match" if register is not None else stem
+            candidate, n = base, 2
+            while candidate in used:
+                candidate, n = f"{base}-{n}", n + 1
+            used.add(candidate)
+            path = out / f"{candidate}.{method}.png"
+            render(img, e.heat, pre, caption, method=method).save(path)
+            e.overlay = str(path)
+    if out is not None:
+        (out / "explanations.json").write_text(json.dumps([r.to_dict() for r in results], indent=2))
+    return results

@@ -1,0 +1,179 @@
+"""Explanations: the sanity checks that they are real, overlays, the CLI, feature maps."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from artsentry.cli import main
+from artsentry.data.transforms import Preprocessing
+from artsentry.explain import Explainer, explain_files, gradcam_layer
+from artsentry.explain.overlay import photo_and_heat, render
+from artsentry.explain.sanity import (SQUARE_PREPROCESSING, SquareNet, mass_inside, randomisation_rank_correlation,
+                                      square_dataset, train_square_net)
+
+SIZE, SQUARE, BLOBS = 48, 10, 6
+
+
+@pytest.fixture(scope="module")
+def square_task():
+    torch.manual_seed(0)
+    x, y, _ = square_dataset(600, seed=0, size=SIZE, square=SQUARE, blobs=BLOBS)
+    net = train_square_net(x, y, epochs=10, sparsity=0.1)
+    xt, yt, masks = square_dataset(30, seed=1, size=SIZE, square=SQUARE, blobs=BLOBS)
+    with torch.no_grad():
+        assert (net(xt).argmax(1) == yt).float().mean() == 1.0  # the task is solved: only the square decides
+    pre = Preprocessing(input_size=SIZE, mean=(0, 0, 0), std=(1, 1, 1))
+    return net, pre, xt, yt, masks
+
+
+@pytest.mark.parametrize("method,kw", [("saliency", {}), ("gradcam", {}), ("occlusion", {"patch": 6, "stride": 3})])
+def test_heat_falls_on_the_deciding_square(square_task, method, kw):
+    net, pre, xt, yt, masks = square_task
+    heat = Explainer(net, pre).explain(xt, method, **kw)
+    assert heat.shape == (len(xt), SIZE, SIZE) and heat.min() >= 0 and np.allclose(heat.max((1, 2)), 1)
+    inside = np.array([mass_inside(h, m) for h, m in zip(heat, masks)])
+    # the issue's bar: >= 80% of the mass inside the square for >= 90% of the test images
+    assert (inside >= 0.8).mean() >= 0.9, (method, np.round(inside, 2))
+    # and a map that ignores the image would not pass: the square is 4% of the frame
+    assert masks.mean() < 0.05
+
+
+@pytest.mark.parametrize("method", ["saliency", "gradcam"])
+def test_model_randomisation_changes_the_maps(square_task, method):
+    """Adebayo et al. 2018: the maps of a randomly initialised network must differ clearly."""
+    net, pre, xt, _, _ = square_task
+    trained = Explainer(net, pre).explain(xt, method)
+    torch.manual_seed(123)
+    randomised = Explainer(SquareNet().eval(), pre).explain(xt, method)
+    assert randomisation_rank_correlation(trained, randomised) <= 0.3
+    # the same network twice is perfectly rank-correlated: the measure can detect sameness
+    assert randomisation_rank_correlation(trained, Explainer(net, pre).explain(xt, method)) > 0.99
+
+
+def test_targets_and_square_preprocessing(square_task):
+    net, pre, xt, yt, masks = square_task
+    ex = Explainer(net, pre)
+    # explaining the other class still looks at the square (it is the evidence against it)
+    other = ex.explain(xt[:4], "gradcam", target=1 - int(yt[0]))
+    assert other.shape == (4, SIZE, SIZE)
+    assert SQUARE_PREPROCESSING.mean == (0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="method must be one of"):
+        ex.explain(xt[:1], "deconvolution")
+
+
+def test_gradcam_layer_is_the_last_feature_map():
+    from artsentry.models import create_model
+
+    lite = create_model("efficientnet_lite0", 2, pretrained=False)
+    layer = gradcam_layer(lite, 64)
+    assert layer is lite.backbone.bn2.act  # the activation closing bn2: the last 7x7 map
+    small = create_model("smallcnn", 2, input_size=64)
+    assert isinstance(gradcam_layer(small, 64), torch.nn.ReLU)
+
+
+def test_overlay_lies_on_the_undistorted_photo():
+    """A squash-resized model input maps back onto the photo's own aspect ratio: a hot
+    top-right corner on the model input is the top-right corner of the photo."""
+    photo = Image.new("RGB", (300, 150), (128, 128, 128))
+    heat = np.zeros((64, 64), np.float32)
+    heat[:16, -16:] = 1.0
+    pre = Preprocessing(input_size=64)
+    shown, h = photo_and_heat(photo, heat, pre)
+    assert shown.size == (300, 150) and h.shape == (150, 300)
+    assert h[:30, -60:].mean() > 0.8 and h[-60:, :150].max() < 0.05
+    out = render(photo, heat, pre, "gradcam: ivory 0.9")
+    assert out.width > 300 and out.height > 150  # colour bar and caption around the photo
+    px = np.asarray(out)
+    assert not np.array_equal(px[30, 280], px[120, 20])  # hot corner coloured, cold corner photo grey
+
+
+def test_explain_cli_every_method(model_dir, synthetic_dataset, tmp_path, capsys):
+    images = sorted((synthetic_dataset / "ivory").glob("*.jpg"))[:2]
+    for method in ("gradcam", "saliency", "occlusion"):
+        out = tmp_path / method
+        rc = main(["-q", "explain", *map(str, images), "--model", str(model_dir), "--method", method,
+                   "--patch", "16", "--stride", "8", "--out", str(out)])
+        assert rc == 0
+        lines = capsys.readouterr().out.strip().splitlines()
+        assert len(lines) == 2
+        records = json.loads((out / "explanations.json").read_text())
+        assert [r["source"] for r in records] == list(map(str, images))
+        for r in records:
+            assert r["method"] == method and r["target"] in ("ivory", "non_ivory") and 0 <= r["score"] <= 1
+            png = Image.open(r["overlay"])
+            assert png.format == "PNG" and png.width > 120
+    # a chosen class, and a class the model does not have
+    rc = main(["-q", "explain", str(images[0]), "--model", str(model_dir), "--target", "non_ivory",
+               "--out", str(tmp_path / "t")])
+    assert rc == 0 and "\tnon_ivory\t" in capsys.readouterr().out
+    rc = main(["-q", "explain", str(images[0]), "--model", str(model_dir), "--target", "bronze",
+               "--out", str(tmp_path / "t")])
+    assert rc == 1 and "bronze" in capsys.readouterr().err
+
+
+def test_explain_cli_reports_unreadable_files_and_goes_on(model_dir, synthetic_dataset, tmp_path, capsys):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff not really")
+    good = sorted((synthetic_dataset / "ivory").glob("*.jpg"))[0]
+    rc = main(["-q", "explain", str(bad), str(good), "--model", str(model_dir), "--out", str(tmp_path / "o")])
+    captured = capsys.readouterr()
+    assert rc == 3 and "broken.jpg" in captured.err and str(good) in captured.out
+    assert (tmp_path / "o" / f"{good.stem}.gradcam.png").is_file()
+
+
+def test_explain_register_match(tmp_path, photos):
+    from artsentry.index.register import Register
+
+    reg = Register.create(tmp_path / "reg")
+    for name in "ABC":
+        reg.add(name, photos[name][0], title=f"Object {name}")
+    results = explain_files([photos["B"][1]], register=reg, method="gradcam", out_dir=tmp_path / "x")
+    r = results[0]
+    assert r.error is None and r.target == "match:B" and 0 < r.score <= 1
+    assert r.heat.shape == (224, 224) and r.heat.max() == pytest.approx(1.0)
+    assert (tmp_path / "x" / "B_query.match.gradcam.png").is_file()
+    # the similarity explained is the one the register search reports
+    found = reg.search([photos["B"][1]], k=1)[0].matches[0]
+    assert r.score == pytest.approx(found.score, abs=1e-4)
+
+
+def test_report_and_feature_map_explain_and_open_cleanly_in_chromium(model_dir, tmp_path):
+    from artsentry.evaluate import run_evaluation
+    from artsentry.explain.project import write_projection
+
+    from .browser import browser_page
+
+    out = tmp_path / "eval"
+    res = run_evaluation(model_dir, split=None, out_dir=out, progress=False)
+    page_html = (out / "report.html").read_text()
+    assert page_html.count('alt="Grad-CAM overlay of') >= min(8, len(res["evaluation"].table))
+    assert "Correct decisions, explained" in page_html and "Feature map" in page_html
+    assert (out / "projection" / "projection.html").is_file()
+
+    df = res["evaluation"].table[["path", "label"]].assign(department=["A", "B"] * (len(res["evaluation"].table) // 2)
+                                                           + ["A"] * (len(res["evaluation"].table) % 2))
+    proj = write_projection(model_dir, df, tmp_path / "proj", methods=("pca", "tsne", "umap"))
+    assert proj["images"] == len(df)
+    import pandas as pd
+
+    coords = pd.read_csv(proj["csv"])
+    for m in ("pca", "tsne", "umap"):
+        assert coords[[f"{m}_x", f"{m}_y"]].notna().all().all() and coords[f"{m}_x"].std() > 0
+    with browser_page() as (page, log):
+        page.goto((out / "report.html").as_uri())
+        assert page.locator('img[alt^="Grad-CAM overlay of"]').first.is_visible()
+        page.goto(Path(proj["html"]).resolve().as_uri())
+        assert page.locator("circle").count() == len(df)
+        page.select_option("#method", "umap")
+        page.select_option("#colour", "department")
+        page.locator("circle").first.hover()
+        assert page.locator("#tip").is_visible() and page.locator("#tip img").count() == 1
+        assert "department: " in page.locator("#tip").inner_text()
+        page.screenshot(path=str(tmp_path / "projection.png"))
+    assert log.console_errors == [] and log.outside == []
