@@ -237,6 +237,27 @@ def build_parser() -> argparse.ArgumentParser:
     pj.add_argument("--seed", type=int, default=0)
     pj.add_argument("--out", default="projection", help="output folder (default: %(default)s)")
 
+    sv = sub.add_parser("serve", help="web page and JSON API (FastAPI) on 127.0.0.1",
+                        description="Serve the page (upload a photo: verdict, matches, evidence overlay) and the "
+                        "JSON API documented at /openapi.json. Register writes need the token.")
+    sv.add_argument("--model", default=None, help="ivory model or run folder (default: runs/ivory/model if present)")
+    sv.add_argument("--culture-model", default=None, help="a second, multi-class model (e.g. culture of a painting)")
+    sv.add_argument("--register", default=None, help="register folder for known-object matches")
+    sv.add_argument("--host", default="127.0.0.1", help="interface (default %(default)s: this machine only)")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--token", default=None, help="bearer token for register writes (default: $ARTSENTRY_TOKEN; "
+                    "none: writes disabled)")
+    sv.add_argument("--max-upload-mb", type=float, default=20.0, help="largest upload (default %(default)s MB)")
+    sv.add_argument("--allow-url-fetch", action="store_true", help="let /v1/analyze fetch {\"url\": ...} images")
+    sv.add_argument("--url-allow-host", action="append", default=[], help="only fetch from this host (repeatable)")
+    sv.add_argument("--cors-origin", action="append", default=[], help="allow this browser origin (repeatable; "
+                    "default: CORS off)")
+    sv.add_argument("--workers", type=int, default=1, help="concurrent analyses (default 1: the model uses both "
+                    "cores already)")
+    sv.add_argument("--max-queue", type=int, default=8, help="analyses waiting before 503 + Retry-After")
+    sv.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    sv.add_argument("--runtime", default="auto", choices=("auto", "torch", "onnx"))
+
     ex = sub.add_parser("export", help="export a model to ONNX for fast screening and edge use",
                         description="Writes model.onnx (input 'input', NCHW float32 preprocessed as in config.json; "
                         "output 'logits') after checking it matches PyTorch to 1e-3 in probability. Into the model "
@@ -556,7 +577,39 @@ def cmd_project(a) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "explain": cmd_explain, "project": cmd_project, "evaluate": cmd_evaluate, "predict": cmd_predict, "collect": cmd_collect,
+def cmd_serve(a) -> int:
+    import os
+
+    import uvicorn
+
+    from .serve import ServeSettings, create_app
+
+    model = a.model
+    if model is None and a.culture_model is None and a.register is None:
+        model = "runs/ivory/model"
+    if model is not None and model.lower() == "none":
+        model = None
+    if a.workers < 1 or a.max_queue < 0:
+        raise ValueError("--workers must be at least 1 and --max-queue at least 0")
+    if a.threads:
+        import torch
+
+        torch.set_num_threads(a.threads)
+    settings = ServeSettings(model=Path(model) if model else None,
+                             culture_model=Path(a.culture_model) if a.culture_model else None,
+                             register=Path(a.register) if a.register else None,
+                             token=a.token or os.environ.get("ARTSENTRY_TOKEN") or None,
+                             max_upload_bytes=int(a.max_upload_mb * 1024 * 1024), allow_url_fetch=a.allow_url_fetch,
+                             url_allowlist=tuple(a.url_allow_host), cors_origins=tuple(a.cors_origin),
+                             inference_workers=a.workers, max_queue=a.max_queue, runtime=a.runtime)
+    app = create_app(settings)
+    print(f"artsentry serving on http://{a.host}:{a.port}/  (API schema: /openapi.json; register writes "
+          f"{'need the token' if settings.token else 'disabled: no token'})", file=sys.stderr)
+    uvicorn.run(app, host=a.host, port=a.port, log_level="warning" if a.quiet else "info")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "serve": cmd_serve, "explain": cmd_explain, "project": cmd_project, "evaluate": cmd_evaluate, "predict": cmd_predict, "collect": cmd_collect,
             "build": cmd_build, "register": cmd_register,
             "screen": cmd_screen, "export": cmd_export}
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -117,7 +117,23 @@ class Predictor:
         if runtime == "onnx" or (runtime == "auto" and config.get("runtime") == "onnxruntime"
                                  and onnx_ready(folder, config) and onnxruntime_available()):
             onnx = OnnxClassifier(Path(folder) / config["onnx"]["file"])
-        return cls(model, config, onnx=onnx, **kwargs)
+        predictor = cls(model, config, onnx=onnx, **kwargs)
+        predictor.folder = Path(folder)
+        return predictor
+
+    def info(self) -> dict:
+        """What a decision must be traced to: architecture, folder, version (the first 16 hex
+        digits of the weights' SHA-256), creation time, threshold, runtime."""
+        from .data.splits import file_sha256
+        from .models.artifact import WEIGHTS_NAME
+
+        folder = getattr(self, "folder", None)
+        return {
+            "name": self.config["architecture"]["name"], "path": str(folder.resolve()) if folder else None,
+            "version": file_sha256(folder / WEIGHTS_NAME)[:16] if folder else None, "created": self.config.get("created"),
+            "threshold": self.threshold if self.threshold is not None else (0.5 if self.binary else None),
+            "positive_label": self.positive_label, "runtime": self.runtime,
+        }
 
     @property
     def binary(self) -> bool:

@@ -38,7 +38,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import Dataset
@@ -48,11 +47,9 @@ from . import __version__
 from .data.dataset import make_loader
 from .data.images import ImageLoadError, is_image_file, load_image, read_image_bytes
 from .data.manifest import ManifestError, _pick, _read_table
-from .data.splits import file_sha256
 from .data.transforms import eval_transform
 from .htmlembed import thumbnail_uri
 from .inference import Predictor, default_workers
-from .models.artifact import WEIGHTS_NAME
 
 IMAGE_COLUMNS = ("image", "image_path", "image_url", "path", "file", "url", "photo")
 ID_COLUMNS = ("listing_id", "id", "listing")
@@ -254,13 +251,7 @@ class Screener:
         self.progress = progress
         self.model_info = None
         if self.predictor is not None:
-            p, cfg = self.predictor, self.predictor.config
-            self.model_info = {
-                "name": cfg["architecture"]["name"], "path": str(Path(model_dir).resolve()),
-                "version": file_sha256(Path(model_dir) / WEIGHTS_NAME)[:16], "created": cfg.get("created"),
-                "threshold": p.threshold if p.threshold is not None else (0.5 if p.binary else None),
-                "positive_label": p.positive_label, "runtime": p.runtime,
-            }
+            self.model_info = self.predictor.info()
         # one decoded photo feeds the model's transform and, when it differs, the embedder's
         pres = [self.predictor.preprocessing] if self.predictor is not None else []
         self.transforms = [self.predictor.transform] if self.predictor is not None else []

@@ -97,15 +97,18 @@ class Register:
         return cls(folder, db, emb)
 
     @classmethod
-    def open(cls, folder: str | Path, *, rebuild_index: bool = False) -> "Register":
-        """Open a register; ``rebuild_index`` recreates a missing or damaged index from the database."""
+    def open(cls, folder: str | Path, *, rebuild_index: bool = False, shared: bool = False) -> "Register":
+        """Open a register; ``rebuild_index`` recreates a missing or damaged index from the database.
+        ``shared``: the connection may be used from several threads (the caller serialises
+        access, as the web server does with one lock)."""
         folder = Path(folder)
         path = folder / DB_NAME
         if not path.is_file():
             raise RegisterError(f"{folder}: no register here ({DB_NAME} missing); create one with "
                                 "`artsentry register create`")
         try:
-            db = sqlite3.connect(f"file:{path}?mode=rw", uri=True, isolation_level=None)
+            db = sqlite3.connect(f"file:{path}?mode=rw", uri=True, isolation_level=None,
+                                 check_same_thread=not shared)
             check = db.execute("PRAGMA quick_check").fetchone()[0]
             fmt = db.execute("SELECT value FROM settings WHERE key = 'format'").fetchone()
         except sqlite3.DatabaseError as exc:

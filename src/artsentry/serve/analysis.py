@@ -1,0 +1,215 @@
+"""What the server does with one photo, independent of HTTP: the loaded models, the
+register, and ``Analyzer.analyze(bytes) -> dict``. Kept apart from the web layer so it
+can be tested, and timed, on its own."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.images import DEFAULT_MAX_PIXELS, load_image
+from ..htmlembed import thumbnail_uri
+
+#: first bytes of the image formats the server accepts (content sniffing: the file name and
+#: the declared type are not trusted)
+SIGNATURES = (
+    (b"\xff\xd8\xff", "jpeg"),
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"GIF87a", "gif"),
+    (b"GIF89a", "gif"),
+    (b"BM", "bmp"),
+    (b"II*\x00", "tiff"),
+    (b"MM\x00*", "tiff"),
+)
+
+
+def sniff(data: bytes) -> str | None:
+    """The image format the bytes really are, or None."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    for magic, kind in SIGNATURES:
+        if data.startswith(magic):
+            return kind
+    return None
+
+
+def describe_content(data: bytes) -> str:
+    head = data[:64].lstrip().lower()
+    if head.startswith((b"<!doctype html", b"<html", b"<")):
+        return "HTML/XML text"
+    if head.startswith((b"{", b"[")):
+        return "JSON text"
+    if data[:4] == b"%PDF":
+        return "a PDF"
+    if data[:2] == b"PK":
+        return "a ZIP archive"
+    return "not a known image format"
+
+
+@dataclass
+class ServeSettings:
+    model: Path | None = None          # ivory (or any binary) classifier folder
+    culture_model: Path | None = None  # a second, multi-class classifier (e.g. culture of a painting)
+    register: Path | None = None
+    token: str | None = None           # register writes need "Authorization: Bearer <token>"
+    max_upload_bytes: int = 20 * 1024 * 1024
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    allow_url_fetch: bool = False
+    url_allowlist: tuple[str, ...] = ()  # host names; empty = any host once fetching is enabled
+    cors_origins: tuple[str, ...] = ()
+    inference_workers: int = 1
+    max_queue: int = 8                 # requests waiting for a worker before 503
+    retry_after_s: int = 2
+    top_k: int = 5
+    explain_method: str = "gradcam"
+    runtime: str = "auto"
+    extra: dict = field(default_factory=dict)
+
+
+class Analyzer:
+    """Loads the models and the register once; ``analyze`` is thread-safe (register
+    writes and reads are serialised by a lock)."""
+
+    def __init__(self, settings: ServeSettings):
+        from ..evaluate import _resolve_model_dir
+        from ..inference import Predictor
+
+        self.settings = settings
+        self.lock = threading.RLock()
+        self.ivory = None
+        self.culture = None
+        self.register = None
+        self._explainers: dict[str, object] = {}
+        if settings.model is not None:
+            self.ivory = Predictor.load(_resolve_model_dir(settings.model), runtime=settings.runtime)
+        if settings.culture_model is not None:
+            self.culture = Predictor.load(_resolve_model_dir(settings.culture_model), runtime=settings.runtime)
+        if settings.register is not None:
+            from ..index.register import Register
+
+            # the server's worker threads share it; every use is under self.lock
+            self.register = Register.open(settings.register, shared=True)
+        if self.ivory is None and self.culture is None and self.register is None:
+            raise ValueError("nothing to serve: give a model, a culture model or a register")
+        self._thumbs: dict[str, str | None] = {}
+
+    # -- description ---------------------------------------------------------------------
+    def models(self) -> dict:
+        out = {}
+        for key, p in (("ivory", self.ivory), ("culture", self.culture)):
+            if p is not None:
+                out[key] = p.info() | {"labels": p.labels}
+        if self.register is not None:
+            with self.lock:
+                out["register"] = {"objects": len(self.register), "photos": len(self.register.index),
+                                   "threshold": self.register.threshold,
+                                   "embedder": self.register.embedder.describe()["spec"]}
+        return out
+
+    # -- analysis ------------------------------------------------------------------------
+    def _explainer(self, key: str):
+        if key not in self._explainers:
+            from ..explain import ClassifierExplainer
+
+            self._explainers[key] = ClassifierExplainer(self.ivory if key == "ivory" else self.culture)
+        return self._explainers[key]
+
+    def _thumb(self, object_id: str) -> str | None:
+        if object_id not in self._thumbs:
+            info = self.register.get(object_id) or {}
+            uri = None
+            for name in info.get("photos", []):
+                if name and Path(name).is_file():  # names come from the register database, never the request
+                    uri = thumbnail_uri(name, size=160)
+                    if uri:
+                        break
+            self._thumbs[object_id] = uri
+        return self._thumbs[object_id]
+
+    def analyze(self, data: bytes, *, explain: bool = True, k: int | None = None) -> dict:
+        """Everything known about one photo. ``data`` must already have passed ``sniff``;
+        unreadable or oversized images raise ``ImageLoadError``."""
+        from ..explain.overlay import heat_rgba, photo_and_heat, png_bytes
+
+        t0 = time.perf_counter()
+        sha = hashlib.sha256(data).hexdigest()
+        img = load_image(data, name="upload", max_bytes=self.settings.max_upload_bytes,
+                         max_pixels=self.settings.max_pixels)
+        out: dict = {"image": {"sha256": sha, "width": img.width, "height": img.height, "bytes": len(data)}}
+        heat_source = None
+        for key, p in (("ivory", self.ivory), ("culture", self.culture)):
+            if p is None:
+                continue
+            x = p.transform(img).unsqueeze(0)
+            probs = p.proba_tensor(x)[0]
+            info = p.info()
+            best = int(np.argmax(probs))
+            block = {"model": {"name": info["name"], "version": info["version"], "runtime": info["runtime"]},
+                     "label": p.labels[best], "probabilities": {l: round(float(v), 6) for l, v in zip(p.labels, probs)}}
+            if p.binary:
+                score = float(probs[p.positive_index])
+                t = info["threshold"]
+                block.update({"positive_label": p.positive_label, "probability": round(score, 6), "threshold": t,
+                              "decision": "flag" if score >= t else "pass"})
+            out[key] = block
+            if heat_source is None:
+                heat_source = (key, x, p)
+        if self.register is not None:
+            k = k or self.settings.top_k
+            with self.lock:
+                vec = self.register.embedder.embed_tensor(self.register.embedder.transform(img).unsqueeze(0))
+                found = self.register.search_vectors(vec, k)[0]
+                threshold = self.register.threshold
+                matches = []
+                for m in found:
+                    d = {"object_id": m.object_id, "score": m.score, "title": m.title, "department": m.department,
+                         "source": m.source, "status": m.status, "photo": self._thumb(m.object_id)}
+                    d["matched"] = threshold is None or m.score >= threshold
+                    matches.append(d)
+            out["register"] = {"threshold": threshold, "no_match": not found or not matches[0]["matched"],
+                               "matches": matches}
+        if explain and heat_source is not None:
+            key, x, p = heat_source
+            engine = self._explainer(key)
+            heat, probs, idx = engine.explain_tensor(x, self.settings.explain_method)
+            shown, h = photo_and_heat(img, heat[0], p.preprocessing, display=512)
+            layer = heat_rgba(h)
+            out["overlay"] = {"model": key, "method": self.settings.explain_method, "target": p.labels[idx[0]],
+                              "width": shown.width, "height": shown.height,
+                              "png": "data:image/png;base64," + base64.b64encode(png_bytes(layer)).decode()}
+        out["seconds"] = round(time.perf_counter() - t0, 4)
+        return out
+
+    # -- register writes (the caller checks the token) -----------------------------------------
+    def register_add(self, object_id: str, photos: list[bytes], metadata: dict) -> dict:
+        if self.register is None:
+            raise LookupError("no register is loaded")
+        with self.lock:
+            added, errors = self.register.add(object_id, photos, **metadata)
+            self._thumbs.pop(object_id, None)
+            return {"object_id": object_id, "photos_added": added, "errors": errors,
+                    "object": self.register.get(object_id)}
+
+    def register_remove(self, object_id: str) -> int:
+        if self.register is None:
+            raise LookupError("no register is loaded")
+        with self.lock:
+            self._thumbs.pop(object_id, None)
+            return self.register.remove(object_id)
+
+    def register_get(self, object_id: str) -> dict | None:
+        if self.register is None:
+            raise LookupError("no register is loaded")
+        with self.lock:
+            return self.register.get(object_id)
+
+
+def set_threads(n: int) -> None:
+    torch.set_num_threads(max(1, n))

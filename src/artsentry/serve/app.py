@@ -1,0 +1,476 @@
+"""The web server: one page and a JSON API (FastAPI), documented at ``/openapi.json``.
+
+    GET  /                      the page (upload photos, see verdicts, matches, overlays)
+    GET  /healthz               liveness
+    GET  /v1/models             what is loaded: versions, labels, thresholds, register size
+    POST /v1/analyze            multipart field ``file``, or JSON {"url": ...} when fetching is enabled
+    POST /v1/register           add an object (token): multipart ``object_id``, metadata, ``file`` x n
+    GET  /v1/register/{id}      one registered object
+    DELETE /v1/register/{id}    remove an object (token)
+
+Hardening: request bodies over the limit are refused (413) before they are read in
+full; uploads are sniffed by content, not by name or declared type (415); decoding
+is guarded against decompression bombs (422); ids are checked against a strict
+pattern (400), so no request text ever becomes a path; register writes need the
+bearer token given at start (401/403); CORS is off unless origins are configured;
+inference runs in a bounded worker pool off the event loop, and a request that
+finds the queue full gets 503 with Retry-After instead of waiting. Every error is
+JSON: ``{"error": "...", "status": N}``. No page asset comes from the network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
+from pathlib import Path
+from typing import Optional
+
+from fastapi import FastAPI, File, Form, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException
+
+from .. import __version__
+from ..data.images import ImageLoadError
+from .analysis import Analyzer, ServeSettings, describe_content, sniff
+
+OBJECT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+MULTIPART_OVERHEAD = 256 * 1024
+
+
+# -- response models (the OpenAPI schema is the contract) ------------------------------------
+
+class ErrorBody(BaseModel):
+    error: str
+    status: int
+
+
+class ImageInfo(BaseModel):
+    sha256: str = Field(description="SHA-256 of the bytes received: trace a decision back to its photo")
+    width: int
+    height: int
+    bytes: int
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str = Field(description="first 16 hex digits of the SHA-256 of the model weights")
+    runtime: str
+
+
+class Classification(BaseModel):
+    model: ModelRef
+    label: str
+    probabilities: dict[str, float]
+    positive_label: Optional[str] = None
+    probability: Optional[float] = Field(None, description="probability of the positive label (binary models)")
+    threshold: Optional[float] = None
+    decision: Optional[str] = Field(None, description="'flag' when probability >= threshold, else 'pass'")
+
+
+class MatchOut(BaseModel):
+    object_id: str
+    score: float = Field(description="cosine similarity of the embeddings, -1..1")
+    matched: bool = Field(description="score at or above the register's threshold")
+    title: Optional[str] = None
+    department: Optional[str] = None
+    source: Optional[str] = None
+    status: Optional[str] = None
+    photo: Optional[str] = Field(None, description="thumbnail of a registered photo (data URI)")
+
+
+class RegisterResult(BaseModel):
+    threshold: Optional[float]
+    no_match: bool
+    matches: list[MatchOut]
+
+
+class Overlay(BaseModel):
+    model: str
+    method: str
+    target: str
+    width: int
+    height: int
+    png: str = Field(description="RGBA heat layer (data URI) the size of the photo as shown, to lay over it")
+
+
+class AnalyzeResponse(BaseModel):
+    image: ImageInfo
+    ivory: Optional[Classification] = None
+    culture: Optional[Classification] = None
+    # "register" itself would shadow BaseModel.register (from ABCMeta): aliased
+    register_matches: Optional[RegisterResult] = Field(None, alias="register")
+    overlay: Optional[Overlay] = None
+    seconds: float
+
+    model_config = {"populate_by_name": True}
+
+
+class UrlRequest(BaseModel):
+    url: str
+
+
+class RegisterObject(BaseModel):
+    object_id: str
+    title: Optional[str] = None
+    department: Optional[str] = None
+    source: Optional[str] = None
+    status: Optional[str] = None
+    photos: list[str] = []
+
+
+class RegisterAdded(BaseModel):
+    object_id: str
+    photos_added: int
+    errors: list[str]
+    object: Optional[RegisterObject]
+
+
+class Removed(BaseModel):
+    object_id: str
+    photos_removed: int
+
+
+# -- plumbing ------------------------------------------------------------------------------------
+
+class BodyLimit:
+    """ASGI middleware: refuse bodies over ``limit`` bytes (413), by Content-Length when
+    given and by counting otherwise, before the application reads them in full."""
+
+    def __init__(self, app, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = -1
+                if declared < 0 or declared > self.limit:
+                    return await _send_error(send, 413, f"request body over the limit of {self.limit} bytes")
+        seen = 0
+        sent_response = False
+
+        async def limited_receive():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge()
+            return message
+
+        async def tracking_send(message):
+            nonlocal sent_response
+            if message["type"] == "http.response.start":
+                sent_response = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _TooLarge:
+            if not sent_response:
+                await _send_error(send, 413, f"request body over the limit of {self.limit} bytes")
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _send_error(send, status: int, message: str) -> None:
+    import json
+
+    body = json.dumps({"error": message, "status": status}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class Overloaded(Exception):
+    pass
+
+
+class Admission:
+    """At most ``workers`` analyses run and ``queue`` wait; the next one is refused."""
+
+    def __init__(self, workers: int, queue: int):
+        self.capacity = workers + queue
+        self.pending = 0
+        self.semaphore = asyncio.Semaphore(workers)
+
+    async def run(self, executor, fn, *args):
+        if self.pending >= self.capacity:
+            raise Overloaded()
+        self.pending += 1
+        try:
+            async with self.semaphore:
+                return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+        finally:
+            self.pending -= 1
+
+
+def _error(status: int, message: str, headers: dict | None = None) -> HTTPException:
+    return HTTPException(status_code=status, detail=message, headers=headers)
+
+
+def _check_id(object_id: str) -> str:
+    if not OBJECT_ID.match(object_id or ""):
+        raise _error(400, f"invalid object id {object_id[:80]!r}: 1-128 letters, digits, '.', '_', ':' or '-', "
+                          "starting with a letter or digit")
+    return object_id
+
+
+def _check_image(data: bytes, what: str = "file") -> str:
+    if not data:
+        raise _error(400, f"{what} is empty")
+    kind = sniff(data)
+    if kind is None:
+        raise _error(415, f"{what} is not an image: its content is {describe_content(data)} "
+                          "(accepted: JPEG, PNG, WebP, GIF, BMP, TIFF; checked by content, not by name)")
+    return kind
+
+
+def _asset(name: str) -> bytes:
+    return resources.files("artsentry.serve").joinpath("static", name).read_bytes()
+
+
+PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+            "connect-src 'self'; form-action 'none'; base-uri 'none'; frame-ancestors 'none'")
+
+
+def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> FastAPI:
+    from contextlib import asynccontextmanager
+
+    analyzer = analyzer or Analyzer(settings)
+    executor = ThreadPoolExecutor(max_workers=settings.inference_workers, thread_name_prefix="artsentry-infer")
+
+    @asynccontextmanager
+    async def lifespan(app):
+        yield
+        executor.shutdown(wait=False, cancel_futures=True)
+
+    # the interactive docs pages load their scripts from a CDN: off; /openapi.json is the contract
+    app = FastAPI(title="artsentry", version=__version__, docs_url=None, redoc_url=None, lifespan=lifespan,
+                  description="Image recognition against the illicit trade in cultural objects and wildlife "
+                              "products: ivory screening, known-object search, explanations.")
+    admission = Admission(settings.inference_workers, settings.max_queue)
+    assets = {"index.html": _asset("index.html"), "app.js": _asset("app.js"), "app.css": _asset("app.css")}
+    app.state.analyzer = analyzer
+    app.state.admission = admission
+
+    if settings.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"])
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException):
+        return JSONResponse({"error": str(exc.detail), "status": exc.status_code}, status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        parts = []
+        for e in exc.errors():
+            where = ".".join(str(x) for x in e.get("loc", ()) if x != "body")
+            parts.append(f"{where}: {e.get('msg')}" if where else str(e.get("msg")))
+        return JSONResponse({"error": "bad request: " + "; ".join(parts), "status": 400}, status_code=400)
+
+    @app.exception_handler(Overloaded)
+    async def overloaded(request: Request, exc: Overloaded):
+        return JSONResponse({"error": "server busy: too many analyses queued, retry shortly", "status": 503},
+                            status_code=503, headers={"Retry-After": str(settings.retry_after_s)})
+
+    @app.middleware("http")
+    async def headers(request: Request, call_next):
+        response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        return response
+
+    def _token(request: Request) -> None:
+        if not settings.token:
+            raise _error(403, "register writes are disabled: start the server with a token "
+                              "(artsentry serve --token, or ARTSENTRY_TOKEN)")
+        given = request.headers.get("authorization", "")
+        scheme, _, value = given.partition(" ")
+        if scheme.lower() != "bearer" or not secrets.compare_digest(value.strip().encode(), settings.token.encode()):
+            raise _error(401, "missing or wrong token: send 'Authorization: Bearer <token>'",
+                         {"WWW-Authenticate": "Bearer"})
+
+    def _need_register():
+        if analyzer.register is None:
+            raise _error(404, "no register is loaded on this server (artsentry serve --register)")
+
+    # -- page ------------------------------------------------------------------------------
+    @app.get("/", include_in_schema=False)
+    async def page():
+        return Response(assets["index.html"], media_type="text/html; charset=utf-8",
+                        headers={"Content-Security-Policy": PAGE_CSP})
+
+    @app.get("/static/app.js", include_in_schema=False)
+    async def page_js():
+        return Response(assets["app.js"], media_type="text/javascript; charset=utf-8")
+
+    @app.get("/static/app.css", include_in_schema=False)
+    async def page_css():
+        return Response(assets["app.css"], media_type="text/css; charset=utf-8")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon():
+        return Response(status_code=204)
+
+    # -- API -------------------------------------------------------------------------------
+    @app.get("/healthz")
+    async def healthz() -> dict:
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/v1/models")
+    async def models() -> dict:
+        return await asyncio.get_running_loop().run_in_executor(None, analyzer.models)
+
+    analyze_body = {"requestBody": {"content": {
+        "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
+                                           "properties": {"file": {"type": "string", "format": "binary"}}}},
+        "application/json": {"schema": UrlRequest.model_json_schema()}}, "required": True}}
+
+    @app.post("/v1/analyze", response_model=AnalyzeResponse, openapi_extra=analyze_body,
+              responses={400: {"model": ErrorBody}, 403: {"model": ErrorBody}, 413: {"model": ErrorBody},
+                         415: {"model": ErrorBody}, 422: {"model": ErrorBody}, 503: {"model": ErrorBody}})
+    async def analyze(request: Request, explain: bool = Query(False, description="add the evidence overlay"),
+                      k: int = Query(5, ge=1, le=50, description="register matches returned")):
+        ctype = request.headers.get("content-type", "")
+        if ctype.startswith("multipart/form-data"):
+            form = await request.form(max_files=1, max_fields=8)
+            upload = form.get("file")
+            if upload is None or isinstance(upload, str):
+                raise _error(400, "no image: send it as the multipart form field 'file'")
+            data = await upload.read()
+        elif ctype.startswith("application/json"):
+            try:
+                body = UrlRequest.model_validate_json(await request.body())
+            except ValueError:
+                raise _error(400, 'bad JSON: expected {"url": "https://..."}') from None
+            if not settings.allow_url_fetch:
+                raise _error(403, "fetching image URLs is disabled on this server (start it with --allow-url-fetch); "
+                                  "upload the file instead")
+            data = await _fetch(body.url, settings)
+        else:
+            raise _error(415, "send multipart/form-data with a 'file' field, or JSON {\"url\": ...}")
+        _check_image(data)
+        try:
+            result = await admission.run(executor, lambda: analyzer.analyze(data, explain=explain, k=k))
+        except ImageLoadError as exc:
+            raise _error(422, f"the image cannot be used: {exc.reason}") from None
+        return result
+
+    @app.get("/v1/register/{object_id:path}", response_model=RegisterObject,
+             responses={400: {"model": ErrorBody}, 404: {"model": ErrorBody}})
+    async def register_get(object_id: str):
+        _need_register()
+        _check_id(object_id)
+        found = await asyncio.get_running_loop().run_in_executor(None, analyzer.register_get, object_id)
+        if found is None:
+            raise _error(404, f"object {object_id!r} is not in the register")
+        found["photos"] = [Path(p).name for p in found.get("photos", [])]  # never disclose server paths
+        return found
+
+    @app.post("/v1/register", response_model=RegisterAdded, status_code=201,
+              responses={400: {"model": ErrorBody}, 401: {"model": ErrorBody}, 403: {"model": ErrorBody},
+                         415: {"model": ErrorBody}, 422: {"model": ErrorBody}})
+    async def register_add(request: Request, object_id: str = Form(...), file: list[UploadFile] = File(...),
+                           title: Optional[str] = Form(None), department: Optional[str] = Form(None),
+                           source: Optional[str] = Form(None), status: Optional[str] = Form(None)):
+        _token(request)
+        _need_register()
+        _check_id(object_id)
+        photos = []
+        for i, up in enumerate(file):
+            data = await up.read()
+            kind = _check_image(data, f"photo {i + 1}")
+            photos.append((data, kind))
+        folder = Path(settings.register) / "photos"
+
+        def add():
+            import hashlib
+
+            from ..data.images import load_image
+
+            paths = []
+            for i, (data, kind) in enumerate(photos):
+                try:  # refuse the whole request before the register changes
+                    load_image(data, name=f"photo {i + 1}", max_bytes=settings.max_upload_bytes,
+                               max_pixels=settings.max_pixels)
+                except ImageLoadError as exc:
+                    raise _error(422, f"photo {i + 1} cannot be used: {exc.reason}") from None
+            folder.mkdir(exist_ok=True)
+            for data, kind in photos:  # stored under the server's own name: its SHA-256
+                path = folder / f"{hashlib.sha256(data).hexdigest()}.{kind}"
+                if not path.exists():
+                    tmp = path.with_suffix(".tmp")
+                    tmp.write_bytes(data)
+                    tmp.replace(path)
+                paths.append(str(path))
+            meta = {"title": title, "department": department, "source": source, "status": status}
+            return analyzer.register_add(object_id, paths, meta)
+
+        out = await admission.run(executor, add)
+        if out["object"]:
+            out["object"]["photos"] = [Path(p).name for p in out["object"]["photos"]]
+        return out
+
+    @app.delete("/v1/register/{object_id:path}", response_model=Removed,
+                responses={400: {"model": ErrorBody}, 401: {"model": ErrorBody}, 403: {"model": ErrorBody},
+                           404: {"model": ErrorBody}})
+    async def register_remove(request: Request, object_id: str):
+        _token(request)
+        _need_register()
+        _check_id(object_id)
+        from ..index.register import RegisterError
+
+        try:
+            n = await admission.run(executor, analyzer.register_remove, object_id)
+        except RegisterError as exc:
+            raise _error(404, str(exc)) from None
+        return {"object_id": object_id, "photos_removed": n}
+
+    app.add_middleware(BodyLimit, limit=settings.max_upload_bytes + MULTIPART_OVERHEAD)
+    return app
+
+
+async def _fetch(url: str, settings: ServeSettings) -> bytes:
+    """Download an image the operator allowed the server to fetch: http(s) only, host on the
+    allow-list when one is set, no redirects, the body capped at the upload limit."""
+    from urllib.parse import urlparse
+
+    import httpx
+
+    u = urlparse(url)
+    if u.scheme not in ("http", "https") or not u.hostname:
+        raise _error(400, f"not an http(s) URL: {url[:200]!r}")
+    if settings.url_allowlist and u.hostname not in settings.url_allowlist:
+        raise _error(403, f"host {u.hostname!r} is not on this server's allow-list")
+    limit = settings.max_upload_bytes
+    try:
+        async with httpx.AsyncClient(timeout=10.0, follow_redirects=False) as client:
+            async with client.stream("GET", url) as r:
+                if r.status_code != 200:
+                    raise _error(422, f"fetching the URL gave HTTP {r.status_code}")
+                chunks, size = [], 0
+                async for chunk in r.aiter_bytes():
+                    size += len(chunk)
+                    if size > limit:
+                        raise _error(413, f"the image at the URL is over the limit of {limit} bytes")
+                    chunks.append(chunk)
+                return b"".join(chunks)
+    except httpx.HTTPError as exc:
+        raise _error(422, f"fetching the URL failed: {exc.__class__.__name__}") from None

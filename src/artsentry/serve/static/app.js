@@ -1,0 +1,123 @@
+"use strict";
+// The artsentry page: sends each photo to POST /v1/analyze?explain=true and shows the answer.
+// Everything comes from this server; nothing is loaded from the internet.
+(function () {
+  const results = document.getElementById("results");
+  const input = document.getElementById("file");
+  const drop = document.getElementById("drop");
+  const template = document.getElementById("card");
+
+  function el(tag, cls, text) {
+    const e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined) e.textContent = text;
+    return e;
+  }
+  const pct = (p) => (100 * p).toFixed(1) + "%";
+
+  fetch("/v1/models").then((r) => r.json()).then((m) => {
+    const parts = [];
+    if (m.ivory) parts.push("ivory model " + m.ivory.name + " v" + m.ivory.version + " (threshold " + m.ivory.threshold + ")");
+    if (m.culture) parts.push("culture model " + m.culture.name + " v" + m.culture.version);
+    if (m.register) parts.push("register of " + m.register.objects + " objects");
+    document.getElementById("loaded").textContent = parts.length ? "Loaded: " + parts.join("; ") : "No model loaded";
+  }).catch(() => { document.getElementById("loaded").textContent = "Could not reach the server"; });
+
+  function showClassification(box, c, title) {
+    if (!c) return;
+    if (c.decision) {
+      const flagged = c.decision === "flag";
+      const label = el("div", "label " + (flagged ? "flag" : "pass"),
+        flagged ? "Flag: looks like " + c.positive_label : "Pass: not " + c.positive_label);
+      box.appendChild(label);
+      box.appendChild(el("div", "", "p(" + c.positive_label + ") = " + c.probability.toFixed(3) +
+        " (threshold " + c.threshold.toFixed(3) + ")"));
+      const bar = el("div", "bar");
+      bar.setAttribute("role", "meter");
+      bar.setAttribute("aria-label", "probability of " + c.positive_label);
+      bar.setAttribute("aria-valuemin", "0");
+      bar.setAttribute("aria-valuemax", "1");
+      bar.setAttribute("aria-valuenow", String(c.probability));
+      const fill = el("span");
+      fill.style.width = pct(c.probability);
+      bar.appendChild(fill);
+      box.appendChild(bar);
+    } else {
+      const sorted = Object.entries(c.probabilities).sort((a, b) => b[1] - a[1]).slice(0, 3);
+      box.appendChild(el("div", "", title + ": " + sorted.map(([k, v]) => k + " " + pct(v)).join(", ")));
+    }
+  }
+
+  function showMatches(box, reg) {
+    if (!reg) return;
+    box.appendChild(el("h4", "", "Register matches"));
+    if (reg.no_match) box.appendChild(el("p", "nomatch", "No match among the registered objects."));
+    const list = el("ol");
+    reg.matches.forEach((m) => {
+      const li = el("li", m.matched ? "match" : "below");
+      const img = el("img");
+      img.alt = m.photo ? "registered photo of " + (m.title || m.object_id) : "";
+      if (m.photo) img.src = m.photo;
+      li.appendChild(img);
+      const text = el("div");
+      text.appendChild(el("strong", "", m.title || m.object_id));
+      text.appendChild(el("div", "", m.object_id + (m.status ? " · " + m.status : "") +
+        (m.department ? " · " + m.department : "")));
+      text.appendChild(el("div", "", "similarity " + m.score.toFixed(3) + (m.matched ? "" : " (below threshold)")));
+      li.appendChild(text);
+      list.appendChild(li);
+    });
+    if (reg.matches.length && !reg.no_match) box.appendChild(list);
+    else if (reg.matches.length) {
+      const det = el("details");
+      det.appendChild(el("summary", "", "Closest objects (below threshold)"));
+      det.appendChild(list);
+      box.appendChild(det);
+    }
+  }
+
+  async function analyse(file) {
+    const card = template.content.firstElementChild.cloneNode(true);
+    const picture = card.querySelector(".picture");
+    const heat = card.querySelector(".heat");
+    const status = card.querySelector(".status");
+    card.querySelector(".name").textContent = file.name;
+    picture.alt = "uploaded photo " + file.name;
+    picture.src = URL.createObjectURL(file);
+    results.prepend(card);
+    const form = new FormData();
+    form.append("file", file);
+    let body;
+    try {
+      const r = await fetch("/v1/analyze?explain=true", { method: "POST", body: form });
+      body = await r.json();
+      if (!r.ok) throw new Error(body.error || ("HTTP " + r.status));
+    } catch (err) {
+      status.textContent = "Could not analyse: " + err.message;
+      status.className = "status error";
+      return;
+    }
+    status.textContent = "Analysed in " + body.seconds.toFixed(2) + " s";
+    showClassification(card.querySelector(".verdict"), body.ivory, "ivory");
+    showClassification(card.querySelector(".culture"), body.culture, "Culture");
+    showMatches(card.querySelector(".matches"), body.register);
+    if (body.overlay) {
+      heat.src = body.overlay.png;
+      heat.alt = "evidence overlay (" + body.overlay.method + " for " + body.overlay.target + ")";
+      heat.hidden = false;
+      const toggle = card.querySelector(".toggle");
+      toggle.hidden = false;
+      toggle.querySelector("input").addEventListener("change", (e) => { heat.hidden = !e.target.checked; });
+    }
+    const models = [body.ivory, body.culture].filter(Boolean).map((c) => c.model.name + " v" + c.model.version);
+    card.querySelector(".trace").textContent = "image sha256 " + body.image.sha256 +
+      (models.length ? " · " + models.join(", ") : "");
+  }
+
+  function handle(files) { Array.from(files).forEach(analyse); }
+  input.addEventListener("change", () => { handle(input.files); input.value = ""; });
+  ["dragenter", "dragover"].forEach((t) => drop.addEventListener(t, (e) => { e.preventDefault(); drop.classList.add("over"); }));
+  ["dragleave", "drop"].forEach((t) => drop.addEventListener(t, (e) => { e.preventDefault(); drop.classList.remove("over"); }));
+  drop.addEventListener("drop", (e) => handle(e.dataTransfer.files));
+  drop.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); input.click(); } });
+})();
