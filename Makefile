@@ -43,6 +43,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/screen.py --model runs/bench/lite0/model
 	$(BIN)/python benchmarks/collect.py
 	$(BIN)/python benchmarks/index_scale.py
+	$(BIN)/python benchmarks/explain.py --model runs/bench/lite0/model
+	$(BIN)/python benchmarks/serve.py --model runs/bench/lite0/model
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -128,6 +128,8 @@ def test_screen_csv_completes_with_bad_images_and_carries_columns(onnx_model_dir
     assert set(pd.read_csv(out / "errors.csv")["listing_id"]) == set(errors)
     page = (out / "queue.html").read_text()
     assert page.count('class="card"') == len(queue) and "data:image/jpeg;base64," in page
+    # flagged photos carry their evidence overlay (local files: all of them here, under the default 50)
+    assert page.count('alt="evidence overlay (Grad-CAM)') == min(50, len(flagged))
     assert "http" not in page.replace("http://127.0.0.1:9/x.jpg", "")  # nothing fetched from anywhere
     summary = json.loads((out / "summary.json").read_text())
     assert summary["complete"] and summary["unreadable"] == len(errors) and summary["flagged"] == len(flagged)

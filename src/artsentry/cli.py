@@ -201,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--workers", type=int, default=None, help="image decoding worker processes")
     sc.add_argument("--fetch-urls", action="store_true", help="download http(s) image URLs (off by default)")
     sc.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
+    sc.add_argument("--explain", type=int, default=50, metavar="N",
+                    help="Grad-CAM evidence overlays in queue.html for the first N flagged photos (default 50; 0: none)")
     sc.add_argument("--engine", default="local", choices=("local", "ray"),
                     help="local: decode workers + batched inference here; ray: Ray Data map_batches, the model "
                     "loaded once per worker (pip install 'artsentry[ray]')")
@@ -254,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "default: CORS off)")
     sv.add_argument("--workers", type=int, default=1, help="concurrent analyses (default 1: the model uses both "
                     "cores already)")
-    sv.add_argument("--max-queue", type=int, default=8, help="analyses waiting before 503 + Retry-After")
+    sv.add_argument("--max-queue", type=int, default=32, help="analyses waiting before 503 + Retry-After (default 32)")
     sv.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     sv.add_argument("--runtime", default="auto", choices=("auto", "torch", "onnx"))
 
@@ -514,7 +516,8 @@ def cmd_screen(a) -> int:
     model = None if a.model == "none" else _resolve_model_dir(a.model)
     screener = Screener(model, a.register, runtime=a.runtime, k=a.top_k, batch_size=a.batch_size,
                         num_workers=a.workers, fetch_urls=a.fetch_urls, progress=not a.quiet,
-                        ray_address=a.ray_address, ray_workers=a.ray_workers, ray_cpus_per_worker=a.ray_cpus)
+                        ray_address=a.ray_address, ray_workers=a.ray_workers, ray_cpus_per_worker=a.ray_cpus,
+                        explain=a.explain)
     summary = screener.run(a.input, a.out, overwrite=a.overwrite, engine=a.engine)
     run = summary["this_run"]
     print(f"screened {run['images']} image(s) in {run['seconds']:.1f} s ({run['images_per_second'] or 0:.1f} img/s); "

@@ -28,6 +28,7 @@ Runtime when the model has been exported, see ``artsentry export``).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import html
 import json
@@ -230,7 +231,7 @@ class Screener:
     def __init__(self, model_dir: str | Path | None, register_dir: str | Path | None = None, *,
                  runtime: str = "auto", k: int = 5, batch_size: int = 32, num_workers: int | None = None,
                  fetch_urls: bool = False, progress: bool = True, ray_address: str | None = None,
-                 ray_workers: int = 1, ray_cpus_per_worker: float = 1.0):
+                 ray_workers: int = 1, ray_cpus_per_worker: float = 1.0, explain: int = 50):
         if model_dir is None and register_dir is None:
             raise ScreenError("give a model, a register, or both")
         # what a Ray worker needs to build the same screener on its machine
@@ -249,6 +250,7 @@ class Screener:
         self.num_workers = num_workers
         self.fetch_urls = fetch_urls
         self.progress = progress
+        self.explain = explain
         self.model_info = None
         if self.predictor is not None:
             self.model_info = self.predictor.info()
@@ -403,9 +405,36 @@ class Screener:
                    "this_run": {"images": n_new, "seconds": round(seconds, 2),
                                 "images_per_second": round(n_new / seconds, 2) if seconds > 0 else None}}
         if complete:
-            summary.update(write_outputs(records, listings, out, carried))
+            summary.update(write_outputs(records, listings, out, carried, overlay=self._overlay_maker()))
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         return summary
+
+
+    def _overlay_maker(self):
+        """Grad-CAM overlays (PNG data URIs) for the first ``explain`` photos the model flagged
+        in the queue: local image files only."""
+        if self.predictor is None or self.explain <= 0:
+            return None
+        from .explain import ClassifierExplainer
+        from .explain.overlay import png_bytes, render
+
+        engine = ClassifierExplainer(self.predictor)
+        budget = {"left": self.explain}
+
+        def overlay(image: str) -> str | None:
+            if budget["left"] <= 0 or "://" in image:
+                return None
+            budget["left"] -= 1
+            try:
+                img = load_image(image)
+            except ImageLoadError:
+                return None
+            e = engine.explain_images([img], [image], "gradcam")[0]
+            pic = render(img, e.heat, engine.pre, f"Grad-CAM: {e.target} {e.score:.3f}", display=240,
+                         method="gradcam")
+            return "data:image/png;base64," + base64.b64encode(png_bytes(pic)).decode()
+
+        return overlay
 
 
 class RayScreenWorker:
@@ -430,7 +459,8 @@ def _priority(r: dict) -> tuple:
     return (not r.get("matched", False), -best if r.get("matched") else 0.0, -(r.get("score") or 0.0), r["row"])
 
 
-def write_outputs(records: list[dict], listings: pd.DataFrame, out: Path, carried: list[str]) -> dict:
+def write_outputs(records: list[dict], listings: pd.DataFrame, out: Path, carried: list[str],
+                  overlay=None) -> dict:
     records = sorted(records, key=lambda r: r["row"])
     rows = []
     for r in records:
@@ -449,19 +479,26 @@ def write_outputs(records: list[dict], listings: pd.DataFrame, out: Path, carrie
     qtable.insert(0, "rank", range(1, len(qtable) + 1))
     qtable.to_csv(out / "queue.csv", index=False)
     table[table["error"].notna()][["row", "listing_id", "image", "error"]].to_csv(out / "errors.csv", index=False)
-    write_queue_html(queue, out / "queue.html", carried)
+    write_queue_html(queue, out / "queue.html", carried, overlay=overlay)
     return {"flagged": int(sum(bool(r.get("flagged")) for r in records)),
             "matched": int(sum(bool(r.get("matched")) for r in records)),
             "queue": len(queue), "unreadable": int(table["error"].notna().sum())}
 
 
-def write_queue_html(queue: list[dict], path: Path, carried: list[str], max_rows: int = 500) -> None:
+def write_queue_html(queue: list[dict], path: Path, carried: list[str], max_rows: int = 500, overlay=None) -> None:
+    """The review queue page. ``overlay(image) -> data URI | None`` adds an evidence overlay
+    beside the photo of entries the model flagged."""
     esc = html.escape
     cards = []
     for rank, r in enumerate(queue[:max_rows], start=1):
         img = r["image"]
         thumb = thumbnail_uri(img) if "://" not in img else None
         pic = f'<img src="{thumb}" alt="listing photo {esc(r["listing_id"])}">' if thumb else "<div>no preview</div>"
+        if overlay is not None and r.get("flagged"):
+            ov = overlay(img)
+            if ov:
+                pic += f'<img class="overlay" src="{ov}" alt="evidence overlay (Grad-CAM) for {esc(r["listing_id"])}">'
+
         facts = []
         if r.get("score") is not None:
             facts.append(f"p({esc(str(r['model']['positive_label'] or r.get('label')))}) = {r['score']:.3f}"
@@ -478,7 +515,8 @@ def write_queue_html(queue: list[dict], path: Path, carried: list[str], max_rows
     path.write_text(f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1"><title>artsentry review queue</title>
 <style>body{{font-family:sans-serif;margin:1em}} ol{{list-style:none;padding:0}}
-.card{{display:flex;gap:1em;border-bottom:1px solid #ccc;padding:.5em 0}} .card img{{max-width:160px}}
+.card{{display:flex;flex-wrap:wrap;gap:1em;border-bottom:1px solid #ccc;padding:.5em 0}} .card img{{max-width:160px}}
+.card img.overlay{{max-width:300px}}
 .rank{{font-weight:bold;min-width:3em}} .sha{{font-size:70%;color:#666;word-break:break-all}}</style></head>
 <body><h1>Review queue</h1><p>{len(queue)} listing photo(s) to review, register matches first, then by
 probability.</p><ol>{''.join(cards)}</ol>{more}</body></html>

@@ -65,7 +65,7 @@ class ServeSettings:
     url_allowlist: tuple[str, ...] = ()  # host names; empty = any host once fetching is enabled
     cors_origins: tuple[str, ...] = ()
     inference_workers: int = 1
-    max_queue: int = 8                 # requests waiting for a worker before 503
+    max_queue: int = 32                # requests waiting for a worker before 503
     retry_after_s: int = 2
     top_k: int = 5
     explain_method: str = "gradcam"
