@@ -310,7 +310,8 @@ def report_explanations(model_dir, ev: Evaluation, df, out_dir, *, n_mistakes: i
     try:
         proj = write_projection(model_dir, df, Path(out_dir) / "projection", methods=("pca", "tsne"),
                                 color_by=[c for c in ("correct", "label", "department") if c in df.columns
-                                          or c == "correct"], progress=progress)
+                                          or c == "correct"], progress=progress,
+                                title=f"Feature map: {Path(model_dir).resolve().parent.name} on these images")
         feature_map = {"png": "data:image/png;base64," + base64.b64encode(Path(proj["png"]).read_bytes()).decode(),
                        "html": "projection/projection.html"}
     except ValueError as exc:  # too few readable images for a map
