@@ -26,7 +26,7 @@ from datetime import date
 
 import numpy as np
 
-from artsentry.index.vectors import VectorIndex
+from artsentry.index.vectors import VectorIndex, default_nlist
 
 
 def synthetic(n: int, dim: int, photos_per_object: int, rng, categories: int = 1000) -> np.ndarray:
@@ -65,6 +65,7 @@ def main() -> int:
     ap.add_argument("--dim", type=int, default=1280, help="embedding size (EfficientNet-Lite0: 1280)")
     ap.add_argument("--queries", type=int, default=256)
     ap.add_argument("--nprobe", type=int, default=32)
+    ap.add_argument("--nlist", type=int, default=0, help="IVF cells (default: the register's own, 4 x sqrt(n))")
     a = ap.parse_args()
     rng = np.random.default_rng(0)
     results = []
@@ -84,7 +85,7 @@ def main() -> int:
         row["exact_ms_per_query_batch64"] = round(latency(exact, queries, 64), 3)
         del exact
         gc.collect()
-        nlist = max(16, int(math.sqrt(n)))
+        nlist = a.nlist or default_nlist(n)
         t0 = time.perf_counter()
         ivf = VectorIndex(a.dim, "ivf", nlist=nlist, nprobe=a.nprobe)
         ivf.add(ids, data)

@@ -32,6 +32,11 @@ def _faiss():
     return faiss
 
 
+def default_nlist(n: int) -> int:
+    """IVF cells for ``n`` vectors: 4 x sqrt(n) (FAISS's guideline is 4-16 x sqrt(n))."""
+    return max(16, int(4 * math.sqrt(n)))
+
+
 def normalise(vectors: np.ndarray) -> np.ndarray:
     v = np.ascontiguousarray(vectors, dtype=np.float32)
     if v.ndim != 2:
@@ -70,7 +75,7 @@ class VectorIndex:
 
     def _build_ivf(self, sample: np.ndarray) -> None:
         faiss = _faiss()
-        nlist = self._nlist or max(16, int(4 * math.sqrt(len(sample))))
+        nlist = self._nlist or default_nlist(len(sample))
         quantizer = faiss.IndexFlatIP(self.dim)
         index = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
         train = sample if len(sample) <= 64 * nlist else sample[np.random.default_rng(0).choice(len(sample),
