@@ -131,6 +131,12 @@ def test_screen_csv_completes_with_bad_images_and_carries_columns(onnx_model_dir
     # flagged photos carry their evidence overlay (local files: all of them here, under the default 50)
     assert page.count('alt="evidence overlay (Grad-CAM)') == min(50, len(flagged))
     assert "http" not in page.replace("http://127.0.0.1:9/x.jpg", "")  # nothing fetched from anywhere
+    from .browser import browser_page
+
+    with browser_page() as (bpage, log):
+        bpage.goto((out / "queue.html").resolve().as_uri())
+        assert bpage.locator('img[alt^="evidence overlay"]').first.is_visible()
+    assert log.console_errors == [] and log.outside == []
     summary = json.loads((out / "summary.json").read_text())
     assert summary["complete"] and summary["unreadable"] == len(errors) and summary["flagged"] == len(flagged)
     assert "review queue" in capsys.readouterr().out

@@ -243,3 +243,32 @@ def test_page_in_headless_chromium(live, photos, tmp_path):
     assert log.outside == []
     # the deliberate 415 above is logged by Chromium as a failed resource; nothing else may be
     assert [e for e in log.console_errors if "415" not in e] == []
+
+
+def test_url_fetch_only_when_enabled(model_dir, photos, tmp_path):
+    """JSON {"url"} works once the operator enables fetching, limited to the allowed hosts."""
+    import functools
+    import http.server
+
+    Image.open(photos["A"][1]).save(tmp_path / "a.jpg")
+    (tmp_path / "page.html").write_text("<html>not an image</html>")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    files = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=files.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{files.server_address[1]}"
+    try:
+        settings = ServeSettings(model=model_dir, allow_url_fetch=True, url_allowlist=("127.0.0.1",))
+        with LiveServer(create_app(settings)) as server:
+            r = httpx.post(f"{server.url}/v1/analyze", json={"url": f"{base}/a.jpg"}, timeout=60)
+            assert r.status_code == 200, r.text
+            assert r.json()["image"]["sha256"] == hashlib.sha256((tmp_path / "a.jpg").read_bytes()).hexdigest()
+            r = httpx.post(f"{server.url}/v1/analyze", json={"url": f"{base}/page.html"})
+            assert r.status_code == 415 and "HTML" in r.json()["error"]
+            r = httpx.post(f"{server.url}/v1/analyze", json={"url": f"{base}/missing.jpg"})
+            assert r.status_code == 422 and "404" in r.json()["error"]
+            r = httpx.post(f"{server.url}/v1/analyze", json={"url": "http://example.com/a.jpg"})
+            assert r.status_code == 403 and "allow-list" in r.json()["error"]
+            r = httpx.post(f"{server.url}/v1/analyze", json={"url": "file:///etc/passwd"})
+            assert r.status_code == 400 and "http(s)" in r.json()["error"]
+    finally:
+        files.shutdown()
