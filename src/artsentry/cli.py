@@ -612,9 +612,9 @@ def cmd_serve(a) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "serve": cmd_serve, "explain": cmd_explain, "project": cmd_project, "evaluate": cmd_evaluate, "predict": cmd_predict, "collect": cmd_collect,
-            "build": cmd_build, "register": cmd_register,
-            "screen": cmd_screen, "export": cmd_export}
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "collect": cmd_collect,
+            "build": cmd_build, "register": cmd_register, "screen": cmd_screen, "export": cmd_export,
+            "explain": cmd_explain, "project": cmd_project, "serve": cmd_serve}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -170,6 +170,14 @@ class Evaluation:
     def errors(self) -> list[str]:
         return self.table["error"].dropna().tolist()
 
+    def confident_mistakes(self, n: int):
+        """The ``n`` wrong rows the model was surest of: binary models by distance from the
+        threshold on the wrong side, others by the probability of the wrong class."""
+        wrong = self.table[self.table["error"].isna() & ~self.table["correct"].astype(bool)].copy()
+        wrong["confidence"] = ((wrong["score"] - (self.threshold or 0.5)).abs() if self.positive_label
+                               else wrong["score"])
+        return wrong.sort_values("confidence", ascending=False).head(n)
+
 
 def evaluate_predictor(predictor, df, *, threshold: float | None = None, progress: bool = True,
                        by: tuple[str, ...] = ("department",)) -> Evaluation:
@@ -275,49 +283,38 @@ def _resolve_model_dir(path) -> "Path":
     return path / "model" if (path / "model" / "config.json").is_file() else path
 
 
-def report_explanations(model_dir, ev: Evaluation, df, out_dir, *, n_mistakes: int = 12, n_correct: int = 8,
+def report_explanations(predictor, ev: Evaluation, df, out_dir, *, n_mistakes: int = 12, n_correct: int = 8,
                         seed: int = 0, progress: bool = False) -> dict:
     """What the report shows beyond the metrics: Grad-CAM overlays (data URIs, keyed by
     image path) of the most confident mistakes and of a seeded sample of correct
-    decisions, and the feature map (``projection/`` in ``out_dir``)."""
-    import base64
+    decisions, and the feature map (``projection/`` in ``out_dir``). ``predictor`` is the
+    one the evaluation ran, so the model is loaded once."""
     from pathlib import Path
 
-    from .data.images import ImageLoadError, load_image
     from .explain import ClassifierExplainer
-    from .explain.overlay import png_bytes, render
     from .explain.project import write_projection
+    from .htmlembed import data_uri
 
     table = ev.table
-    ok = table[table["error"].isna()]
-    wrong = ok[~ok["correct"].astype(bool)].copy()
-    wrong["confidence"] = ((wrong["score"] - (ev.threshold or 0.5)).abs() if ev.positive_label else wrong["score"])
-    picked = list(wrong.sort_values("confidence", ascending=False).head(n_mistakes)["path"])
-    right = ok[ok["correct"].astype(bool)]
-    picked += list(right.sample(min(n_correct, len(right)), random_state=seed)["path"]) if len(right) else []
+    right = table[table["error"].isna() & table["correct"].astype(bool)]
+    sample = [str(p) for p in right.sample(min(n_correct, len(right)), random_state=seed)["path"]]
+    picked = [str(p) for p in ev.confident_mistakes(n_mistakes)["path"]] + sample
     overlays: dict[str, str] = {}
     if picked:
-        engine = ClassifierExplainer.load(model_dir)
+        engine = ClassifierExplainer(predictor)
         for path in picked:
-            try:
-                img = load_image(path)
-            except ImageLoadError:
-                continue
-            e = engine.explain_images([img], [str(path)], "gradcam")[0]
-            pic = render(img, e.heat, engine.pre, f"Grad-CAM: {e.target} {e.score:.3f}", display=240)
-            overlays[str(path)] = "data:image/png;base64," + base64.b64encode(png_bytes(pic)).decode()
-    feature_map = None
+            uri = engine.overlay_uri(path)
+            if uri:
+                overlays[path] = uri
     try:
-        proj = write_projection(model_dir, df, Path(out_dir) / "projection", methods=("pca", "tsne"),
-                                color_by=[c for c in ("correct", "label", "department") if c in df.columns
-                                          or c == "correct"], progress=progress,
-                                title=f"Feature map: {Path(model_dir).resolve().parent.name} on these images")
-        feature_map = {"png": "data:image/png;base64," + base64.b64encode(Path(proj["png"]).read_bytes()).decode(),
-                       "html": "projection/projection.html"}
+        proj = write_projection(predictor, df, Path(out_dir) / "projection", methods=("pca", "tsne"),
+                                color_by=["correct"] + [c for c in ("label", "department") if c in df.columns],
+                                progress=progress,
+                                title=f"Feature map: {predictor.folder.resolve().parent.name} on these images")
+        feature_map = {"png": data_uri(Path(proj["png"]).read_bytes()), "html": "projection/projection.html"}
     except ValueError as exc:  # too few readable images for a map
         feature_map = {"note": str(exc)}
-    return {"overlays": overlays, "correct_sample": [p for p in picked if p in set(map(str, right["path"]))],
-            "feature_map": feature_map}
+    return {"overlays": overlays, "correct_sample": sample, "feature_map": feature_map}
 
 
 def run_evaluation(model, data=None, *, split: str | None = "test", out_dir=None, target_recall: float | None = None,
@@ -391,7 +388,7 @@ def run_evaluation(model, data=None, *, split: str | None = "test", out_dir=None
         result["shift"] = evaluate_shift(predictor, eval_df, seed=shift_seed, threshold=ev.threshold, progress=progress)
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     ev.table.to_csv(out_dir / "predictions.csv", index=False)
-    extras = report_explanations(model_dir, ev, eval_df, out_dir, progress=progress) if explain else {}
+    extras = report_explanations(predictor, ev, eval_df, out_dir, progress=progress) if explain else {}
     write_report(ev, out_dir / "report.html", title=f"artsentry evaluation: {model_dir.name} on {name}",
                  context={k: v for k, v in result.items() if k != "metrics"} | {"val_metrics": val_metrics},
                  **extras)

@@ -8,6 +8,17 @@ import io
 from .data.images import ImageLoadError, ImageSource, load_image
 
 
+def data_uri(data: bytes, mime: str = "image/png") -> str:
+    return f"data:{mime};base64," + base64.b64encode(data).decode()
+
+
+def png_uri(img) -> str:
+    """A PIL image as a PNG data URI."""
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return data_uri(buf.getvalue())
+
+
 def figure_uri(fig, dpi: int = 100) -> str:
     """A matplotlib figure as a PNG data URI (the figure is closed)."""
     import matplotlib.pyplot as plt
@@ -15,7 +26,7 @@ def figure_uri(fig, dpi: int = 100) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    return data_uri(buf.getvalue())
 
 
 def thumbnail_uri(path: "ImageSource", size: int = 160, quality: int = 80) -> str | None:
@@ -27,7 +38,7 @@ def thumbnail_uri(path: "ImageSource", size: int = 160, quality: int = 80) -> st
     img.thumbnail((size, size))
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=quality)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+    return data_uri(buf.getvalue(), "image/jpeg")
 
 
 def use_agg():

@@ -103,6 +103,7 @@ class Predictor:
         self.transform = eval_transform(self.preprocessing)
         self.batch_size = batch_size
         self.num_workers = num_workers
+        self.folder: Path | None = None  # set by ``load``: where the weights came from
 
     @classmethod
     def load(cls, folder: str | Path, runtime: str = "auto", **kwargs) -> "Predictor":
@@ -127,7 +128,7 @@ class Predictor:
         from .data.splits import file_sha256
         from .models.artifact import WEIGHTS_NAME
 
-        folder = getattr(self, "folder", None)
+        folder = self.folder
         return {
             "name": self.config["architecture"]["name"], "path": str(folder.resolve()) if folder else None,
             "version": file_sha256(folder / WEIGHTS_NAME)[:16] if folder else None, "created": self.config.get("created"),

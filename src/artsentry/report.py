@@ -89,13 +89,7 @@ def write_report(ev: Evaluation, path: str | Path, *, title: str, context: dict 
     path = Path(path)
     figs = _figures(ev)
     table = ev.table
-    wrong = table[table["error"].isna() & ~table["correct"]].copy()
-    if ev.positive_label:
-        # most confident mistakes: far from the threshold on the wrong side
-        wrong["confidence"] = (wrong["score"] - (ev.threshold or 0.5)).abs()
-    else:
-        wrong["confidence"] = wrong["score"]
-    wrong = wrong.sort_values("confidence", ascending=False).head(n_mistakes)
+    wrong = ev.confident_mistakes(n_mistakes)
     cards = [_card(r, overlays) for _, r in wrong.iterrows()]
     sample = table[table["path"].astype(str).isin(set(correct_sample or []))]
     correct_cards = [_card(r, overlays) for _, r in sample.iterrows()]

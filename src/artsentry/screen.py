@@ -28,7 +28,6 @@ Runtime when the model has been exported, see ``artsentry export``).
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import html
 import json
@@ -409,14 +408,12 @@ class Screener:
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         return summary
 
-
     def _overlay_maker(self):
         """Grad-CAM overlays (PNG data URIs) for the first ``explain`` photos the model flagged
         in the queue: local image files only."""
         if self.predictor is None or self.explain <= 0:
             return None
         from .explain import ClassifierExplainer
-        from .explain.overlay import png_bytes, render
 
         engine = ClassifierExplainer(self.predictor)
         budget = {"left": self.explain}
@@ -425,14 +422,7 @@ class Screener:
             if budget["left"] <= 0 or "://" in image:
                 return None
             budget["left"] -= 1
-            try:
-                img = load_image(image)
-            except ImageLoadError:
-                return None
-            e = engine.explain_images([img], [image], "gradcam")[0]
-            pic = render(img, e.heat, engine.pre, f"Grad-CAM: {e.target} {e.score:.3f}", display=240,
-                         method="gradcam")
-            return "data:image/png;base64," + base64.b64encode(png_bytes(pic)).decode()
+            return engine.overlay_uri(image)
 
         return overlay
 

@@ -76,6 +76,7 @@ class Explainer:
         self.pre = pre
         self.batch_size = batch_size
         self.proba = proba
+        self._cam_layers: dict[int, nn.Module] = {}  # by input size: found once, not per call
 
     def _without_inplace(self):
         """Captum and Grad-CAM hook tensors that in-place activations would overwrite."""
@@ -108,7 +109,10 @@ class Explainer:
                     def __call__(self, out):
                         return score(out[None])[0] if score is not None else out[targets[self.i]]
 
-                with GradCAM(self.model, [gradcam_layer(self.model, x.shape[-1])]) as cam:
+                size = x.shape[-1]
+                if size not in self._cam_layers:
+                    self._cam_layers[size] = gradcam_layer(self.model, size)
+                with GradCAM(self.model, [self._cam_layers[size]]) as cam:
                     maps = cam(input_tensor=x, targets=[_Target(i) for i in range(len(x))])
                 return np.stack([_normalise(m) for m in maps])
             if method == "saliency":
@@ -214,6 +218,21 @@ class ClassifierExplainer:
                 out.append(Explanation(name, method, self.labels[idx[j]], float(probs[j, idx[j]]), heat[j],
                                        {l: round(float(p), 6) for l, p in zip(self.labels, probs[j])}))
         return out
+
+    def overlay_uri(self, source, display: int = 240) -> str | None:
+        """The Grad-CAM overlay of an image file as a PNG data URI (for self-contained pages),
+        or None when the file cannot be read."""
+        from ..data.images import ImageLoadError, load_image
+        from ..htmlembed import png_uri
+        from .overlay import render
+
+        try:
+            img = load_image(source)
+        except ImageLoadError:
+            return None
+        e = self.explain_images([img], [str(source)], "gradcam")[0]
+        return png_uri(render(img, e.heat, self.pre, f"Grad-CAM: {e.target} {e.score:.3f}", display=display,
+                              method="gradcam"))
 
 
 class SimilarityExplainer:

@@ -10,8 +10,6 @@ model's view of the photo (padded, or cropped).
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
@@ -102,8 +100,3 @@ def render(img: Image.Image, heat: np.ndarray, pre: Preprocessing, caption: str 
         draw.text((4, 3), caption, fill="black", font=font)
     return canvas
 
-
-def png_bytes(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG", optimize=False)
-    return buf.getvalue()

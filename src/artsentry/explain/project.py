@@ -1,6 +1,6 @@
 """What does the network group together? 2-D maps of its learned features.
 
-``features_of`` runs a model folder over a manifest and returns, per image, the
+``features_of`` runs a model (folder or loaded ``Predictor``) over a manifest and returns, per image, the
 backbone's pooled features (the input of the classifier head: what the register
 embeds too), the prediction and whether it was right. ``embed_2d`` maps them to
 two dimensions with PCA, t-SNE or UMAP (scikit-learn / umap-learn, seeded), and
@@ -23,14 +23,21 @@ PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e
            "#17becf")
 
 
-def features_of(model_dir, df, *, batch_size: int = 32, progress: bool = False):
+def _predictor(model):
+    from ..inference import Predictor
+
+    return model if isinstance(model, Predictor) else Predictor.load(model, runtime="torch")
+
+
+def features_of(model, df, *, batch_size: int = 32, progress: bool = False):
     """(features (n, d) with NaN rows for unreadable images, table: ``df`` + predicted,
-    score, correct, error)."""
+    score, correct, error). ``model``: a model folder or a loaded ``Predictor`` (its
+    PyTorch network is used: the features are not an output of the ONNX export)."""
     import torch
 
-    from ..inference import Predictor, iter_image_batches
+    from ..inference import iter_image_batches
 
-    predictor = Predictor.load(model_dir, runtime="torch", batch_size=batch_size)
+    predictor = _predictor(model)
     model = predictor.model
     table = df.reset_index(drop=True).copy()
     feats = np.full((len(table), model.num_features), np.nan, np.float32)
@@ -199,10 +206,10 @@ draw();
 """
 
 
-def write_projection(model_dir, df, out_dir, *, methods: Sequence[str] = ("pca", "tsne", "umap"),
+def write_projection(model, df, out_dir, *, methods: Sequence[str] = ("pca", "tsne", "umap"),
                      color_by: Sequence[str] | None = None, seed: int = 0, progress: bool = False,
                      title: str | None = None) -> dict:
-    """Features of ``df``'s images under the model, mapped by each of ``methods``; writes
+    """Features of ``df``'s images under ``model`` (folder or ``Predictor``), mapped by each of ``methods``; writes
     ``projection.html``, ``projection.png`` and ``projection.csv`` (coordinates + metadata)
     into ``out_dir``. Returns the paths and counts."""
     bad = [m for m in methods if m not in PROJECTIONS]
@@ -210,7 +217,8 @@ def write_projection(model_dir, df, out_dir, *, methods: Sequence[str] = ("pca",
         raise ValueError(f"methods must be among {PROJECTIONS}, got {list(methods)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    feats, table = features_of(model_dir, df, progress=progress)
+    predictor = _predictor(model)
+    feats, table = features_of(predictor, df, progress=progress)
     ok = table["error"].isna().to_numpy()
     if ok.sum() < 3:
         raise ValueError(f"only {int(ok.sum())} readable image(s): a 2-D map needs at least 3")
@@ -221,7 +229,7 @@ def write_projection(model_dir, df, out_dir, *, methods: Sequence[str] = ("pca",
     if missing:
         raise ValueError(f"cannot colour by {missing}: not columns of the data ({sorted(kept.columns)})")
     coords = {m: embed_2d(feats, m, seed) for m in methods}
-    title = title or f"Feature map of {Path(model_dir).name}"
+    title = title or f"Feature map of {predictor.folder.resolve().parent.name if predictor.folder else 'the model'}"
     page = projection_html(coords, kept, list(color_by), title=title)
     (out / "projection.html").write_text(page)
     projection_png(coords, kept[color_by[0]].tolist() if color_by else ["all"] * len(kept), title,

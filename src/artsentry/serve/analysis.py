@@ -4,15 +4,13 @@ can be tested, and timed, on its own."""
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..data.images import DEFAULT_MAX_PIXELS, load_image
 from ..htmlembed import thumbnail_uri
@@ -70,7 +68,6 @@ class ServeSettings:
     top_k: int = 5
     explain_method: str = "gradcam"
     runtime: str = "auto"
-    extra: dict = field(default_factory=dict)
 
 
 class Analyzer:
@@ -136,7 +133,8 @@ class Analyzer:
     def analyze(self, data: bytes, *, explain: bool = True, k: int | None = None) -> dict:
         """Everything known about one photo. ``data`` must already have passed ``sniff``;
         unreadable or oversized images raise ``ImageLoadError``."""
-        from ..explain.overlay import heat_rgba, photo_and_heat, png_bytes
+        from ..explain.overlay import heat_rgba, photo_and_heat
+        from ..htmlembed import png_uri
 
         t0 = time.perf_counter()
         sha = hashlib.sha256(data).hexdigest()
@@ -183,7 +181,7 @@ class Analyzer:
             layer = heat_rgba(h)
             out["overlay"] = {"model": key, "method": self.settings.explain_method, "target": p.labels[idx[0]],
                               "width": shown.width, "height": shown.height,
-                              "png": "data:image/png;base64," + base64.b64encode(png_bytes(layer)).decode()}
+                              "png": png_uri(layer)}
         out["seconds"] = round(time.perf_counter() - t0, 4)
         return out
 
@@ -210,6 +208,3 @@ class Analyzer:
         with self.lock:
             return self.register.get(object_id)
 
-
-def set_threads(n: int) -> None:
-    torch.set_num_threads(max(1, n))
