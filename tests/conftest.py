@@ -120,3 +120,26 @@ def model_dir(tmp_path_factory, synthetic_dataset) -> Path:
     run = tmp_path_factory.mktemp("frozen") / "run"
     settings = TrainSettings(mode="frozen", image_size=64, val_fraction=0.25, test_fraction=0.25)
     return train(synthetic_dataset, run, settings, progress=False).model_dir
+
+
+@pytest.fixture(scope="session")
+def culture_dataset(tmp_path_factory) -> Path:
+    """A three-class labelled folder (red, green, blue blobs), standing in for a culture model's data."""
+    root = tmp_path_factory.mktemp("three")
+    for label, colour in (("red", (200, 40, 40)), ("green", (40, 160, 60)), ("blue", (50, 60, 200))):
+        (root / label).mkdir()
+        for i in range(12):
+            jitter = np.random.default_rng(i).integers(-25, 25, 3)
+            c = tuple(int(v) for v in np.clip(np.array(colour) + jitter, 0, 255))
+            object_photo(c, seed=i + 7 * len(label)).save(root / label / f"{label}_{i:03d}.jpg")
+    return root
+
+
+@pytest.fixture(scope="session")
+def culture_model_dir(tmp_path_factory, culture_dataset) -> Path:
+    """A small frozen-backbone three-class model (64 px) on ``culture_dataset``."""
+    from artsentry.train import TrainSettings, train
+
+    run = tmp_path_factory.mktemp("three-model") / "run"
+    settings = TrainSettings(mode="frozen", image_size=64, val_fraction=0.25, test_fraction=0.25)
+    return train(culture_dataset, run, settings, progress=False).model_dir

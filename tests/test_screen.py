@@ -224,6 +224,37 @@ def test_screen_with_register_ranks_matches_first(model_dir, photos, synthetic_d
     assert only["matched"] == 2 and only["flagged"] == 0
 
 
+def test_screen_with_culture_model(model_dir, culture_model_dir, culture_dataset, tmp_path, capsys):
+    files = sorted(str(f) for f in culture_dataset.rglob("*.jpg"))[::3]
+    path = tmp_path / "l.csv"
+    pd.DataFrame({"listing_id": [f"c{i}" for i in range(len(files))], "image": files}).to_csv(path, index=False)
+    out = tmp_path / "out"
+    assert main(["-q", "screen", str(path), "--out", str(out), "--model", str(model_dir),
+                 "--culture-model", str(culture_model_dir)]) == 0
+    records = read_evidence(out / "evidence.jsonl")
+    expected = Predictor.load(culture_model_dir).predict_files(files)
+    assert len(records) == len(files)
+    for r, e in zip(records, expected):
+        assert r["label"] in ("ivory", "non_ivory")  # the ivory model still decides
+        assert r["culture"]["label"] == e.label
+        assert r["culture"]["score"] == pytest.approx(e.score, abs=1e-4)
+        assert sum(r["culture"]["probabilities"].values()) == pytest.approx(1, abs=1e-4)
+        assert r["culture_model"]["version"] and r["culture_model"]["path"] == str(culture_model_dir.resolve())
+    # the colour classes are easy: the model must get them right, and the table carries them
+    truth = [Path(f).parent.name for f in files]
+    assert np.mean([r["culture"]["label"] == t for r, t in zip(records, truth)]) >= 0.9
+    table = pd.read_csv(out / "results.csv")
+    assert table["culture"].tolist() == [r["culture"]["label"] for r in records]
+    # a run with another culture model cannot resume into this folder
+    with pytest.raises(ScreenError, match="two-class"):
+        Screener(model_dir, culture_dir=model_dir, progress=False)  # refused outright
+    with pytest.raises(ScreenError, match="culture_model"):
+        Screener(model_dir, progress=False).run(path, out)
+    # culture alone, no ivory model
+    only = Screener(None, culture_dir=culture_model_dir, progress=False).run(path, tmp_path / "only")
+    assert only["complete"] and only["flagged"] == 0
+
+
 @pytest.mark.parametrize("seed", [0])
 def test_kill_9_and_rerun_gives_identical_outputs(model_dir, synthetic_dataset, tmp_path, seed):
     files = sorted(str(f) for f in synthetic_dataset.rglob("*.jpg"))

@@ -194,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--model", default="runs/ivory/model", help="model or run folder (default: %(default)s); "
                     "'none' to match against the register only")
     sc.add_argument("--register", help="register folder: also report matches to registered objects")
+    sc.add_argument("--culture-model", default=None,
+                    help="a multi-class model or run folder (e.g. culture of a painting): its label and "
+                    "probability are added to every record")
     sc.add_argument("--top-k", type=int, default=5, help="register matches kept per image")
     sc.add_argument("--runtime", default="auto", choices=("auto", "torch", "onnx"),
                     help="forward pass (default: the model config's; ONNX Runtime after artsentry export)")
@@ -514,7 +517,8 @@ def cmd_screen(a) -> int:
     from .screen import Screener
 
     model = None if a.model == "none" else _resolve_model_dir(a.model)
-    screener = Screener(model, a.register, runtime=a.runtime, k=a.top_k, batch_size=a.batch_size,
+    culture = _resolve_model_dir(a.culture_model) if a.culture_model else None
+    screener = Screener(model, a.register, culture_dir=culture, runtime=a.runtime, k=a.top_k, batch_size=a.batch_size,
                         num_workers=a.workers, fetch_urls=a.fetch_urls, progress=not a.quiet,
                         ray_address=a.ray_address, ray_workers=a.ray_workers, ray_cpus_per_worker=a.ray_cpus,
                         explain=a.explain)

@@ -228,17 +228,24 @@ class Screener:
     evidence log that makes the run resumable."""
 
     def __init__(self, model_dir: str | Path | None, register_dir: str | Path | None = None, *,
+                 culture_dir: str | Path | None = None,
                  runtime: str = "auto", k: int = 5, batch_size: int = 32, num_workers: int | None = None,
                  fetch_urls: bool = False, progress: bool = True, ray_address: str | None = None,
                  ray_workers: int = 1, ray_cpus_per_worker: float = 1.0, explain: int = 50):
-        if model_dir is None and register_dir is None:
-            raise ScreenError("give a model, a register, or both")
+        if model_dir is None and register_dir is None and culture_dir is None:
+            raise ScreenError("give a model, a culture model, a register, or several")
         # what a Ray worker needs to build the same screener on its machine
         self.settings = {"model_dir": str(model_dir) if model_dir else None,
                          "register_dir": str(register_dir) if register_dir else None,
+                         "culture_dir": str(culture_dir) if culture_dir else None,
                          "runtime": runtime, "k": k, "fetch_urls": fetch_urls}
         self.ray_address, self.ray_workers, self.ray_cpus_per_worker = ray_address, ray_workers, ray_cpus_per_worker
         self.predictor = Predictor.load(model_dir, runtime=runtime, batch_size=batch_size) if model_dir else None
+        # a second, multi-class model (e.g. culture of a painting): its label is reported, it never flags
+        self.culture = Predictor.load(culture_dir, runtime=runtime, batch_size=batch_size) if culture_dir else None
+        if self.culture is not None and self.culture.binary:
+            raise ScreenError(f"{culture_dir} is a two-class model; --culture-model takes a multi-class one "
+                              "(e.g. artsentry build culture, then train)")
         self.register = None
         if register_dir is not None:
             from .index.register import Register
@@ -250,19 +257,22 @@ class Screener:
         self.fetch_urls = fetch_urls
         self.progress = progress
         self.explain = explain
-        self.model_info = None
-        if self.predictor is not None:
-            self.model_info = self.predictor.info()
-        # one decoded photo feeds the model's transform and, when it differs, the embedder's
-        pres = [self.predictor.preprocessing] if self.predictor is not None else []
-        self.transforms = [self.predictor.transform] if self.predictor is not None else []
-        self._register_slot = None
-        if self.register is not None:
-            pre = self.register.embedder.preprocessing
+        self.model_info = self.predictor.info() if self.predictor is not None else None
+        self.culture_info = self.culture.info() if self.culture is not None else None
+        # one decoded photo feeds each distinct preprocessing once: the model's, the culture
+        # model's and the embedder's, when they differ
+        pres: list = []
+        self.transforms: list = []
+
+        def slot(pre) -> int:
             if pre not in pres:
                 pres.append(pre)
                 self.transforms.append(eval_transform(pre))
-            self._register_slot = pres.index(pre)
+            return pres.index(pre)
+
+        self._model_slot = slot(self.predictor.preprocessing) if self.predictor is not None else None
+        self._culture_slot = slot(self.culture.preprocessing) if self.culture is not None else None
+        self._register_slot = slot(self.register.embedder.preprocessing) if self.register is not None else None
         side = max(p.input_size for p in pres)
         self.draft_size = (side, side)
         self.register_info = None
@@ -275,16 +285,23 @@ class Screener:
         """Evidence records of one batch; ``rows`` is indexed by row number."""
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         out: dict[int, dict] = {}
-        base = {"model": self.model_info, "register": self.register_info}
+        base = {"model": self.model_info, "culture_model": self.culture_info, "register": self.register_info}
         for i, err in batch.errors:
             out[i] = {"error": err}
         if batch.index:
             if self.predictor is not None:
-                probs = self.predictor.proba_tensor(batch.xs[0])
+                probs = self.predictor.proba_tensor(batch.xs[self._model_slot])
                 for i, pr in zip(batch.index, probs):
                     d = self.predictor.decide(rows.at[i, "image"], pr)
                     out[i] = {"label": d.label, "score": round(d.score, 6), "flagged": d.flagged,
                               "probabilities": {k: round(v, 6) for k, v in d.probabilities.items()}}
+            if self.culture is not None:
+                probs = self.culture.proba_tensor(batch.xs[self._culture_slot])
+                for i, pr in zip(batch.index, probs):
+                    d = self.culture.decide(rows.at[i, "image"], pr)
+                    out.setdefault(i, {})["culture"] = {
+                        "label": d.label, "score": round(d.score, 6),
+                        "probabilities": {k: round(v, 6) for k, v in d.probabilities.items()}}
             if self.register is not None:
                 vecs = self.register.embedder.embed_tensor(batch.xs[self._register_slot])
                 th = self.register.threshold
@@ -356,6 +373,7 @@ class Screener:
         evidence_path = out / EVIDENCE
         state = {"input": str(Path(source).resolve()), "rows": len(listings),
                  "fingerprint": table_fingerprint(listings), "model": self.model_info,
+                 "culture_model": self.culture_info,
                  "register": self.register_info and {k: v for k, v in self.register_info.items() if k != "objects"},
                  "k": self.k, "batch_size": self.batch_size, "artsentry_version": __version__}
         if overwrite and out.exists():
@@ -363,7 +381,8 @@ class Screener:
                 (out / name).unlink(missing_ok=True)
         if state_path.is_file():
             old = json.loads(state_path.read_text())
-            changed = [k for k in ("input", "fingerprint", "model", "register", "k") if old.get(k) != state.get(k)]
+            changed = [k for k in ("input", "fingerprint", "model", "culture_model", "register", "k")
+                       if old.get(k) != state.get(k)]
             if changed:
                 raise ScreenError(f"{out} holds a screening run with another {', '.join(changed)}; "
                                   "use --overwrite or another --out")
@@ -431,7 +450,8 @@ class RayScreenWorker:
     """A Ray Data actor: loads the model (and register) once, then screens batches of rows."""
 
     def __init__(self, settings: dict, carried: list[str], batch_size: int):
-        self.screener = Screener(settings["model_dir"], settings["register_dir"], runtime=settings["runtime"],
+        self.screener = Screener(settings["model_dir"], settings["register_dir"],
+                                 culture_dir=settings.get("culture_dir"), runtime=settings["runtime"],
                                  k=settings["k"], fetch_urls=settings["fetch_urls"], progress=False)
         self.carried = carried
         self.batch_size = batch_size
@@ -457,6 +477,8 @@ def write_outputs(records: list[dict], listings: pd.DataFrame, out: Path, carrie
         best = r["matches"][0] if r.get("matches") else {}
         rows.append({"row": r["row"], "listing_id": r["listing_id"], "image": r["image"], "sha256": r["sha256"],
                      "label": r.get("label"), "score": r.get("score"), "flagged": r.get("flagged"),
+                     "culture": (r.get("culture") or {}).get("label"),
+                     "culture_score": (r.get("culture") or {}).get("score"),
                      "matched": r.get("matched"), "best_match": best.get("object_id"),
                      "best_match_score": best.get("score"), "best_match_status": best.get("status"),
                      "error": r["error"], **r["listing"]})
@@ -493,6 +515,8 @@ def write_queue_html(queue: list[dict], path: Path, carried: list[str], max_rows
         if r.get("score") is not None:
             facts.append(f"p({esc(str(r['model']['positive_label'] or r.get('label')))}) = {r['score']:.3f}"
                          f"{' — FLAG' if r.get('flagged') else ''}")
+        if r.get("culture"):
+            facts.append(f"culture: {esc(r['culture']['label'])} (p = {r['culture']['score']:.3f})")
         if r.get("matched"):
             m = r["matches"][0]
             facts.append(f"register match: <b>{esc(m['object_id'])}</b> {esc(m.get('title') or '')} "
