@@ -1,22 +1,26 @@
 """Register benchmark on met-ivory: find re-photographed registered objects, reject the others.
 
-    .venv/bin/python benchmarks/identify.py [--embedder pretrained:efficientnet_lite0] [--objects N]
+    .venv/bin/python benchmarks/identify.py [--embedders pretrained:efficientnet_lite0 runs/embedder/model]
 
-Objects are split in half (seeded): one half is registered from its studio
-photo; the other half never is. Every object then gets listing-style query
-photos from ``artsentry.data.listing.rephotograph`` (clutter background,
-rotation, perspective, crop, light and colour, blur, text, heavy JPEG):
+Every embedder named is measured on the same register and the same query photos, in one run.
 
-- calibration queries (seed A) of registered objects and of half of the
-  unregistered ones choose the no-match threshold for the target false-match
-  rate;
-- test queries (seed B, other draws) of registered objects and of the other
-  unregistered half are then scored.
+Objects: when an embedder trained by ``artsentry train-embedder`` is named, its object lists
+split the data: the register holds half of the objects it was trained on ("seen") and as
+many of its held-out objects ("added after training"); the other held-out objects are never
+registered (distractors). Otherwise objects are split in half at random. Each registered
+object is registered from its studio photo. Every object then gets listing-style query
+photos from ``artsentry.data.listing.rephotograph`` (clutter background, rotation,
+perspective, crop, light and colour, blur, text, heavy JPEG), made in worker processes:
 
-Prints top-1/5/10 accuracy and mean average precision of registered queries,
-the AUC for telling registered from unregistered queries by their best score,
-the false-match rate and the registered acceptance at the chosen threshold,
-and search latency per query.
+- calibration queries (seed A) of registered objects and of half of the distractors choose
+  the no-match threshold for the target false-match rate;
+- test queries (seed B, other draws) of registered objects and of the other distractors
+  are then scored.
+
+Prints, per embedder, top-1/5/10 accuracy and mean average precision of registered queries
+(all, seen in training, added after training), the AUC for telling registered from
+unregistered queries by their best score, the false-match rate and the share accepted and
+correct at the chosen threshold, and search latency per query.
 """
 
 from __future__ import annotations
@@ -27,99 +31,157 @@ import json
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from datetime import date
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from sklearn.metrics import roc_auc_score
+from tqdm.auto import tqdm
 
 from artsentry.data.images import load_image
-from artsentry.data.listing import rephotograph
+from artsentry.data.listing import foreground_mask, rephotograph
 from artsentry.data.manifest import read_manifest
 from artsentry.index import Register
 
 REPO = Path(__file__).resolve().parents[1]
+SEEDS = {"calibration": 10_000, "test": 30_000}
 
 
-def query_bytes(path: str, seed: int) -> bytes:
-    img = rephotograph(load_image(path), seed)
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=90)
-    return buf.getvalue()
+def queries_of(task: tuple[str, list[int]]) -> list[bytes]:
+    """Listing-style JPEGs of one photo, one per seed (the foreground estimate made once)."""
+    path, seeds = task
+    img = load_image(path)
+    mask = foreground_mask(img)
+    out = []
+    for seed in seeds:
+        buf = io.BytesIO()
+        rephotograph(img, seed, mask=mask).save(buf, format="JPEG", quality=90)
+        out.append(buf.getvalue())
+    return out
+
+
+def object_split(objects: pd.DataFrame, embedders: list[str], seed: int) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """(registered objects with a ``seen`` column, distractors, how they were chosen)."""
+    rng = np.random.default_rng(seed)
+    for spec in embedders:
+        folder = Path(spec)
+        if (folder / "trained_objects.txt").is_file():
+            trained = set((folder / "trained_objects.txt").read_text().split())
+            holdout = set((folder / "holdout_objects.txt").read_text().split())
+            ids = objects["object_id"].astype(str)
+            seen = objects[ids.isin(trained)].sample(frac=1.0, random_state=seed)
+            unseen = objects[ids.isin(holdout)].sample(frac=1.0, random_state=seed)
+            n = min(len(seen), len(unseen) // 2)
+            registered = pd.concat([seen.iloc[:n].assign(seen=True), unseen.iloc[:n].assign(seen=False)])
+            return registered, unseen.iloc[n:], f"object lists of {spec}"
+    shuffled = objects.sample(frac=1.0, random_state=int(rng.integers(1 << 31)))
+    half = len(shuffled) // 2
+    return shuffled.iloc[:half].assign(seen=False), shuffled.iloc[half:], "random halves"
+
+
+def ranks_and_best(reg: Register, vectors: np.ndarray, object_ids) -> tuple[np.ndarray, np.ndarray, float]:
+    t = time.perf_counter()
+    found = reg.search_vectors(vectors, k=10)
+    per_query = (time.perf_counter() - t) / len(vectors)
+    best = np.array([m[0].score if m else -1.0 for m in found])
+    ranks = np.array([next((j + 1 for j, m in enumerate(ms) if m.object_id == str(oid)), 0)
+                      for ms, oid in zip(found, object_ids)])
+    return ranks, best, per_query
+
+
+def retrieval(ranks: np.ndarray) -> dict:
+    found = ranks > 0
+    return {"queries": int(len(ranks)), "top1": round(float((ranks == 1).mean()), 4),
+            "top5": round(float((found & (ranks <= 5)).mean()), 4), "top10": round(float(found.mean()), 4),
+            "mAP@10": round(float(np.where(found, 1.0 / np.maximum(ranks, 1), 0.0).mean()), 4)}
+
+
+def measure(spec: str, registered: pd.DataFrame, queries: dict, target_fmr: float, tmp: Path) -> dict:
+    reg = Register.create(tmp / f"reg-{abs(hash(spec))}", spec)
+    t0 = time.time()
+    reg.add_many([(str(r.object_id), [r.path], {"title": Path(r.path).name}) for r in registered.itertuples()],
+                 progress=True)
+    add_seconds = time.time() - t0
+    scored = {}
+    for name, (sources, object_ids) in queries.items():
+        vectors, errors = reg.embedder.embed_files(sources, progress=True)
+        assert not any(errors), errors
+        scored[name] = ranks_and_best(reg, vectors, object_ids) + (vectors,)
+    latencies = []
+    for v in scored["test_registered"][3][:300]:
+        t = time.perf_counter()
+        reg.search_vectors(v[None], k=10)
+        latencies.append(time.perf_counter() - t)
+    reg.close()
+
+    threshold = float(np.quantile(scored["calibration_distractors"][1], 1 - target_fmr, method="higher"))
+    ranks, best = scored["test_registered"][:2]
+    dis_best = scored["test_distractors"][1]
+    seen = registered["seen"].to_numpy()
+    y = np.r_[np.ones(len(best)), np.zeros(len(dis_best))]
+    out = {"embedder": spec, **retrieval(ranks)}
+    if seen.any():
+        out["seen_in_training"] = retrieval(ranks[seen])
+        out["added_after_training"] = retrieval(ranks[~seen])
+    out.update({
+        "registered_vs_unregistered_auc": round(float(roc_auc_score(y, np.r_[best, dis_best])), 4),
+        "threshold": round(threshold, 4),
+        "target_false_match_rate": target_fmr,
+        "test_false_match_rate": round(float((dis_best >= threshold).mean()), 4),
+        "registered_accepted_and_correct": round(float(((ranks == 1) & (best >= threshold)).mean()), 4),
+        "calibration_registered_accepted": round(float((scored["calibration_registered"][1] >= threshold).mean()), 4),
+        "search_ms_p50": round(1000 * float(np.median(latencies)), 3),
+        "search_ms_batched_per_query": round(1000 * scored["test_registered"][2], 3),
+        "register_add_seconds": round(add_seconds, 1),
+    })
+    return out
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "datasets" / "met-ivory"))
-    ap.add_argument("--embedder", default="pretrained:efficientnet_lite0")
+    ap.add_argument("--embedders", nargs="+", default=["pretrained:efficientnet_lite0"])
     ap.add_argument("--objects", type=int, default=0, help="use only N objects (0: all)")
     ap.add_argument("--target-fmr", type=float, default=0.01)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--workers", type=int, default=2, help="processes making the query photos")
     a = ap.parse_args()
 
     df, _ = read_manifest(a.data)
-    objects = df.drop_duplicates("object_id").sample(frac=1.0, random_state=a.seed)
+    objects = df.drop_duplicates("object_id")
     if a.objects:
-        objects = objects.head(a.objects)
-    half = len(objects) // 2
-    registered, unregistered = objects.iloc[:half], objects.iloc[half:]
-    calib_distractors, test_distractors = unregistered.iloc[: len(unregistered) // 2], \
-        unregistered.iloc[len(unregistered) // 2:]
+        objects = objects.sample(n=a.objects, random_state=a.seed)
+    registered, distractors, how = object_split(objects, a.embedders, a.seed)
+    half = len(distractors) // 2
+    calib_dis, test_dis = distractors.iloc[:half], distractors.iloc[half:]
+
+    # the query photos, made once for every embedder
+    t0 = time.time()
+    tasks = [(r.path, [SEEDS["calibration"] + i, SEEDS["test"] + i]) for i, r in enumerate(registered.itertuples())]
+    tasks += [(r.path, [SEEDS["calibration"] + 50_000 + i]) for i, r in enumerate(calib_dis.itertuples())]
+    tasks += [(r.path, [SEEDS["test"] + 50_000 + i]) for i, r in enumerate(test_dis.itertuples())]
+    with ProcessPoolExecutor(a.workers) as pool:
+        made = list(tqdm(pool.map(queries_of, tasks, chunksize=8), total=len(tasks), desc="queries", unit="photo"))
+    n = len(registered)
+    queries = {
+        "calibration_registered": ([m[0] for m in made[:n]], registered["object_id"].tolist()),
+        "test_registered": ([m[1] for m in made[:n]], registered["object_id"].tolist()),
+        "calibration_distractors": ([m[0] for m in made[n:n + len(calib_dis)]], calib_dis["object_id"].tolist()),
+        "test_distractors": ([m[0] for m in made[n + len(calib_dis):]], test_dis["object_id"].tolist()),
+    }
+    query_seconds = time.time() - t0
 
     with tempfile.TemporaryDirectory() as tmp:
-        reg = Register.create(Path(tmp) / "reg", a.embedder)
-        t0 = time.time()
-        reg.add_many([(r.object_id, [r.path], {"title": Path(r.path).name}) for r in registered.itertuples()],
-                     progress=True)
-        add_seconds = time.time() - t0
-
-        def best_and_rank(rows, seed_base):
-            sources = [query_bytes(r.path, seed_base + i) for i, r in enumerate(rows.itertuples())]
-            vectors, errors = reg.embedder.embed_files(sources, progress=True)
-            assert not any(errors)
-            t = time.perf_counter()
-            found = reg.search_vectors(vectors, k=10)
-            per_query = (time.perf_counter() - t) / len(sources)
-            latencies = []
-            for v in vectors[:200]:
-                t = time.perf_counter()
-                reg.search_vectors(v[None], k=10)
-                latencies.append(time.perf_counter() - t)
-            best = np.array([m[0].score if m else -1.0 for m in found])
-            ranks = np.array([next((j + 1 for j, m in enumerate(ms) if m.object_id == oid), 0)
-                              for ms, oid in zip(found, rows["object_id"])])
-            return best, ranks, per_query, latencies
-
-        cal_reg_best, _, _, _ = best_and_rank(registered, 10_000)
-        cal_dis_best, _, _, _ = best_and_rank(calib_distractors, 20_000)
-        test_reg_best, ranks, batch_latency, latencies = best_and_rank(registered, 30_000)
-        test_dis_best, _, _, _ = best_and_rank(test_distractors, 40_000)
-
-    # threshold: the smallest score that keeps the calibration false-match rate at the target
-    threshold = float(np.quantile(cal_dis_best, 1 - a.target_fmr, method="higher"))
-    found = ranks > 0
-    y = np.r_[np.ones(len(test_reg_best)), np.zeros(len(test_dis_best))]
-    result = {
-        "date": date.today().isoformat(),
-        "embedder": a.embedder,
-        "registered_objects": len(registered),
-        "unregistered_calibration": len(calib_distractors),
-        "unregistered_test": len(test_distractors),
-        "top1": round(float((ranks == 1).mean()), 4),
-        "top5": round(float(((ranks >= 1) & (ranks <= 5)).mean()), 4),
-        "top10": round(float(found.mean()), 4),
-        "mAP@10": round(float(np.where(found, 1.0 / np.maximum(ranks, 1), 0.0).mean()), 4),
-        "registered_vs_unregistered_auc": round(float(roc_auc_score(y, np.r_[test_reg_best, test_dis_best])), 4),
-        "threshold": round(threshold, 4),
-        "target_false_match_rate": a.target_fmr,
-        "test_false_match_rate": round(float((test_dis_best >= threshold).mean()), 4),
-        "registered_accepted_and_correct": round(float(((ranks == 1) & (test_reg_best >= threshold)).mean()), 4),
-        "calibration_registered_accepted": round(float((cal_reg_best >= threshold).mean()), 4),
-        "search_ms_p50": round(1000 * float(np.median(latencies)), 3),
-        "search_ms_batched_per_query": round(1000 * batch_latency, 3),
-        "register_add_seconds": round(add_seconds, 1),
-    }
-    print(json.dumps(result, indent=2))
+        results = [measure(spec, registered, queries, a.target_fmr, Path(tmp)) for spec in a.embedders]
+    print(json.dumps({
+        "date": date.today().isoformat(), "data": a.data, "objects_chosen_by": how,
+        "registered_objects": n, "registered_seen_in_training": int(registered["seen"].sum()),
+        "unregistered_calibration": len(calib_dis), "unregistered_test": len(test_dis),
+        "query_photos": sum(len(m) for m in made), "query_seconds": round(query_seconds, 1),
+        "results": results,
+    }, indent=2))
     return 0
 
 

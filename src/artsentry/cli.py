@@ -3,6 +3,7 @@
     artsentry train DATA --out RUN        train, pick the threshold on val, evaluate on test, report
     artsentry evaluate RUN_OR_MODEL       metrics.json + report.html (+ --target-recall / --target-precision)
     artsentry predict IMAGE_OR_FOLDER...  label, probability and decision for each image
+    artsentry train-embedder DATA --out D  retrieval embedding for registers (metric learning on re-shots)
 
 Exit status: 0 success; 1 a usage or data error (one line on stderr);
 3 ``predict`` finished but some images could not be read (listed on stderr).
@@ -79,6 +80,28 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-export", action="store_true", help="do not export model.onnx after training (the export "
                    "makes predict and screen run on ONNX Runtime, 2.3x faster screening on 2 CPU cores)")
     _add_threshold_args(t)
+
+    te = sub.add_parser("train-embedder", help="train a retrieval embedding for registers (metric learning)",
+                        description="Train an embedding that finds an object again in listing-style photos: "
+                        "the backbone stays frozen, a pooling + projection head is trained with a supervised "
+                        "contrastive loss on re-photographed views of each photo (clutter background, rotation, "
+                        "crop, light, blur, text, JPEG). Writes OUT/model (model.safetensors + config.json + the "
+                        "lists of trained, validation and held-out objects); use it with "
+                        "'artsentry register create REG --embedder OUT/model'.")
+    te.add_argument("data", help="labelled folder or manifest (object ids group the photos of one object)")
+    te.add_argument("--out", required=True, help="output folder (OUT/cache keeps the view features for re-runs)")
+    te.add_argument("--views", type=int, default=6, help="listing-style re-shots per photo (default 6)")
+    te.add_argument("--dim", type=int, default=256, help="embedding size (default 256)")
+    te.add_argument("--pooling", default="attention+gem", choices=("attention+gem", "attention", "gem", "mean"))
+    te.add_argument("--backbone", default="efficientnet_lite0",
+                    choices=("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"))
+    te.add_argument("--image-size", type=int, default=224)
+    te.add_argument("--epochs", type=int, default=60)
+    te.add_argument("--holdout", type=float, default=0.5,
+                    help="share of objects never trained on, listed in holdout_objects.txt (default 0.5; 0 for none)")
+    te.add_argument("--val-fraction", type=float, default=0.1, help="share of objects for early stopping")
+    te.add_argument("--seed", type=int, default=0)
+    te.add_argument("--workers", type=int, default=2, help="processes making the re-shots")
 
     e = sub.add_parser("evaluate", help="evaluate a model: metrics.json, predictions.csv, report.html",
                        description="Evaluate a model on data. With a run folder and no --data, uses the run's "
@@ -441,6 +464,19 @@ def cmd_collect(a) -> int:
     return 0
 
 
+def cmd_train_embedder(a) -> int:
+    from .index.metric import EmbedderSettings, train_embedder
+
+    settings = EmbedderSettings(backbone=a.backbone, dim=a.dim, pooling=a.pooling, image_size=a.image_size,
+                                views=a.views, holdout=a.holdout, val_fraction=a.val_fraction, epochs=a.epochs,
+                                seed=a.seed, workers=a.workers)
+    model_dir = train_embedder(a.data, a.out, settings, progress=not a.quiet)
+    config = json.loads((model_dir / "config.json").read_text())
+    print(f"validation re-shot top-1 {config['metrics']['val_reshot_top1']:.4f} (epoch {config['metrics']['best_epoch']})")
+    print(f"embedding model: {model_dir}\nuse it: artsentry register create REG --embedder {model_dir}")
+    return 0
+
+
 def cmd_build(a) -> int:
     from .data.recipes import build
 
@@ -616,7 +652,7 @@ def cmd_serve(a) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "collect": cmd_collect,
+COMMANDS = {"train": cmd_train, "train-embedder": cmd_train_embedder, "evaluate": cmd_evaluate, "predict": cmd_predict, "collect": cmd_collect,
             "build": cmd_build, "register": cmd_register, "screen": cmd_screen, "export": cmd_export,
             "explain": cmd_explain, "project": cmd_project, "serve": cmd_serve}
 

@@ -218,8 +218,11 @@ def _jpeg(img: Image.Image, rng) -> Image.Image:
     return Image.open(buf).convert("RGB")
 
 
-def rephotograph(img: Image.Image, seed: int, families: Sequence[str] = FAMILIES) -> Image.Image:
-    """A listing-style version of studio photo ``img`` (RGB), deterministic in ``seed``."""
+def rephotograph(img: Image.Image, seed: int, families: Sequence[str] = FAMILIES,
+                 mask: Image.Image | None = None) -> Image.Image:
+    """A listing-style version of studio photo ``img`` (RGB), deterministic in ``seed``.
+    ``mask``: ``foreground_mask(img)`` when the caller already has it (it is half the cost,
+    and the same for every version of one photo)."""
     unknown = set(families) - set(FAMILIES)
     if unknown:
         raise ValueError(f"unknown transform families {sorted(unknown)}; choose from {FAMILIES}")
@@ -229,7 +232,7 @@ def rephotograph(img: Image.Image, seed: int, families: Sequence[str] = FAMILIES
     geometry = "geometry" in families
     if "background" in families:
         canvas = clutter(img.size, rng)
-        img = _place(img, foreground_mask(img), canvas, rng, geometry)
+        img = _place(img, foreground_mask(img) if mask is None else mask, canvas, rng, geometry)
         fill = tuple(int(c) for c in np.asarray(canvas).reshape(-1, 3).mean(0))
     if geometry:
         img = _geometry(img, rng, fill)

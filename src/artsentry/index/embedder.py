@@ -2,9 +2,12 @@
 
 ``Embedder.from_spec("pretrained:efficientnet_lite0")`` uses the ImageNet
 backbone as shipped; ``Embedder.from_spec("runs/ivory/model")`` uses the
-backbone of a trained artifact. Either way the embedding is the global average
+backbone of a trained classifier. Either way the embedding is the global average
 pool of the last convolutional stage (the input of the classifier head), 1280
 numbers for EfficientNet-Lite0, divided by its L2 norm.
+``Embedder.from_spec("runs/embedder/model")`` uses a retrieval embedding trained by
+``artsentry train-embedder`` (``artsentry.index.metric``): attention and GeM pooling of
+the same stage, projected to 256 numbers, L2-normalised.
 """
 
 from __future__ import annotations
@@ -25,13 +28,15 @@ PRETRAINED_PREFIX = "pretrained:"
 
 class Embedder:
     def __init__(self, backbone: torch.nn.Module, preprocessing: Preprocessing, spec: str, dim: int,
-                 batch_size: int = 32):
+                 batch_size: int = 32, layer: str | None = None, pooling: str | None = None):
         self.backbone = backbone.eval().to(memory_format=torch.channels_last)
         self.preprocessing = preprocessing
         self.transform = eval_transform(preprocessing)
         self.spec = spec
         self.dim = dim
         self.batch_size = batch_size
+        self.layer = layer or "backbone output: global average pool of the last conv stage, before the classifier head"
+        self.pooling = pooling or "mean over spatial positions"
 
     @classmethod
     def from_spec(cls, spec: str) -> "Embedder":
@@ -41,8 +46,13 @@ class Embedder:
                 raise ValueError("smallcnn has no pretrained weights to embed with")
             model = create_model(arch, 2, pretrained=True)
             return cls(model.backbone, default_preprocessing(arch), spec, model.num_features)
-        from ..models.artifact import load_model
+        from ..models.artifact import is_embedding, load_embedding, load_model, read_config
 
+        if is_embedding(read_config(spec)):
+            net, config = load_embedding(spec)
+            block = config["embedding"]
+            return cls(net, Preprocessing.from_dict(config["preprocessing"]), str(Path(spec).resolve()), net.dim,
+                       layer=block["layer"], pooling=block["pooling"])
         model, config = load_model(Path(spec))
         return cls(model.backbone, Preprocessing.from_dict(config["preprocessing"]), str(Path(spec).resolve()),
                    model.num_features)
@@ -51,8 +61,8 @@ class Embedder:
         return {
             "spec": self.spec,
             "dim": self.dim,
-            "layer": "backbone output: global average pool of the last conv stage, before the classifier head",
-            "pooling": "mean over spatial positions",
+            "layer": self.layer,
+            "pooling": self.pooling,
             "normalisation": "L2",
             "preprocessing": self.preprocessing.to_dict(),
         }

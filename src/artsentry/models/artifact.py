@@ -37,14 +37,9 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def save_model(model: ImageClassifier, folder: str | Path, *, labels: list[str], preprocessing: Preprocessing,
-               threshold: float | None = None, positive_label: str | None = None, **extra) -> Path:
-    """Write ``model`` and its config into ``folder`` (created if needed)."""
-    folder = Path(folder)
+def _write_artifact(module, folder: Path, config: dict) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    if len(labels) != model.arch_config["num_classes"]:
-        raise ValueError(f"{len(labels)} labels for a {model.arch_config['num_classes']}-class model")
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
     tmp = folder / (WEIGHTS_NAME + ".tmp")
     save_file(state, str(tmp), metadata={"format": FORMAT})
     os.replace(tmp, folder / WEIGHTS_NAME)
@@ -53,15 +48,35 @@ def save_model(model: ImageClassifier, folder: str | Path, *, labels: list[str],
         "format_version": FORMAT_VERSION,
         "artsentry_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **config,
+    }
+    _atomic_write_text(folder / CONFIG_NAME, json.dumps(config, indent=2, sort_keys=False) + "\n")
+    return folder
+
+
+def save_model(model: ImageClassifier, folder: str | Path, *, labels: list[str], preprocessing: Preprocessing,
+               threshold: float | None = None, positive_label: str | None = None, **extra) -> Path:
+    """Write ``model`` and its config into ``folder`` (created if needed)."""
+    if len(labels) != model.arch_config["num_classes"]:
+        raise ValueError(f"{len(labels)} labels for a {model.arch_config['num_classes']}-class model")
+    return _write_artifact(model, Path(folder), {
         "architecture": model.arch_config,
         "labels": list(labels),
         "positive_label": positive_label,
         "threshold": threshold,
         "preprocessing": preprocessing.to_dict(),
         **extra,
-    }
-    _atomic_write_text(folder / CONFIG_NAME, json.dumps(config, indent=2, sort_keys=False) + "\n")
-    return folder
+    })
+
+
+def save_embedding(net, folder: str | Path, *, preprocessing: Preprocessing, **extra) -> Path:
+    """Write a retrieval ``EmbeddingNet`` and its config (``architecture.task == "embedding"``)."""
+    return _write_artifact(net, Path(folder), {"architecture": net.arch_config,
+                                                "preprocessing": preprocessing.to_dict(), **extra})
+
+
+def is_embedding(config: dict) -> bool:
+    return config.get("architecture", {}).get("task") == "embedding"
 
 
 def read_config(folder: str | Path) -> dict:
@@ -83,13 +98,30 @@ def read_config(folder: str | Path) -> dict:
 
 
 def load_model(folder: str | Path) -> tuple[ImageClassifier, dict]:
-    """Load an artifact folder. Returns the network (in eval mode) and its config."""
+    """Load a classifier's artifact folder. Returns the network (in eval mode) and its config."""
     folder = Path(folder)
     config = read_config(folder)
+    if is_embedding(config):
+        raise ArtifactError(f"{folder} is a retrieval embedding model, not a classifier: use it for a register "
+                            f"(artsentry register create REG --embedder {folder})")
+    return _load_weights(folder, model_from_config(config["architecture"])), config
+
+
+def load_embedding(folder: str | Path):
+    """Load a retrieval embedding artifact: (EmbeddingNet in eval mode, config)."""
+    from .embedding import embedding_from_config
+
+    folder = Path(folder)
+    config = read_config(folder)
+    if not is_embedding(config):
+        raise ArtifactError(f"{folder} is a classifier, not an embedding model")
+    return _load_weights(folder, embedding_from_config(config["architecture"])), config
+
+
+def _load_weights(folder: Path, model):
     weights = folder / WEIGHTS_NAME
     if not weights.is_file():
         raise ArtifactError(f"{folder}: no {WEIGHTS_NAME}")
-    model = model_from_config(config["architecture"])
     try:
         state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as exc:
@@ -98,8 +130,7 @@ def load_model(folder: str | Path) -> tuple[ImageClassifier, dict]:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise ArtifactError(f"{weights}: weights do not match the architecture in config.json ({exc})") from None
-    model.eval()
-    return model, config
+    return model.eval()
 
 
 def update_config(folder: str | Path, **changes) -> dict:

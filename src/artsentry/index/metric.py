@@ -1,0 +1,254 @@
+"""Train an embedding for finding objects again: metric learning on re-photographed views.
+
+For every training photo, ``views`` listing-style versions are made with the same
+generator the benchmarks use (``artsentry.data.listing.rephotograph``, other seeds):
+clutter background behind the cut-out object, rotation, perspective, crops, light and
+colour, blur, text, phone JPEG. The backbone stays frozen, so each view's feature map is
+computed once and kept (in memory and in ``out/cache/``); the retrieval head
+(``RetrievalHead``: attention + GeM pooling, LayerNorm, linear projection) is then trained
+on them with a supervised contrastive loss: in a batch of objects, each with its studio
+photo and two re-shots, every view must be closer to the other views of its object than
+to any view of another object. Early stopping on validation objects (never trained on):
+top-1 of their re-shots searched among their studio photos.
+
+Objects of the ``holdout`` share are left out entirely and listed in ``holdout_objects.txt``
+so that a benchmark can tell objects seen in training from objects added after it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from ..data.images import ImageLoadError, load_image
+from ..data.listing import foreground_mask, rephotograph
+from ..data.manifest import read_manifest
+from ..data.splits import split_manifest
+from ..data.transforms import Preprocessing, eval_transform
+from ..models import default_preprocessing
+from ..models.artifact import save_embedding
+from ..models.embedding import EmbeddingNet
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EmbedderSettings:
+    backbone: str = "efficientnet_lite0"
+    dim: int = 256
+    pooling: str = "attention+gem"
+    image_size: int = 224
+    views: int = 6               # listing-style re-shots per training photo (plus the photo itself)
+    max_side: int = 448          # photos are shrunk to this long side before re-shooting (speed)
+    holdout: float = 0.5         # share of objects never trained on (for "added after training")
+    val_fraction: float = 0.1    # share of objects for early stopping
+    epochs: int = 60
+    batch_objects: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    temperature: float = 0.05
+    patience: int = 10
+    seed: int = 0
+    workers: int = 2
+
+    def cache_key(self, data_fingerprint: str) -> str:
+        parts = {k: getattr(self, k) for k in ("backbone", "image_size", "views", "max_side", "seed")}
+        return hashlib.sha256(json.dumps([parts, data_fingerprint], sort_keys=True).encode()).hexdigest()[:16]
+
+
+class ViewSet(Dataset):
+    """Item i: the photo ``paths[i]`` and ``views`` re-shots of it, as one tensor (views+1, 3, S, S),
+    or None with the reason when the photo is unreadable."""
+
+    def __init__(self, paths: list[str], views: int, transform, max_side: int, seed: int):
+        self.paths, self.views, self.transform, self.max_side, self.seed = paths, views, transform, max_side, seed
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        try:
+            img = load_image(self.paths[i], draft_size=(self.max_side, self.max_side))
+        except ImageLoadError as exc:
+            return i, None, str(exc)
+        if max(img.size) > self.max_side:
+            img.thumbnail((self.max_side, self.max_side), Image.BICUBIC)
+        mask = foreground_mask(img)
+        shots = [img] + [rephotograph(img, (self.seed * 1_000_003 + i) * 64 + v, mask=mask)
+                         for v in range(self.views)]
+        return i, torch.stack([self.transform(s) for s in shots]), ""
+
+
+def _as_is(item):
+    return item
+
+
+@torch.inference_mode()
+def view_feature_maps(net: EmbeddingNet, paths: list[str], settings: EmbedderSettings, preprocessing: Preprocessing,
+                      progress: bool = True) -> tuple[torch.Tensor, list[str | None]]:
+    """Frozen-backbone feature maps of every photo's views: (n, views+1, C, H, W) float16, and
+    per photo the reason it was unreadable (its rows stay zero)."""
+    dataset = ViewSet(paths, settings.views, eval_transform(preprocessing), settings.max_side, settings.seed)
+    loader = DataLoader(dataset, batch_size=None, collate_fn=_as_is, num_workers=settings.workers,
+                        prefetch_factor=4 if settings.workers else None)
+    maps = None
+    errors: list[str | None] = [None] * len(paths)
+    net.eval()
+    with tqdm(total=len(paths), unit="photo", desc="views", disable=not progress) as bar:
+        for i, x, err in loader:
+            if x is None:
+                errors[i] = err
+                log.warning("skipped: %s", err)
+            else:
+                f = net.feature_map(x.contiguous(memory_format=torch.channels_last)).to(torch.float16)
+                if maps is None:
+                    maps = torch.zeros((len(paths), *f.shape), dtype=torch.float16)
+                maps[i] = f
+            bar.update(1)
+    if maps is None:
+        raise ValueError("no readable photo to train on")
+    return maps, errors
+
+
+def supcon_loss(z: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Supervised contrastive loss (Khosla et al. 2020) of L2-normalised ``z`` (n, d)."""
+    sim = z @ z.T / temperature
+    self_mask = torch.eye(len(z), dtype=torch.bool)
+    sim = sim.masked_fill(self_mask, float("-inf"))
+    positive = (labels[:, None] == labels[None, :]) & ~self_mask
+    log_prob = sim - torch.logsumexp(sim, dim=1, keepdim=True)
+    return -(log_prob.masked_fill(~positive, 0).sum(1) / positive.sum(1).clamp(min=1)).mean()
+
+
+@torch.inference_mode()
+def reshot_top1(head, maps: torch.Tensor, batch: int = 256) -> float:
+    """Top-1 of each photo's re-shots (views 1..) searched among all studio photos (view 0)."""
+    head.eval()
+
+    def embed(m):
+        return torch.cat([torch.nn.functional.normalize(head(m[i:i + batch].float()), dim=1)
+                          for i in range(0, len(m), batch)])
+
+    gallery = embed(maps[:, 0])
+    n, v = maps.shape[:2]
+    queries = embed(maps[:, 1:].reshape(n * (v - 1), *maps.shape[2:]))
+    best = (queries @ gallery.T).argmax(1)
+    return float((best == torch.arange(n).repeat_interleave(v - 1)).float().mean())
+
+
+def train_head(net: EmbeddingNet, train_maps: torch.Tensor, objects: torch.Tensor, val_maps: torch.Tensor,
+               settings: EmbedderSettings, progress: bool = True) -> list[dict]:
+    """Train ``net.head`` on cached feature maps (photo i shows object ``objects[i]``); keeps
+    the weights of the best validation epoch."""
+    g = torch.Generator().manual_seed(settings.seed)
+    torch.manual_seed(settings.seed)
+    head = net.head
+    opt = torch.optim.AdamW(head.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=settings.epochs)
+    n, v = train_maps.shape[:2]
+    history: list[dict] = []
+    best, best_state, waited = -1.0, None, 0
+    bar = tqdm(range(settings.epochs), desc="embedding", unit="epoch", disable=not progress)
+    for epoch in bar:
+        head.train()
+        order = torch.randperm(n, generator=g)
+        losses = []
+        for s in range(0, n, settings.batch_objects):
+            idx = order[s:s + settings.batch_objects]
+            # the studio photo and two distinct re-shots of each object
+            shots = torch.stack([torch.randperm(v - 1, generator=g)[:2] + 1 for _ in idx])
+            chosen = torch.cat([train_maps[idx, 0], train_maps[idx, shots[:, 0]], train_maps[idx, shots[:, 1]]])
+            labels = objects[idx].repeat(3)
+            z = torch.nn.functional.normalize(head(chosen.float()), dim=1)
+            loss = supcon_loss(z, labels, settings.temperature)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        sched.step()
+        top1 = reshot_top1(head, val_maps)
+        history.append({"epoch": epoch + 1, "loss": round(float(np.mean(losses)), 4), "val_reshot_top1": round(top1, 4)})
+        bar.set_postfix(loss=history[-1]["loss"], val_top1=top1)
+        if top1 > best:
+            best, waited = top1, 0
+            best_state = {k: t.detach().clone() for k, t in head.state_dict().items()}
+        else:
+            waited += 1
+            if waited >= settings.patience:
+                break
+    bar.close()
+    head.load_state_dict(best_state)
+    head.eval()
+    return history
+
+
+def _cached_maps(net, paths, settings, preprocessing, cache: Path, progress: bool):
+    if cache.is_file():
+        log.info("re-using the view feature maps in %s", cache)
+        data = load_file(str(cache))
+        errors = json.loads(cache.with_suffix(".json").read_text())
+        return data["maps"], errors
+    maps, errors = view_feature_maps(net, paths, settings, preprocessing, progress)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    save_file({"maps": maps.contiguous()}, str(cache))
+    cache.with_suffix(".json").write_text(json.dumps(errors))
+    return maps, errors
+
+
+def train_embedder(data: str | Path, out: str | Path, settings: EmbedderSettings | None = None,
+                   progress: bool = True) -> Path:
+    """Train a retrieval embedding on the objects of ``data`` (folder or manifest);
+    returns the model folder ``out/model``."""
+    settings = settings or EmbedderSettings()
+    out = Path(out)
+    t0 = time.time()
+    df, _ = read_manifest(data)
+    split = split_manifest(df, val_fraction=settings.val_fraction, test_fraction=settings.holdout,
+                           seed=settings.seed)
+    parts = {name: split[split["split"] == name] for name in ("train", "val", "test")}
+    if len(parts["train"]) < 2 or len(parts["val"]) < 2:
+        raise ValueError("too few objects to train an embedding: need at least 2 for training and 2 for validation")
+    pre = default_preprocessing(settings.backbone)
+    pre = Preprocessing(**{**pre.to_dict(), "input_size": settings.image_size})
+    net = EmbeddingNet(settings.backbone, settings.dim, settings.pooling, pretrained=True)
+    net.backbone.to(memory_format=torch.channels_last)
+    paths = parts["train"]["path"].tolist() + parts["val"]["path"].tolist()
+    fingerprint = hashlib.sha256("\n".join(paths).encode()).hexdigest()
+    maps, errors = _cached_maps(net, paths, settings, pre, out / "cache" / f"views-{settings.cache_key(fingerprint)}"
+                                ".safetensors", progress)
+    ok = np.array([e is None for e in errors])
+    n_train = len(parts["train"])
+    train_ok, val_ok = np.flatnonzero(ok[:n_train]), n_train + np.flatnonzero(ok[n_train:])
+    # photos of one object are positives of each other
+    objects = torch.as_tensor(parts["train"]["object_id"].astype(str).factorize()[0][train_ok])
+    history = train_head(net, maps[torch.as_tensor(train_ok)], objects, maps[torch.as_tensor(val_ok)], settings,
+                         progress)
+    best = max(history, key=lambda h: h["val_reshot_top1"])
+    model_dir = out / "model"
+    save_embedding(net, model_dir, preprocessing=pre, embedding={
+        "layer": f"{settings.backbone} last conv stage (forward_features), {net.num_features} channels",
+        "pooling": f"{settings.pooling}: softmax attention over positions and generalised mean (p=3), "
+                   "concatenated, LayerNorm, linear projection",
+        "dim": settings.dim, "normalisation": "L2"},
+        data={"source": str(Path(data).resolve()), "photos": len(df), "trained_objects": len(set(parts["train"]["object_id"])),
+              "validation_objects": len(set(parts["val"]["object_id"])),
+              "holdout_objects": len(set(parts["test"]["object_id"])), "unreadable": int((~ok).sum()),
+              "object_lists": ["trained_objects.txt", "validation_objects.txt", "holdout_objects.txt"]},
+        training={**asdict(settings), "backbone_frozen": True, "loss": "supervised contrastive",
+                  "seconds": round(time.time() - t0, 1)},
+        history=history, metrics={"val_reshot_top1": best["val_reshot_top1"], "best_epoch": best["epoch"]})
+    for part, name in (("train", "trained"), ("val", "validation"), ("test", "holdout")):
+        ids = sorted(set(parts[part]["object_id"].astype(str)))
+        (model_dir / f"{name}_objects.txt").write_text("\n".join(ids) + "\n")
+    return model_dir

@@ -1,0 +1,122 @@
+"""The retrieval embedding: training on re-shot views, its artifact, and its use in a register."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from artsentry.cli import main
+from artsentry.index import Register
+from artsentry.index.embedder import Embedder
+from artsentry.index.metric import EmbedderSettings, supcon_loss, train_embedder
+from artsentry.inference import Predictor
+from artsentry.models.artifact import ArtifactError, load_model, read_config
+
+
+def _object(i: int) -> Image.Image:
+    """A studio-like photo of object i: a coloured shape with a mark, on a light backdrop."""
+    rng = np.random.default_rng(i)
+    img = Image.new("RGB", (200, 160), (238, 236, 232))
+    d = ImageDraw.Draw(img)
+    colour = tuple(int(c) for c in rng.integers(0, 200, 3))
+    box = [40 + int(rng.integers(0, 20)), 30, 150 + int(rng.integers(0, 30)), 130]
+    (d.ellipse if i % 2 else d.rectangle)(box, fill=colour)
+    d.rectangle([70, 60, 90 + int(rng.integers(0, 50)), 80 + int(rng.integers(0, 30))],
+                fill=tuple(int(c) for c in rng.integers(0, 255, 3)))
+    return img
+
+
+@pytest.fixture(scope="module")
+def objects_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("objects") / "data"
+    (root / "thing").mkdir(parents=True)
+    for i in range(16):
+        _object(i).save(root / "thing" / f"obj{i:02d}.jpg")
+    return root
+
+
+SMALL = EmbedderSettings(image_size=64, views=2, epochs=4, holdout=0.25, val_fraction=0.25, workers=0,
+                         batch_objects=8, dim=32)
+
+
+@pytest.fixture(scope="module")
+def embedder_dir(objects_dir, tmp_path_factory) -> Path:
+    return train_embedder(objects_dir, tmp_path_factory.mktemp("emb") / "run", SMALL, progress=False)
+
+
+def test_supcon_loss_prefers_grouped_embeddings():
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    grouped = torch.nn.functional.normalize(torch.eye(3).repeat_interleave(2, 0) + 0.01 * torch.randn(6, 3), dim=1)
+    mixed = torch.nn.functional.normalize(torch.eye(3).repeat(2, 1), dim=1)  # each view beside another object's
+    assert supcon_loss(grouped, labels, 0.1) < 0.1 < supcon_loss(mixed, labels, 0.1)
+
+
+def test_trained_embedding_artifact(embedder_dir, objects_dir):
+    config = read_config(embedder_dir)
+    assert config["architecture"]["task"] == "embedding" and config["architecture"]["dim"] == 32
+    assert config["embedding"]["normalisation"] == "L2" and "attention" in config["embedding"]["pooling"]
+    assert config["preprocessing"]["input_size"] == 64
+    assert 1 <= config["metrics"]["best_epoch"] <= 4 and 0 <= config["metrics"]["val_reshot_top1"] <= 1
+    assert len(config["history"]) == 4 and config["history"][-1]["loss"] < config["history"][0]["loss"]
+    # the object lists partition the data: nothing held out was trained on
+    lists = {n: set((embedder_dir / f"{n}_objects.txt").read_text().split()) for n in ("trained", "validation",
+                                                                                     "holdout")}
+    assert not (lists["trained"] & lists["holdout"]) and not (lists["trained"] & lists["validation"])
+    assert len(set().union(*lists.values())) == 16 and len(lists["holdout"]) == 4
+    # an embedding folder is not a classifier: a clear error, not a crash
+    with pytest.raises(ArtifactError, match="embedding model"):
+        load_model(embedder_dir)
+    with pytest.raises(ArtifactError, match="embedding model"):
+        Predictor.load(embedder_dir)
+
+    e = Embedder.from_spec(str(embedder_dir))
+    photos = sorted(str(p) for p in objects_dir.rglob("*.jpg"))[:4]
+    vectors, errors = e.embed_files(photos + [b"not an image"])
+    assert errors[:4] == [None] * 4 and errors[4]
+    assert vectors.shape == (5, 32) and np.allclose(np.linalg.norm(vectors[:4], axis=1), 1, atol=1e-5)
+    assert e.describe()["dim"] == 32 and "forward_features" in e.describe()["layer"]
+
+
+def test_training_reuses_its_view_cache(objects_dir, embedder_dir, tmp_path):
+    run = embedder_dir.parent
+    caches = list((run / "cache").glob("*.safetensors"))
+    assert len(caches) == 1
+    stamp = caches[0].stat().st_mtime_ns
+    again = train_embedder(objects_dir, run, SMALL, progress=False)
+    assert caches[0].stat().st_mtime_ns == stamp  # the views were not made again
+    assert read_config(again)["history"] == read_config(embedder_dir)["history"]  # same seed, same training
+
+
+def test_register_with_trained_embedder_via_cli(embedder_dir, objects_dir, tmp_path, capsys):
+    reg = tmp_path / "reg"
+    assert main(["-q", "register", "create", str(reg), "--embedder", str(embedder_dir)]) == 0
+    photos = sorted(objects_dir.rglob("*.jpg"))
+    for p in photos[:6]:
+        assert main(["-q", "register", "add", str(reg), p.stem, str(p)]) == 0
+    r = Register.open(reg)
+    assert r.embedder.dim == 32 and r.embedder.spec == str(embedder_dir.resolve())
+    hits = r.search([str(p) for p in photos[:6]], k=1)
+    assert [h.matches[0].object_id for h in hits] == [p.stem for p in photos[:6]]  # its own photo comes first
+    r.close()
+
+
+def test_train_embedder_cli(objects_dir, tmp_path, capsys):
+    out = tmp_path / "cli"
+    assert main(["-q", "train-embedder", str(objects_dir), "--out", str(out), "--views", "2", "--dim", "16",
+                 "--image-size", "64", "--epochs", "2", "--holdout", "0", "--val-fraction", "0.25",
+                 "--workers", "0"]) == 0
+    printed = capsys.readouterr().out
+    assert "validation re-shot top-1" in printed and f"--embedder {out / 'model'}" in printed
+    config = json.loads((out / "model" / "config.json").read_text())
+    assert config["data"]["holdout_objects"] == 0 and config["training"]["backbone_frozen"] is True
+    # too little data: one clear line, exit 1
+    tiny = tmp_path / "tiny" / "x"
+    tiny.mkdir(parents=True)
+    _object(0).save(tiny / "a.jpg")
+    assert main(["-q", "train-embedder", str(tiny.parent), "--out", str(tmp_path / "t")]) == 1
+    assert "too few objects" in capsys.readouterr().err
