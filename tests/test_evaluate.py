@@ -68,3 +68,95 @@ def test_multiclass_and_topk():
     m = multiclass_metrics(y, probs, ["a", "b", "c"])
     assert m["accuracy"] == 0.5 and m["top1_accuracy"] == 0.5
     assert m["confusion_matrix"][1] == [0, 1, 1]
+
+
+# -- the instance task: one class per object, photos of each object split ------------------
+@pytest.fixture(scope="module")
+def instance_manifest(tmp_path_factory):
+    """Six objects (two departments) with 3 to 7 photos each; no split column."""
+    import pandas as pd
+    from PIL import Image, ImageDraw
+
+    root = tmp_path_factory.mktemp("instances")
+    rows = []
+    for k, n_photos in enumerate((3, 4, 5, 6, 7, 7)):
+        colour = [(200, 40, 40), (40, 160, 60), (50, 60, 200), (220, 200, 60), (150, 60, 170), (30, 30, 30)][k]
+        for j in range(n_photos):
+            rng = np.random.default_rng(100 * k + j)
+            img = Image.new("RGB", (96, 80), (240, 238, 235))
+            x, y = (int(v) for v in rng.integers(5, 25, 2))
+            ImageDraw.Draw(img).ellipse([x, y, x + 50, y + 40], fill=colour)
+            path = root / f"obj{k}_{j}.jpg"
+            img.save(path)
+            rows.append({"path": str(path), "label": f"O{k}", "object_id": f"O{k}",
+                         "department": "Asian Art" if k % 2 else "Arms and Armor"})
+    manifest = root / "manifest.csv"
+    pd.DataFrame(rows).to_csv(manifest, index=False)
+    return manifest
+
+
+@pytest.fixture(scope="module")
+def instance_models(instance_manifest, tmp_path_factory):
+    from artsentry.train import TrainSettings, train
+
+    out = []
+    for seed in (0, 1):
+        settings = TrainSettings(mode="frozen", image_size=64, val_fraction=0.2, test_fraction=0.2, seed=seed)
+        out.append(train(instance_manifest, tmp_path_factory.mktemp(f"inst{seed}") / "run", settings,
+                         progress=False).model_dir)
+    return out
+
+
+def test_instance_training_splits_the_photos_of_each_object(instance_models):
+    import pandas as pd
+
+    df = pd.read_csv(instance_models[0].parent / "manifest.csv")
+    for _, g in df.groupby("object_id"):  # every object is learned and tested: its photos are split
+        assert (g["split"] == "train").any() and (g["split"] == "test").any()
+
+
+def test_instance_evaluation_top_k_by_photo_count_and_department(instance_models, instance_manifest, tmp_path):
+    from artsentry.evaluate import run_evaluation
+
+    result = run_evaluation(instance_models[0].parent, split="test", out_dir=tmp_path / "one", progress=False,
+                            explain=False)
+    m = result["metrics"]["test"]
+    assert m["n"] == 6 and {"top3_accuracy", "top5_accuracy"} <= set(m) and "top10_accuracy" not in m  # 6 classes
+    assert m["top5_accuracy"] >= m["top3_accuracy"] >= m["accuracy"]
+    by_count = m["accuracy_by_photos_per_object"]
+    assert {k: v["n"] for k, v in by_count.items()} == {"3": 1, "4": 1, "5": 1, "6-9": 3}  # counted in the manifest
+    assert sum(v["n"] for v in m["accuracy_by_department"].values()) == 6
+
+
+def test_ensemble_averages_member_probabilities(instance_models, tmp_path, capsys):
+    import pandas as pd
+
+    from artsentry.cli import main
+    from artsentry.inference import Ensemble, Predictor
+
+    out = tmp_path / "ens"
+    assert main(["-q", "evaluate", str(instance_models[0].parent), "--ensemble", str(instance_models[1].parent),
+                 "--out", str(out), "--split", "all"]) == 0
+    assert "accuracy by photos per object" in capsys.readouterr().out
+    table = pd.read_csv(out / "predictions.csv")
+    members = [Predictor.load(m).predict_files(table["path"].tolist()) for m in instance_models]
+    for label in members[0][0].probabilities:
+        expected = [(a.probabilities[label] + b.probabilities[label]) / 2 for a, b in zip(*members)]
+        assert np.allclose(table[f"p_{label}"], expected, atol=1e-6)
+    assert "ensemble" in (out / "report.html").read_text()
+    # members must answer the same question
+    with pytest.raises(ValueError, match="disagree on labels"):
+        Ensemble([Predictor.load(instance_models[0]), _other_labels(instance_models[0], tmp_path)])
+
+
+def _other_labels(model_dir, tmp_path):
+    import shutil
+
+    from artsentry.inference import Predictor
+    from artsentry.models.artifact import read_config, update_config
+
+    copy = tmp_path / "other"
+    shutil.copytree(model_dir, copy)
+    labels = read_config(copy)["labels"]
+    update_config(copy, labels=[f"X{i}" for i in range(len(labels))])
+    return Predictor.load(copy)

@@ -5,7 +5,8 @@ import pytest
 
 from artsentry.collect.crawl import CrawlStore
 from artsentry.collect.metobjects import MetObjectsError, import_metobjects, read_metobjects
-from artsentry.data.recipes import _split_instances, culture_group, ivory_label, recipe_filter
+from artsentry.data.recipes import culture_group, ivory_label, recipe_filter
+from artsentry.data.splits import split_instances
 
 
 @pytest.mark.parametrize("medium, label", [
@@ -44,7 +45,7 @@ def test_culture_groups(culture, group):
 
 def test_instance_split_keeps_every_object_in_train():
     df = pd.DataFrame({"label": ["a"] * 5 + ["b"] * 3 + ["c"] * 2, "path": range(10)})
-    split = _split_instances(df, seed=0, val_fraction=0.2, test_fraction=0.2)
+    split = split_instances(df, seed=0, val_fraction=0.2, test_fraction=0.2)
     for label, g in split.groupby(df["label"]):
         assert (g == "train").any()
     assert (split[df["label"] == "a"] == "test").sum() == 1

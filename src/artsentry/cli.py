@@ -119,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="leave the Grad-CAM overlays and the feature map out of the report (faster)")
     e.add_argument("--save-threshold", action="store_true",
                    help="store the chosen threshold and the metrics in the model's config.json")
+    e.add_argument("--ensemble", nargs="+", metavar="MODEL", default=[],
+                   help="more run or model folders (same labels): evaluate the mean of all their probabilities")
     _add_threshold_args(e)
 
     c = sub.add_parser("collect", help="collect museum data (The Met Collection API)",
@@ -326,10 +328,15 @@ def _settings_from_args(a) -> "object":
 def _print_metrics(result: dict) -> None:
     name = result["split"]
     m = result["metrics"][name]
-    keys = ("n", "accuracy", "precision", "recall", "f1", "roc_auc", "top1_accuracy", "top5_accuracy")
+    keys = ("n", "accuracy", "precision", "recall", "f1", "roc_auc", "top3_accuracy", "top5_accuracy",
+            "top10_accuracy")
     shown = ", ".join(f"{k} {m[k]:.4f}" if isinstance(m[k], float) else f"{k} {m[k]}" for k in keys
                       if m.get(k) is not None)
     print(f"{name}: {shown}")
+    by_count = m.get("accuracy_by_photos_per_object")
+    if by_count:
+        print("accuracy by photos per object: " + ", ".join(f"{k}: {v['accuracy']:.4f} (n {v['n']})"
+                                                             for k, v in by_count.items()))
     t = result["threshold"]
     if t.get("threshold") is not None:
         print(f"threshold {t['threshold']:.4f} ({t['rule']}{', target ' + str(t['target']) if t.get('target') else ''})")
@@ -362,7 +369,7 @@ def cmd_evaluate(a) -> int:
     result = run_evaluation(a.model, a.data, split=split, out_dir=a.out, target_recall=a.target_recall,
                             target_precision=a.target_precision, save_threshold=a.save_threshold,
                             progress=not a.quiet, shift=a.shift, shift_seed=a.shift_seed,
-                            explain=not a.no_explain)
+                            explain=not a.no_explain, ensemble=a.ensemble)
     _print_metrics(result)
     if a.shift:
         sh = result["shift"]

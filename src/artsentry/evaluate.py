@@ -147,13 +147,19 @@ def choose_threshold(y_val, s_val, target_recall: float | None = None,
     return choice
 
 
+#: bins of photos per object, as (largest count, name)
+PHOTO_COUNT_BINS = ((1, "1"), (2, "2"), (3, "3"), (4, "4"), (5, "5"), (9, "6-9"), (10**9, "10+"))
+
+
 def accuracy_by(table, column: str) -> dict:
     """Accuracy and count per value of a metadata column (e.g. department)."""
     ok = table[table["error"].isna()] if "error" in table else table
     if column not in ok or ok.empty:
         return {}
     grouped = ok.groupby(ok[column].astype(str))["correct"].agg(["mean", "size"])
-    return {str(k): {"accuracy": _f(r["mean"]), "n": int(r["size"])} for k, r in grouped.iterrows()}
+    bins = {name: i for i, (_, name) in enumerate(PHOTO_COUNT_BINS)}  # "2" before "10+"
+    rows = sorted(grouped.iterrows(), key=lambda kv: (bins.get(kv[0], len(bins)), kv[0]))
+    return {str(k): {"accuracy": _f(r["mean"]), "n": int(r["size"])} for k, r in rows}
 
 
 @dataclass
@@ -179,8 +185,15 @@ class Evaluation:
         return wrong.sort_values("confidence", ascending=False).head(n)
 
 
+def photos_per_object(df):
+    """For each row of manifest ``df``: how many photos its object has in ``df``, as a bin
+    ("1" ... "5", "6-9", "10+"). The instance study reports accuracy by this count."""
+    counts = df.groupby("object_id")["object_id"].transform("size").to_numpy()
+    return [next(name for top, name in PHOTO_COUNT_BINS if c <= top) for c in counts]
+
+
 def evaluate_predictor(predictor, df, *, threshold: float | None = None, progress: bool = True,
-                       by: tuple[str, ...] = ("department",)) -> Evaluation:
+                       by: tuple[str, ...] = ("department", "photos_per_object")) -> Evaluation:
     """Run ``predictor`` on every image of manifest ``df`` and score it against ``label``.
 
     Images that cannot be read are kept in the table with their error and
@@ -319,7 +332,8 @@ def report_explanations(predictor, ev: Evaluation, df, out_dir, *, n_mistakes: i
 
 def run_evaluation(model, data=None, *, split: str | None = "test", out_dir=None, target_recall: float | None = None,
                    target_precision: float | None = None, save_threshold: bool = False,
-                   progress: bool = True, shift: bool = False, shift_seed: int = 0, explain: bool = True) -> dict:
+                   progress: bool = True, shift: bool = False, shift_seed: int = 0, explain: bool = True,
+                   ensemble=()) -> dict:
     """Evaluate a model folder (or run folder) on data and write metrics.json,
     predictions.csv and report.html into ``out_dir``.
 
@@ -333,22 +347,33 @@ def run_evaluation(model, data=None, *, split: str | None = "test", out_dir=None
     ``explain`` adds to the report Grad-CAM overlays of the most confident mistakes and
     of a sample of correct decisions, and a feature map (PCA and t-SNE of the backbone's
     features, coloured by correctness; interactive in ``projection/projection.html``).
+    ``ensemble``: more model folders whose probabilities are averaged with ``model``'s
+    (same labels); the report then has no overlays or feature map (no single network).
+    Multi-photo objects add accuracy by photos per object (counted in the whole manifest).
     """
     import json
     from pathlib import Path
 
     from .data.manifest import read_manifest
-    from .inference import Predictor
+    from .inference import Ensemble, Predictor
     from .models.artifact import update_config
     from .report import write_report
 
     model_dir = _resolve_model_dir(model)
-    predictor = Predictor.load(model_dir)
+    if ensemble:
+        if save_threshold:
+            raise ValueError("--save-threshold writes into one model's config; an ensemble has none")
+        predictor = Ensemble.load([model_dir] + [_resolve_model_dir(m) for m in ensemble])
+        explain = False
+    else:
+        predictor = Predictor.load(model_dir)
     if data is None:
         data = model_dir.parent / "manifest.csv"
         if not data.is_file():
             raise ValueError(f"no data given and no manifest.csv beside {model_dir}")
     df, _ = read_manifest(data)
+    if df["object_id"].duplicated().any():
+        df = df.assign(photos_per_object=photos_per_object(df))
     has_split = "split" in df.columns
     if split is not None and has_split:
         eval_df = df[df["split"] == split]
@@ -379,6 +404,7 @@ def run_evaluation(model, data=None, *, split: str | None = "test", out_dir=None
     name = split if (split is not None and has_split) else "all"
     result = {
         "model": str(model_dir),
+        **({"ensemble": [m["path"] for m in predictor.info()["members"]]} if ensemble else {}),
         "data": str(data),
         "split": name,
         "threshold": choice_info,
@@ -389,7 +415,7 @@ def run_evaluation(model, data=None, *, split: str | None = "test", out_dir=None
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     ev.table.to_csv(out_dir / "predictions.csv", index=False)
     extras = report_explanations(predictor, ev, eval_df, out_dir, progress=progress) if explain else {}
-    write_report(ev, out_dir / "report.html", title=f"artsentry evaluation: {model_dir.name} on {name}",
+    write_report(ev, out_dir / "report.html", title=f"artsentry evaluation: {model_dir.name}{f' + {len(ensemble)} (ensemble)' if ensemble else ''} on {name}",
                  context={k: v for k, v in result.items() if k != "metrics"} | {"val_metrics": val_metrics},
                  **extras)
     if save_threshold and predictor.binary:

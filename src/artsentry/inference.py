@@ -81,7 +81,35 @@ def iter_dataset_batches(dataset: ImageDataset, *, batch_size: int = 32, num_wor
 RUNTIMES = ("auto", "torch", "onnx")
 
 
-class Predictor:
+class Decider:
+    """Labels, positive label and threshold: how class probabilities become a decision
+    (shared by ``Predictor`` and ``Ensemble``)."""
+
+    labels: list[str]
+    positive_label: str | None
+    threshold: float | None
+
+    @property
+    def binary(self) -> bool:
+        return len(self.labels) == 2 and self.positive_label in self.labels
+
+    @property
+    def positive_index(self) -> int:
+        return self.labels.index(self.positive_label)
+
+    def decide(self, source: str, probs: np.ndarray) -> Prediction:
+        pdict = {label: float(p) for label, p in zip(self.labels, probs)}
+        if self.binary:
+            score = float(probs[self.positive_index])
+            threshold = 0.5 if self.threshold is None else self.threshold
+            flagged = score >= threshold
+            other = self.labels[1 - self.positive_index]
+            return Prediction(source, self.positive_label if flagged else other, score, flagged, pdict)
+        top = int(np.argmax(probs))
+        return Prediction(source, self.labels[top], float(probs[top]), None, pdict)
+
+
+class Predictor(Decider):
     """A loaded model plus everything needed to apply it to image files.
 
     The forward pass runs in PyTorch (channels-last, inference mode) or, when
@@ -136,14 +164,6 @@ class Predictor:
             "positive_label": self.positive_label, "runtime": self.runtime,
         }
 
-    @property
-    def binary(self) -> bool:
-        return len(self.labels) == 2 and self.positive_label in self.labels
-
-    @property
-    def positive_index(self) -> int:
-        return self.labels.index(self.positive_label)
-
     # -- tensors ---------------------------------------------------------------------------
     @torch.inference_mode()
     def proba_tensor(self, x: torch.Tensor) -> np.ndarray:
@@ -165,17 +185,6 @@ class Predictor:
         )
 
     # -- files -----------------------------------------------------------------------------
-    def decide(self, source: str, probs: np.ndarray) -> Prediction:
-        pdict = {label: float(p) for label, p in zip(self.labels, probs)}
-        if self.binary:
-            score = float(probs[self.positive_index])
-            threshold = 0.5 if self.threshold is None else self.threshold
-            flagged = score >= threshold
-            other = self.labels[1 - self.positive_index]
-            return Prediction(source, self.positive_label if flagged else other, score, flagged, pdict)
-        top = int(np.argmax(probs))
-        return Prediction(source, self.labels[top], float(probs[top]), None, pdict)
-
     def iter_predict(self, sources: Sequence[ImageSource], names: Sequence[str] | None = None,
                      progress: bool = False) -> Iterator[tuple[int, Prediction]]:
         """Yield ``(index, Prediction)`` for every source, in input order, as batches finish."""
@@ -195,3 +204,48 @@ class Predictor:
         for idx, pred in self.iter_predict(sources, names, progress):
             out[idx] = pred
         return out  # type: ignore[return-value]
+
+
+class Ensemble(Decider):
+    """Several classifiers over the same labels, their class probabilities averaged (as in
+    the Durham instance study). Each member applies its own preprocessing and runtime; a
+    photo unreadable to one member is reported unreadable. Binary ensembles decide at 0.5
+    unless a threshold is set (``evaluate --target-recall`` chooses one on validation)."""
+
+    def __init__(self, members: Sequence[Predictor], threshold: float | None = None):
+        if len(members) < 2:
+            raise ValueError("an ensemble needs at least two models")
+        self.members = list(members)
+        self.labels = list(members[0].labels)
+        for m in self.members[1:]:
+            if sorted(m.labels) != sorted(self.labels):
+                raise ValueError(f"ensemble members disagree on labels: {self.labels} vs {m.labels} ({m.folder})")
+        self.positive_label = members[0].positive_label
+        self.threshold = threshold
+        self.batch_size = members[0].batch_size
+        self.folder = members[0].folder
+        self.runtime = "+".join(sorted({m.runtime for m in self.members}))
+
+    @classmethod
+    def load(cls, folders: Sequence[str | Path], runtime: str = "auto", **kwargs) -> "Ensemble":
+        return cls([Predictor.load(f, runtime=runtime, **kwargs) for f in folders])
+
+    def info(self) -> dict:
+        return {"name": "ensemble (mean of probabilities)", "members": [m.info() for m in self.members],
+                "threshold": self.threshold if self.threshold is not None else (0.5 if self.binary else None),
+                "positive_label": self.positive_label, "runtime": self.runtime}
+
+    def predict_files(self, sources: Sequence[ImageSource], names: Sequence[str] | None = None,
+                      progress: bool = False) -> list[Prediction]:
+        names = source_names(sources, names)
+        per_member = [m.predict_files(sources, names, progress) for m in self.members]
+        out = []
+        for i, name in enumerate(names):
+            preds = [p[i] for p in per_member]
+            bad = next((p for p in preds if not p.ok), None)
+            if bad is not None:
+                out.append(Prediction(name, error=bad.error))
+                continue
+            probs = np.mean([[p.probabilities[label] for label in self.labels] for p in preds], axis=0)
+            out.append(self.decide(name, probs))
+        return out

@@ -31,8 +31,9 @@ import os
 import re
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
+
+from .splits import split_instances
 
 RECIPES = ("ivory", "culture", "instance")
 
@@ -107,21 +108,6 @@ def recipe_filter(recipe: str | None):
     raise ValueError(f"recipe {recipe!r} cannot filter records")
 
 
-def _split_instances(df: pd.DataFrame, seed: int, val_fraction: float, test_fraction: float) -> pd.Series:
-    """Split the photos of each object: one to test and one to val where there are enough, the rest train."""
-    rng = np.random.default_rng(seed)
-    split = pd.Series("train", index=df.index, dtype=object)
-    for _, idx in df.groupby("label").groups.items():
-        idx = list(idx)
-        rng.shuffle(idx)
-        n = len(idx)
-        n_test = max(1, round(n * test_fraction)) if n >= 3 else 0
-        n_val = max(1, round(n * val_fraction)) if n - n_test >= 2 else 0
-        split[idx[:n_test]] = "test"
-        split[idx[n_test:n_test + n_val]] = "val"
-    return split
-
-
 def build(recipe: str, collection: str | Path, out_dir: str | Path, *, top: int = 4, min_images: int = 4,
           seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.2) -> pd.DataFrame:
     """Apply ``recipe`` to a collection folder (or its collection.csv); write manifest + card into ``out_dir``."""
@@ -153,7 +139,7 @@ def build(recipe: str, collection: str | Path, out_dir: str | Path, *, top: int 
         counts = col.groupby("object_id")["path"].transform("size")
         df = col[counts >= min_images].copy()
         df["label"] = df["object_id"]
-        df["split"] = _split_instances(df, seed, val_fraction, test_fraction)
+        df["split"] = split_instances(df, seed, val_fraction, test_fraction)
     if df.empty:
         raise ValueError(f"recipe {recipe!r} selected no images from {csv_path}")
     if df["label"].nunique() < 2:

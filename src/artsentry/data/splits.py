@@ -51,6 +51,27 @@ def leakage_groups(df: pd.DataFrame, hashes: pd.Series | None = None) -> np.ndar
     return group
 
 
+def split_instances(df: pd.DataFrame, seed: int, val_fraction: float, test_fraction: float) -> pd.Series:
+    """Instance task: split the photos of each object (its class), one to test and one to
+    val where there are enough, the rest train."""
+    rng = np.random.default_rng(seed)
+    split = pd.Series("train", index=df.index, dtype=object)
+    for _, idx in df.groupby("label").groups.items():
+        idx = list(idx)
+        rng.shuffle(idx)
+        n = len(idx)
+        n_test = max(1, round(n * test_fraction)) if n >= 3 else 0
+        n_val = max(1, round(n * val_fraction)) if n - n_test >= 2 else 0
+        split[idx[:n_test]] = "test"
+        split[idx[n_test:n_test + n_val]] = "val"
+    return split
+
+
+def is_instance_manifest(df: pd.DataFrame) -> bool:
+    """Each object is its own class (the instance task)."""
+    return bool((df["label"].astype(str) == df["object_id"].astype(str)).all()) and df["object_id"].duplicated().any()
+
+
 def split_manifest(
     df: pd.DataFrame,
     *,
@@ -62,20 +83,29 @@ def split_manifest(
     """Return a copy of ``df`` with a ``split`` column (train / val / test).
 
     A manifest that already has a complete ``split`` column is returned as is,
-    after checking that no object crosses splits.
+    after checking that no object crosses splits. Instance manifests (every label is the
+    row's object id, ``artsentry build instance``) split the photos of each object by
+    design: for them only identical image files may not cross splits.
     """
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
         raise ValueError("val_fraction and test_fraction must be in [0, 1) and sum to less than 1")
-    groups = leakage_groups(df, hashes)
     out = df.copy()
     if "split" in df.columns and df["split"].isin(SPLITS).all():
+        if is_instance_manifest(df):
+            groups = leakage_groups(df.assign(object_id=[f"row{i}" for i in range(len(df))]), hashes)
+            what = "identical image file(s)"
+        else:
+            groups = leakage_groups(df, hashes)
+            what = "object(s) (or identical images)"
         crossing = pd.Series(df["split"].to_numpy()).groupby(groups).nunique()
         if (crossing > 1).any():
-            raise ManifestError(
-                f"the manifest's split column puts {int((crossing > 1).sum())} object(s) (or identical images) "
-                "in more than one split"
-            )
+            raise ManifestError(f"the manifest's split column puts {int((crossing > 1).sum())} {what} "
+                                "in more than one split")
         return out
+    if is_instance_manifest(df):
+        out["split"] = split_instances(df, seed, val_fraction, test_fraction).to_numpy()
+        return out
+    groups = leakage_groups(df, hashes)
 
     rng = np.random.default_rng(seed)
     group_split = np.empty(groups.max() + 1, dtype=object)
