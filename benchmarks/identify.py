@@ -44,6 +44,7 @@ from artsentry.data.images import load_image
 from artsentry.data.listing import foreground_mask, rephotograph
 from artsentry.data.manifest import read_manifest
 from artsentry.index import Register
+from artsentry.index.register import threshold_for_false_match_rate
 
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = {"calibration": 10_000, "test": 30_000}
@@ -116,7 +117,7 @@ def measure(spec: str, registered: pd.DataFrame, queries: dict, target_fmr: floa
         latencies.append(time.perf_counter() - t)
     reg.close()
 
-    threshold = float(np.quantile(scored["calibration_distractors"][1], 1 - target_fmr, method="higher"))
+    threshold = threshold_for_false_match_rate(scored["calibration_distractors"][1], target_fmr)
     ranks, best = scored["test_registered"][:2]
     dis_best = scored["test_distractors"][1]
     seen = registered["seen"].to_numpy()

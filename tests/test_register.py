@@ -126,3 +126,38 @@ def test_register_cli(tmp_path, photos, capsys):
     listed = [json.loads(l) for l in capsys.readouterr().out.splitlines() if l.startswith("{")]
     assert [o["object_id"] for o in listed] == ["B"]
     assert main(["-q", "register", "search", reg, str(tmp_path / "missing.jpg")]) == 3
+
+
+def test_threshold_for_false_match_rate_by_hand():
+    from artsentry.index.register import threshold_for_false_match_rate
+
+    best = np.array([0.1, 0.5, 0.2, 0.9, 0.3, 0.4, 0.35, 0.45, 0.25, 0.15])
+    t = threshold_for_false_match_rate(best, 0.1)  # one of ten may match: the 0.9
+    assert 0.5 < t < 0.5 + 1e-9 and (best >= t).sum() == 1
+    t0 = threshold_for_false_match_rate(best, 0.0)
+    assert (best >= t0).sum() == 0 and t0 > 0.9
+    assert (best >= threshold_for_false_match_rate(best, 0.25)).sum() == 2  # floor(2.5)
+    with pytest.raises(ValueError):
+        threshold_for_false_match_rate(best, 1.0)
+
+
+def test_calibrate_sets_a_threshold_unregistered_photos_do_not_reach(tmp_path, photos, capsys):
+    reg = tmp_path / "reg"
+    assert main(["-q", "register", "create", str(reg)]) == 0
+    for name in "AB":
+        assert main(["-q", "register", "add", str(reg), name, *photos[name][0]]) == 0
+    unregistered = [*photos["C"][0], photos["C"][1], photos["unknown"]]
+    assert main(["-q", "register", "calibrate", str(reg), *unregistered, "--target-fmr", "0"]) == 0
+    assert "0 of 4 unregistered photo(s) still match" in capsys.readouterr().out
+    r = Register.open(reg)
+    assert all(res.no_match for res in r.search(unregistered))
+    threshold = r.threshold
+    # the registered objects' own photos still match
+    assert not r.search(photos["A"][0])[0].no_match
+    r.close()
+    # an unreadable calibration photo is reported, the rest still count
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not a jpeg")
+    assert main(["-q", "register", "calibrate", str(reg), str(bad), *unregistered, "--target-fmr", "0"]) == 3
+    assert "bad.jpg" in capsys.readouterr().err
+    assert Register.open(reg).threshold == pytest.approx(threshold)

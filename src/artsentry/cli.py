@@ -200,6 +200,13 @@ def build_parser() -> argparse.ArgumentParser:
     rt = rsub.add_parser("set-threshold", help="set the no-match similarity threshold")
     rt.add_argument("register")
     rt.add_argument("threshold", type=float)
+    rcal = rsub.add_parser("calibrate", help="choose the no-match threshold for a target false-match rate",
+                           description="Search photos of objects that are NOT registered (e.g. listing photos of "
+                           "other objects) and set the lowest threshold at which at most --target-fmr of them "
+                           "match anything.")
+    rcal.add_argument("register")
+    rcal.add_argument("photos", nargs="+", help="image files or folders of unregistered objects")
+    rcal.add_argument("--target-fmr", type=float, default=0.01, help="false-match rate to allow (default 0.01)")
 
     pr = sub.add_parser("predict", help="classify images", description="Print label, probability and decision for "
                         "each image. Unreadable files are reported on stderr and skipped.")
@@ -550,6 +557,16 @@ def cmd_register(a) -> int:
         elif a.action == "set-threshold":
             reg.set_threshold(a.threshold)
             print(f"no-match threshold set to {a.threshold}")
+        elif a.action == "calibrate":
+            images, problems = expand_images(a.photos)
+            for msg in problems:
+                print(f"error: {msg}", file=sys.stderr)
+            done = reg.calibrate(images, a.target_fmr, progress=not a.quiet)
+            for msg in done["unreadable"]:
+                print(f"error: {msg}", file=sys.stderr)
+            print(f"no-match threshold set to {done['threshold']:.6f}: {done['false_matches']} of {done['photos']} "
+                  f"unregistered photo(s) still match (target false-match rate {a.target_fmr})")
+            return EXIT_SOME_UNREADABLE if problems or done["unreadable"] else 0
     finally:
         reg.close()
     return 0

@@ -317,6 +317,20 @@ class Register:
             out.append(matches)
         return out
 
+    def calibrate(self, unregistered: Sequence, target_fmr: float = 0.01, progress: bool = False) -> dict:
+        """Set the no-match threshold from photos of objects that are NOT in the register
+        (ideally listing photos like the ones that will be searched): the lowest threshold at
+        which at most ``target_fmr`` of them would match something. Returns what it did."""
+        vectors, errors = self.embedder.embed_files(list(unregistered), progress=progress)
+        ok = np.array([e is None for e in errors], bool)
+        if not ok.any():
+            raise RegisterError("none of the calibration photos could be read")
+        best = np.array([m[0].score if m else -1.0 for m in self.search_vectors(vectors[ok], k=1)])
+        threshold = threshold_for_false_match_rate(best, target_fmr)
+        self.set_threshold(threshold)
+        return {"threshold": threshold, "target_false_match_rate": target_fmr, "photos": int(ok.sum()),
+                "unreadable": [e for e in errors if e], "false_matches": int((best >= threshold).sum())}
+
     def search(self, images: Sequence[str], k: int = 5, threshold: float | None = None) -> list[SearchResult]:
         threshold = self.threshold if threshold is None else threshold
         vectors, errors = self.embedder.embed_files(list(images))
@@ -328,6 +342,19 @@ class Register:
             r.matches = matches
             r.no_match = not matches or (threshold is not None and matches[0].score < threshold)
         return results
+
+
+def threshold_for_false_match_rate(unregistered_best: np.ndarray, target: float) -> float:
+    """The lowest no-match threshold (a match needs score >= threshold) at which at most
+    ``target`` of these queries of unregistered objects (their best scores) would match."""
+    s = np.sort(np.asarray(unregistered_best, dtype=np.float64))[::-1]
+    if not 0 <= target < 1:
+        raise ValueError("the target false-match rate must be in [0, 1)")
+    if len(s) == 0:
+        raise ValueError("no photos of unregistered objects to calibrate on")
+    allowed = int(np.floor(target * len(s) + 1e-9))  # queries that may match
+    # just above the (allowed+1)-th best score: that one and all below it answer "no match"
+    return float(np.nextafter(s[allowed], np.inf))
 
 
 def _photo_sha(source) -> str | None:
