@@ -120,3 +120,24 @@ def test_train_embedder_cli(objects_dir, tmp_path, capsys):
     _object(0).save(tiny / "a.jpg")
     assert main(["-q", "train-embedder", str(tiny.parent), "--out", str(tmp_path / "t")]) == 1
     assert "too few objects" in capsys.readouterr().err
+
+
+def test_training_the_last_stage_changes_only_that_stage(objects_dir, tmp_path):
+    from artsentry.models.artifact import load_embedding
+    from artsentry.models.embedding import EmbeddingNet
+
+    settings = EmbedderSettings(**{**SMALL.__dict__, "trained_stages": 1, "epochs": 2, "backbone_lr": 1e-2})
+    folder = train_embedder(objects_dir, tmp_path / "ft", settings, progress=False)
+    trained, config = load_embedding(folder)
+    assert config["architecture"]["trained_stages"] == 1 and config["training"]["backbone_frozen"] is False
+    pretrained = EmbeddingNet("efficientnet_lite0", 32, pretrained=True).backbone.state_dict()
+    after = trained.backbone.state_dict()
+    last = len(trained.backbone.blocks) - 1
+    changed = {k for k in after if not torch.equal(after[k], pretrained[k])}
+    assert changed and all(k.startswith((f"blocks.{last}.", "conv_head", "bn2")) for k in changed)
+    # the cached trunk + trained tail is the same network as the whole one used at search time
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        whole = trained(x)
+        split = torch.nn.functional.normalize(trained.head(trained.tail(trained.trunk(x))), dim=1)
+    assert torch.allclose(whole, split, atol=1e-5)

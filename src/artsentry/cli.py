@@ -96,7 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     te.add_argument("--backbone", default="efficientnet_lite0",
                     choices=("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"))
     te.add_argument("--image-size", type=int, default=224)
+    te.add_argument("--trained-stages", type=int, default=0,
+                    help="also train the backbone's last N stages (lite0 has 7; default 0: the head only, fastest)")
+    te.add_argument("--backbone-lr", type=float, default=1e-4, help="learning rate of the trained stages")
     te.add_argument("--epochs", type=int, default=60)
+    te.add_argument("--patience", type=int, default=10, help="epochs without a better validation top-1 before stopping")
     te.add_argument("--holdout", type=float, default=0.5,
                     help="share of objects never trained on, listed in holdout_objects.txt (default 0.5; 0 for none)")
     te.add_argument("--val-fraction", type=float, default=0.1, help="share of objects for early stopping")
@@ -482,8 +486,9 @@ def cmd_train_embedder(a) -> int:
     from .index.metric import EmbedderSettings, train_embedder
 
     settings = EmbedderSettings(backbone=a.backbone, dim=a.dim, pooling=a.pooling, image_size=a.image_size,
-                                views=a.views, holdout=a.holdout, val_fraction=a.val_fraction, epochs=a.epochs,
-                                seed=a.seed, workers=a.workers)
+                                trained_stages=a.trained_stages, backbone_lr=a.backbone_lr, views=a.views,
+                                holdout=a.holdout, val_fraction=a.val_fraction, epochs=a.epochs,
+                                patience=a.patience, seed=a.seed, workers=a.workers)
     model_dir = train_embedder(a.data, a.out, settings, progress=not a.quiet)
     config = json.loads((model_dir / "config.json").read_text())
     print(f"validation re-shot top-1 {config['metrics']['val_reshot_top1']:.4f} (epoch {config['metrics']['best_epoch']})")

@@ -49,6 +49,8 @@ class EmbedderSettings:
     dim: int = 256
     pooling: str = "attention+gem"
     image_size: int = 224
+    trained_stages: int = 0      # last backbone stages trained too (0: the head only)
+    backbone_lr: float = 1e-4
     views: int = 6               # listing-style re-shots per training photo (plus the photo itself)
     max_side: int = 448          # photos are shrunk to this long side before re-shooting (speed)
     holdout: float = 0.5         # share of objects never trained on (for "added after training")
@@ -64,6 +66,8 @@ class EmbedderSettings:
 
     def cache_key(self, data_fingerprint: str) -> str:
         parts = {k: getattr(self, k) for k in ("backbone", "image_size", "views", "max_side", "seed")}
+        if self.trained_stages:  # the cache then holds the frozen trunk's output, not the feature map
+            parts["trained_stages"] = self.trained_stages
         return hashlib.sha256(json.dumps([parts, data_fingerprint], sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -97,8 +101,9 @@ def _as_is(item):
 @torch.inference_mode()
 def view_feature_maps(net: EmbeddingNet, paths: list[str], settings: EmbedderSettings, preprocessing: Preprocessing,
                       progress: bool = True) -> tuple[torch.Tensor, list[str | None]]:
-    """Frozen-backbone feature maps of every photo's views: (n, views+1, C, H, W) float16, and
-    per photo the reason it was unreadable (its rows stay zero)."""
+    """Frozen-trunk outputs of every photo's views (the feature map when only the head
+    trains): (n, views+1, C, H, W) float16, and per photo the reason it was unreadable (its
+    rows stay zero)."""
     dataset = ViewSet(paths, settings.views, eval_transform(preprocessing), settings.max_side, settings.seed)
     loader = DataLoader(dataset, batch_size=None, collate_fn=_as_is, num_workers=settings.workers,
                         prefetch_factor=4 if settings.workers else None)
@@ -111,7 +116,7 @@ def view_feature_maps(net: EmbeddingNet, paths: list[str], settings: EmbedderSet
                 errors[i] = err
                 log.warning("skipped: %s", err)
             else:
-                f = net.feature_map(x.contiguous(memory_format=torch.channels_last)).to(torch.float16)
+                f = net.trunk_output(x.contiguous(memory_format=torch.channels_last)).to(torch.float16)
                 if maps is None:
                     maps = torch.zeros((len(paths), *f.shape), dtype=torch.float16)
                 maps[i] = f
@@ -131,14 +136,17 @@ def supcon_loss(z: torch.Tensor, labels: torch.Tensor, temperature: float) -> to
     return -(log_prob.masked_fill(~positive, 0).sum(1) / positive.sum(1).clamp(min=1)).mean()
 
 
+def _embed_cached(net: EmbeddingNet, z: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.normalize(net.head(net.tail(z.float())), dim=1)
+
+
 @torch.inference_mode()
-def reshot_top1(head, maps: torch.Tensor, batch: int = 256) -> float:
+def reshot_top1(net: EmbeddingNet, maps: torch.Tensor, batch: int = 256) -> float:
     """Top-1 of each photo's re-shots (views 1..) searched among all studio photos (view 0)."""
-    head.eval()
+    net.eval()
 
     def embed(m):
-        return torch.cat([torch.nn.functional.normalize(head(m[i:i + batch].float()), dim=1)
-                          for i in range(0, len(m), batch)])
+        return torch.cat([_embed_cached(net, m[i:i + batch]) for i in range(0, len(m), batch)])
 
     gallery = embed(maps[:, 0])
     n, v = maps.shape[:2]
@@ -149,19 +157,22 @@ def reshot_top1(head, maps: torch.Tensor, batch: int = 256) -> float:
 
 def train_head(net: EmbeddingNet, train_maps: torch.Tensor, objects: torch.Tensor, val_maps: torch.Tensor,
                settings: EmbedderSettings, progress: bool = True) -> list[dict]:
-    """Train ``net.head`` on cached feature maps (photo i shows object ``objects[i]``); keeps
-    the weights of the best validation epoch."""
+    """Train ``net.head`` (and the trained stages) on cached trunk outputs (photo i shows
+    object ``objects[i]``); keeps the weights of the best validation epoch."""
     g = torch.Generator().manual_seed(settings.seed)
     torch.manual_seed(settings.seed)
-    head = net.head
-    opt = torch.optim.AdamW(head.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    groups = [{"params": list(net.head.parameters()), "lr": settings.lr}]
+    if net.trained_stages:
+        groups.append({"params": net.tail_parameters(), "lr": settings.backbone_lr})
+    opt = torch.optim.AdamW(groups, weight_decay=settings.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=settings.epochs)
     n, v = train_maps.shape[:2]
     history: list[dict] = []
     best, best_state, waited = -1.0, None, 0
     bar = tqdm(range(settings.epochs), desc="embedding", unit="epoch", disable=not progress)
     for epoch in bar:
-        head.train()
+        net.eval()  # BatchNorm keeps its pretrained statistics
+        net.head.train()
         order = torch.randperm(n, generator=g)
         losses = []
         for s in range(0, n, settings.batch_objects):
@@ -170,26 +181,26 @@ def train_head(net: EmbeddingNet, train_maps: torch.Tensor, objects: torch.Tenso
             shots = torch.stack([torch.randperm(v - 1, generator=g)[:2] + 1 for _ in idx])
             chosen = torch.cat([train_maps[idx, 0], train_maps[idx, shots[:, 0]], train_maps[idx, shots[:, 1]]])
             labels = objects[idx].repeat(3)
-            z = torch.nn.functional.normalize(head(chosen.float()), dim=1)
+            z = _embed_cached(net, chosen)
             loss = supcon_loss(z, labels, settings.temperature)
             opt.zero_grad()
             loss.backward()
             opt.step()
             losses.append(loss.item())
         sched.step()
-        top1 = reshot_top1(head, val_maps)
+        top1 = reshot_top1(net, val_maps)
         history.append({"epoch": epoch + 1, "loss": round(float(np.mean(losses)), 4), "val_reshot_top1": round(top1, 4)})
         bar.set_postfix(loss=history[-1]["loss"], val_top1=top1)
         if top1 > best:
             best, waited = top1, 0
-            best_state = {k: t.detach().clone() for k, t in head.state_dict().items()}
+            best_state = {k: t.detach().clone() for k, t in net.state_dict().items()}
         else:
             waited += 1
             if waited >= settings.patience:
                 break
     bar.close()
-    head.load_state_dict(best_state)
-    head.eval()
+    net.load_state_dict(best_state)
+    net.eval()
     return history
 
 
@@ -221,7 +232,8 @@ def train_embedder(data: str | Path, out: str | Path, settings: EmbedderSettings
         raise ValueError("too few objects to train an embedding: need at least 2 for training and 2 for validation")
     pre = default_preprocessing(settings.backbone)
     pre = Preprocessing(**{**pre.to_dict(), "input_size": settings.image_size})
-    net = EmbeddingNet(settings.backbone, settings.dim, settings.pooling, pretrained=True)
+    net = EmbeddingNet(settings.backbone, settings.dim, settings.pooling, pretrained=True,
+                       trained_stages=settings.trained_stages)
     net.backbone.to(memory_format=torch.channels_last)
     paths = parts["train"]["path"].tolist() + parts["val"]["path"].tolist()
     fingerprint = hashlib.sha256("\n".join(paths).encode()).hexdigest()
@@ -245,7 +257,8 @@ def train_embedder(data: str | Path, out: str | Path, settings: EmbedderSettings
               "validation_objects": len(set(parts["val"]["object_id"])),
               "holdout_objects": len(set(parts["test"]["object_id"])), "unreadable": int((~ok).sum()),
               "object_lists": ["trained_objects.txt", "validation_objects.txt", "holdout_objects.txt"]},
-        training={**asdict(settings), "backbone_frozen": True, "loss": "supervised contrastive",
+        training={**asdict(settings), "backbone_frozen": settings.trained_stages == 0,
+                  "loss": "supervised contrastive",
                   "seconds": round(time.time() - t0, 1)},
         history=history, metrics={"val_reshot_top1": best["val_reshot_top1"], "best_epoch": best["epoch"]})
     for part, name in (("train", "trained"), ("val", "validation"), ("test", "holdout")):

@@ -58,7 +58,7 @@ class EmbeddingNet(nn.Module):
     """Backbone feature map -> ``RetrievalHead`` -> L2-normalised embedding."""
 
     def __init__(self, backbone: str = "efficientnet_lite0", dim: int = 256, pooling: str = "attention+gem",
-                 pretrained: bool = True):
+                 pretrained: bool = True, trained_stages: int = 0):
         super().__init__()
         if not backbone.startswith("efficientnet_"):
             raise ValueError(f"embedding backbones are EfficientNet-Lite networks, not {backbone!r}")
@@ -68,7 +68,44 @@ class EmbeddingNet(nn.Module):
         self.num_features = net.num_features
         self.head = RetrievalHead(net.num_features, dim, pooling)
         self.dim = dim
-        self.arch_config = {"task": "embedding", "name": backbone, "dim": dim, "pooling": pooling}
+        n_stages = len(net.blocks)
+        if not 0 <= trained_stages <= n_stages:
+            raise ValueError(f"trained_stages must be in [0, {n_stages}]")
+        #: the last ``trained_stages`` stages (and the final 1x1 conv) learn for retrieval; the
+        #: rest stays as pretrained
+        self.trained_stages = trained_stages
+        self.arch_config = {"task": "embedding", "name": backbone, "dim": dim, "pooling": pooling,
+                            "trained_stages": trained_stages}
+
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """The frozen part: stem and the first stages (the input of ``tail``)."""
+        b = self.backbone
+        x = b.bn1(b.conv_stem(x))
+        for stage in b.blocks[: len(b.blocks) - self.trained_stages]:
+            x = stage(x)
+        return x
+
+    def tail(self, z: torch.Tensor) -> torch.Tensor:
+        """The trained stages and the final 1x1 conv: trunk output -> feature map. With no
+        trained stages, the feature map itself is the trunk's output (tail = identity)."""
+        if self.trained_stages == 0:
+            return z
+        b = self.backbone
+        for stage in b.blocks[len(b.blocks) - self.trained_stages:]:
+            z = stage(z)
+        return b.bn2(b.conv_head(z))
+
+    def trunk_output(self, x: torch.Tensor) -> torch.Tensor:
+        """What training caches per view: the trunk's output, or the whole feature map when
+        only the head learns."""
+        return self.trunk(x) if self.trained_stages else self.backbone.forward_features(x)
+
+    def tail_parameters(self):
+        if self.trained_stages == 0:
+            return []
+        b = self.backbone
+        return [p for m in [*b.blocks[len(b.blocks) - self.trained_stages:], b.conv_head, b.bn2]
+                for p in m.parameters()]
 
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone.forward_features(x)
@@ -78,4 +115,5 @@ class EmbeddingNet(nn.Module):
 
 
 def embedding_from_config(arch: dict) -> EmbeddingNet:
-    return EmbeddingNet(arch["name"], int(arch["dim"]), arch["pooling"], pretrained=False)
+    return EmbeddingNet(arch["name"], int(arch["dim"]), arch["pooling"], pretrained=False,
+                        trained_stages=int(arch.get("trained_stages", 0)))
