@@ -26,7 +26,6 @@ correct at the chosen threshold, and search latency per query.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 import tempfile
@@ -40,8 +39,7 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 
-from artsentry.data.images import load_image
-from artsentry.data.listing import foreground_mask, rephotograph
+from artsentry.data.listing import reshot_jpegs
 from artsentry.data.manifest import read_manifest
 from artsentry.index import Register
 from artsentry.index.register import threshold_for_false_match_rate
@@ -51,16 +49,7 @@ SEEDS = {"calibration": 10_000, "test": 30_000}
 
 
 def queries_of(task: tuple[str, list[int]]) -> list[bytes]:
-    """Listing-style JPEGs of one photo, one per seed (the foreground estimate made once)."""
-    path, seeds = task
-    img = load_image(path)
-    mask = foreground_mask(img)
-    out = []
-    for seed in seeds:
-        buf = io.BytesIO()
-        rephotograph(img, seed, mask=mask).save(buf, format="JPEG", quality=90)
-        out.append(buf.getvalue())
-    return out
+    return reshot_jpegs(*task)
 
 
 def object_split(objects: pd.DataFrame, embedders: list[str], seed: int) -> tuple[pd.DataFrame, pd.DataFrame, str]:
@@ -99,8 +88,9 @@ def retrieval(ranks: np.ndarray) -> dict:
             "mAP@10": round(float(np.where(found, 1.0 / np.maximum(ranks, 1), 0.0).mean()), 4)}
 
 
-def measure(spec: str, registered: pd.DataFrame, queries: dict, target_fmr: float, tmp: Path) -> dict:
-    reg = Register.create(tmp / f"reg-{abs(hash(spec))}", spec)
+def measure(spec: str, registered: pd.DataFrame, queries: dict, target_fmr: float, tmp: Path,
+            reshots: int = 0) -> dict:
+    reg = Register.create(tmp / f"reg-{abs(hash(spec))}-{reshots}", spec, reshots=reshots)
     t0 = time.time()
     reg.add_many([(str(r.object_id), [r.path], {"title": Path(r.path).name}) for r in registered.itertuples()],
                  progress=True)
@@ -122,7 +112,7 @@ def measure(spec: str, registered: pd.DataFrame, queries: dict, target_fmr: floa
     dis_best = scored["test_distractors"][1]
     seen = registered["seen"].to_numpy()
     y = np.r_[np.ones(len(best)), np.zeros(len(dis_best))]
-    out = {"embedder": spec, **retrieval(ranks)}
+    out = {"embedder": spec, "gallery_reshots": reshots, **retrieval(ranks)}
     if seen.any():
         out["seen_in_training"] = retrieval(ranks[seen])
         out["added_after_training"] = retrieval(ranks[~seen])
@@ -148,6 +138,9 @@ def main() -> int:
     ap.add_argument("--target-fmr", type=float, default=0.01)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=2, help="processes making the query photos")
+    ap.add_argument("--gallery-reshots", type=int, nargs="+", default=[0],
+                    help="register each photo with K listing-style re-shots too (register create --reshots K); "
+                    "several values: each embedder is measured with each")
     a = ap.parse_args()
 
     df, _ = read_manifest(a.data)
@@ -175,7 +168,8 @@ def main() -> int:
     query_seconds = time.time() - t0
 
     with tempfile.TemporaryDirectory() as tmp:
-        results = [measure(spec, registered, queries, a.target_fmr, Path(tmp)) for spec in a.embedders]
+        results = [measure(spec, registered, queries, a.target_fmr, Path(tmp), k)
+                   for spec in a.embedders for k in a.gallery_reshots]
     print(json.dumps({
         "date": date.today().isoformat(), "data": a.data, "objects_chosen_by": how,
         "registered_objects": n, "registered_seen_in_training": int(registered["seen"].sum()),

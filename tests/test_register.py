@@ -161,3 +161,23 @@ def test_calibrate_sets_a_threshold_unregistered_photos_do_not_reach(tmp_path, p
     assert main(["-q", "register", "calibrate", str(reg), str(bad), *unregistered, "--target-fmr", "0"]) == 3
     assert "bad.jpg" in capsys.readouterr().err
     assert Register.open(reg).threshold == pytest.approx(threshold)
+
+
+def test_register_with_reshots_indexes_listing_style_versions(tmp_path, photos):
+    reg = Register.create(tmp_path / "reg", reshots=2)
+    n, errors = reg.add("A", [photos["A"][0][0], tmp_path / "missing.jpg"])
+    assert n == 3 and len(errors) == 1 and "missing.jpg" in errors[0]  # the photo and its two re-shots
+    names = [r[0] for r in reg.db.execute("SELECT name FROM photos ORDER BY vector_id")]
+    assert names[0] == photos["A"][0][0] and names[1:] == [f"{names[0]} [re-shot 1]", f"{names[0]} [re-shot 2]"]
+    shas = [r[0] for r in reg.db.execute("SELECT sha256 FROM photos")]
+    assert len(set(shas)) == 3  # three different images
+    reg.add("B", photos["B"][0][:1])
+    reg.close()
+    reg = Register.open(tmp_path / "reg")
+    assert reg.reshots == 2 and len(reg.index) == 6
+    # the same photo gives the same re-shots (seeded by its content): a second register agrees
+    other = Register.create(tmp_path / "reg2", reshots=2)
+    other.add("A", [photos["A"][0][0]])
+    assert [r[0] for r in other.db.execute("SELECT sha256 FROM photos")] == shas
+    assert reg.search([photos["A"][1]], k=1)[0].matches[0].object_id == "A"
+    assert reg.remove("A") == 3 and len(reg.index) == 3

@@ -178,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--embedder", default="pretrained:efficientnet_lite0",
                     help="'pretrained:efficientnet_lite0' or a model folder whose backbone embeds")
     rc.add_argument("--threshold", type=float, help="similarity under which search answers 'no match'")
+    rc.add_argument("--reshots", type=int, default=0, metavar="K",
+                    help="also index K listing-style re-shots of every photo added (clutter, light, angle, JPEG; "
+                    "default 0)")
     ra = rsub.add_parser("add", help="add an object (one or more photos) or more photos of one")
     ra.add_argument("register")
     ra.add_argument("object_id")
@@ -510,7 +513,7 @@ def cmd_register(a) -> int:
     from .index import Register
 
     if a.action == "create":
-        reg = Register.create(a.register, a.embedder, threshold=a.threshold)
+        reg = Register.create(a.register, a.embedder, threshold=a.threshold, reshots=a.reshots)
         print(f"created register {a.register} (embedder {a.embedder})")
         reg.close()
         return 0

@@ -247,6 +247,21 @@ def rephotograph(img: Image.Image, seed: int, families: Sequence[str] = FAMILIES
     return img
 
 
+def reshot_jpegs(source, seeds: Sequence[int], quality: int = 90) -> list[bytes]:
+    """Listing-style versions of one photo (path or bytes), one JPEG per seed; the
+    foreground estimate is made once. Raises ``ImageLoadError`` for an unreadable photo."""
+    from .images import load_image
+
+    img = load_image(source)
+    mask = foreground_mask(img)
+    out = []
+    for seed in seeds:
+        buf = io.BytesIO()
+        rephotograph(img, seed, mask=mask).save(buf, format="JPEG", quality=quality)
+        out.append(buf.getvalue())
+    return out
+
+
 #: how often each family is drawn when training (``RandomRephotograph``): the background
 #: most of the time, since studio backdrops are the cue a model must not learn
 TRAIN_FAMILY_PROBABILITY = {"background": 0.8, "geometry": 0.6, "lighting": 0.6, "blur_noise": 0.4,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -83,8 +84,13 @@ class Register:
     # -- opening --------------------------------------------------------------------------
     @classmethod
     def create(cls, folder: str | Path, embedder: str = "pretrained:efficientnet_lite0", *,
-               threshold: float | None = None) -> "Register":
+               threshold: float | None = None, reshots: int = 0) -> "Register":
+        """``reshots``: every photo added is also indexed as that many listing-style re-shots
+        of itself (``artsentry.data.listing``, seeds from the photo's SHA-256), so that a
+        listing photo can meet a gallery photo on clutter, not only the studio shot."""
         folder = Path(folder)
+        if reshots < 0:
+            raise RegisterError("reshots must be 0 or more")
         if (folder / DB_NAME).exists():
             raise RegisterError(f"{folder}: a register already exists")
         emb = Embedder.from_spec(embedder)
@@ -92,7 +98,8 @@ class Register:
         db = sqlite3.connect(folder / DB_NAME, isolation_level=None)
         db.executescript(SCHEMA)
         settings = {"format": "artsentry-register", "version": "1", "embedder": json.dumps(emb.describe()),
-                    "threshold": json.dumps(threshold), "index_sha256": "", "index_count": "0"}
+                    "threshold": json.dumps(threshold), "index_sha256": "", "index_count": "0",
+                    "reshots": str(int(reshots))}
         db.executemany("INSERT INTO settings VALUES (?, ?)", settings.items())
         return cls(folder, db, emb)
 
@@ -142,6 +149,10 @@ class Register:
     @property
     def threshold(self) -> float | None:
         return json.loads(self.setting("threshold"))
+
+    @property
+    def reshots(self) -> int:
+        return int(self.setting("reshots") or 0)
 
     def set_threshold(self, value: float | None) -> None:
         self._set("threshold", json.dumps(value))
@@ -203,12 +214,15 @@ class Register:
         """Register many objects at once: ``(object_id, photos, metadata)`` each. One embedding
         pass, one transaction, one index write. Photos are paths or image bytes. Returns
         (photos added, errors); objects none of whose photos can be read are not added."""
-        flat, owners = [], []
+        flat, owners, names = [], [], []
         for object_id, photos, _ in objects:
             if not str(object_id).strip():
                 raise RegisterError("an object needs a non-empty id")
             flat += list(photos)
             owners += [str(object_id).strip()] * len(photos)
+            names += [str(p) if isinstance(p, (str, os.PathLike)) else None for p in photos]
+        if self.reshots:
+            flat, owners, names = self._with_reshots(flat, owners, names, progress)
         vectors, errors = self.embedder.embed_files(flat, progress=progress)
         readable = {owners[i] for i, e in enumerate(errors) if e is None}
         ids, keep = [], []
@@ -231,7 +245,7 @@ class Register:
             for i, (owner, photo) in enumerate(zip(owners, flat)):
                 if errors[i] is not None:
                     continue
-                name = photo if isinstance(photo, str) else f"<bytes {i}>"
+                name = names[i] if names[i] is not None else f"<bytes {i}>"
                 cur = self.db.execute("INSERT INTO photos (object_id, name, sha256, vector) VALUES (?, ?, ?, ?)",
                                       (owner, str(name), _photo_sha(photo), vectors[i].tobytes()))
                 ids.append(cur.lastrowid)
@@ -240,6 +254,40 @@ class Register:
                 self.index.add(ids, vectors[keep])
             self._save_index()
         return len(ids), [e for e in errors if e]
+
+    def _with_reshots(self, flat: list, owners: list, names: list, progress: bool):
+        """Each readable photo followed by its re-shots (JPEG bytes, named after it)."""
+        from concurrent.futures import ProcessPoolExecutor
+
+        from tqdm.auto import tqdm
+
+        from ..data.images import ImageLoadError, read_image_bytes
+
+        k = self.reshots
+        out_flat, out_owners, out_names = [], [], []
+        tasks = []
+        for i, photo in enumerate(flat):
+            try:  # read once here: the re-shots are made from exactly the bytes registered
+                data = read_image_bytes(photo, names[i] or f"<bytes {i}>")
+            except ImageLoadError:
+                data = None
+            tasks.append((data, [int(hashlib.sha256(data).hexdigest()[:12], 16) + j for j in range(k)]
+                          if data is not None else []))
+        workers = 2 if len(flat) >= 16 else 0
+        made = []
+        with ProcessPoolExecutor(workers) if workers else _Inline() as pool:
+            for res in tqdm(pool.map(_reshots_or_none, tasks, chunksize=4), total=len(tasks), desc="re-shots",
+                            unit="photo", disable=not progress):
+                made.append(res)
+        for i, shots in enumerate(made):
+            out_flat.append(flat[i])
+            out_owners.append(owners[i])
+            out_names.append(names[i])
+            for j, shot in enumerate(shots):
+                out_flat.append(shot)
+                out_owners.append(owners[i])
+                out_names.append(f"{names[i] or f'<bytes {i}>'} [re-shot {j + 1}]")
+        return out_flat, out_owners, out_names
 
     def remove(self, object_id: str) -> int:
         """Take an object out; returns the number of photos removed (0: it was not registered)."""
@@ -355,6 +403,32 @@ def threshold_for_false_match_rate(unregistered_best: np.ndarray, target: float)
     allowed = int(np.floor(target * len(s) + 1e-9))  # queries that may match
     # just above the (allowed+1)-th best score: that one and all below it answer "no match"
     return float(np.nextafter(s[allowed], np.inf))
+
+
+def _reshots_or_none(task) -> list[bytes]:
+    from ..data.images import ImageLoadError
+    from ..data.listing import reshot_jpegs
+
+    data, seeds = task
+    if data is None or not seeds:
+        return []
+    try:
+        return reshot_jpegs(data, seeds)
+    except ImageLoadError:
+        return []  # the photo itself is reported unreadable by the embedding pass
+
+
+class _Inline:
+    """``ProcessPoolExecutor``'s ``map`` in this process (few photos: no pool to start)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def map(self, fn, items, chunksize=1):
+        return map(fn, items)
 
 
 def _photo_sha(source) -> str | None:
