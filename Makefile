@@ -45,6 +45,11 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/index_scale.py
 	$(BIN)/python benchmarks/explain.py --model runs/bench/lite0/model
 	$(BIN)/python benchmarks/serve.py --model runs/bench/lite0/model
+	$(BIN)/artsentry train-embedder $(DATA) --out runs/embedder
+	$(BIN)/artsentry train-embedder $(DATA) --out runs/embedder-ft --trained-stages 2 --epochs 25 --patience 6
+	$(BIN)/python benchmarks/identify.py --embedders pretrained:efficientnet_lite0 runs/embedder/model \
+		runs/embedder-ft/model --gallery-reshots 0 3
+	$(BIN)/python benchmarks/index_scale.py --dim 256
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
