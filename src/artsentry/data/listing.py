@@ -247,17 +247,21 @@ def rephotograph(img: Image.Image, seed: int, families: Sequence[str] = FAMILIES
     return img
 
 
+def reshots(img: Image.Image, seeds: Sequence[int]) -> list[Image.Image]:
+    """Listing-style versions of one studio photo, one per seed (the foreground estimate made once)."""
+    mask = foreground_mask(img)
+    return [rephotograph(img, seed, mask=mask) for seed in seeds]
+
+
 def reshot_jpegs(source, seeds: Sequence[int], quality: int = 90) -> list[bytes]:
-    """Listing-style versions of one photo (path or bytes), one JPEG per seed; the
-    foreground estimate is made once. Raises ``ImageLoadError`` for an unreadable photo."""
+    """``reshots`` of a photo file (path or bytes) as JPEG bytes. Raises ``ImageLoadError``
+    for an unreadable photo."""
     from .images import load_image
 
-    img = load_image(source)
-    mask = foreground_mask(img)
     out = []
-    for seed in seeds:
+    for shot in reshots(load_image(source), seeds):
         buf = io.BytesIO()
-        rephotograph(img, seed, mask=mask).save(buf, format="JPEG", quality=quality)
+        shot.save(buf, format="JPEG", quality=quality)
         out.append(buf.getvalue())
     return out
 

@@ -3,10 +3,11 @@
 For every training photo, ``views`` listing-style versions are made with the same
 generator the benchmarks use (``artsentry.data.listing.rephotograph``, other seeds):
 clutter background behind the cut-out object, rotation, perspective, crops, light and
-colour, blur, text, phone JPEG. The backbone stays frozen, so each view's feature map is
-computed once and kept (in memory and in ``out/cache/``); the retrieval head
-(``RetrievalHead``: attention + GeM pooling, LayerNorm, linear projection) is then trained
-on them with a supervised contrastive loss: in a batch of objects, each with its studio
+colour, blur, text, phone JPEG. The backbone's first stages stay frozen, so each view's
+trunk output is computed once and kept (in memory and in ``out/cache/``); the retrieval
+head (``RetrievalHead``: attention + GeM pooling, LayerNorm, linear projection) and, with
+``trained_stages``, the backbone's last stages are then trained on them with a supervised
+contrastive loss: in a batch of objects, each with its studio
 photo and two re-shots, every view must be closer to the other views of its object than
 to any view of another object. Early stopping on validation objects (never trained on):
 top-1 of their re-shots searched among their studio photos.
@@ -32,7 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ..data.images import ImageLoadError, load_image
-from ..data.listing import foreground_mask, rephotograph
+from ..data.listing import reshots
 from ..data.manifest import read_manifest
 from ..data.splits import split_manifest
 from ..data.transforms import Preprocessing, eval_transform
@@ -88,9 +89,7 @@ class ViewSet(Dataset):
             return i, None, str(exc)
         if max(img.size) > self.max_side:
             img.thumbnail((self.max_side, self.max_side), Image.BICUBIC)
-        mask = foreground_mask(img)
-        shots = [img] + [rephotograph(img, (self.seed * 1_000_003 + i) * 64 + v, mask=mask)
-                         for v in range(self.views)]
+        shots = [img] + reshots(img, [(self.seed * 1_000_003 + i) * 64 + v for v in range(self.views)])
         return i, torch.stack([self.transform(s) for s in shots]), ""
 
 
