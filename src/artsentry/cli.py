@@ -684,8 +684,8 @@ def cmd_serve(a) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "train-embedder": cmd_train_embedder, "evaluate": cmd_evaluate, "predict": cmd_predict, "collect": cmd_collect,
-            "build": cmd_build, "register": cmd_register, "screen": cmd_screen, "export": cmd_export,
+COMMANDS = {"train": cmd_train, "train-embedder": cmd_train_embedder, "evaluate": cmd_evaluate,
+            "predict": cmd_predict, "collect": cmd_collect, "build": cmd_build, "register": cmd_register, "screen": cmd_screen, "export": cmd_export,
             "explain": cmd_explain, "project": cmd_project, "serve": cmd_serve}
 
 

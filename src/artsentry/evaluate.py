@@ -415,7 +415,8 @@ def run_evaluation(model, data=None, *, split: str | None = "test", out_dir=None
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     ev.table.to_csv(out_dir / "predictions.csv", index=False)
     extras = report_explanations(predictor, ev, eval_df, out_dir, progress=progress) if explain else {}
-    write_report(ev, out_dir / "report.html", title=f"artsentry evaluation: {model_dir.name}{f' + {len(ensemble)} (ensemble)' if ensemble else ''} on {name}",
+    shown = f"{model_dir.name} + {len(ensemble)} (ensemble)" if ensemble else model_dir.name
+    write_report(ev, out_dir / "report.html", title=f"artsentry evaluation: {shown} on {name}",
                  context={k: v for k, v in result.items() if k != "metrics"} | {"val_metrics": val_metrics},
                  **extras)
     if save_threshold and predictor.binary:

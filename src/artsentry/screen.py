@@ -293,15 +293,11 @@ class Screener:
                 probs = self.predictor.proba_tensor(batch.xs[self._model_slot])
                 for i, pr in zip(batch.index, probs):
                     d = self.predictor.decide(rows.at[i, "image"], pr)
-                    out[i] = {"label": d.label, "score": round(d.score, 6), "flagged": d.flagged,
-                              "probabilities": {k: round(v, 6) for k, v in d.probabilities.items()}}
+                    out[i] = {**_decision(d), "flagged": d.flagged}
             if self.culture is not None:
                 probs = self.culture.proba_tensor(batch.xs[self._culture_slot])
                 for i, pr in zip(batch.index, probs):
-                    d = self.culture.decide(rows.at[i, "image"], pr)
-                    out.setdefault(i, {})["culture"] = {
-                        "label": d.label, "score": round(d.score, 6),
-                        "probabilities": {k: round(v, 6) for k, v in d.probabilities.items()}}
+                    out.setdefault(i, {})["culture"] = _decision(self.culture.decide(rows.at[i, "image"], pr))
             if self.register is not None:
                 vecs = self.register.embedder.embed_tensor(batch.xs[self._register_slot])
                 th = self.register.threshold
@@ -444,6 +440,12 @@ class Screener:
             return engine.overlay_uri(image)
 
         return overlay
+
+
+def _decision(d) -> dict:
+    """A ``Prediction``'s label, score and probabilities as an evidence record keeps them."""
+    return {"label": d.label, "score": round(d.score, 6),
+            "probabilities": {k: round(v, 6) for k, v in d.probabilities.items()}}
 
 
 class RayScreenWorker:

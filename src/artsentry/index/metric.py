@@ -248,9 +248,10 @@ def train_embedder(data: str | Path, out: str | Path, settings: EmbedderSettings
     best = max(history, key=lambda h: h["val_reshot_top1"])
     model_dir = out / "model"
     save_embedding(net, model_dir, preprocessing=pre, embedding={
-        "layer": f"{settings.backbone} last conv stage (forward_features), {net.num_features} channels",
-        "pooling": f"{settings.pooling}: softmax attention over positions and generalised mean (p=3), "
-                   "concatenated, LayerNorm, linear projection",
+        "layer": f"{settings.backbone} last conv stage (forward_features), {net.num_features} channels"
+                 + (f"; its last {settings.trained_stages} stage(s) trained for retrieval" if settings.trained_stages
+                    else ""),
+        "pooling": net.head.describe(),
         "dim": settings.dim, "normalisation": "L2"},
         data={"source": str(Path(data).resolve()), "photos": len(df), "trained_objects": len(set(parts["train"]["object_id"])),
               "validation_objects": len(set(parts["val"]["object_id"])),

@@ -273,12 +273,13 @@ class Register:
                 data = None
             tasks.append((data, [int(hashlib.sha256(data).hexdigest()[:12], 16) + j for j in range(k)]
                           if data is not None else []))
-        workers = 2 if len(flat) >= 16 else 0
-        made = []
-        with ProcessPoolExecutor(workers) if workers else _Inline() as pool:
-            for res in tqdm(pool.map(_reshots_or_none, tasks, chunksize=4), total=len(tasks), desc="re-shots",
-                            unit="photo", disable=not progress):
-                made.append(res)
+        pool = ProcessPoolExecutor(2) if len(flat) >= 16 else None  # few photos: no pool to start
+        try:
+            shots = pool.map(_reshots_or_none, tasks, chunksize=4) if pool else map(_reshots_or_none, tasks)
+            made = list(tqdm(shots, total=len(tasks), desc="re-shots", unit="photo", disable=not progress))
+        finally:
+            if pool:
+                pool.shutdown()
         for i, shots in enumerate(made):
             out_flat.append(flat[i])
             out_owners.append(owners[i])
@@ -416,19 +417,6 @@ def _reshots_or_none(task) -> list[bytes]:
         return reshot_jpegs(data, seeds)
     except ImageLoadError:
         return []  # the photo itself is reported unreadable by the embedding pass
-
-
-class _Inline:
-    """``ProcessPoolExecutor``'s ``map`` in this process (few photos: no pool to start)."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def map(self, fn, items, chunksize=1):
-        return map(fn, items)
 
 
 def _photo_sha(source) -> str | None:

@@ -33,6 +33,13 @@ class RetrievalHead(nn.Module):
         self.norm = nn.LayerNorm(width)
         self.project = nn.Linear(width, dim)
 
+    def describe(self) -> str:
+        """The pooling, in words (for config.json)."""
+        parts = {"attention+gem": "softmax attention over positions and generalised mean (p={p}), concatenated",
+                 "attention": "softmax attention over positions", "gem": "generalised mean (p={p}) over positions",
+                 "mean": "mean over positions"}[self.pooling].format(p=self.gem_p)
+        return f"{self.pooling}: {parts}, LayerNorm, linear projection"
+
     def attention_map(self, fmap: torch.Tensor) -> torch.Tensor:
         """Weights over positions (B, H, W), summing to 1 per image."""
         b, _, h, w = fmap.shape
