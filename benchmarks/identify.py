@@ -17,7 +17,12 @@ perspective, crop, light and colour, blur, text, heavy JPEG), made in worker pro
 - test queries (seed B, other draws) of registered objects and of the other distractors
   are then scored.
 
-Prints, per embedder, top-1/5/10 accuracy and mean average precision of registered queries
+``--gallery-reshots K...`` and ``--flip 0 1`` measure each embedder with each register
+setting (``register create --reshots K`` / ``--flip``). ``--query-cache DIR`` keeps the query
+photos for the next run; ``--save-vectors DIR`` writes every measurement's vectors (for
+``identify_rules.py``).
+
+Prints, per embedder and setting, top-1/5/10 accuracy and mean average precision of registered queries
 (all, seen in training, added after training), the AUC for telling registered from
 unregistered queries by their best score, the false-match rate and the share accepted and
 correct at the chosen threshold, and search latency per query.
@@ -50,6 +55,35 @@ SEEDS = {"calibration": 10_000, "test": 30_000}
 
 def queries_of(task: tuple[str, list[int]]) -> list[bytes]:
     return reshot_jpegs(*task)
+
+
+def make_queries(tasks: list[tuple[str, list[int]]], workers: int, cache: Path | None) -> list[list]:
+    """The query photos of every task (JPEG bytes, or paths of the JPEG files in ``cache``).
+
+    With ``cache``, the photos are written there as ``<task>-<k>.jpg`` beside a ``tasks.json``
+    naming what made them; a later run with the same tasks reads them instead of re-making them
+    (about 10 minutes on 2 cores for the whole data). A cache made from other tasks is refused.
+    """
+    if cache is not None:
+        listing = cache / "tasks.json"
+        wanted = [[str(p), list(s)] for p, s in tasks]
+        if listing.is_file():
+            if json.loads(listing.read_text()) != wanted:
+                raise SystemExit(f"{cache} holds queries of other photos or seeds; remove it or name another folder")
+            files = [[cache / f"{i}-{k}.jpg" for k in range(len(s))] for i, (_, s) in enumerate(tasks)]
+            missing = [f for fs in files for f in fs if not f.is_file()]
+            if missing:
+                raise SystemExit(f"{cache}: {len(missing)} query photos missing (e.g. {missing[0]}); remove the folder")
+            return [[str(f) for f in fs] for fs in files]
+    with ProcessPoolExecutor(workers) as pool:
+        made = list(tqdm(pool.map(queries_of, tasks, chunksize=8), total=len(tasks), desc="queries", unit="photo"))
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        for i, photos in enumerate(made):
+            for k, data in enumerate(photos):
+                (cache / f"{i}-{k}.jpg").write_bytes(data)
+        (cache / "tasks.json").write_text(json.dumps(wanted))
+    return made
 
 
 def object_split(objects: pd.DataFrame, embedders: list[str], seed: int) -> tuple[pd.DataFrame, pd.DataFrame, str]:
@@ -89,8 +123,8 @@ def retrieval(ranks: np.ndarray) -> dict:
 
 
 def measure(spec: str, registered: pd.DataFrame, queries: dict, target_fmr: float, tmp: Path,
-            reshots: int = 0) -> dict:
-    reg = Register.create(tmp / f"reg-{abs(hash(spec))}-{reshots}", spec, reshots=reshots)
+            reshots: int = 0, save: Path | None = None, flip: bool = False) -> dict:
+    reg = Register.create(tmp / f"reg-{abs(hash(spec))}-{reshots}-{int(flip)}", spec, reshots=reshots, flip=flip)
     t0 = time.time()
     reg.add_many([(str(r.object_id), [r.path], {"title": Path(r.path).name}) for r in registered.itertuples()],
                  progress=True)
@@ -105,6 +139,15 @@ def measure(spec: str, registered: pd.DataFrame, queries: dict, target_fmr: floa
         t = time.perf_counter()
         reg.search_vectors(v[None], k=10)
         latencies.append(time.perf_counter() - t)
+    if save is not None:
+        owners = [str(o) for o in registered["object_id"] for _ in range(len(reg.object_vectors(str(o))))]
+        gallery = np.concatenate([reg.object_vectors(str(o)) for o in registered["object_id"]])
+        save.parent.mkdir(parents=True, exist_ok=True)
+        names = [n for o in registered["object_id"] for n in reg.get(str(o))["photos"]]
+        np.savez(save, gallery=gallery, gallery_ids=np.array(owners), gallery_names=np.array(names), seen=registered["seen"].to_numpy(dtype=bool),
+                 registered_ids=np.array([str(o) for o in registered["object_id"]]),
+                 **{f"{name}": v[3] for name, v in scored.items()},
+                 **{f"{name}_ids": np.array([str(o) for o in queries[name][1]]) for name in scored})
     reg.close()
 
     threshold = threshold_for_false_match_rate(scored["calibration_distractors"][1], target_fmr)
@@ -112,7 +155,7 @@ def measure(spec: str, registered: pd.DataFrame, queries: dict, target_fmr: floa
     dis_best = scored["test_distractors"][1]
     seen = registered["seen"].to_numpy()
     y = np.r_[np.ones(len(best)), np.zeros(len(dis_best))]
-    out = {"embedder": spec, "gallery_reshots": reshots, **retrieval(ranks)}
+    out = {"embedder": spec, "gallery_reshots": reshots, "flip": flip, **retrieval(ranks)}
     if seen.any():
         out["seen_in_training"] = retrieval(ranks[seen])
         out["added_after_training"] = retrieval(ranks[~seen])
@@ -141,6 +184,11 @@ def main() -> int:
     ap.add_argument("--gallery-reshots", type=int, nargs="+", default=[0],
                     help="register each photo with K listing-style re-shots too (register create --reshots K); "
                     "several values: each embedder is measured with each")
+    ap.add_argument("--flip", type=int, nargs="+", default=[0], choices=(0, 1),
+                    help="1: embed photos with their mirror images (register create --flip); '0 1' measures both")
+    ap.add_argument("--query-cache", metavar="DIR", help="keep the query photos here and reuse them on the next run")
+    ap.add_argument("--save-vectors", metavar="DIR", help="write each measurement's gallery and query vectors "
+                    "(with their object ids) to DIR/<n>.npz, to compare scoring rules without re-embedding")
     a = ap.parse_args()
 
     df, _ = read_manifest(a.data)
@@ -156,8 +204,7 @@ def main() -> int:
     tasks = [(r.path, [SEEDS["calibration"] + i, SEEDS["test"] + i]) for i, r in enumerate(registered.itertuples())]
     tasks += [(r.path, [SEEDS["calibration"] + 50_000 + i]) for i, r in enumerate(calib_dis.itertuples())]
     tasks += [(r.path, [SEEDS["test"] + 50_000 + i]) for i, r in enumerate(test_dis.itertuples())]
-    with ProcessPoolExecutor(a.workers) as pool:
-        made = list(tqdm(pool.map(queries_of, tasks, chunksize=8), total=len(tasks), desc="queries", unit="photo"))
+    made = make_queries(tasks, a.workers, Path(a.query_cache) if a.query_cache else None)
     n = len(registered)
     queries = {
         "calibration_registered": ([m[0] for m in made[:n]], registered["object_id"].tolist()),
@@ -168,8 +215,10 @@ def main() -> int:
     query_seconds = time.time() - t0
 
     with tempfile.TemporaryDirectory() as tmp:
-        results = [measure(spec, registered, queries, a.target_fmr, Path(tmp), k)
-                   for spec in a.embedders for k in a.gallery_reshots]
+        runs = [(spec, k, f) for spec in a.embedders for k in a.gallery_reshots for f in a.flip]
+        results = [measure(spec, registered, queries, a.target_fmr, Path(tmp), k,
+                           Path(a.save_vectors) / f"{n}.npz" if a.save_vectors else None, bool(f))
+                   for n, (spec, k, f) in enumerate(runs)]
     print(json.dumps({
         "date": date.today().isoformat(), "data": a.data, "objects_chosen_by": how,
         "registered_objects": n, "registered_seen_in_training": int(registered["seen"].sum()),

@@ -181,3 +181,56 @@ def test_register_with_reshots_indexes_listing_style_versions(tmp_path, photos):
     assert [r[0] for r in other.db.execute("SELECT sha256 FROM photos")] == shas
     assert reg.search([photos["A"][1]], k=1)[0].matches[0].object_id == "A"
     assert reg.remove("A") == 3 and len(reg.index) == 3
+
+
+def test_reshots_are_grouped_with_their_photo_and_scored_together(tmp_path, photos):
+    reg = Register.create(tmp_path / "reg", reshots=2)
+    reg.add("A", photos["A"][0])
+    reg.add("B", photos["B"][0][:1])
+    rows = reg.db.execute("SELECT vector_id, name, reshot_of FROM photos ORDER BY vector_id").fetchall()
+    first, second = rows[0][0], rows[3][0]
+    assert [r[2] for r in rows] == [None, first, first, None, second, second, None, rows[6][0], rows[6][0]]
+    # list and get count the photos a user added, and the re-shots apart
+    assert reg.list()[0]["photos"] == 2 and reg.list()[0]["reshots"] == 4
+    assert reg.get("A")["photos"] == photos["A"][0] and reg.get("A")["reshots"] == 4
+
+    # a photo's score is the mean of its two best-matching versions; the object's, its best photo's
+    q, _ = reg.embedder.embed_files([photos["A"][1]])
+    sims = reg.object_vectors("A") @ q[0]
+    expected = max(np.sort(sims[:3])[-2:].mean(), np.sort(sims[3:])[-2:].mean())
+    assert sims.max() > expected  # the rule differs from "best version" here
+    match = reg.search_vectors(q, k=1)[0][0]
+    assert match.object_id == "A" and match.score == pytest.approx(expected, abs=1e-5)
+
+
+def test_register_from_before_reshot_groups_is_migrated(tmp_path, photos):
+    import sqlite3
+
+    reg = Register.create(tmp_path / "reg", reshots=1)
+    reg.add("A", photos["A"][0])
+    groups = reg.db.execute("SELECT reshot_of FROM photos ORDER BY vector_id").fetchall()
+    reg.close()
+    db = sqlite3.connect(tmp_path / "reg" / "register.sqlite")  # the schema of the previous version
+    db.execute("DROP INDEX photos_reshot")
+    db.execute("ALTER TABLE photos DROP COLUMN reshot_of")
+    db.commit()
+    db.close()
+    again = Register.open(tmp_path / "reg")
+    assert again.db.execute("SELECT reshot_of FROM photos ORDER BY vector_id").fetchall() == groups
+    assert again.list()[0]["reshots"] == 2
+
+
+def test_flip_embeds_a_photo_and_its_mirror_image_alike(tmp_path, photos):
+    path = photos["A"][0][0]
+    mirrored = tmp_path / "mirrored.png"
+    Image.open(path).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(mirrored)
+    reg = Register.create(tmp_path / "reg", flip=True)
+    v, _ = reg.embedder.embed_files([path, str(mirrored)])
+    assert np.allclose(v[0], v[1], atol=1e-4) and np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-5)
+    plain = Register.create(tmp_path / "plain").embedder.embed_files([path, str(mirrored)])[0]
+    assert not np.allclose(plain[0], plain[1], atol=1e-3)  # without it the mirror image differs
+    reg.add("A", [path])
+    reg.close()
+    again = Register.open(tmp_path / "reg")
+    assert again.embedder.flip and json.loads(again.setting("embedder"))["flip"] is True
+    assert again.search([str(mirrored)], k=1)[0].matches[0].score == pytest.approx(1.0, abs=1e-4)

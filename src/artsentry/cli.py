@@ -181,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--reshots", type=int, default=0, metavar="K",
                     help="also index K listing-style re-shots of every photo added (clutter, light, angle, JPEG; "
                     "default 0)")
+    rc.add_argument("--flip", action="store_true",
+                    help="embed every photo with its mirror image (registered and searched photos alike; twice the "
+                    "embedding time, better matches: BENCHMARKS.md)")
     ra = rsub.add_parser("add", help="add an object (one or more photos) or more photos of one")
     ra.add_argument("register")
     ra.add_argument("object_id")
@@ -513,8 +516,8 @@ def cmd_register(a) -> int:
     from .index import Register
 
     if a.action == "create":
-        reg = Register.create(a.register, a.embedder, threshold=a.threshold, reshots=a.reshots)
-        print(f"created register {a.register} (embedder {a.embedder})")
+        reg = Register.create(a.register, a.embedder, threshold=a.threshold, reshots=a.reshots, flip=a.flip)
+        print(f"created register {a.register} (embedder {a.embedder}{', with mirror images' if a.flip else ''})")
         reg.close()
         return 0
     reg = Register.open(a.register, rebuild_index=a.action == "rebuild")
@@ -537,8 +540,9 @@ def cmd_register(a) -> int:
         elif a.action == "list":
             rows = reg.list()
             for row in rows:
+                shots = f" + {row['reshots']} re-shot(s)" if row["reshots"] else ""
                 print(json.dumps(row) if a.json else
-                      f"{row['object_id']}\t{row['photos']} photo(s)\t{row['status'] or ''}\t{row['title'] or ''}")
+                      f"{row['object_id']}\t{row['photos']} photo(s){shots}\t{row['status'] or ''}\t{row['title'] or ''}")
         elif a.action == "get":
             obj = reg.get(a.object_id)
             if obj is None:

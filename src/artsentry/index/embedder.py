@@ -8,6 +8,10 @@ numbers for EfficientNet-Lite0, divided by its L2 norm.
 ``Embedder.from_spec("runs/embedder/model")`` uses a retrieval embedding trained by
 ``artsentry train-embedder`` (``artsentry.index.metric``): attention and GeM pooling of
 the same stage, projected to 256 numbers, L2-normalised.
+
+``flip=True`` embeds each photo as the normalised sum of its embedding and its mirror
+image's (test-time augmentation; twice the compute). A listing photo is as often mirrored
+as not, so a register uses the same setting for the photos it holds and the ones it searches.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ PRETRAINED_PREFIX = "pretrained:"
 
 class Embedder:
     def __init__(self, backbone: torch.nn.Module, preprocessing: Preprocessing, spec: str, dim: int,
-                 batch_size: int = 32, layer: str | None = None, pooling: str | None = None):
+                 batch_size: int = 32, layer: str | None = None, pooling: str | None = None, flip: bool = False):
         self.backbone = backbone.eval().to(memory_format=torch.channels_last)
         self.preprocessing = preprocessing
         self.transform = eval_transform(preprocessing)
@@ -37,25 +41,26 @@ class Embedder:
         self.batch_size = batch_size
         self.layer = layer or "backbone output: global average pool of the last conv stage, before the classifier head"
         self.pooling = pooling or "mean over spatial positions"
+        self.flip = bool(flip)
 
     @classmethod
-    def from_spec(cls, spec: str) -> "Embedder":
+    def from_spec(cls, spec: str, flip: bool = False) -> "Embedder":
         if spec.startswith(PRETRAINED_PREFIX):
             arch = spec[len(PRETRAINED_PREFIX):]
             if arch == "smallcnn":
                 raise ValueError("smallcnn has no pretrained weights to embed with")
             model = create_model(arch, 2, pretrained=True)
-            return cls(model.backbone, default_preprocessing(arch), spec, model.num_features)
+            return cls(model.backbone, default_preprocessing(arch), spec, model.num_features, flip=flip)
         from ..models.artifact import is_embedding, load_embedding, load_model, read_config
 
         if is_embedding(read_config(spec)):
             net, config = load_embedding(spec)
             block = config["embedding"]
             return cls(net, Preprocessing.from_dict(config["preprocessing"]), str(Path(spec).resolve()), net.dim,
-                       layer=block["layer"], pooling=block["pooling"])
+                       layer=block["layer"], pooling=block["pooling"], flip=flip)
         model, config = load_model(Path(spec))
         return cls(model.backbone, Preprocessing.from_dict(config["preprocessing"]), str(Path(spec).resolve()),
-                   model.num_features)
+                   model.num_features, flip=flip)
 
     def describe(self) -> dict:
         return {
@@ -64,13 +69,18 @@ class Embedder:
             "layer": self.layer,
             "pooling": self.pooling,
             "normalisation": "L2",
+            "flip": self.flip,
             "preprocessing": self.preprocessing.to_dict(),
         }
 
     @torch.inference_mode()
     def embed_tensor(self, x: torch.Tensor) -> np.ndarray:
-        f = self.backbone(x.contiguous(memory_format=torch.channels_last)).float()
-        return torch.nn.functional.normalize(f, dim=1).numpy()
+        x = x.contiguous(memory_format=torch.channels_last)
+        f = torch.nn.functional.normalize(self.backbone(x).float(), dim=1)
+        if self.flip:
+            f = f + torch.nn.functional.normalize(self.backbone(x.flip(-1)).float(), dim=1)
+            f = torch.nn.functional.normalize(f, dim=1)
+        return f.numpy()
 
     def embed_files(self, sources: Sequence[ImageSource], names: Sequence[str] | None = None,
                     progress: bool = False) -> tuple[np.ndarray, list[str | None]]:
