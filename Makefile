@@ -48,7 +48,11 @@ bench: $(STAMP)
 	$(BIN)/artsentry train-embedder $(DATA) --out runs/embedder
 	$(BIN)/artsentry train-embedder $(DATA) --out runs/embedder-ft --trained-stages 2 --epochs 25 --patience 6
 	$(BIN)/python benchmarks/identify.py --embedders pretrained:efficientnet_lite0 runs/embedder/model \
-		runs/embedder-ft/model --gallery-reshots 0 3
+		runs/embedder-ft/model --gallery-reshots 0 3 --query-cache runs/bench/identify-queries
+	$(BIN)/python benchmarks/identify.py --embedders runs/embedder-ft/model --gallery-reshots 3 --flip 0 1 \
+		--query-cache runs/bench/identify-queries --save-vectors runs/bench/identify-vectors
+	$(BIN)/python benchmarks/identify_rules.py runs/bench/identify-vectors/0.npz
+	$(BIN)/python benchmarks/identify_rules.py runs/bench/identify-vectors/1.npz
 	$(BIN)/python benchmarks/index_scale.py --dim 256
 
 clean:

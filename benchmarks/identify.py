@@ -143,7 +143,8 @@ def measure(spec: str, registered: pd.DataFrame, queries: dict, target_fmr: floa
         owners = [str(o) for o in registered["object_id"] for _ in range(len(reg.object_vectors(str(o))))]
         gallery = np.concatenate([reg.object_vectors(str(o)) for o in registered["object_id"]])
         save.parent.mkdir(parents=True, exist_ok=True)
-        names = [n for o in registered["object_id"] for n in reg.get(str(o))["photos"]]
+        names = [r[0] for o in registered["object_id"] for r in reg.db.execute(
+            "SELECT name FROM photos WHERE object_id = ? ORDER BY vector_id", (str(o),))]
         np.savez(save, gallery=gallery, gallery_ids=np.array(owners), gallery_names=np.array(names), seen=registered["seen"].to_numpy(dtype=bool),
                  registered_ids=np.array([str(o) for o in registered["object_id"]]),
                  **{f"{name}": v[3] for name, v in scored.items()},
