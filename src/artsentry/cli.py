@@ -532,7 +532,9 @@ def cmd_register(a) -> int:
                                 status=a.status)
             for e in errors:
                 print(f"error: {e}", file=sys.stderr)
-            print(f"{a.object_id}: {n} photo(s) registered; register holds {len(reg)} object(s)")
+            shots = f" with {reg.reshots} re-shot(s) each" if reg.reshots else ""
+            print(f"{a.object_id}: {n // (1 + reg.reshots)} photo(s) registered{shots}; register holds {len(reg)} "
+                  "object(s)")
             return EXIT_SOME_UNREADABLE if errors or problems else 0
         if a.action == "remove":
             n = reg.remove(a.object_id)
