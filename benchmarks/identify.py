@@ -139,15 +139,14 @@ def measure(spec: str, registered: pd.DataFrame, queries: dict, target_fmr: floa
         t = time.perf_counter()
         reg.search_vectors(v[None], k=10)
         latencies.append(time.perf_counter() - t)
-    if save is not None:
-        owners = [str(o) for o in registered["object_id"] for _ in range(len(reg.object_vectors(str(o))))]
-        gallery = np.concatenate([reg.object_vectors(str(o)) for o in registered["object_id"]])
+    if save is not None:  # every indexed vector (photos and re-shots) with its object and name
+        rows = reg.db.execute("SELECT object_id, name, vector FROM photos ORDER BY vector_id").fetchall()
         save.parent.mkdir(parents=True, exist_ok=True)
-        names = [r[0] for o in registered["object_id"] for r in reg.db.execute(
-            "SELECT name FROM photos WHERE object_id = ? ORDER BY vector_id", (str(o),))]
-        np.savez(save, gallery=gallery, gallery_ids=np.array(owners), gallery_names=np.array(names), seen=registered["seen"].to_numpy(dtype=bool),
+        np.savez(save, gallery=np.stack([np.frombuffer(r[2], dtype=np.float32) for r in rows]),
+                 gallery_ids=np.array([r[0] for r in rows]), gallery_names=np.array([r[1] for r in rows]),
+                 seen=registered["seen"].to_numpy(dtype=bool),
                  registered_ids=np.array([str(o) for o in registered["object_id"]]),
-                 **{f"{name}": v[3] for name, v in scored.items()},
+                 **{name: v[3] for name, v in scored.items()},
                  **{f"{name}_ids": np.array([str(o) for o in queries[name][1]]) for name in scored})
     reg.close()
 

@@ -22,7 +22,7 @@ import sys
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-SUFFIX = " [re-shot "
+from artsentry.index.register import RESHOT_SUFFIX, VERSIONS_SCORED, photo_score
 
 
 def object_scores(queries: np.ndarray, gallery: np.ndarray, photo_of: np.ndarray, object_of_photo: np.ndarray,
@@ -31,8 +31,7 @@ def object_scores(queries: np.ndarray, gallery: np.ndarray, photo_of: np.ndarray
     sims = queries @ gallery.T
     photos = np.full((len(queries), photo_of.max() + 1), -np.inf)
     for p in range(photos.shape[1]):
-        block = np.sort(sims[:, photo_of == p], axis=1)[:, ::-1][:, :top]
-        photos[:, p] = block.mean(axis=1)
+        photos[:, p] = photo_score(sims[:, photo_of == p], top)
     out = np.full((len(queries), n_objects), -np.inf)
     for o in range(n_objects):
         out[:, o] = photos[:, object_of_photo == o].max(axis=1)
@@ -43,14 +42,14 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("vectors", help="an .npz written by identify.py --save-vectors")
     d = np.load(ap.parse_args().vectors)
-    names = [n[:n.rindex(SUFFIX)] if SUFFIX in n else n for n in d["gallery_names"]]
+    names = [n[:n.rindex(RESHOT_SUFFIX)] if RESHOT_SUFFIX in n else n for n in d["gallery_names"]]
     photo_names, photo_of = np.unique(np.array(names), return_inverse=True)
     objects, object_of_vector = np.unique(d["gallery_ids"], return_inverse=True)
     object_of_photo = np.zeros(len(photo_names), int)
     object_of_photo[photo_of] = object_of_vector
     truth = np.searchsorted(objects, d["test_registered_ids"])
     out = {}
-    for rule, top in (("best version", 1), ("mean of best two", 2)):
+    for rule, top in (("best version", 1), ("mean of best two (the register's rule)", VERSIONS_SCORED)):
         reg = object_scores(d["test_registered"], d["gallery"], photo_of, object_of_photo, len(objects), top)
         dis = object_scores(d["test_distractors"], d["gallery"], photo_of, object_of_photo, len(objects), top)
         rank = (reg > reg[np.arange(len(reg)), truth][:, None]).sum(axis=1) + 1

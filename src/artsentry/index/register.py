@@ -54,6 +54,7 @@ CREATE INDEX IF NOT EXISTS photos_object ON photos(object_id);
 CREATE INDEX IF NOT EXISTS photos_reshot ON photos(reshot_of);
 """
 RESHOT_SUFFIX = " [re-shot "
+VERSIONS_SCORED = 2  # a photo with re-shots scores the mean of this many of its best-matching versions
 META_FIELDS = ("title", "department", "source", "status")
 
 
@@ -401,7 +402,7 @@ class Register:
             best: dict[str, float] = {}
             if grouped:
                 for obj, g in {found[int(i)] for i in irow if i >= 0}:  # a group belongs to one object
-                    s = float(np.sort(members[g] @ vectors[q])[::-1][:2].mean())
+                    s = float(photo_score(members[g] @ vectors[q]))
                     best[obj] = max(best.get(obj, -np.inf), s)
             else:
                 for s, i in zip(srow, irow):
@@ -442,6 +443,12 @@ class Register:
             r.matches = matches
             r.no_match = not matches or (threshold is not None and matches[0].score < threshold)
         return results
+
+
+def photo_score(similarities: np.ndarray, versions: int = VERSIONS_SCORED) -> np.ndarray:
+    """A photo's score from the similarities of its versions (the photo and its re-shots; last
+    axis): the mean of the ``versions`` best."""
+    return np.sort(similarities, axis=-1)[..., ::-1][..., :versions].mean(axis=-1)
 
 
 def _migrate(db: sqlite3.Connection) -> None:
