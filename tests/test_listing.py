@@ -22,6 +22,32 @@ def test_foreground_mask_finds_the_object():
     assert iou > 0.85
 
 
+def test_foreground_mask_keeps_an_object_standing_on_the_border():
+    # a graded backdrop, and an object whose base runs off the bottom edge: the backdrop fit
+    # must not take the object's pixels on the border for backdrop (it lost such objects)
+    h, w = 220, 300
+    yy, xx = np.mgrid[:h, :w]
+    arr = np.stack([200 + 30 * yy / h, 205 + 25 * yy / h, 215 + 20 * xx / w], -1)
+    true = ((xx - 150) / 70.0) ** 2 + ((yy - 200) / 120.0) ** 2 < 1  # cut by the bottom edge
+    arr[true] = (70, 45, 30)
+    arr += np.random.default_rng(0).normal(0, 4, arr.shape)
+    img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+    est = np.asarray(foreground_mask(img)) > 127
+    assert (est & true).sum() / (est | true).sum() > 0.85
+
+
+def test_a_photo_without_a_plain_backdrop_is_kept_whole():
+    # a patterned tile filling the frame: no backdrop to cut it from, so the mask is the frame
+    # and the background family pastes the photo whole instead of losing the object
+    rng = np.random.default_rng(1)
+    tile = rng.integers(0, 256, (22, 30, 3)).astype(np.uint8)
+    img = Image.fromarray(tile).resize((300, 220), Image.NEAREST)
+    assert (np.asarray(foreground_mask(img)) == 255).all()
+    out = np.asarray(rephotograph(img, 5, families=["background"]), dtype=float)
+    assert np.abs(out - np.asarray(img, dtype=float)).mean() < 1
+    assert (np.asarray(background_only(img, fill=(1, 2, 3))) == (1, 2, 3)).all()  # no background to show
+
+
 def test_rephotograph_is_seeded_and_changes_the_photo():
     img = object_photo((200, 180, 150), size=(300, 220), seed=1)
     a, b, c = rephotograph(img, 7), rephotograph(img, 7), rephotograph(img, 8)

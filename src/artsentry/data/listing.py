@@ -6,9 +6,10 @@ plausible listing photo, one seeded random draw per transform family:
 
 ``background``
     the object is cut out with a foreground estimate from the plain studio
-    background (pixels far in colour from the border's median colour, cleaned
-    and feathered) and composited onto procedural clutter: a table-like
-    texture of stripes and grain, random boxes and blobs, blurred.
+    background (pixels far in colour from a smooth backdrop fitted to the
+    border, cleaned and feathered; a photo with no plain backdrop, e.g. a tile
+    filling the frame, is kept whole) and composited onto procedural clutter: a
+    table-like texture of stripes and grain, random boxes and blobs, blurred.
 ``geometry``
     scale 0.55-1.0 of the frame, placed off-centre; rotation up to +-25
     degrees; a perspective tilt moving each corner up to 12% of the side;
@@ -57,11 +58,23 @@ def background_colour(arr: np.ndarray, border: int = 6) -> np.ndarray:
     return np.median(edges, axis=0)
 
 
-def backdrop_model(arr: np.ndarray, band: float = 0.03) -> tuple[np.ndarray, np.ndarray]:
+#: a backdrop fitted with a tolerance above this many grey levels is not plain (a textured,
+#: framed or cropped-in photo): there is no object to cut out, the photo is kept whole
+MAX_TOLERANCE = 60.0
+#: ... nor when less than this share of the border looks like the fitted backdrop
+MIN_PLAIN_BORDER = 0.6
+#: ... nor when the cut-out would keep less than this share of the frame (the estimate lost it)
+MIN_COVER = 0.03
+
+
+def backdrop_model(arr: np.ndarray, band: float = 0.03, rounds: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Fit the studio backdrop as a smooth quadratic colour field to the image border.
 
-    Returns (backdrop image, residual distances of the border pixels). Studio
-    backdrops are graded and vignetted, so a single colour does not fit them.
+    Returns (backdrop image, residual distances of the border pixels, which border pixels
+    the fit kept). Studio backdrops are graded and vignetted, so a single colour does not
+    fit them; and objects often reach the border (a base standing on the edge, a tile
+    filling the frame), so the fit is trimmed: refitted ``rounds`` times on the border
+    pixels within 2.5 x the median residual (at least 6 levels) of the previous fit.
     """
     h, w = arr.shape[:2]
     b = max(2, int(min(h, w) * band))
@@ -70,32 +83,50 @@ def backdrop_model(arr: np.ndarray, band: float = 0.03) -> tuple[np.ndarray, np.
     yy, xx = np.mgrid[:h, :w]
     x, y = xx / max(w - 1, 1) - 0.5, yy / max(h - 1, 1) - 0.5
     design = np.stack([np.ones_like(x), x, y, x * x, y * y, x * y], axis=-1)
-    coef, *_ = np.linalg.lstsq(design[border], arr[border], rcond=None)
-    backdrop = design @ coef
-    resid = np.linalg.norm(arr[border] - backdrop[border], axis=1)
-    return backdrop, resid
+    edge_design, edge = design[border], arr[border]
+    keep = np.ones(len(edge), bool)
+    for _ in range(max(1, rounds)):
+        coef, *_ = np.linalg.lstsq(edge_design[keep], edge[keep], rcond=None)
+        resid = np.linalg.norm(edge - edge_design @ coef, axis=1)
+        keep = resid <= max(6.0, 2.5 * float(np.median(resid[keep])))
+    return design @ coef, resid, keep
 
 
 def foreground_mask(img: Image.Image, tolerance: float | None = None) -> Image.Image:
     """Soft mask (mode L, 255 = object) of a studio photo's object.
 
-    A pixel is foreground when its colour is farther from the fitted backdrop
-    (``backdrop_model``) than ``tolerance`` (default: 3 x the 90th percentile of
-    the border's residual, at least 14 levels); the mask is closed and opened to
-    remove specks, enclosed holes are filled, and the edge is feathered.
+    A pixel of the photo, box-blurred over ~1% of its size, is foreground when its
+    colour is farther from the fitted backdrop
+    (``backdrop_model``) than ``tolerance`` (default: 3 x the 90th percentile of the
+    residual of the border pixels the fit kept, or 1.5 x that of the border pixels within
+    ``MAX_TOLERANCE`` -- a backdrop sweep's horizon is not quadratic -- and at least 14 levels); the mask is closed
+    and opened to remove specks, enclosed holes are filled, and the edge is feathered.
+
+    When the photo has no plain backdrop to cut the object from (the default tolerance
+    would exceed ``MAX_TOLERANCE``, less than ``MIN_PLAIN_BORDER`` of the border matches
+    the backdrop, or the cut-out keeps under ``MIN_COVER`` of the frame) the mask is the
+    whole frame: the photo is kept whole rather than the object lost.
     """
-    arr = np.asarray(img.convert("RGB"), dtype=np.float32)
-    backdrop, resid = backdrop_model(arr)
-    dist = np.linalg.norm(arr - backdrop, axis=2)
+    k = max(3, (min(img.size) // 100) | 1)
+    # measured on a slightly smoothed photo: sensor noise and JPEG grain are not texture
+    arr = np.asarray(img.convert("RGB").filter(ImageFilter.BoxBlur(k // 2)), dtype=np.float32)
+    backdrop, resid, keep = backdrop_model(arr)
+    whole = Image.new("L", img.size, 255)
     if tolerance is None:
-        tolerance = max(14.0, 3.0 * float(np.percentile(resid, 90)))
+        near = resid[resid <= MAX_TOLERANCE]  # the border without what is plainly object
+        horizon = 1.5 * float(np.percentile(near, 90)) if near.size else np.inf
+        tolerance = max(14.0, 3.0 * float(np.percentile(resid[keep], 90)), horizon)
+        if tolerance > MAX_TOLERANCE or float((resid <= tolerance).mean()) < MIN_PLAIN_BORDER:
+            return whole
+    dist = np.linalg.norm(arr - backdrop, axis=2)
     from scipy.ndimage import binary_fill_holes
 
     mask = Image.fromarray(((dist > tolerance) * 255).astype(np.uint8), mode="L")
-    k = max(3, (min(img.size) // 100) | 1)
     mask = mask.filter(ImageFilter.MaxFilter(k)).filter(ImageFilter.MinFilter(k))  # close gaps
     mask = mask.filter(ImageFilter.MinFilter(k)).filter(ImageFilter.MaxFilter(k))  # drop specks
     filled = binary_fill_holes(np.asarray(mask) > 127)  # glazed or grey parts matching the backdrop
+    if filled.mean() < MIN_COVER:
+        return whole
     return Image.fromarray((filled * 255).astype(np.uint8), "L").filter(ImageFilter.GaussianBlur(max(1.0, k / 3)))
 
 
@@ -313,7 +344,8 @@ def background_only(img: Image.Image, fill: tuple[int, int, int] | None = None, 
     nothing of the object is left; ``"silhouette"`` fills only the object's own pixels,
     which leaves its outline as a flat shape: on met-ivory a fine-tuned lite0 still told
     ivory from ceramics by that outline 71% of the time, against 57% with the box and
-    49% on the backdrop colour alone."""
+    49% on the backdrop colour alone. A photo with no plain backdrop (the mask is the
+    whole frame) comes out as a flat fill: it has no background to show."""
     if shape not in ("box", "silhouette"):
         raise ValueError("shape must be 'box' or 'silhouette'")
     img = img.convert("RGB")
