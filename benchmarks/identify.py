@@ -44,7 +44,7 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 
-from artsentry.data.listing import reshot_jpegs
+from artsentry.data.listing import GENERATOR_VERSION, reshot_jpegs
 from artsentry.data.manifest import read_manifest
 from artsentry.index import Register
 from artsentry.index.register import threshold_for_false_match_rate
@@ -61,14 +61,20 @@ def make_queries(tasks: list[tuple[str, list[int]]], workers: int, cache: Path |
     """The query photos of every task (JPEG bytes, or paths of the JPEG files in ``cache``).
 
     With ``cache``, the photos are written there as ``<task>-<k>.jpg`` beside a ``tasks.json``
-    naming what made them; a later run with the same tasks reads them instead of re-making them
+    naming what made them (the tasks and ``GENERATOR_VERSION``); a later run with the same tasks
+    and generator reads them instead of re-making them
     (about 10 minutes on 2 cores for the whole data). A cache made from other tasks is refused.
     """
     if cache is not None:
         listing = cache / "tasks.json"
-        wanted = [[str(p), list(s)] for p, s in tasks]
+        wanted = {"generator": GENERATOR_VERSION, "tasks": [[str(p), list(s)] for p, s in tasks]}
         if listing.is_file():
-            if json.loads(listing.read_text()) != wanted:
+            held = json.loads(listing.read_text())
+            held = held if isinstance(held, dict) else {"generator": 1, "tasks": held}
+            if held.get("generator") != GENERATOR_VERSION:
+                raise SystemExit(f"{cache} holds queries made by listing generator {held.get('generator')}, not "
+                                 f"{GENERATOR_VERSION}; remove it or name another folder")
+            if held["tasks"] != wanted["tasks"]:
                 raise SystemExit(f"{cache} holds queries of other photos or seeds; remove it or name another folder")
             files = [[cache / f"{i}-{k}.jpg" for k in range(len(s))] for i, (_, s) in enumerate(tasks)]
             missing = [f for fs in files for f in fs if not f.is_file()]

@@ -92,6 +92,15 @@ def test_training_reuses_its_view_cache(objects_dir, embedder_dir, tmp_path):
     assert read_config(again)["history"] == read_config(embedder_dir)["history"]  # same seed, same training
 
 
+def test_view_cache_is_not_reused_across_generator_versions(monkeypatch):
+    import artsentry.index.metric as metric
+
+    key = SMALL.cache_key("data")
+    assert SMALL.cache_key("data") == key
+    monkeypatch.setattr(metric, "GENERATOR_VERSION", metric.GENERATOR_VERSION + 1)
+    assert SMALL.cache_key("data") != key  # views the listing generator now makes differently are stale
+
+
 def test_register_with_trained_embedder_via_cli(embedder_dir, objects_dir, tmp_path, capsys):
     reg = tmp_path / "reg"
     assert main(["-q", "register", "create", str(reg), "--embedder", str(embedder_dir)]) == 0

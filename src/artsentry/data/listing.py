@@ -43,6 +43,11 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from .dataset import ImageDataset
 
+#: bumped whenever a change to this module changes the photos it makes for the same seed, so
+#: caches of generated photos (training views, benchmark queries) made by another version are
+#: not reused. 2: robust backdrop fit, photos with no plain backdrop kept whole.
+GENERATOR_VERSION = 2
+
 FAMILIES = ("background", "geometry", "lighting", "blur_noise", "overlay", "jpeg")
 WORDS = ("SALE", "Vintage", "antique", "RARE", "old carving", "estate find", "free shipping", "OBO", "as is",
          "genuine", "collectible", "lot 12")

@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ..data.images import ImageLoadError, load_image
-from ..data.listing import reshots
+from ..data.listing import GENERATOR_VERSION, reshots
 from ..data.manifest import read_manifest
 from ..data.splits import split_manifest
 from ..data.transforms import Preprocessing, eval_transform
@@ -67,6 +67,7 @@ class EmbedderSettings:
 
     def cache_key(self, data_fingerprint: str) -> str:
         parts = {k: getattr(self, k) for k in ("backbone", "image_size", "views", "max_side", "seed")}
+        parts["listing_generator"] = GENERATOR_VERSION  # views made by another generator are stale
         if self.trained_stages:  # the cache then holds the frozen trunk's output, not the feature map
             parts["trained_stages"] = self.trained_stages
         return hashlib.sha256(json.dumps([parts, data_fingerprint], sort_keys=True).encode()).hexdigest()[:16]
@@ -257,7 +258,8 @@ def train_embedder(data: str | Path, out: str | Path, settings: EmbedderSettings
               "validation_objects": len(set(parts["val"]["object_id"])),
               "holdout_objects": len(set(parts["test"]["object_id"])), "unreadable": int((~ok).sum()),
               "object_lists": ["trained_objects.txt", "validation_objects.txt", "holdout_objects.txt"]},
-        training={**asdict(settings), "backbone_frozen": settings.trained_stages == 0,
+        training={**asdict(settings), "listing_generator": GENERATOR_VERSION,
+                  "backbone_frozen": settings.trained_stages == 0,
                   "loss": "supervised contrastive",
                   "seconds": round(time.time() - t0, 1)},
         history=history, metrics={"val_reshot_top1": best["val_reshot_top1"], "best_epoch": best["epoch"]})
