@@ -201,6 +201,9 @@ def test_reshots_are_grouped_with_their_photo_and_scored_together(tmp_path, phot
     assert sims.max() > expected  # the rule differs from "best version" here
     match = reg.search_vectors(q, k=1)[0][0]
     assert match.object_id == "A" and match.score == pytest.approx(expected, abs=1e-5)
+    # ... but a copy of a registered photo scores itself, not the mean with a re-shot
+    copy = reg.search([photos["A"][0][0]], k=1)[0].matches[0]
+    assert copy.object_id == "A" and copy.score == pytest.approx(1.0, abs=1e-4)
 
 
 def test_register_from_before_reshot_groups_is_migrated(tmp_path, photos):
