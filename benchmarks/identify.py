@@ -24,8 +24,9 @@ photos for the next run; ``--save-vectors DIR`` writes every measurement's vecto
 
 Prints, per embedder and setting, top-1/5/10 accuracy and mean average precision of registered queries
 (all, seen in training, added after training), the AUC for telling registered from
-unregistered queries by their best score, the false-match rate and the share accepted and
-correct at the chosen threshold, and search latency per query.
+unregistered queries by their best match score, the false-match rate and the share accepted
+and correct at the chosen threshold (also deciding on the similarity alone), and search
+latency per query.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from tqdm.auto import tqdm
 from artsentry.data.listing import GENERATOR_VERSION, reshot_jpegs
 from artsentry.data.manifest import read_manifest
 from artsentry.index import Register
-from artsentry.index.register import threshold_for_false_match_rate
+from artsentry.index.register import SCORINGS, threshold_for_false_match_rate
 
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = {"calibration": 10_000, "test": 30_000}
@@ -111,14 +112,17 @@ def object_split(objects: pd.DataFrame, embedders: list[str], seed: int) -> tupl
     return shuffled.iloc[:half].assign(seen=False), shuffled.iloc[half:], "random halves"
 
 
-def ranks_and_best(reg: Register, vectors: np.ndarray, object_ids) -> tuple[np.ndarray, np.ndarray, float]:
+def ranks_and_best(reg: Register, vectors: np.ndarray, object_ids) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
+    """Rank of the true object (0: not in the top 10), best match score, seconds per query,
+    best similarity."""
     t = time.perf_counter()
     found = reg.search_vectors(vectors, k=10)
     per_query = (time.perf_counter() - t) / len(vectors)
     best = np.array([m[0].score if m else -1.0 for m in found])
+    similarity = np.array([m[0].similarity if m else -1.0 for m in found])
     ranks = np.array([next((j + 1 for j, m in enumerate(ms) if m.object_id == str(oid)), 0)
                       for ms, oid in zip(found, object_ids)])
-    return ranks, best, per_query
+    return ranks, best, per_query, similarity
 
 
 def retrieval(ranks: np.ndarray) -> dict:
@@ -129,8 +133,9 @@ def retrieval(ranks: np.ndarray) -> dict:
 
 
 def measure(spec: str, registered: pd.DataFrame, queries: dict, target_fmr: float, tmp: Path,
-            reshots: int = 0, save: Path | None = None, flip: bool = False) -> dict:
-    reg = Register.create(tmp / f"reg-{abs(hash(spec))}-{reshots}-{int(flip)}", spec, reshots=reshots, flip=flip)
+            reshots: int = 0, save: Path | None = None, flip: bool = False, scoring: str = "contrast") -> dict:
+    reg = Register.create(tmp / f"reg-{abs(hash(spec))}-{reshots}-{int(flip)}", spec, reshots=reshots, flip=flip,
+                          scoring=scoring)
     t0 = time.time()
     reg.add_many([(str(r.object_id), [r.path], {"title": Path(r.path).name}) for r in registered.itertuples()],
                  progress=True)
@@ -141,7 +146,7 @@ def measure(spec: str, registered: pd.DataFrame, queries: dict, target_fmr: floa
         assert not any(errors), errors
         scored[name] = ranks_and_best(reg, vectors, object_ids) + (vectors,)
     latencies = []
-    for v in scored["test_registered"][3][:300]:
+    for v in scored["test_registered"][4][:300]:
         t = time.perf_counter()
         reg.search_vectors(v[None], k=10)
         latencies.append(time.perf_counter() - t)
@@ -152,31 +157,42 @@ def measure(spec: str, registered: pd.DataFrame, queries: dict, target_fmr: floa
                  gallery_ids=np.array([r[0] for r in rows]), gallery_names=np.array([r[1] for r in rows]),
                  seen=registered["seen"].to_numpy(dtype=bool),
                  registered_ids=np.array([str(o) for o in registered["object_id"]]),
-                 **{name: v[3] for name, v in scored.items()},
+                 **{name: v[4] for name, v in scored.items()},
                  **{f"{name}_ids": np.array([str(o) for o in queries[name][1]]) for name in scored})
     reg.close()
 
-    threshold = threshold_for_false_match_rate(scored["calibration_distractors"][1], target_fmr)
-    ranks, best = scored["test_registered"][:2]
-    dis_best = scored["test_distractors"][1]
+    ranks = scored["test_registered"][0]
     seen = registered["seen"].to_numpy()
-    y = np.r_[np.ones(len(best)), np.zeros(len(dis_best))]
-    out = {"embedder": spec, "gallery_reshots": reshots, "flip": flip, **retrieval(ranks)}
+    out = {"embedder": spec, "gallery_reshots": reshots, "flip": flip, "scoring": scoring, **retrieval(ranks)}
     if seen.any():
         out["seen_in_training"] = retrieval(ranks[seen])
         out["added_after_training"] = retrieval(ranks[~seen])
+    out.update(decision(scored, target_fmr, 1))
+    if scoring != "similarity":  # the same searches, deciding on the similarity alone
+        out["deciding_on_similarity"] = decision(scored, target_fmr, 3)
     out.update({
-        "registered_vs_unregistered_auc": round(float(roc_auc_score(y, np.r_[best, dis_best])), 4),
-        "threshold": round(threshold, 4),
-        "target_false_match_rate": target_fmr,
-        "test_false_match_rate": round(float((dis_best >= threshold).mean()), 4),
-        "registered_accepted_and_correct": round(float(((ranks == 1) & (best >= threshold)).mean()), 4),
-        "calibration_registered_accepted": round(float((scored["calibration_registered"][1] >= threshold).mean()), 4),
         "search_ms_p50": round(1000 * float(np.median(latencies)), 3),
         "search_ms_batched_per_query": round(1000 * scored["test_registered"][2], 3),
         "register_add_seconds": round(add_seconds, 1),
     })
     return out
+
+
+def decision(scored: dict, target_fmr: float, column: int) -> dict:
+    """Registered vs unregistered by the best match's score (``column`` 1) or similarity (3):
+    the AUC, and the threshold chosen on the calibration queries applied to the test queries."""
+    threshold = threshold_for_false_match_rate(scored["calibration_distractors"][column], target_fmr)
+    ranks, best = scored["test_registered"][0], scored["test_registered"][column]
+    dis_best = scored["test_distractors"][column]
+    y = np.r_[np.ones(len(best)), np.zeros(len(dis_best))]
+    return {
+        "registered_vs_unregistered_auc": round(float(roc_auc_score(y, np.r_[best, dis_best])), 4),
+        "threshold": round(threshold, 4),
+        "target_false_match_rate": target_fmr,
+        "test_false_match_rate": round(float((dis_best >= threshold).mean()), 4),
+        "registered_accepted_and_correct": round(float(((ranks == 1) & (best >= threshold)).mean()), 4),
+        "calibration_registered_accepted": round(float((scored["calibration_registered"][column] >= threshold).mean()), 4),
+    }
 
 
 def main() -> int:
@@ -192,6 +208,9 @@ def main() -> int:
                     "several values: each embedder is measured with each")
     ap.add_argument("--flip", type=int, nargs="+", default=[0], choices=(0, 1),
                     help="1: embed photos with their mirror images (register create --flip); '0 1' measures both")
+    ap.add_argument("--scoring", choices=SCORINGS, default="contrast",
+                    help="the register's match score (register create --scoring); with 'contrast' the "
+                    "decision on the similarity alone is reported too (default: %(default)s)")
     ap.add_argument("--query-cache", metavar="DIR", help="keep the query photos here and reuse them on the next run")
     ap.add_argument("--save-vectors", metavar="DIR", help="write each measurement's gallery and query vectors "
                     "(with their object ids) to DIR/<n>.npz, to compare scoring rules without re-embedding")
@@ -223,7 +242,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         runs = [(spec, k, f) for spec in a.embedders for k in a.gallery_reshots for f in a.flip]
         results = [measure(spec, registered, queries, a.target_fmr, Path(tmp), k,
-                           Path(a.save_vectors) / f"{n}.npz" if a.save_vectors else None, bool(f))
+                           Path(a.save_vectors) / f"{n}.npz" if a.save_vectors else None, bool(f), a.scoring)
                    for n, (spec, k, f) in enumerate(runs)]
     print(json.dumps({
         "date": date.today().isoformat(), "data": a.data, "objects_chosen_by": how,

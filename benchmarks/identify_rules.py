@@ -10,7 +10,9 @@ The same gallery and query vectors, scored two ways:
   ``Register.search`` does now when photos carry re-shots).
 
 An object scores its best photo either way. Prints top-1/top-10 of the registered test
-queries, and the registered-vs-unregistered AUC of the best object score.
+queries, and the registered-vs-unregistered AUC of the best object's similarity and of its
+contrast score (``contrast_scores``: the similarity minus half the mean of the next four
+objects'), on the calibration and on the test queries.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import sys
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from artsentry.index.register import RESHOT_SUFFIX, VERSIONS_SCORED, photo_score
+from artsentry.index.register import RESHOT_SUFFIX, VERSIONS_SCORED, contrast_scores, photo_score
 
 
 def object_scores(queries: np.ndarray, gallery: np.ndarray, photo_of: np.ndarray, object_of_photo: np.ndarray,
@@ -47,16 +49,19 @@ def main() -> int:
     objects, object_of_vector = np.unique(d["gallery_ids"], return_inverse=True)
     object_of_photo = np.zeros(len(photo_names), int)
     object_of_photo[photo_of] = object_of_vector
-    truth = np.searchsorted(objects, d["test_registered_ids"])
     out = {}
     for rule, top in (("best version", 1), ("mean of best two (the register's rule)", VERSIONS_SCORED)):
-        reg = object_scores(d["test_registered"], d["gallery"], photo_of, object_of_photo, len(objects), top)
-        dis = object_scores(d["test_distractors"], d["gallery"], photo_of, object_of_photo, len(objects), top)
-        rank = (reg > reg[np.arange(len(reg)), truth][:, None]).sum(axis=1) + 1
-        best, dis_best = reg.max(axis=1), dis.max(axis=1)
-        auc = roc_auc_score(np.r_[np.ones(len(best)), np.zeros(len(dis_best))], np.r_[best, dis_best])
-        out[rule] = {"top1": round(float((rank == 1).mean()), 4), "top10": round(float((rank <= 10).mean()), 4),
-                     "registered_vs_unregistered_auc": round(float(auc), 4)}
+        out[rule] = {}
+        for part in ("calibration", "test"):
+            truth = np.searchsorted(objects, d[f"{part}_registered_ids"])
+            reg = object_scores(d[f"{part}_registered"], d["gallery"], photo_of, object_of_photo, len(objects), top)
+            dis = object_scores(d[f"{part}_distractors"], d["gallery"], photo_of, object_of_photo, len(objects), top)
+            rank = (reg > reg[np.arange(len(reg)), truth][:, None]).sum(axis=1) + 1
+            y = np.r_[np.ones(len(reg)), np.zeros(len(dis))]
+            best = {"similarity": np.r_[reg.max(axis=1), dis.max(axis=1)],
+                    "contrast": contrast_scores(-np.sort(-np.r_[reg, dis], axis=1)[:, :16])[:, 0]}
+            out[rule][part] = {"top1": round(float((rank == 1).mean()), 4), "top10": round(float((rank <= 10).mean()), 4),
+                               **{f"auc_{name}": round(float(roc_auc_score(y, v)), 4) for name, v in best.items()}}
     print(json.dumps(out, indent=2))
     return 0
 

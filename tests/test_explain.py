@@ -140,7 +140,7 @@ def test_explain_register_match(tmp_path, photos):
     assert (tmp_path / "x" / "B_query.match.gradcam.png").is_file()
     # the similarity explained is the one the register search reports
     found = reg.search([photos["B"][1]], k=1)[0].matches[0]
-    assert r.score == pytest.approx(found.score, abs=1e-4)
+    assert r.score == pytest.approx(found.similarity, abs=1e-4)
 
 
 def test_report_and_feature_map_explain_and_open_cleanly_in_chromium(model_dir, tmp_path):

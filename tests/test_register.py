@@ -6,6 +6,7 @@ from PIL import Image
 
 from artsentry.cli import main
 from artsentry.index import Register, RegisterError, VectorIndex
+from artsentry.index.register import contrast_scores
 from artsentry.index.vectors import IndexFileError
 
 from .conftest import object_photo
@@ -200,10 +201,10 @@ def test_reshots_are_grouped_with_their_photo_and_scored_together(tmp_path, phot
     expected = max(np.sort(sims[:3])[-2:].mean(), np.sort(sims[3:])[-2:].mean())
     assert sims.max() > expected  # the rule differs from "best version" here
     match = reg.search_vectors(q, k=1)[0][0]
-    assert match.object_id == "A" and match.score == pytest.approx(expected, abs=1e-5)
+    assert match.object_id == "A" and match.similarity == pytest.approx(expected, abs=1e-5)
     # ... but a copy of a registered photo scores itself, not the mean with a re-shot
     copy = reg.search([photos["A"][0][0]], k=1)[0].matches[0]
-    assert copy.object_id == "A" and copy.score == pytest.approx(1.0, abs=1e-4)
+    assert copy.object_id == "A" and copy.similarity == pytest.approx(1.0, abs=1e-4)
 
 
 def test_register_from_before_reshot_groups_is_migrated(tmp_path, photos):
@@ -236,4 +237,58 @@ def test_flip_embeds_a_photo_and_its_mirror_image_alike(tmp_path, photos):
     reg.close()
     again = Register.open(tmp_path / "reg")
     assert again.embedder.flip and json.loads(again.setting("embedder"))["flip"] is True
-    assert again.search([str(mirrored)], k=1)[0].matches[0].score == pytest.approx(1.0, abs=1e-4)
+    assert again.search([str(mirrored)], k=1)[0].matches[0].similarity == pytest.approx(1.0, abs=1e-4)
+
+
+def test_contrast_scores_subtract_half_the_mean_of_the_next_four_objects():
+    sims = np.array([0.9, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1])
+    got = contrast_scores(sims)
+    assert got[0] == pytest.approx(0.9 - 0.5 * np.mean([0.6, 0.5, 0.4, 0.3]))
+    assert got[1] == pytest.approx(0.6 - 0.5 * np.mean([0.9, 0.5, 0.4, 0.3]))  # others include the best
+    assert got[6] == pytest.approx(0.1 - 0.5 * np.mean([0.9, 0.6, 0.5, 0.4]))
+    assert np.all(np.diff(got) < 0)  # the order of the similarities is kept
+    # an object alone among look-alikes scores less than the same similarity standing out
+    crowd = contrast_scores(np.array([0.8, 0.78, 0.77, 0.76, 0.75]))[0]
+    alone = contrast_scores(np.array([0.8, 0.4, 0.35, 0.3, 0.3]))[0]
+    assert alone > crowd
+    # fewer objects: the others there are; one object: its similarity
+    assert contrast_scores(np.array([0.7, 0.5]))[0] == pytest.approx(0.45)
+    assert contrast_scores(np.array([0.7]))[0] == pytest.approx(0.7)
+    rows = np.array([[0.9, 0.6, 0.5, 0.4, 0.3], [0.8, 0.7, 0.2, 0.1, 0.0]])
+    assert np.allclose(contrast_scores(rows), [contrast_scores(r) for r in rows])
+
+
+def test_register_scores_matches_by_contrast_and_keeps_similarity(tmp_path, photos):
+    reg = Register.create(tmp_path / "reg")
+    assert reg.scoring == "contrast"
+    for name in "ABC":
+        reg.add(name, photos[name][0])
+    res = reg.search([photos["A"][1]], k=3)[0]
+    sims = np.array([m.similarity for m in res.matches])
+    assert [m.object_id for m in res.matches][0] == "A" and np.all(np.diff(sims) <= 0)
+    assert [m.score for m in res.matches] == pytest.approx(contrast_scores(sims).tolist(), abs=1e-5)
+    # the threshold applies to the score, not the similarity
+    best = res.matches[0]
+    assert best.score < best.similarity
+    assert reg.search([photos["A"][1]], threshold=best.score + 1e-3)[0].no_match
+    assert not reg.search([photos["A"][1]], threshold=best.score - 1e-3)[0].no_match
+    with pytest.raises(RegisterError, match="scoring must be one of"):
+        Register.create(tmp_path / "bad", scoring="cosine")
+
+    plain = Register.create(tmp_path / "plain", scoring="similarity")
+    for name in "ABC":
+        plain.add(name, photos[name][0])
+    m = plain.search([photos["A"][1]], k=3)[0].matches
+    assert [x.score for x in m] == [x.similarity for x in m] == pytest.approx(sims.tolist(), abs=1e-5)
+
+
+def test_register_from_before_contrast_scoring_keeps_deciding_on_similarity(tmp_path, photos):
+    reg = Register.create(tmp_path / "reg", threshold=0.5)
+    reg.add("A", photos["A"][0])
+    reg.add("B", photos["B"][0])
+    reg.db.execute("DELETE FROM settings WHERE key = 'scoring'")  # as written by the previous version
+    reg.close()
+    again = Register.open(tmp_path / "reg")
+    assert again.scoring == "similarity"  # its threshold was chosen on similarities
+    m = again.search([photos["A"][1]], k=2)[0].matches
+    assert [x.score for x in m] == [x.similarity for x in m]

@@ -61,7 +61,7 @@ def register_dir(tmp_path_factory, photos):
     reg = Register.create(folder)
     for name in "ABC":
         reg.add(name, photos[name][0], title=f"Object {name}", department="Asian Art", status="stolen")
-    reg.set_threshold(0.8)
+    reg.calibrate([photos["unknown"]], target_fmr=0.0)  # the unregistered photo must come back "no match"
     reg.close()
     return folder
 
@@ -83,6 +83,7 @@ def test_health_models_and_schema(live, model_dir):
     m = httpx.get(f"{live.url}/v1/models").json()
     assert m["ivory"]["labels"] == ["ivory", "non_ivory"] and 0 < m["ivory"]["threshold"] < 1
     assert len(m["ivory"]["version"]) == 16 and m["register"]["objects"] == 3
+    assert m["register"]["photos"] == m["register"]["indexed_vectors"] == 6 and m["register"]["scoring"] == "contrast"
     schema = httpx.get(f"{live.url}/openapi.json").json()
     for path in ("/v1/analyze", "/v1/register", "/v1/register/{object_id}", "/healthz", "/v1/models"):
         assert path in schema["paths"], path
@@ -105,6 +106,7 @@ def test_analyze_traces_and_matches(live, photos):
     assert reg["matches"][0]["object_id"] == "B" and reg["matches"][0]["title"] == "Object B"
     assert reg["matches"][0]["photo"].startswith("data:image/jpeg;base64,")
     assert reg["no_match"] is (not reg["matches"][0]["matched"])
+    assert reg["scoring"] == "contrast" and reg["matches"][0]["similarity"] > reg["matches"][0]["score"]
     ov = body["overlay"]
     png = Image.open(io.BytesIO(base64.b64decode(ov["png"].split(",", 1)[1])))
     assert png.mode == "RGBA" and png.size == (ov["width"], ov["height"])

@@ -177,7 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("register")
     rc.add_argument("--embedder", default="pretrained:efficientnet_lite0",
                     help="'pretrained:efficientnet_lite0' or a model folder whose backbone embeds")
-    rc.add_argument("--threshold", type=float, help="similarity under which search answers 'no match'")
+    rc.add_argument("--threshold", type=float, help="match score under which search answers 'no match' (better: "
+                    "`register calibrate`)")
+    rc.add_argument("--scoring", choices=("contrast", "similarity"), default="contrast",
+                    help="a match's score: its similarity minus half the mean similarity of the next four objects "
+                    "('contrast', tells registered from unregistered objects better: BENCHMARKS.md), or the "
+                    "similarity itself (default: %(default)s)")
     rc.add_argument("--reshots", type=int, default=0, metavar="K",
                     help="also index K listing-style re-shots of every photo added (clutter, light, angle, JPEG; "
                     "default 0)")
@@ -207,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--json", action="store_true")
     rb = rsub.add_parser("rebuild", help="recreate the search index from the register database")
     rb.add_argument("register")
-    rt = rsub.add_parser("set-threshold", help="set the no-match similarity threshold")
+    rt = rsub.add_parser("set-threshold", help="set the no-match threshold (on the register's match score)")
     rt.add_argument("register")
     rt.add_argument("threshold", type=float)
     rcal = rsub.add_parser("calibrate", help="choose the no-match threshold for a target false-match rate",
@@ -516,7 +521,8 @@ def cmd_register(a) -> int:
     from .index import Register
 
     if a.action == "create":
-        reg = Register.create(a.register, a.embedder, threshold=a.threshold, reshots=a.reshots, flip=a.flip)
+        reg = Register.create(a.register, a.embedder, threshold=a.threshold, reshots=a.reshots, flip=a.flip,
+                              scoring=a.scoring)
         print(f"created register {a.register} (embedder {a.embedder}{', with mirror images' if a.flip else ''})")
         reg.close()
         return 0
@@ -563,7 +569,9 @@ def cmd_register(a) -> int:
                     print(json.dumps(res.to_dict()))
                 else:
                     best = "no match" if res.no_match else f"match {res.matches[0].object_id}"
-                    shown = ", ".join(f"{m.object_id} {m.score:.3f}" for m in res.matches)
+                    shown = ", ".join(f"{m.object_id} {m.score:.3f} (similarity {m.similarity:.3f})"
+                                      if m.score != m.similarity else f"{m.object_id} {m.score:.3f}"
+                                      for m in res.matches)
                     print(f"{res.query}\t{best}\t[{shown}]")
             return EXIT_SOME_UNREADABLE if bad else 0
         elif a.action == "rebuild":

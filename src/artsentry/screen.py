@@ -303,8 +303,8 @@ class Screener:
                 th = self.register.threshold
                 for i, matches in zip(batch.index, self.register.search_vectors(vecs, self.k)):
                     rec = out.setdefault(i, {})
-                    rec["matches"] = [{"object_id": m.object_id, "score": m.score, "title": m.title,
-                                       "status": m.status} for m in matches]
+                    rec["matches"] = [{"object_id": m.object_id, "score": m.score, "similarity": m.similarity,
+                                       "title": m.title, "status": m.status} for m in matches]
                     rec["matched"] = bool(matches) and th is not None and matches[0].score >= th
         records = []
         for i in sorted(out):
@@ -482,7 +482,8 @@ def write_outputs(records: list[dict], listings: pd.DataFrame, out: Path, carrie
                      "culture": (r.get("culture") or {}).get("label"),
                      "culture_score": (r.get("culture") or {}).get("score"),
                      "matched": r.get("matched"), "best_match": best.get("object_id"),
-                     "best_match_score": best.get("score"), "best_match_status": best.get("status"),
+                     "best_match_score": best.get("score"), "best_match_similarity": best.get("similarity"),
+                     "best_match_status": best.get("status"),
                      "error": r["error"], **r["listing"]})
     table = pd.DataFrame(rows)
     table.to_csv(out / "results.csv", index=False)
@@ -522,7 +523,8 @@ def write_queue_html(queue: list[dict], path: Path, carried: list[str], max_rows
         if r.get("matched"):
             m = r["matches"][0]
             facts.append(f"register match: <b>{esc(m['object_id'])}</b> {esc(m.get('title') or '')} "
-                         f"({esc(m.get('status') or 'no status')}), similarity {m['score']:.3f}")
+                         f"({esc(m.get('status') or 'no status')}), match score {m['score']:.3f}"
+                         + (f", similarity {m['similarity']:.3f}" if m.get("similarity") is not None else ""))
         extra = "".join(f"<li>{esc(c)}: {esc(str(r['listing'].get(c, '')))}</li>" for c in carried)
         cards.append(f'<li class="card"><span class="rank">#{rank}</span>{pic}<div><b>{esc(r["listing_id"])}</b>'
                      f'<ul>{"".join(f"<li>{f}</li>" for f in facts)}{extra}'

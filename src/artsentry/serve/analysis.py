@@ -105,8 +105,10 @@ class Analyzer:
                 out[key] = p.info() | {"labels": p.labels}
         if self.register is not None:
             with self.lock:
-                out["register"] = {"objects": len(self.register), "photos": len(self.register.index),
-                                   "threshold": self.register.threshold,
+                reg = self.register
+                photos = reg.db.execute("SELECT COUNT(*) FROM photos WHERE reshot_of IS NULL").fetchone()[0]
+                out["register"] = {"objects": len(reg), "photos": photos, "indexed_vectors": len(reg.index),
+                                   "threshold": self.register.threshold, "scoring": self.register.scoring,
                                    "embedder": self.register.embedder.describe()["spec"]}
         return out
 
@@ -167,11 +169,13 @@ class Analyzer:
                 threshold = self.register.threshold
                 matches = []
                 for m in found:
-                    d = {"object_id": m.object_id, "score": m.score, "title": m.title, "department": m.department,
+                    d = {"object_id": m.object_id, "score": m.score, "similarity": m.similarity, "title": m.title,
+                         "department": m.department,
                          "source": m.source, "status": m.status, "photo": self._thumb(m.object_id)}
                     d["matched"] = threshold is None or m.score >= threshold
                     matches.append(d)
-            out["register"] = {"threshold": threshold, "no_match": not found or not matches[0]["matched"],
+            out["register"] = {"threshold": threshold, "scoring": self.register.scoring,
+                               "no_match": not found or not matches[0]["matched"],
                                "matches": matches}
         if explain and heat_source is not None:
             key, x, p = heat_source
@@ -192,7 +196,8 @@ class Analyzer:
         with self.lock:
             added, errors = self.register.add(object_id, photos, **metadata)
             self._thumbs.pop(object_id, None)
-            return {"object_id": object_id, "photos_added": added, "errors": errors,
+            # ``add`` counts indexed vectors: a photo and its re-shots
+            return {"object_id": object_id, "photos_added": added // (1 + self.register.reshots), "errors": errors,
                     "object": self.register.get(object_id)}
 
     def register_remove(self, object_id: str) -> int:

@@ -74,7 +74,10 @@ class Classification(BaseModel):
 
 class MatchOut(BaseModel):
     object_id: str
-    score: float = Field(description="cosine similarity of the embeddings, -1..1")
+    score: float = Field(description="match score the threshold applies to: under the register's 'contrast' "
+                         "scoring the similarity minus half the mean similarity of the next four objects, "
+                         "under 'similarity' scoring the similarity itself")
+    similarity: float = Field(description="cosine similarity of the embeddings (best registered photo), -1..1")
     matched: bool = Field(description="score at or above the register's threshold")
     title: Optional[str] = None
     department: Optional[str] = None
@@ -85,6 +88,7 @@ class MatchOut(BaseModel):
 
 class RegisterResult(BaseModel):
     threshold: Optional[float]
+    scoring: str = Field(description="what a match's score is: 'contrast' or 'similarity'")
     no_match: bool
     matches: list[MatchOut]
 

@@ -63,7 +63,9 @@
       text.appendChild(el("strong", "", m.title || m.object_id));
       text.appendChild(el("div", "", m.object_id + (m.status ? " · " + m.status : "") +
         (m.department ? " · " + m.department : "")));
-      text.appendChild(el("div", "", "similarity " + m.score.toFixed(3) + (m.matched ? "" : " (below threshold)")));
+      const scored = reg.scoring === "contrast" ? "match score " + m.score.toFixed(3) + " · " : "";
+      text.appendChild(el("div", "", scored + "similarity " + m.similarity.toFixed(3) +
+        (m.matched ? "" : " (below threshold)")));
       li.appendChild(text);
       list.appendChild(li);
     });
