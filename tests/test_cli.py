@@ -66,6 +66,9 @@ def test_evaluate_shift_reports_studio_listing_and_background(model_dir, tmp_pat
     assert "drop studio -> listing" in out and "background_only" in out
     sh = json.loads((tmp_path / "metrics.json").read_text())["shift"]
     v = sh["variants"]
+    # accuracy at chance can hide a ranking by the backdrop: the AUC is printed beside it
+    bg_line = next(line for line in out.splitlines() if line.strip().startswith("background_only"))
+    assert f"ROC-AUC {v['background_only']['roc_auc']:.4f}" in bg_line
     assert set(v) == {"studio", "listing", "background_only"} | {f"only_{f}" for f in
                                                                   ("background", "geometry", "lighting", "blur_noise",
                                                                    "overlay", "jpeg")}
