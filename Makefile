@@ -21,8 +21,9 @@ setup: $(STAMP)
 ivory: $(RUN)/model/config.json
 
 # 320 px rather than the backbone's native 224: the photos are ~600 px and the cue is surface
-# texture (224 vs 320 figures in BENCHMARKS.md).
-TRAIN_ARGS ?= --image-size 320 --epochs 6
+# texture (224 vs 320 figures in BENCHMARKS.md). Listing augmentation and 10 epochs: better on
+# studio photos and on listing-style ones than 6 epochs without it (BENCHMARKS.md, issue 8).
+TRAIN_ARGS ?= --image-size 320 --epochs 10 --augment listing
 
 $(RUN)/model/config.json: | $(STAMP)
 	$(BIN)/artsentry train $(DATA) --out $(RUN) $(TRAIN_ARGS)
