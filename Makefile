@@ -21,8 +21,9 @@ setup: $(STAMP)
 ivory: $(RUN)/model/config.json
 
 # 320 px rather than the backbone's native 224: the photos are ~600 px and the cue is surface
-# texture (224 vs 320 figures in BENCHMARKS.md). Listing augmentation and 10 epochs: better on
-# studio photos and on listing-style ones than 6 epochs without it (BENCHMARKS.md, issue 8).
+# texture (224 vs 320 figures in BENCHMARKS.md). Listing augmentation and 10 epochs: studio
+# 0.933 vs 0.928 for the earlier 6-epoch default, listing-style 0.896 vs 0.876 for 6 epochs with
+# the same augmentation (BENCHMARKS.md, issue 8).
 TRAIN_ARGS ?= --image-size 320 --epochs 10 --augment listing
 
 $(RUN)/model/config.json: | $(STAMP)
