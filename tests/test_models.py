@@ -13,10 +13,11 @@ from artsentry.models.artifact import ArtifactError, load_model, save_model
 from artsentry.models.efficientnet_lite import create_efficientnet_lite, map_state_dict, weights_path
 
 
-def test_pretrained_lite0_recognises_the_cat():
+@pytest.mark.parametrize("variant", ["lite0", "lite1", "lite2"])
+def test_pretrained_backbone_recognises_the_cat(variant):
     skimage_data = pytest.importorskip("skimage.data", reason="scikit-image is a dev dependency")
-    net = create_efficientnet_lite("lite0", pretrained=True).eval()
-    pre = default_preprocessing("efficientnet_lite0")
+    net = create_efficientnet_lite(variant, pretrained=True).eval()
+    pre = default_preprocessing(f"efficientnet_{variant}")
     assert pre.mean == (0.5, 0.5, 0.5) and pre.std == (0.5, 0.5, 0.5)
     x = eval_transform(pre)(Image.fromarray(skimage_data.chelsea()))[None]
     assert float(x.min()) >= -1.0 and float(x.max()) <= 1.0
