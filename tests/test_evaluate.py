@@ -70,6 +70,23 @@ def test_multiclass_and_topk():
     assert m["confusion_matrix"][1] == [0, 1, 1]
 
 
+def test_accuracy_by_value_and_by_value_and_label():
+    import pandas as pd
+
+    from artsentry.evaluate import accuracy_by
+
+    table = pd.DataFrame({"label": ["ivory", "ivory", "ivory", "other", "other", "ivory"],
+                          "photo_colour": ["greyscale", "greyscale", "colour", "greyscale", "colour", None],
+                          "correct": [False, True, True, True, True, False],
+                          "error": [None, None, None, None, None, "x.jpg: empty file"]})
+    assert accuracy_by(table, "photo_colour") == {"colour": {"accuracy": 1.0, "n": 2},
+                                                  "greyscale": {"accuracy": pytest.approx(2 / 3, abs=1e-6), "n": 3}}
+    by_label = accuracy_by(table, "photo_colour", per_label=True)  # the unreadable row is left out
+    assert by_label["greyscale / ivory"] == {"accuracy": 0.5, "n": 2}
+    assert by_label["greyscale / other"] == {"accuracy": 1.0, "n": 1}
+    assert sum(v["n"] for v in by_label.values()) == 5
+
+
 # -- the instance task: one class per object, photos of each object split ------------------
 @pytest.fixture(scope="module")
 def instance_manifest(tmp_path_factory):
@@ -126,6 +143,8 @@ def test_instance_evaluation_top_k_by_photo_count_and_department(instance_models
     by_count = m["accuracy_by_photos_per_object"]
     assert {k: v["n"] for k, v in by_count.items()} == {"3": 1, "4": 1, "5": 1, "6-9": 3}  # counted in the manifest
     assert sum(v["n"] for v in m["accuracy_by_department"].values()) == 6
+    by_colour = m["accuracy_by_photo_colour_and_label"]  # blobs on an off-white backdrop: colour photos
+    assert set(by_colour) <= {f"colour / O{k}" for k in range(6)} and sum(v["n"] for v in by_colour.values()) == 6
 
 
 def test_ensemble_averages_member_probabilities(instance_models, tmp_path, capsys):

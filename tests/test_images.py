@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from artsentry.data.images import ImageLoadError, load_image
+from artsentry.data.images import ImageLoadError, is_greyscale, load_image
 
 from .conftest import bomb_png, jpeg_bytes, object_photo
 
@@ -89,3 +89,12 @@ def test_draft_decoding_keeps_at_least_the_requested_size():
     img = load_image(data, draft_size=(224, 224))
     assert img.size[0] >= 224 and img.size[1] >= 224
     assert img.size[0] < 600  # decoded at reduced scale
+
+
+def test_black_and_white_photos_are_told_from_pale_colour_ones():
+    pale = Image.new("RGB", (160, 120), (236, 232, 226))  # a cream ivory on an off-white backdrop
+    pale.paste((224, 212, 180), (40, 30, 120, 90))
+    grey = object_photo((150, 150, 150)).convert("L")
+    assert not is_greyscale(load_image(jpeg_bytes(pale, quality=60)))
+    assert is_greyscale(load_image(jpeg_bytes(grey, quality=60)))  # one-channel JPEG
+    assert is_greyscale(load_image(jpeg_bytes(grey.convert("RGB"), quality=40)))  # grey stored as RGB: chroma noise only

@@ -359,6 +359,10 @@ def _print_metrics(result: dict) -> None:
     if by_count:
         print("accuracy by photos per object: " + ", ".join(f"{k}: {v['accuracy']:.4f} (n {v['n']})"
                                                              for k, v in by_count.items()))
+    by_colour = m.get("accuracy_by_photo_colour_and_label")
+    if by_colour:
+        print("accuracy by photo colour and label: " + ", ".join(f"{k}: {v['accuracy']:.4f} (n {v['n']})"
+                                                                 for k, v in by_colour.items()))
     t = result["threshold"]
     if t.get("threshold") is not None:
         print(f"threshold {t['threshold']:.4f} ({t['rule']}{', target ' + str(t['target']) if t.get('target') else ''})")

@@ -110,6 +110,19 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+#: mean |R-G| + |G-B| (0-255 scale) under which a photo counts as black and white; JPEG
+#: chroma noise in a grey photo stays around 1, the palest colour photos score over 5
+GREYSCALE_TOLERANCE = 3.0
+
+
+def is_greyscale(img: Image.Image, tolerance: float = GREYSCALE_TOLERANCE) -> bool:
+    """True when an RGB image carries no colour (a black-and-white photo, whatever the
+    mode of its file): the channels of a 64-px thumbnail differ by less than ``tolerance``."""
+    small = np.asarray(img.convert("RGB").resize((64, 64)), dtype=np.int16)
+    diff = np.abs(small[..., 0] - small[..., 1]).mean() + np.abs(small[..., 1] - small[..., 2]).mean()
+    return bool(diff < tolerance)
+
+
 def load_image(
     source: ImageSource,
     *,
