@@ -21,8 +21,6 @@ _INTERP = {
 }
 #: background of studio photos and of transparent images: padding and rotation fill
 FILL = 255
-#: share of training photos turned grey (all three channels equal) by the augmentations
-GREYSCALE_P = 0.25
 
 
 @dataclass(frozen=True)
@@ -104,10 +102,8 @@ AUGMENTATIONS = ("none", "standard", "listing")
 def train_transform(pre: Preprocessing, augment: str = "standard") -> T.Compose:
     """Training transform. ``standard``: random resized crop (50-100% of the
     area, aspect 3:4-4:3), horizontal flip, rotation up to 15 degrees with a
-    white fill, brightness/contrast/saturation jitter of 0.2 and hue 0.02, and grey
-    scale 25% of the time (GREYSCALE_P: a museum's older photos are black and white,
-    far more often for ceramics than for ivory in met-ivory, and without it the model
-    read "grey photo" as "not ivory"; BENCHMARKS.md).
+    white fill, brightness/contrast/saturation jitter of 0.2 and hue 0.02. (Turning 25%
+    of photos grey was tried against the grey-photo bias and lost 1.4 points: BENCHMARKS.md.)
     ``listing``: first, 60% of the time, the photo is re-photographed listing-style
     (``data.listing.RandomRephotograph``: object cut out and composited on clutter,
     perspective, rotation, scale, crop, light and white balance, blur and noise,
@@ -129,7 +125,6 @@ def train_transform(pre: Preprocessing, augment: str = "standard") -> T.Compose:
             T.RandomHorizontalFlip(),
             T.RandomRotation(15, interpolation=T.InterpolationMode.BILINEAR, fill=FILL),
             T.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02),
-            T.RandomGrayscale(p=GREYSCALE_P),
         ]
         + _to_tensor(pre)
     )
