@@ -110,3 +110,34 @@ def test_on_a_real_met_photo():
     buf = io.BytesIO()
     out.save(buf, format="JPEG")
     assert buf.tell() > 1000
+
+
+def test_training_augmentation_draws_repeat_under_a_seed_also_in_loader_workers():
+    # README: the listing augmentation's draws come from torch's seeded state, so a seeded
+    # run sees the same augmented photos (run-to-run differences come from elsewhere).
+    import torch
+    from torch.utils.data import DataLoader
+
+    from artsentry.data.listing import RandomRephotograph
+
+    photos = [object_photo((200, 180, 150), size=(160, 120), seed=i) for i in range(8)]
+    aug = RandomRephotograph(p=1.0)
+
+    class Photos(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(photos)
+
+        def __getitem__(self, i):
+            return torch.from_numpy(np.asarray(aug(photos[i]).resize((64, 48))).copy())
+
+    def epoch(seed, workers):
+        torch.manual_seed(seed)
+        return torch.cat(list(DataLoader(Photos(), batch_size=2, num_workers=workers)))
+
+    first, again, other = epoch(0, 2), epoch(0, 2), epoch(1, 2)
+    assert torch.equal(first, again)
+    assert not torch.equal(first, other)
+    torch.manual_seed(0)
+    in_process = [np.asarray(aug(p).resize((64, 48))) for p in photos]
+    torch.manual_seed(0)
+    assert [a.tobytes() for a in in_process] == [np.asarray(aug(p).resize((64, 48))).tobytes() for p in photos]
