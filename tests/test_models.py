@@ -84,6 +84,11 @@ def test_artifact_round_trip(tmp_path):
     assert config["threshold"] == 0.3 and config["labels"] == ["ivory", "non_ivory"]
     assert config["preprocessing"]["mean"] == [0.5, 0.5, 0.5]
     assert config["metrics"]["val"]["accuracy"] == 1.0
+    # the library versions that made it travel with it (run-to-run comparisons need them)
+    import timm
+    assert config["environment"]["torch"] == torch.__version__.split("+")[0]
+    assert config["environment"]["timm"] == timm.__version__
+    assert config["environment"]["python"].count(".") == 2
 
 
 def test_broken_artifacts_give_clear_errors(tmp_path):

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 from datetime import datetime, timezone
 from pathlib import Path
+
+from importlib import metadata
 
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -37,6 +40,22 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+# The libraries whose versions can change what a training run computes (decode, resize,
+# augmentation, arithmetic): two runs of one command are only comparable with these equal.
+ENVIRONMENT_PACKAGES = ("torch", "torchvision", "timm", "numpy", "pillow", "scikit-learn", "safetensors")
+
+
+def environment() -> dict:
+    """Python, machine and the versions of ``ENVIRONMENT_PACKAGES`` (absent ones omitted)."""
+    env = {"python": platform.python_version(), "machine": platform.machine()}
+    for name in ENVIRONMENT_PACKAGES:
+        try:
+            env[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return env
+
+
 def _write_artifact(module, folder: Path, config: dict) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
@@ -48,6 +67,7 @@ def _write_artifact(module, folder: Path, config: dict) -> Path:
         "format_version": FORMAT_VERSION,
         "artsentry_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "environment": environment(),
         **config,
     }
     _atomic_write_text(folder / CONFIG_NAME, json.dumps(config, indent=2, sort_keys=False) + "\n")
