@@ -12,9 +12,8 @@ import json
 import os
 import platform
 from datetime import datetime, timezone
-from pathlib import Path
-
 from importlib import metadata
+from pathlib import Path
 
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
