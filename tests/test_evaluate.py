@@ -179,3 +179,39 @@ def _other_labels(model_dir, tmp_path):
     labels = read_config(copy)["labels"]
     update_config(copy, labels=[f"X{i}" for i in range(len(labels))])
     return Predictor.load(copy)
+
+
+def test_measuring_a_network_at_another_input_size(model_dir, synthetic_dataset, tmp_path):
+    import json
+
+    import torch
+    from PIL import Image
+
+    from artsentry.data.transforms import eval_transform
+    from artsentry.evaluate import run_evaluation
+    from artsentry.inference import Predictor
+    from artsentry.models import create_model
+
+    own, larger = Predictor.load(model_dir), Predictor.load(model_dir, input_size=96)
+    assert own.preprocessing.input_size == 64 and larger.preprocessing.input_size == 96
+    image = Image.open(sorted((synthetic_dataset / "ivory").iterdir())[0]).convert("RGB")
+    x = eval_transform(larger.preprocessing)(image)
+    assert x.shape == (3, 96, 96)  # the network really sees 96 px
+    with torch.inference_mode():
+        expected = torch.softmax(larger.model(x[None]), dim=1).numpy()
+    assert np.allclose(larger.predict_proba([image]), expected, atol=1e-5)
+    assert not np.allclose(own.predict_proba([image]), expected, atol=1e-4)
+
+    result = run_evaluation(model_dir.parent, split=None, out_dir=tmp_path / "e96", progress=False, explain=False,
+                            input_size=96)
+    assert result["input_size"] == 96 and json.loads((tmp_path / "e96" / "metrics.json").read_text())["input_size"] == 96
+    assert run_evaluation(model_dir.parent, split=None, out_dir=tmp_path / "e64", progress=False,
+                          explain=False)["input_size"] == 64
+    with pytest.raises(ValueError, match="save-threshold"):  # figures in config.json are at the model's own size
+        run_evaluation(model_dir.parent, input_size=96, save_threshold=True, progress=False, explain=False)
+    with pytest.raises(ValueError, match="configured input size only"):
+        Predictor.load(model_dir, runtime="onnx", input_size=96)
+    config = {"architecture": {"name": "smallcnn"}, "labels": ["a", "b"],
+              "preprocessing": {"input_size": 150}}
+    with pytest.raises(ValueError, match="dense layer"):
+        Predictor(create_model("smallcnn", 2), config, input_size=192)

@@ -125,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="store the chosen threshold and the metrics in the model's config.json")
     e.add_argument("--ensemble", nargs="+", metavar="MODEL", default=[],
                    help="more run or model folders (same labels): evaluate the mean of all their probabilities")
+    e.add_argument("--input-size", type=int, metavar="PX",
+                   help="measure the network at this input size instead of its config's (EfficientNets; "
+                   "runs in PyTorch): a network trained on random crops often reads larger inputs better")
     _add_threshold_args(e)
 
     c = sub.add_parser("collect", help="collect museum data (The Met Collection API)",
@@ -354,7 +357,8 @@ def _print_metrics(result: dict) -> None:
             "top10_accuracy")
     shown = ", ".join(f"{k} {m[k]:.4f}" if isinstance(m[k], float) else f"{k} {m[k]}" for k in keys
                       if m.get(k) is not None)
-    print(f"{name}: {shown}")
+    size = result.get("input_size")
+    print(f"{name}: {shown}" + (f" (input {size} px)" if isinstance(size, int) else ""))
     by_count = m.get("accuracy_by_photos_per_object")
     if by_count:
         print("accuracy by photos per object: " + ", ".join(f"{k}: {v['accuracy']:.4f} (n {v['n']})"
@@ -395,7 +399,7 @@ def cmd_evaluate(a) -> int:
     result = run_evaluation(a.model, a.data, split=split, out_dir=a.out, target_recall=a.target_recall,
                             target_precision=a.target_precision, save_threshold=a.save_threshold,
                             progress=not a.quiet, shift=a.shift, shift_seed=a.shift_seed,
-                            explain=not a.no_explain, ensemble=a.ensemble)
+                            explain=not a.no_explain, ensemble=a.ensemble, input_size=a.input_size)
     _print_metrics(result)
     if a.shift:
         sh = result["shift"]

@@ -317,6 +317,13 @@ def evaluate_shift(predictor, df, *, seed: int = 0, threshold: float | None = No
             "chance_accuracy": round(float(np.bincount(y).max() / len(y)), 4)}
 
 
+def input_sizes(predictor) -> int | list[int]:
+    """The input resolution a predictor runs at (a list for an ensemble, one per member)."""
+    if hasattr(predictor, "members"):
+        return [m.preprocessing.input_size for m in predictor.members]
+    return predictor.preprocessing.input_size
+
+
 def _resolve_model_dir(path) -> "Path":
     from pathlib import Path
 
@@ -361,7 +368,7 @@ def report_explanations(predictor, ev: Evaluation, df, out_dir, *, n_mistakes: i
 def run_evaluation(model, data=None, *, split: str | None = "test", out_dir=None, target_recall: float | None = None,
                    target_precision: float | None = None, save_threshold: bool = False,
                    progress: bool = True, shift: bool = False, shift_seed: int = 0, explain: bool = True,
-                   ensemble=()) -> dict:
+                   ensemble=(), input_size: int | None = None) -> dict:
     """Evaluate a model folder (or run folder) on data and write metrics.json,
     predictions.csv and report.html into ``out_dir``.
 
@@ -378,6 +385,8 @@ def run_evaluation(model, data=None, *, split: str | None = "test", out_dir=None
     ``ensemble``: more model folders whose probabilities are averaged with ``model``'s
     (same labels); the report then has no overlays or feature map (no single network).
     Multi-photo objects add accuracy by photos per object (counted in the whole manifest).
+    ``input_size`` measures the network(s) at another input resolution than the config's
+    (EfficientNets only; runs in PyTorch); it cannot be combined with ``save_threshold``.
     """
     import json
     from pathlib import Path
@@ -388,13 +397,17 @@ def run_evaluation(model, data=None, *, split: str | None = "test", out_dir=None
     from .report import write_report
 
     model_dir = _resolve_model_dir(model)
+    if save_threshold and input_size is not None:
+        raise ValueError("--save-threshold stores figures measured at the model's own input size; "
+                         "drop --input-size")
+    sized = {} if input_size is None else {"input_size": input_size}
     if ensemble:
         if save_threshold:
             raise ValueError("--save-threshold writes into one model's config; an ensemble has none")
-        predictor = Ensemble.load([model_dir] + [_resolve_model_dir(m) for m in ensemble])
+        predictor = Ensemble.load([model_dir] + [_resolve_model_dir(m) for m in ensemble], **sized)
         explain = False
     else:
-        predictor = Predictor.load(model_dir)
+        predictor = Predictor.load(model_dir, **sized)
     if data is None:
         data = model_dir.parent / "manifest.csv"
         if not data.is_file():
@@ -435,6 +448,7 @@ def run_evaluation(model, data=None, *, split: str | None = "test", out_dir=None
         **({"ensemble": [m["path"] for m in predictor.info()["members"]]} if ensemble else {}),
         "data": str(data),
         "split": name,
+        "input_size": input_sizes(predictor),
         "threshold": choice_info,
         "metrics": {name: ev.metrics, **({"val": val_metrics} if val_metrics is not None and name != "val" else {})},
     }

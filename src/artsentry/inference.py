@@ -8,7 +8,7 @@ predictions with ``error`` set; the others are unaffected.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -117,7 +117,7 @@ class Predictor(Decider):
     (checked when the ONNX file is exported)."""
 
     def __init__(self, model: ImageClassifier, config: dict, *, batch_size: int = 32, num_workers: int | None = None,
-                 onnx: OnnxClassifier | None = None):
+                 onnx: OnnxClassifier | None = None, input_size: int | None = None):
         self.model = model.eval()
         if config["architecture"]["name"].startswith("efficientnet"):
             self.model = self.model.to(memory_format=torch.channels_last)  # ~1.7x faster on CPU
@@ -128,6 +128,17 @@ class Predictor(Decider):
         self.positive_label: str | None = config.get("positive_label")
         self.threshold: float | None = config.get("threshold")
         self.preprocessing = Preprocessing.from_dict(config["preprocessing"])
+        if input_size is not None and input_size != self.preprocessing.input_size:
+            # measuring the network at another resolution than its config's (the convolutions
+            # and the global pooling accept any size; the ONNX graph does not)
+            if onnx is not None:
+                raise ValueError(f"the ONNX graph takes {self.preprocessing.input_size} px inputs, not {input_size}")
+            if not config["architecture"]["name"].startswith("efficientnet"):
+                raise ValueError(f"{config['architecture']['name']} takes {self.preprocessing.input_size} px inputs "
+                                 "only (its dense layer fixes the size)")
+            if input_size < 32:
+                raise ValueError(f"input size must be at least 32 px, not {input_size}")
+            self.preprocessing = replace(self.preprocessing, input_size=int(input_size))
         self.transform = eval_transform(self.preprocessing)
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -141,9 +152,12 @@ class Predictor(Decider):
             raise ValueError(f"runtime must be one of {RUNTIMES}, not {runtime!r}")
         model, config = load_model(folder)
         onnx = None
+        resized = kwargs.get("input_size") not in (None, config["preprocessing"]["input_size"])
+        if runtime == "onnx" and resized:
+            raise ValueError(f"{folder}: the ONNX export runs at the configured input size only; use runtime 'torch'")
         if runtime == "onnx" and not onnx_ready(folder, config):
             raise ArtifactError(f"{folder}: no ONNX export of these weights; run: artsentry export {folder}")
-        if runtime == "onnx" or (runtime == "auto" and config.get("runtime") == "onnxruntime"
+        if runtime == "onnx" or (runtime == "auto" and not resized and config.get("runtime") == "onnxruntime"
                                  and onnx_ready(folder, config) and onnxruntime_available()):
             onnx = OnnxClassifier(Path(folder) / config["onnx"]["file"])
         predictor = cls(model, config, onnx=onnx, **kwargs)
