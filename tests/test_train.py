@@ -8,10 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from artsentry.cli import main
 from artsentry.inference import Predictor
-from artsentry.train import TrainingError, TrainSettings, choose_positive_label, class_weights, train
+from artsentry.train import (TrainingError, TrainSettings, choose_positive_label, class_weights,
+                             default_inference_size, train)
 
 FAST = dict(image_size=64, batch_size=8, val_fraction=0.25, test_fraction=0.25)
 
@@ -30,6 +32,32 @@ def test_positive_label_choice():
     assert choose_positive_label(["a", "b", "c"], None) is None
     with pytest.raises(ValueError, match="positive-label"):
         choose_positive_label(["cat", "dog"], None)
+
+
+def test_inference_size_rule():
+    tuned = TrainSettings(augment="listing")
+    assert [default_inference_size(tuned, n) for n in (224, 320, 384)] == [256, 384, 448]  # 1.2x, multiple of 32
+    # no crop augmentation, a frozen backbone (head fitted on whole photos) or the small CNN: the training size
+    for other in (TrainSettings(augment="none"), TrainSettings(mode="frozen"), TrainSettings(epochs=0),
+                  TrainSettings(architecture="smallcnn")):
+        assert default_inference_size(other, 320) == 320
+    assert default_inference_size(TrainSettings(inference_size=352), 320) == 352
+    # chosen after training: a checkpoint resumes whatever inference size is asked
+    assert TrainSettings(inference_size=352).fingerprint() == TrainSettings().fingerprint()
+    with pytest.raises(ValueError, match="training size only"):
+        TrainSettings(architecture="smallcnn", inference_size=192).validate()
+    with pytest.raises(ValueError, match="at least 32"):
+        TrainSettings(inference_size=16).validate()
+
+
+def test_finetuned_model_runs_larger_than_it_trained(tmp_path, synthetic_dataset):
+    settings = TrainSettings(epochs=1, head_epochs=2, **{**FAST, "image_size": 80})
+    result = train(synthetic_dataset, tmp_path / "run", settings, progress=False)
+    config = json.loads((result.model_dir / "config.json").read_text())
+    assert config["architecture"]["input_size"] == 80 and config["preprocessing"]["input_size"] == 96
+    assert config["training"]["settings"]["image_size"] == 80
+    assert result.evaluation["input_size"] == 96  # the test figures are measured as the model will run
+    assert Predictor.load(result.model_dir).predict_proba([Image.new("RGB", (50, 40), "white")]).shape == (1, 2)
 
 
 def test_frozen_lite0_learns_and_writes_a_complete_artifact(tmp_path, synthetic_dataset):
@@ -70,7 +98,8 @@ def test_finished_run_is_not_silently_retrained(tmp_path, synthetic_dataset):
 def test_cli_train_reports_and_evaluates(tmp_path, synthetic_dataset, capsys):
     run = tmp_path / "run"
     code = main(["-q", "train", str(synthetic_dataset), "--out", str(run), "--mode", "frozen", "--image-size", "64",
-                 "--val-fraction", "0.25", "--test-fraction", "0.25", "--target-recall", "1.0"])
+                 "--val-fraction", "0.25", "--test-fraction", "0.25", "--target-recall", "1.0",
+                 "--inference-size", "96"])
     assert code == 0
     out = capsys.readouterr().out
     assert "test: n 12" in out and "target_recall" in out
@@ -81,6 +110,8 @@ def test_cli_train_reports_and_evaluates(tmp_path, synthetic_dataset, capsys):
     assert config["threshold"] == metrics["threshold"]["threshold"]
     assert config["metrics"]["test"]["n"] == 12
     assert config["runtime"] == "onnxruntime" and (run / "model" / "model.onnx").is_file()  # exported by default
+    assert config["preprocessing"]["input_size"] == 96 and config["architecture"]["input_size"] == 64
+    assert config["onnx"]["input"]["shape"] == ["batch", 3, 96, 96]  # the graph is exported at the size the model runs at
     assert "exported model.onnx" in out
     html = (run / "report.html").read_text()
     assert "Confusion matrix" in html or "confusion plot" in html

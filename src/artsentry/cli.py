@@ -67,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--augment", default="standard", choices=("standard", "listing", "none"),
                    help="training augmentation; 'listing' adds listing-style re-photographing (see README)")
     t.add_argument("--image-size", type=int, default=None, help="input size (default: the architecture's own)")
+    t.add_argument("--inference-size", type=int, default=None, metavar="PX",
+                   help="input size the trained model runs at (default: 1.2x --image-size, to a multiple of 32, "
+                   "for an EfficientNet fine-tuned with augmentation, whose random crops enlarge objects; "
+                   "else --image-size)")
     t.add_argument("--val-fraction", type=float, default=0.1)
     t.add_argument("--test-fraction", type=float, default=0.2)
     t.add_argument("--seed", type=int, default=0)
@@ -338,6 +342,7 @@ def _settings_from_args(a) -> "object":
         patience=a.patience if a.patience is not None else (6 if small else 3),
         augment=a.augment,
         image_size=a.image_size,
+        inference_size=a.inference_size,
         val_fraction=a.val_fraction,
         test_fraction=a.test_fraction,
         seed=a.seed,

@@ -16,6 +16,13 @@ loss, keeping the best epoch's weights. ``finetune`` writes a checkpoint every
 started again with the same command continues from its last checkpoint.
 Checkpoints are safetensors plus JSON: nothing is pickled.
 
+A fine-tuned EfficientNet runs at a larger input size than it was trained at
+(``inference_size``, default 1.2x the training size rounded to a multiple of 32):
+its random-crop augmentation shows objects ~1.15x larger in training than in a
+whole photo, and the network reads them best at that apparent size (FixRes,
+Touvron et al. 2019; measured on met-ivory in BENCHMARKS.md). The training size
+stays in ``config.json`` under ``architecture.input_size``.
+
 The run folder (``--out``) holds::
 
     manifest.csv         the data with its train/val/test split (reused on resume)
@@ -35,7 +42,7 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +59,7 @@ from .data.transforms import AUGMENTATIONS, Preprocessing, eval_transform, train
 from .inference import default_workers
 from .models import ImageClassifier, create_model, default_preprocessing
 from .models.artifact import save_model
+from .models.smallcnn import INPUT_SIZE as SMALLCNN_SIZE
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +90,7 @@ class TrainSettings:
     target_recall: float | None = None
     target_precision: float | None = None
     image_size: int | None = None  # default: the architecture's own
+    inference_size: int | None = None  # default: see ``default_inference_size``
     checkpoint_every: int = 20  # steps
     num_workers: int | None = None
     pretrained: bool = True
@@ -97,10 +106,16 @@ class TrainSettings:
             raise ValueError("give --target-recall or --target-precision, not both")
         if self.epochs < 0 or self.head_epochs < 0 or self.batch_size < 1:
             raise ValueError("epochs must be >= 0 and batch size >= 1")
+        if self.inference_size is not None:
+            if self.inference_size < 32:
+                raise ValueError(f"inference size must be at least 32 px, not {self.inference_size}")
+            if self.architecture == "smallcnn" and self.inference_size != (self.image_size or SMALLCNN_SIZE):
+                raise ValueError("smallcnn runs at its training size only (its dense layer fixes the size)")
 
     def fingerprint(self) -> str:
         """What a checkpoint must agree on to be resumed (not the threshold targets)."""
-        keep = {k: v for k, v in asdict(self).items() if k not in ("target_recall", "target_precision", "num_workers")}
+        keep = {k: v for k, v in asdict(self).items()
+                if k not in ("target_recall", "target_precision", "num_workers", "inference_size")}
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod
@@ -142,6 +157,22 @@ def choose_positive_label(labels: list[str], requested: str | None) -> str | Non
     if len(negative) == 1:
         return next(l for l in labels if l != negative[0])
     raise ValueError(f"cannot tell which of {labels} is the positive class; pass --positive-label")
+
+
+INFERENCE_SCALE = 1.2  # inference size / training size for fine-tuned, crop-augmented EfficientNets
+
+
+def default_inference_size(settings: TrainSettings, train_size: int) -> int:
+    """Input size the trained model runs at: ``settings.inference_size`` when given; else
+    ``INFERENCE_SCALE`` x ``train_size`` (to a multiple of 32) for an EfficientNet fine-tuned
+    with augmentation, whose random crops enlarge objects in training; else ``train_size``
+    (the small CNN's size is fixed, and a frozen backbone's head learns from whole photos)."""
+    if settings.inference_size is not None:
+        return settings.inference_size
+    if (settings.architecture == "smallcnn" or settings.mode != "finetune" or settings.epochs == 0
+            or settings.augment == "none"):
+        return train_size
+    return max(32, int(round(train_size * INFERENCE_SCALE / 32)) * 32)
 
 
 def class_weights(targets: np.ndarray, num_classes: int) -> torch.Tensor:
@@ -522,11 +553,13 @@ class Trainer:
                 resumed_from = self.finetune()
                 summary["finetune"] = self.finetune_summary
         self.model.eval()
+        inference = replace(self.preprocessing,
+                            input_size=default_inference_size(s, self.preprocessing.input_size))
         save_model(
             self.model.to(memory_format=torch.contiguous_format),
             self.model_dir,
             labels=self.labels,
-            preprocessing=self.preprocessing,
+            preprocessing=inference,
             threshold=0.5 if self.positive_label else None,
             positive_label=self.positive_label,
             training={"settings": asdict(s), "summary": summary, "history": self.history},
