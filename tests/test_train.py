@@ -12,8 +12,7 @@ from PIL import Image
 
 from artsentry.cli import main
 from artsentry.inference import Predictor
-from artsentry.train import (TrainingError, TrainSettings, choose_positive_label, class_weights,
-                             default_inference_size, train)
+from artsentry.train import TrainingError, TrainSettings, choose_positive_label, class_weights, train
 
 FAST = dict(image_size=64, batch_size=8, val_fraction=0.25, test_fraction=0.25)
 
@@ -34,14 +33,7 @@ def test_positive_label_choice():
         choose_positive_label(["cat", "dog"], None)
 
 
-def test_inference_size_rule():
-    tuned = TrainSettings(augment="listing")
-    assert [default_inference_size(tuned, n) for n in (224, 320, 384)] == [256, 384, 448]  # 1.2x, multiple of 32
-    # no crop augmentation, a frozen backbone (head fitted on whole photos) or the small CNN: the training size
-    for other in (TrainSettings(augment="none"), TrainSettings(mode="frozen"), TrainSettings(epochs=0),
-                  TrainSettings(architecture="smallcnn")):
-        assert default_inference_size(other, 320) == 320
-    assert default_inference_size(TrainSettings(inference_size=352), 320) == 352
+def test_inference_size_settings():
     # chosen after training: a checkpoint resumes whatever inference size is asked
     assert TrainSettings(inference_size=352).fingerprint() == TrainSettings().fingerprint()
     with pytest.raises(ValueError, match="training size only"):
@@ -51,7 +43,7 @@ def test_inference_size_rule():
 
 
 def test_finetuned_model_runs_larger_than_it_trained(tmp_path, synthetic_dataset):
-    settings = TrainSettings(epochs=1, head_epochs=2, **{**FAST, "image_size": 80})
+    settings = TrainSettings(epochs=1, head_epochs=2, inference_size=96, **{**FAST, "image_size": 80})
     result = train(synthetic_dataset, tmp_path / "run", settings, progress=False)
     config = json.loads((result.model_dir / "config.json").read_text())
     assert config["architecture"]["input_size"] == 80 and config["preprocessing"]["input_size"] == 96

@@ -68,9 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training augmentation; 'listing' adds listing-style re-photographing (see README)")
     t.add_argument("--image-size", type=int, default=None, help="input size (default: the architecture's own)")
     t.add_argument("--inference-size", type=int, default=None, metavar="PX",
-                   help="input size the trained model runs at (default: 1.2x --image-size, to a multiple of 32, "
-                   "for an EfficientNet fine-tuned with augmentation, whose random crops enlarge objects; "
-                   "else --image-size)")
+                   help="input size the trained model runs at (default: --image-size). A fine-tuned "
+                   "EfficientNet often reads larger inputs better, since random crops enlarge objects in "
+                   "training: measure with 'evaluate --input-size' (BENCHMARKS.md)")
     t.add_argument("--val-fraction", type=float, default=0.1)
     t.add_argument("--test-fraction", type=float, default=0.2)
     t.add_argument("--seed", type=int, default=0)
