@@ -20,7 +20,7 @@ Checkpoints are safetensors plus JSON: nothing is pickled.
 larger input than it was trained at: random-crop augmentation shows objects
 larger in training than a whole photo does (FixRes, Touvron et al. 2019). On
 met-ivory 1.2x raised studio accuracy by 0.5-1.4 points and lowered listing-style
-accuracy by ~0.4 for 1.44x the compute, so it is not the default (BENCHMARKS.md).
+accuracy by ~0.4 for a 1.43x slower forward pass, so it is not the default (BENCHMARKS.md).
 The training size stays in ``config.json`` under ``architecture.input_size``.
 
 The run folder (``--out``) holds::
