@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from .data.dataset import ImageDataset, make_loader
 from .data.images import ImageSource
 from .data.transforms import Preprocessing, eval_transform
+from .models import check_input_size
 from .models.artifact import ArtifactError, load_model
 from .models.onnx import OnnxClassifier, onnx_ready, onnxruntime_available
 from .models.classifier import ImageClassifier
@@ -133,11 +134,7 @@ class Predictor(Decider):
             # and the global pooling accept any size; the ONNX graph does not)
             if onnx is not None:
                 raise ValueError(f"the ONNX graph takes {self.preprocessing.input_size} px inputs, not {input_size}")
-            if not config["architecture"]["name"].startswith("efficientnet"):
-                raise ValueError(f"{config['architecture']['name']} takes {self.preprocessing.input_size} px inputs "
-                                 "only (its dense layer fixes the size)")
-            if input_size < 32:
-                raise ValueError(f"input size must be at least 32 px, not {input_size}")
+            check_input_size(config["architecture"]["name"], input_size, self.preprocessing.input_size)
             self.preprocessing = replace(self.preprocessing, input_size=int(input_size))
         self.transform = eval_transform(self.preprocessing)
         self.batch_size = batch_size

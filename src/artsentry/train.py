@@ -57,9 +57,8 @@ from .data.manifest import label_counts, read_manifest, write_manifest
 from .data.splits import split_manifest
 from .data.transforms import AUGMENTATIONS, Preprocessing, eval_transform, train_transform
 from .inference import default_workers
-from .models import ImageClassifier, create_model, default_preprocessing
+from .models import ImageClassifier, check_input_size, create_model, default_preprocessing
 from .models.artifact import save_model
-from .models.smallcnn import INPUT_SIZE as SMALLCNN_SIZE
 
 log = logging.getLogger(__name__)
 
@@ -107,10 +106,8 @@ class TrainSettings:
         if self.epochs < 0 or self.head_epochs < 0 or self.batch_size < 1:
             raise ValueError("epochs must be >= 0 and batch size >= 1")
         if self.inference_size is not None:
-            if self.inference_size < 32:
-                raise ValueError(f"inference size must be at least 32 px, not {self.inference_size}")
-            if self.architecture == "smallcnn" and self.inference_size != (self.image_size or SMALLCNN_SIZE):
-                raise ValueError("smallcnn runs at its training size only (its dense layer fixes the size)")
+            check_input_size(self.architecture, self.inference_size,
+                             self.image_size or default_preprocessing(self.architecture).input_size)
 
     def fingerprint(self) -> str:
         """What a checkpoint must agree on to be resumed (not the threshold targets)."""

@@ -37,6 +37,16 @@ def default_preprocessing(name: str) -> Preprocessing:
                          interpolation="bicubic")
 
 
+def check_input_size(name: str, size: int, trained_size: int) -> None:
+    """Raise ``ValueError`` unless a network of architecture ``name`` trained at ``trained_size``
+    px can run at ``size`` px: the EfficientNets' convolutions and global pooling take any size
+    from 32 px; the small CNN's dense layer fixes its size."""
+    if size < 32:
+        raise ValueError(f"input size must be at least 32 px, not {size}")
+    if size != trained_size and not name.startswith("efficientnet"):
+        raise ValueError(f"{name} runs at its training size only ({trained_size} px; its dense layer fixes the size)")
+
+
 def create_model(
     name: str,
     num_classes: int,
