@@ -12,7 +12,8 @@ from PIL import Image
 
 from artsentry.cli import main
 from artsentry.inference import Predictor
-from artsentry.train import TrainingError, TrainSettings, choose_positive_label, class_weights, train
+from artsentry.train import (TrainingError, TrainSettings, WeightAverage, choose_positive_label, class_weights,
+                             train)
 
 FAST = dict(image_size=64, batch_size=8, val_fraction=0.25, test_fraction=0.25)
 
@@ -40,6 +41,81 @@ def test_inference_size_settings():
         TrainSettings(architecture="smallcnn", inference_size=192).validate()
     with pytest.raises(ValueError, match="at least 32"):
         TrainSettings(inference_size=16).validate()
+
+
+def test_weight_average_is_an_exponential_moving_average_of_weights_and_statistics():
+    import torch
+
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    start = {k: v.clone() for k, v in net.state_dict().items()}
+    average = WeightAverage(net, decay=0.75)
+    with torch.no_grad():
+        net[0].weight.add_(4.0)
+    net.train()(torch.randn(8, 3))  # moves the BatchNorm statistics and its step count
+    average.update(net)
+    new = net.state_dict()
+    for key, avg in average.model.state_dict().items():
+        if avg.dtype.is_floating_point:
+            torch.testing.assert_close(avg, 0.75 * start[key] + 0.25 * new[key])
+        else:
+            assert int(avg) == int(new[key]) == 1  # BatchNorm's step count is copied, not averaged
+    assert not any(p.requires_grad for p in average.model.parameters())
+    assert not torch.equal(average.model[0].weight, net[0].weight)
+
+
+def test_ema_settings():
+    assert TrainSettings(ema_decay=None).fingerprint() == TrainSettings().fingerprint()
+    assert TrainSettings(ema_decay=0.995).fingerprint() != TrainSettings().fingerprint()
+    for bad in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match="ema decay"):
+            TrainSettings(ema_decay=bad).validate()
+
+
+def _tensors(model_dir):
+    from safetensors.torch import load_file
+
+    return load_file(str(model_dir / "model.safetensors"))
+
+
+def test_finetuning_with_ema_saves_the_average(tmp_path, synthetic_dataset):
+    # A decay this close to 1 keeps the average at the starting weights: the pretrained backbone
+    # (the head stage trains only the head). Without the average, fine-tuning moves it.
+    base = dict(epochs=1, head_epochs=2, num_workers=0, **FAST)
+    plain = _tensors(train(synthetic_dataset, tmp_path / "plain", TrainSettings(**base), progress=False).model_dir)
+    still = _tensors(train(synthetic_dataset, tmp_path / "ema", TrainSettings(ema_decay=1 - 1e-9, **base),
+                           progress=False).model_dir)
+    frozen = _tensors(train(synthetic_dataset, tmp_path / "frozen",
+                            TrainSettings(**{**base, "mode": "frozen"}), progress=False).model_dir)
+    key = next(k for k in frozen if k.startswith("backbone.") and k.endswith("conv_stem.weight"))
+    torch = pytest.importorskip("torch")
+    assert not torch.allclose(plain[key], frozen[key], atol=1e-6)
+    torch.testing.assert_close(still[key], frozen[key], atol=1e-6, rtol=0)
+
+
+def test_interrupted_ema_finetune_resumes_its_average(tmp_path, synthetic_dataset, monkeypatch):
+    settings = TrainSettings(epochs=2, head_epochs=2, ema_decay=0.8, checkpoint_every=1, num_workers=0, **FAST)
+    whole = _tensors(train(synthetic_dataset, tmp_path / "whole", settings, progress=False).model_dir)
+
+    calls = {"n": 0}
+    update = WeightAverage.update
+
+    def stop_at_the_fourth_step(self, model):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt  # after the checkpoint of step 3
+        update(self, model)
+
+    monkeypatch.setattr(WeightAverage, "update", stop_at_the_fourth_step)
+    with pytest.raises(KeyboardInterrupt):
+        train(synthetic_dataset, tmp_path / "cut", settings, progress=False)
+    monkeypatch.setattr(WeightAverage, "update", update)
+    resumed = train(synthetic_dataset, tmp_path / "cut", settings, progress=False)
+    assert resumed.resumed_from_step == 3
+    cut = _tensors(resumed.model_dir)
+    torch = pytest.importorskip("torch")
+    assert cut.keys() == whole.keys()
+    for key in whole:
+        torch.testing.assert_close(cut[key], whole[key], atol=1e-5, rtol=1e-4, msg=key)
 
 
 def test_finetuned_model_runs_larger_than_it_trained(tmp_path, synthetic_dataset):

@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="input size the trained model runs at (default: --image-size). A fine-tuned "
                    "EfficientNet often reads larger inputs better, since random crops enlarge objects in "
                    "training: measure with 'evaluate --input-size' (BENCHMARKS.md)")
+    t.add_argument("--ema-decay", type=float, default=None, metavar="D",
+                   help="fine-tune with an exponential moving average of the weights (e.g. 0.995: about the "
+                        "last 200 steps); validation, early stopping and the saved model use the average")
     t.add_argument("--val-fraction", type=float, default=0.1)
     t.add_argument("--test-fraction", type=float, default=0.2)
     t.add_argument("--seed", type=int, default=0)
@@ -343,6 +346,7 @@ def _settings_from_args(a) -> "object":
         augment=a.augment,
         image_size=a.image_size,
         inference_size=a.inference_size,
+        ema_decay=a.ema_decay,
         val_fraction=a.val_fraction,
         test_fraction=a.test_fraction,
         seed=a.seed,

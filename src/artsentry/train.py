@@ -23,6 +23,12 @@ met-ivory 1.2x raised studio accuracy by 0.5-1.4 points and lowered listing-styl
 accuracy by ~0.4 for a 1.43x slower forward pass, so it is not the default (BENCHMARKS.md).
 The training size stays in ``config.json`` under ``architecture.input_size``.
 
+``ema_decay`` (off by default) keeps an exponential moving average of the
+weights and BatchNorm statistics during fine-tuning, ``avg = d * avg + (1 - d) *
+weights`` after every step, starting from the head-stage weights; validation, the
+choice of the best epoch and the saved model then use the average (Polyak
+averaging; timm's ``ModelEmaV3`` does the same).
+
 The run folder (``--out``) holds::
 
     manifest.csv         the data with its train/val/test split (reused on resume)
@@ -34,6 +40,7 @@ The run folder (``--out``) holds::
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -91,6 +98,7 @@ class TrainSettings:
     image_size: int | None = None  # default: the architecture's own
     inference_size: int | None = None  # input size the trained model runs at (default: image_size)
     checkpoint_every: int = 20  # steps
+    ema_decay: float | None = None  # fine-tune with a moving average of the weights (e.g. 0.995)
     num_workers: int | None = None
     pretrained: bool = True
 
@@ -105,6 +113,8 @@ class TrainSettings:
             raise ValueError("give --target-recall or --target-precision, not both")
         if self.epochs < 0 or self.head_epochs < 0 or self.batch_size < 1:
             raise ValueError("epochs must be >= 0 and batch size >= 1")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ValueError(f"ema decay must be between 0 and 1 (exclusive), not {self.ema_decay}")
         if self.inference_size is not None:
             check_input_size(self.architecture, self.inference_size,
                              self.image_size or default_preprocessing(self.architecture).input_size)
@@ -113,6 +123,8 @@ class TrainSettings:
         """What a checkpoint must agree on to be resumed (not the threshold targets)."""
         keep = {k: v for k, v in asdict(self).items()
                 if k not in ("target_recall", "target_precision", "num_workers", "inference_size")}
+        if keep["ema_decay"] is None:  # added later: checkpoints written before it stay resumable
+            del keep["ema_decay"]
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod
@@ -217,6 +229,31 @@ def _save_tensors_atomic(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
     os.replace(tmp, path)
+
+
+class WeightAverage:
+    """Exponential moving average of a model's weights and buffers (BatchNorm statistics).
+
+    ``update(model)`` after every optimiser step: ``avg = decay * avg + (1 - decay) * weights``;
+    integer buffers (BatchNorm's step count) are copied. ``model`` holds the average.
+    """
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        floats_avg, floats_new = [], []
+        for avg, new in zip(self.model.state_dict().values(), model.state_dict().values(), strict=True):
+            if avg.dtype.is_floating_point:
+                floats_avg.append(avg)
+                floats_new.append(new)
+            else:
+                avg.copy_(new)
+        torch._foreach_lerp_(floats_avg, floats_new, 1.0 - self.decay)
 
 
 # -- the trainer ---------------------------------------------------------------------------
@@ -390,10 +427,13 @@ class Trainer:
             groups.append({"params": backbone, "base_lr": lr, "lr": lr})
         return groups
 
-    def _save_checkpoint(self, optimizer, state: dict, best_state: dict | None) -> None:
+    def _save_checkpoint(self, optimizer, state: dict, best_state: dict | None,
+                         average: WeightAverage | None = None) -> None:
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         opt_tensors, opt_meta = _flatten_optimizer(optimizer)
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        if average is not None:
+            tensors.update({f"ema.{k}": v for k, v in average.model.state_dict().items()})
         tensors.update(opt_tensors)
         tensors["rng.torch"] = torch.get_rng_state()
         _save_tensors_atomic(self.ckpt_dir / "state.safetensors", tensors)
@@ -402,7 +442,7 @@ class Trainer:
         _save_json_atomic(self.ckpt_dir / "state.json", {**state, "optimizer": opt_meta,
                                                           "fingerprint": self.settings.fingerprint()})
 
-    def _load_checkpoint(self, optimizer) -> tuple[dict, dict | None] | None:
+    def _load_checkpoint(self, optimizer, average: WeightAverage | None = None) -> tuple[dict, dict | None] | None:
         meta_file = self.ckpt_dir / "state.json"
         if not meta_file.is_file() or not (self.ckpt_dir / "state.safetensors").is_file():
             return None
@@ -411,6 +451,8 @@ class Trainer:
             raise TrainingError(f"{self.ckpt_dir} was written with other settings; use --overwrite")
         tensors = load_file(str(self.ckpt_dir / "state.safetensors"))
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
+        if average is not None:
+            average.model.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}, strict=True)
         _restore_optimizer(optimizer, tensors, meta["optimizer"])
         torch.set_rng_state(tensors["rng.torch"])
         best = None
@@ -419,15 +461,16 @@ class Trainer:
         return meta, best
 
     @torch.no_grad()
-    def _validate(self, loss_fn) -> tuple[float, float]:
-        self.model.eval()
+    def _validate(self, loss_fn, model: nn.Module | None = None) -> tuple[float, float]:
+        model = self.model if model is None else model
+        model.eval()
         part = self.split("val")
         total, correct, n = 0.0, 0, 0
         for batch in self._loader(part, eval_transform(self.preprocessing)):
             self._note_errors(part, batch.errors)
             if not len(batch.index):
                 continue
-            logits = self.model(batch.x.contiguous(memory_format=torch.channels_last))
+            logits = model(batch.x.contiguous(memory_format=torch.channels_last))
             total += float(loss_fn(logits, batch.y)) * len(batch.y)
             correct += int((logits.argmax(1) == batch.y).sum())
             n += len(batch.y)
@@ -452,7 +495,9 @@ class Trainer:
         state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_val_loss": math.inf, "best_epoch": -1,
                  "bad_epochs": 0, "history": []}
         best_state = None
-        loaded = self._load_checkpoint(optimizer)
+        # the average starts from the head-stage weights, and replaces them when resuming
+        average = WeightAverage(model, s.ema_decay) if s.ema_decay is not None else None
+        loaded = self._load_checkpoint(optimizer, average)
         resumed_from = 0
         if loaded is not None:
             meta, best_state = loaded
@@ -462,7 +507,7 @@ class Trainer:
             log.info("resumed fine-tuning at epoch %d, step %d", state["epoch"], state["step_in_epoch"])
         else:
             # the head stage is part of this state: save it before the first step
-            self._save_checkpoint(optimizer, state, None)
+            self._save_checkpoint(optimizer, state, None, average)
 
         transform = train_transform(self.preprocessing, s.augment)
         bar = tqdm(total=total_steps, initial=state["global_step"], desc="fine-tune", unit="step",
@@ -487,13 +532,16 @@ class Trainer:
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
+                    if average is not None:
+                        average.update(model)
                     bar.set_postfix(loss=f"{loss.item():.3f}")
                 state["step_in_epoch"] = b + 1
                 state["global_step"] += 1
                 bar.update(1)
                 if s.checkpoint_every and state["global_step"] % s.checkpoint_every == 0:
-                    self._save_checkpoint(optimizer, state, None)
-            vloss, vacc = self._validate(val_loss_fn)
+                    self._save_checkpoint(optimizer, state, None, average)
+            judged = model if average is None else average.model  # the weights the model would keep
+            vloss, vacc = self._validate(val_loss_fn, judged)
             record = {"stage": "finetune", "epoch": epoch, "val_loss": vloss, "val_accuracy": vacc,
                       "seconds": round(time.time() - t0, 1)}
             self.history.append(record)
@@ -501,15 +549,17 @@ class Trainer:
             bar.write(f"epoch {epoch + 1}/{s.epochs}: val loss {vloss:.4f}, val accuracy {vacc:.4f}", file=sys.stderr)
             if vloss < state["best_val_loss"] - 1e-4:
                 state.update(best_val_loss=vloss, best_epoch=epoch, bad_epochs=0)
-                best_state = {k: v.clone() for k, v in model.state_dict().items()}
+                best_state = {k: v.clone() for k, v in judged.state_dict().items()}
             else:
                 state["bad_epochs"] += 1
                 stop = state["bad_epochs"] >= s.patience
             state.update(epoch=epoch + 1, step_in_epoch=0)
-            self._save_checkpoint(optimizer, state, best_state)
+            self._save_checkpoint(optimizer, state, best_state, average)
         bar.close()
         if best_state is not None:
             model.load_state_dict(best_state)
+        elif average is not None:
+            model.load_state_dict(average.model.state_dict())
         self.finetune_summary = {"best_epoch": state["best_epoch"], "best_val_loss": state["best_val_loss"],
                                  "epochs_run": state["epoch"], "stopped_early": stop}
         return resumed_from
