@@ -69,6 +69,13 @@ def test_ema_settings():
     for bad in (0.0, 1.0, 1.5):
         with pytest.raises(ValueError, match="ema decay"):
             TrainSettings(ema_decay=bad).validate()
+    with pytest.raises(ValueError, match="frozen"):
+        TrainSettings(mode="frozen", ema_decay=0.99).validate()
+    from artsentry.cli import _settings_from_args, build_parser
+
+    args = build_parser().parse_args(["train", "DATA", "--out", "RUN", "--ema-decay", "0.995"])
+    assert _settings_from_args(args).ema_decay == 0.995
+    assert _settings_from_args(build_parser().parse_args(["train", "DATA", "--out", "RUN"])).ema_decay is None
 
 
 def _tensors(model_dir):

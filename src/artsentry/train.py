@@ -115,6 +115,8 @@ class TrainSettings:
             raise ValueError("epochs must be >= 0 and batch size >= 1")
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
             raise ValueError(f"ema decay must be between 0 and 1 (exclusive), not {self.ema_decay}")
+        if self.ema_decay is not None and self.mode == "frozen":
+            raise ValueError("--ema-decay averages the weights of fine-tuning; --mode frozen trains only the head")
         if self.inference_size is not None:
             check_input_size(self.architecture, self.inference_size,
                              self.image_size or default_preprocessing(self.architecture).input_size)
