@@ -19,15 +19,18 @@ Checkpoints are safetensors plus JSON: nothing is pickled.
 ``inference_size`` (default: the training size) lets an EfficientNet run at a
 larger input than it was trained at: random-crop augmentation shows objects
 larger in training than a whole photo does (FixRes, Touvron et al. 2019). On
-met-ivory 1.2x raised studio accuracy by 0.5-1.4 points and lowered listing-style
-accuracy by ~0.4 for a 1.43x slower forward pass, so it is not the default (BENCHMARKS.md).
+met-ivory 1.2x raised studio accuracy by 0.5-1.4 points (four models) and moved listing-style
+accuracy by -0.5 to +0.5 (three) for a 1.43x slower forward pass, so it is not the default
+(BENCHMARKS.md).
 The training size stays in ``config.json`` under ``architecture.input_size``.
 
 ``ema_decay`` (off by default) keeps an exponential moving average of the
 weights and BatchNorm statistics during fine-tuning, ``avg = d * avg + (1 - d) *
 weights`` after every step, starting from the head-stage weights; validation, the
 choice of the best epoch and the saved model then use the average (Polyak
-averaging; timm's ``ModelEmaV3`` does the same).
+averaging; timm's ``ModelEmaV3`` does the same). On met-ivory (one run, 0.995) it
+lowered the validation loss and raised test ROC-AUC but not accuracy, so it is
+off by default (BENCHMARKS.md).
 
 The run folder (``--out``) holds::
 
