@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from artsentry.cli import main
@@ -44,8 +45,6 @@ def test_inference_size_settings():
 
 
 def test_weight_average_is_an_exponential_moving_average_of_weights_and_statistics():
-    import torch
-
     net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
     start = {k: v.clone() for k, v in net.state_dict().items()}
     average = WeightAverage(net, decay=0.75)
@@ -94,7 +93,6 @@ def test_finetuning_with_ema_saves_the_average(tmp_path, synthetic_dataset):
     frozen = _tensors(train(synthetic_dataset, tmp_path / "frozen",
                             TrainSettings(**{**base, "mode": "frozen"}), progress=False).model_dir)
     key = next(k for k in frozen if k.startswith("backbone.") and k.endswith("conv_stem.weight"))
-    torch = pytest.importorskip("torch")
     assert not torch.allclose(plain[key], frozen[key], atol=1e-6)
     torch.testing.assert_close(still[key], frozen[key], atol=1e-6, rtol=0)
 
@@ -119,7 +117,6 @@ def test_interrupted_ema_finetune_resumes_its_average(tmp_path, synthetic_datase
     resumed = train(synthetic_dataset, tmp_path / "cut", settings, progress=False)
     assert resumed.resumed_from_step == 3
     cut = _tensors(resumed.model_dir)
-    torch = pytest.importorskip("torch")
     assert cut.keys() == whole.keys()
     for key in whole:
         torch.testing.assert_close(cut[key], whole[key], atol=1e-5, rtol=1e-4, msg=key)

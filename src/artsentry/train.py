@@ -466,8 +466,7 @@ class Trainer:
         return meta, best
 
     @torch.no_grad()
-    def _validate(self, loss_fn, model: nn.Module | None = None) -> tuple[float, float]:
-        model = self.model if model is None else model
+    def _validate(self, loss_fn, model: nn.Module) -> tuple[float, float]:
         model.eval()
         part = self.split("val")
         total, correct, n = 0.0, 0, 0
