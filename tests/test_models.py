@@ -60,6 +60,25 @@ def test_transfer_head_is_bn_linear_relu_dropout_linear():
     assert model.embed(x).shape == (2, 1280)
 
 
+def test_drop_path_acts_in_training_only():
+    torch.manual_seed(0)
+    dropping = create_model("efficientnet_lite0", 2, pretrained=False, drop_path_rate=0.2)
+    plain = create_model("efficientnet_lite0", 2, pretrained=False)
+    plain.load_state_dict(dropping.state_dict())  # same tensors: stochastic depth has no weights
+    rates = [m.drop_prob for m in dropping.modules() if type(m).__name__ == "DropPath"]
+    assert len(rates) == 15 and rates == sorted(rates) and rates[-1] == pytest.approx(0.2 * 15 / 16)
+    assert not any(type(m).__name__ == "DropPath" for m in plain.modules())
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(dropping.eval()(x), plain.eval()(x))
+        torch.manual_seed(1)
+        dropped = dropping.train()(x)
+        torch.manual_seed(1)
+        assert not torch.allclose(dropped, plain.train()(x))
+    with pytest.raises(ValueError, match="residual"):
+        create_model("smallcnn", 2, drop_path_rate=0.1)
+
+
 def test_smallcnn_is_the_seed_architecture():
     model = create_model("smallcnn", 2).eval()
     convs = [m for m in model.backbone.features if isinstance(m, nn.Conv2d)]

@@ -77,6 +77,23 @@ def test_ema_settings():
     assert _settings_from_args(build_parser().parse_args(["train", "DATA", "--out", "RUN"])).ema_decay is None
 
 
+def test_drop_path_settings():
+    assert TrainSettings(drop_path=0.0).fingerprint() == TrainSettings().fingerprint()
+    assert TrainSettings(drop_path=0.2).fingerprint() != TrainSettings().fingerprint()
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="drop path"):
+            TrainSettings(drop_path=bad).validate()
+    with pytest.raises(ValueError, match="frozen"):
+        TrainSettings(mode="frozen", drop_path=0.2).validate()
+    with pytest.raises(ValueError, match="smallcnn"):
+        TrainSettings(architecture="smallcnn", drop_path=0.2).validate()
+    from artsentry.cli import _settings_from_args, build_parser
+
+    args = build_parser().parse_args(["train", "DATA", "--out", "RUN", "--drop-path", "0.2"])
+    assert _settings_from_args(args).drop_path == 0.2
+    assert _settings_from_args(build_parser().parse_args(["train", "DATA", "--out", "RUN"])).drop_path == 0.0
+
+
 def _tensors(model_dir):
     from safetensors.torch import load_file
 
@@ -130,6 +147,16 @@ def test_finetuned_model_runs_larger_than_it_trained(tmp_path, synthetic_dataset
     assert config["training"]["settings"]["image_size"] == 80
     assert result.evaluation["input_size"] == 96  # the test figures are measured as the model will run
     assert Predictor.load(result.model_dir).predict_proba([Image.new("RGB", (50, 40), "white")]).shape == (1, 2)
+
+
+def test_finetune_with_drop_path_writes_a_plain_artifact(tmp_path, synthetic_dataset):
+    settings = TrainSettings(epochs=1, head_epochs=1, drop_path=0.3, num_workers=0, **FAST)
+    result = train(synthetic_dataset, tmp_path / "run", settings, progress=False)
+    config = json.loads((result.model_dir / "config.json").read_text())
+    assert config["training"]["settings"]["drop_path"] == 0.3
+    predictor = Predictor.load(result.model_dir)  # rebuilt without stochastic depth; loads strictly
+    photo = Image.new("RGB", (50, 40), "white")
+    np.testing.assert_array_equal(predictor.predict_proba([photo]), predictor.predict_proba([photo]))
 
 
 def test_frozen_lite0_learns_and_writes_a_complete_artifact(tmp_path, synthetic_dataset):

@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--ema-decay", type=float, default=None, metavar="D",
                    help="fine-tune with an exponential moving average of the weights (e.g. 0.995: about the "
                         "last 200 steps); validation, early stopping and the saved model use the average")
+    t.add_argument("--drop-path", type=float, default=0.0, metavar="RATE",
+                   help="stochastic depth while fine-tuning an EfficientNet: each residual block is skipped "
+                        "with a probability rising to RATE at the last block (e.g. 0.2; default 0: off)")
     t.add_argument("--val-fraction", type=float, default=0.1)
     t.add_argument("--test-fraction", type=float, default=0.2)
     t.add_argument("--seed", type=int, default=0)
@@ -347,6 +350,7 @@ def _settings_from_args(a) -> "object":
         image_size=a.image_size,
         inference_size=a.inference_size,
         ema_decay=a.ema_decay,
+        drop_path=a.drop_path,
         val_fraction=a.val_fraction,
         test_fraction=a.test_fraction,
         seed=a.seed,

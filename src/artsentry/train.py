@@ -102,6 +102,7 @@ class TrainSettings:
     inference_size: int | None = None  # input size the trained model runs at (default: image_size)
     checkpoint_every: int = 20  # steps
     ema_decay: float | None = None  # fine-tune with a moving average of the weights (e.g. 0.995)
+    drop_path: float = 0.0  # stochastic depth while fine-tuning an EfficientNet (e.g. 0.2)
     num_workers: int | None = None
     pretrained: bool = True
 
@@ -120,6 +121,12 @@ class TrainSettings:
             raise ValueError(f"ema decay must be between 0 and 1 (exclusive), not {self.ema_decay}")
         if self.ema_decay is not None and self.mode == "frozen":
             raise ValueError("--ema-decay averages the weights of fine-tuning; --mode frozen trains only the head")
+        if not 0.0 <= self.drop_path < 1.0:
+            raise ValueError(f"drop path rate must be in [0, 1), not {self.drop_path}")
+        if self.drop_path and self.mode == "frozen":
+            raise ValueError("--drop-path regularises fine-tuning of the backbone; --mode frozen trains only the head")
+        if self.drop_path and self.architecture == "smallcnn":
+            raise ValueError("--drop-path needs residual blocks; smallcnn has none")
         if self.inference_size is not None:
             check_input_size(self.architecture, self.inference_size,
                              self.image_size or default_preprocessing(self.architecture).input_size)
@@ -128,8 +135,11 @@ class TrainSettings:
         """What a checkpoint must agree on to be resumed (not the threshold targets)."""
         keep = {k: v for k, v in asdict(self).items()
                 if k not in ("target_recall", "target_precision", "num_workers", "inference_size")}
-        if keep["ema_decay"] is None:  # added later: checkpoints written before it stay resumable
+        # added later: checkpoints written before these settings existed stay resumable
+        if keep["ema_decay"] is None:
             del keep["ema_decay"]
+        if not keep["drop_path"]:
+            del keep["drop_path"]
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod
@@ -326,7 +336,8 @@ class Trainer:
     # model --------------------------------------------------------------------------------
     def build_model(self) -> ImageClassifier:
         s = self.settings
-        model = create_model(s.architecture, len(self.labels), pretrained=s.pretrained, input_size=s.image_size)
+        model = create_model(s.architecture, len(self.labels), pretrained=s.pretrained, input_size=s.image_size,
+                             drop_path_rate=s.drop_path)
         pre = default_preprocessing(s.architecture)
         if s.image_size:
             pre = Preprocessing(**{**pre.to_dict(), "input_size": s.image_size})

