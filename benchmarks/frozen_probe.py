@@ -2,9 +2,13 @@
 
     .venv/bin/python benchmarks/frozen_probe.py runs/ivory --sizes 224 320
     .venv/bin/python benchmarks/frozen_probe.py runs/ivory --arch efficientnet_lite2 --sizes 260
+    .venv/bin/python benchmarks/frozen_probe.py runs/ivory --sizes 320 --split-seeds 0 1 2 3 4
 
 The floor any trained model must beat, and a cheap way to see whether a larger
-input helps before paying for fine-tuning at that size.
+input helps before paying for fine-tuning at that size. With ``--split-seeds`` the
+run's photos are split again with each seed (the training split rules: stratified,
+grouped by object id and identical file content, the run's fractions) and probed on
+each, features computed once: how hard the run's own test split is against others.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from artsentry.data.manifest import read_manifest
+from artsentry.data.splits import split_manifest
 from artsentry.data.transforms import Preprocessing
 from artsentry.index.embedder import Embedder
 from artsentry.models import create_model, default_preprocessing
@@ -32,8 +37,18 @@ def main() -> int:
     ap.add_argument("--sizes", type=int, nargs="+", default=[224, 320])
     ap.add_argument("--arch", default="efficientnet_lite0", help="backbone (its weights package must be installed)")
     ap.add_argument("--C", type=float, default=0.01, help="inverse regularisation of the logistic regression")
+    ap.add_argument("--split-seeds", type=int, nargs="+", default=None,
+                    help="split the run's photos again with each of these seeds instead of using its split")
     a = ap.parse_args()
     df, _ = read_manifest(Path(a.run) / "manifest.csv")
+    splits = {"run": df["split"].to_numpy()}
+    if a.split_seeds is not None:
+        n = len(df)
+        fractions = {"val_fraction": round((df["split"] == "val").sum() / n, 2),
+                     "test_fraction": round((df["split"] == "test").sum() / n, 2)}
+        bare = df.drop(columns=["split"])
+        splits = {f"seed {k}": split_manifest(bare, seed=k, **fractions)["split"].to_numpy()
+                  for k in a.split_seeds}
     y = (df["label"] == "ivory").to_numpy()
     model = create_model(a.arch, 2, pretrained=True)
     out = {"date": date.today().isoformat(), "run": a.run, "arch": a.arch, "C": a.C, "results": {}}
@@ -42,13 +57,19 @@ def main() -> int:
         emb = Embedder(model.backbone, pre, f"pretrained:{a.arch}@{size}", model.num_features)
         X, errors = emb.embed_files(df["path"].tolist(), progress=True)
         ok = np.array([e is None for e in errors])
-        res = {}
-        train = ok & (df["split"] == "train").to_numpy()
-        clf = make_pipeline(StandardScaler(), LogisticRegression(C=a.C, max_iter=5000)).fit(X[train], y[train])
-        for split in ("val", "test"):
-            m = ok & (df["split"] == split).to_numpy()
-            res[f"{split}_accuracy"] = round(float(clf.score(X[m], y[m])), 4)
-        out["results"][str(size)] = res
+        for name, split in splits.items():
+            res = {}
+            train = ok & (split == "train")
+            clf = make_pipeline(StandardScaler(), LogisticRegression(C=a.C, max_iter=5000)).fit(X[train], y[train])
+            for part in ("val", "test"):
+                m = ok & (split == part)
+                res[f"{part}_accuracy"] = round(float(clf.score(X[m], y[m])), 4)
+            key = str(size) if a.split_seeds is None else f"{size} {name}"
+            out["results"][key] = res
+        if a.split_seeds is not None:
+            tests = [out["results"][f"{size} {name}"]["test_accuracy"] for name in splits]
+            out["results"][f"{size} test accuracy over seeds"] = {
+                "mean": round(float(np.mean(tests)), 4), "sd": round(float(np.std(tests, ddof=1)), 4) if len(tests) > 1 else None}
     print(json.dumps(out, indent=2))
     return 0
 

@@ -32,6 +32,11 @@ averaging; timm's ``ModelEmaV3`` does the same). On met-ivory (one run, 0.995) i
 lowered the validation loss and raised test ROC-AUC but not accuracy, so it is
 off by default (BENCHMARKS.md).
 
+``drop_path`` (off by default) is stochastic depth while fine-tuning an
+EfficientNet: timm skips each residual block with a probability rising linearly
+to the rate at the last block. On met-ivory (one run, 0.2) studio accuracy fell
+below both runs without it, so it is off by default (BENCHMARKS.md).
+
 The run folder (``--out``) holds::
 
     manifest.csv         the data with its train/val/test split (reused on resume)
