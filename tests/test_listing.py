@@ -144,3 +144,38 @@ def test_training_augmentation_draws_repeat_under_a_seed_also_in_loader_workers(
     in_process = [view(i).tobytes() for i in range(len(photos))]
     torch.manual_seed(0)
     assert in_process == [view(i).tobytes() for i in range(len(photos))]
+
+
+def test_all_families_fraction_takes_the_same_draws_and_gives_every_family(monkeypatch):
+    # --listing-all: a re-photographed photo whose first draw falls under p * all_families
+    # gets all six families; every draw stays as it was, so a default run does not change
+    import torch
+
+    import artsentry.data.listing as listing
+
+    calls = []
+    monkeypatch.setattr(listing, "rephotograph", lambda img, seed, families: calls.append((seed, tuple(families))) or img)
+    photo = object_photo((200, 180, 150), size=(80, 60), seed=0)
+
+    def draws(all_families):
+        calls.clear()
+        torch.manual_seed(0)
+        aug = listing.RandomRephotograph(p=0.6, all_families=all_families)
+        out = []
+        for _ in range(500):
+            before = len(calls)
+            aug(photo)
+            out.append(calls[-1] if len(calls) > before else None)
+        return out
+
+    default, half = draws(0.0), draws(0.5)
+    assert [c is None for c in default] == [c is None for c in half]  # same photos re-photographed
+    shot = [(d, h) for d, h in zip(default, half) if d is not None]
+    assert all(d[0] == h[0] for d, h in shot)  # same generator seeds
+    changed = [h for d, h in shot if d[1] != h[1]]
+    assert changed and all(h[1] == FAMILIES for h in changed)
+    full = lambda cs: sum(c[1] == FAMILIES for c in cs) / len(cs)  # noqa: E731
+    assert full([h for _, h in shot]) == pytest.approx(0.5, abs=0.08)
+    assert full([d for d, _ in shot]) < 0.06
+    with pytest.raises(ValueError, match="all_families"):
+        listing.RandomRephotograph(all_families=1.5)

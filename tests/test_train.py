@@ -94,6 +94,26 @@ def test_drop_path_settings():
     assert _settings_from_args(build_parser().parse_args(["train", "DATA", "--out", "RUN"])).drop_path == 0.0
 
 
+def test_listing_all_settings_reach_the_training_transform():
+    assert TrainSettings(listing_all=0.0).fingerprint() == TrainSettings().fingerprint()
+    assert TrainSettings(augment="listing", listing_all=0.5).fingerprint() != TrainSettings(augment="listing").fingerprint()
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="listing-all"):
+            TrainSettings(augment="listing", listing_all=bad).validate()
+    with pytest.raises(ValueError, match="--augment listing"):
+        TrainSettings(augment="standard", listing_all=0.5).validate()
+    from artsentry.cli import _settings_from_args, build_parser
+    from artsentry.data.listing import RandomRephotograph
+    from artsentry.data.transforms import Preprocessing, train_transform
+
+    args = build_parser().parse_args(["train", "DATA", "--out", "RUN", "--augment", "listing", "--listing-all", "0.5"])
+    settings = _settings_from_args(args)
+    assert settings.listing_all == 0.5
+    assert _settings_from_args(build_parser().parse_args(["train", "DATA", "--out", "RUN"])).listing_all == 0.0
+    aug = train_transform(Preprocessing(input_size=64), settings.augment, settings.listing_all).transforms[0]
+    assert isinstance(aug, RandomRephotograph) and aug.all_families == 0.5
+
+
 def _tensors(model_dir):
     from safetensors.torch import load_file
 

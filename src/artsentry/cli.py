@@ -77,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--drop-path", type=float, default=0.0, metavar="RATE",
                    help="stochastic depth while fine-tuning an EfficientNet: each residual block is skipped "
                         "with a probability rising to RATE at the last block (e.g. 0.2; default 0: off)")
+    t.add_argument("--listing-all", type=float, default=0.0, metavar="F",
+                   help="with --augment listing: the fraction of re-photographed training photos that get "
+                        "every listing family at once, as 'evaluate --shift' makes them (default 0: each "
+                        "family drawn on its own)")
     t.add_argument("--val-fraction", type=float, default=0.1)
     t.add_argument("--test-fraction", type=float, default=0.2)
     t.add_argument("--seed", type=int, default=0)
@@ -351,6 +355,7 @@ def _settings_from_args(a) -> "object":
         inference_size=a.inference_size,
         ema_decay=a.ema_decay,
         drop_path=a.drop_path,
+        listing_all=a.listing_all,
         val_fraction=a.val_fraction,
         test_fraction=a.test_fraction,
         seed=a.seed,

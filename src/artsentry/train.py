@@ -108,6 +108,7 @@ class TrainSettings:
     checkpoint_every: int = 20  # steps
     ema_decay: float | None = None  # fine-tune with a moving average of the weights (e.g. 0.995)
     drop_path: float = 0.0  # stochastic depth while fine-tuning an EfficientNet (e.g. 0.2)
+    listing_all: float = 0.0  # of the listing-augmented photos, the fraction with every family at once
     num_workers: int | None = None
     pretrained: bool = True
 
@@ -132,6 +133,10 @@ class TrainSettings:
             raise ValueError("--drop-path regularises fine-tuning of the backbone; --mode frozen trains only the head")
         if self.drop_path and self.architecture == "smallcnn":
             raise ValueError("--drop-path needs residual blocks; smallcnn has none")
+        if not 0.0 <= self.listing_all <= 1.0:
+            raise ValueError(f"listing-all must be in [0, 1], not {self.listing_all}")
+        if self.listing_all and self.augment != "listing":
+            raise ValueError("--listing-all shapes the listing augmentation; use it with --augment listing")
         if self.inference_size is not None:
             check_input_size(self.architecture, self.inference_size,
                              self.image_size or default_preprocessing(self.architecture).input_size)
@@ -143,8 +148,9 @@ class TrainSettings:
         # added later: checkpoints written before these settings existed stay resumable
         if keep["ema_decay"] is None:
             del keep["ema_decay"]
-        if not keep["drop_path"]:
-            del keep["drop_path"]
+        for k in ("drop_path", "listing_all"):
+            if not keep[k]:
+                del keep[k]
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod
@@ -529,7 +535,7 @@ class Trainer:
             # the head stage is part of this state: save it before the first step
             self._save_checkpoint(optimizer, state, None, average)
 
-        transform = train_transform(self.preprocessing, s.augment)
+        transform = train_transform(self.preprocessing, s.augment, s.listing_all)
         bar = tqdm(total=total_steps, initial=state["global_step"], desc="fine-tune", unit="step",
                    disable=not self.progress)
         stop = state["bad_epochs"] >= s.patience

@@ -99,7 +99,7 @@ def eval_transform(pre: Preprocessing) -> T.Compose:
 AUGMENTATIONS = ("none", "standard", "listing")
 
 
-def train_transform(pre: Preprocessing, augment: str = "standard") -> T.Compose:
+def train_transform(pre: Preprocessing, augment: str = "standard", listing_all: float = 0.0) -> T.Compose:
     """Training transform. ``standard``: random resized crop (50-100% of the
     area, aspect 3:4-4:3), horizontal flip, rotation up to 15 degrees with a
     white fill, brightness/contrast/saturation jitter of 0.2 and hue 0.02. (Turning 25%
@@ -107,17 +107,21 @@ def train_transform(pre: Preprocessing, augment: str = "standard") -> T.Compose:
     ``listing``: first, 60% of the time, the photo is re-photographed listing-style
     (``data.listing.RandomRephotograph``: object cut out and composited on clutter,
     perspective, rotation, scale, crop, light and white balance, blur and noise,
-    price text and watermark, JPEG; ranges in ``data/listing.py``), then ``standard``."""
+    price text and watermark, JPEG; ranges in ``data/listing.py``), then ``standard``;
+    ``listing_all`` is the fraction of those re-photographed photos that get every family at
+    once (``RandomRephotograph(all_families=...)``)."""
     if augment == "none":
         return eval_transform(pre)
     if augment not in AUGMENTATIONS:
         raise ValueError(f"augment must be one of {AUGMENTATIONS}, not {augment!r}")
+    if listing_all and augment != "listing":
+        raise ValueError("listing_all applies to augment='listing' only")
     size, interp = pre.input_size, _INTERP[pre.interpolation]
     prefix = [_PadToSquare()] if pre.resize == "pad" else []
     if augment == "listing":
         from .listing import RandomRephotograph
 
-        prefix = [RandomRephotograph()] + prefix
+        prefix = [RandomRephotograph(all_families=listing_all)] + prefix
     return T.Compose(
         prefix
         + [
