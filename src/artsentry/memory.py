@@ -1,0 +1,45 @@
+"""Keep freed memory in the process instead of handing it back to the kernel.
+
+Every training step and every batch of inference allocates activation tensors of tens
+of megabytes and frees them again. glibc's malloc serves blocks that large with ``mmap``
+and returns them with ``munmap`` on ``free``, so the next batch faults every page in
+afresh and the kernel zeroes it: training lite0 at 320 px faulted ~535,000 pages a
+second here, and a third of the CPU time went to the kernel (BENCHMARKS.md, "Freed
+memory kept in the process"). ``keep_freed_memory()`` tells malloc to serve every block
+from its heap and not to trim the heap's top, so freed blocks are reused. Resident
+memory then stays at its peak, which the peak run already had to fit.
+
+The ``artsentry`` command calls it at start-up (worker processes forked from it inherit
+it); a program using the library can call it itself. Only glibc has these settings:
+elsewhere, or with ``ARTSENTRY_KEEP_FREED_MEMORY=0`` in the environment, it does nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import platform
+
+#: mallopt parameters (glibc's malloc.h)
+M_TRIM_THRESHOLD = -1
+M_MMAP_MAX = -4
+
+ENV = "ARTSENTRY_KEEP_FREED_MEMORY"
+
+
+def keep_freed_memory() -> bool:
+    """Configure glibc's malloc to reuse freed memory; True when it took effect."""
+    if os.environ.get(ENV, "1").strip().lower() in ("0", "false", "no", "off"):
+        return False
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    # no mmap for large blocks (glibc still falls back to it when its heap cannot grow),
+    # and never give the heap's free top back (the largest value mallopt takes)
+    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
