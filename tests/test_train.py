@@ -114,6 +114,44 @@ def test_listing_all_settings_reach_the_training_transform():
     assert isinstance(aug, RandomRephotograph) and aug.all_families == 0.5
 
 
+def test_crop_scale_settings_reach_the_training_transform():
+    from torchvision.transforms import v2 as T
+
+    from artsentry.cli import _settings_from_args, build_parser
+    from artsentry.data.transforms import Preprocessing, train_transform
+
+    # the default spelled out keeps the fingerprint of runs made before the setting existed
+    assert TrainSettings(crop_scale=(0.5, 1.0)).fingerprint() == TrainSettings().fingerprint()
+    assert TrainSettings(crop_scale=(0.25, 1.0)).fingerprint() != TrainSettings().fingerprint()
+    for bad in ((0.0, 1.0), (0.6, 0.5), (0.5, 1.2)):
+        with pytest.raises(ValueError, match="crop scale"):
+            TrainSettings(crop_scale=bad).validate()
+    args = build_parser().parse_args(["train", "DATA", "--out", "RUN", "--crop-scale", "0.25", "1"])
+    settings = _settings_from_args(args)
+    assert settings.crop_scale == (0.25, 1.0)
+    assert _settings_from_args(build_parser().parse_args(["train", "DATA", "--out", "RUN"])).crop_scale == (0.5, 1.0)
+    for augment in ("standard", "listing"):
+        crops = [t for t in train_transform(Preprocessing(input_size=64), augment, crop_scale=settings.crop_scale).transforms
+                 if isinstance(t, T.RandomResizedCrop)]
+        assert [c.scale for c in crops] == [(0.25, 1.0)]
+
+
+def test_fixres_size_matches_the_magnification_of_the_random_crops():
+    from artsentry.data.transforms import fixres_size
+
+    # crops up to 60% of the area always fit a square photo, so E[1/sqrt(s)] for s uniform in
+    # [lo, hi] is exact: 2 (sqrt(hi) - sqrt(lo)) / (hi - lo); 320 px x 1.637 = 524 -> 512
+    lo, hi = 0.2, 0.6
+    assert fixres_size(320, (lo, hi)) == 32 * round(320 * 2 * (hi ** 0.5 - lo ** 0.5) / (hi - lo) / 32) == 512
+    assert fixres_size(320) == 384  # the default crops: FixRes's ~1.2x
+    assert fixres_size(320, (0.5, 0.5)) == 32 * round(320 * 2 ** 0.5 / 32)  # one scale: 1/sqrt(s)
+    sizes = [fixres_size(320, (lo, 1.0)) for lo in (0.8, 0.5, 0.25, 0.1)]
+    assert sizes == sorted(sizes) and sizes[0] < sizes[-1]  # smaller crops, larger matched input
+    state = torch.get_rng_state()
+    fixres_size(320, (0.25, 1.0))
+    assert torch.equal(state, torch.get_rng_state())  # leaves the training's random stream alone
+
+
 def _tensors(model_dir):
     from safetensors.torch import load_file
 

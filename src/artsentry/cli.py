@@ -81,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --augment listing: the fraction of re-photographed training photos that get "
                         "every listing family at once, as 'evaluate --shift' makes them (default 0: each "
                         "family drawn on its own)")
+    t.add_argument("--crop-scale", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                   help="share of the photo's area the random resized crop of training keeps (default 0.5 1.0). "
+                        "Smaller crops show the surface at a higher resolution for the same training cost; run the "
+                        "model larger to match (--inference-size; 'evaluate' prints the matched size)")
     t.add_argument("--val-fraction", type=float, default=0.1)
     t.add_argument("--test-fraction", type=float, default=0.2)
     t.add_argument("--seed", type=int, default=0)
@@ -356,6 +360,7 @@ def _settings_from_args(a) -> "object":
         ema_decay=a.ema_decay,
         drop_path=a.drop_path,
         listing_all=a.listing_all,
+        **({} if a.crop_scale is None else {"crop_scale": tuple(a.crop_scale)}),
         val_fraction=a.val_fraction,
         test_fraction=a.test_fraction,
         seed=a.seed,

@@ -70,7 +70,8 @@ from tqdm.auto import tqdm
 from .data.dataset import ImageDataset, make_loader
 from .data.manifest import label_counts, read_manifest, write_manifest
 from .data.splits import split_manifest
-from .data.transforms import AUGMENTATIONS, Preprocessing, eval_transform, train_transform
+from .data.transforms import (AUGMENTATIONS, CROP_SCALE, Preprocessing, check_crop_scale, eval_transform,
+                              train_transform)
 from .inference import default_workers
 from .models import ImageClassifier, check_input_size, create_model, default_preprocessing
 from .models.artifact import save_model
@@ -109,6 +110,7 @@ class TrainSettings:
     ema_decay: float | None = None  # fine-tune with a moving average of the weights (e.g. 0.995)
     drop_path: float = 0.0  # stochastic depth while fine-tuning an EfficientNet (e.g. 0.2)
     listing_all: float = 0.0  # of the listing-augmented photos, the fraction with every family at once
+    crop_scale: tuple[float, float] = CROP_SCALE  # share of the photo's area a random resized crop keeps
     num_workers: int | None = None
     pretrained: bool = True
 
@@ -137,6 +139,7 @@ class TrainSettings:
             raise ValueError(f"listing-all must be in [0, 1], not {self.listing_all}")
         if self.listing_all and self.augment != "listing":
             raise ValueError("--listing-all shapes the listing augmentation; use it with --augment listing")
+        check_crop_scale(self.crop_scale)
         if self.inference_size is not None:
             check_input_size(self.architecture, self.inference_size,
                              self.image_size or default_preprocessing(self.architecture).input_size)
@@ -151,12 +154,18 @@ class TrainSettings:
         for k in ("drop_path", "listing_all"):
             if not keep[k]:
                 del keep[k]
+        keep["crop_scale"] = list(check_crop_scale(keep["crop_scale"]))
+        if keep["crop_scale"] == list(CROP_SCALE):
+            del keep["crop_scale"]
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainSettings":
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        d = {k: v for k, v in d.items() if k in known}
+        if "crop_scale" in d:  # a JSON list
+            d["crop_scale"] = tuple(float(v) for v in d["crop_scale"])
+        return cls(**d)
 
 
 @dataclass
@@ -353,14 +362,18 @@ class Trainer:
         if s.image_size:
             pre = Preprocessing(**{**pre.to_dict(), "input_size": s.image_size})
         self.preprocessing = pre
+        # what the trained model will run at: validation judges it there
+        self.inference_preprocessing = replace(pre, input_size=s.inference_size or pre.input_size)
         # channels-last runs these convolutions ~1.7x faster on CPU
         self.model = model.to(memory_format=torch.channels_last)
         return self.model
 
     def _loader(self, part: pd.DataFrame, transform, shuffle_seed: int | None = None, skip_batches: int = 0,
-                workers: int | None = None):
+                workers: int | None = None, pre: Preprocessing | None = None):
+        """Batches of ``part`` through ``transform``; JPEGs decoded no smaller than ``pre`` (default: the
+        training preprocessing) needs."""
         ds = ImageDataset(part["path"].tolist(), transform, targets=self.targets(part),
-                          draft_size=self.preprocessing.draft_size)
+                          draft_size=(pre or self.preprocessing).draft_size)
         if workers is None:
             workers = self.settings.num_workers if self.settings.num_workers is not None else default_workers(len(ds))
         sampler = None
@@ -492,7 +505,7 @@ class Trainer:
         model.eval()
         part = self.split("val")
         total, correct, n = 0.0, 0, 0
-        for batch in self._loader(part, eval_transform(self.preprocessing)):
+        for batch in self._loader(part, eval_transform(self.inference_preprocessing), pre=self.inference_preprocessing):
             self._note_errors(part, batch.errors)
             if not len(batch.index):
                 continue
@@ -535,7 +548,7 @@ class Trainer:
             # the head stage is part of this state: save it before the first step
             self._save_checkpoint(optimizer, state, None, average)
 
-        transform = train_transform(self.preprocessing, s.augment, s.listing_all)
+        transform = train_transform(self.preprocessing, s.augment, s.listing_all, s.crop_scale)
         bar = tqdm(total=total_steps, initial=state["global_step"], desc="fine-tune", unit="step",
                    disable=not self.progress)
         stop = state["bad_epochs"] >= s.patience
@@ -610,12 +623,11 @@ class Trainer:
                 resumed_from = self.finetune()
                 summary["finetune"] = self.finetune_summary
         self.model.eval()
-        inference = replace(self.preprocessing, input_size=s.inference_size or self.preprocessing.input_size)
         save_model(
             self.model.to(memory_format=torch.contiguous_format),
             self.model_dir,
             labels=self.labels,
-            preprocessing=inference,
+            preprocessing=self.inference_preprocessing,
             threshold=0.5 if self.positive_label else None,
             positive_label=self.positive_label,
             training={"settings": asdict(s), "summary": summary, "history": self.history},
