@@ -134,6 +134,11 @@ def test_crop_scale_settings_reach_the_training_transform():
         crops = [t for t in train_transform(Preprocessing(input_size=64), augment, crop_scale=settings.crop_scale).transforms
                  if isinstance(t, T.RandomResizedCrop)]
         assert [c.scale for c in crops] == [(0.25, 1.0)]
+    # the model runs where its crops showed objects: matched to small crops unless told otherwise
+    assert TrainSettings().run_size(320) == 320
+    assert TrainSettings(crop_scale=(0.2, 0.6)).run_size(320) == 512
+    assert TrainSettings(crop_scale=(0.2, 0.6), inference_size=352).run_size(320) == 352
+    assert TrainSettings(architecture="smallcnn", crop_scale=(0.2, 0.6)).run_size(150) == 150
 
 
 def test_fixres_size_matches_the_magnification_of_the_random_crops():
@@ -205,6 +210,27 @@ def test_finetuned_model_runs_larger_than_it_trained(tmp_path, synthetic_dataset
     assert config["training"]["settings"]["image_size"] == 80
     assert result.evaluation["input_size"] == 96  # the test figures are measured as the model will run
     assert Predictor.load(result.model_dir).predict_proba([Image.new("RGB", (50, 40), "white")]).shape == (1, 2)
+
+
+def test_model_trained_on_small_crops_runs_and_validates_at_the_matched_size(tmp_path, synthetic_dataset, monkeypatch):
+    import artsentry.train as training
+
+    sizes = []
+
+    def spy(pre):
+        sizes.append(pre.input_size)
+        return eval_transform(pre)
+
+    eval_transform = training.eval_transform
+    monkeypatch.setattr(training, "eval_transform", spy)
+    settings = TrainSettings(epochs=1, head_epochs=1, crop_scale=(0.2, 0.6), num_workers=0, **FAST)
+    result = train(synthetic_dataset, tmp_path / "run", settings, progress=False)
+    config = json.loads((result.model_dir / "config.json").read_text())
+    # 64 px crops of 20-60% of the photo show it 1.64x larger: the whole photo runs at 96 px
+    assert config["architecture"]["input_size"] == 64 and config["preprocessing"]["input_size"] == 96
+    assert config["training"]["settings"]["crop_scale"] == [0.2, 0.6]
+    assert sizes == [64, 64, 96]  # head-stage features (train, val) at 64; fine-tuning judged at 96
+    assert result.evaluation["input_size"] == 96
 
 
 def test_finetune_with_drop_path_writes_a_plain_artifact(tmp_path, synthetic_dataset):

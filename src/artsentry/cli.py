@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training augmentation; 'listing' adds listing-style re-photographing (see README)")
     t.add_argument("--image-size", type=int, default=None, help="input size (default: the architecture's own)")
     t.add_argument("--inference-size", type=int, default=None, metavar="PX",
-                   help="input size the trained model runs at (default: --image-size). A fine-tuned "
+                   help="input size the trained model runs at (default: --image-size, or the size matched "
+                   "to --crop-scale). A fine-tuned "
                    "EfficientNet often reads larger inputs better, since random crops enlarge objects in "
                    "training: measure with 'evaluate --input-size' (BENCHMARKS.md)")
     t.add_argument("--ema-decay", type=float, default=None, metavar="D",
@@ -83,8 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "family drawn on its own)")
     t.add_argument("--crop-scale", type=float, nargs=2, default=None, metavar=("LO", "HI"),
                    help="share of the photo's area the random resized crop of training keeps (default 0.5 1.0). "
-                        "Smaller crops show the surface at a higher resolution for the same training cost; run the "
-                        "model larger to match (--inference-size; 'evaluate' prints the matched size)")
+                        "Smaller crops show the surface at a higher resolution for the same training cost; the "
+                        "model then runs at the input size that shows objects as large as the crops did (e.g. "
+                        "0.2 0.8 at 320 px -> 480 px) unless --inference-size says otherwise")
     t.add_argument("--val-fraction", type=float, default=0.1)
     t.add_argument("--test-fraction", type=float, default=0.2)
     t.add_argument("--seed", type=int, default=0)

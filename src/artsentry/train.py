@@ -24,6 +24,14 @@ accuracy by -0.5 to +0.5 (three) for a 1.43x slower forward pass, so it is not t
 (BENCHMARKS.md).
 The training size stays in ``config.json`` under ``architecture.input_size``.
 
+``crop_scale`` (default 0.5-1.0) is the share of the photo's area the random resized crop of
+fine-tuning keeps. Smaller crops show the surface at a higher resolution for the same cost per
+step; the model then runs, unless ``inference_size`` says otherwise, at the size where a whole
+photo shows objects as large as the crops did (``TrainSettings.run_size``,
+``transforms.fixres_size``), and validation judges it there. On met-ivory (one run, 0.2-0.8 at
+320 px, so 480 px at inference) studio accuracy was that of the default crops, so the default
+stays (BENCHMARKS.md).
+
 ``ema_decay`` (off by default) keeps an exponential moving average of the
 weights and BatchNorm statistics during fine-tuning, ``avg = d * avg + (1 - d) *
 weights`` after every step, starting from the head-stage weights; validation, the
@@ -71,7 +79,7 @@ from .data.dataset import ImageDataset, make_loader
 from .data.manifest import label_counts, read_manifest, write_manifest
 from .data.splits import split_manifest
 from .data.transforms import (AUGMENTATIONS, CROP_SCALE, Preprocessing, check_crop_scale, eval_transform,
-                              train_transform)
+                              fixres_size, train_transform)
 from .inference import default_workers
 from .models import ImageClassifier, check_input_size, create_model, default_preprocessing
 from .models.artifact import save_model
@@ -105,7 +113,7 @@ class TrainSettings:
     target_recall: float | None = None
     target_precision: float | None = None
     image_size: int | None = None  # default: the architecture's own
-    inference_size: int | None = None  # input size the trained model runs at (default: image_size)
+    inference_size: int | None = None  # input size the trained model runs at (default: see run_size)
     checkpoint_every: int = 20  # steps
     ema_decay: float | None = None  # fine-tune with a moving average of the weights (e.g. 0.995)
     drop_path: float = 0.0  # stochastic depth while fine-tuning an EfficientNet (e.g. 0.2)
@@ -143,6 +151,17 @@ class TrainSettings:
         if self.inference_size is not None:
             check_input_size(self.architecture, self.inference_size,
                              self.image_size or default_preprocessing(self.architecture).input_size)
+
+    def run_size(self, train_size: int) -> int:
+        """The input size the trained model runs at: ``inference_size`` when given; else, with
+        other crops than the default, the size that matches their magnification
+        (``transforms.fixres_size``: a model trained on small crops sees objects far larger than a
+        whole photo at the training size shows them); else the training size."""
+        if self.inference_size is not None:
+            return self.inference_size
+        if tuple(check_crop_scale(self.crop_scale)) != CROP_SCALE and self.architecture != "smallcnn":
+            return fixres_size(train_size, self.crop_scale)
+        return train_size
 
     def fingerprint(self) -> str:
         """What a checkpoint must agree on to be resumed (not the threshold targets)."""
@@ -363,7 +382,7 @@ class Trainer:
             pre = Preprocessing(**{**pre.to_dict(), "input_size": s.image_size})
         self.preprocessing = pre
         # what the trained model will run at: validation judges it there
-        self.inference_preprocessing = replace(pre, input_size=s.inference_size or pre.input_size)
+        self.inference_preprocessing = replace(pre, input_size=s.run_size(pre.input_size))
         # channels-last runs these convolutions ~1.7x faster on CPU
         self.model = model.to(memory_format=torch.channels_last)
         return self.model
