@@ -42,6 +42,7 @@ test: $(STAMP) chromium
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
+	$(BIN)/python benchmarks/memory.py
 	$(BIN)/python benchmarks/ivory.py
 	$(BIN)/python benchmarks/screen.py --model runs/bench/lite0/model
 	$(BIN)/python benchmarks/collect.py

@@ -35,6 +35,7 @@ import torch
 from artsentry.data.images import load_image
 from artsentry.data.manifest import read_manifest
 from artsentry.inference import Predictor
+from artsentry.memory import keep_freed_memory
 from artsentry.models.onnx import ONNX_NAME, OnnxClassifier, export_onnx, quantize_onnx
 from artsentry.screen import Screener
 
@@ -53,6 +54,7 @@ def tensors(predictor: Predictor, paths: list[str]) -> np.ndarray:
 
 
 def main() -> int:
+    keep_freed_memory()  # as the artsentry command does: these figures are what it gets
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="runs/ivory/model", help="trained model folder (its run holds manifest.csv)")
     ap.add_argument("--batches", type=int, default=6, help="timed batches of 32 per bare-forward figure")
