@@ -159,7 +159,7 @@ class TrainSettings:
         whole photo at the training size shows them); else the training size."""
         if self.inference_size is not None:
             return self.inference_size
-        if tuple(check_crop_scale(self.crop_scale)) != CROP_SCALE and self.architecture != "smallcnn":
+        if check_crop_scale(self.crop_scale) != CROP_SCALE and self.architecture != "smallcnn":
             return fixres_size(train_size, self.crop_scale)
         return train_size
 
