@@ -154,7 +154,8 @@ def test_all_families_fraction_takes_the_same_draws_and_gives_every_family(monke
     import artsentry.data.listing as listing
 
     calls = []
-    monkeypatch.setattr(listing, "rephotograph", lambda img, seed, families: calls.append((seed, tuple(families))) or img)
+    monkeypatch.setattr(listing, "rephotograph",
+                        lambda img, seed, families, mask=None: calls.append((seed, tuple(families))) or img)
     photo = object_photo((200, 180, 150), size=(80, 60), seed=0)
 
     def draws(all_families):
@@ -179,3 +180,45 @@ def test_all_families_fraction_takes_the_same_draws_and_gives_every_family(monke
     assert full([d for d, _ in shot]) < 0.06
     with pytest.raises(ValueError, match="all_families"):
         listing.RandomRephotograph(all_families=1.5)
+
+
+def test_mask_cache_draws_the_same_training_photos_and_estimates_each_photo_once(tmp_path, monkeypatch):
+    # training re-photographs every photo every epoch; the foreground estimate is kept on
+    # disk after the first time, and the photos drawn are byte for byte those made without it
+    import torch
+
+    import artsentry.data.listing as listing
+
+    photos = [object_photo((200, 180, 150), size=(160, 120), seed=i) for i in range(6)]
+
+    def epoch(aug):
+        torch.manual_seed(0)
+        return [aug(p).tobytes() for p in photos]
+
+    plain = epoch(listing.RandomRephotograph(p=1.0))
+    real, calls = listing.foreground_mask, []
+    monkeypatch.setattr(listing, "foreground_mask", lambda img, *a, **k: calls.append(img.size) or real(img, *a, **k))
+    cached = listing.RandomRephotograph(p=1.0, mask_cache=listing.MaskCache(tmp_path))
+    assert epoch(cached) == plain
+    estimated = len(calls)
+    files = sorted(tmp_path.rglob("*.png"))
+    assert 0 < estimated == len(files) <= len(photos)  # one per photo that drew the background family
+    assert [f.parent.name for f in files] == [f"v{listing.GENERATOR_VERSION}"] * estimated
+    assert epoch(cached) == plain and len(calls) == estimated  # the second epoch reads them back
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_mask_cache_keys_photos_by_their_pixels_and_recomputes_an_unreadable_file(tmp_path):
+    from artsentry.data.listing import MaskCache
+
+    cache = MaskCache(tmp_path)
+    a = object_photo((200, 180, 150), size=(160, 120), seed=1)
+    b = object_photo((200, 180, 150), size=(160, 120), seed=2)
+    assert cache.key(a) == cache.key(a.copy()) != cache.key(b)
+    assert cache.key(a) != cache.key(a.convert("RGBA"))
+    assert cache(a).tobytes() == foreground_mask(a).tobytes()
+    path = cache.directory / f"{cache.key(a)}.png"
+    path.write_bytes(b"not a png")  # e.g. a disk that filled up
+    assert cache(a).tobytes() == foreground_mask(a).tobytes()
+    with Image.open(path) as again:
+        assert again.mode == "L" and again.size == a.size

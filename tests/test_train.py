@@ -202,6 +202,24 @@ def test_interrupted_ema_finetune_resumes_its_average(tmp_path, synthetic_datase
         torch.testing.assert_close(cut[key], whole[key], atol=1e-5, rtol=1e-4, msg=key)
 
 
+def test_listing_finetune_estimates_each_photos_foreground_once_and_cleans_up(tmp_path, synthetic_dataset, monkeypatch):
+    import artsentry.data.listing as listing
+
+    real_mask, masked = listing.foreground_mask, []
+    real_shot, drawn = listing.rephotograph, []
+    monkeypatch.setattr(listing, "foreground_mask",
+                        lambda img, *a, **k: masked.append(listing.MaskCache.key(img)) or real_mask(img, *a, **k))
+    monkeypatch.setattr(listing, "rephotograph", lambda img, seed, families, mask=None: (
+        drawn.append(listing.MaskCache.key(img)) if "background" in families else None) or real_shot(img, seed, families, mask))
+    settings = TrainSettings(epochs=3, head_epochs=1, augment="listing", num_workers=0, **FAST)
+    train(synthetic_dataset, tmp_path / "run", settings, progress=False)
+    # three epochs of 24 training photos, ~48% of draws with the background family: photos
+    # drawn with it more than once, each estimated once
+    assert len(set(drawn)) < len(drawn)
+    assert sorted(masked) == sorted(set(drawn))
+    assert not (tmp_path / "run" / "checkpoint").exists()  # the masks go with the checkpoint
+
+
 def test_finetuned_model_runs_larger_than_it_trained(tmp_path, synthetic_dataset):
     settings = TrainSettings(epochs=1, head_epochs=2, inference_size=96, **{**FAST, "image_size": 80})
     result = train(synthetic_dataset, tmp_path / "run", settings, progress=False)

@@ -49,7 +49,8 @@ The run folder (``--out``) holds::
 
     manifest.csv         the data with its train/val/test split (reused on resume)
     features/            cached backbone features for the head stage
-    checkpoint/          resumable training state (deleted when training ends)
+    checkpoint/          resumable training state, with the foreground masks of the listing
+                         augmentation (deleted when training ends)
     model/               the artifact: model.safetensors + config.json
     metrics.json, report.html, predictions.csv   written by the evaluation
 """
@@ -76,6 +77,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .data.dataset import ImageDataset, make_loader
+from .data.listing import MaskCache
 from .data.manifest import label_counts, read_manifest, write_manifest
 from .data.splits import split_manifest
 from .data.transforms import (AUGMENTATIONS, CROP_SCALE, Preprocessing, check_crop_scale, eval_transform,
@@ -567,7 +569,10 @@ class Trainer:
             # the head stage is part of this state: save it before the first step
             self._save_checkpoint(optimizer, state, None, average)
 
-        transform = train_transform(self.preprocessing, s.augment, s.listing_all, s.crop_scale)
+        # the foreground estimate of each photo is the same every epoch: computed once, kept with
+        # the checkpoint (so a resumed run keeps it too, and it goes when training ends)
+        masks = MaskCache(self.ckpt_dir / "masks") if s.augment == "listing" else None
+        transform = train_transform(self.preprocessing, s.augment, s.listing_all, s.crop_scale, masks)
         bar = tqdm(total=total_steps, initial=state["global_step"], desc="fine-tune", unit="step",
                    disable=not self.progress)
         stop = state["bad_epochs"] >= s.patience

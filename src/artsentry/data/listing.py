@@ -35,7 +35,10 @@ time, to see which one hurts a model most).
 
 from __future__ import annotations
 
+import hashlib
 import io
+import os
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -133,6 +136,47 @@ def foreground_mask(img: Image.Image, tolerance: float | None = None) -> Image.I
     if filled.mean() < MIN_COVER:
         return whole
     return Image.fromarray((filled * 255).astype(np.uint8), "L").filter(ImageFilter.GaussianBlur(max(1.0, k / 3)))
+
+
+class MaskCache:
+    """``foreground_mask`` of each photo computed once and kept on disk, as lossless PNG, under
+    ``directory``: a training run re-photographs the same photo every epoch, and the
+    foreground estimate is half of what that costs (BENCHMARKS.md). A cached mask is
+    byte for byte the one ``foreground_mask`` returns, so training draws the same photos
+    with or without it. Photos are keyed by their pixels (BLAKE2b of mode, size and
+    bytes), masks by generator version; a file that cannot be read is computed again.
+    Safe for several DataLoader workers: each mask is written to a temporary file and
+    renamed into place."""
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory) / f"v{GENERATOR_VERSION}"
+
+    @staticmethod
+    def key(img: Image.Image) -> str:
+        h = hashlib.blake2b(f"{img.mode} {img.size[0]}x{img.size[1]}".encode(), digest_size=20)
+        h.update(img.tobytes())
+        return h.hexdigest()
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        path = self.directory / f"{self.key(img)}.png"
+        try:
+            with Image.open(path) as cached:
+                cached.load()
+            if cached.mode == "L" and cached.size == img.size:
+                return cached
+        except FileNotFoundError:
+            pass
+        except (OSError, SyntaxError, ValueError):  # truncated or not a PNG: computed again below
+            pass
+        mask = foreground_mask(img)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")
+        mask.save(tmp, format="PNG")
+        os.replace(tmp, path)
+        return mask
+
+    def __repr__(self) -> str:
+        return f"MaskCache({str(self.directory.parent)!r})"
 
 
 # -- the families ----------------------------------------------------------------------------
@@ -318,16 +362,19 @@ class RandomRephotograph:
     re-compressed): with the subsets alone that combination is ~1% of training photos.
 
     Draws come from torch's random state, so a seeded run (``torch.manual_seed``;
-    DataLoader workers are seeded from it) draws the same photos again."""
+    DataLoader workers are seeded from it) draws the same photos again. ``mask_cache``
+    (a ``MaskCache``) keeps each photo's foreground estimate across draws; the photos
+    drawn are the same with it."""
 
     def __init__(self, p: float = 0.6, family_probability: dict[str, float] | None = None,
-                 all_families: float = 0.0):
+                 all_families: float = 0.0, mask_cache: MaskCache | None = None):
         if not 0.0 <= p <= 1.0:
             raise ValueError("p must be in [0, 1]")
         if not 0.0 <= all_families <= 1.0:
             raise ValueError("all_families must be in [0, 1]")
         self.p = p
         self.all_families = all_families
+        self.mask_cache = mask_cache
         self.family_probability = dict(family_probability or TRAIN_FAMILY_PROBABILITY)
         unknown = set(self.family_probability) - set(FAMILIES)
         if unknown:
@@ -346,11 +393,12 @@ class RandomRephotograph:
         if not families:
             return img
         seed = int(torch.randint(0, 2**62, (1,)).item())
-        return rephotograph(img, seed, families)
+        mask = self.mask_cache(img) if self.mask_cache is not None and "background" in families else None
+        return rephotograph(img, seed, families, mask=mask)
 
     def __repr__(self) -> str:
         return (f"RandomRephotograph(p={self.p}, family_probability={self.family_probability}, "
-                f"all_families={self.all_families})")
+                f"all_families={self.all_families}, mask_cache={self.mask_cache!r})")
 
 
 def background_only(img: Image.Image, fill: tuple[int, int, int] | None = None, shape: str = "box") -> Image.Image:

@@ -134,7 +134,7 @@ def fixres_size(train_size: int, scale=CROP_SCALE) -> int:
 
 
 def train_transform(pre: Preprocessing, augment: str = "standard", listing_all: float = 0.0,
-                    crop_scale=CROP_SCALE) -> T.Compose:
+                    crop_scale=CROP_SCALE, mask_cache=None) -> T.Compose:
     """Training transform. ``standard``: random resized crop (``crop_scale``: 50-100% of the
     area by default, aspect 3:4-4:3), horizontal flip, rotation up to 15 degrees with a
     white fill, brightness/contrast/saturation jitter of 0.2 and hue 0.02. (Turning 25%
@@ -144,7 +144,8 @@ def train_transform(pre: Preprocessing, augment: str = "standard", listing_all: 
     perspective, rotation, scale, crop, light and white balance, blur and noise,
     price text and watermark, JPEG; ranges in ``data/listing.py``), then ``standard``;
     ``listing_all`` is the fraction of those re-photographed photos that get every family at
-    once (``RandomRephotograph(all_families=...)``)."""
+    once (``RandomRephotograph(all_families=...)``); ``mask_cache`` (a ``data.listing.MaskCache``)
+    keeps each photo's foreground estimate from one epoch to the next."""
     if augment == "none":
         return eval_transform(pre)
     if augment not in AUGMENTATIONS:
@@ -156,7 +157,7 @@ def train_transform(pre: Preprocessing, augment: str = "standard", listing_all: 
     if augment == "listing":
         from .listing import RandomRephotograph
 
-        prefix = [RandomRephotograph(all_families=listing_all)] + prefix
+        prefix = [RandomRephotograph(all_families=listing_all, mask_cache=mask_cache)] + prefix
     return T.Compose(
         prefix
         + [
