@@ -222,3 +222,28 @@ def test_mask_cache_keys_photos_by_their_pixels_and_recomputes_an_unreadable_fil
     assert cache(a).tobytes() == foreground_mask(a).tobytes()
     with Image.open(path) as again:
         assert again.mode == "L" and again.size == a.size
+
+
+def test_shift_variants_share_one_foreground_estimate_per_photo(tmp_path, monkeypatch):
+    # evaluate --shift cuts the object out of each photo for three variants (all families,
+    # background alone, background only): with a cache it is estimated once, same pictures
+    import artsentry.data.listing as listing
+
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"{i}.png")
+        object_photo((200, 180, 150), size=(160, 120), seed=i).save(paths[-1])
+    variants = {k: v for k, v in listing.shift_variants().items()
+                if k in ("listing", "only_background", "only_jpeg", "background_only")}
+
+    def pictures(cache):
+        return {k: [np.asarray(listing.ListingStyleDataset(paths, np.asarray, v, seed=4, mask_cache=cache)[i][0])
+                    for i in range(len(paths))] for k, v in variants.items()}
+
+    plain = pictures(None)
+    real, calls = listing.foreground_mask, []
+    monkeypatch.setattr(listing, "foreground_mask", lambda img, *a, **k: calls.append(1) or real(img, *a, **k))
+    shared = pictures(listing.MaskCache(tmp_path / "masks"))
+    assert len(calls) == len(paths)
+    for k in variants:
+        assert all(np.array_equal(a, b) for a, b in zip(plain[k], shared[k])), k

@@ -266,16 +266,17 @@ def evaluate_predictor(predictor, df, *, threshold: float | None = None, progres
 
 
 def variant_probabilities(predictor, paths: list[str], variant, *, seed: int = 0, progress: bool = False,
-                          desc: str = "images") -> np.ndarray:
+                          desc: str = "images", mask_cache=None) -> np.ndarray:
     """Class probabilities (n, C) of ``predictor`` on listing-style versions of ``paths``
-    (see ``data.listing.ListingStyleDataset``); NaN rows for unreadable files."""
+    (see ``data.listing.ListingStyleDataset``, which ``mask_cache`` is passed to); NaN rows
+    for unreadable files."""
     from .data.listing import ListingStyleDataset
     from .inference import iter_dataset_batches
 
     # studio photos are decoded exactly as in prediction (JPEG draft scaling moves accuracy by
     # ~0.5 points on met-ivory); listing-style versions are made from the full-resolution photo
     draft = predictor.preprocessing.draft_size if variant is None else None
-    ds = ListingStyleDataset(paths, predictor.transform, variant, seed, draft_size=draft)
+    ds = ListingStyleDataset(paths, predictor.transform, variant, seed, mask_cache=mask_cache, draft_size=draft)
     out = np.full((len(paths), len(predictor.labels)), np.nan, dtype=np.float32)
     for batch in iter_dataset_batches(ds, batch_size=predictor.batch_size, progress=progress, desc=desc):
         if len(batch.index):
@@ -288,15 +289,22 @@ def evaluate_shift(predictor, df, *, seed: int = 0, threshold: float | None = No
     transform families at once, then each family alone) and on their background only
     (the object masked out: near chance unless the model reads backgrounds). The
     listing-style set is fixed by ``seed``. Drops are in accuracy points."""
-    from .data.listing import shift_variants
+    import tempfile
+
+    from .data.listing import MaskCache, shift_variants
 
     paths = df["path"].tolist()
     y = np.array([predictor.labels.index(l) for l in df["label"]])
     t = predictor.threshold if threshold is None else threshold
     t = 0.5 if t is None else t
     results = {}
-    for name, variant in shift_variants().items():
-        probs = variant_probabilities(predictor, paths, variant, seed=seed, progress=progress, desc=name)
+    # three variants cut the object out of the same photo: its foreground is estimated once
+    with tempfile.TemporaryDirectory(prefix="artsentry-masks-") as tmp:
+        masks = MaskCache(tmp)
+        probs_by_variant = {name: variant_probabilities(predictor, paths, variant, seed=seed, progress=progress,
+                                                        desc=name, mask_cache=masks)
+                            for name, variant in shift_variants().items()}
+    for name, probs in probs_by_variant.items():
         ok = ~np.isnan(probs).any(1)
         if predictor.binary:
             pos = predictor.positive_index

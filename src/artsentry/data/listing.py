@@ -401,7 +401,8 @@ class RandomRephotograph:
                 f"all_families={self.all_families}, mask_cache={self.mask_cache!r})")
 
 
-def background_only(img: Image.Image, fill: tuple[int, int, int] | None = None, shape: str = "box") -> Image.Image:
+def background_only(img: Image.Image, fill: tuple[int, int, int] | None = None, shape: str = "box",
+                    mask: Image.Image | None = None) -> Image.Image:
     """The photo with its object masked out (filled with the backdrop colour): for the
     background-bias check, where a model should be at chance.
 
@@ -410,13 +411,14 @@ def background_only(img: Image.Image, fill: tuple[int, int, int] | None = None, 
     which leaves its outline as a flat shape: on met-ivory a fine-tuned lite0 still told
     ivory from ceramics by that outline 71% of the time, against 57% with the box and
     49% on the backdrop colour alone. A photo with no plain backdrop (the mask is the
-    whole frame) comes out as a flat fill: it has no background to show."""
+    whole frame) comes out as a flat fill: it has no background to show. ``mask``:
+    ``foreground_mask(img)`` when the caller already has it."""
     if shape not in ("box", "silhouette"):
         raise ValueError("shape must be 'box' or 'silhouette'")
     img = img.convert("RGB")
     if fill is None:
         fill = tuple(int(c) for c in background_colour(np.asarray(img, dtype=np.float32)))
-    mask = foreground_mask(img).filter(ImageFilter.MaxFilter(5))
+    mask = (foreground_mask(img) if mask is None else mask).filter(ImageFilter.MaxFilter(5))
     out = img.copy()
     if shape == "silhouette":
         out.paste(Image.new("RGB", img.size, fill), (0, 0), mask)
@@ -437,16 +439,20 @@ def shift_variants(families: Sequence[str] = FAMILIES) -> dict[str, tuple[str, .
 class ListingStyleDataset(ImageDataset):
     """An ``ImageDataset`` whose photos are re-photographed listing-style (``families``),
     reduced to their background (``"background_only"``), or left alone (``None``).
-    Image i always gets seed ``seed * 1_000_003 + i``: the same set every time."""
+    Image i always gets seed ``seed * 1_000_003 + i``: the same set every time. ``mask_cache``
+    (a ``MaskCache``) shares each photo's foreground estimate between variants."""
 
-    def __init__(self, sources, transform, variant, seed: int = 0, **kwargs):
+    def __init__(self, sources, transform, variant, seed: int = 0, mask_cache: MaskCache | None = None, **kwargs):
         super().__init__(sources, transform, **kwargs)
         self.variant = variant
         self.seed = seed
+        self.mask_cache = mask_cache
 
     def prepare(self, img: Image.Image, i: int) -> Image.Image:
         if self.variant is None:
             return img
+        cut_out = self.variant == "background_only" or "background" in self.variant
+        mask = self.mask_cache(img) if self.mask_cache is not None and cut_out else None
         if self.variant == "background_only":
-            return background_only(img)
-        return rephotograph(img, self.seed * 1_000_003 + i, self.variant)
+            return background_only(img, mask=mask)
+        return rephotograph(img, self.seed * 1_000_003 + i, self.variant, mask=mask)
