@@ -220,6 +220,98 @@ def test_listing_finetune_estimates_each_photos_foreground_once_and_cleans_up(tm
     assert not (tmp_path / "run" / "checkpoint").exists()  # the masks go with the checkpoint
 
 
+def test_distillation_loss_mixes_the_labels_and_the_teacher():
+    from artsentry.train import distillation_loss
+
+    torch.manual_seed(0)
+    logits = torch.randn(6, 2, requires_grad=True)
+    y = torch.tensor([0, 1, 0, 1, 1, 0])
+    teacher = torch.tensor([[0.9, 0.1]] * 6)
+    hard = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
+    torch.testing.assert_close(distillation_loss(logits, y, teacher, 0.0, hard), hard(logits, y))
+    soft = distillation_loss(logits, y, teacher, 1.0, hard)
+    torch.testing.assert_close(soft, -(teacher * logits.log_softmax(1)).sum(1).mean())
+    half = distillation_loss(logits, y, teacher, 0.5, hard)
+    torch.testing.assert_close(half, 0.5 * hard(logits, y) + 0.5 * soft)
+    soft.backward()  # the gradient of a soft cross-entropy: (student - teacher) / n
+    torch.testing.assert_close(logits.grad, (logits.softmax(1) - teacher).detach() / 6)
+
+
+def _constant_teacher(trained_model_dir, folder, favourite: int):
+    """A copy of a trained classifier that gives class ``favourite`` 0.9999 to every photo."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    shutil.copytree(trained_model_dir, folder)
+    w = _tensors(folder)
+    last = max((k for k in w if k.startswith("head.") and k.endswith(".weight")), key=lambda k: int(k.split(".")[1]))
+    w[last] = torch.zeros_like(w[last])
+    bias = torch.full_like(w[last.replace("weight", "bias")], -4.6)
+    bias[favourite] = 4.6
+    w[last.replace("weight", "bias")] = bias
+    save_file(w, str(folder / "model.safetensors"))
+    return folder
+
+
+def test_fine_tuning_follows_the_teachers_probabilities_of_each_batch(tmp_path, synthetic_dataset, monkeypatch):
+    # every fine-tuning step takes its loss against the teacher's probabilities for the very
+    # batch the student sees (distillation_loss itself: the test above); the model records
+    # which teacher weights taught it
+    import hashlib
+
+    import artsentry.train as training
+
+    frozen = train(synthetic_dataset, tmp_path / "frozen", TrainSettings(mode="frozen", **FAST), progress=False)
+    teacher = _constant_teacher(frozen.model_dir, tmp_path / "teacher", favourite=1)
+    seen, loss, forward = [], training.distillation_loss, training.Teachers.forward
+    inputs = []
+    monkeypatch.setattr(training.Teachers, "forward", lambda self, x: inputs.append(x.clone()) or forward(self, x))
+    monkeypatch.setattr(training, "distillation_loss",
+                        lambda logits, y, probs, w, hard: seen.append((logits.shape, probs.clone(), w)) or
+                        loss(logits, y, probs, w, hard))
+    taught = train(synthetic_dataset, tmp_path / "taught", TrainSettings(
+        teacher=(str(tmp_path / "teacher"),), distill_weight=0.7, epochs=2, head_epochs=2, num_workers=0, **FAST),
+        progress=False)
+    assert [(tuple(shape), w) for shape, _, w in seen] == [((8, 2), 0.7)] * 6  # 24 training photos, batches of 8
+    assert all(torch.allclose(p, torch.tensor([1e-4, 1 - 1e-4]).expand_as(p), atol=2e-5) for _, p, _ in seen)
+    assert len(inputs) == 6 and len({float(x.sum()) for x in inputs}) == 6  # augmented batches, each its own
+    summary = json.loads((taught.model_dir / "config.json").read_text())["training"]["summary"]["finetune"]
+    assert summary["teachers"] == {str(teacher): hashlib.sha256((teacher / "model.safetensors").read_bytes()).hexdigest()}
+
+
+def test_teacher_settings_are_checked_before_training(tmp_path, synthetic_dataset):
+    from artsentry.cli import _settings_from_args, build_parser
+
+    assert TrainSettings(distill_weight=0.9).fingerprint() == TrainSettings().fingerprint()  # no teacher: unused
+    assert TrainSettings(teacher=("a",)).fingerprint() != TrainSettings().fingerprint()
+    assert TrainSettings(teacher=("a",)).fingerprint() != TrainSettings(teacher=("a",), distill_weight=0.9).fingerprint()
+    with pytest.raises(ValueError, match="distill weight"):
+        TrainSettings(teacher=("a",), distill_weight=1.5).validate()
+    with pytest.raises(ValueError, match="--mode frozen"):
+        TrainSettings(teacher=("a",), mode="frozen").validate()
+    args = build_parser().parse_args(["train", "DATA", "--out", "RUN", "--teacher", "t1", "runs/t2"])
+    assert _settings_from_args(args).teacher == ("t1", "runs/t2") and _settings_from_args(args).distill_weight == 0.5
+    with pytest.raises(ValueError, match="give --teacher"):
+        _settings_from_args(build_parser().parse_args(["train", "DATA", "--out", "RUN", "--distill-weight", "0.3"]))
+    assert TrainSettings.from_dict(json.loads(json.dumps(
+        {"teacher": ["t1"], "distill_weight": 0.3}))) == TrainSettings(teacher=("t1",), distill_weight=0.3)
+    # a teacher for other labels, or no model at all, stops the run before the head stage
+    other = tmp_path / "other"
+    for label in ("cat", "dog"):
+        (other / label).mkdir(parents=True)
+        for i, p in enumerate(sorted((synthetic_dataset / ("ivory" if label == "cat" else "non_ivory")).iterdir())):
+            (other / label / p.name).write_bytes(p.read_bytes())
+    cats = train(other, tmp_path / "cats", TrainSettings(mode="frozen", positive_label="cat", **FAST), progress=False)
+    base = dict(epochs=1, head_epochs=1, num_workers=0, **FAST)
+    with pytest.raises(TrainingError, match="labels"):
+        train(synthetic_dataset, tmp_path / "s1", TrainSettings(teacher=(str(cats.run_dir),), **base), progress=False)
+    with pytest.raises(TrainingError, match="not a model folder"):
+        train(synthetic_dataset, tmp_path / "s2", TrainSettings(teacher=(str(tmp_path / "nothing"),), **base),
+              progress=False)
+    assert not (tmp_path / "s1" / "features").exists()  # refused before any work
+
+
 def test_finetuned_model_runs_larger_than_it_trained(tmp_path, synthetic_dataset):
     settings = TrainSettings(epochs=1, head_epochs=2, inference_size=96, **{**FAST, "image_size": 80})
     result = train(synthetic_dataset, tmp_path / "run", settings, progress=False)

@@ -87,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "Smaller crops show the surface at a higher resolution for the same training cost; the "
                         "model then runs at the input size that shows objects as large as the crops did (e.g. "
                         "0.2 0.8 at 320 px -> 480 px) unless --inference-size says otherwise")
+    t.add_argument("--teacher", nargs="+", default=[], metavar="MODEL",
+                   help="distil these trained classifiers (model or run folders, same labels) into the model "
+                        "while fine-tuning: the loss also follows their mean probabilities on each augmented batch")
+    t.add_argument("--distill-weight", type=float, default=None, metavar="W",
+                   help="with --teacher: the share of the loss that follows the teachers (default 0.5; the rest "
+                        "follows the labels)")
     t.add_argument("--val-fraction", type=float, default=0.1)
     t.add_argument("--test-fraction", type=float, default=0.2)
     t.add_argument("--seed", type=int, default=0)
@@ -347,6 +353,8 @@ def _settings_from_args(a) -> "object":
     from .train import TrainSettings
 
     small = a.arch == "smallcnn"
+    if a.distill_weight is not None and not a.teacher:
+        raise ValueError("--distill-weight is the teachers' share of the loss: give --teacher MODEL")
     return TrainSettings(
         architecture=a.arch,
         mode="finetune" if small else a.mode,
@@ -362,6 +370,8 @@ def _settings_from_args(a) -> "object":
         ema_decay=a.ema_decay,
         drop_path=a.drop_path,
         listing_all=a.listing_all,
+        teacher=tuple(a.teacher),
+        distill_weight=0.5 if a.distill_weight is None else a.distill_weight,
         **({} if a.crop_scale is None else {"crop_scale": tuple(a.crop_scale)}),
         val_fraction=a.val_fraction,
         test_fraction=a.test_fraction,

@@ -45,6 +45,14 @@ EfficientNet: timm skips each residual block with a probability rising linearly
 to the rate at the last block. On met-ivory (one run, 0.2) studio accuracy fell
 below both runs without it, so it is off by default (BENCHMARKS.md).
 
+``teacher`` (off by default) distils one or more trained classifiers into the model being
+fine-tuned (Hinton et al. 2015; "born-again" networks when the teacher has the student's own
+architecture): every training batch, augmented as the student sees it, also goes through the
+teachers (frozen, eval mode), and the loss is ``(1 - distill_weight)`` x the usual
+cross-entropy against the labels plus ``distill_weight`` x the cross-entropy against the
+teachers' mean class probabilities. Only fine-tuning distils; the head stage and validation
+use the labels.
+
 The run folder (``--out``) holds::
 
     manifest.csv         the data with its train/val/test split (reused on resume)
@@ -121,6 +129,8 @@ class TrainSettings:
     drop_path: float = 0.0  # stochastic depth while fine-tuning an EfficientNet (e.g. 0.2)
     listing_all: float = 0.0  # of the listing-augmented photos, the fraction with every family at once
     crop_scale: tuple[float, float] = CROP_SCALE  # share of the photo's area a random resized crop keeps
+    teacher: tuple[str, ...] = ()  # classifiers (model or run folders) distilled into the model while fine-tuning
+    distill_weight: float = 0.5  # share of the loss that follows the teachers' probabilities
     num_workers: int | None = None
     pretrained: bool = True
 
@@ -150,6 +160,10 @@ class TrainSettings:
         if self.listing_all and self.augment != "listing":
             raise ValueError("--listing-all shapes the listing augmentation; use it with --augment listing")
         check_crop_scale(self.crop_scale)
+        if not 0.0 <= self.distill_weight <= 1.0:
+            raise ValueError(f"distill weight must be in [0, 1], not {self.distill_weight}")
+        if self.teacher and self.mode == "frozen":
+            raise ValueError("--teacher distils into fine-tuning; --mode frozen trains only the head")
         if self.inference_size is not None:
             check_input_size(self.architecture, self.inference_size,
                              self.image_size or default_preprocessing(self.architecture).input_size)
@@ -175,6 +189,10 @@ class TrainSettings:
         for k in ("drop_path", "listing_all"):
             if not keep[k]:
                 del keep[k]
+        if not keep["teacher"]:
+            del keep["teacher"], keep["distill_weight"]
+        else:
+            keep["teacher"] = list(keep["teacher"])
         keep["crop_scale"] = list(check_crop_scale(keep["crop_scale"]))
         if keep["crop_scale"] == list(CROP_SCALE):
             del keep["crop_scale"]
@@ -186,6 +204,8 @@ class TrainSettings:
         d = {k: v for k, v in d.items() if k in known}
         if "crop_scale" in d:  # a JSON list
             d["crop_scale"] = tuple(float(v) for v in d["crop_scale"])
+        if "teacher" in d:
+            d["teacher"] = tuple(str(v) for v in d["teacher"])
         return cls(**d)
 
 
@@ -230,6 +250,49 @@ def class_weights(targets: np.ndarray, num_classes: int) -> torch.Tensor:
         missing = np.where(counts == 0)[0].tolist()
         raise TrainingError(f"class indices {missing} have no training images")
     return torch.tensor(len(targets) / (num_classes * counts), dtype=torch.float32)
+
+
+def distillation_loss(logits: torch.Tensor, targets: torch.Tensor, teacher_probs: torch.Tensor, weight: float,
+                      hard_loss: nn.Module) -> torch.Tensor:
+    """``(1 - weight) * hard_loss(logits, targets)`` plus ``weight`` x the cross-entropy of the
+    student's class probabilities against the teacher's (temperature 1)."""
+    soft = -(teacher_probs * torch.log_softmax(logits, dim=1)).sum(dim=1).mean()
+    if weight >= 1.0:
+        return soft
+    return (1.0 - weight) * hard_loss(logits, targets) + weight * soft
+
+
+class Teachers(nn.Module):
+    """Trained classifiers (frozen, eval mode) whose mean class probabilities a student learns
+    from. They must have the student's labels, in its order, and take its input normalisation
+    (they see the student's training batches as they are)."""
+
+    def __init__(self, folders, labels: list[str], preprocessing: Preprocessing):
+        from .evaluate import _resolve_model_dir
+        from .models.artifact import load_model
+
+        super().__init__()
+        members, self.digests = [], {}
+        for folder in folders:
+            folder = _resolve_model_dir(folder)
+            if not (folder / "config.json").is_file():
+                raise TrainingError(f"teacher {folder}: not a model folder (no config.json)")
+            model, config = load_model(folder)
+            if list(config["labels"]) != list(labels):
+                raise TrainingError(f"teacher {folder} has labels {config['labels']}, the data {labels}")
+            pre = Preprocessing.from_dict(config["preprocessing"])
+            norm = lambda p: tuple(float(v) for v in (*p.mean, *p.std))  # noqa: E731
+            if norm(pre) != norm(preprocessing):
+                raise TrainingError(f"teacher {folder} normalises its input with mean {pre.mean} / std {pre.std}, "
+                                    f"the student with {preprocessing.mean} / {preprocessing.std}")
+            model.requires_grad_(False)
+            members.append(model.eval().to(memory_format=torch.channels_last))
+            self.digests[str(folder)] = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+        self.members = nn.ModuleList(members)  # in eval mode: BatchNorm statistics and dropout stay fixed
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x).softmax(dim=1) for m in self.members]).mean(dim=0)
 
 
 def seed_everything(seed: int) -> None:
@@ -327,6 +390,7 @@ class Trainer:
         self.model_dir = self.run_dir / "model"
         self.history: list[dict] = []
         self.skipped: dict[str, str] = {}  # path -> reason, images that could not be read
+        self.teachers: Teachers | None = None  # distilled into fine-tuning (settings.teacher)
 
     # data ---------------------------------------------------------------------------------
     def prepare_data(self, source: str | Path | None) -> pd.DataFrame:
@@ -555,6 +619,7 @@ class Trainer:
         state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_val_loss": math.inf, "best_epoch": -1,
                  "bad_epochs": 0, "history": []}
         best_state = None
+        teachers = self.teachers
         # the average starts from the head-stage weights, and replaces them when resuming
         average = WeightAverage(model, s.ema_decay) if s.ema_decay is not None else None
         loaded = self._load_checkpoint(optimizer, average)
@@ -588,7 +653,11 @@ class Trainer:
                 self._note_errors(train_part, batch.errors)
                 if len(batch.index) >= 2:
                     _set_lr(optimizer, _lr_factor(state["global_step"], total_steps, warmup))
-                    loss = loss_fn(model(batch.x.contiguous(memory_format=torch.channels_last)), batch.y)
+                    x = batch.x.contiguous(memory_format=torch.channels_last)
+                    if teachers is None:
+                        loss = loss_fn(model(x), batch.y)
+                    else:
+                        loss = distillation_loss(model(x), batch.y, teachers(x), s.distill_weight, loss_fn)
                     if not torch.isfinite(loss):
                         raise TrainingError(f"loss became {float(loss)} at step {state['global_step']}; "
                                             "lower --lr")
@@ -625,6 +694,8 @@ class Trainer:
             model.load_state_dict(average.model.state_dict())
         self.finetune_summary = {"best_epoch": state["best_epoch"], "best_val_loss": state["best_val_loss"],
                                  "epochs_run": state["epoch"], "stopped_early": stop}
+        if teachers is not None:  # which weights taught it (SHA-256 of each teacher's model.safetensors)
+            self.finetune_summary["teachers"] = teachers.digests
         return resumed_from
 
     # whole run ----------------------------------------------------------------------------
@@ -633,6 +704,8 @@ class Trainer:
         seed_everything(s.seed)
         self.prepare_data(source)
         model = self.build_model()
+        # loaded (and checked against the data) before hours of training, not after the head stage
+        self.teachers = Teachers(s.teacher, self.labels, self.preprocessing) if s.teacher else None
         resuming = (self.ckpt_dir / "state.json").is_file()
         resumed_from = 0
         summary: dict = {}
