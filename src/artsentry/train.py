@@ -257,8 +257,6 @@ def distillation_loss(logits: torch.Tensor, targets: torch.Tensor, teacher_probs
     """``(1 - weight) * hard_loss(logits, targets)`` plus ``weight`` x the cross-entropy of the
     student's class probabilities against the teacher's (temperature 1)."""
     soft = -(teacher_probs * torch.log_softmax(logits, dim=1)).sum(dim=1).mean()
-    if weight >= 1.0:
-        return soft
     return (1.0 - weight) * hard_loss(logits, targets) + weight * soft
 
 

@@ -164,9 +164,7 @@ class MaskCache:
                 cached.load()
             if cached.mode == "L" and cached.size == img.size:
                 return cached
-        except FileNotFoundError:
-            pass
-        except (OSError, SyntaxError, ValueError):  # truncated or not a PNG: computed again below
+        except (OSError, SyntaxError, ValueError):  # not there yet, truncated or not a PNG: computed below
             pass
         mask = foreground_mask(img)
         path.parent.mkdir(parents=True, exist_ok=True)
