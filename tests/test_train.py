@@ -254,7 +254,8 @@ def _constant_teacher(trained_model_dir, folder, favourite: int):
     return folder
 
 
-def test_fine_tuning_follows_the_teachers_probabilities_of_each_batch(tmp_path, synthetic_dataset, monkeypatch):
+def test_fine_tuning_follows_the_teachers_probabilities_of_each_batch(tmp_path, synthetic_dataset, model_dir,
+                                                                     monkeypatch):
     # every fine-tuning step takes its loss against the teacher's probabilities for the very
     # batch the student sees (distillation_loss itself: the test above); the model records
     # which teacher weights taught it
@@ -262,8 +263,7 @@ def test_fine_tuning_follows_the_teachers_probabilities_of_each_batch(tmp_path, 
 
     import artsentry.train as training
 
-    frozen = train(synthetic_dataset, tmp_path / "frozen", TrainSettings(mode="frozen", **FAST), progress=False)
-    teacher = _constant_teacher(frozen.model_dir, tmp_path / "teacher", favourite=1)
+    teacher = _constant_teacher(model_dir, tmp_path / "teacher", favourite=1)
     seen, loss, forward = [], training.distillation_loss, training.Teachers.forward
     inputs = []
     monkeypatch.setattr(training.Teachers, "forward", lambda self, x: inputs.append(x.clone()) or forward(self, x))
@@ -280,7 +280,9 @@ def test_fine_tuning_follows_the_teachers_probabilities_of_each_batch(tmp_path, 
     assert summary["teachers"] == {str(teacher): hashlib.sha256((teacher / "model.safetensors").read_bytes()).hexdigest()}
 
 
-def test_teacher_settings_are_checked_before_training(tmp_path, synthetic_dataset):
+def test_teacher_settings_are_checked_before_training(tmp_path, synthetic_dataset, model_dir):
+    import shutil
+
     from artsentry.cli import _settings_from_args, build_parser
 
     assert TrainSettings(distill_weight=0.9).fingerprint() == TrainSettings().fingerprint()  # no teacher: unused
@@ -297,15 +299,12 @@ def test_teacher_settings_are_checked_before_training(tmp_path, synthetic_datase
     assert TrainSettings.from_dict(json.loads(json.dumps(
         {"teacher": ["t1"], "distill_weight": 0.3}))) == TrainSettings(teacher=("t1",), distill_weight=0.3)
     # a teacher for other labels, or no model at all, stops the run before the head stage
-    other = tmp_path / "other"
-    for label in ("cat", "dog"):
-        (other / label).mkdir(parents=True)
-        for i, p in enumerate(sorted((synthetic_dataset / ("ivory" if label == "cat" else "non_ivory")).iterdir())):
-            (other / label / p.name).write_bytes(p.read_bytes())
-    cats = train(other, tmp_path / "cats", TrainSettings(mode="frozen", positive_label="cat", **FAST), progress=False)
+    cats = shutil.copytree(model_dir, tmp_path / "cats")
+    config = json.loads((cats / "config.json").read_text())
+    (cats / "config.json").write_text(json.dumps({**config, "labels": ["cat", "dog"], "positive_label": "cat"}))
     base = dict(epochs=1, head_epochs=1, num_workers=0, **FAST)
     with pytest.raises(TrainingError, match="labels"):
-        train(synthetic_dataset, tmp_path / "s1", TrainSettings(teacher=(str(cats.run_dir),), **base), progress=False)
+        train(synthetic_dataset, tmp_path / "s1", TrainSettings(teacher=(str(cats),), **base), progress=False)
     with pytest.raises(TrainingError, match="not a model folder"):
         train(synthetic_dataset, tmp_path / "s2", TrainSettings(teacher=(str(tmp_path / "nothing"),), **base),
               progress=False)
