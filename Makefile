@@ -22,7 +22,7 @@ ivory: $(RUN)/model/config.json
 
 # 320 px rather than the backbone's native 224: the photos are ~600 px and the cue is surface
 # texture (224 vs 320 figures in BENCHMARKS.md). Listing augmentation and 10 epochs: studio
-# 0.933 / 0.929 / 0.928 in three runs (0.928 with standard augmentation), listing-style 0.896 / 0.878
+# 0.933 / 0.929 / 0.928 / 0.931 in four runs (0.928 with standard augmentation), listing-style 0.896 / 0.878 / 0.903
 # (0.876 for 6 epochs, 0.792 with standard augmentation): run-to-run spread is ~2 points on
 # listing-style photos, so 10 epochs is no worse than 6, not proven better (BENCHMARKS.md, issue 8).
 TRAIN_ARGS ?= --image-size 320 --epochs 10 --augment listing
