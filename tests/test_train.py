@@ -305,8 +305,12 @@ def test_teacher_settings_are_checked_before_training(tmp_path, synthetic_datase
     base = dict(epochs=1, head_epochs=1, num_workers=0, **FAST)
     with pytest.raises(TrainingError, match="labels"):
         train(synthetic_dataset, tmp_path / "s1", TrainSettings(teacher=(str(cats),), **base), progress=False)
-    with pytest.raises(TrainingError, match="not a model folder"):
+    with pytest.raises(TrainingError, match="teacher .*no such model folder"):
         train(synthetic_dataset, tmp_path / "s2", TrainSettings(teacher=(str(tmp_path / "nothing"),), **base),
+              progress=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TrainingError, match="teacher .*not a model folder"):
+        train(synthetic_dataset, tmp_path / "s3", TrainSettings(teacher=(str(tmp_path / "empty"),), **base),
               progress=False)
     assert not (tmp_path / "s1" / "features").exists()  # refused before any work
 

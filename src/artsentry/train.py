@@ -267,15 +267,16 @@ class Teachers(nn.Module):
 
     def __init__(self, folders, labels: list[str], preprocessing: Preprocessing):
         from .evaluate import _resolve_model_dir
-        from .models.artifact import load_model
+        from .models.artifact import ArtifactError, load_model
 
         super().__init__()
         members, self.digests = [], {}
         for folder in folders:
             folder = _resolve_model_dir(folder)
-            if not (folder / "config.json").is_file():
-                raise TrainingError(f"teacher {folder}: not a model folder (no config.json)")
-            model, config = load_model(folder)
+            try:
+                model, config = load_model(folder)
+            except ArtifactError as exc:  # no such folder, no config, unreadable weights...
+                raise TrainingError(f"teacher {exc}") from None
             if list(config["labels"]) != list(labels):
                 raise TrainingError(f"teacher {folder} has labels {config['labels']}, the data {labels}")
             pre = Preprocessing.from_dict(config["preprocessing"])
