@@ -137,3 +137,71 @@ def test_artifact_contains_no_pickle(tmp_path):
     head = (folder / "model.safetensors").read_bytes()[:16]
     assert not head.startswith(b"\x80")  # pickle protocol marker
     assert not (folder / "model.safetensors").read_bytes().startswith(b"PK")  # torch zip
+
+
+def test_second_order_pool_is_the_signed_root_of_the_mean_outer_product():
+    from artsentry.models.pooling import SecondOrderPool
+
+    g = torch.Generator().manual_seed(0)
+    f = torch.randn(3, 5, 4, 6, generator=g)
+    pool = SecondOrderPool(5, eps=0.0)
+    out = pool(f)
+    assert out.shape == (3, 15) and pool.out_features == 15
+    for n in range(3):
+        x = f[n].reshape(5, -1).double().numpy()
+        gram = x @ x.T / x.shape[1]
+        upper = gram[np.triu_indices(5)]  # row by row, as the pool orders them
+        v = np.sign(upper) * np.sqrt(np.abs(upper))
+        np.testing.assert_allclose(out[n].numpy(), v / np.linalg.norm(v), rtol=1e-5, atol=1e-6)
+    # a channel's scale and the map's size change nothing but what they should
+    assert torch.allclose(pool(f * 7.0), out, atol=1e-6)
+    with pytest.raises(ValueError, match="channels"):
+        pool(torch.randn(1, 4, 2, 2))
+    # gradients stay finite where a co-occurrence is exactly zero (the eps of the default pool)
+    z = torch.zeros(1, 5, 2, 2)
+    z[0, 0] = 1.0
+    z.requires_grad_(True)
+    SecondOrderPool(5)(z).sum().backward()
+    assert torch.isfinite(z.grad).all()
+
+
+def test_texture_pooling_cuts_lite0_after_stage_4_and_round_trips(tmp_path):
+    from artsentry.explain import gradcam_layer
+
+    torch.manual_seed(0)
+    model = create_model("efficientnet_lite0", 2, pretrained=True, pooling="texture").eval()
+    assert model.num_features == 112 * 113 // 2
+    assert model.arch_config["pooling"] == "texture" and model.arch_config["pool_stage"] == 4
+    # the pooled map is the full network's stage-4 output, and nothing after it is kept
+    full = create_efficientnet_lite("lite0").eval()
+    seen = {}
+    full.blocks[4].register_forward_hook(lambda m, i, o: seen.setdefault("map", o))
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        full(x)
+        assert torch.allclose(model.backbone.forward_map(x), seen["map"], atol=1e-5)
+    names = {k.split(".")[0] for k in model.state_dict()}
+    assert names == {"backbone", "head"}
+    assert not any(k.startswith(("backbone.conv_head", "backbone.blocks.5", "backbone.blocks.6"))
+                   for k in model.state_dict())
+    # Grad-CAM explains the map that is pooled
+    assert gradcam_layer(model, 96) is model.backbone.feature_map
+    save_model(model, tmp_path / "m", labels=["ivory", "non_ivory"], preprocessing=default_preprocessing(
+        "efficientnet_lite0"))
+    loaded, config = load_model(tmp_path / "m")
+    assert config["architecture"]["pooling"] == "texture"
+    with torch.no_grad():
+        assert torch.allclose(model(x), loaded(x), atol=1e-6)
+    with pytest.raises(ValueError, match="pooling"):
+        create_model("efficientnet_lite0", 2, pretrained=False, pooling="max")
+    with pytest.raises(ValueError, match="smallcnn"):
+        create_model("smallcnn", 2, pooling="texture")
+
+
+def test_artifacts_without_a_pooling_entry_load_as_average_pooling(tmp_path):
+    model = create_model("efficientnet_lite0", 2, pretrained=False).eval()
+    assert "pooling" not in model.arch_config  # so configs written before texture pooling are unchanged
+    folder = save_model(model, tmp_path / "m", labels=["a", "b"],
+                        preprocessing=default_preprocessing("efficientnet_lite0"))
+    loaded, _ = load_model(folder)
+    assert loaded.num_features == 1280 and hasattr(loaded.backbone, "conv_head")

@@ -477,3 +477,38 @@ def test_rerun_after_a_stop_between_training_and_evaluation_only_evaluates(tmp_p
     assert (first.model_dir / "model.safetensors").read_bytes() == weights  # not retrained
     assert "metrics" in read_config(first.model_dir) and (tmp_path / "run" / "metrics.json").is_file()
     assert again.evaluation["metrics"]["test"]["n"] == 12
+
+
+def test_pooling_settings():
+    # average pooling spelled out keeps the fingerprint of runs made before the setting existed
+    assert TrainSettings(pooling="avg").fingerprint() == TrainSettings().fingerprint()
+    assert TrainSettings(pooling="texture").fingerprint() != TrainSettings().fingerprint()
+    with pytest.raises(ValueError, match="pooling"):
+        TrainSettings(pooling="max").validate()
+    with pytest.raises(ValueError, match="smallcnn"):
+        TrainSettings(architecture="smallcnn", pooling="texture").validate()
+    from artsentry.cli import _settings_from_args, build_parser
+
+    args = build_parser().parse_args(["train", "DATA", "--out", "RUN", "--pooling", "texture"])
+    assert _settings_from_args(args).pooling == "texture"
+    assert _settings_from_args(build_parser().parse_args(["train", "DATA", "--out", "RUN"])).pooling == "avg"
+
+
+def test_texture_pooled_lite0_fine_tunes_exports_and_predicts(tmp_path, synthetic_dataset):
+    from artsentry.models.onnx import export_onnx
+
+    settings = TrainSettings(pooling="texture", epochs=1, head_epochs=5, num_workers=0, **FAST)
+    result = train(synthetic_dataset, tmp_path / "run", settings, progress=False)
+    config = json.loads((result.model_dir / "config.json").read_text())
+    assert config["architecture"]["pooling"] == "texture"
+    assert config["training"]["settings"]["pooling"] == "texture"
+    features = (tmp_path / "run" / "features" / "train.safetensors")
+    from safetensors.torch import load_file
+    assert load_file(str(features))["features"].shape[1] == 112 * 113 // 2
+    assert all(np.isfinite(h["val_loss"]) for h in result.history)
+    block = export_onnx(result.model_dir)
+    assert block["parity"]["max_prob_diff"] <= 1e-3  # the graph computes what PyTorch does
+    test = [str(p) for p in sorted(synthetic_dataset.glob("*/*.jpg"))]
+    preds = Predictor.load(result.model_dir).predict_files(test)
+    acc = np.mean([p.label == Path(p.source).parent.name for p in preds])
+    assert acc >= 0.9

@@ -39,7 +39,7 @@ def _add_threshold_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .models import ARCHITECTURES
+    from .models import ARCHITECTURES, POOLINGS
 
     parser = argparse.ArgumentParser(prog="artsentry", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("data", help="labelled folder (<label>/<images>) or manifest CSV/Parquet")
     t.add_argument("--out", required=True, help="run folder")
     t.add_argument("--arch", default="efficientnet_lite0", choices=ARCHITECTURES)
+    t.add_argument("--pooling", default="avg", choices=POOLINGS,
+                   help="EfficientNet features: avg = global average of the last stage (default); texture = "
+                        "second-order pooling of a mid-level stage, a texture descriptor (see README)")
     t.add_argument("--mode", default="finetune", choices=("finetune", "frozen"),
                    help="finetune: train the whole network (slow, best); frozen: train only the head on cached "
                         "features (fast)")
@@ -369,6 +372,7 @@ def _settings_from_args(a) -> "object":
         inference_size=a.inference_size,
         ema_decay=a.ema_decay,
         drop_path=a.drop_path,
+        pooling=a.pooling,
         listing_all=a.listing_all,
         teacher=tuple(a.teacher),
         distill_weight=0.5 if a.distill_weight is None else a.distill_weight,

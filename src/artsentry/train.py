@@ -91,7 +91,7 @@ from .data.splits import split_manifest
 from .data.transforms import (AUGMENTATIONS, CROP_SCALE, Preprocessing, check_crop_scale, eval_transform,
                               fixres_size, train_transform)
 from .inference import default_workers
-from .models import ImageClassifier, check_input_size, create_model, default_preprocessing
+from .models import POOLINGS, ImageClassifier, check_input_size, create_model, default_preprocessing
 from .models.artifact import save_model
 
 log = logging.getLogger(__name__)
@@ -133,6 +133,7 @@ class TrainSettings:
     distill_weight: float = 0.5  # share of the loss that follows the teachers' probabilities
     num_workers: int | None = None
     pretrained: bool = True
+    pooling: str = "avg"  # how an EfficientNet's features are pooled: "avg" or "texture" (models.pooling)
 
     def validate(self) -> None:
         if self.mode not in ("frozen", "finetune"):
@@ -141,6 +142,10 @@ class TrainSettings:
             raise ValueError(f"augment must be one of {AUGMENTATIONS}")
         if self.architecture == "smallcnn" and self.mode == "frozen":
             raise ValueError("smallcnn has no pretrained backbone to freeze; use --mode finetune")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, not {self.pooling!r}")
+        if self.pooling != "avg" and self.architecture == "smallcnn":
+            raise ValueError("--pooling texture pools an EfficientNet's stage; smallcnn has its own dense layer")
         if self.target_recall is not None and self.target_precision is not None:
             raise ValueError("give --target-recall or --target-precision, not both")
         if self.epochs < 0 or self.head_epochs < 0 or self.batch_size < 1:
@@ -189,6 +194,8 @@ class TrainSettings:
         for k in ("drop_path", "listing_all"):
             if not keep[k]:
                 del keep[k]
+        if keep["pooling"] == "avg":
+            del keep["pooling"]
         if not keep["teacher"]:
             del keep["teacher"], keep["distill_weight"]
         else:
@@ -441,7 +448,7 @@ class Trainer:
     def build_model(self) -> ImageClassifier:
         s = self.settings
         model = create_model(s.architecture, len(self.labels), pretrained=s.pretrained, input_size=s.image_size,
-                             drop_path_rate=s.drop_path)
+                             drop_path_rate=s.drop_path, pooling=s.pooling)
         pre = default_preprocessing(s.architecture)
         if s.image_size:
             pre = Preprocessing(**{**pre.to_dict(), "input_size": s.image_size})

