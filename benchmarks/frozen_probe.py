@@ -3,17 +3,21 @@
     .venv/bin/python benchmarks/frozen_probe.py runs/ivory --sizes 224 320
     .venv/bin/python benchmarks/frozen_probe.py runs/ivory --arch efficientnet_lite2 --sizes 260
     .venv/bin/python benchmarks/frozen_probe.py runs/ivory --sizes 320 --split-seeds 0 1 2 3 4
+    .venv/bin/python benchmarks/frozen_probe.py runs/ivory --sizes 320 --pooling avg texture --pool-stages 3 4 5
 
 The floor any trained model must beat, and a cheap way to see whether a larger
 input helps before paying for fine-tuning at that size. With ``--split-seeds`` the
 run's photos are split again with each seed (the training split rules: stratified,
 grouped by object id and identical file content, the run's fractions) and probed on
 each, features computed once: how hard the run's own test split is against others.
+With ``--pooling texture`` the features are the second-order pooling of each of
+``--pool-stages`` instead of (or beside, with ``avg`` too) the average-pooled last stage.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from datetime import date
@@ -28,7 +32,8 @@ from artsentry.data.manifest import read_manifest
 from artsentry.data.splits import split_manifest
 from artsentry.data.transforms import Preprocessing
 from artsentry.index.embedder import Embedder
-from artsentry.models import create_model, default_preprocessing
+from artsentry.models import POOLINGS, create_model, default_preprocessing
+from artsentry.models.pooling import DEFAULT_STAGE
 
 
 def main() -> int:
@@ -37,6 +42,10 @@ def main() -> int:
     ap.add_argument("--sizes", type=int, nargs="+", default=[224, 320])
     ap.add_argument("--arch", default="efficientnet_lite0", help="backbone (its weights package must be installed)")
     ap.add_argument("--C", type=float, default=0.01, help="inverse regularisation of the logistic regression")
+    ap.add_argument("--pooling", nargs="+", default=["avg"], choices=POOLINGS,
+                    help="feature pooling(s) to probe (texture: once per --pool-stages)")
+    ap.add_argument("--pool-stages", type=int, nargs="+", default=[DEFAULT_STAGE],
+                    help="stages pooled by --pooling texture")
     ap.add_argument("--split-seeds", type=int, nargs="+", default=None,
                     help="split the run's photos again with each of these seeds instead of using its split")
     a = ap.parse_args()
@@ -50,12 +59,16 @@ def main() -> int:
         splits = {f"seed {k}": split_manifest(bare, seed=k, **fractions)["split"].to_numpy()
                   for k in a.split_seeds}
     y = (df["label"] == "ivory").to_numpy()
-    model = create_model(a.arch, 2, pretrained=True)
+    variants = [("avg", None)] if "avg" in a.pooling else []
+    variants += [("texture", stage) for stage in a.pool_stages] if "texture" in a.pooling else []
     out = {"date": date.today().isoformat(), "run": a.run, "arch": a.arch, "C": a.C, "results": {}}
-    for size in a.sizes:
+    for (pooling, stage), size in itertools.product(variants, a.sizes):
+        model = create_model(a.arch, 2, pretrained=True, pooling=pooling,
+                             **({} if stage is None else {"pool_stage": stage}))
         pre = Preprocessing(**{**default_preprocessing(a.arch).to_dict(), "input_size": size})
         emb = Embedder(model.backbone, pre, f"pretrained:{a.arch}@{size}", model.num_features)
         X, errors = emb.embed_files(df["path"].tolist(), progress=True)
+        tag = str(size) if pooling == "avg" else f"{size} texture stage {stage} ({model.num_features} features)"
         ok = np.array([e is None for e in errors])
         for name, split in splits.items():
             res = {}
@@ -64,11 +77,11 @@ def main() -> int:
             for part in ("val", "test"):
                 m = ok & (split == part)
                 res[f"{part}_accuracy"] = round(float(clf.score(X[m], y[m])), 4)
-            key = str(size) if a.split_seeds is None else f"{size} {name}"
+            key = tag if a.split_seeds is None else f"{tag} {name}"
             out["results"][key] = res
         if a.split_seeds is not None:
-            tests = [out["results"][f"{size} {name}"]["test_accuracy"] for name in splits]
-            out["results"][f"{size} test accuracy over seeds"] = {
+            tests = [out["results"][f"{tag} {name}"]["test_accuracy"] for name in splits]
+            out["results"][f"{tag} test accuracy over seeds"] = {
                 "mean": round(float(np.mean(tests)), 4), "sd": round(float(np.std(tests, ddof=1)), 4) if len(tests) > 1 else None}
     print(json.dumps(out, indent=2))
     return 0

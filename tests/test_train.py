@@ -512,3 +512,14 @@ def test_texture_pooled_lite0_fine_tunes_exports_and_predicts(tmp_path, syntheti
     preds = Predictor.load(result.model_dir).predict_files(test)
     acc = np.mean([p.label == Path(p.source).parent.name for p in preds])
     assert acc >= 0.9
+    # a register can embed with it: the 6,328-number descriptor, described as what it is
+    from artsentry.index import Register
+
+    reg = Register.create(tmp_path / "reg", embedder=str(result.model_dir))
+    ivory, other = sorted((synthetic_dataset / "ivory").glob("*.jpg")), sorted((synthetic_dataset / "non_ivory").glob("*.jpg"))
+    reg.add("cream", [str(ivory[0])])
+    reg.add("blue", [str(other[0])])
+    assert reg.dim == 112 * 113 // 2
+    assert "second-order" in reg.embedder.describe()["layer"]
+    assert reg.search([str(other[1])], k=2)[0].matches[0].object_id == "blue"
+    reg.close()

@@ -59,8 +59,11 @@ class Embedder:
             return cls(net, Preprocessing.from_dict(config["preprocessing"]), str(Path(spec).resolve()), net.dim,
                        layer=block["layer"], pooling=block["pooling"], flip=flip)
         model, config = load_model(Path(spec))
+        texture = config["architecture"].get("pooling") == "texture"
         return cls(model.backbone, Preprocessing.from_dict(config["preprocessing"]), str(Path(spec).resolve()),
-                   model.num_features, flip=flip)
+                   model.num_features, flip=flip,
+                   layer=config["architecture"]["embedding"] if texture else None,
+                   pooling="second-order (texture)" if texture else None)
 
     def describe(self) -> dict:
         return {
