@@ -49,7 +49,8 @@ below both runs without it, so it is off by default (BENCHMARKS.md).
 cuts the network after stage 4 and second-order pools that map (``models.pooling``). On
 met-ivory its frozen mode is the best studio-photo model measured (0.940 on the seed-0 split in
 5 minutes) but, trained on studio photos only, it is not robust to listing photos (0.714), and
-its fine-tuning is not yet measured to the end; so ``make ivory`` keeps ``avg`` (BENCHMARKS.md).
+fine-tuning it has so far lowered studio accuracy (0.915, one run); so ``make ivory`` keeps ``avg``
+(BENCHMARKS.md).
 
 ``teacher`` (off by default) distils one or more trained classifiers into the model being
 fine-tuned (Hinton et al. 2015; "born-again" networks when the teacher has the student's own
