@@ -62,9 +62,11 @@ def main() -> int:
     variants = [("avg", None)] if "avg" in a.pooling else []
     variants += [("texture", stage) for stage in a.pool_stages] if "texture" in a.pooling else []
     out = {"date": date.today().isoformat(), "run": a.run, "arch": a.arch, "C": a.C, "results": {}}
+    models = {v: create_model(a.arch, 2, pretrained=True, pooling=v[0],
+                             pool_stage=DEFAULT_STAGE if v[1] is None else v[1])
+              for v in variants}  # built once each, not once per size
     for (pooling, stage), size in itertools.product(variants, a.sizes):
-        model = create_model(a.arch, 2, pretrained=True, pooling=pooling,
-                             **({} if stage is None else {"pool_stage": stage}))
+        model = models[(pooling, stage)]
         pre = Preprocessing(**{**default_preprocessing(a.arch).to_dict(), "input_size": size})
         emb = Embedder(model.backbone, pre, f"pretrained:{a.arch}@{size}", model.num_features)
         X, errors = emb.embed_files(df["path"].tolist(), progress=True)

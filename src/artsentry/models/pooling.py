@@ -66,7 +66,6 @@ class TextureBackbone(nn.Module):
         blocks = net.blocks
         if not 0 <= stage < len(blocks):
             raise ValueError(f"pool stage must be in 0..{len(blocks) - 1}, not {stage}")
-        self.stage = int(stage)
         self.conv_stem = net.conv_stem
         self.bn1 = net.bn1
         self.blocks = nn.Sequential(*list(blocks)[: stage + 1])
