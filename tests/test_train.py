@@ -523,3 +523,54 @@ def test_texture_pooled_lite0_fine_tunes_exports_and_predicts(tmp_path, syntheti
     assert "second-order" in reg.embedder.describe()["layer"]
     assert reg.search([str(other[1])], k=2)[0].matches[0].object_id == "blue"
     reg.close()
+
+
+def test_head_views_settings():
+    assert TrainSettings(head_views=0).fingerprint() == TrainSettings().fingerprint()
+    assert TrainSettings(head_views=2).fingerprint() != TrainSettings().fingerprint()
+    with pytest.raises(ValueError, match="head views"):
+        TrainSettings(head_views=-1).validate()
+    with pytest.raises(ValueError, match="--augment none"):
+        TrainSettings(head_views=2, augment="none").validate()
+    with pytest.raises(ValueError, match="smallcnn"):
+        TrainSettings(architecture="smallcnn", head_views=2).validate()
+    from artsentry.cli import _settings_from_args, build_parser
+
+    args = build_parser().parse_args(["train", "DATA", "--out", "RUN", "--head-views", "3"])
+    assert _settings_from_args(args).head_views == 3
+    assert _settings_from_args(build_parser().parse_args(["train", "DATA", "--out", "RUN"])).head_views == 0
+
+
+def test_frozen_head_learns_from_cached_augmented_views(tmp_path, synthetic_dataset, monkeypatch):
+    from safetensors.torch import load_file
+
+    import artsentry.data.listing as listing
+
+    settings = TrainSettings(mode="frozen", head_epochs=3, augment="listing", listing_all=1.0, head_views=2, **FAST)
+    run = tmp_path / "run"
+    drawn = []
+    real = listing.rephotograph
+    monkeypatch.setattr(listing, "rephotograph", lambda *a, **k: drawn.append(a[1]) or real(*a, **k))
+    result = train(synthetic_dataset, run, replace_workers(settings), progress=False)
+    plain = load_file(str(run / "features" / "train.safetensors"))
+    views = [load_file(str(run / "features" / f"train_view{k}.safetensors")) for k in range(2)]
+    for v in views:  # one row per training photo, in the same order, and different features
+        torch.testing.assert_close(v["targets"], plain["targets"])
+        assert not torch.allclose(v["features"], plain["features"], atol=1e-3)
+    assert not torch.allclose(views[0]["features"], views[1]["features"], atol=1e-3)
+    assert drawn, "listing augmentation never re-photographed a training view"
+    assert not any(p.name.startswith("tmp") for p in (run / "features").iterdir())  # masks cleaned up
+    assert json.loads((result.model_dir / "config.json").read_text())["training"]["settings"]["head_views"] == 2
+    # the views are a function of the seed: a second run caches the same features
+    again = train(synthetic_dataset, tmp_path / "again", replace_workers(settings), progress=False)
+    torch.testing.assert_close(load_file(str(again.run_dir / "features" / "train_view1.safetensors"))["features"],
+                               views[1]["features"])
+    preds = Predictor.load(result.model_dir).predict_files([str(p) for p in sorted(synthetic_dataset.glob("*/*.jpg"))])
+    assert np.mean([p.label == Path(p.source).parent.name for p in preds]) >= 0.9
+
+
+def replace_workers(settings: TrainSettings) -> TrainSettings:
+    """The settings with image decoding in the test process (monkeypatches reach it)."""
+    from dataclasses import replace
+
+    return replace(settings, num_workers=0)

@@ -62,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "features (fast)")
     t.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs (default 8; smallcnn 30)")
     t.add_argument("--head-epochs", type=int, default=60, help="epochs of the head stage on cached features")
+    t.add_argument("--head-views", type=int, default=0, metavar="K",
+                   help="the head stage also learns from cached features of K views of every training photo "
+                        "drawn with --augment (the only way --mode frozen sees augmented, e.g. listing-style, "
+                        "photos; K extra feature passes over the training split; default 0)")
     t.add_argument("--batch-size", type=int, default=32)
     t.add_argument("--lr", type=float, default=None, help="peak learning rate of the head (default 1e-3)")
     t.add_argument("--backbone-lr", type=float, default=None,
@@ -363,6 +367,7 @@ def _settings_from_args(a) -> "object":
         mode="finetune" if small else a.mode,
         epochs=a.epochs if a.epochs is not None else (30 if small else 8),
         head_epochs=a.head_epochs,
+        head_views=a.head_views,
         batch_size=a.batch_size,
         lr=a.lr if a.lr is not None else 1e-3,
         backbone_lr=a.backbone_lr,

@@ -63,7 +63,8 @@ use the labels.
 The run folder (``--out``) holds::
 
     manifest.csv         the data with its train/val/test split (reused on resume)
-    features/            cached backbone features for the head stage
+    features/            cached backbone features for the head stage (and of the augmented
+                         views of the training photos, with ``head_views``)
     checkpoint/          resumable training state, with the foreground masks of the listing
                          augmentation (deleted when training ends)
     model/               the artifact: model.safetensors + config.json
@@ -72,6 +73,7 @@ The run folder (``--out``) holds::
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -80,6 +82,7 @@ import math
 import os
 import shutil
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -141,6 +144,7 @@ class TrainSettings:
     num_workers: int | None = None
     pretrained: bool = True
     pooling: str = "avg"  # how an EfficientNet's features are pooled: "avg" or "texture" (models.pooling)
+    head_views: int = 0  # head stage: cached features of this many augmented views of each training photo too
 
     def validate(self) -> None:
         if self.mode not in ("frozen", "finetune"):
@@ -153,6 +157,12 @@ class TrainSettings:
             raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, not {self.pooling!r}")
         if self.pooling != "avg" and self.architecture == "smallcnn":
             raise ValueError("--pooling texture pools an EfficientNet's stage; smallcnn has its own dense layer")
+        if self.head_views < 0:
+            raise ValueError(f"head views must be >= 0, not {self.head_views}")
+        if self.head_views and self.augment == "none":
+            raise ValueError("--head-views caches augmented views of the training photos; --augment none makes none")
+        if self.head_views and self.architecture == "smallcnn":
+            raise ValueError("--head-views feeds the head stage on cached features; smallcnn has no head stage")
         if self.target_recall is not None and self.target_precision is not None:
             raise ValueError("give --target-recall or --target-precision, not both")
         if self.epochs < 0 or self.head_epochs < 0 or self.batch_size < 1:
@@ -198,7 +208,7 @@ class TrainSettings:
         # added later: checkpoints written before these settings existed stay resumable
         if keep["ema_decay"] is None:
             del keep["ema_decay"]
-        for k in ("drop_path", "listing_all"):
+        for k in ("drop_path", "listing_all", "head_views"):
             if not keep[k]:
                 del keep[k]
         if keep["pooling"] == "avg":
@@ -489,27 +499,42 @@ class Trainer:
 
     # head stage ---------------------------------------------------------------------------
     @torch.no_grad()
-    def extract_features(self, part_name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Backbone features of one split (cached in ``features/``)."""
-        cache = self.run_dir / "features" / f"{part_name}.safetensors"
+    def extract_features(self, part_name: str, view: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Backbone features of one split (cached in ``features/``); ``view`` k: of the training
+        augmentation's k-th view of every photo instead of the photo itself (the draws are fixed by
+        the seed and k, so a resumed run caches the same views)."""
+        name = part_name if view is None else f"{part_name}_view{view}"
+        cache = self.run_dir / "features" / f"{name}.safetensors"
         if cache.is_file():
             t = load_file(str(cache))
             return t["features"], t["targets"]
+        s = self.settings
+        cache.parent.mkdir(parents=True, exist_ok=True)
         part = self.split(part_name)
         backbone = self.model.backbone.eval()
         feats, targets = [], []
-        loader = self._loader(part, eval_transform(self.preprocessing))
-        with tqdm(total=len(part), desc=f"features {part_name}", unit="img", disable=not self.progress) as bar:
-            for batch in loader:
-                self._note_errors(part, batch.errors)
-                if len(batch.index):
-                    feats.append(backbone(batch.x.contiguous(memory_format=torch.channels_last)).float())
-                    targets.append(batch.y)
-                bar.update(len(batch.index) + len(batch.errors))
+        with contextlib.ExitStack() as stack:
+            if view is None:
+                transform = eval_transform(self.preprocessing)
+            else:
+                # its own random stream (the loader's workers are seeded from it), leaving the run's untouched
+                stack.enter_context(torch.random.fork_rng())
+                torch.manual_seed(s.seed * 1000 + 500 + view)
+                masks = None
+                if s.augment == "listing":
+                    masks = MaskCache(stack.enter_context(tempfile.TemporaryDirectory(dir=cache.parent)))
+                transform = train_transform(self.preprocessing, s.augment, s.listing_all, s.crop_scale, masks)
+            loader = self._loader(part, transform)
+            with tqdm(total=len(part), desc=f"features {name}", unit="img", disable=not self.progress) as bar:
+                for batch in loader:
+                    self._note_errors(part, batch.errors)
+                    if len(batch.index):
+                        feats.append(backbone(batch.x.contiguous(memory_format=torch.channels_last)).float())
+                        targets.append(batch.y)
+                    bar.update(len(batch.index) + len(batch.errors))
         if not feats:
             raise TrainingError(f"no readable images in the {part_name} split")
         out = {"features": torch.cat(feats), "targets": torch.cat(targets)}
-        cache.parent.mkdir(parents=True, exist_ok=True)
         _save_tensors_atomic(cache, out)
         return out["features"], out["targets"]
 
@@ -517,6 +542,9 @@ class Trainer:
         """Train the head on cached features with early stopping; keeps the best epoch."""
         s = self.settings
         xtr, ytr = self.extract_features("train")
+        if s.head_views:
+            views = [self.extract_features("train", k) for k in range(s.head_views)]
+            xtr, ytr = torch.cat([xtr] + [v[0] for v in views]), torch.cat([ytr] + [v[1] for v in views])
         xva, yva = self.extract_features("val")
         head = self.model.head
         weights = class_weights(ytr.numpy(), len(self.labels)) if s.class_weighting else None
