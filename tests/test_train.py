@@ -534,6 +534,10 @@ def test_head_views_settings():
         TrainSettings(head_views=2, augment="none").validate()
     with pytest.raises(ValueError, match="smallcnn"):
         TrainSettings(architecture="smallcnn", head_views=2).validate()
+    # a frozen model only ever sees listing-style photos through the views
+    with pytest.raises(ValueError, match="--head-views"):
+        TrainSettings(mode="frozen", augment="listing").validate()
+    TrainSettings(mode="frozen", augment="listing", head_views=1).validate()
     from artsentry.cli import _settings_from_args, build_parser
 
     args = build_parser().parse_args(["train", "DATA", "--out", "RUN", "--head-views", "3"])

@@ -161,6 +161,9 @@ class TrainSettings:
             raise ValueError(f"head views must be >= 0, not {self.head_views}")
         if self.head_views and self.augment == "none":
             raise ValueError("--head-views caches augmented views of the training photos; --augment none makes none")
+        if self.mode == "frozen" and self.augment == "listing" and not self.head_views:
+            raise ValueError("--mode frozen trains the head on features of the photos as they are: add "
+                             "--head-views K for it to learn from K listing-style views of each")
         if self.head_views and self.architecture == "smallcnn":
             raise ValueError("--head-views feeds the head stage on cached features; smallcnn has no head stage")
         if self.target_recall is not None and self.target_precision is not None:
