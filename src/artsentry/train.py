@@ -52,6 +52,13 @@ met-ivory its frozen mode is the best studio-photo model measured (0.940 on the 
 fine-tuning it has so far lowered studio accuracy (0.915, one run); so ``make ivory`` keeps ``avg``
 (BENCHMARKS.md).
 
+``head_views`` (0 by default) makes the head stage learn from K augmented views of every
+training photo besides the photo itself: each view's backbone features are computed once with
+the training transform (``augment``, ``listing_all``, ``crop_scale``) from a random stream fixed
+by the seed and the view's number, and cached in ``features/`` like the plain ones. It is the
+only way a ``frozen`` model sees augmented photos (``--mode frozen --augment listing`` without it
+is refused); in ``finetune`` mode it shapes the head stage the fine-tune starts from.
+
 ``teacher`` (off by default) distils one or more trained classifiers into the model being
 fine-tuned (Hinton et al. 2015; "born-again" networks when the teacher has the student's own
 architecture): every training batch, augmented as the student sees it, also goes through the
