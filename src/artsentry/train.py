@@ -48,7 +48,8 @@ below both runs without it, so it is off by default (BENCHMARKS.md).
 ``pooling`` (``avg`` by default) is how an EfficientNet's features reach the head: ``texture``
 cuts the network after stage 4 and second-order pools that map (``models.pooling``). On
 met-ivory its frozen mode is the best studio-photo model measured (0.940 on the seed-0 split in
-5 minutes) but, trained on studio photos only, it is not robust to listing photos (0.714), and
+5 minutes) but, trained on studio photos only, it is not robust to listing photos (0.714; 0.843
+with four listing-style ``head_views``, 21 minutes, against 0.878-0.903 for ``make ivory``), and
 fine-tuning it has so far lowered studio accuracy (0.915, one run); so ``make ivory`` keeps ``avg``
 (BENCHMARKS.md).
 
