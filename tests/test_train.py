@@ -552,9 +552,12 @@ def test_frozen_head_learns_from_cached_augmented_views(tmp_path, synthetic_data
 
     settings = TrainSettings(mode="frozen", head_epochs=3, augment="listing", listing_all=1.0, head_views=2, **FAST)
     run = tmp_path / "run"
-    drawn = []
-    real = listing.rephotograph
-    monkeypatch.setattr(listing, "rephotograph", lambda *a, **k: drawn.append(a[1]) or real(*a, **k))
+    real_mask, masked = listing.foreground_mask, []
+    real_shot, drawn = listing.rephotograph, []
+    monkeypatch.setattr(listing, "foreground_mask",
+                        lambda img, *a, **k: masked.append(listing.MaskCache.key(img)) or real_mask(img, *a, **k))
+    monkeypatch.setattr(listing, "rephotograph", lambda img, seed, families, mask=None: (
+        drawn.append(listing.MaskCache.key(img)) if "background" in families else None) or real_shot(img, seed, families, mask))
     result = train(synthetic_dataset, run, replace_workers(settings), progress=False)
     plain = load_file(str(run / "features" / "train.safetensors"))
     views = [load_file(str(run / "features" / f"train_view{k}.safetensors")) for k in range(2)]
@@ -562,7 +565,10 @@ def test_frozen_head_learns_from_cached_augmented_views(tmp_path, synthetic_data
         torch.testing.assert_close(v["targets"], plain["targets"])
         assert not torch.allclose(v["features"], plain["features"], atol=1e-3)
     assert not torch.allclose(views[0]["features"], views[1]["features"], atol=1e-3)
-    assert drawn, "listing augmentation never re-photographed a training view"
+    # two views of 24 training photos, 60% re-photographed with every family: photos drawn in both
+    # views, and each photo's foreground estimated once for the two
+    assert len(set(drawn)) < len(drawn)
+    assert sorted(masked) == sorted(set(drawn))
     assert not any(p.name.startswith("tmp") for p in (run / "features").iterdir())  # masks cleaned up
     assert json.loads((result.model_dir / "config.json").read_text())["training"]["settings"]["head_views"] == 2
     # the views are a function of the seed: a second run caches the same features

@@ -510,10 +510,12 @@ class Trainer:
 
     # head stage ---------------------------------------------------------------------------
     @torch.no_grad()
-    def extract_features(self, part_name: str, view: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def extract_features(self, part_name: str, view: int | None = None,
+                         masks: MaskCache | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Backbone features of one split (cached in ``features/``); ``view`` k: of the training
         augmentation's k-th view of every photo instead of the photo itself (the draws are fixed by
-        the seed and k, so a resumed run caches the same views)."""
+        the seed and k, so a resumed run caches the same views; ``masks`` keeps each photo's
+        foreground estimate from one view to the next)."""
         name = part_name if view is None else f"{part_name}_view{view}"
         cache = self.run_dir / "features" / f"{name}.safetensors"
         if cache.is_file():
@@ -524,16 +526,12 @@ class Trainer:
         part = self.split(part_name)
         backbone = self.model.backbone.eval()
         feats, targets = [], []
-        with contextlib.ExitStack() as stack:
+        # a view draws from its own random stream (the loader's workers are seeded from it), leaving the run's untouched
+        with torch.random.fork_rng() if view is not None else contextlib.nullcontext():
             if view is None:
                 transform = eval_transform(self.preprocessing)
             else:
-                # its own random stream (the loader's workers are seeded from it), leaving the run's untouched
-                stack.enter_context(torch.random.fork_rng())
                 torch.manual_seed(s.seed * 1000 + 500 + view)
-                masks = None
-                if s.augment == "listing":
-                    masks = MaskCache(stack.enter_context(tempfile.TemporaryDirectory(dir=cache.parent)))
                 transform = train_transform(self.preprocessing, s.augment, s.listing_all, s.crop_scale, masks)
             loader = self._loader(part, transform)
             with tqdm(total=len(part), desc=f"features {name}", unit="img", disable=not self.progress) as bar:
@@ -554,7 +552,9 @@ class Trainer:
         s = self.settings
         xtr, ytr = self.extract_features("train")
         if s.head_views:
-            views = [self.extract_features("train", k) for k in range(s.head_views)]
+            with tempfile.TemporaryDirectory(dir=self.run_dir / "features") as tmp:
+                masks = MaskCache(tmp) if s.augment == "listing" else None
+                views = [self.extract_features("train", k, masks) for k in range(s.head_views)]
             xtr, ytr = torch.cat([xtr] + [v[0] for v in views]), torch.cat([ytr] + [v[1] for v in views])
         xva, yva = self.extract_features("val")
         head = self.model.head
