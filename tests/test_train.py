@@ -203,6 +203,19 @@ def test_interrupted_ema_finetune_resumes_its_average(tmp_path, synthetic_datase
 
 
 def test_listing_finetune_estimates_each_photos_foreground_once_and_cleans_up(tmp_path, synthetic_dataset, monkeypatch):
+    masked, drawn = _record_foreground_estimates(monkeypatch)
+    settings = TrainSettings(epochs=3, head_epochs=1, augment="listing", num_workers=0, **FAST)
+    train(synthetic_dataset, tmp_path / "run", settings, progress=False)
+    # three epochs of 24 training photos, ~48% of draws with the background family: photos
+    # drawn with it more than once, each estimated once
+    assert len(set(drawn)) < len(drawn)
+    assert sorted(masked) == sorted(set(drawn))
+    assert not (tmp_path / "run" / "checkpoint").exists()  # the masks go with the checkpoint
+
+
+def _record_foreground_estimates(monkeypatch) -> tuple[list, list]:
+    """Lists that fill with the photo of every foreground estimate the listing generator makes,
+    and of every re-photographing with the background family (which needs one)."""
     import artsentry.data.listing as listing
 
     real_mask, masked = listing.foreground_mask, []
@@ -211,13 +224,7 @@ def test_listing_finetune_estimates_each_photos_foreground_once_and_cleans_up(tm
                         lambda img, *a, **k: masked.append(listing.MaskCache.key(img)) or real_mask(img, *a, **k))
     monkeypatch.setattr(listing, "rephotograph", lambda img, seed, families, mask=None: (
         drawn.append(listing.MaskCache.key(img)) if "background" in families else None) or real_shot(img, seed, families, mask))
-    settings = TrainSettings(epochs=3, head_epochs=1, augment="listing", num_workers=0, **FAST)
-    train(synthetic_dataset, tmp_path / "run", settings, progress=False)
-    # three epochs of 24 training photos, ~48% of draws with the background family: photos
-    # drawn with it more than once, each estimated once
-    assert len(set(drawn)) < len(drawn)
-    assert sorted(masked) == sorted(set(drawn))
-    assert not (tmp_path / "run" / "checkpoint").exists()  # the masks go with the checkpoint
+    return masked, drawn
 
 
 def test_distillation_loss_mixes_the_labels_and_the_teacher():
@@ -548,16 +555,9 @@ def test_head_views_settings():
 def test_frozen_head_learns_from_cached_augmented_views(tmp_path, synthetic_dataset, monkeypatch):
     from safetensors.torch import load_file
 
-    import artsentry.data.listing as listing
-
     settings = TrainSettings(mode="frozen", head_epochs=3, augment="listing", listing_all=1.0, head_views=2, **FAST)
     run = tmp_path / "run"
-    real_mask, masked = listing.foreground_mask, []
-    real_shot, drawn = listing.rephotograph, []
-    monkeypatch.setattr(listing, "foreground_mask",
-                        lambda img, *a, **k: masked.append(listing.MaskCache.key(img)) or real_mask(img, *a, **k))
-    monkeypatch.setattr(listing, "rephotograph", lambda img, seed, families, mask=None: (
-        drawn.append(listing.MaskCache.key(img)) if "background" in families else None) or real_shot(img, seed, families, mask))
+    masked, drawn = _record_foreground_estimates(monkeypatch)
     result = train(synthetic_dataset, run, replace_workers(settings), progress=False)
     plain = load_file(str(run / "features" / "train.safetensors"))
     views = [load_file(str(run / "features" / f"train_view{k}.safetensors")) for k in range(2)]
