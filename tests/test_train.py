@@ -555,10 +555,11 @@ def test_head_views_settings():
 def test_frozen_head_learns_from_cached_augmented_views(tmp_path, synthetic_dataset, monkeypatch):
     from safetensors.torch import load_file
 
-    settings = TrainSettings(mode="frozen", head_epochs=3, augment="listing", listing_all=1.0, head_views=2, **FAST)
+    settings = TrainSettings(mode="frozen", head_epochs=3, augment="listing", listing_all=1.0, head_views=2,
+                             num_workers=0, **FAST)
     run = tmp_path / "run"
     masked, drawn = _record_foreground_estimates(monkeypatch)
-    result = train(synthetic_dataset, run, replace_workers(settings), progress=False)
+    result = train(synthetic_dataset, run, settings, progress=False)
     plain = load_file(str(run / "features" / "train.safetensors"))
     views = [load_file(str(run / "features" / f"train_view{k}.safetensors")) for k in range(2)]
     for v in views:  # one row per training photo, in the same order, and different features
@@ -572,15 +573,8 @@ def test_frozen_head_learns_from_cached_augmented_views(tmp_path, synthetic_data
     assert not any(p.name.startswith("tmp") for p in (run / "features").iterdir())  # masks cleaned up
     assert json.loads((result.model_dir / "config.json").read_text())["training"]["settings"]["head_views"] == 2
     # the views are a function of the seed: a second run caches the same features
-    again = train(synthetic_dataset, tmp_path / "again", replace_workers(settings), progress=False)
+    again = train(synthetic_dataset, tmp_path / "again", settings, progress=False)
     torch.testing.assert_close(load_file(str(again.run_dir / "features" / "train_view1.safetensors"))["features"],
                                views[1]["features"])
     preds = Predictor.load(result.model_dir).predict_files([str(p) for p in sorted(synthetic_dataset.glob("*/*.jpg"))])
     assert np.mean([p.label == Path(p.source).parent.name for p in preds]) >= 0.9
-
-
-def replace_workers(settings: TrainSettings) -> TrainSettings:
-    """The settings with image decoding in the test process (monkeypatches reach it)."""
-    from dataclasses import replace
-
-    return replace(settings, num_workers=0)

@@ -552,8 +552,10 @@ class Trainer:
         s = self.settings
         xtr, ytr = self.extract_features("train")
         if s.head_views:
-            with tempfile.TemporaryDirectory(dir=self.run_dir / "features") as tmp:
-                masks = MaskCache(tmp) if s.augment == "listing" else None
+            listing = s.augment == "listing"  # only the listing generator needs foreground estimates
+            scratch = tempfile.TemporaryDirectory(dir=self.run_dir / "features") if listing else contextlib.nullcontext()
+            with scratch as tmp:
+                masks = MaskCache(tmp) if listing else None
                 views = [self.extract_features("train", k, masks) for k in range(s.head_views)]
             xtr, ytr = torch.cat([xtr] + [v[0] for v in views]), torch.cat([ytr] + [v[1] for v in views])
         xva, yva = self.extract_features("val")
