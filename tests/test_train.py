@@ -177,6 +177,38 @@ def test_finetuning_with_ema_saves_the_average(tmp_path, synthetic_dataset):
     torch.testing.assert_close(still[key], frozen[key], atol=1e-6, rtol=0)
 
 
+def test_freeze_bn_fine_tunes_the_weights_but_keeps_the_pretrained_statistics(tmp_path, synthetic_dataset):
+    base = dict(epochs=1, head_epochs=2, num_workers=0, **FAST)
+    frozen = _tensors(train(synthetic_dataset, tmp_path / "frozen",
+                            TrainSettings(**{**base, "mode": "frozen"}), progress=False).model_dir)
+    fixed = _tensors(train(synthetic_dataset, tmp_path / "fixed", TrainSettings(freeze_bn=True, **base),
+                           progress=False).model_dir)
+    plain = _tensors(train(synthetic_dataset, tmp_path / "plain", TrainSettings(**base), progress=False).model_dir)
+    stats = [k for k in frozen if k.startswith("backbone.") and k.endswith(("running_mean", "running_var"))]
+    assert len(stats) > 40  # every BatchNorm layer of the backbone
+    for k in stats:
+        torch.testing.assert_close(fixed[k], frozen[k], atol=0, rtol=0)
+    assert any(not torch.allclose(plain[k], frozen[k]) for k in stats)  # without it they follow the batches
+    conv = next(k for k in frozen if k.startswith("backbone.") and k.endswith("conv_stem.weight"))
+    bn_scale = next(k for k in frozen if k.startswith("backbone.") and k.endswith("bn1.weight"))
+    for k in (conv, bn_scale):  # the weights, BatchNorm's scale included, still train
+        assert not torch.allclose(fixed[k], frozen[k], atol=1e-7)
+
+
+def test_freeze_bn_settings():
+    assert TrainSettings(freeze_bn=False).fingerprint() == TrainSettings().fingerprint()
+    assert TrainSettings(freeze_bn=True).fingerprint() != TrainSettings().fingerprint()
+    with pytest.raises(ValueError, match="--mode frozen"):
+        TrainSettings(mode="frozen", freeze_bn=True).validate()
+    with pytest.raises(ValueError, match="smallcnn"):
+        TrainSettings(architecture="smallcnn", freeze_bn=True).validate()
+    from artsentry.cli import _settings_from_args, build_parser
+
+    args = build_parser().parse_args(["train", "DATA", "--out", "RUN", "--freeze-bn"])
+    assert _settings_from_args(args).freeze_bn is True
+    assert _settings_from_args(build_parser().parse_args(["train", "DATA", "--out", "RUN"])).freeze_bn is False
+
+
 def test_interrupted_ema_finetune_resumes_its_average(tmp_path, synthetic_dataset, monkeypatch):
     settings = TrainSettings(epochs=2, head_epochs=2, ema_decay=0.8, checkpoint_every=1, num_workers=0, **FAST)
     whole = _tensors(train(synthetic_dataset, tmp_path / "whole", settings, progress=False).model_dir)

@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--drop-path", type=float, default=0.0, metavar="RATE",
                    help="stochastic depth while fine-tuning an EfficientNet: each residual block is skipped "
                         "with a probability rising to RATE at the last block (e.g. 0.2; default 0: off)")
+    t.add_argument("--freeze-bn", action="store_true",
+                   help="fine-tune with the backbone's BatchNorm statistics fixed at the pretrained ones (the "
+                        "head stage's features stay what they were; scale and shift still train)")
     t.add_argument("--listing-all", type=float, default=0.0, metavar="F",
                    help="with --augment listing: the fraction of re-photographed training photos that get "
                         "every listing family at once, as 'evaluate --shift' makes them (default 0: each "
@@ -368,6 +371,7 @@ def _settings_from_args(a) -> "object":
         epochs=a.epochs if a.epochs is not None else (30 if small else 8),
         head_epochs=a.head_epochs,
         head_views=a.head_views,
+        freeze_bn=a.freeze_bn,
         batch_size=a.batch_size,
         lr=a.lr if a.lr is not None else 1e-3,
         backbone_lr=a.backbone_lr,

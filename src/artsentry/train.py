@@ -153,6 +153,7 @@ class TrainSettings:
     pretrained: bool = True
     pooling: str = "avg"  # how an EfficientNet's features are pooled: "avg" or "texture" (models.pooling)
     head_views: int = 0  # head stage: cached features of this many augmented views of each training photo too
+    freeze_bn: bool = False  # fine-tuning keeps the backbone's BatchNorm statistics as the head stage saw them
 
     def validate(self) -> None:
         if self.mode not in ("frozen", "finetune"):
@@ -172,6 +173,11 @@ class TrainSettings:
         if self.mode == "frozen" and self.augment == "listing" and not self.head_views:
             raise ValueError("--mode frozen trains the head on features of the photos as they are: add "
                              "--head-views K for it to learn from K listing-style views of each")
+        if self.freeze_bn and self.mode == "frozen":
+            raise ValueError("--freeze-bn keeps BatchNorm statistics fixed while fine-tuning; --mode frozen "
+                             "never changes them")
+        if self.freeze_bn and self.architecture == "smallcnn":
+            raise ValueError("--freeze-bn keeps pretrained BatchNorm statistics; smallcnn trains from scratch")
         if self.head_views and self.architecture == "smallcnn":
             raise ValueError("--head-views feeds the head stage on cached features; smallcnn has no head stage")
         if self.target_recall is not None and self.target_precision is not None:
@@ -219,7 +225,7 @@ class TrainSettings:
         # added later: checkpoints written before these settings existed stay resumable
         if keep["ema_decay"] is None:
             del keep["ema_decay"]
-        for k in ("drop_path", "listing_all", "head_views"):
+        for k in ("drop_path", "listing_all", "head_views", "freeze_bn"):
             if not keep[k]:
                 del keep[k]
         if keep["pooling"] == "avg":
@@ -327,6 +333,16 @@ class Teachers(nn.Module):
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.stack([m(x).softmax(dim=1) for m in self.members]).mean(dim=0)
+
+
+def freeze_batchnorm_statistics(module: nn.Module) -> None:
+    """Put every BatchNorm layer of ``module`` in eval mode: it normalises with its running
+    statistics and stops updating them (its scale and shift still train). Call after
+    ``model.train()``. Fine-tuning at a low learning rate then starts from exactly the features
+    the head stage learnt on, instead of from batch statistics of augmented photos."""
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
 
 
 def seed_everything(seed: int) -> None:
@@ -698,6 +714,8 @@ class Trainer:
         while state["epoch"] < s.epochs and not stop:
             epoch = state["epoch"]
             model.train()
+            if s.freeze_bn:
+                freeze_batchnorm_statistics(model.backbone)
             # The order of an epoch is a function of (seed, epoch): a resumed epoch skips
             # exactly the batches it had already done.
             loader = self._loader(train_part, transform, shuffle_seed=s.seed * 1000 + epoch,
