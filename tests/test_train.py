@@ -163,27 +163,36 @@ def _tensors(model_dir):
     return load_file(str(model_dir / "model.safetensors"))
 
 
-def test_finetuning_with_ema_saves_the_average(tmp_path, synthetic_dataset):
+ONE_EPOCH = dict(epochs=1, head_epochs=2, num_workers=0, **FAST)
+
+
+@pytest.fixture(scope="module")
+def one_epoch_weights(tmp_path_factory, synthetic_dataset):
+    """Weights of a 1-epoch fine-tune and of a frozen run with the same settings (the pretrained
+    backbone), shared by the tests that compare a fine-tuning option against both."""
+    root = tmp_path_factory.mktemp("one-epoch")
+    plain = _tensors(train(synthetic_dataset, root / "plain", TrainSettings(**ONE_EPOCH), progress=False).model_dir)
+    frozen = _tensors(train(synthetic_dataset, root / "frozen", TrainSettings(**{**ONE_EPOCH, "mode": "frozen"}),
+                            progress=False).model_dir)
+    return plain, frozen
+
+
+def test_finetuning_with_ema_saves_the_average(tmp_path, synthetic_dataset, one_epoch_weights):
     # A decay this close to 1 keeps the average at the starting weights: the pretrained backbone
     # (the head stage trains only the head). Without the average, fine-tuning moves it.
-    base = dict(epochs=1, head_epochs=2, num_workers=0, **FAST)
-    plain = _tensors(train(synthetic_dataset, tmp_path / "plain", TrainSettings(**base), progress=False).model_dir)
-    still = _tensors(train(synthetic_dataset, tmp_path / "ema", TrainSettings(ema_decay=1 - 1e-9, **base),
+    plain, frozen = one_epoch_weights
+    still = _tensors(train(synthetic_dataset, tmp_path / "ema", TrainSettings(ema_decay=1 - 1e-9, **ONE_EPOCH),
                            progress=False).model_dir)
-    frozen = _tensors(train(synthetic_dataset, tmp_path / "frozen",
-                            TrainSettings(**{**base, "mode": "frozen"}), progress=False).model_dir)
     key = next(k for k in frozen if k.startswith("backbone.") and k.endswith("conv_stem.weight"))
     assert not torch.allclose(plain[key], frozen[key], atol=1e-6)
     torch.testing.assert_close(still[key], frozen[key], atol=1e-6, rtol=0)
 
 
-def test_freeze_bn_fine_tunes_the_weights_but_keeps_the_pretrained_statistics(tmp_path, synthetic_dataset):
-    base = dict(epochs=1, head_epochs=2, num_workers=0, **FAST)
-    frozen = _tensors(train(synthetic_dataset, tmp_path / "frozen",
-                            TrainSettings(**{**base, "mode": "frozen"}), progress=False).model_dir)
-    fixed = _tensors(train(synthetic_dataset, tmp_path / "fixed", TrainSettings(freeze_bn=True, **base),
+def test_freeze_bn_fine_tunes_the_weights_but_keeps_the_pretrained_statistics(tmp_path, synthetic_dataset,
+                                                                             one_epoch_weights):
+    plain, frozen = one_epoch_weights
+    fixed = _tensors(train(synthetic_dataset, tmp_path / "fixed", TrainSettings(freeze_bn=True, **ONE_EPOCH),
                            progress=False).model_dir)
-    plain = _tensors(train(synthetic_dataset, tmp_path / "plain", TrainSettings(**base), progress=False).model_dir)
     stats = [k for k in frozen if k.startswith("backbone.") and k.endswith(("running_mean", "running_var"))]
     assert len(stats) > 40  # every BatchNorm layer of the backbone
     for k in stats:
