@@ -198,6 +198,31 @@ def test_texture_pooling_cuts_lite0_after_stage_4_and_round_trips(tmp_path):
         create_model("smallcnn", 2, pooling="texture")
 
 
+def test_texture_plus_average_pooling_is_both_descriptors_of_one_network(tmp_path):
+    from artsentry.explain import gradcam_layer
+
+    model = create_model("efficientnet_lite0", 2, pretrained=True, pooling="texture+avg").eval()
+    texture = create_model("efficientnet_lite0", 2, pretrained=True, pooling="texture").eval()
+    average = create_model("efficientnet_lite0", 2, pretrained=True).eval()
+    assert model.num_features == 112 * 113 // 2 + 1280
+    assert model.arch_config["pooling"] == "texture+avg" and "global average" in model.arch_config["embedding"]
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        f = model.backbone(x)
+        assert torch.allclose(f[:, : 112 * 113 // 2], texture.backbone(x), atol=1e-5)
+        assert torch.allclose(f[:, 112 * 113 // 2 :], average.backbone(x), atol=1e-5)
+    # Grad-CAM explains stage 4, where both descriptors start, not the last stage
+    assert gradcam_layer(model, 96) is model.backbone.feature_map
+    folder = save_model(model, tmp_path / "m", labels=["ivory", "non_ivory"],
+                        preprocessing=default_preprocessing("efficientnet_lite0"))
+    loaded, config = load_model(folder)
+    assert config["architecture"]["pooling"] == "texture+avg"
+    with torch.no_grad():
+        assert torch.allclose(model(x), loaded(x), atol=1e-6)
+    with pytest.raises(ValueError, match="last stage"):
+        create_model("efficientnet_lite0", 2, pretrained=False, pooling="texture+avg", pool_stage=6)
+
+
 def test_artifacts_without_a_pooling_entry_load_as_average_pooling(tmp_path):
     model = create_model("efficientnet_lite0", 2, pretrained=False).eval()
     assert "pooling" not in model.arch_config  # so configs written before texture pooling are unchanged

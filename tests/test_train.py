@@ -530,29 +530,33 @@ def test_rerun_after_a_stop_between_training_and_evaluation_only_evaluates(tmp_p
 def test_pooling_settings():
     # average pooling spelled out keeps the fingerprint of runs made before the setting existed
     assert TrainSettings(pooling="avg").fingerprint() == TrainSettings().fingerprint()
-    assert TrainSettings(pooling="texture").fingerprint() != TrainSettings().fingerprint()
+    prints = {TrainSettings(pooling=p).fingerprint() for p in ("avg", "texture", "texture+avg")}
+    assert len(prints) == 3
     with pytest.raises(ValueError, match="pooling"):
         TrainSettings(pooling="max").validate()
-    with pytest.raises(ValueError, match="smallcnn"):
-        TrainSettings(architecture="smallcnn", pooling="texture").validate()
+    for pooling in ("texture", "texture+avg"):
+        with pytest.raises(ValueError, match="smallcnn"):
+            TrainSettings(architecture="smallcnn", pooling=pooling).validate()
     from artsentry.cli import _settings_from_args, build_parser
 
-    args = build_parser().parse_args(["train", "DATA", "--out", "RUN", "--pooling", "texture"])
-    assert _settings_from_args(args).pooling == "texture"
+    for pooling in ("texture", "texture+avg"):
+        args = build_parser().parse_args(["train", "DATA", "--out", "RUN", "--pooling", pooling])
+        assert _settings_from_args(args).pooling == pooling
     assert _settings_from_args(build_parser().parse_args(["train", "DATA", "--out", "RUN"])).pooling == "avg"
 
 
-def test_texture_pooled_lite0_fine_tunes_exports_and_predicts(tmp_path, synthetic_dataset):
+@pytest.mark.parametrize("pooling, dim", [("texture", 112 * 113 // 2), ("texture+avg", 112 * 113 // 2 + 1280)])
+def test_texture_pooled_lite0_fine_tunes_exports_and_predicts(tmp_path, synthetic_dataset, pooling, dim):
     from artsentry.models.onnx import export_onnx
 
-    settings = TrainSettings(pooling="texture", epochs=1, head_epochs=5, num_workers=0, **FAST)
+    settings = TrainSettings(pooling=pooling, epochs=1, head_epochs=5, num_workers=0, **FAST)
     result = train(synthetic_dataset, tmp_path / "run", settings, progress=False)
     config = json.loads((result.model_dir / "config.json").read_text())
-    assert config["architecture"]["pooling"] == "texture"
-    assert config["training"]["settings"]["pooling"] == "texture"
+    assert config["architecture"]["pooling"] == pooling
+    assert config["training"]["settings"]["pooling"] == pooling
     features = (tmp_path / "run" / "features" / "train.safetensors")
     from safetensors.torch import load_file
-    assert load_file(str(features))["features"].shape[1] == 112 * 113 // 2
+    assert load_file(str(features))["features"].shape[1] == dim
     assert all(np.isfinite(h["val_loss"]) for h in result.history)
     block = export_onnx(result.model_dir)
     assert block["parity"]["max_prob_diff"] <= 1e-3  # the graph computes what PyTorch does
@@ -560,15 +564,17 @@ def test_texture_pooled_lite0_fine_tunes_exports_and_predicts(tmp_path, syntheti
     preds = Predictor.load(result.model_dir).predict_files(test)
     acc = np.mean([p.label == Path(p.source).parent.name for p in preds])
     assert acc >= 0.9
-    # a register can embed with it: the 6,328-number descriptor, described as what it is
+    # a register can embed with it: the model's descriptor (6,328 numbers, or 7,608 with the average), described as
+    # what it is
     from artsentry.index import Register
 
     reg = Register.create(tmp_path / "reg", embedder=str(result.model_dir))
     ivory, other = sorted((synthetic_dataset / "ivory").glob("*.jpg")), sorted((synthetic_dataset / "non_ivory").glob("*.jpg"))
     reg.add("cream", [str(ivory[0])])
     reg.add("blue", [str(other[0])])
-    assert reg.dim == 112 * 113 // 2
+    assert reg.dim == dim
     assert "second-order" in reg.embedder.describe()["layer"]
+    assert ("average" in reg.embedder.describe()["layer"]) == (pooling == "texture+avg")
     assert reg.search([str(other[1])], k=2)[0].matches[0].object_id == "blue"
     reg.close()
 

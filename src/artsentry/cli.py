@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--arch", default="efficientnet_lite0", choices=ARCHITECTURES)
     t.add_argument("--pooling", default="avg", choices=POOLINGS,
                    help="EfficientNet features: avg = global average of the last stage (default); texture = "
-                        "second-order pooling of a mid-level stage, a texture descriptor (see README)")
+                        "second-order pooling of a mid-level stage, a texture descriptor; texture+avg = both, "
+                        "side by side (see README)")
     t.add_argument("--mode", default="finetune", choices=("finetune", "frozen"),
                    help="finetune: train the whole network (slow, best); frozen: train only the head on cached "
                         "features (fast)")

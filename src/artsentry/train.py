@@ -160,7 +160,7 @@ class TrainSettings:
     distill_weight: float = 0.5  # share of the loss that follows the teachers' probabilities
     num_workers: int | None = None
     pretrained: bool = True
-    pooling: str = "avg"  # how an EfficientNet's features are pooled: "avg" or "texture" (models.pooling)
+    pooling: str = "avg"  # how an EfficientNet's features are pooled: "avg", "texture", "texture+avg" (models.pooling)
     head_views: int = 0  # head stage: cached features of this many augmented views of each training photo too
     freeze_bn: bool = False  # fine-tuning keeps the backbone's BatchNorm statistics as the head stage saw them
 
@@ -174,7 +174,7 @@ class TrainSettings:
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, not {self.pooling!r}")
         if self.pooling != "avg" and self.architecture == "smallcnn":
-            raise ValueError("--pooling texture pools an EfficientNet's stage; smallcnn has its own dense layer")
+            raise ValueError(f"--pooling {self.pooling} pools an EfficientNet's stages; smallcnn has its own dense layer")
         if self.head_views < 0:
             raise ValueError(f"head views must be >= 0, not {self.head_views}")
         if self.head_views and self.augment == "none":

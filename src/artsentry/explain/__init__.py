@@ -37,9 +37,14 @@ def _normalise(h: np.ndarray) -> np.ndarray:
 
 
 def gradcam_layer(model: nn.Module, input_size: int) -> nn.Module:
-    """The last module (in execution order) whose output is a spatial feature map:
-    for timm EfficientNets the activation of ``bn2`` (after the head convolution),
-    for the small CNN the last ReLU before pooling and flattening."""
+    """The map Grad-CAM explains: the one the backbone names (``backbone.cam_layer``: texture
+    pooling's stage-4 map, which every path to the head starts from), else the last module (in
+    execution order) whose output is a spatial feature map: for timm EfficientNets the
+    activation of ``bn2`` (after the head convolution), for the small CNN the last ReLU before
+    pooling and flattening."""
+    named = getattr(getattr(model, "backbone", None), "cam_layer", None)
+    if isinstance(named, nn.Module):
+        return named
     seen: list[nn.Module] = []
     hooks = [m.register_forward_hook(lambda mod, inp, out: seen.append(mod) if getattr(out, "ndim", 0) == 4
                                      and out.shape[-1] > 1 and not isinstance(mod, nn.MaxPool2d) else None)

@@ -59,11 +59,13 @@ class Embedder:
             return cls(net, Preprocessing.from_dict(config["preprocessing"]), str(Path(spec).resolve()), net.dim,
                        layer=block["layer"], pooling=block["pooling"], flip=flip)
         model, config = load_model(Path(spec))
-        texture = config["architecture"].get("pooling") == "texture"
+        pooling = config["architecture"].get("pooling", "avg")
+        texture = pooling != "avg"
         return cls(model.backbone, Preprocessing.from_dict(config["preprocessing"]), str(Path(spec).resolve()),
                    model.num_features, flip=flip,
                    layer=config["architecture"]["embedding"] if texture else None,
-                   pooling="second-order (texture)" if texture else None)
+                   pooling={"texture": "second-order (texture)",
+                            "texture+avg": "second-order (texture) and mean over spatial positions"}.get(pooling))
 
     def describe(self) -> dict:
         return {

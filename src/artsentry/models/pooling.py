@@ -17,6 +17,11 @@ by its L2 norm (both as in the B-CNN paper: they damp the few large co-occurrenc
 run) and pools that map this way. Measured on met-ivory, frozen ImageNet features and a
 logistic regression: 0.950 test accuracy on average over five splits against 0.910 for the
 average-pooled last stage (BENCHMARKS.md, "Texture pooling").
+
+With ``keep_average`` the network is not cut: the later stages run too, and the
+descriptor is followed by the usual global average of the last stage (the ``avg``
+pooling's 1,280 numbers for Lite0): the material cue of stage 4 beside the object-level
+summary of the last stage, one vector for the head (``--pooling texture+avg``).
 """
 
 from __future__ import annotations
@@ -56,16 +61,21 @@ class SecondOrderPool(nn.Module):
 
 
 class TextureBackbone(nn.Module):
-    """A timm EfficientNet run up to the end of ``stage`` and second-order pooled.
+    """A timm EfficientNet run up to the end of ``stage`` and second-order pooled; with
+    ``keep_average``, run to the end as well and the global average of its last feature map
+    appended (``texture_features`` numbers first, then ``average_features``).
 
-    ``feature_map`` is an identity module whose output is the pooled map: the last
-    spatial map of the network, which is what Grad-CAM looks for."""
+    ``feature_map`` is an identity module whose output is the pooled map, and ``cam_layer``
+    names it as the map Grad-CAM explains: every path to the head starts from it (without
+    ``keep_average`` it is also the network's last spatial map)."""
 
-    def __init__(self, net: nn.Module, stage: int = DEFAULT_STAGE):
+    def __init__(self, net: nn.Module, stage: int = DEFAULT_STAGE, keep_average: bool = False):
         super().__init__()
         blocks = net.blocks
         if not 0 <= stage < len(blocks):
             raise ValueError(f"pool stage must be in 0..{len(blocks) - 1}, not {stage}")
+        if keep_average and stage == len(blocks) - 1:
+            raise ValueError(f"the last stage ({stage}) leaves nothing to run after the texture pooling")
         self.conv_stem = net.conv_stem
         self.bn1 = net.bn1
         self.blocks = nn.Sequential(*list(blocks)[: stage + 1])
@@ -73,10 +83,25 @@ class TextureBackbone(nn.Module):
         self.feature_map = nn.Identity()
         self.pool = SecondOrderPool(channels)
         self.channels = channels
-        self.num_features = self.pool.out_features
+        self.texture_features = self.pool.out_features
+        self.average_features = 0
+        if keep_average:  # timm's names, so the later stages' weights keep their keys
+            self.later_blocks = nn.Sequential(*list(blocks)[stage + 1 :])
+            self.conv_head, self.bn2, self.global_pool = net.conv_head, net.bn2, net.global_pool
+            self.average_features = int(net.num_features)
+        self.num_features = self.texture_features + self.average_features
+
+    @property
+    def cam_layer(self) -> nn.Module:
+        return self.feature_map
 
     def forward_map(self, x: torch.Tensor) -> torch.Tensor:
         return self.feature_map(self.blocks(self.bn1(self.conv_stem(x))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.forward_map(x))
+        f = self.forward_map(x)
+        texture = self.pool(f)
+        if not self.average_features:
+            return texture
+        top = self.global_pool(self.bn2(self.conv_head(self.later_blocks(f)))).flatten(1)
+        return torch.cat([texture, top.float()], dim=1)
