@@ -52,7 +52,9 @@ studio photos only, it is not robust to listing photos (0.714; 0.843 with four l
 ``head_views``, 21 minutes, against 0.878-0.903 for ``make ivory``). Fine-tuned from that head
 stage with ``freeze_bn`` it is the best studio model measured (0.949, one run), still not a
 listing-robust one (0.836); fine-tuned without it (standard augmentation, backbone learning rate
-1e-4) it lost studio accuracy (0.915, one run). So ``make ivory`` keeps ``avg`` (BENCHMARKS.md).
+1e-4) it lost studio accuracy (0.915, one run). ``texture+avg`` runs the whole network and gives
+the head both descriptors; with ``make ivory``'s recipe it scored 0.917 studio and 0.883
+listing-style (one run), no better than ``avg``. So ``make ivory`` keeps ``avg`` (BENCHMARKS.md).
 
 ``freeze_bn`` (off by default) keeps the backbone's BatchNorm layers in eval mode while
 fine-tuning: they normalise with the pretrained running statistics and never update them
