@@ -88,13 +88,13 @@ def create_model(
         net = create_efficientnet_lite(name.split("_", 1)[1], pretrained=pretrained,
                                        drop_path_rate=drop_path_rate)
         net.reset_classifier(0)  # keep global average pooling, drop the ImageNet classifier
-        if pooling in ("texture", "texture+avg"):
+        if pooling != "avg":  # one of the texture poolings (checked above)
             net = TextureBackbone(net, pool_stage, keep_average=pooling == "texture+avg")
         model = ImageClassifier(net, transfer_head(net.num_features, num_classes, head_hidden, dropout),
                                 net.num_features)
     if name == "smallcnn":
         embedding = "Dense64 ReLU output (before the head)"
-    elif pooling in ("texture", "texture+avg"):
+    elif pooling != "avg":
         embedding = (f"second-order pooling of stage {pool_stage} ({net.channels} channels): upper triangle of "
                      f"the mean outer product over positions, signed square root, L2-normalised")
         if pooling == "texture+avg":
