@@ -218,6 +218,49 @@ def test_freeze_bn_settings():
     assert _settings_from_args(build_parser().parse_args(["train", "DATA", "--out", "RUN"])).freeze_bn is False
 
 
+def test_select_on_studio_and_listing_keeps_the_epoch_of_lowest_mean_loss(tmp_path, synthetic_dataset):
+    from artsentry.data.manifest import read_manifest
+    from artsentry.evaluate import variant_probabilities
+    from artsentry.data.listing import FAMILIES
+
+    settings = TrainSettings(epochs=2, head_epochs=2, patience=5, num_workers=0, select_on="studio+listing",
+                             lr=3e-3, **FAST)
+    result = train(synthetic_dataset, tmp_path / "run", settings, progress=False)
+    training = json.loads((result.model_dir / "config.json").read_text())["training"]
+    epochs = [h for h in training["history"] if h["stage"] == "finetune"]
+    assert len(epochs) == 2
+    for h in epochs:
+        assert h["selection_loss"] == pytest.approx((h["val_loss"] + h["val_listing_loss"]) / 2)
+        assert h["val_listing_loss"] != pytest.approx(h["val_loss"])  # scored on other pictures
+    kept = min(range(2), key=lambda i: epochs[i]["selection_loss"])
+    summary = training["summary"]["finetune"]
+    assert summary["selected_on"] == "studio+listing"
+    assert summary["best_epoch"] == kept
+    assert summary["best_val_loss"] == pytest.approx(epochs[kept]["selection_loss"])
+
+    # the listing-style validation photos are evaluate --shift's, drawn with the run's seed
+    df, _ = read_manifest(result.run_dir / "manifest.csv")
+    val = df[df["split"] == "val"]
+    pred = Predictor.load(result.model_dir, runtime="torch")
+    probs = variant_probabilities(pred, val["path"].tolist(), tuple(FAMILIES), seed=settings.seed)
+    right = probs.argmax(1) == np.array([pred.labels.index(l) for l in val["label"]])
+    assert right.mean() == pytest.approx(epochs[kept]["val_listing_accuracy"])
+
+
+def test_select_on_settings():
+    assert TrainSettings(select_on="studio").fingerprint() == TrainSettings().fingerprint()
+    assert TrainSettings(select_on="studio+listing").fingerprint() != TrainSettings().fingerprint()
+    with pytest.raises(ValueError, match="select-on must be one of"):
+        TrainSettings(select_on="listing").validate()
+    with pytest.raises(ValueError, match="--mode frozen"):
+        TrainSettings(mode="frozen", select_on="studio+listing").validate()
+    from artsentry.cli import _settings_from_args, build_parser
+
+    args = build_parser().parse_args(["train", "DATA", "--out", "RUN", "--select-on", "studio+listing"])
+    assert _settings_from_args(args).select_on == "studio+listing"
+    assert _settings_from_args(build_parser().parse_args(["train", "DATA", "--out", "RUN"])).select_on == "studio"
+
+
 def test_interrupted_ema_finetune_resumes_its_average(tmp_path, synthetic_dataset, monkeypatch):
     settings = TrainSettings(epochs=2, head_epochs=2, ema_decay=0.8, checkpoint_every=1, num_workers=0, **FAST)
     whole = _tensors(train(synthetic_dataset, tmp_path / "whole", settings, progress=False).model_dir)

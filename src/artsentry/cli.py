@@ -89,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--freeze-bn", action="store_true",
                    help="fine-tune with the backbone's BatchNorm statistics fixed at the pretrained ones (the "
                         "head stage's features stay what they were; scale and shift still train)")
+    t.add_argument("--select-on", default="studio", choices=("studio", "studio+listing"),
+                   help="what the validation loss that keeps the best fine-tuning epoch and stops early is "
+                        "measured on: the studio validation photos (default), or the mean of that and the loss on "
+                        "listing-style versions of them, made as 'evaluate --shift' makes them (~1 min more per "
+                        "epoch for 300 photos)")
     t.add_argument("--listing-all", type=float, default=0.0, metavar="F",
                    help="with --augment listing: the fraction of re-photographed training photos that get "
                         "every listing family at once, as 'evaluate --shift' makes them (default 0: each "
@@ -373,6 +378,7 @@ def _settings_from_args(a) -> "object":
         head_epochs=a.head_epochs,
         head_views=a.head_views,
         freeze_bn=a.freeze_bn,
+        select_on=a.select_on,
         batch_size=a.batch_size,
         lr=a.lr if a.lr is not None else 1e-3,
         backbone_lr=a.backbone_lr,

@@ -64,6 +64,11 @@ statistics; in training mode the features change at the first step whatever the 
 met-ivory (texture pooling, listing augmentation, backbone learning rate 2e-5) the first
 fine-tuning epoch's validation loss was 0.141 with it against 0.197 without (head stage 0.138).
 
+``select_on`` (``studio`` by default) is what fine-tuning's validation loss, which keeps the best
+epoch and stops early, is measured on: the validation photos, or (``studio+listing``) the mean of
+that loss and the loss on listing-style versions of them, made by ``evaluate --shift``'s generator
+(every family, photo i's draw fixed by the seed and i). Both are kept in the history.
+
 ``head_views`` (0 by default) makes the head stage learn from K augmented views of every
 training photo besides the photo itself: each view's backbone features are computed once with
 the training transform (``augment``, ``listing_all``, ``crop_scale``) from a random stream fixed
@@ -114,7 +119,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .data.dataset import ImageDataset, make_loader
-from .data.listing import MaskCache
+from .data.listing import FAMILIES, ListingStyleDataset, MaskCache
 from .data.manifest import label_counts, read_manifest, write_manifest
 from .data.splits import split_manifest
 from .data.transforms import (AUGMENTATIONS, CROP_SCALE, Preprocessing, check_crop_scale, eval_transform,
@@ -126,6 +131,8 @@ from .models.artifact import save_model
 log = logging.getLogger(__name__)
 
 NEGATIVE_PREFIXES = ("non_", "non-", "not_", "not-", "no_", "no-", "other")
+# what fine-tuning's validation loss, which picks the kept epoch and stops early, is measured on
+SELECTIONS = ("studio", "studio+listing")
 
 
 @dataclass
@@ -165,6 +172,7 @@ class TrainSettings:
     pooling: str = "avg"  # how an EfficientNet's features are pooled: "avg", "texture", "texture+avg" (models.pooling)
     head_views: int = 0  # head stage: cached features of this many augmented views of each training photo too
     freeze_bn: bool = False  # fine-tuning keeps the backbone's BatchNorm statistics as the head stage saw them
+    select_on: str = "studio"  # fine-tuning keeps the epoch of lowest val loss on "studio" photos or "studio+listing"
 
     def validate(self) -> None:
         if self.mode not in ("frozen", "finetune"):
@@ -191,6 +199,10 @@ class TrainSettings:
             raise ValueError("--freeze-bn keeps pretrained BatchNorm statistics; smallcnn trains from scratch")
         if self.head_views and self.architecture == "smallcnn":
             raise ValueError("--head-views feeds the head stage on cached features; smallcnn has no head stage")
+        if self.select_on not in SELECTIONS:
+            raise ValueError(f"select-on must be one of {', '.join(SELECTIONS)}, not {self.select_on!r}")
+        if self.select_on != "studio" and self.mode == "frozen":
+            raise ValueError(f"--select-on {self.select_on} chooses among fine-tuning epochs; --mode frozen has none")
         if self.target_recall is not None and self.target_precision is not None:
             raise ValueError("give --target-recall or --target-precision, not both")
         if self.epochs < 0 or self.head_epochs < 0 or self.batch_size < 1:
@@ -241,6 +253,8 @@ class TrainSettings:
                 del keep[k]
         if keep["pooling"] == "avg":
             del keep["pooling"]
+        if keep["select_on"] == "studio":
+            del keep["select_on"]
         if not keep["teacher"]:
             del keep["teacher"], keep["distill_weight"]
         else:
@@ -515,11 +529,16 @@ class Trainer:
         return self.model
 
     def _loader(self, part: pd.DataFrame, transform, shuffle_seed: int | None = None, skip_batches: int = 0,
-                workers: int | None = None, pre: Preprocessing | None = None):
+                workers: int | None = None, pre: Preprocessing | None = None, masks: MaskCache | None = None):
         """Batches of ``part`` through ``transform``; JPEGs decoded no smaller than ``pre`` (default: the
-        training preprocessing) needs."""
-        ds = ImageDataset(part["path"].tolist(), transform, targets=self.targets(part),
-                          draft_size=(pre or self.preprocessing).draft_size)
+        training preprocessing) needs. With ``masks``: listing-style versions of the photos instead,
+        made as ``evaluate --shift`` makes them (every family; photo i's draw fixed by the seed and i)."""
+        if masks is None:
+            ds = ImageDataset(part["path"].tolist(), transform, targets=self.targets(part),
+                              draft_size=(pre or self.preprocessing).draft_size)
+        else:
+            ds = ListingStyleDataset(part["path"].tolist(), transform, tuple(FAMILIES), self.settings.seed,
+                                     mask_cache=masks, targets=self.targets(part))
         if workers is None:
             workers = self.settings.num_workers if self.settings.num_workers is not None else default_workers(len(ds))
         sampler = None
@@ -667,11 +686,13 @@ class Trainer:
         return meta, best
 
     @torch.no_grad()
-    def _validate(self, loss_fn, model: nn.Module) -> tuple[float, float]:
+    def _validate(self, loss_fn, model: nn.Module, masks: MaskCache | None = None) -> tuple[float, float]:
+        """Loss and accuracy on the validation photos (``masks``: on their listing-style versions)."""
         model.eval()
         part = self.split("val")
         total, correct, n = 0.0, 0, 0
-        for batch in self._loader(part, eval_transform(self.inference_preprocessing), pre=self.inference_preprocessing):
+        for batch in self._loader(part, eval_transform(self.inference_preprocessing), pre=self.inference_preprocessing,
+                                  masks=masks):
             self._note_errors(part, batch.errors)
             if not len(batch.index):
                 continue
@@ -719,6 +740,7 @@ class Trainer:
         # the checkpoint (so a resumed run keeps it too, and it goes when training ends)
         masks = MaskCache(self.ckpt_dir / "masks") if s.augment == "listing" else None
         transform = train_transform(self.preprocessing, s.augment, s.listing_all, s.crop_scale, masks)
+        val_masks = MaskCache(self.ckpt_dir / "masks") if s.select_on == "studio+listing" else None
         bar = tqdm(total=total_steps, initial=state["global_step"], desc="fine-tune", unit="step",
                    disable=not self.progress)
         stop = state["bad_epochs"] >= s.patience
@@ -759,11 +781,17 @@ class Trainer:
             vloss, vacc = self._validate(val_loss_fn, judged)
             record = {"stage": "finetune", "epoch": epoch, "val_loss": vloss, "val_accuracy": vacc,
                       "seconds": round(time.time() - t0, 1)}
+            said = f"val loss {vloss:.4f}, val accuracy {vacc:.4f}"
+            if s.select_on == "studio+listing":
+                lloss, lacc = self._validate(val_loss_fn, judged, val_masks)
+                record.update(val_listing_loss=lloss, val_listing_accuracy=lacc, selection_loss=(vloss + lloss) / 2)
+                said += f"; listing-style {lloss:.4f}, {lacc:.4f}; mean loss {record['selection_loss']:.4f}"
             self.history.append(record)
             state["history"].append(record)
-            bar.write(f"epoch {epoch + 1}/{s.epochs}: val loss {vloss:.4f}, val accuracy {vacc:.4f}", file=sys.stderr)
-            if vloss < state["best_val_loss"] - 1e-4:
-                state.update(best_val_loss=vloss, best_epoch=epoch, bad_epochs=0)
+            bar.write(f"epoch {epoch + 1}/{s.epochs}: {said}", file=sys.stderr)
+            chosen_by = record.get("selection_loss", vloss)
+            if chosen_by < state["best_val_loss"] - 1e-4:
+                state.update(best_val_loss=chosen_by, best_epoch=epoch, bad_epochs=0)
                 best_state = {k: v.clone() for k, v in judged.state_dict().items()}
             else:
                 state["bad_epochs"] += 1
@@ -776,6 +804,7 @@ class Trainer:
         elif average is not None:
             model.load_state_dict(average.model.state_dict())
         self.finetune_summary = {"best_epoch": state["best_epoch"], "best_val_loss": state["best_val_loss"],
+                                 "selected_on": s.select_on,
                                  "epochs_run": state["epoch"], "stopped_early": stop}
         if teachers is not None:  # which weights taught it (SHA-256 of each teacher's model.safetensors)
             self.finetune_summary["teachers"] = teachers.digests
