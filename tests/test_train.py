@@ -219,9 +219,9 @@ def test_freeze_bn_settings():
 
 
 def test_select_on_studio_and_listing_keeps_the_epoch_of_lowest_mean_loss(tmp_path, synthetic_dataset):
+    from artsentry.data.listing import FAMILIES
     from artsentry.data.manifest import read_manifest
     from artsentry.evaluate import variant_probabilities
-    from artsentry.data.listing import FAMILIES
 
     settings = TrainSettings(epochs=2, head_epochs=2, patience=5, num_workers=0, select_on="studio+listing",
                              lr=3e-3, **FAST)

@@ -739,10 +739,10 @@ class Trainer:
             self._save_checkpoint(optimizer, state, None, average)
 
         # the foreground estimate of each photo is the same every epoch: computed once, kept with
-        # the checkpoint (so a resumed run keeps it too, and it goes when training ends)
-        masks = MaskCache(self.ckpt_dir / "masks") if s.augment == "listing" else None
+        # the checkpoint (so a resumed run keeps it too, and it goes when training ends); for the
+        # listing augmentation and for listing-style validation photos
+        masks = MaskCache(self.ckpt_dir / "masks")
         transform = train_transform(self.preprocessing, s.augment, s.listing_all, s.crop_scale, masks)
-        val_masks = MaskCache(self.ckpt_dir / "masks") if s.select_on == "studio+listing" else None
         bar = tqdm(total=total_steps, initial=state["global_step"], desc="fine-tune", unit="step",
                    disable=not self.progress)
         stop = state["bad_epochs"] >= s.patience
@@ -785,7 +785,7 @@ class Trainer:
                       "seconds": round(time.time() - t0, 1)}
             said = f"val loss {vloss:.4f}, val accuracy {vacc:.4f}"
             if s.select_on == "studio+listing":
-                lloss, lacc = self._validate(val_loss_fn, judged, val_masks)
+                lloss, lacc = self._validate(val_loss_fn, judged, masks)
                 record.update(val_listing_loss=lloss, val_listing_accuracy=lacc, selection_loss=(vloss + lloss) / 2)
                 said += f"; listing-style {lloss:.4f}, {lacc:.4f}; mean loss {record['selection_loss']:.4f}"
             self.history.append(record)
