@@ -92,8 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--select-on", default="studio", choices=("studio", "studio+listing"),
                    help="what the validation loss that keeps the best fine-tuning epoch and stops early is "
                         "measured on: the studio validation photos (default), or the mean of that and the loss on "
-                        "listing-style versions of them, made as 'evaluate --shift' makes them (~1 min more per "
-                        "epoch for 300 photos)")
+                        "listing-style versions of them, made as 'evaluate --shift' makes them (~1.5 min more per "
+                        "epoch for 300 photos on 2 cores)")
     t.add_argument("--listing-all", type=float, default=0.0, metavar="F",
                    help="with --augment listing: the fraction of re-photographed training photos that get "
                         "every listing family at once, as 'evaluate --shift' makes them (default 0: each "
