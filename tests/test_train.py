@@ -219,7 +219,7 @@ def test_freeze_bn_settings():
 
 
 def test_select_on_studio_and_listing_keeps_the_epoch_of_lowest_mean_loss(tmp_path, synthetic_dataset):
-    from artsentry.data.listing import FAMILIES
+    from artsentry.data.listing import shift_variants
     from artsentry.data.manifest import read_manifest
     from artsentry.evaluate import variant_probabilities
 
@@ -242,7 +242,7 @@ def test_select_on_studio_and_listing_keeps_the_epoch_of_lowest_mean_loss(tmp_pa
     df, _ = read_manifest(result.run_dir / "manifest.csv")
     val = df[df["split"] == "val"]
     pred = Predictor.load(result.model_dir, runtime="torch")
-    probs = variant_probabilities(pred, val["path"].tolist(), tuple(FAMILIES), seed=settings.seed)
+    probs = variant_probabilities(pred, val["path"].tolist(), shift_variants()["listing"], seed=settings.seed)
     right = probs.argmax(1) == np.array([pred.labels.index(l) for l in val["label"]])
     assert right.mean() == pytest.approx(epochs[kept]["val_listing_accuracy"])
 

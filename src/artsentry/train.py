@@ -121,7 +121,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .data.dataset import ImageDataset, make_loader
-from .data.listing import FAMILIES, ListingStyleDataset, MaskCache
+from .data.listing import ListingStyleDataset, MaskCache, shift_variants
 from .data.manifest import label_counts, read_manifest, write_manifest
 from .data.splits import split_manifest
 from .data.transforms import (AUGMENTATIONS, CROP_SCALE, Preprocessing, check_crop_scale, eval_transform,
@@ -539,7 +539,7 @@ class Trainer:
             ds = ImageDataset(part["path"].tolist(), transform, targets=self.targets(part),
                               draft_size=(pre or self.preprocessing).draft_size)
         else:
-            ds = ListingStyleDataset(part["path"].tolist(), transform, tuple(FAMILIES), self.settings.seed,
+            ds = ListingStyleDataset(part["path"].tolist(), transform, shift_variants()["listing"], self.settings.seed,
                                      mask_cache=masks, targets=self.targets(part))
         if workers is None:
             workers = self.settings.num_workers if self.settings.num_workers is not None else default_workers(len(ds))
