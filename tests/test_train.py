@@ -261,9 +261,45 @@ def test_select_on_settings():
     assert _settings_from_args(build_parser().parse_args(["train", "DATA", "--out", "RUN"])).select_on == "studio"
 
 
+def test_keep_epochs_saves_each_epoch_as_a_model_that_evaluate_reads(tmp_path, synthetic_dataset):
+    from artsentry.evaluate import run_evaluation
+
+    settings = TrainSettings(epochs=2, head_epochs=2, patience=5, num_workers=0, keep_epochs=True, lr=3e-3, **FAST)
+    result = train(synthetic_dataset, tmp_path / "run", settings, progress=False)
+    training = json.loads((result.model_dir / "config.json").read_text())["training"]
+    epochs = [h for h in training["history"] if h["stage"] == "finetune"]
+    folders = sorted(p.name for p in (result.run_dir / "epochs").iterdir())
+    assert folders == ["01", "02"]
+    assert not (result.run_dir / "checkpoint").exists()  # the epochs outlive the checkpoint
+    for name, record in zip(folders, epochs):
+        folder = result.run_dir / "epochs" / name
+        assert json.loads((folder / "config.json").read_text())["training"]["epoch"] == record
+        # the weights validation judged: evaluate on the run's val photos gives the recorded accuracy
+        metrics = run_evaluation(folder, result.run_dir / "manifest.csv", split="val", out_dir=tmp_path / name,
+                                 progress=False, explain=False)
+        assert metrics["metrics"]["val"]["accuracy"] == pytest.approx(record["val_accuracy"])
+    kept = training["summary"]["finetune"]["best_epoch"]
+    final, kept_epoch = _tensors(result.model_dir), _tensors(result.run_dir / "epochs" / folders[kept])
+    assert final.keys() == kept_epoch.keys()
+    assert all(torch.equal(final[k], kept_epoch[k]) for k in final)
+    other = _tensors(result.run_dir / "epochs" / folders[1 - kept])
+    assert not all(torch.equal(final[k], other[k]) for k in final)
+
+
+def test_keep_epochs_settings():
+    assert TrainSettings(keep_epochs=True).fingerprint() == TrainSettings().fingerprint()  # changes no training
+    with pytest.raises(ValueError, match="--mode frozen"):
+        TrainSettings(mode="frozen", keep_epochs=True).validate()
+    from artsentry.cli import _settings_from_args, build_parser
+
+    assert _settings_from_args(build_parser().parse_args(["train", "D", "--out", "R", "--keep-epochs"])).keep_epochs
+    assert not _settings_from_args(build_parser().parse_args(["train", "D", "--out", "R"])).keep_epochs
+
+
 def test_interrupted_ema_finetune_resumes_its_average(tmp_path, synthetic_dataset, monkeypatch):
     settings = TrainSettings(epochs=2, head_epochs=2, ema_decay=0.8, checkpoint_every=1, num_workers=0, **FAST)
-    whole = _tensors(train(synthetic_dataset, tmp_path / "whole", settings, progress=False).model_dir)
+    whole_dir = train(synthetic_dataset, tmp_path / "whole", settings, progress=False).model_dir
+    whole = _tensors(whole_dir)
 
     calls = {"n": 0}
     update = WeightAverage.update
@@ -284,6 +320,14 @@ def test_interrupted_ema_finetune_resumes_its_average(tmp_path, synthetic_datase
     assert cut.keys() == whole.keys()
     for key in whole:
         torch.testing.assert_close(cut[key], whole[key], atol=1e-5, rtol=1e-4, msg=key)
+    # the resumed run skipped the head stage; its config.json still reports it, from the checkpoint
+    whole_training, cut_training = (json.loads((d / "config.json").read_text())["training"]
+                                    for d in (whole_dir, resumed.model_dir))
+    assert cut_training["summary"]["head"] == whole_training["summary"]["head"]
+    assert cut_training["summary"]["head"]["best_epoch"] in (0, 1)
+    heads = [[h for h in t["history"] if h["stage"] == "head"] for t in (whole_training, cut_training)]
+    assert len(heads[0]) == 2 and heads[1] == heads[0]
+    assert [h["stage"] for h in cut_training["history"]] == ["head", "head", "finetune", "finetune"]
 
 
 def test_listing_finetune_estimates_each_photos_foreground_once_and_cleans_up(tmp_path, synthetic_dataset, monkeypatch):

@@ -94,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "measured on: the studio validation photos (default), or the mean of that and the loss on "
                         "listing-style versions of them, made as 'evaluate --shift' makes them (~1.5 min more per "
                         "epoch for 300 photos on 2 cores)")
+    t.add_argument("--keep-epochs", action="store_true",
+                   help="also save each fine-tuning epoch's weights as a model folder, RUN/epochs/01, 02, ... "
+                        "(evaluate one with 'artsentry evaluate RUN/epochs/03 --data RUN/manifest.csv')")
     t.add_argument("--listing-all", type=float, default=0.0, metavar="F",
                    help="with --augment listing: the fraction of re-photographed training photos that get "
                         "every listing family at once, as 'evaluate --shift' makes them (default 0: each "
@@ -379,6 +382,7 @@ def _settings_from_args(a) -> "object":
         head_views=a.head_views,
         freeze_bn=a.freeze_bn,
         select_on=a.select_on,
+        keep_epochs=a.keep_epochs,
         batch_size=a.batch_size,
         lr=a.lr if a.lr is not None else 1e-3,
         backbone_lr=a.backbone_lr,

@@ -93,6 +93,8 @@ The run folder (``--out``) holds::
                          views of the training photos, with ``head_views``)
     checkpoint/          resumable training state, with the foreground masks of the listing
                          augmentation (deleted when training ends)
+    epochs/01, 02, ...   with ``keep_epochs``: each fine-tuning epoch's weights as a model folder
+                         (what validation judged; ``artsentry evaluate`` takes it with ``--data``)
     model/               the artifact: model.safetensors + config.json
     metrics.json, report.html, predictions.csv   written by the evaluation
 """
@@ -175,6 +177,7 @@ class TrainSettings:
     head_views: int = 0  # head stage: cached features of this many augmented views of each training photo too
     freeze_bn: bool = False  # fine-tuning keeps the backbone's BatchNorm statistics as the head stage saw them
     select_on: str = "studio"  # fine-tuning keeps the epoch of lowest val loss on "studio" photos or "studio+listing"
+    keep_epochs: bool = False  # also save every fine-tuning epoch's weights as a model folder (epochs/NN/)
 
     def validate(self) -> None:
         if self.mode not in ("frozen", "finetune"):
@@ -205,6 +208,8 @@ class TrainSettings:
             raise ValueError(f"select-on must be one of {', '.join(SELECTIONS)}, not {self.select_on!r}")
         if self.select_on != "studio" and self.mode == "frozen":
             raise ValueError(f"--select-on {self.select_on} chooses among fine-tuning epochs; --mode frozen has none")
+        if self.keep_epochs and self.mode == "frozen":
+            raise ValueError("--keep-epochs saves the weights of each fine-tuning epoch; --mode frozen has none")
         if self.target_recall is not None and self.target_precision is not None:
             raise ValueError("give --target-recall or --target-precision, not both")
         if self.epochs < 0 or self.head_epochs < 0 or self.batch_size < 1:
@@ -246,7 +251,7 @@ class TrainSettings:
     def fingerprint(self) -> str:
         """What a checkpoint must agree on to be resumed (not the threshold targets)."""
         keep = {k: v for k, v in asdict(self).items()
-                if k not in ("target_recall", "target_precision", "num_workers", "inference_size")}
+                if k not in ("target_recall", "target_precision", "num_workers", "inference_size", "keep_epochs")}
         # added later: checkpoints written before these settings existed stay resumable
         if keep["ema_decay"] is None:
             del keep["ema_decay"]
@@ -466,6 +471,7 @@ class Trainer:
         self.ckpt_dir = self.run_dir / "checkpoint"
         self.model_dir = self.run_dir / "model"
         self.history: list[dict] = []
+        self.head_summary: dict | None = None  # the head stage's best epoch and loss (train_head)
         self.skipped: dict[str, str] = {}  # path -> reason, images that could not be read
         self.teachers: Teachers | None = None  # distilled into fine-tuning (settings.teacher)
 
@@ -706,6 +712,15 @@ class Trainer:
             raise TrainingError("no readable validation images")
         return total / n, correct / n
 
+    def _save_epoch(self, judged: nn.Module, record: dict) -> Path:
+        """``epochs/NN/``: the weights validation judged at the end of epoch NN (from 1), as a model folder."""
+        model = copy.deepcopy(judged).eval().to(memory_format=torch.contiguous_format)
+        return save_model(model, self.run_dir / "epochs" / f"{record['epoch'] + 1:02d}", labels=self.labels,
+                          preprocessing=self.inference_preprocessing,
+                          threshold=0.5 if self.positive_label else None, positive_label=self.positive_label,
+                          training={"settings": asdict(self.settings), "epoch": record},
+                          data={"source": self.source, "manifest": "manifest.csv of the run folder two levels up"})
+
     def finetune(self) -> int:
         """Fine-tune the whole network; returns the global step it resumed from."""
         s = self.settings
@@ -720,8 +735,10 @@ class Trainer:
         total_steps = steps_per_epoch * s.epochs
         warmup = max(1, int(total_steps * s.warmup_fraction))
 
+        # the head stage's summary and history ride in the checkpoint: a resumed run skips the head
+        # stage, and its model's config.json still reports it
         state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_val_loss": math.inf, "best_epoch": -1,
-                 "bad_epochs": 0, "history": []}
+                 "bad_epochs": 0, "history": list(self.history), "head": self.head_summary}
         best_state = None
         teachers = self.teachers
         # the average starts from the head-stage weights, and replaces them when resuming
@@ -732,6 +749,7 @@ class Trainer:
             meta, best_state = loaded
             state.update({k: meta[k] for k in state if k in meta})
             self.history.extend(state["history"])
+            self.head_summary = state["head"]
             resumed_from = state["global_step"]
             log.info("resumed fine-tuning at epoch %d, step %d", state["epoch"], state["step_in_epoch"])
         else:
@@ -791,6 +809,8 @@ class Trainer:
             self.history.append(record)
             state["history"].append(record)
             bar.write(f"epoch {epoch + 1}/{s.epochs}: {said}", file=sys.stderr)
+            if s.keep_epochs:  # before the checkpoint that moves past this epoch: a resumed run never lacks it
+                self._save_epoch(judged, record)
             chosen_by = record.get("selection_loss", vloss)
             if chosen_by < state["best_val_loss"] - 1e-4:
                 state.update(best_val_loss=chosen_by, best_epoch=epoch, bad_epochs=0)
@@ -829,10 +849,12 @@ class Trainer:
         else:
             model.set_backbone_trainable(False)
             if not (s.mode == "finetune" and resuming):
-                summary["head"] = self.train_head()
+                self.head_summary = self.train_head()
             if s.mode == "finetune" and s.epochs > 0:
                 resumed_from = self.finetune()
                 summary["finetune"] = self.finetune_summary
+            if self.head_summary is not None:  # None: resumed from a checkpoint older than this record
+                summary["head"] = self.head_summary
         self.model.eval()
         save_model(
             self.model.to(memory_format=torch.contiguous_format),
