@@ -719,7 +719,7 @@ class Trainer:
                           preprocessing=self.inference_preprocessing,
                           threshold=0.5 if self.positive_label else None, positive_label=self.positive_label,
                           training={"settings": asdict(self.settings), "epoch": record},
-                          data={"source": self.source, "manifest": "manifest.csv of the run folder two levels up"})
+                          data={"source": self.source, "manifest": "../../manifest.csv (the run's, with the split of every image)"})
 
     def finetune(self) -> int:
         """Fine-tune the whole network; returns the global step it resumed from."""
@@ -854,7 +854,7 @@ class Trainer:
                 resumed_from = self.finetune()
                 summary["finetune"] = self.finetune_summary
             if self.head_summary is not None:  # None: resumed from a checkpoint older than this record
-                summary["head"] = self.head_summary
+                summary = {"head": self.head_summary, **summary}
         self.model.eval()
         save_model(
             self.model.to(memory_format=torch.contiguous_format),
