@@ -1,4 +1,6 @@
 import json
+import os
+import stat
 from collections import OrderedDict
 
 import numpy as np
@@ -137,6 +139,18 @@ def test_artifact_contains_no_pickle(tmp_path):
     head = (folder / "model.safetensors").read_bytes()[:16]
     assert not head.startswith(b"\x80")  # pickle protocol marker
     assert not (folder / "model.safetensors").read_bytes().startswith(b"PK")  # torch zip
+
+
+def test_artifact_weights_are_as_readable_as_its_config(tmp_path):
+    # safetensors' writer creates 0600 files whatever the umask: a service running as another
+    # user could read config.json but not the weights
+    old = os.umask(0o022)
+    try:
+        folder = save_model(create_model("smallcnn", 2), tmp_path / "m", labels=["a", "b"], preprocessing=default_preprocessing("smallcnn"))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((folder / "model.safetensors").stat().st_mode) == 0o644
+    assert stat.S_IMODE((folder / "config.json").stat().st_mode) == 0o644
 
 
 def test_second_order_pool_is_the_signed_root_of_the_mean_outer_product():

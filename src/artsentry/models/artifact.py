@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import stat
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -70,6 +71,10 @@ def _write_artifact(module, folder: Path, config: dict) -> Path:
         **config,
     }
     _atomic_write_text(folder / CONFIG_NAME, json.dumps(config, indent=2, sort_keys=False) + "\n")
+    # safetensors >= 0.8 writes through a temporary file created 0600 whatever the umask
+    # (safetensors/safetensors#782): give the weights config.json's permissions, so a model folder
+    # that looks readable to a service running as another user is readable
+    os.chmod(folder / WEIGHTS_NAME, stat.S_IMODE((folder / CONFIG_NAME).stat().st_mode))
     return folder
 
 
