@@ -27,7 +27,7 @@ ivory: $(RUN)/model/config.json
 # listing-style photos, so 10 epochs is no worse than 6, not proven better (BENCHMARKS.md, issue 8).
 # The epoch is kept on the mean of studio and listing-style validation loss (a model for listings
 # is chosen on them too): studio 0.935, listing-style 0.885 in its first run, which kept the epoch
-# studio loss alone would have kept; ~13 min more per run (BENCHMARKS.md, 2026-12-02).
+# studio loss alone would have kept; ~8 min more per run (BENCHMARKS.md, 2026-12-02).
 TRAIN_ARGS ?= --image-size 320 --epochs 10 --augment listing --select-on studio+listing
 
 $(RUN)/model/config.json: | $(STAMP)

@@ -92,8 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--select-on", default="studio", choices=("studio", "studio+listing"),
                    help="what the validation loss that keeps the best fine-tuning epoch and stops early is "
                         "measured on: the studio validation photos (default), or the mean of that and the loss on "
-                        "listing-style versions of them, made as 'evaluate --shift' makes them (~1.5 min more per "
-                        "epoch for 300 photos on 2 cores)")
+                        "listing-style versions of them, made as 'evaluate --shift' makes them (~46 s more per "
+                        "epoch for 283 photos on 2 cores)")
     t.add_argument("--keep-epochs", action="store_true",
                    help="also save each fine-tuning epoch's weights as a model folder, RUN/epochs/01, 02, ... "
                         "(evaluate one with 'artsentry evaluate RUN/epochs/03 --data RUN/manifest.csv')")
