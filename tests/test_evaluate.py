@@ -147,6 +147,27 @@ def test_instance_evaluation_top_k_by_photo_count_and_department(instance_models
     assert set(by_colour) <= {f"colour / O{k}" for k in range(6)} and sum(v["n"] for v in by_colour.values()) == 6
 
 
+def test_ensemble_is_measured_on_listing_style_photos_as_its_members_are(instance_models):
+    from artsentry.data.listing import shift_variants
+    from artsentry.data.manifest import read_manifest
+    from artsentry.evaluate import evaluate_shift, variant_probabilities
+    from artsentry.inference import Ensemble, Predictor
+
+    members = [Predictor.load(m) for m in instance_models]
+    ensemble = Ensemble(members)
+    df, _ = read_manifest(instance_models[0].parent / "manifest.csv")
+    df = df[df["split"] == "test"]
+    paths = df["path"].tolist()
+    listing = shift_variants()["listing"]
+    expected = np.mean([variant_probabilities(m, paths, listing, seed=3) for m in members], axis=0)
+    assert np.allclose(variant_probabilities(ensemble, paths, listing, seed=3), expected, atol=1e-6)
+
+    result = evaluate_shift(ensemble, df, seed=3, progress=False)  # crashed before: an ensemble has no preprocessing
+    assert set(result["variants"]) == set(shift_variants())
+    predicted = [p.label for p in ensemble.predict_files(paths)]  # the studio pass reads photos as prediction does
+    assert result["variants"]["studio"]["accuracy"] == pytest.approx(np.mean(np.array(predicted) == df["label"].to_numpy()))
+
+
 def test_ensemble_averages_member_probabilities(instance_models, tmp_path, capsys):
     import pandas as pd
 

@@ -273,6 +273,12 @@ def variant_probabilities(predictor, paths: list[str], variant, *, seed: int = 0
     from .data.listing import ListingStyleDataset
     from .inference import iter_dataset_batches
 
+    if hasattr(predictor, "members"):  # an ensemble: the mean of its members' probabilities on the same
+        # pictures (each is drawn from the seed and the photo's position, whatever model reads it)
+        per_member = [variant_probabilities(m, paths, variant, seed=seed, progress=progress, desc=desc,
+                                            mask_cache=mask_cache)[:, [m.labels.index(l) for l in predictor.labels]]
+                      for m in predictor.members]
+        return np.mean(per_member, axis=0)  # NaN where any member could not read the photo, as in prediction
     # studio photos are decoded exactly as in prediction (JPEG draft scaling moves accuracy by
     # ~0.5 points on met-ivory); listing-style versions are made from the full-resolution photo
     draft = predictor.preprocessing.draft_size if variant is None else None
