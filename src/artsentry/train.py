@@ -712,12 +712,15 @@ class Trainer:
             raise TrainingError("no readable validation images")
         return total / n, correct / n
 
+    def _save(self, model: nn.Module, folder: Path, **extra) -> Path:
+        """``model`` as a model folder with this run's labels, preprocessing and default threshold."""
+        return save_model(model.to(memory_format=torch.contiguous_format), folder, labels=self.labels,
+                          preprocessing=self.inference_preprocessing,
+                          threshold=0.5 if self.positive_label else None, positive_label=self.positive_label, **extra)
+
     def _save_epoch(self, judged: nn.Module, record: dict) -> Path:
         """``epochs/NN/``: the weights validation judged at the end of epoch NN (from 1), as a model folder."""
-        model = copy.deepcopy(judged).eval().to(memory_format=torch.contiguous_format)
-        return save_model(model, self.run_dir / "epochs" / f"{record['epoch'] + 1:02d}", labels=self.labels,
-                          preprocessing=self.inference_preprocessing,
-                          threshold=0.5 if self.positive_label else None, positive_label=self.positive_label,
+        return self._save(copy.deepcopy(judged).eval(), self.run_dir / "epochs" / f"{record['epoch'] + 1:02d}",
                           training={"settings": asdict(self.settings), "epoch": record},
                           data={"source": self.source, "manifest": "../../manifest.csv (the run's, with the split of every image)"})
 
@@ -856,13 +859,9 @@ class Trainer:
             if self.head_summary is not None:  # None: resumed from a checkpoint older than this record
                 summary = {"head": self.head_summary, **summary}
         self.model.eval()
-        save_model(
-            self.model.to(memory_format=torch.contiguous_format),
+        self._save(
+            self.model,
             self.model_dir,
-            labels=self.labels,
-            preprocessing=self.inference_preprocessing,
-            threshold=0.5 if self.positive_label else None,
-            positive_label=self.positive_label,
             training={"settings": asdict(s), "summary": summary, "history": self.history},
             data={
                 "source": self.source,
