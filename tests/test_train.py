@@ -114,6 +114,82 @@ def test_listing_all_settings_reach_the_training_transform():
     assert isinstance(aug, RandomRephotograph) and aug.all_families == 0.5
 
 
+def test_consistency_loss_is_the_jensen_shannon_divergence_of_the_two_views():
+    from artsentry.train import consistency_loss
+
+    a = torch.tensor([[2.0, -1.0], [0.3, 0.1], [-4.0, 4.0]])
+    b = torch.tensor([[-1.0, 2.0], [0.3, 0.1], [4.0, -4.0]])
+    assert float(consistency_loss(a, a)) == pytest.approx(0.0, abs=1e-6)
+    pa, pb = a.softmax(1), b.softmax(1)
+    m = (pa + pb) / 2
+    js = ((pa * (pa / m).log()).sum(1) + (pb * (pb / m).log()).sum(1)) / 2
+    assert float(consistency_loss(a, b)) == pytest.approx(float(js.mean()), rel=1e-5)
+    assert float(consistency_loss(b, a)) == pytest.approx(float(consistency_loss(a, b)), rel=1e-6)
+    assert 0.0 < float(consistency_loss(a, b)) < np.log(2)
+    assert float(js[1]) == pytest.approx(0.0, abs=1e-6) and float(js[2]) > float(js[0]) > 0  # grows with disagreement
+
+
+def test_paired_views_are_a_studio_view_and_an_always_rephotographed_one():
+    from artsentry.data.listing import RandomRephotograph
+    from artsentry.data.transforms import PairedViews, Preprocessing
+
+    from .conftest import object_photo
+
+    views = PairedViews(Preprocessing(input_size=64), listing_all=0.5)
+    assert not any(isinstance(t, RandomRephotograph) for t in views.studio.transforms)
+    rephoto = views.listing.transforms[0]
+    assert isinstance(rephoto, RandomRephotograph) and rephoto.p == 1.0 and rephoto.all_families == 0.5
+    img = object_photo((235, 220, 190), size=(160, 120), seed=3)
+    torch.manual_seed(0)
+    x = views(img)
+    assert x.shape == (2, 3, 64, 64)
+    torch.manual_seed(0)
+    torch.testing.assert_close(views(img), x)  # seeded
+    assert not torch.allclose(x[0], x[1], atol=0.05)
+
+
+def test_consistency_settings():
+    assert TrainSettings(consistency=0.0).fingerprint() == TrainSettings().fingerprint()
+    assert TrainSettings(augment="listing", consistency=12).fingerprint() != TrainSettings(augment="listing").fingerprint()
+    with pytest.raises(ValueError, match="--augment listing"):
+        TrainSettings(consistency=12).validate()
+    with pytest.raises(ValueError, match=">= 0"):
+        TrainSettings(augment="listing", consistency=-1).validate()
+    with pytest.raises(ValueError, match="--mode frozen"):
+        TrainSettings(augment="listing", consistency=12, mode="frozen", head_views=1).validate()
+    with pytest.raises(ValueError, match="--teacher"):
+        TrainSettings(augment="listing", consistency=12, teacher=("t",)).validate()
+    from artsentry.cli import _settings_from_args, build_parser
+
+    args = build_parser().parse_args(["train", "DATA", "--out", "RUN", "--augment", "listing", "--consistency", "12"])
+    assert _settings_from_args(args).consistency == 12.0
+    assert _settings_from_args(build_parser().parse_args(["train", "DATA", "--out", "RUN"])).consistency == 0.0
+
+
+def test_consistency_fine_tunes_on_a_studio_and_a_listing_view_of_every_photo(tmp_path, synthetic_dataset,
+                                                                              monkeypatch):
+    import artsentry.train as train_module
+
+    seen = []
+    real = train_module.consistency_loss
+
+    def spy(studio, listing):
+        seen.append((studio.detach().clone(), listing.detach().clone()))
+        return real(studio, listing)
+
+    monkeypatch.setattr(train_module, "consistency_loss", spy)
+    settings = TrainSettings(augment="listing", consistency=12.0, **ONE_EPOCH)
+    result = train(synthetic_dataset, tmp_path / "run", settings, progress=False)
+    manifest = __import__("pandas").read_csv(tmp_path / "run" / "manifest.csv")
+    n_train = int((manifest["split"] == "train").sum())
+    # every fine-tuning step: as many studio views as listing-style ones, one of each per photo
+    assert sum(len(s) for s, _ in seen) == n_train
+    assert all(s.shape == li.shape and s.shape[1] == 2 for s, li in seen)
+    assert any(not torch.allclose(s, li) for s, li in seen)  # two different pictures of each photo
+    config = json.loads((result.model_dir / "config.json").read_text())
+    assert config["training"]["settings"]["consistency"] == 12.0
+
+
 def test_crop_scale_settings_reach_the_training_transform():
     from torchvision.transforms import v2 as T
 

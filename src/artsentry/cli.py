@@ -112,6 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--distill-weight", type=float, default=None, metavar="W",
                    help="with --teacher: the share of the loss that follows the teachers (default 0.5; the rest "
                         "follows the labels)")
+    t.add_argument("--consistency", type=float, default=0.0, metavar="W",
+                   help="with --augment listing: fine-tune on each photo twice per step, as it is (standard "
+                        "augmentation) and re-photographed listing-style, and add W x the Jensen-Shannon divergence "
+                        "between the two views' probabilities to the loss (AugMix's consistency term; its paper "
+                        "uses 12). A step costs ~2x: halve --epochs for the same time (default 0: off)")
     t.add_argument("--val-fraction", type=float, default=0.1)
     t.add_argument("--test-fraction", type=float, default=0.2)
     t.add_argument("--seed", type=int, default=0)
@@ -396,6 +401,7 @@ def _settings_from_args(a) -> "object":
         listing_all=a.listing_all,
         teacher=tuple(a.teacher),
         distill_weight=0.5 if a.distill_weight is None else a.distill_weight,
+        consistency=a.consistency,
         **({} if a.crop_scale is None else {"crop_scale": tuple(a.crop_scale)}),
         val_fraction=a.val_fraction,
         test_fraction=a.test_fraction,

@@ -86,6 +86,15 @@ cross-entropy against the labels plus ``distill_weight`` x the cross-entropy aga
 teachers' mean class probabilities. Only fine-tuning distils; the head stage and validation
 use the labels.
 
+``consistency`` (0, off, by default; AugMix uses 12) makes every fine-tuning step see each
+photo twice: through the ``standard`` augmentation, and re-photographed listing-style (every
+time, then ``standard``; ``transforms.PairedViews``). The loss is the mean of the two views'
+cross-entropies plus ``consistency`` x the Jensen-Shannon divergence between their class
+probabilities (``consistency_loss``, Hendrycks et al. 2020): the model is asked to judge a
+listing photo as it judges the studio photo of the same object, not only to get both right.
+A step costs about twice as much (two views of each photo), so half the epochs cost what
+``--augment listing`` alone does. Requires ``augment="listing"``.
+
 The run folder (``--out``) holds::
 
     manifest.csv         the data with its train/val/test split (reused on resume)
@@ -126,8 +135,8 @@ from .data.dataset import ImageDataset, make_loader
 from .data.listing import ListingStyleDataset, MaskCache, shift_variants
 from .data.manifest import label_counts, read_manifest, write_manifest
 from .data.splits import split_manifest
-from .data.transforms import (AUGMENTATIONS, CROP_SCALE, Preprocessing, check_crop_scale, eval_transform,
-                              fixres_size, train_transform)
+from .data.transforms import (AUGMENTATIONS, CROP_SCALE, PairedViews, Preprocessing, check_crop_scale,
+                              eval_transform, fixres_size, train_transform)
 from .inference import default_workers
 from .models import POOLINGS, ImageClassifier, check_input_size, create_model, default_preprocessing
 from .models.artifact import save_model
@@ -171,6 +180,7 @@ class TrainSettings:
     crop_scale: tuple[float, float] = CROP_SCALE  # share of the photo's area a random resized crop keeps
     teacher: tuple[str, ...] = ()  # classifiers (model or run folders) distilled into the model while fine-tuning
     distill_weight: float = 0.5  # share of the loss that follows the teachers' probabilities
+    consistency: float = 0.0  # weight of the Jensen-Shannon term between a studio and a listing-style view of each photo
     num_workers: int | None = None
     pretrained: bool = True
     pooling: str = "avg"  # how an EfficientNet's features are pooled: "avg", "texture", "texture+avg" (models.pooling)
@@ -233,6 +243,14 @@ class TrainSettings:
             raise ValueError(f"distill weight must be in [0, 1], not {self.distill_weight}")
         if self.teacher and self.mode == "frozen":
             raise ValueError("--teacher distils into fine-tuning; --mode frozen trains only the head")
+        if self.consistency < 0:
+            raise ValueError(f"consistency weight must be >= 0, not {self.consistency}")
+        if self.consistency and self.augment != "listing":
+            raise ValueError("--consistency pairs each photo with a listing-style view of it: use --augment listing")
+        if self.consistency and self.mode == "frozen":
+            raise ValueError("--consistency shapes fine-tuning; --mode frozen trains only the head")
+        if self.consistency and self.teacher:
+            raise ValueError("--consistency and --teacher are two different targets for the same views: give one")
         if self.inference_size is not None:
             check_input_size(self.architecture, self.inference_size,
                              self.image_size or default_preprocessing(self.architecture).input_size)
@@ -255,7 +273,7 @@ class TrainSettings:
         # added later: checkpoints written before these settings existed stay resumable
         if keep["ema_decay"] is None:
             del keep["ema_decay"]
-        for k in ("drop_path", "listing_all", "head_views", "freeze_bn"):
+        for k in ("drop_path", "listing_all", "head_views", "freeze_bn", "consistency"):
             if not keep[k]:
                 del keep[k]
         if keep["pooling"] == "avg":
@@ -331,6 +349,16 @@ def distillation_loss(logits: torch.Tensor, targets: torch.Tensor, teacher_probs
     student's class probabilities against the teacher's (temperature 1)."""
     soft = -(teacher_probs * torch.log_softmax(logits, dim=1)).sum(dim=1).mean()
     return (1.0 - weight) * hard_loss(logits, targets) + weight * soft
+
+
+def consistency_loss(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:
+    """Jensen-Shannon divergence between the class probabilities of two views of the same photos
+    (AugMix's consistency term, Hendrycks et al. 2020): the mean KL divergence of each from their
+    average. 0 when the views are judged alike, at most log 2."""
+    pa, pb = logits_a.softmax(dim=1), logits_b.softmax(dim=1)
+    log_mean = ((pa + pb) / 2).clamp(1e-7, 1.0).log()
+    return (nn.functional.kl_div(log_mean, pa, reduction="batchmean")
+            + nn.functional.kl_div(log_mean, pb, reduction="batchmean")) / 2
 
 
 class Teachers(nn.Module):
@@ -763,7 +791,10 @@ class Trainer:
         # the checkpoint (so a resumed run keeps it too, and it goes when training ends); for the
         # listing augmentation and for listing-style validation photos
         masks = MaskCache(self.ckpt_dir / "masks")
-        transform = train_transform(self.preprocessing, s.augment, s.listing_all, s.crop_scale, masks)
+        if s.consistency:
+            transform = PairedViews(self.preprocessing, s.listing_all, s.crop_scale, masks)
+        else:
+            transform = train_transform(self.preprocessing, s.augment, s.listing_all, s.crop_scale, masks)
         bar = tqdm(total=total_steps, initial=state["global_step"], desc="fine-tune", unit="step",
                    disable=not self.progress)
         stop = state["bad_epochs"] >= s.patience
@@ -781,8 +812,15 @@ class Trainer:
                 self._note_errors(train_part, batch.errors)
                 if len(batch.index) >= 2:
                     _set_lr(optimizer, _lr_factor(state["global_step"], total_steps, warmup))
-                    x = batch.x.contiguous(memory_format=torch.channels_last)
-                    if teachers is None:
+                    x = batch.x
+                    if s.consistency:  # (n, 2, 3, S, S): the n studio views, then the n listing-style ones
+                        x = x.transpose(0, 1).flatten(0, 1)
+                    x = x.contiguous(memory_format=torch.channels_last)
+                    if s.consistency:
+                        studio, listing = model(x).chunk(2)
+                        loss = ((loss_fn(studio, batch.y) + loss_fn(listing, batch.y)) / 2
+                                + s.consistency * consistency_loss(studio, listing))
+                    elif teachers is None:
                         loss = loss_fn(model(x), batch.y)
                     else:
                         loss = distillation_loss(model(x), batch.y, teachers(x), s.distill_weight, loss_fn)

@@ -134,12 +134,12 @@ def fixres_size(train_size: int, scale=CROP_SCALE) -> int:
 
 
 def train_transform(pre: Preprocessing, augment: str = "standard", listing_all: float = 0.0,
-                    crop_scale=CROP_SCALE, mask_cache=None) -> T.Compose:
+                    crop_scale=CROP_SCALE, mask_cache=None, listing_p: float = 0.6) -> T.Compose:
     """Training transform. ``standard``: random resized crop (``crop_scale``: 50-100% of the
     area by default, aspect 3:4-4:3), horizontal flip, rotation up to 15 degrees with a
     white fill, brightness/contrast/saturation jitter of 0.2 and hue 0.02. (Turning 25%
     of photos grey was tried against the grey-photo bias and lost 1.4 points: BENCHMARKS.md.)
-    ``listing``: first, 60% of the time, the photo is re-photographed listing-style
+    ``listing``: first, 60% of the time (``listing_p``), the photo is re-photographed listing-style
     (``data.listing.RandomRephotograph``: object cut out and composited on clutter,
     perspective, rotation, scale, crop, light and white balance, blur and noise,
     price text and watermark, JPEG; ranges in ``data/listing.py``), then ``standard``;
@@ -157,7 +157,7 @@ def train_transform(pre: Preprocessing, augment: str = "standard", listing_all: 
     if augment == "listing":
         from .listing import RandomRephotograph
 
-        prefix = [RandomRephotograph(all_families=listing_all, mask_cache=mask_cache)] + prefix
+        prefix = [RandomRephotograph(p=listing_p, all_families=listing_all, mask_cache=mask_cache)] + prefix
     return T.Compose(
         prefix
         + [
@@ -168,3 +168,19 @@ def train_transform(pre: Preprocessing, augment: str = "standard", listing_all: 
         ]
         + _to_tensor(pre)
     )
+
+
+class PairedViews:
+    """Two views of each training photo, stacked ``(2, 3, S, S)``: the ``standard`` augmentation's,
+    and a listing-style one (re-photographed every time, then ``standard``). For the consistency
+    loss of ``train.TrainSettings.consistency``, which asks the model to judge both alike."""
+
+    def __init__(self, pre: Preprocessing, listing_all: float = 0.0, crop_scale=CROP_SCALE, mask_cache=None):
+        self.studio = train_transform(pre, "standard", crop_scale=crop_scale)
+        self.listing = train_transform(pre, "listing", listing_all, crop_scale, mask_cache, listing_p=1.0)
+
+    def __call__(self, img):
+        return torch.stack([self.studio(img), self.listing(img)])
+
+    def __repr__(self) -> str:
+        return f"PairedViews(studio={self.studio!r}, listing={self.listing!r})"
