@@ -147,7 +147,7 @@ def test_instance_evaluation_top_k_by_photo_count_and_department(instance_models
     assert set(by_colour) <= {f"colour / O{k}" for k in range(6)} and sum(v["n"] for v in by_colour.values()) == 6
 
 
-def test_ensemble_is_measured_on_listing_style_photos_as_its_members_are(instance_models):
+def test_ensemble_is_measured_on_listing_style_photos_as_its_members_are(instance_models, monkeypatch):
     from artsentry.data.listing import shift_variants
     from artsentry.data.manifest import read_manifest
     from artsentry.evaluate import evaluate_shift, variant_probabilities
@@ -161,6 +161,21 @@ def test_ensemble_is_measured_on_listing_style_photos_as_its_members_are(instanc
     listing = shift_variants()["listing"]
     expected = np.mean([variant_probabilities(m, paths, listing, seed=3) for m in members], axis=0)
     assert np.allclose(variant_probabilities(ensemble, paths, listing, seed=3), expected, atol=1e-6)
+
+    # each listing-style picture is made once and read by every member
+    import artsentry.data.listing as listing_module
+
+    made = []
+    real = listing_module.rephotograph
+    monkeypatch.setattr(listing_module, "rephotograph", lambda img, seed, *a, **k: made.append(seed) or real(img, seed, *a, **k))
+    assert np.allclose(variant_probabilities(ensemble, paths, listing, seed=3), expected, atol=1e-6)
+    assert sorted(made) == [3 * 1_000_003 + i for i in range(len(paths))]
+    # members that decode studio photos at different sizes each read them as they would alone
+    mixed = [members[0], Predictor.load(instance_models[1], input_size=members[1].preprocessing.input_size * 2)]
+    assert mixed[0].preprocessing.draft_size != mixed[1].preprocessing.draft_size
+    for variant in (None, listing):
+        expected = np.mean([variant_probabilities(m, paths, variant, seed=3) for m in mixed], axis=0)
+        assert np.allclose(variant_probabilities(Ensemble(mixed), paths, variant, seed=3), expected, atol=1e-6)
 
     result = evaluate_shift(ensemble, df, seed=3, progress=False)  # crashed before: an ensemble has no preprocessing
     assert set(result["variants"]) == set(shift_variants())

@@ -17,7 +17,7 @@ from .images import ImageLoadError, ImageSource, load_image
 
 @dataclass
 class Batch:
-    x: torch.Tensor  # (n, 3, S, S), n may be 0
+    x: torch.Tensor  # (n, 3, S, S), n may be 0; a tuple of them when the transform is an EachTransform
     y: torch.Tensor  # (n,) targets, -1 where unknown
     index: list[int]  # dataset index of each row of x
     errors: list[tuple[int, str]] = field(default_factory=list)  # (index, one-line reason)
@@ -56,10 +56,23 @@ class ImageDataset(Dataset):
             return None, self.targets[i], i, str(exc)
 
 
+class EachTransform:
+    """Several transforms of one decoded picture, as a tuple (one per model that reads it): a
+    picture that is costly to make is made once for all of them. ``collate`` stacks each."""
+
+    def __init__(self, transforms: Sequence[Callable]):
+        self.transforms = list(transforms)
+
+    def __call__(self, img) -> tuple:
+        return tuple(t(img) for t in self.transforms)
+
+
 def collate(items) -> Batch:
     good = [it for it in items if it[0] is not None]
     errors = [(it[2], it[3]) for it in items if it[0] is None]
-    if good:
+    if good and isinstance(good[0][0], tuple):
+        x = tuple(torch.stack(xs) for xs in zip(*(it[0] for it in good)))
+    elif good:
         x = torch.stack([it[0] for it in good])
     else:
         x = torch.empty(0)
