@@ -43,3 +43,46 @@ def test_freed_blocks_are_reused_instead_of_faulted_in_again():
 def test_the_environment_switches_it_off(monkeypatch):
     monkeypatch.setenv(ENV, "0")
     assert keep_freed_memory() is False
+
+
+# decode a few photos in two worker processes; print whether this process is their parent
+WORKERS = """
+import os, sys
+import numpy as np
+from PIL import Image
+from artsentry.data.dataset import ImageDataset, make_loader
+
+
+class ParentPid:
+    def __call__(self, img):
+        import torch
+        return torch.tensor([os.getppid()])
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "keep":
+        from artsentry.memory import keep_freed_memory
+        assert keep_freed_memory()
+    paths = []
+    for i in range(6):
+        paths.append(os.path.join(sys.argv[2], f"{i}.png"))
+        Image.new("RGB", (40, 30), (i * 40, 90, 200)).save(paths[-1])
+    ds = ImageDataset(paths, ParentPid(), targets=list(range(6)))
+    batches = list(make_loader(ds, batch_size=2, num_workers=2))
+    assert sorted(i for b in batches for i in b.index) == list(range(6))
+    print({int(p) for b in batches for p in b.x.flatten()} == {os.getpid()})
+"""
+
+
+@glibc
+def test_a_process_that_keeps_freed_memory_does_not_fork_its_heap_into_decoding_workers(tmp_path):
+    script = tmp_path / "workers.py"
+    script.write_text(WORKERS)
+
+    def forked(mode):
+        out = subprocess.run([sys.executable, str(script), mode, str(tmp_path)], capture_output=True, text=True,
+                             check=True, timeout=120)
+        return out.stdout.strip() == "True"
+
+    assert forked("plain")  # the platform default: workers are forks of this process
+    assert not forked("keep")  # they come from a small forkserver instead

@@ -280,6 +280,31 @@ def test_freeze_bn_fine_tunes_the_weights_but_keeps_the_pretrained_statistics(tm
         assert not torch.allclose(fixed[k], frozen[k], atol=1e-7)
 
 
+def test_a_fine_tune_that_never_validates_better_than_its_head_stage_keeps_the_head_stage(
+        tmp_path, synthetic_dataset, one_epoch_weights, monkeypatch):
+    from artsentry.train import Trainer
+
+    plain, frozen = one_epoch_weights
+    calls = []
+    real = Trainer._validate
+
+    def worse_after_the_start(self, loss_fn, model, masks=None):
+        loss, acc = real(self, loss_fn, model, masks)
+        calls.append(loss)
+        return (loss, acc) if len(calls) == 1 else (loss + 10.0, acc)  # every fine-tuning epoch looks worse
+
+    monkeypatch.setattr(Trainer, "_validate", worse_after_the_start)
+    result = train(synthetic_dataset, tmp_path / "run", TrainSettings(**{**ONE_EPOCH, "epochs": 2}), progress=False)
+    kept = _tensors(result.model_dir)
+    assert len(calls) == 3  # the start, then two epochs
+    for k in frozen:  # the head stage's weights, which the frozen run with the same settings ends with
+        torch.testing.assert_close(kept[k], frozen[k], atol=0, rtol=0)
+    assert any(not torch.allclose(plain[k], frozen[k]) for k in frozen)  # fine-tuning had moved them
+    summary = json.loads((result.model_dir / "config.json").read_text())["training"]["summary"]["finetune"]
+    assert summary["best_epoch"] == -1 and summary["epochs_run"] == 2
+    assert summary["start"]["val_loss"] == pytest.approx(calls[0]) == pytest.approx(summary["best_val_loss"])
+
+
 def test_freeze_bn_settings():
     assert TrainSettings(freeze_bn=False).fingerprint() == TrainSettings().fingerprint()
     assert TrainSettings(freeze_bn=True).fingerprint() != TrainSettings().fingerprint()

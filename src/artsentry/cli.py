@@ -116,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --augment listing: fine-tune on each photo twice per step, as it is (standard "
                         "augmentation) and re-photographed listing-style, and add W x the Jensen-Shannon divergence "
                         "between the two views' probabilities to the loss (AugMix's consistency term; its paper "
-                        "uses 12). A step costs ~2x: halve --epochs for the same time (default 0: off)")
+                        "uses 12). A step costs ~2x the time and memory (15 GB peak for lite0 at 320 px, batch 32): halve --epochs "
+                        "for the same time, lower --batch-size if memory is short (default 0: off)")
     t.add_argument("--val-fraction", type=float, default=0.1)
     t.add_argument("--test-fraction", type=float, default=0.2)
     t.add_argument("--seed", type=int, default=0)

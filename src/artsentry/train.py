@@ -11,7 +11,10 @@ Two modes:
 
 Both use a class-weighted cross-entropy (weights inversely proportional to the
 class frequencies in the training split) and early stopping on the validation
-loss, keeping the best epoch's weights. ``finetune`` writes a checkpoint every
+loss, keeping the best epoch's weights; fine-tuning counts the head stage it starts from as
+an epoch to beat (validated once before the first step; ``best_epoch`` -1 in the summary when
+no epoch beat it, so a fine-tune that only made things worse ships the head stage, not its
+least bad epoch). ``finetune`` writes a checkpoint every
 ``checkpoint_every`` steps and at every epoch end; a run that is killed and
 started again with the same command continues from its last checkpoint.
 Checkpoints are safetensors plus JSON: nothing is pickled.
@@ -92,8 +95,9 @@ time, then ``standard``; ``transforms.PairedViews``). The loss is the mean of th
 cross-entropies plus ``consistency`` x the Jensen-Shannon divergence between their class
 probabilities (``consistency_loss``, Hendrycks et al. 2020): the model is asked to judge a
 listing photo as it judges the studio photo of the same object, not only to get both right.
-A step costs about twice as much (two views of each photo), so half the epochs cost what
-``--augment listing`` alone does. Requires ``augment="listing"``.
+A step costs about twice as much time and memory (two views of each photo: 15 GB peak for
+Lite0 at 320 px and batch 32 on met-ivory), so half the epochs cost what ``--augment listing``
+alone does. Requires ``augment="listing"``.
 
 The run folder (``--out``) holds::
 
@@ -740,6 +744,18 @@ class Trainer:
             raise TrainingError("no readable validation images")
         return total / n, correct / n
 
+    def _judge(self, loss_fn, model: nn.Module, masks: MaskCache) -> tuple[dict, str]:
+        """Validation figures of ``model`` as fine-tuning selects on them (``selection_loss``: the mean of
+        the studio and listing-style losses with ``select_on="studio+listing"``), and a line saying them."""
+        vloss, vacc = self._validate(loss_fn, model)
+        scores = {"val_loss": vloss, "val_accuracy": vacc}
+        said = f"val loss {vloss:.4f}, val accuracy {vacc:.4f}"
+        if self.settings.select_on == "studio+listing":
+            lloss, lacc = self._validate(loss_fn, model, masks)
+            scores.update(val_listing_loss=lloss, val_listing_accuracy=lacc, selection_loss=(vloss + lloss) / 2)
+            said += f"; listing-style {lloss:.4f}, {lacc:.4f}; mean loss {scores['selection_loss']:.4f}"
+        return scores, said
+
     def _save(self, model: nn.Module, folder: Path, **extra) -> Path:
         """``model`` as a model folder with this run's labels, preprocessing and default threshold."""
         return save_model(model.to(memory_format=torch.contiguous_format), folder, labels=self.labels,
@@ -769,11 +785,15 @@ class Trainer:
         # the head stage's summary and history ride in the checkpoint: a resumed run skips the head
         # stage, and its model's config.json still reports it
         state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_val_loss": math.inf, "best_epoch": -1,
-                 "bad_epochs": 0, "history": list(self.history), "head": self.head_summary}
+                 "bad_epochs": 0, "history": list(self.history), "head": self.head_summary, "start": None}
         best_state = None
         teachers = self.teachers
         # the average starts from the head-stage weights, and replaces them when resuming
         average = WeightAverage(model, s.ema_decay) if s.ema_decay is not None else None
+        # the foreground estimate of each photo is the same every epoch: computed once, kept with
+        # the checkpoint (so a resumed run keeps it too, and it goes when training ends); for the
+        # listing augmentation and for listing-style validation photos
+        masks = MaskCache(self.ckpt_dir / "masks")
         loaded = self._load_checkpoint(optimizer, average)
         resumed_from = 0
         if loaded is not None:
@@ -784,13 +804,16 @@ class Trainer:
             resumed_from = state["global_step"]
             log.info("resumed fine-tuning at epoch %d, step %d", state["epoch"], state["step_in_epoch"])
         else:
+            if s.architecture != "smallcnn":
+                # the head stage is the model to beat: a fine-tune that validates worse at every epoch keeps
+                # it (BENCHMARKS.md, "Fine-tuning that never beats its start")
+                start, said = self._judge(val_loss_fn, model, masks)
+                state.update(start=start, best_val_loss=start.get("selection_loss", start["val_loss"]))
+                best_state = {k: v.clone() for k, v in model.state_dict().items()}
+                tqdm.write(f"head stage, where fine-tuning starts: {said}", file=sys.stderr)
             # the head stage is part of this state: save it before the first step
-            self._save_checkpoint(optimizer, state, None, average)
+            self._save_checkpoint(optimizer, state, best_state, average)
 
-        # the foreground estimate of each photo is the same every epoch: computed once, kept with
-        # the checkpoint (so a resumed run keeps it too, and it goes when training ends); for the
-        # listing augmentation and for listing-style validation photos
-        masks = MaskCache(self.ckpt_dir / "masks")
         if s.consistency:
             transform = PairedViews(self.preprocessing, s.listing_all, s.crop_scale, masks)
         else:
@@ -839,20 +862,14 @@ class Trainer:
                 if s.checkpoint_every and state["global_step"] % s.checkpoint_every == 0:
                     self._save_checkpoint(optimizer, state, None, average)
             judged = model if average is None else average.model  # the weights the model would keep
-            vloss, vacc = self._validate(val_loss_fn, judged)
-            record = {"stage": "finetune", "epoch": epoch, "val_loss": vloss, "val_accuracy": vacc,
-                      "seconds": round(time.time() - t0, 1)}
-            said = f"val loss {vloss:.4f}, val accuracy {vacc:.4f}"
-            if s.select_on == "studio+listing":
-                lloss, lacc = self._validate(val_loss_fn, judged, masks)
-                record.update(val_listing_loss=lloss, val_listing_accuracy=lacc, selection_loss=(vloss + lloss) / 2)
-                said += f"; listing-style {lloss:.4f}, {lacc:.4f}; mean loss {record['selection_loss']:.4f}"
+            scores, said = self._judge(val_loss_fn, judged, masks)
+            record = {"stage": "finetune", "epoch": epoch, **scores, "seconds": round(time.time() - t0, 1)}
             self.history.append(record)
             state["history"].append(record)
             bar.write(f"epoch {epoch + 1}/{s.epochs}: {said}", file=sys.stderr)
             if s.keep_epochs:  # before the checkpoint that moves past this epoch: a resumed run never lacks it
                 self._save_epoch(judged, record)
-            chosen_by = record.get("selection_loss", vloss)
+            chosen_by = record.get("selection_loss", record["val_loss"])
             if chosen_by < state["best_val_loss"] - 1e-4:
                 state.update(best_val_loss=chosen_by, best_epoch=epoch, bad_epochs=0)
                 best_state = {k: v.clone() for k, v in judged.state_dict().items()}
@@ -869,6 +886,8 @@ class Trainer:
         self.finetune_summary = {"best_epoch": state["best_epoch"], "best_val_loss": state["best_val_loss"],
                                  "selected_on": s.select_on,
                                  "epochs_run": state["epoch"], "stopped_early": stop}
+        if state["start"] is not None:  # best_epoch -1: no fine-tuning epoch validated better than the head stage
+            self.finetune_summary["start"] = state["start"]
         if teachers is not None:  # which weights taught it (SHA-256 of each teacher's model.safetensors)
             self.finetune_summary["teachers"] = teachers.digests
         return resumed_from

@@ -80,6 +80,28 @@ def collate(items) -> Batch:
     return Batch(x=x, y=y, index=[it[2] for it in good], errors=errors)
 
 
+#: modules the workers' server imports once, so each worker starts in a fraction of a second
+WORKER_PRELOAD = ["artsentry.data.dataset", "artsentry.data.listing", "artsentry.data.transforms"]
+
+
+def worker_context():
+    """Where decoding workers come from. In a process that keeps its freed memory
+    (``memory.keep_freed_memory``, as the ``artsentry`` command does): a ``forkserver``, a small
+    clean process started once. A fork would inherit the caller's whole kept heap (15 GB while
+    fine-tuning with ``--consistency``) and its malloc settings, and such a worker grew by ~0.6 GB
+    a minute re-photographing listing-style pictures until the kernel killed the training
+    (BENCHMARKS.md, "Decoding workers"). Elsewhere: the platform default (None)."""
+    import multiprocessing
+
+    from ..memory import keeping_freed_memory
+
+    if not keeping_freed_memory():
+        return None
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(WORKER_PRELOAD)
+    return ctx
+
+
 def make_loader(
     dataset: ImageDataset,
     batch_size: int = 32,
@@ -97,6 +119,7 @@ def make_loader(
         num_workers=num_workers,
         collate_fn=collate_fn,
         generator=generator,
+        multiprocessing_context=worker_context() if num_workers > 0 else None,
         persistent_workers=False,
         prefetch_factor=2 if num_workers > 0 else None,
     )

@@ -32,6 +32,7 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from ..data.dataset import worker_context
 from ..data.images import ImageLoadError, load_image
 from ..data.listing import GENERATOR_VERSION, reshots
 from ..data.manifest import read_manifest
@@ -106,7 +107,8 @@ def view_feature_maps(net: EmbeddingNet, paths: list[str], settings: EmbedderSet
     rows stay zero)."""
     dataset = ViewSet(paths, settings.views, eval_transform(preprocessing), settings.max_side, settings.seed)
     loader = DataLoader(dataset, batch_size=None, collate_fn=_as_is, num_workers=settings.workers,
-                        prefetch_factor=4 if settings.workers else None)
+                        prefetch_factor=4 if settings.workers else None,
+                        multiprocessing_context=worker_context() if settings.workers else None)
     maps = None
     errors: list[str | None] = [None] * len(paths)
     net.eval()
