@@ -40,10 +40,8 @@ def keeping_freed_memory() -> bool:
 def keep_freed_memory() -> bool:
     """Configure glibc's malloc to reuse freed memory; True when it took effect.
 
-    Worker processes that decode images then start from a forkserver instead of a fork of
-    this process (``data.dataset.worker_context``): a fork inherits the kept heap and these
-    settings, and re-photographing listing-style pictures in such a worker grew it by ~0.6 GB
-    a minute beside a 15 GB fine-tune until the kernel killed the training."""
+    Decoding workers then start from a forkserver, not as forks that would inherit the kept
+    heap (``data.dataset.worker_context``)."""
     global _keeping
     if os.environ.get(ENV, "1").strip().lower() in ("0", "false", "no", "off"):
         return False
