@@ -785,7 +785,7 @@ class Trainer:
         # the head stage's summary and history ride in the checkpoint: a resumed run skips the head
         # stage, and its model's config.json still reports it
         state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_val_loss": math.inf, "best_epoch": -1,
-                 "bad_epochs": 0, "history": list(self.history), "head": self.head_summary, "start": None}
+                 "bad_epochs": 0, "history": self.history, "head": self.head_summary, "start": None}
         best_state = None
         teachers = self.teachers
         # the average starts from the head-stage weights, and replaces them when resuming
@@ -799,7 +799,7 @@ class Trainer:
         if loaded is not None:
             meta, best_state = loaded
             state.update({k: meta[k] for k in state if k in meta})
-            self.history.extend(state["history"])
+            self.history = state["history"]  # the head stage's records and the epochs done (one list, as in state)
             self.head_summary = state["head"]
             resumed_from = state["global_step"]
             log.info("resumed fine-tuning at epoch %d, step %d", state["epoch"], state["step_in_epoch"])
@@ -864,8 +864,7 @@ class Trainer:
             judged = model if average is None else average.model  # the weights the model would keep
             scores, said = self._judge(val_loss_fn, judged, masks)
             record = {"stage": "finetune", "epoch": epoch, **scores, "seconds": round(time.time() - t0, 1)}
-            self.history.append(record)
-            state["history"].append(record)
+            self.history.append(record)  # state["history"] is the same list
             bar.write(f"epoch {epoch + 1}/{s.epochs}: {said}", file=sys.stderr)
             if s.keep_epochs:  # before the checkpoint that moves past this epoch: a resumed run never lacks it
                 self._save_epoch(judged, record)
