@@ -131,20 +131,21 @@ def test_consistency_loss_is_the_jensen_shannon_divergence_of_the_two_views():
 
 def test_paired_views_are_a_studio_view_and_an_always_rephotographed_one():
     from artsentry.data.listing import RandomRephotograph
-    from artsentry.data.transforms import PairedViews, Preprocessing
+    from artsentry.data.transforms import Preprocessing, paired_views
 
     from .conftest import object_photo
 
-    views = PairedViews(Preprocessing(input_size=64), listing_all=0.5)
-    assert not any(isinstance(t, RandomRephotograph) for t in views.studio.transforms)
-    rephoto = views.listing.transforms[0]
+    views = paired_views(Preprocessing(input_size=64), listing_all=0.5)
+    studio_view, listing_view = views.transforms
+    assert not any(isinstance(t, RandomRephotograph) for t in studio_view.transforms)
+    rephoto = listing_view.transforms[0]
     assert isinstance(rephoto, RandomRephotograph) and rephoto.p == 1.0 and rephoto.all_families == 0.5
     img = object_photo((235, 220, 190), size=(160, 120), seed=3)
     torch.manual_seed(0)
-    x = views(img)
+    x = torch.stack(views(img))
     assert x.shape == (2, 3, 64, 64)
     torch.manual_seed(0)
-    torch.testing.assert_close(views(img), x)  # seeded
+    torch.testing.assert_close(torch.stack(views(img)), x)  # seeded
     assert not torch.allclose(x[0], x[1], atol=0.05)
 
 

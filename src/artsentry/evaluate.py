@@ -270,8 +270,8 @@ def variant_probabilities(predictor, paths: list[str], variant, *, seed: int = 0
     """Class probabilities (n, C) of ``predictor`` on listing-style versions of ``paths``
     (see ``data.listing.ListingStyleDataset``, which ``mask_cache`` is passed to); NaN rows
     for unreadable files."""
-    from .data.dataset import EachTransform
     from .data.listing import ListingStyleDataset
+    from .data.transforms import EachTransform
     from .inference import iter_dataset_batches
 
     # An ensemble's members read the very same pictures (each drawn from the seed and the photo's

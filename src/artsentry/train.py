@@ -91,7 +91,7 @@ use the labels.
 
 ``consistency`` (0, off, by default; AugMix uses 12) makes every fine-tuning step see each
 photo twice: through the ``standard`` augmentation, and re-photographed listing-style (every
-time, then ``standard``; ``transforms.PairedViews``). The loss is the mean of the two views'
+time, then ``standard``; ``transforms.paired_views``). The loss is the mean of the two views'
 cross-entropies plus ``consistency`` x the Jensen-Shannon divergence between their class
 probabilities (``consistency_loss``, Hendrycks et al. 2020): the model is asked to judge a
 listing photo as it judges the studio photo of the same object, not only to get both right.
@@ -139,8 +139,8 @@ from .data.dataset import ImageDataset, make_loader
 from .data.listing import ListingStyleDataset, MaskCache, shift_variants
 from .data.manifest import label_counts, read_manifest, write_manifest
 from .data.splits import split_manifest
-from .data.transforms import (AUGMENTATIONS, CROP_SCALE, PairedViews, Preprocessing, check_crop_scale,
-                              eval_transform, fixres_size, train_transform)
+from .data.transforms import (AUGMENTATIONS, CROP_SCALE, Preprocessing, check_crop_scale, eval_transform,
+                              fixres_size, paired_views, train_transform)
 from .inference import default_workers
 from .models import POOLINGS, ImageClassifier, check_input_size, create_model, default_preprocessing
 from .models.artifact import save_model
@@ -815,7 +815,7 @@ class Trainer:
             self._save_checkpoint(optimizer, state, best_state, average)
 
         if s.consistency:
-            transform = PairedViews(self.preprocessing, s.listing_all, s.crop_scale, masks)
+            transform = paired_views(self.preprocessing, s.listing_all, s.crop_scale, masks)
         else:
             transform = train_transform(self.preprocessing, s.augment, s.listing_all, s.crop_scale, masks)
         bar = tqdm(total=total_steps, initial=state["global_step"], desc="fine-tune", unit="step",
@@ -835,18 +835,17 @@ class Trainer:
                 self._note_errors(train_part, batch.errors)
                 if len(batch.index) >= 2:
                     _set_lr(optimizer, _lr_factor(state["global_step"], total_steps, warmup))
-                    x = batch.x
-                    if s.consistency:  # (n, 2, 3, S, S): the n studio views, then the n listing-style ones
-                        x = x.transpose(0, 1).flatten(0, 1)
-                    x = x.contiguous(memory_format=torch.channels_last)
-                    if s.consistency:
+                    if s.consistency:  # (the n studio views, the n listing-style ones): one forward pass
+                        x = torch.cat(batch.x).contiguous(memory_format=torch.channels_last)
                         studio, listing = model(x).chunk(2)
                         loss = ((loss_fn(studio, batch.y) + loss_fn(listing, batch.y)) / 2
                                 + s.consistency * consistency_loss(studio, listing))
-                    elif teachers is None:
-                        loss = loss_fn(model(x), batch.y)
                     else:
-                        loss = distillation_loss(model(x), batch.y, teachers(x), s.distill_weight, loss_fn)
+                        x = batch.x.contiguous(memory_format=torch.channels_last)
+                        if teachers is None:
+                            loss = loss_fn(model(x), batch.y)
+                        else:
+                            loss = distillation_loss(model(x), batch.y, teachers(x), s.distill_weight, loss_fn)
                     if not torch.isfinite(loss):
                         raise TrainingError(f"loss became {float(loss)} at step {state['global_step']}; "
                                             "lower --lr")

@@ -17,7 +17,7 @@ from .images import ImageLoadError, ImageSource, load_image
 
 @dataclass
 class Batch:
-    x: torch.Tensor  # (n, 3, S, S), n may be 0; a tuple of them when the transform is an EachTransform
+    x: torch.Tensor  # (n, 3, S, S), n may be 0; a tuple of them when the transform is a transforms.EachTransform
     y: torch.Tensor  # (n,) targets, -1 where unknown
     index: list[int]  # dataset index of each row of x
     errors: list[tuple[int, str]] = field(default_factory=list)  # (index, one-line reason)
@@ -54,17 +54,6 @@ class ImageDataset(Dataset):
             return self.transform(self.prepare(img, i)), self.targets[i], i, ""
         except ImageLoadError as exc:
             return None, self.targets[i], i, str(exc)
-
-
-class EachTransform:
-    """Several transforms of one decoded picture, as a tuple (one per model that reads it): a
-    picture that is costly to make is made once for all of them. ``collate`` stacks each."""
-
-    def __init__(self, transforms: Sequence[Callable]):
-        self.transforms = list(transforms)
-
-    def __call__(self, img) -> tuple:
-        return tuple(t(img) for t in self.transforms)
 
 
 def collate(items) -> Batch:

@@ -170,17 +170,24 @@ def train_transform(pre: Preprocessing, augment: str = "standard", listing_all: 
     )
 
 
-class PairedViews:
-    """Two views of each training photo, stacked ``(2, 3, S, S)``: the ``standard`` augmentation's,
-    and a listing-style one (re-photographed every time, then ``standard``). For the consistency
-    loss of ``train.TrainSettings.consistency``, which asks the model to judge both alike."""
+class EachTransform:
+    """Several transforms of one decoded picture, as a tuple: a picture that is costly to make
+    (decoded, re-photographed) is made once for every model or view that reads it.
+    ``data.dataset.collate`` stacks each into a batch of its own."""
 
-    def __init__(self, pre: Preprocessing, listing_all: float = 0.0, crop_scale=CROP_SCALE, mask_cache=None):
-        self.studio = train_transform(pre, "standard", crop_scale=crop_scale)
-        self.listing = train_transform(pre, "listing", listing_all, crop_scale, mask_cache, listing_p=1.0)
+    def __init__(self, transforms):
+        self.transforms = list(transforms)
 
-    def __call__(self, img):
-        return torch.stack([self.studio(img), self.listing(img)])
+    def __call__(self, img) -> tuple:
+        return tuple(t(img) for t in self.transforms)
 
     def __repr__(self) -> str:
-        return f"PairedViews(studio={self.studio!r}, listing={self.listing!r})"
+        return f"EachTransform({self.transforms!r})"
+
+
+def paired_views(pre: Preprocessing, listing_all: float = 0.0, crop_scale=CROP_SCALE, mask_cache=None) -> EachTransform:
+    """Two views of each training photo: the ``standard`` augmentation's, and a listing-style one
+    (re-photographed every time, then ``standard``). For the consistency loss of
+    ``train.TrainSettings.consistency``, which asks the model to judge both alike."""
+    return EachTransform([train_transform(pre, "standard", crop_scale=crop_scale),
+                          train_transform(pre, "listing", listing_all, crop_scale, mask_cache, listing_p=1.0)])
