@@ -677,12 +677,17 @@ def test_killed_finetune_resumes_from_its_checkpoint(tmp_path, synthetic_dataset
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (run / "model").exists()
+    left = json.loads(state.read_text())  # where the next run must pick up
 
     done = subprocess.run(_train_cmd(synthetic_dataset, run), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "resumed from step" in done.stdout
     resumed = int(done.stdout.split("resumed from step")[1].split()[0])
     assert resumed >= 4
+    # and said so on stderr when it resumed, before the steps it had left
+    said = done.stderr.split("resuming fine-tuning from its checkpoint: ")[1].splitlines()[0]
+    assert resumed == left["global_step"]
+    assert said == f"epoch {left['epoch'] + 1}/3, step {resumed} of 9"
     config = json.loads((run / "model" / "config.json").read_text())
     epochs = [h["epoch"] for h in config["training"]["history"] if h["stage"] == "finetune"]
     assert epochs == [0, 1, 2]

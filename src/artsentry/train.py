@@ -802,7 +802,9 @@ class Trainer:
             self.history = state["history"]  # the head stage's records and the epochs done (one list, as in state)
             self.head_summary = state["head"]
             resumed_from = state["global_step"]
-            log.info("resumed fine-tuning at epoch %d, step %d", state["epoch"], state["step_in_epoch"])
+            # said when it happens, not only in the summary hours later: a re-run that resumes is not a new run
+            tqdm.write(f"resuming fine-tuning from its checkpoint: epoch {state['epoch'] + 1}/{s.epochs}, "
+                       f"step {resumed_from} of {total_steps}", file=sys.stderr)
         else:
             if s.architecture != "smallcnn":
                 # the head stage is the model to beat: a fine-tune that validates worse at every epoch keeps
