@@ -399,6 +399,12 @@ class Teachers(nn.Module):
         return torch.stack([m(x).softmax(dim=1) for m in self.members]).mean(dim=0)
 
 
+def _selection_loss(scores: dict) -> float:
+    """The loss fine-tuning keeps its best weights on, from ``Trainer._judge``'s scores: the mean of
+    studio and listing-style validation loss when it judged both, else the studio loss."""
+    return scores.get("selection_loss", scores["val_loss"])
+
+
 def freeze_batchnorm_statistics(module: nn.Module) -> None:
     """Put every BatchNorm layer of ``module`` in eval mode: it normalises with its running
     statistics and stops updating them (its scale and shift still train). Call after
@@ -810,7 +816,7 @@ class Trainer:
                 # the head stage is the model to beat: a fine-tune that validates worse at every epoch keeps
                 # it (BENCHMARKS.md, "Fine-tuning that never beats its start")
                 start, said = self._judge(val_loss_fn, model, masks)
-                state.update(start=start, best_val_loss=start.get("selection_loss", start["val_loss"]))
+                state.update(start=start, best_val_loss=_selection_loss(start))
                 best_state = {k: v.clone() for k, v in model.state_dict().items()}
                 tqdm.write(f"head stage, where fine-tuning starts: {said}", file=sys.stderr)
             # the head stage is part of this state: save it before the first step
@@ -869,7 +875,7 @@ class Trainer:
             bar.write(f"epoch {epoch + 1}/{s.epochs}: {said}", file=sys.stderr)
             if s.keep_epochs:  # before the checkpoint that moves past this epoch: a resumed run never lacks it
                 self._save_epoch(judged, record)
-            chosen_by = record.get("selection_loss", record["val_loss"])
+            chosen_by = _selection_loss(record)
             if chosen_by < state["best_val_loss"] - 1e-4:
                 state.update(best_val_loss=chosen_by, best_epoch=epoch, bad_epochs=0)
                 best_state = {k: v.clone() for k, v in judged.state_dict().items()}
