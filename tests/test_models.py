@@ -153,6 +153,27 @@ def test_artifact_weights_are_as_readable_as_its_config(tmp_path):
     assert stat.S_IMODE((folder / "config.json").stat().st_mode) == 0o644
 
 
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_tensor_files_get_the_umask_permissions_and_never_a_leftover_mode(tmp_path, umask, mode):
+    # checkpoints and feature caches go through the same writer as model weights
+    from safetensors.torch import load_file
+
+    from artsentry.models.artifact import save_tensors_atomic
+
+    target = tmp_path / "state.safetensors"
+    leftover = tmp_path / "state.safetensors.tmp"  # what a write killed half-way leaves
+    leftover.write_bytes(b"half")
+    leftover.chmod(0o600 if mode != 0o600 else 0o644)
+    old = os.umask(umask)
+    try:
+        save_tensors_atomic(target, {"x": torch.arange(6.0).reshape(2, 3).t()})  # not contiguous
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(target.stat().st_mode) == mode
+    assert not leftover.exists()
+    torch.testing.assert_close(load_file(str(target))["x"], torch.arange(6.0).reshape(2, 3).t())
+
+
 def test_second_order_pool_is_the_signed_root_of_the_mean_outer_product():
     from artsentry.models.pooling import SecondOrderPool
 

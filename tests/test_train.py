@@ -1,6 +1,7 @@
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -678,6 +679,9 @@ def test_killed_finetune_resumes_from_its_checkpoint(tmp_path, synthetic_dataset
     proc.wait()
     assert not (run / "model").exists()
     left = json.loads(state.read_text())  # where the next run must pick up
+    # the weights of a checkpoint are as readable as its JSON (safetensors writes 0600 temporaries)
+    for tensors in ("state.safetensors", "../features/train.safetensors"):
+        assert stat.S_IMODE((state.parent / tensors).stat().st_mode) == stat.S_IMODE(state.stat().st_mode)
 
     done = subprocess.run(_train_cmd(synthetic_dataset, run), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

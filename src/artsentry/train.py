@@ -131,7 +131,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -143,7 +143,7 @@ from .data.transforms import (AUGMENTATIONS, CROP_SCALE, Preprocessing, check_cr
                               fixres_size, paired_views, train_transform)
 from .inference import default_workers
 from .models import POOLINGS, ImageClassifier, check_input_size, create_model, default_preprocessing
-from .models.artifact import save_model
+from .models.artifact import save_model, save_tensors_atomic
 
 log = logging.getLogger(__name__)
 
@@ -464,12 +464,6 @@ def _save_json_atomic(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def _save_tensors_atomic(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
-    os.replace(tmp, path)
-
-
 class WeightAverage:
     """Exponential moving average of a model's weights and buffers (BatchNorm statistics).
 
@@ -636,7 +630,7 @@ class Trainer:
         if not feats:
             raise TrainingError(f"no readable images in the {part_name} split")
         out = {"features": torch.cat(feats), "targets": torch.cat(targets)}
-        _save_tensors_atomic(cache, out)
+        save_tensors_atomic(cache, out)
         return out["features"], out["targets"]
 
     def train_head(self) -> dict:
@@ -707,9 +701,9 @@ class Trainer:
             tensors.update({f"ema.{k}": v for k, v in average.model.state_dict().items()})
         tensors.update(opt_tensors)
         tensors["rng.torch"] = torch.get_rng_state()
-        _save_tensors_atomic(self.ckpt_dir / "state.safetensors", tensors)
+        save_tensors_atomic(self.ckpt_dir / "state.safetensors", tensors)
         if best_state is not None:
-            _save_tensors_atomic(self.ckpt_dir / "best.safetensors", best_state)
+            save_tensors_atomic(self.ckpt_dir / "best.safetensors", best_state)
         _save_json_atomic(self.ckpt_dir / "state.json", {**state, "optimizer": opt_meta,
                                                           "fingerprint": self.settings.fingerprint()})
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
@@ -39,7 +39,7 @@ from ..data.manifest import read_manifest
 from ..data.splits import split_manifest
 from ..data.transforms import Preprocessing, eval_transform
 from ..models import default_preprocessing
-from ..models.artifact import save_embedding
+from ..models.artifact import save_embedding, save_tensors_atomic
 from ..models.embedding import EmbeddingNet
 
 log = logging.getLogger(__name__)
@@ -214,7 +214,7 @@ def _cached_maps(net, paths, settings, preprocessing, cache: Path, progress: boo
         return data["maps"], errors
     maps, errors = view_feature_maps(net, paths, settings, preprocessing, progress)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    save_file({"maps": maps.contiguous()}, str(cache))
+    save_tensors_atomic(cache, {"maps": maps})
     cache.with_suffix(".json").write_text(json.dumps(errors))
     return maps, errors
 

@@ -40,6 +40,22 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def save_tensors_atomic(path: str | Path, tensors: dict, metadata: dict[str, str] | None = None) -> None:
+    """Write ``tensors`` as a safetensors file at ``path``: through a temporary file renamed into
+    place (a reader, or a run killed mid-write, never meets half a file), with the permissions any
+    other file this process creates gets. safetensors >= 0.8 writes through a temporary file created
+    0600 whatever the umask (safetensors/safetensors#782), which left weights, checkpoints and
+    feature caches unreadable to a service or colleague that could read the JSON beside them."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)  # a leftover of a killed write keeps its old mode
+    tmp.touch()  # created as open() creates files: 0666 less the umask
+    mode = stat.S_IMODE(tmp.stat().st_mode)
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
 # The libraries whose versions can change what a training run computes (decode, resize,
 # augmentation, arithmetic): two runs of one command are only comparable with these equal.
 ENVIRONMENT_PACKAGES = ("torch", "torchvision", "timm", "numpy", "pillow", "scikit-learn", "safetensors")
@@ -58,10 +74,7 @@ def environment() -> dict:
 
 def _write_artifact(module, folder: Path, config: dict) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
-    tmp = folder / (WEIGHTS_NAME + ".tmp")
-    save_file(state, str(tmp), metadata={"format": FORMAT})
-    os.replace(tmp, folder / WEIGHTS_NAME)
+    save_tensors_atomic(folder / WEIGHTS_NAME, module.state_dict(), metadata={"format": FORMAT})
     config = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -71,10 +84,6 @@ def _write_artifact(module, folder: Path, config: dict) -> Path:
         **config,
     }
     _atomic_write_text(folder / CONFIG_NAME, json.dumps(config, indent=2, sort_keys=False) + "\n")
-    # safetensors >= 0.8 writes through a temporary file created 0600 whatever the umask
-    # (safetensors/safetensors#782): give the weights config.json's permissions, so a model folder
-    # that looks readable to a service running as another user is readable
-    os.chmod(folder / WEIGHTS_NAME, stat.S_IMODE((folder / CONFIG_NAME).stat().st_mode))
     return folder
 
 
