@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
@@ -387,6 +388,69 @@ def test_keep_epochs_saves_each_epoch_as_a_model_that_evaluate_reads(tmp_path, s
     assert all(torch.equal(final[k], kept_epoch[k]) for k in final)
     other = _tensors(result.run_dir / "epochs" / folders[1 - kept])
     assert not all(torch.equal(final[k], other[k]) for k in final)
+
+
+def test_training_without_validation_runs_every_epoch_and_keeps_the_last(tmp_path, synthetic_dataset):
+    fixed = {**FAST, "val_fraction": 0.0}
+    settings = TrainSettings(epochs=2, head_epochs=3, patience=1, num_workers=0, keep_epochs=True, lr=3e-3, **fixed)
+    result = train(synthetic_dataset, tmp_path / "run", settings, progress=False)
+    split = pd.read_csv(result.run_dir / "manifest.csv")
+    validated = pd.read_csv(train(synthetic_dataset, tmp_path / "v", TrainSettings(mode="frozen", head_epochs=1, **FAST),
+                                  progress=False).run_dir / "manifest.csv")
+    # the same test photos as the validated split of that seed; its val photos are trained on
+    assert set(split.loc[split["split"] == "test", "path"]) == set(validated.loc[validated["split"] == "test", "path"])
+    assert "val" not in set(split["split"])
+    assert (split["split"] == "train").sum() == (validated["split"] != "test").sum()
+    config = json.loads((result.model_dir / "config.json").read_text())
+    history = config["training"]["history"]
+    head = [h for h in history if h["stage"] == "head"]
+    tuned = [h for h in history if h["stage"] == "finetune"]
+    assert [h["epoch"] for h in head] == [0, 1, 2] and [h["epoch"] for h in tuned] == [0, 1]  # no early stop
+    assert all(set(h) == {"stage", "epoch", "train_loss"} for h in head)
+    assert all("val_loss" not in h and h["train_loss"] > 0 for h in tuned)
+    summary = config["training"]["summary"]
+    assert summary["head"]["best_epoch"] == 2 and summary["finetune"]["best_epoch"] == 1
+    assert summary["finetune"]["best_val_loss"] is None and "start" not in summary["finetune"]
+    assert config["data"]["splits"]["val"] == {}
+    final, last = _tensors(result.model_dir), _tensors(result.run_dir / "epochs" / "02")
+    assert all(torch.equal(final[k], last[k]) for k in final)
+    assert result.evaluation["metrics"]["test"]["n"] == 12 and "val" not in result.evaluation["metrics"]
+
+
+def test_val_fraction_0_trains_on_the_val_rows_of_a_manifest(tmp_path, synthetic_dataset):
+    manifest = tmp_path / "m.csv"
+    rows = [(str(p), p.parent.name) for p in sorted(synthetic_dataset.rglob("*.jpg"))]
+    pd.DataFrame({"path": [r[0] for r in rows], "label": [r[1] for r in rows],
+                  "split": ["val" if i % 4 == 1 else "test" if i % 4 == 2 else "train" for i in range(len(rows))]}
+                 ).to_csv(manifest, index=False)
+    settings = TrainSettings(mode="frozen", head_epochs=2, num_workers=0, **{**FAST, "val_fraction": 0.0})
+    result = train(manifest, tmp_path / "run", settings, progress=False)
+    split = pd.read_csv(result.run_dir / "manifest.csv")
+    assert split["split"].value_counts().to_dict() == {"train": 36, "test": 12}
+    notes = json.loads((result.run_dir / "run.json").read_text())["notes"]
+    assert any("12 image(s) the manifest puts in the val split are trained on" in n for n in notes)
+
+
+def test_training_without_validation_or_test_settings(tmp_path, synthetic_dataset, capsys):
+    with pytest.raises(ValueError, match="--val-fraction 0"):
+        TrainSettings(val_fraction=0.0, target_recall=0.9).validate()
+    with pytest.raises(ValueError, match="--val-fraction 0"):
+        TrainSettings(val_fraction=0.0, select_on="studio+listing").validate()
+    with pytest.raises(ValueError, match="--test-fraction 0"):
+        TrainSettings(test_fraction=0.0, target_precision=0.9).validate()
+    with pytest.raises(TrainingError, match="val split is empty.*--val-fraction 0"):
+        train(synthetic_dataset, tmp_path / "tiny", TrainSettings(mode="frozen", val_fraction=0.001, **{
+            k: v for k, v in FAST.items() if k != "val_fraction"}), progress=False)
+    # every photo trained on: nothing to evaluate, said so, and the finished run is not retrained
+    args = ["-q", "train", str(synthetic_dataset), "--out", str(tmp_path / "all"), "--mode", "frozen",
+            "--image-size", "64", "--head-epochs", "2", "--val-fraction", "0", "--test-fraction", "0", "--no-export"]
+    assert main(args) == 0
+    assert "no test split (--test-fraction 0.0): not evaluated" in capsys.readouterr().out
+    assert set(pd.read_csv(tmp_path / "all" / "manifest.csv")["split"]) == {"train"}
+    assert (tmp_path / "all" / "model" / "model.safetensors").is_file()
+    assert not (tmp_path / "all" / "metrics.json").exists()
+    with pytest.raises(TrainingError, match="already holds a trained model"):
+        train(synthetic_dataset, tmp_path / "all", TrainSettings(), progress=False)
 
 
 def test_keep_epochs_settings():

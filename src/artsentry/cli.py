@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="finetune: train the whole network (slow, best); frozen: train only the head on cached "
                         "features (fast)")
     t.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs (default 8; smallcnn 30)")
-    t.add_argument("--head-epochs", type=int, default=60, help="epochs of the head stage on cached features")
+    t.add_argument("--head-epochs", type=int, default=60, help="epochs of the head stage on cached features (the best by validation loss is kept; "
+                        "with --val-fraction 0, all of them: give the number a validated run kept)")
     t.add_argument("--head-views", type=int, default=0, metavar="K",
                    help="the head stage also learns from cached features of K views of every training photo "
                         "drawn with --augment (the only way --mode frozen sees augmented, e.g. listing-style, "
@@ -118,8 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "between the two views' probabilities to the loss (AugMix's consistency term; its paper "
                         "uses 12). A step costs ~2x the time and memory (15 GB peak for lite0 at 320 px, batch 32): halve --epochs "
                         "for the same time, lower --batch-size if memory is short (default 0: off)")
-    t.add_argument("--val-fraction", type=float, default=0.1)
-    t.add_argument("--test-fraction", type=float, default=0.2)
+    t.add_argument("--val-fraction", type=float, default=0.1,
+                   help="share of the objects held out for validation, which keeps the best epoch, stops early and "
+                        "sets a --target-recall/--target-precision threshold (default 0.1). 0: no validation, a fixed "
+                        "schedule (all --head-epochs and --epochs, the last kept) on every photo not in test, e.g. to "
+                        "train the final model on more photos with the epochs a validated run kept; a manifest's own "
+                        "val rows are then trained on")
+    t.add_argument("--test-fraction", type=float, default=0.2,
+                   help="share of the objects held out for the test evaluation (default 0.2; 0: none, not evaluated)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--positive-label", help="the class a binary model flags (default: 'ivory', or the label "
                                             "that is not named non_/not_...)")
@@ -447,8 +454,11 @@ def cmd_train(a) -> int:
     result = train(a.data, a.out, settings, overwrite=a.overwrite, progress=not a.quiet)
     if result.resumed_from_step:
         print(f"resumed from step {result.resumed_from_step}")
-    _print_metrics(result.evaluation)
-    print(f"model: {result.model_dir}\nreport: {Path(a.out) / 'report.html'}")
+    if not result.evaluation:  # no test photos
+        print(f"no test split (--test-fraction {a.test_fraction}): not evaluated\nmodel: {result.model_dir}")
+    else:
+        _print_metrics(result.evaluation)
+        print(f"model: {result.model_dir}\nreport: {Path(a.out) / 'report.html'}")
     if not a.no_export:
         from .models.onnx import export_onnx, onnx_ready
 

@@ -99,6 +99,13 @@ A step costs about twice as much time and memory (two views of each photo: 15 GB
 Lite0 at 320 px and batch 32 on met-ivory), so half the epochs cost what ``--augment listing``
 alone does. Requires ``augment="listing"``.
 
+``val_fraction`` 0 trains without validation photos: the head stage runs all ``head_epochs``
+and fine-tuning all ``epochs``, and each keeps its last epoch (no early stopping, no start to
+beat, no target threshold, ``select_on`` only ``studio``); the photos a manifest's split column
+puts in val are trained on. Meant for the model to deploy, trained on more photos with the
+epoch counts a validated run kept (``config.json``: ``training.summary``). ``test_fraction`` 0
+(no test photos) skips the evaluation.
+
 The run folder (``--out``) holds::
 
     manifest.csv         the data with its train/val/test split (reused on resume)
@@ -255,9 +262,25 @@ class TrainSettings:
             raise ValueError("--consistency shapes fine-tuning; --mode frozen trains only the head")
         if self.consistency and self.teacher:
             raise ValueError("--consistency and --teacher are two different targets for the same views: give one")
+        if not self.validated:
+            if self.target_recall is not None or self.target_precision is not None:
+                raise ValueError("--val-fraction 0 trains without validation photos, and a threshold for a target "
+                                 "recall or precision is chosen on them")
+            if self.select_on != "studio":
+                raise ValueError(f"--select-on {self.select_on} chooses an epoch on validation photos; "
+                                 "--val-fraction 0 has none (the last epoch is kept)")
+        if self.test_fraction == 0 and (self.target_recall is not None or self.target_precision is not None):
+            raise ValueError("the threshold for a target recall or precision is set by the evaluation after "
+                             "training, which --test-fraction 0 skips")
         if self.inference_size is not None:
             check_input_size(self.architecture, self.inference_size,
                              self.image_size or default_preprocessing(self.architecture).input_size)
+
+    @property
+    def validated(self) -> bool:
+        """Whether the run holds photos out for validation: ``val_fraction`` 0 trains on a fixed
+        schedule (every head and fine-tuning epoch, the last kept) on every photo not in test."""
+        return self.val_fraction > 0
 
     def run_size(self, train_size: int) -> int:
         """The input size the trained model runs at: ``inference_size`` when given; else, with
@@ -531,14 +554,20 @@ class Trainer:
             self.manifest_notes = report.lines()
             s = self.settings
             df = split_manifest(df, val_fraction=s.val_fraction, test_fraction=s.test_fraction, seed=s.seed)
+            if not s.validated and (df["split"] == "val").any():  # a manifest's own split column
+                self.manifest_notes.append(f"{int((df['split'] == 'val').sum())} image(s) the manifest puts in "
+                                           "the val split are trained on (--val-fraction 0: no validation)")
+                df = df.assign(split=df["split"].replace("val", "train"))
             self.run_dir.mkdir(parents=True, exist_ok=True)
             write_manifest(df, saved)
             self.source = str(Path(source).resolve())
             _save_json_atomic(state_file, {"fingerprint": self.settings.fingerprint(), "source": self.source,
                                            "settings": asdict(self.settings), "notes": self.manifest_notes})
-        for split in ("train", "val"):
-            if not (df["split"] == split).any():
-                raise TrainingError(f"the {split} split is empty; the data set is too small for these fractions")
+        if not (df["split"] == "train").any():
+            raise TrainingError("the train split is empty; the data set is too small for these fractions")
+        if self.settings.validated and not (df["split"] == "val").any():
+            raise TrainingError("the val split is empty; the data set is too small for these fractions "
+                                "(--val-fraction 0 trains without validation, on a fixed schedule)")
         self.df = df
         self.labels = sorted(df["label"].unique().tolist())
         if len(self.labels) < 2:
@@ -634,7 +663,8 @@ class Trainer:
         return out["features"], out["targets"]
 
     def train_head(self) -> dict:
-        """Train the head on cached features with early stopping; keeps the best epoch."""
+        """Train the head on cached features with early stopping; keeps the best epoch (without a
+        validation split: trains every epoch, keeps the last)."""
         s = self.settings
         xtr, ytr = self.extract_features("train")
         if s.head_views:
@@ -644,7 +674,7 @@ class Trainer:
                 masks = MaskCache(tmp) if listing else None
                 views = [self.extract_features("train", k, masks) for k in range(s.head_views)]
             xtr, ytr = torch.cat([xtr] + [v[0] for v in views]), torch.cat([ytr] + [v[1] for v in views])
-        xva, yva = self.extract_features("val")
+        xva, yva = self.extract_features("val") if s.validated else (None, None)
         head = self.model.head
         weights = class_weights(ytr.numpy(), len(self.labels)) if s.class_weighting else None
         loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=s.label_smoothing)
@@ -656,6 +686,7 @@ class Trainer:
         for epoch in range(s.head_epochs):
             head.train()
             perm = torch.randperm(len(xtr), generator=g)
+            losses = []
             for i in range(0, len(perm), s.batch_size):
                 idx = perm[i : i + s.batch_size]
                 if len(idx) < 2:  # BatchNorm needs two rows
@@ -664,12 +695,19 @@ class Trainer:
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
+                losses.append(loss.item())
+            train_loss = float(np.mean(losses)) if losses else None
+            if not s.validated:
+                self.history.append({"stage": "head", "epoch": epoch, "train_loss": train_loss})
+                best = (None, None, epoch)
+                continue
             head.eval()
             with torch.no_grad():
                 logits = head(xva)
                 vloss = float(val_loss_fn(logits, yva))
                 vacc = float((logits.argmax(1) == yva).float().mean())
-            self.history.append({"stage": "head", "epoch": epoch, "val_loss": vloss, "val_accuracy": vacc})
+            self.history.append({"stage": "head", "epoch": epoch, "train_loss": train_loss,
+                                 "val_loss": vloss, "val_accuracy": vacc})
             if vloss < best[0] - 1e-4:
                 best = (vloss, {k: v.clone() for k, v in head.state_dict().items()}, epoch)
                 bad = 0
@@ -679,7 +717,7 @@ class Trainer:
                     break
         if best[1] is not None:
             head.load_state_dict(best[1])
-        log.info("head: best val loss %.4f at epoch %d", best[0], best[2])
+        log.info("head: best val loss %s at epoch %d", best[0], best[2])
         return {"best_val_loss": best[0], "best_epoch": best[2]}
 
     # fine-tuning --------------------------------------------------------------------------
@@ -806,7 +844,7 @@ class Trainer:
             tqdm.write(f"resuming fine-tuning from its checkpoint: epoch {state['epoch'] + 1}/{s.epochs}, "
                        f"step {resumed_from} of {total_steps}", file=sys.stderr)
         else:
-            if s.architecture != "smallcnn":
+            if s.architecture != "smallcnn" and s.validated:
                 # the head stage is the model to beat: a fine-tune that validates worse at every epoch keeps
                 # it (BENCHMARKS.md, "Fine-tuning that never beats its start")
                 start, said = self._judge(val_loss_fn, model, masks)
@@ -833,6 +871,7 @@ class Trainer:
             loader = self._loader(train_part, transform, shuffle_seed=s.seed * 1000 + epoch,
                                   skip_batches=state["step_in_epoch"])
             t0 = time.time()
+            losses = []  # of the steps this process runs (a resumed epoch: those after the checkpoint)
             for b, batch in enumerate(loader, start=state["step_in_epoch"]):
                 self._note_errors(train_part, batch.errors)
                 if len(batch.index) >= 2:
@@ -856,21 +895,30 @@ class Trainer:
                     optimizer.step()
                     if average is not None:
                         average.update(model)
-                    bar.set_postfix(loss=f"{loss.item():.3f}")
+                    losses.append(loss.item())
+                    bar.set_postfix(loss=f"{losses[-1]:.3f}")
                 state["step_in_epoch"] = b + 1
                 state["global_step"] += 1
                 bar.update(1)
                 if s.checkpoint_every and state["global_step"] % s.checkpoint_every == 0:
                     self._save_checkpoint(optimizer, state, None, average)
             judged = model if average is None else average.model  # the weights the model would keep
-            scores, said = self._judge(val_loss_fn, judged, masks)
-            record = {"stage": "finetune", "epoch": epoch, **scores, "seconds": round(time.time() - t0, 1)}
+            train_loss = float(np.mean(losses)) if losses else None
+            if s.validated:
+                scores, said = self._judge(val_loss_fn, judged, masks)
+            else:
+                scores = {}
+                said = ("no validation split, the last epoch is kept" if train_loss is None else
+                        f"training loss {train_loss:.4f} (no validation split: the last epoch is kept)")
+            record = {"stage": "finetune", "epoch": epoch, "train_loss": train_loss, **scores,
+                      "seconds": round(time.time() - t0, 1)}
             self.history.append(record)  # state["history"] is the same list
             bar.write(f"epoch {epoch + 1}/{s.epochs}: {said}", file=sys.stderr)
             if s.keep_epochs:  # before the checkpoint that moves past this epoch: a resumed run never lacks it
                 self._save_epoch(judged, record)
-            chosen_by = _selection_loss(record)
-            if chosen_by < state["best_val_loss"] - 1e-4:
+            if not s.validated:  # a fixed schedule: the weights of the last epoch
+                state["best_epoch"] = epoch
+            elif (chosen_by := _selection_loss(record)) < state["best_val_loss"] - 1e-4:
                 state.update(best_val_loss=chosen_by, best_epoch=epoch, bad_epochs=0)
                 best_state = {k: v.clone() for k, v in judged.state_dict().items()}
             else:
@@ -883,8 +931,9 @@ class Trainer:
             model.load_state_dict(best_state)
         elif average is not None:
             model.load_state_dict(average.model.state_dict())
-        self.finetune_summary = {"best_epoch": state["best_epoch"], "best_val_loss": state["best_val_loss"],
-                                 "selected_on": s.select_on,
+        self.finetune_summary = {"best_epoch": state["best_epoch"],
+                                 "best_val_loss": state["best_val_loss"] if s.validated else None,
+                                 "selected_on": s.select_on if s.validated else "the last epoch (no validation split)",
                                  "epochs_run": state["epoch"], "stopped_early": stop}
         if state["start"] is not None:  # best_epoch -1: no fine-tuning epoch validated better than the head stage
             self.finetune_summary["start"] = state["start"]
@@ -933,11 +982,18 @@ class Trainer:
         return TrainResult(self.run_dir, self.model_dir, self.history, resumed_from)
 
 
+def _has_test(run_dir: Path) -> bool:
+    """Whether the run's saved split holds test photos to evaluate on."""
+    split = pd.read_csv(run_dir / "manifest.csv", dtype=str, keep_default_na=False, usecols=["split"])["split"]
+    return bool((split == "test").any())
+
+
 def train(source: str | Path | None, run_dir: str | Path, settings: TrainSettings | None = None, *,
           overwrite: bool = False, progress: bool = True) -> TrainResult:
     """Train a model on ``source`` (manifest or folder) into ``run_dir``, choose the
     threshold on the validation split (``settings.target_recall`` /
-    ``target_precision``, else 0.5) and evaluate on the test split.
+    ``target_precision``, else 0.5) and evaluate on the test split (``result.evaluation``
+    stays empty when the split has no test photos: ``test_fraction`` 0).
 
     Resumes an interrupted run in ``run_dir`` when its settings match. A run
     that already finished is refused unless ``overwrite``.
@@ -951,13 +1007,15 @@ def train(source: str | Path | None, run_dir: str | Path, settings: TrainSetting
 
     model_config = run_dir / "model" / "config.json"
     if model_config.is_file() and not (run_dir / "checkpoint").exists():
-        if "metrics" in read_config(model_config.parent):
+        if "metrics" in read_config(model_config.parent) or not _has_test(run_dir):
             raise TrainingError(f"{run_dir} already holds a trained model; use --overwrite or another --out")
         # trained, but stopped before its evaluation finished: evaluate only
         result = TrainResult(run_dir, run_dir / "model")
     else:
         result = Trainer(run_dir, settings, progress=progress).run(source)
 
+    if not _has_test(run_dir):
+        return result
     result.evaluation = run_evaluation(result.model_dir, run_dir / "manifest.csv", split="test", out_dir=run_dir,
                                        target_recall=settings.target_recall,
                                        target_precision=settings.target_precision, save_threshold=True,
