@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/frozen_probe.py runs/ivory --arch efficientnet_lite2 --sizes 260
     .venv/bin/python benchmarks/frozen_probe.py runs/ivory --sizes 320 --split-seeds 0 1 2 3 4
     .venv/bin/python benchmarks/frozen_probe.py runs/ivory --sizes 320 --pooling avg texture --pool-stages 3 4 5
+    .venv/bin/python benchmarks/frozen_probe.py runs/ivory --sizes 320 --train-fractions 0.25 0.5 0.75 1 --with-val
 
 The floor any trained model must beat, and a cheap way to see whether a larger
 input helps before paying for fine-tuning at that size. With ``--split-seeds`` the
@@ -12,6 +13,10 @@ grouped by object id and identical file content, the run's fractions) and probed
 each, features computed once: how hard the run's own test split is against others.
 With ``--pooling texture`` the features are the second-order pooling of each of
 ``--pool-stages`` instead of (or beside, with ``avg`` too) the average-pooled last stage.
+With ``--train-fractions`` the probe is also fitted on random shares of the training photos
+(stratified, seeded; one photo per object in met-ivory) and, with ``--with-val``, on training
+plus validation photos: a learning curve, whether more labelled photos would still move test
+accuracy.
 """
 
 from __future__ import annotations
@@ -36,6 +41,36 @@ from artsentry.models import POOLINGS, create_model, default_preprocessing
 from artsentry.models.pooling import DEFAULT_STAGE
 
 
+def _probe(C: float):
+    return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=5000))
+
+
+def learning_curve(X, y, ok, split, fractions, with_val: bool, C: float, seeds: int) -> dict:
+    """Test accuracy (mean and sd over ``seeds`` draws) of the probe fitted on each share of the
+    training photos, drawn per class so both classes keep their share; and on train + val."""
+    test = ok & (split == "test")
+    train_idx = np.flatnonzero(ok & (split == "train"))
+    curve = {}
+    for f in fractions:
+        if not 0.0 < f <= 1.0:
+            raise SystemExit(f"train fractions must be in (0, 1], not {f}")
+        draws = [1] if f == 1.0 else range(seeds)
+        accs = []
+        for k in draws:
+            rng = np.random.default_rng(k)
+            chosen = np.concatenate([rng.choice(idx, max(1, round(f * len(idx))), replace=False)
+                                     for idx in (train_idx[y[train_idx]], train_idx[~y[train_idx]])])
+            accs.append(float(_probe(C).fit(X[chosen], y[chosen]).score(X[test], y[test])))
+        curve[f"train x{f:g} ({round(f * len(train_idx))} photos)"] = {
+            "test_accuracy": round(float(np.mean(accs)), 4),
+            "sd": round(float(np.std(accs, ddof=1)), 4) if len(accs) > 1 else None}
+    if with_val:
+        both = ok & np.isin(split, ["train", "val"])
+        curve[f"train + val ({int(both.sum())} photos)"] = {
+            "test_accuracy": round(float(_probe(C).fit(X[both], y[both]).score(X[test], y[test])), 4), "sd": None}
+    return curve
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("run", help="run folder whose manifest.csv (with its split) to use")
@@ -48,7 +83,14 @@ def main() -> int:
                     help="stages pooled by --pooling texture")
     ap.add_argument("--split-seeds", type=int, nargs="+", default=None,
                     help="split the run's photos again with each of these seeds instead of using its split")
+    ap.add_argument("--train-fractions", type=float, nargs="+", default=None,
+                    help="also fit on these shares of the training photos (a learning curve)")
+    ap.add_argument("--with-val", action="store_true",
+                    help="with --train-fractions: also fit on the training and validation photos together")
+    ap.add_argument("--curve-seeds", type=int, default=5, help="draws of each training share")
     a = ap.parse_args()
+    if a.with_val and a.train_fractions is None:
+        ap.error("--with-val belongs to the learning curve: give --train-fractions too")
     df, _ = read_manifest(Path(a.run) / "manifest.csv")
     splits = {"run": df["split"].to_numpy()}
     if a.split_seeds is not None:
@@ -75,10 +117,12 @@ def main() -> int:
         for name, split in splits.items():
             res = {}
             train = ok & (split == "train")
-            clf = make_pipeline(StandardScaler(), LogisticRegression(C=a.C, max_iter=5000)).fit(X[train], y[train])
+            clf = _probe(a.C).fit(X[train], y[train])
             for part in ("val", "test"):
                 m = ok & (split == part)
                 res[f"{part}_accuracy"] = round(float(clf.score(X[m], y[m])), 4)
+            if a.train_fractions is not None:
+                res["learning_curve"] = learning_curve(X, y, ok, split, a.train_fractions, a.with_val, a.C, a.curve_seeds)
             key = tag if a.split_seeds is None else f"{tag} {name}"
             out["results"][key] = res
         if a.split_seeds is not None:
