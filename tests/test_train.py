@@ -445,7 +445,7 @@ def test_training_without_validation_or_test_settings(tmp_path, synthetic_datase
     args = ["-q", "train", str(synthetic_dataset), "--out", str(tmp_path / "all"), "--mode", "frozen",
             "--image-size", "64", "--head-epochs", "2", "--val-fraction", "0", "--test-fraction", "0", "--no-export"]
     assert main(args) == 0
-    assert "no test split (--test-fraction 0.0): not evaluated" in capsys.readouterr().out
+    assert "no test split (--test-fraction 0): not evaluated" in capsys.readouterr().out
     assert set(pd.read_csv(tmp_path / "all" / "manifest.csv")["split"]) == {"train"}
     assert (tmp_path / "all" / "model" / "model.safetensors").is_file()
     assert not (tmp_path / "all" / "metrics.json").exists()

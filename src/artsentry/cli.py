@@ -455,7 +455,7 @@ def cmd_train(a) -> int:
     if result.resumed_from_step:
         print(f"resumed from step {result.resumed_from_step}")
     if not result.evaluation:  # no test photos
-        print(f"no test split (--test-fraction {a.test_fraction}): not evaluated\nmodel: {result.model_dir}")
+        print(f"no test split (--test-fraction {a.test_fraction:g}): not evaluated\nmodel: {result.model_dir}")
     else:
         _print_metrics(result.evaluation)
         print(f"model: {result.model_dir}\nreport: {Path(a.out) / 'report.html'}")
