@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="finetune: train the whole network (slow, best); frozen: train only the head on cached "
                         "features (fast)")
     t.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs (default 8; smallcnn 30)")
-    t.add_argument("--head-epochs", type=int, default=60, help="epochs of the head stage on cached features (the best by validation loss is kept; "
+    t.add_argument("--head-epochs", type=int, default=60,
+                   help="epochs of the head stage on cached features (the best by validation loss is kept; "
                         "with --val-fraction 0, all of them: give the number a validated run kept)")
     t.add_argument("--head-views", type=int, default=0, metavar="K",
                    help="the head stage also learns from cached features of K views of every training photo "

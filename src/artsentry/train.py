@@ -699,7 +699,6 @@ class Trainer:
             train_loss = float(np.mean(losses)) if losses else None
             if not s.validated:
                 self.history.append({"stage": "head", "epoch": epoch, "train_loss": train_loss})
-                best = (None, None, epoch)
                 continue
             head.eval()
             with torch.no_grad():
@@ -715,9 +714,11 @@ class Trainer:
                 bad += 1
                 if bad >= s.head_patience:
                     break
+        if not s.validated:  # a fixed schedule: the head as the last epoch left it
+            return {"best_val_loss": None, "best_epoch": s.head_epochs - 1}
         if best[1] is not None:
             head.load_state_dict(best[1])
-        log.info("head: best val loss %s at epoch %d", best[0], best[2])
+        log.info("head: best val loss %.4f at epoch %d", best[0], best[2])
         return {"best_val_loss": best[0], "best_epoch": best[2]}
 
     # fine-tuning --------------------------------------------------------------------------
