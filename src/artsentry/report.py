@@ -10,6 +10,7 @@ import numpy as np
 
 from .evaluate import Evaluation, pr_curve, roc_curve
 from .htmlembed import figure_uri, thumbnail_uri, use_agg
+from .models.artifact import write_text_atomic
 
 
 def _figures(ev: Evaluation) -> dict[str, str]:
@@ -138,7 +139,5 @@ pre{{background:#f6f6f6;padding:.5rem;overflow:auto;font-size:.8rem}}
 <h2>Context</h2><pre>{ctx}</pre>
 </body></html>
 """
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(doc)
-    tmp.replace(path)
+    write_text_atomic(path, doc)
     return path

@@ -50,6 +50,7 @@ from .data.manifest import ManifestError, _pick, _read_table
 from .data.transforms import eval_transform
 from .htmlembed import thumbnail_uri
 from .inference import Predictor, default_workers
+from .models.artifact import write_text_atomic
 
 IMAGE_COLUMNS = ("image", "image_path", "image_url", "path", "file", "url", "photo")
 ID_COLUMNS = ("listing_id", "id", "listing")
@@ -385,7 +386,7 @@ class Screener:
             state["batch_size"] = old.get("batch_size", self.batch_size)  # batches as the run began
         else:
             out.mkdir(parents=True, exist_ok=True)
-            state_path.write_text(json.dumps(state, indent=2) + "\n")
+            write_text_atomic(state_path, json.dumps(state, indent=2) + "\n")
 
         batch_size = state["batch_size"]
         n_done = _resume_point(evidence_path, batch_size, len(listings))

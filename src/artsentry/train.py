@@ -127,7 +127,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import shutil
 import sys
 import tempfile
@@ -150,7 +149,7 @@ from .data.transforms import (AUGMENTATIONS, CROP_SCALE, Preprocessing, check_cr
                               fixres_size, paired_views, train_transform)
 from .inference import default_workers
 from .models import POOLINGS, ImageClassifier, check_input_size, create_model, default_preprocessing
-from .models.artifact import save_model, save_tensors_atomic
+from .models.artifact import save_model, save_tensors_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -481,12 +480,6 @@ def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torc
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
-def _save_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
-
-
 class WeightAverage:
     """Exponential moving average of a model's weights and buffers (BatchNorm statistics).
 
@@ -561,8 +554,9 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             write_manifest(df, saved)
             self.source = str(Path(source).resolve())
-            _save_json_atomic(state_file, {"fingerprint": self.settings.fingerprint(), "source": self.source,
-                                           "settings": asdict(self.settings), "notes": self.manifest_notes})
+            write_text_atomic(state_file, json.dumps({"fingerprint": self.settings.fingerprint(), "source": self.source,
+                                                      "settings": asdict(self.settings), "notes": self.manifest_notes},
+                                                     indent=2))
         if not (df["split"] == "train").any():
             raise TrainingError("the train split is empty; the data set is too small for these fractions")
         if self.settings.validated and not (df["split"] == "val").any():
@@ -743,8 +737,9 @@ class Trainer:
         save_tensors_atomic(self.ckpt_dir / "state.safetensors", tensors)
         if best_state is not None:
             save_tensors_atomic(self.ckpt_dir / "best.safetensors", best_state)
-        _save_json_atomic(self.ckpt_dir / "state.json", {**state, "optimizer": opt_meta,
-                                                          "fingerprint": self.settings.fingerprint()})
+        write_text_atomic(self.ckpt_dir / "state.json", json.dumps({**state, "optimizer": opt_meta,
+                                                                     "fingerprint": self.settings.fingerprint()},
+                                                                    indent=2))
 
     def _load_checkpoint(self, optimizer, average: WeightAverage | None = None) -> tuple[dict, dict | None] | None:
         meta_file = self.ckpt_dir / "state.json"

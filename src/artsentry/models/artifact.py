@@ -34,7 +34,10 @@ class ArtifactError(ValueError):
     """A model folder is missing, incomplete or inconsistent."""
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` at ``path`` through a temporary file renamed into place: a reader, or a run
+    killed mid-write, never meets half a file."""
+    path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
@@ -83,7 +86,7 @@ def _write_artifact(module, folder: Path, config: dict) -> Path:
         "environment": environment(),
         **config,
     }
-    _atomic_write_text(folder / CONFIG_NAME, json.dumps(config, indent=2, sort_keys=False) + "\n")
+    write_text_atomic(folder / CONFIG_NAME, json.dumps(config, indent=2, sort_keys=False) + "\n")
     return folder
 
 
@@ -171,6 +174,6 @@ def update_config(folder: str | Path, **changes) -> dict:
     folder = Path(folder)
     config = read_config(folder)
     config.update(changes)
-    _atomic_write_text(folder / CONFIG_NAME, json.dumps(config, indent=2) + "\n")
+    write_text_atomic(folder / CONFIG_NAME, json.dumps(config, indent=2) + "\n")
     return config
 
