@@ -79,6 +79,23 @@ def test_ema_settings():
     assert _settings_from_args(build_parser().parse_args(["train", "DATA", "--out", "RUN"])).ema_decay is None
 
 
+def test_default_patience_grows_with_the_schedule():
+    """Validation loss rose for three epochs at the learning rate's peak of a 16-epoch run: a third of
+    --epochs, never under 3, unless given; smallcnn keeps its 6."""
+    from artsentry.cli import _settings_from_args, build_parser
+
+    def patience(*extra):
+        return _settings_from_args(build_parser().parse_args(["train", "DATA", "--out", "RUN", *extra])).patience
+
+    assert patience() == 3  # 8 epochs
+    assert patience("--epochs", "10") == 3  # make ivory's recipe: unchanged
+    assert patience("--epochs", "16") == 5
+    assert patience("--epochs", "30") == 10
+    assert patience("--epochs", "16", "--patience", "2") == 2
+    assert patience("--arch", "smallcnn") == 6
+    assert patience("--arch", "smallcnn", "--epochs", "60") == 6
+
+
 def test_drop_path_settings():
     assert TrainSettings(drop_path=0.0).fingerprint() == TrainSettings().fingerprint()
     assert TrainSettings(drop_path=0.2).fingerprint() != TrainSettings().fingerprint()

@@ -73,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, default=None, help="peak learning rate of the head (default 1e-3)")
     t.add_argument("--backbone-lr", type=float, default=None,
                    help="peak learning rate of the pretrained backbone when fine-tuning (default: --lr)")
-    t.add_argument("--patience", type=int, default=None, help="early-stopping patience in epochs (default 3; smallcnn 6)")
+    t.add_argument("--patience", type=int, default=None,
+                   help="fine-tuning epochs without a better validation loss before stopping "
+                        "(default: 3, or a third of --epochs when that is more; smallcnn 6)")
     t.add_argument("--augment", default="standard", choices=("standard", "listing", "none"),
                    help="training augmentation; 'listing' adds listing-style re-photographing (see README)")
     t.add_argument("--image-size", type=int, default=None, help="input size (default: the architecture's own)")
@@ -388,10 +390,14 @@ def _settings_from_args(a) -> "object":
     small = a.arch == "smallcnn"
     if a.distill_weight is not None and not a.teacher:
         raise ValueError("--distill-weight is the teachers' share of the loss: give --teacher MODEL")
+    epochs = a.epochs if a.epochs is not None else (30 if small else 8)
+    # The warm-up + cosine schedule spans all epochs, and validation loss can rise for a few epochs
+    # while the learning rate is at its peak: a longer schedule waits longer before stopping.
+    patience = a.patience if a.patience is not None else (6 if small else max(3, epochs // 3))
     return TrainSettings(
         architecture=a.arch,
         mode="finetune" if small else a.mode,
-        epochs=a.epochs if a.epochs is not None else (30 if small else 8),
+        epochs=epochs,
         head_epochs=a.head_epochs,
         head_views=a.head_views,
         freeze_bn=a.freeze_bn,
@@ -400,7 +406,7 @@ def _settings_from_args(a) -> "object":
         batch_size=a.batch_size,
         lr=a.lr if a.lr is not None else 1e-3,
         backbone_lr=a.backbone_lr,
-        patience=a.patience if a.patience is not None else (6 if small else 3),
+        patience=patience,
         augment=a.augment,
         image_size=a.image_size,
         inference_size=a.inference_size,
