@@ -1009,9 +1009,8 @@ def train(source: str | Path | None, run_dir: str | Path, settings: TrainSetting
         result = TrainResult(run_dir, run_dir / "model")
     else:
         result = Trainer(run_dir, settings, progress=progress).run(source)
-
-    if not _has_test(run_dir):
-        return result
+        if not _has_test(run_dir):  # (the branch above only gets here with test photos)
+            return result
     result.evaluation = run_evaluation(result.model_dir, run_dir / "manifest.csv", split="test", out_dir=run_dir,
                                        target_recall=settings.target_recall,
                                        target_precision=settings.target_precision, save_threshold=True,

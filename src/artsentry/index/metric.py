@@ -39,7 +39,7 @@ from ..data.manifest import read_manifest
 from ..data.splits import split_manifest
 from ..data.transforms import Preprocessing, eval_transform
 from ..models import default_preprocessing
-from ..models.artifact import save_embedding, save_tensors_atomic
+from ..models.artifact import save_embedding, save_tensors_atomic, write_text_atomic
 from ..models.embedding import EmbeddingNet
 
 log = logging.getLogger(__name__)
@@ -214,8 +214,10 @@ def _cached_maps(net, paths, settings, preprocessing, cache: Path, progress: boo
         return data["maps"], errors
     maps, errors = view_feature_maps(net, paths, settings, preprocessing, progress)
     cache.parent.mkdir(parents=True, exist_ok=True)
+    # the maps last: their file is what marks the cache complete, so a kill between the two writes
+    # leaves a cache that is computed again, never maps without their errors
+    write_text_atomic(cache.with_suffix(".json"), json.dumps(errors))
     save_tensors_atomic(cache, {"maps": maps})
-    cache.with_suffix(".json").write_text(json.dumps(errors))
     return maps, errors
 
 
