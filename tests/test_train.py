@@ -210,6 +210,65 @@ def test_consistency_fine_tunes_on_a_studio_and_a_listing_view_of_every_photo(tm
     assert config["training"]["settings"]["consistency"] == 12.0
 
 
+def test_cutmix_replaces_one_box_of_each_photo_and_returns_the_share_kept():
+    from artsentry.train import _step_generator, cutmix
+
+    x = torch.arange(6, dtype=torch.float32).view(6, 1, 1, 1).expand(6, 3, 40, 50).clone()
+    for step in range(20):
+        mixed, perm, lam = cutmix(x, _step_generator(0, step))
+        assert sorted(perm.tolist()) == list(range(6))
+        for i in range(6):
+            own = (mixed[i] == x[i]).all(dim=0)  # pixels the photo kept
+            other = (mixed[i] == x[perm[i]]).all(dim=0)
+            assert bool((own | other).all())  # every pixel is one of the two photos', never a blend
+            if perm[i] != i:
+                assert float(own.float().mean()) == pytest.approx(lam)
+                ys, xs = torch.nonzero(~own, as_tuple=True)
+                if len(ys):  # the replaced pixels form one box
+                    box = (int(ys.max() - ys.min() + 1)) * (int(xs.max() - xs.min() + 1))
+                    assert box == len(ys)
+        assert 0.0 <= lam <= 1.0
+    # fixed by seed and step: a resumed run mixes as the uninterrupted one did
+    a, b = cutmix(x, _step_generator(3, 7)), cutmix(x, _step_generator(3, 7))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and a[2] == b[2]
+    lams = [cutmix(x, _step_generator(0, step))[2] for step in range(200)]
+    # lam ~ Beta(1, 1) before the box is clipped at the borders, which leaves the photo more of itself
+    assert 0.5 < float(np.mean(lams)) < 0.8 and min(lams) < 0.2 and max(lams) > 0.95
+
+
+def test_cutmix_settings():
+    assert TrainSettings(cutmix=0.0).fingerprint() == TrainSettings().fingerprint()
+    assert TrainSettings(cutmix=0.5).fingerprint() != TrainSettings().fingerprint()
+    for bad in (dict(cutmix=1.5), dict(cutmix=-0.1), dict(cutmix=0.5, mode="frozen"),
+                dict(cutmix=0.5, augment="listing", consistency=12), dict(cutmix=0.5, teacher=("t",))):
+        with pytest.raises(ValueError):
+            TrainSettings(**bad).validate()
+    from artsentry.cli import _settings_from_args, build_parser
+
+    args = build_parser().parse_args(["train", "DATA", "--out", "RUN", "--cutmix", "0.5"])
+    assert _settings_from_args(args).cutmix == 0.5
+
+
+def test_cutmix_fine_tunes_on_mixed_batches_with_both_labels(tmp_path, synthetic_dataset, monkeypatch):
+    import artsentry.train as train_module
+
+    calls = []
+    real = train_module.cutmix
+
+    def spy(x, generator):
+        mixed, perm, lam = real(x, generator)
+        calls.append((x.shape, lam))
+        return mixed, perm, lam
+
+    monkeypatch.setattr(train_module, "cutmix", spy)
+    result = train(synthetic_dataset, tmp_path / "run", TrainSettings(cutmix=1.0, **ONE_EPOCH), progress=False)
+    manifest = __import__("pandas").read_csv(tmp_path / "run" / "manifest.csv")
+    steps = -(-int((manifest["split"] == "train").sum()) // ONE_EPOCH.get("batch_size", 32))
+    assert len(calls) == steps  # every batch mixed at --cutmix 1
+    config = json.loads((result.model_dir / "config.json").read_text())
+    assert config["training"]["settings"]["cutmix"] == 1.0
+
+
 def test_crop_scale_settings_reach_the_training_transform():
     from torchvision.transforms import v2 as T
 

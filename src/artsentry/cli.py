@@ -122,6 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "between the two views' probabilities to the loss (AugMix's consistency term; its paper "
                         "uses 12). A step costs ~2x the time and memory (15 GB peak for lite0 at 320 px, batch 32): halve --epochs "
                         "for the same time, lower --batch-size if memory is short (default 0: off)")
+    t.add_argument("--cutmix", type=float, default=0.0, metavar="P",
+                   help="the share of fine-tuning batches mixed by CutMix: a random box of each photo is replaced "
+                        "by the same box of another photo of the batch, and the loss follows both labels in "
+                        "proportion to their areas (default 0: off)")
     t.add_argument("--val-fraction", type=float, default=0.1,
                    help="share of the objects held out for validation, which keeps the best epoch, stops early and "
                         "sets a --target-recall/--target-precision threshold (default 0.1). 0: no validation, a fixed "
@@ -417,6 +421,7 @@ def _settings_from_args(a) -> "object":
         teacher=tuple(a.teacher),
         distill_weight=0.5 if a.distill_weight is None else a.distill_weight,
         consistency=a.consistency,
+        cutmix=a.cutmix,
         **({} if a.crop_scale is None else {"crop_scale": tuple(a.crop_scale)}),
         val_fraction=a.val_fraction,
         test_fraction=a.test_fraction,

@@ -99,6 +99,13 @@ A step costs about twice as much time and memory (two views of each photo: 15 GB
 Lite0 at 320 px and batch 32 on met-ivory), so half the epochs cost what ``--augment listing``
 alone does. Requires ``augment="listing"``.
 
+``cutmix`` (0, off, by default) is the share of fine-tuning batches mixed by CutMix (Yun et al.
+2019; ``cutmix``): a box covering a share 1 - lam of the picture (lam ~ Beta(1, 1)) is replaced
+by the same box of another photo of the batch, and the loss is lam x the cross-entropy against
+the photo's label + (1 - lam) x the one against the other photo's. Which batches, the boxes and the
+pairs are fixed by the seed and the step (a resumed run mixes as the uninterrupted one). Only
+fine-tuning mixes; not with ``consistency`` or ``teacher``.
+
 ``val_fraction`` 0 trains without validation photos: the head stage runs all ``head_epochs``
 and fine-tuning all ``epochs``, and each keeps its last epoch (no early stopping, no start to
 beat, no target threshold, ``select_on`` only ``studio``); the photos a manifest's split column
@@ -191,6 +198,7 @@ class TrainSettings:
     teacher: tuple[str, ...] = ()  # classifiers (model or run folders) distilled into the model while fine-tuning
     distill_weight: float = 0.5  # share of the loss that follows the teachers' probabilities
     consistency: float = 0.0  # weight of the Jensen-Shannon term between a studio and a listing-style view of each photo
+    cutmix: float = 0.0  # share of fine-tuning batches in which a box of each photo is replaced by another photo's
     num_workers: int | None = None
     pretrained: bool = True
     pooling: str = "avg"  # how an EfficientNet's features are pooled: "avg", "texture", "texture+avg" (models.pooling)
@@ -261,6 +269,13 @@ class TrainSettings:
             raise ValueError("--consistency shapes fine-tuning; --mode frozen trains only the head")
         if self.consistency and self.teacher:
             raise ValueError("--consistency and --teacher are two different targets for the same views: give one")
+        if not 0.0 <= self.cutmix <= 1.0:
+            raise ValueError(f"cutmix must be a share of the batches, in [0, 1], not {self.cutmix}")
+        if self.cutmix and self.mode == "frozen":
+            raise ValueError("--cutmix mixes the photos of fine-tuning batches; --mode frozen trains only the head")
+        if self.cutmix and (self.consistency or self.teacher):
+            raise ValueError("--cutmix mixes the labels of a batch; --consistency and --teacher set other targets "
+                             "for it: give one")
         if not self.validated:
             if self.target_recall is not None or self.target_precision is not None:
                 raise ValueError("--val-fraction 0 trains without validation photos, and a threshold for a target "
@@ -299,7 +314,7 @@ class TrainSettings:
         # added later: checkpoints written before these settings existed stay resumable
         if keep["ema_decay"] is None:
             del keep["ema_decay"]
-        for k in ("drop_path", "listing_all", "head_views", "freeze_bn", "consistency"):
+        for k in ("drop_path", "listing_all", "head_views", "freeze_bn", "consistency", "cutmix"):
             if not keep[k]:
                 del keep[k]
         if keep["pooling"] == "avg":
@@ -377,6 +392,12 @@ def distillation_loss(logits: torch.Tensor, targets: torch.Tensor, teacher_probs
     return (1.0 - weight) * hard_loss(logits, targets) + weight * soft
 
 
+def _step_generator(seed: int, step: int) -> torch.Generator:
+    """A random stream fixed by the run's seed and the step: a resumed run mixes its batches as the
+    uninterrupted one would have."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
 def consistency_loss(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:
     """Jensen-Shannon divergence between the class probabilities of two views of the same photos
     (AugMix's consistency term, Hendrycks et al. 2020): the mean KL divergence of each from their
@@ -385,6 +406,27 @@ def consistency_loss(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Te
     log_mean = ((pa + pb) / 2).clamp(1e-7, 1.0).log()
     return (nn.functional.kl_div(log_mean, pa, reduction="batchmean")
             + nn.functional.kl_div(log_mean, pb, reduction="batchmean")) / 2
+
+
+def cutmix(x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """CutMix (Yun et al. 2019): each photo of the batch ``x`` (N, C, H, W) gets one box, the same
+    for all, from another photo of the batch (a random permutation). The box's area is a share
+    1 - lam of the picture with lam ~ Beta(1, 1), clipped at the borders, and lam is then the share
+    the photo keeps. Returns (the mixed batch, the permutation, lam): the loss is lam x the loss
+    against the photos' labels + (1 - lam) x the loss against the labels of ``x[perm]``. Unlike
+    mixup, every pixel stays a real pixel of one photo, so surfaces (ivory grain, glaze crazing)
+    are never blended into textures neither material has."""
+    n, _, h, w = x.shape
+    perm = torch.randperm(n, generator=generator)
+    lam = float(torch.rand((), generator=generator))  # Beta(1, 1)
+    cut = math.sqrt(1.0 - lam)
+    bh, bw = int(round(h * cut)), int(round(w * cut))
+    cy, cx = int(torch.randint(0, h, (), generator=generator)), int(torch.randint(0, w, (), generator=generator))
+    y0, y1 = max(cy - bh // 2, 0), min(cy + bh - bh // 2, h)
+    x0, x1 = max(cx - bw // 2, 0), min(cx + bw - bw // 2, w)
+    mixed = x.clone()
+    mixed[:, :, y0:y1, x0:x1] = x[perm, :, y0:y1, x0:x1]
+    return mixed, perm, 1.0 - (y1 - y0) * (x1 - x0) / (h * w)
 
 
 class Teachers(nn.Module):
@@ -872,11 +914,16 @@ class Trainer:
                 self._note_errors(train_part, batch.errors)
                 if len(batch.index) >= 2:
                     _set_lr(optimizer, _lr_factor(state["global_step"], total_steps, warmup))
+                    mixing = _step_generator(s.seed, state["global_step"]) if s.cutmix else None
                     if s.consistency:  # (the n studio views, the n listing-style ones): one forward pass
                         x = torch.cat(batch.x).contiguous(memory_format=torch.channels_last)
                         studio, listing = model(x).chunk(2)
                         loss = ((loss_fn(studio, batch.y) + loss_fn(listing, batch.y)) / 2
                                 + s.consistency * consistency_loss(studio, listing))
+                    elif mixing is not None and float(torch.rand((), generator=mixing)) < s.cutmix:
+                        x, perm, lam = cutmix(batch.x, mixing)
+                        out = model(x.contiguous(memory_format=torch.channels_last))
+                        loss = lam * loss_fn(out, batch.y) + (1.0 - lam) * loss_fn(out, batch.y[perm])
                     else:
                         x = batch.x.contiguous(memory_format=torch.channels_last)
                         if teachers is None:
