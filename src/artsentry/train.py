@@ -410,8 +410,9 @@ def consistency_loss(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Te
 
 
 def cutmix(x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """CutMix (Yun et al. 2019): each photo of the batch ``x`` (N, C, H, W) gets one box, the same
-    for all, from another photo of the batch (a random permutation). The box's area is a share
+    """CutMix (Yun et al. 2019): in each photo of the batch ``x`` (N, C, H, W) one box, at the same
+    place in all, is replaced by that box of the photo a random permutation pairs it with (now and
+    then itself, which leaves it whole under its own label). The box's area is a share
     1 - lam of the picture with lam ~ Beta(1, 1), clipped at the borders, and lam is then the share
     the photo keeps. Returns (the mixed batch, the permutation, lam): the loss is lam x the loss
     against the photos' labels + (1 - lam) x the loss against the labels of ``x[perm]``. Unlike
