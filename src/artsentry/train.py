@@ -149,7 +149,7 @@ from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from .data.dataset import ImageDataset, make_loader
+from .data.dataset import ImageDataset, item_seed, make_loader
 from .data.listing import ListingStyleDataset, MaskCache, shift_variants
 from .data.manifest import label_counts, read_manifest, write_manifest
 from .data.splits import split_manifest
@@ -396,7 +396,7 @@ def distillation_loss(logits: torch.Tensor, targets: torch.Tensor, teacher_probs
 def _step_generator(seed: int, step: int) -> torch.Generator:
     """A random stream fixed by the run's seed and the step: a resumed run mixes its batches as the
     uninterrupted one would have."""
-    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+    return torch.Generator().manual_seed(item_seed(seed, step))
 
 
 def consistency_loss(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:

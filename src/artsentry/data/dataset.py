@@ -15,6 +15,18 @@ from torch.utils.data import DataLoader, Dataset
 from .images import ImageLoadError, ImageSource, load_image
 
 
+#: a prime larger than any dataset or step count here, so (seed, i) pairs never share a seed
+_ITEM_STRIDE = 1_000_003
+
+
+def item_seed(seed: int, i: int) -> int:
+    """The seed of item ``i`` (a photo, a training step) of a run seeded with ``seed``: fixed, so a
+    re-run or a resumed run draws the same, and distinct for every pair with ``0 <= i < 1_000_003``.
+    The listing-style test pictures, the metric-learning re-shots and the training batches' random
+    streams all derive their seeds here."""
+    return seed * _ITEM_STRIDE + i
+
+
 @dataclass
 class Batch:
     x: torch.Tensor  # (n, 3, S, S), n may be 0; a tuple of them when the transform is a transforms.EachTransform

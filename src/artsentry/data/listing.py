@@ -44,7 +44,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from .dataset import ImageDataset
+from .dataset import ImageDataset, item_seed
 
 #: bumped whenever a change to this module changes the photos it makes for the same seed, so
 #: caches of generated photos (training views, benchmark queries) made by another version are
@@ -437,7 +437,7 @@ def shift_variants(families: Sequence[str] = FAMILIES) -> dict[str, tuple[str, .
 class ListingStyleDataset(ImageDataset):
     """An ``ImageDataset`` whose photos are re-photographed listing-style (``families``),
     reduced to their background (``"background_only"``), or left alone (``None``).
-    Image i always gets seed ``seed * 1_000_003 + i``: the same set every time. ``mask_cache``
+    Image i always gets seed ``item_seed(seed, i)``: the same set every time. ``mask_cache``
     (a ``MaskCache``) shares each photo's foreground estimate between variants."""
 
     def __init__(self, sources, transform, variant, seed: int = 0, mask_cache: MaskCache | None = None, **kwargs):
@@ -453,4 +453,4 @@ class ListingStyleDataset(ImageDataset):
         mask = self.mask_cache(img) if self.mask_cache is not None and cut_out else None
         if self.variant == "background_only":
             return background_only(img, mask=mask)
-        return rephotograph(img, self.seed * 1_000_003 + i, self.variant, mask=mask)
+        return rephotograph(img, item_seed(self.seed, i), self.variant, mask=mask)

@@ -32,7 +32,7 @@ from safetensors.torch import load_file
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ..data.dataset import worker_context
+from ..data.dataset import item_seed, worker_context
 from ..data.images import ImageLoadError, load_image
 from ..data.listing import GENERATOR_VERSION, reshots
 from ..data.manifest import read_manifest
@@ -91,7 +91,7 @@ class ViewSet(Dataset):
             return i, None, str(exc)
         if max(img.size) > self.max_side:
             img.thumbnail((self.max_side, self.max_side), Image.BICUBIC)
-        shots = [img] + reshots(img, [(self.seed * 1_000_003 + i) * 64 + v for v in range(self.views)])
+        shots = [img] + reshots(img, [item_seed(self.seed, i) * 64 + v for v in range(self.views)])
         return i, torch.stack([self.transform(s) for s in shots]), ""
 
 
