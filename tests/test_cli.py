@@ -57,6 +57,12 @@ def test_errors_are_one_line_with_status_1(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 1
     assert proc.stderr.strip().count("\n") == 0 and "no such model folder" in proc.stderr
+    assert "make ivory" not in proc.stderr  # a path the user gave: no hint about the default
+    # run where the default model does not exist yet (a fresh clone before `make ivory`)
+    proc = subprocess.run([sys.executable, "-m", "artsentry", "predict", "x.jpg"], capture_output=True, text=True,
+                          cwd=tmp_path)
+    assert proc.returncode == 1 and proc.stderr.strip().count("\n") == 0
+    assert "runs/ivory/model: no such model folder" in proc.stderr and "make ivory" in proc.stderr
 
 
 def test_evaluate_shift_reports_studio_listing_and_background(model_dir, tmp_path, capsys):

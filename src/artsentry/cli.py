@@ -21,6 +21,8 @@ from . import __version__
 
 EXIT_ERROR = 1
 EXIT_SOME_UNREADABLE = 3
+#: where `make ivory` (the README's main job) puts its model; every command's default
+DEFAULT_MODEL = "runs/ivory/model"
 
 
 def _fraction(text: str) -> float:
@@ -294,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("predict", help="classify images", description="Print label, probability and decision for "
                         "each image. Unreadable files are reported on stderr and skipped.")
     pr.add_argument("images", nargs="+", help="image files or folders (searched recursively)")
-    pr.add_argument("--model", default="runs/ivory/model", help="model or run folder (default: %(default)s)")
+    pr.add_argument("--model", default=DEFAULT_MODEL, help="model or run folder (default: %(default)s)")
     pr.add_argument("--json", action="store_true", help="one JSON object per line")
     pr.add_argument("--batch-size", type=int, default=32)
     pr.add_argument("--runtime", default="auto", choices=("auto", "torch", "onnx"),
@@ -306,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "review queue) and errors.csv into --out. Run it again to resume an interrupted run.")
     sc.add_argument("input", help="folder of images, or a table with an image/path/url column")
     sc.add_argument("--out", required=True, help="output folder (resumed when it holds a run on the same input)")
-    sc.add_argument("--model", default="runs/ivory/model", help="model or run folder (default: %(default)s); "
+    sc.add_argument("--model", default=DEFAULT_MODEL, help="model or run folder (default: %(default)s); "
                     "'none' to match against the register only")
     sc.add_argument("--register", help="register folder: also report matches to registered objects")
     sc.add_argument("--culture-model", default=None,
@@ -335,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "With --register: which regions made the photo similar to its best register match.")
     xp.add_argument("images", nargs="+", help="image files or folders (searched recursively)")
     src = xp.add_mutually_exclusive_group()
-    src.add_argument("--model", help="model or run folder (default: runs/ivory/model)")
+    src.add_argument("--model", help=f"model or run folder (default: {DEFAULT_MODEL})")
     src.add_argument("--register", help="register folder: explain the similarity to the best match")
     xp.add_argument("--method", default="gradcam", choices=("gradcam", "saliency", "occlusion"),
                     help="gradcam: coarse, stable; saliency: gradient per pixel; occlusion: slide a grey patch "
@@ -349,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Write projection.html (interactive: hover for thumbnail and metadata), "
                         "projection.png and projection.csv into --out.")
     pj.add_argument("data", help="labelled folder or manifest CSV/Parquet")
-    pj.add_argument("--model", default="runs/ivory/model", help="model or run folder (default: %(default)s)")
+    pj.add_argument("--model", default=DEFAULT_MODEL, help="model or run folder (default: %(default)s)")
     pj.add_argument("--split", default=None, help="only this split of the manifest (e.g. test)")
     pj.add_argument("--methods", default="pca,tsne,umap", help="comma-separated of pca, tsne, umap")
     pj.add_argument("--color-by", default=None,
@@ -360,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv = sub.add_parser("serve", help="web page and JSON API (FastAPI) on 127.0.0.1",
                         description="Serve the page (upload a photo: verdict, matches, evidence overlay) and the "
                         "JSON API documented at /openapi.json. Register writes need the token.")
-    sv.add_argument("--model", default=None, help="ivory model or run folder (default: runs/ivory/model if present)")
+    sv.add_argument("--model", default=None, help=f"ivory model or run folder (default: {DEFAULT_MODEL} if present)")
     sv.add_argument("--culture-model", default=None, help="a second, multi-class model (e.g. culture of a painting)")
     sv.add_argument("--register", default=None, help="register folder for known-object matches")
     sv.add_argument("--host", default="127.0.0.1", help="interface (default %(default)s: this machine only)")
@@ -732,7 +734,7 @@ def cmd_explain(a) -> int:
     files, problems = expand_images(a.images)
     for msg in problems:
         print(f"error: {msg}", file=sys.stderr)
-    model = None if a.register else _resolve_model_dir(a.model or "runs/ivory/model")
+    model = None if a.register else _resolve_model_dir(a.model or DEFAULT_MODEL)
     results = explain_files(files, model=model, register=a.register, method=a.method, target=a.target,
                             patch=a.patch, stride=a.stride, out_dir=a.out, progress=not a.quiet and len(files) > 4)
     n_bad = len(problems)
@@ -772,7 +774,7 @@ def cmd_serve(a) -> int:
 
     model = a.model
     if model is None and a.culture_model is None and a.register is None:
-        model = "runs/ivory/model"
+        model = DEFAULT_MODEL
     if model is not None and model.lower() == "none":
         model = None
     if a.workers < 1 or a.max_queue < 0:
@@ -820,7 +822,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ManifestError, ArtifactError, TrainingError, WeightsUnavailable, MetError, RegisterError, ScreenError,
             ValueError,
             FileNotFoundError) as exc:
-        print(f"artsentry {args.command}: error: {exc}", file=sys.stderr)
+        hint = ""
+        if isinstance(exc, ArtifactError) and str(exc).startswith(f"{DEFAULT_MODEL}:"):
+            hint = " (the default model: train it first with `make ivory`, see README, or pass --model)"
+        print(f"artsentry {args.command}: error: {exc}{hint}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print(f"artsentry {args.command}: interrupted", file=sys.stderr)
