@@ -148,7 +148,6 @@ def test_instance_evaluation_top_k_by_photo_count_and_department(instance_models
 
 
 def test_ensemble_is_measured_on_listing_style_photos_as_its_members_are(instance_models, monkeypatch):
-    from artsentry.data.dataset import item_seed
     from artsentry.data.listing import shift_variants
     from artsentry.data.manifest import read_manifest
     from artsentry.evaluate import evaluate_shift, variant_probabilities
@@ -169,7 +168,7 @@ def test_ensemble_is_measured_on_listing_style_photos_as_its_members_are(instanc
     real = listing_module.rephotograph
     monkeypatch.setattr(listing_module, "rephotograph", lambda img, seed, *a, **k: made.append(seed) or real(img, seed, *a, **k))
     assert np.allclose(variant_probabilities(ensemble, paths, listing, seed=3), expected, atol=1e-6)
-    assert sorted(made) == [item_seed(3, i) for i in range(len(paths))]
+    assert sorted(made) == [3 * 1_000_003 + i for i in range(len(paths))]
     # members that decode studio photos at different sizes each read them as they would alone
     mixed = [members[0], Predictor.load(instance_models[1], input_size=members[1].preprocessing.input_size * 2)]
     assert mixed[0].preprocessing.draft_size != mixed[1].preprocessing.draft_size
