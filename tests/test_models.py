@@ -11,7 +11,7 @@ from torch import nn
 
 from artsentry.data.transforms import eval_transform
 from artsentry.models import create_model, default_preprocessing
-from artsentry.models.artifact import ArtifactError, load_model, save_model
+from artsentry.models.artifact import ArtifactError, ModelNotFound, load_model, save_model
 from artsentry.models.efficientnet_lite import create_efficientnet_lite, map_state_dict, weights_path
 
 
@@ -116,8 +116,13 @@ def test_broken_artifacts_give_clear_errors(tmp_path):
     model = create_model("smallcnn", 2)
     pre = default_preprocessing("smallcnn")
     folder = save_model(model, tmp_path / "m", labels=["a", "b"], preprocessing=pre)
-    with pytest.raises(ArtifactError, match="no such model folder"):
+    with pytest.raises(ArtifactError, match="no such model folder") as missing:
         load_model(tmp_path / "nothing")
+    assert isinstance(missing.value, ModelNotFound) and missing.value.folder == tmp_path / "nothing"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ArtifactError, match="not a model folder") as empty:
+        load_model(tmp_path / "empty")
+    assert not isinstance(empty.value, ModelNotFound)  # there is a folder, just not a model in it
     weights = (folder / "model.safetensors").read_bytes()
     (folder / "model.safetensors").write_bytes(weights[: len(weights) // 2])
     with pytest.raises(ArtifactError, match="unreadable weights"):

@@ -810,7 +810,7 @@ def main(argv: list[str] | None = None) -> int:
 
     keep_freed_memory()  # before the first large tensor: fine-tuning steps 2x faster (memory.py)
     from .data.manifest import ManifestError
-    from .models.artifact import ArtifactError
+    from .models.artifact import ArtifactError, ModelNotFound
     from .collect.met import MetError
     from .index.register import RegisterError
     from .models.efficientnet_lite import WeightsUnavailable
@@ -823,7 +823,7 @@ def main(argv: list[str] | None = None) -> int:
             ValueError,
             FileNotFoundError) as exc:
         hint = ""
-        if isinstance(exc, ArtifactError) and str(exc).startswith(f"{DEFAULT_MODEL}:"):
+        if isinstance(exc, ModelNotFound) and exc.folder == Path(DEFAULT_MODEL):
             hint = " (the default model: train it first with `make ivory`, see README, or pass --model)"
         print(f"artsentry {args.command}: error: {exc}{hint}", file=sys.stderr)
         return EXIT_ERROR

@@ -34,6 +34,14 @@ class ArtifactError(ValueError):
     """A model folder is missing, incomplete or inconsistent."""
 
 
+class ModelNotFound(ArtifactError):
+    """No folder at the model path (``folder``: the path asked for)."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        super().__init__(f"{folder}: no such model folder")
+
+
 def write_text_atomic(path: str | Path, text: str) -> None:
     """Write ``text`` at ``path`` through a temporary file renamed into place: a reader, or a run
     killed mid-write, never meets half a file."""
@@ -119,7 +127,7 @@ def read_config(folder: str | Path) -> dict:
     folder = Path(folder)
     path = folder / CONFIG_NAME
     if not folder.is_dir():
-        raise ArtifactError(f"{folder}: no such model folder")
+        raise ModelNotFound(folder)
     if not path.is_file():
         raise ArtifactError(f"{folder}: not a model folder (no {CONFIG_NAME})")
     try:
