@@ -21,7 +21,7 @@ from artsentry.data.images import load_image
 from artsentry.inference import Predictor
 from artsentry.models.artifact import ArtifactError, read_config
 from artsentry.models.onnx import export_onnx, onnx_ready
-from artsentry.screen import ScreenError, Screener, read_evidence, read_listings
+from artsentry.screen import ScreenError, Screener, listing_rollup, read_evidence, read_listings
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +139,40 @@ def test_screen_csv_completes_with_bad_images_and_carries_columns(onnx_model_dir
     assert log.console_errors == [] and log.outside == []
     summary = json.loads((out / "summary.json").read_text())
     assert summary["complete"] and summary["unreadable"] == len(errors) and summary["flagged"] == len(flagged)
+    # one listing per photo here: the listing table is the queue's listings first, then the rest
+    per_listing = pd.read_csv(out / "listings.csv")
+    assert summary["listings"] == len(per_listing) == n_rows and summary["listings_to_review"] == len(flagged)
+    assert list(per_listing["listing_id"][: len(queue)]) == list(queue["listing_id"])
     assert "review queue" in capsys.readouterr().out
+
+
+def test_listing_rollup_one_row_per_listing():
+    """A listing's photos share its id: the reviewer gets one row per listing, matches first."""
+    none = [None] * 8
+    table = pd.DataFrame({
+        "row": range(8), "listing_id": ["a", "a", "b", "c", "c", "d", "e", "e"],
+        "image": [f"p{i}.jpg" for i in range(8)],
+        "score": [0.2, 0.9, 0.6, None, 0.1, 0.95, 0.3, 0.4],
+        "flagged": [False, True, True, None, False, True, False, False],
+        "matched": [False, False, False, None, False, False, True, False],
+        "best_match": ["X", "X", "Y", None, "Y", "X", "Z", "Z"],
+        "best_match_score": [0.1, 0.2, 0.3, None, 0.4, 0.2, 0.8, 0.7],
+        "best_match_status": [None, None, None, None, None, None, "stolen", "stolen"],
+        "error": [None, None, None, "truncated", None, None, None, None],
+        "title": ["A1", "A2", "B", "C1", "C2", "D", "E1", "E2"], "culture": none})
+    r = listing_rollup(table, ["title"])
+    assert list(r["listing_id"]) == ["e", "d", "a", "b", "c"]  # the match, then flags by score, then the rest
+    assert list(r["rank"]) == [1, 2, 3, 4, pd.NA]
+    assert list(r["review"]) == [True, True, True, True, False]
+    assert list(r["photos"]) == [2, 1, 2, 1, 2] and list(r["unreadable"]) == [0, 0, 0, 0, 1]
+    assert list(r["flagged_photos"]) == [0, 1, 1, 1, 0] and list(r["matched_photos"]) == [1, 0, 0, 0, 0]
+    a = r.set_index("listing_id").loc["a"]
+    assert a["max_score"] == 0.9 and a["max_score_image"] == "p1.jpg" and a["title"] == "A1"
+    e = r.set_index("listing_id").loc["e"]
+    assert (e["best_match"], e["best_match_score"], e["best_match_image"]) == ("Z", 0.8, "p6.jpg")
+    assert e["best_match_status"] == "stolen"
+    c = r.set_index("listing_id").loc["c"]
+    assert c["max_score"] == 0.1 and c["max_score_image"] == "p4.jpg"  # the unreadable photo has no score
 
 
 def test_screen_resumes_after_interruption_and_torn_write(model_dir, listings, tmp_path):
@@ -158,7 +191,7 @@ def test_screen_resumes_after_interruption_and_torn_write(model_dir, listings, t
     a, b = read_evidence(whole / "evidence.jsonl"), read_evidence(part / "evidence.jsonl")
     assert [r["row"] for r in b] == list(range(len(b)))  # every row once, none twice
     assert _strip_time(a) == _strip_time(b)
-    for name in ("results.csv", "queue.csv", "errors.csv", "queue.html"):
+    for name in ("results.csv", "queue.csv", "errors.csv", "queue.html", "listings.csv"):
         assert (whole / name).read_bytes() == (part / name).read_bytes(), name
     again = Screener(model_dir, progress=False).run(listings, part)  # nothing left to do
     assert again["this_run"]["images"] == 0 and len(read_evidence(part / "evidence.jsonl")) == len(b)
@@ -282,7 +315,7 @@ def test_kill_9_and_rerun_gives_identical_outputs(model_dir, synthetic_dataset, 
     a, b = read_evidence(whole / "evidence.jsonl"), read_evidence(log)
     assert [r["row"] for r in b] == list(range(240))
     assert _strip_time(a) == _strip_time(b)
-    for name in ("results.csv", "queue.csv", "errors.csv", "queue.html"):
+    for name in ("results.csv", "queue.csv", "errors.csv", "queue.html", "listings.csv"):
         assert (whole / name).read_bytes() == (killed / name).read_bytes(), name
 
 

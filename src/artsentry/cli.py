@@ -709,7 +709,9 @@ def cmd_screen(a) -> int:
           f"{summary['recorded']}/{summary['rows']} recorded")
     if summary["complete"]:
         print(f"flagged {summary['flagged']}, register matches {summary['matched']}, unreadable "
-              f"{summary['unreadable']}; review queue: {Path(a.out) / 'queue.html'} ({summary['queue']} listing(s))")
+              f"{summary['unreadable']}; review queue: {Path(a.out) / 'queue.html'} ({summary['queue']} photo(s)); "
+              f"listings to review: {summary['listings_to_review']} of {summary['listings']} "
+              f"({Path(a.out) / 'listings.csv'})")
     return EXIT_SOME_UNREADABLE if summary.get("unreadable") else 0
 
 

@@ -495,10 +495,60 @@ def write_outputs(records: list[dict], listings: pd.DataFrame, out: Path, carrie
     qtable.insert(0, "rank", range(1, len(qtable) + 1))
     qtable.to_csv(out / "queue.csv", index=False)
     table[table["error"].notna()][["row", "listing_id", "image", "error"]].to_csv(out / "errors.csv", index=False)
+    per_listing = listing_rollup(table, carried)
+    per_listing.to_csv(out / "listings.csv", index=False)
     write_queue_html(queue, out / "queue.html", carried, overlay=overlay)
     return {"flagged": int(sum(bool(r.get("flagged")) for r in records)),
             "matched": int(sum(bool(r.get("matched")) for r in records)),
-            "queue": len(queue), "unreadable": int(table["error"].notna().sum())}
+            "queue": len(queue), "unreadable": int(table["error"].notna().sum()),
+            "listings": len(per_listing), "listings_to_review": int(per_listing["review"].sum())}
+
+
+def listing_rollup(table: pd.DataFrame, carried: list[str] = ()) -> pd.DataFrame:
+    """One row per listing id of a results table (one row per photo; a listing's photos share
+    its id): what a reviewer acts on. A listing is to ``review`` when any of its photos is
+    flagged or matches a registered object; its ``max_score`` is its highest photo's (a
+    listing of many photos is flagged more often than one photo alone: any of them can
+    cross the threshold), its match the best score over its photos. Order: listings to review
+    first, register matches before flags, then by score, then by first row; ``rank`` numbers
+    the listings to review. ``carried`` columns (title, price...) come from the listing's first row."""
+    t = table.reset_index(drop=True)
+    t["listing_id"] = key = t["listing_id"].astype(str)
+    groups = t.groupby(key, sort=False)
+    first = groups["row"].min()
+    flagged = t["flagged"].fillna(False).astype(bool)
+    matched = t["matched"].fillna(False).astype(bool)
+    top_score = t.assign(_s=t["score"].astype(float)).dropna(subset=["_s"]).sort_values(
+        ["_s", "row"], ascending=[False, True]).drop_duplicates("listing_id").set_index("listing_id")
+    top_match = t.assign(_m=t["best_match_score"].astype(float)).dropna(subset=["_m"]).sort_values(
+        ["_m", "row"], ascending=[False, True]).drop_duplicates("listing_id").set_index("listing_id")
+    ids = first.index
+    out = pd.DataFrame({
+        "listing_id": ids,
+        "photos": groups.size().reindex(ids).to_numpy(),
+        "unreadable": t["error"].notna().groupby(key, sort=False).sum().reindex(ids).to_numpy(),
+        "flagged_photos": flagged.groupby(key, sort=False).sum().reindex(ids).to_numpy(),
+        "matched_photos": matched.groupby(key, sort=False).sum().reindex(ids).to_numpy(),
+        "max_score": top_score["_s"].reindex(ids).to_numpy(),
+        "max_score_image": top_score["image"].reindex(ids).to_numpy(),
+        "best_match": top_match["best_match"].reindex(ids).to_numpy(),
+        "best_match_score": top_match["_m"].reindex(ids).to_numpy(),
+        "best_match_status": top_match["best_match_status"].reindex(ids).to_numpy(),
+        "best_match_image": top_match["image"].reindex(ids).to_numpy(),
+        "first_row": first.to_numpy(),
+    })
+    out.insert(1, "review", (out["flagged_photos"] > 0) | (out["matched_photos"] > 0))
+    firsts = t.loc[groups["row"].idxmin().reindex(ids)]
+    for c in carried:
+        if c in firsts.columns and c not in out.columns:
+            out[c] = firsts[c].to_numpy()
+    order = pd.DataFrame({"a": ~out["review"], "b": out["matched_photos"] == 0,
+                          "c": -out["best_match_score"].where(out["matched_photos"] > 0, 0.0).fillna(0.0),
+                          "d": -out["max_score"].fillna(-1.0), "e": out["first_row"]})
+    out = out.loc[order.sort_values(list("abcde"), kind="stable").index].reset_index(drop=True)
+    n = int(out["review"].sum())
+    out.insert(0, "rank", pd.array(list(range(1, n + 1)) + [None] * (len(out) - n), dtype="Int64"))
+    return out
 
 
 def write_queue_html(queue: list[dict], path: Path, carried: list[str], max_rows: int = 500, overlay=None) -> None:
