@@ -15,6 +15,8 @@ import argparse
 import json
 import os
 import platform
+import re
+import shlex
 import sys
 import time
 from datetime import date
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from artsentry.cli import _settings_from_args, build_parser
 from artsentry.data.images import load_image
 from artsentry.data.manifest import read_manifest
 from artsentry.data.transforms import eval_transform
@@ -44,6 +47,17 @@ def train_or_reuse(data, run: Path, settings: TrainSettings) -> dict:
     ev["train_seconds"] = round(time.time() - t0, 1)
     (run / "metrics.json").write_text(json.dumps(ev, indent=2))
     return ev
+
+
+def make_ivory_settings() -> TrainSettings:
+    """`make ivory`'s recipe, read from the Makefile's TRAIN_ARGS through the CLI's own parser, so
+    the benchmark cannot drift from the README's main command (until 2026-12-03 it had its own
+    copy, still at the 6-epoch recipe of before listing augmentation)."""
+    m = re.search(r"^TRAIN_ARGS \?= (.*)$", (REPO / "Makefile").read_text(), re.M)
+    if not m:
+        raise SystemExit("Makefile: no TRAIN_ARGS line")
+    args = build_parser().parse_args(["train", "DATA", "--out", "RUN", *shlex.split(m.group(1))])
+    return _settings_from_args(args)
 
 
 def decode_throughput(paths: list[str], size: int) -> float:
@@ -85,9 +99,7 @@ def main() -> int:
     torch.set_num_threads(min(2, os.cpu_count() or 1))
 
     lite_run = Path(args.lite0_run) if args.lite0_run else out / "lite0"
-    # the same recipe as `make ivory` (Makefile TRAIN_ARGS)
-    lite = train_or_reuse(args.data, lite_run, TrainSettings(architecture="efficientnet_lite0", image_size=320,
-                                                             epochs=6))
+    lite = train_or_reuse(args.data, lite_run, make_ivory_settings())
     # the seed CNN trains on the very same split: the lite0 run's manifest carries it
     seed = train_or_reuse(lite_run / "manifest.csv", out / "smallcnn",
                           TrainSettings(architecture="smallcnn", epochs=30, patience=6))
