@@ -175,6 +175,32 @@ def test_listing_rollup_one_row_per_listing():
     assert c["max_score"] == 0.1 and c["max_score_image"] == "p4.jpg"  # the unreadable photo has no score
 
 
+def test_screen_groups_a_listings_photos(model_dir, synthetic_dataset, tmp_path, capsys):
+    ivory = sorted(str(f) for f in (synthetic_dataset / "ivory").glob("*.jpg"))
+    other = sorted(str(f) for f in (synthetic_dataset / "non_ivory").glob("*.jpg"))
+    path = tmp_path / "l.csv"
+    pd.DataFrame({"listing_id": ["L1", "L2", "L1", "L3", "L1"], "image": [ivory[0], ivory[1], other[0], other[1], ivory[2]],
+                  "title": ["three photos", "one", "three photos (2)", "plain", "three photos (3)"]}).to_csv(path, index=False)
+    out = tmp_path / "out"
+    assert main(["-q", "screen", str(path), "--out", str(out), "--model", str(model_dir)]) == 0
+    assert "listings to review: 2 of 3" in capsys.readouterr().out
+    per_listing = pd.read_csv(out / "listings.csv").set_index("listing_id")
+    assert list(per_listing.index)[2] == "L3"  # the listing to pass comes last
+    assert per_listing.loc["L1", ["photos", "flagged_photos"]].tolist() == [3, 2]
+    assert sorted(per_listing.loc[["L1", "L2"], "rank"]) == [1, 2] and pd.isna(per_listing.loc["L3", "rank"])
+    assert per_listing.loc["L1", "title"] == "three photos" and not per_listing.loc["L3", "review"]
+    assert per_listing.loc["L1", "max_score_image"] in (ivory[0], ivory[2])
+    assert len(pd.read_csv(out / "queue.csv")) == 3  # photos
+    page = (out / "queue.html").read_text()
+    assert page.count('class="card"') == 2 and "2 listing(s) to review (3 photo(s))" in page
+    assert page.count('alt="listing photo L1"') == 2 and "(2 photos)" in page  # the flagged two, in one card
+    assert 'alt="listing photo L3"' not in page
+    # --overwrite starts over: an unfinished new run leaves no output of the old one beside it
+    part = Screener(model_dir, progress=False, batch_size=2).run(path, out, overwrite=True, max_rows=2)
+    assert not part["complete"]
+    assert not any((out / name).exists() for name in ("results.csv", "queue.csv", "queue.html", "listings.csv"))
+
+
 def test_screen_resumes_after_interruption_and_torn_write(model_dir, listings, tmp_path):
     whole = tmp_path / "whole"
     Screener(model_dir, progress=False, batch_size=4).run(listings, whole)

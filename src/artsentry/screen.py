@@ -16,9 +16,11 @@ the register's best matches when a register is given. Outputs in DIR:
   unreadable. A run killed at any moment (even ``kill -9``) and restarted
   skips the rows already recorded; a half-written last line is dropped and
   redone, so no image is recorded twice.
-- ``results.csv``  every row; ``queue.csv`` and ``queue.html`` the ranked
-  review queue (register matches first, then by probability), with thumbnails;
-  ``errors.csv`` the unreadable images with their reason; ``summary.json``.
+- ``results.csv``  every row; ``queue.csv`` the ranked review queue (register
+  matches first, then by probability), one row per photo; ``listings.csv`` one
+  row per listing id, ranked the same way; ``queue.html`` the queue with
+  thumbnails, one card per listing; ``errors.csv`` the unreadable images with
+  their reason; ``summary.json``.
   These are written from the evidence log at the end, so an interrupted and
   resumed run writes the same files as an uninterrupted one.
 
@@ -58,6 +60,7 @@ EVIDENCE = "evidence.jsonl"
 ENGINES = ("local", "ray")
 STATE = "screen.json"
 TABLE_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".parquet")
+OUTPUTS = ("results.csv", "queue.csv", "queue.html", "errors.csv", "listings.csv", "summary.json")  # made at the end
 
 
 class ScreenError(RuntimeError):
@@ -374,7 +377,7 @@ class Screener:
                  "register": self.register_info and {k: v for k, v in self.register_info.items() if k != "objects"},
                  "k": self.k, "batch_size": self.batch_size, "artsentry_version": __version__}
         if overwrite and out.exists():
-            for name in (STATE, EVIDENCE, "results.csv", "queue.csv", "queue.html", "errors.csv", "summary.json"):
+            for name in (STATE, EVIDENCE, *OUTPUTS):
                 (out / name).unlink(missing_ok=True)
         if state_path.is_file():
             old = json.loads(state_path.read_text())
@@ -552,41 +555,51 @@ def listing_rollup(table: pd.DataFrame, carried: list[str] = ()) -> pd.DataFrame
 
 
 def write_queue_html(queue: list[dict], path: Path, carried: list[str], max_rows: int = 500, overlay=None) -> None:
-    """The review queue page. ``overlay(image) -> data URI | None`` adds an evidence overlay
-    beside the photo of entries the model flagged."""
+    """The review queue page: one card per listing, in the order of its first photo in
+    ``queue`` (so ranked as ``listings.csv`` ranks listings to review), holding every queued
+    photo of that listing; ``max_rows`` cards at most. ``overlay(image) -> data URI | None``
+    adds an evidence overlay beside the photos the model flagged."""
     esc = html.escape
+    by_listing: dict[str, list[dict]] = {}
+    for r in queue:
+        by_listing.setdefault(str(r["listing_id"]), []).append(r)
     cards = []
-    for rank, r in enumerate(queue[:max_rows], start=1):
-        img = r["image"]
-        thumb = thumbnail_uri(img) if "://" not in img else None
-        pic = f'<img src="{thumb}" alt="listing photo {esc(r["listing_id"])}">' if thumb else "<div>no preview</div>"
-        if overlay is not None and r.get("flagged"):
-            ov = overlay(img)
-            if ov:
-                pic += f'<img class="overlay" src="{ov}" alt="evidence overlay (Grad-CAM) for {esc(r["listing_id"])}">'
-
-        facts = []
-        if r.get("score") is not None:
-            facts.append(f"p({esc(str(r['model']['positive_label'] or r.get('label')))}) = {r['score']:.3f}"
-                         f"{' — FLAG' if r.get('flagged') else ''}")
-        if r.get("culture"):
-            facts.append(f"culture: {esc(r['culture']['label'])} (p = {r['culture']['score']:.3f})")
-        if r.get("matched"):
-            m = r["matches"][0]
-            facts.append(f"register match: <b>{esc(m['object_id'])}</b> {esc(m.get('title') or '')} "
-                         f"({esc(m.get('status') or 'no status')}), match score {m['score']:.3f}"
-                         + (f", similarity {m['similarity']:.3f}" if m.get("similarity") is not None else ""))
-        extra = "".join(f"<li>{esc(c)}: {esc(str(r['listing'].get(c, '')))}</li>" for c in carried)
-        cards.append(f'<li class="card"><span class="rank">#{rank}</span>{pic}<div><b>{esc(r["listing_id"])}</b>'
-                     f'<ul>{"".join(f"<li>{f}</li>" for f in facts)}{extra}'
-                     f'<li class="sha">sha256 {esc(r["sha256"] or "")}</li></ul></div></li>')
-    more = f"<p>{len(queue) - max_rows} more in queue.csv</p>" if len(queue) > max_rows else ""
+    for rank, (lid, photos) in enumerate(list(by_listing.items())[:max_rows], start=1):
+        blocks = []
+        for r in photos:
+            img = r["image"]
+            thumb = thumbnail_uri(img) if "://" not in img else None
+            pic = f'<img src="{thumb}" alt="listing photo {esc(lid)}">' if thumb else "<div>no preview</div>"
+            if overlay is not None and r.get("flagged"):
+                ov = overlay(img)
+                if ov:
+                    pic += f'<img class="overlay" src="{ov}" alt="evidence overlay (Grad-CAM) for {esc(lid)}">'
+            facts = []
+            if r.get("score") is not None:
+                facts.append(f"p({esc(str(r['model']['positive_label'] or r.get('label')))}) = {r['score']:.3f}"
+                             f"{' — FLAG' if r.get('flagged') else ''}")
+            if r.get("culture"):
+                facts.append(f"culture: {esc(r['culture']['label'])} (p = {r['culture']['score']:.3f})")
+            if r.get("matched"):
+                m = r["matches"][0]
+                facts.append(f"register match: <b>{esc(m['object_id'])}</b> {esc(m.get('title') or '')} "
+                             f"({esc(m.get('status') or 'no status')}), match score {m['score']:.3f}"
+                             + (f", similarity {m['similarity']:.3f}" if m.get("similarity") is not None else ""))
+            facts.append(f'<span class="sha">row {r["row"]} · sha256 {esc(r["sha256"] or "")}</span>')
+            blocks.append(f'<div class="photo">{pic}<ul>{"".join(f"<li>{f}</li>" for f in facts)}</ul></div>')
+        extra = "".join(f"<li>{esc(c)}: {esc(str(photos[0]['listing'].get(c, '')))}</li>" for c in carried)
+        n = f" ({len(photos)} photos)" if len(photos) > 1 else ""
+        cards.append(f'<li class="card"><span class="rank">#{rank}</span><div><b>{esc(lid)}</b>{n}'
+                     f'<ul>{extra}</ul><div class="photos">{"".join(blocks)}</div></div></li>')
+    more = (f"<p>{len(by_listing) - max_rows} more listing(s) in listings.csv and queue.csv</p>"
+            if len(by_listing) > max_rows else "")
     path.write_text(f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1"><title>artsentry review queue</title>
 <style>body{{font-family:sans-serif;margin:1em}} ol{{list-style:none;padding:0}}
-.card{{display:flex;flex-wrap:wrap;gap:1em;border-bottom:1px solid #ccc;padding:.5em 0}} .card img{{max-width:160px}}
-.card img.overlay{{max-width:300px}}
+.card{{display:flex;gap:1em;border-bottom:1px solid #ccc;padding:.5em 0}} .card img{{max-width:160px}}
+.card img.overlay{{max-width:300px}} .photos{{display:flex;flex-wrap:wrap;gap:1em}}
+.photo{{display:flex;flex-wrap:wrap;gap:.5em}} .photo ul{{padding-left:1em}}
 .rank{{font-weight:bold;min-width:3em}} .sha{{font-size:70%;color:#666;word-break:break-all}}</style></head>
-<body><h1>Review queue</h1><p>{len(queue)} listing photo(s) to review, register matches first, then by
-probability.</p><ol>{''.join(cards)}</ol>{more}</body></html>
+<body><h1>Review queue</h1><p>{len(by_listing)} listing(s) to review ({len(queue)} photo(s)), register matches
+first, then by probability.</p><ol>{''.join(cards)}</ol>{more}</body></html>
 """, encoding="utf-8")
