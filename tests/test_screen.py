@@ -179,8 +179,10 @@ def test_screen_groups_a_listings_photos(model_dir, synthetic_dataset, tmp_path,
     ivory = sorted(str(f) for f in (synthetic_dataset / "ivory").glob("*.jpg"))
     other = sorted(str(f) for f in (synthetic_dataset / "non_ivory").glob("*.jpg"))
     path = tmp_path / "l.csv"
-    pd.DataFrame({"listing_id": ["L1", "L2", "L1", "L3", "L1"], "image": [ivory[0], ivory[1], other[0], other[1], ivory[2]],
-                  "title": ["three photos", "one", "three photos (2)", "plain", "three photos (3)"]}).to_csv(path, index=False)
+    pd.DataFrame({"listing_id": ["L1", "L2", "L1", "L3", "L1"],
+                  "image": [ivory[0], ivory[1], other[0], other[1], ivory[2]],
+                  "title": ["three photos", "one", "three photos (2)", "plain", "three photos (3)"]}
+                 ).to_csv(path, index=False)
     out = tmp_path / "out"
     assert main(["-q", "screen", str(path), "--out", str(out), "--model", str(model_dir)]) == 0
     assert "listings to review: 2 of 3" in capsys.readouterr().out
