@@ -500,7 +500,8 @@ def write_outputs(records: list[dict], listings: pd.DataFrame, out: Path, carrie
     table[table["error"].notna()][["row", "listing_id", "image", "error"]].to_csv(out / "errors.csv", index=False)
     per_listing = listing_rollup(table, carried)
     per_listing.to_csv(out / "listings.csv", index=False)
-    write_queue_html(queue, out / "queue.html", carried, overlay=overlay)
+    write_queue_html(queue, per_listing.loc[per_listing["review"], "listing_id"].tolist(), out / "queue.html",
+                     carried, overlay=overlay)
     return {"flagged": int(sum(bool(r.get("flagged")) for r in records)),
             "matched": int(sum(bool(r.get("matched")) for r in records)),
             "queue": len(queue), "unreadable": int(table["error"].notna().sum()),
@@ -516,32 +517,31 @@ def listing_rollup(table: pd.DataFrame, carried: list[str] = ()) -> pd.DataFrame
     first, register matches before flags, then by score, then by first row; ``rank`` numbers
     the listings to review. ``carried`` columns (title, price...) come from the listing's first row."""
     t = table.reset_index(drop=True)
-    t["listing_id"] = key = t["listing_id"].astype(str)
-    groups = t.groupby(key, sort=False)
-    first = groups["row"].min()
-    flagged = t["flagged"].fillna(False).astype(bool)
-    matched = t["matched"].fillna(False).astype(bool)
-    top_score = t.assign(_s=t["score"].astype(float)).dropna(subset=["_s"]).sort_values(
-        ["_s", "row"], ascending=[False, True]).drop_duplicates("listing_id").set_index("listing_id")
-    top_match = t.assign(_m=t["best_match_score"].astype(float)).dropna(subset=["_m"]).sort_values(
-        ["_m", "row"], ascending=[False, True]).drop_duplicates("listing_id").set_index("listing_id")
-    ids = first.index
+    t["listing_id"] = t["listing_id"].astype(str)
+    t["_first"], t["_bad"] = t["row"], t["error"].notna()
+    t["_flag"], t["_match"] = t["flagged"].fillna(False).astype(bool), t["matched"].fillna(False).astype(bool)
+    agg = t.groupby("listing_id", sort=False).agg(photos=("row", "size"), unreadable=("_bad", "sum"),
+                                                  flagged_photos=("_flag", "sum"), matched_photos=("_match", "sum"),
+                                                  first_row=("_first", "min"))
+    ids = agg.index
+
+    def top(score: str) -> pd.DataFrame:
+        """Each listing's row of highest ``score`` (first row on ties), aligned with ``ids``."""
+        scored = t.assign(_v=t[score].astype(float)).dropna(subset=["_v"])
+        return scored.sort_values(["_v", "row"], ascending=[False, True]).drop_duplicates("listing_id") \
+            .set_index("listing_id").reindex(ids)
+
+    top_score, top_match = top("score"), top("best_match_score")
     out = pd.DataFrame({
-        "listing_id": ids,
-        "photos": groups.size().reindex(ids).to_numpy(),
-        "unreadable": t["error"].notna().groupby(key, sort=False).sum().reindex(ids).to_numpy(),
-        "flagged_photos": flagged.groupby(key, sort=False).sum().reindex(ids).to_numpy(),
-        "matched_photos": matched.groupby(key, sort=False).sum().reindex(ids).to_numpy(),
-        "max_score": top_score["_s"].reindex(ids).to_numpy(),
-        "max_score_image": top_score["image"].reindex(ids).to_numpy(),
-        "best_match": top_match["best_match"].reindex(ids).to_numpy(),
-        "best_match_score": top_match["_m"].reindex(ids).to_numpy(),
-        "best_match_status": top_match["best_match_status"].reindex(ids).to_numpy(),
-        "best_match_image": top_match["image"].reindex(ids).to_numpy(),
-        "first_row": first.to_numpy(),
+        "listing_id": ids, **{c: agg[c].to_numpy() for c in ("photos", "unreadable", "flagged_photos",
+                                                            "matched_photos")},
+        "max_score": top_score["_v"].to_numpy(), "max_score_image": top_score["image"].to_numpy(),
+        "best_match": top_match["best_match"].to_numpy(), "best_match_score": top_match["_v"].to_numpy(),
+        "best_match_status": top_match["best_match_status"].to_numpy(),
+        "best_match_image": top_match["image"].to_numpy(), "first_row": agg["first_row"].to_numpy(),
     })
     out.insert(1, "review", (out["flagged_photos"] > 0) | (out["matched_photos"] > 0))
-    firsts = t.loc[groups["row"].idxmin().reindex(ids)]
+    firsts = t.set_index("row").loc[out["first_row"]]
     for c in carried:
         if c in firsts.columns and c not in out.columns:
             out[c] = firsts[c].to_numpy()
@@ -554,17 +554,19 @@ def listing_rollup(table: pd.DataFrame, carried: list[str] = ()) -> pd.DataFrame
     return out
 
 
-def write_queue_html(queue: list[dict], path: Path, carried: list[str], max_rows: int = 500, overlay=None) -> None:
-    """The review queue page: one card per listing, in the order of its first photo in
-    ``queue`` (so ranked as ``listings.csv`` ranks listings to review), holding every queued
-    photo of that listing; ``max_rows`` cards at most. ``overlay(image) -> data URI | None``
-    adds an evidence overlay beside the photos the model flagged."""
+def write_queue_html(queue: list[dict], order: list[str], path: Path, carried: list[str], max_rows: int = 500,
+                     overlay=None) -> None:
+    """The review queue page: one card per listing, in ``order`` (the listing ids to review as
+    ``listing_rollup`` ranks them), holding that listing's photos of ``queue`` in queue order;
+    ``max_rows`` cards at most. ``overlay(image) -> data URI | None`` adds an evidence overlay
+    beside the photos the model flagged."""
     esc = html.escape
     by_listing: dict[str, list[dict]] = {}
     for r in queue:
         by_listing.setdefault(str(r["listing_id"]), []).append(r)
     cards = []
-    for rank, (lid, photos) in enumerate(list(by_listing.items())[:max_rows], start=1):
+    for rank, lid in enumerate(order[:max_rows], start=1):
+        photos = by_listing[lid]
         blocks = []
         for r in photos:
             img = r["image"]
