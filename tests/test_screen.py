@@ -203,6 +203,34 @@ def test_screen_groups_a_listings_photos(model_dir, synthetic_dataset, tmp_path,
     assert not any((out / name).exists() for name in ("results.csv", "queue.csv", "queue.html", "listings.csv"))
 
 
+def test_screen_groups_a_folders_subfolders_into_listings(model_dir, synthetic_dataset, tmp_path, capsys):
+    ivory = sorted((synthetic_dataset / "ivory").glob("*.jpg"))
+    other = sorted((synthetic_dataset / "non_ivory").glob("*.jpg"))
+    scrape = tmp_path / "scrape"
+    layout = {"L1/1.jpg": ivory[0], "L1/2.jpg": other[0], "L1/3.jpg": ivory[1], "L2/1.jpg": other[1],
+              "shopA/L3/1.jpg": ivory[2], "loose.jpg": other[2]}
+    for name, src in layout.items():
+        (scrape / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, scrape / name)
+    assert read_listings(scrape)["listing_id"].nunique() == 6  # by default every photo is a listing
+    df = read_listings(scrape, group_folders=True)
+    assert df["listing_id"].tolist() == ["L1", "L1", "L1", "L2", "loose.jpg", "shopA/L3"]
+    assert df["image"].tolist() == [str((scrape / n).resolve()) for n in sorted(layout)]
+    out = tmp_path / "out"
+    assert main(["-q", "screen", str(scrape), "--out", str(out), "--model", str(model_dir), "--group-folders"]) == 0
+    assert "of 4 (" in capsys.readouterr().out  # four listings
+    per_listing = pd.read_csv(out / "listings.csv").set_index("listing_id")
+    assert per_listing.loc["L1", "photos"] == 3 and per_listing.loc["shopA/L3", "photos"] == 1
+    assert per_listing["photos"].sum() == 6
+    # the same folder without grouping is another set of listings: refused, not mixed in
+    with pytest.raises(ScreenError, match="group_folders"):
+        Screener(model_dir, progress=False).run(scrape, out)
+    table = tmp_path / "t.csv"
+    pd.DataFrame({"image": [str(ivory[0])]}).to_csv(table, index=False)
+    with pytest.raises(ScreenError, match="folder of images"):
+        read_listings(table, group_folders=True)
+
+
 def test_screen_resumes_after_interruption_and_torn_write(model_dir, listings, tmp_path):
     whole = tmp_path / "whole"
     Screener(model_dir, progress=False, batch_size=4).run(listings, whole)

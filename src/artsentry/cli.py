@@ -320,6 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="forward pass (default: the model config's; ONNX Runtime after artsentry export)")
     sc.add_argument("--batch-size", type=int, default=32)
     sc.add_argument("--workers", type=int, default=None, help="image decoding worker processes")
+    sc.add_argument("--group-folders", action="store_true",
+                    help="folder input: the photos of one sub-folder are one listing, its path the listing id "
+                    "(default: every photo its own listing); a table groups by its listing_id/id/listing column")
     sc.add_argument("--fetch-urls", action="store_true", help="download http(s) image URLs (off by default)")
     sc.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
     sc.add_argument("--explain", type=int, default=50, metavar="N",
@@ -704,7 +707,7 @@ def cmd_screen(a) -> int:
                         num_workers=a.workers, fetch_urls=a.fetch_urls, progress=not a.quiet,
                         ray_address=a.ray_address, ray_workers=a.ray_workers, ray_cpus_per_worker=a.ray_cpus,
                         explain=a.explain)
-    summary = screener.run(a.input, a.out, overwrite=a.overwrite, engine=a.engine)
+    summary = screener.run(a.input, a.out, overwrite=a.overwrite, engine=a.engine, group_folders=a.group_folders)
     run = summary["this_run"]
     print(f"screened {run['images']} image(s) in {run['seconds']:.1f} s ({run['images_per_second'] or 0:.1f} img/s); "
           f"{summary['recorded']}/{summary['rows']} recorded")

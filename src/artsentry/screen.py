@@ -68,9 +68,14 @@ class ScreenError(RuntimeError):
 
 
 # -- input ---------------------------------------------------------------------------------
-def read_listings(source: str | Path) -> pd.DataFrame:
+def read_listings(source: str | Path, group_folders: bool = False) -> pd.DataFrame:
     """The listings to screen: columns ``listing_id`` and ``image`` (absolute path or
-    URL) first, then whatever else the input carries, as strings."""
+    URL) first, then whatever else the input carries, as strings.
+
+    From a folder each photo is its own listing (its path relative to the folder is the id),
+    unless ``group_folders``: then the photos of one sub-folder are one listing, whose id is
+    that sub-folder's path relative to ``source`` (a scrape saved as ``<listing id>/<n>.jpg``);
+    photos lying in ``source`` itself stay one listing each. A table groups by its id column."""
     source = Path(source)
     if not source.exists():
         raise ScreenError(f"{source}: no such file or folder")
@@ -78,8 +83,12 @@ def read_listings(source: str | Path) -> pd.DataFrame:
         files = sorted(f for f in source.rglob("*") if f.is_file() and is_image_file(f))
         if not files:
             raise ScreenError(f"{source}: no image files in folder")
-        return pd.DataFrame({"listing_id": [str(f.relative_to(source)) for f in files],
-                             "image": [str(f.resolve()) for f in files]})
+        rel = [f.relative_to(source) for f in files]
+        ids = [r.parent.as_posix() if group_folders and r.parent != Path(".") else r.as_posix() for r in rel]
+        return pd.DataFrame({"listing_id": ids, "image": [str(f.resolve()) for f in files]})
+    if group_folders:
+        raise ScreenError(f"{source}: grouping by folder applies to a folder of images; a table groups "
+                          f"photos by its {'/'.join(ID_COLUMNS)} column")
     if source.suffix.lower() not in TABLE_SUFFIXES:
         raise ScreenError(f"{source}: give a folder of images or a {', '.join(TABLE_SUFFIXES)} table of listings")
     try:
@@ -361,13 +370,14 @@ class Screener:
             yield pending
 
     def run(self, source: str | Path, out_dir: str | Path, *, overwrite: bool = False,
-            max_rows: int | None = None, engine: str = "local") -> dict:
+            max_rows: int | None = None, engine: str = "local", group_folders: bool = False) -> dict:
         """Screen ``source`` into ``out_dir``; resumes a run there. ``engine``: ``local``
         (decode workers + batched inference here) or ``ray`` (Ray Data). ``max_rows`` stops
-        after that many new records (a deliberate interruption, for tests and trials)."""
+        after that many new records (a deliberate interruption, for tests and trials).
+        ``group_folders``: a folder's sub-folders are its listings (``read_listings``)."""
         if engine not in ENGINES:
             raise ScreenError(f"engine must be one of {ENGINES}, not {engine!r}")
-        listings = read_listings(source)
+        listings = read_listings(source, group_folders=group_folders)
         out = Path(out_dir)
         state_path = out / STATE
         evidence_path = out / EVIDENCE
@@ -376,12 +386,14 @@ class Screener:
                  "culture_model": self.culture_info,
                  "register": self.register_info and {k: v for k, v in self.register_info.items() if k != "objects"},
                  "k": self.k, "batch_size": self.batch_size, "artsentry_version": __version__}
+        if group_folders:  # only when set, so runs from before the option resume as they were
+            state["group_folders"] = True
         if overwrite and out.exists():
             for name in (STATE, EVIDENCE, *OUTPUTS):
                 (out / name).unlink(missing_ok=True)
         if state_path.is_file():
             old = json.loads(state_path.read_text())
-            changed = [k for k in ("input", "fingerprint", "model", "culture_model", "register", "k")
+            changed = [k for k in ("input", "group_folders", "fingerprint", "model", "culture_model", "register", "k")
                        if old.get(k) != state.get(k)]
             if changed:
                 raise ScreenError(f"{out} holds a screening run with another {', '.join(changed)}; "
