@@ -85,7 +85,7 @@ def test_health_models_and_schema(live, model_dir):
     assert len(m["ivory"]["version"]) == 16 and m["register"]["objects"] == 3
     assert m["register"]["photos"] == m["register"]["indexed_vectors"] == 6 and m["register"]["scoring"] == "contrast"
     schema = httpx.get(f"{live.url}/openapi.json").json()
-    for path in ("/v1/analyze", "/v1/register", "/v1/register/{object_id}", "/healthz", "/v1/models"):
+    for path in ("/v1/analyze", "/v1/listing", "/v1/register", "/v1/register/{object_id}", "/healthz", "/v1/models"):
         assert path in schema["paths"], path
     body = schema["paths"]["/v1/analyze"]["post"]["requestBody"]["content"]
     assert "multipart/form-data" in body and "application/json" in body
@@ -117,6 +117,39 @@ def test_analyze_traces_and_matches(live, photos):
     other = httpx.post(f"{live.url}/v1/analyze", files={"file": ("u.jpg", Path(photos["unknown"]).read_bytes())},
                        timeout=60).json()
     assert other["register"]["no_match"] is True
+
+
+def test_listing_analyses_every_photo_and_decides_once(live, photos):
+    b, unknown = Path(photos["B"][1]).read_bytes(), Path(photos["unknown"]).read_bytes()
+    files = [("file", ("front.jpg", unknown, "image/jpeg")), ("file", ("back.jpg", b, "image/jpeg")),
+             ("file", ("page.jpg", b"<html>price list</html>", "image/jpeg")), ("file", ("empty.jpg", b""))]
+    r = httpx.post(f"{live.url}/v1/listing", files=files, timeout=120)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["photos"], body["unreadable"]) == (4, 2)
+    res = body["results"]
+    assert [x["filename"] for x in res] == ["front.jpg", "back.jpg", "page.jpg", "empty.jpg"]
+    assert [x["index"] for x in res] == [0, 1, 2, 3]
+    assert "HTML" in res[2]["error"] and res[3]["error"] == "empty file" and res[2]["result"] is None
+    alone = httpx.post(f"{live.url}/v1/analyze", files={"file": ("x", b)}, timeout=60).json()
+    assert res[1]["result"]["image"]["sha256"] == alone["image"]["sha256"]
+    assert res[1]["result"]["ivory"]["probability"] == alone["ivory"]["probability"]
+    assert res[1]["result"]["register"]["matches"][0]["object_id"] == "B"  # alias kept inside the listing
+    probs = [x["result"]["ivory"]["probability"] for x in res[:2]]
+    assert body["max_probability"] == max(probs) and body["max_probability_photo"] == probs.index(max(probs))
+    flags = sum(x["result"]["ivory"]["decision"] == "flag" for x in res[:2])
+    matched = sum(not x["result"]["register"]["no_match"] for x in res[:2])
+    assert (body["flagged_photos"], body["matched_photos"]) == (flags, matched) and matched >= 1
+    assert body["best_match"] == "B" and body["best_match_photo"] == 1 and body["review"] is True
+    # the unregistered photo alone: no match, reviewed only if its ivory score flags it
+    one = httpx.post(f"{live.url}/v1/listing", files=[("file", ("u.jpg", unknown))], timeout=60).json()
+    assert one["matched_photos"] == 0 and one["review"] is (one["flagged_photos"] == 1)
+    bad = httpx.post(f"{live.url}/v1/listing", files=[("file", ("a.jpg", b"")), ("file", ("b.jpg", b"text"))])
+    assert bad.status_code == 422 and "photo 1: empty file" in bad.json()["error"]
+    many = httpx.post(f"{live.url}/v1/listing", files=[("file", (f"{i}.jpg", b)) for i in range(25)], timeout=60)
+    assert many.status_code == 400 and "more than 24 photos" in many.json()["error"]
+    assert httpx.post(f"{live.url}/v1/listing", files={"other": ("a", b)}).status_code == 400
+    assert httpx.post(f"{live.url}/v1/listing", json={"url": "x"}).status_code == 415
 
 
 def test_bad_requests_get_clear_4xx_and_change_nothing(live, tmp_path):

@@ -373,7 +373,10 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--token", default=None, help="bearer token for register writes (default: $ARTSENTRY_TOKEN; "
                     "none: writes disabled)")
-    sv.add_argument("--max-upload-mb", type=float, default=20.0, help="largest upload (default %(default)s MB)")
+    sv.add_argument("--max-upload-mb", type=float, default=20.0, help="largest upload (default %(default)s MB; "
+                    "for /v1/listing, all of a listing's photos together)")
+    sv.add_argument("--max-listing-photos", type=int, default=24, help="photos in one /v1/listing request "
+                    "(default %(default)s)")
     sv.add_argument("--allow-url-fetch", action="store_true", help="let /v1/analyze fetch {\"url\": ...} images")
     sv.add_argument("--url-allow-host", action="append", default=[], help="only fetch from this host (repeatable)")
     sv.add_argument("--cors-origin", action="append", default=[], help="allow this browser origin (repeatable; "
@@ -783,8 +786,8 @@ def cmd_serve(a) -> int:
         model = DEFAULT_MODEL
     if model is not None and model.lower() == "none":
         model = None
-    if a.workers < 1 or a.max_queue < 0:
-        raise ValueError("--workers must be at least 1 and --max-queue at least 0")
+    if a.workers < 1 or a.max_queue < 0 or a.max_listing_photos < 1:
+        raise ValueError("--workers and --max-listing-photos must be at least 1 and --max-queue at least 0")
     if a.threads:
         import torch
 
@@ -795,7 +798,8 @@ def cmd_serve(a) -> int:
                              token=a.token or os.environ.get("ARTSENTRY_TOKEN") or None,
                              max_upload_bytes=int(a.max_upload_mb * 1024 * 1024), allow_url_fetch=a.allow_url_fetch,
                              url_allowlist=tuple(a.url_allow_host), cors_origins=tuple(a.cors_origin),
-                             inference_workers=a.workers, max_queue=a.max_queue, runtime=a.runtime)
+                             inference_workers=a.workers, max_queue=a.max_queue, runtime=a.runtime,
+                             max_listing_photos=a.max_listing_photos)
     app = create_app(settings)
     print(f"artsentry serving on http://{a.host}:{a.port}/  (API schema: /openapi.json; register writes "
           f"{'need the token' if settings.token else 'disabled: no token'})", file=sys.stderr)

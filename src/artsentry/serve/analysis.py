@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.images import DEFAULT_MAX_PIXELS, load_image
+from ..data.images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
 from ..htmlembed import thumbnail_uri
 
 #: first bytes of the image formats the server accepts (content sniffing: the file name and
@@ -64,6 +64,7 @@ class ServeSettings:
     cors_origins: tuple[str, ...] = ()
     inference_workers: int = 1
     max_queue: int = 32                # requests waiting for a worker before 503
+    max_listing_photos: int = 24       # photos in one POST /v1/listing
     retry_after_s: int = 2
     top_k: int = 5
     explain_method: str = "gradcam"
@@ -188,6 +189,50 @@ class Analyzer:
                               "png": png_uri(layer)}
         out["seconds"] = round(time.perf_counter() - t0, 4)
         return out
+
+    def analyze_listing(self, photos: list[tuple[str | None, bytes]], *, explain: bool = False,
+                        k: int | None = None) -> dict:
+        """A listing's photos (file name or None, bytes) analysed together, and the listing's
+        verdict by the rule of ``screen``'s listings.csv (``listing_rollup``, one place for it):
+        to review when any photo is flagged or matches a registered object. A photo that cannot
+        be used gets its ``error`` and the others are still analysed; ``index`` is its position."""
+        import pandas as pd
+
+        from ..screen import listing_rollup
+
+        t0 = time.perf_counter()
+        entries, rows = [], []
+        for i, (name, data) in enumerate(photos):
+            result, error = None, None
+            if not data:
+                error = "empty file"
+            elif sniff(data) is None:
+                error = f"not an image: its content is {describe_content(data)}"
+            else:
+                try:
+                    result = self.analyze(data, explain=explain, k=k)
+                except ImageLoadError as exc:
+                    error = exc.reason
+            entries.append({"index": i, "filename": name, "result": result, "error": error})
+            ivory = (result or {}).get("ivory") or {}
+            reg = (result or {}).get("register") or {}
+            best = reg["matches"][0] if reg.get("matches") else {}
+            rows.append({"row": i, "listing_id": "listing", "image": i, "error": error,
+                         "flagged": ivory["decision"] == "flag" if ivory.get("decision") else None,
+                         "matched": (not reg["no_match"]) if reg else None, "score": ivory.get("probability"),
+                         "best_match": best.get("object_id"), "best_match_score": best.get("score"),
+                         "best_match_status": best.get("status")})
+        r = listing_rollup(pd.DataFrame(rows)).iloc[0]
+
+        def value(key, cast):
+            return None if pd.isna(r[key]) else cast(r[key])
+
+        return {"review": bool(r["review"]), "photos": int(r["photos"]), "unreadable": int(r["unreadable"]),
+                "flagged_photos": int(r["flagged_photos"]), "matched_photos": int(r["matched_photos"]),
+                "max_probability": value("max_score", float), "max_probability_photo": value("max_score_image", int),
+                "best_match": value("best_match", str), "best_match_score": value("best_match_score", float),
+                "best_match_photo": value("best_match_image", int), "results": entries,
+                "seconds": round(time.perf_counter() - t0, 4)}
 
     # -- register writes (the caller checks the token) -----------------------------------------
     def register_add(self, object_id: str, photos: list[bytes], metadata: dict) -> dict:

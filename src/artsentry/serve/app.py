@@ -4,6 +4,7 @@
     GET  /healthz               liveness
     GET  /v1/models             what is loaded: versions, labels, thresholds, register size
     POST /v1/analyze            multipart field ``file``, or JSON {"url": ...} when fetching is enabled
+    POST /v1/listing            a listing's photos (multipart ``file`` x n): each analysed, and its verdict
     POST /v1/register           add an object (token): multipart ``object_id``, metadata, ``file`` x n
     GET  /v1/register/{id}      one registered object
     DELETE /v1/register/{id}    remove an object (token)
@@ -112,6 +113,30 @@ class AnalyzeResponse(BaseModel):
     seconds: float
 
     model_config = {"populate_by_name": True}
+
+
+class ListingPhoto(BaseModel):
+    index: int = Field(description="position of the photo among the request's 'file' fields, from 0")
+    filename: Optional[str] = None
+    result: Optional[AnalyzeResponse] = Field(None, description="as /v1/analyze answers for this photo")
+    error: Optional[str] = Field(None, description="why this photo could not be used (the others still are)")
+
+
+class ListingResponse(BaseModel):
+    review: bool = Field(description="any photo flagged or matching a registered object: the rule of "
+                         "'artsentry screen' (listings.csv)")
+    photos: int
+    unreadable: int
+    flagged_photos: int
+    matched_photos: int
+    max_probability: Optional[float] = Field(None, description="highest positive-label probability of its photos")
+    max_probability_photo: Optional[int] = Field(None, description="index of that photo")
+    best_match: Optional[str] = Field(None, description="object id of the best-scoring register match over its "
+                                      "photos (matched or not: see matched_photos)")
+    best_match_score: Optional[float] = None
+    best_match_photo: Optional[int] = None
+    results: list[ListingPhoto]
+    seconds: float
 
 
 class UrlRequest(BaseModel):
@@ -376,6 +401,35 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
         except ImageLoadError as exc:
             raise _error(422, f"the image cannot be used: {exc.reason}") from None
         return result
+
+    listing_body = {"requestBody": {"content": {"multipart/form-data": {"schema": {
+        "type": "object", "required": ["file"],
+        "properties": {"file": {"type": "array", "items": {"type": "string", "format": "binary"},
+                                "maxItems": settings.max_listing_photos}}}}}, "required": True}}
+
+    @app.post("/v1/listing", response_model=ListingResponse, openapi_extra=listing_body,
+              responses={400: {"model": ErrorBody}, 413: {"model": ErrorBody}, 415: {"model": ErrorBody},
+                         422: {"model": ErrorBody}, 503: {"model": ErrorBody}})
+    async def listing(request: Request, explain: bool = Query(False, description="add each photo's evidence overlay"),
+                      k: int = Query(5, ge=1, le=50, description="register matches returned per photo")):
+        """A listing's photos in one request (one 'file' field each; the whole body within the upload
+        limit): every photo's analysis and the listing's verdict. A photo that cannot be used is
+        reported in its place; 422 only when none can."""
+        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+            raise _error(415, "send multipart/form-data with one 'file' field per photo")
+        most = settings.max_listing_photos
+        form = await request.form(max_files=most + 1, max_fields=8)
+        uploads = [u for u in form.getlist("file") if not isinstance(u, str)]
+        if not uploads:
+            raise _error(400, "no photos: send each as a multipart form field 'file'")
+        if len(uploads) > most:
+            raise _error(400, f"more than {most} photos in one listing")
+        photos = [(u.filename, await u.read()) for u in uploads]
+        out = await admission.run(executor, lambda: analyzer.analyze_listing(photos, explain=explain, k=k))
+        if out["unreadable"] == out["photos"]:
+            raise _error(422, "no photo of the listing can be used: " +
+                         "; ".join(f"photo {e['index'] + 1}: {e['error']}" for e in out["results"]))
+        return out
 
     @app.get("/v1/register/{object_id:path}", response_model=RegisterObject,
              responses={400: {"model": ErrorBody}, 404: {"model": ErrorBody}})
