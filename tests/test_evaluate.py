@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from artsentry.evaluate import (binary_metrics, choose_threshold, multiclass_metrics, threshold_for_precision,
+from artsentry.evaluate import (apply_temperature, binary_metrics, choose_threshold, fit_temperature,
+                                multiclass_metrics, reliability, temperature_threshold, threshold_for_precision,
                                 threshold_for_recall, top_k_accuracy)
 
 
@@ -15,6 +16,41 @@ def test_binary_metrics_by_hand():
     assert m["specificity"] == 0.75
     # AUC: 16 pos-neg pairs; only (0.4 vs 0.6) is misordered -> 15/16
     assert m["roc_auc"] == pytest.approx(15 / 16)
+
+
+def test_calibration_figures_by_hand():
+    y = [1, 0, 1, 1]
+    s = [0.9, 0.15, 0.6, 0.6]
+    r = reliability(y, s, bins=10)
+    # bins: [0.1, 0.2) one negative at 0.15; [0.6, 0.7) two positives at 0.6; [0.9, 1] one positive at 0.9
+    assert [(b["low"], b["n"]) for b in r["bins"]] == [(0.1, 1), (0.6, 2), (0.9, 1)]
+    assert r["ece"] == pytest.approx((0.15 + 2 * 0.4 + 0.1) / 4)
+    m = binary_metrics(y, s)
+    assert m["ece"] == pytest.approx(r["ece"])
+    assert m["brier"] == pytest.approx((0.01 + 0.0225 + 0.16 + 0.16) / 4)
+    assert m["log_loss"] == pytest.approx(-np.mean(np.log([0.9, 0.85, 0.6, 0.6])), abs=1e-6)
+    assert reliability([1, 0], [1.0, 0.0])["ece"] == 0.0  # a score of exactly 1 falls in the last bin
+
+
+def test_temperature_scaling_recovers_the_temperature_and_keeps_every_decision():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, (4000, 3))
+    true = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    y = np.array([rng.choice(3, p=p) for p in true])
+    soft = apply_temperature(true, 2.5)  # an under-confident model: its logits shrunk 2.5x
+    assert (soft.argmax(1) == true.argmax(1)).all() and soft.max(1).mean() < true.max(1).mean()
+    t = fit_temperature(soft, y)
+    assert t == pytest.approx(1 / 2.5, rel=0.08)
+    assert np.allclose(apply_temperature(soft, t), true, atol=0.03)
+    assert multiclass_metrics(y, apply_temperature(soft, t), list("abc"))["ece"] < \
+        multiclass_metrics(y, soft, list("abc"))["ece"]
+    # binary: the moved threshold flags exactly the photos the old one flagged
+    p = rng.uniform(0.001, 0.999, 2000)
+    for old, temp in ((0.5, 0.4), (0.3, 0.4), (0.87, 2.0)):
+        new = temperature_threshold(old, temp)
+        scaled = apply_temperature(np.c_[1 - p, p], temp)[:, 1]
+        assert ((scaled >= new) == (p >= old)).all(), (old, temp)
+    assert temperature_threshold(0.5, 0.3) == pytest.approx(0.5)
 
 
 def test_threshold_edges():
@@ -250,3 +286,65 @@ def test_measuring_a_network_at_another_input_size(model_dir, synthetic_dataset,
               "preprocessing": {"input_size": 150}}
     with pytest.raises(ValueError, match="dense layer"):
         Predictor(create_model("smallcnn", 2), config, input_size=192)
+
+
+def test_evaluate_calibrate_saves_a_temperature_and_flags_the_same_photos(model_dir, tmp_path, capsys):
+    import json
+    import shutil
+
+    import pandas as pd
+
+    from artsentry.cli import main
+    from artsentry.inference import Predictor
+    from artsentry.models.artifact import read_config, update_config
+    from artsentry.models.onnx import export_onnx
+
+    run = tmp_path / "run"
+    shutil.copytree(model_dir.parent, run)  # the shared fixture stays as it is
+    # its tiny validation split is separated perfectly: training left the probabilities alone
+    trained = read_config(run / "model")["calibration"]
+    assert trained["applied"] is False and "bound" in trained["note"] and trained["temperature"] == 1.0
+    update_config(run / "model", threshold=0.42)  # an operating point the user chose
+    before = Predictor.load(run / "model")
+    assert before.temperature == 1.0 and "temperature" not in before.info()
+    # validation photos a model gets wrong (two labels swapped) give a finite temperature to fit
+    table = pd.read_csv(run / "manifest.csv")
+    val = table.index[table["split"] == "val"][:2]
+    table.loc[val, "label"] = table.loc[val, "label"].map({"ivory": "non_ivory", "non_ivory": "ivory"})
+    table.to_csv(run / "manifest.csv", index=False)
+    assert main(["-q", "evaluate", str(run), "--split", "all", "--no-explain", "--out", str(tmp_path / "e0")]) == 0
+    assert main(["-q", "evaluate", str(run), "--split", "all", "--no-explain", "--calibrate",
+                 "--out", str(tmp_path / "e1")]) == 0
+    assert "calibrated on" in capsys.readouterr().out
+    config = read_config(run / "model")
+    cal = config["calibration"]
+    t = cal["temperature"]
+    assert cal["applied"] and 0.05 < t < 20 and t != 1.0 and cal["fitted_on"]["split"] == "val"
+    assert cal["fitted_on"]["n"] == (table["split"] == "val").sum()
+    assert cal["val_after"]["log_loss"] <= cal["val_before"]["log_loss"] + 1e-9
+    assert config["threshold"] == pytest.approx(temperature_threshold(0.42, t), abs=1e-9)
+    e0, e1 = (pd.read_csv(tmp_path / d / "predictions.csv") for d in ("e0", "e1"))
+    assert (e0["predicted"] == e1["predicted"]).all()  # the same decisions
+    ivory = np.c_[e0["p_non_ivory"], e0["p_ivory"]]
+    assert np.allclose(apply_temperature(ivory, t)[:, 1], e1["p_ivory"], atol=1e-4)
+    metrics = json.loads((tmp_path / "e1" / "metrics.json").read_text())
+    assert metrics["calibration"]["temperature"] == t and metrics["temperature"] == t
+    assert {"ece", "brier", "log_loss"} <= set(metrics["metrics"]["all"])
+    assert 'alt="reliability plot"' in (tmp_path / "e1" / "report.html").read_text()
+    after = Predictor.load(run / "model")
+    assert after.temperature == t and after.info()["temperature"] == t
+    # ONNX Runtime applies the same temperature; a standalone export carries it
+    export_onnx(run / "model")
+    onnx = Predictor.load(run / "model", runtime="onnx")
+    files = e0["path"].tolist()[:6]
+    got = np.array([[p.probabilities[l] for l in onnx.labels] for p in onnx.predict_files(files)])
+    want = np.array([[p.probabilities[l] for l in after.labels] for p in after.predict_files(files)])
+    assert np.allclose(got, want, atol=1e-3)
+    export_onnx(run / "model", tmp_path / "edge")
+    assert json.loads((tmp_path / "edge" / "config.json").read_text())["calibration"]["temperature"] == t
+    with pytest.raises(ValueError, match="no 'val' split"):
+        from artsentry.evaluate import run_evaluation
+
+        table = pd.read_csv(run / "manifest.csv")
+        table[table["split"] != "val"].to_csv(tmp_path / "noval.csv", index=False)
+        run_evaluation(run, tmp_path / "noval.csv", calibrate=True, progress=False, explain=False)

@@ -140,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--positive-label", help="the class a binary model flags (default: 'ivory', or the label "
                                             "that is not named non_/not_...)")
     t.add_argument("--no-class-weights", action="store_true", help="unweighted loss")
+    t.add_argument("--no-calibrate", action="store_true",
+                   help="keep the network's raw probabilities (default: a temperature fitted on the validation "
+                   "photos after training makes them calibrated; decisions do not change)")
     t.add_argument("--workers", type=int, default=None, help="image decoding worker processes")
     t.add_argument("--checkpoint-every", type=int, default=20, metavar="STEPS",
                    help="save a resumable checkpoint every STEPS fine-tuning steps (and at every epoch end)")
@@ -190,6 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="leave the Grad-CAM overlays and the feature map out of the report (faster)")
     e.add_argument("--save-threshold", action="store_true",
                    help="store the chosen threshold and the metrics in the model's config.json")
+    e.add_argument("--calibrate", action="store_true",
+                   help="fit the model's temperature on the validation split (temperature scaling: the same "
+                   "decisions, probabilities that mean what they say) and store it, with the threshold moved to "
+                   "flag the same photos, in its config.json")
     e.add_argument("--ensemble", nargs="+", metavar="MODEL", default=[],
                    help="more run or model folders (same labels): evaluate the mean of all their probabilities")
     e.add_argument("--input-size", type=int, metavar="PX",
@@ -441,6 +448,7 @@ def _settings_from_args(a) -> "object":
         checkpoint_every=a.checkpoint_every,
         target_recall=a.target_recall,
         target_precision=a.target_precision,
+        calibrate=not a.no_calibrate,
     )
 
 
@@ -461,6 +469,13 @@ def _print_metrics(result: dict) -> None:
     if by_colour:
         print("accuracy by photo colour and label: " + ", ".join(f"{k}: {v['accuracy']:.4f} (n {v['n']})"
                                                                  for k, v in by_colour.items()))
+    c = result.get("calibration")
+    if c and not c["applied"]:
+        print(f"not calibrated: {c['note']}")
+    elif c:
+        print(f"calibrated on {c['fitted_on']['n']} validation photos: temperature {c['temperature']:.4f}; "
+              f"val log loss {c['val_before']['log_loss']:.4f} -> {c['val_after']['log_loss']:.4f}, "
+              f"calibration error {c['val_before']['ece']:.4f} -> {c['val_after']['ece']:.4f} (saved)")
     t = result["threshold"]
     if t.get("threshold") is not None:
         print(f"threshold {t['threshold']:.4f} ({t['rule']}{', target ' + str(t['target']) if t.get('target') else ''})")
@@ -496,7 +511,8 @@ def cmd_evaluate(a) -> int:
     result = run_evaluation(a.model, a.data, split=split, out_dir=a.out, target_recall=a.target_recall,
                             target_precision=a.target_precision, save_threshold=a.save_threshold,
                             progress=not a.quiet, shift=a.shift, shift_seed=a.shift_seed,
-                            explain=not a.no_explain, ensemble=a.ensemble, input_size=a.input_size)
+                            explain=not a.no_explain, ensemble=a.ensemble, input_size=a.input_size,
+                            calibrate=a.calibrate)
     _print_metrics(result)
     if a.shift:
         sh = result["shift"]

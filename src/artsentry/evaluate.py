@@ -40,7 +40,83 @@ def binary_metrics(y_true, scores, threshold: float = 0.5) -> dict:
         "roc_auc": _f(skm.roc_auc_score(y, s)) if both else None,
         "average_precision": _f(skm.average_precision_score(y, s)) if both else None,
         "confusion_matrix": [[int(tn), int(fp)], [int(fn), int(tp)]],
+        "brier": _f(np.mean((s - y) ** 2)) if len(y) else None,
+        "log_loss": _f(skm.log_loss(y, np.clip(s, 1e-7, 1 - 1e-7), labels=[0, 1])) if len(y) else None,
+        "ece": _f(reliability(y, s)["ece"]) if len(y) else None,
     }
+
+
+# -- calibration: does a score of 0.8 come true 80% of the time? -------------------------------
+def reliability(y_true, scores, bins: int = 10) -> dict:
+    """Reliability of binary probabilities: ``scores`` (probability of the positive class) in
+    ``bins`` equal-width bins, each with its count, mean score and share of positives, and the
+    expected calibration error ``ece`` (the count-weighted mean gap between the two; Guo et al.
+    2017 measure it the same way on the top-class confidence)."""
+    y = np.asarray(y_true, dtype=float)
+    s = np.asarray(scores, dtype=float)
+    which = np.clip((s * bins).astype(int), 0, bins - 1)
+    rows, ece = [], 0.0
+    for b in range(bins):
+        m = which == b
+        if not m.any():
+            continue
+        mean_s, share = float(s[m].mean()), float(y[m].mean())
+        ece += m.sum() / len(s) * abs(mean_s - share)
+        rows.append({"low": b / bins, "high": (b + 1) / bins, "n": int(m.sum()), "mean_score": round(mean_s, 6),
+                     "positive_share": round(share, 6)})
+    return {"bins": rows, "ece": ece}
+
+
+def _log_loss(y, probs) -> float:
+    """Mean negative log-likelihood of the true classes (rows of ``probs`` renormalised: float32
+    probabilities sum to one only to ~1e-7)."""
+    p = np.clip(np.asarray(probs, dtype=np.float64), 1e-12, 1.0)
+    p = p / p.sum(axis=1, keepdims=True)
+    return float(-np.mean(np.log(p[np.arange(len(p)), np.asarray(y).astype(int)])))
+
+
+def top_label_ece(y_true, probs, bins: int = 10) -> float:
+    """Expected calibration error of the top class's probability (multi-class models)."""
+    p = np.asarray(probs, dtype=float)
+    hit = (p.argmax(1) == np.asarray(y_true).astype(int)).astype(float)
+    return reliability(hit, p.max(1), bins)["ece"]
+
+
+def apply_temperature(probs, temperature: float) -> np.ndarray:
+    """Class probabilities as the network would give them with its logits divided by
+    ``temperature`` (``softmax(log p / T)``; > 1 softens, < 1 sharpens). The order of the
+    classes in every row is kept, so arg-max decisions do not change."""
+    logp = np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-12, 1.0)) / temperature
+    logp -= logp.max(axis=1, keepdims=True)
+    e = np.exp(logp)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def fit_temperature(probs, y_true, bounds: tuple[float, float] = (0.05, 20.0)) -> float:
+    """The temperature minimising the negative log-likelihood of ``y_true`` under
+    ``apply_temperature(probs, T)`` (temperature scaling, Guo et al. 2017: one number fitted
+    on validation data, so it barely over-fits even a few hundred photos)."""
+    from scipy.optimize import minimize_scalar
+
+    p = np.asarray(probs, dtype=np.float64)
+    y = np.asarray(y_true).astype(int)
+    if p.ndim != 2 or len(p) != len(y) or len(y) == 0:
+        raise ValueError("probs must be (n, classes) and y_true n labels, n > 0")
+
+    def nll(log_t: float) -> float:
+        q = apply_temperature(p, math.exp(log_t))
+        return float(-np.mean(np.log(np.clip(q[np.arange(len(y)), y], 1e-12, 1.0))))
+
+    res = minimize_scalar(nll, bounds=(math.log(bounds[0]), math.log(bounds[1])), method="bounded",
+                          options={"xatol": 1e-5})
+    return float(math.exp(res.x))
+
+
+def temperature_threshold(threshold: float, temperature: float) -> float:
+    """The threshold on probabilities at ``temperature`` that flags exactly the photos
+    ``threshold`` flagged before (binary softmax: p_T = sigmoid(logit(p) / T))."""
+    t = min(max(float(threshold), 1e-12), 1 - 1e-12)
+    return float(1.0 / (1.0 + math.exp(-math.log(t / (1 - t)) / temperature)))
 
 
 def multiclass_metrics(y_true, probs, labels: list[str], ks=(1, 3, 5, 10)) -> dict:
@@ -57,6 +133,8 @@ def multiclass_metrics(y_true, probs, labels: list[str], ks=(1, 3, 5, 10)) -> di
         "recall_macro": _f(rec),
         "f1_macro": _f(f1),
         "confusion_matrix": skm.confusion_matrix(y, pred, labels=range(len(labels))).tolist(),
+        "log_loss": _f(_log_loss(y, p)) if len(y) else None,
+        "ece": _f(top_label_ece(y, p)) if len(y) else None,
     }
     for k in ks:
         if k < len(labels):
@@ -387,10 +465,52 @@ def report_explanations(predictor, ev: Evaluation, df, out_dir, *, n_mistakes: i
     return {"overlays": overlays, "correct_sample": sample, "feature_map": feature_map}
 
 
+def calibrate_predictor(predictor, val_df, *, progress: bool = True) -> dict:
+    """Fit ``predictor``'s temperature on the photos of ``val_df`` (temperature scaling) and
+    set it, composed with the one it had; a binary model's threshold moves with it so that
+    exactly the same photos are flagged. Returns what ``config.json`` keeps under
+    ``calibration``: the temperature, the photos it was fitted on, and the validation log
+    loss and calibration error before and after."""
+    ev = evaluate_predictor(predictor, val_df, progress=progress, by=(), by_label=())
+    ok = ev.table["error"].isna().to_numpy()
+    if ok.sum() == 0:
+        raise ValueError("no readable validation photos to calibrate on")
+    probs = ev.table.loc[ok, [f"p_{l}" for l in predictor.labels]].to_numpy(dtype=np.float64)
+    y = np.array([predictor.labels.index(l) for l in ev.table.loc[ok, "label"]])
+    bounds = (0.05, 20.0)
+    fitted = fit_temperature(probs, y, bounds)
+    note = ""
+    if not bounds[0] * 1.02 < fitted < bounds[1] / 1.02:
+        # every validation photo on the right side with room to spare: the likelihood only grows
+        # as the temperature shrinks, and no finite one is the answer (a tiny or too easy val split)
+        note = (f"not applied: the best temperature on these {int(ok.sum())} validation photos is at the bound "
+                f"of the search ({fitted:.3g}); they are too few or too easily separated to calibrate on")
+        fitted = 1.0
+    after = apply_temperature(probs, fitted)
+
+    def figures(p) -> dict:
+        out = {"log_loss": _f(_log_loss(y, p))}
+        if predictor.binary:
+            pos = predictor.positive_index
+            out["ece"] = _f(reliability((y == pos).astype(int), p[:, pos])["ece"])
+        else:
+            out["ece"] = _f(top_label_ece(y, p))
+        return out
+
+    before_t = predictor.temperature
+    predictor.temperature = before_t * fitted
+    if predictor.binary and predictor.threshold is not None:
+        predictor.threshold = temperature_threshold(predictor.threshold, fitted)
+    return {"temperature": predictor.temperature, "method": "temperature scaling (Guo et al. 2017)",
+            "fitted_on": {"split": "val", "n": int(ok.sum())}, "previous_temperature": before_t,
+            "applied": not note, **({"note": note} if note else {}),
+            "val_before": figures(probs), "val_after": figures(after)}
+
+
 def run_evaluation(model, data=None, *, split: str | None = "test", out_dir=None, target_recall: float | None = None,
                    target_precision: float | None = None, save_threshold: bool = False,
                    progress: bool = True, shift: bool = False, shift_seed: int = 0, explain: bool = True,
-                   ensemble=(), input_size: int | None = None) -> dict:
+                   ensemble=(), input_size: int | None = None, calibrate: bool = False) -> dict:
     """Evaluate a model folder (or run folder) on data and write metrics.json,
     predictions.csv and report.html into ``out_dir``.
 
@@ -409,6 +529,9 @@ def run_evaluation(model, data=None, *, split: str | None = "test", out_dir=None
     Multi-photo objects add accuracy by photos per object (counted in the whole manifest).
     ``input_size`` measures the network(s) at another input resolution than the config's
     (EfficientNets only; runs in PyTorch); it cannot be combined with ``save_threshold``.
+    ``calibrate`` first fits the model's temperature on the ``val`` rows (``calibrate_predictor``:
+    the same decisions, probabilities that mean what they say) and saves it, with the threshold
+    moved to flag the same photos, in config.json; the figures are the calibrated model's.
     """
     import json
     from pathlib import Path
@@ -419,9 +542,11 @@ def run_evaluation(model, data=None, *, split: str | None = "test", out_dir=None
     from .report import write_report
 
     model_dir = _resolve_model_dir(model)
-    if save_threshold and input_size is not None:
-        raise ValueError("--save-threshold stores figures measured at the model's own input size; "
+    if (save_threshold or calibrate) and input_size is not None:
+        raise ValueError("--save-threshold and --calibrate store what is measured at the model's own input size; "
                          "drop --input-size")
+    if calibrate and ensemble:
+        raise ValueError("--calibrate fits one model's temperature; an ensemble has none")
     sized = {} if input_size is None else {"input_size": input_size}
     if ensemble:
         if save_threshold:
@@ -447,6 +572,13 @@ def run_evaluation(model, data=None, *, split: str | None = "test", out_dir=None
     out_dir = Path(out_dir) if out_dir is not None else model_dir.parent
     out_dir.mkdir(parents=True, exist_ok=True)
 
+    calibration = None
+    if calibrate:
+        if not (has_split and (df["split"] == "val").any()):
+            raise ValueError(f"--calibrate fits on validation photos: {data} has no 'val' split")
+        calibration = calibrate_predictor(predictor, df[df["split"] == "val"], progress=progress)
+        update_config(model_dir, calibration=calibration,
+                      **({"threshold": predictor.threshold} if predictor.threshold is not None else {}))
     threshold = predictor.threshold
     choice_info = {"threshold": threshold, "rule": "model config"}
     val_metrics = None
@@ -472,6 +604,8 @@ def run_evaluation(model, data=None, *, split: str | None = "test", out_dir=None
         "split": name,
         "input_size": input_sizes(predictor),
         "threshold": choice_info,
+        **({"calibration": calibration} if calibration else {}),
+        **({"temperature": predictor.temperature} if getattr(predictor, "temperature", 1.0) != 1.0 else {}),
         "metrics": {name: ev.metrics, **({"val": val_metrics} if val_metrics is not None and name != "val" else {})},
     }
     if shift:

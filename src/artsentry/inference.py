@@ -128,6 +128,11 @@ class Predictor(Decider):
         self.labels: list[str] = list(config["labels"])
         self.positive_label: str | None = config.get("positive_label")
         self.threshold: float | None = config.get("threshold")
+        # temperature scaling fitted on validation photos (``evaluate.fit_temperature``): the
+        # logits are divided by it before the softmax; 1 for a model never calibrated
+        self.temperature = float((config.get("calibration") or {}).get("temperature", 1.0))
+        if not self.temperature > 0:
+            raise ArtifactError(f"config.json: calibration temperature must be positive, not {self.temperature}")
         self.preprocessing = Preprocessing.from_dict(config["preprocessing"])
         if input_size is not None and input_size != self.preprocessing.input_size:
             # measuring the network at another resolution than its config's (the convolutions
@@ -168,12 +173,15 @@ class Predictor(Decider):
         from .models.artifact import WEIGHTS_NAME
 
         folder = self.folder
-        return {
+        info = {
             "name": self.config["architecture"]["name"], "path": str(folder.resolve()) if folder else None,
             "version": file_sha256(folder / WEIGHTS_NAME)[:16] if folder else None, "created": self.config.get("created"),
             "threshold": self.threshold if self.threshold is not None else (0.5 if self.binary else None),
             "positive_label": self.positive_label, "runtime": self.runtime,
         }
+        if self.temperature != 1.0:  # calibrated: the probabilities depend on it (absent before calibration existed)
+            info["temperature"] = self.temperature
+        return info
 
     # -- tensors ---------------------------------------------------------------------------
     @torch.inference_mode()
@@ -182,9 +190,10 @@ class Predictor(Decider):
         if x.numel() == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         if self.onnx is not None:
-            return torch.softmax(torch.from_numpy(self.onnx.logits(x.numpy())), dim=1).numpy()
-        x = x.contiguous(memory_format=torch.channels_last)
-        return torch.softmax(self.model(x).float(), dim=1).numpy()
+            logits = torch.from_numpy(self.onnx.logits(x.numpy()))
+        else:
+            logits = self.model(x.contiguous(memory_format=torch.channels_last)).float()
+        return torch.softmax(logits / self.temperature, dim=1).numpy()
 
     def predict_proba(self, images: Sequence[Image.Image]) -> np.ndarray:
         """RGB PIL images -> class probabilities (n, C), columns in ``labels`` order."""

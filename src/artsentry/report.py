@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .evaluate import Evaluation, pr_curve, roc_curve
+from .evaluate import Evaluation, pr_curve, reliability, roc_curve
 from .htmlembed import figure_uri, thumbnail_uri, use_agg
 from .models.artifact import write_text_atomic
 
@@ -56,6 +56,18 @@ def _figures(ev: Evaluation) -> dict[str, str]:
         ax.set(xlabel=f"p({ev.positive_label})", ylabel="images", title="Score distribution")
         ax.legend()
         figs["scores"] = figure_uri(fig)
+        rel = reliability(y, s)
+        fig, ax = plt.subplots(figsize=(4.2, 3.6))
+        ax.plot([0, 1], [0, 1], ls=":", c="grey", label="calibrated")
+        ax.plot([b["mean_score"] for b in rel["bins"]], [b["positive_share"] for b in rel["bins"]], marker="o",
+                label="this model")
+        for b in rel["bins"]:
+            ax.annotate(str(b["n"]), (b["mean_score"], b["positive_share"]), fontsize=7, xytext=(3, -9),
+                        textcoords="offset points")
+        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel=f"mean p({ev.positive_label}) in the bin",
+               ylabel=f"share truly {ev.positive_label}", title=f"Reliability (ECE {rel['ece']:.3f}; n per bin)")
+        ax.legend(loc="upper left")
+        figs["reliability"] = figure_uri(fig)
     return figs
 
 

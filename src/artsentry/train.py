@@ -189,6 +189,7 @@ class TrainSettings:
     positive_label: str | None = None
     target_recall: float | None = None
     target_precision: float | None = None
+    calibrate: bool = True  # fit a temperature on the validation photos after training (evaluate.calibrate_predictor)
     image_size: int | None = None  # default: the architecture's own
     inference_size: int | None = None  # input size the trained model runs at (default: see run_size)
     checkpoint_every: int = 20  # steps
@@ -311,7 +312,8 @@ class TrainSettings:
     def fingerprint(self) -> str:
         """What a checkpoint must agree on to be resumed (not the threshold targets)."""
         keep = {k: v for k, v in asdict(self).items()
-                if k not in ("target_recall", "target_precision", "num_workers", "inference_size", "keep_epochs")}
+                if k not in ("target_recall", "target_precision", "calibrate", "num_workers", "inference_size",
+                             "keep_epochs")}
         # added later: checkpoints written before these settings existed stay resumable
         if keep["ema_decay"] is None:
             del keep["ema_decay"]
@@ -1035,9 +1037,9 @@ def _has_test(run_dir: Path) -> bool:
 
 def train(source: str | Path | None, run_dir: str | Path, settings: TrainSettings | None = None, *,
           overwrite: bool = False, progress: bool = True) -> TrainResult:
-    """Train a model on ``source`` (manifest or folder) into ``run_dir``, choose the
-    threshold on the validation split (``settings.target_recall`` /
-    ``target_precision``, else 0.5) and evaluate on the test split (``result.evaluation``
+    """Train a model on ``source`` (manifest or folder) into ``run_dir``, fit its temperature
+    on the validation split (``settings.calibrate``), choose the threshold there
+    (``settings.target_recall`` / ``target_precision``, else 0.5) and evaluate on the test split (``result.evaluation``
     stays empty when the split has no test photos: ``test_fraction`` 0).
 
     Resumes an interrupted run in ``run_dir`` when its settings match. A run
@@ -1060,8 +1062,10 @@ def train(source: str | Path | None, run_dir: str | Path, settings: TrainSetting
         result = Trainer(run_dir, settings, progress=progress).run(source)
         if not _has_test(run_dir):  # (the branch above only gets here with test photos)
             return result
+    # calibrated once: an evaluation resumed after the temperature was saved does not fit it again
+    calibrate = settings.calibrate and settings.validated and "calibration" not in read_config(result.model_dir)
     result.evaluation = run_evaluation(result.model_dir, run_dir / "manifest.csv", split="test", out_dir=run_dir,
                                        target_recall=settings.target_recall,
                                        target_precision=settings.target_precision, save_threshold=True,
-                                       progress=progress)
+                                       progress=progress, calibrate=calibrate)
     return result

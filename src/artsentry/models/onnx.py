@@ -81,7 +81,8 @@ def export_onnx(folder: str | Path, out: str | Path | None = None, *, parity_inp
         "input": {"name": INPUT_NAME, "shape": ["batch", 3, size, size], "dtype": "float32",
                   "layout": "NCHW, RGB, preprocessed as in 'preprocessing'"},
         "output": {"name": OUTPUT_NAME, "shape": ["batch", len(config["labels"])], "dtype": "float32",
-                   "meaning": "logits in 'labels' order; softmax gives probabilities"},
+                   "meaning": "logits in 'labels' order; softmax(logits / calibration.temperature, 1 when there "
+                              "is no 'calibration') gives the probabilities 'threshold' applies to"},
         "parity": {"max_prob_diff": diff, "inputs": int(len(parity_inputs)), "limit": max_prob_diff},
     }
     if out == folder:
@@ -89,7 +90,8 @@ def export_onnx(folder: str | Path, out: str | Path | None = None, *, parity_inp
     else:  # a standalone copy for edge use: the graph plus everything needed to feed it
         import json
 
-        keep = ("labels", "positive_label", "threshold", "preprocessing", "architecture", "artsentry_version")
+        keep = ("labels", "positive_label", "threshold", "calibration", "preprocessing", "architecture",
+                "artsentry_version")
         side = {k: config.get(k) for k in keep} | {"onnx": block, "source_model": str(folder.resolve())}
         (out / "config.json").write_text(json.dumps(side, indent=2) + "\n")
     return block
