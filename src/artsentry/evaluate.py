@@ -41,7 +41,7 @@ def binary_metrics(y_true, scores, threshold: float = 0.5) -> dict:
         "average_precision": _f(skm.average_precision_score(y, s)) if both else None,
         "confusion_matrix": [[int(tn), int(fp)], [int(fn), int(tp)]],
         "brier": _f(np.mean((s - y) ** 2)) if len(y) else None,
-        "log_loss": _f(skm.log_loss(y, np.clip(s, 1e-7, 1 - 1e-7), labels=[0, 1])) if len(y) else None,
+        "log_loss": _f(_log_loss(y, np.c_[1 - s, s])) if len(y) else None,
         "ece": _f(reliability(y, s)["ece"]) if len(y) else None,
     }
 
@@ -104,8 +104,7 @@ def fit_temperature(probs, y_true, bounds: tuple[float, float] = (0.05, 20.0)) -
         raise ValueError("probs must be (n, classes) and y_true n labels, n > 0")
 
     def nll(log_t: float) -> float:
-        q = apply_temperature(p, math.exp(log_t))
-        return float(-np.mean(np.log(np.clip(q[np.arange(len(y)), y], 1e-12, 1.0))))
+        return _log_loss(y, apply_temperature(p, math.exp(log_t)))
 
     res = minimize_scalar(nll, bounds=(math.log(bounds[0]), math.log(bounds[1])), method="bounded",
                           options={"xatol": 1e-5})
