@@ -274,6 +274,18 @@ def test_page_in_headless_chromium(live, photos, tmp_path):
         page.set_input_files("#file", str(bad))
         page.wait_for_selector(".card .status.error")
         assert "not an image" in page.locator(".card .status.error").first.inner_text()
+        # one listing: a single verdict above the photos' own cards, in the order chosen
+        page.get_by_label(re.compile("one listing")).check()
+        page.set_input_files("#file", [photos["unknown"], photos["B"][1], str(bad)])
+        listing = page.locator("section.listing").first
+        expect(listing.locator(".listing-verdict")).to_have_text(re.compile(r"^Listing: review · "), timeout=60_000)
+        verdict = listing.locator(".listing-verdict").inner_text()
+        assert "matching a registered object (best: B)" in verdict and "1 unreadable" in verdict
+        names = listing.locator(".card .name").all_inner_texts()
+        assert names == [Path(photos["unknown"]).name, Path(photos["B"][1]).name, "fake.jpg"]
+        assert "Object B" in listing.locator(".card").nth(1).locator(".matches").inner_text()
+        assert "not an image" in listing.locator(".card").nth(2).locator(".status").inner_text()
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
     assert shot.stat().st_size > 10_000
     assert log.outside == []
     # the deliberate 415 above is logged by Chromium as a failed resource; nothing else may be

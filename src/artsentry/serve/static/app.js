@@ -1,11 +1,13 @@
 "use strict";
-// The artsentry page: sends each photo to POST /v1/analyze?explain=true and shows the answer.
+// The artsentry page: sends each photo to POST /v1/analyze?explain=true and shows the answer, or
+// several photos of one listing together to POST /v1/listing?explain=true.
 // Everything comes from this server; nothing is loaded from the internet.
 (function () {
   const results = document.getElementById("results");
   const input = document.getElementById("file");
   const drop = document.getElementById("drop");
   const template = document.getElementById("card");
+  const oneListing = document.getElementById("one-listing");
 
   function el(tag, cls, text) {
     const e = document.createElement(tag);
@@ -78,27 +80,77 @@
     }
   }
 
-  async function analyse(file) {
+  function newCard(file, where, last) {
     const card = template.content.firstElementChild.cloneNode(true);
     const picture = card.querySelector(".picture");
-    const heat = card.querySelector(".heat");
-    const status = card.querySelector(".status");
     card.querySelector(".name").textContent = file.name;
     picture.alt = "uploaded photo " + file.name;
     picture.src = URL.createObjectURL(file);
-    results.prepend(card);
+    if (last) where.append(card); else where.prepend(card);  // newest photo first; a listing's in order
+    return card;
+  }
+
+  function failed(card, message) {
+    const status = card.querySelector(".status");
+    status.textContent = "Could not analyse: " + message;
+    status.className = "status error";
+  }
+
+  async function post(url, form) {
+    const r = await fetch(url, { method: "POST", body: form });
+    const body = await r.json();
+    if (!r.ok) throw new Error(body.error || ("HTTP " + r.status));
+    return body;
+  }
+
+  async function analyse(file) {
+    const card = newCard(file, results);
     const form = new FormData();
     form.append("file", file);
+    try {
+      show(card, await post("/v1/analyze?explain=true", form));
+    } catch (err) {
+      failed(card, err.message);
+    }
+  }
+
+  // Several photos of one listing: one request to /v1/listing, one verdict by the server's rule
+  // (the listing is to review when any photo is flagged or matches), then each photo's card.
+  async function analyseListing(files) {
+    const box = el("section", "listing");
+    box.setAttribute("aria-label", "listing of " + files.length + " photos");
+    const head = el("div", "listing-verdict", "Analysing a listing of " + files.length + " photos…");
+    head.setAttribute("role", "status");
+    box.appendChild(head);
+    const photos = el("div", "listing-photos");
+    box.appendChild(photos);
+    results.prepend(box);
+    const cards = files.map((f) => newCard(f, photos, true));
+    const form = new FormData();
+    files.forEach((f) => form.append("file", f));
     let body;
     try {
-      const r = await fetch("/v1/analyze?explain=true", { method: "POST", body: form });
-      body = await r.json();
-      if (!r.ok) throw new Error(body.error || ("HTTP " + r.status));
+      body = await post("/v1/listing?explain=true", form);
     } catch (err) {
-      status.textContent = "Could not analyse: " + err.message;
-      status.className = "status error";
+      head.textContent = "Could not analyse the listing: " + err.message;
+      head.className = "listing-verdict error";
+      cards.forEach((c) => failed(c, "see the listing above"));
       return;
     }
+    const parts = [body.flagged_photos + " of " + body.photos + " photos flagged"];
+    if (body.matched_photos) parts.push(body.matched_photos + " matching a registered object (best: " + body.best_match + ")");
+    if (body.unreadable) parts.push(body.unreadable + " unreadable");
+    head.textContent = (body.review ? "Listing: review" : "Listing: pass") + " · " + parts.join(" · ");
+    head.className = "listing-verdict " + (body.review ? "flag" : "pass");
+    body.results.forEach((res, i) => {
+      if (res.error) failed(cards[i], res.error);
+      else show(cards[i], res.result);
+    });
+  }
+
+  function show(card, body) {
+    const heat = card.querySelector(".heat");
+    const status = card.querySelector(".status");
     status.textContent = "Analysed in " + body.seconds.toFixed(2) + " s";
     showClassification(card.querySelector(".verdict"), body.ivory, "ivory");
     showClassification(card.querySelector(".culture"), body.culture, "Culture");
@@ -116,7 +168,11 @@
       (models.length ? " · " + models.join(", ") : "");
   }
 
-  function handle(files) { Array.from(files).forEach(analyse); }
+  function handle(files) {
+    const list = Array.from(files);
+    if (oneListing.checked && list.length > 1) analyseListing(list);
+    else list.forEach(analyse);
+  }
   input.addEventListener("change", () => { handle(input.files); input.value = ""; });
   ["dragenter", "dragover"].forEach((t) => drop.addEventListener(t, (e) => { e.preventDefault(); drop.classList.add("over"); }));
   ["dragleave", "drop"].forEach((t) => drop.addEventListener(t, (e) => { e.preventDefault(); drop.classList.remove("over"); }));
