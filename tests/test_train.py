@@ -660,6 +660,20 @@ def test_fine_tuning_follows_the_teachers_probabilities_of_each_batch(tmp_path, 
     assert summary["teachers"] == {str(teacher): hashlib.sha256((teacher / "model.safetensors").read_bytes()).hexdigest()}
 
 
+def test_a_calibrated_teacher_teaches_the_probabilities_its_predictor_gives(tmp_path, model_dir):
+    from artsentry.inference import Predictor
+    from artsentry.models.artifact import update_config
+    from artsentry.train import Teachers
+
+    teacher = _constant_teacher(model_dir, tmp_path / "teacher", favourite=1)
+    update_config(teacher, calibration={"temperature": 2.0})  # logits +-4.6 -> +-2.3: 0.99 instead of 0.9999
+    predictor = Predictor.load(teacher, runtime="torch")
+    x = torch.randn(3, 3, 64, 64)
+    taught = Teachers([str(teacher)], predictor.labels, predictor.preprocessing)(x)
+    assert np.allclose(taught.numpy(), predictor.proba_tensor(x), atol=1e-5)
+    assert float(taught[0, 1]) == pytest.approx(1 / (1 + np.exp(-4.6)), abs=1e-4)
+
+
 def test_teacher_settings_are_checked_before_training(tmp_path, synthetic_dataset, model_dir):
     import shutil
 

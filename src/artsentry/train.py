@@ -435,15 +435,16 @@ def cutmix(x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, t
 
 class Teachers(nn.Module):
     """Trained classifiers (frozen, eval mode) whose mean class probabilities a student learns
-    from. They must have the student's labels, in its order, and take its input normalisation
-    (they see the student's training batches as they are)."""
+    from, each as its predictor gives them (with its calibration temperature). They must have the
+    student's labels, in its order, and take its input normalisation (they see the student's
+    training batches as they are)."""
 
     def __init__(self, folders, labels: list[str], preprocessing: Preprocessing):
         from .evaluate import _resolve_model_dir
         from .models.artifact import ArtifactError, load_model
 
         super().__init__()
-        members, self.digests = [], {}
+        members, self.digests, self.temperatures = [], {}, []
         for folder in folders:
             folder = _resolve_model_dir(folder)
             try:
@@ -459,12 +460,13 @@ class Teachers(nn.Module):
                                     f"the student with {preprocessing.mean} / {preprocessing.std}")
             model.requires_grad_(False)
             members.append(model.eval().to(memory_format=torch.channels_last))
+            self.temperatures.append(float((config.get("calibration") or {}).get("temperature", 1.0)))
             self.digests[str(folder)] = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
         self.members = nn.ModuleList(members)  # in eval mode: BatchNorm statistics and dropout stay fixed
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([m(x).softmax(dim=1) for m in self.members]).mean(dim=0)
+        return torch.stack([(m(x) / t).softmax(dim=1) for m, t in zip(self.members, self.temperatures)]).mean(dim=0)
 
 
 def _selection_loss(scores: dict) -> float:
