@@ -73,11 +73,14 @@ class Explainer:
     ``proba`` (optional): a black-box function, preprocessed batch -> class
     probabilities (a ``Predictor``'s ONNX Runtime session, say); occlusion then
     runs on it instead of on ``model``, which only gradient methods need.
+    ``temperature``: the model's calibration, so gradient methods explain the probabilities
+    the predictor reports.
     """
 
     def __init__(self, model: nn.Module, pre: Preprocessing, *, batch_size: int = 32,
-                 proba: Callable[[torch.Tensor], torch.Tensor] | None = None):
+                 proba: Callable[[torch.Tensor], torch.Tensor] | None = None, temperature: float = 1.0):
         self.model = model.eval()
+        self.temperature = temperature  # the model's calibration: its probabilities are softmax(logits / T)
         self.pre = pre
         self.batch_size = batch_size
         self.proba = proba
@@ -145,7 +148,7 @@ class Explainer:
             return lambda inp: score(self.model(inp))
         if self.proba is not None and not torch.is_grad_enabled():
             return self.proba
-        return lambda inp: torch.softmax(self.model(inp), dim=1)
+        return lambda inp: torch.softmax(self.model(inp) / self.temperature, dim=1)
 
 
 # -- applying it to photos ---------------------------------------------------------------------
@@ -189,7 +192,8 @@ class ClassifierExplainer:
         def proba(x: torch.Tensor) -> torch.Tensor:
             return torch.from_numpy(predictor.proba_tensor(x))
 
-        self.explainer = Explainer(model, self.pre, batch_size=batch_size, proba=proba)
+        self.explainer = Explainer(model, self.pre, batch_size=batch_size, proba=proba,
+                                   temperature=predictor.temperature)
 
     @classmethod
     def load(cls, folder, runtime: str = "auto", batch_size: int = 32) -> "ClassifierExplainer":

@@ -51,7 +51,7 @@ def features_of(model, df, *, batch_size: int = 32, progress: bool = False):
         if len(batch.index):
             with torch.inference_mode():
                 f = model.backbone(batch.x.contiguous(memory_format=torch.channels_last)).float()
-                p = torch.softmax(model.head(f), dim=1)
+                p = torch.softmax(model.head(f) / predictor.temperature, dim=1)  # as the predictor gives them
             feats[batch.index], probs[batch.index] = f.numpy(), p.numpy()
     ok = ~np.isnan(probs[:, 0])
     labels = np.array(predictor.labels)
