@@ -78,9 +78,11 @@ def two_looks(predictor: Predictor, paths: list[str], variant, seed: int, qs: li
     done = 0
     t0 = time.perf_counter()
 
-    def proba(x: torch.Tensor) -> np.ndarray:
-        logits = head(net.forward_head(net.forward_features(x.contiguous(memory_format=torch.channels_last))))
-        return torch.softmax(logits.float() / predictor.temperature, 1)[:, pos].numpy()
+    def look(x: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
+        """(last feature map, calibrated p(positive)) of a batch, one forward pass."""
+        fmap = net.forward_features(x.contiguous(memory_format=torch.channels_last))
+        logits = head(net.forward_head(fmap))
+        return fmap, torch.softmax(logits.float() / predictor.temperature, 1)[:, pos].numpy()
 
     with torch.inference_mode():
         for items in loader:
@@ -88,10 +90,7 @@ def two_looks(predictor: Predictor, paths: list[str], variant, seed: int, qs: li
             if not good:
                 continue
             ims, idx = zip(*good)
-            x = torch.stack([predictor.transform(im) for im in ims]).contiguous(memory_format=torch.channels_last)
-            fmap = net.forward_features(x)
-            logits = head(net.forward_head(fmap))
-            out["full"][list(idx)] = torch.softmax(logits.float() / predictor.temperature, 1)[:, pos].numpy()
+            fmap, out["full"][list(idx)] = look(torch.stack([predictor.transform(im) for im in ims]))
             energy = fmap.float().sum(1)
             for q in qs:
                 crops = []
@@ -100,7 +99,7 @@ def two_looks(predictor: Predictor, paths: list[str], variant, seed: int, qs: li
                     W, H = im.size
                     crops.append(predictor.transform(im.crop((round(left * W), round(top * H),
                                                               round(right * W), round(bottom * H)))))
-                out[f"crop_q{q:g}"][list(idx)] = proba(torch.stack(crops))
+                out[f"crop_q{q:g}"][list(idx)] = look(torch.stack(crops))[1]
             done += len(items)
             print(f"\r{desc}: {done}/{len(paths)} ({done / (time.perf_counter() - t0):.1f} photos/s)", end="",
                   file=sys.stderr, flush=True)
