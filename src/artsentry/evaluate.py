@@ -92,7 +92,11 @@ def apply_temperature(probs, temperature: float) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def fit_temperature(probs, y_true, bounds: tuple[float, float] = (0.05, 20.0)) -> float:
+#: the range ``fit_temperature`` searches; a fit at either end has no finite answer (``calibrate_predictor``)
+TEMPERATURE_BOUNDS = (0.05, 20.0)
+
+
+def fit_temperature(probs, y_true, bounds: tuple[float, float] = TEMPERATURE_BOUNDS) -> float:
     """The temperature minimising the negative log-likelihood of ``y_true`` under
     ``apply_temperature(probs, T)`` (temperature scaling, Guo et al. 2017: one number fitted
     on validation data, so it barely over-fits even a few hundred photos)."""
@@ -476,7 +480,7 @@ def calibrate_predictor(predictor, val_df, *, progress: bool = True) -> dict:
         raise ValueError("no readable validation photos to calibrate on")
     probs = ev.table.loc[ok, [f"p_{l}" for l in predictor.labels]].to_numpy(dtype=np.float64)
     y = np.array([predictor.labels.index(l) for l in ev.table.loc[ok, "label"]])
-    bounds = (0.05, 20.0)
+    bounds = TEMPERATURE_BOUNDS
     fitted = fit_temperature(probs, y, bounds)
     note = ""
     if not bounds[0] * 1.02 < fitted < bounds[1] / 1.02:

@@ -21,7 +21,7 @@ from .data.dataset import ImageDataset, make_loader
 from .data.images import ImageSource
 from .data.transforms import Preprocessing, eval_transform
 from .models import check_input_size
-from .models.artifact import ArtifactError, load_model
+from .models.artifact import ArtifactError, calibration_temperature, load_model
 from .models.onnx import OnnxClassifier, onnx_ready, onnxruntime_available
 from .models.classifier import ImageClassifier
 
@@ -128,11 +128,7 @@ class Predictor(Decider):
         self.labels: list[str] = list(config["labels"])
         self.positive_label: str | None = config.get("positive_label")
         self.threshold: float | None = config.get("threshold")
-        # temperature scaling fitted on validation photos (``evaluate.fit_temperature``): the
-        # logits are divided by it before the softmax; 1 for a model never calibrated
-        self.temperature = float((config.get("calibration") or {}).get("temperature", 1.0))
-        if not self.temperature > 0:
-            raise ArtifactError(f"config.json: calibration temperature must be positive, not {self.temperature}")
+        self.temperature = calibration_temperature(config)  # logits / T before the softmax; 1: not calibrated
         self.preprocessing = Preprocessing.from_dict(config["preprocessing"])
         if input_size is not None and input_size != self.preprocessing.input_size:
             # measuring the network at another resolution than its config's (the convolutions

@@ -441,7 +441,7 @@ class Teachers(nn.Module):
 
     def __init__(self, folders, labels: list[str], preprocessing: Preprocessing):
         from .evaluate import _resolve_model_dir
-        from .models.artifact import ArtifactError, load_model
+        from .models.artifact import ArtifactError, calibration_temperature, load_model
 
         super().__init__()
         members, self.digests, self.temperatures = [], {}, []
@@ -460,7 +460,10 @@ class Teachers(nn.Module):
                                     f"the student with {preprocessing.mean} / {preprocessing.std}")
             model.requires_grad_(False)
             members.append(model.eval().to(memory_format=torch.channels_last))
-            self.temperatures.append(float((config.get("calibration") or {}).get("temperature", 1.0)))
+            try:
+                self.temperatures.append(calibration_temperature(config))
+            except ArtifactError as exc:
+                raise TrainingError(f"teacher {folder}: {exc}") from None
             self.digests[str(folder)] = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
         self.members = nn.ModuleList(members)  # in eval mode: BatchNorm statistics and dropout stay fixed
 

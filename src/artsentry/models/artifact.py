@@ -123,6 +123,15 @@ def is_embedding(config: dict) -> bool:
     return config.get("architecture", {}).get("task") == "embedding"
 
 
+def calibration_temperature(config: dict) -> float:
+    """The temperature a model's logits are divided by before the softmax (``calibration`` in
+    its config, fitted by ``evaluate.calibrate_predictor``); 1 for a model never calibrated."""
+    t = float((config.get("calibration") or {}).get("temperature", 1.0))
+    if not t > 0:
+        raise ArtifactError(f"config.json: calibration temperature must be positive, not {t}")
+    return t
+
+
 def read_config(folder: str | Path) -> dict:
     folder = Path(folder)
     path = folder / CONFIG_NAME
