@@ -5,8 +5,9 @@
     artsentry predict IMAGE_OR_FOLDER...  label, probability and decision for each image
     artsentry train-embedder DATA --out D  retrieval embedding for registers (metric learning on re-shots)
 
-Exit status: 0 success; 1 a usage or data error (one line on stderr);
-3 ``predict`` finished but some images could not be read (listed on stderr).
+Exit status: 0 success; 1 a usage or data error (one line on stderr); 3 the command finished
+but some images could not be read (``predict``, ``screen``, ``explain``, ``register add``,
+``search`` and ``calibrate``; each listed on stderr).
 """
 
 from __future__ import annotations
@@ -43,8 +44,14 @@ def _add_threshold_args(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from .models import ARCHITECTURES, POOLINGS
 
-    parser = argparse.ArgumentParser(prog="artsentry", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="artsentry", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Image recognition against the illicit trade in cultural objects and wildlife\n"
+                    "products: train and evaluate classifiers, register known objects, screen listing\n"
+                    "photos, serve a web page. 'artsentry COMMAND --help' tells more.",
+        epilog="exit status: 0 success; 1 a usage or data error (one line on stderr); 3 the command\n"
+               "finished but some images could not be read (predict, screen, explain, register add,\n"
+               "search and calibrate; each listed on stderr)")
     parser.add_argument("--version", action="version", version=f"artsentry {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
