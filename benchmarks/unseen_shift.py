@@ -7,7 +7,8 @@
 Real re-shot photos are not made by it. This script changes the test photos in ways outside the
 generator's families or far outside their ranges, one kind at a time, each photo with its own
 seeded draw (``item_seed(seed, i)``, so every model sees the same pictures), and prints each
-model's accuracy at its own threshold and ROC-AUC, studio and per kind, and the mean drop:
+model's accuracy at its own threshold, ROC-AUC, recall and specificity (of the positive label),
+studio and per kind, and the mean drop in accuracy:
 
 ``motion_blur``   a straight-line kernel 9-17 px long (at 600 px), any angle (the generator
                   blurs with a Gaussian only)
@@ -24,7 +25,7 @@ model's accuracy at its own threshold and ROC-AUC, studio and per kind, and the 
                   lines above and below (a crop of a printed catalogue or an auction page)
 
 All runs must share the test split (the first run's ``manifest.csv``); their models are loaded
-from ``RUN/model``. ``--out`` keeps the JSON.
+from ``RUN/model``. ``--out`` keeps the JSON and every photo's probability.
 """
 
 from __future__ import annotations
@@ -176,6 +177,7 @@ def main(argv=None) -> int:
     paths = test["path"].tolist()
     result = {"date": date.today().isoformat(), "command": " ".join(["benchmarks/unseen_shift.py", *sys.argv[1:]]),
               "seed": a.seed, "n": len(paths), "models": {}}
+    probs = {}
     for run in a.runs:
         predictor = Predictor.load(_resolve_model_dir(run), runtime="torch")
         y = (test["label"] == predictor.positive_label).to_numpy().astype(int)
@@ -185,10 +187,11 @@ def main(argv=None) -> int:
             p = probabilities(predictor, paths, kind, a.seed)
             ok = ~np.isnan(p)
             m = binary_metrics(y[ok], p[ok], t)
-            rows[kind or "studio"] = {"accuracy": round(m["accuracy"], 4), "roc_auc": round(m["roc_auc"], 4),
-                                      "n": int(ok.sum())}
-            print(f"{run}  {kind or 'studio':12s} accuracy {m['accuracy']:.4f}  ROC-AUC {m['roc_auc']:.4f}",
-                  flush=True)
+            rows[kind or "studio"] = {k: round(m[k], 4) for k in ("accuracy", "roc_auc", "recall", "specificity")}
+            rows[kind or "studio"]["n"] = int(ok.sum())
+            probs[f"{run}/{kind or 'studio'}"] = p
+            print(f"{run}  {kind or 'studio':12s} accuracy {m['accuracy']:.4f}  ROC-AUC {m['roc_auc']:.4f}  "
+                  f"recall {m['recall']:.4f}  specificity {m['specificity']:.4f}", flush=True)
         drops = [rows["studio"]["accuracy"] - rows[k]["accuracy"] for k in a.kinds]
         rows["mean_drop_points"] = round(100 * float(np.mean(drops)), 2)
         result["models"][str(run)] = rows
@@ -197,6 +200,7 @@ def main(argv=None) -> int:
     if a.out:
         a.out.mkdir(parents=True, exist_ok=True)
         (a.out / "unseen_shift.json").write_text(json.dumps(result, indent=2) + "\n")
+        np.savez(a.out / "probabilities.npz", paths=np.array(paths), **probs)
     return 0
 
 

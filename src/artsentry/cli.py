@@ -114,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --augment listing: the fraction of re-photographed training photos that get "
                         "every listing family at once, as 'evaluate --shift' makes them (default 0: each "
                         "family drawn on its own)")
+    t.add_argument("--detail-loss", type=float, default=0.0, metavar="P",
+                   help="the share of training photos that then lose fine detail, beyond the listing "
+                        "generator's mild blur: one of a Gaussian blur (sigma 1-3.5 px at 600 px), a shrink to "
+                        "200-400 px and back, or colour noise (sigma 6-16 levels) (default 0: off; see README)")
     t.add_argument("--crop-scale", type=float, nargs=2, default=None, metavar=("LO", "HI"),
                    help="share of the photo's area the random resized crop of training keeps (default 0.5 1.0). "
                         "Smaller crops show the surface at a higher resolution for the same training cost; the "
@@ -441,6 +445,7 @@ def _settings_from_args(a) -> "object":
         drop_path=a.drop_path,
         pooling=a.pooling,
         listing_all=a.listing_all,
+        detail_loss=a.detail_loss,
         teacher=tuple(a.teacher),
         distill_weight=0.5 if a.distill_weight is None else a.distill_weight,
         consistency=a.consistency,

@@ -196,6 +196,7 @@ class TrainSettings:
     ema_decay: float | None = None  # fine-tune with a moving average of the weights (e.g. 0.995)
     drop_path: float = 0.0  # stochastic depth while fine-tuning an EfficientNet (e.g. 0.2)
     listing_all: float = 0.0  # of the listing-augmented photos, the fraction with every family at once
+    detail_loss: float = 0.0  # share of training photos blurred, shrunk or noised beyond the listing generator
     crop_scale: tuple[float, float] = CROP_SCALE  # share of the photo's area a random resized crop keeps
     teacher: tuple[str, ...] = ()  # classifiers (model or run folders) distilled into the model while fine-tuning
     distill_weight: float = 0.5  # share of the loss that follows the teachers' probabilities
@@ -258,6 +259,10 @@ class TrainSettings:
             raise ValueError(f"listing-all must be in [0, 1], not {self.listing_all}")
         if self.listing_all and self.augment != "listing":
             raise ValueError("--listing-all shapes the listing augmentation; use it with --augment listing")
+        if not 0.0 <= self.detail_loss <= 1.0:
+            raise ValueError(f"detail-loss must be in [0, 1], not {self.detail_loss}")
+        if self.detail_loss and self.augment == "none":
+            raise ValueError("--detail-loss is an augmentation; --augment none makes none")
         check_crop_scale(self.crop_scale)
         if not 0.0 <= self.distill_weight <= 1.0:
             raise ValueError(f"distill weight must be in [0, 1], not {self.distill_weight}")
@@ -317,7 +322,7 @@ class TrainSettings:
         # added later: checkpoints written before these settings existed stay resumable
         if keep["ema_decay"] is None:
             del keep["ema_decay"]
-        for k in ("drop_path", "listing_all", "head_views", "freeze_bn", "consistency", "cutmix"):
+        for k in ("drop_path", "listing_all", "detail_loss", "head_views", "freeze_bn", "consistency", "cutmix"):
             if not keep[k]:
                 del keep[k]
         if keep["pooling"] == "avg":
@@ -692,7 +697,8 @@ class Trainer:
                 transform = eval_transform(self.preprocessing)
             else:
                 torch.manual_seed(s.seed * 1000 + 500 + view)
-                transform = train_transform(self.preprocessing, s.augment, s.listing_all, s.crop_scale, masks)
+                transform = train_transform(self.preprocessing, s.augment, s.listing_all, s.crop_scale, masks,
+                                            detail_loss=s.detail_loss)
             loader = self._loader(part, transform)
             with tqdm(total=len(part), desc=f"features {name}", unit="img", disable=not self.progress) as bar:
                 for batch in loader:
@@ -902,9 +908,10 @@ class Trainer:
             self._save_checkpoint(optimizer, state, best_state, average)
 
         if s.consistency:
-            transform = paired_views(self.preprocessing, s.listing_all, s.crop_scale, masks)
+            transform = paired_views(self.preprocessing, s.listing_all, s.crop_scale, masks, s.detail_loss)
         else:
-            transform = train_transform(self.preprocessing, s.augment, s.listing_all, s.crop_scale, masks)
+            transform = train_transform(self.preprocessing, s.augment, s.listing_all, s.crop_scale, masks,
+                                        detail_loss=s.detail_loss)
         bar = tqdm(total=total_steps, initial=state["global_step"], desc="fine-tune", unit="step",
                    disable=not self.progress)
         stop = state["bad_epochs"] >= s.patience

@@ -133,8 +133,60 @@ def fixres_size(train_size: int, scale=CROP_SCALE) -> int:
     return int(32 * round(train_size * sum(zoom) / len(zoom) / 32))
 
 
+#: ranges of ``RandomDetailLoss``, at 600 px on the photo's long side (scaled with it)
+DETAIL_LOSS_BLUR = (1.0, 3.5)  # Gaussian blur sigma, px
+DETAIL_LOSS_SIDE = (200, 400)  # long side shrunk to, px, then enlarged back
+DETAIL_LOSS_NOISE = (6.0, 16.0)  # Gaussian noise sigma, grey levels, each channel on its own
+
+
+class RandomDetailLoss:
+    """Training augmentation for photos that lost fine detail (a shaky or out-of-focus phone,
+    a thumbnail, a dim room): with probability ``p``, one of a Gaussian blur, a shrink to a
+    low resolution and back, or colour noise, each drawn uniformly in the ranges above. The
+    listing generator's own blur and noise are mild (sigma <= 1.8 px, noise <= 8 levels,
+    photos >= 480 px); these go beyond. Draws come from torch's random state, as
+    ``RandomRephotograph``'s."""
+
+    KINDS = ("blur", "low_res", "noise")
+
+    def __init__(self, p: float = 0.3):
+        if not 0.0 <= p <= 1.0:
+            raise ValueError("p must be in [0, 1]")
+        self.p = p
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        import numpy as np
+        from PIL import ImageFilter
+
+        u = torch.rand(3).tolist()
+        if u[0] >= self.p:
+            return img
+        img = img.convert("RGB")
+        kind = self.KINDS[min(int(u[1] * 3), 2)]
+        scale = max(img.size) / 600
+        if kind == "blur":
+            lo, hi = DETAIL_LOSS_BLUR
+            return img.filter(ImageFilter.GaussianBlur((lo + (hi - lo) * u[2]) * scale))
+        if kind == "low_res":
+            lo, hi = DETAIL_LOSS_SIDE
+            side = max(8, int((lo + (hi - lo) * u[2]) * scale))
+            if max(img.size) <= side:
+                return img
+            small = img.copy()
+            small.thumbnail((side, side), Image.BILINEAR)
+            return small.resize(img.size, Image.BICUBIC)
+        lo, hi = DETAIL_LOSS_NOISE
+        noise = torch.randn(img.height, img.width, 3).numpy() * (lo + (hi - lo) * u[2])
+        arr = np.asarray(img, dtype=np.float32) + noise
+        return Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8), "RGB")
+
+    def __repr__(self) -> str:
+        return f"RandomDetailLoss(p={self.p})"
+
+
 def train_transform(pre: Preprocessing, augment: str = "standard", listing_all: float = 0.0,
-                    crop_scale=CROP_SCALE, mask_cache=None, listing_p: float = 0.6) -> T.Compose:
+                    crop_scale=CROP_SCALE, mask_cache=None, listing_p: float = 0.6,
+                    detail_loss: float = 0.0) -> T.Compose:
     """Training transform. ``standard``: random resized crop (``crop_scale``: 50-100% of the
     area by default, aspect 3:4-4:3), horizontal flip, rotation up to 15 degrees with a
     white fill, brightness/contrast/saturation jitter of 0.2 and hue 0.02. (Turning 25%
@@ -145,8 +197,11 @@ def train_transform(pre: Preprocessing, augment: str = "standard", listing_all: 
     price text and watermark, JPEG; ranges in ``data/listing.py``), then ``standard``;
     ``listing_all`` is the fraction of those re-photographed photos that get every family at
     once (``RandomRephotograph(all_families=...)``); ``mask_cache`` (a ``data.listing.MaskCache``)
-    keeps each photo's foreground estimate from one epoch to the next."""
+    keeps each photo's foreground estimate from one epoch to the next. ``detail_loss``: the
+    share of photos that then lose fine detail (``RandomDetailLoss``; default 0, off)."""
     if augment == "none":
+        if detail_loss:
+            raise ValueError("detail_loss is an augmentation; augment='none' makes none")
         return eval_transform(pre)
     if augment not in AUGMENTATIONS:
         raise ValueError(f"augment must be one of {AUGMENTATIONS}, not {augment!r}")
@@ -158,6 +213,9 @@ def train_transform(pre: Preprocessing, augment: str = "standard", listing_all: 
         from .listing import RandomRephotograph
 
         prefix = [RandomRephotograph(p=listing_p, all_families=listing_all, mask_cache=mask_cache)] + prefix
+    if detail_loss:  # after the re-photographing (its own blur and JPEG are milder), before any padding
+        after = 1 if augment == "listing" else 0
+        prefix = prefix[:after] + [RandomDetailLoss(detail_loss)] + prefix[after:]
     return T.Compose(
         prefix
         + [
@@ -185,9 +243,11 @@ class EachTransform:
         return f"EachTransform({self.transforms!r})"
 
 
-def paired_views(pre: Preprocessing, listing_all: float = 0.0, crop_scale=CROP_SCALE, mask_cache=None) -> EachTransform:
+def paired_views(pre: Preprocessing, listing_all: float = 0.0, crop_scale=CROP_SCALE, mask_cache=None,
+                 detail_loss: float = 0.0) -> EachTransform:
     """Two views of each training photo: the ``standard`` augmentation's, and a listing-style one
     (re-photographed every time, then ``standard``). For the consistency loss of
     ``train.TrainSettings.consistency``, which asks the model to judge both alike."""
-    return EachTransform([train_transform(pre, "standard", crop_scale=crop_scale),
-                          train_transform(pre, "listing", listing_all, crop_scale, mask_cache, listing_p=1.0)])
+    return EachTransform([train_transform(pre, "standard", crop_scale=crop_scale, detail_loss=detail_loss),
+                          train_transform(pre, "listing", listing_all, crop_scale, mask_cache, listing_p=1.0,
+                                          detail_loss=detail_loss)])
