@@ -133,6 +133,64 @@ def test_listing_all_settings_reach_the_training_transform():
     assert isinstance(aug, RandomRephotograph) and aug.all_families == 0.5
 
 
+def _fine_detail(img) -> float:
+    """Mean absolute difference between neighbouring pixels: what blur and shrinking remove."""
+    a = np.asarray(img.convert("L"), dtype=np.float32)
+    return float(np.abs(np.diff(a, axis=0)).mean() + np.abs(np.diff(a, axis=1)).mean())
+
+
+def test_detail_loss_blurs_shrinks_or_noises_the_share_asked_reproducibly():
+    from artsentry.data.transforms import RandomDetailLoss
+    from .conftest import object_photo
+
+    photo = object_photo((200, 180, 150), size=(300, 240), seed=0)
+    base = _fine_detail(photo)
+    assert RandomDetailLoss(0.0)(photo) is photo
+
+    def draws(seed, n=300):
+        torch.manual_seed(seed)
+        aug = RandomDetailLoss(0.3)
+        return [aug(photo) for _ in range(n)]
+
+    first = draws(0)
+    changed = [im for im in first if im is not photo]
+    assert 0.22 < len(changed) / len(first) < 0.38
+    assert all(im.size == photo.size and im.mode == "RGB" for im in changed)
+    detail = np.array([_fine_detail(im) for im in changed])
+    # blurred or shrunk photos lose fine detail, noised ones gain grain: all three kinds are drawn
+    assert (detail < 0.8 * base).sum() >= 0.4 * len(changed)
+    assert (detail > 1.2 * base).sum() >= 0.2 * len(changed)
+    assert [im.tobytes() for im in first] == [im.tobytes() for im in draws(0)]
+    assert [im.tobytes() for im in first] != [im.tobytes() for im in draws(1)]
+    with pytest.raises(ValueError, match="p must be"):
+        RandomDetailLoss(1.5)
+
+
+def test_detail_loss_settings_reach_the_training_transform():
+    from artsentry.cli import _settings_from_args, build_parser
+    from artsentry.data.listing import RandomRephotograph
+    from artsentry.data.transforms import Preprocessing, RandomDetailLoss, train_transform
+
+    assert TrainSettings(detail_loss=0.0).fingerprint() == TrainSettings().fingerprint()
+    assert TrainSettings(detail_loss=0.3).fingerprint() != TrainSettings().fingerprint()
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="detail-loss"):
+            TrainSettings(detail_loss=bad).validate()
+    with pytest.raises(ValueError, match="--augment none"):
+        TrainSettings(augment="none", detail_loss=0.3).validate()
+    args = build_parser().parse_args(["train", "DATA", "--out", "RUN", "--augment", "listing", "--detail-loss", "0.3"])
+    settings = _settings_from_args(args)
+    assert settings.detail_loss == 0.3
+    assert _settings_from_args(build_parser().parse_args(["train", "DATA", "--out", "RUN"])).detail_loss == 0.0
+    # after the listing re-photographing (whose own blur is milder), first with standard augmentation
+    listing = train_transform(Preprocessing(input_size=64), "listing", detail_loss=0.3).transforms
+    assert isinstance(listing[0], RandomRephotograph) and isinstance(listing[1], RandomDetailLoss)
+    assert listing[1].p == 0.3
+    standard = train_transform(Preprocessing(input_size=64), "standard", detail_loss=0.3).transforms
+    assert isinstance(standard[0], RandomDetailLoss)
+    assert not any(isinstance(t, RandomDetailLoss) for t in train_transform(Preprocessing(input_size=64)).transforms)
+
+
 def test_consistency_loss_is_the_jensen_shannon_divergence_of_the_two_views():
     from artsentry.train import consistency_loss
 
