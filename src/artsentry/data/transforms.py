@@ -10,8 +10,9 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields
 
+import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageFilter
 from torchvision.transforms import v2 as T
 
 RESIZE_MODES = ("squash", "pad", "center_crop")
@@ -155,9 +156,6 @@ class RandomDetailLoss:
         self.p = p
 
     def __call__(self, img: Image.Image) -> Image.Image:
-        import numpy as np
-        from PIL import ImageFilter
-
         u = torch.rand(3).tolist()
         if u[0] >= self.p:
             return img
