@@ -178,6 +178,9 @@ def test_detail_loss_settings_reach_the_training_transform():
             TrainSettings(detail_loss=bad).validate()
     with pytest.raises(ValueError, match="--augment none"):
         TrainSettings(augment="none", detail_loss=0.3).validate()
+    with pytest.raises(ValueError, match="--head-views"):  # a frozen head never sees augmented photos without views
+        TrainSettings(mode="frozen", detail_loss=0.3).validate()
+    TrainSettings(mode="frozen", detail_loss=0.3, head_views=2).validate()
     args = build_parser().parse_args(["train", "DATA", "--out", "RUN", "--augment", "listing", "--detail-loss", "0.3"])
     settings = _settings_from_args(args)
     assert settings.detail_loss == 0.3

@@ -263,6 +263,9 @@ class TrainSettings:
             raise ValueError(f"detail-loss must be in [0, 1], not {self.detail_loss}")
         if self.detail_loss and self.augment == "none":
             raise ValueError("--detail-loss is an augmentation; --augment none makes none")
+        if self.detail_loss and self.mode == "frozen" and not self.head_views:
+            raise ValueError("--mode frozen trains the head on features of the photos as they are: add "
+                             "--head-views K for it to learn from K views that may lose detail")
         check_crop_scale(self.crop_scale)
         if not 0.0 <= self.distill_weight <= 1.0:
             raise ValueError(f"distill weight must be in [0, 1], not {self.distill_weight}")
