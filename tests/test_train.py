@@ -13,12 +13,17 @@ import pytest
 import torch
 from PIL import Image
 
-from artsentry.cli import main
+from artsentry.cli import _settings_from_args, build_parser, main
 from artsentry.inference import Predictor
 from artsentry.train import (TrainingError, TrainSettings, WeightAverage, choose_positive_label, class_weights,
                              train)
 
 FAST = dict(image_size=64, batch_size=8, val_fraction=0.25, test_fraction=0.25)
+
+
+def cli_train_settings(*extra: str) -> TrainSettings:
+    """The settings ``artsentry train DATA --out RUN *extra`` runs with."""
+    return _settings_from_args(build_parser().parse_args(["train", "DATA", "--out", "RUN", *extra]))
 
 
 def test_class_weights_are_inverse_frequency():
@@ -72,20 +77,15 @@ def test_ema_settings():
             TrainSettings(ema_decay=bad).validate()
     with pytest.raises(ValueError, match="frozen"):
         TrainSettings(mode="frozen", ema_decay=0.99).validate()
-    from artsentry.cli import _settings_from_args, build_parser
-
-    args = build_parser().parse_args(["train", "DATA", "--out", "RUN", "--ema-decay", "0.995"])
-    assert _settings_from_args(args).ema_decay == 0.995
-    assert _settings_from_args(build_parser().parse_args(["train", "DATA", "--out", "RUN"])).ema_decay is None
+    assert cli_train_settings("--ema-decay", "0.995").ema_decay == 0.995
+    assert cli_train_settings().ema_decay is None
 
 
 def test_default_patience_grows_with_the_schedule():
     """Validation loss rose for three epochs at the learning rate's peak of a 16-epoch run: a third of
     --epochs, never under 3, unless given; smallcnn keeps its 6."""
-    from artsentry.cli import _settings_from_args, build_parser
-
     def patience(*extra):
-        return _settings_from_args(build_parser().parse_args(["train", "DATA", "--out", "RUN", *extra])).patience
+        return cli_train_settings(*extra).patience
 
     assert patience() == 3  # 8 epochs
     assert patience("--epochs", "10") == 3  # make ivory's recipe: unchanged
@@ -106,11 +106,8 @@ def test_drop_path_settings():
         TrainSettings(mode="frozen", drop_path=0.2).validate()
     with pytest.raises(ValueError, match="smallcnn"):
         TrainSettings(architecture="smallcnn", drop_path=0.2).validate()
-    from artsentry.cli import _settings_from_args, build_parser
-
-    args = build_parser().parse_args(["train", "DATA", "--out", "RUN", "--drop-path", "0.2"])
-    assert _settings_from_args(args).drop_path == 0.2
-    assert _settings_from_args(build_parser().parse_args(["train", "DATA", "--out", "RUN"])).drop_path == 0.0
+    assert cli_train_settings("--drop-path", "0.2").drop_path == 0.2
+    assert cli_train_settings().drop_path == 0.0
 
 
 def test_listing_all_settings_reach_the_training_transform():
@@ -121,14 +118,12 @@ def test_listing_all_settings_reach_the_training_transform():
             TrainSettings(augment="listing", listing_all=bad).validate()
     with pytest.raises(ValueError, match="--augment listing"):
         TrainSettings(augment="standard", listing_all=0.5).validate()
-    from artsentry.cli import _settings_from_args, build_parser
     from artsentry.data.listing import RandomRephotograph
     from artsentry.data.transforms import Preprocessing, train_transform
 
-    args = build_parser().parse_args(["train", "DATA", "--out", "RUN", "--augment", "listing", "--listing-all", "0.5"])
-    settings = _settings_from_args(args)
+    settings = cli_train_settings("--augment", "listing", "--listing-all", "0.5")
     assert settings.listing_all == 0.5
-    assert _settings_from_args(build_parser().parse_args(["train", "DATA", "--out", "RUN"])).listing_all == 0.0
+    assert cli_train_settings().listing_all == 0.0
     aug = train_transform(Preprocessing(input_size=64), settings.augment, settings.listing_all).transforms[0]
     assert isinstance(aug, RandomRephotograph) and aug.all_families == 0.5
 
@@ -167,7 +162,6 @@ def test_detail_loss_blurs_shrinks_or_noises_the_share_asked_reproducibly():
 
 
 def test_detail_loss_settings_reach_the_training_transform():
-    from artsentry.cli import _settings_from_args, build_parser
     from artsentry.data.listing import RandomRephotograph
     from artsentry.data.transforms import Preprocessing, RandomDetailLoss, train_transform
 
@@ -181,10 +175,9 @@ def test_detail_loss_settings_reach_the_training_transform():
     with pytest.raises(ValueError, match="--head-views"):  # a frozen head never sees augmented photos without views
         TrainSettings(mode="frozen", detail_loss=0.3).validate()
     TrainSettings(mode="frozen", detail_loss=0.3, head_views=2).validate()
-    args = build_parser().parse_args(["train", "DATA", "--out", "RUN", "--augment", "listing", "--detail-loss", "0.3"])
-    settings = _settings_from_args(args)
+    settings = cli_train_settings("--augment", "listing", "--detail-loss", "0.3")
     assert settings.detail_loss == 0.3
-    assert _settings_from_args(build_parser().parse_args(["train", "DATA", "--out", "RUN"])).detail_loss == 0.0
+    assert cli_train_settings().detail_loss == 0.0
     # after the listing re-photographing (whose own blur is milder), first with standard augmentation
     listing = train_transform(Preprocessing(input_size=64), "listing", detail_loss=0.3).transforms
     assert isinstance(listing[0], RandomRephotograph) and isinstance(listing[1], RandomDetailLoss)
@@ -240,11 +233,8 @@ def test_consistency_settings():
         TrainSettings(augment="listing", consistency=12, mode="frozen", head_views=1).validate()
     with pytest.raises(ValueError, match="--teacher"):
         TrainSettings(augment="listing", consistency=12, teacher=("t",)).validate()
-    from artsentry.cli import _settings_from_args, build_parser
-
-    args = build_parser().parse_args(["train", "DATA", "--out", "RUN", "--augment", "listing", "--consistency", "12"])
-    assert _settings_from_args(args).consistency == 12.0
-    assert _settings_from_args(build_parser().parse_args(["train", "DATA", "--out", "RUN"])).consistency == 0.0
+    assert cli_train_settings("--augment", "listing", "--consistency", "12").consistency == 12.0
+    assert cli_train_settings().consistency == 0.0
 
 
 def test_consistency_fine_tunes_on_a_studio_and_a_listing_view_of_every_photo(tmp_path, synthetic_dataset,
@@ -304,10 +294,7 @@ def test_cutmix_settings():
                 dict(cutmix=0.5, augment="listing", consistency=12), dict(cutmix=0.5, teacher=("t",))):
         with pytest.raises(ValueError):
             TrainSettings(**bad).validate()
-    from artsentry.cli import _settings_from_args, build_parser
-
-    args = build_parser().parse_args(["train", "DATA", "--out", "RUN", "--cutmix", "0.5"])
-    assert _settings_from_args(args).cutmix == 0.5
+    assert cli_train_settings("--cutmix", "0.5").cutmix == 0.5
 
 
 def test_cutmix_1_mixes_every_fine_tuning_batch(tmp_path, synthetic_dataset, monkeypatch):
@@ -335,7 +322,6 @@ def test_cutmix_1_mixes_every_fine_tuning_batch(tmp_path, synthetic_dataset, mon
 def test_crop_scale_settings_reach_the_training_transform():
     from torchvision.transforms import v2 as T
 
-    from artsentry.cli import _settings_from_args, build_parser
     from artsentry.data.transforms import Preprocessing, train_transform
 
     # the default spelled out keeps the fingerprint of runs made before the setting existed
@@ -344,10 +330,9 @@ def test_crop_scale_settings_reach_the_training_transform():
     for bad in ((0.0, 1.0), (0.6, 0.5), (0.5, 1.2)):
         with pytest.raises(ValueError, match="crop scale"):
             TrainSettings(crop_scale=bad).validate()
-    args = build_parser().parse_args(["train", "DATA", "--out", "RUN", "--crop-scale", "0.25", "1"])
-    settings = _settings_from_args(args)
+    settings = cli_train_settings("--crop-scale", "0.25", "1")
     assert settings.crop_scale == (0.25, 1.0)
-    assert _settings_from_args(build_parser().parse_args(["train", "DATA", "--out", "RUN"])).crop_scale == (0.5, 1.0)
+    assert cli_train_settings().crop_scale == (0.5, 1.0)
     for augment in ("standard", "listing"):
         crops = [t for t in train_transform(Preprocessing(input_size=64), augment, crop_scale=settings.crop_scale).transforms
                  if isinstance(t, T.RandomResizedCrop)]
@@ -454,11 +439,8 @@ def test_freeze_bn_settings():
         TrainSettings(mode="frozen", freeze_bn=True).validate()
     with pytest.raises(ValueError, match="smallcnn"):
         TrainSettings(architecture="smallcnn", freeze_bn=True).validate()
-    from artsentry.cli import _settings_from_args, build_parser
-
-    args = build_parser().parse_args(["train", "DATA", "--out", "RUN", "--freeze-bn"])
-    assert _settings_from_args(args).freeze_bn is True
-    assert _settings_from_args(build_parser().parse_args(["train", "DATA", "--out", "RUN"])).freeze_bn is False
+    assert cli_train_settings("--freeze-bn").freeze_bn is True
+    assert cli_train_settings().freeze_bn is False
 
 
 def test_select_on_studio_and_listing_keeps_the_epoch_of_lowest_mean_loss(tmp_path, synthetic_dataset):
@@ -497,11 +479,8 @@ def test_select_on_settings():
         TrainSettings(select_on="listing").validate()
     with pytest.raises(ValueError, match="--mode frozen"):
         TrainSettings(mode="frozen", select_on="studio+listing").validate()
-    from artsentry.cli import _settings_from_args, build_parser
-
-    args = build_parser().parse_args(["train", "DATA", "--out", "RUN", "--select-on", "studio+listing"])
-    assert _settings_from_args(args).select_on == "studio+listing"
-    assert _settings_from_args(build_parser().parse_args(["train", "DATA", "--out", "RUN"])).select_on == "studio"
+    assert cli_train_settings("--select-on", "studio+listing").select_on == "studio+listing"
+    assert cli_train_settings().select_on == "studio"
 
 
 def test_keep_epochs_saves_each_epoch_as_a_model_that_evaluate_reads(tmp_path, synthetic_dataset):
@@ -596,10 +575,8 @@ def test_keep_epochs_settings():
     assert TrainSettings(keep_epochs=True).fingerprint() == TrainSettings().fingerprint()  # changes no training
     with pytest.raises(ValueError, match="--mode frozen"):
         TrainSettings(mode="frozen", keep_epochs=True).validate()
-    from artsentry.cli import _settings_from_args, build_parser
-
-    assert _settings_from_args(build_parser().parse_args(["train", "D", "--out", "R", "--keep-epochs"])).keep_epochs
-    assert not _settings_from_args(build_parser().parse_args(["train", "D", "--out", "R"])).keep_epochs
+    assert cli_train_settings("--keep-epochs").keep_epochs
+    assert not cli_train_settings().keep_epochs
 
 
 def test_interrupted_ema_finetune_resumes_its_average(tmp_path, synthetic_dataset, monkeypatch):
@@ -738,8 +715,6 @@ def test_a_calibrated_teacher_teaches_the_probabilities_its_predictor_gives(tmp_
 def test_teacher_settings_are_checked_before_training(tmp_path, synthetic_dataset, model_dir):
     import shutil
 
-    from artsentry.cli import _settings_from_args, build_parser
-
     assert TrainSettings(distill_weight=0.9).fingerprint() == TrainSettings().fingerprint()  # no teacher: unused
     assert TrainSettings(teacher=("a",)).fingerprint() != TrainSettings().fingerprint()
     assert TrainSettings(teacher=("a",)).fingerprint() != TrainSettings(teacher=("a",), distill_weight=0.9).fingerprint()
@@ -747,10 +722,10 @@ def test_teacher_settings_are_checked_before_training(tmp_path, synthetic_datase
         TrainSettings(teacher=("a",), distill_weight=1.5).validate()
     with pytest.raises(ValueError, match="--mode frozen"):
         TrainSettings(teacher=("a",), mode="frozen").validate()
-    args = build_parser().parse_args(["train", "DATA", "--out", "RUN", "--teacher", "t1", "runs/t2"])
-    assert _settings_from_args(args).teacher == ("t1", "runs/t2") and _settings_from_args(args).distill_weight == 0.5
+    settings = cli_train_settings("--teacher", "t1", "runs/t2")
+    assert settings.teacher == ("t1", "runs/t2") and settings.distill_weight == 0.5
     with pytest.raises(ValueError, match="give --teacher"):
-        _settings_from_args(build_parser().parse_args(["train", "DATA", "--out", "RUN", "--distill-weight", "0.3"]))
+        cli_train_settings("--distill-weight", "0.3")
     assert TrainSettings.from_dict(json.loads(json.dumps(
         {"teacher": ["t1"], "distill_weight": 0.3}))) == TrainSettings(teacher=("t1",), distill_weight=0.3)
     # a teacher for other labels, or no model at all, stops the run before the head stage
@@ -953,12 +928,9 @@ def test_pooling_settings():
     for pooling in ("texture", "texture+avg"):
         with pytest.raises(ValueError, match="smallcnn"):
             TrainSettings(architecture="smallcnn", pooling=pooling).validate()
-    from artsentry.cli import _settings_from_args, build_parser
-
     for pooling in ("texture", "texture+avg"):
-        args = build_parser().parse_args(["train", "DATA", "--out", "RUN", "--pooling", pooling])
-        assert _settings_from_args(args).pooling == pooling
-    assert _settings_from_args(build_parser().parse_args(["train", "DATA", "--out", "RUN"])).pooling == "avg"
+        assert cli_train_settings("--pooling", pooling).pooling == pooling
+    assert cli_train_settings().pooling == "avg"
 
 
 @pytest.mark.parametrize("pooling, dim", [("texture", 112 * 113 // 2), ("texture+avg", 112 * 113 // 2 + 1280)])
@@ -1009,11 +981,8 @@ def test_head_views_settings():
     with pytest.raises(ValueError, match="--head-views"):
         TrainSettings(mode="frozen", augment="listing").validate()
     TrainSettings(mode="frozen", augment="listing", head_views=1).validate()
-    from artsentry.cli import _settings_from_args, build_parser
-
-    args = build_parser().parse_args(["train", "DATA", "--out", "RUN", "--head-views", "3"])
-    assert _settings_from_args(args).head_views == 3
-    assert _settings_from_args(build_parser().parse_args(["train", "DATA", "--out", "RUN"])).head_views == 0
+    assert cli_train_settings("--head-views", "3").head_views == 3
+    assert cli_train_settings().head_views == 0
 
 
 def test_frozen_head_learns_from_cached_augmented_views(tmp_path, synthetic_dataset, monkeypatch):
