@@ -3,6 +3,7 @@ import shutil
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 
 from artsentry.cli import EXIT_SOME_UNREADABLE, main
@@ -40,13 +41,40 @@ def test_predict_plain_output_and_missing_file(model_dir, synthetic_dataset, cap
     assert "nonexistent.jpg: file not found" in err
 
 
+def test_predict_names_what_makes_a_photo_weak_evidence(model_dir, tmp_path, capsys):
+    from PIL import Image, ImageFilter
+    from skimage import data as skdata
+
+    sharp = Image.fromarray(skdata.rocket()).convert("RGB")  # 640 x 427, crisp edges
+    sharp.save(tmp_path / "sharp.jpg", quality=95)
+    sharp.filter(ImageFilter.GaussianBlur(3)).save(tmp_path / "blurred.jpg", quality=95)
+    small = sharp.copy()
+    small.thumbnail((150, 150))
+    small.save(tmp_path / "small.jpg", quality=95)
+    assert main(["predict", str(tmp_path), "--model", str(model_dir), "--json"]) == 0
+    rows = {r["source"].rsplit("/", 1)[1]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert rows["sharp.jpg"]["quality"]["warnings"] == [] and rows["sharp.jpg"]["quality"]["long_side"] == 640
+    assert [w.split(":")[0] for w in rows["blurred.jpg"]["quality"]["warnings"]] == ["little fine detail"]
+    assert [w.split(":")[0] for w in rows["small.jpg"]["quality"]["warnings"]] == ["small photo", "little fine detail"]
+    # plain output: a fifth field only where there is something to say
+    assert main(["predict", str(tmp_path), "--model", str(model_dir)]) == 0
+    lines = {l.split("\t")[0].rsplit("/", 1)[1]: l.split("\t") for l in capsys.readouterr().out.splitlines()}
+    assert len(lines["sharp.jpg"]) == 4
+    assert lines["blurred.jpg"][4].startswith("weak evidence: little fine detail: sharpness 0.0")
+    assert lines["small.jpg"][4].startswith("weak evidence: small photo: 150 px on its long side (under 224); ")
+
+
 def test_evaluate_command_writes_outputs(model_dir, tmp_path, capsys):
     code = main(["-q", "evaluate", str(model_dir.parent), "--out", str(tmp_path), "--target-precision", "1.0"])
     assert code == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["split"] == "test" and metrics["threshold"]["rule"] == "target_precision"
     assert (tmp_path / "report.html").stat().st_size > 1000
-    assert (tmp_path / "predictions.csv").is_file()
+    predictions = pd.read_csv(tmp_path / "predictions.csv")
+    # the synthetic photos are 120 x 90 px: every one is warned small, and accuracy is split by it
+    assert predictions["quality_warnings"].str.startswith("small photo: 120 px").all()
+    assert set(predictions["photo_quality"]) == {"warned"}
+    assert metrics["metrics"]["test"]["accuracy_by_photo_quality"]["warned"]["n"] == len(predictions)
     # without --save-threshold the model is unchanged
     config = json.loads((model_dir / "config.json").read_text())
     assert config["threshold"] == 0.5 and config["threshold_rule"]["rule"] == "model config"

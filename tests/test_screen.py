@@ -118,6 +118,17 @@ def test_screen_csv_completes_with_bad_images_and_carries_columns(onnx_model_dir
     assert "--fetch-urls" in errors["U-url"]
     for ok in ("H-cmyk.jpg", "H-grey16.png", "H-palette_transparent.png", "H-good.jpg"):
         assert by_id[ok]["error"] is None and by_id[ok]["score"] is not None
+    # each readable photo carries its quality; the unreadable ones none
+    for lid, r in by_id.items():
+        assert (r.get("quality") is None) == (lid in errors), lid
+    quality = {lid: r["quality"] for lid, r in by_id.items() if lid.startswith("L-")}
+    assert all(q["long_side"] == 120 and q["warnings"][0] == "small photo: 120 px on its long side (under 224)"
+               for q in quality.values())
+    results = pd.read_csv(out / "results.csv").set_index("listing_id")
+    for lid, r in by_id.items():
+        expected = "; ".join(r["quality"]["warnings"]) if r.get("quality") else None
+        assert (results.at[lid, "quality_warnings"] if pd.notna(results.at[lid, "quality_warnings"]) else None) \
+            == (expected or None), lid
     # outputs: the queue holds exactly the flagged rows, highest probability first
     queue = pd.read_csv(out / "queue.csv")
     flagged = {lid for lid, r in by_id.items() if r.get("flagged")}
@@ -143,6 +154,10 @@ def test_screen_csv_completes_with_bad_images_and_carries_columns(onnx_model_dir
     per_listing = pd.read_csv(out / "listings.csv")
     assert summary["listings"] == len(per_listing) == n_rows and summary["listings_to_review"] == len(flagged)
     assert list(per_listing["listing_id"][: len(queue)]) == list(queue["listing_id"])
+    weak = per_listing.set_index("listing_id")["weak_photos"]
+    assert all(weak[lid] == int(bool(r.get("quality") and r["quality"]["warnings"])) for lid, r in by_id.items())
+    assert page.count('class="weak">weak evidence: ') == sum(bool(by_id[lid]["quality"]["warnings"]) for lid in flagged)
+    assert page.count("weak evidence: small photo: 120 px") >= sum(lid.startswith("L-") for lid in flagged) > 0
     assert "review queue" in capsys.readouterr().out
 
 

@@ -99,6 +99,9 @@ def test_analyze_traces_and_matches(live, photos):
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["image"]["sha256"] == hashlib.sha256(data).hexdigest()
+    q = body["image"]["quality"]  # a 140 x 107 px query photo: warned small, with its measurements
+    assert q["long_side"] == 140 and q["warnings"][0] == "small photo: 140 px on its long side (under 224)"
+    assert q["sharpness"] >= 0 and q["noise"] >= 0
     iv = body["ivory"]
     assert iv["decision"] in ("flag", "pass") and (iv["decision"] == "flag") == (iv["probability"] >= iv["threshold"])
     assert len(iv["model"]["version"]) == 16
@@ -140,6 +143,7 @@ def test_listing_analyses_every_photo_and_decides_once(live, photos):
     flags = sum(x["result"]["ivory"]["decision"] == "flag" for x in res[:2])
     matched = sum(not x["result"]["register"]["no_match"] for x in res[:2])
     assert (body["flagged_photos"], body["matched_photos"]) == (flags, matched) and matched >= 1
+    assert body["weak_photos"] == 2  # both readable photos are under 224 px: warned small
     assert body["best_match"] == "B" and body["best_match_photo"] == 1 and body["review"] is True
     # the unregistered photo alone: no match, reviewed only if its ivory score flags it
     one = httpx.post(f"{live.url}/v1/listing", files=[("file", ("u.jpg", unknown))], timeout=60).json()
@@ -264,6 +268,7 @@ def test_page_in_headless_chromium(live, photos, tmp_path):
         assert not heat.is_visible()
         card.get_by_label("Show evidence overlay").check()
         assert "sha256" in card.locator(".trace").inner_text()
+        assert card.locator(".verdict .weak").inner_text().startswith("Weak evidence: small photo: 140 px")
         page.screenshot(path=str(shot), full_page=True)
         # a phone-sized screen: nothing wider than the screen
         page.set_viewport_size({"width": 390, "height": 844})

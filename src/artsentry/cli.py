@@ -312,7 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     rcal.add_argument("--target-fmr", type=float, default=0.01, help="false-match rate to allow (default 0.01)")
 
     pr = sub.add_parser("predict", help="classify images", description="Print label, probability and decision for "
-                        "each image. Unreadable files are reported on stderr and skipped.")
+                        "each image, and a last field 'weak evidence: ...' when the photo is blurred, grainy or "
+                        "small (data.quality). Unreadable files are reported on stderr and skipped.")
     pr.add_argument("images", nargs="+", help="image files or folders (searched recursively)")
     pr.add_argument("--model", default=DEFAULT_MODEL, help="model or run folder (default: %(default)s)")
     pr.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -481,6 +482,10 @@ def _print_metrics(result: dict) -> None:
     if by_colour:
         print("accuracy by photo colour and label: " + ", ".join(f"{k}: {v['accuracy']:.4f} (n {v['n']})"
                                                                  for k, v in by_colour.items()))
+    by_quality = m.get("accuracy_by_photo_quality")
+    if by_quality:
+        print("accuracy by photo quality (warned: blurred, grainy or small): "
+              + ", ".join(f"{k}: {v['accuracy']:.4f} (n {v['n']})" for k, v in by_quality.items()))
     c = result.get("calibration")
     if c and not c["applied"]:
         print(f"not calibrated: {c['note']}")
@@ -559,6 +564,11 @@ def expand_images(items: list[str]) -> tuple[list[str], list[str]]:
     return files, problems
 
 
+def _quality_note(pred) -> str:
+    """A last tab-separated field naming what limits the photo's evidence, or nothing."""
+    return f"\tweak evidence: {'; '.join(pred.warnings)}" if pred.warnings else ""
+
+
 def cmd_predict(a) -> int:
     from .evaluate import _resolve_model_dir
     from .inference import Predictor
@@ -582,9 +592,9 @@ def cmd_predict(a) -> int:
         elif predictor.binary:
             decision = "FLAG" if pred.flagged else "pass"
             print(f"{pred.source}\t{pred.label}\tp({predictor.positive_label})={pred.score:.4f}\t"
-                  f"{decision} (threshold {threshold:.4f})")
+                  f"{decision} (threshold {threshold:.4f})" + _quality_note(pred))
         else:
-            print(f"{pred.source}\t{pred.label}\tp={pred.score:.4f}")
+            print(f"{pred.source}\t{pred.label}\tp={pred.score:.4f}" + _quality_note(pred))
     return EXIT_SOME_UNREADABLE if n_bad else 0
 
 

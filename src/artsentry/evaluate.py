@@ -293,7 +293,7 @@ def photo_colour(paths) -> list[str | None]:
 
 
 def evaluate_predictor(predictor, df, *, threshold: float | None = None, progress: bool = True,
-                       by: tuple[str, ...] = ("department", "photos_per_object"),
+                       by: tuple[str, ...] = ("department", "photos_per_object", "photo_quality"),
                        by_label: tuple[str, ...] = ("photo_colour",)) -> Evaluation:
     """Run ``predictor`` on every image of manifest ``df`` and score it against ``label``.
 
@@ -302,7 +302,9 @@ def evaluate_predictor(predictor, df, *, threshold: float | None = None, progres
     ``threshold`` overrides the model's own (binary models). ``by`` columns give
     ``accuracy_by_<column>``; ``by_label`` ones ``accuracy_by_<column>_and_label``, and
     ``photo_colour`` (black-and-white photo or not) is measured when asked for: old museum
-    photos are often grey, more often for one class than the other.
+    photos are often grey, more often for one class than the other. ``photo_quality`` is
+    "warned" for a photo with a quality warning (``data.quality``: little fine detail, grainy,
+    small), else "ok"; the warnings themselves are in ``quality_warnings``.
     """
     import pandas as pd
 
@@ -312,6 +314,8 @@ def evaluate_predictor(predictor, df, *, threshold: float | None = None, progres
     preds = predictor.predict_files(df["path"].tolist(), progress=progress)
     table = df.copy().reset_index(drop=True)
     table["error"] = [p.error for p in preds]
+    table["quality_warnings"] = ["; ".join(p.warnings) if p.ok else None for p in preds]
+    table["photo_quality"] = [("warned" if p.warnings else "ok") if p.ok else None for p in preds]
     ok = table["error"].isna().to_numpy()
     y = np.array([predictor.labels.index(l) for l in table["label"]])
     probs = np.array([[p.probabilities[l] for l in predictor.labels] if p.ok else [np.nan] * len(predictor.labels)
@@ -352,19 +356,21 @@ def variant_probabilities(predictor, paths: list[str], variant, *, seed: int = 0
     (see ``data.listing.ListingStyleDataset``, which ``mask_cache`` is passed to); NaN rows
     for unreadable files."""
     from .data.listing import ListingStyleDataset
+    from .data.quality import measuring_draft
     from .data.transforms import EachTransform
     from .inference import iter_dataset_batches
 
     # An ensemble's members read the very same pictures (each drawn from the seed and the photo's
     # position), made once and put through each member's own transform: the generator, not the
-    # networks, is most of the cost. Studio photos are decoded exactly as in prediction (JPEG draft
-    # scaling moves accuracy by ~0.5 points on met-ivory), so members that decode at different draft
+    # networks, is most of the cost. Studio photos are decoded exactly as in prediction, which
+    # measures each photo too (``measuring_draft``; JPEG draft scaling moves accuracy by ~0.5 points
+    # on met-ivory), so members that decode at different draft
     # sizes read them separately; listing-style versions are made from the full-resolution photo.
     ensemble = hasattr(predictor, "members")
     members = list(predictor.members) if ensemble else [predictor]
     groups: dict = {}
     for k, m in enumerate(members):
-        groups.setdefault(m.preprocessing.draft_size if variant is None else None, []).append(k)
+        groups.setdefault(measuring_draft(m.preprocessing.draft_size) if variant is None else None, []).append(k)
     per_member = [np.full((len(paths), len(m.labels)), np.nan, dtype=np.float32) for m in members]
     for draft, ks in groups.items():
         ds = ListingStyleDataset(paths, EachTransform([members[k].transform for k in ks]), variant, seed,

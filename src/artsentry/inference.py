@@ -34,6 +34,12 @@ class Prediction:
     flagged: bool | None = None  # binary models: score >= threshold
     probabilities: dict[str, float] | None = None
     error: str | None = None
+    quality: dict | None = None  # data.quality.PhotoQuality.to_dict(): sharpness, noise, long side, warnings
+
+    @property
+    def warnings(self) -> list[str]:
+        """What limits the evidence of this photo (``data.quality``); empty when nothing does."""
+        return list(self.quality["warnings"]) if self.quality else []
 
     @property
     def ok(self) -> bool:
@@ -59,10 +65,11 @@ def source_names(sources: Sequence[ImageSource], names: Sequence[str] | None = N
 
 def iter_image_batches(sources: Sequence[ImageSource], transform, preprocessing: Preprocessing, *,
                        names: Sequence[str], batch_size: int = 32, num_workers: int | None = None,
-                       progress: bool = False, desc: str = "images"):
+                       progress: bool = False, desc: str = "images", quality: bool = False):
     """Load, decode and transform images in batches (in worker processes when there are
-    many); unreadable ones arrive as ``batch.errors``. Shows a progress bar when asked."""
-    dataset = ImageDataset(sources, transform, draft_size=preprocessing.draft_size, names=names)
+    many); unreadable ones arrive as ``batch.errors``; with ``quality``, each photo's
+    ``PhotoQuality`` in ``batch.quality``. Shows a progress bar when asked."""
+    dataset = ImageDataset(sources, transform, draft_size=preprocessing.draft_size, names=names, quality=quality)
     yield from iter_dataset_batches(dataset, batch_size=batch_size, num_workers=num_workers, progress=progress,
                                     desc=desc)
 
@@ -202,22 +209,26 @@ class Predictor(Decider):
 
     # -- files -----------------------------------------------------------------------------
     def iter_predict(self, sources: Sequence[ImageSource], names: Sequence[str] | None = None,
-                     progress: bool = False) -> Iterator[tuple[int, Prediction]]:
-        """Yield ``(index, Prediction)`` for every source, in input order, as batches finish."""
+                     progress: bool = False, quality: bool = True) -> Iterator[tuple[int, Prediction]]:
+        """Yield ``(index, Prediction)`` for every source, in input order, as batches finish.
+        ``quality``: assess each photo (``data.quality``) into ``Prediction.quality``."""
         names = source_names(sources, names)
         for batch in iter_image_batches(sources, self.transform, self.preprocessing, names=names,
                                         batch_size=self.batch_size, num_workers=self.num_workers,
-                                        progress=progress, desc="predict"):
+                                        progress=progress, desc="predict", quality=quality):
             done = {idx: Prediction(names[idx], error=err) for idx, err in batch.errors}
             probs = self.proba_tensor(batch.x)
-            done.update({idx: self.decide(names[idx], p) for idx, p in zip(batch.index, probs)})
+            for j, (idx, p) in enumerate(zip(batch.index, probs)):
+                done[idx] = self.decide(names[idx], p)
+                if batch.quality is not None:
+                    done[idx].quality = batch.quality[j].to_dict()
             yield from sorted(done.items(), key=lambda kv: kv[0])
 
     def predict_files(self, sources: Sequence[ImageSource], names: Sequence[str] | None = None,
-                      progress: bool = False) -> list[Prediction]:
+                      progress: bool = False, quality: bool = True) -> list[Prediction]:
         """One ``Prediction`` per source, in input order."""
         out: list[Prediction | None] = [None] * len(sources)
-        for idx, pred in self.iter_predict(sources, names, progress):
+        for idx, pred in self.iter_predict(sources, names, progress, quality):
             out[idx] = pred
         return out  # type: ignore[return-value]
 
@@ -252,9 +263,10 @@ class Ensemble(Decider):
                 "positive_label": self.positive_label, "runtime": self.runtime}
 
     def predict_files(self, sources: Sequence[ImageSource], names: Sequence[str] | None = None,
-                      progress: bool = False) -> list[Prediction]:
+                      progress: bool = False, quality: bool = True) -> list[Prediction]:
         names = source_names(sources, names)
-        per_member = [m.predict_files(sources, names, progress) for m in self.members]
+        # the photo's quality does not depend on the model: the first member assesses it
+        per_member = [m.predict_files(sources, names, progress, quality and k == 0) for k, m in enumerate(self.members)]
         out = []
         for i, name in enumerate(names):
             preds = [p[i] for p in per_member]
@@ -264,4 +276,5 @@ class Ensemble(Decider):
                 continue
             probs = np.mean([[p.probabilities[label] for label in self.labels] for p in preds], axis=0)
             out.append(self.decide(name, probs))
+            out[-1].quality = preds[0].quality
         return out

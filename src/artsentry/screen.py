@@ -7,8 +7,10 @@ with one image per row in a column named ``image``, ``image_path``,
 Relative paths are read against the table's folder; ``http(s)://`` images are
 fetched only with ``fetch_urls``.
 
-For each image: the model's probability and decision at its threshold, and
-the register's best matches when a register is given. Outputs in DIR:
+For each image: the model's probability and decision at its threshold, the
+register's best matches when a register is given, and the photo's quality
+(``data.quality``: sharpness, noise, size, and warnings when it is blurred,
+grainy or small, so a decision on it is weak evidence). Outputs in DIR:
 
 - ``evidence.jsonl``  one record per image, appended as batches finish: row,
   listing id, image, its SHA-256, model name, version (SHA-256 of the weights),
@@ -16,9 +18,11 @@ the register's best matches when a register is given. Outputs in DIR:
   unreadable. A run killed at any moment (even ``kill -9``) and restarted
   skips the rows already recorded; a half-written last line is dropped and
   redone, so no image is recorded twice.
-- ``results.csv``  every row; ``queue.csv`` the ranked review queue (register
+- ``results.csv``  every row (``quality_warnings``: why a photo is weak
+  evidence, empty when it is not); ``queue.csv`` the ranked review queue (register
   matches first, then by probability), one row per photo; ``listings.csv`` one
-  row per listing id, ranked the same way; ``queue.html`` the queue with
+  row per listing id, ranked the same way (``weak_photos``: how many of its
+  photos have a quality warning); ``queue.html`` the queue with
   thumbnails, one card per listing; ``errors.csv`` the unreadable images with
   their reason; ``summary.json``.
   These are written from the evidence log at the end, so an interrupted and
@@ -35,7 +39,7 @@ import html
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
@@ -49,6 +53,7 @@ from . import __version__
 from .data.dataset import make_loader
 from .data.images import ImageLoadError, is_image_file, load_image, read_image_bytes
 from .data.manifest import ManifestError, _pick, _read_table
+from .data.quality import assess_quality, measuring_draft
 from .data.transforms import eval_transform
 from .htmlembed import thumbnail_uri
 from .inference import Predictor, default_workers
@@ -141,7 +146,8 @@ def fetch_url(url: str, timeout: float = 15.0, max_bytes: int | None = None) -> 
 
 
 class ListingImages(Dataset):
-    """Row i -> (tensors for each transform, i, image SHA-256, error). Unreadable -> error."""
+    """Row i -> (tensors for each transform, i, image SHA-256, error, photo quality).
+    Unreadable -> error (and no quality)."""
 
     def __init__(self, sources: Sequence[str], transforms: Sequence, draft_size, *, fetch_urls: bool = False):
         self.sources = list(sources)
@@ -170,9 +176,9 @@ class ListingImages(Dataset):
             data = self.read(i)
             sha = hashlib.sha256(data).hexdigest()
             img = load_image(data, name=self.sources[i], draft_size=self.draft_size)
-            return [t(img) for t in self.transforms], i, sha, ""
+            return [t(img) for t in self.transforms], i, sha, "", assess_quality(img).to_dict()
         except ImageLoadError as exc:
-            return None, i, sha, str(exc)
+            return None, i, sha, str(exc), None
 
 
 @dataclass
@@ -181,6 +187,7 @@ class ListingBatch:
     index: list[int]
     sha: dict[int, str | None]
     errors: list[tuple[int, str]]
+    quality: dict[int, dict] = field(default_factory=dict)  # data.quality.PhotoQuality.to_dict() per readable row
 
 
 def collate_listings(items) -> ListingBatch:
@@ -188,7 +195,7 @@ def collate_listings(items) -> ListingBatch:
     n_t = len(good[0][0]) if good else 0
     xs = [torch.stack([it[0][t] for it in good]) for t in range(n_t)]
     return ListingBatch(xs, [it[1] for it in good], {it[1]: it[2] for it in items},
-                        [(it[1], it[3]) for it in items if it[0] is None])
+                        [(it[1], it[3]) for it in items if it[0] is None], {it[1]: it[4] for it in good})
 
 
 # -- evidence log ----------------------------------------------------------------------------
@@ -287,7 +294,7 @@ class Screener:
         self._culture_slot = slot(self.culture.preprocessing) if self.culture is not None else None
         self._register_slot = slot(self.register.embedder.preprocessing) if self.register is not None else None
         side = max(p.input_size for p in pres)
-        self.draft_size = (side, side)
+        self.draft_size = measuring_draft((side, side))  # every photo is measured (data.quality) too
         self.register_info = None
         if self.register is not None:
             self.register_info = {"path": str(Path(register_dir).resolve()), "objects": len(self.register),
@@ -301,12 +308,14 @@ class Screener:
         base = {"model": self.model_info, "culture_model": self.culture_info, "register": self.register_info}
         for i, err in batch.errors:
             out[i] = {"error": err}
+        for i, q in batch.quality.items():
+            out.setdefault(i, {})["quality"] = q
         if batch.index:
             if self.predictor is not None:
                 probs = self.predictor.proba_tensor(batch.xs[self._model_slot])
                 for i, pr in zip(batch.index, probs):
                     d = self.predictor.decide(rows.at[i, "image"], pr)
-                    out[i] = {**_decision(d), "flagged": d.flagged}
+                    out.setdefault(i, {}).update({**_decision(d), "flagged": d.flagged})
             if self.culture is not None:
                 probs = self.culture.proba_tensor(batch.xs[self._culture_slot])
                 for i, pr in zip(batch.index, probs):
@@ -335,7 +344,7 @@ class Screener:
         workers = num_workers if num_workers is not None else default_workers(len(part))
         for b in make_loader(dataset, batch_size, num_workers=workers, collate_fn=collate_listings):
             batch = ListingBatch(b.xs, [rows[i] for i in b.index], {rows[i]: s for i, s in b.sha.items()},
-                                 [(rows[i], e) for i, e in b.errors])
+                                 [(rows[i], e) for i, e in b.errors], {rows[i]: q for i, q in b.quality.items()})
             yield self._records(part, batch, carried)
 
     def _ray_batches(self, part: pd.DataFrame, batch_size: int, carried: list[str]):
@@ -500,6 +509,7 @@ def write_outputs(records: list[dict], listings: pd.DataFrame, out: Path, carrie
                      "matched": r.get("matched"), "best_match": best.get("object_id"),
                      "best_match_score": best.get("score"), "best_match_similarity": best.get("similarity"),
                      "best_match_status": best.get("status"),
+                     "quality_warnings": "; ".join((r.get("quality") or {}).get("warnings") or []) or None,
                      "error": r["error"], **r["listing"]})
     table = pd.DataFrame(rows)
     table.to_csv(out / "results.csv", index=False)
@@ -527,14 +537,16 @@ def listing_rollup(table: pd.DataFrame, carried: list[str] = ()) -> pd.DataFrame
     listing of many photos is flagged more often than one photo alone: any of them can
     cross the threshold), its match the best score over its photos. Order: listings to review
     first, register matches before flags, then by score, then by first row; ``rank`` numbers
-    the listings to review. ``carried`` columns (title, price...) come from the listing's first row."""
+    the listings to review; ``weak_photos`` counts photos with a quality warning (blurred, grainy,
+    small: a pass on them is weak evidence). ``carried`` columns (title, price...) come from the listing's first row."""
     t = table.reset_index(drop=True)
     t["listing_id"] = t["listing_id"].astype(str)
     t["_first"], t["_bad"] = t["row"], t["error"].notna()
     t["_flag"], t["_match"] = t["flagged"].fillna(False).astype(bool), t["matched"].fillna(False).astype(bool)
+    t["_weak"] = t["quality_warnings"].notna() if "quality_warnings" in t else False
     agg = t.groupby("listing_id", sort=False).agg(photos=("row", "size"), unreadable=("_bad", "sum"),
                                                   flagged_photos=("_flag", "sum"), matched_photos=("_match", "sum"),
-                                                  first_row=("_first", "min"))
+                                                  weak_photos=("_weak", "sum"), first_row=("_first", "min"))
     ids = agg.index
 
     def top(score: str) -> pd.DataFrame:
@@ -546,7 +558,7 @@ def listing_rollup(table: pd.DataFrame, carried: list[str] = ()) -> pd.DataFrame
     top_score, top_match = top("score"), top("best_match_score")
     out = pd.DataFrame({
         "listing_id": ids, **{c: agg[c].to_numpy() for c in ("photos", "unreadable", "flagged_photos",
-                                                            "matched_photos")},
+                                                            "matched_photos", "weak_photos")},
         "max_score": top_score["_v"].to_numpy(), "max_score_image": top_score["image"].to_numpy(),
         "best_match": top_match["best_match"].to_numpy(), "best_match_score": top_match["_v"].to_numpy(),
         "best_match_status": top_match["best_match_status"].to_numpy(),
@@ -599,6 +611,9 @@ def write_queue_html(queue: list[dict], order: list[str], path: Path, carried: l
                 facts.append(f"register match: <b>{esc(m['object_id'])}</b> {esc(m.get('title') or '')} "
                              f"({esc(m.get('status') or 'no status')}), match score {m['score']:.3f}"
                              + (f", similarity {m['similarity']:.3f}" if m.get("similarity") is not None else ""))
+            warnings = (r.get("quality") or {}).get("warnings")
+            if warnings:
+                facts.append(f'<span class="weak">weak evidence: {esc("; ".join(warnings))}</span>')
             facts.append(f'<span class="sha">row {r["row"]} · sha256 {esc(r["sha256"] or "")}</span>')
             blocks.append(f'<div class="photo">{pic}<ul>{"".join(f"<li>{f}</li>" for f in facts)}</ul></div>')
         extra = "".join(f"<li>{esc(c)}: {esc(str(photos[0]['listing'].get(c, '')))}</li>" for c in carried)
@@ -613,7 +628,7 @@ def write_queue_html(queue: list[dict], order: list[str], path: Path, carried: l
 .card{{display:flex;gap:1em;border-bottom:1px solid #ccc;padding:.5em 0}} .card img{{max-width:160px}}
 .card img.overlay{{max-width:300px}} .photos{{display:flex;flex-wrap:wrap;gap:1em}}
 .photo{{display:flex;flex-wrap:wrap;gap:.5em}} .photo ul{{padding-left:1em}}
-.rank{{font-weight:bold;min-width:3em}} .sha{{font-size:70%;color:#666;word-break:break-all}}</style></head>
+.rank{{font-weight:bold;min-width:3em}} .weak{{color:#8a4b00}} .sha{{font-size:70%;color:#666;word-break:break-all}}</style></head>
 <body><h1>Review queue</h1><p>{len(by_listing)} listing(s) to review ({len(queue)} photo(s)), register matches
 first, then by probability.</p><ol>{''.join(cards)}</ol>{more}</body></html>
 """, encoding="utf-8")

@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .images import ImageLoadError, ImageSource, load_image
+from .quality import assess_quality, measuring_draft
 
 
 #: a prime larger than any dataset or step count here, so (seed, i) pairs never share a seed
@@ -33,10 +34,12 @@ class Batch:
     y: torch.Tensor  # (n,) targets, -1 where unknown
     index: list[int]  # dataset index of each row of x
     errors: list[tuple[int, str]] = field(default_factory=list)  # (index, one-line reason)
+    quality: list | None = None  # a quality.PhotoQuality per row of x, when the dataset assesses photos
 
 
 class ImageDataset(Dataset):
-    """``sources[i]`` (path or bytes) -> (tensor or None, target, i, error)."""
+    """``sources[i]`` (path or bytes) -> (tensor or None, target, i, error), and with
+    ``quality=True`` a fifth item: the ``quality.PhotoQuality`` of the photo the transform got."""
 
     def __init__(
         self,
@@ -45,12 +48,15 @@ class ImageDataset(Dataset):
         targets: Sequence[int] | None = None,
         draft_size: tuple[int, int] | None = None,
         names: Sequence[str] | None = None,
+        quality: bool = False,
     ):
         self.sources = list(sources)
         self.targets = list(targets) if targets is not None else [-1] * len(self.sources)
         self.transform = transform
-        self.draft_size = draft_size
+        # measured photos are decoded at least at the measuring scale (data.quality.measuring_draft)
+        self.draft_size = measuring_draft(draft_size) if quality else draft_size
         self.names = list(names) if names is not None else None
+        self.quality = quality
 
     def __len__(self) -> int:
         return len(self.sources)
@@ -62,10 +68,12 @@ class ImageDataset(Dataset):
     def __getitem__(self, i: int):
         name = self.names[i] if self.names is not None else None
         try:
-            img = load_image(self.sources[i], name=name, draft_size=self.draft_size)
-            return self.transform(self.prepare(img, i)), self.targets[i], i, ""
+            img = self.prepare(load_image(self.sources[i], name=name, draft_size=self.draft_size), i)
+            if self.quality:
+                return self.transform(img), self.targets[i], i, "", assess_quality(img)
+            return self.transform(img), self.targets[i], i, ""
         except ImageLoadError as exc:
-            return None, self.targets[i], i, str(exc)
+            return (None, self.targets[i], i, str(exc)) + ((None,) if self.quality else ())
 
 
 def collate(items) -> Batch:
@@ -78,11 +86,12 @@ def collate(items) -> Batch:
     else:
         x = torch.empty(0)
     y = torch.tensor([int(it[1]) for it in good], dtype=torch.long)
-    return Batch(x=x, y=y, index=[it[2] for it in good], errors=errors)
+    quality = [it[4] for it in good] if items and len(items[0]) > 4 else None
+    return Batch(x=x, y=y, index=[it[2] for it in good], errors=errors, quality=quality)
 
 
 #: modules the workers' server imports once, so each worker starts in a fraction of a second
-WORKER_PRELOAD = ["artsentry.data.dataset", "artsentry.data.listing", "artsentry.data.transforms"]
+WORKER_PRELOAD = ["artsentry.data.dataset", "artsentry.data.listing", "artsentry.data.transforms", "scipy.ndimage"]
 
 
 def worker_context():

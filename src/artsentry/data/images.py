@@ -135,7 +135,8 @@ def load_image(
 
     ``draft_size`` lets the JPEG decoder scale down by 1/2, 1/4 or 1/8 while
     decoding when the image is at least twice that size: same result after a
-    later resize, several times faster. Raises ``ImageLoadError``.
+    later resize, several times faster; ``img.info["source_size"]`` keeps the
+    file's (width, height). Raises ``ImageLoadError``.
     """
     if name is None:
         name = "<bytes>" if isinstance(source, (bytes, bytearray, memoryview)) else str(source)
@@ -156,8 +157,10 @@ def load_image(
             if draft_size is not None and img.format == "JPEG":
                 img.draft("RGB", draft_size)
             img.load()
-            img = ImageOps.exif_transpose(img)
-            return _to_rgb(img)
+            img = _to_rgb(ImageOps.exif_transpose(img))
+            # the file's own size (before draft scaling; width and height as stored, not rotated)
+            img.info["source_size"] = (width, height)
+            return img
     except ImageLoadError:
         raise
     except UnidentifiedImageError:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
+from ..data.quality import assess_quality
 from ..htmlembed import thumbnail_uri
 
 #: first bytes of the image formats the server accepts (content sniffing: the file name and
@@ -143,7 +144,8 @@ class Analyzer:
         sha = hashlib.sha256(data).hexdigest()
         img = load_image(data, name="upload", max_bytes=self.settings.max_upload_bytes,
                          max_pixels=self.settings.max_pixels)
-        out: dict = {"image": {"sha256": sha, "width": img.width, "height": img.height, "bytes": len(data)}}
+        out: dict = {"image": {"sha256": sha, "width": img.width, "height": img.height, "bytes": len(data),
+                               "quality": assess_quality(img).to_dict()}}
         heat_source = None
         for key, p in (("ivory", self.ivory), ("culture", self.culture)):
             if p is None:
@@ -221,7 +223,9 @@ class Analyzer:
                          "flagged": ivory["decision"] == "flag" if ivory.get("decision") else None,
                          "matched": (not reg["no_match"]) if reg else None, "score": ivory.get("probability"),
                          "best_match": best.get("object_id"), "best_match_score": best.get("score"),
-                         "best_match_status": best.get("status")})
+                         "best_match_status": best.get("status"),
+                         "quality_warnings": "; ".join(result["image"]["quality"]["warnings"]) or None
+                         if result else None})
         r = listing_rollup(pd.DataFrame(rows)).iloc[0]
 
         def value(key, cast):
@@ -229,6 +233,7 @@ class Analyzer:
 
         return {"review": bool(r["review"]), "photos": int(r["photos"]), "unreadable": int(r["unreadable"]),
                 "flagged_photos": int(r["flagged_photos"]), "matched_photos": int(r["matched_photos"]),
+                "weak_photos": int(r["weak_photos"]),
                 "max_probability": value("max_score", float), "max_probability_photo": value("max_score_image", int),
                 "best_match": value("best_match", str), "best_match_score": value("best_match_score", float),
                 "best_match_photo": value("best_match_image", int), "results": entries,

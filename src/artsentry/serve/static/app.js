@@ -153,6 +153,11 @@
     const status = card.querySelector(".status");
     status.textContent = "Analysed in " + body.seconds.toFixed(2) + " s";
     showClassification(card.querySelector(".verdict"), body.ivory, "ivory");
+    const q = body.image.quality;
+    if (q && q.warnings.length) {
+      card.querySelector(".verdict").appendChild(el("p", "weak", "Weak evidence: " + q.warnings.join("; ") +
+        ". The model is less accurate on such photos; a better photo would tell more."));
+    }
     showClassification(card.querySelector(".culture"), body.culture, "Culture");
     showMatches(card.querySelector(".matches"), body.register);
     if (body.overlay) {

@@ -1,0 +1,121 @@
+"""Is a photo good enough to judge? Warnings that travel with every decision.
+
+The ivory models lose most where a photo has lost its fine detail or is noisy: on the held-out
+met-ivory photos, motion blur, defocus and photos enlarged from 110-180 px cost 5-10 points of
+accuracy and turn ceramics into "ivory"; a dim, noisy shot makes the model miss ivory (recall
+0.79); BENCHMARKS.md, "Photo changes the listing generator never makes". A decision on such a
+photo is weak evidence either way, and a reviewer should know it. ``assess_quality`` measures
+three things on the photo as the model sees it (long side scaled to ``QUALITY_SCALE`` px,
+enlarged if smaller) and warns when one falls outside what the models were trained on:
+
+``sharpness``  mean |Laplacian| / mean gradient magnitude over the photo's strongest 10% of
+               edges: about 0.19 for a sharp museum photo, 0.06-0.09 when blurred or enlarged.
+               A ratio, so contrast, exposure and haze barely move it; blur lowers it.
+``noise``      the photo's noise sigma (0-255 scale) by Immerkaer's estimator (1996): a
+               Laplacian-difference kernel, which cancels smooth shading and edges, averaged.
+               Dim photos brightened back (high ISO) score 5-10; studio photos 1-3.
+``long_side``  pixels of the photo's long side, as its file has it (``load_image`` keeps the
+               size before any JPEG draft scaling in ``img.info["source_size"]``).
+
+A photo is measured the same whatever model reads it: callers that decode JPEGs at reduced
+scale (``draft_size``) decode at ``measuring_draft(draft)``, never under ``QUALITY_SCALE``.
+
+The limits (``SHARPNESS_MIN``, ``NOISE_MAX``) are the 2nd and 98th percentiles of the 1,980
+training photos of the seed-0 met-ivory split, so about 2% of photos like those the models learnt
+from get each warning (``benchmarks/photo_quality.py`` measures them and how often each warning
+fires on changed photos, and how accurate the model is on warned and unwarned photos).
+A warning says nothing about the object: it says the decision beside it rests on less evidence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from PIL import Image
+
+#: the long side (px) a photo is scaled to before it is measured (the ``make ivory`` input size)
+QUALITY_SCALE = 320
+#: sharpness under this: fine detail is missing (2nd percentile of the met-ivory training photos)
+SHARPNESS_MIN = 0.114
+#: noise sigma above this (0-255): a grainy photo (98th percentile of the met-ivory training photos)
+NOISE_MAX = 6.2
+#: long side (px) under which a photo is called small: the models see it enlarged
+SMALL_SIDE = 224
+
+_NOISE_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class PhotoQuality:
+    """Measurements of one photo and the warnings they raise (empty: nothing to say)."""
+
+    long_side: int
+    sharpness: float
+    noise: float
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["warnings"] = list(self.warnings)
+        return d
+
+
+def measuring_draft(draft_size: tuple[int, int] | None) -> tuple[int, int] | None:
+    """The JPEG draft size to decode at when the photo is to be measured as well: the model's
+    own, but never under ``QUALITY_SCALE`` (a 64-px model would otherwise have its photos
+    decoded at 1/8 scale and measured blurred). ``None`` (no draft scaling) stays ``None``."""
+    if draft_size is None:
+        return None
+    return max(draft_size[0], QUALITY_SCALE), max(draft_size[1], QUALITY_SCALE)
+
+
+def _measure_grey(img: Image.Image, scale: int) -> np.ndarray:
+    w, h = img.size
+    f = scale / max(w, h)
+    size = (max(1, round(w * f)), max(1, round(h * f)))
+    grey = img.convert("L")
+    if size != grey.size:
+        grey = grey.resize(size, Image.BILINEAR)
+    return np.asarray(grey, dtype=np.float32)
+
+
+def sharpness(grey: np.ndarray) -> float:
+    """Mean |Laplacian| over mean gradient magnitude, on the pixels of the strongest 10% of
+    gradients (0 for a flat picture)."""
+    from scipy import ndimage
+
+    if min(grey.shape) < 3:
+        return 0.0
+    gm = np.hypot(ndimage.sobel(grey, 1), ndimage.sobel(grey, 0))
+    lap = np.abs(ndimage.laplace(grey))
+    strong = gm >= np.percentile(gm, 90)
+    denominator = float(gm[strong].mean())
+    return float(lap[strong].mean() / denominator) if denominator > 1e-6 else 0.0
+
+
+def noise_sigma(grey: np.ndarray) -> float:
+    """Immerkaer's fast noise estimate (sigma, in grey levels) of a greyscale array."""
+    from scipy import ndimage
+
+    if min(grey.shape) < 3:
+        return 0.0
+    c = ndimage.convolve(grey, _NOISE_KERNEL)[1:-1, 1:-1]
+    return float(np.sqrt(np.pi / 2) * np.abs(c).mean() / 6.0)
+
+
+def assess_quality(img: Image.Image, *, scale: int = QUALITY_SCALE, sharpness_min: float = SHARPNESS_MIN,
+                   noise_max: float = NOISE_MAX, small_side: int = SMALL_SIDE) -> PhotoQuality:
+    """Measure an RGB photo (as ``load_image`` returns it) and say what limits the evidence."""
+    long_side = max(img.info.get("source_size") or img.size)
+    grey = _measure_grey(img, scale)
+    sharp, noise = sharpness(grey), noise_sigma(grey)
+    warnings = []
+    if long_side < small_side:
+        warnings.append(f"small photo: {long_side} px on its long side (under {small_side})")
+    if sharp < sharpness_min:
+        warnings.append(f"little fine detail: sharpness {sharp:.3f} under {sharpness_min:g} "
+                        "(blurred, out of focus or enlarged)")
+    if noise > noise_max:
+        warnings.append(f"grainy photo: noise {noise:.1f} over {noise_max:g} (dim light or heavy processing)")
+    return PhotoQuality(int(long_side), round(sharp, 4), round(noise, 3), tuple(warnings))

@@ -1,0 +1,119 @@
+"""Photo-quality warnings (data.quality): blur, noise and small photos are named; sharp ones are not."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFilter
+from skimage import data as skdata
+
+from artsentry.data import quality as Q
+from artsentry.data.quality import assess_quality
+
+from .conftest import require_met_ivory
+
+
+def _sharp_photos() -> list[Image.Image]:
+    # natural photos with crisp edges (sharpness 0.17-0.21 here, the limit is 0.114)
+    return [Image.fromarray(skdata.coffee()).convert("RGB"), Image.fromarray(skdata.rocket()).convert("RGB")]
+
+
+def _noisy(img: Image.Image, sigma: float, seed: int = 0) -> Image.Image:
+    arr = np.asarray(img, np.float32)
+    noise = np.random.default_rng(seed).normal(0, sigma, arr.shape)
+    return Image.fromarray(np.clip(arr + noise, 0, 255).astype(np.uint8), "RGB")
+
+
+@pytest.mark.parametrize("i", [0, 1])
+def test_sharp_photo_has_no_warning_and_its_blurred_copy_has_one(i):
+    img = _sharp_photos()[i]
+    sharp = assess_quality(img)
+    assert sharp.warnings == ()
+    assert sharp.sharpness > Q.SHARPNESS_MIN + 0.04
+    blurred = assess_quality(img.filter(ImageFilter.GaussianBlur(3)))
+    assert blurred.sharpness < Q.SHARPNESS_MIN
+    assert [w for w in blurred.warnings if w.startswith("little fine detail")]
+    assert not [w for w in blurred.warnings if w.startswith(("grainy", "small"))]
+
+
+def test_contrast_and_brightness_do_not_move_sharpness():
+    img = _sharp_photos()[1]
+    hazy = Image.blend(img, Image.new("RGB", img.size, (220, 220, 220)), 0.5)  # half the contrast
+    dim = Image.fromarray((np.asarray(img, np.float32) * 0.5).astype(np.uint8), "RGB")
+    base = assess_quality(img).sharpness
+    for changed in (hazy, dim):
+        q = assess_quality(changed)
+        assert abs(q.sharpness - base) < 0.02 and q.warnings == ()
+
+
+def test_heavy_noise_is_called_grainy_and_light_noise_is_not():
+    img = _sharp_photos()[0]
+    assert assess_quality(_noisy(img, 3)).warnings == ()
+    grainy = assess_quality(_noisy(img, 60))
+    assert grainy.noise > Q.NOISE_MAX
+    assert [w for w in grainy.warnings if w.startswith("grainy photo")]
+
+
+def test_small_photo_is_named_with_its_size():
+    small = _sharp_photos()[1].copy()
+    small.thumbnail((150, 150))
+    q = assess_quality(small)
+    assert q.long_side == 150
+    assert "small photo: 150 px on its long side (under 224)" in q.warnings
+    # enlarged to the measuring scale, it has lost fine detail too
+    assert any(w.startswith("little fine detail") for w in q.warnings)
+
+
+def test_flat_and_tiny_images_are_measured_without_error():
+    flat = assess_quality(Image.new("RGB", (400, 300), (128, 128, 128)))
+    assert flat.sharpness == 0.0 and flat.noise == 0.0
+    assert any(w.startswith("little fine detail") for w in flat.warnings)
+    tiny = assess_quality(Image.new("RGB", (1, 2), (10, 200, 10)))
+    assert tiny.long_side == 2 and tiny.warnings[0].startswith("small photo")
+
+
+def test_to_dict_is_json_ready():
+    import json
+
+    d = assess_quality(_sharp_photos()[0]).to_dict()
+    assert set(d) == {"long_side", "sharpness", "noise", "warnings"}
+    assert json.loads(json.dumps(d)) == d
+
+
+def test_met_ivory_studio_photos_are_rarely_warned_and_blurred_ones_always():
+    """The limits are the 2nd / 98th percentiles of met-ivory training photos: on a sample of
+    the real photos few are warned, and a strong defocus is warned on every one."""
+    from artsentry.data.images import load_image
+
+    root = require_met_ivory()
+    paths = sorted((root / "images").rglob("*.jpg"))[::60][:40]
+    assert len(paths) >= 30
+    warned = blurred_warned = 0
+    for p in paths:
+        img = load_image(p, draft_size=(320, 320))
+        warned += bool(assess_quality(img).warnings)
+        blurred_warned += any(w.startswith("little fine detail")
+                              for w in assess_quality(img.filter(ImageFilter.GaussianBlur(4))).warnings)
+    assert warned <= 4  # ~4% expected (2% each warning)
+    assert blurred_warned == len(paths)
+
+
+def test_a_photo_is_measured_alike_whatever_draft_a_model_decodes_at(tmp_path):
+    """JPEG draft decoding at a small model's size would shrink a photo before it is measured:
+    load_image keeps the file's size, and measuring_draft never decodes under the measuring scale."""
+    from artsentry.data.dataset import ImageDataset
+    from artsentry.data.images import load_image
+
+    path = tmp_path / "big.jpg"
+    big = _sharp_photos()[1].resize((1280, 854))
+    big.save(path, quality=95)
+    drafted = load_image(path, draft_size=(64, 64))
+    assert max(drafted.size) < 1280 and drafted.info["source_size"] == (1280, 854)
+    assert Q.measuring_draft((64, 64)) == (Q.QUALITY_SCALE, Q.QUALITY_SCALE)
+    assert Q.measuring_draft((512, 512)) == (512, 512) and Q.measuring_draft(None) is None
+    ds = ImageDataset([str(path)], lambda im: im.size, draft_size=(64, 64), quality=True)
+    size, _, _, err, q = ds[0]
+    assert err == "" and min(size) >= Q.QUALITY_SCALE  # decoded at 1/2 (640 x 427), not 1/8
+    full = assess_quality(load_image(path))
+    assert q.long_side == full.long_side == 1280 and q.warnings == full.warnings == ()
+    assert abs(q.sharpness - full.sharpness) < 0.02
