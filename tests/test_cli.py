@@ -75,6 +75,11 @@ def test_evaluate_command_writes_outputs(model_dir, tmp_path, capsys):
     assert predictions["quality_warnings"].str.startswith("small photo: 120 px").all()
     assert set(predictions["photo_quality"]) == {"warned"}
     assert metrics["metrics"]["test"]["accuracy_by_photo_quality"]["warned"]["n"] == len(predictions)
+    page = (tmp_path / "report.html").read_text()
+    assert "accuracy by photo quality" in page
+    n_wrong = int((~predictions["correct"].astype(bool)).sum())
+    mistakes = page.split("Most confident mistakes", 1)[1].split("Correct decisions", 1)[0]
+    assert n_wrong > 0 and mistakes.count('class="weak">weak photo: small photo: 120 px') == min(24, n_wrong)
     # without --save-threshold the model is unchanged
     config = json.loads((model_dir / "config.json").read_text())
     assert config["threshold"] == 0.5 and config["threshold_rule"]["rule"] == "model config"

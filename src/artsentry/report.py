@@ -88,8 +88,10 @@ def _card(r, overlays: dict[str, str]) -> str:
     alt = f"Grad-CAM overlay of {name}" if over else name
     img = f'<img src="{src}" alt="{alt}">' if src else "<div>(unreadable)</div>"
     cls = ' class="wide"' if over else ""
+    warned = r.get("quality_warnings")
+    weak = f'<br><span class="weak">weak photo: {html.escape(str(warned))}</span>' if isinstance(warned, str) and warned else ""
     return (f'<figure{cls}>{img}<figcaption>{name}<br>true <b>{html.escape(str(r["label"]))}</b>, predicted '
-            f'<b>{html.escape(str(r["predicted"]))}</b><br>score {r["score"]:.3f}</figcaption></figure>')
+            f'<b>{html.escape(str(r["predicted"]))}</b><br>score {r["score"]:.3f}{weak}</figcaption></figure>')
 
 
 def write_report(ev: Evaluation, path: str | Path, *, title: str, context: dict | None = None,
@@ -135,7 +137,7 @@ body{{font-family:system-ui,sans-serif;margin:1.5rem;max-width:1100px;color:#222
 table{{border-collapse:collapse;margin:.5rem 0}} th,td{{border:1px solid #ccc;padding:.25rem .6rem;text-align:left}}
 .plot{{max-width:100%;margin:.5rem .5rem .5rem 0}} .gallery{{display:flex;flex-wrap:wrap;gap:.6rem}}
 figure{{margin:0;width:170px;font-size:.8rem}} figure img{{max-width:160px;max-height:160px;display:block}}
-figure.wide{{width:300px}} figure.wide img{{max-width:300px;max-height:260px}}
+figure.wide{{width:300px}} figure.wide img{{max-width:300px;max-height:260px}} .weak{{color:#8a4b00}}
 pre{{background:#f6f6f6;padding:.5rem;overflow:auto;font-size:.8rem}}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
