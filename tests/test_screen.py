@@ -150,6 +150,7 @@ def test_screen_csv_completes_with_bad_images_and_carries_columns(onnx_model_dir
     assert log.console_errors == [] and log.outside == []
     summary = json.loads((out / "summary.json").read_text())
     assert summary["complete"] and summary["unreadable"] == len(errors) and summary["flagged"] == len(flagged)
+    assert summary["weak_photos"] == sum(bool(r.get("quality") and r["quality"]["warnings"]) for r in records) > 0
     # one listing per photo here: the listing table is the queue's listings first, then the rest
     per_listing = pd.read_csv(out / "listings.csv")
     assert summary["listings"] == len(per_listing) == n_rows and summary["listings_to_review"] == len(flagged)
@@ -158,7 +159,8 @@ def test_screen_csv_completes_with_bad_images_and_carries_columns(onnx_model_dir
     assert all(weak[lid] == int(bool(r.get("quality") and r["quality"]["warnings"])) for lid, r in by_id.items())
     assert page.count('class="weak">weak evidence: ') == sum(bool(by_id[lid]["quality"]["warnings"]) for lid in flagged)
     assert page.count("weak evidence: small photo: 120 px") >= sum(lid.startswith("L-") for lid in flagged) > 0
-    assert "review queue" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "review queue" in printed and f"{summary['weak_photos']} photo(s) blurred, grainy or small" in printed
 
 
 def test_listing_rollup_one_row_per_listing():

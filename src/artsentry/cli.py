@@ -757,6 +757,9 @@ def cmd_screen(a) -> int:
               f"{summary['unreadable']}; review queue: {Path(a.out) / 'queue.html'} ({summary['queue']} photo(s)); "
               f"listings to review: {summary['listings_to_review']} of {summary['listings']} "
               f"({Path(a.out) / 'listings.csv'})")
+        if summary.get("weak_photos"):
+            print(f"{summary['weak_photos']} photo(s) blurred, grainy or small: their decisions are weak evidence "
+                  "(quality_warnings in results.csv)")
     return EXIT_SOME_UNREADABLE if summary.get("unreadable") else 0
 
 

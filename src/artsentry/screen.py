@@ -527,6 +527,7 @@ def write_outputs(records: list[dict], listings: pd.DataFrame, out: Path, carrie
     return {"flagged": int(sum(bool(r.get("flagged")) for r in records)),
             "matched": int(sum(bool(r.get("matched")) for r in records)),
             "queue": len(queue), "unreadable": int(table["error"].notna().sum()),
+            "weak_photos": int(table["quality_warnings"].notna().sum()),
             "listings": len(per_listing), "listings_to_review": int(per_listing["review"].sum())}
 
 
