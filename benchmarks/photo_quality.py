@@ -86,7 +86,7 @@ def main(argv=None) -> int:
     t_start = time.perf_counter()
     df, _ = read_manifest(a.run / "manifest.csv")
     predictor = Predictor.load(_resolve_model_dir(a.run), runtime="torch")
-    draft = predictor.preprocessing.draft_size
+    draft = Q.measuring_draft(predictor.preprocessing.draft_size)  # as prediction decodes measured photos
     result = {"date": date.today().isoformat(), "command": " ".join(["benchmarks/photo_quality.py", *sys.argv[1:]]),
               "constants": {"scale": Q.QUALITY_SCALE, "sharpness_min": Q.SHARPNESS_MIN, "noise_max": Q.NOISE_MAX,
                             "small_side": Q.SMALL_SIDE}}
@@ -95,7 +95,7 @@ def main(argv=None) -> int:
     train = df.loc[df["split"] == "train", "path"].tolist()
     sharp, noise = [], []
     for path in train:
-        grey = Q._measure_grey(load_image(path, draft_size=draft), Q.QUALITY_SCALE)
+        grey = Q.grey_at_scale(load_image(path, draft_size=draft), Q.QUALITY_SCALE)
         sharp.append(Q.sharpness(grey))
         noise.append(Q.noise_sigma(grey))
     limits = {"n_train": len(train), "sharpness_p2": round(float(np.percentile(sharp, 2)), 4),

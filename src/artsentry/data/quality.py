@@ -70,7 +70,8 @@ def measuring_draft(draft_size: tuple[int, int] | None) -> tuple[int, int] | Non
     return max(draft_size[0], QUALITY_SCALE), max(draft_size[1], QUALITY_SCALE)
 
 
-def _measure_grey(img: Image.Image, scale: int) -> np.ndarray:
+def grey_at_scale(img: Image.Image, scale: int = QUALITY_SCALE) -> np.ndarray:
+    """The photo as measured: greyscale, float32, its long side scaled (up or down) to ``scale``."""
     w, h = img.size
     f = scale / max(w, h)
     size = (max(1, round(w * f)), max(1, round(h * f)))
@@ -108,7 +109,7 @@ def assess_quality(img: Image.Image, *, scale: int = QUALITY_SCALE, sharpness_mi
                    noise_max: float = NOISE_MAX, small_side: int = SMALL_SIDE) -> PhotoQuality:
     """Measure an RGB photo (as ``load_image`` returns it) and say what limits the evidence."""
     long_side = max(img.info.get("source_size") or img.size)
-    grey = _measure_grey(img, scale)
+    grey = grey_at_scale(img, scale)
     sharp, noise = sharpness(grey), noise_sigma(grey)
     warnings = []
     if long_side < small_side:
