@@ -183,6 +183,13 @@ def test_listing_rollup_one_row_per_listing():
     assert list(r["review"]) == [True, True, True, True, False]
     assert list(r["photos"]) == [2, 1, 2, 1, 2] and list(r["unreadable"]) == [0, 0, 0, 0, 1]
     assert list(r["flagged_photos"]) == [0, 1, 1, 1, 0] and list(r["matched_photos"]) == [1, 0, 0, 0, 0]
+    assert list(r["weak_photos"]) == [0] * 5  # a table without quality_warnings (the API's) has none
+    # with review_weak, c (only a weak pass: p4 is warned) is to review too, after every flagged listing
+    weak = listing_rollup(table.assign(quality_warnings=[None] * 4 + ["small photo"] + [None] * 3), ["title"],
+                          review_weak=True)
+    assert list(weak["listing_id"]) == ["e", "d", "a", "b", "c"] and list(weak["review"]) == [True] * 5
+    assert list(weak["rank"]) == [1, 2, 3, 4, 5] and list(weak["weak_photos"]) == [0, 0, 0, 0, 1]
+    assert not listing_rollup(table.assign(quality_warnings=[None] * 4 + ["small photo"] + [None] * 3))["review"].iloc[-1]
     a = r.set_index("listing_id").loc["a"]
     assert a["max_score"] == 0.9 and a["max_score_image"] == "p1.jpg" and a["title"] == "A1"
     e = r.set_index("listing_id").loc["e"]
@@ -218,6 +225,46 @@ def test_screen_groups_a_listings_photos(model_dir, synthetic_dataset, tmp_path,
     part = Screener(model_dir, progress=False, batch_size=2).run(path, out, overwrite=True, max_rows=2)
     assert not part["complete"]
     assert not any((out / name).exists() for name in ("results.csv", "queue.csv", "queue.html", "listings.csv"))
+
+
+def test_review_weak_queues_weak_photos_the_model_passed_after_the_flagged(model_dir, synthetic_dataset, tmp_path,
+                                                                          capsys):
+    """With --review-weak a pass on a weak photo cannot clear its listing; run again on a complete
+    run, the option only rewrites the outputs."""
+    from PIL import Image
+    from skimage import data as skdata
+
+    ivory = sorted(str(f) for f in (synthetic_dataset / "ivory").glob("*.jpg"))
+    other = sorted(str(f) for f in (synthetic_dataset / "non_ivory").glob("*.jpg"))
+    sharp = tmp_path / "sharp.jpg"  # 640 px, crisp: no warning (the synthetic photos are 120 px: all warned small)
+    Image.fromarray(skdata.rocket()).save(sharp, quality=95)
+    path = tmp_path / "l.csv"
+    pd.DataFrame({"listing_id": ["F", "W", "S"], "image": [ivory[0], other[0], str(sharp)]}).to_csv(path, index=False)
+    out = tmp_path / "out"
+    assert main(["-q", "screen", str(path), "--out", str(out), "--model", str(model_dir)]) == 0
+    printed = capsys.readouterr().out
+    assert "2 photo(s) blurred, grainy or small" in printed and "--review-weak queues those passed" in printed
+    results = pd.read_csv(out / "results.csv").set_index("listing_id")
+    assert bool(results.at["F", "flagged"]) and not bool(results.at["W", "flagged"])
+    assert pd.notna(results.at["W", "quality_warnings"]) and pd.isna(results.at["S", "quality_warnings"])
+    passed_sharp = not bool(results.at["S", "flagged"])
+    assert list(pd.read_csv(out / "queue.csv")["listing_id"]) == ["F"] + ([] if passed_sharp else ["S"])
+    before = json.loads((out / "summary.json").read_text())
+    assert before["review_weak"] is False and before["listings_to_review"] == 1 + (not passed_sharp)
+
+    assert main(["-q", "screen", str(path), "--out", str(out), "--model", str(model_dir), "--review-weak"]) == 0
+    after = json.loads((out / "summary.json").read_text())
+    assert after["this_run"]["images"] == 0 and after["review_weak"] is True  # nothing screened again
+    flagged = [lid for lid in ("F", "S") if bool(results.at[lid, "flagged"])]
+    queue = list(pd.read_csv(out / "queue.csv")["listing_id"])
+    assert sorted(queue[:-1]) == flagged and queue[-1] == "W"  # the weak pass after every flagged photo
+    per_listing = pd.read_csv(out / "listings.csv").set_index("listing_id")
+    assert per_listing.loc["W", "review"] and per_listing.loc["W", "weak_photos"] == 1
+    assert per_listing.loc["W", "rank"] == len(flagged) + 1
+    assert per_listing.loc["S", "review"] == (not passed_sharp) and per_listing.loc["S", "weak_photos"] == 0
+    page = (out / "queue.html").read_text()
+    assert 'alt="listing photo W"' in page and "weak evidence: small photo: 120 px" in page
+    assert "and in the queue" in capsys.readouterr().out
 
 
 def test_screen_groups_a_folders_subfolders_into_listings(model_dir, synthetic_dataset, tmp_path, capsys):

@@ -342,6 +342,9 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--group-folders", action="store_true",
                     help="folder input: the photos of one sub-folder are one listing, its path the listing id "
                     "(default: every photo its own listing); a table groups by its listing_id/id/listing column")
+    sc.add_argument("--review-weak", action="store_true",
+                    help="also queue the photos the model passed whose quality is weak (blurred, grainy, small): "
+                    "such a pass cannot clear a listing; they rank after the flagged ones")
     sc.add_argument("--fetch-urls", action="store_true", help="download http(s) image URLs (off by default)")
     sc.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
     sc.add_argument("--explain", type=int, default=50, metavar="N",
@@ -748,7 +751,8 @@ def cmd_screen(a) -> int:
                         num_workers=a.workers, fetch_urls=a.fetch_urls, progress=not a.quiet,
                         ray_address=a.ray_address, ray_workers=a.ray_workers, ray_cpus_per_worker=a.ray_cpus,
                         explain=a.explain)
-    summary = screener.run(a.input, a.out, overwrite=a.overwrite, engine=a.engine, group_folders=a.group_folders)
+    summary = screener.run(a.input, a.out, overwrite=a.overwrite, engine=a.engine, group_folders=a.group_folders,
+                           review_weak=a.review_weak)
     run = summary["this_run"]
     print(f"screened {run['images']} image(s) in {run['seconds']:.1f} s ({run['images_per_second'] or 0:.1f} img/s); "
           f"{summary['recorded']}/{summary['rows']} recorded")
@@ -759,7 +763,8 @@ def cmd_screen(a) -> int:
               f"({Path(a.out) / 'listings.csv'})")
         if summary.get("weak_photos"):
             print(f"{summary['weak_photos']} photo(s) blurred, grainy or small: their decisions are weak evidence "
-                  "(quality_warnings in results.csv)")
+                  "(quality_warnings in results.csv" + (", and in the queue)" if a.review_weak else
+                                                        "; --review-weak queues those passed)"))
     return EXIT_SOME_UNREADABLE if summary.get("unreadable") else 0
 
 

@@ -379,11 +379,16 @@ class Screener:
             yield pending
 
     def run(self, source: str | Path, out_dir: str | Path, *, overwrite: bool = False,
-            max_rows: int | None = None, engine: str = "local", group_folders: bool = False) -> dict:
+            max_rows: int | None = None, engine: str = "local", group_folders: bool = False,
+            review_weak: bool = False) -> dict:
         """Screen ``source`` into ``out_dir``; resumes a run there. ``engine``: ``local``
         (decode workers + batched inference here) or ``ray`` (Ray Data). ``max_rows`` stops
         after that many new records (a deliberate interruption, for tests and trials).
-        ``group_folders``: a folder's sub-folders are its listings (``read_listings``)."""
+        ``group_folders``: a folder's sub-folders are its listings (``read_listings``).
+        ``review_weak``: the queue and the listings to review also take the photos the model passed
+        whose quality is weak (``data.quality``): such a pass cannot clear a listing. It shapes the
+        outputs written at the end only, so running a complete run again with or without it
+        rewrites them without screening anything again."""
         if engine not in ENGINES:
             raise ScreenError(f"engine must be one of {ENGINES}, not {engine!r}")
         listings = read_listings(source, group_folders=group_folders)
@@ -444,7 +449,8 @@ class Screener:
                    "this_run": {"images": n_new, "seconds": round(seconds, 2),
                                 "images_per_second": round(n_new / seconds, 2) if seconds > 0 else None}}
         if complete:
-            summary.update(write_outputs(records, listings, out, carried, overlay=self._overlay_maker()))
+            summary.update(write_outputs(records, listings, out, carried, overlay=self._overlay_maker(),
+                                         review_weak=review_weak))
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         return summary
 
@@ -496,8 +502,13 @@ def _priority(r: dict) -> tuple:
     return (not r.get("matched", False), -best if r.get("matched") else 0.0, -(r.get("score") or 0.0), r["row"])
 
 
+def _weak(r: dict) -> bool:
+    """The record's photo has a quality warning (data.quality)."""
+    return bool((r.get("quality") or {}).get("warnings"))
+
+
 def write_outputs(records: list[dict], listings: pd.DataFrame, out: Path, carried: list[str],
-                  overlay=None) -> dict:
+                  overlay=None, review_weak: bool = False) -> dict:
     records = sorted(records, key=lambda r: r["row"])
     rows = []
     for r in records:
@@ -513,25 +524,26 @@ def write_outputs(records: list[dict], listings: pd.DataFrame, out: Path, carrie
                      "error": r["error"], **r["listing"]})
     table = pd.DataFrame(rows)
     table.to_csv(out / "results.csv", index=False)
-    queue = [r for r in records if r["error"] is None and (r.get("flagged") or r.get("matched"))]
+    queue = [r for r in records if r["error"] is None
+             and (r.get("flagged") or r.get("matched") or (review_weak and _weak(r)))]
     queue.sort(key=_priority)
     qrows = {r["row"]: i for i, r in enumerate(queue)}
     qtable = table.set_index("row").loc[list(qrows)].reset_index()
     qtable.insert(0, "rank", range(1, len(qtable) + 1))
     qtable.to_csv(out / "queue.csv", index=False)
     table[table["error"].notna()][["row", "listing_id", "image", "error"]].to_csv(out / "errors.csv", index=False)
-    per_listing = listing_rollup(table, carried)
+    per_listing = listing_rollup(table, carried, review_weak=review_weak)
     per_listing.to_csv(out / "listings.csv", index=False)
     write_queue_html(queue, per_listing.loc[per_listing["review"], "listing_id"].tolist(), out / "queue.html",
                      carried, overlay=overlay)
-    return {"flagged": int(sum(bool(r.get("flagged")) for r in records)),
+    return {"flagged": int(sum(bool(r.get("flagged")) for r in records)), "review_weak": review_weak,
             "matched": int(sum(bool(r.get("matched")) for r in records)),
             "queue": len(queue), "unreadable": int(table["error"].notna().sum()),
             "weak_photos": int(table["quality_warnings"].notna().sum()),
             "listings": len(per_listing), "listings_to_review": int(per_listing["review"].sum())}
 
 
-def listing_rollup(table: pd.DataFrame, carried: list[str] = ()) -> pd.DataFrame:
+def listing_rollup(table: pd.DataFrame, carried: list[str] = (), review_weak: bool = False) -> pd.DataFrame:
     """One row per listing id of a results table (one row per photo; a listing's photos share
     its id): what a reviewer acts on. A listing is to ``review`` when any of its photos is
     flagged or matches a registered object; its ``max_score`` is its highest photo's (a
@@ -539,7 +551,8 @@ def listing_rollup(table: pd.DataFrame, carried: list[str] = ()) -> pd.DataFrame
     cross the threshold), its match the best score over its photos. Order: listings to review
     first, register matches before flags, then by score, then by first row; ``rank`` numbers
     the listings to review; ``weak_photos`` counts photos with a quality warning (blurred, grainy,
-    small: a pass on them is weak evidence). ``carried`` columns (title, price...) come from the listing's first row."""
+    small: a pass on them is weak evidence), and with ``review_weak`` a listing with any weak
+    photo is to review too (after the flagged ones: its photos scored under the threshold). ``carried`` columns (title, price...) come from the listing's first row."""
     t = table.reset_index(drop=True)
     t["listing_id"] = t["listing_id"].astype(str)
     t["_first"], t["_bad"] = t["row"], t["error"].notna()
@@ -565,7 +578,8 @@ def listing_rollup(table: pd.DataFrame, carried: list[str] = ()) -> pd.DataFrame
         "best_match_status": top_match["best_match_status"].to_numpy(),
         "best_match_image": top_match["image"].to_numpy(), "first_row": agg["first_row"].to_numpy(),
     })
-    out.insert(1, "review", (out["flagged_photos"] > 0) | (out["matched_photos"] > 0))
+    review = (out["flagged_photos"] > 0) | (out["matched_photos"] > 0)
+    out.insert(1, "review", review | (out["weak_photos"] > 0) if review_weak else review)
     firsts = t.set_index("row").loc[out["first_row"]]
     for c in carried:
         if c in firsts.columns and c not in out.columns:
