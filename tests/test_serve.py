@@ -148,6 +148,10 @@ def test_listing_analyses_every_photo_and_decides_once(live, photos):
     # the unregistered photo alone: no match, reviewed only if its ivory score flags it
     one = httpx.post(f"{live.url}/v1/listing", files=[("file", ("u.jpg", unknown))], timeout=60).json()
     assert one["matched_photos"] == 0 and one["review"] is (one["flagged_photos"] == 1)
+    # ... unless a weak photo's pass may not clear it: this one is 160 px, warned small
+    weak = httpx.post(f"{live.url}/v1/listing", params={"review_weak": "true"}, files=[("file", ("u.jpg", unknown))],
+                      timeout=60).json()
+    assert weak["weak_photos"] == 1 and weak["review"] is True
     bad = httpx.post(f"{live.url}/v1/listing", files=[("file", ("a.jpg", b"")), ("file", ("b.jpg", b"text"))])
     assert bad.status_code == 422 and "photo 1: empty file" in bad.json()["error"]
     many = httpx.post(f"{live.url}/v1/listing", files=[("file", (f"{i}.jpg", b)) for i in range(25)], timeout=60)

@@ -193,7 +193,7 @@ class Analyzer:
         return out
 
     def analyze_listing(self, photos: list[tuple[str | None, bytes]], *, explain: bool = False,
-                        k: int | None = None) -> dict:
+                        k: int | None = None, review_weak: bool = False) -> dict:
         """A listing's photos (file name or None, bytes) analysed together, and the listing's
         verdict by the rule of ``screen``'s listings.csv (``listing_rollup``, one place for it):
         to review when any photo is flagged or matches a registered object. A photo that cannot
@@ -226,7 +226,7 @@ class Analyzer:
                          "best_match_status": best.get("status"),
                          "quality_warnings": "; ".join(result["image"]["quality"]["warnings"]) or None
                          if result else None})
-        r = listing_rollup(pd.DataFrame(rows)).iloc[0]
+        r = listing_rollup(pd.DataFrame(rows), review_weak=review_weak).iloc[0]
 
         def value(key, cast):
             return None if pd.isna(r[key]) else cast(r[key])

@@ -132,8 +132,8 @@ class ListingPhoto(BaseModel):
 
 
 class ListingResponse(BaseModel):
-    review: bool = Field(description="any photo flagged or matching a registered object: the rule of "
-                         "'artsentry screen' (listings.csv)")
+    review: bool = Field(description="any photo flagged or matching a registered object (or, with "
+                         "review_weak, any weak photo): the rule of 'artsentry screen' (listings.csv)")
     photos: int
     unreadable: int
     flagged_photos: int
@@ -421,7 +421,10 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
               responses={400: {"model": ErrorBody}, 413: {"model": ErrorBody}, 415: {"model": ErrorBody},
                          422: {"model": ErrorBody}, 503: {"model": ErrorBody}})
     async def listing(request: Request, explain: bool = Query(False, description="add each photo's evidence overlay"),
-                      k: int = Query(5, ge=1, le=50, description="register matches returned per photo")):
+                      k: int = Query(5, ge=1, le=50, description="register matches returned per photo"),
+                      review_weak: bool = Query(False, description="a photo the model passed whose quality is weak "
+                                                "(blurred, grainy, small) puts the listing to review, as "
+                                                "'artsentry screen --review-weak' does")):
         """A listing's photos in one request (one 'file' field each; the whole body within the upload
         limit): every photo's analysis and the listing's verdict. A photo that cannot be used is
         reported in its place; 422 only when none can."""
@@ -435,7 +438,8 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
         if len(uploads) > most:
             raise _error(400, f"more than {most} photos in one listing")
         photos = [(u.filename, await u.read()) for u in uploads]
-        out = await admission.run(executor, lambda: analyzer.analyze_listing(photos, explain=explain, k=k))
+        out = await admission.run(executor, lambda: analyzer.analyze_listing(photos, explain=explain, k=k,
+                                                                                review_weak=review_weak))
         if out["unreadable"] == out["photos"]:
             raise _error(422, "no photo of the listing can be used: " +
                          "; ".join(f"photo {e['index'] + 1}: {e['error']}" for e in out["results"]))
