@@ -6,7 +6,8 @@
 Prints one JSON document with test metrics of both models, the accuracy gap,
 and throughput in images/s: JPEG decode + resize on one core, bare forward
 passes of lite0 at batch 32 (eager and channels-last), and the whole
-``Predictor.predict_files`` chain.
+``Predictor.predict_files`` chain (which measures each photo's quality too since 2026-12-04:
+5-10% of its throughput, BENCHMARKS.md "Photo-quality warnings").
 """
 
 from __future__ import annotations
