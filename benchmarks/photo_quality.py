@@ -2,12 +2,13 @@
 
     .venv/bin/python benchmarks/photo_quality.py runs/ivory --out runs/photo-quality
 
-``artsentry.data.quality`` warns beside a decision when a photo has little fine detail, is grainy
-or is small. This script, on RUN's split (``RUN/manifest.csv``) and model (``RUN/model``):
+``artsentry.data.quality`` warns beside a decision when a photo has little fine detail, is grainy,
+is dark or is small. This script, on RUN's split (``RUN/manifest.csv``) and model (``RUN/model``):
 
-1. measures sharpness and noise of every training photo, decoded as predictions decode them, and
-   prints the 2nd percentile of sharpness and the 98th of noise: the source of
-   ``SHARPNESS_MIN`` and ``NOISE_MAX`` (it says whether the constants still match);
+1. measures sharpness, noise and brightness of every training photo, decoded as predictions
+   decode them, and prints the 2nd percentile of sharpness and brightness and the 98th of noise:
+   the source of ``SHARPNESS_MIN``, ``BRIGHTNESS_MIN`` and ``NOISE_MAX`` (it says whether the
+   constants still match);
 2. on the test photos as they are, re-photographed listing-style by the training generator
    (``evaluate --shift``'s pictures, seed 0), and changed by each kind of
    ``benchmarks/unseen_shift.py`` (photo changes the generator never makes), prints how often each
@@ -59,7 +60,7 @@ def summarise(name: str, y: np.ndarray, p: np.ndarray, qs: list, threshold: floa
     ok = ~np.isnan(p)
     right = (p >= threshold).astype(int) == y
     warned = np.array([bool(q and q.warnings) for q in qs])
-    kinds = {"small": "small photo", "detail": "little fine detail", "grainy": "grainy photo"}
+    kinds = {"small": "small photo", "detail": "little fine detail", "grainy": "grainy photo", "dark": "dark photo"}
     row = {"n": int(ok.sum()), "accuracy": round(float(right[ok].mean()), 4),
            "warned_share": round(float(warned[ok].mean()), 4)}
     for key, prefix in kinds.items():
@@ -69,7 +70,8 @@ def summarise(name: str, y: np.ndarray, p: np.ndarray, qs: list, threshold: floa
         row[f"accuracy_{label}"] = round(float(right[mask].mean()), 4) if mask.any() else None
         row[f"n_{label}"] = int(mask.sum())
     print(f"{name:16s} n {row['n']}  accuracy {row['accuracy']:.4f}  warned {row['warned_share']:.3f} "
-          f"(detail {row['detail_share']:.3f}, grainy {row['grainy_share']:.3f}, small {row['small_share']:.3f})  "
+          f"(detail {row['detail_share']:.3f}, grainy {row['grainy_share']:.3f}, dark {row['dark_share']:.3f}, "
+          f"small {row['small_share']:.3f})  "
           f"accuracy warned {row['accuracy_warned']} ({row['n_warned']}) / unwarned {row['accuracy_unwarned']} "
           f"({row['n_unwarned']})", flush=True)
     return row
@@ -89,22 +91,27 @@ def main(argv=None) -> int:
     draft = Q.measuring_draft(predictor.preprocessing.draft_size)  # as prediction decodes measured photos
     result = {"date": date.today().isoformat(), "command": " ".join(["benchmarks/photo_quality.py", *sys.argv[1:]]),
               "constants": {"scale": Q.QUALITY_SCALE, "sharpness_min": Q.SHARPNESS_MIN, "noise_max": Q.NOISE_MAX,
-                            "small_side": Q.SMALL_SIDE}}
+                            "brightness_min": Q.BRIGHTNESS_MIN, "small_side": Q.SMALL_SIDE}}
 
     # 1. the limits, from the training photos
     train = df.loc[df["split"] == "train", "path"].tolist()
-    sharp, noise = [], []
+    sharp, noise, bright = [], [], []
     for path in train:
         grey = Q.grey_at_scale(load_image(path, draft_size=draft), Q.QUALITY_SCALE)
         sharp.append(Q.sharpness(grey))
         noise.append(Q.noise_sigma(grey))
+        bright.append(Q.brightness(grey))
     limits = {"n_train": len(train), "sharpness_p2": round(float(np.percentile(sharp, 2)), 4),
               "noise_p98": round(float(np.percentile(noise, 98)), 3),
-              "sharpness_median": round(float(np.median(sharp)), 4), "noise_median": round(float(np.median(noise)), 3)}
+              "brightness_p2": round(float(np.percentile(bright, 2)), 2),
+              "sharpness_median": round(float(np.median(sharp)), 4), "noise_median": round(float(np.median(noise)), 3),
+              "brightness_median": round(float(np.median(bright)), 1)}
     result["training_photos"] = limits
     print(f"training photos ({len(train)}): sharpness median {limits['sharpness_median']}, 2nd percentile "
           f"{limits['sharpness_p2']} (SHARPNESS_MIN {Q.SHARPNESS_MIN}); noise median {limits['noise_median']}, "
-          f"98th percentile {limits['noise_p98']} (NOISE_MAX {Q.NOISE_MAX})", flush=True)
+          f"98th percentile {limits['noise_p98']} (NOISE_MAX {Q.NOISE_MAX}); brightness median "
+          f"{limits['brightness_median']}, 2nd percentile {limits['brightness_p2']} (BRIGHTNESS_MIN "
+          f"{Q.BRIGHTNESS_MIN})", flush=True)
 
     # 2. how often the warnings fire, and the accuracy on warned and unwarned photos
     test = df[df["split"] == "test"]

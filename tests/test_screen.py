@@ -160,7 +160,7 @@ def test_screen_csv_completes_with_bad_images_and_carries_columns(onnx_model_dir
     assert page.count('class="weak">weak evidence: ') == sum(bool(by_id[lid]["quality"]["warnings"]) for lid in flagged)
     assert page.count("weak evidence: small photo: 120 px") >= sum(lid.startswith("L-") for lid in flagged) > 0
     printed = capsys.readouterr().out
-    assert "review queue" in printed and f"{summary['weak_photos']} photo(s) blurred, grainy or small" in printed
+    assert "review queue" in printed and f"{summary['weak_photos']} photo(s) blurred, grainy, dark or small" in printed
 
 
 def test_listing_rollup_one_row_per_listing():
@@ -243,7 +243,7 @@ def test_review_weak_queues_weak_photos_the_model_passed_after_the_flagged(model
     out = tmp_path / "out"
     assert main(["-q", "screen", str(path), "--out", str(out), "--model", str(model_dir)]) == 0
     printed = capsys.readouterr().out
-    assert "2 photo(s) blurred, grainy or small" in printed and "--review-weak queues those passed" in printed
+    assert "2 photo(s) blurred, grainy, dark or small" in printed and "--review-weak queues those passed" in printed
     results = pd.read_csv(out / "results.csv").set_index("listing_id")
     assert bool(results.at["F", "flagged"]) and not bool(results.at["W", "flagged"])
     assert pd.notna(results.at["W", "quality_warnings"]) and pd.isna(results.at["S", "quality_warnings"])

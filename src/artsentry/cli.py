@@ -343,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="folder input: the photos of one sub-folder are one listing, its path the listing id "
                     "(default: every photo its own listing); a table groups by its listing_id/id/listing column")
     sc.add_argument("--review-weak", action="store_true",
-                    help="also queue the photos the model passed whose quality is weak (blurred, grainy, small): "
+                    help="also queue the photos the model passed whose quality is weak (blurred, grainy, dark, small): "
                     "such a pass cannot clear a listing; they rank after the flagged ones")
     sc.add_argument("--fetch-urls", action="store_true", help="download http(s) image URLs (off by default)")
     sc.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
@@ -487,7 +487,7 @@ def _print_metrics(result: dict) -> None:
                                                                  for k, v in by_colour.items()))
     by_quality = m.get("accuracy_by_photo_quality")
     if by_quality:
-        print("accuracy by photo quality (warned: blurred, grainy or small): "
+        print("accuracy by photo quality (warned: blurred, grainy, dark or small): "
               + ", ".join(f"{k}: {v['accuracy']:.4f} (n {v['n']})" for k, v in by_quality.items()))
     c = result.get("calibration")
     if c and not c["applied"]:
@@ -762,7 +762,7 @@ def cmd_screen(a) -> int:
               f"listings to review: {summary['listings_to_review']} of {summary['listings']} "
               f"({Path(a.out) / 'listings.csv'})")
         if summary.get("weak_photos"):
-            print(f"{summary['weak_photos']} photo(s) blurred, grainy or small: their decisions are weak evidence "
+            print(f"{summary['weak_photos']} photo(s) blurred, grainy, dark or small: their decisions are weak evidence "
                   "(quality_warnings in results.csv" + (", and in the queue)" if a.review_weak else
                                                         "; --review-weak queues those passed)"))
     return EXIT_SOME_UNREADABLE if summary.get("unreadable") else 0

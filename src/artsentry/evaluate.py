@@ -303,7 +303,7 @@ def evaluate_predictor(predictor, df, *, threshold: float | None = None, progres
     ``accuracy_by_<column>``; ``by_label`` ones ``accuracy_by_<column>_and_label``, and
     ``photo_colour`` (black-and-white photo or not) is measured when asked for: old museum
     photos are often grey, more often for one class than the other. ``photo_quality`` is
-    "warned" for a photo with a quality warning (``data.quality``: little fine detail, grainy,
+    "warned" for a photo with a quality warning (``data.quality``: little fine detail, grainy, dark,
     small), else "ok"; the warnings themselves are in ``quality_warnings``.
     """
     import pandas as pd

@@ -9,8 +9,8 @@ fetched only with ``fetch_urls``.
 
 For each image: the model's probability and decision at its threshold, the
 register's best matches when a register is given, and the photo's quality
-(``data.quality``: sharpness, noise, size, and warnings when it is blurred,
-grainy or small, so a decision on it is weak evidence). Outputs in DIR:
+(``data.quality``: sharpness, noise, brightness, size, and warnings when it is blurred,
+grainy, dark or small, so a decision on it is weak evidence). Outputs in DIR:
 
 - ``evidence.jsonl``  one record per image, appended as batches finish: row,
   listing id, image, its SHA-256, model name, version (SHA-256 of the weights),
@@ -550,7 +550,7 @@ def listing_rollup(table: pd.DataFrame, carried: list[str] = (), review_weak: bo
     listing of many photos is flagged more often than one photo alone: any of them can
     cross the threshold), its match the best score over its photos. Order: listings to review
     first, register matches before flags, then by score, then by first row; ``rank`` numbers
-    the listings to review; ``weak_photos`` counts photos with a quality warning (blurred, grainy,
+    the listings to review; ``weak_photos`` counts photos with a quality warning (blurred, grainy, dark,
     small: a pass on them is weak evidence), and with ``review_weak`` a listing with any weak
     photo is to review too (after the flagged ones: its photos scored under the threshold). ``carried`` columns (title, price...) come from the listing's first row."""
     t = table.reset_index(drop=True)

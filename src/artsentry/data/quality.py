@@ -1,11 +1,11 @@
 """Is a photo good enough to judge? Warnings that travel with every decision.
 
-The ivory models lose most where a photo has lost its fine detail or is noisy: on the held-out
+The ivory models lose most where a photo has lost its fine detail or is dim and noisy: on the held-out
 met-ivory photos, motion blur, defocus and photos enlarged from 110-180 px cost 5-10 points of
 accuracy and turn ceramics into "ivory"; a dim, noisy shot makes the model miss ivory (recall
 0.79); BENCHMARKS.md, "Photo changes the listing generator never makes". A decision on such a
 photo is weak evidence either way, and a reviewer should know it. ``assess_quality`` measures
-three things on the photo as the model sees it (long side scaled to ``QUALITY_SCALE`` px,
+four things on the photo as the model sees it (long side scaled to ``QUALITY_SCALE`` px,
 enlarged if smaller) and warns when one falls outside what the models were trained on:
 
 ``sharpness``  mean |Laplacian| / mean gradient magnitude over the photo's strongest 10% of
@@ -14,14 +14,17 @@ enlarged if smaller) and warns when one falls outside what the models were train
 ``noise``      the photo's noise sigma (0-255 scale) by Immerkaer's estimator (1996): a
                Laplacian-difference kernel, which cancels smooth shading and edges, averaged.
                Dim photos brightened back (high ISO) score 5-10; studio photos 1-3.
+``brightness`` the 99th percentile of its grey levels (0-255): how bright its brightest parts
+               are. A museum photo reaches ~220 even on a black backdrop (the object is lit); an
+               underexposed or dim photo stays far lower.
 ``long_side``  pixels of the photo's long side, as its file has it (``load_image`` keeps the
                size before any JPEG draft scaling in ``img.info["source_size"]``).
 
 A photo is measured the same whatever model reads it: callers that decode JPEGs at reduced
 scale (``draft_size``) decode at ``measuring_draft(draft)``, never under ``QUALITY_SCALE``.
 
-The limits (``SHARPNESS_MIN``, ``NOISE_MAX``) are the 2nd and 98th percentiles of the 1,980
-training photos of the seed-0 met-ivory split, so about 2% of photos like those the models learnt
+The limits (``SHARPNESS_MIN``, ``BRIGHTNESS_MIN``, ``NOISE_MAX``) are the 2nd, 2nd and 98th
+percentiles of the 1,980 training photos of the seed-0 met-ivory split, so about 2% of photos like those the models learnt
 from get each warning (``benchmarks/photo_quality.py`` measures them and how often each warning
 fires on changed photos, and how accurate the model is on warned and unwarned photos).
 A warning says nothing about the object: it says the decision beside it rests on less evidence.
@@ -40,6 +43,9 @@ QUALITY_SCALE = 320
 SHARPNESS_MIN = 0.114
 #: noise sigma above this (0-255): a grainy photo (98th percentile of the met-ivory training photos)
 NOISE_MAX = 6.2
+#: brightest parts (99th percentile of grey levels) under this: a dark photo (2nd percentile of the
+#: met-ivory training photos)
+BRIGHTNESS_MIN = 163.5
 #: long side (px) under which a photo is called small: the models see it enlarged
 SMALL_SIDE = 224
 
@@ -53,6 +59,7 @@ class PhotoQuality:
     long_side: int
     sharpness: float
     noise: float
+    brightness: float
     warnings: tuple[str, ...] = field(default_factory=tuple)
 
     def to_dict(self) -> dict:
@@ -105,12 +112,18 @@ def noise_sigma(grey: np.ndarray) -> float:
     return float(np.sqrt(np.pi / 2) * np.abs(c).mean() / 6.0)
 
 
+def brightness(grey: np.ndarray) -> float:
+    """The 99th percentile of a greyscale array's levels: how bright its brightest parts are."""
+    return float(np.percentile(grey, 99)) if grey.size else 0.0
+
+
 def assess_quality(img: Image.Image, *, scale: int = QUALITY_SCALE, sharpness_min: float = SHARPNESS_MIN,
-                   noise_max: float = NOISE_MAX, small_side: int = SMALL_SIDE) -> PhotoQuality:
+                   noise_max: float = NOISE_MAX, brightness_min: float = BRIGHTNESS_MIN,
+                   small_side: int = SMALL_SIDE) -> PhotoQuality:
     """Measure an RGB photo (as ``load_image`` returns it) and say what limits the evidence."""
     long_side = max(img.info.get("source_size") or img.size)
     grey = grey_at_scale(img, scale)
-    sharp, noise = sharpness(grey), noise_sigma(grey)
+    sharp, noise, bright = sharpness(grey), noise_sigma(grey), brightness(grey)
     warnings = []
     if long_side < small_side:
         warnings.append(f"small photo: {long_side} px on its long side (under {small_side})")
@@ -119,4 +132,7 @@ def assess_quality(img: Image.Image, *, scale: int = QUALITY_SCALE, sharpness_mi
                         "(blurred, out of focus or enlarged)")
     if noise > noise_max:
         warnings.append(f"grainy photo: noise {noise:.1f} over {noise_max:g} (dim light or heavy processing)")
-    return PhotoQuality(int(long_side), round(sharp, 4), round(noise, 3), tuple(warnings))
+    if bright < brightness_min:
+        warnings.append(f"dark photo: its brightest parts reach {bright:.0f} of 255, under {brightness_min:g} "
+                        "(dim light or underexposed)")
+    return PhotoQuality(int(long_side), round(sharp, 4), round(noise, 3), round(bright, 1), tuple(warnings))

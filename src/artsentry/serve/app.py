@@ -55,6 +55,8 @@ class PhotoQualityOut(BaseModel):
     sharpness: float = Field(description="fine detail at the edges, measured at 320 px: ~0.19 for a sharp museum "
                              "photo, under 0.114 (2% of the training photos) warned as blurred or enlarged")
     noise: float = Field(description="noise sigma in grey levels: 1-3 for a studio photo, over 6.2 warned as grainy")
+    brightness: float = Field(description="99th percentile of its grey levels: ~220 for a studio photo, under "
+                              "163.5 warned as dark")
     warnings: list[str] = Field(description="why a decision on this photo is weak evidence; empty when it is not")
 
 
@@ -138,7 +140,7 @@ class ListingResponse(BaseModel):
     unreadable: int
     flagged_photos: int
     matched_photos: int
-    weak_photos: int = Field(0, description="photos with a quality warning (blurred, grainy, small)")
+    weak_photos: int = Field(0, description="photos with a quality warning (blurred, grainy, dark, small)")
     max_probability: Optional[float] = Field(None, description="highest positive-label probability of its photos")
     max_probability_photo: Optional[int] = Field(None, description="index of that photo")
     best_match: Optional[str] = Field(None, description="object id of the best-scoring register match over its "
@@ -423,7 +425,7 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
     async def listing(request: Request, explain: bool = Query(False, description="add each photo's evidence overlay"),
                       k: int = Query(5, ge=1, le=50, description="register matches returned per photo"),
                       review_weak: bool = Query(False, description="a photo the model passed whose quality is weak "
-                                                "(blurred, grainy, small) puts the listing to review, as "
+                                                "(blurred, grainy, dark, small) puts the listing to review, as "
                                                 "'artsentry screen --review-weak' does")):
         """A listing's photos in one request (one 'file' field each; the whole body within the upload
         limit): every photo's analysis and the listing's verdict. A photo that cannot be used is
