@@ -49,9 +49,6 @@ BRIGHTNESS_MIN = 163.5
 #: long side (px) under which a photo is called small: the models see it enlarged
 SMALL_SIDE = 224
 
-_NOISE_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float32)
-
-
 @dataclass(frozen=True)
 class PhotoQuality:
     """Measurements of one photo and the warnings they raise (empty: nothing to say)."""
@@ -89,32 +86,44 @@ def grey_at_scale(img: Image.Image, scale: int = QUALITY_SCALE) -> np.ndarray:
 
 
 def sharpness(grey: np.ndarray) -> float:
-    """Mean |Laplacian| over mean gradient magnitude, on the pixels of the strongest 10% of
-    gradients (0 for a flat picture)."""
-    from scipy import ndimage
-
+    """Mean |Laplacian| over mean gradient magnitude (Sobel), on the pixels of the strongest 10%
+    of gradients (0 for a flat picture). Borders mirror the edge pixels (scipy.ndimage's
+    "reflect"); the filters are array slices, twice as fast as separate ndimage calls."""
     if min(grey.shape) < 3:
         return 0.0
-    gm = np.hypot(ndimage.sobel(grey, 1), ndimage.sobel(grey, 0))
-    lap = np.abs(ndimage.laplace(grey))
-    strong = gm >= np.percentile(gm, 90)
-    denominator = float(gm[strong].mean())
-    return float(lap[strong].mean() / denominator) if denominator > 1e-6 else 0.0
+    p = np.pad(grey, 1, mode="symmetric")
+    left, right = p[:, :-2], p[:, 2:]
+    dx = left - right  # horizontal difference, then smoothed [1, 2, 1] down the columns
+    gx = dx[:-2] + 2 * dx[1:-1] + dx[2:]
+    up, down = p[:-2], p[2:]
+    dy = up - down
+    gy = dy[:, :-2] + 2 * dy[:, 1:-1] + dy[:, 2:]
+    lap = p[:-2, 1:-1] + p[2:, 1:-1] + p[1:-1, :-2] + p[1:-1, 2:] - 4 * grey
+    g2 = (gx * gx + gy * gy).ravel()  # squared magnitude: the threshold needs no square root
+    k = int(0.9 * (g2.size - 1))
+    strong = g2 >= np.partition(g2, k)[k]  # the strongest 10% (a selection, not a full sort)
+    denominator = float(np.sqrt(g2[strong]).mean())
+    return float(np.abs(lap).ravel()[strong].mean() / denominator) if denominator > 1e-6 else 0.0
 
 
 def noise_sigma(grey: np.ndarray) -> float:
-    """Immerkaer's fast noise estimate (sigma, in grey levels) of a greyscale array."""
-    from scipy import ndimage
-
+    """Immerkaer's fast noise estimate (sigma, in grey levels) of a greyscale array: the mean
+    absolute response of the kernel [[1, -2, 1], [-2, 4, -2], [1, -2, 1]] inside the borders."""
     if min(grey.shape) < 3:
         return 0.0
-    c = ndimage.convolve(grey, _NOISE_KERNEL)[1:-1, 1:-1]
+    g = grey
+    c = (g[:-2, :-2] + g[:-2, 2:] + g[2:, :-2] + g[2:, 2:]
+         - 2 * (g[:-2, 1:-1] + g[1:-1, :-2] + g[1:-1, 2:] + g[2:, 1:-1]) + 4 * g[1:-1, 1:-1])
     return float(np.sqrt(np.pi / 2) * np.abs(c).mean() / 6.0)
 
 
 def brightness(grey: np.ndarray) -> float:
-    """The 99th percentile of a greyscale array's levels: how bright its brightest parts are."""
-    return float(np.percentile(grey, 99)) if grey.size else 0.0
+    """The 99th percentile of a greyscale array's levels (whole levels 0-255, as ``grey_at_scale``
+    gives them): how bright its brightest parts are. Read off a 256-bin histogram."""
+    if not grey.size:
+        return 0.0
+    counts = np.bincount(np.clip(grey, 0, 255).astype(np.uint8).ravel(), minlength=256)
+    return float(np.searchsorted(np.cumsum(counts), 0.99 * grey.size))
 
 
 def assess_quality(img: Image.Image, *, scale: int = QUALITY_SCALE, sharpness_min: float = SHARPNESS_MIN,
