@@ -1,7 +1,7 @@
 """Is a photo good enough to judge? Warnings that travel with every decision.
 
-The ivory models lose most where a photo has lost its fine detail or is dim and noisy: on the held-out
-met-ivory photos, motion blur, defocus and photos enlarged from 110-180 px cost 5-10 points of
+The ivory models lose most where a photo has lost its fine detail or is dim and noisy: on the
+held-out met-ivory photos, motion blur, defocus and photos enlarged from 110-180 px cost 5-10 points of
 accuracy and turn ceramics into "ivory"; a dim, noisy shot makes the model miss ivory (recall
 0.79); BENCHMARKS.md, "Photo changes the listing generator never makes". A decision on such a
 photo is weak evidence either way, and a reviewer should know it. ``assess_quality`` measures
@@ -24,9 +24,10 @@ A photo is measured the same whatever model reads it: callers that decode JPEGs 
 scale (``draft_size``) decode at ``measuring_draft(draft)``, never under ``QUALITY_SCALE``.
 
 The limits (``SHARPNESS_MIN``, ``BRIGHTNESS_MIN``, ``NOISE_MAX``) are the 2nd, 2nd and 98th
-percentiles of the 1,980 training photos of the seed-0 met-ivory split, so about 2% of photos like those the models learnt
-from get each warning (``benchmarks/photo_quality.py`` measures them and how often each warning
-fires on changed photos, and how accurate the model is on warned and unwarned photos).
+percentiles of the 1,980 training photos of the seed-0 met-ivory split, so about 2% of photos like
+those the models learnt from get each warning (``benchmarks/photo_quality.py`` measures them, how
+often each warning fires on changed photos, and how accurate a model is on warned and unwarned
+photos).
 A warning says nothing about the object: it says the decision beside it rests on less evidence.
 """
 
