@@ -762,9 +762,9 @@ def cmd_screen(a) -> int:
               f"listings to review: {summary['listings_to_review']} of {summary['listings']} "
               f"({Path(a.out) / 'listings.csv'})")
         if summary.get("weak_photos"):
-            print(f"{summary['weak_photos']} photo(s) blurred, grainy, dark or small: their decisions are weak evidence "
-                  "(quality_warnings in results.csv" + (", and in the queue)" if a.review_weak else
-                                                        "; --review-weak queues those passed)"))
+            where = ", and in the queue)" if a.review_weak else "; --review-weak queues those passed)"
+            print(f"{summary['weak_photos']} photo(s) blurred, grainy, dark or small: their decisions are weak "
+                  f"evidence (quality_warnings in results.csv{where}")
     return EXIT_SOME_UNREADABLE if summary.get("unreadable") else 0
 
 

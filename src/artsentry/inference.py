@@ -34,7 +34,8 @@ class Prediction:
     flagged: bool | None = None  # binary models: score >= threshold
     probabilities: dict[str, float] | None = None
     error: str | None = None
-    quality: dict | None = None  # data.quality.PhotoQuality.to_dict(): sharpness, noise, brightness, long side, warnings
+    # data.quality.PhotoQuality.to_dict(): sharpness, noise, brightness, long side, warnings
+    quality: dict | None = None
 
     @property
     def warnings(self) -> list[str]:

@@ -89,7 +89,8 @@ def _card(r, overlays: dict[str, str]) -> str:
     img = f'<img src="{src}" alt="{alt}">' if src else "<div>(unreadable)</div>"
     cls = ' class="wide"' if over else ""
     warned = r.get("quality_warnings")
-    weak = f'<br><span class="weak">weak photo: {html.escape(str(warned))}</span>' if isinstance(warned, str) and warned else ""
+    weak = (f'<br><span class="weak">weak photo: {html.escape(warned)}</span>'
+            if isinstance(warned, str) and warned else "")
     return (f'<figure{cls}>{img}<figcaption>{name}<br>true <b>{html.escape(str(r["label"]))}</b>, predicted '
             f'<b>{html.escape(str(r["predicted"]))}</b><br>score {r["score"]:.3f}{weak}</figcaption></figure>')
 

@@ -552,7 +552,8 @@ def listing_rollup(table: pd.DataFrame, carried: list[str] = (), review_weak: bo
     first, register matches before flags, then by score, then by first row; ``rank`` numbers
     the listings to review; ``weak_photos`` counts photos with a quality warning (blurred, grainy, dark,
     small: a pass on them is weak evidence), and with ``review_weak`` a listing with any weak
-    photo is to review too (after the flagged ones: its photos scored under the threshold). ``carried`` columns (title, price...) come from the listing's first row."""
+    photo is to review too (after the flagged ones: its photos scored under the threshold).
+    ``carried`` columns (title, price...) come from the listing's first row."""
     t = table.reset_index(drop=True)
     t["listing_id"] = t["listing_id"].astype(str)
     t["_first"], t["_bad"] = t["row"], t["error"].notna()
