@@ -122,6 +122,11 @@ def test_register_cli(tmp_path, photos, capsys):
     assert main(["-q", "register", "search", reg, photos["A"][1], "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["matches"][0]["object_id"] == "A" and res["matches"][0]["title"] == "Ivory figure"
+    # the query is a 140 x 107 px crop: its answer says it rests on a small photo
+    assert res["quality"]["long_side"] == 140 and res["quality"]["warnings"][0].startswith("small photo: 140 px")
+    assert main(["-q", "register", "search", reg, photos["A"][1]]) == 0
+    fields = capsys.readouterr().out.strip().split("\t")
+    assert fields[1] == "match A" and fields[3].startswith("weak evidence: small photo: 140 px")
     assert main(["-q", "register", "remove", reg, "A"]) == 0
     assert main(["-q", "register", "list", reg, "--json"]) == 0
     listed = [json.loads(l) for l in capsys.readouterr().out.splitlines() if l.startswith("{")]

@@ -719,7 +719,7 @@ def cmd_register(a) -> int:
                     shown = ", ".join(f"{m.object_id} {m.score:.3f} (similarity {m.similarity:.3f})"
                                       if m.score != m.similarity else f"{m.object_id} {m.score:.3f}"
                                       for m in res.matches)
-                    print(f"{res.query}\t{best}\t[{shown}]")
+                    print(f"{res.query}\t{best}\t[{shown}]" + _quality_note(res))
             return EXIT_SOME_UNREADABLE if bad else 0
         elif a.action == "rebuild":
             print(f"index rebuilt from {len(reg.index)} photo vector(s)")

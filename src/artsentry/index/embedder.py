@@ -88,15 +88,21 @@ class Embedder:
         return f.numpy()
 
     def embed_files(self, sources: Sequence[ImageSource], names: Sequence[str] | None = None,
-                    progress: bool = False) -> tuple[np.ndarray, list[str | None]]:
-        """(vectors, errors): ``vectors[i]`` is NaN where ``errors[i]`` says why image i was unreadable."""
+                    progress: bool = False, with_quality: bool = False):
+        """(vectors, errors): ``vectors[i]`` is NaN where ``errors[i]`` says why image i was unreadable.
+        ``with_quality``: (vectors, errors, qualities), each readable photo's ``data.quality``
+        measurements as a dict (None where unreadable)."""
         names = source_names(sources, names)
         out = np.full((len(sources), self.dim), np.nan, dtype=np.float32)
         errors: list[str | None] = [None] * len(sources)
+        qualities: list[dict | None] = [None] * len(sources)
         for batch in iter_image_batches(sources, self.transform, self.preprocessing, names=names,
-                                        batch_size=self.batch_size, progress=progress, desc="embed"):
+                                        batch_size=self.batch_size, progress=progress, desc="embed",
+                                        quality=with_quality):
             for idx, err in batch.errors:
                 errors[idx] = err
             if len(batch.index):
                 out[batch.index] = self.embed_tensor(batch.x)
-        return out, errors
+            for idx, q in zip(batch.index, batch.quality or ()):
+                qualities[idx] = q.to_dict()
+        return (out, errors, qualities) if with_quality else (out, errors)

@@ -94,6 +94,11 @@ class SearchResult:
     no_match: bool = False  # best score under the threshold (or nothing registered)
     threshold: float | None = None
     error: str | None = None
+    quality: dict | None = None  # data.quality of the query photo: a "no match" on a weak photo is weak evidence
+
+    @property
+    def warnings(self) -> list[str]:
+        return list(self.quality["warnings"]) if self.quality else []
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -464,10 +469,11 @@ class Register:
 
     def search(self, images: Sequence[str], k: int = 5, threshold: float | None = None) -> list[SearchResult]:
         threshold = self.threshold if threshold is None else threshold
-        vectors, errors = self.embedder.embed_files(list(images))
+        vectors, errors, qualities = self.embedder.embed_files(list(images), with_quality=True)
         ok = [i for i, e in enumerate(errors) if e is None]
         found = self.search_vectors(vectors[ok], k) if ok else []
-        results = [SearchResult(str(images[i]), error=errors[i], threshold=threshold) for i in range(len(images))]
+        results = [SearchResult(str(images[i]), error=errors[i], threshold=threshold, quality=qualities[i])
+                   for i in range(len(images))]
         for i, matches in zip(ok, found):
             r = results[i]
             r.matches = matches
