@@ -569,7 +569,10 @@ def expand_images(items: list[str]) -> tuple[list[str], list[str]]:
 
 def _quality_note(pred) -> str:
     """A last tab-separated field naming what limits the photo's evidence, or nothing."""
-    return f"\tweak evidence: {'; '.join(pred.warnings)}" if pred.warnings else ""
+    from .data.quality import warnings_text
+
+    text = warnings_text(pred.quality)
+    return f"\tweak evidence: {text}" if text else ""
 
 
 def cmd_predict(a) -> int:

@@ -308,13 +308,15 @@ def evaluate_predictor(predictor, df, *, threshold: float | None = None, progres
     """
     import pandas as pd
 
+    from .data.quality import warnings_text
+
     unknown = sorted(set(df["label"]) - set(predictor.labels))
     if unknown:
         raise ValueError(f"labels {unknown} are not among the model's labels {predictor.labels}")
     preds = predictor.predict_files(df["path"].tolist(), progress=progress)
     table = df.copy().reset_index(drop=True)
     table["error"] = [p.error for p in preds]
-    table["quality_warnings"] = ["; ".join(p.warnings) if p.ok else None for p in preds]
+    table["quality_warnings"] = [warnings_text(p.quality) for p in preds]
     table["photo_quality"] = [("warned" if p.warnings else "ok") if p.ok else None for p in preds]
     ok = table["error"].isna().to_numpy()
     y = np.array([predictor.labels.index(l) for l in table["label"]])

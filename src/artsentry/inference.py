@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from .data.dataset import ImageDataset, make_loader
 from .data.images import ImageSource
+from .data.quality import quality_warnings
 from .data.transforms import Preprocessing, eval_transform
 from .models import check_input_size
 from .models.artifact import ArtifactError, calibration_temperature, load_model
@@ -40,7 +41,7 @@ class Prediction:
     @property
     def warnings(self) -> list[str]:
         """What limits the evidence of this photo (``data.quality``); empty when nothing does."""
-        return list(self.quality["warnings"]) if self.quality else []
+        return quality_warnings(self.quality)
 
     @property
     def ok(self) -> bool:

@@ -53,7 +53,7 @@ from . import __version__
 from .data.dataset import make_loader
 from .data.images import ImageLoadError, is_image_file, load_image, read_image_bytes
 from .data.manifest import ManifestError, _pick, _read_table
-from .data.quality import assess_quality, measuring_draft
+from .data.quality import assess_quality, measuring_draft, quality_warnings, warnings_text
 from .data.transforms import eval_transform
 from .htmlembed import thumbnail_uri
 from .inference import Predictor, default_workers
@@ -502,11 +502,6 @@ def _priority(r: dict) -> tuple:
     return (not r.get("matched", False), -best if r.get("matched") else 0.0, -(r.get("score") or 0.0), r["row"])
 
 
-def _weak(r: dict) -> bool:
-    """The record's photo has a quality warning (data.quality)."""
-    return bool((r.get("quality") or {}).get("warnings"))
-
-
 def write_outputs(records: list[dict], listings: pd.DataFrame, out: Path, carried: list[str],
                   overlay=None, review_weak: bool = False) -> dict:
     records = sorted(records, key=lambda r: r["row"])
@@ -520,12 +515,12 @@ def write_outputs(records: list[dict], listings: pd.DataFrame, out: Path, carrie
                      "matched": r.get("matched"), "best_match": best.get("object_id"),
                      "best_match_score": best.get("score"), "best_match_similarity": best.get("similarity"),
                      "best_match_status": best.get("status"),
-                     "quality_warnings": "; ".join((r.get("quality") or {}).get("warnings") or []) or None,
+                     "quality_warnings": warnings_text(r.get("quality")),
                      "error": r["error"], **r["listing"]})
     table = pd.DataFrame(rows)
     table.to_csv(out / "results.csv", index=False)
     queue = [r for r in records if r["error"] is None
-             and (r.get("flagged") or r.get("matched") or (review_weak and _weak(r)))]
+             and (r.get("flagged") or r.get("matched") or (review_weak and quality_warnings(r.get("quality"))))]
     queue.sort(key=_priority)
     qrows = {r["row"]: i for i, r in enumerate(queue)}
     qtable = table.set_index("row").loc[list(qrows)].reset_index()
@@ -627,9 +622,9 @@ def write_queue_html(queue: list[dict], order: list[str], path: Path, carried: l
                 facts.append(f"register match: <b>{esc(m['object_id'])}</b> {esc(m.get('title') or '')} "
                              f"({esc(m.get('status') or 'no status')}), match score {m['score']:.3f}"
                              + (f", similarity {m['similarity']:.3f}" if m.get("similarity") is not None else ""))
-            warnings = (r.get("quality") or {}).get("warnings")
-            if warnings:
-                facts.append(f'<span class="weak">weak evidence: {esc("; ".join(warnings))}</span>')
+            weak = warnings_text(r.get("quality"))
+            if weak:
+                facts.append(f'<span class="weak">weak evidence: {esc(weak)}</span>')
             facts.append(f'<span class="sha">row {r["row"]} · sha256 {esc(r["sha256"] or "")}</span>')
             blocks.append(f'<div class="photo">{pic}<ul>{"".join(f"<li>{f}</li>" for f in facts)}</ul></div>')
         extra = "".join(f"<li>{esc(c)}: {esc(str(photos[0]['listing'].get(c, '')))}</li>" for c in carried)

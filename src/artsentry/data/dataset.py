@@ -91,7 +91,7 @@ def collate(items) -> Batch:
 
 
 #: modules the workers' server imports once, so each worker starts in a fraction of a second
-WORKER_PRELOAD = ["artsentry.data.dataset", "artsentry.data.listing", "artsentry.data.transforms", "scipy.ndimage"]
+WORKER_PRELOAD = ["artsentry.data.dataset", "artsentry.data.listing", "artsentry.data.transforms"]
 
 
 def worker_context():

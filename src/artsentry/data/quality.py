@@ -66,6 +66,17 @@ class PhotoQuality:
         return d
 
 
+def quality_warnings(quality: dict | None) -> list[str]:
+    """The warnings of a ``PhotoQuality.to_dict()`` as records carry it (None: an unreadable or
+    unmeasured photo); empty when there is nothing to say."""
+    return list(quality["warnings"]) if quality else []
+
+
+def warnings_text(quality: dict | None) -> str | None:
+    """The warnings joined into one line ("; "), as tables and pages show them; None when none."""
+    return "; ".join(quality_warnings(quality)) or None
+
+
 def measuring_draft(draft_size: tuple[int, int] | None) -> tuple[int, int] | None:
     """The JPEG draft size to decode at when the photo is to be measured as well: the model's
     own, but never under ``QUALITY_SCALE`` (a 64-px model would otherwise have its photos

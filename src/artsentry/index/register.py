@@ -43,6 +43,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..data.quality import quality_warnings
 from ..data.splits import file_sha256
 from .embedder import Embedder
 from .vectors import IndexFileError, VectorIndex
@@ -98,7 +99,7 @@ class SearchResult:
 
     @property
     def warnings(self) -> list[str]:
-        return list(self.quality["warnings"]) if self.quality else []
+        return quality_warnings(self.quality)
 
     def to_dict(self) -> dict:
         return asdict(self)

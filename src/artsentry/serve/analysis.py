@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
-from ..data.quality import assess_quality
+from ..data.quality import assess_quality, warnings_text
 from ..htmlembed import thumbnail_uri
 
 #: first bytes of the image formats the server accepts (content sniffing: the file name and
@@ -224,8 +224,7 @@ class Analyzer:
                          "matched": (not reg["no_match"]) if reg else None, "score": ivory.get("probability"),
                          "best_match": best.get("object_id"), "best_match_score": best.get("score"),
                          "best_match_status": best.get("status"),
-                         "quality_warnings": "; ".join(result["image"]["quality"]["warnings"]) or None
-                         if result else None})
+                         "quality_warnings": warnings_text(result["image"]["quality"]) if result else None})
         r = listing_rollup(pd.DataFrame(rows), review_weak=review_weak).iloc[0]
 
         def value(key, cast):
