@@ -13,7 +13,8 @@ is dark or is small. This script, on RUN's split (``RUN/manifest.csv``) and mode
    (``evaluate --shift``'s pictures, seed 0), and changed by each kind of
    ``benchmarks/unseen_shift.py`` (photo changes the generator never makes), prints how often each
    warning fires and the model's accuracy on warned and unwarned photos;
-3. times ``assess_quality`` against decoding alone.
+3. times ``assess_quality`` against decoding alone, and the whole ``Predictor.predict_files``
+   chain with and without the measurement.
 
 The test photos never set a limit: the limits come from the training photos only.
 """
@@ -145,6 +146,19 @@ def main(argv=None) -> int:
                                    "assess_quality": round(1000 * assess / len(sample), 2)}
     print(f"per photo, one core: decode {result['cost_ms_per_photo']['decode']} ms, assess_quality "
           f"{result['cost_ms_per_photo']['assess_quality']} ms", flush=True)
+    # ... and in the whole prediction chain (the runtime the model's config names, its decoding
+    # worker(s)), with and without the measurement, alternating, twice
+    chain = Predictor.load(_resolve_model_dir(a.run))
+    chain.predict_files(paths[:64], quality=False)  # warm-up
+    rates: dict[str, list[float]] = {"without": [], "with": []}
+    for _ in range(2):
+        for key, quality in (("without", False), ("with", True)):
+            t0 = time.perf_counter()
+            chain.predict_files(paths, quality=quality)
+            rates[key].append(round(len(paths) / (time.perf_counter() - t0), 1))
+    result["predict_chain_img_per_s"] = {"runtime": chain.runtime, **rates}
+    print(f"predict chain ({chain.runtime}, {len(paths)} photos): {rates['without']} img/s without the "
+          f"measurement, {rates['with']} with it", flush=True)
     result["seconds"] = round(time.perf_counter() - t_start, 1)
     print(json.dumps(result, indent=2))
     if a.out:
