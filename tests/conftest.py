@@ -64,6 +64,7 @@ def hostile_dir(tmp_path) -> Path:
     (d / "truncated.jpg").write_bytes(full[: len(full) // 2])
     (d / "text.jpg").write_text("this is not an image\n")
     (d / "bomb.png").write_bytes(bomb_png())
+    Image.new("RGB", (1, 1), (255, 255, 255)).save(d / "tracking_pixel.gif")  # what scraped listing pages carry
     good.convert("CMYK").save(d / "cmyk.jpg", format="JPEG")
     grey16 = (np.linspace(0, 65535, 120 * 90).reshape(90, 120)).astype(np.uint16)
     Image.fromarray(grey16).save(d / "grey16.png")

@@ -25,8 +25,8 @@ def test_predict_folder_with_hostile_files_completes(model_dir, hostile_dir, syn
         if r["source"].endswith(("ivory_000.jpg", "ivory_001.jpg", "ivory_002.jpg")):
             assert r["label"] == "ivory"
     err_lines = [l for l in err.splitlines() if l.startswith("error:")]
-    assert len(err_lines) == 4  # zero bytes, truncated, text, bomb: one line each
-    for bad in ("zero_bytes.jpg", "truncated.jpg", "text.jpg", "bomb.png"):
+    assert len(err_lines) == 5  # zero bytes, truncated, text, bomb, 1x1 pixel: one line each
+    for bad in ("zero_bytes.jpg", "truncated.jpg", "text.jpg", "bomb.png", "tracking_pixel.gif"):
         assert sum(bad in l for l in err_lines) == 1
 
 

@@ -16,6 +16,7 @@ from .conftest import bomb_png, jpeg_bytes, object_photo
         ("truncated.jpg", "truncated"),
         ("text.jpg", "not a recognised image format"),
         ("bomb.png", "decompression bomb"),
+        ("tracking_pixel.gif", "1x1 pixels, too small to judge"),
     ],
 )
 def test_unreadable_files_raise_one_line_error_naming_the_file(hostile_dir, name, reason):
@@ -49,7 +50,7 @@ def test_16bit_grey_is_rescaled_not_clipped(hostile_dir):
 
 
 def test_transparency_is_composited_on_white():
-    rgba = Image.new("RGBA", (10, 10), (255, 0, 0, 0))
+    rgba = Image.new("RGBA", (40, 40), (255, 0, 0, 0))
     rgba.putpixel((5, 5), (255, 0, 0, 255))
     buf = io.BytesIO()
     rgba.save(buf, format="PNG")
@@ -59,12 +60,12 @@ def test_transparency_is_composited_on_white():
 
 
 def test_exif_orientation_is_applied():
-    img = Image.new("RGB", (40, 20), (0, 0, 255))
+    img = Image.new("RGB", (80, 40), (0, 0, 255))
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise on display
     buf = io.BytesIO()
     img.save(buf, format="JPEG", exif=exif)
-    assert load_image(buf.getvalue()).size == (20, 40)
+    assert load_image(buf.getvalue()).size == (40, 80)
 
 
 def test_size_limits(tmp_path):
@@ -75,6 +76,17 @@ def test_size_limits(tmp_path):
         load_image(data, max_bytes=100)
     with pytest.raises(ImageLoadError, match="^upload.png: .*decompression bomb"):
         load_image(bomb_png(), name="upload.png")
+
+
+def test_the_smallest_side_read_is_min_side():
+    for size, readable in (((32, 400), True), ((400, 31), False), ((31, 31), False)):
+        data = jpeg_bytes(Image.new("RGB", size, (120, 100, 90)))
+        if readable:
+            assert load_image(data).size == size
+        else:
+            with pytest.raises(ImageLoadError, match=f"^<bytes>: image is {size[0]}x{size[1]} pixels, too small"):
+                load_image(data)
+    assert load_image(jpeg_bytes(Image.new("RGB", (8, 8))), min_side=1).size == (8, 8)
 
 
 def test_missing_and_directory(tmp_path):

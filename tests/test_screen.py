@@ -113,7 +113,8 @@ def test_screen_csv_completes_with_bad_images_and_carries_columns(onnx_model_dir
             assert r["model"]["runtime"] == "onnxruntime" and r["model"]["threshold"] == 0.5
             assert r["listing"]["seller"] == "s1" and r["listing"]["title"] == f"carving {lid[2:]}"
     errors = {lid: r["error"] for lid, r in by_id.items() if r["error"]}
-    assert set(errors) == {"H-zero_bytes.jpg", "H-truncated.jpg", "H-text.jpg", "H-bomb.png", "M-missing", "U-url"}
+    assert set(errors) == {"H-zero_bytes.jpg", "H-truncated.jpg", "H-text.jpg", "H-bomb.png", "H-tracking_pixel.gif",
+                           "M-missing", "U-url"}
     assert "0 bytes" in errors["H-zero_bytes.jpg"] and "not found" in errors["M-missing"]
     assert "--fetch-urls" in errors["U-url"]
     for ok in ("H-cmyk.jpg", "H-grey16.png", "H-palette_transparent.png", "H-good.jpg"):

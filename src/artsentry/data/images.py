@@ -4,8 +4,10 @@
 ``ImageLoadError`` whose message names the file and says what is wrong in one
 line. It:
 
-- refuses empty files, files over ``max_bytes`` and images whose header claims
-  more than ``max_pixels`` pixels, *before* decoding them (decompression bombs);
+- refuses empty files, files over ``max_bytes``, images whose header claims
+  more than ``max_pixels`` pixels (decompression bombs) and images under
+  ``min_side`` pixels on a side (tracking pixels, icons: nothing to judge),
+  *before* decoding them;
 - decodes fully up front, so truncated data fails here and not later inside a
   transform;
 - applies the EXIF orientation, so phone photos are upright;
@@ -32,6 +34,11 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024
 #: 64 megapixels: e.g. 8000 x 8000. Larger claims are refused before decoding.
 DEFAULT_MAX_PIXELS = 64_000_000
+
+#: 32 px: a side shorter than this is a tracking pixel, a spacer or an icon, not a photo of an
+#: object; a prediction on it would be noise in a review queue. Photos from 32 px up are read
+#: (under 224 px they carry a "small photo" warning, ``data.quality``).
+DEFAULT_MIN_SIDE = 32
 
 #: file endings treated as images when scanning folders
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
@@ -129,6 +136,7 @@ def load_image(
     name: str | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    min_side: int = DEFAULT_MIN_SIDE,
     draft_size: tuple[int, int] | None = None,
 ) -> Image.Image:
     """Read ``source`` (path or bytes) into an upright 8-bit RGB image.
@@ -153,6 +161,10 @@ def load_image(
                     name,
                     f"image claims {width}x{height} pixels, over the {max_pixels / 1e6:.0f} megapixel limit "
                     "(possible decompression bomb)",
+                )
+            if min(width, height) < min_side:
+                raise ImageLoadError(
+                    name, f"image is {width}x{height} pixels, too small to judge (under {min_side} px on a side)"
                 )
             if draft_size is not None and img.format == "JPEG":
                 img.draft("RGB", draft_size)
