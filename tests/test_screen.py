@@ -21,7 +21,7 @@ from artsentry.data.images import load_image
 from artsentry.inference import Predictor
 from artsentry.models.artifact import ArtifactError, read_config
 from artsentry.models.onnx import export_onnx, onnx_ready
-from artsentry.screen import ScreenError, Screener, listing_rollup, read_evidence, read_listings
+from artsentry.screen import LISTING_STATUSES, ScreenError, Screener, listing_rollup, read_evidence, read_listings
 
 
 @pytest.fixture(scope="module")
@@ -156,12 +156,19 @@ def test_screen_csv_completes_with_bad_images_and_carries_columns(onnx_model_dir
     per_listing = pd.read_csv(out / "listings.csv")
     assert summary["listings"] == len(per_listing) == n_rows and summary["listings_to_review"] == len(flagged)
     assert list(per_listing["listing_id"][: len(queue)]) == list(queue["listing_id"])
+    # a listing none of whose photos could be read is not cleared: "not screened", after those to review
+    status = per_listing.set_index("listing_id")["status"]
+    assert all(status[lid] == ("not screened" if lid in errors else "review" if lid in flagged else "clear")
+               for lid in by_id)
+    assert list(per_listing["status"]) == sorted(per_listing["status"], key=LISTING_STATUSES.index)
+    assert summary["listings_not_screened"] == len(errors) and summary["listings_partly_screened"] == 0
     weak = per_listing.set_index("listing_id")["weak_photos"]
     assert all(weak[lid] == int(bool(r.get("quality") and r["quality"]["warnings"])) for lid, r in by_id.items())
     assert page.count('class="weak">weak evidence: ') == sum(bool(by_id[lid]["quality"]["warnings"]) for lid in flagged)
     assert page.count("weak evidence: small photo: 120 px") >= sum(lid.startswith("L-") for lid in flagged) > 0
     printed = capsys.readouterr().out
     assert "review queue" in printed and f"{summary['weak_photos']} photo(s) blurred, grainy, dark or small" in printed
+    assert f"not screened (no photo could be read): {len(errors)} listing(s); partly screened: 0" in printed
 
 
 def test_listing_rollup_one_row_per_listing():
@@ -182,6 +189,7 @@ def test_listing_rollup_one_row_per_listing():
     assert list(r["listing_id"]) == ["e", "d", "a", "b", "c"]  # the match, then flags by score, then the rest
     assert list(r["rank"]) == [1, 2, 3, 4, pd.NA]
     assert list(r["review"]) == [True, True, True, True, False]
+    assert list(r["status"]) == ["review"] * 4 + ["partly screened"]  # c: one photo unreadable, the other passed
     assert list(r["photos"]) == [2, 1, 2, 1, 2] and list(r["unreadable"]) == [0, 0, 0, 0, 1]
     assert list(r["flagged_photos"]) == [0, 1, 1, 1, 0] and list(r["matched_photos"]) == [1, 0, 0, 0, 0]
     assert list(r["weak_photos"]) == [0] * 5  # a table without quality_warnings (the API's) has none
@@ -199,6 +207,18 @@ def test_listing_rollup_one_row_per_listing():
     assert e["best_match_status"] == "stolen"
     c = r.set_index("listing_id").loc["c"]
     assert c["max_score"] == 0.1 and c["max_score_image"] == "p4.jpg"  # the unreadable photo has no score
+
+
+def test_a_listing_whose_photos_could_not_be_read_is_never_cleared():
+    table = pd.DataFrame({
+        "row": range(5), "listing_id": ["ok", "half", "half", "none", "flag"], "image": list("abcde"),
+        "score": [0.1, 0.2, None, None, 0.9], "flagged": [False, False, None, None, True],
+        "matched": [None] * 5, "best_match": [None] * 5, "best_match_score": [None] * 5,
+        "best_match_status": [None] * 5, "error": [None, None, "truncated", "file not found", None]})
+    r = listing_rollup(table)
+    assert list(r["listing_id"]) == ["flag", "none", "half", "ok"]
+    assert list(r["status"]) == ["review", "not screened", "partly screened", "clear"] == list(LISTING_STATUSES)
+    assert list(r["review"]) == [True, False, False, False] and list(r["rank"]) == [1, pd.NA, pd.NA, pd.NA]
 
 
 def test_screen_groups_a_listings_photos(model_dir, synthetic_dataset, tmp_path, capsys):

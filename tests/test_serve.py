@@ -90,6 +90,10 @@ def test_health_models_and_schema(live, model_dir):
     body = schema["paths"]["/v1/analyze"]["post"]["requestBody"]["content"]
     assert "multipart/form-data" in body and "application/json" in body
     assert httpx.get(f"{live.url}/docs").status_code == 404  # the docs page would load scripts from a CDN
+    from artsentry.screen import LISTING_STATUSES
+
+    status = schema["components"]["schemas"]["ListingResponse"]["properties"]["status"]
+    assert tuple(status["enum"]) == LISTING_STATUSES  # the contract names screen's statuses, in its order
 
 
 def test_analyze_traces_and_matches(live, photos):
@@ -145,9 +149,15 @@ def test_listing_analyses_every_photo_and_decides_once(live, photos):
     assert (body["flagged_photos"], body["matched_photos"]) == (flags, matched) and matched >= 1
     assert body["weak_photos"] == 2  # both readable photos are under 224 px: warned small
     assert body["best_match"] == "B" and body["best_match_photo"] == 1 and body["review"] is True
+    assert body["status"] == "review"
     # the unregistered photo alone: no match, reviewed only if its ivory score flags it
     one = httpx.post(f"{live.url}/v1/listing", files=[("file", ("u.jpg", unknown))], timeout=60).json()
     assert one["matched_photos"] == 0 and one["review"] is (one["flagged_photos"] == 1)
+    assert one["status"] == ("review" if one["review"] else "clear")
+    # the same photo beside one that cannot be read: a pass no longer clears the listing
+    half = httpx.post(f"{live.url}/v1/listing", files=[("file", ("u.jpg", unknown)), ("file", ("t.jpg", b"text"))],
+                      timeout=60).json()
+    assert half["unreadable"] == 1 and half["status"] == ("review" if one["review"] else "partly screened")
     # ... unless a weak photo's pass may not clear it: this one is 160 px, warned small
     weak = httpx.post(f"{live.url}/v1/listing", params={"review_weak": "true"}, files=[("file", ("u.jpg", unknown))],
                       timeout=60).json()
@@ -294,6 +304,13 @@ def test_page_in_headless_chromium(live, photos, tmp_path):
         assert names == [Path(photos["unknown"]).name, Path(photos["B"][1]).name, "fake.jpg"]
         assert "Object B" in listing.locator(".card").nth(1).locator(".matches").inner_text()
         assert "not an image" in listing.locator(".card").nth(2).locator(".status").inner_text()
+        # a photo that passes beside one that cannot be read: the listing is not called a pass
+        alone = httpx.post(f"{live.url}/v1/listing", files=[("file", ("u.jpg", Path(photos["unknown"]).read_bytes()))],
+                           timeout=60).json()
+        page.set_input_files("#file", [photos["unknown"], str(bad)])
+        expected = "review" if alone["review"] else "partly screened, not cleared"
+        expect(page.locator("section.listing").first.locator(".listing-verdict")).to_have_text(
+            re.compile(rf"^Listing: {expected} · .*1 unreadable"), timeout=60_000)
         assert page.evaluate("document.documentElement.scrollWidth") <= 390
     assert shot.stat().st_size > 10_000
     assert log.outside == []

@@ -764,6 +764,9 @@ def cmd_screen(a) -> int:
               f"{summary['unreadable']}; review queue: {Path(a.out) / 'queue.html'} ({summary['queue']} photo(s)); "
               f"listings to review: {summary['listings_to_review']} of {summary['listings']} "
               f"({Path(a.out) / 'listings.csv'})")
+        if summary.get("listings_not_screened") or summary.get("listings_partly_screened"):
+            print(f"not screened (no photo could be read): {summary['listings_not_screened']} listing(s); partly "
+                  f"screened: {summary['listings_partly_screened']} (status in listings.csv, reasons in errors.csv)")
         if summary.get("weak_photos"):
             where = ", and in the queue)" if a.review_weak else "; --review-weak queues those passed)"
             print(f"{summary['weak_photos']} photo(s) blurred, grainy, dark or small: their decisions are weak "

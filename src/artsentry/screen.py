@@ -21,8 +21,8 @@ grainy, dark or small, so a decision on it is weak evidence). Outputs in DIR:
 - ``results.csv``  every row (``quality_warnings``: why a photo is weak
   evidence, empty when it is not); ``queue.csv`` the ranked review queue (register
   matches first, then by probability), one row per photo; ``listings.csv`` one
-  row per listing id, ranked the same way (``weak_photos``: how many of its
-  photos have a quality warning); ``queue.html`` the queue with
+  row per listing id, ranked the same way (``status``: review, not screened, partly
+  screened or clear; ``weak_photos``: how many of its photos have a quality warning); ``queue.html`` the queue with
   thumbnails, one card per listing; ``errors.csv`` the unreadable images with
   their reason; ``summary.json``.
   These are written from the evidence log at the end, so an interrupted and
@@ -44,6 +44,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import Dataset
@@ -535,7 +536,13 @@ def write_outputs(records: list[dict], listings: pd.DataFrame, out: Path, carrie
             "matched": int(sum(bool(r.get("matched")) for r in records)),
             "queue": len(queue), "unreadable": int(table["error"].notna().sum()),
             "weak_photos": int(table["quality_warnings"].notna().sum()),
-            "listings": len(per_listing), "listings_to_review": int(per_listing["review"].sum())}
+            "listings": len(per_listing), "listings_to_review": int(per_listing["review"].sum()),
+            "listings_not_screened": int((per_listing["status"] == "not screened").sum()),
+            "listings_partly_screened": int((per_listing["status"] == "partly screened").sum())}
+
+
+#: a listing's ``status`` in listings.csv, in the order listed there
+LISTING_STATUSES = ("review", "not screened", "partly screened", "clear")
 
 
 def listing_rollup(table: pd.DataFrame, carried: list[str] = (), review_weak: bool = False) -> pd.DataFrame:
@@ -548,6 +555,9 @@ def listing_rollup(table: pd.DataFrame, carried: list[str] = (), review_weak: bo
     the listings to review; ``weak_photos`` counts photos with a quality warning (blurred, grainy, dark,
     small: a pass on them is weak evidence), and with ``review_weak`` a listing with any weak
     photo is to review too (after the flagged ones: its photos scored under the threshold).
+    ``status`` says the same in words, and keeps a listing whose photos could not all be read
+    from looking cleared: ``review``; ``not screened`` (no photo read), ``partly screened`` (some
+    not read, none of the rest to review), both after the listings to review; ``clear`` last.
     ``carried`` columns (title, price...) come from the listing's first row."""
     t = table.reset_index(drop=True)
     t["listing_id"] = t["listing_id"].astype(str)
@@ -576,11 +586,14 @@ def listing_rollup(table: pd.DataFrame, carried: list[str] = (), review_weak: bo
     })
     review = (out["flagged_photos"] > 0) | (out["matched_photos"] > 0)
     out.insert(1, "review", review | (out["weak_photos"] > 0) if review_weak else review)
+    status = np.select([out["review"], out["unreadable"] >= out["photos"], out["unreadable"] > 0],
+                       [LISTING_STATUSES[0], LISTING_STATUSES[1], LISTING_STATUSES[2]], LISTING_STATUSES[3])
+    out.insert(2, "status", status)
     firsts = t.set_index("row").loc[out["first_row"]]
     for c in carried:
         if c in firsts.columns and c not in out.columns:
             out[c] = firsts[c].to_numpy()
-    order = pd.DataFrame({"a": ~out["review"], "b": out["matched_photos"] == 0,
+    order = pd.DataFrame({"a": out["status"].map(LISTING_STATUSES.index), "b": out["matched_photos"] == 0,
                           "c": -out["best_match_score"].where(out["matched_photos"] > 0, 0.0).fillna(0.0),
                           "d": -out["max_score"].fillna(-1.0), "e": out["first_row"]})
     out = out.loc[order.sort_values(list("abcde"), kind="stable").index].reset_index(drop=True)

@@ -230,7 +230,7 @@ class Analyzer:
         def value(key, cast):
             return None if pd.isna(r[key]) else cast(r[key])
 
-        return {"review": bool(r["review"]), "photos": int(r["photos"]), "unreadable": int(r["unreadable"]),
+        return {"review": bool(r["review"]), "status": str(r["status"]), "photos": int(r["photos"]), "unreadable": int(r["unreadable"]),
                 "flagged_photos": int(r["flagged_photos"]), "matched_photos": int(r["matched_photos"]),
                 "weak_photos": int(r["weak_photos"]),
                 "max_probability": value("max_score", float), "max_probability_photo": value("max_score_image", int),

@@ -27,7 +27,7 @@ import secrets
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 from fastapi import FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -136,6 +136,9 @@ class ListingPhoto(BaseModel):
 class ListingResponse(BaseModel):
     review: bool = Field(description="any photo flagged or matching a registered object (or, with "
                          "review_weak, any weak photo): the rule of 'artsentry screen' (listings.csv)")
+    status: Literal["review", "not screened", "partly screened", "clear"] = Field(
+        description="review; 'not screened' when no photo could be read, 'partly screened' when some could not "
+        "and none of the rest is to review; clear otherwise (listings.csv's status)")
     photos: int
     unreadable: int
     flagged_photos: int

@@ -115,7 +115,8 @@
   }
 
   // Several photos of one listing: one request to /v1/listing, one verdict by the server's rule
-  // (the listing is to review when any photo is flagged or matches), then each photo's card.
+  // (the listing is to review when any photo is flagged or matches; not cleared when a photo could not
+  // be read), then each photo's card.
   async function analyseListing(files) {
     const box = el("section", "listing");
     box.setAttribute("aria-label", "listing of " + files.length + " photos");
@@ -140,8 +141,11 @@
     const parts = [body.flagged_photos + " of " + body.photos + " photos flagged"];
     if (body.matched_photos) parts.push(body.matched_photos + " matching a registered object (best: " + body.best_match + ")");
     if (body.unreadable) parts.push(body.unreadable + " unreadable");
-    head.textContent = (body.review ? "Listing: review" : "Listing: pass") + " · " + parts.join(" · ");
-    head.className = "listing-verdict " + (body.review ? "flag" : "pass");
+    // status: review, partly screened (a pass on the photos read; some could not be), clear
+    const verdict = {review: ["review", "flag"], "partly screened": ["partly screened, not cleared", "weak"],
+                     clear: ["pass", "pass"]}[body.status] || ["review", "flag"];
+    head.textContent = "Listing: " + verdict[0] + " · " + parts.join(" · ");
+    head.className = "listing-verdict " + verdict[1];
     body.results.forEach((res, i) => {
       if (res.error) failed(cards[i], res.error);
       else show(cards[i], res.result);
