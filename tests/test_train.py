@@ -15,8 +15,8 @@ from PIL import Image
 
 from artsentry.cli import _settings_from_args, build_parser, main
 from artsentry.inference import Predictor
-from artsentry.train import (TrainingError, TrainSettings, WeightAverage, choose_positive_label, class_weights,
-                             train)
+from artsentry.train import (Trainer, TrainingError, TrainSettings, WeightAverage, choose_positive_label,
+                             class_weights, data_changed_since, train)
 
 FAST = dict(image_size=64, batch_size=8, val_fraction=0.25, test_fraction=0.25)
 
@@ -569,6 +569,51 @@ def test_training_without_validation_or_test_settings(tmp_path, synthetic_datase
     assert not (tmp_path / "all" / "metrics.json").exists()
     with pytest.raises(TrainingError, match="already holds a trained model"):
         train(synthetic_dataset, tmp_path / "all", TrainSettings(), progress=False)
+
+
+def test_data_too_small_to_train_leaves_no_run_to_resume(tmp_path, synthetic_dataset):
+    """A failed start saves no split: once photos are added, the same command trains on them."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_dataset / "ivory", data / "ivory")
+    run = tmp_path / "run"
+    settings = TrainSettings(mode="frozen", **FAST)
+    with pytest.raises(TrainingError, match=r"at least two labels; found only \['ivory'\] \(24 image"):
+        Trainer(run, settings, progress=False).prepare_data(data)
+    assert not run.exists()
+    shutil.copytree(synthetic_dataset / "non_ivory", data / "non_ivory")
+    tiny_val = TrainSettings(mode="frozen", **{**FAST, "val_fraction": 0.01})
+    with pytest.raises(TrainingError, match=r"val split is empty \(36 train, 0 val, 12 test of 48 images\)"):
+        Trainer(run, tiny_val, progress=False).prepare_data(data)
+    assert not run.exists()
+    df = Trainer(run, settings, progress=False).prepare_data(data)
+    assert len(df) == 48 and set(df["split"]) == {"train", "val", "test"} and (run / "manifest.csv").is_file()
+
+
+def test_resuming_says_when_the_data_changed_since_the_run_started(tmp_path, synthetic_dataset, caplog):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_dataset, data)
+    run = tmp_path / "run"
+    settings = TrainSettings(mode="frozen", **FAST)
+    first = Trainer(run, settings, progress=False).prepare_data(data)
+    assert data_changed_since(data, first) is None
+    (data / "ivory" / "ivory_000.jpg").unlink()
+    shutil.move(data / "ivory" / "ivory_001.jpg", data / "non_ivory" / "ivory_001.jpg")
+    shutil.copy(data / "ivory" / "ivory_002.jpg", data / "ivory" / "extra_a.jpg")
+    shutil.copy(data / "ivory" / "ivory_003.jpg", data / "ivory" / "extra_b.jpg")
+    # a moved file is a new path: it counts as added and gone; relabelling needs a manifest
+    assert data_changed_since(data, first) == "3 image(s) added, 2 image(s) gone"
+    relabelled = first.assign(label=first["label"].where(first.index != 5, "other"))
+    assert "1 relabelled" in data_changed_since(data, relabelled)
+    with caplog.at_level("WARNING"):
+        again = Trainer(run, settings, progress=False).prepare_data(data)
+    assert again.equals(first)  # the saved split, row for row
+    assert [r.getMessage() for r in caplog.records if "has changed since" in r.getMessage()] == [
+        f"{data} has changed since {run} was started (3 image(s) added, 2 image(s) gone): resuming with the saved "
+        "split; --overwrite trains on the data as it is now"]
 
 
 def test_keep_epochs_settings():

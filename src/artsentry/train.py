@@ -151,7 +151,7 @@ from tqdm.auto import tqdm
 
 from .data.dataset import ImageDataset, item_seed, make_loader
 from .data.listing import ListingStyleDataset, MaskCache, shift_variants
-from .data.manifest import label_counts, read_manifest, write_manifest
+from .data.manifest import ManifestError, label_counts, read_manifest, write_manifest
 from .data.splits import split_manifest
 from .data.transforms import (AUGMENTATIONS, CROP_SCALE, Preprocessing, check_crop_scale, eval_transform,
                               fixres_size, paired_views, train_transform)
@@ -567,6 +567,27 @@ class WeightAverage:
 # -- the trainer ---------------------------------------------------------------------------
 
 
+def data_changed_since(source: str | Path, saved: pd.DataFrame) -> str | None:
+    """How the images and labels ``read_manifest(source)`` finds now differ from a run's saved
+    manifest ("3 image(s) added, 1 relabelled"), or None when they do not (or cannot be read)."""
+    manifest_log = logging.getLogger(read_manifest.__module__)
+    level = manifest_log.level
+    manifest_log.setLevel(logging.ERROR)  # its notes were logged when the run started
+    try:
+        now, _ = read_manifest(source)
+    except (ManifestError, OSError, ValueError):
+        return None
+    finally:
+        manifest_log.setLevel(level)
+    before = dict(zip(saved["path"].astype(str), saved["label"].astype(str)))
+    after = dict(zip(now["path"].astype(str), now["label"].astype(str)))
+    added, gone = len(after.keys() - before.keys()), len(before.keys() - after.keys())
+    relabelled = sum(before[p] != after[p] for p in before.keys() & after.keys())
+    parts = [f"{n} image(s) {what}" if what != "relabelled" else f"{n} relabelled"
+             for n, what in ((added, "added"), (gone, "gone"), (relabelled, "relabelled")) if n]
+    return ", ".join(parts) or None
+
+
 class Trainer:
     """Trains one model into ``run_dir``. Use ``train()`` for the common case."""
 
@@ -599,6 +620,11 @@ class Trainer:
             df = pd.read_csv(saved, dtype=str, keep_default_na=False)
             log.info("resuming %s with its saved split", self.run_dir)
             self.source = state.get("source")
+            if source is not None:
+                changed = data_changed_since(source, df)
+                if changed:
+                    log.warning("%s has changed since %s was started (%s): resuming with the saved split; "
+                                "--overwrite trains on the data as it is now", source, self.run_dir, changed)
         else:
             if source is None:
                 raise TrainingError("no data given and no run to resume")
@@ -610,24 +636,33 @@ class Trainer:
                 self.manifest_notes.append(f"{int((df['split'] == 'val').sum())} image(s) the manifest puts in "
                                            "the val split are trained on (--val-fraction 0: no validation)")
                 df = df.assign(split=df["split"].replace("val", "train"))
+            self._check_split(df)  # before anything is saved: a run too small to train is not resumed later
             self.run_dir.mkdir(parents=True, exist_ok=True)
             write_manifest(df, saved)
             self.source = str(Path(source).resolve())
             write_text_atomic(state_file, json.dumps({"fingerprint": self.settings.fingerprint(), "source": self.source,
                                                       "settings": asdict(self.settings), "notes": self.manifest_notes},
                                                      indent=2))
-        if not (df["split"] == "train").any():
-            raise TrainingError("the train split is empty; the data set is too small for these fractions")
-        if self.settings.validated and not (df["split"] == "val").any():
-            raise TrainingError("the val split is empty; the data set is too small for these fractions "
-                                "(--val-fraction 0 trains without validation, on a fixed schedule)")
+        self._check_split(df)
         self.df = df
         self.labels = sorted(df["label"].unique().tolist())
-        if len(self.labels) < 2:
-            raise TrainingError(f"need at least two labels, found {self.labels}")
         self.positive_label = choose_positive_label(self.labels, self.settings.positive_label)
         self.label_index = {l: i for i, l in enumerate(self.labels)}
         return df
+
+    def _check_split(self, df: pd.DataFrame) -> None:
+        labels = sorted(df["label"].unique().tolist())
+        if len(labels) < 2:
+            raise TrainingError(f"a classifier needs images of at least two labels; found only {labels} "
+                                f"({len(df)} image(s))")
+        counts = df["split"].value_counts()
+        sizes = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("train", "val", "test"))
+        if not counts.get("train", 0):
+            raise TrainingError(f"the train split is empty ({sizes} of {len(df)} images); "
+                                "the data set is too small for these fractions")
+        if self.settings.validated and not counts.get("val", 0):
+            raise TrainingError(f"the val split is empty ({sizes} of {len(df)} images); the data set is too small "
+                                "for these fractions (--val-fraction 0 trains without validation, on a fixed schedule)")
 
     def split(self, name: str) -> pd.DataFrame:
         return self.df[self.df["split"] == name].reset_index(drop=True)
