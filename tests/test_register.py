@@ -297,3 +297,88 @@ def test_register_from_before_contrast_scoring_keeps_deciding_on_similarity(tmp_
     assert again.scoring == "similarity"  # its threshold was chosen on similarities
     m = again.search([photos["A"][1]], k=2)[0].matches
     assert [x.score for x in m] == [x.similarity for x in m]
+
+
+def _object_table(tmp_path, photos):
+    """A catalogue of the three objects, photos relative to the table, with the rows a real one has."""
+    import shutil
+
+    import pandas as pd
+
+    pics = tmp_path / "catalogue" / "pics"
+    pics.mkdir(parents=True)
+    rows = []
+    for name in "ABC":
+        for k, p in enumerate(photos[name][0]):
+            shutil.copy(p, pics / f"{name}_{k}.jpg")
+            rows.append({"accession_number": f"1999.{name}", "Image": f"pics/{name}_{k}.jpg",
+                         "Title": f"Object {name}" if k == 0 else "", "status": "stolen", "inventory": f"inv-{name}"})
+    rows += [{"accession_number": "1999.A", "Image": "pics/A_0.jpg", "Title": "", "status": "", "inventory": ""},
+             {"accession_number": "", "Image": "pics/A_1.jpg", "Title": "", "status": "", "inventory": ""},
+             {"accession_number": "1999.D", "Image": "https://example.org/d.jpg", "Title": "", "status": "",
+              "inventory": ""},
+             {"accession_number": "1999.E", "Image": "pics/missing.jpg", "Title": "", "status": "", "inventory": ""}]
+    path = tmp_path / "catalogue" / "objects.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def test_import_registers_a_catalogue_once_however_often_it_runs(tmp_path, photos, capsys, monkeypatch):
+    from artsentry.index.register import read_objects
+
+    monkeypatch.chdir(tmp_path)  # relative photo paths are read against the table, not the working folder
+    table = _object_table(tmp_path, photos)
+    objects, problems = read_objects(table)
+    assert [(o, len(p)) for o, p, _ in objects] == [("1999.A", 3), ("1999.B", 2), ("1999.C", 2), ("1999.E", 1)]
+    assert objects[0][2] == {"title": "Object A", "status": "stolen", "inventory": "inv-A"}
+    assert len(problems) == 2 and "row 8: no object id" in problems[0] and "download it first" in problems[1]
+
+    reg = str(tmp_path / "reg")
+    assert main(["-q", "register", "create", reg]) == 0
+    calls = []
+    real = Register.add_many
+    monkeypatch.setattr(Register, "add_many", lambda self, objs, **kw: calls.append(len(objs)) or real(self, objs))
+    assert main(["-q", "register", "import", reg, str(table)]) == 3  # the bad rows and the missing file
+    out, err = capsys.readouterr()
+    assert "imported 6 photo(s), 3 new object(s) of the 4 in" in out and "1 photo(s) already registered" in out
+    assert "missing.jpg: file not found" in err and "row 8: no object id" in err
+    opened = Register.open(reg)
+    assert [(o["object_id"], o["photos"], o["title"], o["status"]) for o in opened.list()] == [
+        ("1999.A", 2, "Object A", "stolen"), ("1999.B", 2, "Object B", "stolen"), ("1999.C", 2, "Object C", "stolen")]
+    assert opened.get("1999.B")["inventory"] == "inv-B"
+    assert [r.matches[0].object_id for r in opened.search([photos[n][1] for n in "ABC"], k=1)] == \
+        ["1999.A", "1999.B", "1999.C"]
+    opened.close()
+    # run again (an interrupted import, or a catalogue with more rows): nothing is registered twice
+    assert main(["-q", "register", "import", reg, str(table)]) == 3
+    assert "imported 0 photo(s), 0 new object(s)" in capsys.readouterr().out
+    assert sum(o["photos"] for o in Register.open(reg).list()) == 6
+    # a small chunk size: one transaction per chunk, the same register
+    calls.clear()
+    small = Register.create(tmp_path / "small")
+    done = small.import_objects(read_objects(table)[0], chunk_photos=2)
+    assert calls == [1, 1, 1, 1] and done["photos_added"] == 6 and done["objects_added"] == 3
+    assert [o["photos"] for o in small.list()] == [2, 2, 2]
+
+
+def test_import_from_a_folder_of_object_folders(tmp_path, photos, capsys):
+    import shutil
+
+    root = tmp_path / "objects"
+    for name in "AB":
+        (root / f"obj-{name}").mkdir(parents=True)
+        for p in photos[name][0]:
+            shutil.copy(p, root / f"obj-{name}")
+    (root / "empty").mkdir()
+    shutil.copy(photos["unknown"], root)  # a loose photo: belongs to no object
+    reg = str(tmp_path / "reg")
+    assert main(["-q", "register", "create", reg]) == 0
+    assert main(["-q", "register", "import", reg, str(root)]) == 3
+    out, err = capsys.readouterr()
+    assert "imported 4 photo(s), 2 new object(s) of the 2" in out
+    assert "empty: no image files" in err and "1 photo(s) lie outside any object folder" in err
+    assert [o["object_id"] for o in Register.open(reg).list()] == ["obj-A", "obj-B"]
+    with pytest.raises(RegisterError, match="no object folders with photos"):
+        from artsentry.index.register import read_objects
+
+        read_objects(root / "empty")

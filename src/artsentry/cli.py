@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "photos, serve a web page. 'artsentry COMMAND --help' tells more.",
         epilog="exit status: 0 success; 1 a usage or data error (one line on stderr); 3 the command\n"
                "finished but some images could not be read (predict, screen, explain, register add,\n"
-               "search and calibrate; each listed on stderr)")
+               "import, search and calibrate; each listed on stderr)")
     parser.add_argument("--version", action="version", version=f"artsentry {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -283,6 +283,15 @@ def build_parser() -> argparse.ArgumentParser:
     ra.add_argument("photos", nargs="+", help="image files or folders")
     for name in ("title", "department", "source", "status"):
         ra.add_argument(f"--{name}", help="stolen / at-risk / ..." if name == "status" else None)
+    ri = rsub.add_parser("import", help="add many objects from a table or a folder of object folders",
+                         description="Register every object of a table (CSV, JSONL or Parquet; one row per photo: an "
+                         "object id column such as object_id or accession_number, a photo column such as image or "
+                         "path, relative to the table's folder; title, department, source, status and any other "
+                         "columns are kept as the object's metadata) or of a folder with one sub-folder of photos "
+                         "per object (its name is the object id). Run it again after an interruption or with more "
+                         "rows: photos already registered under their object are skipped.")
+    ri.add_argument("register")
+    ri.add_argument("source", help="table of objects' photos, or folder of <object id>/<photos>")
     rr = rsub.add_parser("remove", help="take an object out of the register")
     rr.add_argument("register")
     rr.add_argument("object_id")
@@ -692,6 +701,19 @@ def cmd_register(a) -> int:
             print(f"{a.object_id}: {n // (1 + reg.reshots)} photo(s) registered{shots}; register holds {len(reg)} "
                   "object(s)")
             return EXIT_SOME_UNREADABLE if errors or problems else 0
+        if a.action == "import":
+            from .index.register import read_objects
+
+            objects, problems = read_objects(a.source)
+            for msg in problems:
+                print(f"error: {msg}", file=sys.stderr)
+            done = reg.import_objects(objects, progress=not a.quiet)
+            for e in done["errors"]:
+                print(f"error: {e}", file=sys.stderr)
+            print(f"imported {done['photos_added']} photo(s), {done['objects_added']} new object(s) of the "
+                  f"{done['objects_in_table']} in {a.source}; {done['already_registered']} photo(s) already registered "
+                  f"were skipped; register holds {len(reg)} object(s)")
+            return EXIT_SOME_UNREADABLE if problems or done["errors"] else 0
         if a.action == "remove":
             n = reg.remove(a.object_id)
             print(f"{a.object_id}: removed with its {n} photo(s); register holds {len(reg)} object(s)")

@@ -342,6 +342,49 @@ class Register:
                 out_parents.append(parent)
         return out_flat, out_owners, out_names, out_parents
 
+    def import_objects(self, objects: Sequence[tuple[str, Sequence, dict]], *, chunk_photos: int = 512,
+                       progress: bool = False) -> dict:
+        """Register many objects from a table or folder (``read_objects``), in chunks of about
+        ``chunk_photos`` photos, each its own transaction and index write: an import killed
+        half-way keeps the chunks done, and the same import run again adds only what is missing,
+        because a photo whose file content is already registered under that object is skipped
+        (as are repeats within ``objects``). Returns counts and the unreadable photos' errors."""
+        from tqdm.auto import tqdm
+
+        have = set(self.db.execute("SELECT object_id, sha256 FROM photos WHERE reshot_of IS NULL"))
+        todo, skipped = [], 0
+        for object_id, photos, metadata in objects:
+            object_id, keep = str(object_id).strip(), []
+            for photo in photos:
+                key = (object_id, _photo_sha(photo))
+                if key[1] is not None and key in have:
+                    skipped += 1
+                    continue
+                have.add(key)
+                keep.append(photo)
+            if keep:
+                todo.append((object_id, keep, metadata))
+        before = {r[0] for r in self.db.execute("SELECT object_id FROM objects")}
+        added, errors = 0, []
+        bar = tqdm(total=sum(len(p) for _, p, _ in todo), desc="register import", unit="photo", disable=not progress)
+        # each chunk rewrites the index file: chunks grow with the register, so a large import
+        # writes it a few dozen times, not once per few hundred photos
+        size = max(chunk_photos, len(self.index) // 8)
+        start = 0
+        while start < len(todo):
+            end, n = start, 0
+            while end < len(todo) and (n == 0 or n + len(todo[end][1]) <= size):
+                n += len(todo[end][1])
+                end += 1
+            done, errs = self.add_many(todo[start:end])
+            added, errors = added + done, errors + errs
+            bar.update(n)
+            start = end
+        bar.close()
+        now = {r[0] for r in self.db.execute("SELECT object_id FROM objects")}
+        return {"objects_added": len(now - before), "objects_in_table": len({str(o).strip() for o, _, _ in objects}),
+                "photos_added": added // (1 + self.reshots), "already_registered": skipped, "errors": errors}
+
     def remove(self, object_id: str) -> int:
         """Take an object out; returns the number of photos removed (0: it was not registered)."""
         object_id = str(object_id)
@@ -560,6 +603,70 @@ def _reshots_or_none(task) -> list[bytes]:
         return reshot_jpegs(data, seeds)
     except ImageLoadError:
         return []  # the photo itself is reported unreadable by the embedding pass
+
+
+#: columns ``read_objects`` takes an object's id and its photo from (first found, any case)
+OBJECT_ID_COLUMNS = ("object_id", "objectID", "objectid", "source_id", "accession_number", "id", "object")
+PHOTO_COLUMNS = ("image", "image_path", "path", "file", "photo", "filename")
+
+
+def read_objects(source: str | Path) -> tuple[list[tuple[str, list[str], dict]], list[str]]:
+    """The objects to register from ``source``: a folder with one sub-folder of photos per
+    object (the sub-folder's name is the object id), or a table (CSV, JSONL, Parquet) with one
+    row per photo: an object id column, a photo column (paths relative to the table's folder),
+    and optionally ``title``, ``department``, ``source``, ``status`` and any other columns, kept
+    as the object's metadata (from its first row that has them). Returns ``(object_id, photos,
+    metadata)`` in input order, and one line per row or file that cannot be used."""
+    from ..data.images import is_image_file
+    from ..data.manifest import ManifestError, _pick, _read_table
+
+    source = Path(source)
+    if not source.exists():
+        raise RegisterError(f"{source}: no such file or folder")
+    problems: list[str] = []
+    if source.is_dir():
+        objects = []
+        for folder in sorted(p for p in source.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            photos = sorted(str(f.resolve()) for f in folder.rglob("*") if f.is_file() and is_image_file(f))
+            if photos:
+                objects.append((folder.name, photos, {}))
+            else:
+                problems.append(f"{folder}: no image files: not registered")
+        loose = [f for f in source.iterdir() if f.is_file() and is_image_file(f)]
+        if loose:
+            problems.append(f"{source}: {len(loose)} photo(s) lie outside any object folder and are not registered "
+                            "(one sub-folder per object: its name is the object id)")
+        if not objects:
+            raise RegisterError(f"{source}: no object folders with photos (expected {source}/<object id>/<photos>)")
+        return objects, problems
+    try:
+        raw = _read_table(source)
+        id_col = _pick(raw.columns, OBJECT_ID_COLUMNS, "object id", str(source))
+        photo_col = _pick(raw.columns, PHOTO_COLUMNS, "photo", str(source))
+    except ManifestError as exc:
+        raise RegisterError(str(exc)) from None
+    raw = raw.astype(object).where(raw.notna(), "").astype(str)
+    meta_cols = [c for c in raw.columns if c not in (id_col, photo_col)]
+    base = source.parent.resolve()
+    by_id: dict[str, tuple[list[str], dict]] = {}
+    for i, row in enumerate(raw.itertuples(index=False)):
+        values = dict(zip(raw.columns, row))
+        object_id, photo = values[id_col].strip(), values[photo_col].strip()
+        if not object_id or not photo:
+            problems.append(f"{source} row {i + 1}: no {'object id' if not object_id else 'photo'}: skipped")
+            continue
+        if "://" in photo:
+            problems.append(f"{source} row {i + 1}: {photo}: photos are read from files; download it first")
+            continue
+        photos, meta = by_id.setdefault(object_id, ([], {}))
+        photos.append(photo if Path(photo).is_absolute() else str(base / photo))
+        for c in meta_cols:
+            key = c.lower() if c.lower() in META_FIELDS else c
+            if values[c].strip() and meta.get(key) is None:
+                meta[key] = values[c].strip()
+    if not by_id:
+        raise RegisterError(f"{source}: no row names both an object id and a photo")
+    return [(k, photos, meta) for k, (photos, meta) in by_id.items()], problems
 
 
 def _photo_sha(source) -> str | None:
