@@ -30,7 +30,7 @@ def test_predict_folder_with_hostile_files_completes(model_dir, hostile_dir, syn
         assert sum(bad in l for l in err_lines) == 1
 
 
-def test_predict_plain_output_and_missing_file(model_dir, synthetic_dataset, capsys):
+def test_predict_plain_output_and_missing_file(model_dir, synthetic_dataset, tmp_path, capsys):
     img = sorted((synthetic_dataset / "non_ivory").glob("*.jpg"))[0]
     code = main(["predict", str(img), "nonexistent.jpg", "--model", str(model_dir.parent)])
     out, err = capsys.readouterr()
@@ -39,6 +39,11 @@ def test_predict_plain_output_and_missing_file(model_dir, synthetic_dataset, cap
     assert fields[0] == str(img) and fields[1] == "non_ivory"
     assert fields[2].startswith("p(ivory)=") and "pass (threshold" in fields[3]
     assert "nonexistent.jpg: file not found" in err
+    table = tmp_path / "listings.csv"
+    table.write_text(f"image\n{img}\n")
+    assert main(["predict", str(table), str(img), "--model", str(model_dir)]) == EXIT_SOME_UNREADABLE
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) == 1 and "listings.csv: a table, not an image ('artsentry screen' screens" in err
 
 
 def test_predict_names_what_makes_a_photo_weak_evidence(model_dir, tmp_path, capsys):

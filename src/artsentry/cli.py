@@ -560,6 +560,7 @@ def cmd_evaluate(a) -> int:
 def expand_images(items: list[str]) -> tuple[list[str], list[str]]:
     """Files as given, folders searched recursively for image files. Returns (files, problems)."""
     from .data.images import is_image_file
+    from .screen import TABLE_SUFFIXES
 
     files, problems = [], []
     for item in items:
@@ -569,6 +570,9 @@ def expand_images(items: list[str]) -> tuple[list[str], list[str]]:
             if not found:
                 problems.append(f"{item}: no image files in folder")
             files.extend(found)
+        elif p.suffix.lower() in TABLE_SUFFIXES and p.exists():
+            problems.append(f"{item}: a table, not an image ('artsentry screen' screens the photos a table lists, "
+                            "'artsentry register import' registers them)")
         elif p.exists():
             files.append(item)
         else:
