@@ -309,7 +309,7 @@ def test_screen_groups_a_folders_subfolders_into_listings(model_dir, synthetic_d
     assert per_listing.loc["L1", "photos"] == 3 and per_listing.loc["shopA/L3", "photos"] == 1
     assert per_listing["photos"].sum() == 6
     # the same folder without grouping is another set of listings: refused, not mixed in
-    with pytest.raises(ScreenError, match="group_folders"):
+    with pytest.raises(ScreenError, match="another --group-folders choice"):
         Screener(model_dir, progress=False).run(scrape, out)
     table = tmp_path / "t.csv"
     pd.DataFrame({"image": [str(ivory[0])]}).to_csv(table, index=False)
@@ -345,9 +345,36 @@ def test_screen_refuses_to_resume_over_other_input(model_dir, listings, tmp_path
     other = tmp_path / "other.csv"
     pd.read_csv(listings).iloc[:5].to_csv(other, index=False)
     shutil.copy(other, listings)
-    with pytest.raises(ScreenError, match="another input|another fingerprint"):
+    with pytest.raises(ScreenError, match=r"of the same input with other content \(\d+ rows then, 5 now\); use "):
         Screener(model_dir, progress=False).run(listings, out)
     assert Screener(model_dir, progress=False).run(listings, out, overwrite=True)["recorded"] == 5
+
+
+def test_a_screened_table_that_grew_screens_only_its_new_rows(model_dir, listings, tmp_path, caplog):
+    """A daily scrape appended to the same table: yesterday's rows are not screened again."""
+    rows = pd.read_csv(listings)
+    whole = tmp_path / "whole"
+    Screener(model_dir, progress=False, batch_size=4).run(listings, whole)
+    rows.iloc[:9].to_csv(listings, index=False)
+    out = tmp_path / "out"
+    assert Screener(model_dir, progress=False, batch_size=4).run(listings, out)["complete"]
+    rows.to_csv(listings, index=False)
+    with caplog.at_level("WARNING"):
+        grown = Screener(model_dir, progress=False, batch_size=4).run(listings, out)
+    assert grown["complete"] and grown["this_run"]["images"] == len(rows) - 9
+    assert f"grew from 9 to {len(rows)} rows" in caplog.text
+    a, b = read_evidence(whole / "evidence.jsonl"), read_evidence(out / "evidence.jsonl")
+    assert [r["row"] for r in b] == list(range(len(rows)))
+    assert [(r["row"], r["error"], r.get("score")) for r in a] == \
+        [(r["row"], r["error"], pytest.approx(r.get("score"), abs=1e-5) if r.get("score") is not None else None)
+         for r in b]
+    for name in ("results.csv", "errors.csv", "listings.csv"):  # the same tables as one run over the whole input
+        x, y = pd.read_csv(whole / name), pd.read_csv(out / name)
+        pd.testing.assert_frame_equal(x, y, check_exact=False, atol=1e-5)
+    # a first row changed: not the same input grown, refused
+    rows.assign(title=["changed"] + rows["title"].iloc[1:].tolist()).to_csv(listings, index=False)
+    with pytest.raises(ScreenError, match="other content"):
+        Screener(model_dir, progress=False, batch_size=4).run(listings, out)
 
 
 def test_read_listings_folder_and_jsonl(tmp_path, synthetic_dataset):
@@ -423,7 +450,7 @@ def test_screen_with_culture_model(model_dir, culture_model_dir, culture_dataset
     # a run with another culture model cannot resume into this folder
     with pytest.raises(ScreenError, match="two-class"):
         Screener(model_dir, culture_dir=model_dir, progress=False)  # refused outright
-    with pytest.raises(ScreenError, match="culture_model"):
+    with pytest.raises(ScreenError, match="another culture model"):
         Screener(model_dir, progress=False).run(path, out)
     # culture alone, no ivory model
     only = Screener(None, culture_dir=culture_model_dir, progress=False).run(path, tmp_path / "only")

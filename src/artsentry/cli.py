@@ -334,7 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Screen a folder of images or a CSV/JSONL/Parquet table of listings. Writes "
                         "evidence.jsonl (one record per image), results.csv, queue.csv/queue.html (the ranked "
                         "review queue), listings.csv (one row per listing id) and errors.csv into --out. "
-                        "Run it again to resume an interrupted run.")
+                        "Run it again to resume an interrupted run, or after appending rows to its table: only "
+                        "the new rows are screened.")
     sc.add_argument("input", help="folder of images, or a table with an image/path/url column")
     sc.add_argument("--out", required=True, help="output folder (resumed when it holds a run on the same input)")
     sc.add_argument("--model", default=DEFAULT_MODEL, help="model or run folder (default: %(default)s); "

@@ -17,7 +17,8 @@ grainy, dark or small, so a decision on it is weak evidence). Outputs in DIR:
   threshold and runtime, time, decision, matches, or the reason it was
   unreadable. A run killed at any moment (even ``kill -9``) and restarted
   skips the rows already recorded; a half-written last line is dropped and
-  redone, so no image is recorded twice.
+  redone, so no image is recorded twice. A finished run's table with rows
+  appended (the first rows unchanged) screens only the new rows.
 - ``results.csv``  every row (``quality_warnings``: why a photo is weak
   evidence, empty when it is not); ``queue.csv`` the ranked review queue (register
   matches first, then by probability), one row per photo; ``listings.csv`` one
@@ -37,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import html
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -59,6 +61,8 @@ from .data.transforms import eval_transform
 from .htmlembed import thumbnail_uri
 from .inference import Predictor, default_workers
 from .models.artifact import write_text_atomic
+
+log = logging.getLogger(__name__)
 
 IMAGE_COLUMNS = ("image", "image_path", "image_url", "path", "file", "url", "photo")
 ID_COLUMNS = ("listing_id", "id", "listing")
@@ -118,6 +122,25 @@ def read_listings(source: str | Path, group_folders: bool = False) -> pd.DataFra
                         "image": raw[image_col].map(resolve)})
     rest = raw.drop(columns=[c for c in (id_col, image_col) if c])
     return pd.concat([out, rest.rename(columns=lambda c: c if c not in out.columns else f"input_{c}")], axis=1)
+
+
+def _describe_changes(old: dict, new: dict, changed: list[str]) -> str:
+    """What differs between a screening run's saved state and this one, in words."""
+    def name(info):
+        return "none" if not info else f"{info.get('name', '?')} {str(info.get('version', ''))[:16]}".strip()
+
+    words = {
+        "input": lambda: f"another input ({old.get('input')}, not {new.get('input')})",
+        "group_folders": lambda: "another --group-folders choice",
+        "fingerprint": lambda: ("the same input with other content "
+                                f"({old.get('rows')} rows then, {new.get('rows')} now)" if old.get('rows') != new.get('rows')
+                                else "the same input with other content (rows changed)"),
+        "model": lambda: f"another model ({name(old.get('model'))}, not {name(new.get('model'))})",
+        "culture_model": lambda: "another culture model",
+        "register": lambda: "another register",
+        "k": lambda: f"another --top-k ({old.get('k')}, not {new.get('k')})",
+    }
+    return "; ".join(words[k]() for k in changed)
 
 
 def table_fingerprint(df: pd.DataFrame) -> str:
@@ -225,6 +248,17 @@ def _scan_evidence(path: Path) -> tuple[list[dict], list[int]]:
 def read_evidence(path: str | Path) -> list[dict]:
     """The complete records of an evidence log (a torn last line is left out)."""
     return _scan_evidence(Path(path))[0]
+
+
+def _grew_from(old: dict, listings: pd.DataFrame, evidence: Path) -> bool:
+    """True when ``listings`` is a finished run's input with rows appended: more rows, the first
+    ones as they were (same fingerprint), and every one of those recorded in the evidence log."""
+    n = old.get("rows")
+    if not isinstance(n, int) or not 0 < n < len(listings):
+        return False
+    if table_fingerprint(listings.iloc[:n]) != old.get("fingerprint"):
+        return False
+    return [r.get("row") for r in _scan_evidence(evidence)[0]] == list(range(n))
 
 
 def _resume_point(path: Path, batch_size: int, n_rows: int) -> int:
@@ -406,12 +440,21 @@ class Screener:
         if overwrite and out.exists():
             for name in (STATE, EVIDENCE, *OUTPUTS):
                 (out / name).unlink(missing_ok=True)
+        grown_from = None  # rows of a finished run on the first rows of this (longer) input
         if state_path.is_file():
             old = json.loads(state_path.read_text())
             changed = [k for k in ("input", "group_folders", "fingerprint", "model", "culture_model", "register", "k")
                        if old.get(k) != state.get(k)]
+            if changed == ["fingerprint"] and _grew_from(old, listings, evidence_path):
+                grown_from = old["rows"]
+                log.warning("%s grew from %d to %d rows since %s was screened, the first %d unchanged: screening "
+                            "the %d new row(s)", source, grown_from, len(listings), out, grown_from,
+                            len(listings) - grown_from)
+                old.update(rows=state["rows"], fingerprint=state["fingerprint"])
+                write_text_atomic(state_path, json.dumps(old, indent=2) + "\n")
+                changed = []
             if changed:
-                raise ScreenError(f"{out} holds a screening run with another {', '.join(changed)}; "
+                raise ScreenError(f"{out} holds a screening run of {_describe_changes(old, state, changed)}; "
                                   "use --overwrite or another --out")
             state["batch_size"] = old.get("batch_size", self.batch_size)  # batches as the run began
         else:
@@ -419,7 +462,8 @@ class Screener:
             write_text_atomic(state_path, json.dumps(state, indent=2) + "\n")
 
         batch_size = state["batch_size"]
-        n_done = _resume_point(evidence_path, batch_size, len(listings))
+        # a grown input keeps every row of the finished run; batches start again from its end
+        n_done = grown_from if grown_from is not None else _resume_point(evidence_path, batch_size, len(listings))
         todo = list(range(n_done, len(listings)))
         if max_rows is not None:
             todo = todo[: -(-max_rows // batch_size) * batch_size]  # whole batches
@@ -432,11 +476,11 @@ class Screener:
         t0 = time.time()
         n_new = n_flag = n_err = 0
         bar = tqdm(total=len(listings), initial=n_done, unit="img", desc="screen", disable=not self.progress)
-        with open(evidence_path, "a", encoding="utf-8") as log:
+        with open(evidence_path, "a", encoding="utf-8") as evidence:
             for records in batches:
-                log.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-                log.flush()
-                os.fsync(log.fileno())
+                evidence.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+                evidence.flush()
+                os.fsync(evidence.fileno())
                 n_new += len(records)
                 n_flag += sum(bool(r.get("flagged") or r.get("matched")) for r in records)
                 n_err += sum(r["error"] is not None for r in records)
