@@ -127,7 +127,9 @@ def test_register_cli(tmp_path, photos, capsys):
     assert main(["-q", "register", "search", reg, photos["A"][1]]) == 0
     fields = capsys.readouterr().out.strip().split("\t")
     assert fields[1] == "match A" and fields[3].startswith("weak evidence: small photo: 140 px")
-    assert main(["-q", "register", "remove", reg, "A"]) == 0
+    assert main(["-q", "register", "add", reg, "C", photos["C"][0][0]]) == 0
+    assert main(["-q", "register", "remove", reg, "A", "nope", "C"]) == 1  # the ids it has go; the others named
+    assert "not in the register, nothing removed for: nope" in capsys.readouterr().err
     assert main(["-q", "register", "list", reg, "--json"]) == 0
     listed = [json.loads(l) for l in capsys.readouterr().out.splitlines() if l.startswith("{")]
     assert [o["object_id"] for o in listed] == ["B"]

@@ -292,9 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "rows: photos already registered under their object are skipped.")
     ri.add_argument("register")
     ri.add_argument("source", help="table of objects' photos, or folder of <object id>/<photos>")
-    rr = rsub.add_parser("remove", help="take an object out of the register")
+    rr = rsub.add_parser("remove", help="take objects out of the register")
     rr.add_argument("register")
-    rr.add_argument("object_id")
+    rr.add_argument("object_id", nargs="+", help="one or more object ids")
     rl = rsub.add_parser("list", help="list registered objects")
     rl.add_argument("register")
     rl.add_argument("--json", action="store_true")
@@ -682,7 +682,7 @@ def cmd_build(a) -> int:
 
 
 def cmd_register(a) -> int:
-    from .index import Register
+    from .index import Register, RegisterError
 
     if a.action == "create":
         reg = Register.create(a.register, a.embedder, threshold=a.threshold, reshots=a.reshots, flip=a.flip,
@@ -720,8 +720,17 @@ def cmd_register(a) -> int:
                   f"were skipped; register holds {len(reg)} object(s)")
             return EXIT_SOME_UNREADABLE if problems or done["errors"] else 0
         if a.action == "remove":
-            n = reg.remove(a.object_id)
-            print(f"{a.object_id}: removed with its {n} photo(s); register holds {len(reg)} object(s)")
+            missing = []
+            for object_id in a.object_id:
+                try:
+                    n = reg.remove(object_id)
+                except RegisterError:
+                    missing.append(object_id)
+                    continue
+                print(f"{object_id}: removed with its {n} photo(s)")
+            print(f"register holds {len(reg)} object(s)")
+            if missing:
+                raise ValueError(f"not in the register, nothing removed for: {', '.join(missing)}")
         elif a.action == "list":
             rows = reg.list()
             for row in rows:
