@@ -66,7 +66,7 @@ if __name__ == "__main__":
     paths = []
     for i in range(6):
         paths.append(os.path.join(sys.argv[2], f"{i}.png"))
-        Image.new("RGB", (40, 30), (i * 40, 90, 200)).save(paths[-1])
+        Image.new("RGB", (64, 48), (i * 40, 90, 200)).save(paths[-1])
     ds = ImageDataset(paths, ParentPid(), targets=list(range(6)))
     batches = list(make_loader(ds, batch_size=2, num_workers=2))
     assert sorted(i for b in batches for i in b.index) == list(range(6))
