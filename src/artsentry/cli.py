@@ -213,6 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--input-size", type=int, metavar="PX",
                    help="measure the network at this input size instead of its config's (EfficientNets; "
                    "runs in PyTorch): a network trained on random crops often reads larger inputs better")
+    e.add_argument("--lots", type=int, metavar="N",
+                   help="also measure photos of several objects: N lot photos (four objects each) composed from the "
+                   "validation photos choose the tile scan's threshold, N from the test photos measure it against "
+                   "whole-photo decisions; with --save-threshold the lot threshold goes into config.json (see "
+                   "predict --lots)")
     _add_threshold_args(e)
 
     c = sub.add_parser("collect", help="collect museum data (The Met Collection API)",
@@ -326,6 +331,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("images", nargs="+", help="image files or folders (searched recursively)")
     pr.add_argument("--model", default=DEFAULT_MODEL, help="model or run folder (default: %(default)s)")
     pr.add_argument("--json", action="store_true", help="one JSON object per line")
+    pr.add_argument("--lots", action="store_true",
+                    help="photos of several objects (a seller's table, a catalogue page): scan each photo whole and "
+                    "in 3x3 half-size tiles, score it by its highest tile, decide at the model's lot threshold "
+                    "(set by evaluate --lots N --save-threshold), and print that tile's box")
     pr.add_argument("--batch-size", type=int, default=32)
     pr.add_argument("--runtime", default="auto", choices=("auto", "torch", "onnx"),
                     help="forward pass: PyTorch, ONNX Runtime, or the one the model's config names (default)")
@@ -534,6 +543,45 @@ def cmd_train(a) -> int:
     return 0
 
 
+def _evaluate_lots(a, model_dir: Path) -> None:
+    """``evaluate --lots N``: the tile scan's threshold from lots of validation photos, its figures
+    on lots of test photos (``lots.measure_lots``), into lots.json (and config.json)."""
+    import pandas as pd
+
+    from .data.manifest import read_manifest
+    from .inference import Predictor
+    from .lots import measure_lots
+    from .models.artifact import update_config
+
+    if a.ensemble:
+        raise ValueError("--lots measures one model, not an ensemble")
+    if a.lots < 2:
+        raise ValueError("--lots needs at least 2 lot photos per split")
+    if a.data:
+        manifest = read_manifest(a.data)[0]
+    else:
+        saved = model_dir.parent / "manifest.csv"
+        if not saved.is_file():
+            raise ValueError(f"{model_dir}: no run manifest beside the model; give --data with a split column")
+        manifest = pd.read_csv(saved, dtype=str, keep_default_na=False)
+    if "split" not in manifest.columns:
+        raise ValueError("--lots needs a manifest with val and test splits")
+    predictor = Predictor.load(model_dir, input_size=a.input_size)
+    lots = measure_lots(predictor, manifest, n=a.lots, progress=not a.quiet)
+    out = Path(a.out) if a.out else model_dir.parent
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "lots.json").write_text(json.dumps(lots, indent=2) + "\n")
+    t, w = lots["test"]["tile_scan"], lots["test"]["whole_photo"]
+    print(f"photos of {lots['objects_per_lot']} objects ({lots['lots']} test lots, half with one "
+          f"{predictor.positive_label} object):")
+    for name, m in (("whole photo", w), (f"{lots['grid']}x{lots['grid']} tile scan", t)):
+        print(f"  {name:<15} threshold {m['threshold']:.4f}: accuracy {m['accuracy']:.4f}, recall {m['recall']:.4f}, "
+              f"false flags {m['false_flag_rate']:.4f}, ROC-AUC {m['roc_auc']:.4f}")
+    if a.save_threshold:
+        update_config(model_dir, lots=lots)
+        print(f"lot threshold {lots['threshold']:.4f} saved in {model_dir / 'config.json'}")
+
+
 def cmd_evaluate(a) -> int:
     from .evaluate import run_evaluation
 
@@ -544,6 +592,8 @@ def cmd_evaluate(a) -> int:
                             explain=not a.no_explain, ensemble=a.ensemble, input_size=a.input_size,
                             calibrate=a.calibrate)
     _print_metrics(result)
+    if a.lots:
+        _evaluate_lots(a, Path(result["model"]))
     if a.shift:
         sh = result["shift"]
         print(f"listing-style shift (seed {sh['seed']}):")
@@ -589,6 +639,33 @@ def _quality_note(pred) -> str:
     return f"\tweak evidence: {text}" if text else ""
 
 
+def _predict_lots(a, predictor, files: list[str], n_bad: int) -> int:
+    """``predict --lots``: each photo scanned whole and in tiles (``lots.scan``)."""
+    from .data.images import ImageLoadError, load_image
+    from .lots import scan
+
+    lots = predictor.config.get("lots") or {}
+    if not predictor.binary or lots.get("threshold") is None:
+        raise ValueError(f"{predictor.folder}: no lot threshold in its config.json; measure and set one with "
+                         f"'artsentry evaluate RUN --lots 200 --save-threshold'")
+    threshold, grid = float(lots["threshold"]), int(lots.get("grid", 3))
+    for f in files:
+        try:
+            img = load_image(f)
+        except ImageLoadError as exc:
+            n_bad += 1
+            print(f"error: {exc}", file=sys.stderr)
+            continue
+        r = scan(predictor, [img], threshold, grid=grid)[0]
+        if a.json:
+            print(json.dumps({"source": f, **r.to_dict(), "threshold": threshold, "mode": "lots"}))
+        else:
+            where = "whole photo" if r.box is None else "tile " + ",".join(str(v) for v in r.box)
+            print(f"{f}\t{'FLAG' if r.flagged else 'pass'} (lot threshold {threshold:.4f})\t"
+                  f"max p({predictor.positive_label})={r.score:.4f} in {where}\twhole photo {r.whole:.4f}")
+    return EXIT_SOME_UNREADABLE if n_bad else 0
+
+
 def cmd_predict(a) -> int:
     from .evaluate import _resolve_model_dir
     from .inference import Predictor
@@ -597,6 +674,8 @@ def cmd_predict(a) -> int:
     files, problems = expand_images(a.images)
     for msg in problems:
         print(f"error: {msg}", file=sys.stderr)
+    if a.lots:
+        return _predict_lots(a, predictor, files, len(problems))
     n_bad = len(problems)
     threshold = predictor.threshold if predictor.threshold is not None else 0.5
     for _, pred in predictor.iter_predict(files, progress=not a.quiet and len(files) > 64):

@@ -1,0 +1,171 @@
+"""Photos of several objects at once ("lots"): a seller's table of carvings, a catalogue page.
+
+The classifiers learn from photos of one object filling the frame, and score a photo as a whole.
+On a photo of four objects, one of them ivory, the ivory fills a quarter of the picture and the
+whole-photo score mostly stays under the threshold: on met-ivory's test photos composed four to a
+picture, `make ivory`'s model flags 31% of the lots holding an ivory object (BENCHMARKS.md,
+"Photos of several objects"). Scanning the photo in tiles finds them:
+
+- ``tile_crops``: the whole photo, then a ``grid`` x ``grid`` of overlapping tiles, each half the
+  photo's width and height (3 x 3: tiles start at 0, 1/4 and 1/2 of each side);
+- the photo's lot score is the highest probability of the positive label over those crops, and
+  the tile it came from is the evidence;
+- that maximum over ten crops runs higher than one photo's probability on the objects that are
+  not ivory, so it needs its own threshold: ``choose_lot_threshold`` picks the one of best
+  accuracy on lot photos composed from the *validation* photos (``compose_lot``), and
+  ``artsentry evaluate RUN --lots N --save-threshold`` stores it in the model's config.json under
+  ``lots`` with the test figures measured on lots of the test photos.
+
+Lot scanning is for photos of several objects; on a photo of one object it flags more of the
+objects that are not ivory than the whole-photo decision (measured in the same section).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+from .data.images import ImageLoadError, load_image
+
+#: tiles per side, and each tile's share of the photo's width and height
+TILE_GRID = 3
+TILE_FRACTION = 0.5
+#: objects on one composed lot photo (a jittered 2 x 2 layout) and the photo's side in pixels
+LOT_OBJECTS = 4
+LOT_SIDE = 900
+
+
+def tile_boxes(width: int, height: int, grid: int = TILE_GRID, fraction: float = TILE_FRACTION) -> list[tuple]:
+    """``grid`` x ``grid`` boxes ``(left, top, right, bottom)``, each ``fraction`` of the photo's
+    width and height, spread evenly from the top-left corner to the bottom-right one."""
+    if grid < 2:
+        raise ValueError("a tile grid needs at least 2 tiles per side")
+    tw, th = max(1, round(width * fraction)), max(1, round(height * fraction))
+    xs = [round(i * (width - tw) / (grid - 1)) for i in range(grid)]
+    ys = [round(j * (height - th) / (grid - 1)) for j in range(grid)]
+    return [(x, y, x + tw, y + th) for y in ys for x in xs]
+
+
+def tile_crops(img: Image.Image, grid: int = TILE_GRID) -> tuple[list[Image.Image], list[tuple | None]]:
+    """The whole photo (box None) followed by its tiles, and each crop's box."""
+    boxes = tile_boxes(*img.size, grid=grid)
+    return [img] + [img.crop(b) for b in boxes], [None] + boxes
+
+
+def compose_lot(photos: Sequence[Image.Image], rng: np.random.Generator, side: int = LOT_SIDE) -> Image.Image:
+    """Up to four photos on one plain background of a random mid-tone, one per quarter, each
+    scaled to 34-46% of the side and placed at a random spot inside its quarter."""
+    canvas = Image.new("RGB", (side, side), tuple(int(v) for v in rng.integers(90, 200, 3)))
+    for (cx, cy), photo in zip([(0, 0), (1, 0), (0, 1), (1, 1)], photos):
+        img = photo.copy()
+        s = int(side * rng.uniform(0.34, 0.46))
+        img.thumbnail((s, s))
+        x = int(cx * side / 2 + rng.uniform(0, side / 2 - img.width))
+        y = int(cy * side / 2 + rng.uniform(0, side / 2 - img.height))
+        canvas.paste(img, (x, y))
+    return canvas
+
+
+def lot_photos(positives: Sequence[str], negatives: Sequence[str], n: int, seed: int):
+    """``n`` lot photos and their truth, alternating: one positive photo among three negatives
+    (truth 1, at a random place), then four negatives (truth 0). Photos are drawn with ``seed``;
+    an unreadable one is replaced by another draw. Yields ``(image, truth)``."""
+    if len(negatives) < LOT_OBJECTS or not positives:
+        raise ValueError(f"lot photos need at least one positive and {LOT_OBJECTS} negative photos")
+    rng = np.random.default_rng(seed)
+
+    def read(pool):
+        for _ in range(20):
+            try:
+                return load_image(pool[int(rng.integers(len(pool)))])
+            except ImageLoadError:
+                continue
+        raise ValueError("too many unreadable photos to compose lots")
+
+    for k in range(n):
+        truth = int(k % 2 == 0)
+        picks = [read(negatives) for _ in range(LOT_OBJECTS - truth)]
+        if truth:
+            picks.insert(int(rng.integers(0, LOT_OBJECTS)), read(positives))
+        yield compose_lot(picks, rng), truth
+
+
+@dataclass
+class LotScan:
+    score: float  # highest probability of the positive label over the whole photo and its tiles
+    whole: float  # the whole photo's own probability
+    box: tuple | None  # (left, top, right, bottom) of the tile that scored highest; None: the whole photo
+    flagged: bool | None = None  # score >= the lot threshold (None when none is set)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def scan(predictor, images: Sequence[Image.Image], threshold: float | None = None,
+         grid: int = TILE_GRID) -> list[LotScan]:
+    """Each photo scanned whole and in tiles by a binary ``predictor`` (``inference.Predictor``)."""
+    if not predictor.binary:
+        raise ValueError("lot scanning needs a two-class model with a positive label")
+    out = []
+    for img in images:
+        crops, boxes = tile_crops(img, grid)
+        p = predictor.predict_proba(crops)[:, predictor.positive_index]
+        best = int(np.argmax(p))
+        out.append(LotScan(float(p[best]), float(p[0]), boxes[best],
+                           None if threshold is None else bool(p[best] >= threshold)))
+    return out
+
+
+def choose_lot_threshold(scores: np.ndarray, truth: np.ndarray) -> float:
+    """The threshold of highest accuracy on lot photos (``score >= t`` flags); on ties the
+    midpoint of the widest best interval between neighbouring scores, so it sits between
+    the lots it separates rather than on one of them."""
+    scores, truth = np.asarray(scores, float), np.asarray(truth, int)
+    if scores.size == 0 or len(set(truth.tolist())) < 2:
+        raise ValueError("choosing a lot threshold needs lots with and without a positive object")
+    s = np.unique(scores)
+    cands = np.concatenate([[s[0]], (s[:-1] + s[1:]) / 2, [np.nextafter(s[-1], np.inf)]])
+    acc = np.array([((scores >= t) == truth).mean() for t in cands])
+    best = np.flatnonzero(acc == acc.max())
+    return float(cands[best[len(best) // 2]])
+
+
+def lot_metrics(scores: np.ndarray, truth: np.ndarray, threshold: float) -> dict:
+    from sklearn.metrics import roc_auc_score
+
+    scores, truth = np.asarray(scores, float), np.asarray(truth, int)
+    flag = scores >= threshold
+    return {"n": int(truth.size), "threshold": float(threshold), "accuracy": float((flag == truth).mean()),
+            "recall": float(flag[truth == 1].mean()), "false_flag_rate": float(flag[truth == 0].mean()),
+            "roc_auc": float(roc_auc_score(truth, scores))}
+
+
+def measure_lots(predictor, manifest, n: int = 200, seed: int = 0, grid: int = TILE_GRID,
+                 progress: bool = False) -> dict:
+    """Lot threshold chosen on ``n`` lots of the manifest's validation photos, figures on ``n``
+    lots of its test photos: whole-photo decisions at the model's threshold against the tile
+    scan at the lot threshold."""
+    from tqdm.auto import tqdm
+
+    pos = predictor.positive_label
+    figures = {}
+    for split, split_seed in (("val", seed + 1), ("test", seed)):
+        part = manifest[manifest["split"] == split]
+        if part.empty:
+            raise ValueError(f"measuring lots needs a {split} split in the run's manifest")
+        gen = lot_photos(part.loc[part["label"] == pos, "path"].tolist(),
+                         part.loc[part["label"] != pos, "path"].tolist(), n, split_seed)
+        rows = [(s, t) for img, t in tqdm(gen, total=n, desc=f"lots ({split})", unit="lot", disable=not progress)
+                for s in scan(predictor, [img], grid=grid)]
+        figures[split] = (np.array([r[0].score for r in rows]), np.array([r[0].whole for r in rows]),
+                          np.array([r[1] for r in rows]))
+    threshold = choose_lot_threshold(figures["val"][0], figures["val"][2])
+    tiled, whole, truth = figures["test"]
+    model_threshold = 0.5 if predictor.threshold is None else predictor.threshold
+    return {"grid": grid, "tile_fraction": TILE_FRACTION, "objects_per_lot": LOT_OBJECTS, "lots": n, "seed": seed,
+            "threshold": threshold, "chosen_on": f"{n} lots of the validation photos (best accuracy)",
+            "test": {"tile_scan": lot_metrics(tiled, truth, threshold),
+                     "whole_photo": lot_metrics(whole, truth, model_threshold)}}

@@ -1,0 +1,83 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from artsentry.cli import main
+from artsentry.inference import Predictor
+from artsentry.lots import choose_lot_threshold, compose_lot, lot_photos, scan, tile_boxes, tile_crops
+
+from .conftest import object_photo
+
+
+def test_tiles_are_half_the_photo_and_spread_corner_to_corner():
+    boxes = tile_boxes(800, 600)
+    assert len(boxes) == 9 and boxes[0] == (0, 0, 400, 300) and boxes[-1] == (400, 300, 800, 600)
+    assert {b[0] for b in boxes} == {0, 200, 400} and {b[1] for b in boxes} == {0, 150, 300}
+    assert all((r - l, b - t) == (400, 300) for l, t, r, b in boxes)
+    crops, where = tile_crops(Image.new("RGB", (800, 600)))
+    assert where[0] is None and crops[0].size == (800, 600) and [c.size for c in crops[1:]] == [(400, 300)] * 9
+    with pytest.raises(ValueError, match="at least 2"):
+        tile_boxes(100, 100, grid=1)
+
+
+def test_lot_threshold_is_the_best_accuracy_between_the_lots_it_separates():
+    assert choose_lot_threshold([0.1, 0.2, 0.8, 0.9], [0, 0, 1, 1]) == pytest.approx(0.5)
+    # one positive scores under a negative: best accuracy (5/6) lies between 0.6 and 0.7, or 0.3 and 0.4
+    t = choose_lot_threshold([0.1, 0.3, 0.4, 0.6, 0.7, 0.9], [0, 0, 1, 0, 1, 1])
+    s = np.array([0.1, 0.3, 0.4, 0.6, 0.7, 0.9])
+    assert ((s >= t) == np.array([0, 0, 1, 0, 1, 1])).mean() == pytest.approx(5 / 6)
+    with pytest.raises(ValueError, match="with and without"):
+        choose_lot_threshold([0.2, 0.4], [1, 1])
+
+
+def test_composed_lots_are_seeded_and_alternate_truth(tmp_path):
+    paths = []
+    for i, c in enumerate([(235, 220, 190)] + [(40, 70, 160)] * 5):
+        paths.append(str(tmp_path / f"{i}.jpg"))
+        object_photo(c, seed=i).save(paths[-1])
+    a = list(lot_photos(paths[:1], paths[1:], 4, seed=3))
+    b = list(lot_photos(paths[:1], paths[1:], 4, seed=3))
+    assert [t for _, t in a] == [1, 0, 1, 0]
+    assert all(np.array_equal(np.asarray(x), np.asarray(y)) for (x, _), (y, _) in zip(a, b))
+    assert a[0][0].size == (900, 900)
+    lot = compose_lot([Image.new("RGB", (400, 300), (255, 0, 0))], np.random.default_rng(0), side=200)
+    red = np.all(np.asarray(lot) == (255, 0, 0), axis=-1)
+    assert 0 < red[:100, :100].mean() and not red[100:, :].any() and not red[:, 100:].any()  # first quarter only
+
+
+def test_lot_scan_finds_the_object_the_whole_photo_hides(tmp_path, model_dir, synthetic_dataset, capsys):
+    """A cream 'ivory' blob among blue ones: the best tile is the one holding it, scoring over the whole photo."""
+    run = tmp_path / "run"
+    shutil.copytree(model_dir.parent, run)  # the shared model is not to be modified
+    predictor = Predictor.load(run / "model")
+    ivory = Image.open(sorted((synthetic_dataset / "ivory").glob("*.jpg"))[0]).convert("RGB")
+    blue = [Image.open(p).convert("RGB") for p in sorted((synthetic_dataset / "non_ivory").glob("*.jpg"))[:3]]
+    canvas = Image.new("RGB", (480, 360), (235, 235, 235))
+    for img, xy in zip(blue + [ivory], [(0, 0), (240, 0), (0, 180), (240, 180)]):  # ivory bottom right
+        canvas.paste(img.resize((240, 180)), xy)
+    r = scan(predictor, [canvas], threshold=0.5)[0]
+    assert r.box == (240, 180, 480, 360) and r.score > max(r.whole, 0.5) and r.flagged
+    all_blue = Image.new("RGB", (480, 360), (235, 235, 235))
+    for img, xy in zip(blue + blue[:1], [(0, 0), (240, 0), (0, 180), (240, 180)]):
+        all_blue.paste(img.resize((240, 180)), xy)
+    assert scan(predictor, [all_blue])[0].score < r.score - 0.2  # no tile of an all-blue lot looks like the cream one
+    lot = tmp_path / "lot.jpg"
+    canvas.save(lot, quality=95)
+
+    # predict --lots needs the lot threshold, which evaluate --lots measures and saves
+    assert main(["-q", "predict", str(lot), "--lots", "--model", str(run / "model")]) == 1
+    assert "no lot threshold" in capsys.readouterr().err
+    assert main(["-q", "evaluate", str(run), "--no-explain", "--lots", "12", "--save-threshold",
+                 "--out", str(tmp_path / "ev")]) == 0
+    out = capsys.readouterr().out
+    assert "photos of 4 objects (12 test lots" in out and "3x3 tile scan" in out
+    saved = json.loads((run / "model" / "config.json").read_text())["lots"]
+    assert saved == json.loads((tmp_path / "ev" / "lots.json").read_text())
+    assert saved["grid"] == 3 and 0 < saved["threshold"] <= 1 and saved["test"]["tile_scan"]["n"] == 12
+    assert main(["-q", "predict", str(lot), "--lots", "--json", "--model", str(run / "model")]) == 0
+    line = json.loads(capsys.readouterr().out)
+    assert line["mode"] == "lots" and line["box"] == [240, 180, 480, 360] and line["threshold"] == saved["threshold"]
+    assert line["flagged"] == (line["score"] >= saved["threshold"])
