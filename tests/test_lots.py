@@ -81,3 +81,24 @@ def test_lot_scan_finds_the_object_the_whole_photo_hides(tmp_path, model_dir, sy
     line = json.loads(capsys.readouterr().out)
     assert line["mode"] == "lots" and line["box"] == [240, 180, 480, 360] and line["threshold"] == saved["threshold"]
     assert line["flagged"] == (line["score"] >= saved["threshold"])
+
+    # screen --lots: the same scan in the decoding workers, the tile named in results.csv
+    import pandas as pd
+
+    folder = tmp_path / "listings"
+    folder.mkdir()
+    shutil.copy(lot, folder / "lot.jpg")
+    all_blue.save(folder / "blue.jpg", quality=95)
+    assert main(["-q", "screen", str(folder), "--out", str(tmp_path / "s"), "--model", str(model_dir), "--lots"]) == 1
+    assert "no lot threshold" in capsys.readouterr().err  # the shared model has none
+    assert main(["-q", "screen", str(folder), "--out", str(tmp_path / "s"), "--model", str(run / "model"), "--lots",
+                 "--explain", "0"]) == 0
+    res = pd.read_csv(tmp_path / "s" / "results.csv").set_index("listing_id")
+    assert res.at["lot.jpg", "lot_tile_box"] == "0.5 0.5 1 1"
+    assert res.at["lot.jpg", "score"] == pytest.approx(line["score"], abs=2e-3)  # decoded alike, batched alike
+    assert bool(res.at["lot.jpg", "flagged"]) == line["flagged"]
+    assert res.at["lot.jpg", "lot_whole_score"] == pytest.approx(line["whole"], abs=2e-3)
+    # a run screened without --lots is not resumed with it
+    assert main(["-q", "screen", str(folder), "--out", str(tmp_path / "s"), "--model", str(run / "model"),
+                 "--explain", "0"]) == 1
+    assert "another --lots choice" in capsys.readouterr().err

@@ -361,6 +361,10 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--group-folders", action="store_true",
                     help="folder input: the photos of one sub-folder are one listing, its path the listing id "
                     "(default: every photo its own listing); a table groups by its listing_id/id/listing column")
+    sc.add_argument("--lots", action="store_true",
+                    help="listings photograph several objects at once (a seller's table, a catalogue page): each "
+                    "photo is scanned whole and in 3x3 half-size tiles and decided by its highest tile at the model's "
+                    "lot threshold (set by evaluate --lots N --save-threshold); results.csv names the tile")
     sc.add_argument("--review-weak", action="store_true",
                     help="also queue the photos the model passed whose quality is weak (blurred, grainy, dark, small): "
                     "such a pass cannot clear a listing; they rank after the flagged ones")
@@ -642,13 +646,14 @@ def _quality_note(pred) -> str:
 def _predict_lots(a, predictor, files: list[str], n_bad: int) -> int:
     """``predict --lots``: each photo scanned whole and in tiles (``lots.scan``)."""
     from .data.images import ImageLoadError, load_image
-    from .lots import scan
+    from .lots import lot_threshold, scan
 
-    lots = predictor.config.get("lots") or {}
-    if not predictor.binary or lots.get("threshold") is None:
-        raise ValueError(f"{predictor.folder}: no lot threshold in its config.json; measure and set one with "
-                         f"'artsentry evaluate RUN --lots 200 --save-threshold'")
-    threshold, grid = float(lots["threshold"]), int(lots.get("grid", 3))
+    if not predictor.binary:
+        raise ValueError("--lots needs a two-class model with a positive label")
+    try:
+        threshold, grid = lot_threshold(predictor.config)
+    except ValueError as exc:
+        raise ValueError(f"{predictor.folder}: {exc}") from None
     for f in files:
         try:
             img = load_image(f)
@@ -868,7 +873,7 @@ def cmd_screen(a) -> int:
     screener = Screener(model, a.register, culture_dir=culture, runtime=a.runtime, k=a.top_k, batch_size=a.batch_size,
                         num_workers=a.workers, fetch_urls=a.fetch_urls, progress=not a.quiet,
                         ray_address=a.ray_address, ray_workers=a.ray_workers, ray_cpus_per_worker=a.ray_cpus,
-                        explain=a.explain)
+                        explain=a.explain, lots=a.lots)
     summary = screener.run(a.input, a.out, overwrite=a.overwrite, engine=a.engine, group_folders=a.group_folders,
                            review_weak=a.review_weak)
     run = summary["this_run"]

@@ -107,11 +107,13 @@ class Decider:
     def positive_index(self) -> int:
         return self.labels.index(self.positive_label)
 
-    def decide(self, source: str, probs: np.ndarray) -> Prediction:
+    def decide(self, source: str, probs: np.ndarray, threshold: float | None = None) -> Prediction:
+        """``threshold``: decide at this one instead of the model's (a lot scan's, ``lots``)."""
         pdict = {label: float(p) for label, p in zip(self.labels, probs)}
         if self.binary:
             score = float(probs[self.positive_index])
-            threshold = 0.5 if self.threshold is None else self.threshold
+            if threshold is None:
+                threshold = 0.5 if self.threshold is None else self.threshold
             flagged = score >= threshold
             other = self.labels[1 - self.positive_index]
             return Prediction(source, self.positive_label if flagged else other, score, flagged, pdict)

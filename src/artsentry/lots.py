@@ -49,6 +49,33 @@ def tile_boxes(width: int, height: int, grid: int = TILE_GRID, fraction: float =
     return [(x, y, x + tw, y + th) for y in ys for x in xs]
 
 
+def tile_fractions(grid: int = TILE_GRID) -> list[tuple]:
+    """The tiles of ``tile_boxes`` as fractions of the photo's width and height."""
+    return [tuple(v / 10_000 for v in b) for b in tile_boxes(10_000, 10_000, grid=grid)]
+
+
+class LotTransform:
+    """PIL photo -> (1 + grid*grid, 3, S, S): the photo whole, then its tiles, each through ``transform``
+    (screening's decoding workers make the crops, the model reads them as one batch)."""
+
+    def __init__(self, transform, grid: int = TILE_GRID):
+        self.transform, self.grid = transform, grid
+
+    def __call__(self, img: Image.Image):
+        import torch
+
+        return torch.stack([self.transform(c) for c in tile_crops(img, self.grid)[0]])
+
+
+def lot_threshold(config: dict) -> tuple[float, int]:
+    """A model config's lot threshold and tile grid, or ``ValueError`` naming how to set them."""
+    lots = config.get("lots") or {}
+    if lots.get("threshold") is None:
+        raise ValueError("the model has no lot threshold in its config.json; measure and set one with "
+                         "'artsentry evaluate RUN --lots 200 --save-threshold'")
+    return float(lots["threshold"]), int(lots.get("grid", TILE_GRID))
+
+
 def tile_crops(img: Image.Image, grid: int = TILE_GRID) -> tuple[list[Image.Image], list[tuple | None]]:
     """The whole photo (box None) followed by its tiles, and each crop's box."""
     boxes = tile_boxes(*img.size, grid=grid)

@@ -139,6 +139,7 @@ def _describe_changes(old: dict, new: dict, changed: list[str]) -> str:
         "culture_model": lambda: "another culture model",
         "register": lambda: "another register",
         "k": lambda: f"another --top-k ({old.get('k')}, not {new.get('k')})",
+        "lots": lambda: "another --lots choice (or lot threshold)",
     }
     return "; ".join(words[k]() for k in changed)
 
@@ -286,14 +287,16 @@ class Screener:
                  culture_dir: str | Path | None = None,
                  runtime: str = "auto", k: int = 5, batch_size: int = 32, num_workers: int | None = None,
                  fetch_urls: bool = False, progress: bool = True, ray_address: str | None = None,
-                 ray_workers: int = 1, ray_cpus_per_worker: float = 1.0, explain: int = 50):
+                 ray_workers: int = 1, ray_cpus_per_worker: float = 1.0, explain: int = 50, lots: bool = False):
         if model_dir is None and register_dir is None and culture_dir is None:
             raise ScreenError("give a model, a culture model, a register, or several")
+        if lots and model_dir is None:
+            raise ScreenError("--lots scans photos with the model: give one")
         # what a Ray worker needs to build the same screener on its machine
         self.settings = {"model_dir": str(model_dir) if model_dir else None,
                          "register_dir": str(register_dir) if register_dir else None,
                          "culture_dir": str(culture_dir) if culture_dir else None,
-                         "runtime": runtime, "k": k, "fetch_urls": fetch_urls}
+                         "runtime": runtime, "k": k, "fetch_urls": fetch_urls, "lots": lots}
         self.ray_address, self.ray_workers, self.ray_cpus_per_worker = ray_address, ray_workers, ray_cpus_per_worker
         self.predictor = Predictor.load(model_dir, runtime=runtime, batch_size=batch_size) if model_dir else None
         # a second, multi-class model (e.g. culture of a painting): its label is reported, it never flags
@@ -329,6 +332,21 @@ class Screener:
         self._culture_slot = slot(self.culture.preprocessing) if self.culture is not None else None
         self._register_slot = slot(self.register.embedder.preprocessing) if self.register is not None else None
         side = max(p.input_size for p in pres)
+        # lots: the model reads each photo whole and in tiles (``lots``), at its lot threshold
+        self.lots = None
+        if lots:
+            from .lots import TILE_FRACTION, LotTransform, lot_threshold
+
+            if not self.predictor.binary:
+                raise ScreenError("--lots needs a two-class model with a positive label")
+            try:
+                threshold, grid = lot_threshold(self.predictor.config)
+            except ValueError as exc:
+                raise ScreenError(f"{model_dir}: {exc}") from None
+            self.lots = {"threshold": threshold, "grid": grid}
+            self.transforms.append(LotTransform(eval_transform(self.predictor.preprocessing), grid))
+            self._model_slot = len(self.transforms) - 1
+            side = max(side, round(self.predictor.preprocessing.input_size / TILE_FRACTION))  # tiles at full detail
         self.draft_size = measuring_draft((side, side))  # every photo is measured (data.quality) too
         self.register_info = None
         if self.register is not None:
@@ -346,7 +364,20 @@ class Screener:
         for i, q in batch.quality.items():
             out.setdefault(i, {})["quality"] = q
         if batch.index:
-            if self.predictor is not None:
+            if self.predictor is not None and self.lots is not None:
+                from .lots import tile_fractions
+
+                x = batch.xs[self._model_slot]  # (n, crops, 3, S, S)
+                probs = self.predictor.proba_tensor(x.flatten(0, 1)).reshape(x.shape[0], x.shape[1], -1)
+                pos = probs[..., self.predictor.positive_index]
+                boxes = [None] + tile_fractions(self.lots["grid"])
+                for i, pr, p in zip(batch.index, probs, pos):
+                    k = int(np.argmax(p))
+                    d = self.predictor.decide(rows.at[i, "image"], pr[k], threshold=self.lots["threshold"])
+                    out.setdefault(i, {}).update({**_decision(d), "flagged": d.flagged, "lot": {
+                        "threshold": self.lots["threshold"], "whole": round(float(p[0]), 6), "tile": k,
+                        "box": boxes[k]}})
+            elif self.predictor is not None:
                 probs = self.predictor.proba_tensor(batch.xs[self._model_slot])
                 for i, pr in zip(batch.index, probs):
                     d = self.predictor.decide(rows.at[i, "image"], pr)
@@ -437,14 +468,16 @@ class Screener:
                  "k": self.k, "batch_size": self.batch_size, "artsentry_version": __version__}
         if group_folders:  # only when set, so runs from before the option resume as they were
             state["group_folders"] = True
+        if self.lots is not None:  # likewise
+            state["lots"] = self.lots
         if overwrite and out.exists():
             for name in (STATE, EVIDENCE, *OUTPUTS):
                 (out / name).unlink(missing_ok=True)
         grown_from = None  # rows of a finished run on the first rows of this (longer) input
         if state_path.is_file():
             old = json.loads(state_path.read_text())
-            changed = [k for k in ("input", "group_folders", "fingerprint", "model", "culture_model", "register", "k")
-                       if old.get(k) != state.get(k)]
+            changed = [k for k in ("input", "group_folders", "fingerprint", "model", "culture_model", "register", "k",
+                                   "lots") if old.get(k) != state.get(k)]
             if changed == ["fingerprint"] and _grew_from(old, listings, evidence_path):
                 grown_from = old["rows"]
                 log.warning("%s grew from %d to %d rows since %s was screened, the first %d unchanged: screening "
@@ -530,7 +563,8 @@ class RayScreenWorker:
     def __init__(self, settings: dict, carried: list[str], batch_size: int):
         self.screener = Screener(settings["model_dir"], settings["register_dir"],
                                  culture_dir=settings.get("culture_dir"), runtime=settings["runtime"],
-                                 k=settings["k"], fetch_urls=settings["fetch_urls"], progress=False)
+                                 k=settings["k"], fetch_urls=settings["fetch_urls"], progress=False,
+                                 lots=settings.get("lots", False))
         self.carried = carried
         self.batch_size = batch_size
 
@@ -561,6 +595,8 @@ def write_outputs(records: list[dict], listings: pd.DataFrame, out: Path, carrie
                      "best_match_score": best.get("score"), "best_match_similarity": best.get("similarity"),
                      "best_match_status": best.get("status"),
                      "quality_warnings": warnings_text(r.get("quality")),
+                     **({"lot_tile_box": " ".join(f"{v:g}" for v in r["lot"]["box"]) if r["lot"]["box"] else "whole",
+                         "lot_whole_score": r["lot"]["whole"]} if r.get("lot") else {}),
                      "error": r["error"], **r["listing"]})
     table = pd.DataFrame(rows)
     table.to_csv(out / "results.csv", index=False)
