@@ -67,14 +67,16 @@ def test_lot_scan_finds_the_object_the_whole_photo_hides(tmp_path, model_dir, sy
     lot = tmp_path / "lot.jpg"
     canvas.save(lot, quality=95)
 
-    # predict --lots needs the lot threshold, which evaluate --lots measures and saves
+    # predict --lots needs the lot threshold, which evaluate --lots measures and stores
     assert main(["-q", "predict", str(lot), "--lots", "--model", str(run / "model")]) == 1
     assert "no lot threshold" in capsys.readouterr().err
-    assert main(["-q", "evaluate", str(run), "--no-explain", "--lots", "12", "--save-threshold",
-                 "--out", str(tmp_path / "ev")]) == 0
+    before = json.loads((run / "model" / "config.json").read_text())
+    assert main(["-q", "evaluate", str(run), "--no-explain", "--lots", "12", "--out", str(tmp_path / "ev")]) == 0
     out = capsys.readouterr().out
     assert "photos of 4 objects (12 test lots" in out and "3x3 tile scan" in out
-    saved = json.loads((run / "model" / "config.json").read_text())["lots"]
+    after = json.loads((run / "model" / "config.json").read_text())
+    saved = after.pop("lots")
+    assert after == before  # nothing but the lot block changes
     assert saved == json.loads((tmp_path / "ev" / "lots.json").read_text())
     assert saved["grid"] == 3 and 0 < saved["threshold"] <= 1 and saved["test"]["tile_scan"]["n"] == 12
     assert main(["-q", "predict", str(lot), "--lots", "--json", "--model", str(run / "model")]) == 0

@@ -345,3 +345,36 @@ def test_url_fetch_only_when_enabled(model_dir, photos, tmp_path):
             assert r.status_code == 400 and "http(s)" in r.json()["error"]
     finally:
         files.shutdown()
+
+
+def test_analyze_with_lots_uses_the_tile_scan_at_the_lot_threshold(live, model_dir, synthetic_dataset, tmp_path):
+    import shutil
+
+    from artsentry.lots import scan
+    from artsentry.inference import Predictor
+    from artsentry.models.artifact import update_config
+
+    ivory = Image.open(sorted((synthetic_dataset / "ivory").glob("*.jpg"))[0]).convert("RGB")
+    blue = [Image.open(p).convert("RGB") for p in sorted((synthetic_dataset / "non_ivory").glob("*.jpg"))[:3]]
+    lot = Image.new("RGB", (480, 360), (235, 235, 235))
+    for img, xy in zip(blue + [ivory], [(0, 0), (240, 0), (0, 180), (240, 180)]):
+        lot.paste(img.resize((240, 180)), xy)
+    buf = io.BytesIO()
+    lot.save(buf, format="PNG")
+    data = buf.getvalue()
+    # the shared model has no lot threshold: a clear 400, not a whole-photo answer passed off as a scan
+    r = httpx.post(f"{live.url}/v1/analyze", params={"lots": "true"}, files={"file": ("lot.png", data)}, timeout=60)
+    assert r.status_code == 400 and "no lot threshold" in r.json()["error"]
+    folder = tmp_path / "model"
+    shutil.copytree(model_dir, folder)
+    update_config(folder, lots={"threshold": 0.6, "grid": 3})
+    analyzer = Analyzer(ServeSettings(model=folder))
+    plain = analyzer.analyze(data, explain=False)["ivory"]
+    body = analyzer.analyze(data, explain=False, lots=True)["ivory"]
+    expected = scan(Predictor.load(folder), [lot], 0.6)[0]
+    assert body["lot"]["box"] == [240, 180, 480, 360] == list(expected.box)
+    assert body["probability"] == pytest.approx(expected.score, abs=1e-5) and body["threshold"] == 0.6
+    assert body["lot"]["whole_probability"] == pytest.approx(plain["probability"], abs=1e-5)
+    assert body["decision"] == ("flag" if expected.score >= 0.6 else "pass")
+    assert body["label"] == ("ivory" if body["decision"] == "flag" else "non_ivory")
+    assert "lot" not in plain and plain["threshold"] == body["lot"]["model_threshold"]

@@ -216,8 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--lots", type=int, metavar="N",
                    help="also measure photos of several objects: N lot photos (four objects each) composed from the "
                    "validation photos choose the tile scan's threshold, N from the test photos measure it against "
-                   "whole-photo decisions; with --save-threshold the lot threshold goes into config.json (see "
-                   "predict --lots)")
+                   "whole-photo decisions; the lot threshold and figures go into config.json under 'lots' (read "
+                   "only by predict/screen --lots: no other decision changes)")
     _add_threshold_args(e)
 
     c = sub.add_parser("collect", help="collect museum data (The Met Collection API)",
@@ -334,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--lots", action="store_true",
                     help="photos of several objects (a seller's table, a catalogue page): scan each photo whole and "
                     "in 3x3 half-size tiles, score it by its highest tile, decide at the model's lot threshold "
-                    "(set by evaluate --lots N --save-threshold), and print that tile's box")
+                    "(set by evaluate --lots N), and print that tile's box")
     pr.add_argument("--batch-size", type=int, default=32)
     pr.add_argument("--runtime", default="auto", choices=("auto", "torch", "onnx"),
                     help="forward pass: PyTorch, ONNX Runtime, or the one the model's config names (default)")
@@ -364,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--lots", action="store_true",
                     help="listings photograph several objects at once (a seller's table, a catalogue page): each "
                     "photo is scanned whole and in 3x3 half-size tiles and decided by its highest tile at the model's "
-                    "lot threshold (set by evaluate --lots N --save-threshold); results.csv names the tile")
+                    "lot threshold (set by evaluate --lots N; make ivory does it); results.csv names the tile")
     sc.add_argument("--review-weak", action="store_true",
                     help="also queue the photos the model passed whose quality is weak (blurred, grainy, dark, small): "
                     "such a pass cannot clear a listing; they rank after the flagged ones")
@@ -549,7 +549,8 @@ def cmd_train(a) -> int:
 
 def _evaluate_lots(a, model_dir: Path) -> None:
     """``evaluate --lots N``: the tile scan's threshold from lots of validation photos, its figures
-    on lots of test photos (``lots.measure_lots``), into lots.json (and config.json)."""
+    on lots of test photos (``lots.measure_lots``), into lots.json and the model's config.json
+    (``lots``: read only by the ``--lots`` modes, so no other decision changes)."""
     import pandas as pd
 
     from .data.manifest import read_manifest
@@ -572,18 +573,17 @@ def _evaluate_lots(a, model_dir: Path) -> None:
         raise ValueError("--lots needs a manifest with val and test splits")
     predictor = Predictor.load(model_dir, input_size=a.input_size)
     lots = measure_lots(predictor, manifest, n=a.lots, progress=not a.quiet)
+    update_config(model_dir, lots=lots)
     out = Path(a.out) if a.out else model_dir.parent
     out.mkdir(parents=True, exist_ok=True)
-    (out / "lots.json").write_text(json.dumps(lots, indent=2) + "\n")
+    (out / "lots.json").write_text(json.dumps(lots, indent=2) + "\n")  # after config.json: make's order
     t, w = lots["test"]["tile_scan"], lots["test"]["whole_photo"]
     print(f"photos of {lots['objects_per_lot']} objects ({lots['lots']} test lots, half with one "
           f"{predictor.positive_label} object):")
     for name, m in (("whole photo", w), (f"{lots['grid']}x{lots['grid']} tile scan", t)):
         print(f"  {name:<15} threshold {m['threshold']:.4f}: accuracy {m['accuracy']:.4f}, recall {m['recall']:.4f}, "
               f"false flags {m['false_flag_rate']:.4f}, ROC-AUC {m['roc_auc']:.4f}")
-    if a.save_threshold:
-        update_config(model_dir, lots=lots)
-        print(f"lot threshold {lots['threshold']:.4f} saved in {model_dir / 'config.json'}")
+    print(f"lot threshold {lots['threshold']:.4f} saved in {model_dir / 'config.json'} (used by predict/screen --lots)")
 
 
 def cmd_evaluate(a) -> int:

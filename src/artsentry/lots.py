@@ -13,8 +13,8 @@ picture, `make ivory`'s model flags 31% of the lots holding an ivory object (BEN
 - that maximum over ten crops runs higher than one photo's probability on the objects that are
   not ivory, so it needs its own threshold: ``choose_lot_threshold`` picks the one of best
   accuracy on lot photos composed from the *validation* photos (``compose_lot``), and
-  ``artsentry evaluate RUN --lots N --save-threshold`` stores it in the model's config.json under
-  ``lots`` with the test figures measured on lots of the test photos.
+  ``artsentry evaluate RUN --lots N`` stores it in the model's config.json under ``lots`` with the
+  test figures measured on lots of the test photos (`make ivory` does this for its model).
 
 Lot scanning is for photos of several objects; on a photo of one object it flags more of the
 objects that are not ivory than the whole-photo decision (measured in the same section).
@@ -72,7 +72,7 @@ def lot_threshold(config: dict) -> tuple[float, int]:
     lots = config.get("lots") or {}
     if lots.get("threshold") is None:
         raise ValueError("the model has no lot threshold in its config.json; measure and set one with "
-                         "'artsentry evaluate RUN --lots 200 --save-threshold'")
+                         "'artsentry evaluate RUN --lots 400'")
     return float(lots["threshold"]), int(lots.get("grid", TILE_GRID))
 
 

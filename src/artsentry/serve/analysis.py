@@ -52,6 +52,10 @@ def describe_content(data: bytes) -> str:
     return "not a known image format"
 
 
+class LotsUnavailable(ValueError):
+    """A lot scan was asked of a server whose model cannot do one."""
+
+
 @dataclass
 class ServeSettings:
     model: Path | None = None          # ivory (or any binary) classifier folder
@@ -134,9 +138,21 @@ class Analyzer:
             self._thumbs[object_id] = uri
         return self._thumbs[object_id]
 
-    def analyze(self, data: bytes, *, explain: bool = True, k: int | None = None) -> dict:
+    def analyze(self, data: bytes, *, explain: bool = True, k: int | None = None, lots: bool = False) -> dict:
         """Everything known about one photo. ``data`` must already have passed ``sniff``;
-        unreadable or oversized images raise ``ImageLoadError``."""
+        unreadable or oversized images raise ``ImageLoadError``. ``lots``: the ivory decision is
+        the tile scan's (``artsentry.lots``) at the model's lot threshold, ``LotsUnavailable``
+        when it has none."""
+        lot_setting = None
+        if lots:
+            from ..lots import lot_threshold
+
+            if self.ivory is None or not self.ivory.binary:
+                raise LotsUnavailable("lots=true needs the two-class model (--model)")
+            try:
+                lot_setting = lot_threshold(self.ivory.config)
+            except ValueError as exc:
+                raise LotsUnavailable(str(exc)) from None
         from ..explain.overlay import heat_rgba, photo_and_heat
         from ..htmlembed import png_uri
 
@@ -161,6 +177,16 @@ class Analyzer:
                 t = info["threshold"]
                 block.update({"positive_label": p.positive_label, "probability": round(score, 6), "threshold": t,
                               "decision": "flag" if score >= t else "pass"})
+                if key == "ivory" and lot_setting is not None:
+                    from ..lots import scan
+
+                    lot_t, grid = lot_setting
+                    r = scan(p, [img], lot_t, grid=grid)[0]
+                    block.update({"label": p.positive_label if r.flagged else p.labels[1 - p.positive_index],
+                                  "probability": round(r.score, 6), "threshold": lot_t,
+                                  "decision": "flag" if r.flagged else "pass",
+                                  "lot": {"whole_probability": round(r.whole, 6),
+                                          "box": list(r.box) if r.box else None, "model_threshold": t}})
             out[key] = block
             if heat_source is None:
                 heat_source = (key, x, p)

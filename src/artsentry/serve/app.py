@@ -37,7 +37,7 @@ from starlette.exceptions import HTTPException
 
 from .. import __version__
 from ..data.images import ImageLoadError
-from .analysis import Analyzer, ServeSettings, describe_content, sniff
+from .analysis import Analyzer, LotsUnavailable, ServeSettings, describe_content, sniff
 
 OBJECT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 MULTIPART_OVERHEAD = 256 * 1024
@@ -74,6 +74,14 @@ class ModelRef(BaseModel):
     runtime: str
 
 
+class LotScanOut(BaseModel):
+    whole_probability: float = Field(description="the whole photo's own probability of the positive label")
+    box: Optional[list[int]] = Field(None, description="[left, top, right, bottom] in the photo's pixels of the tile "
+                                     "that scored highest; null: the whole photo did")
+    model_threshold: float = Field(description="the model's whole-photo threshold (the decision above uses the "
+                                   "lot threshold instead)")
+
+
 class Classification(BaseModel):
     model: ModelRef
     label: str
@@ -82,6 +90,7 @@ class Classification(BaseModel):
     probability: Optional[float] = Field(None, description="probability of the positive label (binary models)")
     threshold: Optional[float] = None
     decision: Optional[str] = Field(None, description="'flag' when probability >= threshold, else 'pass'")
+    lot: Optional[LotScanOut] = Field(None, description="with lots=true: the tile scan this decision came from")
 
 
 class MatchOut(BaseModel):
@@ -391,7 +400,9 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
               responses={400: {"model": ErrorBody}, 403: {"model": ErrorBody}, 413: {"model": ErrorBody},
                          415: {"model": ErrorBody}, 422: {"model": ErrorBody}, 503: {"model": ErrorBody}})
     async def analyze(request: Request, explain: bool = Query(False, description="add the evidence overlay"),
-                      k: int = Query(5, ge=1, le=50, description="register matches returned")):
+                      k: int = Query(5, ge=1, le=50, description="register matches returned"),
+                      lots: bool = Query(False, description="a photo of several objects: decide by the highest of "
+                                         "the whole photo and its 3x3 half-size tiles, at the model's lot threshold")):
         ctype = request.headers.get("content-type", "")
         if ctype.startswith("multipart/form-data"):
             form = await request.form(max_files=1, max_fields=8)
@@ -412,9 +423,11 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
             raise _error(415, "send multipart/form-data with a 'file' field, or JSON {\"url\": ...}")
         _check_image(data)
         try:
-            result = await admission.run(executor, lambda: analyzer.analyze(data, explain=explain, k=k))
+            result = await admission.run(executor, lambda: analyzer.analyze(data, explain=explain, k=k, lots=lots))
         except ImageLoadError as exc:
             raise _error(422, f"the image cannot be used: {exc.reason}") from None
+        except LotsUnavailable as exc:
+            raise _error(400, str(exc)) from None
         return result
 
     listing_body = {"requestBody": {"content": {"multipart/form-data": {"schema": {
