@@ -365,10 +365,14 @@ def test_analyze_with_lots_uses_the_tile_scan_at_the_lot_threshold(live, model_d
     # the shared model has no lot threshold: a clear 400, not a whole-photo answer passed off as a scan
     r = httpx.post(f"{live.url}/v1/analyze", params={"lots": "true"}, files={"file": ("lot.png", data)}, timeout=60)
     assert r.status_code == 400 and "no lot threshold" in r.json()["error"]
+    r = httpx.post(f"{live.url}/v1/listing", params={"lots": "true"}, files=[("file", ("lot.png", data))], timeout=60)
+    assert r.status_code == 400 and "no lot threshold" in r.json()["error"]
+    assert httpx.get(f"{live.url}/v1/models").json()["ivory"]["lot_threshold"] is None
     folder = tmp_path / "model"
     shutil.copytree(model_dir, folder)
     update_config(folder, lots={"threshold": 0.6, "grid": 3})
     analyzer = Analyzer(ServeSettings(model=folder))
+    assert analyzer.models()["ivory"]["lot_threshold"] == 0.6
     plain = analyzer.analyze(data, explain=False)["ivory"]
     body = analyzer.analyze(data, explain=False, lots=True)["ivory"]
     expected = scan(Predictor.load(folder), [lot], 0.6)[0]
@@ -378,3 +382,40 @@ def test_analyze_with_lots_uses_the_tile_scan_at_the_lot_threshold(live, model_d
     assert body["decision"] == ("flag" if expected.score >= 0.6 else "pass")
     assert body["label"] == ("ivory" if body["decision"] == "flag" else "non_ivory")
     assert "lot" not in plain and plain["threshold"] == body["lot"]["model_threshold"]
+    listing = analyzer.analyze_listing([("lot.png", data)], lots=True)
+    assert listing["max_probability"] == body["probability"] and listing["review"] == (body["decision"] == "flag")
+
+
+def test_page_scans_a_lot_photo_in_tiles_and_outlines_the_tile(model_dir, synthetic_dataset, tmp_path):
+    import shutil
+
+    from playwright.sync_api import expect
+
+    from artsentry.models.artifact import update_config
+
+    from .browser import browser_page
+
+    folder = tmp_path / "model"
+    shutil.copytree(model_dir, folder)
+    update_config(folder, lots={"threshold": 0.6, "grid": 3})
+    ivory = Image.open(sorted((synthetic_dataset / "ivory").glob("*.jpg"))[0]).convert("RGB")
+    blue = [Image.open(p).convert("RGB") for p in sorted((synthetic_dataset / "non_ivory").glob("*.jpg"))[:3]]
+    lot = Image.new("RGB", (480, 360), (235, 235, 235))
+    for img, xy in zip(blue + [ivory], [(0, 0), (240, 0), (0, 180), (240, 180)]):
+        lot.paste(img.resize((240, 180)), xy)
+    path = tmp_path / "lot.png"
+    lot.save(path)
+    with LiveServer(create_app(ServeSettings(model=folder))) as server, browser_page() as (page, log):
+        page.goto(server.url + "/")
+        expect(page.locator("#lots-option")).to_be_visible()  # the model has a lot threshold
+        page.locator("#lots").check()
+        page.set_input_files("#file", str(path))
+        page.wait_for_selector(".card .verdict .lot", timeout=60_000)
+        card = page.locator(".card").first
+        assert "(threshold 0.600)" in card.locator(".verdict").inner_text()
+        assert "highest in the outlined part of the photo" in card.locator(".verdict .lot").inner_text()
+        tile, pic = card.locator(".photo .tile").bounding_box(), card.locator("img.picture").bounding_box()
+        # the bottom-right quarter of the photo, where the cream object is
+        assert abs(tile["x"] - (pic["x"] + pic["width"] / 2)) < 3 and abs(tile["y"] - (pic["y"] + pic["height"] / 2)) < 3
+        assert abs(tile["width"] - pic["width"] / 2) < 3 and abs(tile["height"] - pic["height"] / 2) < 3
+    assert log.console_errors == [] and log.outside == []

@@ -109,6 +109,8 @@ class Analyzer:
         for key, p in (("ivory", self.ivory), ("culture", self.culture)):
             if p is not None:
                 out[key] = p.info() | {"labels": p.labels}
+                if key == "ivory":  # the tile scan's threshold (lots=true), None when not measured
+                    out[key]["lot_threshold"] = (p.config.get("lots") or {}).get("threshold")
         if self.register is not None:
             with self.lock:
                 reg = self.register
@@ -219,7 +221,7 @@ class Analyzer:
         return out
 
     def analyze_listing(self, photos: list[tuple[str | None, bytes]], *, explain: bool = False,
-                        k: int | None = None, review_weak: bool = False) -> dict:
+                        k: int | None = None, review_weak: bool = False, lots: bool = False) -> dict:
         """A listing's photos (file name or None, bytes) analysed together, and the listing's
         verdict by the rule of ``screen``'s listings.csv (``listing_rollup``, one place for it):
         to review when any photo is flagged or matches a registered object. A photo that cannot
@@ -238,7 +240,7 @@ class Analyzer:
                 error = f"not an image: its content is {describe_content(data)}"
             else:
                 try:
-                    result = self.analyze(data, explain=explain, k=k)
+                    result = self.analyze(data, explain=explain, k=k, lots=lots)
                 except ImageLoadError as exc:
                     error = exc.reason
             entries.append({"index": i, "filename": name, "result": result, "error": error})

@@ -442,7 +442,9 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
                       k: int = Query(5, ge=1, le=50, description="register matches returned per photo"),
                       review_weak: bool = Query(False, description="a photo the model passed whose quality is weak "
                                                 "(blurred, grainy, dark, small) puts the listing to review, as "
-                                                "'artsentry screen --review-weak' does")):
+                                                "'artsentry screen --review-weak' does"),
+                      lots: bool = Query(False, description="photos of several objects: each decided by the tile "
+                                         "scan at the model's lot threshold, as /v1/analyze?lots=true")):
         """A listing's photos in one request (one 'file' field each; the whole body within the upload
         limit): every photo's analysis and the listing's verdict. A photo that cannot be used is
         reported in its place; 422 only when none can."""
@@ -456,8 +458,11 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
         if len(uploads) > most:
             raise _error(400, f"more than {most} photos in one listing")
         photos = [(u.filename, await u.read()) for u in uploads]
-        out = await admission.run(executor, lambda: analyzer.analyze_listing(photos, explain=explain, k=k,
-                                                                                review_weak=review_weak))
+        try:
+            out = await admission.run(executor, lambda: analyzer.analyze_listing(photos, explain=explain, k=k,
+                                                                                    review_weak=review_weak, lots=lots))
+        except LotsUnavailable as exc:
+            raise _error(400, str(exc)) from None
         if out["unreadable"] == out["photos"]:
             raise _error(422, "no photo of the listing can be used: " +
                          "; ".join(f"photo {e['index'] + 1}: {e['error']}" for e in out["results"]))

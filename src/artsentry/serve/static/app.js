@@ -8,6 +8,9 @@
   const drop = document.getElementById("drop");
   const template = document.getElementById("card");
   const oneListing = document.getElementById("one-listing");
+  const lots = document.getElementById("lots");
+  // the tile scan is offered only when the model has a lot threshold (evaluate --lots)
+  const lotsQuery = () => (lots.checked ? "&lots=true" : "");
 
   function el(tag, cls, text) {
     const e = document.createElement(tag);
@@ -20,6 +23,7 @@
   fetch("/v1/models").then((r) => r.json()).then((m) => {
     const parts = [];
     if (m.ivory) parts.push("ivory model " + m.ivory.name + " v" + m.ivory.version + " (threshold " + m.ivory.threshold + ")");
+    if (m.ivory && m.ivory.lot_threshold != null) document.getElementById("lots-option").hidden = false;
     if (m.culture) parts.push("culture model " + m.culture.name + " v" + m.culture.version);
     if (m.register) parts.push("register of " + m.register.objects + " objects");
     document.getElementById("loaded").textContent = parts.length ? "Loaded: " + parts.join("; ") : "No model loaded";
@@ -108,7 +112,7 @@
     const form = new FormData();
     form.append("file", file);
     try {
-      show(card, await post("/v1/analyze?explain=true", form));
+      show(card, await post("/v1/analyze?explain=true" + lotsQuery(), form));
     } catch (err) {
       failed(card, err.message);
     }
@@ -131,7 +135,7 @@
     files.forEach((f) => form.append("file", f));
     let body;
     try {
-      body = await post("/v1/listing?explain=true", form);
+      body = await post("/v1/listing?explain=true" + lotsQuery(), form);
     } catch (err) {
       head.textContent = "Could not analyse the listing: " + err.message;
       head.className = "listing-verdict error";
@@ -157,6 +161,21 @@
     const status = card.querySelector(".status");
     status.textContent = "Analysed in " + body.seconds.toFixed(2) + " s";
     showClassification(card.querySelector(".verdict"), body.ivory, "ivory");
+    const lot = body.ivory && body.ivory.lot;
+    if (lot) {
+      // the tile that decided, outlined on the photo (box in the photo's pixels)
+      const where = lot.box ? "the outlined part of the photo" : "the whole photo";
+      card.querySelector(".verdict").appendChild(el("p", "lot", "Scanned in tiles: highest in " + where +
+        "; the whole photo alone scores " + lot.whole_probability.toFixed(3) + "."));
+      if (lot.box) {
+        const w = body.image.width, h = body.image.height, b = lot.box;
+        const frame = el("div", "tile");
+        frame.setAttribute("aria-label", "tile that decided");
+        frame.style.left = pct(b[0] / w); frame.style.top = pct(b[1] / h);
+        frame.style.width = pct((b[2] - b[0]) / w); frame.style.height = pct((b[3] - b[1]) / h);
+        card.querySelector(".photo").appendChild(frame);
+      }
+    }
     const q = body.image.quality;
     if (q && q.warnings.length) {
       card.querySelector(".verdict").appendChild(el("p", "weak", "Weak evidence: " + q.warnings.join("; ") +
