@@ -84,8 +84,13 @@ def test_lot_scan_finds_the_object_the_whole_photo_hides(tmp_path, model_dir, sy
     assert line["mode"] == "lots" and line["box"] == [240, 180, 480, 360] and line["threshold"] == saved["threshold"]
     assert line["flagged"] == (line["score"] >= saved["threshold"])
 
-    # screen --lots: the same scan in the decoding workers, the tile named in results.csv
+    # screen --lots: the same scan in the decoding workers, the tile named in results.csv; a lot
+    # threshold just under this lot's score, so that it is flagged and queued
     import pandas as pd
+
+    from artsentry.models.artifact import update_config
+
+    update_config(run / "model", lots={**saved, "threshold": line["score"] - 0.01})
 
     folder = tmp_path / "listings"
     folder.mkdir()
@@ -98,8 +103,11 @@ def test_lot_scan_finds_the_object_the_whole_photo_hides(tmp_path, model_dir, sy
     res = pd.read_csv(tmp_path / "s" / "results.csv").set_index("listing_id")
     assert res.at["lot.jpg", "lot_tile_box"] == "0.5 0.5 1 1"
     assert res.at["lot.jpg", "score"] == pytest.approx(line["score"], abs=2e-3)  # decoded alike, batched alike
-    assert bool(res.at["lot.jpg", "flagged"]) == line["flagged"]
+    assert bool(res.at["lot.jpg", "flagged"]) and not bool(res.at["blue.jpg", "flagged"])
     assert res.at["lot.jpg", "lot_whole_score"] == pytest.approx(line["whole"], abs=2e-3)
+    page = (tmp_path / "s" / "queue.html").read_text()  # its queue card outlines the tile on the thumbnail
+    assert 'class="tile" title="tile that decided" style="left:50%;top:50%;width:50%;height:50%"' in page
+    assert page.count("scanned in tiles (lot threshold") == 1
     # a run screened without --lots is not resumed with it
     assert main(["-q", "screen", str(folder), "--out", str(tmp_path / "s"), "--model", str(run / "model"),
                  "--explain", "0"]) == 1

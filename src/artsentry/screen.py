@@ -700,6 +700,11 @@ def write_queue_html(queue: list[dict], order: list[str], path: Path, carried: l
             img = r["image"]
             thumb = thumbnail_uri(img) if "://" not in img else None
             pic = f'<img src="{thumb}" alt="listing photo {esc(lid)}">' if thumb else "<div>no preview</div>"
+            lot = r.get("lot")
+            if thumb and lot and lot.get("box"):  # screen --lots: the tile that decided, outlined on the photo
+                l, t, rt, b = (100 * v for v in lot["box"])
+                pic = (f'<span class="lotpic">{pic}<span class="tile" title="tile that decided" style="left:{l:g}%;'
+                       f'top:{t:g}%;width:{rt - l:g}%;height:{b - t:g}%"></span></span>')
             if overlay is not None and r.get("flagged"):
                 ov = overlay(img)
                 if ov:
@@ -708,6 +713,10 @@ def write_queue_html(queue: list[dict], order: list[str], path: Path, carried: l
             if r.get("score") is not None:
                 facts.append(f"p({esc(str(r['model']['positive_label'] or r.get('label')))}) = {r['score']:.3f}"
                              f"{' — FLAG' if r.get('flagged') else ''}")
+            if lot:
+                where = "the outlined tile" if lot.get("box") else "the whole photo"
+                facts.append(f"scanned in tiles (lot threshold {lot['threshold']:.3f}): highest in {where}; "
+                             f"the whole photo alone {lot['whole']:.3f}")
             if r.get("culture"):
                 facts.append(f"culture: {esc(r['culture']['label'])} (p = {r['culture']['score']:.3f})")
             if r.get("matched"):
@@ -732,6 +741,8 @@ def write_queue_html(queue: list[dict], order: list[str], path: Path, carried: l
 .card{{display:flex;gap:1em;border-bottom:1px solid #ccc;padding:.5em 0}} .card img{{max-width:160px}}
 .card img.overlay{{max-width:300px}} .photos{{display:flex;flex-wrap:wrap;gap:1em}}
 .photo{{display:flex;flex-wrap:wrap;gap:.5em}} .photo ul{{padding-left:1em}}
+.lotpic{{position:relative;display:inline-block;line-height:0}} .lotpic .tile{{position:absolute;box-sizing:border-box;
+border:2px solid #b00020}}
 .rank{{font-weight:bold;min-width:3em}} .weak{{color:#8a4b00}} .sha{{font-size:70%;color:#666;word-break:break-all}}</style></head>
 <body><h1>Review queue</h1><p>{len(by_listing)} listing(s) to review ({len(queue)} photo(s)), register matches
 first, then by probability.</p><ol>{''.join(cards)}</ol>{more}</body></html>
