@@ -22,7 +22,8 @@
 
   fetch("/v1/models").then((r) => r.json()).then((m) => {
     const parts = [];
-    if (m.ivory) parts.push("ivory model " + m.ivory.name + " v" + m.ivory.version + " (threshold " + m.ivory.threshold + ")");
+    if (m.ivory) parts.push("ivory model " + m.ivory.name + " v" + m.ivory.version + " (threshold " + m.ivory.threshold +
+      (m.ivory.lot_threshold != null ? "; photos of several objects " + m.ivory.lot_threshold.toFixed(3) : "") + ")");
     if (m.ivory && m.ivory.lot_threshold != null) document.getElementById("lots-option").hidden = false;
     if (m.culture) parts.push("culture model " + m.culture.name + " v" + m.culture.version);
     if (m.register) parts.push("register of " + m.register.objects + " objects");
