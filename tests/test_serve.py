@@ -408,6 +408,7 @@ def test_page_scans_a_lot_photo_in_tiles_and_outlines_the_tile(model_dir, synthe
     with LiveServer(create_app(ServeSettings(model=folder))) as server, browser_page() as (page, log):
         page.goto(server.url + "/")
         expect(page.locator("#lots-option")).to_be_visible()  # the model has a lot threshold
+        expect(page.locator("#loaded")).to_contain_text("photos of several objects 0.600")
         page.locator("#lots").check()
         page.set_input_files("#file", str(path))
         page.wait_for_selector(".card .verdict .lot", timeout=60_000)
