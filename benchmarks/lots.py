@@ -13,8 +13,9 @@ With ``--register REG`` (a register holding the photos of the run's manifest, e.
 ``artsentry register import REG ../shared/datasets/met-ivory/metadata.csv``) it also asks whether
 registered objects are found in lot photos: ``--register-lots`` lots of four registered objects,
 each photo re-shot once by the listing generator (``data.listing.reshot_jpegs``), searched whole
-(the top 5 matches) and tile by tile (each tile's top match): how many of the four objects each
-search names. Registers search tiles nowhere in the product yet; this measures whether they should.
+and in tiles (``Register.search(lots=True)``, as ``register search --lots``): how many of the four
+objects each search names among its top 5 matches, and among its top 4. ``--register-only`` skips
+the classifier part.
 """
 
 from __future__ import annotations
@@ -34,14 +35,22 @@ from artsentry.inference import Predictor
 from artsentry.lots import lot_metrics, measure_lots, scan
 
 
+def _print_register(r: dict) -> None:
+    n = r["objects"]
+    print(f"  registered objects in lots of 4 ({r['lots']} lots, {n} objects, re-shot), named among the top 5 / "
+          f"top 4: whole-photo search {r['whole_top5']} / {r['whole_top4']} ({r['whole_top5'] / n:.3f} / "
+          f"{r['whole_top4'] / n:.3f}), tile search {r['tiles_top5']} / {r['tiles_top4']} ({r['tiles_top5'] / n:.3f} / "
+          f"{r['tiles_top4'] / n:.3f}); {r['seconds']:.0f} s")
+
+
 def register_lots(register: str, manifest: pd.DataFrame, n: int, seed: int) -> dict:
-    """How many of the four registered objects of each lot photo a whole-photo search (top 5) and
-    a search of each tile (its top match) name."""
-    import torch
+    """How many of the four registered objects of each lot photo a whole-photo search and a tile
+    search (``Register.search(lots=True)``) name among their top 5 and top 4 matches."""
+    import io
 
     from artsentry.data.listing import reshot_jpegs
     from artsentry.index import Register
-    from artsentry.lots import compose_lot, tile_crops
+    from artsentry.lots import compose_lot
 
     reg = Register.open(register)
     registered = {o["object_id"] for o in reg.list()}
@@ -49,18 +58,23 @@ def register_lots(register: str, manifest: pd.DataFrame, n: int, seed: int) -> d
     if len(rows) < 4:
         raise SystemExit(f"{register}: fewer than four of the manifest's objects are registered")
     rng = np.random.default_rng(seed)
-    whole_found = tile_found = 0
+    lots, truth = [], []
     t0 = time.time()
     for k in range(n):
         pick = rows.iloc[rng.choice(len(rows), 4, replace=False)]
-        ids = set(pick["object_id"].astype(str))
+        truth.append(set(pick["object_id"].astype(str)))
         photos = [load_image(reshot_jpegs(p, [seed * 100_003 + 4 * k + j])[0]) for j, p in enumerate(pick["path"])]
-        crops, _ = tile_crops(compose_lot(photos, rng))
-        found = reg.search_vectors(reg.embedder.embed_tensor(torch.stack([reg.embedder.transform(c) for c in crops])), 5)
-        whole_found += len({m.object_id for m in found[0]} & ids)
-        tile_found += len({r[0].object_id for r in found[1:] if r} & ids)
-    return {"lots": n, "objects": 4 * n, "whole_top5": whole_found, "tiles_top1": tile_found,
-            "embedder": reg.embedder.spec, "seconds": round(time.time() - t0, 1)}
+        buf = io.BytesIO()
+        compose_lot(photos, rng).save(buf, format="JPEG", quality=92)
+        lots.append(buf.getvalue())
+    counts = {}
+    for name, tiled in (("whole", False), ("tiles", True)):
+        found = reg.search(lots, k=5, threshold=-np.inf, lots=tiled)
+        for top in (5, 4):
+            counts[f"{name}_top{top}"] = sum(len({m.object_id for m in r.matches[:top]} & t)
+                                             for r, t in zip(found, truth))
+    return {"lots": n, "objects": 4 * n, **counts, "embedder": reg.embedder.spec,
+            "seconds": round(time.time() - t0, 1)}
 
 
 def main(argv=None) -> int:
@@ -71,9 +85,20 @@ def main(argv=None) -> int:
     ap.add_argument("--out", help="write the figures here as JSON")
     ap.add_argument("--register", help="a register of the manifest's photos: also search lots of registered objects")
     ap.add_argument("--register-lots", type=int, default=100, help="lot photos for the register search (default 100)")
+    ap.add_argument("--register-only", action="store_true", help="only the register search")
     a = ap.parse_args(argv)
     run = Path(a.run)
     manifest = pd.read_csv(run / "manifest.csv", dtype=str, keep_default_na=False)
+    if a.register_only:
+        if not a.register:
+            raise SystemExit("--register-only needs --register")
+        r = register_lots(a.register, manifest, a.register_lots, a.seed)
+        _print_register(r)
+        if a.out:
+            Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(a.out).write_text(json.dumps({"run": str(run), "date": date.today().isoformat(), "register": r},
+                                              indent=2) + "\n")
+        return 0
     predictor = Predictor.load(run / "model")
     t0 = time.time()
     lots = measure_lots(predictor, manifest, n=a.lots, seed=a.seed, progress=True)
@@ -105,10 +130,7 @@ def main(argv=None) -> int:
     print(f"  {t_lots:.0f} s for {2 * a.lots} lot photos, {t_singles:.0f} s for {len(truth)} single photos (10 crops each)")
     if a.register:
         result["register"] = register_lots(a.register, manifest, a.register_lots, a.seed)
-        r = result["register"]
-        print(f"  registered objects in lots of 4 ({r['lots']} lots, {r['objects']} objects, re-shot): named by the "
-              f"whole photo's top 5 {r['whole_top5']} ({r['whole_top5'] / r['objects']:.3f}), by the tiles' top "
-              f"matches {r['tiles_top1']} ({r['tiles_top1'] / r['objects']:.3f}); {r['seconds']:.0f} s")
+        _print_register(result["register"])
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps(result, indent=2) + "\n")

@@ -384,3 +384,39 @@ def test_import_from_a_folder_of_object_folders(tmp_path, photos, capsys):
         from artsentry.index.register import read_objects
 
         read_objects(root / "empty")
+
+
+def test_tile_search_finds_a_registered_object_among_others(tmp_path, photos, capsys):
+    reg_dir = tmp_path / "reg"
+    reg = Register.create(reg_dir)
+    for name in "ABC":
+        reg.add(name, photos[name][0], title=f"Object {name}")
+    # a seller's table: object A (photographed again) in the bottom-right quarter, three unknown things
+    lot = Image.new("RGB", (320, 240), (235, 235, 235))
+    dark = Image.open(photos["unknown"]).convert("RGB").resize((160, 120))
+    for img, xy in zip([dark, dark, dark, Image.open(photos["A"][1]).convert("RGB").resize((160, 120))],
+                       [(0, 0), (160, 0), (0, 120), (160, 120)]):
+        lot.paste(img, xy)
+    path = tmp_path / "lot.png"
+    lot.save(path)
+    with pytest.raises(RegisterError, match="no lot threshold"):
+        reg.search([str(path)], lots=True)
+    whole = reg.search([str(path)], k=3, threshold=-1.0)[0]
+    tiled = reg.search([str(path)], k=3, threshold=-1.0, lots=True)[0]
+    assert tiled.matches[0].object_id == "A" and tiled.matches[0].box == (0.5, 0.5, 1.0, 1.0)
+    a_whole = next(m for m in whole.matches if m.object_id == "A")
+    assert tiled.matches[0].score > a_whole.score and a_whole.box is None  # the tile sees A better than the table
+    assert [m.object_id for m in tiled.matches] == sorted({m.object_id for m in tiled.matches},
+                                                          key=lambda o: -next(m.score for m in tiled.matches
+                                                                              if m.object_id == o))
+    # the lot threshold is calibrated on tiles of unregistered photos; the whole-photo threshold stays
+    before = reg.threshold
+    done = reg.calibrate([photos["unknown"]], target_fmr=0.0, lots=True)
+    assert reg.lot_threshold == done["threshold"] and reg.threshold == before
+    reg.close()
+    assert main(["-q", "register", "search", str(reg_dir), str(path), "--lots", "--threshold", "-1"]) == 0
+    fields = capsys.readouterr().out.strip().split("\t")
+    assert fields[1] == "match A" and fields[2].startswith("[A ") and "in tile 0.5 0.5 1 1" in fields[2].split(",")[0]
+    assert main(["-q", "register", "search", str(reg_dir), str(path), "--lots", "--json", "--threshold", "-1"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["matches"][0]["object_id"] == "A" and res["matches"][0]["box"] == [0.5, 0.5, 1.0, 1.0]

@@ -312,6 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("-k", type=int, default=5, help="matches per photo")
     rs.add_argument("--threshold", type=float, help="override the register's no-match threshold")
     rs.add_argument("--json", action="store_true")
+    rs.add_argument("--lots", action="store_true",
+                    help="photos of several objects: search the whole photo and its 3x3 half-size tiles, each object "
+                    "scored by its best crop (named in the output), no match decided at the register's lot threshold "
+                    "(register calibrate --lots)")
     rb = rsub.add_parser("rebuild", help="recreate the search index from the register database")
     rb.add_argument("register")
     rt = rsub.add_parser("set-threshold", help="set the no-match threshold (on the register's match score)")
@@ -324,6 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
     rcal.add_argument("register")
     rcal.add_argument("photos", nargs="+", help="image files or folders of unregistered objects")
     rcal.add_argument("--target-fmr", type=float, default=0.01, help="false-match rate to allow (default 0.01)")
+    rcal.add_argument("--lots", action="store_true",
+                      help="set the threshold of tile searches (register search --lots) instead, from the best match "
+                      "over each photo's crops (give photos of several unregistered objects)")
 
     pr = sub.add_parser("predict", help="classify images", description="Print label, probability and decision for "
                         "each image, and a last field 'weak evidence: ...' when the photo is blurred, grainy or "
@@ -831,7 +838,7 @@ def cmd_register(a) -> int:
             for msg in problems:
                 print(f"error: {msg}", file=sys.stderr)
             bad = len(problems)
-            for res in reg.search(images, k=a.k, threshold=a.threshold):
+            for res in reg.search(images, k=a.k, threshold=a.threshold, lots=a.lots):
                 if res.error:
                     bad += 1
                     print(f"error: {res.error}", file=sys.stderr)
@@ -839,8 +846,9 @@ def cmd_register(a) -> int:
                     print(json.dumps(res.to_dict()))
                 else:
                     best = "no match" if res.no_match else f"match {res.matches[0].object_id}"
-                    shown = ", ".join(f"{m.object_id} {m.score:.3f} (similarity {m.similarity:.3f})"
-                                      if m.score != m.similarity else f"{m.object_id} {m.score:.3f}"
+                    shown = ", ".join((f"{m.object_id} {m.score:.3f} (similarity {m.similarity:.3f})"
+                                       if m.score != m.similarity else f"{m.object_id} {m.score:.3f}")
+                                      + (f" in tile {' '.join(f'{v:g}' for v in m.box)}" if m.box else "")
                                       for m in res.matches)
                     print(f"{res.query}\t{best}\t[{shown}]" + _quality_note(res))
             return EXIT_SOME_UNREADABLE if bad else 0
@@ -853,11 +861,12 @@ def cmd_register(a) -> int:
             images, problems = expand_images(a.photos)
             for msg in problems:
                 print(f"error: {msg}", file=sys.stderr)
-            done = reg.calibrate(images, a.target_fmr, progress=not a.quiet)
+            done = reg.calibrate(images, a.target_fmr, progress=not a.quiet, lots=a.lots)
             for msg in done["unreadable"]:
                 print(f"error: {msg}", file=sys.stderr)
-            print(f"no-match threshold set to {done['threshold']:.6f}: {done['false_matches']} of {done['photos']} "
-                  f"unregistered photo(s) still match (target false-match rate {a.target_fmr})")
+            print(f"{'lot ' if a.lots else ''}no-match threshold set to {done['threshold']:.6f}: "
+                  f"{done['false_matches']} of {done['photos']} unregistered photo(s) still match (target false-match "
+                  f"rate {a.target_fmr})")
             return EXIT_SOME_UNREADABLE if problems or done["unreadable"] else 0
     finally:
         reg.close()

@@ -368,7 +368,9 @@ class Screener:
                 from .lots import tile_fractions
 
                 x = batch.xs[self._model_slot]  # (n, crops, 3, S, S)
-                probs = self.predictor.proba_tensor(x.flatten(0, 1)).reshape(x.shape[0], x.shape[1], -1)
+                flat, step = x.flatten(0, 1), self.predictor.batch_size  # forward passes of the usual size
+                probs = np.concatenate([self.predictor.proba_tensor(flat[j:j + step])
+                                        for j in range(0, len(flat), step)]).reshape(x.shape[0], x.shape[1], -1)
                 pos = probs[..., self.predictor.positive_index]
                 boxes = [None] + tile_fractions(self.lots["grid"])
                 for i, pr, p in zip(batch.index, probs, pos):

@@ -88,21 +88,34 @@ class Embedder:
         return f.numpy()
 
     def embed_files(self, sources: Sequence[ImageSource], names: Sequence[str] | None = None,
-                    progress: bool = False, with_quality: bool = False):
+                    progress: bool = False, with_quality: bool = False, tiles: int | None = None):
         """(vectors, errors): ``vectors[i]`` is NaN where ``errors[i]`` says why image i was unreadable.
         ``with_quality``: (vectors, errors, qualities), each readable photo's ``data.quality``
-        measurements as a dict (None where unreadable)."""
+        measurements as a dict (None where unreadable). ``tiles`` (a grid size, ``lots``): each
+        photo's vectors are those of the whole photo and of its tiles, ``vectors[i]`` (1 + tiles², dim)."""
+        from dataclasses import replace
+
         names = source_names(sources, names)
-        out = np.full((len(sources), self.dim), np.nan, dtype=np.float32)
+        transform, pre, crops = self.transform, self.preprocessing, ()
+        if tiles:
+            from ..lots import TILE_FRACTION, LotTransform
+
+            transform, crops = LotTransform(self.transform, tiles), (1 + tiles * tiles,)
+            # decoded large enough for the tiles to keep their detail
+            pre = replace(pre, input_size=round(pre.input_size / TILE_FRACTION))
+        out = np.full((len(sources), *crops, self.dim), np.nan, dtype=np.float32)
         errors: list[str | None] = [None] * len(sources)
         qualities: list[dict | None] = [None] * len(sources)
-        for batch in iter_image_batches(sources, self.transform, self.preprocessing, names=names,
-                                        batch_size=self.batch_size, progress=progress, desc="embed",
+        # with tiles, a batch of photos is ten times the crops: as many crops per forward pass as without
+        per_batch = max(1, self.batch_size // crops[0]) if tiles else self.batch_size
+        for batch in iter_image_batches(sources, transform, pre, names=names,
+                                        batch_size=per_batch, progress=progress, desc="embed",
                                         quality=with_quality):
             for idx, err in batch.errors:
                 errors[idx] = err
             if len(batch.index):
-                out[batch.index] = self.embed_tensor(batch.x)
+                x = batch.x.flatten(0, 1) if tiles else batch.x
+                out[batch.index] = self.embed_tensor(x).reshape(len(batch.index), *crops, self.dim)
             for idx, q in zip(batch.index, batch.quality or ()):
                 qualities[idx] = q.to_dict()
         return (out, errors, qualities) if with_quality else (out, errors)

@@ -37,7 +37,7 @@ import hashlib
 import json
 import os
 import sqlite3
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -86,6 +86,9 @@ class Match:
     department: str | None = None
     source: str | None = None
     status: str | None = None
+    # a tile search (``lots``): where in the photo the match was found, as fractions of its width
+    # and height (left, top, right, bottom); None: the whole photo
+    box: tuple | None = None
 
 
 @dataclass
@@ -199,6 +202,13 @@ class Register:
 
     def set_threshold(self, value: float | None) -> None:
         self._set("threshold", json.dumps(value))
+
+    @property
+    def lot_threshold(self) -> float | None:
+        """The no-match threshold of tile searches (``search(lots=True)``): the best of ten crops
+        scores higher than one photo, so it has its own (``calibrate(lots=True)``)."""
+        value = self.setting("lot_threshold")
+        return None if value is None else json.loads(value)
 
     def _load_index(self) -> VectorIndex:
         n_photos = self.db.execute("SELECT COUNT(*) FROM photos").fetchone()[0]
@@ -497,25 +507,62 @@ class Register:
             out.append(matches)
         return out
 
-    def calibrate(self, unregistered: Sequence, target_fmr: float = 0.01, progress: bool = False) -> dict:
+    def calibrate(self, unregistered: Sequence, target_fmr: float = 0.01, progress: bool = False,
+                  lots: bool = False) -> dict:
         """Set the no-match threshold from photos of objects that are NOT in the register
         (ideally listing photos like the ones that will be searched): the lowest threshold at
-        which at most ``target_fmr`` of them would match something. Returns what it did."""
-        vectors, errors = self.embedder.embed_files(list(unregistered), progress=progress)
+        which at most ``target_fmr`` of them would match something. Returns what it did.
+        ``lots``: the threshold of tile searches, from the best match over each photo's crops
+        (ideally photos of several unregistered objects)."""
+        from ..lots import TILE_GRID
+
+        vectors, errors = self.embedder.embed_files(list(unregistered), progress=progress,
+                                                    tiles=TILE_GRID if lots else None)
         ok = np.array([e is None for e in errors], bool)
         if not ok.any():
             raise RegisterError("none of the calibration photos could be read")
-        best = np.array([m[0].score if m else -1.0 for m in self.search_vectors(vectors[ok], k=1)])
+        if lots:
+            best = np.array([max((m[0].score for m in self.search_vectors(v, k=1) if m), default=-1.0)
+                             for v in vectors[ok]])
+        else:
+            best = np.array([m[0].score if m else -1.0 for m in self.search_vectors(vectors[ok], k=1)])
         threshold = threshold_for_false_match_rate(best, target_fmr)
-        self.set_threshold(threshold)
+        if lots:
+            self._set("lot_threshold", json.dumps(threshold))
+        else:
+            self.set_threshold(threshold)
         return {"threshold": threshold, "target_false_match_rate": target_fmr, "photos": int(ok.sum()),
                 "unreadable": [e for e in errors if e], "false_matches": int((best >= threshold).sum())}
 
-    def search(self, images: Sequence[str], k: int = 5, threshold: float | None = None) -> list[SearchResult]:
+    def search(self, images: Sequence[str], k: int = 5, threshold: float | None = None,
+               lots: bool = False) -> list[SearchResult]:
+        """The best ``k`` registered objects for each photo. ``lots``: photos of several objects;
+        the whole photo and its 3 x 3 half-size tiles are searched (``artsentry.lots``), each
+        object keeps its best-scoring crop (``Match.box``), and "no match" is decided at the
+        register's lot threshold (``calibrate(lots=True)``), unless ``threshold`` is given."""
+        if lots:
+            from ..lots import TILE_GRID, tile_fractions
+
+            threshold = self.lot_threshold if threshold is None else threshold
+            if threshold is None:
+                raise RegisterError("this register has no lot threshold: run 'artsentry register calibrate REGISTER "
+                                    "PHOTOS --lots' on photos of unregistered objects (or give --threshold)")
         threshold = self.threshold if threshold is None else threshold
-        vectors, errors, qualities = self.embedder.embed_files(list(images), with_quality=True)
+        vectors, errors, qualities = self.embedder.embed_files(list(images), with_quality=True,
+                                                               tiles=TILE_GRID if lots else None)
         ok = [i for i, e in enumerate(errors) if e is None]
-        found = self.search_vectors(vectors[ok], k) if ok else []
+        if lots:
+            boxes = [None] + tile_fractions(TILE_GRID)
+            found = []
+            for i in ok:
+                best: dict[str, Match] = {}
+                for box, matches in zip(boxes, self.search_vectors(vectors[i], k)):
+                    for m in matches:
+                        if m.object_id not in best or m.score > best[m.object_id].score:
+                            best[m.object_id] = replace(m, box=box)
+                found.append(sorted(best.values(), key=lambda m: -m.score)[:k])
+        else:
+            found = self.search_vectors(vectors[ok], k) if ok else []
         results = [SearchResult(str(images[i]), error=errors[i], threshold=threshold, quality=qualities[i])
                    for i in range(len(images))]
         for i, matches in zip(ok, found):
