@@ -112,3 +112,39 @@ def test_lot_scan_finds_the_object_the_whole_photo_hides(tmp_path, model_dir, sy
     assert main(["-q", "screen", str(folder), "--out", str(tmp_path / "s"), "--model", str(run / "model"),
                  "--explain", "0"]) == 1
     assert "another --lots choice" in capsys.readouterr().err
+
+
+def test_screen_lots_searches_the_register_tile_by_tile(tmp_path, photos):
+    import pandas as pd
+
+    from artsentry.index import Register
+    from artsentry.screen import ScreenError, Screener, read_evidence
+
+    reg_dir = tmp_path / "reg"
+    reg = Register.create(reg_dir)
+    for name in "ABC":
+        reg.add(name, photos[name][0], title=f"Object {name}")
+    lot = Image.new("RGB", (320, 240), (235, 235, 235))
+    dark = Image.open(photos["unknown"]).convert("RGB").resize((160, 120))
+    for img, xy in zip([dark, dark, dark, Image.open(photos["A"][1]).convert("RGB").resize((160, 120))],
+                       [(0, 0), (160, 0), (0, 120), (160, 120)]):
+        lot.paste(img, xy)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    lot.save(folder / "lot.png")
+    with pytest.raises(ScreenError, match="register has no lot threshold"):
+        Screener(None, reg_dir, progress=False, lots=True)
+    reg.calibrate([photos["unknown"]], target_fmr=0.0, lots=True)
+    lot_threshold = reg.lot_threshold
+    expected = reg.search([str(folder / "lot.png")], k=3, lots=True)[0]
+    reg.close()
+    out = tmp_path / "out"
+    summary = Screener(None, reg_dir, progress=False, lots=True, k=3).run(folder, out)
+    assert summary["complete"]
+    r = read_evidence(out / "evidence.jsonl")[0]
+    assert [m["object_id"] for m in r["matches"]] == [m.object_id for m in expected.matches]
+    assert r["matches"][0]["object_id"] == "A" and tuple(r["matches"][0]["box"]) == (0.5, 0.5, 1.0, 1.0)
+    assert r["matches"][0]["score"] == pytest.approx(expected.matches[0].score, abs=1e-4)
+    assert r["matched"] == (r["matches"][0]["score"] >= lot_threshold) == (not expected.no_match)
+    res = pd.read_csv(out / "results.csv")
+    assert res.at[0, "best_match"] == "A" and res.at[0, "best_match_tile_box"] == "0.5 0.5 1 1"

@@ -420,3 +420,32 @@ def test_page_scans_a_lot_photo_in_tiles_and_outlines_the_tile(model_dir, synthe
         assert abs(tile["x"] - (pic["x"] + pic["width"] / 2)) < 3 and abs(tile["y"] - (pic["y"] + pic["height"] / 2)) < 3
         assert abs(tile["width"] - pic["width"] / 2) < 3 and abs(tile["height"] - pic["height"] / 2) < 3
     assert log.console_errors == [] and log.outside == []
+
+
+def test_analyze_with_lots_searches_the_register_tile_by_tile(photos, tmp_path):
+    from artsentry.index import Register
+
+    from .conftest import jpeg_bytes
+
+    reg = Register.create(tmp_path / "reg")
+    for name in "ABC":
+        reg.add(name, photos[name][0], title=f"Object {name}")
+    lot = Image.new("RGB", (320, 240), (235, 235, 235))
+    dark = Image.open(photos["unknown"]).convert("RGB").resize((160, 120))
+    for img, xy in zip([dark, dark, dark, Image.open(photos["A"][1]).convert("RGB").resize((160, 120))],
+                       [(0, 0), (160, 0), (0, 120), (160, 120)]):
+        lot.paste(img, xy)
+    data = jpeg_bytes(lot, quality=95)
+    analyzer = Analyzer(ServeSettings(register=tmp_path / "reg"))
+    with pytest.raises(ValueError, match="register has no lot threshold"):
+        analyzer.analyze(data, explain=False, lots=True)
+    reg.calibrate([photos["unknown"]], target_fmr=0.0, lots=True)
+    lot_threshold = reg.lot_threshold
+    reg.close()
+    analyzer = Analyzer(ServeSettings(register=tmp_path / "reg"))
+    body = analyzer.analyze(data, explain=False, lots=True)["register"]
+    assert body["matches"][0]["object_id"] == "A" and body["matches"][0]["box"] == [0.5, 0.5, 1.0, 1.0]
+    assert body["threshold"] == lot_threshold and body["matches"][0]["matched"] == (
+        body["matches"][0]["score"] >= lot_threshold)
+    plain = analyzer.analyze(data, explain=False)["register"]
+    assert "box" not in plain["matches"][0] and plain["threshold"] == analyzer.register.threshold

@@ -371,7 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--lots", action="store_true",
                     help="listings photograph several objects at once (a seller's table, a catalogue page): each "
                     "photo is scanned whole and in 3x3 half-size tiles and decided by its highest tile at the model's "
-                    "lot threshold (set by evaluate --lots N; make ivory does it); results.csv names the tile")
+                    "lot threshold (set by evaluate --lots N; make ivory does it), and with --register each tile is "
+                    "searched too (the register's lot threshold: register calibrate --lots); results.csv names the "
+                    "tiles")
     sc.add_argument("--review-weak", action="store_true",
                     help="also queue the photos the model passed whose quality is weak (blurred, grainy, dark, small): "
                     "such a pass cannot clear a listing; they rank after the flagged ones")

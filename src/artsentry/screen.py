@@ -290,8 +290,6 @@ class Screener:
                  ray_workers: int = 1, ray_cpus_per_worker: float = 1.0, explain: int = 50, lots: bool = False):
         if model_dir is None and register_dir is None and culture_dir is None:
             raise ScreenError("give a model, a culture model, a register, or several")
-        if lots and model_dir is None:
-            raise ScreenError("--lots scans photos with the model: give one")
         # what a Ray worker needs to build the same screener on its machine
         self.settings = {"model_dir": str(model_dir) if model_dir else None,
                          "register_dir": str(register_dir) if register_dir else None,
@@ -333,20 +331,35 @@ class Screener:
         self._register_slot = slot(self.register.embedder.preprocessing) if self.register is not None else None
         side = max(p.input_size for p in pres)
         # lots: the model reads each photo whole and in tiles (``lots``), at its lot threshold
+        # (and the register searches the crops, ``Register.search_tiles``, at its lot threshold)
         self.lots = None
         if lots:
-            from .lots import TILE_FRACTION, LotTransform, lot_threshold
+            from .lots import TILE_FRACTION, TILE_GRID, LotTransform, lot_threshold
 
-            if not self.predictor.binary:
-                raise ScreenError("--lots needs a two-class model with a positive label")
-            try:
-                threshold, grid = lot_threshold(self.predictor.config)
-            except ValueError as exc:
-                raise ScreenError(f"{model_dir}: {exc}") from None
-            self.lots = {"threshold": threshold, "grid": grid}
-            self.transforms.append(LotTransform(eval_transform(self.predictor.preprocessing), grid))
-            self._model_slot = len(self.transforms) - 1
-            side = max(side, round(self.predictor.preprocessing.input_size / TILE_FRACTION))  # tiles at full detail
+            self.lots = {"grid": TILE_GRID}
+            if self.predictor is not None:
+                if not self.predictor.binary:
+                    raise ScreenError("--lots needs a two-class model with a positive label")
+                try:
+                    threshold, grid = lot_threshold(self.predictor.config)
+                except ValueError as exc:
+                    raise ScreenError(f"{model_dir}: {exc}") from None
+                self.lots.update(threshold=threshold, grid=grid)
+            if self.register is not None:
+                if self.register.lot_threshold is None:
+                    raise ScreenError(f"{register_dir}: the register has no lot threshold: run 'artsentry register "
+                                      "calibrate REGISTER PHOTOS --lots' on photos of unregistered objects")
+                self.lots["register_threshold"] = self.register.lot_threshold
+            for who, pre in (("model", self.predictor and self.predictor.preprocessing),
+                             ("register", self.register and self.register.embedder.preprocessing)):
+                if pre is None:
+                    continue
+                self.transforms.append(LotTransform(eval_transform(pre), self.lots["grid"]))
+                if who == "model":
+                    self._model_slot = len(self.transforms) - 1
+                else:
+                    self._register_slot = len(self.transforms) - 1
+                side = max(side, round(pre.input_size / TILE_FRACTION))  # tiles at full detail
         self.draft_size = measuring_draft((side, side))  # every photo is measured (data.quality) too
         self.register_info = None
         if self.register is not None:
@@ -364,7 +377,7 @@ class Screener:
         for i, q in batch.quality.items():
             out.setdefault(i, {})["quality"] = q
         if batch.index:
-            if self.predictor is not None and self.lots is not None:
+            if self.predictor is not None and self.lots is not None and "threshold" in self.lots:
                 from .lots import tile_fractions
 
                 x = batch.xs[self._model_slot]  # (n, crops, 3, S, S)
@@ -389,12 +402,21 @@ class Screener:
                 for i, pr in zip(batch.index, probs):
                     out.setdefault(i, {})["culture"] = _decision(self.culture.decide(rows.at[i, "image"], pr))
             if self.register is not None:
-                vecs = self.register.embedder.embed_tensor(batch.xs[self._register_slot])
-                th = self.register.threshold
-                for i, matches in zip(batch.index, self.register.search_vectors(vecs, self.k)):
+                x = batch.xs[self._register_slot]
+                if self.lots is not None:  # (n, crops, 3, S, S): every photo's crops searched together
+                    flat, step = x.flatten(0, 1), self.register.embedder.batch_size
+                    vecs = np.concatenate([self.register.embedder.embed_tensor(flat[j:j + step])
+                                           for j in range(0, len(flat), step)]).reshape(x.shape[0], x.shape[1], -1)
+                    found = [self.register.search_tiles(v, self.k) for v in vecs]
+                    th = self.lots["register_threshold"]
+                else:
+                    found = self.register.search_vectors(self.register.embedder.embed_tensor(x), self.k)
+                    th = self.register.threshold
+                for i, matches in zip(batch.index, found):
                     rec = out.setdefault(i, {})
                     rec["matches"] = [{"object_id": m.object_id, "score": m.score, "similarity": m.similarity,
-                                       "title": m.title, "status": m.status} for m in matches]
+                                       "title": m.title, "status": m.status,
+                                       **({"box": m.box} if self.lots is not None else {})} for m in matches]
                     rec["matched"] = bool(matches) and th is not None and matches[0].score >= th
         records = []
         for i in sorted(out):
@@ -583,6 +605,11 @@ def _priority(r: dict) -> tuple:
     return (not r.get("matched", False), -best if r.get("matched") else 0.0, -(r.get("score") or 0.0), r["row"])
 
 
+def _box_text(box) -> str:
+    """A tile (fractions of the photo: left top right bottom) as results.csv shows it."""
+    return " ".join(f"{v:g}" for v in box) if box else "whole"
+
+
 def write_outputs(records: list[dict], listings: pd.DataFrame, out: Path, carried: list[str],
                   overlay=None, review_weak: bool = False) -> dict:
     records = sorted(records, key=lambda r: r["row"])
@@ -597,8 +624,9 @@ def write_outputs(records: list[dict], listings: pd.DataFrame, out: Path, carrie
                      "best_match_score": best.get("score"), "best_match_similarity": best.get("similarity"),
                      "best_match_status": best.get("status"),
                      "quality_warnings": warnings_text(r.get("quality")),
-                     **({"lot_tile_box": " ".join(f"{v:g}" for v in r["lot"]["box"]) if r["lot"]["box"] else "whole",
-                         "lot_whole_score": r["lot"]["whole"]} if r.get("lot") else {}),
+                     **({"lot_tile_box": _box_text(r["lot"]["box"]), "lot_whole_score": r["lot"]["whole"]}
+                        if r.get("lot") else {}),
+                     **({"best_match_tile_box": _box_text(best["box"])} if "box" in best else {}),
                      "error": r["error"], **r["listing"]})
     table = pd.DataFrame(rows)
     table.to_csv(out / "results.csv", index=False)

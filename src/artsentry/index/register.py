@@ -534,6 +534,22 @@ class Register:
         return {"threshold": threshold, "target_false_match_rate": target_fmr, "photos": int(ok.sum()),
                 "unreadable": [e for e in errors if e], "false_matches": int((best >= threshold).sum())}
 
+    def search_tiles(self, vectors: np.ndarray, k: int = 5) -> list[Match]:
+        """One photo's crops (the whole photo, then its tiles, ``lots.tile_crops``) searched at
+        once: each object keeps its best-scoring crop (``Match.box``), best ``k`` first."""
+        from ..lots import TILE_GRID, tile_fractions
+
+        grid = round((len(vectors) - 1) ** 0.5)
+        if grid * grid + 1 != len(vectors):
+            raise ValueError(f"{len(vectors)} vectors are not a photo and a square grid of its tiles")
+        boxes = [None] + tile_fractions(grid or TILE_GRID)
+        best: dict[str, Match] = {}
+        for box, matches in zip(boxes, self.search_vectors(vectors, k)):
+            for m in matches:
+                if m.object_id not in best or m.score > best[m.object_id].score:
+                    best[m.object_id] = replace(m, box=box)
+        return sorted(best.values(), key=lambda m: -m.score)[:k]
+
     def search(self, images: Sequence[str], k: int = 5, threshold: float | None = None,
                lots: bool = False) -> list[SearchResult]:
         """The best ``k`` registered objects for each photo. ``lots``: photos of several objects;
@@ -541,7 +557,7 @@ class Register:
         object keeps its best-scoring crop (``Match.box``), and "no match" is decided at the
         register's lot threshold (``calibrate(lots=True)``), unless ``threshold`` is given."""
         if lots:
-            from ..lots import TILE_GRID, tile_fractions
+            from ..lots import TILE_GRID
 
             threshold = self.lot_threshold if threshold is None else threshold
             if threshold is None:
@@ -552,15 +568,7 @@ class Register:
                                                                tiles=TILE_GRID if lots else None)
         ok = [i for i, e in enumerate(errors) if e is None]
         if lots:
-            boxes = [None] + tile_fractions(TILE_GRID)
-            found = []
-            for i in ok:
-                best: dict[str, Match] = {}
-                for box, matches in zip(boxes, self.search_vectors(vectors[i], k)):
-                    for m in matches:
-                        if m.object_id not in best or m.score > best[m.object_id].score:
-                            best[m.object_id] = replace(m, box=box)
-                found.append(sorted(best.values(), key=lambda m: -m.score)[:k])
+            found = [self.search_tiles(vectors[i], k) for i in ok]
         else:
             found = self.search_vectors(vectors[ok], k) if ok else []
         results = [SearchResult(str(images[i]), error=errors[i], threshold=threshold, quality=qualities[i])

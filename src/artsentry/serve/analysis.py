@@ -145,16 +145,23 @@ class Analyzer:
         unreadable or oversized images raise ``ImageLoadError``. ``lots``: the ivory decision is
         the tile scan's (``artsentry.lots``) at the model's lot threshold, ``LotsUnavailable``
         when it has none."""
-        lot_setting = None
+        lot_setting = register_lot_threshold = None
         if lots:
             from ..lots import lot_threshold
 
-            if self.ivory is None or not self.ivory.binary:
-                raise LotsUnavailable("lots=true needs the two-class model (--model)")
-            try:
-                lot_setting = lot_threshold(self.ivory.config)
-            except ValueError as exc:
-                raise LotsUnavailable(str(exc)) from None
+            if self.ivory is not None:
+                if not self.ivory.binary:
+                    raise LotsUnavailable("lots=true needs a two-class model")
+                try:
+                    lot_setting = lot_threshold(self.ivory.config)
+                except ValueError as exc:
+                    raise LotsUnavailable(str(exc)) from None
+            if self.register is not None:
+                with self.lock:
+                    register_lot_threshold = self.register.lot_threshold
+                if register_lot_threshold is None:
+                    raise LotsUnavailable("the register has no lot threshold: run 'artsentry register calibrate "
+                                          "REGISTER PHOTOS --lots' on photos of unregistered objects")
         from ..explain.overlay import heat_rgba, photo_and_heat
         from ..htmlembed import png_uri
 
@@ -195,15 +202,24 @@ class Analyzer:
         if self.register is not None:
             k = k or self.settings.top_k
             with self.lock:
-                vec = self.register.embedder.embed_tensor(self.register.embedder.transform(img).unsqueeze(0))
-                found = self.register.search_vectors(vec, k)[0]
-                threshold = self.register.threshold
+                emb = self.register.embedder
+                if lots:  # the whole photo and its tiles, each object by its best crop
+                    from ..lots import TILE_GRID, LotTransform
+
+                    vecs = emb.embed_tensor(LotTransform(emb.transform, TILE_GRID)(img))
+                    found = self.register.search_tiles(vecs, k)
+                    threshold = register_lot_threshold
+                else:
+                    found = self.register.search_vectors(emb.embed_tensor(emb.transform(img).unsqueeze(0)), k)[0]
+                    threshold = self.register.threshold
                 matches = []
                 for m in found:
                     d = {"object_id": m.object_id, "score": m.score, "similarity": m.similarity, "title": m.title,
                          "department": m.department,
                          "source": m.source, "status": m.status, "photo": self._thumb(m.object_id)}
                     d["matched"] = threshold is None or m.score >= threshold
+                    if lots:
+                        d["box"] = list(m.box) if m.box else None
                     matches.append(d)
             out["register"] = {"threshold": threshold, "scoring": self.register.scoring,
                                "no_match": not found or not matches[0]["matched"],

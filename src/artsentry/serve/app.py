@@ -105,6 +105,8 @@ class MatchOut(BaseModel):
     source: Optional[str] = None
     status: Optional[str] = None
     photo: Optional[str] = Field(None, description="thumbnail of a registered photo (data URI)")
+    box: Optional[list[float]] = Field(None, description="with lots=true: the crop the match was found in, as "
+                                       "[left, top, right, bottom] fractions of the photo; null: the whole photo")
 
 
 class RegisterResult(BaseModel):
