@@ -217,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also measure photos of several objects: N lot photos (four objects each) composed from the "
                    "validation photos choose the tile scan's threshold, N from the test photos measure it against "
                    "whole-photo decisions; the lot threshold and figures go into config.json under 'lots' (read "
-                   "only by predict/screen --lots: no other decision changes)")
+                   "only by the --lots modes of predict, screen and the server: no other decision changes)")
     _add_threshold_args(e)
 
     c = sub.add_parser("collect", help="collect museum data (The Met Collection API)",
@@ -569,6 +569,8 @@ def _evaluate_lots(a, model_dir: Path) -> None:
 
     if a.ensemble:
         raise ValueError("--lots measures one model, not an ensemble")
+    if a.input_size is not None:
+        raise ValueError("--lots stores a threshold for the model at its own input size; drop --input-size")
     if a.lots < 2:
         raise ValueError("--lots needs at least 2 lot photos per split")
     if a.data:
@@ -580,7 +582,7 @@ def _evaluate_lots(a, model_dir: Path) -> None:
         manifest = pd.read_csv(saved, dtype=str, keep_default_na=False)
     if "split" not in manifest.columns:
         raise ValueError("--lots needs a manifest with val and test splits")
-    predictor = Predictor.load(model_dir, input_size=a.input_size)
+    predictor = Predictor.load(model_dir)
     lots = measure_lots(predictor, manifest, n=a.lots, progress=not a.quiet)
     update_config(model_dir, lots=lots)
     out = Path(a.out) if a.out else model_dir.parent
