@@ -567,12 +567,6 @@ def _evaluate_lots(a, model_dir: Path) -> None:
     from .lots import measure_lots
     from .models.artifact import update_config
 
-    if a.ensemble:
-        raise ValueError("--lots measures one model, not an ensemble")
-    if a.input_size is not None:
-        raise ValueError("--lots stores a threshold for the model at its own input size; drop --input-size")
-    if a.lots < 2:
-        raise ValueError("--lots needs at least 2 lot photos per split")
     if a.data:
         manifest = read_manifest(a.data)[0]
     else:
@@ -599,6 +593,14 @@ def _evaluate_lots(a, model_dir: Path) -> None:
 
 def cmd_evaluate(a) -> int:
     from .evaluate import run_evaluation
+
+    if a.lots is not None:  # checked before the evaluation it follows
+        if a.ensemble:
+            raise ValueError("--lots measures one model, not an ensemble")
+        if a.input_size is not None:
+            raise ValueError("--lots stores a threshold for the model at its own input size; drop --input-size")
+        if a.lots < 2:
+            raise ValueError("--lots needs at least 2 lot photos per split")
 
     split = None if a.split == "all" else a.split
     result = run_evaluation(a.model, a.data, split=split, out_dir=a.out, target_recall=a.target_recall,
