@@ -70,6 +70,9 @@ def test_lot_scan_finds_the_object_the_whole_photo_hides(tmp_path, model_dir, sy
     # predict --lots needs the lot threshold, which evaluate --lots measures and stores
     assert main(["-q", "predict", str(lot), "--lots", "--model", str(run / "model")]) == 1
     assert "no lot threshold" in capsys.readouterr().err
+    assert main(["-q", "evaluate", str(run), "--lots", "1"]) == 1
+    assert main(["-q", "evaluate", str(run), "--lots", "8", "--input-size", "96"]) == 1
+    assert "drop --input-size" in capsys.readouterr().err
     before = json.loads((run / "model" / "config.json").read_text())
     assert main(["-q", "evaluate", str(run), "--no-explain", "--lots", "12", "--out", str(tmp_path / "ev")]) == 0
     out = capsys.readouterr().out
