@@ -16,6 +16,14 @@ each photo re-shot once by the listing generator (``data.listing.reshot_jpegs``)
 and in tiles (``Register.search(lots=True)``, as ``register search --lots``): how many of the four
 objects each search names among its top 5 matches, and among its top 4. ``--register-only`` skips
 the classifier part.
+
+With ``--heldout-register DIR`` it builds a register of the run's training photos only (pretrained
+Lite0, into DIR), sets its whole-photo threshold on the validation photos (``register calibrate``,
+target false-match rate ``--fmr``) and its lot threshold on lot photos composed of them
+(``calibrate --lots --compose``), then searches ``--register-lots`` test lots holding one registered
+object (its photo re-shot) among three unregistered test photos, and as many of four unregistered
+ones: how often the registered object is the answer (matched, first), and how often an
+all-unregistered lot matches anything, whole photo against tiles.
 """
 
 from __future__ import annotations
@@ -33,6 +41,50 @@ import pandas as pd
 from artsentry.data.images import ImageLoadError, load_image
 from artsentry.inference import Predictor
 from artsentry.lots import lot_metrics, measure_lots, scan
+
+
+def heldout_register_lots(folder: Path, manifest: pd.DataFrame, n: int, seed: int, fmr: float) -> dict:
+    """A register of the training photos; thresholds from the validation photos; found and
+    false-match rates on test lots (module docstring)."""
+    import io
+
+    from artsentry.data.listing import reshot_jpegs
+    from artsentry.index import Register
+    from artsentry.lots import compose_lot
+
+    t0 = time.time()
+    if folder.exists():
+        raise SystemExit(f"{folder} exists; give a new folder for the held-out register")
+    reg = Register.create(folder)
+    train = manifest[manifest["split"] == "train"]
+    reg.import_objects([(str(o), [p], {}) for o, p in zip(train["object_id"], train["path"])])
+    val = manifest.loc[manifest["split"] == "val", "path"].tolist()
+    whole_t = reg.calibrate(val, target_fmr=fmr)["threshold"]
+    lot_t = reg.calibrate(val, target_fmr=fmr, lots=True, compose=2 * n)["threshold"]
+    test = manifest.loc[manifest["split"] == "test", "path"].tolist()
+    rng = np.random.default_rng(seed + 7)
+    lots, truth = [], []
+    for k in range(2 * n):
+        others = [load_image(test[i]) for i in rng.choice(len(test), 4, replace=False)]
+        if k % 2 == 0:
+            j = int(rng.integers(len(train)))
+            shot = load_image(reshot_jpegs(train["path"].iloc[j], [seed * 100_003 + k])[0])
+            others[int(rng.integers(4))] = shot
+            truth.append(str(train["object_id"].iloc[j]))
+        else:
+            truth.append(None)
+        buf = io.BytesIO()
+        compose_lot(others, rng).save(buf, format="JPEG", quality=92)
+        lots.append(buf.getvalue())
+    out = {"registered_objects": len(reg), "lots": n, "whole_threshold": whole_t, "lot_threshold": lot_t, "fmr": fmr}
+    for name, tiled in (("whole", False), ("tiles", True)):
+        res = reg.search(lots, k=1, lots=tiled)
+        hit = [not r.no_match and r.matches[0].object_id == t for r, t in zip(res, truth) if t is not None]
+        false = [not r.no_match for r, t in zip(res, truth) if t is None]
+        out[name] = {"found": float(np.mean(hit)), "false_match": float(np.mean(false))}
+    reg.close()
+    out["seconds"] = round(time.time() - t0, 1)
+    return out
 
 
 def _print_register(r: dict) -> None:
@@ -86,9 +138,25 @@ def main(argv=None) -> int:
     ap.add_argument("--register", help="a register of the manifest's photos: also search lots of registered objects")
     ap.add_argument("--register-lots", type=int, default=100, help="lot photos for the register search (default 100)")
     ap.add_argument("--register-only", action="store_true", help="only the register search")
+    ap.add_argument("--heldout-register", metavar="DIR", help="build a register of the training photos here and "
+                    "measure found / false-match rates on lots with thresholds calibrated on validation photos")
+    ap.add_argument("--fmr", type=float, default=0.01, help="target false-match rate of the calibrations")
     a = ap.parse_args(argv)
     run = Path(a.run)
     manifest = pd.read_csv(run / "manifest.csv", dtype=str, keep_default_na=False)
+    if a.heldout_register:
+        r = heldout_register_lots(Path(a.heldout_register), manifest, a.register_lots, a.seed, a.fmr)
+        print(f"  held-out register ({r['registered_objects']} training objects; thresholds at target false-match rate "
+              f"{a.fmr}: whole {r['whole_threshold']:.4f}, lots {r['lot_threshold']:.4f}), {r['lots']} lots each:")
+        for name in ("whole", "tiles"):
+            print(f"    {name:<6} registered object found (matched, first) {r[name]['found']:.3f}   "
+                  f"all-unregistered lots matching anything {r[name]['false_match']:.3f}")
+        print(f"    {r['seconds']:.0f} s")
+        if a.out:
+            Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(a.out).write_text(json.dumps({"run": str(run), "date": date.today().isoformat(),
+                                               "heldout_register": r}, indent=2) + "\n")
+        return 0
     if a.register_only:
         if not a.register:
             raise SystemExit("--register-only needs --register")

@@ -1,3 +1,4 @@
+import io
 import json
 
 import numpy as np
@@ -420,3 +421,24 @@ def test_tile_search_finds_a_registered_object_among_others(tmp_path, photos, ca
     assert main(["-q", "register", "search", str(reg_dir), str(path), "--lots", "--json", "--threshold", "-1"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["matches"][0]["object_id"] == "A" and res["matches"][0]["box"] == [0.5, 0.5, 1.0, 1.0]
+
+
+def test_lot_threshold_from_composed_photos_of_single_unregistered_objects(tmp_path, photos, capsys):
+    from artsentry.index.register import compose_calibration_lots
+
+    reg_dir = tmp_path / "reg"
+    reg = Register.create(reg_dir)
+    reg.add("A", photos["A"][0])
+    singles = [photos["unknown"], *photos["B"][0], *photos["C"][0]]
+    lots, errors = compose_calibration_lots(singles + [str(tmp_path / "missing.jpg")], 3)
+    again, _ = compose_calibration_lots(singles, 3)
+    assert len(lots) == 3 and lots == again and "missing.jpg: file not found" in errors[0]
+    assert Image.open(io.BytesIO(lots[0])).size == (900, 900)
+    with pytest.raises(RegisterError, match="add lots"):
+        reg.calibrate(singles, compose=3)
+    before = reg.threshold
+    done = reg.calibrate(singles, target_fmr=0.0, lots=True, compose=3)
+    assert done["photos"] == 3 and reg.lot_threshold == done["threshold"] and reg.threshold == before
+    reg.close()
+    assert main(["-q", "register", "calibrate", str(reg_dir), *singles, "--lots", "--compose", "4"]) == 0
+    assert "lot no-match threshold set to" in capsys.readouterr().out

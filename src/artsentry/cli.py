@@ -330,7 +330,10 @@ def build_parser() -> argparse.ArgumentParser:
     rcal.add_argument("--target-fmr", type=float, default=0.01, help="false-match rate to allow (default 0.01)")
     rcal.add_argument("--lots", action="store_true",
                       help="set the threshold of tile searches (register search --lots) instead, from the best match "
-                      "over each photo's crops (give photos of several unregistered objects)")
+                      "over each photo's crops (give photos of several unregistered objects, or --compose)")
+    rcal.add_argument("--compose", type=int, metavar="N",
+                      help="with --lots, when the photos show one unregistered object each: calibrate on N lot "
+                      "photos composed of four of them each")
 
     pr = sub.add_parser("predict", help="classify images", description="Print label, probability and decision for "
                         "each image, and a last field 'weak evidence: ...' when the photo is blurred, grainy or "
@@ -867,7 +870,7 @@ def cmd_register(a) -> int:
             images, problems = expand_images(a.photos)
             for msg in problems:
                 print(f"error: {msg}", file=sys.stderr)
-            done = reg.calibrate(images, a.target_fmr, progress=not a.quiet, lots=a.lots)
+            done = reg.calibrate(images, a.target_fmr, progress=not a.quiet, lots=a.lots, compose=a.compose)
             for msg in done["unreadable"]:
                 print(f"error: {msg}", file=sys.stderr)
             print(f"{'lot ' if a.lots else ''}no-match threshold set to {done['threshold']:.6f}: "

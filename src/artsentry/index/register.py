@@ -508,14 +508,22 @@ class Register:
         return out
 
     def calibrate(self, unregistered: Sequence, target_fmr: float = 0.01, progress: bool = False,
-                  lots: bool = False) -> dict:
+                  lots: bool = False, compose: int | None = None) -> dict:
         """Set the no-match threshold from photos of objects that are NOT in the register
         (ideally listing photos like the ones that will be searched): the lowest threshold at
         which at most ``target_fmr`` of them would match something. Returns what it did.
         ``lots``: the threshold of tile searches, from the best match over each photo's crops
-        (ideally photos of several unregistered objects)."""
+        (ideally photos of several unregistered objects). ``compose``: the photos show one object
+        each; ``compose`` lot photos of four of them are made from them (``lots.compose_lot``,
+        seeded) and calibrated on instead."""
         from ..lots import TILE_GRID
 
+        if compose:
+            if not lots:
+                raise RegisterError("composing lot photos calibrates the lot threshold: add lots")
+            unregistered, unread = compose_calibration_lots(list(unregistered), compose)
+        else:
+            unread = []
         vectors, errors = self.embedder.embed_files(list(unregistered), progress=progress,
                                                     tiles=TILE_GRID if lots else None)
         ok = np.array([e is None for e in errors], bool)
@@ -532,7 +540,7 @@ class Register:
         else:
             self.set_threshold(threshold)
         return {"threshold": threshold, "target_false_match_rate": target_fmr, "photos": int(ok.sum()),
-                "unreadable": [e for e in errors if e], "false_matches": int((best >= threshold).sum())}
+                "unreadable": unread + [e for e in errors if e], "false_matches": int((best >= threshold).sum())}
 
     def search_tiles(self, vectors: np.ndarray, k: int = 5) -> list[Match]:
         """One photo's crops (the whole photo, then its tiles, ``lots.tile_crops``) searched at
@@ -632,6 +640,32 @@ def _migrate(db: sqlite3.Connection) -> None:
                                 (obj, source)).fetchone()[0]
             if parent is not None:
                 db.execute("UPDATE photos SET reshot_of = ? WHERE vector_id = ?", (parent, vid))
+
+
+def compose_calibration_lots(photos: Sequence, n: int, seed: int = 0) -> tuple[list[bytes], list[str]]:
+    """``n`` JPEG lot photos of four of ``photos`` each (drawn with ``seed``), for calibrating a
+    lot threshold from photos of one unregistered object each, and the unreadable photos' errors."""
+    import io
+
+    from ..data.images import ImageLoadError, load_image
+    from ..lots import LOT_OBJECTS, compose_lot
+
+    readable, errors = [], []
+    for p in photos:
+        try:
+            readable.append(load_image(p, draft_size=(512, 512)))
+        except ImageLoadError as exc:
+            errors.append(str(exc))
+    if len(readable) < LOT_OBJECTS:
+        raise RegisterError(f"composing lot photos needs at least {LOT_OBJECTS} readable photos")
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        picks = rng.choice(len(readable), LOT_OBJECTS, replace=False)
+        buf = io.BytesIO()
+        compose_lot([readable[i] for i in picks], rng).save(buf, format="JPEG", quality=92)
+        out.append(buf.getvalue())
+    return out, errors
 
 
 def threshold_for_false_match_rate(unregistered_best: np.ndarray, target: float) -> float:
