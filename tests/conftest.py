@@ -53,6 +53,29 @@ def object_photo(colour, size=(120, 90), seed=0) -> Image.Image:
     return Image.fromarray(arr)
 
 
+def quarters(images, cell=(240, 180)) -> Image.Image:
+    """A 'lot photo': four pictures, one per quarter (top left, top right, bottom left, bottom
+    right), each resized to ``cell``, on a light background."""
+    w, h = cell
+    lot = Image.new("RGB", (2 * w, 2 * h), (235, 235, 235))
+    for img, xy in zip(images, [(0, 0), (w, 0), (0, h), (w, h)]):
+        lot.paste(Image.open(img).convert("RGB").resize(cell) if isinstance(img, (str, Path)) else img.resize(cell), xy)
+    return lot
+
+
+def synthetic_lot(synthetic_dataset: Path, ivory: bool = True) -> Image.Image:
+    """Blue 'non-ivory' blobs of the synthetic dataset, with a cream 'ivory' one in the bottom-right
+    quarter (or a fourth blue one)."""
+    blue = sorted((synthetic_dataset / "non_ivory").glob("*.jpg"))[:3]
+    last = sorted((synthetic_dataset / "ivory").glob("*.jpg"))[0] if ivory else blue[0]
+    return quarters(blue + [last])
+
+
+def register_lot(photos: dict) -> Image.Image:
+    """Registered object A, photographed again, in the bottom-right quarter; three unknown things."""
+    return quarters([photos["unknown"]] * 3 + [photos["A"][1]], cell=(160, 120))
+
+
 @pytest.fixture
 def hostile_dir(tmp_path) -> Path:
     """One file per hostile case, named by what it is; values say what to expect."""

@@ -9,7 +9,7 @@ from artsentry.cli import main
 from artsentry.inference import Predictor
 from artsentry.lots import choose_lot_threshold, compose_lot, lot_photos, scan, tile_boxes, tile_crops
 
-from .conftest import object_photo
+from .conftest import object_photo, register_lot, synthetic_lot
 
 
 def test_tiles_are_half_the_photo_and_spread_corner_to_corner():
@@ -53,16 +53,10 @@ def test_lot_scan_finds_the_object_the_whole_photo_hides(tmp_path, model_dir, sy
     run = tmp_path / "run"
     shutil.copytree(model_dir.parent, run)  # the shared model is not to be modified
     predictor = Predictor.load(run / "model")
-    ivory = Image.open(sorted((synthetic_dataset / "ivory").glob("*.jpg"))[0]).convert("RGB")
-    blue = [Image.open(p).convert("RGB") for p in sorted((synthetic_dataset / "non_ivory").glob("*.jpg"))[:3]]
-    canvas = Image.new("RGB", (480, 360), (235, 235, 235))
-    for img, xy in zip(blue + [ivory], [(0, 0), (240, 0), (0, 180), (240, 180)]):  # ivory bottom right
-        canvas.paste(img.resize((240, 180)), xy)
+    canvas = synthetic_lot(synthetic_dataset)  # the cream one bottom right
     r = scan(predictor, [canvas], threshold=0.5)[0]
     assert r.box == (240, 180, 480, 360) and r.score > max(r.whole, 0.5) and r.flagged
-    all_blue = Image.new("RGB", (480, 360), (235, 235, 235))
-    for img, xy in zip(blue + blue[:1], [(0, 0), (240, 0), (0, 180), (240, 180)]):
-        all_blue.paste(img.resize((240, 180)), xy)
+    all_blue = synthetic_lot(synthetic_dataset, ivory=False)
     assert scan(predictor, [all_blue])[0].score < r.score - 0.2  # no tile of an all-blue lot looks like the cream one
     lot = tmp_path / "lot.jpg"
     canvas.save(lot, quality=95)
@@ -127,11 +121,7 @@ def test_screen_lots_searches_the_register_tile_by_tile(tmp_path, photos):
     reg = Register.create(reg_dir)
     for name in "ABC":
         reg.add(name, photos[name][0], title=f"Object {name}")
-    lot = Image.new("RGB", (320, 240), (235, 235, 235))
-    dark = Image.open(photos["unknown"]).convert("RGB").resize((160, 120))
-    for img, xy in zip([dark, dark, dark, Image.open(photos["A"][1]).convert("RGB").resize((160, 120))],
-                       [(0, 0), (160, 0), (0, 120), (160, 120)]):
-        lot.paste(img, xy)
+    lot = register_lot(photos)
     folder = tmp_path / "in"
     folder.mkdir()
     lot.save(folder / "lot.png")

@@ -10,7 +10,7 @@ from artsentry.index import Register, RegisterError, VectorIndex
 from artsentry.index.register import contrast_scores
 from artsentry.index.vectors import IndexFileError
 
-from .conftest import object_photo
+from .conftest import object_photo, register_lot
 
 
 def _unit_vectors(n, dim, seed=0):
@@ -393,11 +393,7 @@ def test_tile_search_finds_a_registered_object_among_others(tmp_path, photos, ca
     for name in "ABC":
         reg.add(name, photos[name][0], title=f"Object {name}")
     # a seller's table: object A (photographed again) in the bottom-right quarter, three unknown things
-    lot = Image.new("RGB", (320, 240), (235, 235, 235))
-    dark = Image.open(photos["unknown"]).convert("RGB").resize((160, 120))
-    for img, xy in zip([dark, dark, dark, Image.open(photos["A"][1]).convert("RGB").resize((160, 120))],
-                       [(0, 0), (160, 0), (0, 120), (160, 120)]):
-        lot.paste(img, xy)
+    lot = register_lot(photos)
     path = tmp_path / "lot.png"
     lot.save(path)
     with pytest.raises(RegisterError, match="no lot threshold"):

@@ -19,7 +19,7 @@ from PIL import Image
 
 from artsentry.serve import Analyzer, ServeSettings, create_app
 
-from .conftest import bomb_png
+from .conftest import bomb_png, register_lot, synthetic_lot
 
 TOKEN = "s3cret-token-for-tests"
 
@@ -354,11 +354,7 @@ def test_analyze_with_lots_uses_the_tile_scan_at_the_lot_threshold(live, model_d
     from artsentry.inference import Predictor
     from artsentry.models.artifact import update_config
 
-    ivory = Image.open(sorted((synthetic_dataset / "ivory").glob("*.jpg"))[0]).convert("RGB")
-    blue = [Image.open(p).convert("RGB") for p in sorted((synthetic_dataset / "non_ivory").glob("*.jpg"))[:3]]
-    lot = Image.new("RGB", (480, 360), (235, 235, 235))
-    for img, xy in zip(blue + [ivory], [(0, 0), (240, 0), (0, 180), (240, 180)]):
-        lot.paste(img.resize((240, 180)), xy)
+    lot = synthetic_lot(synthetic_dataset)
     buf = io.BytesIO()
     lot.save(buf, format="PNG")
     data = buf.getvalue()
@@ -398,11 +394,7 @@ def test_page_scans_a_lot_photo_in_tiles_and_outlines_the_tile(model_dir, synthe
     folder = tmp_path / "model"
     shutil.copytree(model_dir, folder)
     update_config(folder, lots={"threshold": 0.6, "grid": 3})
-    ivory = Image.open(sorted((synthetic_dataset / "ivory").glob("*.jpg"))[0]).convert("RGB")
-    blue = [Image.open(p).convert("RGB") for p in sorted((synthetic_dataset / "non_ivory").glob("*.jpg"))[:3]]
-    lot = Image.new("RGB", (480, 360), (235, 235, 235))
-    for img, xy in zip(blue + [ivory], [(0, 0), (240, 0), (0, 180), (240, 180)]):
-        lot.paste(img.resize((240, 180)), xy)
+    lot = synthetic_lot(synthetic_dataset)
     path = tmp_path / "lot.png"
     lot.save(path)
     with LiveServer(create_app(ServeSettings(model=folder))) as server, browser_page() as (page, log):
@@ -430,11 +422,7 @@ def test_analyze_with_lots_searches_the_register_tile_by_tile(photos, tmp_path):
     reg = Register.create(tmp_path / "reg")
     for name in "ABC":
         reg.add(name, photos[name][0], title=f"Object {name}")
-    lot = Image.new("RGB", (320, 240), (235, 235, 235))
-    dark = Image.open(photos["unknown"]).convert("RGB").resize((160, 120))
-    for img, xy in zip([dark, dark, dark, Image.open(photos["A"][1]).convert("RGB").resize((160, 120))],
-                       [(0, 0), (160, 0), (0, 120), (160, 120)]):
-        lot.paste(img, xy)
+    lot = register_lot(photos)
     data = jpeg_bytes(lot, quality=95)
     analyzer = Analyzer(ServeSettings(register=tmp_path / "reg"))
     with pytest.raises(ValueError, match="register has no lot threshold"):

@@ -628,6 +628,12 @@ def cmd_evaluate(a) -> int:
     return 0
 
 
+def _print_errors(messages) -> None:
+    """One ``error:`` line on stderr per message (unreadable files and the like; the run goes on)."""
+    for msg in messages:
+        print(f"error: {msg}", file=sys.stderr)
+
+
 def expand_images(items: list[str]) -> tuple[list[str], list[str]]:
     """Files as given, folders searched recursively for image files. Returns (files, problems)."""
     from .data.images import is_image_file
@@ -693,8 +699,7 @@ def cmd_predict(a) -> int:
 
     predictor = Predictor.load(_resolve_model_dir(a.model), runtime=a.runtime, batch_size=a.batch_size)
     files, problems = expand_images(a.images)
-    for msg in problems:
-        print(f"error: {msg}", file=sys.stderr)
+    _print_errors(problems)
     if a.lots:
         return _predict_lots(a, predictor, files, len(problems))
     n_bad = len(problems)
@@ -794,14 +799,12 @@ def cmd_register(a) -> int:
     try:
         if a.action == "add":
             photos, problems = expand_images(a.photos)
-            for msg in problems:
-                print(f"error: {msg}", file=sys.stderr)
+            _print_errors(problems)
             if not photos:
                 raise ValueError("no photos to add")
             n, errors = reg.add(a.object_id, photos, title=a.title, department=a.department, source=a.source,
                                 status=a.status)
-            for e in errors:
-                print(f"error: {e}", file=sys.stderr)
+            _print_errors(errors)
             shots = f" with {reg.reshots} re-shot(s) each" if reg.reshots else ""
             print(f"{a.object_id}: {n // (1 + reg.reshots)} photo(s) registered{shots}; register holds {len(reg)} "
                   "object(s)")
@@ -810,11 +813,9 @@ def cmd_register(a) -> int:
             from .index.register import read_objects
 
             objects, problems = read_objects(a.source)
-            for msg in problems:
-                print(f"error: {msg}", file=sys.stderr)
+            _print_errors(problems)
             done = reg.import_objects(objects, progress=not a.quiet)
-            for e in done["errors"]:
-                print(f"error: {e}", file=sys.stderr)
+            _print_errors(done["errors"])
             print(f"imported {done['photos_added']} photo(s), {done['objects_added']} new object(s) of the "
                   f"{done['objects_in_table']} in {a.source}; {done['already_registered']} photo(s) already registered "
                   f"were skipped; register holds {len(reg)} object(s)")
@@ -844,8 +845,7 @@ def cmd_register(a) -> int:
             print(json.dumps(obj, indent=2))
         elif a.action == "search":
             images, problems = expand_images(a.images)
-            for msg in problems:
-                print(f"error: {msg}", file=sys.stderr)
+            _print_errors(problems)
             bad = len(problems)
             for res in reg.search(images, k=a.k, threshold=a.threshold, lots=a.lots):
                 if res.error:
@@ -868,11 +868,9 @@ def cmd_register(a) -> int:
             print(f"no-match threshold set to {a.threshold}")
         elif a.action == "calibrate":
             images, problems = expand_images(a.photos)
-            for msg in problems:
-                print(f"error: {msg}", file=sys.stderr)
+            _print_errors(problems)
             done = reg.calibrate(images, a.target_fmr, progress=not a.quiet, lots=a.lots, compose=a.compose)
-            for msg in done["unreadable"]:
-                print(f"error: {msg}", file=sys.stderr)
+            _print_errors(done["unreadable"])
             print(f"{'lot ' if a.lots else ''}no-match threshold set to {done['threshold']:.6f}: "
                   f"{done['false_matches']} of {done['photos']} unregistered photo(s) still match (target false-match "
                   f"rate {a.target_fmr})")
@@ -931,8 +929,7 @@ def cmd_explain(a) -> int:
     if a.patch < 1 or a.stride < 1:
         raise ValueError("--patch and --stride must be at least 1")
     files, problems = expand_images(a.images)
-    for msg in problems:
-        print(f"error: {msg}", file=sys.stderr)
+    _print_errors(problems)
     model = None if a.register else _resolve_model_dir(a.model or DEFAULT_MODEL)
     results = explain_files(files, model=model, register=a.register, method=a.method, target=a.target,
                             patch=a.patch, stride=a.stride, out_dir=a.out, progress=not a.quiet and len(files) > 4)
