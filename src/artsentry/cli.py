@@ -637,7 +637,7 @@ def _print_errors(messages) -> None:
 def expand_images(items: list[str]) -> tuple[list[str], list[str]]:
     """Files as given, folders searched recursively for image files. Returns (files, problems)."""
     from .data.images import is_image_file
-    from .screen import TABLE_SUFFIXES
+    from .data.manifest import TABLE_SUFFIXES
 
     files, problems = [], []
     for item in items:

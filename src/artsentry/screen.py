@@ -55,7 +55,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from .data.dataset import make_loader
 from .data.images import ImageLoadError, is_image_file, load_image, read_image_bytes
-from .data.manifest import ManifestError, _pick, _read_table
+from .data.manifest import TABLE_SUFFIXES, ManifestError, _pick, _read_table
 from .data.quality import assess_quality, measuring_draft, quality_warnings, warnings_text
 from .data.transforms import eval_transform
 from .htmlembed import thumbnail_uri
@@ -69,7 +69,6 @@ ID_COLUMNS = ("listing_id", "id", "listing")
 EVIDENCE = "evidence.jsonl"
 ENGINES = ("local", "ray")
 STATE = "screen.json"
-TABLE_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".parquet")
 OUTPUTS = ("results.csv", "queue.csv", "queue.html", "errors.csv", "listings.csv", "summary.json")  # made at the end
 
 

@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 PATH_COLUMNS = ("path", "file", "image", "filepath", "filename", "image_path")
 OBJECT_COLUMNS = ("object_id", "objectID", "objectid", "source_id")
+#: file endings read as tables (``_read_table``): listings, manifests, catalogues
+TABLE_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".parquet")
 MANIFEST_NAMES = ("manifest.csv", "manifest.parquet", "metadata.csv")
 SPLITS = ("train", "val", "test")
 
