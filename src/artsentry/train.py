@@ -625,6 +625,7 @@ class Trainer:
                 if changed:
                     log.warning("%s has changed since %s was started (%s): resuming with the saved split; "
                                 "--overwrite trains on the data as it is now", source, self.run_dir, changed)
+            self._check_split(df)
         else:
             if source is None:
                 raise TrainingError("no data given and no run to resume")
@@ -643,7 +644,6 @@ class Trainer:
             write_text_atomic(state_file, json.dumps({"fingerprint": self.settings.fingerprint(), "source": self.source,
                                                       "settings": asdict(self.settings), "notes": self.manifest_notes},
                                                      indent=2))
-        self._check_split(df)
         self.df = df
         self.labels = sorted(df["label"].unique().tolist())
         self.positive_label = choose_positive_label(self.labels, self.settings.positive_label)
