@@ -67,6 +67,15 @@ class LotTransform:
         return torch.stack([self.transform(c) for c in tile_crops(img, self.grid)[0]])
 
 
+def crops_forward(fn, x, step: int) -> np.ndarray:
+    """``fn`` (a batch of crops -> one row each, e.g. class probabilities or embeddings) over the
+    crops of ``x`` (n photos, crops, 3, S, S) in forward passes of at most ``step`` crops, as
+    (n, crops, ...): a batch of photos scanned in tiles is ten times the crops of a plain one."""
+    flat = x.flatten(0, 1)
+    out = np.concatenate([fn(flat[j:j + step]) for j in range(0, len(flat), step)])
+    return out.reshape(x.shape[0], x.shape[1], *out.shape[1:])
+
+
 def lot_threshold(config: dict) -> tuple[float, int]:
     """A model config's lot threshold and tile grid, or ``ValueError`` naming how to set them."""
     lots = config.get("lots") or {}
@@ -161,13 +170,13 @@ def choose_lot_threshold(scores: np.ndarray, truth: np.ndarray) -> float:
 
 
 def lot_metrics(scores: np.ndarray, truth: np.ndarray, threshold: float) -> dict:
-    from sklearn.metrics import roc_auc_score
+    """``evaluate.binary_metrics``' count, threshold, accuracy, recall and ROC-AUC, and the false-flag
+    rate (1 - specificity: the lots without a positive object that are flagged)."""
+    from .evaluate import binary_metrics
 
-    scores, truth = np.asarray(scores, float), np.asarray(truth, int)
-    flag = scores >= threshold
-    return {"n": int(truth.size), "threshold": float(threshold), "accuracy": float((flag == truth).mean()),
-            "recall": float(flag[truth == 1].mean()), "false_flag_rate": float(flag[truth == 0].mean()),
-            "roc_auc": float(roc_auc_score(truth, scores))}
+    m = binary_metrics(truth, scores, threshold)
+    return {**{k: m[k] for k in ("n", "threshold", "accuracy", "recall", "roc_auc")},
+            "false_flag_rate": round(1.0 - m["specificity"], 6)}
 
 
 def measure_lots(predictor, manifest, n: int = 200, seed: int = 0, grid: int = TILE_GRID,

@@ -60,6 +60,7 @@ from .data.quality import assess_quality, measuring_draft, quality_warnings, war
 from .data.transforms import eval_transform
 from .htmlembed import thumbnail_uri
 from .inference import Predictor, default_workers
+from .lots import TILE_FRACTION, TILE_GRID, LotTransform, crops_forward, lot_threshold, tile_fractions
 from .models.artifact import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -314,27 +315,10 @@ class Screener:
         self.explain = explain
         self.model_info = self.predictor.info() if self.predictor is not None else None
         self.culture_info = self.culture.info() if self.culture is not None else None
-        # one decoded photo feeds each distinct preprocessing once: the model's, the culture
-        # model's and the embedder's, when they differ
-        pres: list = []
-        self.transforms: list = []
-
-        def slot(pre) -> int:
-            if pre not in pres:
-                pres.append(pre)
-                self.transforms.append(eval_transform(pre))
-            return pres.index(pre)
-
-        self._model_slot = slot(self.predictor.preprocessing) if self.predictor is not None else None
-        self._culture_slot = slot(self.culture.preprocessing) if self.culture is not None else None
-        self._register_slot = slot(self.register.embedder.preprocessing) if self.register is not None else None
-        side = max(p.input_size for p in pres)
         # lots: the model reads each photo whole and in tiles (``lots``), at its lot threshold
         # (and the register searches the crops, ``Register.search_tiles``, at its lot threshold)
         self.lots = None
         if lots:
-            from .lots import TILE_FRACTION, TILE_GRID, LotTransform, lot_threshold
-
             self.lots = {"grid": TILE_GRID}
             if self.predictor is not None:
                 if not self.predictor.binary:
@@ -349,16 +333,23 @@ class Screener:
                     raise ScreenError(f"{register_dir}: the register has no lot threshold: run 'artsentry register "
                                       "calibrate REGISTER PHOTOS --lots' on photos of unregistered objects")
                 self.lots["register_threshold"] = self.register.lot_threshold
-            for who, pre in (("model", self.predictor and self.predictor.preprocessing),
-                             ("register", self.register and self.register.embedder.preprocessing)):
-                if pre is None:
-                    continue
-                self.transforms.append(LotTransform(eval_transform(pre), self.lots["grid"]))
-                if who == "model":
-                    self._model_slot = len(self.transforms) - 1
-                else:
-                    self._register_slot = len(self.transforms) - 1
-                side = max(side, round(pre.input_size / TILE_FRACTION))  # tiles at full detail
+        tiles = self.lots["grid"] if self.lots is not None else None
+        # one decoded photo feeds each distinct (preprocessing, tiles) once: the model's, the culture
+        # model's (always whole) and the embedder's, when they differ
+        keys: list = []
+        self.transforms: list = []
+
+        def slot(pre, grid=None) -> int:
+            if (pre, grid) not in keys:
+                keys.append((pre, grid))
+                self.transforms.append(eval_transform(pre) if grid is None else LotTransform(eval_transform(pre), grid))
+            return keys.index((pre, grid))
+
+        self._model_slot = slot(self.predictor.preprocessing, tiles) if self.predictor is not None else None
+        self._culture_slot = slot(self.culture.preprocessing) if self.culture is not None else None
+        self._register_slot = slot(self.register.embedder.preprocessing, tiles) if self.register is not None else None
+        # tiles are decoded large enough to keep their detail
+        side = max(round(pre.input_size / TILE_FRACTION) if grid else pre.input_size for pre, grid in keys)
         self.draft_size = measuring_draft((side, side))  # every photo is measured (data.quality) too
         self.register_info = None
         if self.register is not None:
@@ -377,12 +368,7 @@ class Screener:
             out.setdefault(i, {})["quality"] = q
         if batch.index:
             if self.predictor is not None and self.lots is not None and "threshold" in self.lots:
-                from .lots import tile_fractions
-
-                x = batch.xs[self._model_slot]  # (n, crops, 3, S, S)
-                flat, step = x.flatten(0, 1), self.predictor.batch_size  # forward passes of the usual size
-                probs = np.concatenate([self.predictor.proba_tensor(flat[j:j + step])
-                                        for j in range(0, len(flat), step)]).reshape(x.shape[0], x.shape[1], -1)
+                probs = crops_forward(self.predictor.proba_tensor, batch.xs[self._model_slot], self.predictor.batch_size)
                 pos = probs[..., self.predictor.positive_index]
                 boxes = [None] + tile_fractions(self.lots["grid"])
                 for i, pr, p in zip(batch.index, probs, pos):
@@ -402,10 +388,8 @@ class Screener:
                     out.setdefault(i, {})["culture"] = _decision(self.culture.decide(rows.at[i, "image"], pr))
             if self.register is not None:
                 x = batch.xs[self._register_slot]
-                if self.lots is not None:  # (n, crops, 3, S, S): every photo's crops searched together
-                    flat, step = x.flatten(0, 1), self.register.embedder.batch_size
-                    vecs = np.concatenate([self.register.embedder.embed_tensor(flat[j:j + step])
-                                           for j in range(0, len(flat), step)]).reshape(x.shape[0], x.shape[1], -1)
+                if self.lots is not None:  # every photo's crops searched together
+                    vecs = crops_forward(self.register.embedder.embed_tensor, x, self.register.embedder.batch_size)
                     found = [self.register.search_tiles(v, self.k) for v in vecs]
                     th = self.lots["register_threshold"]
                 else:

@@ -530,8 +530,7 @@ class Register:
         if not ok.any():
             raise RegisterError("none of the calibration photos could be read")
         if lots:
-            best = np.array([max((m[0].score for m in self.search_vectors(v, k=1) if m), default=-1.0)
-                             for v in vectors[ok]])
+            best = np.array([next((m.score for m in self.search_tiles(v, k=1)), -1.0) for v in vectors[ok]])
         else:
             best = np.array([m[0].score if m else -1.0 for m in self.search_vectors(vectors[ok], k=1)])
         threshold = threshold_for_false_match_rate(best, target_fmr)
