@@ -71,6 +71,16 @@ def synthetic_lot(synthetic_dataset: Path, ivory: bool = True) -> Image.Image:
     return quarters(blue + [last])
 
 
+def abc_register(folder: Path, photos: dict):
+    """A new register of objects A, B and C (two photos each, titled 'Object A'...), left open."""
+    from artsentry.index import Register
+
+    reg = Register.create(folder)
+    for name in "ABC":
+        reg.add(name, photos[name][0], title=f"Object {name}")
+    return reg
+
+
 def register_lot(photos: dict) -> Image.Image:
     """Registered object A, photographed again, in the bottom-right quarter; three unknown things."""
     return quarters([photos["unknown"]] * 3 + [photos["A"][1]], cell=(160, 120))

@@ -17,6 +17,8 @@ from artsentry.explain.overlay import photo_and_heat, render
 from artsentry.explain.sanity import (SQUARE_PREPROCESSING, SquareNet, mass_inside, randomisation_rank_correlation,
                                       square_dataset, train_square_net)
 
+from .conftest import abc_register
+
 SIZE, SQUARE, BLOBS = 48, 10, 6
 
 
@@ -128,11 +130,7 @@ def test_explain_cli_reports_unreadable_files_and_goes_on(model_dir, synthetic_d
 
 
 def test_explain_register_match(tmp_path, photos):
-    from artsentry.index.register import Register
-
-    reg = Register.create(tmp_path / "reg")
-    for name in "ABC":
-        reg.add(name, photos[name][0], title=f"Object {name}")
+    reg = abc_register(tmp_path / "reg", photos)
     results = explain_files([photos["B"][1]], register=reg, method="gradcam", out_dir=tmp_path / "x")
     r = results[0]
     assert r.error is None and r.target == "match:B" and 0 < r.score <= 1

@@ -9,7 +9,7 @@ from artsentry.cli import main
 from artsentry.inference import Predictor
 from artsentry.lots import choose_lot_threshold, compose_lot, lot_photos, scan, tile_boxes, tile_crops
 
-from .conftest import object_photo, register_lot, synthetic_lot
+from .conftest import abc_register, object_photo, register_lot, synthetic_lot
 
 
 def test_tiles_are_half_the_photo_and_spread_corner_to_corner():
@@ -114,13 +114,10 @@ def test_lot_scan_finds_the_object_the_whole_photo_hides(tmp_path, model_dir, sy
 def test_screen_lots_searches_the_register_tile_by_tile(tmp_path, photos):
     import pandas as pd
 
-    from artsentry.index import Register
     from artsentry.screen import ScreenError, Screener, read_evidence
 
     reg_dir = tmp_path / "reg"
-    reg = Register.create(reg_dir)
-    for name in "ABC":
-        reg.add(name, photos[name][0], title=f"Object {name}")
+    reg = abc_register(reg_dir, photos)
     lot = register_lot(photos)
     folder = tmp_path / "in"
     folder.mkdir()

@@ -10,7 +10,7 @@ from artsentry.index import Register, RegisterError, VectorIndex
 from artsentry.index.register import contrast_scores
 from artsentry.index.vectors import IndexFileError
 
-from .conftest import object_photo, register_lot
+from .conftest import abc_register, object_photo, register_lot
 
 
 def _unit_vectors(n, dim, seed=0):
@@ -389,9 +389,7 @@ def test_import_from_a_folder_of_object_folders(tmp_path, photos, capsys):
 
 def test_tile_search_finds_a_registered_object_among_others(tmp_path, photos, capsys):
     reg_dir = tmp_path / "reg"
-    reg = Register.create(reg_dir)
-    for name in "ABC":
-        reg.add(name, photos[name][0], title=f"Object {name}")
+    reg = abc_register(reg_dir, photos)
     # a seller's table: object A (photographed again) in the bottom-right quarter, three unknown things
     lot = register_lot(photos)
     path = tmp_path / "lot.png"

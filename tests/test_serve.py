@@ -19,7 +19,7 @@ from PIL import Image
 
 from artsentry.serve import Analyzer, ServeSettings, create_app
 
-from .conftest import bomb_png, register_lot, synthetic_lot
+from .conftest import abc_register, bomb_png, register_lot, synthetic_lot
 
 TOKEN = "s3cret-token-for-tests"
 
@@ -415,13 +415,9 @@ def test_page_scans_a_lot_photo_in_tiles_and_outlines_the_tile(model_dir, synthe
 
 
 def test_analyze_with_lots_searches_the_register_tile_by_tile(photos, tmp_path):
-    from artsentry.index import Register
-
     from .conftest import jpeg_bytes
 
-    reg = Register.create(tmp_path / "reg")
-    for name in "ABC":
-        reg.add(name, photos[name][0], title=f"Object {name}")
+    reg = abc_register(tmp_path / "reg", photos)
     lot = register_lot(photos)
     data = jpeg_bytes(lot, quality=95)
     analyzer = Analyzer(ServeSettings(register=tmp_path / "reg"))
