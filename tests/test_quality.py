@@ -76,11 +76,25 @@ def test_flat_and_tiny_images_are_measured_without_error():
     assert tiny.long_side == 2 and tiny.warnings[0].startswith("small photo")
 
 
+def test_a_strip_beyond_any_training_shape_is_called_narrow():
+    photo = _sharp_photos()[0]
+    strip = photo.resize((2000, 200))
+    q = assess_quality(strip)
+    assert q.aspect == 10.0 and q.long_side == 2000
+    assert "narrow photo: 10.0:1, squashed to a square for the model, further than any photo it learnt from " \
+        "(over 8:1)" in q.warnings
+    tall = assess_quality(photo.resize((100, 750)))  # 7.5:1, as met-ivory's most elongated photos: no word
+    assert tall.aspect == 7.5 and not [w for w in tall.warnings if w.startswith("narrow")]
+    drafted = photo.resize((250, 25))  # measured by the file's size, not a draft decode's
+    drafted.info["source_size"] = (2000, 180)
+    assert assess_quality(drafted).aspect == round(2000 / 180, 3)
+
+
 def test_to_dict_is_json_ready():
     import json
 
     d = assess_quality(_sharp_photos()[0]).to_dict()
-    assert set(d) == {"long_side", "sharpness", "noise", "brightness", "warnings"}
+    assert set(d) == {"long_side", "aspect", "sharpness", "noise", "brightness", "warnings"}
     assert json.loads(json.dumps(d)) == d
 
 

@@ -21,7 +21,7 @@ from artsentry.data.images import load_image
 from artsentry.inference import Predictor
 from artsentry.models.artifact import ArtifactError, read_config
 from artsentry.models.onnx import export_onnx, onnx_ready
-from artsentry.screen import LISTING_STATUSES, ScreenError, Screener, listing_rollup, read_evidence, read_listings
+from artsentry.screen import LISTING_STATUSES, OUTPUT_COLUMNS, ScreenError, Screener, listing_rollup, read_evidence, read_listings
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +167,7 @@ def test_screen_csv_completes_with_bad_images_and_carries_columns(onnx_model_dir
     assert page.count('class="weak">weak evidence: ') == sum(bool(by_id[lid]["quality"]["warnings"]) for lid in flagged)
     assert page.count("weak evidence: small photo: 120 px") >= sum(lid.startswith("L-") for lid in flagged) > 0
     printed = capsys.readouterr().out
-    assert "review queue" in printed and f"{summary['weak_photos']} photo(s) blurred, grainy, dark or small" in printed
+    assert "review queue" in printed and f"{summary['weak_photos']} photo(s) blurred, grainy, dark, small or narrow" in printed
     assert f"not screened (no photo could be read): {len(errors)} listing(s); partly screened: 0" in printed
 
 
@@ -265,7 +265,7 @@ def test_review_weak_queues_weak_photos_the_model_passed_after_the_flagged(model
     out = tmp_path / "out"
     assert main(["-q", "screen", str(path), "--out", str(out), "--model", str(model_dir)]) == 0
     printed = capsys.readouterr().out
-    assert "2 photo(s) blurred, grainy, dark or small" in printed and "--review-weak queues those passed" in printed
+    assert "2 photo(s) blurred, grainy, dark, small or narrow" in printed and "--review-weak queues those passed" in printed
     results = pd.read_csv(out / "results.csv").set_index("listing_id")
     assert bool(results.at["F", "flagged"]) and not bool(results.at["W", "flagged"])
     assert pd.notna(results.at["W", "quality_warnings"]) and pd.isna(results.at["S", "quality_warnings"])
@@ -375,6 +375,75 @@ def test_a_screened_table_that_grew_screens_only_its_new_rows(model_dir, listing
     rows.assign(title=["changed"] + rows["title"].iloc[1:].tolist()).to_csv(listings, index=False)
     with pytest.raises(ScreenError, match="other content"):
         Screener(model_dir, progress=False, batch_size=4).run(listings, out)
+
+
+def test_a_screened_folder_that_gained_files_screens_only_the_new_ones(model_dir, synthetic_dataset, tmp_path, caplog):
+    """A scrape folder that new files land in: sorted, they fall between the screened ones."""
+    files = sorted((synthetic_dataset / "ivory").glob("*.jpg"))[:6] + sorted((synthetic_dataset / "non_ivory").glob("*.jpg"))[:6]
+    folder = tmp_path / "scrape"
+    for k, f in enumerate(files):
+        (folder / f"shop{k % 3}").mkdir(parents=True, exist_ok=True)
+        shutil.copy(f, folder / f"shop{k % 3}" / f"{k:02d}.jpg")
+    whole = tmp_path / "whole"
+    Screener(model_dir, progress=False, batch_size=4).run(folder, whole, group_folders=True)
+    late = [folder / "shop0" / "03.jpg", folder / "shop1" / "10.jpg", folder / "shop2" / "05.jpg"]
+    kept = {p: p.read_bytes() for p in late}
+    for p in late:
+        p.unlink()
+    out = tmp_path / "out"  # screened a photo at a time, so a run can stop after any photo
+    assert Screener(model_dir, progress=False, batch_size=1).run(folder, out, group_folders=True)["rows"] == 9
+    for p, data in kept.items():  # they sort between the photos screened yesterday
+        p.write_bytes(data)
+    with caplog.at_level("WARNING"):  # interrupted after one of the new photos, then resumed
+        part = Screener(model_dir, progress=False).run(folder, out, group_folders=True, max_rows=1)
+    assert not part["complete"] and part["this_run"]["images"] == 1
+    assert "gained 3 image(s)" in caplog.text
+    grown = Screener(model_dir, progress=False).run(folder, out, group_folders=True)
+    assert grown["complete"] and grown["rows"] == 12 and grown["this_run"]["images"] == 2
+    a, b = read_evidence(whole / "evidence.jsonl"), read_evidence(out / "evidence.jsonl")
+    assert [r["row"] for r in b] == list(range(12))
+    assert {r["image"] for r in b[9:]} == {str(p.resolve()) for p in late}  # the new ones, after the old
+    score = {r["image"]: (r["listing_id"], r.get("score")) for r in a}
+    assert {r["image"]: (r["listing_id"], pytest.approx(r.get("score"), abs=1e-5)) for r in b} == score
+    for name in ("results.csv", "listings.csv"):  # the same findings as one run over the whole folder
+        x, y = (pd.read_csv(d / name).drop(columns=["row", "first_row"], errors="ignore") for d in (whole, out))  # renumbered
+        key = "image" if name == "results.csv" else "listing_id"
+        pd.testing.assert_frame_equal(x.sort_values(key).reset_index(drop=True),
+                                      y.sort_values(key).reset_index(drop=True), check_exact=False, atol=1e-5)
+    # run again: nothing new, nothing screened
+    assert Screener(model_dir, progress=False).run(folder, out, group_folders=True)["this_run"]["images"] == 0
+    # a screened photo gone (and one added): not the same folder grown, refused
+    (folder / "shop1" / "01.jpg").unlink()
+    shutil.copy(files[0], folder / "shop1" / "99.jpg")
+    with pytest.raises(ScreenError, match="other content"):
+        Screener(model_dir, progress=False).run(folder, out, group_folders=True)
+
+
+def test_input_columns_named_like_outputs_are_carried_beside_them(model_dir, listings, tmp_path):
+    """A seller's table with its own "label", "score" or "status" column: carried as input_label...,
+    never written over the model's decision (results.csv once showed the input's label there)."""
+    plain = tmp_path / "plain"
+    Screener(model_dir, progress=False).run(listings, plain)
+    written = set()
+    for name in ("results.csv", "queue.csv", "listings.csv"):
+        written |= set(pd.read_csv(plain / name).columns)
+    rows = pd.read_csv(listings)
+    written -= set(rows.columns)  # the input's own columns (title, price...)
+    assert written <= OUTPUT_COLUMNS, written - OUTPUT_COLUMNS  # every output column is reserved
+    clash = sorted(written - {"listing_id", "image", "image_path"}) + ["input_label"]
+    table = tmp_path / "clash.csv"
+    rows.assign(**{c: f"seller-{c}" for c in clash}).to_csv(table, index=False)
+    out = tmp_path / "out"
+    Screener(model_dir, progress=False).run(table, out)
+    a, b = pd.read_csv(plain / "results.csv"), pd.read_csv(out / "results.csv")
+    for c in a.columns:  # the decisions are the same as without those columns
+        pd.testing.assert_series_equal(a[c], b[c], check_exact=False, atol=1e-5)
+    assert (b["input_score"] == "seller-score").all() and (b["input_flagged"] == "seller-flagged").all()
+    # the input's own input_label keeps its name; its label goes one prefix further
+    assert (b["input_label"] == "seller-input_label").all() and (b["input_input_label"] == "seller-label").all()
+    per_listing = pd.read_csv(out / "listings.csv")
+    assert (per_listing["input_status"] == "seller-status").all()
+    assert set(per_listing["status"]) <= set(LISTING_STATUSES)
 
 
 def test_read_listings_folder_and_jsonl(tmp_path, synthetic_dataset):

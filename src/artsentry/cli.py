@@ -353,8 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Screen a folder of images or a CSV/JSONL/Parquet table of listings. Writes "
                         "evidence.jsonl (one record per image), results.csv, queue.csv/queue.html (the ranked "
                         "review queue), listings.csv (one row per listing id) and errors.csv into --out. "
-                        "Run it again to resume an interrupted run, or after appending rows to its table: only "
-                        "the new rows are screened.")
+                        "Run it again to resume an interrupted run, or after appending rows to its table or "
+                        "adding files to its folder: only the new ones are screened.")
     sc.add_argument("input", help="folder of images, or a table with an image/path/url column")
     sc.add_argument("--out", required=True, help="output folder (resumed when it holds a run on the same input)")
     sc.add_argument("--model", default=DEFAULT_MODEL, help="model or run folder (default: %(default)s); "
@@ -522,7 +522,7 @@ def _print_metrics(result: dict) -> None:
                                                                  for k, v in by_colour.items()))
     by_quality = m.get("accuracy_by_photo_quality")
     if by_quality:
-        print("accuracy by photo quality (warned: blurred, grainy, dark or small): "
+        print("accuracy by photo quality (warned: blurred, grainy, dark, small or narrow): "
               + ", ".join(f"{k}: {v['accuracy']:.4f} (n {v['n']})" for k, v in by_quality.items()))
     c = result.get("calibration")
     if c and not c["applied"]:
@@ -905,7 +905,7 @@ def cmd_screen(a) -> int:
                   f"screened: {summary['listings_partly_screened']} (status in listings.csv, reasons in errors.csv)")
         if summary.get("weak_photos"):
             where = ", and in the queue)" if a.review_weak else "; --review-weak queues those passed)"
-            print(f"{summary['weak_photos']} photo(s) blurred, grainy, dark or small: their decisions are weak "
+            print(f"{summary['weak_photos']} photo(s) blurred, grainy, dark, small or narrow: their decisions are weak "
                   f"evidence (quality_warnings in results.csv{where}")
     return EXIT_SOME_UNREADABLE if summary.get("unreadable") else 0
 

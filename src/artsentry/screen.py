@@ -3,14 +3,15 @@
 INPUT is a folder of images, or a table of listings (CSV, JSONL or Parquet)
 with one image per row in a column named ``image``, ``image_path``,
 ``image_url``, ``path``, ``file``, ``url`` or ``photo``; every other column
-(listing id, title, price, seller...) is carried through to the outputs.
+(listing id, title, price, seller...) is carried through to the outputs (one named like an
+output column, e.g. a seller's ``label`` or ``score``, as ``input_label``, ``input_score``).
 Relative paths are read against the table's folder; ``http(s)://`` images are
 fetched only with ``fetch_urls``.
 
 For each image: the model's probability and decision at its threshold, the
 register's best matches when a register is given, and the photo's quality
 (``data.quality``: sharpness, noise, brightness, size, and warnings when it is blurred,
-grainy, dark or small, so a decision on it is weak evidence). Outputs in DIR:
+grainy, dark, small or narrow, so a decision on it is weak evidence). Outputs in DIR:
 
 - ``evidence.jsonl``  one record per image, appended as batches finish: row,
   listing id, image, its SHA-256, model name, version (SHA-256 of the weights),
@@ -71,6 +72,15 @@ EVIDENCE = "evidence.jsonl"
 ENGINES = ("local", "ray")
 STATE = "screen.json"
 OUTPUTS = ("results.csv", "queue.csv", "queue.html", "errors.csv", "listings.csv", "summary.json")  # made at the end
+#: the columns screening writes into results.csv, queue.csv and listings.csv: an input column of
+#: one of these names (a seller's "label", "score" or "status") is carried as ``input_<name>``, never
+#: over the decision
+OUTPUT_COLUMNS = frozenset((
+    "rank", "row", "listing_id", "image", "sha256", "label", "score", "flagged", "culture", "culture_score",
+    "matched", "best_match", "best_match_score", "best_match_similarity", "best_match_status", "quality_warnings",
+    "lot_tile_box", "lot_whole_score", "best_match_tile_box", "error",
+    "review", "status", "photos", "unreadable", "flagged_photos", "matched_photos", "weak_photos", "max_score",
+    "max_score_image", "best_match_image", "first_row"))
 
 
 class ScreenError(RuntimeError):
@@ -121,7 +131,21 @@ def read_listings(source: str | Path, group_folders: bool = False) -> pd.DataFra
     out = pd.DataFrame({"listing_id": raw[id_col] if id_col else [str(i) for i in range(len(raw))],
                         "image": raw[image_col].map(resolve)})
     rest = raw.drop(columns=[c for c in (id_col, image_col) if c])
-    return pd.concat([out, rest.rename(columns=lambda c: c if c not in out.columns else f"input_{c}")], axis=1)
+    return pd.concat([out, rest.rename(columns=_carried_names(rest.columns))], axis=1)
+
+
+def _carried_names(columns) -> dict[str, str]:
+    """Input columns renamed where they would share a name with an output column (``OUTPUT_COLUMNS``):
+    ``input_<name>`` (``input_input_<name>`` if the input has that too, and so on)."""
+    taken, names = set(columns), {}
+    for c in columns:
+        if c in OUTPUT_COLUMNS:
+            new = f"input_{c}"
+            while new in taken:
+                new = f"input_{new}"
+            taken.add(new)
+            names[c] = new
+    return names
 
 
 def _describe_changes(old: dict, new: dict, changed: list[str]) -> str:
@@ -260,6 +284,26 @@ def _grew_from(old: dict, listings: pd.DataFrame, evidence: Path) -> bool:
     if table_fingerprint(listings.iloc[:n]) != old.get("fingerprint"):
         return False
     return [r.get("row") for r in _scan_evidence(evidence)[0]] == list(range(n))
+
+
+def _folder_in_screened_order(listings: pd.DataFrame, evidence: Path, n_old) -> pd.DataFrame | None:
+    """A screened folder's rows in the order they were screened: the photos of the evidence log
+    first, as recorded, then any new files (sorted). A folder lists its files sorted, so files added
+    after a run land between screened ones; in this order the run's rows come first, and
+    ``_grew_from`` can check them; a grown run, finished or not, reads as it was then. None when the
+    log is empty or holds more than the run's ``n_old`` rows, or a photo it recorded is no longer in
+    the folder (same listing id, same path)."""
+    records = _scan_evidence(evidence)[0]
+    if not isinstance(n_old, int) or not 0 < len(records) <= n_old <= len(listings) \
+            or [r.get("row") for r in records] != list(range(len(records))):
+        return None
+    where = {k: i for i, k in enumerate(zip(listings["listing_id"], listings["image"]))}
+    old = [where.get((r.get("listing_id"), r.get("image"))) for r in records]
+    if None in old or len(set(old)) != len(old):
+        return None
+    seen = set(old)
+    order = old + [i for i in range(len(listings)) if i not in seen]
+    return listings.iloc[order].reset_index(drop=True)
 
 
 def _resume_point(path: Path, batch_size: int, n_rows: int) -> int:
@@ -468,6 +512,13 @@ class Screener:
         out = Path(out_dir)
         state_path = out / STATE
         evidence_path = out / EVIDENCE
+        if Path(source).is_dir() and state_path.is_file() and not overwrite:
+            # a folder that gained files since its run: the screened photos first, as screened
+            old = json.loads(state_path.read_text())
+            if old.get("fingerprint") != table_fingerprint(listings):
+                regrown = _folder_in_screened_order(listings, evidence_path, old.get("rows"))
+                if regrown is not None:
+                    listings = regrown
         state = {"input": str(Path(source).resolve()), "rows": len(listings),
                  "fingerprint": table_fingerprint(listings), "model": self.model_info,
                  "culture_model": self.culture_info,
@@ -487,9 +538,13 @@ class Screener:
                                    "lots") if old.get(k) != state.get(k)]
             if changed == ["fingerprint"] and _grew_from(old, listings, evidence_path):
                 grown_from = old["rows"]
-                log.warning("%s grew from %d to %d rows since %s was screened, the first %d unchanged: screening "
-                            "the %d new row(s)", source, grown_from, len(listings), out, grown_from,
-                            len(listings) - grown_from)
+                if Path(source).is_dir():
+                    log.warning("%s gained %d image(s) since %s was screened (%d then, all still there): screening "
+                                "the new ones", source, len(listings) - grown_from, out, grown_from)
+                else:
+                    log.warning("%s grew from %d to %d rows since %s was screened, the first %d unchanged: "
+                                "screening the %d new row(s)", source, grown_from, len(listings), out, grown_from,
+                                len(listings) - grown_from)
                 old.update(rows=state["rows"], fingerprint=state["fingerprint"])
                 write_text_atomic(state_path, json.dumps(old, indent=2) + "\n")
                 changed = []

@@ -19,6 +19,10 @@ enlarged if smaller) and warns when one falls outside what the models were train
                underexposed or dim photo stays far lower.
 ``long_side``  pixels of the photo's long side, as its file has it (``load_image`` keeps the
                size before any JPEG draft scaling in ``img.info["source_size"]``).
+``aspect``     its long side over its short side. The models read every photo squashed to a
+               square; the most elongated met-ivory photo is 7.8:1 (99.9% are under 6:1), so a
+               photo beyond ``ASPECT_MAX`` is a shape no model here has been shown (a panorama, a
+               strip cut from a page, a banner).
 
 A photo is measured the same whatever model reads it: callers that decode JPEGs at reduced
 scale (``draft_size``) decode at ``measuring_draft(draft)``, never under ``QUALITY_SCALE``.
@@ -49,12 +53,16 @@ NOISE_MAX = 6.2
 BRIGHTNESS_MIN = 163.5
 #: long side (px) under which a photo is called small: the models see it enlarged
 SMALL_SIDE = 224
+#: long side over short side above which a photo is called narrow: squashed to a square further
+#: than any met-ivory photo (the most elongated of the 2,829: 7.8:1)
+ASPECT_MAX = 8.0
 
 @dataclass(frozen=True)
 class PhotoQuality:
     """Measurements of one photo and the warnings they raise (empty: nothing to say)."""
 
     long_side: int
+    aspect: float
     sharpness: float
     noise: float
     brightness: float
@@ -140,14 +148,19 @@ def brightness(grey: np.ndarray) -> float:
 
 def assess_quality(img: Image.Image, *, scale: int = QUALITY_SCALE, sharpness_min: float = SHARPNESS_MIN,
                    noise_max: float = NOISE_MAX, brightness_min: float = BRIGHTNESS_MIN,
-                   small_side: int = SMALL_SIDE) -> PhotoQuality:
+                   small_side: int = SMALL_SIDE, aspect_max: float = ASPECT_MAX) -> PhotoQuality:
     """Measure an RGB photo (as ``load_image`` returns it) and say what limits the evidence."""
-    long_side = max(img.info.get("source_size") or img.size)
+    size = img.info.get("source_size") or img.size
+    long_side = max(size)
+    aspect = long_side / max(1, min(size))
     grey = grey_at_scale(img, scale)
     sharp, noise, bright = sharpness(grey), noise_sigma(grey), brightness(grey)
     warnings = []
     if long_side < small_side:
         warnings.append(f"small photo: {long_side} px on its long side (under {small_side})")
+    if aspect > aspect_max:
+        warnings.append(f"narrow photo: {aspect:.1f}:1, squashed to a square for the model, further than any "
+                        f"photo it learnt from (over {aspect_max:g}:1)")
     if sharp < sharpness_min:
         warnings.append(f"little fine detail: sharpness {sharp:.3f} under {sharpness_min:g} "
                         "(blurred, out of focus or enlarged)")
@@ -156,4 +169,4 @@ def assess_quality(img: Image.Image, *, scale: int = QUALITY_SCALE, sharpness_mi
     if bright < brightness_min:
         warnings.append(f"dark photo: its brightest parts reach {bright:.0f} of 255, under {brightness_min:g} "
                         "(dim light or underexposed)")
-    return PhotoQuality(int(long_side), round(sharp, 4), round(noise, 3), round(bright, 1), tuple(warnings))
+    return PhotoQuality(int(long_side), round(aspect, 3), round(sharp, 4), round(noise, 3), round(bright, 1), tuple(warnings))
