@@ -348,3 +348,22 @@ def test_evaluate_calibrate_saves_a_temperature_and_flags_the_same_photos(model_
         table = pd.read_csv(run / "manifest.csv")
         table[table["split"] != "val"].to_csv(tmp_path / "noval.csv", index=False)
         run_evaluation(run, tmp_path / "noval.csv", calibrate=True, progress=False, explain=False)
+
+
+def test_a_manifest_column_named_like_a_prediction_column_is_kept_beside_it(model_dir, synthetic_dataset):
+    """A curator's own "score" or "correct" column survives into predictions.csv as input_score...,
+    and the model's columns are the model's."""
+    from artsentry.data.manifest import read_manifest
+    from artsentry.evaluate import evaluate_predictor
+    from artsentry.inference import Predictor
+
+    df, _ = read_manifest(synthetic_dataset)
+    df = df.iloc[::6].reset_index(drop=True)
+    predictor = Predictor.load(model_dir)
+    plain = evaluate_predictor(predictor, df, progress=False).table
+    own = df.assign(score="curator-score", correct="yes", p_ivory="-", department="Asian Art")
+    table = evaluate_predictor(predictor, own, progress=False).table
+    assert (table["input_score"] == "curator-score").all() and (table["input_correct"] == "yes").all()
+    assert (table["input_p_ivory"] == "-").all() and (table["department"] == "Asian Art").all()  # not a clash
+    for c in ("score", "correct", "predicted", "p_ivory", "p_non_ivory"):
+        assert table[c].tolist() == plain[c].tolist(), c

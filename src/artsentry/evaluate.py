@@ -308,13 +308,16 @@ def evaluate_predictor(predictor, df, *, threshold: float | None = None, progres
     """
     import pandas as pd
 
+    from .data.manifest import carried_names
     from .data.quality import warnings_text
 
     unknown = sorted(set(df["label"]) - set(predictor.labels))
     if unknown:
         raise ValueError(f"labels {unknown} are not among the model's labels {predictor.labels}")
     preds = predictor.predict_files(df["path"].tolist(), progress=progress)
-    table = df.copy().reset_index(drop=True)
+    made = {"error", "quality_warnings", "photo_quality", "score", "predicted", "correct",
+            *(f"p_{label}" for label in predictor.labels)}  # a manifest's own "score" is kept as input_score
+    table = df.rename(columns=carried_names(df.columns, made)).reset_index(drop=True)
     table["error"] = [p.error for p in preds]
     table["quality_warnings"] = [warnings_text(p.quality) for p in preds]
     table["photo_quality"] = [("warned" if p.warnings else "ok") if p.ok else None for p in preds]

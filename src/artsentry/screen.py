@@ -56,7 +56,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from .data.dataset import make_loader
 from .data.images import ImageLoadError, is_image_file, load_image, read_image_bytes
-from .data.manifest import TABLE_SUFFIXES, ManifestError, _pick, _read_table
+from .data.manifest import TABLE_SUFFIXES, ManifestError, _pick, _read_table, carried_names
 from .data.quality import assess_quality, measuring_draft, quality_warnings, warnings_text
 from .data.transforms import eval_transform
 from .htmlembed import thumbnail_uri
@@ -131,21 +131,7 @@ def read_listings(source: str | Path, group_folders: bool = False) -> pd.DataFra
     out = pd.DataFrame({"listing_id": raw[id_col] if id_col else [str(i) for i in range(len(raw))],
                         "image": raw[image_col].map(resolve)})
     rest = raw.drop(columns=[c for c in (id_col, image_col) if c])
-    return pd.concat([out, rest.rename(columns=_carried_names(rest.columns))], axis=1)
-
-
-def _carried_names(columns) -> dict[str, str]:
-    """Input columns renamed where they would share a name with an output column (``OUTPUT_COLUMNS``):
-    ``input_<name>`` (``input_input_<name>`` if the input has that too, and so on)."""
-    taken, names = set(columns), {}
-    for c in columns:
-        if c in OUTPUT_COLUMNS:
-            new = f"input_{c}"
-            while new in taken:
-                new = f"input_{new}"
-            taken.add(new)
-            names[c] = new
-    return names
+    return pd.concat([out, rest.rename(columns=carried_names(rest.columns, OUTPUT_COLUMNS))], axis=1)
 
 
 def _describe_changes(old: dict, new: dict, changed: list[str]) -> str:

@@ -78,6 +78,21 @@ def _pick(columns, candidates, what: str, source: str, required: bool = True):
     return None
 
 
+def carried_names(columns, reserved) -> dict[str, str]:
+    """Renames for the input columns a table carries into an output beside columns of its own
+    (``reserved``): each input column of a reserved name becomes ``input_<name>``
+    (``input_input_<name>`` if the input has that too, and so on), so neither hides the other."""
+    taken, names = set(columns), {}
+    for c in columns:
+        if c in reserved:
+            new = f"input_{c}"
+            while new in taken:
+                new = f"input_{new}"
+            taken.add(new)
+            names[c] = new
+    return names
+
+
 def _read_table(path: Path) -> pd.DataFrame:
     try:
         suffix = path.suffix.lower()
