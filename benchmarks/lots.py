@@ -23,7 +23,11 @@ target false-match rate ``--fmr``) and its lot threshold on lot photos composed 
 (``calibrate --lots --compose``), then searches ``--register-lots`` test lots holding one registered
 object (its photo re-shot) among three unregistered test photos, and as many of four unregistered
 ones: how often the registered object is the answer (matched, first), and how often an
-all-unregistered lot matches anything, whole photo against tiles.
+all-unregistered lot matches anything, whole photo against tiles; and, for reference, the same
+re-shot registered photos searched alone and as many single unregistered test photos re-shot. ``--embedder``
+builds that register with another embedder (e.g. a ``train-embedder`` model trained on the run's
+manifest: its training objects are the registered ones, its validation objects the calibration
+photos, and the test photos stay unseen).
 """
 
 from __future__ import annotations
@@ -43,9 +47,11 @@ from artsentry.inference import Predictor
 from artsentry.lots import lot_metrics, measure_lots, scan
 
 
-def heldout_register_lots(folder: Path, manifest: pd.DataFrame, n: int, seed: int, fmr: float) -> dict:
+def heldout_register_lots(folder: Path, manifest: pd.DataFrame, n: int, seed: int, fmr: float,
+                          embedder: str = "pretrained:efficientnet_lite0") -> dict:
     """A register of the training photos; thresholds from the validation photos; found and
-    false-match rates on test lots (module docstring)."""
+    false-match rates on test lots, and on the same registered photos re-shot alone and single
+    unregistered test photos for reference (module docstring)."""
     import io
 
     from artsentry.data.listing import reshot_jpegs
@@ -55,7 +61,7 @@ def heldout_register_lots(folder: Path, manifest: pd.DataFrame, n: int, seed: in
     t0 = time.time()
     if folder.exists():
         raise SystemExit(f"{folder} exists; give a new folder for the held-out register")
-    reg = Register.create(folder)
+    reg = Register.create(folder, embedder)
     train = manifest[manifest["split"] == "train"]
     reg.import_objects([(str(o), [p], {}) for o, p in zip(train["object_id"], train["path"])])
     val = manifest.loc[manifest["split"] == "val", "path"].tolist()
@@ -63,22 +69,26 @@ def heldout_register_lots(folder: Path, manifest: pd.DataFrame, n: int, seed: in
     lot_t = reg.calibrate(val, target_fmr=fmr, lots=True, compose=2 * n)["threshold"]
     test = manifest.loc[manifest["split"] == "test", "path"].tolist()
     rng = np.random.default_rng(seed + 7)
-    lots, truth = [], []
+    lots, singles, truth = [], [], []
     for k in range(2 * n):
-        others = [load_image(test[i]) for i in rng.choice(len(test), 4, replace=False)]
+        picked = rng.choice(len(test), 4, replace=False)
+        others = [load_image(test[i]) for i in picked]
         if k % 2 == 0:
             j = int(rng.integers(len(train)))
-            shot = load_image(reshot_jpegs(train["path"].iloc[j], [seed * 100_003 + k])[0])
-            others[int(rng.integers(4))] = shot
+            shot = reshot_jpegs(train["path"].iloc[j], [seed * 100_003 + k])[0]
+            others[int(rng.integers(4))] = load_image(shot)
             truth.append(str(train["object_id"].iloc[j]))
+            singles.append(shot)  # the same re-shot photo, alone
         else:
             truth.append(None)
+            singles.append(reshot_jpegs(test[picked[0]], [seed * 100_003 + k])[0])  # an unregistered one, re-shot
         buf = io.BytesIO()
         compose_lot(others, rng).save(buf, format="JPEG", quality=92)
         lots.append(buf.getvalue())
-    out = {"registered_objects": len(reg), "lots": n, "whole_threshold": whole_t, "lot_threshold": lot_t, "fmr": fmr}
-    for name, tiled in (("whole", False), ("tiles", True)):
-        res = reg.search(lots, k=1, lots=tiled)
+    out = {"registered_objects": len(reg), "embedder": reg.embedder.spec, "lots": n, "whole_threshold": whole_t,
+           "lot_threshold": lot_t, "fmr": fmr}
+    for name, queries, tiled in (("single", singles, False), ("whole", lots, False), ("tiles", lots, True)):
+        res = reg.search(queries, k=1, lots=tiled)
         hit = [not r.no_match and r.matches[0].object_id == t for r, t in zip(res, truth) if t is not None]
         false = [not r.no_match for r, t in zip(res, truth) if t is None]
         out[name] = {"found": float(np.mean(hit)), "false_match": float(np.mean(false))}
@@ -141,16 +151,20 @@ def main(argv=None) -> int:
     ap.add_argument("--heldout-register", metavar="DIR", help="build a register of the training photos here and "
                     "measure found / false-match rates on lots with thresholds calibrated on validation photos")
     ap.add_argument("--fmr", type=float, default=0.01, help="target false-match rate of the calibrations")
+    ap.add_argument("--embedder", default="pretrained:efficientnet_lite0",
+                    help="the held-out register's embedder (as 'register create --embedder')")
     a = ap.parse_args(argv)
     run = Path(a.run)
     manifest = pd.read_csv(run / "manifest.csv", dtype=str, keep_default_na=False)
     if a.heldout_register:
-        r = heldout_register_lots(Path(a.heldout_register), manifest, a.register_lots, a.seed, a.fmr)
-        print(f"  held-out register ({r['registered_objects']} training objects; thresholds at target false-match rate "
-              f"{a.fmr}: whole {r['whole_threshold']:.4f}, lots {r['lot_threshold']:.4f}), {r['lots']} lots each:")
-        for name in ("whole", "tiles"):
+        r = heldout_register_lots(Path(a.heldout_register), manifest, a.register_lots, a.seed, a.fmr, a.embedder)
+        print(f"  held-out register ({r['registered_objects']} training objects, embedder {r['embedder']}; thresholds "
+              f"at target false-match rate {a.fmr}: whole {r['whole_threshold']:.4f}, lots {r['lot_threshold']:.4f}), "
+              f"{r['lots']} lots each:")
+        for name in ("single", "whole", "tiles"):
             print(f"    {name:<6} registered object found (matched, first) {r[name]['found']:.3f}   "
-                  f"all-unregistered lots matching anything {r[name]['false_match']:.3f}")
+                  f"all-unregistered {'photos' if name == 'single' else 'lots'} matching anything "
+                  f"{r[name]['false_match']:.3f}")
         print(f"    {r['seconds']:.0f} s")
         if a.out:
             Path(a.out).parent.mkdir(parents=True, exist_ok=True)

@@ -415,7 +415,8 @@ def test_a_screened_folder_that_gained_files_screens_only_the_new_ones(model_dir
     # a screened photo gone (and one added): not the same folder grown, refused
     (folder / "shop1" / "01.jpg").unlink()
     shutil.copy(files[0], folder / "shop1" / "99.jpg")
-    with pytest.raises(ScreenError, match="other content"):
+    with pytest.raises(ScreenError, match=r"other content \(rows changed\): 1 screened photo\(s\) no longer there, "
+                       r"e\.g\. .*shop1/01\.jpg; use --overwrite"):
         Screener(model_dir, progress=False).run(folder, out, group_folders=True)
 
 

@@ -292,6 +292,13 @@ def _folder_in_screened_order(listings: pd.DataFrame, evidence: Path, n_old) -> 
     return listings.iloc[order].reset_index(drop=True)
 
 
+def _gone_from_folder(listings: pd.DataFrame, evidence: Path) -> str:
+    """Words on the screened photos a folder no longer holds (under their listing ids), for a refusal."""
+    have = set(zip(listings["listing_id"], listings["image"]))
+    gone = [r.get("image") for r in _scan_evidence(evidence)[0] if (r.get("listing_id"), r.get("image")) not in have]
+    return f": {len(gone)} screened photo(s) no longer there, e.g. {gone[0]}" if gone else ""
+
+
 def _resume_point(path: Path, batch_size: int, n_rows: int) -> int:
     """Rows are recorded in order, a batch at a time. Keep only whole batches (cutting a
     batch that a kill left half-written), so a resumed run meets every image in the same
@@ -535,8 +542,10 @@ class Screener:
                 write_text_atomic(state_path, json.dumps(old, indent=2) + "\n")
                 changed = []
             if changed:
-                raise ScreenError(f"{out} holds a screening run of {_describe_changes(old, state, changed)}; "
-                                  "use --overwrite or another --out")
+                why = _describe_changes(old, state, changed)
+                if changed == ["fingerprint"] and Path(source).is_dir():
+                    why += _gone_from_folder(listings, evidence_path)
+                raise ScreenError(f"{out} holds a screening run of {why}; use --overwrite or another --out")
             state["batch_size"] = old.get("batch_size", self.batch_size)  # batches as the run began
         else:
             out.mkdir(parents=True, exist_ok=True)

@@ -169,4 +169,5 @@ def assess_quality(img: Image.Image, *, scale: int = QUALITY_SCALE, sharpness_mi
     if bright < brightness_min:
         warnings.append(f"dark photo: its brightest parts reach {bright:.0f} of 255, under {brightness_min:g} "
                         "(dim light or underexposed)")
-    return PhotoQuality(int(long_side), round(aspect, 3), round(sharp, 4), round(noise, 3), round(bright, 1), tuple(warnings))
+    return PhotoQuality(int(long_side), round(aspect, 3), round(sharp, 4), round(noise, 3), round(bright, 1),
+                        tuple(warnings))
