@@ -45,6 +45,23 @@ def test_csv_with_missing_files_reports_them(tmp_path):
     assert "1 listed image(s) not found" in report.lines()[0]
 
 
+@pytest.mark.parametrize("sep", [";", "\t", "|"])
+def test_csv_exported_with_another_separator_is_read(tmp_path, sep):
+    """A spreadsheet in a European locale saves "image;label;object_id" (decimal commas in the rows)."""
+    object_photo((1, 2, 3)).save(tmp_path / "a.jpg")
+    object_photo((3, 2, 1)).save(tmp_path / "b.jpg")
+    (tmp_path / "m.csv").write_text(sep.join(["image", "label", "object_id", "price"]) + "\n"
+                                    + sep.join(["a.jpg", "ivory", "7", "12,50"]) + "\n"
+                                    + sep.join(["b.jpg", "bone", "8", "3,00"]) + "\n")
+    df, _ = read_manifest(tmp_path / "m.csv")
+    assert df["label"].tolist() == ["ivory", "bone"] and df["object_id"].tolist() == ["7", "8"]
+    assert df["price"].tolist() == ["12,50", "3,00"]
+    # a comma-separated table whose one column holds a semicolon is left as it is
+    (tmp_path / "one.csv").write_text("image\na;b.jpg\n")
+    with pytest.raises(ManifestError, match="no label column"):
+        read_manifest(tmp_path / "one.csv")
+
+
 @pytest.mark.parametrize(
     "frame, message",
     [

@@ -39,6 +39,9 @@ PATH_COLUMNS = ("path", "file", "image", "filepath", "filename", "image_path")
 OBJECT_COLUMNS = ("object_id", "objectID", "objectid", "source_id")
 #: file endings read as tables (``_read_table``): listings, manifests, catalogues
 TABLE_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".parquet")
+#: separators a .csv is also read with when its header, read comma-separated, is one column holding
+#: one of them (spreadsheets in many locales export "image;label;object_id")
+CSV_SEPARATORS = (";", "\t", "|")
 MANIFEST_NAMES = ("manifest.csv", "manifest.parquet", "metadata.csv")
 SPLITS = ("train", "val", "test")
 
@@ -101,7 +104,13 @@ def _read_table(path: Path) -> pd.DataFrame:
         if suffix in (".jsonl", ".ndjson"):
             df = pd.read_json(path, lines=True, dtype=False)
             return df.astype(object).where(df.notna(), "")
-        return pd.read_csv(path, dtype=str, keep_default_na=False)
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        if len(df.columns) == 1:  # a spreadsheet's export with another separator ("image;label")
+            sep = next((c for c in CSV_SEPARATORS if c in str(df.columns[0])), None)
+            if sep is not None:
+                log.info("%s: columns separated by %r", path, sep)
+                df = pd.read_csv(path, dtype=str, keep_default_na=False, sep=sep)
+        return df
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise ManifestError(f"{path}: cannot read manifest ({exc})") from None
 
