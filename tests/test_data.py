@@ -62,6 +62,28 @@ def test_csv_exported_with_another_separator_is_read(tmp_path, sep):
         read_manifest(tmp_path / "one.csv")
 
 
+def test_xlsx_tables_are_read_from_their_first_sheet(tmp_path):
+    """A spreadsheet saved as .xlsx: manifests, screening tables and register catalogues read it,
+    numbers (object ids, prices) as the text the cell shows, empty cells as empty text."""
+    from artsentry.index.register import read_objects
+    from artsentry.screen import read_listings
+
+    object_photo((1, 2, 3)).save(tmp_path / "a.jpg")
+    object_photo((3, 2, 1)).save(tmp_path / "b.jpg")
+    frame = pd.DataFrame({"image": ["a.jpg", "b.jpg"], "label": ["ivory", "bone"], "object_id": [10088, 7],
+                          "price": [12.5, None]})
+    with pd.ExcelWriter(tmp_path / "m.xlsx") as xl:
+        frame.to_excel(xl, sheet_name="listings", index=False)
+        frame.iloc[:0].to_excel(xl, sheet_name="other", index=False)
+    df, _ = read_manifest(tmp_path / "m.xlsx")
+    assert df["label"].tolist() == ["ivory", "bone"] and df["object_id"].tolist() == ["10088", "7"]
+    assert df["price"].tolist() == ["12.5", ""] and df["path"].tolist() == [str(tmp_path / "a.jpg"), str(tmp_path / "b.jpg")]
+    listings = read_listings(tmp_path / "m.xlsx")
+    assert listings["image"].tolist() == df["path"].tolist() and listings["input_label"].tolist() == ["ivory", "bone"]
+    objects, problems = read_objects(tmp_path / "m.xlsx")
+    assert [o[0] for o in objects] == ["10088", "7"] and not problems
+
+
 @pytest.mark.parametrize(
     "frame, message",
     [

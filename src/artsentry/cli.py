@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train, choose the threshold on the validation split, evaluate on the test "
                                    "split, and write RUN/model (the artifact), RUN/metrics.json and "
                                    "RUN/report.html. Run the same command again to resume an interrupted run.")
-    t.add_argument("data", help="labelled folder (<label>/<images>) or manifest CSV/Parquet")
+    t.add_argument("data", help="labelled folder (<label>/<images>) or manifest CSV/Parquet/XLSX")
     t.add_argument("--out", required=True, help="run folder")
     t.add_argument("--arch", default="efficientnet_lite0", choices=ARCHITECTURES)
     t.add_argument("--pooling", default="avg", choices=POOLINGS,
@@ -289,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("title", "department", "source", "status"):
         ra.add_argument(f"--{name}", help="stolen / at-risk / ..." if name == "status" else None)
     ri = rsub.add_parser("import", help="add many objects from a table or a folder of object folders",
-                         description="Register every object of a table (CSV, JSONL or Parquet; one row per photo: an "
+                         description="Register every object of a table (CSV, JSONL, Parquet or XLSX; one row per photo: an "
                          "object id column such as object_id or accession_number, a photo column such as image or "
                          "path, relative to the table's folder; title, department, source, status and any other "
                          "columns are kept as the object's metadata) or of a folder with one sub-folder of photos "
@@ -350,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="forward pass: PyTorch, ONNX Runtime, or the one the model's config names (default)")
 
     sc = sub.add_parser("screen", help="screen listing photos: decisions, register matches, review queue",
-                        description="Screen a folder of images or a CSV/JSONL/Parquet table of listings. Writes "
+                        description="Screen a folder of images or a CSV/JSONL/Parquet/XLSX table of listings. Writes "
                         "evidence.jsonl (one record per image), results.csv, queue.csv/queue.html (the ranked "
                         "review queue), listings.csv (one row per listing id) and errors.csv into --out. "
                         "Run it again to resume an interrupted run, or after appending rows to its table or "
@@ -411,7 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     pj = sub.add_parser("project", help="2-D maps (PCA, t-SNE, UMAP) of a model's features over a dataset",
                         description="Write projection.html (interactive: hover for thumbnail and metadata), "
                         "projection.png and projection.csv into --out.")
-    pj.add_argument("data", help="labelled folder or manifest CSV/Parquet")
+    pj.add_argument("data", help="labelled folder or manifest CSV/Parquet/XLSX")
     pj.add_argument("--model", default=DEFAULT_MODEL, help="model or run folder (default: %(default)s)")
     pj.add_argument("--split", default=None, help="only this split of the manifest (e.g. test)")
     pj.add_argument("--methods", default="pca,tsne,umap", help="comma-separated of pca, tsne, umap")

@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 PATH_COLUMNS = ("path", "file", "image", "filepath", "filename", "image_path")
 OBJECT_COLUMNS = ("object_id", "objectID", "objectid", "source_id")
 #: file endings read as tables (``_read_table``): listings, manifests, catalogues
-TABLE_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".parquet")
+TABLE_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".parquet", ".xlsx")
 #: separators a .csv is also read with when its header, read comma-separated, is one column holding
 #: one of them (spreadsheets in many locales export "image;label;object_id")
 CSV_SEPARATORS = (";", "\t", "|")
@@ -104,6 +104,8 @@ def _read_table(path: Path) -> pd.DataFrame:
         if suffix in (".jsonl", ".ndjson"):
             df = pd.read_json(path, lines=True, dtype=False)
             return df.astype(object).where(df.notna(), "")
+        if suffix == ".xlsx":  # the first sheet, its first row the header
+            return pd.read_excel(path, sheet_name=0, dtype=str, keep_default_na=False)
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
         if len(df.columns) == 1:  # a spreadsheet's export with another separator ("image;label")
             sep = next((c for c in CSV_SEPARATORS if c in str(df.columns[0])), None)
