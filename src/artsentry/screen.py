@@ -505,13 +505,15 @@ class Screener:
         out = Path(out_dir)
         state_path = out / STATE
         evidence_path = out / EVIDENCE
-        if Path(source).is_dir() and state_path.is_file() and not overwrite:
+        if overwrite and out.exists():
+            for name in (STATE, EVIDENCE, *OUTPUTS):
+                (out / name).unlink(missing_ok=True)
+        old = json.loads(state_path.read_text()) if state_path.is_file() else None
+        if old is not None and Path(source).is_dir() and old.get("fingerprint") != table_fingerprint(listings):
             # a folder that gained files since its run: the screened photos first, as screened
-            old = json.loads(state_path.read_text())
-            if old.get("fingerprint") != table_fingerprint(listings):
-                regrown = _folder_in_screened_order(listings, evidence_path, old.get("rows"))
-                if regrown is not None:
-                    listings = regrown
+            regrown = _folder_in_screened_order(listings, evidence_path, old.get("rows"))
+            if regrown is not None:
+                listings = regrown
         state = {"input": str(Path(source).resolve()), "rows": len(listings),
                  "fingerprint": table_fingerprint(listings), "model": self.model_info,
                  "culture_model": self.culture_info,
@@ -521,12 +523,8 @@ class Screener:
             state["group_folders"] = True
         if self.lots is not None:  # likewise
             state["lots"] = self.lots
-        if overwrite and out.exists():
-            for name in (STATE, EVIDENCE, *OUTPUTS):
-                (out / name).unlink(missing_ok=True)
         grown_from = None  # rows of a finished run on the first rows of this (longer) input
-        if state_path.is_file():
-            old = json.loads(state_path.read_text())
+        if old is not None:
             changed = [k for k in ("input", "group_folders", "fingerprint", "model", "culture_model", "register", "k",
                                    "lots") if old.get(k) != state.get(k)]
             if changed == ["fingerprint"] and _grew_from(old, listings, evidence_path):
