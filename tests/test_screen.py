@@ -412,12 +412,38 @@ def test_a_screened_folder_that_gained_files_screens_only_the_new_ones(model_dir
                                       y.sort_values(key).reset_index(drop=True), check_exact=False, atol=1e-5)
     # run again: nothing new, nothing screened
     assert Screener(model_dir, progress=False).run(folder, out, group_folders=True)["this_run"]["images"] == 0
+    # a new file, and a screened one overwritten with another photo: not the folder grown, refused
+    shutil.copy(files[0], folder / "shop2" / "98.jpg")
+    before = (folder / "shop0" / "00.jpg").read_bytes()
+    shutil.copy(files[-1], folder / "shop0" / "00.jpg")
+    with pytest.raises(ScreenError, match=r"1 photo\(s\) screened there have changed since \(e\.g\. .*shop0/00\.jpg\)"):
+        Screener(model_dir, progress=False).run(folder, out, group_folders=True)
+    (folder / "shop0" / "00.jpg").write_bytes(before)
+    (folder / "shop2" / "98.jpg").unlink()
     # a screened photo gone (and one added): not the same folder grown, refused
     (folder / "shop1" / "01.jpg").unlink()
     shutil.copy(files[0], folder / "shop1" / "99.jpg")
     with pytest.raises(ScreenError, match=r"other content \(rows changed\): 1 screened photo\(s\) no longer there, "
                        r"e\.g\. .*shop1/01\.jpg; use --overwrite"):
         Screener(model_dir, progress=False).run(folder, out, group_folders=True)
+
+
+def test_a_grown_table_whose_screened_photo_changed_is_refused(model_dir, synthetic_dataset, tmp_path):
+    """Rows appended, but a screened row's file now holds another photo: its recorded decision would
+    stand for content that is no longer there."""
+    files = sorted((synthetic_dataset / "ivory").glob("*.jpg"))[:3] + sorted((synthetic_dataset / "non_ivory").glob("*.jpg"))[:3]
+    for k, f in enumerate(files):
+        shutil.copy(f, tmp_path / f"{k}.jpg")
+    table = tmp_path / "listings.csv"
+    pd.DataFrame({"listing_id": ["a", "b", "c", "d"], "image": [f"{k}.jpg" for k in range(4)]}).to_csv(table, index=False)
+    out = tmp_path / "out"
+    Screener(model_dir, progress=False).run(table, out)
+    pd.DataFrame({"listing_id": list("abcdef"), "image": [f"{k}.jpg" for k in range(6)]}).to_csv(table, index=False)
+    shutil.copy(files[5], tmp_path / "1.jpg")
+    with pytest.raises(ScreenError, match=r"1 photo\(s\) screened there have changed since \(e\.g\. .*1\.jpg\)"):
+        Screener(model_dir, progress=False).run(table, out)
+    shutil.copy(files[1], tmp_path / "1.jpg")  # back as it was: the two new rows are screened
+    assert Screener(model_dir, progress=False).run(table, out)["this_run"]["images"] == 2
 
 
 def test_input_columns_named_like_outputs_are_carried_beside_them(model_dir, listings, tmp_path):

@@ -19,7 +19,8 @@ grainy, dark, small or narrow, so a decision on it is weak evidence). Outputs in
   unreadable. A run killed at any moment (even ``kill -9``) and restarted
   skips the rows already recorded; a half-written last line is dropped and
   redone, so no image is recorded twice. A finished run's table with rows
-  appended (the first rows unchanged) screens only the new rows.
+  appended (the first rows unchanged), or folder with files added, screens only
+  the new ones, once the screened files are found to hold what they held then.
 - ``results.csv``  every row (``quality_warnings``: why a photo is weak
   evidence, empty when it is not); ``queue.csv`` the ranked review queue (register
   matches first, then by probability), one row per photo; ``listings.csv`` one
@@ -292,6 +293,26 @@ def _folder_in_screened_order(listings: pd.DataFrame, evidence: Path, n_old) -> 
     return listings.iloc[order].reset_index(drop=True)
 
 
+def _changed_since(records: list[dict], progress: bool = False) -> list[str]:
+    """The local photos of ``records`` whose files no longer hold what was screened: another SHA-256
+    than the record's, or a file now where none could be read then. URLs and files gone are not
+    compared (a folder's gone files are refused apart; a table may point anywhere)."""
+    from .data.splits import file_sha256
+
+    changed = []
+    for r in tqdm(records, desc="checking screened photos", unit="img", disable=not progress):
+        image = r.get("image") or ""
+        if not image or "://" in image or not Path(image).is_file():
+            continue
+        try:
+            now = file_sha256(image)
+        except OSError:
+            continue
+        if now != r.get("sha256"):
+            changed.append(image)
+    return changed
+
+
 def _gone_from_folder(listings: pd.DataFrame, evidence: Path) -> str:
     """Words on the screened photos a folder no longer holds (under their listing ids), for a refusal."""
     have = set(zip(listings["listing_id"], listings["image"]))
@@ -529,6 +550,11 @@ class Screener:
                                    "lots") if old.get(k) != state.get(k)]
             if changed == ["fingerprint"] and _grew_from(old, listings, evidence_path):
                 grown_from = old["rows"]
+                stale = _changed_since(_scan_evidence(evidence_path)[0], self.progress)
+                if stale:  # new content under a screened name: its recorded decision is of the old
+                    raise ScreenError(f"{out}: {len(stale)} photo(s) screened there have changed since (e.g. "
+                                      f"{stale[0]}): their decisions are of what the files held then; use "
+                                      "--overwrite or another --out")
                 if Path(source).is_dir():
                     log.warning("%s gained %d image(s) since %s was screened (%d then, all still there): screening "
                                 "the new ones", source, len(listings) - grown_from, out, grown_from)
