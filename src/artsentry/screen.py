@@ -295,14 +295,15 @@ def _folder_in_screened_order(listings: pd.DataFrame, evidence: Path, n_old) -> 
 
 def _changed_since(records: list[dict], progress: bool = False) -> list[str]:
     """The local photos of ``records`` whose files no longer hold what was screened: another SHA-256
-    than the record's, or a file now where none could be read then. URLs and files gone are not
-    compared (a folder's gone files are refused apart; a table may point anywhere)."""
+    than the record's. Only records whose bytes were read are compared: a file that could not be read
+    then (missing, empty, oversized) carries its error in the outputs, not a decision. URLs and files
+    gone are not compared either (a folder's gone files are refused apart; a table may point anywhere)."""
     from .data.splits import file_sha256
 
     changed = []
     for r in tqdm(records, desc="checking screened photos", unit="img", disable=not progress):
         image = r.get("image") or ""
-        if not image or "://" in image or not Path(image).is_file():
+        if not r.get("sha256") or not image or "://" in image or not Path(image).is_file():
             continue
         try:
             now = file_sha256(image)
