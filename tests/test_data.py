@@ -62,6 +62,29 @@ def test_csv_exported_with_another_separator_is_read(tmp_path, sep):
         read_manifest(tmp_path / "one.csv")
 
 
+def test_relative_paths_written_on_windows_are_found(tmp_path):
+    """A table made on Windows lists "images\\ivory\\a.jpg": manifests, screening tables and register
+    catalogues find the file; a path that exists as written is kept as written."""
+    from artsentry.data.manifest import table_path
+    from artsentry.index.register import read_objects
+    from artsentry.screen import read_listings
+
+    (tmp_path / "images" / "ivory").mkdir(parents=True)
+    object_photo((1, 2, 3)).save(tmp_path / "images" / "ivory" / "a.jpg")
+    object_photo((3, 2, 1)).save(tmp_path / "b.jpg")
+    pd.DataFrame({"image": ["images\\ivory\\a.jpg", " b.jpg "], "label": ["ivory", "bone"],
+                  "object_id": ["1", "2"]}).to_csv(tmp_path / "m.csv", index=False)
+    want = [str(tmp_path / "images" / "ivory" / "a.jpg"), str(tmp_path / "b.jpg")]
+    df, report = read_manifest(tmp_path / "m.csv")
+    assert df["path"].tolist() == want and not report.missing_files
+    assert read_listings(tmp_path / "m.csv")["image"].tolist() == want
+    assert [o[1] for o in read_objects(tmp_path / "m.csv")[0]] == [[want[0]], [want[1]]]
+    (tmp_path / "odd\\name.jpg").write_bytes(b"x")  # a Linux file whose name holds a backslash
+    assert table_path("odd\\name.jpg", tmp_path) == str(tmp_path / "odd\\name.jpg")
+    assert table_path("https://x.org/a.jpg", tmp_path) == "https://x.org/a.jpg"
+    assert table_path("/abs//a.jpg", tmp_path) == "/abs//a.jpg"  # absolute: as written
+
+
 def test_xlsx_tables_are_read_from_their_first_sheet(tmp_path):
     """A spreadsheet saved as .xlsx: manifests, screening tables and register catalogues read it,
     numbers (object ids, prices) as the text the cell shows, empty cells as empty text."""

@@ -57,7 +57,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from .data.dataset import make_loader
 from .data.images import ImageLoadError, is_image_file, load_image, read_image_bytes
-from .data.manifest import TABLE_SUFFIXES, ManifestError, _pick, _read_table, carried_names
+from .data.manifest import TABLE_SUFFIXES, ManifestError, _pick, _read_table, carried_names, table_path
 from .data.quality import assess_quality, measuring_draft, quality_warnings, warnings_text
 from .data.transforms import eval_transform
 from .htmlembed import thumbnail_uri
@@ -122,15 +122,8 @@ def read_listings(source: str | Path, group_folders: bool = False) -> pd.DataFra
     raw = raw.astype(object).where(raw.notna(), "").astype(str)  # missing -> "", never the text "nan"
     id_col = _pick(raw.columns, ID_COLUMNS, "listing id", str(source), required=False)
     base = source.parent.resolve()
-
-    def resolve(p: str) -> str:
-        p = p.strip()
-        if not p or "://" in p or Path(p).is_absolute():
-            return p
-        return str(base / p)
-
     out = pd.DataFrame({"listing_id": raw[id_col] if id_col else [str(i) for i in range(len(raw))],
-                        "image": raw[image_col].map(resolve)})
+                        "image": [table_path(p, base) for p in raw[image_col]]})
     rest = raw.drop(columns=[c for c in (id_col, image_col) if c])
     return pd.concat([out, rest.rename(columns=carried_names(rest.columns, OUTPUT_COLUMNS))], axis=1)
 

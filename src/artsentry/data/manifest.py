@@ -96,6 +96,23 @@ def carried_names(columns, reserved) -> dict[str, str]:
     return names
 
 
+def table_path(value: str, base: Path) -> str:
+    """A file path as a table gives it, resolved against the table's folder ``base`` (absolute paths
+    and URLs kept; surrounding spaces dropped). A relative path written with Windows separators
+    (``images\\ivory\\a.jpg``, a table made on Windows) is read with ``/`` when it does not exist as
+    written."""
+    value = str(value).strip()
+    if not value or "://" in value:
+        return value
+    path = value if Path(value).is_absolute() else str(base / value)
+    if "\\" in value and not Path(path).exists():
+        other = value.replace("\\", "/")
+        other = other if Path(other).is_absolute() else str(base / other)
+        if Path(other).exists():
+            return other
+    return path
+
+
 def _read_table(path: Path) -> pd.DataFrame:
     try:
         suffix = path.suffix.lower()
@@ -128,7 +145,7 @@ def _from_table(path: Path) -> tuple[pd.DataFrame, ManifestReport]:
 
     df = raw.copy()
     base = path.parent.resolve()
-    df["path"] = [str(p if Path(p).is_absolute() else (base / p)) for p in raw[path_col].astype(str)]
+    df["path"] = [table_path(p, base) for p in raw[path_col].astype(str)]
     df["label"] = raw[label_col].astype(str).str.strip()
     if obj_col is None:
         report.object_id_inferred = True

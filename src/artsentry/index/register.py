@@ -706,7 +706,7 @@ def read_objects(source: str | Path) -> tuple[list[tuple[str, list[str], dict]],
     as the object's metadata (from its first row that has them). Returns ``(object_id, photos,
     metadata)`` in input order, and one line per row or file that cannot be used."""
     from ..data.images import is_image_file
-    from ..data.manifest import ManifestError, _pick, _read_table
+    from ..data.manifest import ManifestError, _pick, _read_table, table_path
 
     source = Path(source)
     if not source.exists():
@@ -747,7 +747,7 @@ def read_objects(source: str | Path) -> tuple[list[tuple[str, list[str], dict]],
             problems.append(f"{source} row {i + 1}: {photo}: photos are read from files; download it first")
             continue
         photos, meta = by_id.setdefault(object_id, ([], {}))
-        photos.append(photo if Path(photo).is_absolute() else str(base / photo))
+        photos.append(table_path(photo, base))
         for c in meta_cols:
             key = c.lower() if c.lower() in META_FIELDS else c
             if values[c].strip() and meta.get(key) is None:
