@@ -62,6 +62,19 @@ def test_csv_exported_with_another_separator_is_read(tmp_path, sep):
         read_manifest(tmp_path / "one.csv")
 
 
+def test_a_csv_saved_by_excel_on_windows_is_read(tmp_path, caplog):
+    """Excel's "CSV (comma delimited)" on Windows is Windows-1252, and in many locales ';'-separated."""
+    object_photo((1, 2, 3)).save(tmp_path / "a.jpg")
+    text = "image;label;object_id;title\r\na.jpg;ivory;1;Statuette, Côte d’Ivoire – 1890\r\n"
+    (tmp_path / "m.csv").write_bytes(text.encode("cp1252"))
+    with caplog.at_level("WARNING"):
+        df, _ = read_manifest(tmp_path / "m.csv")
+    assert df["title"].tolist() == ["Statuette, Côte d’Ivoire – 1890"] and df["label"].tolist() == ["ivory"]
+    assert "not UTF-8; read as Windows-1252" in caplog.text
+    (tmp_path / "u.csv").write_text(text, encoding="utf-8-sig")  # UTF-8 with a byte-order mark: as is
+    assert read_manifest(tmp_path / "u.csv")[0]["title"].tolist() == ["Statuette, Côte d’Ivoire – 1890"]
+
+
 def test_relative_paths_written_on_windows_are_found(tmp_path):
     """A table made on Windows lists "images\\ivory\\a.jpg": manifests, screening tables and register
     catalogues find the file; a path that exists as written is kept as written."""

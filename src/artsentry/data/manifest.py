@@ -123,12 +123,20 @@ def _read_table(path: Path) -> pd.DataFrame:
             return df.astype(object).where(df.notna(), "")
         if suffix == ".xlsx":  # the first sheet, its first row the header
             return pd.read_excel(path, sheet_name=0, dtype=str, keep_default_na=False)
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        try:
+            encoding = "utf-8"
+            df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding=encoding)
+        except UnicodeDecodeError:  # Excel's "CSV" on Windows: the ANSI code page, not UTF-8
+            encoding = "cp1252"
+            log.warning("%s: not UTF-8; read as Windows-1252 (Western European), as Excel saves CSV on Windows: "
+                        "check accented text, or save it as CSV UTF-8", path)
+            df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding=encoding, encoding_errors="replace")
         if len(df.columns) == 1:  # a spreadsheet's export with another separator ("image;label")
             sep = next((c for c in CSV_SEPARATORS if c in str(df.columns[0])), None)
             if sep is not None:
                 log.info("%s: columns separated by %r", path, sep)
-                df = pd.read_csv(path, dtype=str, keep_default_na=False, sep=sep)
+                df = pd.read_csv(path, dtype=str, keep_default_na=False, sep=sep, encoding=encoding,
+                                 encoding_errors="replace" if encoding != "utf-8" else "strict")
         return df
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise ManifestError(f"{path}: cannot read manifest ({exc})") from None
