@@ -45,6 +45,17 @@ def test_csv_with_missing_files_reports_them(tmp_path):
     assert "1 listed image(s) not found" in report.lines()[0]
 
 
+def test_labels_that_differ_only_in_case_are_reported(tmp_path, caplog):
+    object_photo((1, 2, 3)).save(tmp_path / "a.jpg")
+    pd.DataFrame({"path": ["a.jpg"] * 4, "label": ["Ivory", "ivory", "ivory", "bone"]}).to_csv(tmp_path / "m.csv",
+                                                                                            index=False)
+    with caplog.at_level("WARNING"):
+        df, report = read_manifest(tmp_path / "m.csv")
+    assert sorted(set(df["label"])) == ["Ivory", "bone", "ivory"]  # kept as written: three classes
+    assert report.case_clashes == ["'Ivory' (1 rows) and 'ivory' (2 rows)"]
+    assert "labels that differ only in case are different classes: 'Ivory' (1 rows) and 'ivory' (2 rows)" in caplog.text
+
+
 @pytest.mark.parametrize("sep", [";", "\t", "|"])
 def test_csv_exported_with_another_separator_is_read(tmp_path, sep):
     """A spreadsheet in a European locale saves "image;label;object_id" (decimal commas in the rows)."""

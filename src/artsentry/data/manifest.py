@@ -57,9 +57,13 @@ class ManifestReport:
     source: str
     missing_files: list[str] = field(default_factory=list)
     object_id_inferred: bool = False
+    case_clashes: list[str] = field(default_factory=list)  # labels differing only in case, in words
 
     def lines(self) -> list[str]:
         out = []
+        if self.case_clashes:
+            out.append(f"labels that differ only in case are different classes: {'; '.join(self.case_clashes)} "
+                       "(if each pair is one class, write it one way)")
         if self.missing_files:
             shown = ", ".join(self.missing_files[:5])
             more = f" and {len(self.missing_files) - 5} more" if len(self.missing_files) > 5 else ""
@@ -167,6 +171,14 @@ def _from_table(path: Path) -> tuple[pd.DataFrame, ManifestReport]:
     if empty.any():
         rows = ", ".join(str(i + 2) for i in df.index[empty][:5])
         raise ManifestError(f"{path}: {int(empty.sum())} row(s) with an empty label (CSV lines {rows}...)")
+    counts = df["label"].value_counts()
+    by_case: dict[str, list[str]] = {}
+    for label in sorted(counts.index):
+        by_case.setdefault(label.casefold(), []).append(label)
+    # "Ivory" and "ivory" are two classes: almost always a typing slip, said (not refused: object ids
+    # used as labels may differ only in case)
+    report.case_clashes = [" and ".join(f"'{n}' ({counts[n]} rows)" for n in names)
+                           for names in by_case.values() if len(names) > 1]
     if "split" in df.columns:
         bad = ~df["split"].isin(SPLITS)
         if bad.any():
