@@ -474,6 +474,17 @@ def test_input_columns_named_like_outputs_are_carried_beside_them(model_dir, lis
     assert set(per_listing["status"]) <= set(LISTING_STATUSES)
 
 
+def test_rows_without_a_listing_id_are_listings_of_their_own(tmp_path, synthetic_dataset, caplog):
+    """Two rows with an empty id are two listings, not one (a flag on one would put the other under review)."""
+    photos = sorted((synthetic_dataset / "ivory").glob("*.jpg"))[:3]
+    table = tmp_path / "l.csv"
+    pd.DataFrame({"listing_id": ["A", "", " "], "image": [str(p) for p in photos]}).to_csv(table, index=False)
+    with caplog.at_level("WARNING"):
+        df = read_listings(table)
+    assert df["listing_id"].tolist() == ["A", "(no id, row 2)", "(no id, row 3)"]
+    assert "2 row(s) without a listing_id: each is its own listing" in caplog.text
+
+
 def test_read_listings_folder_and_jsonl(tmp_path, synthetic_dataset):
     df = read_listings(synthetic_dataset)
     assert len(df) == 48 and df["listing_id"].iloc[0] == "ivory/ivory_000.jpg"

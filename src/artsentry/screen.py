@@ -122,8 +122,14 @@ def read_listings(source: str | Path, group_folders: bool = False) -> pd.DataFra
     raw = raw.astype(object).where(raw.notna(), "").astype(str)  # missing -> "", never the text "nan"
     id_col = _pick(raw.columns, ID_COLUMNS, "listing id", str(source), required=False)
     base = source.parent.resolve()
-    out = pd.DataFrame({"listing_id": raw[id_col] if id_col else [str(i) for i in range(len(raw))],
-                        "image": [table_path(p, base) for p in raw[image_col]]})
+    ids = [str(i) for i in range(len(raw))]
+    if id_col:  # a row without an id is its own listing, not one listing with every other such row
+        ids = [v if v.strip() else f"(no id, row {i + 1})" for i, v in enumerate(raw[id_col])]
+        missing = sum(not v.strip() for v in raw[id_col])
+        if missing:
+            log.warning("%s: %d row(s) without a %s: each is its own listing, named '(no id, row N)'", source,
+                        missing, id_col)
+    out = pd.DataFrame({"listing_id": ids, "image": [table_path(p, base) for p in raw[image_col]]})
     rest = raw.drop(columns=[c for c in (id_col, image_col) if c])
     return pd.concat([out, rest.rename(columns=carried_names(rest.columns, OUTPUT_COLUMNS))], axis=1)
 
