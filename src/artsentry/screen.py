@@ -261,25 +261,25 @@ def read_evidence(path: str | Path) -> list[dict]:
     return _scan_evidence(Path(path))[0]
 
 
-def _grew_from(old: dict, listings: pd.DataFrame, evidence: Path) -> bool:
+def _grew_from(old: dict, listings: pd.DataFrame, records: list[dict]) -> bool:
     """True when ``listings`` is a finished run's input with rows appended: more rows, the first
-    ones as they were (same fingerprint), and every one of those recorded in the evidence log."""
+    ones as they were (same fingerprint), and every one of those recorded in the evidence log
+    (its ``records``)."""
     n = old.get("rows")
     if not isinstance(n, int) or not 0 < n < len(listings):
         return False
     if table_fingerprint(listings.iloc[:n]) != old.get("fingerprint"):
         return False
-    return [r.get("row") for r in _scan_evidence(evidence)[0]] == list(range(n))
+    return [r.get("row") for r in records] == list(range(n))
 
 
-def _folder_in_screened_order(listings: pd.DataFrame, evidence: Path, n_old) -> pd.DataFrame | None:
+def _folder_in_screened_order(listings: pd.DataFrame, records: list[dict], n_old) -> pd.DataFrame | None:
     """A screened folder's rows in the order they were screened: the photos of the evidence log
-    first, as recorded, then any new files (sorted). A folder lists its files sorted, so files added
+    (its ``records``) first, as recorded, then any new files (sorted). A folder lists its files sorted, so files added
     after a run land between screened ones; in this order the run's rows come first, and
     ``_grew_from`` can check them; a grown run, finished or not, reads as it was then. None when the
     log is empty or holds more than the run's ``n_old`` rows, or a photo it recorded is no longer in
     the folder (same listing id, same path)."""
-    records = _scan_evidence(evidence)[0]
     if not isinstance(n_old, int) or not 0 < len(records) <= n_old <= len(listings) \
             or [r.get("row") for r in records] != list(range(len(records))):
         return None
@@ -313,10 +313,11 @@ def _changed_since(records: list[dict], progress: bool = False) -> list[str]:
     return changed
 
 
-def _gone_from_folder(listings: pd.DataFrame, evidence: Path) -> str:
-    """Words on the screened photos a folder no longer holds (under their listing ids), for a refusal."""
+def _gone_from_folder(listings: pd.DataFrame, records: list[dict]) -> str:
+    """Words on the screened photos (``records``) a folder no longer holds (under their listing ids), for a
+    refusal."""
     have = set(zip(listings["listing_id"], listings["image"]))
-    gone = [r.get("image") for r in _scan_evidence(evidence)[0] if (r.get("listing_id"), r.get("image")) not in have]
+    gone = [r.get("image") for r in records if (r.get("listing_id"), r.get("image")) not in have]
     return f": {len(gone)} screened photo(s) no longer there, e.g. {gone[0]}" if gone else ""
 
 
@@ -530,13 +531,16 @@ class Screener:
             for name in (STATE, EVIDENCE, *OUTPUTS):
                 (out / name).unlink(missing_ok=True)
         old = json.loads(state_path.read_text()) if state_path.is_file() else None
-        if old is not None and Path(source).is_dir() and old.get("fingerprint") != table_fingerprint(listings):
-            # a folder that gained files since its run: the screened photos first, as screened
-            regrown = _folder_in_screened_order(listings, evidence_path, old.get("rows"))
-            if regrown is not None:
-                listings = regrown
+        fingerprint = table_fingerprint(listings)
+        records: list[dict] = []  # the run's evidence, read once when its input is not as it was
+        if old is not None and old.get("fingerprint") != fingerprint:
+            records = _scan_evidence(evidence_path)[0]
+            if Path(source).is_dir():  # a folder that gained files since its run: the screened photos first
+                regrown = _folder_in_screened_order(listings, records, old.get("rows"))
+                if regrown is not None:
+                    listings, fingerprint = regrown, table_fingerprint(regrown)
         state = {"input": str(Path(source).resolve()), "rows": len(listings),
-                 "fingerprint": table_fingerprint(listings), "model": self.model_info,
+                 "fingerprint": fingerprint, "model": self.model_info,
                  "culture_model": self.culture_info,
                  "register": self.register_info and {k: v for k, v in self.register_info.items() if k != "objects"},
                  "k": self.k, "batch_size": self.batch_size, "artsentry_version": __version__}
@@ -548,9 +552,9 @@ class Screener:
         if old is not None:
             changed = [k for k in ("input", "group_folders", "fingerprint", "model", "culture_model", "register", "k",
                                    "lots") if old.get(k) != state.get(k)]
-            if changed == ["fingerprint"] and _grew_from(old, listings, evidence_path):
+            if changed == ["fingerprint"] and _grew_from(old, listings, records):
                 grown_from = old["rows"]
-                stale = _changed_since(_scan_evidence(evidence_path)[0], self.progress)
+                stale = _changed_since(records, self.progress)
                 if stale:  # new content under a screened name: its recorded decision is of the old
                     raise ScreenError(f"{out}: {len(stale)} photo(s) screened there have changed since (e.g. "
                                       f"{stale[0]}): their decisions are of what the files held then; use "
@@ -568,7 +572,7 @@ class Screener:
             if changed:
                 why = _describe_changes(old, state, changed)
                 if changed == ["fingerprint"] and Path(source).is_dir():
-                    why += _gone_from_folder(listings, evidence_path)
+                    why += _gone_from_folder(listings, records)
                 raise ScreenError(f"{out} holds a screening run of {why}; use --overwrite or another --out")
             state["batch_size"] = old.get("batch_size", self.batch_size)  # batches as the run began
         else:
