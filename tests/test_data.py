@@ -54,6 +54,10 @@ def test_labels_that_differ_only_in_case_are_reported(tmp_path, caplog):
     assert sorted(set(df["label"])) == ["Ivory", "bone", "ivory"]  # kept as written: three classes
     assert report.case_clashes == ["'Ivory' (1 rows) and 'ivory' (2 rows)"]
     assert "labels that differ only in case are different classes: 'Ivory' (1 rows) and 'ivory' (2 rows)" in caplog.text
+    for name in ("Ivory", "ivory"):  # label folders too
+        (tmp_path / "folder" / name).mkdir(parents=True)
+        object_photo((1, 2, 3)).save(tmp_path / "folder" / name / "a.jpg")
+    assert read_manifest(tmp_path / "folder")[1].case_clashes == ["'Ivory' (1 rows) and 'ivory' (1 rows)"]
 
 
 @pytest.mark.parametrize("sep", [";", "\t", "|"])

@@ -127,20 +127,19 @@ def _read_table(path: Path) -> pd.DataFrame:
             return df.astype(object).where(df.notna(), "")
         if suffix == ".xlsx":  # the first sheet, its first row the header
             return pd.read_excel(path, sheet_name=0, dtype=str, keep_default_na=False)
+        opts = {"dtype": str, "keep_default_na": False, "encoding": "utf-8", "encoding_errors": "strict"}
         try:
-            encoding = "utf-8"
-            df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding=encoding)
+            df = pd.read_csv(path, **opts)
         except UnicodeDecodeError:  # Excel's "CSV" on Windows: the ANSI code page, not UTF-8
-            encoding = "cp1252"
             log.warning("%s: not UTF-8; read as Windows-1252 (Western European), as Excel saves CSV on Windows: "
                         "check accented text, or save it as CSV UTF-8", path)
-            df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding=encoding, encoding_errors="replace")
+            opts.update(encoding="cp1252", encoding_errors="replace")
+            df = pd.read_csv(path, **opts)
         if len(df.columns) == 1:  # a spreadsheet's export with another separator ("image;label")
             sep = next((c for c in CSV_SEPARATORS if c in str(df.columns[0])), None)
             if sep is not None:
                 log.info("%s: columns separated by %r", path, sep)
-                df = pd.read_csv(path, dtype=str, keep_default_na=False, sep=sep, encoding=encoding,
-                                 encoding_errors="replace" if encoding != "utf-8" else "strict")
+                df = pd.read_csv(path, sep=sep, **opts)
         return df
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise ManifestError(f"{path}: cannot read manifest ({exc})") from None
@@ -171,14 +170,6 @@ def _from_table(path: Path) -> tuple[pd.DataFrame, ManifestReport]:
     if empty.any():
         rows = ", ".join(str(i + 2) for i in df.index[empty][:5])
         raise ManifestError(f"{path}: {int(empty.sum())} row(s) with an empty label (CSV lines {rows}...)")
-    counts = df["label"].value_counts()
-    by_case: dict[str, list[str]] = {}
-    for label in sorted(counts.index):
-        by_case.setdefault(label.casefold(), []).append(label)
-    # "Ivory" and "ivory" are two classes: almost always a typing slip, said (not refused: object ids
-    # used as labels may differ only in case)
-    report.case_clashes = [" and ".join(f"'{n}' ({counts[n]} rows)" for n in names)
-                           for names in by_case.values() if len(names) > 1]
     if "split" in df.columns:
         bad = ~df["split"].isin(SPLITS)
         if bad.any():
@@ -186,6 +177,17 @@ def _from_table(path: Path) -> tuple[pd.DataFrame, ManifestReport]:
                 f"{path}: split column has values {sorted(set(df.loc[bad, 'split']))}; allowed: {', '.join(SPLITS)}"
             )
     return df, report
+
+
+def _case_clashes(labels: pd.Series) -> list[str]:
+    """Labels that differ only in case, in words with their counts ("'Ivory' (1 rows) and 'ivory' (2
+    rows)"): two classes, almost always a typing slip; said, not refused (object ids used as labels
+    may differ only in case)."""
+    counts = labels.value_counts()
+    by_case: dict[str, list[str]] = {}
+    for label in sorted(counts.index):
+        by_case.setdefault(label.casefold(), []).append(label)
+    return [" and ".join(f"'{n}' ({counts[n]} rows)" for n in names) for names in by_case.values() if len(names) > 1]
 
 
 def _from_folder(root: Path) -> tuple[pd.DataFrame, ManifestReport]:
@@ -218,6 +220,7 @@ def read_manifest(source: str | Path) -> tuple[pd.DataFrame, ManifestReport]:
             df, report = _from_folder(source)
     else:
         df, report = _from_table(source)
+    report.case_clashes = _case_clashes(df["label"])  # label columns and label folders alike
 
     exists = df["path"].map(lambda p: Path(p).is_file())
     if not exists.all():
