@@ -363,7 +363,7 @@ class Screener:
                               "(e.g. artsentry build culture, then train)")
         self.register = None
         if register_dir is not None:
-            from .index.register import Register
+            from .index.register import Register, RegisterError
 
             self.register = Register.open(register_dir)
         self.k = k
@@ -388,10 +388,10 @@ class Screener:
                     raise ScreenError(f"{model_dir}: {exc}") from None
                 self.lots.update(threshold=threshold, grid=grid)
             if self.register is not None:
-                if self.register.lot_threshold is None:
-                    raise ScreenError(f"{register_dir}: the register has no lot threshold: run 'artsentry register "
-                                      "calibrate REGISTER PHOTOS --lots' on photos of unregistered objects")
-                self.lots["register_threshold"] = self.register.lot_threshold
+                try:
+                    self.lots["register_threshold"] = self.register.required_lot_threshold()
+                except RegisterError as exc:
+                    raise ScreenError(f"{register_dir}: {exc}") from None
         tiles = self.lots["grid"] if self.lots is not None else None
         # one decoded photo feeds each distinct (preprocessing, tiles) once: the model's, the culture
         # model's (always whole) and the embedder's, when they differ

@@ -210,6 +210,14 @@ class Register:
         value = self.setting("lot_threshold")
         return None if value is None else json.loads(value)
 
+    def required_lot_threshold(self) -> float:
+        """``lot_threshold``, or ``RegisterError`` saying how to set one (tile searches need it)."""
+        value = self.lot_threshold
+        if value is None:
+            raise RegisterError("the register has no lot threshold: run 'artsentry register calibrate REGISTER "
+                                "PHOTOS --lots' on photos of unregistered objects")
+        return value
+
     def _load_index(self) -> VectorIndex:
         n_photos = self.db.execute("SELECT COUNT(*) FROM photos").fetchone()[0]
         path = self.folder / INDEX_NAME
@@ -566,10 +574,11 @@ class Register:
         if lots:
             from ..lots import TILE_GRID
 
-            threshold = self.lot_threshold if threshold is None else threshold
             if threshold is None:
-                raise RegisterError("this register has no lot threshold: run 'artsentry register calibrate REGISTER "
-                                    "PHOTOS --lots' on photos of unregistered objects (or give --threshold)")
+                try:
+                    threshold = self.required_lot_threshold()
+                except RegisterError as exc:
+                    raise RegisterError(f"{exc} (or give --threshold)") from None
         threshold = self.threshold if threshold is None else threshold
         vectors, errors, qualities = self.embedder.embed_files(list(images), with_quality=True,
                                                                tiles=TILE_GRID if lots else None)

@@ -157,11 +157,13 @@ class Analyzer:
                 except ValueError as exc:
                     raise LotsUnavailable(str(exc)) from None
             if self.register is not None:
-                with self.lock:
-                    register_lot_threshold = self.register.lot_threshold
-                if register_lot_threshold is None:
-                    raise LotsUnavailable("the register has no lot threshold: run 'artsentry register calibrate "
-                                          "REGISTER PHOTOS --lots' on photos of unregistered objects")
+                from ..index.register import RegisterError
+
+                try:
+                    with self.lock:
+                        register_lot_threshold = self.register.required_lot_threshold()
+                except RegisterError as exc:
+                    raise LotsUnavailable(str(exc)) from None
         from ..explain.overlay import heat_rgba, photo_and_heat
         from ..htmlembed import png_uri
 
