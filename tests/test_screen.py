@@ -447,6 +447,31 @@ def test_a_grown_table_whose_screened_photo_changed_is_refused(model_dir, synthe
     assert Screener(model_dir, progress=False).run(table, out)["this_run"]["images"] == 2
 
 
+def test_a_resumed_run_whose_screened_photo_changed_is_refused(model_dir, synthetic_dataset, tmp_path):
+    """Killed, a screened file overwritten, then resumed: the recorded decision would stand for a photo
+    that is no longer there, so the run is refused by name; run again when finished, too."""
+    files = sorted((synthetic_dataset / "ivory").glob("*.jpg"))[:4] + sorted((synthetic_dataset / "non_ivory").glob("*.jpg"))[:4]
+    for k, f in enumerate(files):
+        shutil.copy(f, tmp_path / f"{k}.jpg")
+    table = tmp_path / "listings.csv"
+    pd.DataFrame({"image": [f"{k}.jpg" for k in range(8)]}).to_csv(table, index=False)
+    out = tmp_path / "out"
+    assert Screener(model_dir, progress=False, batch_size=2).run(table, out, max_rows=4)["recorded"] == 4
+    before = (tmp_path / "1.jpg").read_bytes()
+    shutil.copy(files[-1], tmp_path / "1.jpg")
+    with pytest.raises(ScreenError, match=r"1 photo\(s\) screened there have changed since \(e\.g\. .*1\.jpg\)"):
+        Screener(model_dir, progress=False, batch_size=2).run(table, out)
+    assert len(read_evidence(out / "evidence.jsonl")) == 4  # nothing screened, nothing dropped
+    shutil.copy(files[-1], tmp_path / "6.jpg")  # not screened yet: its new content is what gets screened
+    (tmp_path / "1.jpg").write_bytes(before)
+    done = Screener(model_dir, progress=False, batch_size=2).run(table, out)
+    assert done["complete"] and done["this_run"]["images"] == 4
+    (tmp_path / "3.jpg").write_bytes(files[-2].read_bytes())  # finished, then changed: outputs not rewritten over it
+    with pytest.raises(ScreenError, match=r"changed since \(e\.g\. .*3\.jpg\)"):
+        Screener(model_dir, progress=False).run(table, out)
+    assert Screener(model_dir, progress=False).run(table, out, overwrite=True)["this_run"]["images"] == 8
+
+
 def test_input_columns_named_like_outputs_are_carried_beside_them(model_dir, listings, tmp_path):
     """A seller's table with its own "label", "score" or "status" column: carried as input_label...,
     never written over the model's decision (results.csv once showed the input's label there)."""

@@ -20,7 +20,8 @@ grainy, dark, small or narrow, so a decision on it is weak evidence). Outputs in
   skips the rows already recorded; a half-written last line is dropped and
   redone, so no image is recorded twice. A finished run's table with rows
   appended (the first rows unchanged), or folder with files added, screens only
-  the new ones, once the screened files are found to hold what they held then.
+  the new ones. Before a run goes on (resumed, grown or run again), the screened
+  files are hashed again and a run whose files no longer hold what was screened is refused.
 - ``results.csv``  every row (``quality_warnings``: why a photo is weak
   evidence, empty when it is not); ``queue.csv`` the ranked review queue (register
   matches first, then by probability), one row per photo; ``listings.csv`` one
@@ -321,10 +322,10 @@ def _gone_from_folder(listings: pd.DataFrame, records: list[dict]) -> str:
     return f": {len(gone)} screened photo(s) no longer there, e.g. {gone[0]}" if gone else ""
 
 
-def _resume_point(path: Path, batch_size: int, n_rows: int) -> int:
+def _resume_point(path: Path, batch_size: int, n_rows: int) -> list[dict]:
     """Rows are recorded in order, a batch at a time. Keep only whole batches (cutting a
     batch that a kill left half-written), so a resumed run meets every image in the same
-    batch as an uninterrupted run and computes bit-identical scores. Returns rows kept."""
+    batch as an uninterrupted run and computes bit-identical scores. Returns the records kept."""
     records, ends = _scan_evidence(path)
     rows = [r.get("row") for r in records]
     if rows != list(range(len(rows))):
@@ -334,7 +335,16 @@ def _resume_point(path: Path, batch_size: int, n_rows: int) -> int:
     if path.is_file() and path.stat().st_size != size:
         with open(path, "r+b") as f:
             f.truncate(size)
-    return keep
+    return records[:keep]
+
+
+def _refuse_changed(out: Path, records: list[dict], progress: bool) -> None:
+    """Refuse to go on from a run whose screened photos (``records``) no longer hold what was screened:
+    their recorded decisions would stand for content that is not there any more."""
+    stale = _changed_since(records, progress)
+    if stale:
+        raise ScreenError(f"{out}: {len(stale)} photo(s) screened there have changed since (e.g. {stale[0]}): "
+                          "their decisions are of what the files held then; use --overwrite or another --out")
 
 
 # -- the run ---------------------------------------------------------------------------------
@@ -554,11 +564,7 @@ class Screener:
                                    "lots") if old.get(k) != state.get(k)]
             if changed == ["fingerprint"] and _grew_from(old, listings, records):
                 grown_from = old["rows"]
-                stale = _changed_since(records, self.progress)
-                if stale:  # new content under a screened name: its recorded decision is of the old
-                    raise ScreenError(f"{out}: {len(stale)} photo(s) screened there have changed since (e.g. "
-                                      f"{stale[0]}): their decisions are of what the files held then; use "
-                                      "--overwrite or another --out")
+                _refuse_changed(out, records, self.progress)  # new content under a screened name
                 if Path(source).is_dir():
                     log.warning("%s gained %d image(s) since %s was screened (%d then, all still there): screening "
                                 "the new ones", source, len(listings) - grown_from, out, grown_from)
@@ -581,7 +587,13 @@ class Screener:
 
         batch_size = state["batch_size"]
         # a grown input keeps every row of the finished run; batches start again from its end
-        n_done = grown_from if grown_from is not None else _resume_point(evidence_path, batch_size, len(listings))
+        if grown_from is not None:
+            n_done = grown_from
+        else:
+            kept = _resume_point(evidence_path, batch_size, len(listings))
+            if kept:  # a resumed run, or a finished one run again: the files it screened first hashed again
+                _refuse_changed(out, kept, self.progress)
+            n_done = len(kept)
         todo = list(range(n_done, len(listings)))
         if max_rows is not None:
             todo = todo[: -(-max_rows // batch_size) * batch_size]  # whole batches
