@@ -18,10 +18,17 @@ def test_labelled_folder(synthetic_dataset):
     assert df["object_id"].is_unique
 
 
-def test_images_subfolder_layout(tmp_path, synthetic_dataset):
+def test_images_subfolder_layout(tmp_path, synthetic_dataset, caplog):
     shutil.copytree(synthetic_dataset, tmp_path / "images")
     df, _ = read_manifest(tmp_path)
     assert len(df) == 48
+    # an image beside the label folders has no label: said, not silently left out; so is a raw file
+    shutil.copy(next((tmp_path / "images" / "ivory").iterdir()), tmp_path / "images" / "stray.jpg")
+    (tmp_path / "images" / "ivory" / "IMG_7.cr2").write_bytes(b"raw")
+    with caplog.at_level("WARNING"):
+        assert len(read_manifest(tmp_path)[0]) == 48
+    assert "1 image(s) outside any label folder not used, e.g. stray.jpg" in caplog.text
+    assert "ivory: 1 file(s) not read, not images by their ending (1 .cr2)" in caplog.text
 
 
 def test_met_ivory_metadata_csv_is_read_as_is():

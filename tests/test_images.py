@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from artsentry.data.images import ImageLoadError, is_greyscale, load_image
+from artsentry.data.images import ImageLoadError, find_images, is_greyscale, load_image
 
 from .conftest import bomb_png, jpeg_bytes, object_photo
 
@@ -110,3 +110,39 @@ def test_black_and_white_photos_are_told_from_pale_colour_ones():
     assert not is_greyscale(load_image(jpeg_bytes(pale, quality=60)))
     assert is_greyscale(load_image(jpeg_bytes(grey, quality=60)))  # one-channel JPEG
     assert is_greyscale(load_image(jpeg_bytes(grey.convert("RGB"), quality=40)))  # grey stored as RGB: chroma noise only
+
+
+@pytest.mark.parametrize("fmt", ["HEIF", "AVIF"])
+def test_phone_and_web_formats_are_read_upright(fmt):
+    """HEIC (what phones save) and AVIF (what web shops serve): the same picture as a JPEG of it,
+    turned by its EXIF orientation exactly once."""
+    photo = object_photo((200, 180, 150), size=(160, 120), seed=3)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    photo.save(buf, format=fmt, quality=90, exif=exif.tobytes())
+    img = load_image(buf.getvalue(), name=f"phone.{fmt.lower()}")
+    assert img.mode == "RGB" and img.size == (120, 160)
+    upright = np.asarray(photo.transpose(Image.Transpose.ROTATE_270), dtype=float)
+    assert np.abs(np.asarray(img, dtype=float) - upright).mean() < 6
+
+
+def test_folder_scans_say_what_they_pass_over(tmp_path, caplog):
+    """Every image ending is found (.jfif, .heic too); a file in a format not read is counted in a
+    warning, never dropped without a word; hidden and system files are passed over quietly."""
+    photo = object_photo((200, 180, 150), size=(80, 60))
+    (tmp_path / "shop" / ".thumbnails").mkdir(parents=True)
+    photo.save(tmp_path / "shop" / "a.jpg")
+    photo.save(tmp_path / "shop" / "b.JFIF", format="JPEG")
+    photo.save(tmp_path / "c.heic", format="HEIF")
+    photo.save(tmp_path / "shop" / ".thumbnails" / "a.png")  # a viewer's thumbnail cache
+    for name in ("x.cr2", "y.cr2", "notes.txt", "Thumbs.db", ".DS_Store", "README"):
+        (tmp_path / "shop" / name).write_bytes(b"...")
+    with caplog.at_level("WARNING"):
+        found = find_images(tmp_path)
+    assert [f.relative_to(tmp_path).as_posix() for f in found] == ["c.heic", "shop/a.jpg", "shop/b.JFIF"]
+    assert "4 file(s) not read, not images by their ending (2 .cr2, 1 (no ending), 1 .txt)" in caplog.text
+    assert all(load_image(f).size == (80, 60) for f in found)
+    caplog.clear()
+    assert find_images(tmp_path / "shop", recursive=False) == [tmp_path / "shop" / "a.jpg", tmp_path / "shop" / "b.JFIF"]
+    assert "4 file(s) not read" in caplog.text

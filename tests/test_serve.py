@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from artsentry.serve import Analyzer, ServeSettings, create_app
+from artsentry.serve.analysis import sniff
 
 from .conftest import abc_register, bomb_png, register_lot, synthetic_lot
 
@@ -168,6 +169,27 @@ def test_listing_analyses_every_photo_and_decides_once(live, photos):
     assert many.status_code == 400 and "more than 24 photos" in many.json()["error"]
     assert httpx.post(f"{live.url}/v1/listing", files={"other": ("a", b)}).status_code == 400
     assert httpx.post(f"{live.url}/v1/listing", json={"url": "x"}).status_code == 415
+
+
+def test_phone_photos_in_heic_and_avif_are_analysed(live, photos):
+    """A HEIC photo straight from a phone (and an AVIF one saved from a shop page): accepted by
+    content and judged as the same photo is in PNG; an ISO media file that is a video is not."""
+    photo = Image.open(photos["B"][1]).convert("RGB")
+    answers = {}
+    for fmt, name in (("PNG", "b.png"), ("HEIF", "IMG_0001.HEIC"), ("AVIF", "b.avif")):
+        buf = io.BytesIO()
+        photo.save(buf, format=fmt, **({} if fmt == "PNG" else {"quality": 95}))
+        assert sniff(buf.getvalue()) == {"PNG": "png", "HEIF": "heif", "AVIF": "avif"}[fmt]
+        r = httpx.post(f"{live.url}/v1/analyze", files={"file": (name, buf.getvalue())}, timeout=60)
+        assert r.status_code == 200, r.text
+        answers[fmt] = r.json()
+    for fmt in ("HEIF", "AVIF"):
+        assert answers[fmt]["ivory"]["probability"] == pytest.approx(answers["PNG"]["ivory"]["probability"], abs=0.05)
+        assert answers[fmt]["register"]["matches"][0]["object_id"] == "B"
+    video = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2" + bytes(64)
+    assert sniff(video) is None
+    r = httpx.post(f"{live.url}/v1/analyze", files={"file": ("clip.heic", video)}, timeout=60)
+    assert r.status_code == 415 and "AVIF, HEIC" in r.json()["error"]
 
 
 def test_bad_requests_get_clear_4xx_and_change_nothing(live, tmp_path):

@@ -636,14 +636,14 @@ def _print_errors(messages) -> None:
 
 def expand_images(items: list[str]) -> tuple[list[str], list[str]]:
     """Files as given, folders searched recursively for image files. Returns (files, problems)."""
-    from .data.images import is_image_file
+    from .data.images import find_images
     from .data.manifest import TABLE_SUFFIXES
 
     files, problems = [], []
     for item in items:
         p = Path(item)
         if p.is_dir():
-            found = sorted(str(f) for f in p.rglob("*") if f.is_file() and is_image_file(f))
+            found = [str(f) for f in find_images(p)]
             if not found:
                 problems.append(f"{item}: no image files in folder")
             files.extend(found)

@@ -57,7 +57,7 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .data.dataset import make_loader
-from .data.images import ImageLoadError, is_image_file, load_image, read_image_bytes
+from .data.images import ImageLoadError, find_images, load_image, read_image_bytes
 from .data.manifest import TABLE_SUFFIXES, ManifestError, _pick, _read_table, carried_names, table_path
 from .data.quality import assess_quality, measuring_draft, quality_warnings, warnings_text
 from .data.transforms import eval_transform
@@ -102,7 +102,7 @@ def read_listings(source: str | Path, group_folders: bool = False) -> pd.DataFra
     if not source.exists():
         raise ScreenError(f"{source}: no such file or folder")
     if source.is_dir():
-        files = sorted(f for f in source.rglob("*") if f.is_file() and is_image_file(f))
+        files = find_images(source)
         if not files:
             raise ScreenError(f"{source}: no image files in folder")
         rel = [f.relative_to(source) for f in files]

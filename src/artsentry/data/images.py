@@ -10,6 +10,8 @@ line. It:
   *before* decoding them;
 - decodes fully up front, so truncated data fails here and not later inside a
   transform;
+- reads JPEG, PNG, WebP, GIF, BMP, TIFF, AVIF (Pillow) and HEIC/HEIF, the format phones save
+  photos in (``pillow-heif``);
 - applies the EXIF orientation, so phone photos are upright;
 - converts every mode to 8-bit RGB correctly: 16-bit and float greyscale are
   rescaled rather than clipped, CMYK is converted, and transparency (RGBA, LA,
@@ -22,13 +24,20 @@ Callers that process many files catch ``ImageLoadError``, report it, and go on.
 from __future__ import annotations
 
 import io
+import logging
 import os
 import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Union
 
 import numpy as np
+import pillow_heif
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+pillow_heif.register_heif_opener()  # HEIC/HEIF photos from phones; its transforms leave EXIF orientation at 1
+
+log = logging.getLogger(__name__)
 
 #: 50 MB: larger than any photo a listing or museum serves.
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024
@@ -40,8 +49,13 @@ DEFAULT_MAX_PIXELS = 64_000_000
 #: (under 224 px they carry a "small photo" warning, ``data.quality``).
 DEFAULT_MIN_SIDE = 32
 
-#: file endings treated as images when scanning folders
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+#: file endings treated as images when scanning folders (.jfif and .jpe: JPEG as some browsers save
+#: it; .heic/.heif: phone photos)
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jfif", ".jpe", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif",
+                            ".avif", ".heic", ".heif"})
+
+#: files a folder scan passes over without a word: what operating systems leave in photo folders
+SYSTEM_FILES = frozenset({"thumbs.db", "desktop.ini", "ehthumbs.db"})
 
 ImageSource = Union[str, os.PathLike, bytes]
 
@@ -60,6 +74,30 @@ class ImageLoadError(ValueError):
 
 def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def find_images(folder: str | os.PathLike, recursive: bool = True) -> list[Path]:
+    """The image files in ``folder`` (and its sub-folders when ``recursive``), sorted, by their
+    ending (``IMAGE_SUFFIXES``). Hidden files and folders (``.DS_Store``, ``.thumbnails/``...) and
+    ``SYSTEM_FILES`` are passed over; any other file is not silently dropped: a warning counts
+    them by ending (camera raw files, PDFs...), since a photo in a format not read here would
+    otherwise go unnoticed."""
+    root = Path(folder)
+    files, others = [], Counter()
+    for f in root.rglob("*") if recursive else root.iterdir():
+        if not f.is_file() or any(part.startswith(".") for part in f.relative_to(root).parts):
+            continue
+        if is_image_file(f):
+            files.append(f)
+        elif f.name.lower() not in SYSTEM_FILES:
+            others[f.suffix.lower() or "(no ending)"] += 1
+    if others:
+        common = sorted(others.items(), key=lambda kv: (-kv[1], kv[0]))[:5]
+        kinds = ", ".join(f"{n} {suffix}" for suffix, n in common)
+        log.warning("%s: %d file(s) not read, not images by their ending (%s%s); images are %s", root,
+                    sum(others.values()), kinds, ", ..." if len(others) > 5 else "",
+                    " ".join(sorted(IMAGE_SUFFIXES)))
+    return sorted(files)
 
 
 def read_image_bytes(source: ImageSource, name: str, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .images import is_image_file
+from .images import find_images, is_image_file
 
 log = logging.getLogger(__name__)
 
@@ -194,9 +194,12 @@ def _from_folder(root: Path) -> tuple[pd.DataFrame, ManifestReport]:
     label_root = root / "images" if (root / "images").is_dir() else root
     rows = []
     for label_dir in sorted(p for p in label_root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        for file in sorted(label_dir.rglob("*")):
-            if file.is_file() and is_image_file(file):
-                rows.append({"path": str(file.resolve()), "label": label_dir.name, "object_id": str(file.resolve())})
+        for file in find_images(label_dir):
+            rows.append({"path": str(file.resolve()), "label": label_dir.name, "object_id": str(file.resolve())})
+    loose = [f for f in label_root.iterdir() if f.is_file() and is_image_file(f)]
+    if loose and rows:
+        log.warning("%s: %d image(s) outside any label folder not used, e.g. %s (a label folder holds its "
+                    "images: <folder>/<label>/<image>)", label_root, len(loose), loose[0].name)
     if not rows:
         raise ManifestError(
             f"{root}: no images found; expected <folder>/<label>/<image> or <folder>/images/<label>/<image>, "

@@ -714,7 +714,7 @@ def read_objects(source: str | Path) -> tuple[list[tuple[str, list[str], dict]],
     and optionally ``title``, ``department``, ``source``, ``status`` and any other columns, kept
     as the object's metadata (from its first row that has them). Returns ``(object_id, photos,
     metadata)`` in input order, and one line per row or file that cannot be used."""
-    from ..data.images import is_image_file
+    from ..data.images import find_images, is_image_file
     from ..data.manifest import ManifestError, _pick, _read_table, table_path
 
     source = Path(source)
@@ -724,7 +724,7 @@ def read_objects(source: str | Path) -> tuple[list[tuple[str, list[str], dict]],
     if source.is_dir():
         objects = []
         for folder in sorted(p for p in source.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            photos = sorted(str(f.resolve()) for f in folder.rglob("*") if f.is_file() and is_image_file(f))
+            photos = [str(f.resolve()) for f in find_images(folder)]
             if photos:
                 objects.append((folder.name, photos, {}))
             else:

@@ -291,7 +291,7 @@ def _check_image(data: bytes, what: str = "file") -> str:
     kind = sniff(data)
     if kind is None:
         raise _error(415, f"{what} is not an image: its content is {describe_content(data)} "
-                          "(accepted: JPEG, PNG, WebP, GIF, BMP, TIFF; checked by content, not by name)")
+                          "(accepted: JPEG, PNG, WebP, GIF, BMP, TIFF, AVIF, HEIC; checked by content, not by name)")
     return kind
 
 
