@@ -369,6 +369,52 @@ def test_url_fetch_only_when_enabled(model_dir, photos, tmp_path):
         files.shutdown()
 
 
+def test_url_fetch_without_allow_list_reaches_public_addresses_only(model_dir, photos, tmp_path, monkeypatch):
+    """Fetching on with no allow-list: a URL naming the server's own machine or network (loopback,
+    private, link-local cloud metadata, a name resolving there) is refused before any connection;
+    a public name is fetched from the address checked, under its own name."""
+    import functools
+    import http.server
+    import socket
+
+    from artsentry.serve import app as app_module
+
+    Image.open(photos["A"][1]).save(tmp_path / "a.jpg")
+    hosts = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self):
+            hosts.append(self.headers["Host"])
+            super().do_GET()
+
+    files = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(tmp_path)))
+    threading.Thread(target=files.serve_forever, daemon=True).start()
+    port = files.server_address[1]
+    try:
+        with LiveServer(create_app(ServeSettings(model=model_dir, allow_url_fetch=True))) as server:
+            for url in (f"http://127.0.0.1:{port}/a.jpg", f"http://localhost:{port}/a.jpg", "http://[::1]/a.jpg",
+                        "http://10.1.2.3/a.jpg", "http://169.254.169.254/latest/meta-data/", "http://2130706433/a.jpg"):
+                r = httpx.post(f"{server.url}/v1/analyze", json={"url": url}, timeout=30)
+                assert r.status_code == 403 and "non-public address" in r.json()["error"], (url, r.text)
+            assert hosts == []  # nothing was fetched
+            # a name whose only address is public is fetched from that address: here the checked
+            # address is made the test server's, which a name that does not resolve can only reach if pinned
+            monkeypatch.setattr(app_module, "_public_address", lambda host, port: "127.0.0.1")
+            r = httpx.post(f"{server.url}/v1/analyze", json={"url": f"http://shop.invalid:{port}/a.jpg"}, timeout=60)
+            assert r.status_code == 200, r.text
+            assert hosts == [f"shop.invalid:{port}"]
+    finally:
+        files.shutdown()
+    public = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", 80))]
+    monkeypatch.undo()
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: public)
+    assert app_module._public_address("shop.example", 80) == "93.184.216.34"
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: public + [(socket.AF_INET, socket.SOCK_STREAM, 6, "",
+                                                                          ("192.168.0.9", 80))])
+    with pytest.raises(Exception, match="non-public address \\(192.168.0.9\\)"):
+        app_module._public_address("shop.example", 80)
+
+
 def test_analyze_with_lots_uses_the_tile_scan_at_the_lot_threshold(live, model_dir, synthetic_dataset, tmp_path):
     import shutil
 

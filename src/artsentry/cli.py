@@ -434,8 +434,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "for /v1/listing, all of a listing's photos together)")
     sv.add_argument("--max-listing-photos", type=int, default=24, help="photos in one /v1/listing request "
                     "(default %(default)s)")
-    sv.add_argument("--allow-url-fetch", action="store_true", help="let /v1/analyze fetch {\"url\": ...} images")
-    sv.add_argument("--url-allow-host", action="append", default=[], help="only fetch from this host (repeatable)")
+    sv.add_argument("--allow-url-fetch", action="store_true", help="let /v1/analyze fetch {\"url\": ...} images "
+                    "(from public addresses only, unless hosts are named with --url-allow-host)")
+    sv.add_argument("--url-allow-host", action="append", default=[], help="only fetch from this host, even a "
+                    "private one (repeatable)")
     sv.add_argument("--cors-origin", action="append", default=[], help="allow this browser origin (repeatable; "
                     "default: CORS off)")
     sv.add_argument("--workers", type=int, default=1, help="concurrent analyses (default 1: the model uses both "

@@ -13,7 +13,9 @@ Hardening: request bodies over the limit are refused (413) before they are read 
 full; uploads are sniffed by content, not by name or declared type (415); decoding
 is guarded against decompression bombs (422); ids are checked against a strict
 pattern (400), so no request text ever becomes a path; register writes need the
-bearer token given at start (401/403); CORS is off unless origins are configured;
+bearer token given at start (401/403); URL fetching, off by default, reaches only public
+addresses (pinned to the address checked) or the hosts allowed at start (403), without
+redirects; CORS is off unless origins are configured;
 inference runs in a bounded worker pool off the event loop, and a request that
 finds the queue full gets 503 with Retry-After instead of waiting. Every error is
 JSON: ``{"error": "...", "status": N}``. No page asset comes from the network.
@@ -546,22 +548,58 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
     return app
 
 
+def _public_address(host: str, port: int) -> str:
+    """The address to fetch ``host`` from: resolved once, and refused (403) unless every address it
+    resolves to is public. A URL naming the server's own machine, its network or the cloud's metadata
+    service (``localhost``, ``10.0.0.5``, ``169.254.169.254``, a name resolving there) would let
+    anyone who can reach the API read, or probe, what only the server can reach."""
+    import ipaddress
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise _error(422, f"fetching the URL failed: cannot resolve {host!r} ({exc})") from None
+    addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+    private = [a for a in addresses if not a.is_global]
+    if private or not addresses:
+        raise _error(403, f"host {host!r} resolves to a non-public address ({private[0] if private else 'none'}); "
+                          "this server fetches only from public addresses, or from hosts named with "
+                          "--url-allow-host")
+    return str(addresses[0])
+
+
 async def _fetch(url: str, settings: ServeSettings) -> bytes:
     """Download an image the operator allowed the server to fetch: http(s) only, host on the
-    allow-list when one is set, no redirects, the body capped at the upload limit."""
+    allow-list when one is set, otherwise only from public addresses (the connection goes to the
+    address checked, so a name cannot resolve elsewhere in between), no redirects, the body capped at
+    the upload limit."""
     from urllib.parse import urlparse
 
     import httpx
 
     u = urlparse(url)
+    try:
+        port = u.port or (443 if u.scheme == "https" else 80)
+    except ValueError:
+        raise _error(400, f"not an http(s) URL: {url[:200]!r}") from None
     if u.scheme not in ("http", "https") or not u.hostname:
         raise _error(400, f"not an http(s) URL: {url[:200]!r}")
-    if settings.url_allowlist and u.hostname not in settings.url_allowlist:
-        raise _error(403, f"host {u.hostname!r} is not on this server's allow-list")
+    headers, extensions = {}, {}
+    if settings.url_allowlist:
+        if u.hostname not in settings.url_allowlist:
+            raise _error(403, f"host {u.hostname!r} is not on this server's allow-list")
+    else:  # pinned: the request goes to the public address checked, named as the URL names it
+        address = await asyncio.to_thread(_public_address, u.hostname, port)
+        netloc = f"[{address}]" if ":" in address else address
+        headers["Host"] = u.netloc.rsplit("@", 1)[-1]
+        if u.scheme == "https":
+            extensions["sni_hostname"] = u.hostname  # certificate checked against the name, not the address
+        url = u._replace(netloc=f"{netloc}:{port}").geturl()
     limit = settings.max_upload_bytes
     try:
         async with httpx.AsyncClient(timeout=10.0, follow_redirects=False) as client:
-            async with client.stream("GET", url) as r:
+            async with client.stream("GET", url, headers=headers, extensions=extensions) as r:
                 if r.status_code != 200:
                     raise _error(422, f"fetching the URL gave HTTP {r.status_code}")
                 chunks, size = [], 0
