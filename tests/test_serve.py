@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -118,6 +119,10 @@ def test_analyze_traces_and_matches(live, photos):
     ov = body["overlay"]
     png = Image.open(io.BytesIO(base64.b64decode(ov["png"].split(",", 1)[1])))
     assert png.mode == "RGBA" and png.size == (ov["width"], ov["height"])
+    shown = Image.open(io.BytesIO(base64.b64decode(ov["photo"].split(",", 1)[1])))  # the photo it lies on
+    assert shown.format == "JPEG" and shown.size == (ov["width"], ov["height"])
+    original = Image.open(io.BytesIO(data)).convert("RGB").resize(shown.size)
+    assert np.abs(np.asarray(shown, dtype=float) - np.asarray(original, dtype=float)).mean() < 8
     # same photo, same answer; without explain no overlay
     again = httpx.post(f"{live.url}/v1/analyze", files={"file": ("x", data)}, timeout=60).json()
     assert again["ivory"]["probability"] == iv["probability"] and again["overlay"] is None
@@ -304,11 +309,24 @@ def test_page_in_headless_chromium(live, photos, tmp_path):
         assert not heat.is_visible()
         card.get_by_label("Show evidence overlay").check()
         assert "sha256" in card.locator(".trace").inner_text()
+        assert card.locator("img.picture").get_attribute("src").startswith("blob:")  # shown as uploaded
         assert card.locator(".verdict .weak").inner_text().startswith("Weak evidence: small photo: 140 px")
         page.screenshot(path=str(shot), full_page=True)
         # a phone-sized screen: nothing wider than the screen
         page.set_viewport_size({"width": 390, "height": 844})
         assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        # a phone's HEIC photo, which Chromium cannot show: the server's copy is shown, the overlay on it
+        heic = tmp_path / "IMG_0001.HEIC"
+        Image.open(photos["A"][1]).convert("RGB").save(heic, format="HEIF")
+        page.set_input_files("#file", str(heic))
+        heic_card = page.locator(".card").first
+        expect(heic_card.locator(".name")).to_have_text("IMG_0001.HEIC")
+        expect(heic_card.locator("img.picture")).to_have_attribute("src", re.compile("^data:image/jpeg"),
+                                                                    timeout=60_000)
+        expect(heic_card.locator("img.heat")).to_be_visible()
+        assert heic_card.locator("img.picture").evaluate("i => i.naturalWidth") > 0
+        pic, box = heic_card.locator("img.picture").bounding_box(), heic_card.locator("img.heat").bounding_box()
+        assert abs(box["width"] - pic["width"]) < 2 and abs(box["height"] - pic["height"]) < 2
         # a bad file shows a clear message, not a broken card
         bad = tmp_path / "fake.jpg"
         bad.write_text("<html>not an image</html>")

@@ -19,6 +19,13 @@ def png_uri(img) -> str:
     return data_uri(buf.getvalue())
 
 
+def jpeg_uri(img, quality: int = 85) -> str:
+    """A PIL image as a JPEG data URI."""
+    buf = io.BytesIO()
+    img.convert("RGB").save(buf, format="JPEG", quality=quality)
+    return data_uri(buf.getvalue(), "image/jpeg")
+
+
 def figure_uri(fig, dpi: int = 100) -> str:
     """A matplotlib figure as a PNG data URI (the figure is closed)."""
     import matplotlib.pyplot as plt
@@ -36,9 +43,7 @@ def thumbnail_uri(path: "ImageSource", size: int = 160, quality: int = 80) -> st
     except ImageLoadError:
         return None
     img.thumbnail((size, size))
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=quality)
-    return data_uri(buf.getvalue(), "image/jpeg")
+    return jpeg_uri(img, quality)
 
 
 def use_agg():

@@ -178,7 +178,7 @@ class Analyzer:
                 except RegisterError as exc:
                     raise LotsUnavailable(str(exc)) from None
         from ..explain.overlay import heat_rgba, photo_and_heat
-        from ..htmlembed import png_uri
+        from ..htmlembed import jpeg_uri, png_uri
 
         t0 = time.perf_counter()
         sha = hashlib.sha256(data).hexdigest()
@@ -247,7 +247,7 @@ class Analyzer:
             layer = heat_rgba(h)
             out["overlay"] = {"model": key, "method": self.settings.explain_method, "target": p.labels[idx[0]],
                               "width": shown.width, "height": shown.height,
-                              "png": png_uri(layer)}
+                              "png": png_uri(layer), "photo": jpeg_uri(shown)}
         out["seconds"] = round(time.perf_counter() - t0, 4)
         return out
 

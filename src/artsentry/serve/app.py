@@ -127,6 +127,9 @@ class Overlay(BaseModel):
     width: int
     height: int
     png: str = Field(description="RGBA heat layer (data URI) the size of the photo as shown, to lay over it")
+    photo: str = Field(description="the photo as shown (upright, as the model reads it: cropped when its "
+                       "preprocessing crops), a JPEG data URI of the overlay's size: lay the overlay on this when "
+                       "the upload cannot be shown as sent (HEIC and TIFF in most browsers) or is not its shape")
 
 
 class AnalyzeResponse(BaseModel):

@@ -91,6 +91,8 @@
     card.querySelector(".name").textContent = file.name;
     picture.alt = "uploaded photo " + file.name;
     picture.src = URL.createObjectURL(file);
+    // a photo this browser cannot show (HEIC, TIFF): the server's copy of it replaces it once analysed
+    picture.addEventListener("error", () => { if (card.serverPhoto) picture.src = card.serverPhoto; }, { once: true });
     if (last) where.append(card); else where.prepend(card);  // newest photo first; a listing's in order
     return card;
   }
@@ -185,6 +187,14 @@
     showClassification(card.querySelector(".culture"), body.culture, "Culture");
     showMatches(card.querySelector(".matches"), body.register);
     if (body.overlay) {
+      const picture = card.querySelector(".picture");
+      const o = body.overlay;
+      card.serverPhoto = o.photo;
+      // the overlay lies on the photo as the model read it: the upload itself when the browser shows it
+      // and it has that shape (to the pixel the overlay was rounded to), the server's copy otherwise
+      const reshaped = Math.abs(o.height - o.width * body.image.height / body.image.width) > 1.5 ||
+                       Math.abs(o.width - o.height * body.image.width / body.image.height) > 1.5;
+      if (reshaped || (picture.complete && picture.naturalWidth === 0)) picture.src = body.overlay.photo;
       heat.src = body.overlay.png;
       heat.alt = "evidence overlay (" + body.overlay.method + " for " + body.overlay.target + ")";
       heat.hidden = false;
