@@ -472,6 +472,41 @@ def test_a_resumed_run_whose_screened_photo_changed_is_refused(model_dir, synthe
     assert Screener(model_dir, progress=False).run(table, out, overwrite=True)["this_run"]["images"] == 8
 
 
+def test_the_same_photo_in_several_listings_is_pointed_out(model_dir, synthetic_dataset, tmp_path):
+    """One photo offered again under other listings (by path or as a byte-identical copy): each of its
+    rows names the others; a photo in eight listings names five and counts all; unreadable files and a
+    photo repeated within one listing are not 'shared'."""
+    ivory = sorted((synthetic_dataset / "ivory").glob("*.jpg"))
+    other = sorted((synthetic_dataset / "non_ivory").glob("*.jpg"))
+    shutil.copy(ivory[0], tmp_path / "copy.jpg")  # the same bytes under another name
+    (tmp_path / "empty1.jpg").write_bytes(b"")
+    (tmp_path / "empty2.jpg").write_bytes(b"")
+    rows = [("A", ivory[0]), ("A", other[0]), ("B", ivory[0]), ("C", tmp_path / "copy.jpg"), ("D", other[1]),
+            ("D", other[1]), ("E", tmp_path / "empty1.jpg"), ("F", tmp_path / "empty2.jpg")]
+    rows += [(f"P{k}", other[2]) for k in range(8)]  # a placeholder picture
+    table = tmp_path / "listings.csv"
+    pd.DataFrame({"listing_id": [r[0] for r in rows], "image": [str(r[1]) for r in rows]}).to_csv(table, index=False)
+    out = tmp_path / "out"
+    summary = Screener(model_dir, progress=False).run(table, out)
+    assert summary["photos_in_several_listings"] == 2  # ivory[0] and the placeholder
+    res = pd.read_csv(out / "results.csv", keep_default_na=False)
+    got = [(r.listing_id, r.shared_with, r.shared_with_ids) for r in res.itertuples()]
+    assert got[:8] == [("A", 2, "B; C"), ("A", 0, ""), ("B", 2, "A; C"), ("C", 2, "A; B"), ("D", 0, ""), ("D", 0, ""),
+                       ("E", 0, ""), ("F", 0, "")]
+    assert got[8] == ("P0", 7, "P1; P2; P3; P4; P5") and got[15] == ("P7", 7, "P0; P1; P2; P3; P4")
+    per = pd.read_csv(out / "listings.csv", keep_default_na=False).set_index("listing_id")
+    assert per.loc["A", "shared_with"] == 2 and per.loc["A", "shared_with_ids"] == "B; C"
+    assert per.loc["D", "shared_with"] == 0 and per.loc["P3", "shared_with"] == 7
+    page = (out / "queue.html").read_text()
+    flagged = res[res["flagged"] == "True"]
+    assert {"A", "B", "C"} <= set(flagged["listing_id"])  # the ivory photo, flagged wherever it is
+    assert "the same photo is in 2 other listing(s): B; C" in page
+    for r in flagged.itertuples():  # each queued photo's card says where else it is
+        if r.shared_with:
+            assert f"the same photo is in {r.shared_with} other listing(s): {r.shared_with_ids}" in page
+    assert ("P" in set(flagged["listing_id"].str[0])) == ("and 2 more" in page)
+
+
 def test_input_columns_named_like_outputs_are_carried_beside_them(model_dir, listings, tmp_path):
     """A seller's table with its own "label", "score" or "status" column: carried as input_label...,
     never written over the model's decision (results.csv once showed the input's label there)."""

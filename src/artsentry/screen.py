@@ -23,10 +23,12 @@ grainy, dark, small or narrow, so a decision on it is weak evidence). Outputs in
   the new ones. Before a run goes on (resumed, grown or run again), the screened
   files are hashed again and a run whose files no longer hold what was screened is refused.
 - ``results.csv``  every row (``quality_warnings``: why a photo is weak
-  evidence, empty when it is not); ``queue.csv`` the ranked review queue (register
+  evidence, empty when it is not; ``shared_with``: how many other listings hold the same photo,
+  byte for byte, and ``shared_with_ids`` some of them); ``queue.csv`` the ranked review queue (register
   matches first, then by probability), one row per photo; ``listings.csv`` one
   row per listing id, ranked the same way (``status``: review, not screened, partly
-  screened or clear; ``weak_photos``: how many of its photos have a quality warning); ``queue.html`` the queue with
+  screened or clear; ``weak_photos``: how many of its photos have a quality warning; ``shared_with``:
+  its photo found in the most other listings, how many); ``queue.html`` the queue with
   thumbnails, one card per listing; ``errors.csv`` the unreadable images with
   their reason; ``summary.json``.
   These are written from the evidence log at the end, so an interrupted and
@@ -80,7 +82,7 @@ OUTPUTS = ("results.csv", "queue.csv", "queue.html", "errors.csv", "listings.csv
 OUTPUT_COLUMNS = frozenset((
     "rank", "row", "listing_id", "image", "sha256", "label", "score", "flagged", "culture", "culture_score",
     "matched", "best_match", "best_match_score", "best_match_similarity", "best_match_status", "quality_warnings",
-    "lot_tile_box", "lot_whole_score", "best_match_tile_box", "error",
+    "lot_tile_box", "lot_whole_score", "best_match_tile_box", "shared_with", "shared_with_ids", "error",
     "review", "status", "photos", "unreadable", "flagged_photos", "matched_photos", "weak_photos", "max_score",
     "max_score_image", "best_match_image", "first_row"))
 
@@ -683,6 +685,26 @@ def _box_text(box) -> str:
     return " ".join(f"{v:g}" for v in box) if box else "whole"
 
 
+#: listing ids a photo's ``shared_with_ids`` names at most (a placeholder image can be in thousands)
+SHARED_IDS_SHOWN = 5
+
+
+def shared_photos(table: pd.DataFrame) -> pd.DataFrame:
+    """For each row of a results table: how many *other* listings hold a photo with the same bytes
+    (same SHA-256; photos that could not be read are not compared), and the first
+    ``SHARED_IDS_SHOWN`` of their ids, "; "-joined. The same photo under several listings is the
+    same item offered again, by the same seller or another, or a stock or copied picture: a reviewer
+    wants them side by side. Linear in the rows, however many listings share one photo."""
+    ok = table["error"].isna() & table["sha256"].fillna("").astype(str).ne("")
+    ids = table.loc[ok].groupby("sha256", sort=False)["listing_id"].agg(lambda s: list(dict.fromkeys(map(str, s))))
+    count, shown = [0] * len(table), [""] * len(table)
+    for i, (good, sha, own) in enumerate(zip(ok, table["sha256"], table["listing_id"].astype(str))):
+        if good and len(ids[sha]) > 1:
+            count[i] = len(ids[sha]) - 1
+            shown[i] = "; ".join([x for x in ids[sha][:SHARED_IDS_SHOWN + 1] if x != own][:SHARED_IDS_SHOWN])
+    return pd.DataFrame({"shared_with": count, "shared_with_ids": shown}, index=table.index)
+
+
 def write_outputs(records: list[dict], listings: pd.DataFrame, out: Path, carried: list[str],
                   overlay=None, review_weak: bool = False) -> dict:
     records = sorted(records, key=lambda r: r["row"])
@@ -702,6 +724,11 @@ def write_outputs(records: list[dict], listings: pd.DataFrame, out: Path, carrie
                      **({"best_match_tile_box": _box_text(best["box"])} if "box" in best else {}),
                      "error": r["error"], **r["listing"]})
     table = pd.DataFrame(rows)
+    shared = shared_photos(table)
+    table.insert(table.columns.get_loc("error"), "shared_with", shared["shared_with"])
+    table.insert(table.columns.get_loc("error"), "shared_with_ids", shared["shared_with_ids"])
+    shared_by_row = {row: (int(n), ids) for row, n, ids in zip(table["row"], shared["shared_with"],
+                                                                shared["shared_with_ids"]) if n}
     table.to_csv(out / "results.csv", index=False)
     queue = [r for r in records if r["error"] is None
              and (r.get("flagged") or r.get("matched") or (review_weak and quality_warnings(r.get("quality"))))]
@@ -714,11 +741,12 @@ def write_outputs(records: list[dict], listings: pd.DataFrame, out: Path, carrie
     per_listing = listing_rollup(table, carried, review_weak=review_weak)
     per_listing.to_csv(out / "listings.csv", index=False)
     write_queue_html(queue, per_listing.loc[per_listing["review"], "listing_id"].tolist(), out / "queue.html",
-                     carried, overlay=overlay)
+                     carried, overlay=overlay, shared=shared_by_row)
     return {"flagged": int(sum(bool(r.get("flagged")) for r in records)), "review_weak": review_weak,
             "matched": int(sum(bool(r.get("matched")) for r in records)),
             "queue": len(queue), "unreadable": int(table["error"].notna().sum()),
             "weak_photos": int(table["quality_warnings"].notna().sum()),
+            "photos_in_several_listings": int(table.loc[table["shared_with"] > 0, "sha256"].nunique()),
             "listings": len(per_listing), "listings_to_review": int(per_listing["review"].sum()),
             "listings_not_screened": int((per_listing["status"] == "not screened").sum()),
             "listings_partly_screened": int((per_listing["status"] == "partly screened").sum())}
@@ -759,6 +787,7 @@ def listing_rollup(table: pd.DataFrame, carried: list[str] = (), review_weak: bo
             .set_index("listing_id").reindex(ids)
 
     top_score, top_match = top("score"), top("best_match_score")
+    top_shared = top("shared_with") if "shared_with" in t else None
     out = pd.DataFrame({
         "listing_id": ids, **{c: agg[c].to_numpy() for c in ("photos", "unreadable", "flagged_photos",
                                                             "matched_photos", "weak_photos")},
@@ -767,6 +796,9 @@ def listing_rollup(table: pd.DataFrame, carried: list[str] = (), review_weak: bo
         "best_match_status": top_match["best_match_status"].to_numpy(),
         "best_match_image": top_match["image"].to_numpy(), "first_row": agg["first_row"].to_numpy(),
     })
+    if top_shared is not None:  # the listing's photo found in the most other listings
+        out["shared_with"] = top_shared["_v"].fillna(0).astype(int).to_numpy()
+        out["shared_with_ids"] = top_shared["shared_with_ids"].fillna("").to_numpy()
     review = (out["flagged_photos"] > 0) | (out["matched_photos"] > 0)
     out.insert(1, "review", review | (out["weak_photos"] > 0) if review_weak else review)
     status = np.select([out["review"], out["unreadable"] >= out["photos"], out["unreadable"] > 0],
@@ -786,11 +818,12 @@ def listing_rollup(table: pd.DataFrame, carried: list[str] = (), review_weak: bo
 
 
 def write_queue_html(queue: list[dict], order: list[str], path: Path, carried: list[str], max_rows: int = 500,
-                     overlay=None) -> None:
+                     overlay=None, shared: dict | None = None) -> None:
     """The review queue page: one card per listing, in ``order`` (the listing ids to review as
     ``listing_rollup`` ranks them), holding that listing's photos of ``queue`` in queue order;
     ``max_rows`` cards at most. ``overlay(image) -> data URI | None`` adds an evidence overlay
-    beside the photos the model flagged."""
+    beside the photos the model flagged. ``shared``: row -> (how many other listings hold the same photo,
+    some of their ids), as ``shared_photos`` gives them."""
     esc = html.escape
     by_listing: dict[str, list[dict]] = {}
     for r in queue:
@@ -830,6 +863,11 @@ def write_queue_html(queue: list[dict], order: list[str], path: Path, carried: l
             weak = warnings_text(r.get("quality"))
             if weak:
                 facts.append(f'<span class="weak">weak evidence: {esc(weak)}</span>')
+            n_shared, shared_ids = (shared or {}).get(r["row"], (0, ""))
+            if n_shared:
+                more = f" and {n_shared - SHARED_IDS_SHOWN} more" if n_shared > SHARED_IDS_SHOWN else ""
+                facts.append(f'<span class="shared">the same photo is in {n_shared} other listing(s): '
+                             f'{esc(shared_ids)}{more}</span>')
             facts.append(f'<span class="sha">row {r["row"]} · sha256 {esc(r["sha256"] or "")}</span>')
             blocks.append(f'<div class="photo">{pic}<ul>{"".join(f"<li>{f}</li>" for f in facts)}</ul></div>')
         extra = "".join(f"<li>{esc(c)}: {esc(str(photos[0]['listing'].get(c, '')))}</li>" for c in carried)
@@ -846,7 +884,7 @@ def write_queue_html(queue: list[dict], order: list[str], path: Path, carried: l
 .photo{{display:flex;flex-wrap:wrap;gap:.5em}} .photo ul{{padding-left:1em}}
 .lotpic{{position:relative;display:inline-block;line-height:0}} .lotpic .tile{{position:absolute;box-sizing:border-box;
 border:2px solid #b00020}}
-.rank{{font-weight:bold;min-width:3em}} .weak{{color:#8a4b00}} .sha{{font-size:70%;color:#666;word-break:break-all}}</style></head>
+.rank{{font-weight:bold;min-width:3em}} .weak{{color:#8a4b00}} .shared{{color:#004a8a}} .sha{{font-size:70%;color:#666;word-break:break-all}}</style></head>
 <body><h1>Review queue</h1><p>{len(by_listing)} listing(s) to review ({len(queue)} photo(s)), register matches
 first, then by probability.</p><ol>{''.join(cards)}</ol>{more}</body></html>
 """, encoding="utf-8")
