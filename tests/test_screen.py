@@ -472,7 +472,7 @@ def test_a_resumed_run_whose_screened_photo_changed_is_refused(model_dir, synthe
     assert Screener(model_dir, progress=False).run(table, out, overwrite=True)["this_run"]["images"] == 8
 
 
-def test_the_same_photo_in_several_listings_is_pointed_out(model_dir, synthetic_dataset, tmp_path):
+def test_the_same_photo_in_several_listings_is_pointed_out(model_dir, synthetic_dataset, tmp_path, capsys):
     """One photo offered again under other listings (by path or as a byte-identical copy): each of its
     rows names the others; a photo in eight listings names five and counts all; unreadable files and a
     photo repeated within one listing are not 'shared'."""
@@ -505,6 +505,9 @@ def test_the_same_photo_in_several_listings_is_pointed_out(model_dir, synthetic_
         if r.shared_with:
             assert f"the same photo is in {r.shared_with} other listing(s): {r.shared_with_ids}" in page
     assert ("P" in set(flagged["listing_id"].str[0])) == ("and 2 more" in page)
+    capsys.readouterr()
+    main(["-q", "screen", str(table), "--out", str(out), "--model", str(model_dir)])  # finished: outputs rewritten
+    assert "2 photo(s) appear, byte for byte, in more than one listing" in capsys.readouterr().out
 
 
 def test_input_columns_named_like_outputs_are_carried_beside_them(model_dir, listings, tmp_path):

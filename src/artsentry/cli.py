@@ -909,6 +909,9 @@ def cmd_screen(a) -> int:
             where = ", and in the queue)" if a.review_weak else "; --review-weak queues those passed)"
             print(f"{summary['weak_photos']} photo(s) blurred, grainy, dark, small or narrow: their decisions are weak "
                   f"evidence (quality_warnings in results.csv{where}")
+        if summary.get("photos_in_several_listings"):
+            print(f"{summary['photos_in_several_listings']} photo(s) appear, byte for byte, in more than one listing "
+                  "(shared_with in results.csv and listings.csv)")
     return EXIT_SOME_UNREADABLE if summary.get("unreadable") else 0
 
 
