@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import pandas as pd
 import pytest
 from safetensors.torch import load_file, save_file
 
+from artsentry import __version__
 from artsentry.cli import EXIT_SOME_UNREADABLE, main
 from artsentry.data.images import load_image
 from artsentry.inference import Predictor
@@ -508,6 +511,52 @@ def test_the_same_photo_in_several_listings_is_pointed_out(model_dir, synthetic_
     capsys.readouterr()
     main(["-q", "screen", str(table), "--out", str(out), "--model", str(model_dir)])  # finished: outputs rewritten
     assert "2 photo(s) appear, byte for byte, in more than one listing" in capsys.readouterr().out
+
+
+def test_image_urls_are_fetched_again_after_a_shops_passing_trouble(model_dir, synthetic_dataset, tmp_path):
+    """--fetch-urls against a shop that rate-limits and stumbles: 503 and 429 answers (Retry-After) are
+    asked again and the photos screened; a 404 is final and asked once; one that never recovers is an
+    error saying how often it was tried. Connections carry artsentry's User-Agent."""
+    import http.server
+
+    photo = next((synthetic_dataset / "ivory").glob("*.jpg")).read_bytes()
+    seen: list[tuple[str, str]] = []
+
+    class Shop(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            seen.append((self.path, self.headers["User-Agent"]))
+            tries = sum(p == self.path for p, _ in seen)
+            status = {"/flaky.jpg": 503 if tries <= 2 else 200, "/limited.jpg": 429 if tries == 1 else 200,
+                      "/gone.jpg": 404, "/down.jpg": 502}[self.path]
+            self.send_response(status)
+            if status != 200:
+                self.send_header("Retry-After", "0")
+            body = photo if status == 200 else b"no"
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    shop = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Shop)
+    threading.Thread(target=shop.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{shop.server_address[1]}"
+    table = tmp_path / "listings.csv"
+    names = ["flaky.jpg", "limited.jpg", "gone.jpg", "down.jpg"]
+    pd.DataFrame({"listing_id": list("abcd"), "image_url": [f"{base}/{n}" for n in names]}).to_csv(table, index=False)
+    try:
+        Screener(model_dir, progress=False, fetch_urls=True).run(table, tmp_path / "out")  # decoding workers fetch
+    finally:
+        shop.shutdown()
+    res = pd.read_csv(tmp_path / "out" / "results.csv").set_index("listing_id")
+    assert res.loc["a", "sha256"] == res.loc["b", "sha256"] == hashlib.sha256(photo).hexdigest()
+    assert pd.isna(res.loc["a", "error"]) and pd.isna(res.loc["b", "error"])
+    assert res.loc["c", "error"].endswith("/gone.jpg: HTTP 404")
+    assert res.loc["d", "error"].endswith("/down.jpg: download failed after 4 attempts (HTTP 502)")
+    tries = {n: sum(p == f"/{n}" for p, _ in seen) for n in names}
+    assert tries == {"flaky.jpg": 3, "limited.jpg": 2, "gone.jpg": 1, "down.jpg": 4}
+    assert {agent for _, agent in seen} == {f"artsentry/{__version__} (listing screening)"}
 
 
 def test_input_columns_named_like_outputs_are_carried_beside_them(model_dir, listings, tmp_path):

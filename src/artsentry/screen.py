@@ -58,6 +58,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from . import __version__
+from .collect.met import RetryPolicy, parse_retry_after
 from .data.dataset import make_loader
 from .data.images import ImageLoadError, find_images, load_image, read_image_bytes
 from .data.manifest import TABLE_SUFFIXES, ManifestError, _pick, _read_table, carried_names, table_path
@@ -162,25 +163,61 @@ def table_fingerprint(df: pd.DataFrame) -> str:
 
 
 # -- images ----------------------------------------------------------------------------------
-def fetch_url(url: str, timeout: float = 15.0, max_bytes: int | None = None) -> bytes:
+#: answers worth asking again when fetching a listing's image: rate limits and a server's passing trouble
+#: (a 403 or 404 from a shop is its answer)
+FETCH_RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+#: up to 3 more tries, ~1, 2, 4 s apart, or as long as the server's Retry-After asks (at most 30 s)
+FETCH_POLICY = RetryPolicy(retries=3, backoff=1.0, max_backoff=8.0, max_retry_after=30.0)
+_http_clients: dict[int, "httpx.Client"] = {}
+
+
+def _http_client():
+    """This process's HTTP client (decoding workers are processes of their own): connections to a
+    shop's image host are kept open from one image to the next."""
+    import httpx
+
+    pid = os.getpid()
+    if pid not in _http_clients:
+        _http_clients.clear()  # a forked worker does not reuse its parent's connections
+        _http_clients[pid] = httpx.Client(follow_redirects=True,
+                                          headers={"User-Agent": f"artsentry/{__version__} (listing screening)"})
+    return _http_clients[pid]
+
+
+def fetch_url(url: str, timeout: float = 15.0, max_bytes: int | None = None,
+              policy: RetryPolicy = FETCH_POLICY) -> bytes:
+    """The bytes at an http(s) URL, or ``ImageLoadError``. Rate limits (429), server errors (5xx),
+    timeouts and broken connections are tried again per ``policy`` (``Retry-After`` honoured), so a
+    shop's passing trouble does not leave a listing unscreened; other answers (404, 403) are final."""
     import httpx
 
     from .data.images import DEFAULT_MAX_BYTES
 
     limit = max_bytes or DEFAULT_MAX_BYTES
-    try:
-        with httpx.stream("GET", url, timeout=timeout, follow_redirects=True) as r:
-            if r.status_code != 200:
-                raise ImageLoadError(url, f"HTTP {r.status_code}")
-            chunks, size = [], 0
-            for chunk in r.iter_bytes():
-                size += len(chunk)
-                if size > limit:
-                    raise ImageLoadError(url, f"over the {limit / 1e6:.0f} MB limit")
-                chunks.append(chunk)
-    except httpx.HTTPError as exc:
-        raise ImageLoadError(url, f"download failed ({type(exc).__name__}: {exc})") from None
-    return b"".join(chunks)
+    last = ""
+    for attempt in range(policy.retries + 1):
+        retry_after = None
+        try:
+            with _http_client().stream("GET", url, timeout=timeout) as r:
+                if r.status_code in FETCH_RETRY_STATUSES:
+                    retry_after, last = parse_retry_after(r.headers.get("Retry-After")), f"HTTP {r.status_code}"
+                elif r.status_code != 200:
+                    raise ImageLoadError(url, f"HTTP {r.status_code}")
+                else:
+                    chunks, size = [], 0
+                    for chunk in r.iter_bytes():
+                        size += len(chunk)
+                        if size > limit:
+                            raise ImageLoadError(url, f"over the {limit / 1e6:.0f} MB limit")
+                        chunks.append(chunk)
+                    return b"".join(chunks)
+        except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+            last = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            raise ImageLoadError(url, f"download failed ({type(exc).__name__}: {exc})") from None
+        if attempt < policy.retries:
+            time.sleep(policy.wait(attempt, retry_after))
+    raise ImageLoadError(url, f"download failed after {policy.retries + 1} attempts ({last})")
 
 
 class ListingImages(Dataset):
