@@ -1,4 +1,5 @@
 import io
+import os
 
 import numpy as np
 import pytest
@@ -146,3 +147,16 @@ def test_folder_scans_say_what_they_pass_over(tmp_path, caplog):
     caplog.clear()
     assert find_images(tmp_path / "shop", recursive=False) == [tmp_path / "shop" / "a.jpg", tmp_path / "shop" / "b.JFIF"]
     assert "4 file(s) not read" in caplog.text
+    # a name from an archive made with another encoding (Latin-1 "café.jpg"): no table can hold it,
+    # so it is named in a warning instead of failing the run that lists it
+    photo.save(os.fsdecode(bytes(tmp_path / "shop") + b"/caf\xe9.jpg"), format="JPEG")
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert [f.name for f in find_images(tmp_path / "shop")] == ["a.jpg", "b.JFIF"]
+    assert "1 image(s) not read: their file names are not UTF-8 (e.g. " in caplog.text
+    assert "shop/caf\\xe9.jpg); rename them" in caplog.text
+    from artsentry.data.manifest import read_manifest
+    from artsentry.screen import read_listings
+
+    assert len(read_listings(tmp_path / "shop")) == 2  # a screen of the folder: it once failed here, whole
+    assert len(read_manifest(tmp_path)[0]) == 2  # a labelled folder (label "shop")

@@ -81,16 +81,27 @@ def find_images(folder: str | os.PathLike, recursive: bool = True) -> list[Path]
     ending (``IMAGE_SUFFIXES``). Hidden files and folders (``.DS_Store``, ``.thumbnails/``...) and
     ``SYSTEM_FILES`` are passed over; any other file is not silently dropped: a warning counts
     them by ending (camera raw files, PDFs...), since a photo in a format not read here would
-    otherwise go unnoticed."""
+    otherwise go unnoticed. So are images whose path is not valid UTF-8 (names from an archive made
+    with another encoding): no table, log or report can hold such a name, so they are named in a
+    warning, to be renamed, instead of failing the whole run."""
     root = Path(folder)
-    files, others = [], Counter()
+    files, others, undecodable = [], Counter(), []
     for f in root.rglob("*") if recursive else root.iterdir():
         if not f.is_file() or any(part.startswith(".") for part in f.relative_to(root).parts):
             continue
-        if is_image_file(f):
-            files.append(f)
-        elif f.name.lower() not in SYSTEM_FILES:
-            others[f.suffix.lower() or "(no ending)"] += 1
+        if not is_image_file(f):
+            if f.name.lower() not in SYSTEM_FILES:
+                others[f.suffix.lower() or "(no ending)"] += 1
+            continue
+        try:
+            str(f).encode("utf-8")
+        except UnicodeEncodeError:
+            undecodable.append(os.fsencode(f).decode("utf-8", "backslashreplace"))
+            continue
+        files.append(f)
+    if undecodable:
+        log.warning("%s: %d image(s) not read: their file names are not UTF-8 (e.g. %s); rename them to UTF-8 "
+                    "(for example with convmv) and run again", root, len(undecodable), undecodable[0])
     if others:
         common = sorted(others.items(), key=lambda kv: (-kv[1], kv[0]))[:5]
         kinds = ", ".join(f"{n} {suffix}" for suffix, n in common)
