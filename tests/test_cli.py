@@ -44,6 +44,13 @@ def test_predict_plain_output_and_missing_file(model_dir, synthetic_dataset, tmp
     assert main(["predict", str(table), str(img), "--model", str(model_dir)]) == EXIT_SOME_UNREADABLE
     out, err = capsys.readouterr()
     assert len(out.splitlines()) == 1 and "listings.csv: a table, not an image ('artsentry screen' screens" in err
+    # a file name with a tab and a line break in it stays one line of four fields
+    odd = tmp_path / "odd" / "a\tb\nc.jpg"
+    odd.parent.mkdir()
+    odd.write_bytes(img.read_bytes())
+    assert main(["predict", str(odd.parent), "--model", str(model_dir)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1 and lines[0].split("\t")[0] == str(odd.parent / "a\\tb\\nc.jpg")
 
 
 def test_predict_names_what_makes_a_photo_weak_evidence(model_dir, tmp_path, capsys):

@@ -691,9 +691,14 @@ def _predict_lots(a, predictor, files: list[str], n_bad: int) -> int:
             print(json.dumps({"source": f, **r.to_dict(), "threshold": threshold, "mode": "lots"}))
         else:
             where = "whole photo" if r.box is None else "tile " + ",".join(str(v) for v in r.box)
-            print(f"{f}\t{'FLAG' if r.flagged else 'pass'} (lot threshold {threshold:.4f})\t"
+            print(f"{_tsv(f)}\t{'FLAG' if r.flagged else 'pass'} (lot threshold {threshold:.4f})\t"
                   f"max p({predictor.positive_label})={r.score:.4f} in {where}\twhole photo {r.whole:.4f}")
     return EXIT_SOME_UNREADABLE if n_bad else 0
+
+
+def _tsv(name: str) -> str:
+    """A file name as one tab-separated field: a tab or line break in it written as \\t, \\n, \\r."""
+    return str(name).translate({9: "\\t", 10: "\\n", 13: "\\r"})
 
 
 def cmd_predict(a) -> int:
@@ -719,10 +724,10 @@ def cmd_predict(a) -> int:
             print(json.dumps(d))
         elif predictor.binary:
             decision = "FLAG" if pred.flagged else "pass"
-            print(f"{pred.source}\t{pred.label}\tp({predictor.positive_label})={pred.score:.4f}\t"
+            print(f"{_tsv(pred.source)}\t{pred.label}\tp({predictor.positive_label})={pred.score:.4f}\t"
                   f"{decision} (threshold {threshold:.4f})" + _quality_note(pred))
         else:
-            print(f"{pred.source}\t{pred.label}\tp={pred.score:.4f}" + _quality_note(pred))
+            print(f"{_tsv(pred.source)}\t{pred.label}\tp={pred.score:.4f}" + _quality_note(pred))
     return EXIT_SOME_UNREADABLE if n_bad else 0
 
 
@@ -945,7 +950,7 @@ def cmd_explain(a) -> int:
             n_bad += 1
             print(f"error: {r.error}", file=sys.stderr)
         else:
-            print(f"{r.source}\t{r.target}\t{r.score:.4f}\t{r.overlay}")
+            print(f"{_tsv(r.source)}\t{r.target}\t{r.score:.4f}\t{_tsv(r.overlay)}")
     return EXIT_SOME_UNREADABLE if n_bad else 0
 
 
