@@ -252,6 +252,53 @@ def test_register_add_then_remove(live, photos):
     assert httpx.delete(f"{live.url}/v1/register/NEW-1", headers=auth).status_code == 404
 
 
+def test_audit_log_records_every_decision_and_register_change(model_dir, register_dir, photos, tmp_path):
+    """--audit-log: one JSON line per analysis (photo hash, model version, decision, best match), per
+    listing, per register change and per refused register write; never the photo or the token."""
+    import json
+    import shutil
+
+    register = tmp_path / "register"
+    shutil.copytree(register_dir, register)
+    log_path = tmp_path / "logs" / "audit.jsonl"
+    settings = ServeSettings(model=model_dir, register=register, token=TOKEN, audit_log=log_path)
+    photo = Path(photos["B"][1]).read_bytes()
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    with LiveServer(create_app(settings)) as server:
+        body = httpx.post(f"{server.url}/v1/analyze", files={"file": ("b.jpg", photo)}, timeout=60).json()
+        assert httpx.post(f"{server.url}/v1/analyze", files={"file": ("bomb.png", bomb_png())}).status_code == 422
+        assert httpx.post(f"{server.url}/v1/listing", files=[("file", ("b.jpg", photo)), ("file", ("x.jpg", b"<html>"))],
+                          timeout=60).status_code == 200
+        new = [("file", ("u.jpg", Path(photos["unknown"]).read_bytes()))]
+        assert httpx.post(f"{server.url}/v1/register", data={"object_id": "N-1"}, files=new,
+                          headers={"Authorization": "Bearer guess"}).status_code == 401
+        assert httpx.post(f"{server.url}/v1/register", data={"object_id": "N-1"}, files=new, headers=auth,
+                          timeout=60).status_code == 201
+        assert httpx.delete(f"{server.url}/v1/register/N-1", headers=auth).status_code == 200
+    text = log_path.read_text()
+    assert TOKEN not in text and "guess" not in text
+    records = [json.loads(line) for line in text.splitlines()]
+    assert [r["event"] for r in records] == ["analyze", "analyze", "listing", "refused", "register_add",
+                                             "register_remove"]
+    assert all(r["client"] == "127.0.0.1" and r["time"].endswith("+00:00") for r in records)
+    first = records[0]
+    assert first["sha256"] == hashlib.sha256(photo).hexdigest() == body["image"]["sha256"]
+    assert first["ivory"] == {"model": body["ivory"]["model"]["name"], "version": body["ivory"]["model"]["version"],
+                              "label": body["ivory"]["label"], "probability": body["ivory"]["probability"],
+                              "threshold": body["ivory"]["threshold"], "decision": body["ivory"]["decision"]}
+    assert first["register"]["best"]["object_id"] == "B" and first["register"]["no_match"] is False
+    assert "possible decompression bomb" in records[1]["error"]
+    assert records[1]["sha256"] == hashlib.sha256(bomb_png()).hexdigest()
+    listing = records[2]
+    assert listing["status"] == "review"  # photo B matches registered object B
+    assert [p["filename"] for p in listing["photos"]] == ["b.jpg", "x.jpg"]
+    assert listing["photos"][0]["sha256"] == first["sha256"] and "not an image" in listing["photos"][1]["error"]
+    assert records[3] == {**records[3], "method": "POST", "path": "/v1/register", "status": 401}
+    assert records[4]["object_id"] == "N-1" and records[4]["photos_added"] == 1
+    assert records[4]["photos"] == [hashlib.sha256(Path(photos["unknown"]).read_bytes()).hexdigest()]
+    assert records[5] == {**records[5], "object_id": "N-1", "photos_removed": 1}
+
+
 def test_cors_is_off_unless_configured(live):
     r = httpx.options(f"{live.url}/v1/analyze", headers={"Origin": "https://evil.example",
                                                          "Access-Control-Request-Method": "POST"})

@@ -439,6 +439,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "(from public addresses only, unless hosts are named with --url-allow-host)")
     sv.add_argument("--url-allow-host", action="append", default=[], help="only fetch from this host, even a "
                     "private one (repeatable)")
+    sv.add_argument("--audit-log", type=Path, default=None, help="append one JSON line per analysis, register "
+                    "change and refused register write to this file (photo SHA-256, model versions, decisions, "
+                    "client address; never the photo or the token)")
     sv.add_argument("--cors-origin", action="append", default=[], help="allow this browser origin (repeatable; "
                     "default: CORS off)")
     sv.add_argument("--workers", type=int, default=1, help="concurrent analyses (default 1: the model uses both "
@@ -997,7 +1000,7 @@ def cmd_serve(a) -> int:
                              max_upload_bytes=int(a.max_upload_mb * 1024 * 1024), allow_url_fetch=a.allow_url_fetch,
                              url_allowlist=tuple(a.url_allow_host), cors_origins=tuple(a.cors_origin),
                              inference_workers=a.workers, max_queue=a.max_queue, runtime=a.runtime,
-                             max_listing_photos=a.max_listing_photos)
+                             max_listing_photos=a.max_listing_photos, audit_log=a.audit_log)
     app = create_app(settings)
     print(f"artsentry serving on http://{a.host}:{a.port}/  (API schema: /openapi.json; register writes "
           f"{'need the token' if settings.token else 'disabled: no token'})", file=sys.stderr)

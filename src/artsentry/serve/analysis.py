@@ -87,6 +87,7 @@ class ServeSettings:
     top_k: int = 5
     explain_method: str = "gradcam"
     runtime: str = "auto"
+    audit_log: Path | None = None      # JSON lines: every analysis and register change (serve.audit)
 
 
 class Analyzer:

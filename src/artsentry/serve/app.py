@@ -15,7 +15,8 @@ is guarded against decompression bombs (422); ids are checked against a strict
 pattern (400), so no request text ever becomes a path; register writes need the
 bearer token given at start (401/403); URL fetching, off by default, reaches only public
 addresses (pinned to the address checked) or the hosts allowed at start (403), without
-redirects; CORS is off unless origins are configured;
+redirects; CORS is off unless origins are configured; with an audit log (``serve.audit``) every
+analysis, register change and refused write is recorded;
 inference runs in a bounded worker pool off the event loop, and a request that
 finds the queue full gets 503 with Retry-After instead of waiting. Every error is
 JSON: ``{"error": "...", "status": N}``. No page asset comes from the network.
@@ -24,6 +25,7 @@ JSON: ``{"error": "...", "status": N}``. No page asset comes from the network.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 import secrets
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +42,7 @@ from starlette.exceptions import HTTPException
 from .. import __version__
 from ..data.images import ImageLoadError
 from .analysis import Analyzer, LotsUnavailable, ServeSettings, describe_content, sniff
+from .audit import AuditLog, decision_summary
 
 OBJECT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 MULTIPART_OVERHEAD = 256 * 1024
@@ -324,6 +327,12 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
                   description="Image recognition against the illicit trade in cultural objects and wildlife "
                               "products: ivory screening, known-object search, explanations.")
     admission = Admission(settings.inference_workers, settings.max_queue)
+    audit_log = AuditLog(settings.audit_log) if settings.audit_log else None
+
+    async def audit(request: Request, event: str, **fields) -> None:
+        if audit_log is not None:
+            client = request.client.host if request.client else None
+            await asyncio.to_thread(audit_log.write, event, client, **fields)
     assets = {"index.html": _asset("index.html"), "app.js": _asset("app.js"), "app.css": _asset("app.css")}
     app.state.analyzer = analyzer
     app.state.admission = admission
@@ -359,13 +368,15 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
         response.headers.setdefault("Referrer-Policy", "no-referrer")
         return response
 
-    def _token(request: Request) -> None:
+    async def _token(request: Request) -> None:
         if not settings.token:
+            await audit(request, "refused", method=request.method, path=request.url.path, status=403)
             raise _error(403, "register writes are disabled: start the server with a token "
                               "(artsentry serve --token, or ARTSENTRY_TOKEN)")
         given = request.headers.get("authorization", "")
         scheme, _, value = given.partition(" ")
         if scheme.lower() != "bearer" or not secrets.compare_digest(value.strip().encode(), settings.token.encode()):
+            await audit(request, "refused", method=request.method, path=request.url.path, status=401)
             raise _error(401, "missing or wrong token: send 'Authorization: Bearer <token>'",
                          {"WWW-Authenticate": "Bearer"})
 
@@ -428,15 +439,20 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
                 raise _error(403, "fetching image URLs is disabled on this server (start it with --allow-url-fetch); "
                                   "upload the file instead")
             data = await _fetch(body.url, settings)
+            url = body.url
         else:
             raise _error(415, "send multipart/form-data with a 'file' field, or JSON {\"url\": ...}")
         _check_image(data)
+        origin = {"url": url} if ctype.startswith("application/json") else {}
         try:
             result = await admission.run(executor, lambda: analyzer.analyze(data, explain=explain, k=k, lots=lots))
         except ImageLoadError as exc:
+            await audit(request, "analyze", **origin, sha256=hashlib.sha256(data).hexdigest(), bytes=len(data),
+                        error=exc.reason)
             raise _error(422, f"the image cannot be used: {exc.reason}") from None
         except LotsUnavailable as exc:
             raise _error(400, str(exc)) from None
+        await audit(request, "analyze", **origin, lots=lots, **decision_summary(result))
         return result
 
     listing_body = {"requestBody": {"content": {"multipart/form-data": {"schema": {
@@ -472,6 +488,10 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
                                                                                     review_weak=review_weak, lots=lots))
         except LotsUnavailable as exc:
             raise _error(400, str(exc)) from None
+        await audit(request, "listing", status=out["status"], lots=lots,
+                    photos=[{"filename": e["filename"], **(decision_summary(e["result"]) if e["result"] else
+                                                          {"sha256": hashlib.sha256(photos[e["index"]][1]).hexdigest(),
+                                                           "error": e["error"]})} for e in out["results"]])
         if out["unreadable"] == out["photos"]:
             raise _error(422, "no photo of the listing can be used: " +
                          "; ".join(f"photo {e['index'] + 1}: {e['error']}" for e in out["results"]))
@@ -494,7 +514,7 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
     async def register_add(request: Request, object_id: str = Form(...), file: list[UploadFile] = File(...),
                            title: Optional[str] = Form(None), department: Optional[str] = Form(None),
                            source: Optional[str] = Form(None), status: Optional[str] = Form(None)):
-        _token(request)
+        await _token(request)
         _need_register()
         _check_id(object_id)
         photos = []
@@ -505,8 +525,6 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
         folder = Path(settings.register) / "photos"
 
         def add():
-            import hashlib
-
             from ..data.images import load_image
 
             paths = []
@@ -528,6 +546,8 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
             return analyzer.register_add(object_id, paths, meta)
 
         out = await admission.run(executor, add)
+        await audit(request, "register_add", object_id=object_id, photos=[hashlib.sha256(d).hexdigest() for d, _ in photos],
+                    photos_added=out.get("photos_added"))
         if out["object"]:
             out["object"]["photos"] = [Path(p).name for p in out["object"]["photos"]]
         return out
@@ -536,7 +556,7 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
                 responses={400: {"model": ErrorBody}, 401: {"model": ErrorBody}, 403: {"model": ErrorBody},
                            404: {"model": ErrorBody}})
     async def register_remove(request: Request, object_id: str):
-        _token(request)
+        await _token(request)
         _need_register()
         _check_id(object_id)
         from ..index.register import RegisterError
@@ -545,6 +565,7 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
             n = await admission.run(executor, analyzer.register_remove, object_id)
         except RegisterError as exc:
             raise _error(404, str(exc)) from None
+        await audit(request, "register_remove", object_id=object_id, photos_removed=n)
         return {"object_id": object_id, "photos_removed": n}
 
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes + MULTIPART_OVERHEAD)
