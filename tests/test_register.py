@@ -137,6 +137,54 @@ def test_register_cli(tmp_path, photos, capsys):
     assert main(["-q", "register", "search", reg, str(tmp_path / "missing.jpg")]) == 3
 
 
+def test_register_history_says_when_what_changed(tmp_path, photos, capsys):
+    """Every change (object added with its photos' SHA-256, photos added, removed with what it was,
+    thresholds set or calibrated) is kept, oldest first, also after the object is gone; a register
+    from before the history opens with an empty one and records from then on."""
+    import getpass
+    import hashlib
+    import sqlite3
+    from pathlib import Path
+
+    def sha(p):
+        return hashlib.sha256(Path(p).read_bytes()).hexdigest()
+
+    reg = str(tmp_path / "reg")
+    assert main(["-q", "register", "create", reg]) == 0
+    db = sqlite3.connect(Path(reg) / "register.sqlite")  # the schema before the history
+    db.execute("DROP TABLE history")
+    db.commit()
+    db.close()
+    assert main(["-q", "register", "add", reg, "A", photos["A"][0][0], "--title", "Ivory figure", "--status",
+                 "stolen"]) == 0
+    assert main(["-q", "register", "add", reg, "A", photos["A"][0][1], "--status", "recovered"]) == 0
+    assert main(["-q", "register", "add", reg, "B", *photos["B"][0]]) == 0
+    assert main(["-q", "register", "calibrate", reg, photos["unknown"], "--target-fmr", "0"]) == 0
+    assert main(["-q", "register", "remove", reg, "A"]) == 0
+    capsys.readouterr()
+    assert main(["-q", "register", "history", reg, "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["action"], r["object_id"]) for r in rows] == [("add", "A"), ("add_photos", "A"), ("add", "B"),
+                                                             ("threshold", None), ("remove", "A")]
+    assert rows[0]["photos"] == [sha(photos["A"][0][0])]
+    assert rows[0]["metadata"] == {"title": "Ivory figure", "status": "stolen"}
+    assert rows[1]["photos"] == [sha(photos["A"][0][1])] and rows[1]["metadata"] == {"status": "recovered"}
+    assert rows[2]["photos"] == [sha(p) for p in photos["B"][0]] and "metadata" not in rows[2]
+    assert rows[3]["calibrated_on"] == 1 and rows[3]["target_false_match_rate"] == 0
+    assert rows[3]["value"] == Register.open(reg).threshold
+    assert rows[4]["photos_removed"] == 2 and rows[4]["was"] == {"title": "Ivory figure", "status": "recovered"}
+    assert all(r["user"] == getpass.getuser() and r["time"].endswith("+00:00") for r in rows)
+    times = [r["time"] for r in rows]
+    assert times == sorted(times)
+    # one object's history, gone from the register but not from its history; plain lines
+    assert main(["-q", "register", "history", reg, "A"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[2:4] for line in lines] == [["add", "A"], ["add_photos", "A"], ["remove", "A"]]
+    assert lines[0].split("\t")[4].startswith("1 photo(s) {\"metadata\": {\"status\": \"stolen\"")
+    assert main(["-q", "register", "history", reg, "nope"]) == 1
+    assert "'nope' is not in the register and has no history" in capsys.readouterr().err
+
+
 def test_threshold_for_false_match_rate_by_hand():
     from artsentry.index.register import threshold_for_false_match_rate
 

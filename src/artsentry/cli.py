@@ -306,6 +306,13 @@ def build_parser() -> argparse.ArgumentParser:
     rg = rsub.add_parser("get", help="show one object")
     rg.add_argument("register")
     rg.add_argument("object_id")
+    rh = rsub.add_parser("history", help="every change to the register (or to one object): when, by whom, what",
+                         description="Objects added (with their photos' SHA-256), photos added, objects removed (with "
+                         "what they were), thresholds set or calibrated; oldest first; UTC times; the system user of "
+                         "the process that made the change (the web server's for API writes).")
+    rh.add_argument("register")
+    rh.add_argument("object_id", nargs="?", help="only this object's changes")
+    rh.add_argument("--json", action="store_true", help="one JSON object per line")
     rs = rsub.add_parser("search", help="which registered objects do these photos show?")
     rs.add_argument("register")
     rs.add_argument("images", nargs="+", help="image files or folders")
@@ -854,6 +861,18 @@ def cmd_register(a) -> int:
             if obj is None:
                 raise ValueError(f"object {a.object_id!r} is not in the register")
             print(json.dumps(obj, indent=2))
+        elif a.action == "history":
+            rows = reg.history(a.object_id)
+            if a.object_id is not None and not rows and reg.get(a.object_id) is None:
+                raise ValueError(f"object {a.object_id!r} is not in the register and has no history in it")
+            for row in rows:
+                if a.json:
+                    print(json.dumps(row))
+                    continue
+                rest = {k: v for k, v in row.items() if k not in ("time", "user", "action", "object_id", "photos")}
+                photos = f"{len(row['photos'])} photo(s)" if "photos" in row else ""
+                words = " ".join(x for x in (photos, json.dumps(rest) if rest else "") if x)
+                print(f"{row['time']}\t{row['user'] or ''}\t{row['action']}\t{row['object_id'] or ''}\t{words}")
         elif a.action == "search":
             images, problems = expand_images(a.images)
             _print_errors(problems)

@@ -63,7 +63,14 @@ CREATE TABLE IF NOT EXISTS photos (
 );
 CREATE INDEX IF NOT EXISTS photos_object ON photos(object_id);
 CREATE INDEX IF NOT EXISTS photos_reshot ON photos(reshot_of);
+""" + """
+CREATE TABLE IF NOT EXISTS history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, time TEXT NOT NULL, user TEXT, action TEXT NOT NULL,
+    object_id TEXT, detail TEXT
+);
+CREATE INDEX IF NOT EXISTS history_object ON history(object_id);
 """
+HISTORY_SCHEMA = SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS history"):]
 RESHOT_SUFFIX = " [re-shot "
 VERSIONS_SCORED = 2  # a photo with re-shots scores the mean of this many of its best-matching versions
 SCORINGS = ("contrast", "similarity")  # what a match's score is (module docstring)
@@ -177,6 +184,30 @@ class Register:
     def _set(self, key: str, value: str) -> None:
         self.db.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", (key, value))
 
+    def _log(self, action: str, object_id: str | None = None, **detail) -> None:
+        """One line of the register's history (``history``): when, by which system user, what."""
+        import getpass
+        from datetime import datetime, timezone
+
+        try:
+            user = getpass.getuser()
+        except (KeyError, OSError):  # no name for this uid (a container)
+            user = None
+        self.db.execute("INSERT INTO history (time, user, action, object_id, detail) VALUES (?, ?, ?, ?, ?)",
+                        (datetime.now(timezone.utc).isoformat(timespec="seconds"), user, action, object_id,
+                         json.dumps(detail, sort_keys=True, default=str)))
+
+    def history(self, object_id: str | None = None) -> list[dict]:
+        """Every change to the register, oldest first (or one object's): ``time`` (UTC), ``user``
+        (the system user of the process that made it, the web server's for API writes), ``action``
+        (``add``: a new object, ``add_photos``: more photos of one, ``remove``, ``threshold``,
+        ``lot_threshold``), ``object_id`` and what changed. Registers made before the history
+        began it empty."""
+        query = "SELECT time, user, action, object_id, detail FROM history"
+        rows = self.db.execute(query + (" WHERE object_id = ? ORDER BY id" if object_id is not None else " ORDER BY id"),
+                               (() if object_id is None else (str(object_id),))).fetchall()
+        return [{"time": t, "user": u, "action": a, "object_id": o, **json.loads(d or "{}")} for t, u, a, o, d in rows]
+
     @property
     def embedder(self) -> Embedder:
         if self._embedder is None:
@@ -200,8 +231,12 @@ class Register:
     def scoring(self) -> str:
         return self.setting("scoring") or "similarity"  # registers made before scores had a choice
 
-    def set_threshold(self, value: float | None) -> None:
-        self._set("threshold", json.dumps(value))
+    def set_threshold(self, value: float | None, **how) -> None:
+        """Set the no-match threshold; ``how`` (e.g. the calibration that chose it) goes into the history."""
+        with self.db:
+            self.db.execute("BEGIN")
+            self._set("threshold", json.dumps(value))
+            self._log("threshold", value=value, **how)
 
     @property
     def lot_threshold(self) -> float | None:
@@ -288,6 +323,8 @@ class Register:
         vectors, errors = self.embedder.embed_files(flat, progress=progress)
         readable = {owners[i] for i, e in enumerate(errors) if e is None}
         ids, keep = [], []
+        changes: dict[str, tuple[str, dict]] = {}  # object id -> (action, metadata set), for the history
+        added_shas: dict[str, list] = {}  # object id -> SHA-256 of the photos added (not re-shots)
         with self.db:
             self.db.execute("BEGIN")
             for object_id, _, metadata in objects:
@@ -301,21 +338,28 @@ class Register:
                     if sets:
                         self.db.execute(f"UPDATE objects SET {', '.join(f'{k} = ?' for k in sets)} "
                                         "WHERE object_id = ?", (*sets.values(), object_id))
+                    changes.setdefault(object_id, ("add_photos", sets))
                 else:
                     self.db.execute("INSERT INTO objects VALUES (?, ?, ?, ?, ?, ?)",
                                     (object_id, *fields.values(), json.dumps(extra, sort_keys=True)))
+                    changes[object_id] = ("add", {k: v for k, v in {**fields, **extra}.items() if v is not None})
             vector_ids: dict[int, int] = {}
             for i, (owner, photo) in enumerate(zip(owners, flat)):
                 if errors[i] is not None or (parents[i] is not None and parents[i] not in vector_ids):
                     continue
                 name = names[i] if names[i] is not None else f"<bytes {i}>"
+                sha = _photo_sha(photo)
                 cur = self.db.execute("INSERT INTO photos (object_id, name, sha256, vector, reshot_of) "
                                       "VALUES (?, ?, ?, ?, ?)",
-                                      (owner, str(name), _photo_sha(photo), vectors[i].tobytes(),
+                                      (owner, str(name), sha, vectors[i].tobytes(),
                                        None if parents[i] is None else vector_ids[parents[i]]))
                 vector_ids[i] = cur.lastrowid
                 ids.append(cur.lastrowid)
                 keep.append(i)
+                if parents[i] is None:
+                    added_shas.setdefault(owner, []).append(sha)
+            for object_id, (action, meta) in changes.items():
+                self._log(action, object_id, photos=added_shas.get(object_id, []), **({"metadata": meta} if meta else {}))
             if ids:
                 self.index.add(ids, vectors[keep])
             self._save_index()
@@ -407,8 +451,12 @@ class Register:
         """Take an object out; returns the number of photos removed (0: it was not registered)."""
         object_id = str(object_id)
         ids = [r[0] for r in self.db.execute("SELECT vector_id FROM photos WHERE object_id = ?", (object_id,))]
+        was = self.get(object_id)
         with self.db:
             self.db.execute("BEGIN")
+            if was is not None:  # what it was, kept in the history after the object is gone
+                self._log("remove", object_id, photos_removed=len(was["photos"]),
+                          was={k: was[k] for k in META_FIELDS if was.get(k) is not None})
             found = self.db.execute("DELETE FROM objects WHERE object_id = ?", (object_id,)).rowcount
             self.db.execute("DELETE FROM photos WHERE object_id = ?", (object_id,))
             if ids:
@@ -542,10 +590,14 @@ class Register:
         else:
             best = np.array([m[0].score if m else -1.0 for m in self.search_vectors(vectors[ok], k=1)])
         threshold = threshold_for_false_match_rate(best, target_fmr)
+        how = {"calibrated_on": int(ok.sum()), "target_false_match_rate": target_fmr}
         if lots:
-            self._set("lot_threshold", json.dumps(threshold))
+            with self.db:
+                self.db.execute("BEGIN")
+                self._set("lot_threshold", json.dumps(threshold))
+                self._log("lot_threshold", value=threshold, **how)
         else:
-            self.set_threshold(threshold)
+            self.set_threshold(threshold, **how)
         return {"threshold": threshold, "target_false_match_rate": target_fmr, "photos": int(ok.sum()),
                 "unreadable": unread + [e for e in errors if e], "false_matches": int((best >= threshold).sum())}
 
@@ -634,6 +686,7 @@ def contrast_scores(similarities: np.ndarray, others: int = CONTRAST_OTHERS,
 def _migrate(db: sqlite3.Connection) -> None:
     """Bring a register written by an earlier version up to this schema: re-shots name the
     photo they were made from (``reshot_of``), recovered from their names."""
+    db.executescript(HISTORY_SCHEMA)  # the history began with registers made after it; empty before
     columns = {r[1] for r in db.execute("PRAGMA table_info(photos)")}
     if "reshot_of" in columns:
         return
