@@ -374,6 +374,17 @@ def test_page_in_headless_chromium(live, photos, tmp_path):
         assert heic_card.locator("img.picture").evaluate("i => i.naturalWidth") > 0
         pic, box = heic_card.locator("img.picture").bounding_box(), heic_card.locator("img.heat").bounding_box()
         assert abs(box["width"] - pic["width"]) < 2 and abs(box["height"] - pic["height"]) < 2
+        # a photo copied from a listing page and pasted (Ctrl+V): analysed like a chosen file
+        pasted = base64.b64encode(Path(photos["B"][1]).read_bytes()).decode()
+        page.evaluate("""(b64) => {
+            const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+            const dt = new DataTransfer();
+            dt.items.add(new File([bytes], "image.png", {type: "image/jpeg"}));
+            document.dispatchEvent(new ClipboardEvent("paste", {clipboardData: dt, bubbles: true}));
+        }""", pasted)
+        pasted_card = page.locator(".card").first
+        expect(pasted_card.locator(".name")).to_have_text("image.png")
+        expect(pasted_card.locator(".matches")).to_contain_text("Object B", timeout=60_000)
         # a bad file shows a clear message, not a broken card
         bad = tmp_path / "fake.jpg"
         bad.write_text("<html>not an image</html>")
