@@ -150,7 +150,10 @@ def test_register_history_says_when_what_changed(tmp_path, photos, capsys):
         return hashlib.sha256(Path(p).read_bytes()).hexdigest()
 
     reg = str(tmp_path / "reg")
-    assert main(["-q", "register", "create", reg]) == 0
+    assert main(["-q", "register", "create", reg, "--reshots", "1"]) == 0
+    created = Register.open(reg).history()
+    assert [r["action"] for r in created] == ["create"] and created[0]["reshots"] == 1
+    assert created[0]["scoring"] == "contrast" and created[0]["embedder"]["spec"] == "pretrained:efficientnet_lite0"
     db = sqlite3.connect(Path(reg) / "register.sqlite")  # the schema before the history
     db.execute("DROP TABLE history")
     db.commit()

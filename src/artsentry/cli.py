@@ -307,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     rg.add_argument("register")
     rg.add_argument("object_id")
     rh = rsub.add_parser("history", help="every change to the register (or to one object): when, by whom, what",
-                         description="Objects added (with their photos' SHA-256), photos added, objects removed (with "
+                         description="The register created (with its settings), objects added (with their photos' SHA-256), photos added, objects removed (with "
                          "what they were), thresholds set or calibrated; oldest first; UTC times; the system user of "
                          "the process that made the change (the web server's for API writes).")
     rh.add_argument("register")

@@ -148,7 +148,9 @@ class Register:
                     "threshold": json.dumps(threshold), "index_sha256": "", "index_count": "0",
                     "reshots": str(int(reshots)), "scoring": scoring}
         db.executemany("INSERT INTO settings VALUES (?, ?)", settings.items())
-        return cls(folder, db, emb)
+        reg = cls(folder, db, emb)
+        reg._log("create", embedder=emb.describe(), threshold=threshold, reshots=int(reshots), scoring=scoring)
+        return reg
 
     @classmethod
     def open(cls, folder: str | Path, *, rebuild_index: bool = False, shared: bool = False) -> "Register":
@@ -200,7 +202,7 @@ class Register:
     def history(self, object_id: str | None = None) -> list[dict]:
         """Every change to the register, oldest first (or one object's): ``time`` (UTC), ``user``
         (the system user of the process that made it, the web server's for API writes), ``action``
-        (``add``: a new object, ``add_photos``: more photos of one, ``remove``, ``threshold``,
+        (``create``: the register, with its settings; ``add``: a new object, ``add_photos``: more photos of one, ``remove``, ``threshold``,
         ``lot_threshold``), ``object_id`` and what changed. Registers made before the history
         began it empty."""
         query = "SELECT time, user, action, object_id, detail FROM history"
