@@ -646,6 +646,36 @@ def test_screen_with_register_ranks_matches_first(model_dir, photos, synthetic_d
     assert only["matched"] == 2 and only["flagged"] == 0
 
 
+def test_a_run_resumed_after_its_register_changed_says_so(model_dir, photos, tmp_path, caplog):
+    """Each record names the register's state (objects, changes, last change); a run interrupted, the
+    register changed, then resumed: the photos screened before were not searched against the change,
+    and the resume says so (once) instead of passing in silence."""
+    from artsentry.index import Register
+
+    reg = Register.create(tmp_path / "reg", threshold=0.5)
+    reg.add("A", photos["A"][0])
+    reg.close()
+    queries = [photos["A"][1], photos["B"][1], photos["C"][1], photos["unknown"]]
+    path = tmp_path / "l.csv"
+    pd.DataFrame({"image": queries}).to_csv(path, index=False)
+    out = tmp_path / "out"
+    Screener(None, tmp_path / "reg", progress=False, batch_size=2).run(path, out, max_rows=2)
+    reg = Register.open(tmp_path / "reg")
+    reg.add("B", photos["B"][0])
+    reg.close()
+    with caplog.at_level("WARNING"):
+        done = Screener(None, tmp_path / "reg", progress=False, batch_size=2).run(path, out)
+    assert done["complete"]
+    assert "the register changed since" in caplog.text and "(1 objects, 2 changes then; 2 and 3 now" in caplog.text
+    states = [(r["register"]["objects"], r["register"]["changes"]) for r in read_evidence(out / "evidence.jsonl")]
+    assert states == [(1, 2), (1, 2), (2, 3), (2, 3)]
+    assert all(r["register"]["changed"] for r in read_evidence(out / "evidence.jsonl"))
+    caplog.clear()
+    with caplog.at_level("WARNING"):  # run again: said once, not every time
+        Screener(None, tmp_path / "reg", progress=False, batch_size=2).run(path, out)
+    assert "the register changed" not in caplog.text
+
+
 def test_screen_with_culture_model(model_dir, culture_model_dir, culture_dataset, tmp_path, capsys):
     files = sorted(str(f) for f in culture_dataset.rglob("*.jpg"))[::3]
     path = tmp_path / "l.csv"

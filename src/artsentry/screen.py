@@ -77,6 +77,9 @@ EVIDENCE = "evidence.jsonl"
 ENGINES = ("local", "ray")
 STATE = "screen.json"
 OUTPUTS = ("results.csv", "queue.csv", "queue.html", "errors.csv", "listings.csv", "summary.json")  # made at the end
+#: what of a register's description (``Screener.register_info``) says its state, not which register it is:
+#: a run goes on when it changed (with a warning), not when another register is given
+REGISTER_STATE = ("objects", "changes", "changed")
 #: the columns screening writes into results.csv, queue.csv and listings.csv: an input column of
 #: one of these names (a seller's "label", "score" or "status") is carried as ``input_<name>``, never
 #: over the decision
@@ -463,7 +466,7 @@ class Screener:
         if self.register is not None:
             self.register_info = {"path": str(Path(register_dir).resolve()), "objects": len(self.register),
                                   "threshold": self.register.threshold,
-                                  "embedder": self.register.embedder.spec}
+                                  "embedder": self.register.embedder.spec, **self.register.last_change()}
 
     def _records(self, rows: pd.DataFrame, batch: ListingBatch, carried: list[str]) -> list[dict]:
         """Evidence records of one batch; ``rows`` is indexed by row number."""
@@ -591,12 +594,15 @@ class Screener:
         state = {"input": str(Path(source).resolve()), "rows": len(listings),
                  "fingerprint": fingerprint, "model": self.model_info,
                  "culture_model": self.culture_info,
-                 "register": self.register_info and {k: v for k, v in self.register_info.items() if k != "objects"},
+                 "register": self.register_info and {k: v for k, v in self.register_info.items()
+                                                     if k not in REGISTER_STATE},
                  "k": self.k, "batch_size": self.batch_size, "artsentry_version": __version__}
         if group_folders:  # only when set, so runs from before the option resume as they were
             state["group_folders"] = True
         if self.lots is not None:  # likewise
             state["lots"] = self.lots
+        if self.register_info:  # not compared: a register that changed between runs is warned about below
+            state["register_state"] = {k: self.register_info[k] for k in REGISTER_STATE}
         grown_from = None  # rows of a finished run on the first rows of this (longer) input
         if old is not None:
             changed = [k for k in ("input", "group_folders", "fingerprint", "model", "culture_model", "register", "k",
@@ -620,6 +626,16 @@ class Screener:
                     why += _gone_from_folder(listings, records)
                 raise ScreenError(f"{out} holds a screening run of {why}; use --overwrite or another --out")
             state["batch_size"] = old.get("batch_size", self.batch_size)  # batches as the run began
+            then = old.get("register_state")
+            if then and then != state.get("register_state") and evidence_path.is_file() \
+                    and evidence_path.stat().st_size:
+                now = state["register_state"]
+                log.warning("the register changed since %s was screened against it (%s objects, %s changes then; "
+                            "%s and %s now; 'artsentry register history'): the photos screened before were not "
+                            "searched against what changed; --overwrite screens all of them against it as it is",
+                            out, then["objects"], then["changes"], now["objects"], now["changes"])
+                old["register_state"] = now
+                write_text_atomic(state_path, json.dumps(old, indent=2) + "\n")
         else:
             out.mkdir(parents=True, exist_ok=True)
             write_text_atomic(state_path, json.dumps(state, indent=2) + "\n")

@@ -199,6 +199,12 @@ class Register:
                         (datetime.now(timezone.utc).isoformat(timespec="seconds"), user, action, object_id,
                          json.dumps(detail, sort_keys=True, default=str)))
 
+    def last_change(self) -> dict:
+        """How many changes the history holds and the time of the last (None for an empty one): a
+        register's state, for the records of what was searched against it."""
+        n, last = self.db.execute("SELECT COUNT(*), MAX(time) FROM history").fetchone()
+        return {"changes": n, "changed": last}
+
     def history(self, object_id: str | None = None) -> list[dict]:
         """Every change to the register, oldest first (or one object's): ``time`` (UTC), ``user``
         (the system user of the process that made it, the web server's for API writes), ``action``
