@@ -513,10 +513,11 @@ def test_the_same_photo_in_several_listings_is_pointed_out(model_dir, synthetic_
     assert "2 photo(s) appear, byte for byte, in more than one listing" in capsys.readouterr().out
 
 
-def test_image_urls_are_fetched_again_after_a_shops_passing_trouble(model_dir, synthetic_dataset, tmp_path):
+def test_image_urls_are_fetched_again_after_a_shops_passing_trouble(model_dir, synthetic_dataset, tmp_path, capsys):
     """--fetch-urls against a shop that rate-limits and stumbles: 503 and 429 answers (Retry-After) are
     asked again and the photos screened; a 404 is final and asked once; one that never recovers is an
-    error saying how often it was tried. Connections carry artsentry's User-Agent."""
+    error saying how often it was tried. Connections carry artsentry's User-Agent. With --keep-fetched
+    the fetched bytes are kept by their SHA-256 and the review page shows them."""
     import http.server
 
     photo = next((synthetic_dataset / "ivory").glob("*.jpg")).read_bytes()
@@ -545,8 +546,8 @@ def test_image_urls_are_fetched_again_after_a_shops_passing_trouble(model_dir, s
     table = tmp_path / "listings.csv"
     names = ["flaky.jpg", "limited.jpg", "gone.jpg", "down.jpg"]
     pd.DataFrame({"listing_id": list("abcd"), "image_url": [f"{base}/{n}" for n in names]}).to_csv(table, index=False)
-    try:
-        Screener(model_dir, progress=False, fetch_urls=True).run(table, tmp_path / "out")  # decoding workers fetch
+    try:  # decoding workers fetch, and keep what they fetched
+        Screener(model_dir, progress=False, fetch_urls=True, keep_fetched=tmp_path / "kept").run(table, tmp_path / "out")
     finally:
         shop.shutdown()
     res = pd.read_csv(tmp_path / "out" / "results.csv").set_index("listing_id")
@@ -557,6 +558,19 @@ def test_image_urls_are_fetched_again_after_a_shops_passing_trouble(model_dir, s
     tries = {n: sum(p == f"/{n}" for p, _ in seen) for n in names}
     assert tries == {"flaky.jpg": 3, "limited.jpg": 2, "gone.jpg": 1, "down.jpg": 4}
     assert {agent for _, agent in seen} == {f"artsentry/{__version__} (listing screening)"}
+    # the same photo from two listings is kept once, by its SHA-256, byte for byte; the failures not at all
+    sha = hashlib.sha256(photo).hexdigest()
+    assert [p.relative_to(tmp_path / "kept").as_posix() for p in (tmp_path / "kept").rglob("*") if p.is_file()] == \
+        [f"{sha[:2]}/{sha}.jpeg"]
+    assert (tmp_path / "kept" / sha[:2] / f"{sha}.jpeg").read_bytes() == photo
+    kept = pd.read_csv(tmp_path / "out" / "results.csv", keep_default_na=False).set_index("listing_id")["kept_file"]
+    assert kept.to_dict() == {"a": str(tmp_path / "kept" / sha[:2] / f"{sha}.jpeg"), "b": kept["a"], "c": "", "d": ""}
+    page = (tmp_path / "out" / "queue.html").read_text()
+    assert res.loc["a", "flagged"] and res.loc["b", "flagged"]  # the ivory photo: queued twice
+    assert "no preview" not in page and page.count('<img src="data:image/jpeg') == 2  # from the kept copy
+    assert main(["-q", "screen", str(table), "--out", str(tmp_path / "o2"), "--model", str(model_dir),
+                 "--keep-fetched", str(tmp_path / "k2")]) == 1
+    assert "--keep-fetched keeps the images --fetch-urls downloads" in capsys.readouterr().err
 
 
 def test_input_columns_named_like_outputs_are_carried_beside_them(model_dir, listings, tmp_path):

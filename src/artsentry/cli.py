@@ -392,6 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
     sc.add_argument("--explain", type=int, default=50, metavar="N",
                     help="Grad-CAM evidence overlays in queue.html for the first N flagged photos (default 50; 0: none)")
+    sc.add_argument("--keep-fetched", type=Path, default=None, metavar="DIR",
+                    help="with --fetch-urls: keep every fetched image's bytes in DIR, named by its SHA-256 (the "
+                    "listing may be gone tomorrow; results.csv kept_file, queue.html shows them)")
     sc.add_argument("--engine", default="local", choices=("local", "ray"),
                     help="local: decode workers + batched inference here; ray: Ray Data map_batches, the model "
                     "loaded once per worker (pip install 'artsentry[ray]')")
@@ -914,10 +917,12 @@ def cmd_screen(a) -> int:
     from .evaluate import _resolve_model_dir
     from .screen import Screener
 
+    if a.keep_fetched and not a.fetch_urls:
+        raise ValueError("--keep-fetched keeps the images --fetch-urls downloads: give both")
     model = None if a.model == "none" else _resolve_model_dir(a.model)
     culture = _resolve_model_dir(a.culture_model) if a.culture_model else None
     screener = Screener(model, a.register, culture_dir=culture, runtime=a.runtime, k=a.top_k, batch_size=a.batch_size,
-                        num_workers=a.workers, fetch_urls=a.fetch_urls, progress=not a.quiet,
+                        num_workers=a.workers, fetch_urls=a.fetch_urls, progress=not a.quiet, keep_fetched=a.keep_fetched,
                         ray_address=a.ray_address, ray_workers=a.ray_workers, ray_cpus_per_worker=a.ray_cpus,
                         explain=a.explain, lots=a.lots)
     summary = screener.run(a.input, a.out, overwrite=a.overwrite, engine=a.engine, group_folders=a.group_folders,

@@ -6,7 +6,7 @@ with one image per row in a column named ``image``, ``image_path``,
 (listing id, title, price, seller...) is carried through to the outputs (one named like an
 output column, e.g. a seller's ``label`` or ``score``, as ``input_label``, ``input_score``).
 Relative paths are read against the table's folder; ``http(s)://`` images are
-fetched only with ``fetch_urls``.
+fetched only with ``fetch_urls`` (and kept, by their SHA-256, with ``keep_fetched``).
 
 For each image: the model's probability and decision at its threshold, the
 register's best matches when a register is given, and the photo's quality
@@ -60,7 +60,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from .collect.met import RetryPolicy, parse_retry_after
 from .data.dataset import make_loader
-from .data.images import ImageLoadError, find_images, load_image, read_image_bytes
+from .data.images import ImageLoadError, find_images, image_format, load_image, read_image_bytes
 from .data.manifest import TABLE_SUFFIXES, ManifestError, _pick, _read_table, carried_names, table_path
 from .data.quality import assess_quality, measuring_draft, quality_warnings, warnings_text
 from .data.transforms import eval_transform
@@ -86,7 +86,7 @@ REGISTER_STATE = ("objects", "changes", "changed")
 OUTPUT_COLUMNS = frozenset((
     "rank", "row", "listing_id", "image", "sha256", "label", "score", "flagged", "culture", "culture_score",
     "matched", "best_match", "best_match_score", "best_match_similarity", "best_match_status", "quality_warnings",
-    "lot_tile_box", "lot_whole_score", "best_match_tile_box", "shared_with", "shared_with_ids", "error",
+    "lot_tile_box", "lot_whole_score", "best_match_tile_box", "shared_with", "shared_with_ids", "kept_file", "error",
     "review", "status", "photos", "unreadable", "flagged_photos", "matched_photos", "weak_photos", "max_score",
     "max_score_image", "best_match_image", "first_row"))
 
@@ -223,15 +223,38 @@ def fetch_url(url: str, timeout: float = 15.0, max_bytes: int | None = None,
     raise ImageLoadError(url, f"download failed after {policy.retries + 1} attempts ({last})")
 
 
+def kept_file(keep_dir: str | Path, sha256: str, data: bytes | None = None) -> Path | None:
+    """Where a fetched image is kept: ``<keep_dir>/<first 2 hex digits>/<SHA-256>.<format>``, by its
+    content, so the same photo from several listings is kept once. With ``data``: the path to write;
+    without: the file kept for that SHA-256, or None."""
+    folder = Path(keep_dir) / sha256[:2]
+    if data is not None:
+        return folder / f"{sha256}.{image_format(data) or 'bin'}"
+    return next(iter(sorted(folder.glob(f"{sha256}.*"))), None) if folder.is_dir() else None
+
+
+def keep_fetched(keep_dir: str | Path, sha256: str, data: bytes) -> None:
+    """Keep the bytes of a fetched image (``kept_file``), written whole or not at all."""
+    path = kept_file(keep_dir, sha256, data)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+
+
 class ListingImages(Dataset):
     """Row i -> (tensors for each transform, i, image SHA-256, error, photo quality).
-    Unreadable -> error (and no quality)."""
+    Unreadable -> error (and no quality). ``keep_dir``: fetched images' bytes are kept there
+    (``keep_fetched``), readable or not: the listing may be gone tomorrow."""
 
-    def __init__(self, sources: Sequence[str], transforms: Sequence, draft_size, *, fetch_urls: bool = False):
+    def __init__(self, sources: Sequence[str], transforms: Sequence, draft_size, *, fetch_urls: bool = False,
+                 keep_dir: str | Path | None = None):
         self.sources = list(sources)
         self.transforms = list(transforms)
         self.draft_size = draft_size
         self.fetch_urls = fetch_urls
+        self.keep_dir = keep_dir
 
     def __len__(self) -> int:
         return len(self.sources)
@@ -253,6 +276,8 @@ class ListingImages(Dataset):
         try:
             data = self.read(i)
             sha = hashlib.sha256(data).hexdigest()
+            if self.keep_dir is not None and "://" in self.sources[i]:
+                keep_fetched(self.keep_dir, sha, data)
             img = load_image(data, name=self.sources[i], draft_size=self.draft_size)
             return [t(img) for t in self.transforms], i, sha, "", assess_quality(img).to_dict()
         except ImageLoadError as exc:
@@ -398,14 +423,16 @@ class Screener:
                  culture_dir: str | Path | None = None,
                  runtime: str = "auto", k: int = 5, batch_size: int = 32, num_workers: int | None = None,
                  fetch_urls: bool = False, progress: bool = True, ray_address: str | None = None,
-                 ray_workers: int = 1, ray_cpus_per_worker: float = 1.0, explain: int = 50, lots: bool = False):
+                 ray_workers: int = 1, ray_cpus_per_worker: float = 1.0, explain: int = 50, lots: bool = False,
+                 keep_fetched: str | Path | None = None):
         if model_dir is None and register_dir is None and culture_dir is None:
             raise ScreenError("give a model, a culture model, a register, or several")
         # what a Ray worker needs to build the same screener on its machine
         self.settings = {"model_dir": str(model_dir) if model_dir else None,
                          "register_dir": str(register_dir) if register_dir else None,
                          "culture_dir": str(culture_dir) if culture_dir else None,
-                         "runtime": runtime, "k": k, "fetch_urls": fetch_urls, "lots": lots}
+                         "runtime": runtime, "k": k, "fetch_urls": fetch_urls, "lots": lots,
+                         "keep_fetched": str(Path(keep_fetched).resolve()) if keep_fetched else None}
         self.ray_address, self.ray_workers, self.ray_cpus_per_worker = ray_address, ray_workers, ray_cpus_per_worker
         self.predictor = Predictor.load(model_dir, runtime=runtime, batch_size=batch_size) if model_dir else None
         # a second, multi-class model (e.g. culture of a painting): its label is reported, it never flags
@@ -422,6 +449,7 @@ class Screener:
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.fetch_urls = fetch_urls
+        self.keep_dir = Path(keep_fetched).resolve() if keep_fetched else None
         self.progress = progress
         self.explain = explain
         self.model_info = self.predictor.info() if self.predictor is not None else None
@@ -524,7 +552,8 @@ class Screener:
         """Yield the evidence records of ``part`` (listings indexed by row number), one list
         per batch, in row order; images decode in ``num_workers`` processes."""
         rows = part.index.tolist()
-        dataset = ListingImages(part["image"].tolist(), self.transforms, self.draft_size, fetch_urls=self.fetch_urls)
+        dataset = ListingImages(part["image"].tolist(), self.transforms, self.draft_size, fetch_urls=self.fetch_urls,
+                                keep_dir=self.keep_dir)
         workers = num_workers if num_workers is not None else default_workers(len(part))
         for b in make_loader(dataset, batch_size, num_workers=workers, collate_fn=collate_listings):
             batch = ListingBatch(b.xs, [rows[i] for i in b.index], {rows[i]: s for i, s in b.sha.items()},
@@ -680,7 +709,7 @@ class Screener:
                                 "images_per_second": round(n_new / seconds, 2) if seconds > 0 else None}}
         if complete:
             summary.update(write_outputs(records, listings, out, carried, overlay=self._overlay_maker(),
-                                         review_weak=review_weak))
+                                         review_weak=review_weak, keep_dir=self.keep_dir))
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         return summary
 
@@ -716,7 +745,7 @@ class RayScreenWorker:
         self.screener = Screener(settings["model_dir"], settings["register_dir"],
                                  culture_dir=settings.get("culture_dir"), runtime=settings["runtime"],
                                  k=settings["k"], fetch_urls=settings["fetch_urls"], progress=False,
-                                 lots=settings.get("lots", False))
+                                 lots=settings.get("lots", False), keep_fetched=settings.get("keep_fetched"))
         self.carried = carried
         self.batch_size = batch_size
 
@@ -759,7 +788,7 @@ def shared_photos(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_outputs(records: list[dict], listings: pd.DataFrame, out: Path, carried: list[str],
-                  overlay=None, review_weak: bool = False) -> dict:
+                  overlay=None, review_weak: bool = False, keep_dir: Path | None = None) -> dict:
     records = sorted(records, key=lambda r: r["row"])
     rows = []
     for r in records:
@@ -782,6 +811,13 @@ def write_outputs(records: list[dict], listings: pd.DataFrame, out: Path, carrie
     table.insert(table.columns.get_loc("error"), "shared_with_ids", shared["shared_with_ids"])
     shared_by_row = {row: (int(n), ids) for row, n, ids in zip(table["row"], shared["shared_with"],
                                                                 shared["shared_with_ids"]) if n}
+    kept: dict[int, str] = {}  # row -> the kept copy of its fetched image (--keep-fetched)
+    if keep_dir is not None:
+        for r in records:
+            path = kept_file(keep_dir, r["sha256"]) if r.get("sha256") and "://" in r["image"] else None
+            if path is not None:
+                kept[r["row"]] = str(path)
+        table.insert(table.columns.get_loc("error"), "kept_file", [kept.get(row, "") for row in table["row"]])
     table.to_csv(out / "results.csv", index=False)
     queue = [r for r in records if r["error"] is None
              and (r.get("flagged") or r.get("matched") or (review_weak and quality_warnings(r.get("quality"))))]
@@ -794,7 +830,7 @@ def write_outputs(records: list[dict], listings: pd.DataFrame, out: Path, carrie
     per_listing = listing_rollup(table, carried, review_weak=review_weak)
     per_listing.to_csv(out / "listings.csv", index=False)
     write_queue_html(queue, per_listing.loc[per_listing["review"], "listing_id"].tolist(), out / "queue.html",
-                     carried, overlay=overlay, shared=shared_by_row)
+                     carried, overlay=overlay, shared=shared_by_row, kept=kept)
     return {"flagged": int(sum(bool(r.get("flagged")) for r in records)), "review_weak": review_weak,
             "matched": int(sum(bool(r.get("matched")) for r in records)),
             "queue": len(queue), "unreadable": int(table["error"].notna().sum()),
@@ -871,12 +907,13 @@ def listing_rollup(table: pd.DataFrame, carried: list[str] = (), review_weak: bo
 
 
 def write_queue_html(queue: list[dict], order: list[str], path: Path, carried: list[str], max_rows: int = 500,
-                     overlay=None, shared: dict | None = None) -> None:
+                     overlay=None, shared: dict | None = None, kept: dict | None = None) -> None:
     """The review queue page: one card per listing, in ``order`` (the listing ids to review as
     ``listing_rollup`` ranks them), holding that listing's photos of ``queue`` in queue order;
     ``max_rows`` cards at most. ``overlay(image) -> data URI | None`` adds an evidence overlay
     beside the photos the model flagged. ``shared``: row -> (how many other listings hold the same photo,
-    some of their ids), as ``shared_photos`` gives them."""
+    some of their ids), as ``shared_photos`` gives them. ``kept``: row -> the kept copy of a fetched
+    image, shown in its URL's place."""
     esc = html.escape
     by_listing: dict[str, list[dict]] = {}
     for r in queue:
@@ -886,15 +923,15 @@ def write_queue_html(queue: list[dict], order: list[str], path: Path, carried: l
         photos = by_listing[lid]
         blocks = []
         for r in photos:
-            img = r["image"]
-            thumb = thumbnail_uri(img) if "://" not in img else None
+            img = r["image"] if "://" not in r["image"] else (kept or {}).get(r["row"])
+            thumb = thumbnail_uri(img) if img else None
             pic = f'<img src="{thumb}" alt="listing photo {esc(lid)}">' if thumb else "<div>no preview</div>"
             lot = r.get("lot")
             if thumb and lot and lot.get("box"):  # screen --lots: the tile that decided, outlined on the photo
                 l, t, rt, b = (100 * v for v in lot["box"])
                 pic = (f'<span class="lotpic">{pic}<span class="tile" title="tile that decided" style="left:{l:g}%;'
                        f'top:{t:g}%;width:{rt - l:g}%;height:{b - t:g}%"></span></span>')
-            if overlay is not None and r.get("flagged"):
+            if overlay is not None and r.get("flagged") and img:
                 ov = overlay(img)
                 if ov:
                     pic += f'<img class="overlay" src="{ov}" alt="evidence overlay (Grad-CAM) for {esc(lid)}">'

@@ -72,6 +72,43 @@ class ImageLoadError(ValueError):
         super().__init__(f"{name}: {reason}")
 
 
+#: first bytes of the image formats read here (content sniffing: a file name or a declared type
+#: is not trusted)
+SIGNATURES = (
+    (b"\xff\xd8\xff", "jpeg"),
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"GIF87a", "gif"),
+    (b"GIF89a", "gif"),
+    (b"BM", "bmp"),
+    (b"II*\x00", "tiff"),
+    (b"MM\x00*", "tiff"),
+)
+
+
+#: brands of an ISO media file's ``ftyp`` box that are still images: AVIF, and HEIF/HEIC (phone photos)
+AVIF_BRANDS = (b"avif", b"avis")
+HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1")
+
+
+def image_format(data: bytes) -> str | None:
+    """The image format the bytes really are (``jpeg``, ``png``, ``gif``, ``bmp``, ``tiff``, ``webp``,
+    ``avif``, ``heif``; also a file ending for them), or None."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    if data[4:8] == b"ftyp":  # ISO media: the major brand, then the compatible ones, say what it holds
+        size = int.from_bytes(data[:4], "big")
+        brands = [data[i:i + 4] for i in range(8, min(max(size, 16), 256), 4) if i != 12]
+        if any(b in AVIF_BRANDS for b in brands):
+            return "avif"
+        if any(b in HEIF_BRANDS for b in brands):
+            return "heif"
+        return None
+    for magic, kind in SIGNATURES:
+        if data.startswith(magic):
+            return kind
+    return None
+
+
 def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
 

@@ -13,44 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from ..data.images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
+from ..data.images import image_format as sniff  # the formats the server accepts, by content
 from ..data.quality import assess_quality, warnings_text
 from ..htmlembed import thumbnail_uri
-
-#: first bytes of the image formats the server accepts (content sniffing: the file name and
-#: the declared type are not trusted)
-SIGNATURES = (
-    (b"\xff\xd8\xff", "jpeg"),
-    (b"\x89PNG\r\n\x1a\n", "png"),
-    (b"GIF87a", "gif"),
-    (b"GIF89a", "gif"),
-    (b"BM", "bmp"),
-    (b"II*\x00", "tiff"),
-    (b"MM\x00*", "tiff"),
-)
-
-
-#: brands of an ISO media file's ``ftyp`` box that are still images: AVIF, and HEIF/HEIC (phone photos)
-AVIF_BRANDS = (b"avif", b"avis")
-HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1")
-
-
-def sniff(data: bytes) -> str | None:
-    """The image format the bytes really are, or None."""
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp"
-    if data[4:8] == b"ftyp":  # ISO media: the major brand, then the compatible ones, say what it holds
-        size = int.from_bytes(data[:4], "big")
-        brands = [data[i:i + 4] for i in range(8, min(max(size, 16), 256), 4) if i != 12]
-        if any(b in AVIF_BRANDS for b in brands):
-            return "avif"
-        if any(b in HEIF_BRANDS for b in brands):
-            return "heif"
-        return None
-    for magic, kind in SIGNATURES:
-        if data.startswith(magic):
-            return kind
-    return None
-
 
 def describe_content(data: bytes) -> str:
     head = data[:64].lstrip().lower()
