@@ -307,9 +307,10 @@ def build_parser() -> argparse.ArgumentParser:
     rg.add_argument("register")
     rg.add_argument("object_id")
     rh = rsub.add_parser("history", help="every change to the register (or to one object): when, by whom, what",
-                         description="The register created (with its settings), objects added (with their photos' SHA-256), photos added, objects removed (with "
-                         "what they were), thresholds set or calibrated; oldest first; UTC times; the system user of "
-                         "the process that made the change (the web server's for API writes).")
+                         description="The register created (with its settings), objects added (with their photos' "
+                         "SHA-256), photos added, objects removed (with what they were), thresholds set or calibrated; "
+                         "oldest first; UTC times; the system user of the process that made the change (the web "
+                         "server's for API writes).")
     rh.add_argument("register")
     rh.add_argument("object_id", nargs="?", help="only this object's changes")
     rh.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -922,7 +923,8 @@ def cmd_screen(a) -> int:
     model = None if a.model == "none" else _resolve_model_dir(a.model)
     culture = _resolve_model_dir(a.culture_model) if a.culture_model else None
     screener = Screener(model, a.register, culture_dir=culture, runtime=a.runtime, k=a.top_k, batch_size=a.batch_size,
-                        num_workers=a.workers, fetch_urls=a.fetch_urls, progress=not a.quiet, keep_fetched=a.keep_fetched,
+                        num_workers=a.workers, fetch_urls=a.fetch_urls, keep_fetched=a.keep_fetched,
+                        progress=not a.quiet,
                         ray_address=a.ray_address, ray_workers=a.ray_workers, ray_cpus_per_worker=a.ray_cpus,
                         explain=a.explain, lots=a.lots)
     summary = screener.run(a.input, a.out, overwrite=a.overwrite, engine=a.engine, group_folders=a.group_folders,
