@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import os
 import shutil
@@ -654,7 +655,16 @@ def test_screen_with_register_ranks_matches_first(model_dir, photos, synthetic_d
     queue = pd.read_csv(out / "queue.csv")
     assert set(queue["listing_id"][:2]) == {"qA", "qB"}  # known objects first, whatever their score
     assert {"iv1", "iv2"} <= set(queue["listing_id"][2:])
-    assert "register match: <b>A</b>" in (out / "queue.html").read_text()
+    page = (out / "queue.html").read_text()
+    assert "register match: <b>A</b>" in page
+    # the report says what it rests on: input, model version and threshold, register and its state
+    model = Predictor.load(model_dir).info()
+    about = summary["about"]
+    assert about[0].startswith(f"6 photo(s) of {path.resolve()}, screened ")
+    assert about[1].startswith(f"Model: {model['name']} version {model['version']} ({model['path']})")
+    assert f"threshold {model['threshold']}" in about[1]
+    assert about[2].startswith(f"Register {(tmp_path / 'reg').resolve()}: 2 object(s), 4 change(s), the last ")
+    assert all(html.escape(line) in page for line in about)
     # register only, no model
     only = Screener(None, tmp_path / "reg", progress=False).run(path, tmp_path / "only")
     assert only["matched"] == 2 and only["flagged"] == 0

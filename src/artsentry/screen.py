@@ -709,7 +709,7 @@ class Screener:
                                 "images_per_second": round(n_new / seconds, 2) if seconds > 0 else None}}
         if complete:
             summary.update(write_outputs(records, listings, out, carried, overlay=self._overlay_maker(),
-                                         review_weak=review_weak, keep_dir=self.keep_dir))
+                                         review_weak=review_weak, keep_dir=self.keep_dir, source=state["input"]))
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         return summary
 
@@ -787,8 +787,39 @@ def shared_photos(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"shared_with": count, "shared_with_ids": shown}, index=table.index)
 
 
+def describe_run(records: list[dict], source: str | None = None) -> list[str]:
+    """What a screening report must say it rests on, from its evidence records: what was screened
+    and when, the model (version, threshold), the culture model, the register and its state (each
+    state met, when it changed between runs), the lot scan."""
+    if not records:
+        return []
+    times = sorted(r["time"] for r in records if r.get("time"))
+    lines = [f"{len(records)} photo(s){f' of {source}' if source else ''}, screened "
+             + (f"{times[0]} to {times[-1]} (UTC)" if times else "")]
+
+    def model(m: dict, what: str) -> str:
+        return (f"{what}: {m['name']} version {m['version']} ({m.get('path')}), created {m.get('created')}"
+                + (f", threshold {m['threshold']}" if m.get("threshold") is not None else "")
+                + f", run on {m.get('runtime')}")
+
+    for key, what in (("model", "Model"), ("culture_model", "Culture model")):
+        m = next((r[key] for r in records if r.get(key)), None)
+        if m:
+            lines.append(model(m, what))
+    states = list(dict.fromkeys(json.dumps(r["register"], sort_keys=True) for r in records if r.get("register")))
+    for n, state in enumerate(map(json.loads, states)):
+        lines.append(("Register" if n == 0 else "then register") + f" {state['path']}: {state['objects']} object(s), "
+                     f"{state.get('changes', '?')} change(s), the last {state.get('changed') or 'unknown'}, "
+                     f"no-match threshold {state.get('threshold')}")
+    lot = next((r["lot"] for r in records if r.get("lot")), None)
+    if lot:
+        lines.append(f"Photos of several objects scanned in tiles, decided at the lot threshold {lot['threshold']}")
+    return lines
+
+
 def write_outputs(records: list[dict], listings: pd.DataFrame, out: Path, carried: list[str],
-                  overlay=None, review_weak: bool = False, keep_dir: Path | None = None) -> dict:
+                  overlay=None, review_weak: bool = False, keep_dir: Path | None = None,
+                  source: str | None = None) -> dict:
     records = sorted(records, key=lambda r: r["row"])
     rows = []
     for r in records:
@@ -829,9 +860,10 @@ def write_outputs(records: list[dict], listings: pd.DataFrame, out: Path, carrie
     table[table["error"].notna()][["row", "listing_id", "image", "error"]].to_csv(out / "errors.csv", index=False)
     per_listing = listing_rollup(table, carried, review_weak=review_weak)
     per_listing.to_csv(out / "listings.csv", index=False)
+    about = describe_run(records, source)
     write_queue_html(queue, per_listing.loc[per_listing["review"], "listing_id"].tolist(), out / "queue.html",
-                     carried, overlay=overlay, shared=shared_by_row, kept=kept)
-    return {"flagged": int(sum(bool(r.get("flagged")) for r in records)), "review_weak": review_weak,
+                     carried, overlay=overlay, shared=shared_by_row, kept=kept, about=about)
+    return {"about": about, "flagged": int(sum(bool(r.get("flagged")) for r in records)), "review_weak": review_weak,
             "matched": int(sum(bool(r.get("matched")) for r in records)),
             "queue": len(queue), "unreadable": int(table["error"].notna().sum()),
             "weak_photos": int(table["quality_warnings"].notna().sum()),
@@ -907,13 +939,14 @@ def listing_rollup(table: pd.DataFrame, carried: list[str] = (), review_weak: bo
 
 
 def write_queue_html(queue: list[dict], order: list[str], path: Path, carried: list[str], max_rows: int = 500,
-                     overlay=None, shared: dict | None = None, kept: dict | None = None) -> None:
+                     overlay=None, shared: dict | None = None, kept: dict | None = None,
+                     about: Sequence[str] = ()) -> None:
     """The review queue page: one card per listing, in ``order`` (the listing ids to review as
     ``listing_rollup`` ranks them), holding that listing's photos of ``queue`` in queue order;
     ``max_rows`` cards at most. ``overlay(image) -> data URI | None`` adds an evidence overlay
     beside the photos the model flagged. ``shared``: row -> (how many other listings hold the same photo,
     some of their ids), as ``shared_photos`` gives them. ``kept``: row -> the kept copy of a fetched
-    image, shown in its URL's place."""
+    image, shown in its URL's place. ``about``: what the run rests on (``describe_run``), under the title."""
     esc = html.escape
     by_listing: dict[str, list[dict]] = {}
     for r in queue:
@@ -974,7 +1007,8 @@ def write_queue_html(queue: list[dict], order: list[str], path: Path, carried: l
 .photo{{display:flex;flex-wrap:wrap;gap:.5em}} .photo ul{{padding-left:1em}}
 .lotpic{{position:relative;display:inline-block;line-height:0}} .lotpic .tile{{position:absolute;box-sizing:border-box;
 border:2px solid #b00020}}
-.rank{{font-weight:bold;min-width:3em}} .weak{{color:#8a4b00}} .shared{{color:#004a8a}} .sha{{font-size:70%;color:#666;word-break:break-all}}</style></head>
-<body><h1>Review queue</h1><p>{len(by_listing)} listing(s) to review ({len(queue)} photo(s)), register matches
+.rank{{font-weight:bold;min-width:3em}} .weak{{color:#8a4b00}} .shared{{color:#004a8a}} .about{{font-size:85%;color:#444;margin:.2em 0}} .sha{{font-size:70%;color:#666;word-break:break-all}}</style></head>
+<body><h1>Review queue</h1>{''.join(f'<p class="about">{esc(line)}</p>' for line in about)}
+<p>{len(by_listing)} listing(s) to review ({len(queue)} photo(s)), register matches
 first, then by probability.</p><ol>{''.join(cards)}</ol>{more}</body></html>
 """, encoding="utf-8")
