@@ -248,6 +248,13 @@ def test_register_add_then_remove(live, photos):
     assert httpx.get(f"{live.url}/v1/register/NEW-1").json()["status"] == "looted"
     r = httpx.delete(f"{live.url}/v1/register/NEW-1", headers=auth)
     assert r.status_code == 200 and r.json()["photos_removed"] == 1
+    # gone, but its history stays: added with its photo's hash and metadata, then removed with what it was
+    history = httpx.get(f"{live.url}/v1/register/NEW-1/history").json()
+    assert [(h["action"], h["object_id"]) for h in history][-2:] == [("add", "NEW-1"), ("remove", "NEW-1")]
+    assert history[-2]["detail"]["photos"] == [hashlib.sha256(Path(photos["unknown"]).read_bytes()).hexdigest()]
+    assert history[-2]["detail"]["metadata"] == {"title": "Black tablet", "status": "looted"}
+    assert history[-1]["detail"]["was"] == {"title": "Black tablet", "status": "looted"}
+    assert httpx.get(f"{live.url}/v1/register/NEVER-1/history").status_code == 404
     assert httpx.get(f"{live.url}/v1/register/NEW-1").status_code == 404
     assert httpx.delete(f"{live.url}/v1/register/NEW-1", headers=auth).status_code == 404
 

@@ -287,3 +287,9 @@ class Analyzer:
         with self.lock:
             return self.register.get(object_id)
 
+    def register_history(self, object_id: str) -> list[dict]:
+        if self.register is None:
+            raise LookupError("no register is loaded")
+        with self.lock:
+            return self.register.history(object_id)
+

@@ -7,6 +7,7 @@
     POST /v1/listing            a listing's photos (multipart ``file`` x n): each analysed, and its verdict
     POST /v1/register           add an object (token): multipart ``object_id``, metadata, ``file`` x n
     GET  /v1/register/{id}      one registered object
+    GET  /v1/register/{id}/history  its changes, oldest first, also once removed
     DELETE /v1/register/{id}    remove an object (token)
 
 Hardening: request bodies over the limit are refused (413) before they are read in
@@ -186,6 +187,15 @@ class RegisterObject(BaseModel):
     source: Optional[str] = None
     status: Optional[str] = None
     photos: list[str] = []
+
+
+class HistoryEntry(BaseModel):
+    time: str = Field(description="UTC, ISO 8601")
+    user: Optional[str] = Field(None, description="system user of the process that made the change (the server's "
+                                "for API writes)")
+    action: str = Field(description="create, add, add_photos, remove, threshold or lot_threshold")
+    object_id: Optional[str] = None
+    detail: dict = Field(description="what changed: photos' SHA-256 and metadata added, what a removed object was...")
 
 
 class RegisterAdded(BaseModel):
@@ -496,6 +506,18 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
             raise _error(422, "no photo of the listing can be used: " +
                          "; ".join(f"photo {e['index'] + 1}: {e['error']}" for e in out["results"]))
         return out
+
+    @app.get("/v1/register/{object_id}/history", response_model=list[HistoryEntry],
+             responses={400: {"model": ErrorBody}, 404: {"model": ErrorBody}})
+    async def register_history(object_id: str):
+        """Every change to one object, oldest first, also after it was removed (``artsentry register history``)."""
+        _need_register()
+        _check_id(object_id)
+        rows = await asyncio.get_running_loop().run_in_executor(None, analyzer.register_history, object_id)
+        if not rows:
+            raise _error(404, f"object {object_id!r} has no history in the register")
+        keys = ("time", "user", "action", "object_id")
+        return [{**{k: r[k] for k in keys}, "detail": {k: v for k, v in r.items() if k not in keys}} for r in rows]
 
     @app.get("/v1/register/{object_id:path}", response_model=RegisterObject,
              responses={400: {"model": ErrorBody}, 404: {"model": ErrorBody}})
