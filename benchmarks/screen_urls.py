@@ -1,0 +1,72 @@
+"""Screening photos by URL against screening the same files, in one run.
+
+    .venv/bin/python benchmarks/screen_urls.py --model runs/ivory/model [--photos 600]
+
+Serves met-ivory (``../shared/datasets/met-ivory``) over HTTP on 127.0.0.1 (a threaded standard
+library server; no network leaves the machine), then screens the first ``--photos`` photos of its
+metadata.csv three ways into fresh folders, one after the other: as local files; as URLs with
+``fetch_urls`` (each decoding worker keeps its connections open); as URLs keeping every fetched
+image (``keep_fetched``). Prints photos/s for each, the ratio to the files, and what was kept.
+Loopback costs no network latency, so this measures artsentry's own cost of fetching, not a shop's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import http.server
+import json
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from artsentry.screen import Screener
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="runs/ivory/model")
+    ap.add_argument("--data", default="../shared/datasets/met-ivory")
+    ap.add_argument("--photos", type=int, default=600)
+    a = ap.parse_args(argv)
+    root = Path(a.data).resolve()
+    files = pd.read_csv(root / "metadata.csv")["file"].head(a.photos).tolist()
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    out = {}
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            pd.DataFrame({"image": [str(root / f) for f in files]}).to_csv(tmp / "files.csv", index=False)
+            pd.DataFrame({"image": [f"{base}/{f}" for f in files]}).to_csv(tmp / "urls.csv", index=False)
+            for name, table, kw in (("files", "files.csv", {}), ("urls", "urls.csv", {"fetch_urls": True}),
+                                    ("urls, kept", "urls.csv", {"fetch_urls": True, "keep_fetched": tmp / "kept"})):
+                screener = Screener(a.model, progress=False, explain=0, **kw)
+                t0 = time.perf_counter()
+                summary = screener.run(tmp / table, tmp / name.replace(", ", "-"))
+                seconds = time.perf_counter() - t0
+                out[name] = {"photos": summary["rows"], "unreadable": summary["unreadable"], "flagged": summary["flagged"],
+                             "seconds": round(seconds, 1), "photos_per_second": round(summary["rows"] / seconds, 1),
+                             "runtime": (summary.get("about") or ["", ""])[1].rsplit("run on ", 1)[-1]}
+            kept = [p for p in (tmp / "kept").rglob("*") if p.is_file()]
+            out["urls, kept"]["kept_files"] = len(kept)
+            out["urls, kept"]["kept_mb"] = round(sum(p.stat().st_size for p in kept) / 1e6, 1)
+    finally:
+        server.shutdown()
+    for name in ("urls", "urls, kept"):
+        out[name]["vs_files"] = round(out[name]["photos_per_second"] / out["files"]["photos_per_second"], 2)
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
