@@ -32,9 +32,10 @@ def test_predict_folder_with_hostile_files_completes(model_dir, hostile_dir, syn
 
 def test_predict_plain_output_and_missing_file(model_dir, synthetic_dataset, tmp_path, capsys):
     img = sorted((synthetic_dataset / "non_ivory").glob("*.jpg"))[0]
-    code = main(["predict", str(img), "nonexistent.jpg", "--model", str(model_dir.parent)])
+    code = main(["predict", str(img), "nonexistent.jpg", "https://shop.invalid/a.jpg", "--model", str(model_dir.parent)])
     out, err = capsys.readouterr()
     assert code == EXIT_SOME_UNREADABLE
+    assert "https://shop.invalid/a.jpg: a URL, not a file (put it in a table's image column for 'artsentry screen" in err
     fields = out.strip().split("\t")
     assert fields[0] == str(img) and fields[1] == "non_ivory"
     assert fields[2].startswith("p(ivory)=") and "pass (threshold" in fields[3]

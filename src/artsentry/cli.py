@@ -669,6 +669,9 @@ def expand_images(items: list[str]) -> tuple[list[str], list[str]]:
                             "'artsentry register import' registers them)")
         elif p.exists():
             files.append(item)
+        elif item.startswith(("http://", "https://")):
+            problems.append(f"{item}: a URL, not a file (put it in a table's image column for 'artsentry screen "
+                            "--fetch-urls', or download it first)")
         else:
             problems.append(f"{item}: file not found")
     return files, problems
