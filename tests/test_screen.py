@@ -25,7 +25,8 @@ from artsentry.data.images import load_image
 from artsentry.inference import Predictor
 from artsentry.models.artifact import ArtifactError, read_config
 from artsentry.models.onnx import export_onnx, onnx_ready
-from artsentry.screen import LISTING_STATUSES, OUTPUT_COLUMNS, ScreenError, Screener, listing_rollup, read_evidence, read_listings
+from artsentry.screen import (LISTING_STATUSES, OUTPUT_COLUMNS, ScreenError, Screener, listing_rollup, read_evidence,
+                              read_listings, verify_run)
 
 
 @pytest.fixture(scope="module")
@@ -474,6 +475,12 @@ def test_a_resumed_run_whose_screened_photo_changed_is_refused(model_dir, synthe
     with pytest.raises(ScreenError, match=r"changed since \(e\.g\. .*3\.jpg\)"):
         Screener(model_dir, progress=False).run(table, out)
     assert Screener(model_dir, progress=False).run(table, out, overwrite=True)["this_run"]["images"] == 8
+    assert verify_run(out)["verified"] == 8
+    (tmp_path / "3.jpg").write_bytes(files[0].read_bytes())  # after the report was made: caught by verify
+    (tmp_path / "5.jpg").unlink()
+    v = verify_run(out)
+    assert (v["verified"], v["changed"], v["missing"]) == (6, 1, 1)
+    assert v["changed_photos"] == [str(tmp_path / "3.jpg")] and v["missing_photos"] == [str(tmp_path / "5.jpg")]
 
 
 def test_the_same_photo_in_several_listings_is_pointed_out(model_dir, synthetic_dataset, tmp_path, capsys):
@@ -572,6 +579,17 @@ def test_image_urls_are_fetched_again_after_a_shops_passing_trouble(model_dir, s
     assert main(["-q", "screen", str(table), "--out", str(tmp_path / "o2"), "--model", str(model_dir),
                  "--keep-fetched", str(tmp_path / "k2")]) == 1
     assert "--keep-fetched keeps the images --fetch-urls downloads" in capsys.readouterr().err
+    # verify: the kept copies still hash as screened; the two failures had nothing to check
+    capsys.readouterr()
+    assert main(["-q", "verify", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "2 of 4 photo(s) hash as screened; changed 0, missing 0, fetched and not kept 0, unreadable then 2" in out
+    evidence = tmp_path / "out" / "evidence.jsonl"
+    assert f"evidence.jsonl sha256 {hashlib.sha256(evidence.read_bytes()).hexdigest()}" in out
+    (tmp_path / "kept" / sha[:2] / f"{sha}.jpeg").write_bytes(photo[:-10])  # the kept copy altered
+    assert main(["-q", "verify", str(tmp_path / "out")]) == 1
+    out, err = capsys.readouterr()
+    assert "0 of 4 photo(s) hash as screened; changed 2" in out and f"changed: {kept['a']}" in err
 
 
 def test_input_columns_named_like_outputs_are_carried_beside_them(model_dir, listings, tmp_path):

@@ -461,6 +461,12 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     sv.add_argument("--runtime", default="auto", choices=("auto", "torch", "onnx"))
 
+    ve = sub.add_parser("verify", help="check a screening run's evidence against its photos (changes nothing)",
+                        description="Every photo a screening run recorded (local files, and the kept copies of "
+                        "fetched ones: screen --keep-fetched) must still hash to the SHA-256 in its evidence record. "
+                        "Prints the counts, the photos changed or missing, and the SHA-256 of evidence.jsonl itself. "
+                        "Exit status 0 when every checkable photo is as screened, 1 otherwise.")
+    ve.add_argument("out", help="the screening run's --out folder")
     ex = sub.add_parser("export", help="export a model to ONNX for fast screening and edge use",
                         description="Writes model.onnx (input 'input', NCHW float32 preprocessed as in config.json; "
                         "output 'logits') after checking it matches PyTorch to 1e-3 in probability. Into the model "
@@ -953,6 +959,21 @@ def cmd_screen(a) -> int:
     return EXIT_SOME_UNREADABLE if summary.get("unreadable") else 0
 
 
+def cmd_verify(a) -> int:
+    from .screen import verify_run
+
+    v = verify_run(a.out, progress=not a.quiet)
+    print(f"{v['verified']} of {v['records']} photo(s) hash as screened; changed {v['changed']}, missing "
+          f"{v['missing']}, fetched and not kept {v['not_kept']}, unreadable then {v['unread']}")
+    for what in ("changed", "missing"):
+        for path in v[f"{what}_photos"][:20]:
+            print(f"{what}: {path}", file=sys.stderr)
+        if len(v[f"{what}_photos"]) > 20:
+            print(f"... and {len(v[f'{what}_photos']) - 20} more {what}", file=sys.stderr)
+    print(f"evidence.jsonl sha256 {v['evidence_sha256']}")
+    return 1 if v["changed"] or v["missing"] else 0
+
+
 def cmd_export(a) -> int:
     from .evaluate import _resolve_model_dir
     from .models.onnx import export_onnx
@@ -1038,7 +1059,7 @@ def cmd_serve(a) -> int:
 
 
 COMMANDS = {"train": cmd_train, "train-embedder": cmd_train_embedder, "evaluate": cmd_evaluate,
-            "predict": cmd_predict, "collect": cmd_collect, "build": cmd_build, "register": cmd_register, "screen": cmd_screen, "export": cmd_export,
+            "predict": cmd_predict, "collect": cmd_collect, "build": cmd_build, "register": cmd_register, "screen": cmd_screen, "verify": cmd_verify, "export": cmd_export,
             "explain": cmd_explain, "project": cmd_project, "serve": cmd_serve}
 
 

@@ -630,6 +630,8 @@ class Screener:
             state["group_folders"] = True
         if self.lots is not None:  # likewise
             state["lots"] = self.lots
+        if self.keep_dir is not None:  # where ``verify_run`` finds the fetched photos (not compared)
+            state["keep_fetched"] = str(self.keep_dir)
         if self.register_info:  # not compared: a register that changed between runs is warned about below
             state["register_state"] = {k: self.register_info[k] for k in REGISTER_STATE}
         grown_from = None  # rows of a finished run on the first rows of this (longer) input
@@ -655,6 +657,9 @@ class Screener:
                     why += _gone_from_folder(listings, records)
                 raise ScreenError(f"{out} holds a screening run of {why}; use --overwrite or another --out")
             state["batch_size"] = old.get("batch_size", self.batch_size)  # batches as the run began
+            if state.get("keep_fetched") and old.get("keep_fetched") != state["keep_fetched"]:
+                old["keep_fetched"] = state["keep_fetched"]  # kept from now on: verify_run looks there
+                write_text_atomic(state_path, json.dumps(old, indent=2) + "\n")
             then = old.get("register_state")
             if then and then != state.get("register_state") and evidence_path.is_file() \
                     and evidence_path.stat().st_size:
@@ -754,6 +759,47 @@ class RayScreenWorker:
         records = [r for batch in self.screener.screen_rows(part, self.batch_size, self.carried, num_workers=0)
                    for r in batch]
         return pd.DataFrame({"record": [json.dumps(r, ensure_ascii=False) for r in records]})
+
+
+def verify_run(out_dir: str | Path, progress: bool = False) -> dict:
+    """Check a screening run's evidence against the photos it was made on, changing nothing: each local
+    photo, and each fetched one's kept copy (``keep_fetched``), must still hash to the SHA-256 its record
+    holds. Returns counts (``verified``, ``changed``, ``missing``, ``not_kept``: fetched without a kept
+    copy; ``unread``: photos that could not be read then, nothing to check), the photos that changed or
+    are missing, and the SHA-256 of the evidence log itself (to note down beside the report)."""
+    from .data.splits import file_sha256
+
+    out = Path(out_dir)
+    evidence = out / EVIDENCE
+    records = read_evidence(evidence)
+    if not records:
+        raise ScreenError(f"{out}: no screening evidence here ({EVIDENCE} missing or empty)")
+    state = json.loads((out / STATE).read_text()) if (out / STATE).is_file() else {}
+    keep_dir = state.get("keep_fetched")
+    counts = dict.fromkeys(("verified", "changed", "missing", "not_kept", "unread"), 0)
+    changed, missing = [], []
+    for r in tqdm(records, desc="verify", unit="img", disable=not progress):
+        image, sha = r.get("image") or "", r.get("sha256")
+        if not sha:
+            counts["unread"] += 1
+            continue
+        path = image if "://" not in image else (kept_file(keep_dir, sha) if keep_dir else None)
+        if path is None:
+            counts["not_kept"] += 1
+            continue
+        try:
+            now = file_sha256(path)
+        except OSError:
+            counts["missing"] += 1
+            missing.append(str(path))
+            continue
+        if now == sha:
+            counts["verified"] += 1
+        else:
+            counts["changed"] += 1
+            changed.append(str(path))
+    return {**counts, "records": len(records), "changed_photos": changed, "missing_photos": missing,
+            "evidence_sha256": file_sha256(evidence), "input": state.get("input")}
 
 
 # -- outputs ---------------------------------------------------------------------------------
