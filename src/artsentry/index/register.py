@@ -208,12 +208,12 @@ class Register:
     def history(self, object_id: str | None = None) -> list[dict]:
         """Every change to the register, oldest first (or one object's): ``time`` (UTC), ``user``
         (the system user of the process that made it, the web server's for API writes), ``action``
-        (``create``: the register, with its settings; ``add``: a new object, ``add_photos``: more photos of one, ``remove``, ``threshold``,
-        ``lot_threshold``), ``object_id`` and what changed. Registers made before the history
-        began it empty."""
-        query = "SELECT time, user, action, object_id, detail FROM history"
-        rows = self.db.execute(query + (" WHERE object_id = ? ORDER BY id" if object_id is not None else " ORDER BY id"),
-                               (() if object_id is None else (str(object_id),))).fetchall()
+        (``create``: the register, with its settings; ``add``: a new object; ``add_photos``: more
+        photos of one; ``remove``; ``threshold``; ``lot_threshold``), ``object_id`` and what changed.
+        Registers made before the history began it empty."""
+        where, args = ("WHERE object_id = ? ", (str(object_id),)) if object_id is not None else ("", ())
+        rows = self.db.execute(f"SELECT time, user, action, object_id, detail FROM history {where}ORDER BY id",
+                               args).fetchall()
         return [{"time": t, "user": u, "action": a, "object_id": o, **json.loads(d or "{}")} for t, u, a, o, d in rows]
 
     @property
@@ -367,7 +367,8 @@ class Register:
                 if parents[i] is None:
                     added_shas.setdefault(owner, []).append(sha)
             for object_id, (action, meta) in changes.items():
-                self._log(action, object_id, photos=added_shas.get(object_id, []), **({"metadata": meta} if meta else {}))
+                self._log(action, object_id, photos=added_shas.get(object_id, []),
+                          **({"metadata": meta} if meta else {}))
             if ids:
                 self.index.add(ids, vectors[keep])
             self._save_index()

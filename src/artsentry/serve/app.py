@@ -434,6 +434,7 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
                       lots: bool = Query(False, description="a photo of several objects: decide by the highest of "
                                          "the whole photo and its 3x3 half-size tiles, at the model's lot threshold")):
         ctype = request.headers.get("content-type", "")
+        origin: dict = {}
         if ctype.startswith("multipart/form-data"):
             form = await request.form(max_files=1, max_fields=8)
             upload = form.get("file")
@@ -449,11 +450,10 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
                 raise _error(403, "fetching image URLs is disabled on this server (start it with --allow-url-fetch); "
                                   "upload the file instead")
             data = await _fetch(body.url, settings)
-            url = body.url
+            origin = {"url": body.url}  # for the audit log: where the photo came from
         else:
             raise _error(415, "send multipart/form-data with a 'file' field, or JSON {\"url\": ...}")
         _check_image(data)
-        origin = {"url": url} if ctype.startswith("application/json") else {}
         try:
             result = await admission.run(executor, lambda: analyzer.analyze(data, explain=explain, k=k, lots=lots))
         except ImageLoadError as exc:
@@ -568,8 +568,8 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
             return analyzer.register_add(object_id, paths, meta)
 
         out = await admission.run(executor, add)
-        await audit(request, "register_add", object_id=object_id, photos=[hashlib.sha256(d).hexdigest() for d, _ in photos],
-                    photos_added=out.get("photos_added"))
+        await audit(request, "register_add", object_id=object_id, photos_added=out.get("photos_added"),
+                    photos=[hashlib.sha256(d).hexdigest() for d, _ in photos])
         if out["object"]:
             out["object"]["photos"] = [Path(p).name for p in out["object"]["photos"]]
         return out
