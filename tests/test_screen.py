@@ -678,7 +678,8 @@ def test_screen_with_register_ranks_matches_first(model_dir, photos, synthetic_d
     # the report says what it rests on: input, model version and threshold, register and its state
     model = Predictor.load(model_dir).info()
     about = summary["about"]
-    assert about[0].startswith(f"6 photo(s) of {path.resolve()}, screened ")
+    assert about[0] == f"6 photo(s) of {path.resolve()}"
+    assert summary["screened_between"][0] <= summary["screened_between"][1]
     assert about[1].startswith(f"Model: {model['name']} version {model['version']} ({model['path']})")
     assert f"threshold {model['threshold']}" in about[1]
     assert about[2].startswith(f"Register {(tmp_path / 'reg').resolve()}: 2 object(s), 4 change(s), the last ")

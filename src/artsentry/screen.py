@@ -360,25 +360,40 @@ def _folder_in_screened_order(listings: pd.DataFrame, records: list[dict], n_old
     return listings.iloc[order].reset_index(drop=True)
 
 
-def _changed_since(records: list[dict], progress: bool = False) -> list[str]:
-    """The local photos of ``records`` whose files no longer hold what was screened: another SHA-256
-    than the record's. Only records whose bytes were read are compared: a file that could not be read
-    then (missing, empty, oversized) carries its error in the outputs, not a decision. URLs and files
-    gone are not compared either (a folder's gone files are refused apart; a table may point anywhere)."""
+def _check_photos(records: list[dict], keep_dir: str | Path | None = None, progress: bool = False,
+                  desc: str = "checking screened photos") -> dict:
+    """Hash again the photos of evidence ``records``: each local file, and each fetched photo's kept copy
+    in ``keep_dir``, against the SHA-256 its record holds. Records without one (the bytes could not be
+    read then: missing, empty, oversized) carry their error, not a decision, and are only counted. Returns
+    counts (``verified``, ``changed``, ``missing``, ``not_kept``, ``unread``) and the paths changed or
+    missing (``changed_photos``, ``missing_photos``)."""
     from .data.splits import file_sha256
 
-    changed = []
-    for r in tqdm(records, desc="checking screened photos", unit="img", disable=not progress):
-        image = r.get("image") or ""
-        if not r.get("sha256") or not image or "://" in image or not Path(image).is_file():
+    counts = dict.fromkeys(("verified", "changed", "missing", "not_kept", "unread"), 0)
+    found: dict[str, list[str]] = {"changed": [], "missing": []}
+    for r in tqdm(records, desc=desc, unit="img", disable=not progress):
+        image, sha = r.get("image") or "", r.get("sha256")
+        if not sha or not image:
+            counts["unread"] += 1
+            continue
+        path = image if "://" not in image else (kept_file(keep_dir, sha) if keep_dir else None)
+        if path is None:
+            counts["not_kept"] += 1
             continue
         try:
-            now = file_sha256(image)
+            what = "verified" if file_sha256(path) == sha else "changed"
         except OSError:
-            continue
-        if now != r.get("sha256"):
-            changed.append(image)
-    return changed
+            what = "missing"
+        counts[what] += 1
+        if what != "verified":
+            found[what].append(str(path))
+    return {**counts, "changed_photos": found["changed"], "missing_photos": found["missing"]}
+
+
+def _changed_since(records: list[dict], progress: bool = False) -> list[str]:
+    """The local photos of ``records`` whose files no longer hold what was screened. Files gone are not
+    counted here (a folder's gone files are refused apart; a table may point anywhere), nor URLs."""
+    return _check_photos(records, progress=progress)["changed_photos"]
 
 
 def _gone_from_folder(listings: pd.DataFrame, records: list[dict]) -> str:
@@ -775,31 +790,8 @@ def verify_run(out_dir: str | Path, progress: bool = False) -> dict:
     if not records:
         raise ScreenError(f"{out}: no screening evidence here ({EVIDENCE} missing or empty)")
     state = json.loads((out / STATE).read_text()) if (out / STATE).is_file() else {}
-    keep_dir = state.get("keep_fetched")
-    counts = dict.fromkeys(("verified", "changed", "missing", "not_kept", "unread"), 0)
-    changed, missing = [], []
-    for r in tqdm(records, desc="verify", unit="img", disable=not progress):
-        image, sha = r.get("image") or "", r.get("sha256")
-        if not sha:
-            counts["unread"] += 1
-            continue
-        path = image if "://" not in image else (kept_file(keep_dir, sha) if keep_dir else None)
-        if path is None:
-            counts["not_kept"] += 1
-            continue
-        try:
-            now = file_sha256(path)
-        except OSError:
-            counts["missing"] += 1
-            missing.append(str(path))
-            continue
-        if now == sha:
-            counts["verified"] += 1
-        else:
-            counts["changed"] += 1
-            changed.append(str(path))
-    return {**counts, "records": len(records), "changed_photos": changed, "missing_photos": missing,
-            "evidence_sha256": file_sha256(evidence), "input": state.get("input")}
+    checked = _check_photos(records, state.get("keep_fetched"), progress, desc="verify")
+    return {**checked, "records": len(records), "evidence_sha256": file_sha256(evidence), "input": state.get("input")}
 
 
 # -- outputs ---------------------------------------------------------------------------------
@@ -834,14 +826,13 @@ def shared_photos(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def describe_run(records: list[dict], source: str | None = None) -> list[str]:
-    """What a screening report must say it rests on, from its evidence records: what was screened
-    and when, the model (version, threshold), the culture model, the register and its state (each
-    state met, when it changed between runs), the lot scan."""
+    """What a screening report must say it rests on, from its evidence records: what was screened,
+    the model (version, threshold), the culture model, the register and its state (each state met,
+    when it changed between runs), the lot scan. Not when (``screened_between``): a resumed run's
+    report is the same file as an uninterrupted one's."""
     if not records:
         return []
-    times = sorted(r["time"] for r in records if r.get("time"))
-    lines = [f"{len(records)} photo(s){f' of {source}' if source else ''}, screened "
-             + (f"{times[0]} to {times[-1]} (UTC)" if times else "")]
+    lines = [f"{len(records)} photo(s){f' of {source}' if source else ''}"]
 
     def model(m: dict, what: str) -> str:
         return (f"{what}: {m['name']} version {m['version']} ({m.get('path')}), created {m.get('created')}"
@@ -909,7 +900,8 @@ def write_outputs(records: list[dict], listings: pd.DataFrame, out: Path, carrie
     about = describe_run(records, source)
     write_queue_html(queue, per_listing.loc[per_listing["review"], "listing_id"].tolist(), out / "queue.html",
                      carried, overlay=overlay, shared=shared_by_row, kept=kept, about=about)
-    return {"about": about, "flagged": int(sum(bool(r.get("flagged")) for r in records)), "review_weak": review_weak,
+    times = sorted(r["time"] for r in records if r.get("time"))
+    return {"about": about, "screened_between": [times[0], times[-1]] if times else None, "flagged": int(sum(bool(r.get("flagged")) for r in records)), "review_weak": review_weak,
             "matched": int(sum(bool(r.get("matched")) for r in records)),
             "queue": len(queue), "unreadable": int(table["error"].notna().sum()),
             "weak_photos": int(table["quality_warnings"].notna().sum()),
