@@ -259,7 +259,7 @@ def test_register_add_then_remove(live, photos):
     assert httpx.delete(f"{live.url}/v1/register/NEW-1", headers=auth).status_code == 404
 
 
-def test_audit_log_records_every_decision_and_register_change(model_dir, register_dir, photos, tmp_path):
+def test_audit_log_records_every_decision_and_register_change(model_dir, register_dir, photos, tmp_path, monkeypatch):
     """--audit-log: one JSON line per analysis (photo hash, model version, decision, best match), per
     listing, per register change and per refused register write; never the photo or the token."""
     import json
@@ -304,6 +304,17 @@ def test_audit_log_records_every_decision_and_register_change(model_dir, registe
     assert records[4]["object_id"] == "N-1" and records[4]["photos_added"] == 1
     assert records[4]["photos"] == [hashlib.sha256(Path(photos["unknown"]).read_bytes()).hexdigest()]
     assert records[5] == {**records[5], "object_id": "N-1", "photos_removed": 1}
+    # a log that cannot be written (disk full): no decision goes out without its record
+    from artsentry.serve.audit import AuditLog
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    with LiveServer(create_app(settings)) as server:
+        monkeypatch.setattr(AuditLog, "write", full)
+        r = httpx.post(f"{server.url}/v1/analyze", files={"file": ("b.jpg", photo)}, timeout=60)
+        assert r.status_code == 503 and "audit log cannot be written (No space left on device)" in r.json()["error"]
+        assert "ivory" not in r.json()
 
 
 def test_cors_is_off_unless_configured(live):

@@ -340,9 +340,15 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
     audit_log = AuditLog(settings.audit_log) if settings.audit_log else None
 
     async def audit(request: Request, event: str, **fields) -> None:
+        """Record an event; with an audit log that cannot be written (disk full...), no answer goes out
+        without its record: 503."""
         if audit_log is not None:
             client = request.client.host if request.client else None
-            await asyncio.to_thread(audit_log.write, event, client, **fields)
+            try:
+                await asyncio.to_thread(audit_log.write, event, client, **fields)
+            except OSError as exc:
+                raise _error(503, f"the audit log cannot be written ({exc.strerror or exc}): no answer is given "
+                                  "without its record") from None
     assets = {"index.html": _asset("index.html"), "app.js": _asset("app.js"), "app.css": _asset("app.css")}
     app.state.analyzer = analyzer
     app.state.admission = admission
