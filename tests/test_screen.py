@@ -682,7 +682,8 @@ def test_screen_with_register_ranks_matches_first(model_dir, photos, synthetic_d
     assert summary["screened_between"][0] <= summary["screened_between"][1]
     assert about[1].startswith(f"Model: {model['name']} version {model['version']} ({model['path']})")
     assert f"threshold {model['threshold']}" in about[1]
-    assert about[2].startswith(f"Register {(tmp_path / 'reg').resolve()}: 2 object(s), 4 change(s), the last ")
+    assert about[2].startswith(f"Register {(tmp_path / 'reg').resolve()}: 2 object(s), 4 recorded change(s), the last ")
+    assert about[2].endswith(f"no-match threshold {Register.open(tmp_path / 'reg').threshold}")
     assert all(html.escape(line) in page for line in about)
     # register only, no model
     only = Screener(None, tmp_path / "reg", progress=False).run(path, tmp_path / "only")

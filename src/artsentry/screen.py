@@ -845,9 +845,12 @@ def describe_run(records: list[dict], source: str | None = None) -> list[str]:
             lines.append(model(m, what))
     states = list(dict.fromkeys(json.dumps(r["register"], sort_keys=True) for r in records if r.get("register")))
     for n, state in enumerate(map(json.loads, states)):
+        changes = (f"{state['changes']} recorded change(s), the last {state['changed']}" if state.get("changes")
+                   else "no recorded changes (a register from before its history was kept)")
+        threshold = (f"no-match threshold {state['threshold']}" if state.get("threshold") is not None
+                     else "no no-match threshold set (matches shown, none decided)")
         lines.append(("Register" if n == 0 else "then register") + f" {state['path']}: {state['objects']} object(s), "
-                     f"{state.get('changes', '?')} change(s), the last {state.get('changed') or 'unknown'}, "
-                     f"no-match threshold {state.get('threshold')}")
+                     f"{changes}, {threshold}")
     lot = next((r["lot"] for r in records if r.get("lot")), None)
     if lot:
         lines.append(f"Photos of several objects scanned in tiles, decided at the lot threshold {lot['threshold']}")
