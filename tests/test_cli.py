@@ -93,6 +93,25 @@ def test_evaluate_command_writes_outputs(model_dir, tmp_path, capsys):
     n_wrong = int((~predictions["correct"].astype(bool)).sum())
     mistakes = page.split("Most confident mistakes", 1)[1].split("Correct decisions", 1)[0]
     assert n_wrong > 0 and mistakes.count('class="weak">weak photo: small photo: 120 px') == min(24, n_wrong)
+
+
+def test_evaluate_with_an_unreadable_photo_measures_the_rest_and_exits_3(model_dir, synthetic_dataset, tmp_path,
+                                                                         capsys):
+    """As predict does: the metrics cover the readable photos, and a script learns of the others."""
+    import shutil
+
+    data = tmp_path / "data"
+    for label in ("ivory", "non_ivory"):
+        (data / label).mkdir(parents=True)
+        for f in sorted((synthetic_dataset / label).glob("*.jpg"))[:3]:
+            shutil.copy(f, data / label / f.name)
+    (data / "ivory" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really")
+    code = main(["-q", "evaluate", str(model_dir), "--data", str(data), "--split", "all", "--no-explain",
+                 "--out", str(tmp_path / "e")])
+    assert code == EXIT_SOME_UNREADABLE
+    assert "1 unreadable image(s) skipped; see predictions.csv" in capsys.readouterr().out
+    metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())["metrics"]["all"]
+    assert metrics["n"] == 6 and metrics["unreadable"] == 1
     # without --save-threshold the model is unchanged
     config = json.loads((model_dir / "config.json").read_text())
     assert config["threshold"] == 0.5 and config["threshold_rule"]["rule"] == "model config"

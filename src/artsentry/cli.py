@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "photos, serve a web page. 'artsentry COMMAND --help' tells more.",
         epilog="exit status: 0 success; 1 a usage or data error (one line on stderr); 3 the command\n"
                "finished but some images could not be read (predict, screen, explain, register add,\n"
-               "import, search and calibrate; each listed on stderr)")
+               "import, search and calibrate, each listed on stderr; evaluate, counted and listed in\n"
+               "predictions.csv); verify: 1 when a screened photo changed or is missing")
     parser.add_argument("--version", action="version", version=f"artsentry {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -648,7 +649,8 @@ def cmd_evaluate(a) -> int:
               f"{sh['chance_accuracy']:.4f}")
     out = Path(a.out) if a.out else Path(result["model"]).parent
     print(f"report: {out / 'report.html'}")
-    return 0
+    # the metrics cover the readable photos (said above); a script learns of the rest as from predict
+    return EXIT_SOME_UNREADABLE if result["metrics"][result["split"]].get("unreadable") else 0
 
 
 def _print_errors(messages) -> None:
