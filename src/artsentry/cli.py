@@ -904,7 +904,7 @@ def cmd_register(a) -> int:
                                        if m.score != m.similarity else f"{m.object_id} {m.score:.3f}")
                                       + (f" in tile {' '.join(f'{v:g}' for v in m.box)}" if m.box else "")
                                       for m in res.matches)
-                    print(f"{res.query}\t{best}\t[{shown}]" + _quality_note(res))
+                    print(f"{_tsv(res.query)}\t{best}\t[{shown}]" + _quality_note(res))
             return EXIT_SOME_UNREADABLE if bad else 0
         elif a.action == "rebuild":
             print(f"index rebuilt from {len(reg.index)} photo vector(s)")
