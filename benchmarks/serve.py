@@ -11,6 +11,8 @@ Starts ``artsentry serve`` in a subprocess on a free loopback port, then sends
 - ``explain``: the same with ``?explain=true`` (Grad-CAM overlay in each answer).
 - ``overload``: a queue of 2 with the same load: the answers must be 200 or 503 with
   Retry-After, nothing else, and the server must still answer afterwards.
+- ``audited``: ``nominal`` with ``--audit-log`` (one fsynced JSON line per answer), and the
+  number of lines the log holds after it.
 """
 
 from __future__ import annotations
@@ -37,12 +39,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(model: Path, register: Path | None, max_queue: int, threads: int) -> tuple[subprocess.Popen, str]:
+def start(model: Path, register: Path | None, max_queue: int, threads: int,
+          audit_log: Path | None = None) -> tuple[subprocess.Popen, str]:
     port = free_port()
     cmd = [sys.executable, "-m", "artsentry", "-q", "serve", "--model", str(model), "--port", str(port),
            "--max-queue", str(max_queue), "--threads", str(threads)]
     if register:
         cmd += ["--register", str(register)]
+    if audit_log:
+        cmd += ["--audit-log", str(audit_log)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
@@ -106,14 +111,21 @@ def main() -> None:
     result = {"date": date.today().isoformat(), "machine": platform.processor() or platform.machine(),
               "cpus": os.cpu_count(), "model": str(a.model), "register": str(a.register) if a.register else None,
               "photos": len(photos), "mean_photo_kb": round(np.mean([len(p) for p in photos]) / 1024, 1)}
+    import tempfile
+
+    audit_dir = Path(tempfile.mkdtemp(prefix="artsentry-audit-"))
     for name, queue, n, explain in (("nominal", max(32, a.concurrency), a.requests, False),
                                     ("explain", max(32, a.concurrency), a.explain_requests, True),
-                                    ("overload", 2, a.requests, False)):
-        proc, url = start(a.model, a.register, queue, a.threads)
+                                    ("overload", 2, a.requests, False),
+                                    ("audited", max(32, a.concurrency), a.requests, False)):
+        audit_log = audit_dir / "audit.jsonl" if name == "audited" else None
+        proc, url = start(a.model, a.register, queue, a.threads, audit_log)
         try:
             asyncio.run(load(url, photos, 8, 2, explain))  # warm-up
             result[name] = asyncio.run(load(url, photos, n, a.concurrency, explain)) | {"max_queue": queue}
             result[name]["healthy_after"] = httpx.get(url + "/healthz").status_code == 200
+            if audit_log:
+                result[name]["audit_lines"] = len(audit_log.read_text().splitlines())
         finally:
             proc.terminate()
             proc.wait(10)
