@@ -5,8 +5,8 @@
 Serves met-ivory (``../shared/datasets/met-ivory``) over HTTP on 127.0.0.1 (a threaded standard
 library server; no network leaves the machine), then screens the first ``--photos`` photos of its
 metadata.csv three ways into fresh folders, one after the other: as local files; as URLs with
-``fetch_urls`` (each decoding worker keeps its connections open); as URLs keeping every fetched
-image (``keep_fetched``). Prints photos/s for each, the ratio to the files, and what was kept.
+``fetch_urls`` (each decoding worker keeps its connections open; ``fetch_private``, since the server
+is this machine); as URLs keeping every fetched image (``keep_fetched``). Prints photos/s for each, the ratio to the files, and what was kept.
 Loopback costs no network latency, so this measures artsentry's own cost of fetching, not a shop's.
 """
 
@@ -48,8 +48,9 @@ def main(argv=None) -> int:
             tmp = Path(tmp)
             pd.DataFrame({"image": [str(root / f) for f in files]}).to_csv(tmp / "files.csv", index=False)
             pd.DataFrame({"image": [f"{base}/{f}" for f in files]}).to_csv(tmp / "urls.csv", index=False)
-            for name, table, kw in (("files", "files.csv", {}), ("urls", "urls.csv", {"fetch_urls": True}),
-                                    ("urls, kept", "urls.csv", {"fetch_urls": True, "keep_fetched": tmp / "kept"})):
+            local = {"fetch_urls": True, "fetch_private": True}  # the server is this machine
+            for name, table, kw in (("files", "files.csv", {}), ("urls", "urls.csv", local),
+                                    ("urls, kept", "urls.csv", {**local, "keep_fetched": tmp / "kept"})):
                 screener = Screener(a.model, progress=False, explain=0, **kw)
                 t0 = time.perf_counter()
                 summary = screener.run(tmp / table, tmp / name.replace(", ", "-"))

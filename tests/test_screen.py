@@ -555,7 +555,8 @@ def test_image_urls_are_fetched_again_after_a_shops_passing_trouble(model_dir, s
     names = ["flaky.jpg", "limited.jpg", "gone.jpg", "down.jpg"]
     pd.DataFrame({"listing_id": list("abcd"), "image_url": [f"{base}/{n}" for n in names]}).to_csv(table, index=False)
     try:  # decoding workers fetch, and keep what they fetched
-        Screener(model_dir, progress=False, fetch_urls=True, keep_fetched=tmp_path / "kept").run(table, tmp_path / "out")
+        Screener(model_dir, progress=False, fetch_urls=True, keep_fetched=tmp_path / "kept",
+                 fetch_private=True).run(table, tmp_path / "out")  # the shop is on this machine
     finally:
         shop.shutdown()
     res = pd.read_csv(tmp_path / "out" / "results.csv").set_index("listing_id")
@@ -578,7 +579,7 @@ def test_image_urls_are_fetched_again_after_a_shops_passing_trouble(model_dir, s
     assert "no preview" not in page and page.count('<img src="data:image/jpeg') == 2  # from the kept copy
     assert main(["-q", "screen", str(table), "--out", str(tmp_path / "o2"), "--model", str(model_dir),
                  "--keep-fetched", str(tmp_path / "k2")]) == 1
-    assert "--keep-fetched keeps the images --fetch-urls downloads" in capsys.readouterr().err
+    assert "--keep-fetched and --fetch-private apply to the images --fetch-urls downloads" in capsys.readouterr().err
     # verify: the kept copies still hash as screened; the two failures had nothing to check
     capsys.readouterr()
     assert main(["-q", "verify", str(tmp_path / "out")]) == 0
@@ -590,6 +591,64 @@ def test_image_urls_are_fetched_again_after_a_shops_passing_trouble(model_dir, s
     assert main(["-q", "verify", str(tmp_path / "out")]) == 1
     out, err = capsys.readouterr()
     assert "0 of 4 photo(s) hash as screened; changed 2" in out and f"changed: {kept['a']}" in err
+
+
+def test_image_urls_naming_this_machine_or_its_network_are_not_fetched(model_dir, synthetic_dataset, tmp_path,
+                                                                        monkeypatch):
+    """A listing's URL is the seller's to choose: by default one naming this machine or its network is
+    refused before any request, and so is a redirect there from a public shop; a redirect to another
+    public address is followed. --fetch-private (an image host inside the user's network) fetches it."""
+    import http.server
+
+    from artsentry import fetch as fetch_module
+
+    photo = next((synthetic_dataset / "ivory").glob("*.jpg")).read_bytes()
+    seen: list[str] = []
+
+    class Shop(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            seen.append(self.path)
+            if self.path.startswith("/to-"):  # /to-private.jpg, /to-public.jpg: redirects
+                where = "127.0.0.1" if self.path == "/to-private.jpg" else "shop.invalid"
+                self.send_response(302)
+                self.send_header("Location", f"http://{where}:{port}/a.jpg")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(photo)))
+            self.end_headers()
+            self.wfile.write(photo)
+
+    shop = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Shop)
+    port = shop.server_address[1]
+    threading.Thread(target=shop.serve_forever, daemon=True).start()
+    real = fetch_module.public_address
+    # "shop.invalid" stands for a public shop: its checked address is this test's server
+    monkeypatch.setattr(fetch_module, "public_address",
+                        lambda host, p: "127.0.0.1" if host == "shop.invalid" else real(host, p))
+    table = tmp_path / "listings.csv"
+    urls = [f"http://127.0.0.1:{port}/a.jpg", f"http://localhost:{port}/a.jpg", "http://169.254.169.254/latest/",
+            f"http://shop.invalid:{port}/to-private.jpg", f"http://shop.invalid:{port}/to-public.jpg"]
+    pd.DataFrame({"listing_id": list("abcde"), "image_url": urls}).to_csv(table, index=False)
+    try:  # in this process, so the stand-in resolution holds
+        Screener(model_dir, progress=False, fetch_urls=True, num_workers=0).run(table, tmp_path / "out")
+        res = pd.read_csv(tmp_path / "out" / "results.csv").set_index("listing_id")
+        for lid, address in (("a", "127.0.0.1"), ("b", "127.0.0.1"), ("c", "169.254.169.254"), ("d", "127.0.0.1")):
+            assert f"resolves to a non-public address ({address}): not fetched (--fetch-private fetches from private " \
+                   "addresses too)" in res.loc[lid, "error"], res.loc[lid, "error"]
+        assert pd.isna(res.loc["e", "error"]) and res.loc["e", "sha256"] == hashlib.sha256(photo).hexdigest()
+        assert seen == ["/to-private.jpg", "/to-public.jpg", "/a.jpg"]  # nothing else reached this machine
+        seen.clear()
+        pd.DataFrame({"listing_id": list("ab"), "image_url": urls[:2]}).to_csv(table, index=False)
+        Screener(model_dir, progress=False, fetch_urls=True, fetch_private=True, num_workers=0).run(table, tmp_path / "o2")
+        res = pd.read_csv(tmp_path / "o2" / "results.csv").set_index("listing_id")
+        assert res["error"].isna().all() and seen == ["/a.jpg", "/a.jpg"]
+    finally:
+        shop.shutdown()
 
 
 def test_input_columns_named_like_outputs_are_carried_beside_them(model_dir, listings, tmp_path):

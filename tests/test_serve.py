@@ -471,7 +471,7 @@ def test_url_fetch_without_allow_list_reaches_public_addresses_only(model_dir, p
     import http.server
     import socket
 
-    from artsentry.serve import app as app_module
+    from artsentry import fetch as fetch_module
 
     Image.open(photos["A"][1]).save(tmp_path / "a.jpg")
     hosts = []
@@ -493,7 +493,7 @@ def test_url_fetch_without_allow_list_reaches_public_addresses_only(model_dir, p
             assert hosts == []  # nothing was fetched
             # a name whose only address is public is fetched from that address: here the checked
             # address is made the test server's, which a name that does not resolve can only reach if pinned
-            monkeypatch.setattr(app_module, "_public_address", lambda host, port: "127.0.0.1")
+            monkeypatch.setattr(fetch_module, "public_address", lambda host, port: "127.0.0.1")
             r = httpx.post(f"{server.url}/v1/analyze", json={"url": f"http://shop.invalid:{port}/a.jpg"}, timeout=60)
             assert r.status_code == 200, r.text
             assert hosts == [f"shop.invalid:{port}"]
@@ -502,11 +502,11 @@ def test_url_fetch_without_allow_list_reaches_public_addresses_only(model_dir, p
     public = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", 80))]
     monkeypatch.undo()
     monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: public)
-    assert app_module._public_address("shop.example", 80) == "93.184.216.34"
+    assert fetch_module.public_address("shop.example", 80) == "93.184.216.34"
     monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: public + [(socket.AF_INET, socket.SOCK_STREAM, 6, "",
                                                                           ("192.168.0.9", 80))])
-    with pytest.raises(Exception, match="non-public address \\(192.168.0.9\\)"):
-        app_module._public_address("shop.example", 80)
+    with pytest.raises(fetch_module.FetchRefused, match="non-public address \\(192.168.0.9\\)"):
+        fetch_module.public_address("shop.example", 80)
 
 
 def test_analyze_with_lots_uses_the_tile_scan_at_the_lot_threshold(live, model_dir, synthetic_dataset, tmp_path):

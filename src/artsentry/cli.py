@@ -394,6 +394,10 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
     sc.add_argument("--explain", type=int, default=50, metavar="N",
                     help="Grad-CAM evidence overlays in queue.html for the first N flagged photos (default 50; 0: none)")
+    sc.add_argument("--fetch-private", action="store_true",
+                    help="with --fetch-urls: also fetch from private addresses (an image host inside your own "
+                    "network); by default a URL naming this machine or its network is refused, since a "
+                    "listing's URL is the seller's to choose")
     sc.add_argument("--keep-fetched", type=Path, default=None, metavar="DIR",
                     help="with --fetch-urls: keep every fetched image's bytes in DIR, named by its SHA-256 (the "
                     "listing may be gone tomorrow; results.csv kept_file, queue.html shows them)")
@@ -929,12 +933,13 @@ def cmd_screen(a) -> int:
     from .evaluate import _resolve_model_dir
     from .screen import Screener
 
-    if a.keep_fetched and not a.fetch_urls:
-        raise ValueError("--keep-fetched keeps the images --fetch-urls downloads: give both")
+    if (a.keep_fetched or a.fetch_private) and not a.fetch_urls:
+        raise ValueError("--keep-fetched and --fetch-private apply to the images --fetch-urls downloads: give it too")
     model = None if a.model == "none" else _resolve_model_dir(a.model)
     culture = _resolve_model_dir(a.culture_model) if a.culture_model else None
     screener = Screener(model, a.register, culture_dir=culture, runtime=a.runtime, k=a.top_k, batch_size=a.batch_size,
                         num_workers=a.workers, fetch_urls=a.fetch_urls, keep_fetched=a.keep_fetched,
+                        fetch_private=a.fetch_private,
                         progress=not a.quiet,
                         ray_address=a.ray_address, ray_workers=a.ray_workers, ray_cpus_per_worker=a.ray_cpus,
                         explain=a.explain, lots=a.lots)

@@ -6,7 +6,8 @@ with one image per row in a column named ``image``, ``image_path``,
 (listing id, title, price, seller...) is carried through to the outputs (one named like an
 output column, e.g. a seller's ``label`` or ``score``, as ``input_label``, ``input_score``).
 Relative paths are read against the table's folder; ``http(s)://`` images are
-fetched only with ``fetch_urls`` (and kept, by their SHA-256, with ``keep_fetched``).
+fetched only with ``fetch_urls``, from public addresses unless ``fetch_private`` (``artsentry.fetch``),
+and kept, by their SHA-256, with ``keep_fetched``.
 
 For each image: the model's probability and decision at its threshold, the
 register's best matches when a register is given, and the photo's quality
@@ -58,7 +59,6 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from . import __version__
-from .collect.met import RetryPolicy, parse_retry_after
 from .data.dataset import make_loader
 from .data.images import ImageLoadError, find_images, image_format, load_image, read_image_bytes
 from .data.manifest import TABLE_SUFFIXES, ManifestError, _pick, _read_table, carried_names, table_path
@@ -166,61 +166,18 @@ def table_fingerprint(df: pd.DataFrame) -> str:
 
 
 # -- images ----------------------------------------------------------------------------------
-#: answers worth asking again when fetching a listing's image: rate limits and a server's passing trouble
-#: (a 403 or 404 from a shop is its answer)
-FETCH_RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
-#: up to 3 more tries, ~1, 2, 4 s apart, or as long as the server's Retry-After asks (at most 30 s)
-FETCH_POLICY = RetryPolicy(retries=3, backoff=1.0, max_backoff=8.0, max_retry_after=30.0)
-_http_clients: dict[int, "httpx.Client"] = {}
-
-
-def _http_client():
-    """This process's HTTP client (decoding workers are processes of their own): connections to a
-    shop's image host are kept open from one image to the next."""
-    import httpx
-
-    pid = os.getpid()
-    if pid not in _http_clients:
-        _http_clients.clear()  # a forked worker does not reuse its parent's connections
-        _http_clients[pid] = httpx.Client(follow_redirects=True,
-                                          headers={"User-Agent": f"artsentry/{__version__} (listing screening)"})
-    return _http_clients[pid]
-
-
-def fetch_url(url: str, timeout: float = 15.0, max_bytes: int | None = None,
-              policy: RetryPolicy = FETCH_POLICY) -> bytes:
-    """The bytes at an http(s) URL, or ``ImageLoadError``. Rate limits (429), server errors (5xx),
-    timeouts and broken connections are tried again per ``policy`` (``Retry-After`` honoured), so a
-    shop's passing trouble does not leave a listing unscreened; other answers (404, 403) are final."""
-    import httpx
-
+def fetch_url(url: str, timeout: float = 15.0, max_bytes: int | None = None, allow_private: bool = False) -> bytes:
+    """The bytes at an http(s) URL (``artsentry.fetch``: retries, redirects, public addresses only unless
+    ``allow_private``), or ``ImageLoadError`` saying why not."""
     from .data.images import DEFAULT_MAX_BYTES
+    from .fetch import FetchFailed, FetchRefused, fetch
 
-    limit = max_bytes or DEFAULT_MAX_BYTES
-    last = ""
-    for attempt in range(policy.retries + 1):
-        retry_after = None
-        try:
-            with _http_client().stream("GET", url, timeout=timeout) as r:
-                if r.status_code in FETCH_RETRY_STATUSES:
-                    retry_after, last = parse_retry_after(r.headers.get("Retry-After")), f"HTTP {r.status_code}"
-                elif r.status_code != 200:
-                    raise ImageLoadError(url, f"HTTP {r.status_code}")
-                else:
-                    chunks, size = [], 0
-                    for chunk in r.iter_bytes():
-                        size += len(chunk)
-                        if size > limit:
-                            raise ImageLoadError(url, f"over the {limit / 1e6:.0f} MB limit")
-                        chunks.append(chunk)
-                    return b"".join(chunks)
-        except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
-            last = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            raise ImageLoadError(url, f"download failed ({type(exc).__name__}: {exc})") from None
-        if attempt < policy.retries:
-            time.sleep(policy.wait(attempt, retry_after))
-    raise ImageLoadError(url, f"download failed after {policy.retries + 1} attempts ({last})")
+    try:
+        return fetch(url, max_bytes=max_bytes or DEFAULT_MAX_BYTES, timeout=timeout, allow_private=allow_private)
+    except FetchRefused as exc:
+        raise ImageLoadError(url, f"{exc}: not fetched (--fetch-private fetches from private addresses too)") from None
+    except FetchFailed as exc:
+        raise ImageLoadError(url, str(exc)) from None
 
 
 def kept_file(keep_dir: str | Path, sha256: str, data: bytes | None = None) -> Path | None:
@@ -249,11 +206,12 @@ class ListingImages(Dataset):
     (``keep_fetched``), readable or not: the listing may be gone tomorrow."""
 
     def __init__(self, sources: Sequence[str], transforms: Sequence, draft_size, *, fetch_urls: bool = False,
-                 keep_dir: str | Path | None = None):
+                 keep_dir: str | Path | None = None, fetch_private: bool = False):
         self.sources = list(sources)
         self.transforms = list(transforms)
         self.draft_size = draft_size
         self.fetch_urls = fetch_urls
+        self.fetch_private = fetch_private
         self.keep_dir = keep_dir
 
     def __len__(self) -> int:
@@ -266,7 +224,7 @@ class ListingImages(Dataset):
         if src.startswith(("http://", "https://")):
             if not self.fetch_urls:
                 raise ImageLoadError(src, "image URLs are fetched only with --fetch-urls")
-            return fetch_url(src)
+            return fetch_url(src, allow_private=self.fetch_private)
         if "://" in src:
             raise ImageLoadError(src, "unsupported URL scheme")
         return read_image_bytes(src, src)
@@ -439,7 +397,7 @@ class Screener:
                  runtime: str = "auto", k: int = 5, batch_size: int = 32, num_workers: int | None = None,
                  fetch_urls: bool = False, progress: bool = True, ray_address: str | None = None,
                  ray_workers: int = 1, ray_cpus_per_worker: float = 1.0, explain: int = 50, lots: bool = False,
-                 keep_fetched: str | Path | None = None):
+                 keep_fetched: str | Path | None = None, fetch_private: bool = False):
         if model_dir is None and register_dir is None and culture_dir is None:
             raise ScreenError("give a model, a culture model, a register, or several")
         # what a Ray worker needs to build the same screener on its machine
@@ -447,7 +405,8 @@ class Screener:
                          "register_dir": str(register_dir) if register_dir else None,
                          "culture_dir": str(culture_dir) if culture_dir else None,
                          "runtime": runtime, "k": k, "fetch_urls": fetch_urls, "lots": lots,
-                         "keep_fetched": str(Path(keep_fetched).resolve()) if keep_fetched else None}
+                         "keep_fetched": str(Path(keep_fetched).resolve()) if keep_fetched else None,
+                         "fetch_private": fetch_private}
         self.ray_address, self.ray_workers, self.ray_cpus_per_worker = ray_address, ray_workers, ray_cpus_per_worker
         self.predictor = Predictor.load(model_dir, runtime=runtime, batch_size=batch_size) if model_dir else None
         # a second, multi-class model (e.g. culture of a painting): its label is reported, it never flags
@@ -464,6 +423,7 @@ class Screener:
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.fetch_urls = fetch_urls
+        self.fetch_private = fetch_private
         self.keep_dir = Path(keep_fetched).resolve() if keep_fetched else None
         self.progress = progress
         self.explain = explain
@@ -568,7 +528,7 @@ class Screener:
         per batch, in row order; images decode in ``num_workers`` processes."""
         rows = part.index.tolist()
         dataset = ListingImages(part["image"].tolist(), self.transforms, self.draft_size, fetch_urls=self.fetch_urls,
-                                keep_dir=self.keep_dir)
+                                keep_dir=self.keep_dir, fetch_private=self.fetch_private)
         workers = num_workers if num_workers is not None else default_workers(len(part))
         for b in make_loader(dataset, batch_size, num_workers=workers, collate_fn=collate_listings):
             batch = ListingBatch(b.xs, [rows[i] for i in b.index], {rows[i]: s for i, s in b.sha.items()},
@@ -765,7 +725,8 @@ class RayScreenWorker:
         self.screener = Screener(settings["model_dir"], settings["register_dir"],
                                  culture_dir=settings.get("culture_dir"), runtime=settings["runtime"],
                                  k=settings["k"], fetch_urls=settings["fetch_urls"], progress=False,
-                                 lots=settings.get("lots", False), keep_fetched=settings.get("keep_fetched"))
+                                 lots=settings.get("lots", False), keep_fetched=settings.get("keep_fetched"),
+                                 fetch_private=settings.get("fetch_private", False))
         self.carried = carried
         self.batch_size = batch_size
 

@@ -600,54 +600,27 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
     return app
 
 
-def _public_address(host: str, port: int) -> str:
-    """The address to fetch ``host`` from: resolved once, and refused (403) unless every address it
-    resolves to is public. A URL naming the server's own machine, its network or the cloud's metadata
-    service (``localhost``, ``10.0.0.5``, ``169.254.169.254``, a name resolving there) would let
-    anyone who can reach the API read, or probe, what only the server can reach."""
-    import ipaddress
-    import socket
-
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as exc:
-        raise _error(422, f"fetching the URL failed: cannot resolve {host!r} ({exc})") from None
-    addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
-    private = [a for a in addresses if not a.is_global]
-    if private or not addresses:
-        raise _error(403, f"host {host!r} resolves to a non-public address ({private[0] if private else 'none'}); "
-                          "this server fetches only from public addresses, or from hosts named with "
-                          "--url-allow-host")
-    return str(addresses[0])
-
-
 async def _fetch(url: str, settings: ServeSettings) -> bytes:
     """Download an image the operator allowed the server to fetch: http(s) only, host on the
-    allow-list when one is set, otherwise only from public addresses (the connection goes to the
-    address checked, so a name cannot resolve elsewhere in between), no redirects, the body capped at
-    the upload limit."""
-    from urllib.parse import urlparse
-
+    allow-list when one is set, otherwise only from public addresses, pinned (``artsentry.fetch``),
+    no redirects, the body capped at the upload limit."""
     import httpx
 
-    u = urlparse(url)
+    from ..fetch import BadURL, FetchFailed, FetchRefused, http_url, pinned
+
     try:
-        port = u.port or (443 if u.scheme == "https" else 80)
-    except ValueError:
-        raise _error(400, f"not an http(s) URL: {url[:200]!r}") from None
-    if u.scheme not in ("http", "https") or not u.hostname:
-        raise _error(400, f"not an http(s) URL: {url[:200]!r}")
-    headers, extensions = {}, {}
-    if settings.url_allowlist:
-        if u.hostname not in settings.url_allowlist:
-            raise _error(403, f"host {u.hostname!r} is not on this server's allow-list")
-    else:  # pinned: the request goes to the public address checked, named as the URL names it
-        address = await asyncio.to_thread(_public_address, u.hostname, port)
-        netloc = f"[{address}]" if ":" in address else address
-        headers["Host"] = u.netloc.rsplit("@", 1)[-1]
-        if u.scheme == "https":
-            extensions["sni_hostname"] = u.hostname  # certificate checked against the name, not the address
-        url = u._replace(netloc=f"{netloc}:{port}").geturl()
+        host = http_url(url)[0].hostname
+    except BadURL as exc:
+        raise _error(400, str(exc)) from None
+    if settings.url_allowlist and host not in settings.url_allowlist:
+        raise _error(403, f"host {host!r} is not on this server's allow-list")
+    try:  # the allow-list names hosts the operator trusts, private ones included
+        url, headers, extensions = await asyncio.to_thread(pinned, url, bool(settings.url_allowlist))
+    except FetchRefused as exc:
+        raise _error(403, f"{exc}; this server fetches only from public addresses, or from hosts named with "
+                          "--url-allow-host") from None
+    except FetchFailed as exc:
+        raise _error(422, f"fetching the URL failed: {exc}") from None
     limit = settings.max_upload_bytes
     try:
         async with httpx.AsyncClient(timeout=10.0, follow_redirects=False) as client:

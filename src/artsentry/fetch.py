@@ -1,0 +1,138 @@
+"""Fetching images over HTTP(S): the rules shared by screening (``screen --fetch-urls``) and the
+server (``serve --allow-url-fetch``).
+
+A URL to fetch comes from someone else: a seller's listing, an API client. One naming the fetching
+machine or its network (``localhost``, ``10.0.0.5``, the cloud's ``169.254.169.254``, a name that
+resolves there) would make artsentry read, or send a GET into, what only it can reach. So unless the
+caller allows private addresses (an image host inside the user's own network), a name is resolved
+once, refused unless every address it resolves to is public, and the connection goes to the address
+checked, the URL's name kept for the Host header and the TLS certificate check (``pinned``): the name
+cannot resolve elsewhere in between. A redirect is a new URL and is checked the same way.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import time
+from urllib.parse import urljoin, urlparse
+
+from . import __version__
+from .collect.met import RetryPolicy, parse_retry_after
+
+
+class FetchRefused(ValueError):
+    """The URL names a non-public address."""
+
+
+class BadURL(FetchRefused):
+    """The URL is not an http(s) URL."""
+
+
+class FetchFailed(ValueError):
+    """The URL could not be fetched (its name does not resolve, the server failed...)."""
+
+
+def public_address(host: str, port: int) -> str:
+    """The address to connect to for ``host``: resolved once; ``FetchRefused`` unless every address it
+    resolves to is public, ``FetchFailed`` when it does not resolve."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise FetchFailed(f"cannot resolve {host!r} ({exc})") from None
+    addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+    private = [a for a in addresses if not a.is_global]
+    if private or not addresses:
+        raise FetchRefused(f"host {host!r} resolves to a non-public address ({private[0] if private else 'none'})")
+    return str(addresses[0])
+
+
+def http_url(url: str):
+    """``(parsed url, port)`` of an http(s) URL with a host, else ``BadURL``."""
+    u = urlparse(url)
+    try:
+        port = u.port or (443 if u.scheme == "https" else 80)
+    except ValueError:
+        raise BadURL(f"not an http(s) URL: {url[:200]!r}") from None
+    if u.scheme not in ("http", "https") or not u.hostname:
+        raise BadURL(f"not an http(s) URL: {url[:200]!r}")
+    return u, port
+
+
+def pinned(url: str, allow_private: bool = False) -> tuple[str, dict, dict]:
+    """``(url to request, headers, httpx extensions)`` for fetching ``url``: as it is when private
+    addresses are allowed, else to the public address its host resolves to (``public_address``),
+    named as the URL names it. ``BadURL`` for a URL that is not http(s)."""
+    u, port = http_url(url)
+    if allow_private:
+        return url, {}, {}
+    address = public_address(u.hostname, port)
+    netloc = f"[{address}]" if ":" in address else address
+    headers = {"Host": u.netloc.rsplit("@", 1)[-1]}
+    extensions = {"sni_hostname": u.hostname} if u.scheme == "https" else {}  # the certificate is the name's
+    return u._replace(netloc=f"{netloc}:{port}").geturl(), headers, extensions
+
+
+#: answers worth asking again when fetching a listing's image: rate limits and a server's passing trouble
+#: (a 403 or 404 from a shop is its answer)
+RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+#: up to 3 more tries, ~1, 2, 4 s apart, or as long as the server's Retry-After asks (at most 30 s)
+POLICY = RetryPolicy(retries=3, backoff=1.0, max_backoff=8.0, max_retry_after=30.0)
+MAX_REDIRECTS = 5
+_clients: dict = {}
+
+
+def _client():
+    """This process's HTTP client (screening's decoding workers are processes of their own): connections
+    to a shop's image host are kept open from one image to the next. Redirects are followed here, hop by
+    hop, each one checked."""
+    import httpx
+
+    pid = os.getpid()
+    if pid not in _clients:
+        _clients.clear()  # a forked worker does not reuse its parent's connections
+        _clients[pid] = httpx.Client(follow_redirects=False,
+                                     headers={"User-Agent": f"artsentry/{__version__} (listing screening)"})
+    return _clients[pid]
+
+
+def fetch(url: str, *, max_bytes: int, timeout: float = 15.0, allow_private: bool = False,
+          policy: RetryPolicy = POLICY) -> bytes:
+    """The bytes at an http(s) URL. Rate limits (429), server errors (5xx), timeouts and broken
+    connections are tried again per ``policy`` (``Retry-After`` honoured); other answers (404, 403) are
+    final (``FetchFailed``). Redirects are followed up to ``MAX_REDIRECTS``, each new URL checked as the
+    first (``pinned``: ``FetchRefused`` for a non-public address unless ``allow_private``)."""
+    import httpx
+
+    for _ in range(MAX_REDIRECTS + 1):
+        target, headers, extensions = pinned(url, allow_private)
+        last = ""
+        for attempt in range(policy.retries + 1):
+            retry_after = None
+            try:
+                with _client().stream("GET", target, headers=headers, extensions=extensions, timeout=timeout) as r:
+                    if r.is_redirect and r.headers.get("location"):
+                        url = urljoin(url, r.headers["location"])
+                        break
+                    if r.status_code in RETRY_STATUSES:
+                        retry_after, last = parse_retry_after(r.headers.get("Retry-After")), f"HTTP {r.status_code}"
+                    elif r.status_code != 200:
+                        raise FetchFailed(f"HTTP {r.status_code}")
+                    else:
+                        chunks, size = [], 0
+                        for chunk in r.iter_bytes():
+                            size += len(chunk)
+                            if size > max_bytes:
+                                raise FetchFailed(f"over the {max_bytes / 1e6:.0f} MB limit")
+                            chunks.append(chunk)
+                        return b"".join(chunks)
+            except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+                last = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:
+                raise FetchFailed(f"download failed ({type(exc).__name__}: {exc})") from None
+            if attempt < policy.retries:
+                time.sleep(policy.wait(attempt, retry_after))
+        else:
+            raise FetchFailed(f"download failed after {policy.retries + 1} attempts ({last})")
+    raise FetchFailed(f"more than {MAX_REDIRECTS} redirects")
