@@ -180,14 +180,18 @@ def fetch_url(url: str, timeout: float = 15.0, max_bytes: int | None = None, all
         raise ImageLoadError(url, str(exc)) from None
 
 
-def kept_file(keep_dir: str | Path, sha256: str, data: bytes | None = None) -> Path | None:
+def kept_file(keep_dir: str | Path, sha256: str, data: bytes) -> Path:
     """Where a fetched image is kept: ``<keep_dir>/<first 2 hex digits>/<SHA-256>.<format>``, by its
-    content, so the same photo from several listings is kept once. With ``data``: the path to write;
-    without: the file kept for that SHA-256, or None."""
-    folder = Path(keep_dir) / sha256[:2]
-    if data is not None:
-        return folder / f"{sha256}.{image_format(data) or 'bin'}"
-    return next(iter(sorted(folder.glob(f"{sha256}.*"))), None) if folder.is_dir() else None
+    content, so the same photo from several listings is kept once."""
+    return Path(keep_dir) / sha256[:2] / f"{sha256}.{image_format(data) or 'bin'}"
+
+
+def kept_files(keep_dir: str | Path | None) -> dict[str, Path]:
+    """The images kept in ``keep_dir`` (``keep_fetched``) by SHA-256, from one scan of the folder (a run's
+    outputs and ``verify`` look up every fetched row in it); half-written ``.tmp`` files left out."""
+    if keep_dir is None or not Path(keep_dir).is_dir():
+        return {}
+    return {p.name.split(".", 1)[0]: p for p in sorted(Path(keep_dir).glob("??/*")) if not p.name.startswith(".")}
 
 
 def keep_fetched(keep_dir: str | Path, sha256: str, data: bytes) -> None:
@@ -329,12 +333,13 @@ def _check_photos(records: list[dict], keep_dir: str | Path | None = None, progr
 
     counts = dict.fromkeys(("verified", "changed", "missing", "not_kept", "unread"), 0)
     found: dict[str, list[str]] = {"changed": [], "missing": []}
+    kept = kept_files(keep_dir)
     for r in tqdm(records, desc=desc, unit="img", disable=not progress):
         image, sha = r.get("image") or "", r.get("sha256")
         if not sha or not image:
             counts["unread"] += 1
             continue
-        path = image if "://" not in image else (kept_file(keep_dir, sha) if keep_dir else None)
+        path = image if "://" not in image else kept.get(sha)
         if path is None:
             counts["not_kept"] += 1
             continue
@@ -632,9 +637,9 @@ class Screener:
                     why += _gone_from_folder(listings, records)
                 raise ScreenError(f"{out} holds a screening run of {why}; use --overwrite or another --out")
             state["batch_size"] = old.get("batch_size", self.batch_size)  # batches as the run began
-            if state.get("keep_fetched") and old.get("keep_fetched") != state["keep_fetched"]:
-                old["keep_fetched"] = state["keep_fetched"]  # kept from now on: verify_run looks there
-                write_text_atomic(state_path, json.dumps(old, indent=2) + "\n")
+            updated = dict(old)  # what the saved state learns from this run, written once
+            if state.get("keep_fetched"):
+                updated["keep_fetched"] = state["keep_fetched"]  # kept from now on: verify_run looks there
             then = old.get("register_state")
             if then and then != state.get("register_state") and evidence_path.is_file() \
                     and evidence_path.stat().st_size:
@@ -643,8 +648,9 @@ class Screener:
                             "%s and %s now; 'artsentry register history'): the photos screened before were not "
                             "searched against what changed; --overwrite screens all of them against it as it is",
                             out, then["objects"], then["changes"], now["objects"], now["changes"])
-                old["register_state"] = now
-                write_text_atomic(state_path, json.dumps(old, indent=2) + "\n")
+                updated["register_state"] = now
+            if updated != old:
+                write_text_atomic(state_path, json.dumps(updated, indent=2) + "\n")
         else:
             out.mkdir(parents=True, exist_ok=True)
             write_text_atomic(state_path, json.dumps(state, indent=2) + "\n")
@@ -845,8 +851,9 @@ def write_outputs(records: list[dict], listings: pd.DataFrame, out: Path, carrie
                                                                 shared["shared_with_ids"]) if n}
     kept: dict[int, str] = {}  # row -> the kept copy of its fetched image (--keep-fetched)
     if keep_dir is not None:
+        by_sha = kept_files(keep_dir)
         for r in records:
-            path = kept_file(keep_dir, r["sha256"]) if r.get("sha256") and "://" in r["image"] else None
+            path = by_sha.get(r["sha256"]) if r.get("sha256") and "://" in r["image"] else None
             if path is not None:
                 kept[r["row"]] = str(path)
         table.insert(table.columns.get_loc("error"), "kept_file", [kept.get(row, "") for row in table["row"]])
