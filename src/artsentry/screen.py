@@ -67,7 +67,7 @@ from .data.transforms import eval_transform
 from .htmlembed import thumbnail_uri
 from .inference import Predictor, default_workers
 from .lots import TILE_FRACTION, TILE_GRID, LotTransform, crops_forward, lot_threshold, tile_fractions
-from .models.artifact import write_text_atomic
+from .models.artifact import write_bytes_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -198,10 +198,7 @@ def keep_fetched(keep_dir: str | Path, sha256: str, data: bytes) -> None:
     """Keep the bytes of a fetched image (``kept_file``), written whole or not at all."""
     path = kept_file(keep_dir, sha256, data)
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)
+        write_bytes_atomic(path, data)
 
 
 class ListingImages(Dataset):

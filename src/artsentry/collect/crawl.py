@@ -21,7 +21,6 @@ import csv
 import hashlib
 import io
 import json
-import os
 import sqlite3
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from typing import Callable, Iterable, Iterator
 from tqdm.auto import tqdm
 
 from ..data.images import ImageLoadError, load_image
+from ..models.artifact import write_bytes_atomic
 from .met import MetClient, MetError, NotFound
 
 SCHEMA = """
@@ -162,16 +162,6 @@ def image_urls(record: dict, which: str, size: str) -> list[str]:
     return urls
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def _validate_image(data: bytes) -> None:
     try:
         load_image(data, name="download")
@@ -237,7 +227,7 @@ class Crawler:
             return "missing", rel, "image URL answers 404"
         except MetError as exc:
             return "failed", rel, exc.reason
-        _write_atomic(self.folder / rel, data)
+        write_bytes_atomic(self.folder / rel, data)
         return "done", rel, hashlib.sha256(data).hexdigest()
 
     def _run(self, items: list, submit: Callable, handle: Callable, desc: str) -> None:
@@ -307,12 +297,12 @@ def export_collection(store: CrawlStore, folder: Path) -> None:
         rec = records.get(oid, {})
         w.writerow([file, oid, idx, "primary" if idx == 0 else "additional", url, sha]
                    + [_cell(rec.get(f)) for f in RECORD_FIELDS])
-    _write_atomic(folder / "collection.csv", buf.getvalue().encode())
+    write_bytes_atomic(folder / "collection.csv", buf.getvalue().encode())
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["kind", "id", "status", "reason"])
     w.writerows(store.failures())
-    _write_atomic(folder / "failures.csv", buf.getvalue().encode())
+    write_bytes_atomic(folder / "failures.csv", buf.getvalue().encode())
 
 
 def _cell(value) -> str:

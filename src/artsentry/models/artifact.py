@@ -51,6 +51,23 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    """Write ``data`` at ``path`` (its folder made if need be) through a temporary file, synced to disk
+    and renamed into place; the temporary file is named for this process and thread, so writers
+    storing the same file at once (crawler threads, decoding workers keeping one photo, two uploads of
+    it) each rename a whole file and none meets another's half."""
+    import threading
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
 def save_tensors_atomic(path: str | Path, tensors: dict, metadata: dict[str, str] | None = None) -> None:
     """Write ``tensors`` as a safetensors file at ``path``: through a temporary file renamed into
     place (a reader, or a run killed mid-write, never meets half a file), with the permissions any

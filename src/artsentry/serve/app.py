@@ -554,6 +554,7 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
 
         def add():
             from ..data.images import load_image
+            from ..models.artifact import write_bytes_atomic
 
             paths = []
             for i, (data, kind) in enumerate(photos):
@@ -566,9 +567,7 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
             for data, kind in photos:  # stored under the server's own name: its SHA-256
                 path = folder / f"{hashlib.sha256(data).hexdigest()}.{kind}"
                 if not path.exists():
-                    tmp = path.with_suffix(".tmp")
-                    tmp.write_bytes(data)
-                    tmp.replace(path)
+                    write_bytes_atomic(path, data)
                 paths.append(str(path))
             meta = {"title": title, "department": department, "source": source, "status": status}
             return analyzer.register_add(object_id, paths, meta)
