@@ -99,7 +99,7 @@ def test_export_cli_standalone_copy(model_dir, tmp_path, capsys):
 
 # -- screening -------------------------------------------------------------------------------
 def _strip_time(records):
-    return [{k: v for k, v in r.items() if k != "time"} for r in records]
+    return [{k: v for k, v in r.items() if k not in ("time", "prev")} for r in records]  # links hash the times
 
 
 def test_screen_csv_completes_with_bad_images_and_carries_columns(onnx_model_dir, listings, tmp_path, capsys):
@@ -483,6 +483,98 @@ def test_a_resumed_run_whose_screened_photo_changed_is_refused(model_dir, synthe
     assert v["changed_photos"] == [str(tmp_path / "3.jpg")] and v["missing_photos"] == [str(tmp_path / "5.jpg")]
 
 
+def test_evidence_records_are_chained_through_a_resume_and_verify_catches_an_edit(model_dir, synthetic_dataset,
+                                                                                  tmp_path, capsys):
+    """Each record holds the hash of the line before it: a head noted down mid-run still stands for its
+    records after the run resumed and finished; a record edited afterwards breaks the chain and the head
+    noted then no longer stands; verify says both and exits 1."""
+    from artsentry import chainlog
+    from artsentry.cli import main
+
+    files = sorted((synthetic_dataset / "ivory").glob("*.jpg"))[:4] + sorted((synthetic_dataset / "non_ivory").glob("*.jpg"))[:4]
+    table = tmp_path / "listings.csv"
+    pd.DataFrame({"image": [str(f) for f in files]}).to_csv(table, index=False)
+    out = tmp_path / "out"
+    first = Screener(model_dir, progress=False, batch_size=2).run(table, out, max_rows=4)
+    log = out / "evidence.jsonl"
+    noted = first["evidence_head"]
+    assert noted == chainlog.line_hash(log.read_bytes().splitlines()[-1])
+    done = Screener(model_dir, progress=False, batch_size=2).run(table, out)
+    assert done["complete"] and done["evidence_head"] != noted
+    lines = log.read_bytes().splitlines()
+    recs = read_evidence(log)
+    assert recs[0]["prev"] == chainlog.GENESIS
+    assert [r["prev"] for r in recs[1:]] == [chainlog.line_hash(x) for x in lines[:-1]]  # across the resume too
+    capsys.readouterr()
+    assert main(["-q", "verify", str(out), "--expect", noted]) == 0
+    said = capsys.readouterr().out
+    assert "evidence.jsonl: chain intact, 8 linked record(s)" in said
+    assert f"the head {noted} stands for the first 4 record(s): still there, unchanged" in said
+    assert f"evidence.jsonl head {done['evidence_head']}" in said
+    # a decision edited after the report: the photos still hash as screened, the chain does not hold
+    edited = json.loads(lines[2])
+    edited["flagged"] = not edited["flagged"]
+    lines[2] = json.dumps(edited, ensure_ascii=False).encode()
+    log.write_bytes(b"\n".join(lines) + b"\n")
+    assert main(["-q", "verify", str(out), "--expect", noted]) == 1
+    said = capsys.readouterr().out
+    assert "8 of 8 photo(s) hash as screened" in said
+    assert "chain BROKEN: the record on line(s) 4 does not link" in said
+    assert f"the head {noted} stands for no record of this log as it is now" in said
+    assert main(["-q", "verify", str(out), "--expect", chainlog.line_hash(lines[1])]) == 1  # noted before the edit:
+    said = capsys.readouterr().out  # its two records are whole, the chain after them is not
+    assert "stands for the first 2 record(s): still there, unchanged" in said and "chain BROKEN" in said
+
+
+def test_chain_check_finds_edits_removals_insertions_and_old_records():
+    from artsentry import chainlog
+
+    text, head = chainlog.chained_lines([{"n": i} for i in range(5)], chainlog.GENESIS)
+    data = text.encode()
+    c = chainlog.check(data)
+    assert (c["records"], c["unchained"], c["broken"], c["bad_lines"], c["head"]) == (5, 0, [], [], head)
+    lines = data.splitlines(keepends=True)
+    assert chainlog.find_head(c, chainlog.line_hash(lines[2])) == 3 and chainlog.find_head(c, "f" * 64) is None
+    edited = lines[:1] + [lines[1].replace(b'"n": 1', b'"n": 9')] + lines[2:]
+    assert chainlog.check(b"".join(edited))["broken"] == [3]
+    assert chainlog.check(b"".join(lines[:3] + lines[4:]))["broken"] == [4]  # one removed
+    assert chainlog.check(b"".join(lines[:2] + [b'{"n": 7}\n'] + lines[2:]))["broken"] == [3, 4]  # one inserted
+    assert chainlog.check(b"".join(lines[:4]))["broken"] == []  # the tail cut: only a noted head tells
+    # records from before the chain, then linked ones continuing from the last of them
+    old = b'{"n": "a"}\n{"n": "b"}\n'
+    more, _ = chainlog.chained_lines([{"n": "c"}], chainlog.line_hash(b'{"n": "b"}'))
+    c = chainlog.check(old + more.encode())
+    assert (c["records"], c["unchained"], c["broken"]) == (3, 2, [])
+    # a torn last line is not a record; the head is read from the end of a long log
+    torn = data + b'{"n": 5, "pr'
+    assert chainlog.check(torn)["records"] == 5 and chainlog.check(torn)["bad_lines"] == []
+
+
+def test_log_head_read_from_the_end(tmp_path):
+    from artsentry import chainlog
+
+    text, head = chainlog.chained_lines([{"n": i, "pad": "x" * 300} for i in range(50)], chainlog.GENESIS)
+    path = tmp_path / "log.jsonl"
+    assert chainlog.head_of(path) == chainlog.GENESIS
+    path.write_text(text + '{"n": 50, "pa')
+    assert chainlog.head_of(path, chunk=100) == head == chainlog.check_file(path)["head"]
+
+
+def test_audit_log_closes_a_torn_line_and_links_past_it(tmp_path):
+    from artsentry import chainlog
+    from artsentry.serve.audit import AuditLog
+
+    path = tmp_path / "audit.jsonl"
+    AuditLog(path).write("analyze", "127.0.0.1", sha256="a" * 64)
+    with open(path, "ab") as f:
+        f.write(b'{"time": "2026-12-04T11:00:00', )  # the server killed mid-write
+    log = AuditLog(path)
+    log.write("analyze", "127.0.0.1", sha256="b" * 64)
+    c = chainlog.check_file(path)
+    assert (c["records"], c["broken"], c["bad_lines"]) == (2, [], [2])
+    assert json.loads(path.read_bytes().splitlines()[2])["sha256"] == "b" * 64
+
+
 def test_the_same_photo_in_several_listings_is_pointed_out(model_dir, synthetic_dataset, tmp_path, capsys):
     """One photo offered again under other listings (by path or as a byte-identical copy): each of its
     rows names the others; a photo in eight listings names five and counts all; unreadable files and a
@@ -591,6 +683,56 @@ def test_image_urls_are_fetched_again_after_a_shops_passing_trouble(model_dir, s
     assert main(["-q", "verify", str(tmp_path / "out")]) == 1
     out, err = capsys.readouterr()
     assert "0 of 4 photo(s) hash as screened; changed 2" in out and f"changed: {kept['a']}" in err
+
+
+def test_verify_refetch_tells_a_listing_still_showing_its_photo_from_one_changed_or_gone(model_dir, synthetic_dataset,
+                                                                                          tmp_path, capsys):
+    """Photos screened by URL without --keep-fetched: verify --refetch fetches them again: the same bytes,
+    another photo under the URL, or gone (404)."""
+    import http.server
+
+    from artsentry.cli import main
+
+    ivory, other = [next((synthetic_dataset / c).glob("*.jpg")).read_bytes() for c in ("ivory", "non_ivory")]
+    serving = {"/a.jpg": ivory, "/b.jpg": ivory, "/c.jpg": other}
+
+    class Shop(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            body = serving.get(self.path)
+            self.send_response(200 if body else 404)
+            self.send_header("Content-Length", str(len(body or b"")))
+            self.end_headers()
+            self.wfile.write(body or b"")
+
+    shop = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Shop)
+    threading.Thread(target=shop.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{shop.server_address[1]}"
+    table = tmp_path / "listings.csv"
+    pd.DataFrame({"listing_id": list("abc"), "image_url": [f"{base}/{n}.jpg" for n in "abc"]}).to_csv(table, index=False)
+    out = tmp_path / "out"
+    try:
+        Screener(model_dir, progress=False, fetch_urls=True, fetch_private=True).run(table, out)
+        capsys.readouterr()
+        assert main(["-q", "verify", str(out)]) == 0  # nothing it can check without fetching
+        assert "0 of 3 photo(s) hash as screened; changed 0, missing 0, fetched and not kept 3" in capsys.readouterr().out
+        assert main(["-q", "verify", str(out), "--fetch-private"]) == 1
+        assert "--fetch-private applies to the photos --refetch fetches" in capsys.readouterr().err
+        assert main(["-q", "verify", str(out), "--refetch", "--fetch-private"]) == 0
+        assert "3 of 3 photo(s) hash as screened; changed 0, missing 0, gone 0, unreachable 0" in capsys.readouterr().out
+        serving["/b.jpg"] = other  # the seller swapped the photo
+        del serving["/c.jpg"]  # the listing was taken down
+        assert main(["-q", "verify", str(out), "--refetch", "--fetch-private"]) == 1
+        said, err = capsys.readouterr()
+        assert "1 of 3 photo(s) hash as screened; changed 1, missing 0, gone 1, unreachable 0" in said
+        assert f"changed: {base}/b.jpg" in err and f"gone: {base}/c.jpg" in err
+        # without --fetch-private, a URL naming this machine is not fetched again either
+        assert main(["-q", "verify", str(out), "--refetch"]) == 0
+        assert "0 of 3 photo(s) hash as screened; changed 0, missing 0, gone 0, unreachable 3" in capsys.readouterr().out
+    finally:
+        shop.shutdown()
 
 
 def test_image_urls_naming_this_machine_or_its_network_are_not_fetched(model_dir, synthetic_dataset, tmp_path,

@@ -259,7 +259,8 @@ def test_register_add_then_remove(live, photos):
     assert httpx.delete(f"{live.url}/v1/register/NEW-1", headers=auth).status_code == 404
 
 
-def test_audit_log_records_every_decision_and_register_change(model_dir, register_dir, photos, tmp_path, monkeypatch):
+def test_audit_log_records_every_decision_and_register_change(model_dir, register_dir, photos, tmp_path, monkeypatch,
+                                                              capsys):
     """--audit-log: one JSON line per analysis (photo hash, model version, decision, best match), per
     listing, per register change and per refused register write; never the photo or the token."""
     import json
@@ -282,11 +283,16 @@ def test_audit_log_records_every_decision_and_register_change(model_dir, registe
         assert httpx.post(f"{server.url}/v1/register", data={"object_id": "N-1"}, files=new, headers=auth,
                           timeout=60).status_code == 201
         assert httpx.delete(f"{server.url}/v1/register/N-1", headers=auth).status_code == 200
+        assert httpx.post(f"{server.url}/v1/register", data={"object_id": "N-3"}, headers=auth, timeout=60,
+                          files=[("file", ("bomb.png", bomb_png()))]).status_code == 422
     text = log_path.read_text()
     assert TOKEN not in text and "guess" not in text
     records = [json.loads(line) for line in text.splitlines()]
-    assert [r["event"] for r in records] == ["analyze", "analyze", "listing", "refused", "register_add",
-                                             "register_remove"]
+    assert [(r["event"], r.get("phase")) for r in records] == [
+        ("analyze", None), ("analyze", None), ("listing", None), ("refused", None), ("register_add", "requested"),
+        ("register_add", "done"), ("register_remove", "requested"), ("register_remove", "done"),
+        ("register_add", "requested"), ("register_add", "failed")]
+    assert records[9]["status"] == 422 and "cannot be used" in records[9]["error"] and records[9]["object_id"] == "N-3"
     assert all(r["client"] == "127.0.0.1" and r["time"].endswith("+00:00") for r in records)
     first = records[0]
     assert first["sha256"] == hashlib.sha256(photo).hexdigest() == body["image"]["sha256"]
@@ -301,9 +307,20 @@ def test_audit_log_records_every_decision_and_register_change(model_dir, registe
     assert [p["filename"] for p in listing["photos"]] == ["b.jpg", "x.jpg"]
     assert listing["photos"][0]["sha256"] == first["sha256"] and "not an image" in listing["photos"][1]["error"]
     assert records[3] == {**records[3], "method": "POST", "path": "/v1/register", "status": 401}
-    assert records[4]["object_id"] == "N-1" and records[4]["photos_added"] == 1
-    assert records[4]["photos"] == [hashlib.sha256(Path(photos["unknown"]).read_bytes()).hexdigest()]
-    assert records[5] == {**records[5], "object_id": "N-1", "photos_removed": 1}
+    assert records[5]["object_id"] == "N-1" and records[5]["photos_added"] == 1
+    assert records[4]["photos"] == records[5]["photos"] == [hashlib.sha256(Path(photos["unknown"]).read_bytes()).hexdigest()]
+    assert records[7] == {**records[7], "object_id": "N-1", "photos_removed": 1}
+    # each record links to the one before: verify follows the chain and prints the head
+    from artsentry.cli import main
+    from artsentry.chainlog import GENESIS, line_hash
+
+    lines = log_path.read_bytes().splitlines()
+    assert records[0]["prev"] == GENESIS and all(records[i]["prev"] == line_hash(lines[i - 1]) for i in range(1, 10))
+    capsys.readouterr()
+    assert main(["verify", str(log_path), "--expect", line_hash(lines[3])]) == 0
+    out = capsys.readouterr().out
+    assert "chain intact, 10 linked record(s)" in out and "stands for the first 4 record(s)" in out
+    assert f"audit.jsonl head {line_hash(lines[-1])}" in out
     # a log that cannot be written (disk full): no decision goes out without its record
     from artsentry.serve.audit import AuditLog
 
@@ -315,6 +332,24 @@ def test_audit_log_records_every_decision_and_register_change(model_dir, registe
         r = httpx.post(f"{server.url}/v1/analyze", files={"file": ("b.jpg", photo)}, timeout=60)
         assert r.status_code == 503 and "audit log cannot be written (No space left on device)" in r.json()["error"]
         assert "ivory" not in r.json()
+        # a register change is recorded before it is made: unrecorded, it is not made
+        r = httpx.post(f"{server.url}/v1/register", data={"object_id": "N-2"}, files=new, headers=auth, timeout=60)
+        assert r.status_code == 503
+        assert httpx.get(f"{server.url}/v1/register/N-2").status_code == 404
+    monkeypatch.undo()
+
+    def after_the_change(self, event, client, **fields):  # the log fills up between the two records
+        if fields.get("phase") == "done":
+            raise OSError(28, "No space left on device")
+        return writer(self, event, client, **fields)
+
+    writer = AuditLog.write
+    with LiveServer(create_app(settings)) as server:
+        monkeypatch.setattr(AuditLog, "write", after_the_change)
+        r = httpx.post(f"{server.url}/v1/register", data={"object_id": "N-4"}, files=new, headers=auth, timeout=60)
+        assert r.status_code == 503 and "the change WAS made (see the register's history)" in r.json()["error"]
+        assert httpx.get(f"{server.url}/v1/register/N-4").status_code == 200
+    assert json.loads(log_path.read_text().splitlines()[-1])["phase"] == "requested"
 
 
 def test_cors_is_off_unless_configured(live):

@@ -466,12 +466,23 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     sv.add_argument("--runtime", default="auto", choices=("auto", "torch", "onnx"))
 
-    ve = sub.add_parser("verify", help="check a screening run's evidence against its photos (changes nothing)",
-                        description="Every photo a screening run recorded (local files, and the kept copies of "
-                        "fetched ones: screen --keep-fetched) must still hash to the SHA-256 in its evidence record. "
-                        "Prints the counts, the photos changed or missing, and the SHA-256 of evidence.jsonl itself. "
-                        "Exit status 0 when every checkable photo is as screened, 1 otherwise.")
-    ve.add_argument("out", help="the screening run's --out folder")
+    ve = sub.add_parser("verify", help="check a screening run's evidence against its photos, or an audit log's chain "
+                        "(changes nothing)",
+                        description="A screening run's folder: every photo it recorded (local files, and the kept "
+                        "copies of fetched ones: screen --keep-fetched) must still hash to the SHA-256 in its evidence "
+                        "record, and every record must link to the one before it. A log file (serve --audit-log, or an "
+                        "evidence.jsonl): its chain only. Prints the counts, what changed or is missing, and the "
+                        "log's head: the hash of its last record, which stands for every record up to it; note it "
+                        "down, and --expect HEAD later shows whether those records are still there unchanged, also "
+                        "after more were appended. Exit status 0 when all is as recorded, 1 otherwise.")
+    ve.add_argument("out", help="the screening run's --out folder, or a log file")
+    ve.add_argument("--refetch", action="store_true", help="fetch again the photos screened by URL without a kept "
+                    "copy (screen --fetch-urls without --keep-fetched) and compare them: is the listing still showing "
+                    "what was screened, another photo, or gone (404/410)?")
+    ve.add_argument("--fetch-private", action="store_true", help="with --refetch: also from private addresses (as "
+                    "screen --fetch-private)")
+    ve.add_argument("--expect", metavar="HEAD", help="a head noted down earlier: exit 1 unless the records it stood for "
+                    "are still in the log, unchanged")
     ex = sub.add_parser("export", help="export a model to ONNX for fast screening and edge use",
                         description="Writes model.onnx (input 'input', NCHW float32 preprocessed as in config.json; "
                         "output 'logits') after checking it matches PyTorch to 1e-3 in probability. Into the model "
@@ -967,18 +978,62 @@ def cmd_screen(a) -> int:
 
 
 def cmd_verify(a) -> int:
-    from .screen import verify_run
+    from . import chainlog
+    from .screen import EVIDENCE, verify_run
 
-    v = verify_run(a.out, progress=not a.quiet)
-    print(f"{v['verified']} of {v['records']} photo(s) hash as screened; changed {v['changed']}, missing "
-          f"{v['missing']}, fetched and not kept {v['not_kept']}, unreadable then {v['unread']}")
-    for what in ("changed", "missing"):
-        for path in v[f"{what}_photos"][:20]:
-            print(f"{what}: {path}", file=sys.stderr)
-        if len(v[f"{what}_photos"]) > 20:
-            print(f"... and {len(v[f'{what}_photos']) - 20} more {what}", file=sys.stderr)
-    print(f"evidence.jsonl sha256 {v['evidence_sha256']}")
-    return 1 if v["changed"] or v["missing"] else 0
+    path = Path(a.out)
+    if path.is_file():  # a log: its chain only
+        if not path.stat().st_size:
+            raise ValueError(f"{path}: empty")
+        if a.refetch or a.fetch_private:
+            raise ValueError("--refetch and --fetch-private check a screening run's photos: give its folder")
+        chain, name, failed = chainlog.report(path, a.expect), path.name, False
+    else:
+        if a.fetch_private and not a.refetch:
+            raise ValueError("--fetch-private applies to the photos --refetch fetches: give it too")
+        v = verify_run(path, progress=not a.quiet, expect=a.expect, refetch=a.refetch, fetch_private=a.fetch_private)
+        again = f", gone {v['gone']}, unreachable {v['unreachable']}" if a.refetch else ""
+        print(f"{v['verified']} of {v['records']} photo(s) hash as screened; changed {v['changed']}, missing "
+              f"{v['missing']}{again}, fetched and not kept {v['not_kept']}, unreadable then {v['unread']}")
+        for what in ("changed", "missing", "gone", "unreachable"):
+            if f"{what}_photos" not in v:
+                continue
+            for p in v[f"{what}_photos"][:20]:
+                print(f"{what}: {p}", file=sys.stderr)
+            if len(v[f"{what}_photos"]) > 20:
+                print(f"... and {len(v[f'{what}_photos']) - 20} more {what}", file=sys.stderr)
+        print(f"{EVIDENCE} sha256 {v['evidence_sha256']}")
+        chain, name, failed = v["chain"], EVIDENCE, bool(v["changed"] or v["missing"] or v.get("gone"))
+    return 1 if _print_chain(chain, name, a.expect) or failed else 0
+
+
+def _print_chain(c: dict, name: str, expect: str | None) -> bool:
+    """Say what a ``chainlog.report`` found; True when something is not as recorded."""
+    linked = c["records"] - c["unchained"]
+    bad = False
+    if c["broken"]:
+        lines = ", ".join(map(str, c["broken"][:10])) + (" ..." if len(c["broken"]) > 10 else "")
+        print(f"{name}: chain BROKEN: the record on line(s) {lines} does not link to the record before it (a record "
+              "there or before it was changed, removed or inserted)")
+        bad = True
+    elif linked:
+        print(f"{name}: chain intact, {linked} linked record(s)")
+    else:
+        print(f"{name}: no linked records (written before records were chained)")
+    if c["unchained"] and linked:
+        print(f"{name}: the first {c['unchained']} record(s) were written before records were chained: not covered")
+    if c["bad_lines"]:
+        print(f"{name}: {len(c['bad_lines'])} line(s) that are not records (a write cut short?), line(s) "
+              + ", ".join(map(str, c["bad_lines"][:10])), file=sys.stderr)
+    if expect is not None:
+        if c["expected"] is None:
+            print(f"{name}: the head {expect} stands for no record of this log as it is now: the records it stood "
+                  "for were changed or removed, or it is another log's")
+            bad = True
+        else:
+            print(f"{name}: the head {expect} stands for the first {c['expected']} record(s): still there, unchanged")
+    print(f"{name} head {c['head']}")
+    return bad
 
 
 def cmd_export(a) -> int:

@@ -23,6 +23,9 @@ grainy, dark, small or narrow, so a decision on it is weak evidence). Outputs in
   appended (the first rows unchanged), or folder with files added, screens only
   the new ones. Before a run goes on (resumed, grown or run again), the screened
   files are hashed again and a run whose files no longer hold what was screened is refused.
+  Each record carries the SHA-256 of the line before it (``prev``, ``chainlog``): the hash of the
+  last line (``evidence_head`` in summary.json, printed by ``artsentry verify``) stands for every
+  record up to it.
 - ``results.csv``  every row (``quality_warnings``: why a photo is weak
   evidence, empty when it is not; ``shared_with``: how many other listings hold the same photo,
   byte for byte, and ``shared_with_ids`` some of them); ``queue.csv`` the ranked review queue (register
@@ -58,7 +61,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from . import __version__
+from . import __version__, chainlog
 from .data.dataset import make_loader
 from .data.images import ImageLoadError, find_images, image_format, load_image, read_image_bytes
 from .data.manifest import TABLE_SUFFIXES, ManifestError, _pick, _read_table, carried_names, table_path
@@ -320,17 +323,25 @@ def _folder_in_screened_order(listings: pd.DataFrame, records: list[dict], n_old
 
 
 def _check_photos(records: list[dict], keep_dir: str | Path | None = None, progress: bool = False,
-                  desc: str = "checking screened photos") -> dict:
+                  desc: str = "checking screened photos", refetch: bool = False, fetch_private: bool = False,
+                  threads: int = 8) -> dict:
     """Hash again the photos of evidence ``records``: each local file, and each fetched photo's kept copy
-    in ``keep_dir``, against the SHA-256 its record holds. Records without one (the bytes could not be
-    read then: missing, empty, oversized) carry their error, not a decision, and are only counted. Returns
-    counts (``verified``, ``changed``, ``missing``, ``not_kept``, ``unread``) and the paths changed or
-    missing (``changed_photos``, ``missing_photos``)."""
+    in ``keep_dir``, against the SHA-256 its record holds; with ``refetch``, a fetched photo without a kept
+    copy is fetched again (``threads`` at a time; public addresses only unless ``fetch_private``). Records
+    without a SHA-256 (the bytes could not be read then: missing, empty, oversized) carry their error, not
+    a decision, and are only counted. Returns counts (``verified``, ``changed``, ``missing``, ``not_kept``,
+    ``unread``; with ``refetch`` also ``gone``: the URL now answers 404 or 410, and ``unreachable``: it
+    could not be fetched otherwise) and the paths or URLs changed, missing, gone or unreachable
+    (``changed_photos``, ``missing_photos``, ``gone_photos``, ``unreachable_photos``)."""
     from .data.splits import file_sha256
 
     counts = dict.fromkeys(("verified", "changed", "missing", "not_kept", "unread"), 0)
     found: dict[str, list[str]] = {"changed": [], "missing": []}
+    if refetch:
+        counts.update(gone=0, unreachable=0)
+        found.update(gone=[], unreachable=[])
     kept = kept_files(keep_dir)
+    urls: list[tuple[str, str]] = []  # fetched photos without a kept copy, to fetch again
     for r in tqdm(records, desc=desc, unit="img", disable=not progress):
         image, sha = r.get("image") or "", r.get("sha256")
         if not sha or not image:
@@ -338,7 +349,10 @@ def _check_photos(records: list[dict], keep_dir: str | Path | None = None, progr
             continue
         path = image if "://" not in image else kept.get(sha)
         if path is None:
-            counts["not_kept"] += 1
+            if refetch:
+                urls.append((image, sha))
+            else:
+                counts["not_kept"] += 1
             continue
         try:
             what = "verified" if file_sha256(path) == sha else "changed"
@@ -347,7 +361,24 @@ def _check_photos(records: list[dict], keep_dir: str | Path | None = None, progr
         counts[what] += 1
         if what != "verified":
             found[what].append(str(path))
-    return {**counts, "changed_photos": found["changed"], "missing_photos": found["missing"]}
+    if urls:
+        from concurrent.futures import ThreadPoolExecutor
+
+        def again(item: tuple[str, str]) -> str:
+            url, sha = item
+            try:
+                data = fetch_url(url, allow_private=fetch_private)
+            except ImageLoadError as exc:
+                return "gone" if exc.reason in ("HTTP 404", "HTTP 410") else "unreachable"
+            return "verified" if hashlib.sha256(data).hexdigest() == sha else "changed"
+
+        with ThreadPoolExecutor(max(1, threads)) as pool:
+            for (url, _), what in tqdm(zip(urls, pool.map(again, urls)), total=len(urls), desc="fetching again",
+                                       unit="img", disable=not progress):
+                counts[what] += 1
+                if what != "verified":
+                    found[what].append(url)
+    return {**counts, **{f"{k}_photos": v for k, v in found.items()}}
 
 
 def _changed_since(records: list[dict], progress: bool = False) -> list[str]:
@@ -673,9 +704,11 @@ class Screener:
         t0 = time.time()
         n_new = n_flag = n_err = 0
         bar = tqdm(total=len(listings), initial=n_done, unit="img", desc="screen", disable=not self.progress)
+        head = chainlog.head_of(evidence_path)  # each record linked to the one before (``chainlog``)
         with open(evidence_path, "a", encoding="utf-8") as evidence:
             for records in batches:
-                evidence.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+                text, head = chainlog.chained_lines(records, head)
+                evidence.write(text)
                 evidence.flush()
                 os.fsync(evidence.fileno())
                 n_new += len(records)
@@ -688,6 +721,7 @@ class Screener:
         records = read_evidence(evidence_path)
         complete = len({r["row"] for r in records}) == len(listings)
         summary = {"input": state["input"], "rows": len(listings), "recorded": len(records), "complete": complete,
+                   "evidence_head": head,
                    "this_run": {"images": n_new, "seconds": round(seconds, 2),
                                 "images_per_second": round(n_new / seconds, 2) if seconds > 0 else None}}
         if complete:
@@ -740,12 +774,16 @@ class RayScreenWorker:
         return pd.DataFrame({"record": [json.dumps(r, ensure_ascii=False) for r in records]})
 
 
-def verify_run(out_dir: str | Path, progress: bool = False) -> dict:
-    """Check a screening run's evidence against the photos it was made on, changing nothing: each local
-    photo, and each fetched one's kept copy (``keep_fetched``), must still hash to the SHA-256 its record
-    holds. Returns counts (``verified``, ``changed``, ``missing``, ``not_kept``: fetched without a kept
-    copy; ``unread``: photos that could not be read then, nothing to check), the photos that changed or
-    are missing, and the SHA-256 of the evidence log itself (to note down beside the report)."""
+def verify_run(out_dir: str | Path, progress: bool = False, expect: str | None = None, refetch: bool = False,
+               fetch_private: bool = False) -> dict:
+    """Check a screening run's evidence, changing nothing: each local photo, and each fetched one's kept
+    copy (``keep_fetched``), must still hash to the SHA-256 its record holds, and each record must link to
+    the one before it (``chainlog``). Returns counts (``verified``, ``changed``, ``missing``, ``not_kept``:
+    fetched without a kept copy; ``unread``: photos that could not be read then, nothing to check), the
+    photos that changed or are missing, ``chain`` (``chainlog.check`` without the per-record hashes, plus
+    ``expected``: how many records a head noted down earlier, ``expect``, still stands for; None when
+    it stands for none of them) and the SHA-256 of the evidence log itself. ``refetch``: fetched photos
+    without a kept copy are fetched again and compared (``_check_photos``)."""
     from .data.splits import file_sha256
 
     out = Path(out_dir)
@@ -754,8 +792,10 @@ def verify_run(out_dir: str | Path, progress: bool = False) -> dict:
     if not records:
         raise ScreenError(f"{out}: no screening evidence here ({EVIDENCE} missing or empty)")
     state = json.loads((out / STATE).read_text()) if (out / STATE).is_file() else {}
-    checked = _check_photos(records, state.get("keep_fetched"), progress, desc="verify")
-    return {**checked, "records": len(records), "evidence_sha256": file_sha256(evidence), "input": state.get("input")}
+    checked = _check_photos(records, state.get("keep_fetched"), progress, desc="verify", refetch=refetch,
+                            fetch_private=fetch_private)
+    return {**checked, "records": len(records), "chain": chainlog.report(evidence, expect),
+            "evidence_sha256": file_sha256(evidence), "input": state.get("input")}
 
 
 # -- outputs ---------------------------------------------------------------------------------

@@ -17,7 +17,8 @@ pattern (400), so no request text ever becomes a path; register writes need the
 bearer token given at start (401/403); URL fetching, off by default, reaches only public
 addresses (pinned to the address checked) or the hosts allowed at start (403), without
 redirects; CORS is off unless origins are configured; with an audit log (``serve.audit``) every
-analysis, register change and refused write is recorded;
+analysis, register change (before and after it is made) and refused write is recorded, each record
+linked to the one before (``chainlog``);
 inference runs in a bounded worker pool off the event loop, and a request that
 finds the queue full gets 503 with Retry-After instead of waiting. Every error is
 JSON: ``{"error": "...", "status": N}``. No page asset comes from the network.
@@ -349,6 +350,28 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
             except OSError as exc:
                 raise _error(503, f"the audit log cannot be written ({exc.strerror or exc}): no answer is given "
                                   "without its record") from None
+    async def audited_change(request: Request, event: str, change, outcome, **fields):
+        """A register change, recorded before it is made (``phase`` requested: a log that cannot be
+        written refuses it with 503, nothing changed) and after (done, with ``outcome(result)``, or failed,
+        with the status and error). Returns ``await change()``."""
+        await audit(request, event, phase="requested", **fields)
+        try:
+            result = await change()
+        except HTTPException as exc:
+            await audit(request, event, phase="failed", status=exc.status_code, error=str(exc.detail), **fields)
+            raise
+        except Overloaded:
+            await audit(request, event, phase="failed", status=503, error="server busy", **fields)
+            raise
+        except Exception as exc:
+            await audit(request, event, phase="failed", status=500, error=f"{type(exc).__name__}: {exc}", **fields)
+            raise
+        try:
+            await audit(request, event, phase="done", **outcome(result), **fields)
+        except HTTPException as exc:  # made, and in the register's own history; say so
+            raise _error(503, f"{exc.detail}; the change WAS made (see the register's history)") from None
+        return result
+
     assets = {"index.html": _asset("index.html"), "app.js": _asset("app.js"), "app.css": _asset("app.css")}
     app.state.analyzer = analyzer
     app.state.admission = admission
@@ -572,9 +595,10 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
             meta = {"title": title, "department": department, "source": source, "status": status}
             return analyzer.register_add(object_id, paths, meta)
 
-        out = await admission.run(executor, add)
-        await audit(request, "register_add", object_id=object_id, photos_added=out.get("photos_added"),
-                    photos=[hashlib.sha256(d).hexdigest() for d, _ in photos])
+        hashes = [hashlib.sha256(d).hexdigest() for d, _ in photos]
+        out = await audited_change(request, "register_add", lambda: admission.run(executor, add),
+                                   lambda out: {"photos_added": out.get("photos_added")},
+                                   object_id=object_id, photos=hashes)
         if out["object"]:
             out["object"]["photos"] = [Path(p).name for p in out["object"]["photos"]]
         return out
@@ -588,11 +612,14 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
         _check_id(object_id)
         from ..index.register import RegisterError
 
-        try:
-            n = await admission.run(executor, analyzer.register_remove, object_id)
-        except RegisterError as exc:
-            raise _error(404, str(exc)) from None
-        await audit(request, "register_remove", object_id=object_id, photos_removed=n)
+        async def remove():
+            try:
+                return await admission.run(executor, analyzer.register_remove, object_id)
+            except RegisterError as exc:
+                raise _error(404, str(exc)) from None
+
+        n = await audited_change(request, "register_remove", remove, lambda n: {"photos_removed": n},
+                                 object_id=object_id)
         return {"object_id": object_id, "photos_removed": n}
 
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes + MULTIPART_OVERHEAD)

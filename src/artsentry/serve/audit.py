@@ -6,11 +6,12 @@ is asked for when a decision is questioned. Nothing in it is secret; the token i
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
+
+from .. import chainlog
 
 
 def decision_summary(result: dict) -> dict:
@@ -36,20 +37,41 @@ def decision_summary(result: dict) -> dict:
 
 
 class AuditLog:
-    """Append-only JSON lines at ``path``; thread-safe; each line flushed and fsynced."""
+    """Append-only JSON lines at ``path``, each linked to the one before (``chainlog``: ``artsentry verify
+    FILE`` checks the chain and prints its head); thread-safe; each line flushed and fsynced. A line a
+    crash or a full disk cut short is closed with a line break before the next record, which links to the
+    last whole one."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8"):
-            pass  # fail at start, not at the first request, when the file cannot be written
         self._lock = threading.Lock()
+        self._head = self._resume()  # fails at start, not at the first request, when the file cannot be written
+
+    def _resume(self) -> str:
+        with open(self.path, "ab") as f:
+            if f.tell():
+                with open(self.path, "rb") as r:
+                    r.seek(-1, os.SEEK_END)
+                    if r.read(1) != b"\n":
+                        f.write(b"\n")
+                        f.flush()
+                        os.fsync(f.fileno())
+        return chainlog.head_of(self.path)
 
     def write(self, event: str, client: str | None, **fields) -> None:
         record = {"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "event": event,
                   "client": client, **fields}
-        line = json.dumps(record, ensure_ascii=False, default=str) + "\n"
-        with self._lock, open(self.path, "a", encoding="utf-8") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+        with self._lock:
+            if self._head is None:  # the last write failed: where does the log stand?
+                self._head = self._resume()
+            text, head = chainlog.chained_lines([record], self._head)
+            try:
+                with open(self.path, "a", encoding="utf-8") as f:
+                    f.write(text)
+                    f.flush()
+                    os.fsync(f.fileno())
+            except BaseException:
+                self._head = None
+                raise
+            self._head = head
