@@ -1032,7 +1032,8 @@ def _print_chain(c: dict, name: str, expect: str | None) -> bool:
             bad = True
         else:
             print(f"{name}: the head {expect} stands for the first {c['expected']} record(s): still there, unchanged")
-    print(f"{name} head {c['head']}")
+    if linked:
+        print(f"{name} head {c['head']}")
     return bad
 
 
