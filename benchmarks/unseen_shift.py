@@ -23,6 +23,12 @@ studio and per kind, and the mean drop in accuracy:
 ``hard_shadow``   a dark (x0.35-0.55) blurred-edge polygon over a band of 25-45% of the frame
 ``catalogue``     the photo at 45-65% of a white page, a black frame round it and grey text
                   lines above and below (a crop of a printed catalogue or an auction page)
+``wide_frame``    the photo in a 16:9 frame of its own backdrop (border colour, noise sd 3), at a
+                  random place along the width: a phone's landscape shot of the same scene
+``tall_frame``    the same in a 9:16 frame (a phone held upright)
+
+``--resize`` fits every photo to the models' square input another way than their config.json
+says (``squash``, ``pad`` with white, ``center_crop``), to compare the three on the same model.
 
 All runs must share the test split (the first run's ``manifest.csv``); their models are loaded
 from ``RUN/model``. ``--out`` keeps the JSON and every photo's probability.
@@ -34,6 +40,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
@@ -43,6 +50,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from artsentry.data.dataset import ImageDataset, item_seed
 from artsentry.data.manifest import read_manifest
+from artsentry.data.transforms import RESIZE_MODES, eval_transform
 from artsentry.evaluate import _resolve_model_dir, binary_metrics
 from artsentry.inference import Predictor, iter_dataset_batches
 
@@ -131,7 +139,30 @@ def catalogue(img, rng):
     return page
 
 
-KINDS = {f.__name__: f for f in (motion_blur, defocus, low_res, low_light, colour_cast, haze, hard_shadow, catalogue)}
+def _framed(img, rng, aspect: float):
+    """The photo inside a wider (``aspect`` > 1) or taller frame of its own backdrop: its border colour with
+    a little noise, the photo at a random place along the long side (a phone's shot of the same scene)."""
+    from artsentry.data.listing import background_colour
+
+    w, h = img.size
+    cw, ch = (max(w, int(round(h * aspect))), h) if aspect > 1 else (w, max(h, int(round(w / aspect))))
+    fill = background_colour(np.asarray(img, dtype=np.float32))
+    canvas = np.clip(fill[None, None, :] + rng.normal(0, 3, (ch, cw, 1)), 0, 255).astype(np.uint8)
+    out = Image.fromarray(canvas, "RGB")
+    out.paste(img, (int(rng.uniform(0, cw - w + 1)), int(rng.uniform(0, ch - h + 1))))
+    return out
+
+
+def wide_frame(img, rng):
+    return _framed(img, rng, 16 / 9)
+
+
+def tall_frame(img, rng):
+    return _framed(img, rng, 9 / 16)
+
+
+KINDS = {f.__name__: f for f in (motion_blur, defocus, low_res, low_light, colour_cast, haze, hard_shadow, catalogue,
+                                 wide_frame, tall_frame)}
 
 
 class ChangedDataset(ImageDataset):
@@ -164,6 +195,8 @@ def main(argv=None) -> int:
     ap.add_argument("runs", type=Path, nargs="+", help="run folders (model/ inside), the first one's manifest.csv")
     ap.add_argument("--kinds", nargs="+", choices=list(KINDS), default=list(KINDS))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--resize", choices=RESIZE_MODES, default=None,
+                    help="how each model fits a photo to its square input (default: as its config.json says)")
     ap.add_argument("--out", type=Path, default=None, help="folder for unseen_shift.json")
     a = ap.parse_args(argv)
     torch.set_num_threads(2)
@@ -180,6 +213,9 @@ def main(argv=None) -> int:
     probs = {}
     for run in a.runs:
         predictor = Predictor.load(_resolve_model_dir(run), runtime="torch")
+        if a.resize:
+            predictor.preprocessing = replace(predictor.preprocessing, resize=a.resize)
+            predictor.transform = eval_transform(predictor.preprocessing)
         y = (test["label"] == predictor.positive_label).to_numpy().astype(int)
         t = 0.5 if predictor.threshold is None else predictor.threshold
         rows = {}

@@ -95,6 +95,17 @@ def test_overlay_lies_on_the_undistorted_photo():
     assert not np.array_equal(px[30, 280], px[120, 20])  # hot corner coloured, cold corner photo grey
 
 
+def test_fit_overlay_lies_on_the_part_of_the_photo_the_model_saw():
+    """``fit``: a 2:1 photo is cut to 4:3 at its centre, then squashed; the map goes back onto that part,
+    undistorted."""
+    photo = Image.new("RGB", (400, 200), (128, 128, 128))
+    heat = np.zeros((64, 64), np.float32)
+    heat[:, :8] = 1.0  # the left edge of what the model saw
+    shown, h = photo_and_heat(photo, heat, Preprocessing(input_size=64, resize="fit"))
+    assert shown.size == (267, 200) and h.shape == (200, 267)
+    assert h[:, :25].mean() > 0.8 and h[:, 60:].max() < 0.05
+
+
 def test_explain_cli_every_method(model_dir, synthetic_dataset, tmp_path, capsys):
     images = sorted((synthetic_dataset / "ivory").glob("*.jpg"))[:2]
     for method in ("gradcam", "saliency", "occlusion"):

@@ -81,8 +81,8 @@ def test_a_strip_beyond_any_training_shape_is_called_narrow():
     strip = photo.resize((2000, 200))
     q = assess_quality(strip)
     assert q.aspect == 10.0 and q.long_side == 2000
-    assert "narrow photo: 10.0:1, squashed to a square for the model, further than any photo it learnt from " \
-        "(over 8:1)" in q.warnings
+    assert "narrow photo: 10.0:1, further from square than any photo the model learnt from (over 8:1); it reads " \
+        "the photo squashed or only its centre" in q.warnings
     tall = assess_quality(photo.resize((100, 750)))  # 7.5:1, as met-ivory's most elongated photos: no word
     assert tall.aspect == 7.5 and not [w for w in tall.warnings if w.startswith("narrow")]
     drafted = photo.resize((250, 25))  # measured by the file's size, not a draft decode's

@@ -95,6 +95,10 @@ def test_export_cli_standalone_copy(model_dir, tmp_path, capsys):
     assert side["labels"] == ["ivory", "non_ivory"] and side["onnx"]["input"]["shape"] == ["batch", 3, 64, 64]
     assert "onnx" not in read_config(model_dir)  # the source folder is untouched
     assert "max |dprob|" in capsys.readouterr().out
+    # what a phone app must do to a photo before the graph, in words (this model fits photos)
+    assert side["preprocessing"]["resize"] == "fit" and side["preprocessing_steps"].startswith(
+        "RGB; a photo wider than 4:3 cut to 4:3 at its centre (taller than 3:4: cut to 3:4), then resized to "
+        "input_size x input_size")
 
 
 # -- screening -------------------------------------------------------------------------------

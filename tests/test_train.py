@@ -51,6 +51,39 @@ def test_inference_size_settings():
         TrainSettings(inference_size=16).validate()
 
 
+def test_resize_settings_and_the_fit_crop():
+    from PIL import Image
+
+    from artsentry.data.transforms import CropToAspect, Preprocessing, eval_transform
+
+    # the EfficientNets fit, the small CNN squashes as the published study; runs from before the
+    # setting (squash) resume as they were
+    assert TrainSettings().fit_mode == "fit" and TrainSettings(architecture="smallcnn").fit_mode == "squash"
+    assert cli_train_settings().fit_mode == "fit" and cli_train_settings("--resize", "squash").resize == "squash"
+    assert TrainSettings(architecture="smallcnn").fingerprint() == \
+        TrainSettings(architecture="smallcnn", resize="squash").fingerprint()
+    assert TrainSettings(resize="squash").fingerprint() != TrainSettings().fingerprint()
+    with pytest.raises(ValueError, match="resize must be one of"):
+        TrainSettings(resize="stretch").validate()
+    crop = CropToAspect((3 / 4, 4 / 3))
+    assert crop.box(1600, 900) == (200, 0, 1400, 900) and crop.box(900, 1600) == (0, 200, 900, 1400)
+    assert crop.box(1000, 800) == (0, 0, 1000, 800) and crop.box(750, 1000) == (0, 0, 750, 1000)
+    # a 2:1 photo, red on its outer quarters: fit reads the 4:3 centre (no red), squash all of it
+    arr = np.zeros((100, 200, 3), np.uint8)
+    arr[:, :40, 0] = arr[:, 160:, 0] = 255
+    photo = Image.fromarray(arr)
+    fit = eval_transform(Preprocessing(input_size=32, resize="fit", mean=(0, 0, 0), std=(1, 1, 1)))(photo)
+    squash = eval_transform(Preprocessing(input_size=32, resize="squash", mean=(0, 0, 0), std=(1, 1, 1)))(photo)
+    assert fit[0, :, 2:-2].max() < 0.05 and fit[0, :, :2].max() > 0.3  # the red's inner edge at the sides
+    assert squash[0, :, :5].min() > 0.9
+
+
+def test_trained_model_records_how_it_fits_a_photo(model_dir):
+    import json
+
+    assert json.loads((model_dir / "config.json").read_text())["preprocessing"]["resize"] == "fit"
+
+
 def test_weight_average_is_an_exponential_moving_average_of_weights_and_statistics():
     net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
     start = {k: v.clone() for k, v in net.state_dict().items()}

@@ -119,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the share of training photos that then lose fine detail, beyond the listing "
                         "generator's mild blur: one of a Gaussian blur (sigma 1-3.5 px at 600 px), a shrink to "
                         "200-400 px and back, or colour noise (sigma 6-16 levels) (default 0: off; see README)")
+    t.add_argument("--resize", default=None, choices=("fit", "squash", "pad", "center_crop"),
+                   help="how a photo becomes the model's square input at validation, test and use: 'fit' (the "
+                        "EfficientNets' default) cuts a photo wider than 4:3 or taller than 3:4 to that at its "
+                        "centre, then squashes it, so no object is squeezed further than the training crops ever "
+                        "squeezed one; 'squash' the whole photo (the small CNN's default, as the published study); "
+                        "'pad' with white; 'center_crop' the centre square")
     t.add_argument("--crop-scale", type=float, nargs=2, default=None, metavar=("LO", "HI"),
                    help="share of the photo's area the random resized crop of training keeps (default 0.5 1.0). "
                         "Smaller crops show the surface at a higher resolution for the same training cost; the "
@@ -519,6 +525,7 @@ def _settings_from_args(a) -> "object":
         augment=a.augment,
         image_size=a.image_size,
         inference_size=a.inference_size,
+        resize=a.resize,
         ema_decay=a.ema_decay,
         drop_path=a.drop_path,
         pooling=a.pooling,
@@ -979,7 +986,6 @@ def cmd_screen(a) -> int:
 
 def cmd_verify(a) -> int:
     from . import chainlog
-    from .screen import EVIDENCE, verify_run
 
     path = Path(a.out)
     if path.is_file():  # a log: its chain only
@@ -991,6 +997,8 @@ def cmd_verify(a) -> int:
     else:
         if a.fetch_private and not a.refetch:
             raise ValueError("--fetch-private applies to the photos --refetch fetches: give it too")
+        from .screen import EVIDENCE, verify_run
+
         v = verify_run(path, progress=not a.quiet, expect=a.expect, refetch=a.refetch, fetch_private=a.fetch_private)
         again = f", gone {v['gone']}, unreachable {v['unreachable']}" if a.refetch else ""
         print(f"{v['verified']} of {v['records']} photo(s) hash as screened; changed {v['changed']}, missing "

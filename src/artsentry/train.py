@@ -153,7 +153,7 @@ from .data.dataset import ImageDataset, item_seed, make_loader
 from .data.listing import ListingStyleDataset, MaskCache, shift_variants
 from .data.manifest import ManifestError, label_counts, read_manifest, write_manifest
 from .data.splits import split_manifest
-from .data.transforms import (AUGMENTATIONS, CROP_SCALE, Preprocessing, check_crop_scale, eval_transform,
+from .data.transforms import (AUGMENTATIONS, CROP_SCALE, RESIZE_MODES, Preprocessing, check_crop_scale, eval_transform,
                               fixres_size, paired_views, train_transform)
 from .inference import default_workers
 from .models import POOLINGS, ImageClassifier, check_input_size, create_model, default_preprocessing
@@ -209,6 +209,7 @@ class TrainSettings:
     freeze_bn: bool = False  # fine-tuning keeps the backbone's BatchNorm statistics as the head stage saw them
     select_on: str = "studio"  # fine-tuning keeps the epoch of lowest val loss on "studio" photos or "studio+listing"
     keep_epochs: bool = False  # also save every fine-tuning epoch's weights as a model folder (epochs/NN/)
+    resize: str | None = None  # how a photo becomes the square input at validation, test and use (None: see fit_mode)
 
     def validate(self) -> None:
         if self.mode not in ("frozen", "finetune"):
@@ -267,6 +268,8 @@ class TrainSettings:
             raise ValueError("--mode frozen trains the head on features of the photos as they are: add "
                              "--head-views K for it to learn from K views that may lose detail")
         check_crop_scale(self.crop_scale)
+        if self.resize is not None and self.resize not in RESIZE_MODES:
+            raise ValueError(f"resize must be one of {RESIZE_MODES}, not {self.resize!r}")
         if not 0.0 <= self.distill_weight <= 1.0:
             raise ValueError(f"distill weight must be in [0, 1], not {self.distill_weight}")
         if self.teacher and self.mode == "frozen":
@@ -306,6 +309,14 @@ class TrainSettings:
         schedule (every head and fine-tuning epoch, the last kept) on every photo not in test."""
         return self.val_fraction > 0
 
+    @property
+    def fit_mode(self) -> str:
+        """``resize`` as given, else ``fit`` for the EfficientNets (a photo wider than 4:3 or taller than 3:4
+        cut to that at its centre, then squashed: no shape the training crops never had; BENCHMARKS.md,
+        "Photos wider or taller than the training crops") and ``squash`` for the small CNN (as the
+        published study resized)."""
+        return self.resize or ("squash" if self.architecture == "smallcnn" else "fit")
+
     def run_size(self, train_size: int) -> int:
         """The input size the trained model runs at: ``inference_size`` when given; else, with
         other crops than the default, the size that matches their magnification
@@ -336,6 +347,9 @@ class TrainSettings:
             del keep["teacher"], keep["distill_weight"]
         else:
             keep["teacher"] = list(keep["teacher"])
+        keep["resize"] = self.fit_mode
+        if keep["resize"] == "squash":  # every run before the setting existed
+            del keep["resize"]
         keep["crop_scale"] = list(check_crop_scale(keep["crop_scale"]))
         if keep["crop_scale"] == list(CROP_SCALE):
             del keep["crop_scale"]
@@ -675,9 +689,9 @@ class Trainer:
         s = self.settings
         model = create_model(s.architecture, len(self.labels), pretrained=s.pretrained, input_size=s.image_size,
                              drop_path_rate=s.drop_path, pooling=s.pooling)
-        pre = default_preprocessing(s.architecture)
+        pre = replace(default_preprocessing(s.architecture), resize=s.fit_mode)
         if s.image_size:
-            pre = Preprocessing(**{**pre.to_dict(), "input_size": s.image_size})
+            pre = replace(pre, input_size=s.image_size)
         self.preprocessing = pre
         # what the trained model will run at: validation judges it there
         self.inference_preprocessing = replace(pre, input_size=s.run_size(pre.input_size))

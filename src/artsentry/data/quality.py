@@ -19,10 +19,11 @@ enlarged if smaller) and warns when one falls outside what the models were train
                underexposed or dim photo stays far lower.
 ``long_side``  pixels of the photo's long side, as its file has it (``load_image`` keeps the
                size before any JPEG draft scaling in ``img.info["source_size"]``).
-``aspect``     its long side over its short side. The models read every photo squashed to a
-               square; the most elongated met-ivory photo is 7.8:1 (99.9% are under 6:1), so a
-               photo beyond ``ASPECT_MAX`` is a shape no model here has been shown (a panorama, a
-               strip cut from a page, a banner).
+``aspect``     its long side over its short side. A model reads a photo squashed to a square
+               (``squash``), or cut to 4:3 at its centre first (``fit``, the default of models
+               trained since 2026-12-04); the most elongated met-ivory photo is 7.8:1 (99.9% are
+               under 6:1), so a photo beyond ``ASPECT_MAX`` is a shape no model here has been
+               shown (a panorama, a strip cut from a page, a banner).
 
 A photo is measured the same whatever model reads it: callers that decode JPEGs at reduced
 scale (``draft_size``) decode at ``measuring_draft(draft)``, never under ``QUALITY_SCALE``.
@@ -53,8 +54,8 @@ NOISE_MAX = 6.2
 BRIGHTNESS_MIN = 163.5
 #: long side (px) under which a photo is called small: the models see it enlarged
 SMALL_SIDE = 224
-#: long side over short side above which a photo is called narrow: squashed to a square further
-#: than any met-ivory photo (the most elongated of the 2,829: 7.8:1)
+#: long side over short side above which a photo is called narrow: further from square than any
+#: met-ivory photo (the most elongated of the 2,829: 7.8:1)
 ASPECT_MAX = 8.0
 
 @dataclass(frozen=True)
@@ -159,8 +160,8 @@ def assess_quality(img: Image.Image, *, scale: int = QUALITY_SCALE, sharpness_mi
     if long_side < small_side:
         warnings.append(f"small photo: {long_side} px on its long side (under {small_side})")
     if aspect > aspect_max:
-        warnings.append(f"narrow photo: {aspect:.1f}:1, squashed to a square for the model, further than any "
-                        f"photo it learnt from (over {aspect_max:g}:1)")
+        warnings.append(f"narrow photo: {aspect:.1f}:1, further from square than any photo the model learnt from "
+                        f"(over {aspect_max:g}:1); it reads the photo squashed or only its centre")
     if sharp < sharpness_min:
         warnings.append(f"little fine detail: sharpness {sharp:.3f} under {sharpness_min:g} "
                         "(blurred, out of focus or enlarged)")

@@ -15,7 +15,15 @@ import torch
 from PIL import Image, ImageFilter
 from torchvision.transforms import v2 as T
 
-RESIZE_MODES = ("squash", "pad", "center_crop")
+RESIZE_MODES = ("squash", "pad", "center_crop", "fit")
+#: each resize mode in words, for whoever feeds an exported model without this package (``export --out``)
+RESIZE_STEPS = {
+    "squash": "the whole photo resized to input_size x input_size (its aspect ratio not kept)",
+    "pad": "the photo centred on a white square as wide as its long side, then resized to input_size x input_size",
+    "center_crop": "the short side resized to input_size, then the centre input_size x input_size cut out",
+    "fit": "a photo wider than 4:3 cut to 4:3 at its centre (taller than 3:4: cut to 3:4), then resized to "
+           "input_size x input_size (its aspect ratio not kept)",
+}
 _INTERP = {
     "bicubic": T.InterpolationMode.BICUBIC,
     "bilinear": T.InterpolationMode.BILINEAR,
@@ -31,7 +39,9 @@ class Preprocessing:
 
     ``resize``: ``squash`` resizes the whole photo to a square (keeps all of the
     object, changes its aspect ratio), ``pad`` keeps the aspect ratio and pads
-    with white, ``center_crop`` resizes the short side and crops the centre.
+    with white, ``center_crop`` resizes the short side and crops the centre, ``fit``
+    cuts a photo wider than 4:3 (taller than 3:4) to that at its centre, then squashes
+    it: the shapes the random resized crops of training have (``RESIZE_STEPS``).
     """
 
     input_size: int = 224
@@ -80,6 +90,28 @@ class _PadToSquare:
         return canvas
 
 
+class CropToAspect:
+    """The centre of a photo whose aspect ratio (width / height) is outside ``ratio``, cut along its long
+    side to the nearest ratio inside; other photos as they are."""
+
+    def __init__(self, ratio: tuple[float, float] = (3 / 4, 4 / 3)):
+        self.lo, self.hi = ratio
+
+    def box(self, w: int, h: int) -> tuple[int, int, int, int]:
+        """The part of a ``w`` x ``h`` photo kept, as (left, top, right, bottom)."""
+        if w > self.hi * h:
+            keep = max(1, round(self.hi * h))
+            return (w - keep) // 2, 0, (w - keep) // 2 + keep, h
+        if w < self.lo * h:
+            keep = max(1, round(w / self.lo))
+            return 0, (h - keep) // 2, w, (h - keep) // 2 + keep
+        return 0, 0, w, h
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        box = self.box(*img.size)
+        return img if box == (0, 0, *img.size) else img.crop(box)
+
+
 def _to_tensor(pre: Preprocessing) -> list:
     return [T.ToImage(), T.ToDtype(torch.float32, scale=True), T.Normalize(list(pre.mean), list(pre.std))]
 
@@ -90,6 +122,8 @@ def _resize(pre: Preprocessing) -> list:
         return [T.Resize((size, size), interpolation=interp, antialias=True)]
     if pre.resize == "pad":
         return [_PadToSquare(), T.Resize((size, size), interpolation=interp, antialias=True)]
+    if pre.resize == "fit":
+        return [CropToAspect(CROP_RATIO), T.Resize((size, size), interpolation=interp, antialias=True)]
     return [T.Resize(size, interpolation=interp, antialias=True), T.CenterCrop(size)]
 
 

@@ -2,9 +2,10 @@
 
 A map is computed on the model's input (a square of ``input_size`` pixels made
 by the model's ``Preprocessing``). ``photo_and_heat`` puts it back on the
-photo: for ``squash`` (every shipped model) resizing the map to the photo's own
-aspect ratio undoes the squash exactly, so the overlay lies on the whole,
-undistorted photo; for ``pad`` and ``center_crop`` the overlay is drawn on the
+photo: for ``squash`` resizing the map to the photo's own aspect ratio undoes the
+squash exactly, so the overlay lies on the whole, undistorted photo; for ``fit`` the
+same on the part of the photo the model saw (a very wide or tall photo cut to 4:3 or
+3:4 at its centre); for ``pad`` and ``center_crop`` the overlay is drawn on the
 model's view of the photo (padded, or cropped).
 """
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from ..data.transforms import Preprocessing, _resize
+from ..data.transforms import CROP_RATIO, CropToAspect, Preprocessing, _resize
 
 #: matplotlib colour map of every overlay and colour bar
 COLORMAP = "inferno"
@@ -37,7 +38,9 @@ def photo_and_heat(img: Image.Image, heat: np.ndarray, pre: Preprocessing,
                    display: int = DISPLAY_SIZE) -> tuple[Image.Image, np.ndarray]:
     """(photo as shown, heat map resized to it) for a map on the model's input."""
     img = img.convert("RGB")
-    if pre.resize != "squash":
+    if pre.resize == "fit":
+        img = CropToAspect(CROP_RATIO)(img)  # then as squash: the map resized to the part's own shape
+    elif pre.resize != "squash":
         from torchvision.transforms import v2 as T
 
         img = T.Compose(_resize(pre))(img)

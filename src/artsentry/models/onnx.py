@@ -92,7 +92,13 @@ def export_onnx(folder: str | Path, out: str | Path | None = None, *, parity_inp
 
         keep = ("labels", "positive_label", "threshold", "calibration", "preprocessing", "architecture",
                 "artsentry_version")
-        side = {k: config.get(k) for k in keep} | {"onnx": block, "source_model": str(folder.resolve())}
+        from ..data.transforms import RESIZE_STEPS
+
+        pre = config.get("preprocessing") or {}
+        steps = (f"RGB; {RESIZE_STEPS[pre.get('resize', 'squash')]} ({pre.get('interpolation', 'bicubic')}, "
+                 "antialiased); pixel values / 255, then (value - mean) / std per channel")
+        side = {k: config.get(k) for k in keep} | {"preprocessing_steps": steps, "onnx": block,
+                                                   "source_model": str(folder.resolve())}
         (out / "config.json").write_text(json.dumps(side, indent=2) + "\n")
     return block
 

@@ -60,7 +60,7 @@ class ErrorBody(BaseModel):
 class PhotoQualityOut(BaseModel):
     long_side: int = Field(description="pixels of the decoded photo's long side")
     aspect: float = Field(description="long side over short side: over 8 (beyond every training photo) warned as "
-                          "narrow, since the model reads the photo squashed to a square")
+                          "narrow, since the model reads the photo squashed to a square or only its centre")
     sharpness: float = Field(description="fine detail at the edges, measured at 320 px: ~0.19 for a sharp museum "
                              "photo, under 0.114 (2% of the training photos) warned as blurred or enlarged")
     noise: float = Field(description="noise sigma in grey levels: 1-3 for a studio photo, over 6.2 warned as grainy")
