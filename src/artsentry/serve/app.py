@@ -350,6 +350,7 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
             except OSError as exc:
                 raise _error(503, f"the audit log cannot be written ({exc.strerror or exc}): no answer is given "
                                   "without its record") from None
+
     async def audited_change(request: Request, event: str, change, outcome, **fields):
         """A register change, recorded before it is made (``phase`` requested: a log that cannot be
         written refuses it with 503, nothing changed) and after (done, with ``outcome(result)``, or failed,
