@@ -299,6 +299,33 @@ def test_flip_embeds_a_photo_and_its_mirror_image_alike(tmp_path, photos):
     assert again.search([str(mirrored)], k=1)[0].matches[0].similarity == pytest.approx(1.0, abs=1e-4)
 
 
+def test_a_register_reads_photos_as_it_was_made_to(tmp_path, photos, model_dir, capsys):
+    """New registers on the pretrained backbone fit photos (cut to 4:3 or 3:4, then squashed); a register
+    keeps its mode for every photo it embeds, also one made before the mode existed (squash)."""
+    wide = tmp_path / "wide.png"
+    photo = Image.open(photos["A"][0][0]).convert("RGB")
+    canvas = Image.new("RGB", (photo.width * 2, photo.height), (255, 255, 255))
+    canvas.paste(photo, (photo.width // 2, 0))
+    canvas.save(wide)
+    assert main(["-q", "register", "create", str(tmp_path / "new")]) == 0
+    assert "photos read with fit" in capsys.readouterr().out
+    reg = Register.open(tmp_path / "new")
+    assert reg.embedder.preprocessing.resize == "fit"
+    assert json.loads(reg.setting("embedder"))["preprocessing"]["resize"] == "fit"
+    reg.add("A", [photos["A"][0][0]])
+    fit_sim = reg.search([str(wide)], k=1)[0].matches[0].similarity
+    old = Register.create(tmp_path / "old", resize="squash")  # as every register made before 2026-12-04
+    old.add("A", [photos["A"][0][0]])
+    old.close()
+    old = Register.open(tmp_path / "old")
+    assert old.embedder.preprocessing.resize == "squash"
+    # the photo in a 2:1 frame: fit reads the centre, where the photo is; squash squeezes it
+    assert fit_sim > old.search([str(wide)], k=1)[0].matches[0].similarity
+    assert Register.create(tmp_path / "model", str(model_dir)).embedder.preprocessing.resize == "fit"  # the model's own
+    with pytest.raises(RegisterError, match="resize must be one of"):
+        Register.create(tmp_path / "bad", resize="stretch")
+
+
 def test_contrast_scores_subtract_half_the_mean_of_the_next_four_objects():
     sims = np.array([0.9, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1])
     got = contrast_scores(sims)

@@ -289,6 +289,11 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--flip", action="store_true",
                     help="embed every photo with its mirror image (registered and searched photos alike; twice the "
                     "embedding time, better matches: BENCHMARKS.md)")
+    rc.add_argument("--resize", choices=("fit", "squash", "pad", "center_crop"), default=None,
+                    help="how every photo, registered or searched, becomes the embedder's input: 'fit' (default for "
+                    "the pretrained backbone: cut to 4:3 or 3:4 at the centre, then squashed; finds objects in "
+                    "landscape and portrait shots far better than 'squash': BENCHMARKS.md) or as the --embedder "
+                    "model's config.json says (default for a model folder)")
     ra = rsub.add_parser("add", help="add an object (one or more photos) or more photos of one")
     ra.add_argument("register")
     ra.add_argument("object_id")
@@ -846,8 +851,9 @@ def cmd_register(a) -> int:
 
     if a.action == "create":
         reg = Register.create(a.register, a.embedder, threshold=a.threshold, reshots=a.reshots, flip=a.flip,
-                              scoring=a.scoring)
-        print(f"created register {a.register} (embedder {a.embedder}{', with mirror images' if a.flip else ''})")
+                              scoring=a.scoring, resize=a.resize)
+        print(f"created register {a.register} (embedder {a.embedder}, photos read with "
+              f"{reg.embedder.preprocessing.resize}{', with mirror images' if a.flip else ''})")
         reg.close()
         return 0
     reg = Register.open(a.register, rebuild_index=a.action == "rebuild")

@@ -9,6 +9,9 @@ numbers for EfficientNet-Lite0, divided by its L2 norm.
 ``artsentry train-embedder`` (``artsentry.index.metric``): attention and GeM pooling of
 the same stage, projected to 256 numbers, L2-normalised.
 
+``resize`` reads photos another way than the spec's own preprocessing says (``data.transforms``:
+``fit``, ``squash``...); a register keeps the mode it was made with and reads every photo so.
+
 ``flip=True`` embeds each photo as the normalised sum of its embedding and its mirror
 image's (test-time augmentation; twice the compute). A listing photo is as often mirrored
 as not, so a register uses the same setting for the photos it holds and the ones it searches.
@@ -44,7 +47,17 @@ class Embedder:
         self.flip = bool(flip)
 
     @classmethod
-    def from_spec(cls, spec: str, flip: bool = False) -> "Embedder":
+    def from_spec(cls, spec: str, flip: bool = False, resize: str | None = None) -> "Embedder":
+        emb = cls._from_spec(spec, flip)
+        if resize is not None and resize != emb.preprocessing.resize:
+            from dataclasses import replace
+
+            emb.preprocessing = replace(emb.preprocessing, resize=resize)
+            emb.transform = eval_transform(emb.preprocessing)
+        return emb
+
+    @classmethod
+    def _from_spec(cls, spec: str, flip: bool) -> "Embedder":
         if spec.startswith(PRETRAINED_PREFIX):
             arch = spec[len(PRETRAINED_PREFIX):]
             if arch == "smallcnn":

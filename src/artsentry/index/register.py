@@ -45,7 +45,7 @@ import numpy as np
 
 from ..data.quality import quality_warnings
 from ..data.splits import file_sha256
-from .embedder import Embedder
+from .embedder import PRETRAINED_PREFIX, Embedder
 from .vectors import IndexFileError, VectorIndex
 
 DB_NAME = "register.sqlite"
@@ -127,8 +127,11 @@ class Register:
     @classmethod
     def create(cls, folder: str | Path, embedder: str = "pretrained:efficientnet_lite0", *,
                threshold: float | None = None, reshots: int = 0, flip: bool = False,
-               scoring: str = "contrast") -> "Register":
-        """``reshots``: every photo added is also indexed as that many listing-style re-shots
+               scoring: str = "contrast", resize: str | None = None) -> "Register":
+        """``resize``: how every photo, registered or searched, becomes the embedder's input
+        (``data.transforms``); default: ``fit`` for the pretrained backbone (a query in a 16:9 or 9:16
+        frame found at top-1 0.96 against 0.85–0.87 squashed, listing-style re-shots 0.62 against
+        0.58; BENCHMARKS.md), the model's own for a model folder. ``reshots``: every photo added is also indexed as that many listing-style re-shots
         of itself (``artsentry.data.listing``, seeds from the photo's SHA-256), so that a
         listing photo can meet a gallery photo on clutter, not only the studio shot.
         ``flip``: embed every photo (registered or searched) together with its mirror image.
@@ -140,7 +143,12 @@ class Register:
             raise RegisterError(f"scoring must be one of {', '.join(SCORINGS)}, not {scoring!r}")
         if (folder / DB_NAME).exists():
             raise RegisterError(f"{folder}: a register already exists")
-        emb = Embedder.from_spec(embedder, flip=flip)
+        if resize is None and embedder.startswith(PRETRAINED_PREFIX):
+            resize = "fit"
+        try:
+            emb = Embedder.from_spec(embedder, flip=flip, resize=resize)
+        except ValueError as exc:
+            raise RegisterError(str(exc)) from None
         folder.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(folder / DB_NAME, isolation_level=None)
         db.executescript(SCHEMA)
@@ -220,7 +228,8 @@ class Register:
     def embedder(self) -> Embedder:
         if self._embedder is None:
             described = json.loads(self.setting("embedder"))
-            self._embedder = Embedder.from_spec(described["spec"], flip=bool(described.get("flip", False)))
+            self._embedder = Embedder.from_spec(described["spec"], flip=bool(described.get("flip", False)),
+                                                resize=(described.get("preprocessing") or {}).get("resize"))
         return self._embedder
 
     @property
