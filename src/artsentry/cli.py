@@ -1035,7 +1035,8 @@ def _print_chain(c: dict, name: str, expect: str | None) -> bool:
     else:
         print(f"{name}: no linked records (written before records were chained)")
     if c["unchained"] and linked:
-        print(f"{name}: the first {c['unchained']} record(s) were written before records were chained: not covered")
+        print(f"{name}: the first {c['unchained']} record(s) were written before records were chained: they do not "
+              "link to each other (the chain covers only the last of them)")
     if c["bad_lines"]:
         print(f"{name}: {len(c['bad_lines'])} line(s) that are not records (a write cut short?), line(s) "
               + ", ".join(map(str, c["bad_lines"][:10])), file=sys.stderr)
