@@ -42,6 +42,7 @@ def _add_threshold_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .data.transforms import RESIZE_MODES
     from .models import ARCHITECTURES, POOLINGS
 
     parser = argparse.ArgumentParser(
@@ -119,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the share of training photos that then lose fine detail, beyond the listing "
                         "generator's mild blur: one of a Gaussian blur (sigma 1-3.5 px at 600 px), a shrink to "
                         "200-400 px and back, or colour noise (sigma 6-16 levels) (default 0: off; see README)")
-    t.add_argument("--resize", default=None, choices=("fit", "squash", "pad", "center_crop"),
+    t.add_argument("--resize", default=None, choices=RESIZE_MODES,
                    help="how a photo becomes the model's square input at validation, test and use: 'fit' (the "
                         "EfficientNets' default) cuts a photo wider than 4:3 or taller than 3:4 to that at its "
                         "centre, then squashes it, so no object is squeezed further than the training crops ever "
@@ -289,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--flip", action="store_true",
                     help="embed every photo with its mirror image (registered and searched photos alike; twice the "
                     "embedding time, better matches: BENCHMARKS.md)")
-    rc.add_argument("--resize", choices=("fit", "squash", "pad", "center_crop"), default=None,
+    rc.add_argument("--resize", choices=RESIZE_MODES, default=None,
                     help="how every photo, registered or searched, becomes the embedder's input: 'fit' (default for "
                     "the pretrained backbone: cut to 4:3 or 3:4 at the centre, then squashed; finds objects in "
                     "landscape and portrait shots far better than 'squash': BENCHMARKS.md) or as the --embedder "
@@ -999,7 +1000,7 @@ def cmd_verify(a) -> int:
             raise ValueError(f"{path}: empty")
         if a.refetch or a.fetch_private:
             raise ValueError("--refetch and --fetch-private check a screening run's photos: give its folder")
-        chain, name, failed = chainlog.report(path, a.expect), path.name, False
+        chain, name, failed = chainlog.report(path.read_bytes(), a.expect), path.name, False
     else:
         if a.fetch_private and not a.refetch:
             raise ValueError("--fetch-private applies to the photos --refetch fetches: give it too")

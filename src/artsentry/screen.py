@@ -269,7 +269,11 @@ def _scan_evidence(path: Path) -> tuple[list[dict], list[int]]:
     A last line cut short by a kill is left out; a bad line before the end is an error."""
     if not path.is_file():
         return [], []
-    data = path.read_bytes()
+    return _parse_evidence(path.read_bytes(), path)
+
+
+def _parse_evidence(data: bytes, path: Path) -> tuple[list[dict], list[int]]:
+    """``_scan_evidence`` of a log's bytes (``path`` names it in errors)."""
     records, ends, pos = [], [], 0
     while pos < len(data):
         nl = data.find(b"\n", pos)
@@ -784,18 +788,19 @@ def verify_run(out_dir: str | Path, progress: bool = False, expect: str | None =
     ``expected``: how many records a head noted down earlier, ``expect``, still stands for; None when
     it stands for none of them) and the SHA-256 of the evidence log itself. ``refetch``: fetched photos
     without a kept copy are fetched again and compared (``_check_photos``)."""
-    from .data.splits import file_sha256
-
     out = Path(out_dir)
     evidence = out / EVIDENCE
-    records = read_evidence(evidence)
+    # read once: the records, their chain and the file's hash are of one state of the log (a run may be
+    # appending to it)
+    data = evidence.read_bytes() if evidence.is_file() else b""
+    records = _parse_evidence(data, evidence)[0]
     if not records:
         raise ScreenError(f"{out}: no screening evidence here ({EVIDENCE} missing or empty)")
     state = json.loads((out / STATE).read_text()) if (out / STATE).is_file() else {}
     checked = _check_photos(records, state.get("keep_fetched"), progress, desc="verify", refetch=refetch,
                             fetch_private=fetch_private)
-    return {**checked, "records": len(records), "chain": chainlog.report(evidence, expect),
-            "evidence_sha256": file_sha256(evidence), "input": state.get("input")}
+    return {**checked, "records": len(records), "chain": chainlog.report(data, expect),
+            "evidence_sha256": hashlib.sha256(data).hexdigest(), "input": state.get("input")}
 
 
 # -- outputs ---------------------------------------------------------------------------------
@@ -909,7 +914,8 @@ def write_outputs(records: list[dict], listings: pd.DataFrame, out: Path, carrie
     write_queue_html(queue, per_listing.loc[per_listing["review"], "listing_id"].tolist(), out / "queue.html",
                      carried, overlay=overlay, shared=shared_by_row, kept=kept, about=about)
     times = sorted(r["time"] for r in records if r.get("time"))
-    return {"about": about, "screened_between": [times[0], times[-1]] if times else None, "flagged": int(sum(bool(r.get("flagged")) for r in records)), "review_weak": review_weak,
+    return {"about": about, "screened_between": [times[0], times[-1]] if times else None,
+            "flagged": int(sum(bool(r.get("flagged")) for r in records)), "review_weak": review_weak,
             "matched": int(sum(bool(r.get("matched")) for r in records)),
             "queue": len(queue), "unreadable": int(table["error"].notna().sum()),
             "weak_photos": int(table["quality_warnings"].notna().sum()),

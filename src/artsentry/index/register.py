@@ -132,8 +132,9 @@ class Register:
         (``data.transforms``); default: ``fit`` for the pretrained backbone (a query in a 16:9 or 9:16
         frame found at top-1 0.96 against 0.85–0.87 squashed, listing-style re-shots 0.62 against
         0.58; BENCHMARKS.md), the model's own for a model folder. ``reshots``: every photo added is also
-        indexed as that many listing-style re-shots of itself (``artsentry.data.listing``, seeds from the photo's SHA-256), so that a
-        listing photo can meet a gallery photo on clutter, not only the studio shot.
+        indexed as that many listing-style re-shots of itself (``artsentry.data.listing``, seeds from the
+        photo's SHA-256), so that a listing photo can meet a gallery photo on clutter, not only the studio
+        shot.
         ``flip``: embed every photo (registered or searched) together with its mirror image.
         ``scoring``: what a match's score is, "contrast" or "similarity" (module docstring)."""
         folder = Path(folder)

@@ -43,12 +43,9 @@ class ModelNotFound(ArtifactError):
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write ``text`` at ``path`` through a temporary file renamed into place: a reader, or a run
-    killed mid-write, never meets half a file."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    """Write ``text`` (UTF-8) at ``path`` as ``write_bytes_atomic`` does: a reader, or a run killed
+    mid-write, never meets half a file."""
+    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:

@@ -576,6 +576,8 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
             photos.append((data, kind))
         folder = Path(settings.register) / "photos"
 
+        hashes = [hashlib.sha256(d).hexdigest() for d, _ in photos]
+
         def add():
             from ..data.images import load_image
             from ..models.artifact import write_bytes_atomic
@@ -587,16 +589,14 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
                                max_pixels=settings.max_pixels)
                 except ImageLoadError as exc:
                     raise _error(422, f"photo {i + 1} cannot be used: {exc.reason}") from None
-            folder.mkdir(exist_ok=True)
-            for data, kind in photos:  # stored under the server's own name: its SHA-256
-                path = folder / f"{hashlib.sha256(data).hexdigest()}.{kind}"
-                if not path.exists():
+            for (data, kind), sha in zip(photos, hashes):  # stored under the server's own name: its SHA-256
+                path = folder / f"{sha}.{kind}"
+                if not path.exists():  # (write_bytes_atomic makes the folder)
                     write_bytes_atomic(path, data)
                 paths.append(str(path))
             meta = {"title": title, "department": department, "source": source, "status": status}
             return analyzer.register_add(object_id, paths, meta)
 
-        hashes = [hashlib.sha256(d).hexdigest() for d, _ in photos]
         out = await audited_change(request, "register_add", lambda: admission.run(executor, add),
                                    lambda out: {"photos_added": out.get("photos_added")},
                                    object_id=object_id, photos=hashes)
