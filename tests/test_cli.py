@@ -130,6 +130,46 @@ def test_errors_are_one_line_with_status_1(tmp_path):
     assert "runs/ivory/model: no such model folder" in proc.stderr and "make ivory" in proc.stderr
 
 
+def test_help_usage_errors_and_log_checks_start_without_pytorch(tmp_path):
+    """--help, a usage error and `verify LOG` must not pay PyTorch's import (seconds, ~0.9 GB)."""
+    from artsentry import chainlog
+
+    log = tmp_path / "audit.jsonl"
+    log.write_text(chainlog.chained_lines([{"event": "a"}, {"event": "b"}], chainlog.GENESIS)[0], encoding="utf-8")
+    probe = ("import sys; from artsentry.cli import main\n"
+             "for argv in ([{log!r}], ['train', '--help'], ['evaluate', '--help'], ['train', 'x', '--arch', 'resnet']):\n"
+             "    try: main(argv if argv[0] != {log!r} else ['verify', argv[0]])\n"
+             "    except SystemExit: pass\n"
+             "print('torch' in sys.modules)").format(log=str(log))
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "2 linked record(s)" in proc.stdout and "efficientnet_lite2" in proc.stdout
+    assert "invalid choice: 'resnet'" in proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_choices_are_the_ones_the_models_know():
+    from artsentry import choices
+    from artsentry.data.transforms import RESIZE_STEPS
+    from artsentry.models.efficientnet_lite import VARIANTS
+
+    assert choices.ARCHITECTURES == ("smallcnn",) + tuple(f"efficientnet_{v}" for v in VARIANTS)
+    assert set(choices.RESIZE_MODES) == set(RESIZE_STEPS)
+
+
+def test_every_module_error_is_reported_in_one_line(tmp_path):
+    """A register whose index file is corrupt used to end in a traceback (IndexFileError was a bare
+    RuntimeError); every module's error now derives from the one base the command catches."""
+    from artsentry.errors import ArtsentryError
+    from artsentry.index.vectors import IndexFileError, VectorIndex
+
+    bad = tmp_path / "index.faiss"
+    bad.write_bytes(b"not faiss")
+    with pytest.raises(ArtsentryError):
+        VectorIndex.load(bad)
+    assert issubclass(IndexFileError, ArtsentryError)
+
+
 def test_evaluate_shift_reports_studio_listing_and_background(model_dir, tmp_path, capsys):
     code = main(["-q", "evaluate", str(model_dir.parent), "--out", str(tmp_path), "--shift", "--split", "all"])
     assert code == 0

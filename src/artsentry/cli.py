@@ -42,8 +42,7 @@ def _add_threshold_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .data.transforms import RESIZE_MODES
-    from .models import ARCHITECTURES, POOLINGS
+    from .choices import ARCHITECTURES, POOLINGS, RESIZE_MODES
 
     parser = argparse.ArgumentParser(
         prog="artsentry", formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -1149,21 +1148,13 @@ def main(argv: list[str] | None = None) -> int:
     from .memory import keep_freed_memory
 
     keep_freed_memory()  # before the first large tensor: fine-tuning steps 2x faster (memory.py)
-    from .data.manifest import ManifestError
-    from .models.artifact import ArtifactError, ModelNotFound
-    from .collect.met import MetError
-    from .index.register import RegisterError
-    from .models.efficientnet_lite import WeightsUnavailable
-    from .screen import ScreenError
-    from .train import TrainingError
+    from .errors import ArtsentryError  # each module's own error derives from it: no heavy import here
 
     try:
         return COMMANDS[args.command](args)
-    except (ManifestError, ArtifactError, TrainingError, WeightsUnavailable, MetError, RegisterError, ScreenError,
-            ValueError,
-            FileNotFoundError) as exc:
+    except (ArtsentryError, ValueError, FileNotFoundError) as exc:
         hint = ""
-        if isinstance(exc, ModelNotFound) and exc.folder == Path(DEFAULT_MODEL):
+        if getattr(exc, "folder", None) == Path(DEFAULT_MODEL):  # ModelNotFound for the default model
             hint = " (the default model: train it first with `make ivory`, see README, or pass --model)"
         print(f"artsentry {args.command}: error: {exc}{hint}", file=sys.stderr)
         return EXIT_ERROR

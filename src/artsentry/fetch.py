@@ -18,11 +18,12 @@ import socket
 import time
 from urllib.parse import urljoin, urlparse
 
+from .errors import ArtsentryError
 from . import __version__
 from .collect.met import RetryPolicy, parse_retry_after
 
 
-class FetchRefused(ValueError):
+class FetchRefused(ArtsentryError, ValueError):
     """The URL names a non-public address."""
 
 
@@ -30,7 +31,7 @@ class BadURL(FetchRefused):
     """The URL is not an http(s) URL."""
 
 
-class FetchFailed(ValueError):
+class FetchFailed(ArtsentryError, ValueError):
     """The URL could not be fetched (its name does not resolve, the server failed...)."""
 
 

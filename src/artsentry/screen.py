@@ -61,6 +61,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from .errors import ArtsentryError
 from . import __version__, chainlog
 from .data.dataset import make_loader
 from .data.images import ImageLoadError, find_images, image_format, load_image, read_image_bytes
@@ -94,7 +95,7 @@ OUTPUT_COLUMNS = frozenset((
     "max_score_image", "best_match_image", "first_row"))
 
 
-class ScreenError(RuntimeError):
+class ScreenError(ArtsentryError, RuntimeError):
     pass
 
 

@@ -149,6 +149,7 @@ from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from .errors import ArtsentryError
 from .data.dataset import ImageDataset, item_seed, make_loader
 from .data.listing import ListingStyleDataset, MaskCache, shift_variants
 from .data.manifest import ManifestError, label_counts, read_manifest, write_manifest
@@ -375,7 +376,7 @@ class TrainResult:
     evaluation: dict = field(default_factory=dict)  # run_evaluation's result on the test split
 
 
-class TrainingError(RuntimeError):
+class TrainingError(ArtsentryError, RuntimeError):
     pass
 
 

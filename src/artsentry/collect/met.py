@@ -21,12 +21,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import httpx
+from ..errors import ArtsentryError
 
 DEFAULT_BASE_URL = "https://collectionapi.metmuseum.org/public/collection/v1"
 RETRY_STATUSES = {403, 408, 425, 429, 500, 502, 503, 504}
 
 
-class MetError(RuntimeError):
+class MetError(ArtsentryError, RuntimeError):
     """A request failed for good (after retries). ``reason`` is short and stable, for summaries."""
 
     def __init__(self, url: str, reason: str):

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Callable, Iterator
 
+from ..errors import ArtsentryError
 from .crawl import CrawlStore
 
 #: MetObjects.csv column -> API field
@@ -28,7 +29,7 @@ _BOOLS = {"isHighlight", "isPublicDomain"}
 _INTS = {"objectID", "objectBeginDate", "objectEndDate"}
 
 
-class MetObjectsError(ValueError):
+class MetObjectsError(ArtsentryError, ValueError):
     pass
 
 

@@ -34,6 +34,7 @@ from typing import Union
 import numpy as np
 import pillow_heif
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from ..errors import ArtsentryError
 
 pillow_heif.register_heif_opener()  # HEIC/HEIF photos from phones; its transforms leave EXIF orientation at 1
 
@@ -63,7 +64,7 @@ ImageSource = Union[str, os.PathLike, bytes]
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
-class ImageLoadError(ValueError):
+class ImageLoadError(ArtsentryError, ValueError):
     """An image could not be read. ``str(err)`` is one line: ``<name>: <reason>``."""
 
     def __init__(self, name: str, reason: str):

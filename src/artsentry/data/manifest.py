@@ -31,6 +31,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..errors import ArtsentryError
 from .images import find_images, is_image_file
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ MANIFEST_NAMES = ("manifest.csv", "manifest.parquet", "metadata.csv")
 SPLITS = ("train", "val", "test")
 
 
-class ManifestError(ValueError):
+class ManifestError(ArtsentryError, ValueError):
     """A manifest or dataset folder cannot be used; the message says why."""
 
 

@@ -15,7 +15,8 @@ import torch
 from PIL import Image, ImageFilter
 from torchvision.transforms import v2 as T
 
-RESIZE_MODES = ("squash", "pad", "center_crop", "fit")
+from ..choices import RESIZE_MODES
+
 #: each resize mode in words, for whoever feeds an exported model without this package (``export --out``)
 RESIZE_STEPS = {
     "squash": "the whole photo resized to input_size x input_size (its aspect ratio not kept)",

@@ -43,6 +43,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..errors import ArtsentryError
 from ..data.quality import quality_warnings
 from ..data.splits import file_sha256
 from .embedder import PRETRAINED_PREFIX, Embedder
@@ -80,7 +81,7 @@ NEAR_DUPLICATE = 0.9  # ... unless one version matches at least this well: then 
 META_FIELDS = ("title", "department", "source", "status")
 
 
-class RegisterError(RuntimeError):
+class RegisterError(ArtsentryError, RuntimeError):
     pass
 
 

@@ -18,11 +18,12 @@ import os
 from pathlib import Path
 
 import numpy as np
+from ..errors import ArtsentryError
 
 IVF_THRESHOLD = 200_000
 
 
-class IndexFileError(RuntimeError):
+class IndexFileError(ArtsentryError, RuntimeError):
     """An index file is missing, truncated or not a FAISS index."""
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..choices import ARCHITECTURES, POOLINGS
 from ..data.transforms import Preprocessing
 from .classifier import ImageClassifier, transfer_head
 from .efficientnet_lite import MEAN, STD, VARIANTS, create_efficientnet_lite
@@ -23,8 +24,6 @@ from .pooling import DEFAULT_STAGE, TextureBackbone
 from .smallcnn import INPUT_SIZE as SMALLCNN_SIZE
 from .smallcnn import SmallCNN
 
-ARCHITECTURES = ("smallcnn",) + tuple(f"efficientnet_{v}" for v in VARIANTS)
-POOLINGS = ("avg", "texture", "texture+avg")
 
 
 def _check(name: str) -> None:

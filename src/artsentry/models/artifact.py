@@ -19,6 +19,7 @@ from pathlib import Path
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ..errors import ArtsentryError
 from .. import __version__
 from ..data.transforms import Preprocessing
 from . import model_from_config
@@ -30,7 +31,7 @@ FORMAT = "artsentry-model"
 FORMAT_VERSION = 1
 
 
-class ArtifactError(ValueError):
+class ArtifactError(ArtsentryError, ValueError):
     """A model folder is missing, incomplete or inconsistent."""
 
 

