@@ -37,6 +37,7 @@ from artsentry.data.manifest import read_manifest
 from artsentry.data.splits import split_manifest
 from artsentry.data.transforms import Preprocessing
 from artsentry.index.embedder import Embedder
+from artsentry.models.artifact import load_model
 from artsentry.models import POOLINGS, create_model, default_preprocessing
 from artsentry.models.pooling import DEFAULT_STAGE
 
@@ -88,6 +89,9 @@ def main() -> int:
     ap.add_argument("--with-val", action="store_true",
                     help="with --train-fractions: also fit on the training and validation photos together")
     ap.add_argument("--curve-seeds", type=int, default=5, help="draws of each training share")
+    ap.add_argument("--backbone-from", metavar="MODEL", default=None,
+                    help="a trained model folder of --arch whose backbone weights (e.g. fine-tuned) replace the "
+                         "ImageNet ones, read with its resize mode; the stages each pooling uses are taken")
     a = ap.parse_args()
     if a.with_val and a.train_fractions is None:
         ap.error("--with-val belongs to the learning curve: give --train-fractions too")
@@ -107,10 +111,22 @@ def main() -> int:
     models = {v: create_model(a.arch, 2, pretrained=True, pooling=v[0],
                              pool_stage=DEFAULT_STAGE if v[1] is None else v[1])
               for v in variants}  # built once each, not once per size
+    resize = default_preprocessing(a.arch).resize
+    if a.backbone_from:
+        source, config = load_model(a.backbone_from)
+        if config["architecture"]["name"] != a.arch:
+            raise SystemExit(f"{a.backbone_from} is a {config['architecture']['name']}, not {a.arch}")
+        tuned = {k: v for k, v in source.backbone.state_dict().items()}
+        for model in models.values():
+            own = model.backbone.state_dict()
+            model.backbone.load_state_dict({k: tuned[k] for k in own})  # every key the pooling uses
+        resize = config["preprocessing"].get("resize", resize)
+        out["backbone_from"], out["resize"] = a.backbone_from, resize
     for (pooling, stage), size in itertools.product(variants, a.sizes):
         model = models[(pooling, stage)]
-        pre = Preprocessing(**{**default_preprocessing(a.arch).to_dict(), "input_size": size})
-        emb = Embedder(model.backbone, pre, f"pretrained:{a.arch}@{size}", model.num_features)
+        pre = Preprocessing(**{**default_preprocessing(a.arch).to_dict(), "input_size": size, "resize": resize})
+        emb = Embedder(model.backbone.eval(), pre, f"{a.backbone_from or 'pretrained:' + a.arch}@{size}",
+                       model.num_features)
         X, errors = emb.embed_files(df["path"].tolist(), progress=True)
         tag = str(size) if pooling == "avg" else f"{size} texture stage {stage} ({model.num_features} features)"
         ok = np.array([e is None for e in errors])
