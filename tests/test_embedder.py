@@ -61,6 +61,9 @@ def test_trained_embedding_artifact(embedder_dir, objects_dir):
     assert config["architecture"]["task"] == "embedding" and config["architecture"]["dim"] == 32
     assert config["embedding"]["normalisation"] == "L2" and "attention" in config["embedding"]["pooling"]
     assert config["preprocessing"]["input_size"] == 64
+    # read as the classifiers read photos; a register built on it reads them so (its config says)
+    assert config["preprocessing"]["resize"] == "fit" and config["training"]["resize"] == "fit"
+    assert Embedder.from_spec(str(embedder_dir)).preprocessing.resize == "fit"
     assert 1 <= config["metrics"]["best_epoch"] <= 4 and 0 <= config["metrics"]["val_reshot_top1"] <= 1
     assert len(config["history"]) == 4 and config["history"][-1]["loss"] < config["history"][0]["loss"]
     # the object lists partition the data: nothing held out was trained on
@@ -101,6 +104,15 @@ def test_view_cache_is_not_reused_across_generator_versions(monkeypatch):
     assert SMALL.cache_key("data") != key  # views the listing generator now makes differently are stale
 
 
+def test_view_cache_key_follows_the_resize_mode():
+    from dataclasses import replace
+
+    squash = replace(SMALL, resize="squash")
+    assert squash.cache_key("data") != SMALL.cache_key("data")  # views read another way are other views
+    with pytest.raises(ValueError, match="resize must be one of"):
+        train_embedder(".", "/nonexistent-out", replace(SMALL, resize="stretch"), progress=False)
+
+
 def test_register_with_trained_embedder_via_cli(embedder_dir, objects_dir, tmp_path, capsys):
     reg = tmp_path / "reg"
     assert main(["-q", "register", "create", str(reg), "--embedder", str(embedder_dir)]) == 0
@@ -118,11 +130,12 @@ def test_train_embedder_cli(objects_dir, tmp_path, capsys):
     out = tmp_path / "cli"
     assert main(["-q", "train-embedder", str(objects_dir), "--out", str(out), "--views", "2", "--dim", "16",
                  "--image-size", "64", "--epochs", "2", "--holdout", "0", "--val-fraction", "0.25",
-                 "--workers", "0"]) == 0
+                 "--workers", "0", "--resize", "squash"]) == 0
     printed = capsys.readouterr().out
     assert "validation re-shot top-1" in printed and f"--embedder {out / 'model'}" in printed
     config = json.loads((out / "model" / "config.json").read_text())
     assert config["data"]["holdout_objects"] == 0 and config["training"]["backbone_frozen"] is True
+    assert config["preprocessing"]["resize"] == "squash"
     # too little data: one clear line, exit 1
     tiny = tmp_path / "tiny" / "x"
     tiny.mkdir(parents=True)

@@ -182,8 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
     te.add_argument("--dim", type=int, default=256, help="embedding size (default 256)")
     te.add_argument("--pooling", default="attention+gem", choices=("attention+gem", "attention", "gem", "mean"))
     te.add_argument("--backbone", default="efficientnet_lite0",
-                    choices=("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"))
+                    choices=[a for a in ARCHITECTURES if a.startswith("efficientnet_")])
     te.add_argument("--image-size", type=int, default=224)
+    te.add_argument("--resize", choices=RESIZE_MODES, default="fit",
+                    help="how a photo becomes the square input, in training and in every register using the "
+                         "embedder (default fit: a photo wider than 4:3 or taller than 3:4 cut to that at its "
+                         "centre, then squashed; see train --resize)")
     te.add_argument("--trained-stages", type=int, default=0,
                     help="also train the backbone's last N stages (lite0 has 7; default 0: the head only, fastest)")
     te.add_argument("--backbone-lr", type=float, default=1e-4, help="learning rate of the trained stages")
@@ -826,7 +830,7 @@ def cmd_train_embedder(a) -> int:
     from .index.metric import EmbedderSettings, train_embedder
 
     settings = EmbedderSettings(backbone=a.backbone, dim=a.dim, pooling=a.pooling, image_size=a.image_size,
-                                trained_stages=a.trained_stages, backbone_lr=a.backbone_lr, views=a.views,
+                                resize=a.resize, trained_stages=a.trained_stages, backbone_lr=a.backbone_lr, views=a.views,
                                 holdout=a.holdout, val_fraction=a.val_fraction, epochs=a.epochs,
                                 patience=a.patience, seed=a.seed, workers=a.workers)
     model_dir = train_embedder(a.data, a.out, settings, progress=not a.quiet)

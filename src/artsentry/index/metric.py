@@ -37,6 +37,7 @@ from ..data.images import ImageLoadError, load_image
 from ..data.listing import GENERATOR_VERSION, reshots
 from ..data.manifest import read_manifest
 from ..data.splits import split_manifest
+from ..choices import RESIZE_MODES
 from ..data.transforms import Preprocessing, eval_transform
 from ..models import default_preprocessing
 from ..models.artifact import save_embedding, save_tensors_atomic, write_text_atomic
@@ -51,6 +52,7 @@ class EmbedderSettings:
     dim: int = 256
     pooling: str = "attention+gem"
     image_size: int = 224
+    resize: str = "fit"          # how a photo becomes the square input (data.transforms.RESIZE_STEPS), kept in config
     trained_stages: int = 0      # last backbone stages trained too (0: the head only)
     backbone_lr: float = 1e-4
     views: int = 6               # listing-style re-shots per training photo (plus the photo itself)
@@ -71,6 +73,8 @@ class EmbedderSettings:
         parts["listing_generator"] = GENERATOR_VERSION  # views made by another generator are stale
         if self.trained_stages:  # the cache then holds the frozen trunk's output, not the feature map
             parts["trained_stages"] = self.trained_stages
+        if self.resize != "squash":  # caches made before the setting existed are squash's: their key stays
+            parts["resize"] = self.resize
         return hashlib.sha256(json.dumps([parts, data_fingerprint], sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -226,6 +230,8 @@ def train_embedder(data: str | Path, out: str | Path, settings: EmbedderSettings
     """Train a retrieval embedding on the objects of ``data`` (folder or manifest);
     returns the model folder ``out/model``."""
     settings = settings or EmbedderSettings()
+    if settings.resize not in RESIZE_MODES:
+        raise ValueError(f"resize must be one of {', '.join(RESIZE_MODES)}, not {settings.resize!r}")
     out = Path(out)
     t0 = time.time()
     df, _ = read_manifest(data)
@@ -235,7 +241,7 @@ def train_embedder(data: str | Path, out: str | Path, settings: EmbedderSettings
     if len(parts["train"]) < 2 or len(parts["val"]) < 2:
         raise ValueError("too few objects to train an embedding: need at least 2 for training and 2 for validation")
     pre = default_preprocessing(settings.backbone)
-    pre = Preprocessing(**{**pre.to_dict(), "input_size": settings.image_size})
+    pre = Preprocessing(**{**pre.to_dict(), "input_size": settings.image_size, "resize": settings.resize})
     net = EmbeddingNet(settings.backbone, settings.dim, settings.pooling, pretrained=True,
                        trained_stages=settings.trained_stages)
     net.backbone.to(memory_format=torch.channels_last)
