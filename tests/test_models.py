@@ -159,24 +159,43 @@ def test_artifact_weights_are_as_readable_as_its_config(tmp_path):
 
 
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
-def test_tensor_files_get_the_umask_permissions_and_never_a_leftover_mode(tmp_path, umask, mode):
+def test_tensor_files_get_the_umask_permissions(tmp_path, umask, mode):
     # checkpoints and feature caches go through the same writer as model weights
     from safetensors.torch import load_file
 
     from artsentry.models.artifact import save_tensors_atomic
 
     target = tmp_path / "state.safetensors"
-    leftover = tmp_path / "state.safetensors.tmp"  # what a write killed half-way leaves
-    leftover.write_bytes(b"half")
-    leftover.chmod(0o600 if mode != 0o600 else 0o644)
     old = os.umask(umask)
     try:
         save_tensors_atomic(target, {"x": torch.arange(6.0).reshape(2, 3).t()})  # not contiguous
     finally:
         os.umask(old)
     assert stat.S_IMODE(target.stat().st_mode) == mode
-    assert not leftover.exists()
+    assert os.listdir(tmp_path) == ["state.safetensors"]  # no temporary file left
     torch.testing.assert_close(load_file(str(target))["x"], torch.arange(6.0).reshape(2, 3).t())
+
+
+def test_atomic_path_puts_a_whole_file_in_place_or_leaves_the_old_one(tmp_path):
+    import pandas as pd
+
+    from artsentry.data.manifest import write_manifest
+    from artsentry.files import atomic_path, write_text_atomic
+
+    target = tmp_path / "sub" / "manifest.csv"
+    write_text_atomic(target, "old\n")
+    with pytest.raises(RuntimeError, match="writer died"):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half of the new")
+            raise RuntimeError("writer died")
+    assert target.read_text() == "old\n" and os.listdir(target.parent) == ["manifest.csv"]
+    with pytest.raises(FileNotFoundError, match="left no file"):
+        with atomic_path(target):
+            pass  # a writer that wrote nothing must not replace the file with nothing
+    assert target.read_text() == "old\n"
+    write_manifest(pd.DataFrame({"path": ["a.jpg"], "label": ["x"]}), target)
+    assert target.read_text().splitlines() == ["path,label", "a.jpg,x"]
+    assert os.listdir(target.parent) == ["manifest.csv"]
 
 
 def test_second_order_pool_is_the_signed_root_of_the_mean_outer_product():

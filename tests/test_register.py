@@ -10,7 +10,7 @@ from artsentry.index import Register, RegisterError, VectorIndex
 from artsentry.index.register import contrast_scores
 from artsentry.index.vectors import IndexFileError
 
-from .conftest import abc_register, object_photo, register_lot
+from .conftest import abc_register, register_lot
 
 
 def _unit_vectors(n, dim, seed=0):

@@ -10,7 +10,7 @@ import numpy as np
 
 from .evaluate import Evaluation, pr_curve, reliability, roc_curve
 from .htmlembed import figure_uri, thumbnail_uri, use_agg
-from .models.artifact import write_text_atomic
+from .files import write_text_atomic
 
 
 def _figures(ev: Evaluation) -> dict[str, str]:

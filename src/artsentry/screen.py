@@ -71,7 +71,7 @@ from .data.transforms import eval_transform
 from .htmlembed import thumbnail_uri
 from .inference import Predictor, default_workers
 from .lots import TILE_FRACTION, TILE_GRID, LotTransform, crops_forward, lot_threshold, tile_fractions
-from .models.artifact import write_bytes_atomic, write_text_atomic
+from .files import write_bytes_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 

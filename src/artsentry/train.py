@@ -158,7 +158,8 @@ from .data.transforms import (AUGMENTATIONS, CROP_SCALE, RESIZE_MODES, Preproces
                               fixres_size, paired_views, train_transform)
 from .inference import default_workers
 from .models import POOLINGS, ImageClassifier, check_input_size, create_model, default_preprocessing
-from .models.artifact import save_model, save_tensors_atomic, write_text_atomic
+from .files import write_text_atomic
+from .models.artifact import save_model, save_tensors_atomic
 
 log = logging.getLogger(__name__)
 

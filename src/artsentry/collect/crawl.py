@@ -30,7 +30,7 @@ from typing import Callable, Iterable, Iterator
 from tqdm.auto import tqdm
 
 from ..data.images import ImageLoadError, load_image
-from ..models.artifact import write_bytes_atomic
+from ..files import write_bytes_atomic
 from .met import MetClient, MetError, NotFound
 
 SCHEMA = """

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import httpx
+
 from ..errors import ArtsentryError
 
 DEFAULT_BASE_URL = "https://collectionapi.metmuseum.org/public/collection/v1"

@@ -34,6 +34,7 @@ from typing import Union
 import numpy as np
 import pillow_heif
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
 from ..errors import ArtsentryError
 
 pillow_heif.register_heif_opener()  # HEIC/HEIF photos from phones; its transforms leave EXIF orientation at 1

@@ -37,13 +37,13 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
+from ..files import atomic_path
 from .dataset import ImageDataset, item_seed
 
 #: bumped whenever a change to this module changes the photos it makes for the same seed, so
@@ -167,10 +167,8 @@ class MaskCache:
         except (OSError, SyntaxError, ValueError):  # not there yet, truncated or not a PNG: computed below
             pass
         mask = foreground_mask(img)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")
-        mask.save(tmp, format="PNG")
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            mask.save(tmp, format="PNG")
         return mask
 
     def __repr__(self) -> str:

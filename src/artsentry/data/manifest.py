@@ -32,6 +32,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import ArtsentryError
+from ..files import atomic_path
 from .images import find_images, is_image_file
 
 log = logging.getLogger(__name__)
@@ -241,13 +242,11 @@ def read_manifest(source: str | Path) -> tuple[pd.DataFrame, ManifestReport]:
 def write_manifest(df: pd.DataFrame, path: str | Path) -> None:
     """Write a manifest as CSV (or Parquet by suffix) with absolute paths."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    if path.suffix.lower() == ".parquet":
-        df.to_parquet(tmp, index=False)
-    else:
-        df.to_csv(tmp, index=False)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        if path.suffix.lower() == ".parquet":
+            df.to_parquet(tmp, index=False)
+        else:
+            df.to_csv(tmp, index=False)
 
 
 def label_counts(df: pd.DataFrame) -> dict[str, int]:

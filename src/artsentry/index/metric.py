@@ -40,7 +40,8 @@ from ..data.splits import split_manifest
 from ..choices import RESIZE_MODES
 from ..data.transforms import Preprocessing, eval_transform
 from ..models import default_preprocessing
-from ..models.artifact import save_embedding, save_tensors_atomic, write_text_atomic
+from ..files import write_text_atomic
+from ..models.artifact import save_embedding, save_tensors_atomic
 from ..models.embedding import EmbeddingNet
 
 log = logging.getLogger(__name__)

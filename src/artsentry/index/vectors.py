@@ -14,11 +14,12 @@ own binary format (no pickle).
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
+
 from ..errors import ArtsentryError
+from ..files import atomic_path
 
 IVF_THRESHOLD = 200_000
 
@@ -113,12 +114,10 @@ class VectorIndex:
 
     def save(self, path: str | Path) -> None:
         faiss = _faiss()
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
         if self._index is None:
             raise ValueError("nothing to save: the index is empty")
-        faiss.write_index(self._index, str(tmp))
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            faiss.write_index(self._index, str(tmp))
 
     @classmethod
     def load(cls, path: str | Path, nprobe: int = 32) -> "VectorIndex":

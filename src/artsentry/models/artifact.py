@@ -20,6 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import ArtsentryError
+from ..files import atomic_path, write_text_atomic
 from .. import __version__
 from ..data.transforms import Preprocessing
 from . import model_from_config
@@ -43,43 +44,16 @@ class ModelNotFound(ArtifactError):
         super().__init__(f"{folder}: no such model folder")
 
 
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write ``text`` (UTF-8) at ``path`` as ``write_bytes_atomic`` does: a reader, or a run killed
-    mid-write, never meets half a file."""
-    write_bytes_atomic(path, text.encode("utf-8"))
-
-
-def write_bytes_atomic(path: str | Path, data: bytes) -> None:
-    """Write ``data`` at ``path`` (its folder made if need be) through a temporary file, synced to disk
-    and renamed into place; the temporary file is named for this process and thread, so writers
-    storing the same file at once (crawler threads, decoding workers keeping one photo, two uploads of
-    it) each rename a whole file and none meets another's half."""
-    import threading
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def save_tensors_atomic(path: str | Path, tensors: dict, metadata: dict[str, str] | None = None) -> None:
-    """Write ``tensors`` as a safetensors file at ``path``: through a temporary file renamed into
-    place (a reader, or a run killed mid-write, never meets half a file), with the permissions any
-    other file this process creates gets. safetensors >= 0.8 writes through a temporary file created
-    0600 whatever the umask (safetensors/safetensors#782), which left weights, checkpoints and
-    feature caches unreadable to a service or colleague that could read the JSON beside them."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.unlink(missing_ok=True)  # a leftover of a killed write keeps its old mode
-    tmp.touch()  # created as open() creates files: 0666 less the umask
-    mode = stat.S_IMODE(tmp.stat().st_mode)
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    """Write ``tensors`` as a safetensors file at ``path`` through ``files.atomic_path``, with the
+    permissions any other file this process creates gets. safetensors >= 0.8 writes through a temporary
+    file created 0600 whatever the umask (safetensors/safetensors#782), which left weights, checkpoints
+    and feature caches unreadable to a service or colleague that could read the JSON beside them."""
+    with atomic_path(path) as tmp:
+        tmp.touch()  # created as open() creates files: 0666 less the umask
+        mode = stat.S_IMODE(tmp.stat().st_mode)
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        os.chmod(tmp, mode)
 
 
 # The libraries whose versions can change what a training run computes (decode, resize,

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
 from ..errors import ArtsentryError
 
 #: variant -> (timm architecture, PyPI distribution, import name, native size)

@@ -14,13 +14,13 @@ a retrained folder never runs a stale graph.
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..files import atomic_path
 from ..data.splits import file_sha256
 from .artifact import WEIGHTS_NAME, ArtifactError, load_model, read_config, update_config
 
@@ -54,25 +54,23 @@ def export_onnx(folder: str | Path, out: str | Path | None = None, *, parity_inp
     model, config = load_model(folder)
     size = int(config["preprocessing"]["input_size"])
     example = torch.zeros(2, 3, size, size)
-    tmp = out / (ONNX_NAME + ".tmp")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript exporter announces its own deprecation
-        torch.onnx.export(
-            model, (example,), str(tmp), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}, opset_version=OPSET, dynamo=False,
-        )
-    if parity_inputs is None:
-        g = np.random.default_rng(seed)
-        parity_inputs = g.uniform(-1.0, 1.0, size=(8, 3, size, size)).astype(np.float32)
-    with torch.inference_mode():
-        expected = torch.softmax(model(torch.from_numpy(parity_inputs)), 1).numpy()
-    got = torch.softmax(torch.from_numpy(OnnxClassifier(tmp).logits(parity_inputs)), 1).numpy()
-    diff = float(np.abs(expected - got).max())
-    if not diff <= max_prob_diff:
-        tmp.unlink()
-        raise ArtifactError(f"ONNX export of {folder} differs from PyTorch by {diff:.2e} in probability "
-                            f"(limit {max_prob_diff:.0e}); not written")
-    os.replace(tmp, out / ONNX_NAME)
+    with atomic_path(out / ONNX_NAME) as tmp:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter announces its own deprecation
+            torch.onnx.export(
+                model, (example,), str(tmp), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}, opset_version=OPSET, dynamo=False,
+            )
+        if parity_inputs is None:
+            g = np.random.default_rng(seed)
+            parity_inputs = g.uniform(-1.0, 1.0, size=(8, 3, size, size)).astype(np.float32)
+        with torch.inference_mode():
+            expected = torch.softmax(model(torch.from_numpy(parity_inputs)), 1).numpy()
+        got = torch.softmax(torch.from_numpy(OnnxClassifier(tmp).logits(parity_inputs)), 1).numpy()
+        diff = float(np.abs(expected - got).max())
+        if not diff <= max_prob_diff:
+            raise ArtifactError(f"ONNX export of {folder} differs from PyTorch by {diff:.2e} in probability "
+                                f"(limit {max_prob_diff:.0e}); not written")
     block = {
         "file": ONNX_NAME,
         "sha256": file_sha256(out / ONNX_NAME),

@@ -580,7 +580,7 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
 
         def add():
             from ..data.images import load_image
-            from ..models.artifact import write_bytes_atomic
+            from ..files import write_bytes_atomic
 
             paths = []
             for i, (data, kind) in enumerate(photos):
