@@ -698,7 +698,8 @@ def test_verify_refetch_tells_a_listing_still_showing_its_photo_from_one_changed
     from artsentry.cli import main
 
     ivory, other = [next((synthetic_dataset / c).glob("*.jpg")).read_bytes() for c in ("ivory", "non_ivory")]
-    serving = {"/a.jpg": ivory, "/b.jpg": ivory, "/c.jpg": other}
+    third = next(b for b in (p.read_bytes() for p in sorted((synthetic_dataset / "ivory").glob("*.jpg"))) if b != ivory)
+    serving = {"/a.jpg": ivory, "/b.jpg": ivory, "/c.jpg": other, "/d.jpg": third, "/e.jpg": other}
 
     class Shop(http.server.BaseHTTPRequestHandler):
         def log_message(self, *args):
@@ -715,26 +716,31 @@ def test_verify_refetch_tells_a_listing_still_showing_its_photo_from_one_changed
     threading.Thread(target=shop.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{shop.server_address[1]}"
     table = tmp_path / "listings.csv"
-    pd.DataFrame({"listing_id": list("abc"), "image_url": [f"{base}/{n}.jpg" for n in "abc"]}).to_csv(table, index=False)
+    pd.DataFrame({"listing_id": list("abcde"), "image_url": [f"{base}/{n}.jpg" for n in "abcde"]}).to_csv(table,
+                                                                                                      index=False)
     out = tmp_path / "out"
     try:
         Screener(model_dir, progress=False, fetch_urls=True, fetch_private=True).run(table, out)
         capsys.readouterr()
         assert main(["-q", "verify", str(out)]) == 0  # nothing it can check without fetching
-        assert "0 of 3 photo(s) hash as screened; changed 0, missing 0, fetched and not kept 3" in capsys.readouterr().out
+        assert "0 of 5 photo(s) hash as screened; changed 0, missing 0, fetched and not kept 5" in capsys.readouterr().out
         assert main(["-q", "verify", str(out), "--fetch-private"]) == 1
         assert "--fetch-private applies to the photos --refetch fetches" in capsys.readouterr().err
         assert main(["-q", "verify", str(out), "--refetch", "--fetch-private"]) == 0
-        assert "3 of 3 photo(s) hash as screened; changed 0, missing 0, gone 0, unreachable 0" in capsys.readouterr().out
-        serving["/b.jpg"] = other  # the seller swapped the photo
+        assert ("5 of 5 photo(s) hash as screened; changed 0, missing 0, gone 0, placeholder 0, unreachable 0"
+                in capsys.readouterr().out)
+        serving["/b.jpg"] = other  # the seller swapped the photo (for one another listing shows: still a change)
         del serving["/c.jpg"]  # the listing was taken down
+        serving["/d.jpg"] = serving["/e.jpg"] = b"the shop's 'no longer available' picture"
         assert main(["-q", "verify", str(out), "--refetch", "--fetch-private"]) == 1
         said, err = capsys.readouterr()
-        assert "1 of 3 photo(s) hash as screened; changed 1, missing 0, gone 1, unreachable 0" in said
+        assert "1 of 5 photo(s) hash as screened; changed 1, missing 0, gone 1, placeholder 2, unreachable 0" in said
         assert f"changed: {base}/b.jpg" in err and f"gone: {base}/c.jpg" in err
+        assert f"placeholder: {base}/d.jpg" in err and f"placeholder: {base}/e.jpg" in err
         # without --fetch-private, a URL naming this machine is not fetched again either
         assert main(["-q", "verify", str(out), "--refetch"]) == 0
-        assert "0 of 3 photo(s) hash as screened; changed 0, missing 0, gone 0, unreachable 3" in capsys.readouterr().out
+        assert ("0 of 5 photo(s) hash as screened; changed 0, missing 0, gone 0, placeholder 0, unreachable 5"
+                in capsys.readouterr().out)
     finally:
         shop.shutdown()
 

@@ -493,7 +493,8 @@ def build_parser() -> argparse.ArgumentParser:
     ve.add_argument("out", help="the screening run's --out folder, or a log file")
     ve.add_argument("--refetch", action="store_true", help="fetch again the photos screened by URL without a kept "
                     "copy (screen --fetch-urls without --keep-fetched) and compare them: is the listing still showing "
-                    "what was screened, another photo, or gone (404/410)?")
+                    "what was screened, another photo, a placeholder (one image now shown under listings that showed "
+                    "different photos), or gone (404/410)?")
     ve.add_argument("--fetch-private", action="store_true", help="with --refetch: also from private addresses (as "
                     "screen --fetch-private)")
     ve.add_argument("--expect", metavar="HEAD", help="a head noted down earlier: exit 1 unless the records it stood for "
@@ -1010,10 +1011,11 @@ def cmd_verify(a) -> int:
         from .screen import EVIDENCE, verify_run
 
         v = verify_run(path, progress=not a.quiet, expect=a.expect, refetch=a.refetch, fetch_private=a.fetch_private)
-        again = f", gone {v['gone']}, unreachable {v['unreachable']}" if a.refetch else ""
+        again = (f", gone {v['gone']}, placeholder {v['placeholder']}, unreachable {v['unreachable']}" if a.refetch
+                 else "")
         print(f"{v['verified']} of {v['records']} photo(s) hash as screened; changed {v['changed']}, missing "
               f"{v['missing']}{again}, fetched and not kept {v['not_kept']}, unreadable then {v['unread']}")
-        for what in ("changed", "missing", "gone", "unreachable"):
+        for what in ("changed", "missing", "gone", "placeholder", "unreachable"):
             if f"{what}_photos" not in v:
                 continue
             for p in v[f"{what}_photos"][:20]:
@@ -1021,7 +1023,8 @@ def cmd_verify(a) -> int:
             if len(v[f"{what}_photos"]) > 20:
                 print(f"... and {len(v[f'{what}_photos']) - 20} more {what}", file=sys.stderr)
         print(f"{EVIDENCE} sha256 {v['evidence_sha256']}")
-        chain, name, failed = v["chain"], EVIDENCE, bool(v["changed"] or v["missing"] or v.get("gone"))
+        chain, name, failed = v["chain"], EVIDENCE, bool(v["changed"] or v["missing"] or v.get("gone")
+                                                         or v.get("placeholder"))
     return 1 if _print_chain(chain, name, a.expect) or failed else 0
 
 

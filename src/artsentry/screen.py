@@ -335,16 +335,18 @@ def _check_photos(records: list[dict], keep_dir: str | Path | None = None, progr
     copy is fetched again (``threads`` at a time; public addresses only unless ``fetch_private``). Records
     without a SHA-256 (the bytes could not be read then: missing, empty, oversized) carry their error, not
     a decision, and are only counted. Returns counts (``verified``, ``changed``, ``missing``, ``not_kept``,
-    ``unread``; with ``refetch`` also ``gone``: the URL now answers 404 or 410, and ``unreachable``: it
-    could not be fetched otherwise) and the paths or URLs changed, missing, gone or unreachable
-    (``changed_photos``, ``missing_photos``, ``gone_photos``, ``unreachable_photos``)."""
+    ``unread``; with ``refetch`` also ``gone``: the URL now answers 404 or 410; ``placeholder``: it shows
+    the very image other listings screened with other photos now show too, the shop's "no longer
+    available" picture, not a photo the seller changed; and ``unreachable``: it could not be fetched
+    otherwise) and the paths or URLs changed, missing, gone, placeholder or unreachable
+    (``changed_photos``, ``missing_photos``, ...)."""
     from .data.splits import file_sha256
 
     counts = dict.fromkeys(("verified", "changed", "missing", "not_kept", "unread"), 0)
     found: dict[str, list[str]] = {"changed": [], "missing": []}
     if refetch:
-        counts.update(gone=0, unreachable=0)
-        found.update(gone=[], unreachable=[])
+        counts.update(gone=0, placeholder=0, unreachable=0)
+        found.update(gone=[], placeholder=[], unreachable=[])
     kept = kept_files(keep_dir)
     urls: list[tuple[str, str]] = []  # fetched photos without a kept copy, to fetch again
     for r in tqdm(records, desc=desc, unit="img", disable=not progress):
@@ -369,20 +371,29 @@ def _check_photos(records: list[dict], keep_dir: str | Path | None = None, progr
     if urls:
         from concurrent.futures import ThreadPoolExecutor
 
-        def again(item: tuple[str, str]) -> str:
+        def again(item: tuple[str, str]) -> tuple[str, str | None]:
             url, sha = item
             try:
                 data = fetch_url(url, allow_private=fetch_private)
             except ImageLoadError as exc:
-                return "gone" if exc.reason in ("HTTP 404", "HTTP 410") else "unreachable"
-            return "verified" if hashlib.sha256(data).hexdigest() == sha else "changed"
+                return ("gone" if exc.reason in ("HTTP 404", "HTTP 410") else "unreachable"), None
+            now = hashlib.sha256(data).hexdigest()
+            return ("verified" if now == sha else "changed"), now
 
         with ThreadPoolExecutor(max(1, threads)) as pool:
-            for (url, _), what in tqdm(zip(urls, pool.map(again, urls)), total=len(urls), desc="fetching again",
-                                       unit="img", disable=not progress):
-                counts[what] += 1
-                if what != "verified":
-                    found[what].append(url)
+            fetched = list(tqdm(pool.map(again, urls), total=len(urls), desc="fetching again", unit="img",
+                                disable=not progress))
+        # one image now shown under listings that showed different photos: the shop's placeholder
+        was: dict[str, set[str]] = {}
+        for (_, sha), (what, now) in zip(urls, fetched):
+            if what == "changed":
+                was.setdefault(now, set()).add(sha)
+        for (url, _), (what, now) in zip(urls, fetched):
+            if what == "changed" and len(was[now]) > 1:
+                what = "placeholder"
+            counts[what] += 1
+            if what != "verified":
+                found[what].append(url)
     return {**counts, **{f"{k}_photos": v for k, v in found.items()}}
 
 
