@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="exit status: 0 success; 1 a usage or data error (one line on stderr); 3 the command\n"
                "finished but some images could not be read (predict, screen, explain, register add,\n"
                "import, search and calibrate, each listed on stderr; evaluate, counted and listed in\n"
-               "predictions.csv); verify: 1 when a screened photo changed or is missing")
+               "predictions.csv); verify: 1 when a screened photo changed or is missing (--refetch: or gone, or\n"
+               "a placeholder)")
     parser.add_argument("--version", action="version", version=f"artsentry {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
