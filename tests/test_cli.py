@@ -137,7 +137,8 @@ def test_help_usage_errors_and_log_checks_start_without_pytorch(tmp_path):
     log = tmp_path / "audit.jsonl"
     log.write_text(chainlog.chained_lines([{"event": "a"}, {"event": "b"}], chainlog.GENESIS)[0], encoding="utf-8")
     probe = ("import sys; from artsentry.cli import main\n"
-             "for argv in ([{log!r}], ['train', '--help'], ['evaluate', '--help'], ['train', 'x', '--arch', 'resnet']):\n"
+             "for argv in ([{log!r}], ['train', '--help'], ['evaluate', '--help'],\n"
+             "             ['train', 'x', '--arch', 'resnet']):\n"
              "    try: main(argv if argv[0] != {log!r} else ['verify', argv[0]])\n"
              "    except SystemExit: pass\n"
              "print('torch' in sys.modules)").format(log=str(log))

@@ -723,7 +723,8 @@ def test_verify_refetch_tells_a_listing_still_showing_its_photo_from_one_changed
         Screener(model_dir, progress=False, fetch_urls=True, fetch_private=True).run(table, out)
         capsys.readouterr()
         assert main(["-q", "verify", str(out)]) == 0  # nothing it can check without fetching
-        assert "0 of 5 photo(s) hash as screened; changed 0, missing 0, fetched and not kept 5" in capsys.readouterr().out
+        said = capsys.readouterr().out
+        assert "0 of 5 photo(s) hash as screened; changed 0, missing 0, fetched and not kept 5" in said
         assert main(["-q", "verify", str(out), "--fetch-private"]) == 1
         assert "--fetch-private applies to the photos --refetch fetches" in capsys.readouterr().err
         assert main(["-q", "verify", str(out), "--refetch", "--fetch-private"]) == 0

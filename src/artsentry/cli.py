@@ -832,8 +832,8 @@ def cmd_train_embedder(a) -> int:
     from .index.metric import EmbedderSettings, train_embedder
 
     settings = EmbedderSettings(backbone=a.backbone, dim=a.dim, pooling=a.pooling, image_size=a.image_size,
-                                resize=a.resize, trained_stages=a.trained_stages, backbone_lr=a.backbone_lr, views=a.views,
-                                holdout=a.holdout, val_fraction=a.val_fraction, epochs=a.epochs,
+                                resize=a.resize, trained_stages=a.trained_stages, backbone_lr=a.backbone_lr,
+                                views=a.views, holdout=a.holdout, val_fraction=a.val_fraction, epochs=a.epochs,
                                 patience=a.patience, seed=a.seed, workers=a.workers)
     model_dir = train_embedder(a.data, a.out, settings, progress=not a.quiet)
     config = json.loads((model_dir / "config.json").read_text())

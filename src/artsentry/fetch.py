@@ -18,9 +18,9 @@ import socket
 import time
 from urllib.parse import urljoin, urlparse
 
-from .errors import ArtsentryError
 from . import __version__
 from .collect.met import RetryPolicy, parse_retry_after
+from .errors import ArtsentryError
 
 
 class FetchRefused(ArtsentryError, ValueError):

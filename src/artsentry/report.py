@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from .evaluate import Evaluation, pr_curve, reliability, roc_curve
-from .htmlembed import figure_uri, thumbnail_uri, use_agg
 from .files import write_text_atomic
+from .htmlembed import figure_uri, thumbnail_uri, use_agg
 
 
 def _figures(ev: Evaluation) -> dict[str, str]:

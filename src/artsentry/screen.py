@@ -61,17 +61,17 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from .errors import ArtsentryError
 from . import __version__, chainlog
 from .data.dataset import make_loader
 from .data.images import ImageLoadError, find_images, image_format, load_image, read_image_bytes
 from .data.manifest import TABLE_SUFFIXES, ManifestError, _pick, _read_table, carried_names, table_path
 from .data.quality import assess_quality, measuring_draft, quality_warnings, warnings_text
 from .data.transforms import eval_transform
+from .errors import ArtsentryError
+from .files import write_bytes_atomic, write_text_atomic
 from .htmlembed import thumbnail_uri
 from .inference import Predictor, default_workers
 from .lots import TILE_FRACTION, TILE_GRID, LotTransform, crops_forward, lot_threshold, tile_fractions
-from .files import write_bytes_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 

@@ -149,16 +149,16 @@ from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from .errors import ArtsentryError
 from .data.dataset import ImageDataset, item_seed, make_loader
 from .data.listing import ListingStyleDataset, MaskCache, shift_variants
 from .data.manifest import ManifestError, label_counts, read_manifest, write_manifest
 from .data.splits import split_manifest
 from .data.transforms import (AUGMENTATIONS, CROP_SCALE, RESIZE_MODES, Preprocessing, check_crop_scale, eval_transform,
                               fixres_size, paired_views, train_transform)
+from .errors import ArtsentryError
+from .files import write_text_atomic
 from .inference import default_workers
 from .models import POOLINGS, ImageClassifier, check_input_size, create_model, default_preprocessing
-from .files import write_text_atomic
 from .models.artifact import save_model, save_tensors_atomic
 
 log = logging.getLogger(__name__)

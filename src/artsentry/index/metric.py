@@ -32,15 +32,15 @@ from safetensors.torch import load_file
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from ..choices import RESIZE_MODES
 from ..data.dataset import item_seed, worker_context
 from ..data.images import ImageLoadError, load_image
 from ..data.listing import GENERATOR_VERSION, reshots
 from ..data.manifest import read_manifest
 from ..data.splits import split_manifest
-from ..choices import RESIZE_MODES
 from ..data.transforms import Preprocessing, eval_transform
-from ..models import default_preprocessing
 from ..files import write_text_atomic
+from ..models import default_preprocessing
 from ..models.artifact import save_embedding, save_tensors_atomic
 from ..models.embedding import EmbeddingNet
 

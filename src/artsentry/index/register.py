@@ -43,9 +43,9 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import ArtsentryError
 from ..data.quality import quality_warnings
 from ..data.splits import file_sha256
+from ..errors import ArtsentryError
 from .embedder import PRETRAINED_PREFIX, Embedder
 from .vectors import IndexFileError, VectorIndex
 

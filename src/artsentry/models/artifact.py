@@ -19,10 +19,10 @@ from pathlib import Path
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..errors import ArtsentryError
-from ..files import atomic_path, write_text_atomic
 from .. import __version__
 from ..data.transforms import Preprocessing
+from ..errors import ArtsentryError
+from ..files import atomic_path, write_text_atomic
 from . import model_from_config
 from .classifier import ImageClassifier
 

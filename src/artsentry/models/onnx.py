@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..files import atomic_path
 from ..data.splits import file_sha256
+from ..files import atomic_path
 from .artifact import WEIGHTS_NAME, ArtifactError, load_model, read_config, update_config
 
 ONNX_NAME = "model.onnx"
