@@ -90,11 +90,28 @@ def test_a_strip_beyond_any_training_shape_is_called_narrow():
     assert assess_quality(drafted).aspect == round(2000 / 180, 3)
 
 
+def test_a_file_of_several_frames_says_only_the_first_was_judged(tmp_path):
+    """An animated GIF or a multi-page TIFF is read as its first picture: no decision may pass for
+    one on the whole file (a seller's animation can hold several objects)."""
+    from artsentry.data.images import load_image
+
+    a, b = _sharp_photos()[:2]
+    for name in ("anim.gif", "pages.tif"):
+        a.save(tmp_path / name, save_all=True, append_images=[b, a])
+        img = load_image(tmp_path / name)
+        assert img.info["frames"] == 3 and img.size == a.size
+        q = assess_quality(img)
+        assert q.frames == 3 and any(w.startswith("first of 3 frames or pages") for w in q.warnings)
+    a.save(tmp_path / "one.gif")
+    single = assess_quality(load_image(tmp_path / "one.gif"))
+    assert single.frames == 1 and not any("frames" in w for w in single.warnings)
+
+
 def test_to_dict_is_json_ready():
     import json
 
     d = assess_quality(_sharp_photos()[0]).to_dict()
-    assert set(d) == {"long_side", "aspect", "sharpness", "noise", "brightness", "warnings"}
+    assert set(d) == {"long_side", "aspect", "sharpness", "noise", "brightness", "warnings", "frames"}
     assert json.loads(json.dumps(d)) == d
 
 

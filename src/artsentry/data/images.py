@@ -232,7 +232,8 @@ def load_image(
     ``draft_size`` lets the JPEG decoder scale down by 1/2, 1/4 or 1/8 while
     decoding when the image is at least twice that size: same result after a
     later resize, several times faster; ``img.info["source_size"]`` keeps the
-    file's (width, height). Raises ``ImageLoadError``.
+    file's (width, height), and ``img.info["frames"]`` the number of frames or pages of a file
+    that holds several (only the first is read). Raises ``ImageLoadError``.
     """
     if name is None:
         name = "<bytes>" if isinstance(source, (bytes, bytearray, memoryview)) else str(source)
@@ -257,9 +258,12 @@ def load_image(
             if draft_size is not None and img.format == "JPEG":
                 img.draft("RGB", draft_size)
             img.load()
+            frames = int(getattr(img, "n_frames", 1) or 1)  # an animated GIF/WebP, a multi-page TIFF
             img = _to_rgb(ImageOps.exif_transpose(img))
             # the file's own size (before draft scaling; width and height as stored, not rotated)
             img.info["source_size"] = (width, height)
+            if frames > 1:  # only the first is read: said with every decision (data.quality)
+                img.info["frames"] = frames
             return img
     except ImageLoadError:
         raise

@@ -24,6 +24,9 @@ enlarged if smaller) and warns when one falls outside what the models were train
                trained since 2026-12-04); the most elongated met-ivory photo is 7.8:1 (99.9% are
                under 6:1), so a photo beyond ``ASPECT_MAX`` is a shape no model here has been
                shown (a panorama, a strip cut from a page, a banner).
+``frames``     frames or pages in the file: an animated GIF or WebP, a multi-page TIFF. Every
+               model judges the first only; a seller's animation of several photos is said to
+               hold more than was judged (any number over 1 warns).
 
 A photo is measured the same whatever model reads it: callers that decode JPEGs at reduced
 scale (``draft_size``) decode at ``measuring_draft(draft)``, never under ``QUALITY_SCALE``.
@@ -68,6 +71,7 @@ class PhotoQuality:
     noise: float
     brightness: float
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    frames: int = 1  # frames or pages in the file (an animated GIF, a multi-page TIFF): only the first is judged
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -170,5 +174,9 @@ def assess_quality(img: Image.Image, *, scale: int = QUALITY_SCALE, sharpness_mi
     if bright < brightness_min:
         warnings.append(f"dark photo: its brightest parts reach {bright:.0f} of 255, under {brightness_min:g} "
                         "(dim light or underexposed)")
+    frames = int(img.info.get("frames", 1))
+    if frames > 1:
+        warnings.append(f"first of {frames} frames or pages: the file holds more pictures (animated or "
+                        "multi-page), the others were not judged")
     return PhotoQuality(int(long_side), round(aspect, 3), round(sharp, 4), round(noise, 3), round(bright, 1),
-                        tuple(warnings))
+                        tuple(warnings), frames)

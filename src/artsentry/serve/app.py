@@ -67,6 +67,8 @@ class PhotoQualityOut(BaseModel):
     brightness: float = Field(description="99th percentile of its grey levels: ~220 for a studio photo, under "
                               "163.5 warned as dark")
     warnings: list[str] = Field(description="why a decision on this photo is weak evidence; empty when it is not")
+    frames: int = Field(1, description="frames or pages in the file (an animated GIF or WebP, a multi-page TIFF); "
+                        "only the first is judged, and more than one is warned")
 
 
 class ImageInfo(BaseModel):
