@@ -5,6 +5,7 @@
     .venv/bin/python benchmarks/frozen_probe.py runs/ivory --sizes 320 --split-seeds 0 1 2 3 4
     .venv/bin/python benchmarks/frozen_probe.py runs/ivory --sizes 320 --pooling avg texture --pool-stages 3 4 5
     .venv/bin/python benchmarks/frozen_probe.py runs/ivory --sizes 320 --train-fractions 0.25 0.5 0.75 1 --with-val
+    .venv/bin/python benchmarks/frozen_probe.py runs/ivory --sizes 320 --pooling avg texture --backbone-from runs/ivory/model
 
 The floor any trained model must beat, and a cheap way to see whether a larger
 input helps before paying for fine-tuning at that size. With ``--split-seeds`` the
@@ -16,7 +17,8 @@ With ``--pooling texture`` the features are the second-order pooling of each of
 With ``--train-fractions`` the probe is also fitted on random shares of the training photos
 (stratified, seeded; one photo per object in met-ivory) and, with ``--with-val``, on training
 plus validation photos: a learning curve, whether more labelled photos would still move test
-accuracy.
+accuracy. With ``--backbone-from MODEL`` the backbone's weights are a trained model's (e.g. one
+fine-tuned by ``make ivory``) instead of ImageNet's, its photos read as that model reads them.
 """
 
 from __future__ import annotations
