@@ -103,8 +103,15 @@ def test_a_file_of_several_frames_says_only_the_first_was_judged(tmp_path):
         q = assess_quality(img)
         assert q.frames == 3 and any(w.startswith("first of 3 frames or pages") for w in q.warnings)
     a.save(tmp_path / "one.gif")
-    single = assess_quality(load_image(tmp_path / "one.gif"))
-    assert single.frames == 1 and not any("frames" in w for w in single.warnings)
+    # a camera JPEG carrying a preview of itself (MPO) is one picture, not two
+    a.save(tmp_path / "camera.jpg", format="MPO", save_all=True, append_images=[a.resize((160, 120))])
+    for name in ("one.gif", "camera.jpg"):
+        single = assess_quality(load_image(tmp_path / name))
+        assert single.frames == 1 and not any("frames" in w for w in single.warnings)
+    from PIL import Image
+
+    with Image.open(tmp_path / "camera.jpg") as mpo:
+        assert mpo.format == "MPO" and mpo.n_frames == 2  # what the exception is for
 
 
 def test_to_dict_is_json_ready():

@@ -258,7 +258,9 @@ def load_image(
             if draft_size is not None and img.format == "JPEG":
                 img.draft("RGB", draft_size)
             img.load()
-            frames = int(getattr(img, "n_frames", 1) or 1)  # an animated GIF/WebP, a multi-page TIFF
+            # an animated GIF/WebP, a multi-page TIFF; not a camera's MPO JPEG, whose second image is
+            # a preview or the other half of a stereo pair of the same scene
+            frames = 1 if img.format == "MPO" else int(getattr(img, "n_frames", 1) or 1)
             img = _to_rgb(ImageOps.exif_transpose(img))
             # the file's own size (before draft scaling; width and height as stored, not rotated)
             img.info["source_size"] = (width, height)
