@@ -33,7 +33,8 @@ import torch
 from artsentry.data.dataset import make_loader
 from artsentry.data.listing import ListingStyleDataset, shift_variants
 from artsentry.data.manifest import read_manifest
-from artsentry.evaluate import _resolve_model_dir, binary_metrics
+from artsentry.evaluate import binary_metrics
+from artsentry.models.artifact import resolve_model_dir
 from artsentry.inference import Predictor
 from artsentry.memory import keep_freed_memory
 
@@ -118,7 +119,7 @@ def main(argv=None) -> int:
     keep_freed_memory()
     torch.set_num_threads(2)
     t_start = time.perf_counter()
-    predictor = Predictor.load(_resolve_model_dir(a.run), runtime="torch")
+    predictor = Predictor.load(resolve_model_dir(a.run), runtime="torch")
     if not predictor.binary or not hasattr(predictor.model.backbone, "forward_features"):
         raise SystemExit(f"{a.run}: a binary EfficientNet classifier with average pooling is needed")
     df, _ = read_manifest(a.run / "manifest.csv")
@@ -144,7 +145,7 @@ def main(argv=None) -> int:
     chosen = max(val_score, key=val_score.get)
     result = {"date": date.today().isoformat(),
               "command": " ".join(["benchmarks/attention_crop.py", *sys.argv[1:]]),
-              "model": str(_resolve_model_dir(a.run)), "threshold": t, "min_side": a.min_side,
+              "model": str(resolve_model_dir(a.run)), "threshold": t, "min_side": a.min_side,
               "accuracy": table, "chosen_on_val": chosen,
               "test": {s: {"first look": table[f"test/{s}"]["full"], chosen: table[f"test/{s}"][chosen]}
                        for s in ("studio", "listing")},

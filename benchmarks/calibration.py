@@ -26,9 +26,10 @@ import numpy as np
 
 from artsentry.data.listing import shift_variants
 from artsentry.data.manifest import read_manifest
-from artsentry.evaluate import (_resolve_model_dir, apply_temperature, binary_metrics, fit_temperature,
+from artsentry.evaluate import (apply_temperature, binary_metrics, fit_temperature,
                                 temperature_threshold, variant_probabilities)
 from artsentry.inference import Predictor
+from artsentry.models.artifact import resolve_model_dir
 from artsentry.memory import keep_freed_memory
 
 
@@ -54,7 +55,7 @@ def main(argv=None) -> int:
     for run in a.runs:
         t0 = time.perf_counter()
         run = Path(run)
-        predictor = Predictor.load(_resolve_model_dir(run))
+        predictor = Predictor.load(resolve_model_dir(run))
         if not predictor.binary:
             raise SystemExit(f"{run}: a binary model is needed")
         if predictor.temperature != 1.0:

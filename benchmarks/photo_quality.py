@@ -36,7 +36,7 @@ from artsentry.data import quality as Q
 from artsentry.data.images import load_image
 from artsentry.data.listing import FAMILIES, ListingStyleDataset, MaskCache
 from artsentry.data.manifest import read_manifest
-from artsentry.evaluate import _resolve_model_dir
+from artsentry.models.artifact import resolve_model_dir
 from artsentry.inference import Predictor, iter_dataset_batches
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -88,7 +88,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(2)
     t_start = time.perf_counter()
     df, _ = read_manifest(a.run / "manifest.csv")
-    predictor = Predictor.load(_resolve_model_dir(a.run), runtime="torch")
+    predictor = Predictor.load(resolve_model_dir(a.run), runtime="torch")
     draft = Q.measuring_draft(predictor.preprocessing.draft_size)  # as prediction decodes measured photos
     result = {"date": date.today().isoformat(), "command": " ".join(["benchmarks/photo_quality.py", *sys.argv[1:]]),
               "constants": {"scale": Q.QUALITY_SCALE, "sharpness_min": Q.SHARPNESS_MIN, "noise_max": Q.NOISE_MAX,
@@ -148,7 +148,7 @@ def main(argv=None) -> int:
           f"{result['cost_ms_per_photo']['assess_quality']} ms", flush=True)
     # ... and in the whole prediction chain (the runtime the model's config names, its decoding
     # worker(s)), with and without the measurement, alternating, twice
-    chain = Predictor.load(_resolve_model_dir(a.run))
+    chain = Predictor.load(resolve_model_dir(a.run))
     chain.predict_files(paths[:64], quality=False)  # warm-up
     rates: dict[str, list[float]] = {"without": [], "with": []}
     for _ in range(2):

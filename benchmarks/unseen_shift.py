@@ -51,7 +51,8 @@ from PIL import Image, ImageDraw, ImageFilter
 from artsentry.data.dataset import ImageDataset, item_seed
 from artsentry.data.manifest import read_manifest
 from artsentry.data.transforms import RESIZE_MODES, eval_transform
-from artsentry.evaluate import _resolve_model_dir, binary_metrics
+from artsentry.evaluate import binary_metrics
+from artsentry.models.artifact import resolve_model_dir
 from artsentry.inference import Predictor, iter_dataset_batches
 
 
@@ -212,7 +213,7 @@ def main(argv=None) -> int:
               "seed": a.seed, "n": len(paths), "models": {}}
     probs = {}
     for run in a.runs:
-        predictor = Predictor.load(_resolve_model_dir(run), runtime="torch")
+        predictor = Predictor.load(resolve_model_dir(run), runtime="torch")
         if a.resize:
             predictor.preprocessing = replace(predictor.preprocessing, resize=a.resize)
             predictor.transform = eval_transform(predictor.preprocessing)

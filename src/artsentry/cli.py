@@ -760,10 +760,10 @@ def _tsv(name: str) -> str:
 
 
 def cmd_predict(a) -> int:
-    from .evaluate import _resolve_model_dir
+    from .models.artifact import resolve_model_dir
     from .inference import Predictor
 
-    predictor = Predictor.load(_resolve_model_dir(a.model), runtime=a.runtime, batch_size=a.batch_size)
+    predictor = Predictor.load(resolve_model_dir(a.model), runtime=a.runtime, batch_size=a.batch_size)
     files, problems = expand_images(a.images)
     _print_errors(problems)
     if a.lots:
@@ -960,13 +960,13 @@ def cmd_register(a) -> int:
 
 
 def cmd_screen(a) -> int:
-    from .evaluate import _resolve_model_dir
+    from .models.artifact import resolve_model_dir
     from .screen import Screener
 
     if (a.keep_fetched or a.fetch_private) and not a.fetch_urls:
         raise ValueError("--keep-fetched and --fetch-private apply to the images --fetch-urls downloads: give it too")
-    model = None if a.model == "none" else _resolve_model_dir(a.model)
-    culture = _resolve_model_dir(a.culture_model) if a.culture_model else None
+    model = None if a.model == "none" else resolve_model_dir(a.model)
+    culture = resolve_model_dir(a.culture_model) if a.culture_model else None
     screener = Screener(model, a.register, culture_dir=culture, runtime=a.runtime, k=a.top_k, batch_size=a.batch_size,
                         num_workers=a.workers, fetch_urls=a.fetch_urls, keep_fetched=a.keep_fetched,
                         fetch_private=a.fetch_private,
@@ -1061,10 +1061,10 @@ def _print_chain(c: dict, name: str, expect: str | None) -> bool:
 
 
 def cmd_export(a) -> int:
-    from .evaluate import _resolve_model_dir
+    from .models.artifact import resolve_model_dir
     from .models.onnx import export_onnx
 
-    folder = _resolve_model_dir(a.model)
+    folder = resolve_model_dir(a.model)
     block = export_onnx(folder, a.out)
     where = Path(a.out) if a.out else folder
     print(f"wrote {where / block['file']} (opset {block['opset']}; max |dprob| vs PyTorch "
@@ -1073,14 +1073,14 @@ def cmd_export(a) -> int:
 
 
 def cmd_explain(a) -> int:
-    from .evaluate import _resolve_model_dir
+    from .models.artifact import resolve_model_dir
     from .explain import explain_files
 
     if a.patch < 1 or a.stride < 1:
         raise ValueError("--patch and --stride must be at least 1")
     files, problems = expand_images(a.images)
     _print_errors(problems)
-    model = None if a.register else _resolve_model_dir(a.model or DEFAULT_MODEL)
+    model = None if a.register else resolve_model_dir(a.model or DEFAULT_MODEL)
     results = explain_files(files, model=model, register=a.register, method=a.method, target=a.target,
                             patch=a.patch, stride=a.stride, out_dir=a.out, progress=not a.quiet and len(files) > 4)
     n_bad = len(problems)
@@ -1095,7 +1095,7 @@ def cmd_explain(a) -> int:
 
 def cmd_project(a) -> int:
     from .data.manifest import read_manifest
-    from .evaluate import _resolve_model_dir
+    from .models.artifact import resolve_model_dir
     from .explain.project import write_projection
 
     df, _ = read_manifest(a.data)
@@ -1105,7 +1105,7 @@ def cmd_project(a) -> int:
         df = df[df["split"] == a.split]
     methods = [m.strip() for m in a.methods.split(",") if m.strip()]
     colour = [c.strip() for c in a.color_by.split(",")] if a.color_by else None
-    res = write_projection(_resolve_model_dir(a.model), df, a.out, methods=methods, color_by=colour, seed=a.seed,
+    res = write_projection(resolve_model_dir(a.model), df, a.out, methods=methods, color_by=colour, seed=a.seed,
                            progress=not a.quiet)
     print(f"{res['images']} images mapped ({res['unreadable']} unreadable)\nhtml: {res['html']}\npng: {res['png']}")
     return 0

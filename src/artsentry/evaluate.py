@@ -438,13 +438,6 @@ def input_sizes(predictor) -> int | list[int]:
     return predictor.preprocessing.input_size
 
 
-def _resolve_model_dir(path) -> "Path":
-    from pathlib import Path
-
-    path = Path(path)
-    return path / "model" if (path / "model" / "config.json").is_file() else path
-
-
 def report_explanations(predictor, ev: Evaluation, df, out_dir, *, n_mistakes: int = 12, n_correct: int = 8,
                         seed: int = 0, progress: bool = False) -> dict:
     """What the report shows beyond the metrics: Grad-CAM overlays (data URIs, keyed by
@@ -552,10 +545,10 @@ def run_evaluation(model, data=None, *, split: str | None = "test", out_dir=None
 
     from .data.manifest import read_manifest
     from .inference import Ensemble, Predictor
-    from .models.artifact import update_config
+    from .models.artifact import resolve_model_dir, update_config
     from .report import write_report
 
-    model_dir = _resolve_model_dir(model)
+    model_dir = resolve_model_dir(model)
     if (save_threshold or calibrate) and input_size is not None:
         raise ValueError("--save-threshold and --calibrate store what is measured at the model's own input size; "
                          "drop --input-size")
@@ -565,7 +558,7 @@ def run_evaluation(model, data=None, *, split: str | None = "test", out_dir=None
     if ensemble:
         if save_threshold:
             raise ValueError("--save-threshold writes into one model's config; an ensemble has none")
-        predictor = Ensemble.load([model_dir] + [_resolve_model_dir(m) for m in ensemble], **sized)
+        predictor = Ensemble.load([model_dir] + [resolve_model_dir(m) for m in ensemble], **sized)
         explain = False
     else:
         predictor = Predictor.load(model_dir, **sized)

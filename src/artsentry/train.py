@@ -464,13 +464,13 @@ class Teachers(nn.Module):
     training batches as they are)."""
 
     def __init__(self, folders, labels: list[str], preprocessing: Preprocessing):
-        from .evaluate import _resolve_model_dir
+        from .models.artifact import resolve_model_dir
         from .models.artifact import ArtifactError, calibration_temperature, load_model
 
         super().__init__()
         members, self.digests, self.temperatures = [], {}, []
         for folder in folders:
-            folder = _resolve_model_dir(folder)
+            folder = resolve_model_dir(folder)
             try:
                 model, config = load_model(folder)
             except ArtifactError as exc:  # no such folder, no config, unreadable weights...

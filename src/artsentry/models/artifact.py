@@ -44,6 +44,13 @@ class ModelNotFound(ArtifactError):
         super().__init__(f"{folder}: no such model folder")
 
 
+def resolve_model_dir(path: str | Path) -> Path:
+    """The model folder a user named: ``path`` itself, or ``path/model`` when ``path`` is a training
+    run's folder (``train --out RUN`` writes the model to ``RUN/model``)."""
+    path = Path(path)
+    return path / "model" if (path / "model" / CONFIG_NAME).is_file() else path
+
+
 def save_tensors_atomic(path: str | Path, tensors: dict, metadata: dict[str, str] | None = None) -> None:
     """Write ``tensors`` as a safetensors file at ``path`` through ``files.atomic_path``, with the
     permissions any other file this process creates gets. safetensors >= 0.8 writes through a temporary

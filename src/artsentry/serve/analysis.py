@@ -60,7 +60,7 @@ class Analyzer:
     writes and reads are serialised by a lock)."""
 
     def __init__(self, settings: ServeSettings):
-        from ..evaluate import _resolve_model_dir
+        from ..models.artifact import resolve_model_dir
         from ..inference import Predictor
 
         self.settings = settings
@@ -70,9 +70,9 @@ class Analyzer:
         self.register = None
         self._explainers: dict[str, object] = {}
         if settings.model is not None:
-            self.ivory = Predictor.load(_resolve_model_dir(settings.model), runtime=settings.runtime)
+            self.ivory = Predictor.load(resolve_model_dir(settings.model), runtime=settings.runtime)
         if settings.culture_model is not None:
-            self.culture = Predictor.load(_resolve_model_dir(settings.culture_model), runtime=settings.runtime)
+            self.culture = Predictor.load(resolve_model_dir(settings.culture_model), runtime=settings.runtime)
         if settings.register is not None:
             from ..index.register import Register
 
