@@ -128,6 +128,13 @@ def test_errors_are_one_line_with_status_1(tmp_path):
                           cwd=tmp_path)
     assert proc.returncode == 1 and proc.stderr.strip().count("\n") == 0
     assert "runs/ivory/model: no such model folder" in proc.stderr and "make ivory" in proc.stderr
+    # a library's message of several lines (pandas on a malformed CSV) is still one line
+    bad = tmp_path / "manifest.csv"
+    bad.write_text("label,path\nivory,x.jpg\nivory,data:image/png;base64,AAAA\n")
+    proc = subprocess.run([sys.executable, "-m", "artsentry", "train", str(bad), "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "Expected 2 fields in line 3, saw 3" in proc.stderr
 
 
 def test_help_usage_errors_and_log_checks_start_without_pytorch(tmp_path):

@@ -1164,7 +1164,8 @@ def main(argv: list[str] | None = None) -> int:
         hint = ""
         if getattr(exc, "folder", None) == Path(DEFAULT_MODEL):  # ModelNotFound for the default model
             hint = " (the default model: train it first with `make ivory`, see README, or pass --model)"
-        print(f"artsentry {args.command}: error: {exc}{hint}", file=sys.stderr)
+        said = " ".join(str(exc).split())  # one line, even when a library's message has several
+        print(f"artsentry {args.command}: error: {said}{hint}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print(f"artsentry {args.command}: interrupted", file=sys.stderr)

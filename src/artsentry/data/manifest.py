@@ -144,7 +144,7 @@ def _read_table(path: Path) -> pd.DataFrame:
                 df = pd.read_csv(path, sep=sep, **opts)
         return df
     except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise ManifestError(f"{path}: cannot read manifest ({exc})") from None
+        raise ManifestError(f"{path}: cannot read manifest ({' '.join(str(exc).split())})") from None
 
 
 def _from_table(path: Path) -> tuple[pd.DataFrame, ManifestReport]:
