@@ -159,13 +159,19 @@ def test_artifact_weights_are_as_readable_as_its_config(tmp_path):
 
 
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
-def test_tensor_files_get_the_umask_permissions(tmp_path, umask, mode):
+def test_tensor_files_get_the_umask_permissions_and_never_a_leftover_mode(tmp_path, umask, mode):
     # checkpoints and feature caches go through the same writer as model weights
+    import threading
+
     from safetensors.torch import load_file
 
     from artsentry.models.artifact import save_tensors_atomic
 
     target = tmp_path / "state.safetensors"
+    # what a write killed half-way by this process and thread would have left (a reused pid)
+    leftover = tmp_path / f".state.safetensors.{os.getpid()}.{threading.get_ident()}.tmp"
+    leftover.write_bytes(b"half")
+    leftover.chmod(0o600 if mode != 0o600 else 0o644)
     old = os.umask(umask)
     try:
         save_tensors_atomic(target, {"x": torch.arange(6.0).reshape(2, 3).t()})  # not contiguous

@@ -57,6 +57,7 @@ def save_tensors_atomic(path: str | Path, tensors: dict, metadata: dict[str, str
     file created 0600 whatever the umask (safetensors/safetensors#782), which left weights, checkpoints
     and feature caches unreadable to a service or colleague that could read the JSON beside them."""
     with atomic_path(path) as tmp:
+        tmp.unlink(missing_ok=True)  # a leftover of a killed write under this name keeps its old mode
         tmp.touch()  # created as open() creates files: 0666 less the umask
         mode = stat.S_IMODE(tmp.stat().st_mode)
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
