@@ -120,10 +120,11 @@ def test_default_patience_grows_with_the_schedule():
     def patience(*extra):
         return cli_train_settings(*extra).patience
 
-    assert patience() == 3  # 8 epochs
-    assert patience("--epochs", "10") == 3  # make ivory's recipe: unchanged
-    assert patience("--epochs", "16") == 5
-    assert patience("--epochs", "30") == 10
+    assert patience() == 4  # 8 epochs
+    assert patience("--epochs", "10") == 5  # make ivory's recipe: its standard twin stopped after epoch 3 with 3
+    assert patience("--epochs", "16") == 8
+    assert patience("--epochs", "30") == 15
+    assert patience("--epochs", "4") == 3
     assert patience("--epochs", "16", "--patience", "2") == 2
     assert patience("--arch", "smallcnn") == 6
     assert patience("--arch", "smallcnn", "--epochs", "60") == 6

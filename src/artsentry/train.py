@@ -181,7 +181,7 @@ class TrainSettings:
     weight_decay: float = 1e-4
     warmup_fraction: float = 0.15
     label_smoothing: float = 0.1
-    patience: int = 3  # fine-tuning epochs without val-loss improvement before stopping (CLI default: max(3, epochs // 3))
+    patience: int = 3  # fine-tuning epochs without val-loss improvement before stopping (CLI default: max(3, epochs // 2))
     head_patience: int = 10
     augment: str = "standard"
     class_weighting: bool = True
