@@ -203,3 +203,19 @@ def test_evaluate_shift_reports_studio_listing_and_background(model_dir, tmp_pat
     again = main(["-q", "evaluate", str(model_dir.parent), "--out", str(tmp_path / "b"), "--shift", "--split", "all"])
     assert again == 0
     assert json.loads((tmp_path / "b" / "metrics.json").read_text())["shift"] == sh
+
+
+def test_train_says_which_fine_tuning_weights_it_kept_and_why_it_stopped():
+    from artsentry.cli import _finetune_outcome
+
+    def config(**finetune):
+        return {"training": {"summary": {"finetune": finetune}}}
+
+    stopped = config(best_epoch=-1, best_val_loss=0.2133, selected_on="studio", epochs_run=3, stopped_early=True)
+    said = _finetune_outcome(stopped, 10)
+    assert said.startswith("fine-tuning: stopped early after epoch 3 of 10")
+    assert "kept the head stage it started from" in said and "--patience" in said
+    ran = config(best_epoch=8, best_val_loss=0.17847, selected_on="studio+listing", epochs_run=10, stopped_early=False)
+    assert _finetune_outcome(ran, 10) == ("fine-tuning: ran 10 epoch(s); kept epoch 9 (validation loss 0.1785 on "
+                                          "studio+listing)")
+    assert _finetune_outcome({"training": {"summary": {"head": {}}}}, 10) is None  # --mode frozen

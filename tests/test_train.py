@@ -964,6 +964,11 @@ def test_killed_finetune_resumes_from_its_checkpoint(tmp_path, synthetic_dataset
     assert resumed == left["global_step"]
     assert said == f"epoch {left['epoch'] + 1}/3, step {resumed} of 9"
     config = json.loads((run / "model" / "config.json").read_text())
+    kept = config["training"]["summary"]["finetune"]["best_epoch"]  # what the closing line must say
+    outcome = next(line for line in done.stdout.splitlines() if line.startswith("fine-tuning:"))
+    assert outcome.startswith("fine-tuning: ran 3 epoch(s);")
+    assert (f"kept epoch {kept + 1} (validation loss" in outcome if kept >= 0
+            else "kept the head stage it started from" in outcome)
     epochs = [h["epoch"] for h in config["training"]["history"] if h["stage"] == "finetune"]
     assert epochs == [0, 1, 2]
     assert not (run / "checkpoint").exists()

@@ -598,6 +598,25 @@ def _print_metrics(result: dict) -> None:
         print(f"{m['unreadable']} unreadable image(s) skipped; see predictions.csv")
 
 
+def _finetune_outcome(config: dict, epochs: int) -> str | None:
+    """One line on which weights fine-tuning kept, and whether it stopped early (None: no fine-tuning)."""
+    f = (config.get("training", {}).get("summary") or {}).get("finetune")
+    if not f:
+        return None
+    run = f.get("epochs_run", epochs)
+    stopped = (f" stopped early after epoch {run} of {epochs} (no better validation loss for --patience epochs);"
+               if f.get("stopped_early") else f" ran {run} epoch(s);")
+    if f.get("best_epoch") == -1:
+        kept = ("kept the head stage it started from: no epoch validated better (a longer --patience lets the "
+                "schedule's lower rates try)" if f.get("stopped_early") else
+                "kept the head stage it started from: no epoch validated better")
+    elif f.get("best_val_loss") is None:
+        kept = "kept the last epoch (no validation split)"
+    else:
+        kept = f"kept epoch {f['best_epoch'] + 1} (validation loss {f['best_val_loss']:.4f} on {f['selected_on']})"
+    return f"fine-tuning:{stopped} {kept}"
+
+
 def cmd_train(a) -> int:
     from .train import train
 
@@ -605,6 +624,9 @@ def cmd_train(a) -> int:
     result = train(a.data, a.out, settings, overwrite=a.overwrite, progress=not a.quiet)
     if result.resumed_from_step:
         print(f"resumed from step {result.resumed_from_step}")
+    said = _finetune_outcome(json.loads((result.model_dir / "config.json").read_text()), settings.epochs)
+    if said:
+        print(said)
     if not result.evaluation:  # no test photos
         print(f"no test split (--test-fraction {a.test_fraction:g}): not evaluated\nmodel: {result.model_dir}")
     else:
