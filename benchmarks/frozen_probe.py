@@ -39,8 +39,8 @@ from artsentry.data.manifest import read_manifest
 from artsentry.data.splits import split_manifest
 from artsentry.data.transforms import Preprocessing
 from artsentry.index.embedder import Embedder
-from artsentry.models.artifact import load_model
 from artsentry.models import POOLINGS, create_model, default_preprocessing
+from artsentry.models.artifact import load_model
 from artsentry.models.pooling import DEFAULT_STAGE
 
 
@@ -118,7 +118,7 @@ def main() -> int:
         source, config = load_model(a.backbone_from)
         if config["architecture"]["name"] != a.arch:
             raise SystemExit(f"{a.backbone_from} is a {config['architecture']['name']}, not {a.arch}")
-        tuned = {k: v for k, v in source.backbone.state_dict().items()}
+        tuned = source.backbone.state_dict()
         for model in models.values():
             own = model.backbone.state_dict()
             model.backbone.load_state_dict({k: tuned[k] for k in own})  # every key the pooling uses

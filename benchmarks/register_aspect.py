@@ -21,7 +21,6 @@ import io
 import json
 import sys
 import time
-from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
@@ -35,7 +34,6 @@ from artsentry.data.dataset import item_seed  # noqa: E402
 from artsentry.data.images import load_image  # noqa: E402
 from artsentry.data.listing import rephotograph  # noqa: E402
 from artsentry.data.manifest import read_manifest  # noqa: E402
-from artsentry.data.transforms import eval_transform  # noqa: E402
 from artsentry.index.embedder import Embedder  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "met-ivory" / "metadata.csv"
@@ -79,9 +77,7 @@ def main(argv=None) -> int:
               "query_split": a.query_split, "modes": {}}
     truth = np.array(picked)
     for mode in ("squash", "fit"):
-        emb = Embedder.from_spec(a.embedder)
-        emb.preprocessing = replace(emb.preprocessing, resize=mode)
-        emb.transform = eval_transform(emb.preprocessing)
+        emb = Embedder.from_spec(a.embedder, resize=mode)
         gallery, errors = emb.embed_files(paths, progress=True)
         if any(errors):
             raise SystemExit(f"unreadable gallery photos: {[e for e in errors if e][:3]}")

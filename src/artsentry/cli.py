@@ -607,9 +607,9 @@ def _finetune_outcome(config: dict, epochs: int) -> str | None:
     stopped = (f" stopped early after epoch {run} of {epochs} (no better validation loss for --patience epochs);"
                if f.get("stopped_early") else f" ran {run} epoch(s);")
     if f.get("best_epoch") == -1:
-        kept = ("kept the head stage it started from: no epoch validated better (a longer --patience lets the "
-                "schedule's lower rates try)" if f.get("stopped_early") else
-                "kept the head stage it started from: no epoch validated better")
+        kept = "kept the head stage it started from: no epoch validated better"
+        if f.get("stopped_early"):
+            kept += " (a longer --patience lets the schedule's lower rates try)"
     elif f.get("best_val_loss") is None:
         kept = "kept the last epoch (no validation split)"
     else:

@@ -22,7 +22,7 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +32,6 @@ from safetensors.torch import load_file
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ..choices import RESIZE_MODES
 from ..data.dataset import item_seed, worker_context
 from ..data.images import ImageLoadError, load_image
 from ..data.listing import GENERATOR_VERSION, reshots
@@ -231,8 +230,8 @@ def train_embedder(data: str | Path, out: str | Path, settings: EmbedderSettings
     """Train a retrieval embedding on the objects of ``data`` (folder or manifest);
     returns the model folder ``out/model``."""
     settings = settings or EmbedderSettings()
-    if settings.resize not in RESIZE_MODES:
-        raise ValueError(f"resize must be one of {', '.join(RESIZE_MODES)}, not {settings.resize!r}")
+    # built first: Preprocessing refuses an unknown resize mode before any photo is read
+    pre = replace(default_preprocessing(settings.backbone), input_size=settings.image_size, resize=settings.resize)
     out = Path(out)
     t0 = time.time()
     df, _ = read_manifest(data)
@@ -241,8 +240,6 @@ def train_embedder(data: str | Path, out: str | Path, settings: EmbedderSettings
     parts = {name: split[split["split"] == name] for name in ("train", "val", "test")}
     if len(parts["train"]) < 2 or len(parts["val"]) < 2:
         raise ValueError("too few objects to train an embedding: need at least 2 for training and 2 for validation")
-    pre = default_preprocessing(settings.backbone)
-    pre = Preprocessing(**{**pre.to_dict(), "input_size": settings.image_size, "resize": settings.resize})
     net = EmbeddingNet(settings.backbone, settings.dim, settings.pooling, pretrained=True,
                        trained_stages=settings.trained_stages)
     net.backbone.to(memory_format=torch.channels_last)

@@ -25,7 +25,6 @@ from .smallcnn import INPUT_SIZE as SMALLCNN_SIZE
 from .smallcnn import SmallCNN
 
 
-
 def _check(name: str) -> None:
     if name not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {name!r}; choose from {', '.join(ARCHITECTURES)}")
