@@ -162,6 +162,25 @@ def test_listing_all_settings_reach_the_training_transform():
     assert isinstance(aug, RandomRephotograph) and aug.all_families == 0.5
 
 
+def test_listing_p_settings_reach_the_training_transform():
+    from artsentry.data.listing import RandomRephotograph
+    from artsentry.data.transforms import LISTING_P, Preprocessing, train_transform
+
+    # the default leaves the fingerprint of checkpoints written before the setting existed
+    assert TrainSettings(augment="listing", listing_p=LISTING_P).fingerprint() == TrainSettings(augment="listing").fingerprint()
+    assert TrainSettings(augment="listing", listing_p=0.9).fingerprint() != TrainSettings(augment="listing").fingerprint()
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="listing-p"):
+            TrainSettings(augment="listing", listing_p=bad).validate()
+    with pytest.raises(ValueError, match="--augment listing"):
+        TrainSettings(augment="standard", listing_p=0.9).validate()
+    settings = cli_train_settings("--augment", "listing", "--listing-p", "0.9")
+    assert settings.listing_p == 0.9
+    assert cli_train_settings().listing_p == LISTING_P
+    aug = train_transform(Preprocessing(input_size=64), settings.augment, listing_p=settings.listing_p).transforms[0]
+    assert isinstance(aug, RandomRephotograph) and aug.p == 0.9
+
+
 def _fine_detail(img) -> float:
     """Mean absolute difference between neighbouring pixels: what blur and shrinking remove."""
     a = np.asarray(img.convert("L"), dtype=np.float32)

@@ -116,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --augment listing: the fraction of re-photographed training photos that get "
                         "every listing family at once, as 'evaluate --shift' makes them (default 0: each "
                         "family drawn on its own)")
+    t.add_argument("--listing-p", type=float, default=None, metavar="P",
+                   help="with --augment listing: the share of training photos re-photographed listing-style "
+                        "(default 0.6; the rest get only the standard augmentation)")
     t.add_argument("--detail-loss", type=float, default=0.0, metavar="P",
                    help="the share of training photos that then lose fine detail, beyond the listing "
                         "generator's mild blur: one of a Gaussian blur (sigma 1-3.5 px at 600 px), a shrink to "
@@ -544,6 +547,7 @@ def _settings_from_args(a) -> "object":
         drop_path=a.drop_path,
         pooling=a.pooling,
         listing_all=a.listing_all,
+        **({} if a.listing_p is None else {"listing_p": a.listing_p}),
         detail_loss=a.detail_loss,
         teacher=tuple(a.teacher),
         distill_weight=0.5 if a.distill_weight is None else a.distill_weight,

@@ -153,8 +153,8 @@ from .data.dataset import ImageDataset, item_seed, make_loader
 from .data.listing import ListingStyleDataset, MaskCache, shift_variants
 from .data.manifest import ManifestError, label_counts, read_manifest, write_manifest
 from .data.splits import split_manifest
-from .data.transforms import (AUGMENTATIONS, CROP_SCALE, RESIZE_MODES, Preprocessing, check_crop_scale, eval_transform,
-                              fixres_size, paired_views, train_transform)
+from .data.transforms import (AUGMENTATIONS, CROP_SCALE, LISTING_P, RESIZE_MODES, Preprocessing, check_crop_scale,
+                              eval_transform, fixres_size, paired_views, train_transform)
 from .errors import ArtsentryError
 from .files import write_text_atomic
 from .inference import default_workers
@@ -198,6 +198,7 @@ class TrainSettings:
     ema_decay: float | None = None  # fine-tune with a moving average of the weights (e.g. 0.995)
     drop_path: float = 0.0  # stochastic depth while fine-tuning an EfficientNet (e.g. 0.2)
     listing_all: float = 0.0  # of the listing-augmented photos, the fraction with every family at once
+    listing_p: float = LISTING_P  # with augment="listing", the share of training photos re-photographed
     detail_loss: float = 0.0  # share of training photos blurred, shrunk or noised beyond the listing generator
     crop_scale: tuple[float, float] = CROP_SCALE  # share of the photo's area a random resized crop keeps
     teacher: tuple[str, ...] = ()  # classifiers (model or run folders) distilled into the model while fine-tuning
@@ -262,6 +263,10 @@ class TrainSettings:
             raise ValueError(f"listing-all must be in [0, 1], not {self.listing_all}")
         if self.listing_all and self.augment != "listing":
             raise ValueError("--listing-all shapes the listing augmentation; use it with --augment listing")
+        if not 0.0 <= self.listing_p <= 1.0:
+            raise ValueError(f"listing-p must be in [0, 1], not {self.listing_p}")
+        if self.listing_p != LISTING_P and self.augment != "listing":
+            raise ValueError("--listing-p shapes the listing augmentation; use it with --augment listing")
         if not 0.0 <= self.detail_loss <= 1.0:
             raise ValueError(f"detail-loss must be in [0, 1], not {self.detail_loss}")
         if self.detail_loss and self.augment == "none":
@@ -341,6 +346,8 @@ class TrainSettings:
         for k in ("drop_path", "listing_all", "detail_loss", "head_views", "freeze_bn", "consistency", "cutmix"):
             if not keep[k]:
                 del keep[k]
+        if keep["listing_p"] == LISTING_P:
+            del keep["listing_p"]
         if keep["pooling"] == "avg":
             del keep["pooling"]
         if keep["select_on"] == "studio":
@@ -752,7 +759,7 @@ class Trainer:
             else:
                 torch.manual_seed(s.seed * 1000 + 500 + view)
                 transform = train_transform(self.preprocessing, s.augment, s.listing_all, s.crop_scale, masks,
-                                            detail_loss=s.detail_loss)
+                                            listing_p=s.listing_p, detail_loss=s.detail_loss)
             loader = self._loader(part, transform)
             with tqdm(total=len(part), desc=f"features {name}", unit="img", disable=not self.progress) as bar:
                 for batch in loader:
@@ -965,7 +972,7 @@ class Trainer:
             transform = paired_views(self.preprocessing, s.listing_all, s.crop_scale, masks, s.detail_loss)
         else:
             transform = train_transform(self.preprocessing, s.augment, s.listing_all, s.crop_scale, masks,
-                                        detail_loss=s.detail_loss)
+                                        listing_p=s.listing_p, detail_loss=s.detail_loss)
         bar = tqdm(total=total_steps, initial=state["global_step"], desc="fine-tune", unit="step",
                    disable=not self.progress)
         stop = state["bad_epochs"] >= s.patience

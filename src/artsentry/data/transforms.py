@@ -148,6 +148,7 @@ def check_crop_scale(scale) -> tuple[float, float]:
 
 #: aspect-ratio range of the training crops
 CROP_RATIO = (3 / 4, 4 / 3)
+LISTING_P = 0.6  # share of training photos --augment listing re-photographs (train --listing-p)
 
 
 def fixres_size(train_size: int, scale=CROP_SCALE) -> int:
@@ -218,13 +219,13 @@ class RandomDetailLoss:
 
 
 def train_transform(pre: Preprocessing, augment: str = "standard", listing_all: float = 0.0,
-                    crop_scale=CROP_SCALE, mask_cache=None, listing_p: float = 0.6,
+                    crop_scale=CROP_SCALE, mask_cache=None, listing_p: float = LISTING_P,
                     detail_loss: float = 0.0) -> T.Compose:
     """Training transform. ``standard``: random resized crop (``crop_scale``: 50-100% of the
     area by default, aspect 3:4-4:3), horizontal flip, rotation up to 15 degrees with a
     white fill, brightness/contrast/saturation jitter of 0.2 and hue 0.02. (Turning 25%
     of photos grey was tried against the grey-photo bias and lost 1.4 points: BENCHMARKS.md.)
-    ``listing``: first, 60% of the time (``listing_p``), the photo is re-photographed listing-style
+    ``listing``: first, 60% of the time by default (``listing_p``), the photo is re-photographed listing-style
     (``data.listing.RandomRephotograph``: object cut out and composited on clutter,
     perspective, rotation, scale, crop, light and white balance, blur and noise,
     price text and watermark, JPEG; ranges in ``data/listing.py``), then ``standard``;
