@@ -1,6 +1,7 @@
 import json
 import os
 import stat
+import time
 from collections import OrderedDict
 
 import numpy as np
@@ -202,6 +203,27 @@ def test_atomic_path_puts_a_whole_file_in_place_or_leaves_the_old_one(tmp_path):
     write_manifest(pd.DataFrame({"path": ["a.jpg"], "label": ["x"]}), target)
     assert target.read_text().splitlines() == ["path,label", "a.jpg,x"]
     assert os.listdir(target.parent) == ["manifest.csv"]
+
+
+def test_a_killed_writers_temporary_files_are_swept_by_the_next_write_into_the_folder(tmp_path):
+    import subprocess
+    import sys
+
+    from artsentry.files import write_text_atomic
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a process that has ended: its pid is free
+    old = time.time() - 600
+    stale = tmp_path / f".report.html.{gone.pid}.140213.tmp"  # SIGKILLed half-way ten minutes ago
+    fresh = tmp_path / f".index.faiss.{gone.pid}.140213.tmp"  # written a moment ago: maybe another machine's
+    live = tmp_path / f".manifest.csv.{os.getppid()}.140213.tmp"  # its writer still runs
+    other = tmp_path / ".keep.tmp"  # not one of ours
+    for f in (stale, fresh, live, other):
+        f.write_text("half")
+    for f in (stale, live, other):
+        os.utime(f, (old, old))
+    write_text_atomic(tmp_path / "metrics.json", "{}")
+    assert sorted(os.listdir(tmp_path)) == sorted([fresh.name, live.name, other.name, "metrics.json"])
 
 
 def test_second_order_pool_is_the_signed_root_of_the_mean_outer_product():

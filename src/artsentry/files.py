@@ -5,16 +5,67 @@ kept photos, mask caches) is written through ``atomic_path``: into a temporary f
 target, synced to disk, then renamed over it in one step. The temporary name carries the process and
 thread, so writers storing the same file at once (crawler threads, decoding workers, two uploads of
 one photo) each rename a whole file and none meets another's half; a write that fails leaves the old
-file as it was and no temporary file behind. No PyTorch here: data-only commands use it too.
+file as it was and no temporary file behind. A process killed outright (SIGKILL, power cut) cannot
+clean up: the next write into that folder removes the temporary files of writers that are gone. No
+PyTorch here: data-only commands use it too.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+
+_SWEPT: set[Path] = set()
+_SWEPT_LOCK = threading.Lock()
+STALE_SECONDS = 60.0  # a temporary file this old, of a process that is gone, is a killed writer's
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # another user's process, or a platform that cannot tell: leave its file
+    return True
+
+
+def sweep_stale(folder: str | Path) -> list[Path]:
+    """Remove the temporary files ``atomic_path`` writers killed outright left in ``folder``: a
+    ``.NAME.PID.THREAD.tmp`` whose process no longer runs and that is over a minute old (a live
+    writer on another machine sharing the folder keeps writing to its file). Returns them."""
+    removed = []
+    for tmp in Path(folder).glob(".*.*.*.tmp"):
+        parts = tmp.name.rsplit(".", 3)  # ".NAME", PID, THREAD, "tmp"
+        if len(parts) != 4 or not parts[1].isdigit() or not parts[2].isdigit():
+            continue
+        pid = int(parts[1])
+        try:
+            old = time.time() - tmp.stat().st_mtime > STALE_SECONDS
+        except FileNotFoundError:
+            continue
+        if pid != os.getpid() and old and not _alive(pid):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def _sweep_once(folder: Path) -> None:
+    """``sweep_stale`` each folder once per process: a folder of many files is listed once."""
+    key = folder.resolve()
+    with _SWEPT_LOCK:
+        if key in _SWEPT:
+            return
+        _SWEPT.add(key)
+    try:
+        sweep_stale(key)
+    except OSError:
+        pass  # a read-only or vanished listing: the write below says what is wrong, if anything
 
 
 @contextmanager
@@ -24,6 +75,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     be). If the block raises, or writes nothing, ``path`` is left as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _sweep_once(path.parent)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         yield tmp
