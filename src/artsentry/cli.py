@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import sys
 from pathlib import Path
 
@@ -503,6 +504,20 @@ def build_parser() -> argparse.ArgumentParser:
                     "screen --fetch-private)")
     ve.add_argument("--expect", metavar="HEAD", help="a head noted down earlier: exit 1 unless the records it stood for "
                     "are still in the log, unchanged")
+    so = sub.add_parser("soup", help="one model from the mean of several fine-tuned models' weights",
+                        description="A model soup (Wortsman et al. 2022): the weighted mean of the weights of "
+                        "classifiers fine-tuned from the same pretrained network (same architecture and classes), "
+                        "one forward pass per photo, usually better than each of them (BENCHMARKS.md, 'Model "
+                        "soups'). It reads photos as the first model does; its threshold is 0.5 and it has no "
+                        "calibration until 'artsentry evaluate OUT --data RUN/manifest.csv --split val "
+                        "--calibrate --save-threshold' fits them on validation photos none of the models "
+                        "trained on.")
+    so.add_argument("models", nargs="+", metavar="MODEL", help="two or more model or run folders")
+    so.add_argument("--out", required=True, help="the soup's model folder")
+    so.add_argument("--weights", type=float, nargs="+", metavar="W",
+                    help="one positive weight per model, in their order (default: equal)")
+    so.add_argument("--no-export", action="store_true", help="do not export the soup to ONNX")
+    so.add_argument("--overwrite", action="store_true", help="replace a model folder already at --out")
     ex = sub.add_parser("export", help="export a model to ONNX for fast screening and edge use",
                         description="Writes model.onnx (input 'input', NCHW float32 preprocessed as in config.json; "
                         "output 'logits') after checking it matches PyTorch to 1e-3 in probability. Into the model "
@@ -1101,6 +1116,32 @@ def cmd_export(a) -> int:
     return 0
 
 
+def cmd_soup(a) -> int:
+    from .models.artifact import CONFIG_NAME, resolve_model_dir
+    from .models.soup import make_soup
+
+    out = Path(a.out)
+    folders = [resolve_model_dir(m) for m in a.models]
+    if out.exists() and any(out.resolve() == f.resolve() for f in folders):
+        raise ValueError(f"--out {out} is one of the models of the soup; choose another folder")
+    if out.exists() and any(out.iterdir()):
+        if not a.overwrite:
+            raise ValueError(f"{out} exists and is not empty; choose another --out or add --overwrite")
+        if not (out / CONFIG_NAME).is_file():
+            raise ValueError(f"{out} is not a model folder; --overwrite replaces only a model folder")
+        shutil.rmtree(out)
+    folder, notes = make_soup(folders, out, a.weights)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"wrote the soup of {len(folders)} models to {folder}")
+    if not a.no_export:
+        from .models.onnx import export_onnx
+
+        export_onnx(folder)
+        print(f"exported {folder / 'model.onnx'}")
+    return 0
+
+
 def cmd_explain(a) -> int:
     from .models.artifact import resolve_model_dir
     from .explain import explain_files
@@ -1175,6 +1216,7 @@ def cmd_serve(a) -> int:
 
 COMMANDS = {"train": cmd_train, "train-embedder": cmd_train_embedder, "evaluate": cmd_evaluate,
             "predict": cmd_predict, "collect": cmd_collect, "build": cmd_build, "register": cmd_register, "screen": cmd_screen, "verify": cmd_verify, "export": cmd_export,
+            "soup": cmd_soup,
             "explain": cmd_explain, "project": cmd_project, "serve": cmd_serve}
 
 
