@@ -26,6 +26,8 @@ STALE_SECONDS = 60.0  # a temporary file this old, of a process that is gone, is
 
 
 def _alive(pid: int) -> bool:
+    if os.name == "nt":
+        return True  # os.kill(pid, 0) would end the process there, not probe it: sweep nothing
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
