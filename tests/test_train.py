@@ -174,6 +174,8 @@ def test_listing_p_settings_reach_the_training_transform():
             TrainSettings(augment="listing", listing_p=bad).validate()
     with pytest.raises(ValueError, match="--augment listing"):
         TrainSettings(augment="standard", listing_p=0.9).validate()
+    with pytest.raises(ValueError, match="--listing-p does not apply"):
+        TrainSettings(augment="listing", listing_p=0.9, consistency=1.0).validate()
     settings = cli_train_settings("--augment", "listing", "--listing-p", "0.9")
     assert settings.listing_p == 0.9
     assert cli_train_settings().listing_p == LISTING_P

@@ -289,6 +289,8 @@ class TrainSettings:
             raise ValueError("--consistency shapes fine-tuning; --mode frozen trains only the head")
         if self.consistency and self.teacher:
             raise ValueError("--consistency and --teacher are two different targets for the same views: give one")
+        if self.consistency and self.listing_p != LISTING_P:
+            raise ValueError("--consistency re-photographs one view of every photo; --listing-p does not apply to it")
         if not 0.0 <= self.cutmix <= 1.0:
             raise ValueError(f"cutmix must be a share of the batches, in [0, 1], not {self.cutmix}")
         if self.cutmix and self.mode == "frozen":
