@@ -74,6 +74,12 @@ def test_models_that_are_not_one_network_with_one_set_of_classes_make_no_soup(mo
         make_soup([model_dir], tmp_path / "x")
     with pytest.raises(ArtifactError, match="positive"):
         make_soup([model_dir, model_dir], tmp_path / "x", weights=[1, 0])
+    with pytest.raises(ArtifactError, match="positive"):
+        make_soup([model_dir, model_dir], tmp_path / "x", weights=[1, float("inf")])
+    first = json.loads((model_dir / CONFIG_NAME).read_text())["preprocessing"]
+    imagenet = _sibling(model_dir, tmp_path, "imagenet", preprocessing={**first, "mean": [0.485, 0.456, 0.406]})
+    with pytest.raises(ArtifactError, match="scales its inputs otherwise"):
+        make_soup([model_dir, imagenet], tmp_path / "x")
     with pytest.raises(ArtifactError, match="one per model"):
         make_soup([model_dir, model_dir], tmp_path / "x", weights=[1])
     small = []

@@ -16,6 +16,7 @@ metrics, lot threshold, ONNX export) does not hold for the soup and is not copie
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -53,7 +54,7 @@ def make_soup(folders: Sequence[str | Path], out: str | Path, weights: Sequence[
         weights = [1.0] * len(folders)
     if len(weights) != len(folders):
         raise ArtifactError(f"{len(weights)} weights for {len(folders)} models: give one per model")
-    if not all(w > 0 for w in weights):
+    if not all(w > 0 and math.isfinite(w) for w in weights):
         raise ArtifactError(f"soup weights must be positive, not {list(weights)}")
     weights = [w / sum(weights) for w in weights]
     loaded = [load_model(f) for f in folders]
@@ -69,6 +70,9 @@ def make_soup(folders: Sequence[str | Path], out: str | Path, weights: Sequence[
     notes = []
     for folder, (_, config) in zip(folders[1:], loaded[1:]):
         differ = {k: v for k, v in config["preprocessing"].items() if first["preprocessing"].get(k) != v}
+        if {"mean", "std"} & set(differ):
+            raise ArtifactError(f"{folder} scales its inputs otherwise (mean {config['preprocessing']['mean']}, std "
+                                f"{config['preprocessing']['std']}) than {folders[0]}: its weights mean other things")
         if differ:
             said = ", ".join(f"{k} {v} (not {first['preprocessing'].get(k)})" for k, v in differ.items())
             notes.append(f"{folder} reads photos otherwise: {said}; the soup reads them as {folders[0]} does")
