@@ -117,3 +117,16 @@ def test_cli_soup_writes_an_exported_model_and_keeps_its_models_safe(model_dir, 
     (stray / "keep.txt").write_text("mine")
     assert main(["soup", str(model_dir), str(b), "--out", str(stray), "--overwrite"]) == 1
     assert "not a model folder" in capsys.readouterr().err and (stray / "keep.txt").read_text() == "mine"
+
+
+def test_a_soup_of_several_class_models_has_no_threshold_and_classifies(culture_model_dir, culture_dataset, tmp_path):
+    from artsentry.inference import Predictor
+
+    b = _sibling(culture_model_dir, tmp_path)
+    folder, _ = make_soup([culture_model_dir, b], tmp_path / "soup")
+    config = json.loads((folder / CONFIG_NAME).read_text())
+    assert config["threshold"] is None and config["labels"] == ["blue", "green", "red"]
+    photo = sorted((culture_dataset / "red").glob("*.jpg"))[0]
+    (p,) = Predictor.load(folder).predict_files([photo])
+    assert p.ok and abs(sum(p.probabilities.values()) - 1) < 1e-5 and p.flagged is None
+    assert p.label == max(p.probabilities, key=p.probabilities.get)  # the top class: no threshold to apply
