@@ -637,13 +637,14 @@ def _finetune_outcome(config: dict, epochs: int) -> str | None:
 
 
 def cmd_train(a) -> int:
+    from .models.artifact import read_config
     from .train import train
 
     settings = _settings_from_args(a)
     result = train(a.data, a.out, settings, overwrite=a.overwrite, progress=not a.quiet)
     if result.resumed_from_step:
         print(f"resumed from step {result.resumed_from_step}")
-    said = _finetune_outcome(json.loads((result.model_dir / "config.json").read_text()), settings.epochs)
+    said = _finetune_outcome(read_config(result.model_dir), settings.epochs)
     if said:
         print(said)
     if not result.evaluation:  # no test photos

@@ -473,8 +473,7 @@ class Teachers(nn.Module):
     training batches as they are)."""
 
     def __init__(self, folders, labels: list[str], preprocessing: Preprocessing):
-        from .models.artifact import resolve_model_dir
-        from .models.artifact import ArtifactError, calibration_temperature, load_model
+        from .models.artifact import ArtifactError, calibration_temperature, load_model, resolve_model_dir
 
         super().__init__()
         members, self.digests, self.temperatures = [], {}, []

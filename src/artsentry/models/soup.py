@@ -62,13 +62,12 @@ def make_soup(folders: Sequence[str | Path], out: str | Path, weights: Sequence[
     if first["architecture"]["name"] == "smallcnn":
         raise ArtifactError("smallcnn models are trained from scratch: they share no start, and the mean of "
                             "their weights is no model; a soup is of fine-tunes of one pretrained network")
+    notes = []
     for folder, (_, config) in zip(folders[1:], loaded[1:]):
         for key in SAME:
             if config.get(key) != first.get(key):
                 raise ArtifactError(f"{folder}: {key} {config.get(key)!r} differs from {folders[0]}'s "
                                     f"{first.get(key)!r}; a soup is of one network with one set of classes")
-    notes = []
-    for folder, (_, config) in zip(folders[1:], loaded[1:]):
         differ = {k: v for k, v in config["preprocessing"].items() if first["preprocessing"].get(k) != v}
         if {"mean", "std"} & set(differ):
             raise ArtifactError(f"{folder} scales its inputs otherwise (mean {config['preprocessing']['mean']}, std "
