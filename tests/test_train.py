@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -903,6 +904,59 @@ def test_frozen_lite0_learns_and_writes_a_complete_artifact(tmp_path, synthetic_
     preds = predictor.predict_files(test)
     acc = np.mean([p.label == Path(p.source).parent.name for p in preds])
     assert acc >= 0.9
+
+
+def test_train_seed_settings():
+    assert cli_train_settings().train_seed is None and cli_train_settings("--train-seed", "3").train_seed == 3
+    assert TrainSettings(seed=2).run_seed == 2 and TrainSettings(seed=2, train_seed=5).run_seed == 5
+    # runs trained before the setting existed stay resumable; another training seed is another run
+    assert TrainSettings(train_seed=None).fingerprint() == TrainSettings().fingerprint()
+    assert TrainSettings(train_seed=1).fingerprint() != TrainSettings().fingerprint()
+
+
+def test_train_soup_souping_runs_that_differ_only_in_their_training_seed(tmp_path, synthetic_dataset, capsys):
+    from safetensors.torch import load_file
+
+    from artsentry.train import train_soup
+
+    run = tmp_path / "run"
+    code = main(["-q", "train", str(synthetic_dataset), "--out", str(run), "--soup", "2", "--mode", "frozen",
+                 "--image-size", "64", "--val-fraction", "0.25", "--test-fraction", "0.25", "--head-epochs", "3",
+                 "--no-export"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert out.count("soup ingredient") == 2 and "test: n 12" in out
+    parts = [run / "ingredients" / k for k in ("0", "1")]
+    seeds = [json.loads((p / "model" / "config.json").read_text())["training"]["settings"]["train_seed"] for p in parts]
+    assert seeds == [None, 1]  # the first is the plain run of the recipe
+    split = pd.read_csv(run / "manifest.csv")[["path", "split"]]
+    for p in parts:  # the split follows --seed alone
+        pd.testing.assert_frame_equal(pd.read_csv(p / "manifest.csv")[["path", "split"]], split)
+    a, b, soup = (load_file(d / "model.safetensors") for d in (parts[0] / "model", parts[1] / "model", run / "model"))
+    heads = [k for k in a if k.startswith("head.") and a[k].is_floating_point()]
+    assert heads and not all(torch.equal(a[k], b[k]) for k in heads)  # another training seed, another head
+    for k in heads:
+        torch.testing.assert_close(soup[k], (a[k] + b[k]) / 2)
+    config = json.loads((run / "model" / "config.json").read_text())
+    assert [m["folder"] for m in config["soup"]["models"]] == [str(p / "model") for p in parts]
+    assert config["metrics"]["test"]["n"] == 12 and "calibration" in config
+    assert config["threshold_rule"]["rule"] != "default of a soup"  # chosen on the validation photos
+    assert json.loads((run / "metrics.json").read_text())["metrics"]["test"]["n"] == 12
+
+    settings = TrainSettings(mode="frozen", head_epochs=3, **FAST)
+    with pytest.raises(TrainingError, match="already holds a trained model"):
+        train_soup(synthetic_dataset, run, settings, 2, progress=False)
+    # stopped after its runs: only the soup is made again, the finished runs are not retrained
+    shutil.rmtree(run / "model")
+    before = [(p / "model" / "model.safetensors").stat().st_mtime_ns for p in parts]
+    result = train_soup(synthetic_dataset, run, settings, 2, progress=False)
+    assert [(p / "model" / "model.safetensors").stat().st_mtime_ns for p in parts] == before
+    assert result.evaluation["metrics"]["test"]["n"] == 12
+    torch.testing.assert_close(load_file(run / "model" / "model.safetensors")[heads[0]], soup[heads[0]])
+    with pytest.raises(TrainingError, match="at least 2 runs"):
+        train_soup(synthetic_dataset, tmp_path / "one", settings, 1, progress=False)
+    with pytest.raises(TrainingError, match="smallcnn"):
+        train_soup(synthetic_dataset, tmp_path / "cnn", TrainSettings(architecture="smallcnn"), 2, progress=False)
 
 
 def test_smallcnn_trains_from_scratch(tmp_path, synthetic_dataset):

@@ -159,7 +159,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "val rows are then trained on")
     t.add_argument("--test-fraction", type=float, default=0.2,
                    help="share of the objects held out for the test evaluation (default 0.2; 0: none, not evaluated)")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, default=0,
+                   help="seed of the split, and of training's randomness unless --train-seed is given (default 0)")
+    t.add_argument("--train-seed", type=int, default=None, metavar="N",
+                   help="seed of the head's start, the order of the batches and the augmentation draws, leaving "
+                        "the split to --seed: runs on one split that differ only in it are the ingredients of "
+                        "`artsentry soup` (default: --seed)")
+    t.add_argument("--soup", type=int, default=1, metavar="N",
+                   help="train N runs that differ only in --train-seed (the given one, then +1, ...) into "
+                        "RUN/ingredients/ and keep the mean of their weights as RUN/model, evaluated like one "
+                        "model: N times the training time, one model's prediction time (default 1: one run)")
     t.add_argument("--positive-label", help="the class a binary model flags (default: 'ivory', or the label "
                                             "that is not named non_/not_...)")
     t.add_argument("--no-class-weights", action="store_true", help="unweighted loss")
@@ -572,6 +581,7 @@ def _settings_from_args(a) -> "object":
         val_fraction=a.val_fraction,
         test_fraction=a.test_fraction,
         seed=a.seed,
+        train_seed=a.train_seed,
         positive_label=a.positive_label,
         class_weighting=not a.no_class_weights,
         num_workers=a.workers,
@@ -638,10 +648,19 @@ def _finetune_outcome(config: dict, epochs: int) -> str | None:
 
 def cmd_train(a) -> int:
     from .models.artifact import read_config
-    from .train import train
+    from .train import train, train_soup
 
     settings = _settings_from_args(a)
-    result = train(a.data, a.out, settings, overwrite=a.overwrite, progress=not a.quiet)
+    if a.soup < 1:
+        raise ValueError(f"--soup needs at least 1 run, not {a.soup}")
+    if a.soup > 1:
+        result = train_soup(a.data, a.out, settings, a.soup, overwrite=a.overwrite, progress=not a.quiet)
+        for m in read_config(result.model_dir)["soup"]["models"]:
+            test = m["test"]
+            figures = f"test accuracy {test['accuracy']:.4f}" if "accuracy" in test else "not evaluated"
+            print(f"soup ingredient {m['folder']}: {figures}")
+    else:
+        result = train(a.data, a.out, settings, overwrite=a.overwrite, progress=not a.quiet)
     if result.resumed_from_step:
         print(f"resumed from step {result.resumed_from_step}")
     said = _finetune_outcome(read_config(result.model_dir), settings.epochs)

@@ -125,6 +125,13 @@ The run folder (``--out``) holds::
                          (what validation judged; ``artsentry evaluate`` takes it with ``--data``)
     model/               the artifact: model.safetensors + config.json
     metrics.json, report.html, predictions.csv   written by the evaluation
+
+``train_soup`` trains ``n`` such runs into ``ingredients/0``, ``ingredients/1``, ... (``train_seed``
+the run's own, then +1, +2, ...: the same split, other batches, augmentation draws and head start)
+and writes their soup, the mean of their weights (``models.soup``), as the run's ``model/``,
+calibrated, thresholded on validation and evaluated like one model. On met-ivory the soup of two
+``make ivory`` runs beat both runs on studio and listing-style test photos and on nine of ten photo
+changes the generator never makes (BENCHMARKS.md, "Model soups").
 """
 
 from __future__ import annotations
@@ -187,7 +194,8 @@ class TrainSettings:
     class_weighting: bool = True
     val_fraction: float = 0.1
     test_fraction: float = 0.2
-    seed: int = 0
+    seed: int = 0  # the split, and (unless train_seed is given) everything random in training
+    train_seed: int | None = None  # the head's start, the batches and the augmentation draws (default: seed)
     positive_label: str | None = None
     target_recall: float | None = None
     target_precision: float | None = None
@@ -337,6 +345,12 @@ class TrainSettings:
             return fixres_size(train_size, self.crop_scale)
         return train_size
 
+    @property
+    def run_seed(self) -> int:
+        """The seed of training's randomness: ``train_seed``, or the split's ``seed`` when none is given. Two
+        runs on one split that differ only in it are two draws of the same recipe (soup ingredients)."""
+        return self.seed if self.train_seed is None else self.train_seed
+
     def fingerprint(self) -> str:
         """What a checkpoint must agree on to be resumed (not the threshold targets)."""
         keep = {k: v for k, v in asdict(self).items()
@@ -350,6 +364,8 @@ class TrainSettings:
                 del keep[k]
         if keep["listing_p"] == LISTING_P:
             del keep["listing_p"]
+        if keep["train_seed"] is None:
+            del keep["train_seed"]
         if keep["pooling"] == "avg":
             del keep["pooling"]
         if keep["select_on"] == "studio":
@@ -758,7 +774,7 @@ class Trainer:
             if view is None:
                 transform = eval_transform(self.preprocessing)
             else:
-                torch.manual_seed(s.seed * 1000 + 500 + view)
+                torch.manual_seed(s.run_seed * 1000 + 500 + view)
                 transform = train_transform(self.preprocessing, s.augment, s.listing_all, s.crop_scale, masks,
                                             listing_p=s.listing_p, detail_loss=s.detail_loss)
             loader = self._loader(part, transform)
@@ -793,7 +809,7 @@ class Trainer:
         loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=s.label_smoothing)
         val_loss_fn = nn.CrossEntropyLoss(weight=weights)
         opt = torch.optim.AdamW(head.parameters(), lr=s.head_lr, weight_decay=s.weight_decay)
-        g = torch.Generator().manual_seed(s.seed)
+        g = torch.Generator().manual_seed(s.run_seed)
         best = (math.inf, None, -1)
         bad = 0
         for epoch in range(s.head_epochs):
@@ -984,7 +1000,7 @@ class Trainer:
                 freeze_batchnorm_statistics(model.backbone)
             # The order of an epoch is a function of (seed, epoch): a resumed epoch skips
             # exactly the batches it had already done.
-            loader = self._loader(train_part, transform, shuffle_seed=s.seed * 1000 + epoch,
+            loader = self._loader(train_part, transform, shuffle_seed=s.run_seed * 1000 + epoch,
                                   skip_batches=state["step_in_epoch"])
             t0 = time.time()
             losses = []  # of the steps this process runs (a resumed epoch: those after the checkpoint)
@@ -992,7 +1008,7 @@ class Trainer:
                 self._note_errors(train_part, batch.errors)
                 if len(batch.index) >= 2:
                     _set_lr(optimizer, _lr_factor(state["global_step"], total_steps, warmup))
-                    mixing = _step_generator(s.seed, state["global_step"]) if s.cutmix else None
+                    mixing = _step_generator(s.run_seed, state["global_step"]) if s.cutmix else None
                     if s.consistency:  # (the n studio views, the n listing-style ones): one forward pass
                         x = torch.cat(batch.x).contiguous(memory_format=torch.channels_last)
                         studio, listing = model(x).chunk(2)
@@ -1065,7 +1081,7 @@ class Trainer:
     # whole run ----------------------------------------------------------------------------
     def run(self, source: str | Path | None) -> TrainResult:
         s = self.settings
-        seed_everything(s.seed)
+        seed_everything(s.run_seed)
         self.prepare_data(source)
         model = self.build_model()
         # loaded (and checked against the data) before hours of training, not after the head stage
@@ -1139,6 +1155,63 @@ def train(source: str | Path | None, run_dir: str | Path, settings: TrainSetting
     # calibrated once: an evaluation resumed after the temperature was saved does not fit it again
     calibrate = settings.calibrate and settings.validated and "calibration" not in read_config(result.model_dir)
     result.evaluation = run_evaluation(result.model_dir, run_dir / "manifest.csv", split="test", out_dir=run_dir,
+                                       target_recall=settings.target_recall,
+                                       target_precision=settings.target_precision, save_threshold=True,
+                                       progress=progress, calibrate=calibrate)
+    return result
+
+
+def train_soup(source: str | Path | None, run_dir: str | Path, settings: TrainSettings | None = None, n: int = 2, *,
+               overwrite: bool = False, progress: bool = True) -> TrainResult:
+    """Train ``n`` runs of one recipe on one split, differing only in their training seed (the first keeps
+    ``settings``' own, run k adds k), into ``run_dir/ingredients/K``, then their soup (``models.soup``) into
+    ``run_dir/model``: calibrated, thresholded and evaluated on the test split as ``train`` does one model.
+
+    Each run is a complete ``train`` run (resumed when interrupted, skipped when finished), so a stopped
+    soup starts again where it stopped. The runs must end on the same split: a soup is judged on photos
+    none of its runs trained on.
+    """
+    from .evaluate import run_evaluation
+    from .models.artifact import read_config
+    from .models.soup import make_soup
+
+    settings = settings or TrainSettings()
+    if n < 2:
+        raise TrainingError(f"a soup needs at least 2 runs, not {n}")
+    if settings.architecture == "smallcnn":
+        raise TrainingError("smallcnn trains from scratch: runs of it share no start, and the mean of their "
+                            "weights is no model")
+    run_dir = Path(run_dir)
+    if overwrite and run_dir.exists():
+        shutil.rmtree(run_dir)
+    model_dir = run_dir / "model"
+    if (model_dir / "config.json").is_file() and "metrics" in read_config(model_dir):
+        raise TrainingError(f"{run_dir} already holds a trained model; use --overwrite or another --out")
+    folders, split = [], None
+    for k in range(n):
+        part = run_dir / "ingredients" / str(k)
+        done = (part / "model" / "config.json").is_file() and not (part / "checkpoint").exists() and (
+            "metrics" in read_config(part / "model") or not _has_test(part))
+        if not done:
+            train_seed = settings.train_seed if k == 0 else settings.run_seed + k
+            train(source, part, replace(settings, train_seed=train_seed), progress=progress)
+        rows = pd.read_csv(part / "manifest.csv", dtype=str, keep_default_na=False)
+        if split is None:
+            split = rows
+        elif not rows[["path", "split"]].equals(split[["path", "split"]]):
+            raise TrainingError(f"{part} was trained on another split than {folders[0].parent} (did the data "
+                                "change between the runs?); a soup of them could not be judged on held-out photos")
+        folders.append(part / "model")
+    write_text_atomic(run_dir / "manifest.csv", (folders[0].parent / "manifest.csv").read_text())
+    if not (model_dir / "config.json").is_file():
+        _, notes = make_soup(folders, model_dir)
+        for note in notes:  # the runs share the recipe and the split: anything here is a surprise worth saying
+            log.warning(note)
+    result = TrainResult(run_dir, model_dir)
+    if not _has_test(run_dir):
+        return result
+    calibrate = settings.calibrate and settings.validated and "calibration" not in read_config(model_dir)
+    result.evaluation = run_evaluation(model_dir, run_dir / "manifest.csv", split="test", out_dir=run_dir,
                                        target_recall=settings.target_recall,
                                        target_precision=settings.target_precision, save_threshold=True,
                                        progress=progress, calibrate=calibrate)
