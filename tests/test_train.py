@@ -941,6 +941,7 @@ def test_train_soup_souping_runs_that_differ_only_in_their_training_seed(tmp_pat
     assert [m["folder"] for m in config["soup"]["models"]] == [str(p / "model") for p in parts]
     assert config["metrics"]["test"]["n"] == 12 and "calibration" in config
     assert config["threshold_rule"]["rule"] != "default of a soup"  # chosen on the validation photos
+    assert config["training"]["soup_train_seeds"] == [0, 1] and config["training"]["settings"]["mode"] == "frozen"
     assert json.loads((run / "metrics.json").read_text())["metrics"]["test"]["n"] == 12
 
     settings = TrainSettings(mode="frozen", head_epochs=3, **FAST)

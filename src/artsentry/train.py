@@ -1188,13 +1188,14 @@ def train_soup(source: str | Path | None, run_dir: str | Path, settings: TrainSe
     if (model_dir / "config.json").is_file() and "metrics" in read_config(model_dir):
         raise TrainingError(f"{run_dir} already holds a trained model; use --overwrite or another --out")
     folders, split = [], None
+    seeds = [settings.run_seed + k for k in range(n)]
     for k in range(n):
         part = run_dir / "ingredients" / str(k)
         done = (part / "model" / "config.json").is_file() and not (part / "checkpoint").exists() and (
             "metrics" in read_config(part / "model") or not _has_test(part))
         if not done:
-            train_seed = settings.train_seed if k == 0 else settings.run_seed + k
-            train(source, part, replace(settings, train_seed=train_seed), progress=progress)
+            train(source, part, replace(settings, train_seed=settings.train_seed if k == 0 else seeds[k]),
+                  progress=progress)
         rows = pd.read_csv(part / "manifest.csv", dtype=str, keep_default_na=False)
         if split is None:
             split = rows
@@ -1204,7 +1205,7 @@ def train_soup(source: str | Path | None, run_dir: str | Path, settings: TrainSe
         folders.append(part / "model")
     write_text_atomic(run_dir / "manifest.csv", (folders[0].parent / "manifest.csv").read_text())
     if not (model_dir / "config.json").is_file():
-        _, notes = make_soup(folders, model_dir)
+        _, notes = make_soup(folders, model_dir, training={"settings": asdict(settings), "soup_train_seeds": seeds})
         for note in notes:  # the runs share the recipe and the split: anything here is a surprise worth saying
             log.warning(note)
     result = TrainResult(run_dir, model_dir)

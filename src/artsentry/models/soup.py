@@ -43,10 +43,12 @@ def soup_state(states: Sequence[dict[str, torch.Tensor]], weights: Sequence[floa
     return out
 
 
-def make_soup(folders: Sequence[str | Path], out: str | Path, weights: Sequence[float] | None = None) -> tuple[Path, list[str]]:
+def make_soup(folders: Sequence[str | Path], out: str | Path, weights: Sequence[float] | None = None,
+              **extra) -> tuple[Path, list[str]]:
     """Write the soup of the classifier folders ``folders`` to the model folder ``out``. ``weights``: one
-    positive number per model (normalised to sum to 1; default equal). Returns the folder and notes
-    worth telling the user (preprocessing or training data that differ between the models)."""
+    positive number per model (normalised to sum to 1; default equal); ``extra``: more config.json entries
+    (``train_soup`` records how its runs were trained). Returns the folder and notes worth telling the user
+    (preprocessing or training data that differ between the models)."""
     folders = [Path(f) for f in folders]
     if len(folders) < 2:
         raise ArtifactError("a soup needs at least two models")
@@ -94,5 +96,6 @@ def make_soup(folders: Sequence[str | Path], out: str | Path, weights: Sequence[
                                    if k in ("n", "accuracy", "roc_auc")}}
                          for f, (_, c), w in zip(folders, loaded, weights)],
               "method": "weighted mean of the weights (Wortsman et al. 2022, model soups)"},
+        **extra,
     )
     return Path(out), notes
