@@ -914,6 +914,21 @@ def test_train_seed_settings():
     assert TrainSettings(train_seed=1).fingerprint() != TrainSettings().fingerprint()
 
 
+def test_runs_that_differ_in_training_seed_start_from_one_head(tmp_path, synthetic_dataset):
+    """A soup averages weights from one start: the training seed must not draw another initial head."""
+    def initial_head(name, **kw):  # no head epochs: the saved head is the one training started from
+        result = train(synthetic_dataset, tmp_path / name, TrainSettings(mode="frozen", head_epochs=0, num_workers=0,
+                                                                          **{**FAST, "test_fraction": 0.0, **kw}),
+                       progress=False)
+        return Predictor.load(result.model_dir).model.head.state_dict()
+
+    head = initial_head("seed0")
+    same = initial_head("train-seed-1", train_seed=1)
+    other = initial_head("seed-1", seed=1)
+    assert all(torch.equal(head[k], same[k]) for k in head)
+    assert not all(torch.equal(head[k], other[k]) for k in head)
+
+
 def test_train_soup_souping_runs_that_differ_only_in_their_training_seed(tmp_path, synthetic_dataset, capsys):
     from safetensors.torch import load_file
 

@@ -162,9 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0,
                    help="seed of the split, and of training's randomness unless --train-seed is given (default 0)")
     t.add_argument("--train-seed", type=int, default=None, metavar="N",
-                   help="seed of the head's start, the order of the batches and the augmentation draws, leaving "
-                        "the split to --seed: runs on one split that differ only in it are the ingredients of "
-                        "`artsentry soup` (default: --seed)")
+                   help="seed of the order of the batches, the augmentation draws and dropout, leaving the split "
+                        "and the head's starting weights to --seed: runs that differ only in it start alike and "
+                        "train apart, the ingredients of a soup (--soup, `artsentry soup`; default: --seed)")
     t.add_argument("--soup", type=int, default=1, metavar="N",
                    help="train N runs that differ only in --train-seed (the given one, then +1, ...) into "
                         "RUN/ingredients/ and keep the mean of their weights as RUN/model, evaluated like one "

@@ -127,7 +127,7 @@ The run folder (``--out``) holds::
     metrics.json, report.html, predictions.csv   written by the evaluation
 
 ``train_soup`` trains ``n`` such runs into ``ingredients/0``, ``ingredients/1``, ... (``train_seed``
-the run's own, then +1, +2, ...: the same split, other batches, augmentation draws and head start)
+the run's own, then +1, +2, ...: the same split and head start, other batches and augmentation draws)
 and writes their soup, the mean of their weights (``models.soup``), as the run's ``model/``,
 calibrated, thresholded on validation and evaluated like one model. On met-ivory the soup of two
 ``make ivory`` runs beat both runs on studio and listing-style test photos and on nine of ten photo
@@ -195,7 +195,7 @@ class TrainSettings:
     val_fraction: float = 0.1
     test_fraction: float = 0.2
     seed: int = 0  # the split, and (unless train_seed is given) everything random in training
-    train_seed: int | None = None  # the head's start, the batches and the augmentation draws (default: seed)
+    train_seed: int | None = None  # the batches, augmentation draws and dropout (default: seed); not the head's start
     positive_label: str | None = None
     target_recall: float | None = None
     target_precision: float | None = None
@@ -1081,9 +1081,14 @@ class Trainer:
     # whole run ----------------------------------------------------------------------------
     def run(self, source: str | Path | None) -> TrainResult:
         s = self.settings
-        seed_everything(s.run_seed)
+        seed_everything(s.seed)
         self.prepare_data(source)
         model = self.build_model()
+        # The head starts from the split seed's draw in every run of a soup: fine-tunes from one start stay in
+        # one basin, and the mean of their weights is a model (two heads drawn apart would mean their hidden
+        # units in any order). The batches, augmentation draws and dropout follow the training seed.
+        if s.run_seed != s.seed:
+            seed_everything(s.run_seed)
         # loaded (and checked against the data) before hours of training, not after the head stage
         self.teachers = Teachers(s.teacher, self.labels, self.preprocessing) if s.teacher else None
         resuming = (self.ckpt_dir / "state.json").is_file()
