@@ -1065,6 +1065,47 @@ def test_killed_finetune_resumes_from_its_checkpoint(tmp_path, synthetic_dataset
     assert not (run / "checkpoint").exists()
 
 
+def _session_processes(sid: int) -> list[str]:
+    """The command lines of the processes still alive in session ``sid`` (Linux /proc)."""
+    alive = []
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat_file.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":  # (fields from the state on: state, ppid, pgrp, session)
+            alive.append(cmdline[:120])
+    return alive
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads processes from Linux's /proc")
+def test_sigterm_stops_training_with_its_decoding_workers(tmp_path, synthetic_dataset):
+    """kill / timeout / a service manager send SIGTERM: the run stops as after Ctrl-C, with its checkpoint,
+    and no decoding worker or the process that forked them is left behind holding memory."""
+    run = tmp_path / "run"
+    state = run / "checkpoint" / "state.json"
+    proc = subprocess.Popen(_train_cmd(synthetic_dataset, run) + ["--workers", "2", "--epochs", "30"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 240
+    step = 0
+    while time.time() < deadline and proc.poll() is None and step < 3:  # mid-epoch, its workers running
+        try:
+            step = json.loads(state.read_text())["global_step"]
+        except (OSError, json.JSONDecodeError, KeyError):
+            pass
+        time.sleep(0.05)
+    assert proc.poll() is None, f"training ended before it could be stopped: {proc.communicate()[1][-2000:]}"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and "artsentry train: terminated" in err, err[-2000:]
+    deadline = time.time() + 30
+    while _session_processes(proc.pid) and time.time() < deadline:
+        time.sleep(0.2)
+    assert _session_processes(proc.pid) == []
+    assert state.is_file()  # the next run resumes from it
+
+
 def test_resume_with_other_settings_is_refused(tmp_path, synthetic_dataset):
     run = tmp_path / "run"
     (run / "checkpoint").mkdir(parents=True)

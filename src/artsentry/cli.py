@@ -13,10 +13,13 @@ but some images could not be read (``predict``, ``screen``, ``explain``, ``regis
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import shutil
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from . import __version__
@@ -1249,8 +1252,10 @@ def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()  # before the first large tensor: fine-tuning steps 2x faster (memory.py)
     from .errors import ArtsentryError  # each module's own error derives from it: no heavy import here
 
+    terminated: list = []
     try:
-        return COMMANDS[args.command](args)
+        with _stop_on_sigterm(terminated):
+            return COMMANDS[args.command](args)
     except (ArtsentryError, ValueError, FileNotFoundError) as exc:
         hint = ""
         if getattr(exc, "folder", None) == Path(DEFAULT_MODEL):  # ModelNotFound for the default model
@@ -1259,8 +1264,35 @@ def main(argv: list[str] | None = None) -> int:
         print(f"artsentry {args.command}: error: {said}{hint}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        print(f"artsentry {args.command}: interrupted", file=sys.stderr)
-        return 130
+        print(f"artsentry {args.command}: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+        return 143 if terminated else 130
+
+
+#: how long a command stopped by SIGTERM may take to shut its workers down before it is ended outright
+UNWIND_SECONDS = 30
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm(came: list):
+    """While a command runs, SIGTERM (``kill``, ``timeout``, a service manager) stops it as Ctrl-C does,
+    unwinding instead of dying at once: a killed training never shut its image-decoding workers down, and
+    they and the process that forked them stayed behind holding ~1.2 GB. ``came`` gets the signal once one
+    came (main's exit status reports it); the previous handler is put back after. The stop is bounded: a
+    second SIGTERM, or a clean-up still running after UNWIND_SECONDS, ends the process at once as before."""
+    def stop(signum, frame):
+        came.append(signum)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the next one is not asked twice
+        signal.alarm(UNWIND_SECONDS)  # SIGALRM's default action ends the process if unwinding hangs
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():  # signals reach only the main thread
+        yield
+        return
+    before = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 if __name__ == "__main__":

@@ -1144,7 +1144,6 @@ def train(source: str | Path | None, run_dir: str | Path, settings: TrainSetting
     run_dir = Path(run_dir)
     if overwrite and run_dir.exists():
         shutil.rmtree(run_dir)
-    from .evaluate import run_evaluation
     from .models.artifact import read_config
 
     model_config = run_dir / "model" / "config.json"
@@ -1157,13 +1156,21 @@ def train(source: str | Path | None, run_dir: str | Path, settings: TrainSetting
         result = Trainer(run_dir, settings, progress=progress).run(source)
         if not _has_test(run_dir):  # (the branch above only gets here with test photos)
             return result
-    # calibrated once: an evaluation resumed after the temperature was saved does not fit it again
-    calibrate = settings.calibrate and settings.validated and "calibration" not in read_config(result.model_dir)
-    result.evaluation = run_evaluation(result.model_dir, run_dir / "manifest.csv", split="test", out_dir=run_dir,
-                                       target_recall=settings.target_recall,
-                                       target_precision=settings.target_precision, save_threshold=True,
-                                       progress=progress, calibrate=calibrate)
+    result.evaluation = _evaluate_run(run_dir, result.model_dir, settings, progress)
     return result
+
+
+def _evaluate_run(run_dir: Path, model_dir: Path, settings: TrainSettings, progress: bool) -> dict:
+    """Fit the model's temperature and threshold on the run's validation photos, evaluate it on its test
+    photos, and write the run's report (``evaluate.run_evaluation``)."""
+    from .evaluate import run_evaluation
+    from .models.artifact import read_config
+
+    # calibrated once: an evaluation resumed after the temperature was saved does not fit it again
+    calibrate = settings.calibrate and settings.validated and "calibration" not in read_config(model_dir)
+    return run_evaluation(model_dir, run_dir / "manifest.csv", split="test", out_dir=run_dir,
+                          target_recall=settings.target_recall, target_precision=settings.target_precision,
+                          save_threshold=True, progress=progress, calibrate=calibrate)
 
 
 def train_soup(source: str | Path | None, run_dir: str | Path, settings: TrainSettings | None = None, n: int = 2, *,
@@ -1176,7 +1183,6 @@ def train_soup(source: str | Path | None, run_dir: str | Path, settings: TrainSe
     soup starts again where it stopped. The runs must end on the same split: a soup is judged on photos
     none of its runs trained on.
     """
-    from .evaluate import run_evaluation
     from .models.artifact import read_config
     from .models.soup import make_soup
 
@@ -1214,11 +1220,6 @@ def train_soup(source: str | Path | None, run_dir: str | Path, settings: TrainSe
         for note in notes:  # the runs share the recipe and the split: anything here is a surprise worth saying
             log.warning(note)
     result = TrainResult(run_dir, model_dir)
-    if not _has_test(run_dir):
-        return result
-    calibrate = settings.calibrate and settings.validated and "calibration" not in read_config(model_dir)
-    result.evaluation = run_evaluation(model_dir, run_dir / "manifest.csv", split="test", out_dir=run_dir,
-                                       target_recall=settings.target_recall,
-                                       target_precision=settings.target_precision, save_threshold=True,
-                                       progress=progress, calibrate=calibrate)
+    if _has_test(run_dir):
+        result.evaluation = _evaluate_run(run_dir, model_dir, settings, progress)
     return result
