@@ -29,7 +29,8 @@ ivory: $(RUN)/lots/lots.json
 # is chosen on them too): studio 0.935, listing-style 0.885 in its first run, which kept the epoch
 # studio loss alone would have kept; ~8 min more per run (BENCHMARKS.md, 2026-12-02).
 # Photos are read with `fit` (train's default since 2026-12-04: cut to 4:3 or 3:4 at the centre,
-# then squashed): studio 0.936, listing-style 0.898, 0.924 in a 16:9 frame (0.891 squashed).
+# then squashed): studio 0.936, listing-style 0.898, 0.924 in a 16:9 frame (0.891 squashed);
+# a second run: studio 0.929, listing-style 0.903 (BENCHMARKS.md, "`make ivory` twice on one split").
 TRAIN_ARGS ?= --image-size 320 --epochs 10 --augment listing --select-on studio+listing
 
 # The evaluation's report, not the model's config.json, marks the step done: the model is saved
