@@ -930,14 +930,16 @@ def test_runs_that_differ_in_training_seed_start_from_one_head(tmp_path, synthet
 
 
 def test_train_soup_souping_runs_that_differ_only_in_their_training_seed(tmp_path, synthetic_dataset, capsys):
+    from dataclasses import replace
+
     from safetensors.torch import load_file
 
     from artsentry.train import train_soup
 
     run = tmp_path / "run"
-    code = main(["-q", "train", str(synthetic_dataset), "--out", str(run), "--soup", "2", "--mode", "frozen",
-                 "--image-size", "64", "--val-fraction", "0.25", "--test-fraction", "0.25", "--head-epochs", "3",
-                 "--no-export"])
+    recipe = ["--mode", "frozen", "--image-size", "64", "--val-fraction", "0.25", "--test-fraction", "0.25",
+              "--head-epochs", "3"]
+    code = main(["-q", "train", str(synthetic_dataset), "--out", str(run), "--soup", "2", *recipe, "--no-export"])
     assert code == 0
     out = capsys.readouterr().out
     assert out.count("soup ingredient") == 2 and "test: n 12" in out
@@ -959,7 +961,7 @@ def test_train_soup_souping_runs_that_differ_only_in_their_training_seed(tmp_pat
     assert config["training"]["soup_train_seeds"] == [0, 1] and config["training"]["settings"]["mode"] == "frozen"
     assert json.loads((run / "metrics.json").read_text())["metrics"]["test"]["n"] == 12
 
-    settings = TrainSettings(mode="frozen", head_epochs=3, **FAST)
+    settings = cli_train_settings(*recipe)
     with pytest.raises(TrainingError, match="already holds a trained model"):
         train_soup(synthetic_dataset, run, settings, 2, progress=False)
     # stopped after its runs: only the soup is made again, the finished runs are not retrained
@@ -969,6 +971,10 @@ def test_train_soup_souping_runs_that_differ_only_in_their_training_seed(tmp_pat
     assert [(p / "model" / "model.safetensors").stat().st_mtime_ns for p in parts] == before
     assert result.evaluation["metrics"]["test"]["n"] == 12
     torch.testing.assert_close(load_file(run / "model" / "model.safetensors")[heads[0]], soup[heads[0]])
+    # finished runs of another recipe are not souped with this one
+    shutil.rmtree(run / "model")
+    with pytest.raises(TrainingError, match="trained with other settings"):
+        train_soup(synthetic_dataset, run, replace(settings, head_epochs=4), 2, progress=False)
     with pytest.raises(TrainingError, match="at least 2 runs"):
         train_soup(synthetic_dataset, tmp_path / "one", settings, 1, progress=False)
     with pytest.raises(TrainingError, match="smallcnn"):

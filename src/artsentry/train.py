@@ -1160,6 +1160,15 @@ def train(source: str | Path | None, run_dir: str | Path, settings: TrainSetting
     return result
 
 
+def _saved_fingerprint(config: dict) -> str | None:
+    """The fingerprint of the settings a trained model's config.json records (None: none recorded)."""
+    saved = (config.get("training") or {}).get("settings")
+    if saved is None:
+        return None
+    names = {f.name for f in fields(TrainSettings)}
+    return TrainSettings(**{k: v for k, v in saved.items() if k in names}).fingerprint()
+
+
 def _evaluate_run(run_dir: Path, model_dir: Path, settings: TrainSettings, progress: bool) -> dict:
     """Fit the model's temperature and threshold on the run's validation photos, evaluate it on its test
     photos, and write the run's report (``evaluate.run_evaluation``)."""
@@ -1202,11 +1211,15 @@ def train_soup(source: str | Path | None, run_dir: str | Path, settings: TrainSe
     seeds = [settings.run_seed + k for k in range(n)]
     for k in range(n):
         part = run_dir / "ingredients" / str(k)
+        wanted = replace(settings, train_seed=settings.train_seed if k == 0 else seeds[k])
         done = (part / "model" / "config.json").is_file() and not (part / "checkpoint").exists() and (
             "metrics" in read_config(part / "model") or not _has_test(part))
         if not done:
-            train(source, part, replace(settings, train_seed=settings.train_seed if k == 0 else seeds[k]),
-                  progress=progress)
+            train(source, part, wanted, progress=progress)  # (an unfinished run refuses other settings itself)
+        elif _saved_fingerprint(read_config(part / "model")) != wanted.fingerprint():
+            raise TrainingError(f"{part} was trained with other settings than these; a soup of runs of different "
+                                "recipes is not what was asked: use the settings it was trained with, --overwrite, "
+                                "or another --out")
         rows = pd.read_csv(part / "manifest.csv", dtype=str, keep_default_na=False)
         if split is None:
             split = rows
