@@ -1130,6 +1130,18 @@ def _has_test(run_dir: Path) -> bool:
     return bool((split == "test").any())
 
 
+def _trained(run_dir: Path) -> bool:
+    """Whether the run's training ended: its model saved, no checkpoint left to resume from."""
+    return (run_dir / "model" / "config.json").is_file() and not (run_dir / "checkpoint").exists()
+
+
+def _finished(run_dir: Path) -> bool:
+    """Whether the run is done: trained, and evaluated unless it has no test photos."""
+    from .models.artifact import read_config
+
+    return _trained(run_dir) and ("metrics" in read_config(run_dir / "model") or not _has_test(run_dir))
+
+
 def train(source: str | Path | None, run_dir: str | Path, settings: TrainSettings | None = None, *,
           overwrite: bool = False, progress: bool = True) -> TrainResult:
     """Train a model on ``source`` (manifest or folder) into ``run_dir``, fit its temperature
@@ -1144,13 +1156,9 @@ def train(source: str | Path | None, run_dir: str | Path, settings: TrainSetting
     run_dir = Path(run_dir)
     if overwrite and run_dir.exists():
         shutil.rmtree(run_dir)
-    from .models.artifact import read_config
-
-    model_config = run_dir / "model" / "config.json"
-    if model_config.is_file() and not (run_dir / "checkpoint").exists():
-        if "metrics" in read_config(model_config.parent) or not _has_test(run_dir):
-            raise TrainingError(f"{run_dir} already holds a trained model; use --overwrite or another --out")
-        # trained, but stopped before its evaluation finished: evaluate only
+    if _finished(run_dir):
+        raise TrainingError(f"{run_dir} already holds a trained model; use --overwrite or another --out")
+    if _trained(run_dir):  # trained, but stopped before its evaluation finished: evaluate only
         result = TrainResult(run_dir, run_dir / "model")
     else:
         result = Trainer(run_dir, settings, progress=progress).run(source)
@@ -1212,9 +1220,7 @@ def train_soup(source: str | Path | None, run_dir: str | Path, settings: TrainSe
     for k in range(n):
         part = run_dir / "ingredients" / str(k)
         wanted = replace(settings, train_seed=settings.train_seed if k == 0 else seeds[k])
-        done = (part / "model" / "config.json").is_file() and not (part / "checkpoint").exists() and (
-            "metrics" in read_config(part / "model") or not _has_test(part))
-        if not done:
+        if not _finished(part):
             train(source, part, wanted, progress=progress)  # (an unfinished run refuses other settings itself)
         elif _saved_fingerprint(read_config(part / "model")) != wanted.fingerprint():
             raise TrainingError(f"{part} was trained with other settings than these; a soup of runs of different "
