@@ -40,7 +40,6 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
@@ -50,7 +49,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from artsentry.data.dataset import ImageDataset, item_seed
 from artsentry.data.manifest import read_manifest
-from artsentry.data.transforms import RESIZE_MODES, eval_transform
+from artsentry.data.transforms import RESIZE_MODES
 from artsentry.evaluate import binary_metrics
 from artsentry.models.artifact import resolve_model_dir
 from artsentry.inference import Predictor, iter_dataset_batches
@@ -213,10 +212,7 @@ def main(argv=None) -> int:
               "seed": a.seed, "n": len(paths), "models": {}}
     probs = {}
     for run in a.runs:
-        predictor = Predictor.load(resolve_model_dir(run), runtime="torch")
-        if a.resize:
-            predictor.preprocessing = replace(predictor.preprocessing, resize=a.resize)
-            predictor.transform = eval_transform(predictor.preprocessing)
+        predictor = Predictor.load(resolve_model_dir(run), runtime="torch", resize=a.resize)
         y = (test["label"] == predictor.positive_label).to_numpy().astype(int)
         t = 0.5 if predictor.threshold is None else predictor.threshold
         rows = {}

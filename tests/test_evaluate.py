@@ -288,6 +288,27 @@ def test_measuring_a_network_at_another_input_size(model_dir, synthetic_dataset,
         Predictor(create_model("smallcnn", 2), config, input_size=192)
 
 
+def test_a_predictor_can_fit_photos_another_way_than_its_config(model_dir, tmp_path):
+    from PIL import Image
+
+    from artsentry.data.transforms import eval_transform
+    from artsentry.inference import Predictor
+
+    wide = Image.new("RGB", (300, 100), "white")
+    wide.paste((120, 40, 30), (0, 0, 60, 100))  # a dark band at the left edge: squash keeps it, center_crop cuts it
+    own = Predictor.load(model_dir)
+    squashed, cropped = Predictor.load(model_dir, resize="squash"), Predictor.load(model_dir, resize="center_crop")
+    assert (squashed.preprocessing.resize, cropped.preprocessing.resize) == ("squash", "center_crop")
+    assert squashed.preprocessing.input_size == cropped.preprocessing.input_size == own.preprocessing.input_size
+    x = eval_transform(cropped.preprocessing)(wide)
+    assert np.allclose(cropped.predict_proba([wide]), cropped.proba_tensor(x[None]), atol=1e-6)
+    assert np.allclose(x, 1.0)  # only the white centre is left
+    assert not np.allclose(squashed.transform(wide), x)  # the photo really reaches the network another way
+    assert Predictor.load(model_dir, resize=own.preprocessing.resize).preprocessing == own.preprocessing
+    with pytest.raises(ValueError, match="resize must be one of"):
+        Predictor.load(model_dir, resize="stretch")
+
+
 def test_evaluate_calibrate_saves_a_temperature_and_flags_the_same_photos(model_dir, tmp_path, capsys):
     import json
     import shutil

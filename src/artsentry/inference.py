@@ -129,7 +129,7 @@ class Predictor(Decider):
     (checked when the ONNX file is exported)."""
 
     def __init__(self, model: ImageClassifier, config: dict, *, batch_size: int = 32, num_workers: int | None = None,
-                 onnx: OnnxClassifier | None = None, input_size: int | None = None):
+                 onnx: OnnxClassifier | None = None, input_size: int | None = None, resize: str | None = None):
         self.model = model.eval()
         if config["architecture"]["name"].startswith("efficientnet"):
             self.model = self.model.to(memory_format=torch.channels_last)  # ~1.7x faster on CPU
@@ -148,6 +148,10 @@ class Predictor(Decider):
                 raise ValueError(f"the ONNX graph takes {self.preprocessing.input_size} px inputs, not {input_size}")
             check_input_size(config["architecture"]["name"], input_size, self.preprocessing.input_size)
             self.preprocessing = replace(self.preprocessing, input_size=int(input_size))
+        if resize is not None and resize != self.preprocessing.resize:
+            # fitting photos to the square input another way than the config's (done before the
+            # network, so the ONNX graph runs unchanged; Preprocessing checks the mode)
+            self.preprocessing = replace(self.preprocessing, resize=resize)
         self.transform = eval_transform(self.preprocessing)
         self.batch_size = batch_size
         self.num_workers = num_workers
