@@ -1092,7 +1092,8 @@ def test_sigterm_stops_training_with_its_decoding_workers(tmp_path, synthetic_da
     run = tmp_path / "run"
     state = run / "checkpoint" / "state.json"
     # 12 steps an epoch (24 training photos, batches of 2): step 4 is mid-epoch, long after the loader started
-    # its workers (a SIGTERM in the instant a loader starts them can still leave one behind: not this test's case)
+    # its workers, so this is the orderly shut-down (a SIGTERM in the instant a loader starts them is the
+    # case of test_decoding_workers_end_when_their_caller_is_killed_outright)
     proc = subprocess.Popen(_train_cmd(synthetic_dataset, run) + ["--workers", "2", "--epochs", "30", "--batch-size", "2"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.time() + 240
@@ -1112,6 +1113,46 @@ def test_sigterm_stops_training_with_its_decoding_workers(tmp_path, synthetic_da
         time.sleep(0.2)
     assert _session_processes(proc.pid) == []
     assert state.is_file()  # the next run resumes from it
+
+
+_KILLED_MID_LOADING = """
+import os, signal, sys
+from pathlib import Path
+
+from artsentry.memory import keep_freed_memory
+
+assert keep_freed_memory()  # as the artsentry command does: workers come from a forkserver
+from artsentry.data.dataset import ImageDataset, make_loader
+from artsentry.data.transforms import Preprocessing, eval_transform
+
+photos = sorted(str(p) for p in Path(sys.argv[1]).rglob("*.jpg")) * 20
+loader = make_loader(ImageDataset(photos, eval_transform(Preprocessing(input_size=64))), batch_size=2, num_workers=2)
+batches = iter(loader)
+next(batches)
+print("loading", flush=True)
+os.kill(os.getpid(), signal.SIGKILL)  # no unwinding, no clean-up: as the out-of-memory killer ends a trainer
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads processes from Linux's /proc")
+def test_decoding_workers_end_when_their_caller_is_killed_outright(synthetic_dataset):
+    """A trainer killed with no chance to shut its loader down (SIGKILL, the out-of-memory killer, a
+    SIGTERM as a loader starts its workers) leaves no decoding worker, or the forkserver they came from,
+    behind: they used to wait on each other for ever."""
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED_MID_LOADING, str(synthetic_dataset)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == -signal.SIGKILL and out == "loading\n", err[-2000:]
+        deadline = time.time() + 30
+        while _session_processes(proc.pid) and time.time() < deadline:
+            time.sleep(0.2)
+        assert _session_processes(proc.pid) == []
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever was left, so a failure leaves nothing running
+        except ProcessLookupError:
+            pass
 
 
 def test_resume_with_other_settings_is_refused(tmp_path, synthetic_dataset):

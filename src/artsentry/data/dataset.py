@@ -6,6 +6,11 @@ run over thousands of images reports the bad ones and finishes.
 
 from __future__ import annotations
 
+import functools
+import os
+import select
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -112,6 +117,43 @@ def worker_context():
     return ctx
 
 
+def worker_init():
+    """The ``worker_init_fn`` of every decoding loader: each worker ends when the process it
+    decodes for ends, however that ends. PyTorch's own check watches a worker's parent, which for a
+    forkserver's worker is the forkserver; and the forkserver stays up while any worker holds the write
+    end of its "alive" pipe, as each one does. So a trainer killed outright (SIGKILL, the kernel's
+    out-of-memory killer, a SIGTERM in the instant a loader starts its workers) left the forkserver and
+    its workers waiting on each other for ever, ~1.2 GB in all (BENCHMARKS.md, 2026-12-04)."""
+    return functools.partial(_end_with, os.getpid())
+
+
+#: how often a worker looks for its caller where the kernel cannot tell it (no pidfd)
+_PARENT_POLL_SECONDS = 1.0
+
+
+def _end_with(caller: int, worker_id: int) -> None:
+    try:
+        pidfd = os.pidfd_open(caller)  # Linux >= 5.3: readable once the process has ended
+    except ProcessLookupError:
+        os._exit(0)  # it ended before this worker started
+    except (AttributeError, OSError):
+        pidfd = None
+
+    def watch():
+        if pidfd is not None:
+            select.select([pidfd], [], [])
+        else:
+            while True:
+                time.sleep(_PARENT_POLL_SECONDS)
+                try:
+                    os.kill(caller, 0)
+                except OSError:  # gone (or its number now another user's process)
+                    break
+        os._exit(0)
+
+    threading.Thread(target=watch, name="end-with-caller", daemon=True).start()
+
+
 def make_loader(
     dataset: ImageDataset,
     batch_size: int = 32,
@@ -130,6 +172,7 @@ def make_loader(
         collate_fn=collate_fn,
         generator=generator,
         multiprocessing_context=worker_context() if num_workers > 0 else None,
+        worker_init_fn=worker_init() if num_workers > 0 else None,
         persistent_workers=False,
         prefetch_factor=2 if num_workers > 0 else None,
     )
