@@ -680,6 +680,64 @@ def test_keep_epochs_settings():
     assert not cli_train_settings().keep_epochs
 
 
+def test_finetune_stopped_mid_epoch_resumes_as_if_never_stopped(tmp_path, synthetic_dataset, monkeypatch):
+    """Augmentation draws follow (seed, epoch, photo) and loaders take nothing from the run's random
+    state: a run stopped in the middle of an epoch and resumed with other workers ends with the weights
+    of the uninterrupted run (the draws used to restart with the workers, so they differed)."""
+    import artsentry.train as train_module
+
+    settings = TrainSettings(epochs=2, head_epochs=1, checkpoint_every=1, num_workers=2, **FAST)
+    whole_dir = train(synthetic_dataset, tmp_path / "whole", settings, progress=False).model_dir
+    whole = _tensors(whole_dir)
+
+    calls = {"n": 0}
+    set_lr = train_module._set_lr
+
+    def stop_before_the_fifth_step(optimizer, factor):
+        calls["n"] += 1
+        if calls["n"] == 5:  # 3 steps an epoch: step 4 is the second of epoch 2, after step 3's checkpoint
+            raise KeyboardInterrupt
+        set_lr(optimizer, factor)
+
+    monkeypatch.setattr(train_module, "_set_lr", stop_before_the_fifth_step)
+    cut_settings = TrainSettings(epochs=2, head_epochs=1, checkpoint_every=1, num_workers=0, **FAST)
+    with pytest.raises(KeyboardInterrupt):
+        train(synthetic_dataset, tmp_path / "cut", cut_settings, progress=False)
+    monkeypatch.setattr(train_module, "_set_lr", set_lr)
+    resumed = train(synthetic_dataset, tmp_path / "cut", cut_settings, progress=False)
+    assert resumed.resumed_from_step == 4
+    cut = _tensors(resumed.model_dir)
+    assert cut.keys() == whole.keys()
+    for key in whole:
+        torch.testing.assert_close(cut[key], whole[key], atol=1e-5, rtol=1e-4, msg=key)
+
+
+def test_augmentation_draws_follow_the_photo_not_the_worker(synthetic_dataset):
+    from artsentry.data.dataset import ImageDataset, make_loader
+    from artsentry.data.transforms import Preprocessing, train_transform
+
+    photos = sorted(str(p) for p in synthetic_dataset.rglob("*.jpg"))[:8]
+    augment = train_transform(Preprocessing(input_size=32), "listing")  # crops, flips, colour, listing-style
+
+    def draws(workers, seed, order=None):
+        ds = ImageDataset(photos, augment, draw_seed=seed)
+        loader = make_loader(ds, batch_size=3, num_workers=workers, sampler=order or list(range(len(photos))),
+                             generator=torch.Generator().manual_seed(workers))  # (else it seeds workers from ours)
+        return {i: x for batch in loader for i, x in zip(batch.index, batch.x)}
+
+    torch.manual_seed(1)
+    before = torch.get_rng_state()
+    alone = draws(0, seed=7)
+    assert torch.equal(torch.get_rng_state(), before)  # the caller's random state is left as it was
+    with_workers, later_half = draws(2, seed=7), draws(2, seed=7, order=[5, 6, 7, 4])
+    for i in range(8):
+        assert torch.equal(alone[i], with_workers[i])
+    for i in (4, 5, 6, 7):
+        assert torch.equal(alone[i], later_half[i])
+    other = draws(0, seed=8)
+    assert not any(torch.equal(alone[i], other[i]) for i in range(8))
+
+
 def test_interrupted_ema_finetune_resumes_its_average(tmp_path, synthetic_dataset, monkeypatch):
     settings = TrainSettings(epochs=2, head_epochs=2, ema_decay=0.8, checkpoint_every=1, num_workers=0, **FAST)
     whole_dir = train(synthetic_dataset, tmp_path / "whole", settings, progress=False).model_dir

@@ -726,13 +726,16 @@ class Trainer:
         return self.model
 
     def _loader(self, part: pd.DataFrame, transform, shuffle_seed: int | None = None, skip_batches: int = 0,
-                workers: int | None = None, pre: Preprocessing | None = None, masks: MaskCache | None = None):
+                workers: int | None = None, pre: Preprocessing | None = None, masks: MaskCache | None = None,
+                draw_seed: int | None = None):
         """Batches of ``part`` through ``transform``; JPEGs decoded no smaller than ``pre`` (default: the
         training preprocessing) needs. With ``masks``: listing-style versions of the photos instead,
-        made as ``evaluate --shift`` makes them (every family; photo i's draw fixed by the seed and i)."""
+        made as ``evaluate --shift`` makes them (every family; photo i's draw fixed by the seed and i).
+        ``draw_seed``: a random ``transform`` draws photo i's randomness from it and i (``ImageDataset``),
+        and the loader takes nothing from the run's random state, which dropout draws from."""
         if masks is None:
             ds = ImageDataset(part["path"].tolist(), transform, targets=self.targets(part),
-                              draft_size=(pre or self.preprocessing).draft_size)
+                              draft_size=(pre or self.preprocessing).draft_size, draw_seed=draw_seed)
         else:
             ds = ListingStyleDataset(part["path"].tolist(), transform, shift_variants()["listing"], self.settings.seed,
                                      mask_cache=masks, targets=self.targets(part))
@@ -742,7 +745,8 @@ class Trainer:
         if shuffle_seed is not None:
             g = torch.Generator().manual_seed(shuffle_seed)
             sampler = torch.randperm(len(ds), generator=g).tolist()[skip_batches * self.settings.batch_size :]
-        return make_loader(ds, self.settings.batch_size, num_workers=workers, sampler=sampler)
+        own = torch.Generator().manual_seed(draw_seed) if draw_seed is not None else None  # the workers' seeds
+        return make_loader(ds, self.settings.batch_size, num_workers=workers, sampler=sampler, generator=own)
 
     def _note_errors(self, part: pd.DataFrame, errors) -> None:
         for idx, msg in errors:
@@ -769,22 +773,19 @@ class Trainer:
         part = self.split(part_name)
         backbone = self.model.backbone.eval()
         feats, targets = [], []
-        # a view draws from its own random stream (the loader's workers are seeded from it), leaving the run's untouched
-        with torch.random.fork_rng() if view is not None else contextlib.nullcontext():
-            if view is None:
-                transform = eval_transform(self.preprocessing)
-            else:
-                torch.manual_seed(s.run_seed * 1000 + 500 + view)
-                transform = train_transform(self.preprocessing, s.augment, s.listing_all, s.crop_scale, masks,
-                                            listing_p=s.listing_p, detail_loss=s.detail_loss)
-            loader = self._loader(part, transform)
-            with tqdm(total=len(part), desc=f"features {name}", unit="img", disable=not self.progress) as bar:
-                for batch in loader:
-                    self._note_errors(part, batch.errors)
-                    if len(batch.index):
-                        feats.append(backbone(batch.x.contiguous(memory_format=torch.channels_last)).float())
-                        targets.append(batch.y)
-                    bar.update(len(batch.index) + len(batch.errors))
+        if view is None:
+            loader = self._loader(part, eval_transform(self.preprocessing))
+        else:  # a view's draws are fixed by the training seed, the view and the photo, leaving the run's untouched
+            transform = train_transform(self.preprocessing, s.augment, s.listing_all, s.crop_scale, masks,
+                                        listing_p=s.listing_p, detail_loss=s.detail_loss)
+            loader = self._loader(part, transform, draw_seed=s.run_seed * 1000 + 500 + view)
+        with tqdm(total=len(part), desc=f"features {name}", unit="img", disable=not self.progress) as bar:
+            for batch in loader:
+                self._note_errors(part, batch.errors)
+                if len(batch.index):
+                    feats.append(backbone(batch.x.contiguous(memory_format=torch.channels_last)).float())
+                    targets.append(batch.y)
+                bar.update(len(batch.index) + len(batch.errors))
         if not feats:
             raise TrainingError(f"no readable images in the {part_name} split")
         out = {"features": torch.cat(feats), "targets": torch.cat(targets)}
@@ -998,10 +999,11 @@ class Trainer:
             model.train()
             if s.freeze_bn:
                 freeze_batchnorm_statistics(model.backbone)
-            # The order of an epoch is a function of (seed, epoch): a resumed epoch skips
-            # exactly the batches it had already done.
+            # The order of an epoch and each photo's augmentation draws are functions of (seed, epoch):
+            # a resumed epoch skips exactly the batches it had already done and draws as the
+            # uninterrupted one would have, with any number of workers.
             loader = self._loader(train_part, transform, shuffle_seed=s.run_seed * 1000 + epoch,
-                                  skip_batches=state["step_in_epoch"])
+                                  skip_batches=state["step_in_epoch"], draw_seed=s.run_seed * 1000 + epoch)
             t0 = time.time()
             losses = []  # of the steps this process runs (a resumed epoch: those after the checkpoint)
             for b, batch in enumerate(loader, start=state["step_in_epoch"]):

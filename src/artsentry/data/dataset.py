@@ -44,7 +44,12 @@ class Batch:
 
 class ImageDataset(Dataset):
     """``sources[i]`` (path or bytes) -> (tensor or None, target, i, error), and with
-    ``quality=True`` a fifth item: the ``quality.PhotoQuality`` of the photo the transform got."""
+    ``quality=True`` a fifth item: the ``quality.PhotoQuality`` of the photo the transform got.
+
+    ``draw_seed``: a random transform (training augmentation) draws photo i's randomness from
+    ``item_seed(draw_seed, i)`` instead of the torch random state of the process that happens to
+    apply it. The draws then depend neither on the number of decoding workers nor on where in an epoch
+    a resumed run starts them, and the caller's own random state is left as it was."""
 
     def __init__(
         self,
@@ -54,6 +59,7 @@ class ImageDataset(Dataset):
         draft_size: tuple[int, int] | None = None,
         names: Sequence[str] | None = None,
         quality: bool = False,
+        draw_seed: int | None = None,
     ):
         self.sources = list(sources)
         self.targets = list(targets) if targets is not None else [-1] * len(self.sources)
@@ -62,6 +68,7 @@ class ImageDataset(Dataset):
         self.draft_size = measuring_draft(draft_size) if quality else draft_size
         self.names = list(names) if names is not None else None
         self.quality = quality
+        self.draw_seed = draw_seed
 
     def __len__(self) -> int:
         return len(self.sources)
@@ -70,13 +77,20 @@ class ImageDataset(Dataset):
         """Hook between loading and the transform (identity here; see ``ListingStyleDataset``)."""
         return img
 
+    def apply_transform(self, img, i: int):
+        if self.draw_seed is None:
+            return self.transform(img)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(item_seed(self.draw_seed, i))
+            return self.transform(img)
+
     def __getitem__(self, i: int):
         name = self.names[i] if self.names is not None else None
         try:
             img = self.prepare(load_image(self.sources[i], name=name, draft_size=self.draft_size), i)
             if self.quality:
-                return self.transform(img), self.targets[i], i, "", assess_quality(img)
-            return self.transform(img), self.targets[i], i, ""
+                return self.apply_transform(img, i), self.targets[i], i, "", assess_quality(img)
+            return self.apply_transform(img, i), self.targets[i], i, ""
         except ImageLoadError as exc:
             return (None, self.targets[i], i, str(exc)) + ((None,) if self.quality else ())
 
