@@ -680,6 +680,30 @@ def test_keep_epochs_settings():
     assert not cli_train_settings().keep_epochs
 
 
+def _stopped_and_resumed(monkeypatch, owner, name: str, stop_at_call: int, data, run, settings, whole: dict):
+    """Train until the ``stop_at_call``-th call of ``owner.name`` raises KeyboardInterrupt (Ctrl-C there),
+    train again with ``settings``, and check the run ends with the weights ``whole``; the resumed run."""
+    real = getattr(owner, name)
+    calls = {"n": 0}
+
+    def stopping(*args):
+        calls["n"] += 1
+        if calls["n"] == stop_at_call:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(owner, name, stopping)
+    with pytest.raises(KeyboardInterrupt):
+        train(data, run, settings, progress=False)
+    monkeypatch.setattr(owner, name, real)
+    resumed = train(data, run, settings, progress=False)
+    cut = _tensors(resumed.model_dir)
+    assert cut.keys() == whole.keys()
+    for key in whole:
+        torch.testing.assert_close(cut[key], whole[key], atol=1e-5, rtol=1e-4, msg=key)
+    return resumed
+
+
 def test_finetune_stopped_mid_epoch_resumes_as_if_never_stopped(tmp_path, synthetic_dataset, monkeypatch):
     """Augmentation draws follow (seed, epoch, photo) and loaders take nothing from the run's random
     state: a run stopped in the middle of an epoch and resumed with other workers ends with the weights
@@ -687,29 +711,12 @@ def test_finetune_stopped_mid_epoch_resumes_as_if_never_stopped(tmp_path, synthe
     import artsentry.train as train_module
 
     settings = TrainSettings(epochs=2, head_epochs=1, checkpoint_every=1, num_workers=2, **FAST)
-    whole_dir = train(synthetic_dataset, tmp_path / "whole", settings, progress=False).model_dir
-    whole = _tensors(whole_dir)
-
-    calls = {"n": 0}
-    set_lr = train_module._set_lr
-
-    def stop_before_the_fifth_step(optimizer, factor):
-        calls["n"] += 1
-        if calls["n"] == 5:  # 3 steps an epoch: step 4 is the second of epoch 2, after step 3's checkpoint
-            raise KeyboardInterrupt
-        set_lr(optimizer, factor)
-
-    monkeypatch.setattr(train_module, "_set_lr", stop_before_the_fifth_step)
+    whole = _tensors(train(synthetic_dataset, tmp_path / "whole", settings, progress=False).model_dir)
+    # 3 steps an epoch: the fifth learning-rate setting is step 4's, the second of epoch 2, after step 3's checkpoint
     cut_settings = TrainSettings(epochs=2, head_epochs=1, checkpoint_every=1, num_workers=0, **FAST)
-    with pytest.raises(KeyboardInterrupt):
-        train(synthetic_dataset, tmp_path / "cut", cut_settings, progress=False)
-    monkeypatch.setattr(train_module, "_set_lr", set_lr)
-    resumed = train(synthetic_dataset, tmp_path / "cut", cut_settings, progress=False)
+    resumed = _stopped_and_resumed(monkeypatch, train_module, "_set_lr", 5, synthetic_dataset, tmp_path / "cut",
+                                   cut_settings, whole)
     assert resumed.resumed_from_step == 4
-    cut = _tensors(resumed.model_dir)
-    assert cut.keys() == whole.keys()
-    for key in whole:
-        torch.testing.assert_close(cut[key], whole[key], atol=1e-5, rtol=1e-4, msg=key)
 
 
 def test_augmentation_draws_follow_the_photo_not_the_worker(synthetic_dataset):
@@ -741,27 +748,10 @@ def test_augmentation_draws_follow_the_photo_not_the_worker(synthetic_dataset):
 def test_interrupted_ema_finetune_resumes_its_average(tmp_path, synthetic_dataset, monkeypatch):
     settings = TrainSettings(epochs=2, head_epochs=2, ema_decay=0.8, checkpoint_every=1, num_workers=0, **FAST)
     whole_dir = train(synthetic_dataset, tmp_path / "whole", settings, progress=False).model_dir
-    whole = _tensors(whole_dir)
-
-    calls = {"n": 0}
-    update = WeightAverage.update
-
-    def stop_at_the_fourth_step(self, model):
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise KeyboardInterrupt  # after the checkpoint of step 3
-        update(self, model)
-
-    monkeypatch.setattr(WeightAverage, "update", stop_at_the_fourth_step)
-    with pytest.raises(KeyboardInterrupt):
-        train(synthetic_dataset, tmp_path / "cut", settings, progress=False)
-    monkeypatch.setattr(WeightAverage, "update", update)
-    resumed = train(synthetic_dataset, tmp_path / "cut", settings, progress=False)
+    # the fourth update of the average comes after the checkpoint of step 3
+    resumed = _stopped_and_resumed(monkeypatch, WeightAverage, "update", 4, synthetic_dataset, tmp_path / "cut",
+                                   settings, _tensors(whole_dir))
     assert resumed.resumed_from_step == 3
-    cut = _tensors(resumed.model_dir)
-    assert cut.keys() == whole.keys()
-    for key in whole:
-        torch.testing.assert_close(cut[key], whole[key], atol=1e-5, rtol=1e-4, msg=key)
     # the resumed run skipped the head stage; its config.json still reports it, from the checkpoint
     whole_training, cut_training = (json.loads((d / "config.json").read_text())["training"]
                                     for d in (whole_dir, resumed.model_dir))
