@@ -1002,8 +1002,9 @@ class Trainer:
             # The order of an epoch and each photo's augmentation draws are functions of (seed, epoch):
             # a resumed epoch skips exactly the batches it had already done and draws as the
             # uninterrupted one would have, with any number of workers.
-            loader = self._loader(train_part, transform, shuffle_seed=s.run_seed * 1000 + epoch,
-                                  skip_batches=state["step_in_epoch"], draw_seed=s.run_seed * 1000 + epoch)
+            epoch_seed = s.run_seed * 1000 + epoch
+            loader = self._loader(train_part, transform, shuffle_seed=epoch_seed, skip_batches=state["step_in_epoch"],
+                                  draw_seed=epoch_seed)
             t0 = time.time()
             losses = []  # of the steps this process runs (a resumed epoch: those after the checkpoint)
             for b, batch in enumerate(loader, start=state["step_in_epoch"]):

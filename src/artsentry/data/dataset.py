@@ -137,8 +137,18 @@ def worker_init():
     forkserver's worker is the forkserver; and the forkserver stays up while any worker holds the write
     end of its "alive" pipe, as each one does. So a trainer killed outright (SIGKILL, the kernel's
     out-of-memory killer, a SIGTERM in the instant a loader starts its workers) left the forkserver and
-    its workers waiting on each other for ever, ~1.2 GB in all (BENCHMARKS.md, 2026-12-04)."""
+    its workers waiting on each other for ever (~1.2 GB in all, by ``ps``, after a killed training on
+    2026-12-04)."""
     return functools.partial(_end_with, os.getpid())
+
+
+def worker_options(num_workers: int) -> dict:
+    """The ``DataLoader`` arguments that say how ``num_workers`` decoding workers start: where they come
+    from (``worker_context``) and that they end with their caller (``worker_init``); none without workers.
+    Every loader of the package takes them from here."""
+    if num_workers <= 0:
+        return {}
+    return {"multiprocessing_context": worker_context(), "worker_init_fn": worker_init()}
 
 
 #: how often a worker looks for its caller where the kernel cannot tell it (no pidfd)
@@ -185,8 +195,7 @@ def make_loader(
         num_workers=num_workers,
         collate_fn=collate_fn,
         generator=generator,
-        multiprocessing_context=worker_context() if num_workers > 0 else None,
-        worker_init_fn=worker_init() if num_workers > 0 else None,
+        **worker_options(num_workers),
         persistent_workers=False,
         prefetch_factor=2 if num_workers > 0 else None,
     )

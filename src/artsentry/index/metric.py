@@ -32,7 +32,7 @@ from safetensors.torch import load_file
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ..data.dataset import item_seed, worker_context, worker_init
+from ..data.dataset import item_seed, worker_options
 from ..data.images import ImageLoadError, load_image
 from ..data.listing import GENERATOR_VERSION, reshots
 from ..data.manifest import read_manifest
@@ -112,8 +112,7 @@ def view_feature_maps(net: EmbeddingNet, paths: list[str], settings: EmbedderSet
     dataset = ViewSet(paths, settings.views, eval_transform(preprocessing), settings.max_side, settings.seed)
     loader = DataLoader(dataset, batch_size=None, collate_fn=_as_is, num_workers=settings.workers,
                         prefetch_factor=4 if settings.workers else None,
-                        multiprocessing_context=worker_context() if settings.workers else None,
-                        worker_init_fn=worker_init() if settings.workers else None)
+                        **worker_options(settings.workers))
     maps = None
     errors: list[str | None] = [None] * len(paths)
     net.eval()
