@@ -288,7 +288,7 @@ def test_measuring_a_network_at_another_input_size(model_dir, synthetic_dataset,
         Predictor(create_model("smallcnn", 2), config, input_size=192)
 
 
-def test_a_predictor_can_fit_photos_another_way_than_its_config(model_dir, tmp_path):
+def test_a_predictor_can_fit_photos_another_way_than_its_config(model_dir):
     from PIL import Image
 
     from artsentry.data.transforms import eval_transform

@@ -1133,6 +1133,14 @@ def _session_processes(sid: int) -> list[str]:
     return alive
 
 
+def _left_in_session(sid: int, seconds: float = 30) -> list[str]:
+    """The processes of session ``sid`` still alive once they all ended or ``seconds`` passed."""
+    deadline = time.time() + seconds
+    while _session_processes(sid) and time.time() < deadline:
+        time.sleep(0.2)
+    return _session_processes(sid)
+
+
 @pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads processes from Linux's /proc")
 def test_sigterm_stops_training_with_its_decoding_workers(tmp_path, synthetic_dataset):
     """kill / timeout / a service manager send SIGTERM: the run stops as after Ctrl-C, with its checkpoint,
@@ -1156,10 +1164,7 @@ def test_sigterm_stops_training_with_its_decoding_workers(tmp_path, synthetic_da
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143 and "artsentry train: terminated" in err, err[-2000:]
-    deadline = time.time() + 30
-    while _session_processes(proc.pid) and time.time() < deadline:
-        time.sleep(0.2)
-    assert _session_processes(proc.pid) == []
+    assert _left_in_session(proc.pid) == []
     assert state.is_file()  # the next run resumes from it
 
 
@@ -1192,10 +1197,7 @@ def test_decoding_workers_end_when_their_caller_is_killed_outright(synthetic_dat
     try:
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == -signal.SIGKILL and out == "loading\n", err[-2000:]
-        deadline = time.time() + 30
-        while _session_processes(proc.pid) and time.time() < deadline:
-            time.sleep(0.2)
-        assert _session_processes(proc.pid) == []
+        assert _left_in_session(proc.pid) == []
     finally:
         try:
             os.killpg(proc.pid, signal.SIGKILL)  # whatever was left, so a failure leaves nothing running
