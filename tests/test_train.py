@@ -375,6 +375,78 @@ def test_cutmix_1_mixes_every_fine_tuning_batch(tmp_path, synthetic_dataset, mon
     assert config["training"]["settings"]["cutmix"] == 1.0
 
 
+def test_sam_settings():
+    assert TrainSettings(sam=0.0).fingerprint() == TrainSettings().fingerprint()
+    assert TrainSettings(sam=0.05).fingerprint() != TrainSettings().fingerprint()
+    for bad in (dict(sam=-0.01), dict(sam=2.0), dict(sam=0.05, mode="frozen")):
+        with pytest.raises(ValueError):
+            TrainSettings(**bad).validate()
+    assert cli_train_settings("--sam", "0.05").sam == 0.05
+    assert cli_train_settings().sam == 0.0
+
+
+def test_sharpness_aware_gradients_are_those_at_the_steepest_nearby_point():
+    from artsentry.train import sharpness_aware_gradients
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.BatchNorm1d(4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    frozen = model[0].bias
+    frozen.requires_grad_(False)  # a parameter without a gradient is neither moved nor stepped
+    x, y = torch.randn(16, 5), torch.randint(0, 2, (16,))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+
+    def loss_of(m):
+        return torch.nn.functional.cross_entropy(m(x), y)
+
+    model.train()
+    loss_of(model).backward()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    first = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    norm = torch.linalg.vector_norm(torch.stack([g.norm() for g in first.values()]))
+    rho = 0.5
+
+    sharpness_aware_gradients(model, optimizer, loss_of, rho)
+
+    after = model.state_dict()
+    for k in before:  # weights back where they were; running statistics as the first pass left them
+        assert torch.equal(after[k], before[k]), k
+    # the gradient at w + rho * g / ||g||, computed here by hand
+    moved = __import__("copy").deepcopy(model)
+    with torch.no_grad():
+        for n, p in moved.named_parameters():
+            if n in first:
+                p.add_(first[n] * rho / norm)
+    for m in moved.modules():
+        if isinstance(m, torch.nn.BatchNorm1d):
+            m.momentum = 0.0
+    moved.zero_grad()
+    loss_of(moved).backward()
+    for n, p in model.named_parameters():
+        if n in first:
+            torch.testing.assert_close(p.grad, dict(moved.named_parameters())[n].grad)
+            assert not torch.allclose(p.grad, first[n])  # not the plain gradient
+    assert frozen.grad is None
+
+
+def test_sam_fine_tuning_steps_with_the_second_gradient(tmp_path, synthetic_dataset, monkeypatch):
+    import artsentry.train as train_module
+
+    calls = []
+    real = train_module.sharpness_aware_gradients
+
+    def spy(model, optimizer, loss_of, rho):
+        calls.append(rho)
+        return real(model, optimizer, loss_of, rho)
+
+    monkeypatch.setattr(train_module, "sharpness_aware_gradients", spy)
+    result = train(synthetic_dataset, tmp_path / "run", TrainSettings(sam=0.05, **ONE_EPOCH), progress=False)
+    manifest = pd.read_csv(tmp_path / "run" / "manifest.csv")
+    n, size = int((manifest["split"] == "train").sum()), ONE_EPOCH["batch_size"]
+    assert calls == [0.05] * (n // size + (n % size >= 2))  # every fine-tuning step
+    config = json.loads((result.model_dir / "config.json").read_text())
+    assert config["training"]["settings"]["sam"] == 0.05
+
+
 def test_crop_scale_settings_reach_the_training_transform():
     from torchvision.transforms import v2 as T
 

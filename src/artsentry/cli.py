@@ -154,6 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the share of fine-tuning batches mixed by CutMix: a random box of each photo is replaced "
                         "by the same box of another photo of the batch, and the loss follows both labels in "
                         "proportion to their areas (default 0: off)")
+    t.add_argument("--sam", type=float, default=0.0, metavar="RHO",
+                   help="sharpness-aware fine-tuning: each step follows the gradient at the steepest point within "
+                        "RHO of the weights (e.g. 0.05); twice the forward and backward passes per step "
+                        "(default 0: off)")
     t.add_argument("--val-fraction", type=float, default=0.1,
                    help="share of the objects held out for validation, which keeps the best epoch, stops early and "
                         "sets a --target-recall/--target-precision threshold (default 0.1). 0: no validation, a fixed "
@@ -580,6 +584,7 @@ def _settings_from_args(a) -> "object":
         distill_weight=0.5 if a.distill_weight is None else a.distill_weight,
         consistency=a.consistency,
         cutmix=a.cutmix,
+        sam=a.sam,
         **({} if a.crop_scale is None else {"crop_scale": tuple(a.crop_scale)}),
         val_fraction=a.val_fraction,
         test_fraction=a.test_fraction,

@@ -107,6 +107,12 @@ pairs are fixed by the seed and the step (a resumed run mixes as the uninterrupt
 fine-tuning mixes; not with ``consistency`` or ``teacher``. On met-ivory, ``make ivory``'s recipe
 with 0.5 validated worse and scored studio 0.926, listing-style 0.880 (one run; BENCHMARKS.md).
 
+``sam`` (0, off, by default) is sharpness-aware minimisation's radius rho while fine-tuning (Foret
+et al. 2021; ``sharpness_aware_gradients``): every step computes the gradient g as usual, moves the
+weights by rho * g / ||g||, takes the gradient there, moves them back and lets the optimizer step with
+that second gradient, so training seeks weights whose whole neighbourhood has a low loss. Each step
+costs two forward and backward passes; the second pass leaves BatchNorm's running statistics alone.
+
 ``val_fraction`` 0 trains without validation photos: the head stage runs all ``head_epochs``
 and fine-tuning all ``epochs``, and each keeps its last epoch (no early stopping, no start to
 beat, no target threshold, ``select_on`` only ``studio``); the photos a manifest's split column
@@ -213,6 +219,7 @@ class TrainSettings:
     distill_weight: float = 0.5  # share of the loss that follows the teachers' probabilities
     consistency: float = 0.0  # weight of the Jensen-Shannon term between a studio and a listing-style view of each photo
     cutmix: float = 0.0  # share of fine-tuning batches in which a box of each photo is replaced by another photo's
+    sam: float = 0.0  # sharpness-aware minimisation's radius rho while fine-tuning (e.g. 0.05; 0: plain steps)
     num_workers: int | None = None
     pretrained: bool = True
     pooling: str = "avg"  # how an EfficientNet's features are pooled: "avg", "texture", "texture+avg" (models.pooling)
@@ -306,6 +313,10 @@ class TrainSettings:
         if self.cutmix and (self.consistency or self.teacher):
             raise ValueError("--cutmix mixes the labels of a batch; --consistency and --teacher set other targets "
                              "for it: give one")
+        if not 0.0 <= self.sam <= 1.0:
+            raise ValueError(f"sam radius must be in [0, 1], not {self.sam}")
+        if self.sam and self.mode == "frozen":
+            raise ValueError("--sam shapes fine-tuning steps; --mode frozen trains only the head")
         if not self.validated:
             if self.target_recall is not None or self.target_precision is not None:
                 raise ValueError("--val-fraction 0 trains without validation photos, and a threshold for a target "
@@ -359,7 +370,7 @@ class TrainSettings:
         # added later: checkpoints written before these settings existed stay resumable
         if keep["ema_decay"] is None:
             del keep["ema_decay"]
-        for k in ("drop_path", "listing_all", "detail_loss", "head_views", "freeze_bn", "consistency", "cutmix"):
+        for k in ("drop_path", "listing_all", "detail_loss", "head_views", "freeze_bn", "consistency", "cutmix", "sam"):
             if not keep[k]:
                 del keep[k]
         if keep["listing_p"] == LISTING_P:
@@ -534,6 +545,48 @@ def freeze_batchnorm_statistics(module: nn.Module) -> None:
     for m in module.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.eval()
+
+
+@contextlib.contextmanager
+def batchnorm_statistics_held(module: nn.Module):
+    """BatchNorm layers in training mode normalise with the batch's statistics but leave their running
+    statistics as they are (momentum 0) inside the block."""
+    layers = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+    saved = [(m, m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None)
+             for m in layers]
+    try:
+        for m in layers:
+            m.momentum = 0.0
+        yield
+    finally:
+        for m, momentum, tracked in saved:
+            m.momentum = momentum
+            if tracked is not None:
+                m.num_batches_tracked.copy_(tracked)
+
+
+def sharpness_aware_gradients(model: nn.Module, optimizer: torch.optim.Optimizer, loss_of, rho: float) -> None:
+    """Replace the gradients that ``loss.backward()`` left in ``model`` by SAM's (Foret et al. 2021): the
+    gradients at ``w + rho * g / ||g||``, the steepest point within ``rho`` of the weights, so that the
+    optimizer's step goes towards weights whose whole neighbourhood has a low loss. The weights are put
+    back before returning; BatchNorm running statistics are updated by the first pass only."""
+    params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    if not params:
+        return
+    with torch.no_grad():
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
+        scale = rho / (norm + 1e-12)
+        weights = [p.detach().clone() for p in params]  # put back exactly, not as (w + e) - e
+        for p in params:
+            p.add_(p.grad * scale)
+    optimizer.zero_grad(set_to_none=True)
+    try:
+        with batchnorm_statistics_held(model):
+            loss_of(model).backward()
+    finally:
+        with torch.no_grad():
+            for p, w in zip(params, weights):
+                p.copy_(w)
 
 
 def seed_everything(seed: int) -> None:
@@ -938,6 +991,37 @@ class Trainer:
                           training={"settings": asdict(self.settings), "epoch": record},
                           data={"source": self.source, "manifest": "../../manifest.csv (the run's, with the split of every image)"})
 
+    def _batch_loss(self, batch, loss_fn, step: int):
+        """The loss of one fine-tuning batch, as a function of the model: its inputs, CutMix boxes and
+        teachers' probabilities are fixed here, once, so a second evaluation (``sam``) sees the same batch."""
+        s = self.settings
+        mixing = _step_generator(s.run_seed, step) if s.cutmix else None
+        if s.consistency:  # (the n studio views, the n listing-style ones): one forward pass
+            x = torch.cat(batch.x).contiguous(memory_format=torch.channels_last)
+
+            def loss_of(model):
+                studio, listing = model(x).chunk(2)
+                return ((loss_fn(studio, batch.y) + loss_fn(listing, batch.y)) / 2
+                        + s.consistency * consistency_loss(studio, listing))
+        elif mixing is not None and float(torch.rand((), generator=mixing)) < s.cutmix:
+            mixed, perm, lam = cutmix(batch.x, mixing)
+            x = mixed.contiguous(memory_format=torch.channels_last)
+
+            def loss_of(model):
+                out = model(x)
+                return lam * loss_fn(out, batch.y) + (1.0 - lam) * loss_fn(out, batch.y[perm])
+        else:
+            x = batch.x.contiguous(memory_format=torch.channels_last)
+            if self.teachers is None:
+                def loss_of(model):
+                    return loss_fn(model(x), batch.y)
+            else:
+                taught = self.teachers(x)
+
+                def loss_of(model):
+                    return distillation_loss(model(x), batch.y, taught, s.distill_weight, loss_fn)
+        return loss_of
+
     def finetune(self) -> int:
         """Fine-tune the whole network; returns the global step it resumed from."""
         s = self.settings
@@ -1011,27 +1095,15 @@ class Trainer:
                 self._note_errors(train_part, batch.errors)
                 if len(batch.index) >= 2:
                     _set_lr(optimizer, _lr_factor(state["global_step"], total_steps, warmup))
-                    mixing = _step_generator(s.run_seed, state["global_step"]) if s.cutmix else None
-                    if s.consistency:  # (the n studio views, the n listing-style ones): one forward pass
-                        x = torch.cat(batch.x).contiguous(memory_format=torch.channels_last)
-                        studio, listing = model(x).chunk(2)
-                        loss = ((loss_fn(studio, batch.y) + loss_fn(listing, batch.y)) / 2
-                                + s.consistency * consistency_loss(studio, listing))
-                    elif mixing is not None and float(torch.rand((), generator=mixing)) < s.cutmix:
-                        x, perm, lam = cutmix(batch.x, mixing)
-                        out = model(x.contiguous(memory_format=torch.channels_last))
-                        loss = lam * loss_fn(out, batch.y) + (1.0 - lam) * loss_fn(out, batch.y[perm])
-                    else:
-                        x = batch.x.contiguous(memory_format=torch.channels_last)
-                        if teachers is None:
-                            loss = loss_fn(model(x), batch.y)
-                        else:
-                            loss = distillation_loss(model(x), batch.y, teachers(x), s.distill_weight, loss_fn)
+                    loss_of = self._batch_loss(batch, loss_fn, state["global_step"])
+                    loss = loss_of(model)
                     if not torch.isfinite(loss):
                         raise TrainingError(f"loss became {float(loss)} at step {state['global_step']}; "
                                             "lower --lr")
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
+                    if s.sam:
+                        sharpness_aware_gradients(model, optimizer, loss_of, s.sam)
                     optimizer.step()
                     if average is not None:
                         average.update(model)
