@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from artsentry.evaluate import (apply_temperature, binary_metrics, choose_threshold, fit_temperature,
-                                multiclass_metrics, reliability, temperature_threshold, threshold_for_precision,
+from artsentry.evaluate import (accuracy_by, apply_temperature, binary_metrics, choose_threshold, fit_temperature,
+                                multiclass_metrics, proportion_interval, reliability, temperature_threshold, threshold_for_precision,
                                 threshold_for_recall, top_k_accuracy)
 
 
@@ -16,6 +16,38 @@ def test_binary_metrics_by_hand():
     assert m["specificity"] == 0.75
     # AUC: 16 pos-neg pairs; only (0.4 vs 0.6) is misordered -> 15/16
     assert m["roc_auc"] == pytest.approx(15 / 16)
+
+
+def test_proportion_interval_is_wilsons():
+    from scipy.stats import binomtest
+
+    for k, n in ((526, 566), (81, 263), (0, 10), (10, 10), (1, 1), (3, 7)):
+        ref = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+        assert proportion_interval(k, n) == pytest.approx([ref.low, ref.high], abs=1e-6), (k, n)
+    assert proportion_interval(0, 0) is None
+    with pytest.raises(ValueError):
+        proportion_interval(5, 4)
+    # more photos, a narrower interval around the same rate
+    lo1, hi1 = proportion_interval(90, 100)
+    lo2, hi2 = proportion_interval(900, 1000)
+    assert lo1 < lo2 < 0.9 < hi2 < hi1
+
+
+def test_metrics_carry_intervals_of_their_proportions():
+    y = [1, 1, 1, 0, 0, 0, 0, 1]
+    s = [0.9, 0.8, 0.4, 0.6, 0.1, 0.2, 0.3, 0.7]
+    ci = binary_metrics(y, s, threshold=0.5)["ci95"]  # tp 3, fp 1, fn 1, tn 3
+    assert ci["accuracy"] == proportion_interval(6, 8)
+    assert ci["precision"] == ci["recall"] == ci["specificity"] == proportion_interval(3, 4)
+    assert binary_metrics([0, 0], [0.1, 0.2], 0.5)["ci95"]["recall"] is None  # no positives: no recall
+    probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.5, 0.3, 0.2]])
+    assert multiclass_metrics([0, 1, 2], probs, list("abc"))["ci95"]["accuracy"] == proportion_interval(2, 3)
+    import pandas as pd
+
+    table = pd.DataFrame({"dept": ["a", "a", "a", "b"], "correct": [True, True, False, True],
+                          "label": ["x", "y", "x", "y"], "error": [None] * 4})
+    by = accuracy_by(table, "dept")
+    assert by["a"]["ci95"] == proportion_interval(2, 3) and by["b"]["ci95"] == proportion_interval(1, 1)
 
 
 def test_calibration_figures_by_hand():
@@ -115,11 +147,12 @@ def test_accuracy_by_value_and_by_value_and_label():
                           "photo_colour": ["greyscale", "greyscale", "colour", "greyscale", "colour", None],
                           "correct": [False, True, True, True, True, False],
                           "error": [None, None, None, None, None, "x.jpg: empty file"]})
-    assert accuracy_by(table, "photo_colour") == {"colour": {"accuracy": 1.0, "n": 2},
-                                                  "greyscale": {"accuracy": pytest.approx(2 / 3, abs=1e-6), "n": 3}}
+    assert accuracy_by(table, "photo_colour") == {
+        "colour": {"accuracy": 1.0, "n": 2, "ci95": proportion_interval(2, 2)},
+        "greyscale": {"accuracy": pytest.approx(2 / 3, abs=1e-6), "n": 3, "ci95": proportion_interval(2, 3)}}
     by_label = accuracy_by(table, "photo_colour", per_label=True)  # the unreadable row is left out
-    assert by_label["greyscale / ivory"] == {"accuracy": 0.5, "n": 2}
-    assert by_label["greyscale / other"] == {"accuracy": 1.0, "n": 1}
+    assert by_label["greyscale / ivory"] == {"accuracy": 0.5, "n": 2, "ci95": proportion_interval(1, 2)}
+    assert by_label["greyscale / other"] == {"accuracy": 1.0, "n": 1, "ci95": proportion_interval(1, 1)}
     assert sum(v["n"] for v in by_label.values()) == 5
 
 

@@ -600,13 +600,19 @@ def _settings_from_args(a) -> "object":
     )
 
 
+def _interval(ci) -> str:
+    """`` (95% CI 0.9058-0.9483)`` for a [low, high] pair; nothing for None."""
+    return f" (95% CI {ci[0]:.4f}-{ci[1]:.4f})" if ci else ""
+
+
 def _print_metrics(result: dict) -> None:
     name = result["split"]
     m = result["metrics"][name]
     keys = ("n", "accuracy", "precision", "recall", "f1", "roc_auc", "top3_accuracy", "top5_accuracy",
             "top10_accuracy")
-    shown = ", ".join(f"{k} {m[k]:.4f}" if isinstance(m[k], float) else f"{k} {m[k]}" for k in keys
-                      if m.get(k) is not None)
+    ci = m.get("ci95") or {}
+    shown = ", ".join((f"{k} {m[k]:.4f}" if isinstance(m[k], float) else f"{k} {m[k]}") + _interval(ci.get(k))
+                      for k in keys if m.get(k) is not None)
     size = result.get("input_size")
     print(f"{name}: {shown}" + (f" (input {size} px)" if isinstance(size, int) else ""))
     by_count = m.get("accuracy_by_photos_per_object")
@@ -748,7 +754,7 @@ def cmd_evaluate(a) -> int:
         print(f"listing-style shift (seed {sh['seed']}):")
         for name, m in sh["variants"].items():
             auc = f", ROC-AUC {m['roc_auc']:.4f}" if m.get("roc_auc") is not None else ""
-            print(f"  {name:<22} accuracy {m['accuracy']:.4f}{auc}  (n {m['n']})")
+            print(f"  {name:<22} accuracy {m['accuracy']:.4f}{_interval(m.get('accuracy_ci95'))}{auc}  (n {m['n']})")
         print(f"  drop studio -> listing: {sh['drop_points']:.2f} points; worst family alone: {sh['worst_family']} "
               f"({sh['drop_points_by_family'][sh['worst_family']]:.2f} points); background only vs chance "
               f"{sh['chance_accuracy']:.4f}")

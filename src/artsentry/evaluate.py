@@ -19,9 +19,31 @@ def _f(x) -> float | None:
     return None if math.isnan(x) else round(x, 6)
 
 
+#: the normal quantile of a two-sided 95% interval
+Z95 = 1.959963984540054
+
+
+def proportion_interval(successes: int, n: int, z: float = Z95) -> list[float] | None:
+    """Wilson's score interval (95% by default) for a proportion measured as ``successes`` of
+    ``n``: where the true rate plausibly lies given that count. Unlike the normal approximation
+    it stays inside [0, 1] and is not a zero-width interval at 0 or n successes, which small
+    slices of a test set (one department, grey photos of one label) often have. None for n = 0."""
+    if n <= 0:
+        return None
+    if not 0 <= successes <= n:
+        raise ValueError(f"successes must be between 0 and n ({n}), not {successes}")
+    p = successes / n
+    z2 = z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return [round(max(0.0, centre - half), 6), round(min(1.0, centre + half), 6)]
+
+
 def binary_metrics(y_true, scores, threshold: float = 0.5) -> dict:
     """Accuracy, precision, recall, specificity, F1, ROC-AUC, average precision and
-    the confusion matrix ``[[tn, fp], [fn, tp]]`` at ``threshold``."""
+    the confusion matrix ``[[tn, fp], [fn, tp]]`` at ``threshold``; ``ci95``: Wilson 95%
+    intervals of the four proportions (``proportion_interval``), how far each could move on
+    another sample of as many photos."""
     y = np.asarray(y_true).astype(int)
     s = np.asarray(scores, dtype=float)
     if y.shape != s.shape or y.ndim != 1:
@@ -43,6 +65,10 @@ def binary_metrics(y_true, scores, threshold: float = 0.5) -> dict:
         "brier": _f(np.mean((s - y) ** 2)) if len(y) else None,
         "log_loss": _f(_log_loss(y, np.c_[1 - s, s])) if len(y) else None,
         "ece": _f(reliability(y, s)["ece"]) if len(y) else None,
+        "ci95": {"accuracy": proportion_interval(int(tp + tn), len(y)),
+                 "precision": proportion_interval(int(tp), int(tp + fp)),
+                 "recall": proportion_interval(int(tp), int(tp + fn)),
+                 "specificity": proportion_interval(int(tn), int(tn + fp))},
     }
 
 
@@ -138,6 +164,7 @@ def multiclass_metrics(y_true, probs, labels: list[str], ks=(1, 3, 5, 10)) -> di
         "confusion_matrix": skm.confusion_matrix(y, pred, labels=range(len(labels))).tolist(),
         "log_loss": _f(_log_loss(y, p)) if len(y) else None,
         "ece": _f(top_label_ece(y, p)) if len(y) else None,
+        "ci95": {"accuracy": proportion_interval(int((pred == y).sum()), len(y))},
     }
     for k in ks:
         if k < len(labels):
@@ -242,10 +269,12 @@ def accuracy_by(table, column: str, *, per_label: bool = False) -> dict:
     key = ok[column].astype(str)
     if per_label:
         key = key + " / " + ok["label"].astype(str)
-    grouped = ok.groupby(key)["correct"].agg(["mean", "size"])
+    grouped = ok.groupby(key)["correct"].agg(["mean", "size", "sum"])
     bins = {name: i for i, (_, name) in enumerate(PHOTO_COUNT_BINS)}  # "2" before "10+"
     rows = sorted(grouped.iterrows(), key=lambda kv: (bins.get(kv[0], len(bins)), kv[0]))
-    return {str(k): {"accuracy": _f(r["mean"]), "n": int(r["size"])} for k, r in rows}
+    return {str(k): {"accuracy": _f(r["mean"]), "n": int(r["size"]),
+                     "ci95": proportion_interval(int(r["sum"]), int(r["size"]))}
+            for k, r in rows}
 
 
 @dataclass
@@ -419,6 +448,7 @@ def evaluate_shift(predictor, df, *, seed: int = 0, threshold: float | None = No
         else:
             m = multiclass_metrics(y[ok], probs[ok], predictor.labels, ks=(1,))
             results[name] = {"n": int(ok.sum()), "accuracy": m["accuracy"]}
+        results[name]["accuracy_ci95"] = m["ci95"]["accuracy"]
     studio = results["studio"]["accuracy"]
 
     def drop(name):

@@ -71,13 +71,24 @@ def _figures(ev: Evaluation) -> dict[str, str]:
     return figs
 
 
+_INTERVAL_NOTE = ("<p>95% interval: Wilson's score interval of a proportion, where the rate measured on these "
+                  "photos could plausibly lie for another sample of as many photos like them. Two models evaluated "
+                  "on the same photos are compared photo by photo, not by whether their intervals overlap.</p>")
+
+
+def _interval_cell(ci) -> str:
+    return f"{ci[0]:.3f}–{ci[1]:.3f}" if ci else ""
+
+
 def _metric_rows(metrics: dict) -> str:
-    rows = []
+    ci = metrics.get("ci95") or {}
+    rows = ["<tr><th></th><th>value</th><th>95% interval</th></tr>"] if ci else []
     for key, value in metrics.items():
         if isinstance(value, (dict, list)):
             continue
         shown = f"{value:.4f}" if isinstance(value, float) else html.escape(str(value))
-        rows.append(f"<tr><th>{html.escape(key)}</th><td>{shown}</td></tr>")
+        extra = f"<td>{_interval_cell(ci.get(key))}</td>" if ci else ""
+        rows.append(f"<tr><th>{html.escape(key)}</th><td>{shown}</td>{extra}</tr>")
     return "\n".join(rows)
 
 
@@ -124,10 +135,11 @@ def write_report(ev: Evaluation, path: str | Path, *, title: str, context: dict 
     by_sections = []
     for key, val in ev.metrics.items():
         if key.startswith("accuracy_by_") and val:
-            rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{v['accuracy']:.3f}</td><td>{v['n']}</td></tr>"
+            rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{v['accuracy']:.3f}</td>"
+                           f"<td>{_interval_cell(v.get('ci95'))}</td><td>{v['n']}</td></tr>"
                            for k, v in sorted(val.items(), key=lambda kv: -kv[1]["n"]))
             by_sections.append(f"<h2>{html.escape(key.replace('_', ' '))}</h2><table><tr><th></th><th>accuracy</th>"
-                               f"<th>n</th></tr>{rows}</table>")
+                               f"<th>95% interval</th><th>n</th></tr>{rows}</table>")
     imgs = "".join(f'<img class="plot" src="{src}" alt="{name} plot">' for name, src in figs.items())
     ctx = html.escape(json.dumps(context or {}, indent=2))
     doc = f"""<!DOCTYPE html>
@@ -143,6 +155,7 @@ pre{{background:#f6f6f6;padding:.5rem;overflow:auto;font-size:.8rem}}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
 <h2>Metrics</h2><table>{_metric_rows(ev.metrics)}</table>
+{_INTERVAL_NOTE if ev.metrics.get("ci95") else ""}
 <div>{imgs}</div>
 {''.join(by_sections)}
 <h2>Most confident mistakes ({len(wrong)} shown)</h2>
