@@ -90,6 +90,15 @@ def test_evaluate_command_writes_outputs(model_dir, tmp_path, capsys):
     assert metrics["metrics"]["test"]["accuracy_by_photo_quality"]["warned"]["n"] == len(predictions)
     page = (tmp_path / "report.html").read_text()
     assert "accuracy by photo quality" in page
+    # each proportion with its 95% interval, written, shown and printed
+    from artsentry.evaluate import proportion_interval
+
+    test = metrics["metrics"]["test"]
+    n, right = test["n"], int(predictions["correct"].astype(bool).sum())
+    assert test["ci95"]["accuracy"] == proportion_interval(right, n)
+    lo, hi = test["ci95"]["accuracy"]
+    assert f"<th>accuracy</th><td>{test['accuracy']:.4f}</td><td>{lo:.3f}–{hi:.3f}</td>" in page
+    assert f"accuracy {test['accuracy']:.4f} (95% CI {lo:.4f}-{hi:.4f})" in capsys.readouterr().out
     n_wrong = int((~predictions["correct"].astype(bool)).sum())
     mistakes = page.split("Most confident mistakes", 1)[1].split("Correct decisions", 1)[0]
     assert n_wrong > 0 and mistakes.count('class="weak">weak photo: small photo: 120 px') == min(24, n_wrong)
@@ -194,7 +203,11 @@ def test_evaluate_shift_reports_studio_listing_and_background(model_dir, tmp_pat
     assert all(m["n"] == 48 for m in v.values())
     assert v["studio"]["accuracy"] >= 0.9  # the colour of the object decides, easily
     plain = json.loads((tmp_path / "metrics.json").read_text())["metrics"]["all"]
-    assert v["studio"] == {k: plain[k] for k in v["studio"]}  # studio = the plain evaluation, same decoding
+    # studio = the plain evaluation, same decoding; each variant's accuracy with its 95% interval
+    assert {k: x for k, x in v["studio"].items() if k != "ci95"} == {k: plain[k] for k in v["studio"] if k != "ci95"}
+    assert v["studio"]["ci95"] == {"accuracy": plain["ci95"]["accuracy"]}
+    lo, hi = v["listing"]["ci95"]["accuracy"]
+    assert lo <= v["listing"]["accuracy"] <= hi and f"(95% CI {lo:.4f}-{hi:.4f})" in out
     # with the object masked out both classes look the same: the model is at chance
     assert abs(v["background_only"]["accuracy"] - sh["chance_accuracy"]) <= 0.1
     assert sh["drop_points"] == round(100 * (v["studio"]["accuracy"] - v["listing"]["accuracy"]), 2)

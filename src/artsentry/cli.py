@@ -754,7 +754,7 @@ def cmd_evaluate(a) -> int:
         print(f"listing-style shift (seed {sh['seed']}):")
         for name, m in sh["variants"].items():
             auc = f", ROC-AUC {m['roc_auc']:.4f}" if m.get("roc_auc") is not None else ""
-            print(f"  {name:<22} accuracy {m['accuracy']:.4f}{_interval(m.get('accuracy_ci95'))}{auc}  (n {m['n']})")
+            print(f"  {name:<22} accuracy {m['accuracy']:.4f}{_interval(m['ci95']['accuracy'])}{auc}  (n {m['n']})")
         print(f"  drop studio -> listing: {sh['drop_points']:.2f} points; worst family alone: {sh['worst_family']} "
               f"({sh['drop_points_by_family'][sh['worst_family']]:.2f} points); background only vs chance "
               f"{sh['chance_accuracy']:.4f}")

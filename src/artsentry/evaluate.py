@@ -448,7 +448,7 @@ def evaluate_shift(predictor, df, *, seed: int = 0, threshold: float | None = No
         else:
             m = multiclass_metrics(y[ok], probs[ok], predictor.labels, ks=(1,))
             results[name] = {"n": int(ok.sum()), "accuracy": m["accuracy"]}
-        results[name]["accuracy_ci95"] = m["ci95"]["accuracy"]
+        results[name]["ci95"] = {"accuracy": m["ci95"]["accuracy"]}
     studio = results["studio"]["accuracy"]
 
     def drop(name):
