@@ -232,3 +232,20 @@ def test_train_says_which_fine_tuning_weights_it_kept_and_why_it_stopped():
     assert _finetune_outcome(ran, 10) == ("fine-tuning: ran 10 epoch(s); kept epoch 9 (validation loss 0.1785 on "
                                           "studio+listing)")
     assert _finetune_outcome({"training": {"summary": {"head": {}}}}, 10) is None  # --mode frozen
+
+
+def test_compare_prints_both_accuracies_and_the_paired_verdict(tmp_path, capsys):
+    paths = [f"/p/{i}.jpg" for i in range(100)]
+    a = pd.DataFrame({"path": paths, "label": "ivory", "correct": [True] * 82 + [False] * 18})
+    b = a.assign(correct=[True] * 80 + [False] * 2 + [True] * 12 + [False] * 6)
+    a.to_csv(tmp_path / "a.csv", index=False)
+    b.to_csv(tmp_path / "b.csv", index=False)
+    assert main(["compare", str(tmp_path / "a.csv"), str(tmp_path / "b.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "100 photos judged by both\n" in out
+    assert "A accuracy 0.8200 (95% CI 0.7333-0.8830)" in out and "B accuracy 0.9200 (95% CI" in out
+    assert "both right 80, only A right 2, only B right 12, both wrong 6" in out
+    assert "B - A: +10.00 points; McNemar exact p = 0.0129: B is better on these photos" in out
+    assert main(["compare", str(tmp_path / "a.csv"), str(tmp_path / "a.csv"), "--json"]) == 0
+    same = json.loads(capsys.readouterr().out)
+    assert same["p_value"] == 1.0 and same["only_a_right"] == same["only_b_right"] == 0

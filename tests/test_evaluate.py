@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from artsentry.evaluate import (accuracy_by, apply_temperature, binary_metrics, choose_threshold, fit_temperature,
-                                multiclass_metrics, proportion_interval, reliability, temperature_threshold, threshold_for_precision,
+from artsentry.evaluate import (accuracy_by, apply_temperature, binary_metrics, choose_threshold, compare_predictions,
+                                fit_temperature, multiclass_metrics, paired_comparison, proportion_interval, reliability, temperature_threshold, threshold_for_precision,
                                 threshold_for_recall, top_k_accuracy)
 
 
@@ -48,6 +48,52 @@ def test_metrics_carry_intervals_of_their_proportions():
                           "label": ["x", "y", "x", "y"], "error": [None] * 4})
     by = accuracy_by(table, "dept")
     assert by["a"]["ci95"] == proportion_interval(2, 3) and by["b"]["ci95"] == proportion_interval(1, 1)
+
+
+def test_paired_comparison_counts_the_photos_only_one_model_got_right():
+    # 100 photos: both right on 80, A alone on 2, B alone on 12, both wrong on 6
+    a = [True] * 80 + [True] * 2 + [False] * 12 + [False] * 6
+    b = [True] * 80 + [False] * 2 + [True] * 12 + [False] * 6
+    c = paired_comparison(a, b)
+    assert (c["both_right"], c["only_a_right"], c["only_b_right"], c["both_wrong"]) == (80, 2, 12, 6)
+    assert c["accuracy_a"] == 0.82 and c["accuracy_b"] == 0.92 and c["difference_points"] == 10.0
+    # McNemar exact: P(at most 2 of 14 fair coin flips, or at least 12) = 2 * (1 + 14 + 91) / 2**14
+    assert c["p_value"] == pytest.approx(2 * 106 / 2**14, abs=1e-6)
+    assert c["ci95"]["accuracy_b"] == proportion_interval(92, 100)
+    # the same accuracies reached on the same photos: nothing to tell them apart
+    same = paired_comparison(a, a)
+    assert same["p_value"] == 1.0 and same["difference_points"] == 0.0
+    # one model ahead by one photo of 14 that differ: no evidence
+    assert paired_comparison([True] * 7 + [False] * 7, [False] * 7 + [True] * 7)["p_value"] == 1.0
+    with pytest.raises(ValueError):
+        paired_comparison([True], [True, False])
+
+
+def test_compare_predictions_matches_photos_by_path(tmp_path):
+    import pandas as pd
+
+    rows = [(f"/p/{i}.jpg", "ivory" if i % 2 else "other", "test" if i < 8 else "val") for i in range(10)]
+    a = pd.DataFrame(rows, columns=["path", "label", "split"]).assign(correct=[True] * 10, error=None)
+    b = a.copy()
+    b["correct"] = pd.Series([False, False, True, True, True, True, True, True, False, True], dtype=object)
+    b.loc[7, "error"], b.loc[7, "correct"] = "7.jpg: truncated", None  # unreadable in B only
+    b = pd.concat([b.iloc[1:], pd.DataFrame([{"path": "/p/new.jpg", "label": "ivory", "split": "test",
+                                              "correct": True}])])  # photo 0 only in A, new.jpg only in B
+    a.to_csv(tmp_path / "a.csv", index=False)
+    (tmp_path / "run").mkdir()
+    b.to_csv(tmp_path / "run" / "predictions.csv", index=False)
+    c = compare_predictions(tmp_path / "a.csv", tmp_path / "run")
+    # photos 1-6, 8, 9 judged by both: B wrong on 1 and 8
+    assert c["n"] == 8 and (c["only_a_right"], c["only_b_right"], c["both_right"]) == (2, 0, 6)
+    assert (c["only_in_a"], c["only_in_b"], c["unreadable_in_either"]) == (1, 1, 1)
+    assert c["b"].endswith("run/predictions.csv")
+    assert compare_predictions(tmp_path / "a.csv", tmp_path / "run", split="test")["n"] == 6  # 1-6
+    b.loc[b["path"] == "/p/3.jpg", "label"] = "other"
+    b.to_csv(tmp_path / "run" / "predictions.csv", index=False)
+    with pytest.raises(ValueError, match="labelled differently.*3.jpg"):
+        compare_predictions(tmp_path / "a.csv", tmp_path / "run")
+    with pytest.raises(FileNotFoundError, match="no predictions.csv"):
+        compare_predictions(tmp_path / "a.csv", tmp_path)
 
 
 def test_calibration_figures_by_hand():

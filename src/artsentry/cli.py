@@ -534,6 +534,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="one positive weight per model, in their order (default: equal)")
     so.add_argument("--no-export", action="store_true", help="do not export the soup to ONNX")
     so.add_argument("--overwrite", action="store_true", help="replace a model folder already at --out")
+    cp = sub.add_parser("compare", help="is one model better than another on the same photos? (paired test)",
+                        description="Matches two evaluations' predictions.csv by photo and counts the photos only "
+                        "one model got right; McNemar's exact test says whether that split could be chance. Two "
+                        "models a point apart on a few hundred photos have overlapping accuracy intervals, yet may "
+                        "differ clearly photo by photo, or not at all.")
+    cp.add_argument("a", metavar="A", help="predictions.csv, or a run or evaluation folder holding one")
+    cp.add_argument("b", metavar="B", help="the same for the other model")
+    cp.add_argument("--split", help="keep one split's photos (e.g. test)")
+    cp.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     ex = sub.add_parser("export", help="export a model to ONNX for fast screening and edge use",
                         description="Writes model.onnx (input 'input', NCHW float32 preprocessed as in config.json; "
                         "output 'logits') after checking it matches PyTorch to 1e-3 in probability. Into the model "
@@ -1150,6 +1159,28 @@ def cmd_export(a) -> int:
     return 0
 
 
+def cmd_compare(a) -> int:
+    from .evaluate import compare_predictions
+
+    c = compare_predictions(a.a, a.b, split=a.split)
+    if a.json:
+        print(json.dumps(c))
+        return 0
+    left_out = [f"{c[k]} {what}" for k, what in (("only_in_a", "only in A"), ("only_in_b", "only in B"),
+                                                  ("unreadable_in_either", "unreadable in either"))
+                if c[k]]
+    print(f"A: {c['a']}\nB: {c['b']}")
+    print(f"{c['n']} photos judged by both" + (f" ({', '.join(left_out)}: left out)" if left_out else ""))
+    for k in ("a", "b"):
+        print(f"{k.upper()} accuracy {c['accuracy_' + k]:.4f}{_interval(c['ci95']['accuracy_' + k])}")
+    print(f"both right {c['both_right']}, only A right {c['only_a_right']}, only B right {c['only_b_right']}, "
+          f"both wrong {c['both_wrong']}")
+    verdict = (f"{'B' if c['only_b_right'] > c['only_a_right'] else 'A'} is better on these photos"
+               if c["p_value"] < 0.05 else "no evidence that either is better on these photos")
+    print(f"B - A: {c['difference_points']:+.2f} points; McNemar exact p = {c['p_value']:.3g}: {verdict}")
+    return 0
+
+
 def cmd_soup(a) -> int:
     from .models.artifact import CONFIG_NAME, resolve_model_dir
     from .models.soup import make_soup
@@ -1250,7 +1281,7 @@ def cmd_serve(a) -> int:
 
 COMMANDS = {"train": cmd_train, "train-embedder": cmd_train_embedder, "evaluate": cmd_evaluate,
             "predict": cmd_predict, "collect": cmd_collect, "build": cmd_build, "register": cmd_register, "screen": cmd_screen, "verify": cmd_verify, "export": cmd_export,
-            "soup": cmd_soup,
+            "soup": cmd_soup, "compare": cmd_compare,
             "explain": cmd_explain, "project": cmd_project, "serve": cmd_serve}
 
 

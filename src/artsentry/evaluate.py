@@ -39,6 +39,88 @@ def proportion_interval(successes: int, n: int, z: float = Z95) -> list[float] |
     return [round(max(0.0, centre - half), 6), round(min(1.0, centre + half), 6)]
 
 
+def paired_comparison(correct_a, correct_b) -> dict:
+    """Two models judged on the same photos (``correct_a[i]``, ``correct_b[i]``: was each right on
+    photo i): their accuracies with 95% intervals, the photos only one of them got right, the
+    difference B - A in accuracy points, and McNemar's exact test of whether they differ (the
+    two-sided binomial p-value of the photos only one got right splitting as they did if neither
+    model were better). Photos both got right or both got wrong say nothing about which is better:
+    this is why a paired comparison separates models whose intervals overlap."""
+    from scipy.stats import binomtest
+
+    a = np.asarray(correct_a, dtype=bool)
+    b = np.asarray(correct_b, dtype=bool)
+    if a.shape != b.shape or a.ndim != 1 or len(a) == 0:
+        raise ValueError("correct_a and correct_b must be 1-D, of the same length, and not empty")
+    n = len(a)
+    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+    discordant = only_a + only_b
+    return {
+        "n": n,
+        "accuracy_a": _f(a.mean()), "accuracy_b": _f(b.mean()),
+        "ci95": {"accuracy_a": proportion_interval(int(a.sum()), n),
+                 "accuracy_b": proportion_interval(int(b.sum()), n)},
+        "both_right": int((a & b).sum()), "only_a_right": only_a, "only_b_right": only_b,
+        "both_wrong": int((~a & ~b).sum()),
+        "difference_points": round(100 * (only_b - only_a) / n, 4),
+        "p_value": _f(binomtest(only_b, discordant, 0.5).pvalue) if discordant else 1.0,
+    }
+
+
+PREDICTIONS_NAME = "predictions.csv"
+
+
+def compare_predictions(a, b, *, split: str | None = None) -> dict:
+    """``paired_comparison`` of two evaluations' ``predictions.csv`` (a file, or a run or evaluation
+    folder holding one), matched by photo path; only photos both read, with the same true label in
+    both (a photo labelled differently means the two were not evaluated on the same data: an error).
+    ``split`` keeps one split's rows. The counts of photos left out are returned with the figures."""
+    import pandas as pd
+    from pathlib import Path
+
+    def read(where) -> tuple[Path, pd.DataFrame]:
+        path = Path(where)
+        if path.is_dir():
+            path = path / PREDICTIONS_NAME
+        if not path.is_file():
+            raise FileNotFoundError(f"{where}: no {PREDICTIONS_NAME} (written by 'artsentry evaluate' and 'train')")
+        df = pd.read_csv(path)
+        missing = {"path", "label", "correct"} - set(df.columns)
+        if missing:
+            raise ValueError(f"{path}: not a predictions table (no {', '.join(sorted(missing))} column)")
+        if split is not None:
+            if "split" not in df.columns:
+                raise ValueError(f"{path}: no split column to keep {split!r} rows from")
+            df = df[df["split"] == split]
+        if df["path"].duplicated().any():
+            raise ValueError(f"{path}: a photo appears twice ({df.loc[df['path'].duplicated(), 'path'].iloc[0]})")
+        readable = df["correct"].notna() & (df["error"].isna() if "error" in df.columns else True)
+        return path, df.assign(readable=readable)
+
+    path_a, da = read(a)
+    path_b, db = read(b)
+    both = da.merge(db, on="path", suffixes=("_a", "_b"))
+    if both.empty:
+        raise ValueError(f"{path_a} and {path_b} share no photo" + (f" in split {split!r}" if split else ""))
+    relabelled = both[both["label_a"].astype(str) != both["label_b"].astype(str)]
+    if len(relabelled):
+        r = relabelled.iloc[0]
+        raise ValueError(f"{len(relabelled)} photo(s) labelled differently in the two tables, e.g. {r['path']}: "
+                         f"{r['label_a']!r} vs {r['label_b']!r}; compare evaluations of the same data")
+    read_both = both["readable_a"] & both["readable_b"]
+    kept = both[read_both]
+    if kept.empty:
+        raise ValueError("no photo was read in both evaluations")
+
+    def truth(col) -> np.ndarray:
+        return col.map(lambda v: v if isinstance(v, bool) else str(v).strip().lower() == "true").to_numpy(bool)
+
+    out = paired_comparison(truth(kept["correct_a"]), truth(kept["correct_b"]))
+    out.update(a=str(path_a), b=str(path_b), split=split, only_in_a=int((~da["path"].isin(db["path"])).sum()),
+               only_in_b=int((~db["path"].isin(da["path"])).sum()), unreadable_in_either=int((~read_both).sum()))
+    return out
+
+
 def binary_metrics(y_true, scores, threshold: float = 0.5) -> dict:
     """Accuracy, precision, recall, specificity, F1, ROC-AUC, average precision and
     the confusion matrix ``[[tn, fp], [fn, tp]]`` at ``threshold``; ``ci95``: Wilson 95%
