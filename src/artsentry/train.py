@@ -112,6 +112,8 @@ et al. 2021; ``sharpness_aware_gradients``): every step computes the gradient g 
 weights by rho * g / ||g||, takes the gradient there, moves them back and lets the optimizer step with
 that second gradient, so training seeks weights whose whole neighbourhood has a low loss. Each step
 costs two forward and backward passes; the second pass leaves BatchNorm's running statistics alone.
+On met-ivory (``make ivory``'s recipe with 0.05, one run) studio 0.935 and listing-style 0.910 on test,
+but 1.4 points under the recipe on validation, for ~1.6x the time: off by default (BENCHMARKS.md).
 
 ``val_fraction`` 0 trains without validation photos: the head stage runs all ``head_epochs``
 and fine-tuning all ``epochs``, and each keeps its last epoch (no early stopping, no start to
