@@ -16,12 +16,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
-import torchvision.transforms.v2 as T
 
 from artsentry.data.listing import ListingStyleDataset, shift_variants
 from artsentry.data.quality import measuring_draft
@@ -39,10 +38,8 @@ class Views:
         self.whole = predictor.transform
         self.fit = CropToAspect(CROP_RATIO)
         self.crop = crop
-        pre = predictor.preprocessing
-        self.finish = T.Compose([T.Resize((pre.input_size, pre.input_size), interpolation=T.InterpolationMode.BICUBIC,
-                                          antialias=True), T.ToImage(), T.ToDtype(torch.float32, scale=True),
-                                 T.Normalize(list(pre.mean), list(pre.std))])
+        # a crop keeps the fit photo's shape: squashed to the input as prediction squashes a fit photo
+        self.finish = eval_transform(replace(predictor.preprocessing, resize="squash"))
 
     def __call__(self, img):
         whole = self.whole(img)

@@ -353,6 +353,12 @@ def test_cutmix_settings():
     assert cli_train_settings("--cutmix", "0.5").cutmix == 0.5
 
 
+def _steps_of_one_epoch(run: Path) -> int:
+    """The fine-tuning steps of one ``ONE_EPOCH`` epoch of ``run``: a last batch of one photo is not trained on."""
+    n, size = int((pd.read_csv(run / "manifest.csv")["split"] == "train").sum()), ONE_EPOCH["batch_size"]
+    return n // size + (n % size >= 2)
+
+
 def test_cutmix_1_mixes_every_fine_tuning_batch(tmp_path, synthetic_dataset, monkeypatch):
     import artsentry.train as train_module
 
@@ -366,10 +372,7 @@ def test_cutmix_1_mixes_every_fine_tuning_batch(tmp_path, synthetic_dataset, mon
 
     monkeypatch.setattr(train_module, "cutmix", spy)
     result = train(synthetic_dataset, tmp_path / "run", TrainSettings(cutmix=1.0, **ONE_EPOCH), progress=False)
-    manifest = __import__("pandas").read_csv(tmp_path / "run" / "manifest.csv")
-    n, size = int((manifest["split"] == "train").sum()), ONE_EPOCH["batch_size"]
-    steps = n // size + (n % size >= 2)  # a last batch of one photo is not trained on
-    assert len(calls) == steps  # every batch mixed at --cutmix 1
+    assert len(calls) == _steps_of_one_epoch(tmp_path / "run")  # every batch mixed at --cutmix 1
     assert all(shape[0] >= 2 for shape, _ in calls)
     config = json.loads((result.model_dir / "config.json").read_text())
     assert config["training"]["settings"]["cutmix"] == 1.0
@@ -440,9 +443,7 @@ def test_sam_fine_tuning_steps_with_the_second_gradient(tmp_path, synthetic_data
 
     monkeypatch.setattr(train_module, "sharpness_aware_gradients", spy)
     result = train(synthetic_dataset, tmp_path / "run", TrainSettings(sam=0.05, **ONE_EPOCH), progress=False)
-    manifest = pd.read_csv(tmp_path / "run" / "manifest.csv")
-    n, size = int((manifest["split"] == "train").sum()), ONE_EPOCH["batch_size"]
-    assert calls == [0.05] * (n // size + (n % size >= 2))  # every fine-tuning step
+    assert calls == [0.05] * _steps_of_one_epoch(tmp_path / "run")  # every fine-tuning step
     config = json.loads((result.model_dir / "config.json").read_text())
     assert config["training"]["settings"]["sam"] == 0.05
 

@@ -730,7 +730,7 @@ def run_evaluation(model, data=None, *, split: str | None = "test", out_dir=None
     if shift:
         result["shift"] = evaluate_shift(predictor, eval_df, seed=shift_seed, threshold=ev.threshold, progress=progress)
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
-    ev.table.to_csv(out_dir / "predictions.csv", index=False)
+    ev.table.to_csv(out_dir / PREDICTIONS_NAME, index=False)
     extras = report_explanations(predictor, ev, eval_df, out_dir, progress=progress) if explain else {}
     shown = f"{model_dir.name} + {len(ensemble)} (ensemble)" if ensemble else model_dir.name
     write_report(ev, out_dir / "report.html", title=f"artsentry evaluation: {shown} on {name}",

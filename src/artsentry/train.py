@@ -539,21 +539,24 @@ def _selection_loss(scores: dict) -> float:
     return scores.get("selection_loss", scores["val_loss"])
 
 
+def _batchnorm_layers(module: nn.Module) -> list[nn.Module]:
+    return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
 def freeze_batchnorm_statistics(module: nn.Module) -> None:
     """Put every BatchNorm layer of ``module`` in eval mode: it normalises with its running
     statistics and stops updating them (its scale and shift still train). Call after
     ``model.train()``. Fine-tuning at a low learning rate then starts from exactly the features
     the head stage learnt on, instead of from batch statistics of augmented photos."""
-    for m in module.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.eval()
+    for m in _batchnorm_layers(module):
+        m.eval()
 
 
 @contextlib.contextmanager
 def batchnorm_statistics_held(module: nn.Module):
     """BatchNorm layers in training mode normalise with the batch's statistics but leave their running
     statistics as they are (momentum 0) inside the block."""
-    layers = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+    layers = [m for m in _batchnorm_layers(module) if m.training]
     saved = [(m, m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None)
              for m in layers]
     try:
@@ -1043,7 +1046,6 @@ class Trainer:
         state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_val_loss": math.inf, "best_epoch": -1,
                  "bad_epochs": 0, "history": self.history, "head": self.head_summary, "start": None}
         best_state = None
-        teachers = self.teachers
         # the average starts from the head-stage weights, and replaces them when resuming
         average = WeightAverage(model, s.ema_decay) if s.ema_decay is not None else None
         # the foreground estimate of each photo is the same every epoch: computed once, kept with
@@ -1151,8 +1153,8 @@ class Trainer:
                                  "epochs_run": state["epoch"], "stopped_early": stop}
         if state["start"] is not None:  # best_epoch -1: no fine-tuning epoch validated better than the head stage
             self.finetune_summary["start"] = state["start"]
-        if teachers is not None:  # which weights taught it (SHA-256 of each teacher's model.safetensors)
-            self.finetune_summary["teachers"] = teachers.digests
+        if self.teachers is not None:  # which weights taught it (SHA-256 of each teacher's model.safetensors)
+            self.finetune_summary["teachers"] = self.teachers.digests
         return resumed_from
 
     # whole run ----------------------------------------------------------------------------

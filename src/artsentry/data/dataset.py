@@ -88,9 +88,8 @@ class ImageDataset(Dataset):
         name = self.names[i] if self.names is not None else None
         try:
             img = self.prepare(load_image(self.sources[i], name=name, draft_size=self.draft_size), i)
-            if self.quality:
-                return self.apply_transform(img, i), self.targets[i], i, "", assess_quality(img)
-            return self.apply_transform(img, i), self.targets[i], i, ""
+            item = (self.apply_transform(img, i), self.targets[i], i, "")
+            return item + ((assess_quality(img),) if self.quality else ())
         except ImageLoadError as exc:
             return (None, self.targets[i], i, str(exc)) + ((None,) if self.quality else ())
 
