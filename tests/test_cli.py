@@ -249,3 +249,17 @@ def test_compare_prints_both_accuracies_and_the_paired_verdict(tmp_path, capsys)
     assert main(["compare", str(tmp_path / "a.csv"), str(tmp_path / "a.csv"), "--json"]) == 0
     same = json.loads(capsys.readouterr().out)
     assert same["p_value"] == 1.0 and same["only_a_right"] == same["only_b_right"] == 0
+
+
+@pytest.mark.parametrize("argv, quiet", [
+    (["predict", "a.jpg"], False),
+    (["-q", "predict", "a.jpg"], True),
+    (["predict", "a.jpg", "-q"], True),
+    (["screen", "in.csv", "--out", "o", "--quiet"], True),
+    (["register", "search", "reg", "a.jpg", "-q"], True),
+    (["register", "search", "reg", "a.jpg"], False),
+])
+def test_quiet_is_taken_before_or_after_the_command(argv, quiet):
+    from artsentry.cli import build_parser
+
+    assert build_parser().parse_args(argv).quiet is quiet

@@ -160,3 +160,25 @@ def test_folder_scans_say_what_they_pass_over(tmp_path, caplog):
 
     assert len(read_listings(tmp_path / "shop")) == 2  # a screen of the folder: it once failed here, whole
     assert len(read_manifest(tmp_path)[0]) == 2  # a labelled folder (label "shop")
+
+
+def test_folder_scans_follow_linked_folders_and_report_broken_links(tmp_path):
+    """A linked folder (seized photos kept on another disk) is searched, once however many links
+    lead to it, and a link back to a parent does not loop; a link whose target is gone stays in the
+    list and fails by name, so the run reports it instead of leaving the photo out unsaid."""
+    photo = object_photo((200, 180, 150), size=(80, 60))
+    (tmp_path / "elsewhere").mkdir()
+    photo.save(tmp_path / "elsewhere" / "far.jpg")
+    shop = tmp_path / "shop"
+    (shop / "sub").mkdir(parents=True)
+    photo.save(shop / "a.jpg")
+    (shop / "linked").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (shop / "again").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (shop / "sub" / "up").symlink_to(shop, target_is_directory=True)
+    (shop / "gone.jpg").symlink_to(tmp_path / "deleted.jpg")
+    (shop / "gone.txt").symlink_to(tmp_path / "deleted.txt")
+    found = [f.relative_to(shop).as_posix() for f in find_images(shop)]
+    assert found == ["a.jpg", "again/far.jpg", "gone.jpg"]
+    with pytest.raises(ImageLoadError, match=r"gone\.jpg: broken link: its target .*deleted\.jpg is missing"):
+        load_image(shop / "gone.jpg")
+    assert [f.name for f in find_images(shop, recursive=False)] == ["a.jpg", "gone.jpg"]

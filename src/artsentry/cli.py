@@ -550,7 +550,19 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("model", help="model or run folder")
     ex.add_argument("--format", default="onnx", choices=("onnx",))
     ex.add_argument("--out", help="folder for a standalone copy (model.onnx + config.json); default: the model folder")
+    _quiet_anywhere(parser)
     return parser
+
+
+def _quiet_anywhere(parser: argparse.ArgumentParser) -> None:
+    """``-q`` after the command too (``artsentry screen IN --out OUT -q``), as before it: each
+    command's own copy leaves the top-level value alone when not given."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                command.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                                     help="no progress bars")
+                _quiet_anywhere(command)
 
 
 def _settings_from_args(a) -> "object":

@@ -115,6 +115,24 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
 
 
+def _walk(root: Path):
+    """Every entry under ``root``, into linked folders too, each real folder entered once."""
+    seen: set[tuple[int, int]] = set()
+
+    def unreadable(exc: OSError) -> None:  # a folder not listed is said, not passed over
+        log.warning("%s: folder not read (%s): its photos are left out", exc.filename, exc.strerror or exc)
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable, followlinks=True):
+        st = os.stat(dirpath)
+        if (st.st_dev, st.st_ino) in seen:  # reached again through a link: already listed
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirnames.sort()
+        base = Path(dirpath)
+        yield from (base / name for name in filenames)
+
+
 def find_images(folder: str | os.PathLike, recursive: bool = True) -> list[Path]:
     """The image files in ``folder`` (and its sub-folders when ``recursive``), sorted, by their
     ending (``IMAGE_SUFFIXES``). Hidden files and folders (``.DS_Store``, ``.thumbnails/``...) and
@@ -122,11 +140,15 @@ def find_images(folder: str | os.PathLike, recursive: bool = True) -> list[Path]
     them by ending (camera raw files, PDFs...), since a photo in a format not read here would
     otherwise go unnoticed. So are images whose path is not valid UTF-8 (names from an archive made
     with another encoding): no table, log or report can hold such a name, so they are named in a
-    warning, to be renamed, instead of failing the whole run."""
+    warning, to be renamed, instead of failing the whole run. A linked folder is searched like any
+    other (once, however many links lead to it, so a link to a parent cannot loop); a link whose
+    target is gone is kept when its name is an image's, so the run reports it as a broken link
+    instead of leaving the photo out without a word."""
     root = Path(folder)
     files, others, undecodable = [], Counter(), []
-    for f in root.rglob("*") if recursive else root.iterdir():
-        if not f.is_file() or any(part.startswith(".") for part in f.relative_to(root).parts):
+    for f in _walk(root) if recursive else root.iterdir():
+        dangling = f.is_symlink() and not f.exists()
+        if not (f.is_file() or dangling) or any(part.startswith(".") for part in f.relative_to(root).parts):
             continue
         if not is_image_file(f):
             if f.name.lower() not in SYSTEM_FILES:
@@ -159,6 +181,8 @@ def read_image_bytes(source: ImageSource, name: str, max_bytes: int = DEFAULT_MA
         try:
             size = path.stat().st_size
         except FileNotFoundError:
+            if path.is_symlink():
+                raise ImageLoadError(name, f"broken link: its target {os.readlink(path)} is missing") from None
             raise ImageLoadError(name, "file not found") from None
         except OSError as exc:
             raise ImageLoadError(name, f"cannot read file ({exc.strerror or exc})") from None
