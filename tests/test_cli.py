@@ -40,6 +40,14 @@ def test_predict_plain_output_and_missing_file(model_dir, synthetic_dataset, tmp
     assert fields[0] == str(img) and fields[1] == "non_ivory"
     assert fields[2].startswith("p(ivory)=") and "pass (threshold" in fields[3]
     assert "nonexistent.jpg: file not found" in err
+    stale = tmp_path / "stale.jpg"  # a link whose photo was moved: named as such, given or found in a folder
+    stale.symlink_to(tmp_path / "moved.jpg")
+    for given in (stale, tmp_path):
+        assert main(["predict", str(given), str(img), "--model", str(model_dir)]) == EXIT_SOME_UNREADABLE
+        out, err = capsys.readouterr()
+        assert f"stale.jpg: broken link: its target {tmp_path / 'moved.jpg'} is missing" in err
+        assert out.count(str(img)) == 1
+    stale.unlink()
     table = tmp_path / "listings.csv"
     table.write_text(f"image\n{img}\n")
     assert main(["predict", str(table), str(img), "--model", str(model_dir)]) == EXIT_SOME_UNREADABLE

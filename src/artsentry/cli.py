@@ -807,7 +807,7 @@ def expand_images(items: list[str]) -> tuple[list[str], list[str]]:
         elif p.suffix.lower() in TABLE_SUFFIXES and p.exists():
             problems.append(f"{item}: a table, not an image ('artsentry screen' screens the photos a table lists, "
                             "'artsentry register import' registers them)")
-        elif p.exists():
+        elif p.exists() or p.is_symlink():  # a broken link fails in the loader, which names its target
             files.append(item)
         elif item.startswith(("http://", "https://")):
             problems.append(f"{item}: a URL, not a file (put it in a table's image column for 'artsentry screen "
