@@ -32,7 +32,7 @@ ivory: $(RUN)/lots/lots.json
 # then squashed): studio 0.936, listing-style 0.898, 0.924 in a 16:9 frame (0.891 squashed);
 # a second run: studio 0.929, listing-style 0.903; a third (--train-seed 1): 0.928, 0.896; a fresh
 # clone on 2026-12-05: 0.936, 0.910; the soup of
-# those two (train --soup 2) 0.933, 0.905 on test but below the second on validation, so not adopted
+# the second and third (train --soup 2) 0.933, 0.905 on test but below the second on validation, so not adopted
 # (BENCHMARKS.md, "`make ivory` twice on one split, souped").
 TRAIN_ARGS ?= --image-size 320 --epochs 10 --augment listing --select-on studio+listing
 
