@@ -40,7 +40,7 @@ from artsentry.models import create_model, default_preprocessing
 
 class PhotosWithMasks(Dataset):
     def __init__(self, paths, pre: Preprocessing, grid: int):
-        self.paths, self.transform, self.grid = list(paths), eval_transform(pre), grid
+        self.paths, self.transform, self.grid, self.size = list(paths), eval_transform(pre), grid, pre.input_size
 
     def __len__(self):
         return len(self.paths)
@@ -49,7 +49,7 @@ class PhotosWithMasks(Dataset):
         try:
             img = load_image(self.paths[i])
         except ImageLoadError:
-            return torch.zeros(3, 1, 1), torch.zeros(self.grid, self.grid), False
+            return torch.zeros(3, self.size, self.size), torch.zeros(self.grid, self.grid), False  # batched, not used
         mask = foreground_mask(img).resize((self.grid, self.grid), Image.BILINEAR)  # squash, as the photo
         return self.transform(img), torch.from_numpy(np.asarray(mask, dtype=np.float32) / 255.0), True
 

@@ -123,7 +123,12 @@ def _walk(root: Path):
         log.warning("%s: folder not read (%s): its photos are left out", exc.filename, exc.strerror or exc)
 
     for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable, followlinks=True):
-        st = os.stat(dirpath)
+        try:
+            st = os.stat(dirpath)
+        except OSError as exc:  # gone or unreadable since it was listed
+            unreadable(exc)
+            dirnames[:] = []
+            continue
         if (st.st_dev, st.st_ino) in seen:  # reached again through a link: already listed
             dirnames[:] = []
             continue
