@@ -56,8 +56,8 @@ class PhotosWithMasks(Dataset):
 
 def pooled(f: torch.Tensor, w: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """Second-order pooling of ``f`` (n, C, H, W) with cell weights ``w`` (n, H, W): the weighted
-    mean outer product, upper triangle, signed square root, L2-normalised (``SecondOrderPool``
-    when every weight is equal)."""
+    mean outer product, upper triangle, signed square root, L2-normalised, as ``SecondOrderPool``
+    (which pools the "every cell" arm) does with equal weights."""
     n, c, h, wd = f.shape
     x = f.reshape(n, c, h * wd)
     ww = w.reshape(n, 1, h * wd)
@@ -97,7 +97,7 @@ def main() -> int:
                 f = backbone.forward_map(x[good]).float()
                 if f.shape[-1] != grid:
                     raise SystemExit(f"feature map is {f.shape[-1]} cells wide, not {grid}")
-                p[good] = pooled(f, torch.ones_like(w[good]), index)
+                p[good] = backbone.pool(f)  # the product's pooling, as built
                 m[good] = pooled(f, w[good], index)
             plain.append(p), masked.append(m), ok.append(good), cover.append(w.mean(dim=(1, 2)))
     X = {"every cell": torch.cat(plain).numpy(), "foreground cells": torch.cat(masked).numpy()}
