@@ -1,5 +1,6 @@
 import io
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -126,6 +127,50 @@ def test_phone_and_web_formats_are_read_upright(fmt):
     assert img.mode == "RGB" and img.size == (120, 160)
     upright = np.asarray(photo.transpose(Image.Transpose.ROTATE_270), dtype=float)
     assert np.abs(np.asarray(img, dtype=float) - upright).mean() < 6
+
+
+def test_a_decoders_own_failure_is_a_named_error_not_a_crash():
+    """Found by mutating valid files (2026-12-05): the AVIF decoder fails with RuntimeError, which no
+    OSError branch caught, so one corrupt AVIF among a folder's photos ended `predict` or `screen`."""
+    buf = io.BytesIO()
+    object_photo((200, 180, 150)).save(buf, format="AVIF")
+    data = bytearray(buf.getvalue())
+    at = data.find(b"pitm") + 8  # the primary item's id: point it at an item the file does not have
+    data[at:at + 2] = b"\x77\x77"
+    with pytest.raises(ImageLoadError) as err:
+        load_image(bytes(data), name="listing_17.avif")
+    assert str(err.value).startswith("listing_17.avif: corrupt image data (the decoder failed: RuntimeError")
+    assert "\n" not in str(err.value)
+
+
+def test_broken_metadata_is_read_past_in_silence():
+    """A camera-maker tag claiming 16 MB in a 2 kB file: Pillow warns and skips it; the picture is
+    read, turned by its (intact) orientation tag, and nothing is printed between a scan's progress lines."""
+    exif = Image.Exif()
+    exif[0x010F] = "A camera maker"
+    exif[0x0112] = 6
+    raw = bytearray(exif.tobytes())
+    at = raw.find(b"\x01\x0f\x00\x02")  # the maker tag's entry (big-endian), then its byte count
+    raw[at + 4:at + 8] = (0x00FFFFFF).to_bytes(4, "big")
+    data = jpeg_bytes(object_photo((200, 180, 150)), exif=bytes(raw))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        img = load_image(data)
+    assert img.size == (90, 120)  # upright
+    assert [str(w.message) for w in seen] == []
+
+
+def test_a_gif_cut_after_its_first_frame_is_judged_by_that_frame():
+    """Counting the frames of a GIF whose second frame is cut off raised IndexError after the first
+    frame had decoded: the file has one readable picture, and that is what is judged."""
+    photo = object_photo((200, 180, 150), seed=5)
+    buf = io.BytesIO()
+    photo.save(buf, format="GIF")
+    whole = buf.getvalue()
+    cut = whole[:-1] + b"\x2c" + bytes(9)  # the trailer replaced by a second frame's bare descriptor
+    img = load_image(cut, name="cut.gif")
+    assert "frames" not in img.info  # one picture: no "several frames" warning
+    assert np.array_equal(np.asarray(img), np.asarray(load_image(whole)))
 
 
 def test_folder_scans_say_what_they_pass_over(tmp_path, caplog):

@@ -269,6 +269,10 @@ def load_image(
     data = read_image_bytes(source, name, max_bytes)
     try:
         with warnings.catch_warnings():
+            # Pillow's complaints about a file's metadata ("Corrupt EXIF data", "Tag data larger than
+            # file"): the picture still decodes, and a scan of thousands of web photos would print them
+            # unattributed between its progress lines; a picture that does not decode raises below
+            warnings.simplefilter("ignore", UserWarning)
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
             width, height = img.size
@@ -289,7 +293,7 @@ def load_image(
             img.load()
             # an animated GIF/WebP, a multi-page TIFF; not a camera's MPO JPEG, whose second image is
             # a preview or the other half of a stereo pair of the same scene
-            frames = 1 if img.format == "MPO" else int(getattr(img, "n_frames", 1) or 1)
+            frames = 1 if img.format == "MPO" else _frame_count(img)
             img = _to_rgb(ImageOps.exif_transpose(img))
             # the file's own size (before draft scaling; width and height as stored, not rotated)
             img.info["source_size"] = (width, height)
@@ -311,3 +315,16 @@ def load_image(
         raise ImageLoadError(name, reason) from None
     except MemoryError:
         raise ImageLoadError(name, "not enough memory to decode image") from None
+    except Exception as exc:  # a decoder's own failure on hostile data (AVIF's RuntimeError, a GIF's IndexError...)
+        detail = str(exc).splitlines()[0] if str(exc) else ""
+        raise ImageLoadError(name, f"corrupt image data (the decoder failed: {type(exc).__name__}"
+                                   f"{': ' + detail if detail else ''})") from None
+
+
+def _frame_count(img: Image.Image) -> int:
+    """Frames or pages in the file; 1 when the frames after the first cannot be read (corrupt data
+    after a good first frame), which is then all the file has to judge."""
+    try:
+        return int(getattr(img, "n_frames", 1) or 1)
+    except Exception:
+        return 1
