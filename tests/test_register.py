@@ -514,3 +514,28 @@ def test_lot_threshold_from_composed_photos_of_single_unregistered_objects(tmp_p
     reg.close()
     assert main(["-q", "register", "calibrate", str(reg_dir), *singles, "--lots", "--compose", "4"]) == 0
     assert "lot no-match threshold set to" in capsys.readouterr().out
+
+
+def test_one_photo_is_accepted_where_a_list_is_expected(tmp_path, photos, model_dir):
+    """A path, a Path or a photo's bytes given alone is that one photo: before, a lone path's
+    characters were read as twenty missing files ("none of its 20 photo(s) could be read")."""
+    from pathlib import Path
+
+    from artsentry.inference import Predictor
+
+    reg = Register.create(tmp_path / "reg")
+    assert reg.add("A", photos["A"][0][0]) == (1, [])
+    assert reg.add("B", Path(photos["B"][0][0])) == (1, [])
+    with open(photos["C"][0][0], "rb") as f:
+        assert reg.add("C", f.read()) == (1, [])
+    [result] = reg.search(photos["A"][1], k=1)
+    assert result.matches[0].object_id == "A"
+    reg.close()
+
+    predictor = Predictor.load(model_dir)
+    [one] = predictor.predict_files(photos["A"][1])
+    assert one.ok and one.source == photos["A"][1]
+    [named] = predictor.predict_files(Path(photos["A"][1]), names="query")
+    assert named.source == "query" and named.probabilities == one.probabilities
+    with pytest.raises(ValueError, match="1 name"):
+        predictor.predict_files(photos["A"][0], names=["only one"])

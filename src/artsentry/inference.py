@@ -18,7 +18,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .data.dataset import ImageDataset, make_loader
-from .data.images import ImageSource
+from .data.images import ImageSource, as_sources
 from .data.quality import quality_warnings
 from .data.transforms import Preprocessing, eval_transform
 from .models import check_input_size
@@ -58,9 +58,12 @@ def default_workers(n_items: int) -> int:
 
 
 def source_names(sources: Sequence[ImageSource], names: Sequence[str] | None = None) -> list[str]:
-    """Display names: given ones, else the path, else ``<image i>`` for raw bytes."""
+    """Display names: given ones (one per source), else the path, else ``<image i>`` for raw bytes."""
     if names is not None:
-        return list(names)
+        names = [names] if isinstance(names, str) else list(names)
+        if len(names) != len(sources):
+            raise ValueError(f"{len(names)} name(s) given for {len(sources)} photo(s)")
+        return names
     return [s if isinstance(s, str) else str(s) if isinstance(s, os.PathLike) else f"<image {i}>"
             for i, s in enumerate(sources)]
 
@@ -220,6 +223,7 @@ class Predictor(Decider):
                      progress: bool = False, quality: bool = True) -> Iterator[tuple[int, Prediction]]:
         """Yield ``(index, Prediction)`` for every source, in input order, as batches finish.
         ``quality``: assess each photo (``data.quality``) into ``Prediction.quality``."""
+        sources = as_sources(sources)
         names = source_names(sources, names)
         for batch in iter_image_batches(sources, self.transform, self.preprocessing, names=names,
                                         batch_size=self.batch_size, num_workers=self.num_workers,
@@ -235,6 +239,7 @@ class Predictor(Decider):
     def predict_files(self, sources: Sequence[ImageSource], names: Sequence[str] | None = None,
                       progress: bool = False, quality: bool = True) -> list[Prediction]:
         """One ``Prediction`` per source, in input order."""
+        sources = as_sources(sources)
         out: list[Prediction | None] = [None] * len(sources)
         for idx, pred in self.iter_predict(sources, names, progress, quality):
             out[idx] = pred
@@ -272,6 +277,7 @@ class Ensemble(Decider):
 
     def predict_files(self, sources: Sequence[ImageSource], names: Sequence[str] | None = None,
                       progress: bool = False, quality: bool = True) -> list[Prediction]:
+        sources = as_sources(sources)
         names = source_names(sources, names)
         # the photo's quality does not depend on the model: the first member assesses it
         per_member = [m.predict_files(sources, names, progress, quality and k == 0) for k, m in enumerate(self.members)]

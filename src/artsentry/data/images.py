@@ -61,6 +61,15 @@ SYSTEM_FILES = frozenset({"thumbs.db", "desktop.ini", "ehthumbs.db"})
 
 ImageSource = Union[str, os.PathLike, bytes]
 
+
+def as_sources(sources) -> list:
+    """A list of image sources from one (a path, or a photo's bytes) or from several: the
+    functions that take photos accept ``predict_files("a.jpg")`` as ``predict_files(["a.jpg"])``,
+    instead of reading a path's characters as so many missing files."""
+    if isinstance(sources, (str, os.PathLike, bytes, bytearray, memoryview)):
+        return [sources]
+    return list(sources)
+
 # Never let PIL silently pad a truncated file with grey.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 

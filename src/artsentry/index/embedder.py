@@ -25,7 +25,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..data.images import ImageSource
+from ..data.images import ImageSource, as_sources
 from ..data.transforms import Preprocessing, eval_transform
 from ..inference import iter_image_batches, source_names
 from ..models import create_model, default_preprocessing
@@ -108,6 +108,7 @@ class Embedder:
         photo's vectors are those of the whole photo and of its tiles, ``vectors[i]`` (1 + tiles², dim)."""
         from dataclasses import replace
 
+        sources = as_sources(sources)
         names = source_names(sources, names)
         transform, pre, crops = self.transform, self.preprocessing, ()
         if tiles:

@@ -43,9 +43,11 @@ from typing import Sequence
 
 import numpy as np
 
+from ..data.images import as_sources
 from ..data.quality import quality_warnings
 from ..data.splits import file_sha256
 from ..errors import ArtsentryError
+from ..inference import source_names
 from .embedder import PRETRAINED_PREFIX, Embedder
 from .vectors import IndexFileError, VectorIndex
 
@@ -319,7 +321,8 @@ class Register:
     def add(self, object_id: str, photos: Sequence, **metadata) -> tuple[int, list[str]]:
         """Register photos of one object (new, or more photos of a known one).
         Returns (photos added, one-line errors for unreadable photos)."""
-        added, errors = self.add_many([(object_id, list(photos), metadata)])
+        photos = as_sources(photos)
+        added, errors = self.add_many([(object_id, photos, metadata)])
         if not added:
             raise RegisterError(f"object {object_id}: none of its {len(photos)} photo(s) could be read: "
                                 + "; ".join(errors))
@@ -330,10 +333,11 @@ class Register:
         pass, one transaction, one index write. Photos are paths or image bytes. Returns
         (photos added, errors); objects none of whose photos can be read are not added."""
         flat, owners, names = [], [], []
+        objects = [(object_id, as_sources(photos), metadata) for object_id, photos, metadata in objects]
         for object_id, photos, _ in objects:
             if not str(object_id).strip():
                 raise RegisterError("an object needs a non-empty id")
-            flat += list(photos)
+            flat += photos
             owners += [str(object_id).strip()] * len(photos)
             names += [str(p) if isinstance(p, (str, os.PathLike)) else None for p in photos]
         parents: list[int | None] = [None] * len(flat)  # for a re-shot: the position of its photo in flat
@@ -597,10 +601,10 @@ class Register:
         if compose:
             if not lots:
                 raise RegisterError("composing lot photos calibrates the lot threshold: add lots")
-            unregistered, unread = compose_calibration_lots(list(unregistered), compose)
+            unregistered, unread = compose_calibration_lots(as_sources(unregistered), compose)
         else:
             unread = []
-        vectors, errors = self.embedder.embed_files(list(unregistered), progress=progress,
+        vectors, errors = self.embedder.embed_files(as_sources(unregistered), progress=progress,
                                                     tiles=TILE_GRID if lots else None)
         ok = np.array([e is None for e in errors], bool)
         if not ok.any():
@@ -652,14 +656,16 @@ class Register:
                 except RegisterError as exc:
                     raise RegisterError(f"{exc} (or give --threshold)") from None
         threshold = self.threshold if threshold is None else threshold
-        vectors, errors, qualities = self.embedder.embed_files(list(images), with_quality=True,
+        images = as_sources(images)
+        names = source_names(images)  # a photo given as bytes is "<image i>", not its bytes' repr
+        vectors, errors, qualities = self.embedder.embed_files(images, names, with_quality=True,
                                                                tiles=TILE_GRID if lots else None)
         ok = [i for i, e in enumerate(errors) if e is None]
         if lots:
             found = [self.search_tiles(vectors[i], k) for i in ok]
         else:
             found = self.search_vectors(vectors[ok], k) if ok else []
-        results = [SearchResult(str(images[i]), error=errors[i], threshold=threshold, quality=qualities[i])
+        results = [SearchResult(names[i], error=errors[i], threshold=threshold, quality=qualities[i])
                    for i in range(len(images))]
         for i, matches in zip(ok, found):
             r = results[i]
