@@ -98,6 +98,34 @@ def test_health_models_and_schema(live, model_dir):
     assert tuple(status["enum"]) == LISTING_STATUSES  # the contract names screen's statuses, in its order
 
 
+def test_the_schema_says_what_the_handlers_refuse_and_405_says_what_is_allowed(live):
+    """What schemathesis found against the OpenAPI contract (2026-12-05): the schema allowed any
+    object id and an empty photo list, which the handlers refuse; OPTIONS on an object named only
+    GET in Allow (the router's first route), though DELETE works there too; DELETE on an object's
+    history was read as the id 'A/history' (400) instead of a method the history does not have."""
+    schema = httpx.get(f"{live.url}/openapi.json").json()
+    from artsentry.serve.app import OBJECT_ID
+
+    for path, method in (("/v1/register/{object_id}", "get"), ("/v1/register/{object_id}", "delete"),
+                         ("/v1/register/{object_id}/history", "get")):
+        [param] = [p for p in schema["paths"][path][method]["parameters"] if p["name"] == "object_id"]
+        assert param["schema"]["pattern"] == OBJECT_ID.pattern, (path, method)
+    form = schema["components"]["schemas"]["Body_register_add_v1_register_post"]["properties"]
+    assert form["object_id"]["pattern"] == OBJECT_ID.pattern and form["file"]["minItems"] == 1
+    listing = schema["paths"]["/v1/listing"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert listing["properties"]["file"]["minItems"] == 1
+
+    r = httpx.request("OPTIONS", f"{live.url}/v1/register/A")
+    assert r.status_code == 405 and r.headers["allow"] == "DELETE, GET"
+    for method in ("OPTIONS", "DELETE", "PUT"):
+        r = httpx.request(method, f"{live.url}/v1/register/A/history", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert r.status_code == 405 and r.headers["allow"] == "GET", (method, r.text)
+    assert httpx.get(f"{live.url}/v1/register/A/history").status_code == 200  # and A is still there
+    assert httpx.get(f"{live.url}/v1/register/A").status_code == 200
+    r = httpx.request("PUT", f"{live.url}/healthz")
+    assert r.status_code == 405 and r.headers["allow"] == "GET"
+
+
 def test_analyze_traces_and_matches(live, photos):
     data = Path(photos["B"][1]).read_bytes()
     r = httpx.post(f"{live.url}/v1/analyze", params={"explain": "true"},

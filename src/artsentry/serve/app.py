@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Literal, Optional
 
 from fastapi import FastAPI, File, Form, Query, Request, UploadFile
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
@@ -47,6 +48,8 @@ from .analysis import Analyzer, LotsUnavailable, ServeSettings, describe_content
 from .audit import AuditLog, decision_summary
 
 OBJECT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+# the id's rule in the OpenAPI schema; the handlers check it themselves (_check_id), for a clearer error
+ID_SCHEMA = {"pattern": OBJECT_ID.pattern, "minLength": 1, "maxLength": 128}
 MULTIPART_OVERHEAD = 256 * 1024
 
 
@@ -316,6 +319,21 @@ def _check_image(data: bytes, what: str = "file") -> str:
     return kind
 
 
+def _methods_for(app: FastAPI, scope: dict) -> set[str]:
+    """The methods of the resource the request's path names: of every route that matches it segment
+    for segment, or, when none does, of every catch-all (``{id:path}``) route that matches it
+    (/v1/register/A/history is the history, not an object id with a slash in it)."""
+    from starlette.routing import Match
+
+    exact: set[str] = set()
+    catch_all: set[str] = set()
+    for route in app.router.routes:
+        methods = getattr(route, "methods", None)
+        if methods and route.matches(scope)[0] != Match.NONE:
+            (catch_all if ":path}" in getattr(route, "path", "") else exact).update(methods)
+    return exact or catch_all
+
+
 def _asset(name: str) -> bytes:
     return resources.files("artsentry.serve").joinpath("static", name).read_bytes()
 
@@ -387,8 +405,15 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException):
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            # the router names only the first route whose path matched (GET /v1/register/{id}), not
+            # DELETE on the same path: Allow lists every method of every route of this path
+            allowed = _methods_for(app, request.scope)
+            if allowed and request.method not in allowed:
+                headers["Allow"] = ", ".join(sorted(allowed))
         return JSONResponse({"error": str(exc.detail), "status": exc.status_code}, status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))
+                            headers=headers or None)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
@@ -500,7 +525,7 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
     listing_body = {"requestBody": {"content": {"multipart/form-data": {"schema": {
         "type": "object", "required": ["file"],
         "properties": {"file": {"type": "array", "items": {"type": "string", "format": "binary"},
-                                "maxItems": settings.max_listing_photos}}}}}, "required": True}}
+                                "minItems": 1, "maxItems": settings.max_listing_photos}}}}}, "required": True}}
 
     @app.post("/v1/listing", response_model=ListingResponse, openapi_extra=listing_body,
               responses={400: {"model": ErrorBody}, 413: {"model": ErrorBody}, 415: {"model": ErrorBody},
@@ -541,7 +566,7 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
 
     @app.get("/v1/register/{object_id}/history", response_model=list[HistoryEntry],
              responses={400: {"model": ErrorBody}, 404: {"model": ErrorBody}})
-    async def register_history(object_id: str):
+    async def register_history(object_id: str = PathParam(..., json_schema_extra=ID_SCHEMA)):
         """Every change to one object, oldest first, also after it was removed (``artsentry register history``)."""
         _need_register()
         _check_id(object_id)
@@ -553,7 +578,7 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
 
     @app.get("/v1/register/{object_id:path}", response_model=RegisterObject,
              responses={400: {"model": ErrorBody}, 404: {"model": ErrorBody}})
-    async def register_get(object_id: str):
+    async def register_get(object_id: str = PathParam(..., json_schema_extra=ID_SCHEMA)):
         _need_register()
         _check_id(object_id)
         found = await asyncio.get_running_loop().run_in_executor(None, analyzer.register_get, object_id)
@@ -565,7 +590,8 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
     @app.post("/v1/register", response_model=RegisterAdded, status_code=201,
               responses={400: {"model": ErrorBody}, 401: {"model": ErrorBody}, 403: {"model": ErrorBody},
                          415: {"model": ErrorBody}, 422: {"model": ErrorBody}})
-    async def register_add(request: Request, object_id: str = Form(...), file: list[UploadFile] = File(...),
+    async def register_add(request: Request, object_id: str = Form(..., json_schema_extra=ID_SCHEMA),
+                           file: list[UploadFile] = File(..., json_schema_extra={"minItems": 1}),
                            title: Optional[str] = Form(None), department: Optional[str] = Form(None),
                            source: Optional[str] = Form(None), status: Optional[str] = Form(None)):
         await _token(request)
@@ -609,7 +635,9 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
     @app.delete("/v1/register/{object_id:path}", response_model=Removed,
                 responses={400: {"model": ErrorBody}, 401: {"model": ErrorBody}, 403: {"model": ErrorBody},
                            404: {"model": ErrorBody}})
-    async def register_remove(request: Request, object_id: str):
+    async def register_remove(request: Request, object_id: str = PathParam(..., json_schema_extra=ID_SCHEMA)):
+        if object_id.endswith("/history") and OBJECT_ID.match(object_id[: -len("/history")]):
+            raise _error(405, "an object's history cannot be deleted", {"Allow": "GET"})
         await _token(request)
         _need_register()
         _check_id(object_id)
