@@ -158,6 +158,46 @@ def test_bad_manifests_say_why(tmp_path, frame, message):
         read_manifest(tmp_path / "m.csv")
 
 
+
+def test_rows_longer_than_the_header_never_shift_the_columns(tmp_path):
+    """pandas makes a first row's extra leading fields the index, moving every value one column
+    along: path <- label, label <- object id (an unquoted "Smith, John" did it). The header decides;
+    extra fields that hold something are an error naming the line; a trailing comma is read past."""
+    for name in ("a.jpg", "b.jpg"):
+        object_photo((1, 2, 3)).save(tmp_path / name)
+    (tmp_path / "trailing.csv").write_text("path,label,object_id\na.jpg,ivory,o1,\nb.jpg,bone,o2,\n")
+    df, _ = read_manifest(tmp_path / "trailing.csv")
+    assert df[["label", "object_id"]].values.tolist() == [["ivory", "o1"], ["bone", "o2"]]
+    (tmp_path / "first.csv").write_text("path,label,object_id\na.jpg,ivory,Smith, John\nb.jpg,bone,o2\n")
+    with pytest.raises(ManifestError, match=r"first.csv: line 2 has 4 fields, the header 3: a value holding ','"):
+        read_manifest(tmp_path / "first.csv")
+    (tmp_path / "later.csv").write_text("path;label;object_id\na.jpg;ivory;o1\nb.jpg;bone;Smith; John\n")
+    with pytest.raises(ManifestError, match=r"later.csv: line 3 has 4 fields, the header 3: a value holding ';'"):
+        read_manifest(tmp_path / "later.csv")
+
+
+def test_typed_tables_read_as_text_like_csv(tmp_path):
+    """Parquet and JSON lines keep types: a missing label was NaN and passed the empty-label check
+    (a class called nan), a missing object id grouped every such photo into one object, and ids
+    with a gap in their column came out as '10.0'."""
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        object_photo((1, 2, 3)).save(tmp_path / name)
+    pd.DataFrame({"path": ["a.jpg", "b.jpg"], "label": ["ivory", None]}).to_parquet(tmp_path / "m.parquet")
+    with pytest.raises(ManifestError, match=r"1 row\(s\) with an empty label \(row 2\)"):
+        read_manifest(tmp_path / "m.parquet")
+    (tmp_path / "m.jsonl").write_text('{"path": "a.jpg", "label": "ivory"}\n{"path": "b.jpg", "label": null}\n')
+    with pytest.raises(ManifestError, match=r"empty label \(line 2\)"):
+        read_manifest(tmp_path / "m.jsonl")
+    (tmp_path / "list.jsonl").write_text('{"path": "a.jpg", "label": ["ivory"]}\n')
+    with pytest.raises(ManifestError, match="column 'label', line 1: holds a list, not a single value"):
+        read_manifest(tmp_path / "list.jsonl")
+
+    pd.DataFrame({"path": ["a.jpg", "b.jpg", "c.jpg"], "label": ["x", "y", "y"],
+                  "object_id": [10.0, np.nan, np.nan]}).to_parquet(tmp_path / "ids.parquet")
+    df, report = read_manifest(tmp_path / "ids.parquet")
+    assert df["object_id"].tolist() == ["10", str(tmp_path / "b.jpg"), str(tmp_path / "c.jpg")]
+    assert report.object_ids_blank == 2 and "2 row(s) with an empty object id" in report.lines()[0]
+
 def _frame(n_objects=200, photos=(1, 4), seed=0):
     rng = np.random.default_rng(seed)
     rows = []

@@ -412,7 +412,7 @@ def test_import_registers_a_catalogue_once_however_often_it_runs(tmp_path, photo
     objects, problems = read_objects(table)
     assert [(o, len(p)) for o, p, _ in objects] == [("1999.A", 3), ("1999.B", 2), ("1999.C", 2), ("1999.E", 1)]
     assert objects[0][2] == {"title": "Object A", "status": "stolen", "inventory": "inv-A"}
-    assert len(problems) == 2 and "row 8: no object id" in problems[0] and "download it first" in problems[1]
+    assert len(problems) == 2 and "line 9: no object id" in problems[0] and "download it first" in problems[1]
 
     reg = str(tmp_path / "reg")
     assert main(["-q", "register", "create", reg]) == 0
@@ -422,7 +422,7 @@ def test_import_registers_a_catalogue_once_however_often_it_runs(tmp_path, photo
     assert main(["-q", "register", "import", reg, str(table)]) == 3  # the bad rows and the missing file
     out, err = capsys.readouterr()
     assert "imported 6 photo(s), 3 new object(s) of the 4 in" in out and "1 photo(s) already registered" in out
-    assert "missing.jpg: file not found" in err and "row 8: no object id" in err
+    assert "missing.jpg: file not found" in err and "line 9: no object id" in err
     opened = Register.open(reg)
     assert [(o["object_id"], o["photos"], o["title"], o["status"]) for o in opened.list()] == [
         ("1999.A", 2, "Object A", "stolen"), ("1999.B", 2, "Object B", "stolen"), ("1999.C", 2, "Object C", "stolen")]

@@ -130,7 +130,6 @@ def read_listings(source: str | Path, group_folders: bool = False) -> pd.DataFra
         raise ScreenError(str(exc)) from None
     if raw.empty:
         raise ScreenError(f"{source}: no listings")
-    raw = raw.astype(object).where(raw.notna(), "").astype(str)  # missing -> "", never the text "nan"
     id_col = _pick(raw.columns, ID_COLUMNS, "listing id", str(source), required=False)
     base = source.parent.resolve()
     ids = [str(i) for i in range(len(raw))]

@@ -26,6 +26,7 @@ Rows whose file does not exist are dropped and reported, never silently.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,6 +60,7 @@ class ManifestReport:
     source: str
     missing_files: list[str] = field(default_factory=list)
     object_id_inferred: bool = False
+    object_ids_blank: int = 0  # rows of an object id column left empty: each its own object
     case_clashes: list[str] = field(default_factory=list)  # labels differing only in case, in words
 
     def lines(self) -> list[str]:
@@ -72,6 +74,9 @@ class ManifestReport:
             out.append(f"{len(self.missing_files)} listed image(s) not found and skipped: {shown}{more}")
         if self.object_id_inferred:
             out.append("no object id column: each image is treated as its own object")
+        if self.object_ids_blank:
+            out.append(f"{self.object_ids_blank} row(s) with an empty object id: each of those images is treated "
+                       "as its own object (not as one object together)")
         return out
 
 
@@ -120,31 +125,99 @@ def table_path(value: str, base: Path) -> str:
 
 
 def _read_table(path: Path) -> pd.DataFrame:
+    """Any table format as text cells: a missing value is "", a whole number stored as a float (a
+    JSON 2.0, a Parquet column with gaps) is "2"; a list or a mapping in a cell is refused."""
     try:
         suffix = path.suffix.lower()
         if suffix == ".parquet":
-            return pd.read_parquet(path)
-        if suffix in (".jsonl", ".ndjson"):
+            df = pd.read_parquet(path)
+        elif suffix in (".jsonl", ".ndjson"):
             df = pd.read_json(path, lines=True, dtype=False)
-            return df.astype(object).where(df.notna(), "")
-        if suffix == ".xlsx":  # the first sheet, its first row the header
-            return pd.read_excel(path, sheet_name=0, dtype=str, keep_default_na=False)
-        opts = {"dtype": str, "keep_default_na": False, "encoding": "utf-8", "encoding_errors": "strict"}
-        try:
-            df = pd.read_csv(path, **opts)
-        except UnicodeDecodeError:  # Excel's "CSV" on Windows: the ANSI code page, not UTF-8
-            log.warning("%s: not UTF-8; read as Windows-1252 (Western European), as Excel saves CSV on Windows: "
-                        "check accented text, or save it as CSV UTF-8", path)
-            opts.update(encoding="cp1252", encoding_errors="replace")
-            df = pd.read_csv(path, **opts)
-        if len(df.columns) == 1:  # a spreadsheet's export with another separator ("image;label")
-            sep = next((c for c in CSV_SEPARATORS if c in str(df.columns[0])), None)
-            if sep is not None:
-                log.info("%s: columns separated by %r", path, sep)
-                df = pd.read_csv(path, sep=sep, **opts)
-        return df
+        elif suffix == ".xlsx":  # the first sheet, its first row the header
+            df = pd.read_excel(path, sheet_name=0, dtype=str, keep_default_na=False)
+        else:
+            df = _read_csv(path)
+    except ManifestError:
+        raise
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise ManifestError(f"{path}: cannot read manifest ({' '.join(str(exc).split())})") from None
+    df.columns = [str(c) for c in df.columns]  # a JSON line that is a list gives columns 0, 1, ...
+    for col in df.columns:
+        df[col] = [_cell(v, path, col, i) for i, v in enumerate(df[col].tolist())]
+    return df
+
+
+def _cell(value, path: Path, column: str, i: int) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple, dict, set)) or hasattr(value, "__array__") and getattr(value, "ndim", 0):
+        raise ManifestError(f"{path}: column '{column}', {row_name(path, i)}: holds a {type(value).__name__}, "
+                            "not a single value")
+    if value is None or pd.isna(value):
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def row_name(path: Path, i: int) -> str:
+    """Where the table's i-th row (from 0) is, as its user would look for it."""
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".ndjson"):
+        return f"line {i + 1}"
+    if suffix == ".parquet":
+        return f"row {i + 1}"
+    if suffix == ".xlsx":
+        return f"row {i + 2}"  # the sheet's header is row 1
+    return f"line {i + 2}"  # a record spread over several lines by a quoted line break is counted as one
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:  # Excel's "CSV" on Windows: the ANSI code page, not UTF-8
+        log.warning("%s: not UTF-8; read as Windows-1252 (Western European), as Excel saves CSV on Windows: "
+                    "check accented text, or save it as CSV UTF-8", path)
+        text = raw.decode("cp1252", errors="replace")
+    header = text.split("\n", 1)[0]
+    sep = ","
+    if "," not in header:  # a spreadsheet's export with another separator ("image;label")
+        sep = next((c for c in CSV_SEPARATORS if c in header), ",")
+        if sep != ",":
+            log.info("%s: columns separated by %r", path, sep)
+    return _read_csv_fields(path, text, sep)
+
+
+def _read_csv_fields(path: Path, text: str, sep: str) -> pd.DataFrame:
+    """pandas reads a first row with more fields than the header by making the extra leading ones
+    the index, so every column moves one along (path <- label...) without a word: here the header
+    decides, and a row whose extra fields hold anything is an error naming its line (a trailing
+    separator, extra fields all empty, is read past)."""
+    import csv
+    import io
+    import warnings
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always", pd.errors.ParserWarning)
+        try:
+            df = pd.read_csv(io.StringIO(text), sep=sep, index_col=False, dtype=str, keep_default_na=False)
+        except pd.errors.ParserError as exc:  # a later row longer than the first ones
+            found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
+            if found is None:
+                raise
+            width, line, n = found.groups()
+            raise ManifestError(f"{path}: line {line} has {n} fields, the header {width}: a value holding "
+                                f"{sep!r} must be in double quotes") from None
+    if any(issubclass(w.category, pd.errors.ParserWarning) for w in seen):
+        width = len(df.columns)
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep)
+        next(reader, None)
+        for row in reader:
+            if any(cell.strip() for cell in row[width:]):
+                raise ManifestError(f"{path}: line {reader.line_num} has {len(row)} fields, the header "
+                                    f"{width}: a value holding {sep!r} must be in double quotes")
+    return df
 
 
 def _from_table(path: Path) -> tuple[pd.DataFrame, ManifestReport]:
@@ -165,13 +238,18 @@ def _from_table(path: Path) -> tuple[pd.DataFrame, ManifestReport]:
         df["object_id"] = df["path"]
     else:
         df["object_id"] = raw[obj_col].astype(str).str.strip()
+        blank = df["object_id"].eq("")
+        if blank.any():  # grouped together, they would be one "object" kept on one side of the split
+            report.object_ids_blank = int(blank.sum())
+            df.loc[blank, "object_id"] = df.loc[blank, "path"]
     for col in {path_col, label_col, obj_col} - {None, "path", "label", "object_id"}:
         df = df.drop(columns=col)
 
     empty = df["label"].eq("") | df["label"].str.lower().eq("nan")
     if empty.any():
-        rows = ", ".join(str(i + 2) for i in df.index[empty][:5])
-        raise ManifestError(f"{path}: {int(empty.sum())} row(s) with an empty label (CSV lines {rows}...)")
+        rows = ", ".join(row_name(path, i) for i in df.index[empty][:5])
+        raise ManifestError(f"{path}: {int(empty.sum())} row(s) with an empty label ({rows}"
+                            f"{'...' if empty.sum() > 5 else ''})")
     if "split" in df.columns:
         bad = ~df["split"].isin(SPLITS)
         if bad.any():

@@ -794,7 +794,7 @@ def read_objects(source: str | Path) -> tuple[list[tuple[str, list[str], dict]],
     as the object's metadata (from its first row that has them). Returns ``(object_id, photos,
     metadata)`` in input order, and one line per row or file that cannot be used."""
     from ..data.images import find_images, is_image_file
-    from ..data.manifest import ManifestError, _pick, _read_table, table_path
+    from ..data.manifest import ManifestError, _pick, _read_table, row_name, table_path
 
     source = Path(source)
     if not source.exists():
@@ -821,7 +821,6 @@ def read_objects(source: str | Path) -> tuple[list[tuple[str, list[str], dict]],
         photo_col = _pick(raw.columns, PHOTO_COLUMNS, "photo", str(source))
     except ManifestError as exc:
         raise RegisterError(str(exc)) from None
-    raw = raw.astype(object).where(raw.notna(), "").astype(str)
     meta_cols = [c for c in raw.columns if c not in (id_col, photo_col)]
     base = source.parent.resolve()
     by_id: dict[str, tuple[list[str], dict]] = {}
@@ -829,10 +828,10 @@ def read_objects(source: str | Path) -> tuple[list[tuple[str, list[str], dict]],
         values = dict(zip(raw.columns, row))
         object_id, photo = values[id_col].strip(), values[photo_col].strip()
         if not object_id or not photo:
-            problems.append(f"{source} row {i + 1}: no {'object id' if not object_id else 'photo'}: skipped")
+            problems.append(f"{source} {row_name(source, i)}: no {'object id' if not object_id else 'photo'}: skipped")
             continue
         if "://" in photo:
-            problems.append(f"{source} row {i + 1}: {photo}: photos are read from files; download it first")
+            problems.append(f"{source} {row_name(source, i)}: {photo}: photos are read from files; download it first")
             continue
         photos, meta = by_id.setdefault(object_id, ([], {}))
         photos.append(table_path(photo, base))
