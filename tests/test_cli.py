@@ -151,7 +151,7 @@ def test_errors_are_one_line_with_status_1(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "artsentry", "train", str(bad), "--out", str(tmp_path / "out")],
                           capture_output=True, text=True)
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
-    assert "Expected 2 fields in line 3, saw 3" in proc.stderr
+    assert "line 3 has 3 fields, the header 2" in proc.stderr
 
 
 def test_help_usage_errors_and_log_checks_start_without_pytorch(tmp_path):
