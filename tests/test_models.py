@@ -1,4 +1,5 @@
 import json
+import re
 import os
 import stat
 import time
@@ -131,12 +132,40 @@ def test_broken_artifacts_give_clear_errors(tmp_path):
     save_model(model, folder, labels=["a", "b"], preprocessing=pre)
     config = json.loads((folder / "config.json").read_text())
     config["architecture"]["num_classes"] = 3
+    config["labels"] = ["a", "b", "c"]
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(ArtifactError, match="do not match"):
         load_model(folder)
     (folder / "config.json").write_text("{not json")
     with pytest.raises(ArtifactError, match="unreadable config"):
         load_model(folder)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c.pop("labels"), "labels must be a list of two or more different names, not None"),
+    (lambda c: c["labels"].append("c"), "3 labels for a network of 2 outputs"),
+    (lambda c: c.update(labels=["a", "a"]), "two or more different names"),
+    (lambda c: c.update(positive_label="bone"), "positive_label 'bone' is not one of the labels"),
+    (lambda c: c.update(threshold="high"), "threshold must be a number from 0 to 1, not 'high'"),
+    (lambda c: c.update(threshold=1.5), "threshold must be a number from 0 to 1"),
+    (lambda c: c.update(lots={"threshold": None}) or c["lots"].update(threshold=-1), "lots.threshold"),
+    (lambda c: c["preprocessing"].update(input_size="150"), "preprocessing: input_size must be a whole number"),
+    (lambda c: c["preprocessing"].update(std=[0, 1, 1]), "preprocessing: mean and std need three values"),
+    (lambda c: c.update(calibration={"temperature": "x"}), "calibration temperature must be a positive number"),
+    (lambda c: c["architecture"].update(name="resnet9000"), "architecture: unknown architecture 'resnet9000'"),
+    (lambda c: c.update(architecture=[]), "no architecture name"),
+])
+def test_an_edited_or_damaged_config_is_one_clear_error(tmp_path, edit, message):
+    """Each was a KeyError or TypeError traceback, mid-run, or (more labels than outputs) labels
+    printed against another class's probability."""
+    folder = save_model(create_model("smallcnn", 2), tmp_path / "m", labels=["a", "b"],
+                        preprocessing=default_preprocessing("smallcnn"), positive_label="a", threshold=0.5)
+    config = json.loads((folder / "config.json").read_text())
+    edit(config)
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ArtifactError, match=re.escape(message)) as err:
+        load_model(folder)
+    assert str(err.value).startswith(str(folder / "config.json")) and "edited or is damaged" in str(err.value)
 
 
 def test_artifact_contains_no_pickle(tmp_path):

@@ -56,6 +56,10 @@ class Preprocessing:
             raise ValueError(f"resize must be one of {RESIZE_MODES}, not {self.resize!r}")
         if self.interpolation not in _INTERP:
             raise ValueError(f"interpolation must be one of {sorted(_INTERP)}, not {self.interpolation!r}")
+        if isinstance(self.input_size, bool) or not isinstance(self.input_size, int) or not 16 <= self.input_size <= 4096:
+            raise ValueError(f"input_size must be a whole number of pixels from 16 to 4096, not {self.input_size!r}")
+        if len(self.mean) != 3 or len(self.std) != 3 or not all(v > 0 for v in self.std):
+            raise ValueError(f"mean and std need three values each (R, G, B), std above 0: {self.mean}, {self.std}")
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -117,16 +117,17 @@ def save_embedding(net, folder: str | Path, *, preprocessing: Preprocessing, **e
 
 
 def is_embedding(config: dict) -> bool:
-    return config.get("architecture", {}).get("task") == "embedding"
+    arch = config.get("architecture")
+    return isinstance(arch, dict) and arch.get("task") == "embedding"
 
 
 def calibration_temperature(config: dict) -> float:
     """The temperature a model's logits are divided by before the softmax (``calibration`` in
     its config, fitted by ``evaluate.calibrate_predictor``); 1 for a model never calibrated."""
-    t = float((config.get("calibration") or {}).get("temperature", 1.0))
-    if not t > 0:
-        raise ArtifactError(f"config.json: calibration temperature must be positive, not {t}")
-    return t
+    t = (config.get("calibration") or {}).get("temperature", 1.0)
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0:
+        raise ArtifactError(f"config.json: calibration temperature must be a positive number, not {t!r}")
+    return float(t)
 
 
 def read_config(folder: str | Path) -> dict:
@@ -140,7 +141,7 @@ def read_config(folder: str | Path) -> dict:
         config = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise ArtifactError(f"{path}: unreadable config ({exc})") from None
-    if config.get("format") != FORMAT:
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise ArtifactError(f"{path}: not an artsentry model config")
     if int(config.get("format_version", 0)) > FORMAT_VERSION:
         raise ArtifactError(f"{path}: made by a newer artsentry (format {config['format_version']}); upgrade")
@@ -154,7 +155,47 @@ def load_model(folder: str | Path) -> tuple[ImageClassifier, dict]:
     if is_embedding(config):
         raise ArtifactError(f"{folder} is a retrieval embedding model, not a classifier: use it for a register "
                             f"(artsentry register create REG --embedder {folder})")
-    return _load_weights(folder, model_from_config(config["architecture"])), config
+    check_classifier_config(config, folder / CONFIG_NAME)
+    try:
+        model = model_from_config(config["architecture"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ArtifactError(f"{folder / CONFIG_NAME}: architecture: {exc} (the file was edited or is damaged)") from None
+    return _load_weights(folder, model), config
+
+
+def check_classifier_config(config: dict, path: Path) -> None:
+    """What every use of a classifier reads from its config.json, checked once at load: a wrong type
+    or a label list out of step with the weights is one clear error, not a TypeError in the middle of a
+    run or a label printed against another class's probability."""
+    def bad(what: str):
+        raise ArtifactError(f"{path}: {what} (the file was edited or is damaged)")
+
+    def number(value) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    arch = config.get("architecture")
+    if not isinstance(arch, dict) or not isinstance(arch.get("name"), str):
+        bad("no architecture name")
+    labels = config.get("labels")
+    if (not isinstance(labels, list) or len(labels) < 2 or not all(isinstance(x, str) and x for x in labels)
+            or len(set(labels)) != len(labels)):
+        bad(f"labels must be a list of two or more different names, not {labels!r}")
+    if arch.get("num_classes") != len(labels):
+        bad(f"{len(labels)} labels for a network of {arch.get('num_classes')!r} outputs")
+    if config.get("positive_label") is not None and config["positive_label"] not in labels:
+        bad(f"positive_label {config['positive_label']!r} is not one of the labels {labels}")
+    for key, block in (("threshold", config), ("lots.threshold", config.get("lots") or {})):
+        value = block.get("threshold")
+        if value is not None and not (number(value) and 0 <= value <= 1):
+            bad(f"{key} must be a number from 0 to 1, not {value!r}")
+    try:
+        Preprocessing.from_dict(config.get("preprocessing"))
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        bad(f"preprocessing: {exc}")
+    try:
+        calibration_temperature(config)
+    except ArtifactError as exc:
+        bad(str(exc).removeprefix("config.json: "))
 
 
 def load_embedding(folder: str | Path):
