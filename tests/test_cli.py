@@ -30,6 +30,28 @@ def test_predict_folder_with_hostile_files_completes(model_dir, hostile_dir, syn
         assert sum(bad in l for l in err_lines) == 1
 
 
+def test_a_hostile_tiff_is_one_error_line_naming_it(model_dir, synthetic_dataset, tmp_path):
+    """A TIFF claiming 40,000 samples per pixel: Pillow logged 'ERROR: More samples per pixel than
+    can be decoded: 40000', naming no file, before the loader's own line; a run seemed to fail."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 180, 150)).save(buf, format="TIFF")
+    data = bytearray(buf.getvalue())
+    at = data.find(b"\x15\x01\x03\x00\x01\x00\x00\x00")  # SamplesPerPixel: SHORT, one value, then the value
+    data[at + 8:at + 10] = (40000).to_bytes(2, "little")
+    bad = tmp_path / "listing.tif"
+    bad.write_bytes(bytes(data))
+    good = sorted((synthetic_dataset / "ivory").glob("*.jpg"))[0]
+    proc = subprocess.run([sys.executable, "-m", "artsentry", "-q", "predict", str(bad), str(good),
+                           "--model", str(model_dir)], capture_output=True, text=True)
+    assert proc.returncode == EXIT_SOME_UNREADABLE
+    assert proc.stderr.splitlines() == [f"error: {bad}: not a recognised image format"]
+    assert proc.stdout.startswith(f"{good}\tivory")
+
+
 def test_predict_plain_output_and_missing_file(model_dir, synthetic_dataset, tmp_path, capsys):
     img = sorted((synthetic_dataset / "non_ivory").glob("*.jpg"))[0]
     code = main(["predict", str(img), "nonexistent.jpg", "https://shop.invalid/a.jpg", "--model", str(model_dir.parent)])

@@ -1301,6 +1301,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    # Pillow logs why a hostile file fails ("ERROR: More samples per pixel than can be decoded"),
+    # naming no file, just before the loader's own line for it ("error: x.tif: not a recognised image
+    # format"): in a scan it read as a fatal error of the run
+    logging.getLogger("PIL").setLevel(logging.CRITICAL)
     from .memory import keep_freed_memory
 
     keep_freed_memory()  # before the first large tensor: fine-tuning steps 2x faster (memory.py)
