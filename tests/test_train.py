@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import shutil
 import signal
 import stat
@@ -143,6 +144,21 @@ def test_drop_path_settings():
         TrainSettings(architecture="smallcnn", drop_path=0.2).validate()
     assert cli_train_settings("--drop-path", "0.2").drop_path == 0.2
     assert cli_train_settings().drop_path == 0.0
+
+
+def test_rates_and_counts_that_cannot_train_are_refused():
+    """`train --lr -1` trained, without a word, by climbing the loss (found 2026-12-05)."""
+    for args, message in ((("--lr", "-1"), "--lr must be a positive number, not -1.0"),
+                          (("--backbone-lr", "0"), "--backbone-lr must be a positive number"),
+                          (("--lr", "nan"), "--lr must be a positive number, not nan"),
+                          (("--patience", "0"), "patience and checkpoint interval must be >= 1"),
+                          (("--checkpoint-every", "0"), "patience and checkpoint interval")):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            cli_train_settings(*args).validate()
+    for kwargs in ({"head_lr": -1e-3}, {"weight_decay": -1.0}, {"label_smoothing": 1.0}, {"warmup_fraction": -0.1}):
+        with pytest.raises(ValueError):
+            TrainSettings(**kwargs).validate()
+    cli_train_settings("--lr", "3e-4", "--backbone-lr", "1e-5").validate()
 
 
 def test_listing_all_settings_reach_the_training_transform():
