@@ -293,3 +293,23 @@ def test_quiet_is_taken_before_or_after_the_command(argv, quiet):
     from artsentry.cli import build_parser
 
     assert build_parser().parse_args(argv).quiet is quiet
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["register", "search", "REG", "a.jpg", "--threshold", "5"], "5 is outside the range of match scores, -1.5 to 1.5"),
+    (["register", "set-threshold", "REG", "50"], "50 is outside the range of match scores"),
+    (["register", "create", "REG", "--threshold", "-2"], "-2 is outside the range of match scores"),
+    (["register", "search", "REG", "a.jpg", "-k", "0"], "0 is not a count of 1 or more"),
+    (["screen", "IN", "--out", "OUT", "--batch-size", "0"], "0 is not a count of 1 or more"),
+    (["screen", "IN", "--out", "OUT", "--top-k", "0"], "0 is not a count of 1 or more"),
+    (["predict", "a.jpg", "--batch-size", "-3"], "-3 is not a count of 1 or more"),
+    (["serve", "--port", "99999"], "99999 is not a port (0 to 65535)"),
+])
+def test_arguments_that_cannot_work_are_usage_errors(argv, message, capsys):
+    """Found probing the commands' arguments (2026-12-05): a threshold of 5 (for 0.5) answered every
+    register search 'no match' without a word; screen --batch-size 0 was a ZeroDivisionError, serve
+    --port 99999 an OverflowError, both tracebacks; search -k 0 printed empty match lists."""
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    assert message in capsys.readouterr().err

@@ -95,6 +95,17 @@ def test_training_reuses_its_view_cache(objects_dir, embedder_dir, tmp_path):
     assert read_config(again)["history"] == read_config(embedder_dir)["history"]  # same seed, same training
 
 
+def test_embedder_settings_that_cannot_train_are_refused():
+    """`train-embedder --backbone-lr -1` trained to the end, climbing the loss (found 2026-12-05)."""
+    for kwargs, message in (({"backbone_lr": -1.0}, "backbone-lr must be a positive number, not -1.0"),
+                            ({"lr": 0.0}, "lr must be a positive number"),
+                            ({"views": 0}, "views must be at least 1"),
+                            ({"dim": 0}, "dim must be at least 1")):
+        with pytest.raises(ValueError, match=message):
+            EmbedderSettings(**{**SMALL.__dict__, **kwargs}).validate()
+    SMALL.validate()
+
+
 def test_view_cache_is_not_reused_across_generator_versions(monkeypatch):
     import artsentry.index.metric as metric
 

@@ -37,6 +37,35 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a count of 1 or more")
+    return value
+
+
+#: a register's match scores: a cosine similarity, less half the mean of the next objects' (contrast)
+MATCH_SCORE_RANGE = (-1.5, 1.5)
+
+
+def _match_threshold(text: str) -> float:
+    """A register threshold on its match scores; 5 for 0.5, or 50 for 50%, would turn every search
+    into 'no match', without a word."""
+    value = float(text)
+    low, high = MATCH_SCORE_RANGE
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"{text} is outside the range of match scores, {low} to {high} "
+                                         "(a cosine similarity, less half the next objects' mean)")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a port (0 to 65535)")
+    return value
+
+
 def _add_threshold_args(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--target-recall", type=_fraction, metavar="R",
@@ -302,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("register")
     rc.add_argument("--embedder", default="pretrained:efficientnet_lite0",
                     help="'pretrained:efficientnet_lite0' or a model folder whose backbone embeds")
-    rc.add_argument("--threshold", type=float, help="match score under which search answers 'no match' (better: "
+    rc.add_argument("--threshold", type=_match_threshold, help="match score under which search answers 'no match' (better: "
                     "`register calibrate`)")
     rc.add_argument("--scoring", choices=("contrast", "similarity"), default="contrast",
                     help="a match's score: its similarity minus half the mean similarity of the next four objects "
@@ -354,8 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     rs = rsub.add_parser("search", help="which registered objects do these photos show?")
     rs.add_argument("register")
     rs.add_argument("images", nargs="+", help="image files or folders")
-    rs.add_argument("-k", type=int, default=5, help="matches per photo")
-    rs.add_argument("--threshold", type=float, help="override the register's no-match threshold")
+    rs.add_argument("-k", type=_count, default=5, help="matches per photo")
+    rs.add_argument("--threshold", type=_match_threshold, help="override the register's no-match threshold")
     rs.add_argument("--json", action="store_true")
     rs.add_argument("--lots", action="store_true",
                     help="photos of several objects: search the whole photo and its 3x3 half-size tiles, each object "
@@ -365,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("register")
     rt = rsub.add_parser("set-threshold", help="set the no-match threshold (on the register's match score)")
     rt.add_argument("register")
-    rt.add_argument("threshold", type=float)
+    rt.add_argument("threshold", type=_match_threshold)
     rcal = rsub.add_parser("calibrate", help="choose the no-match threshold for a target false-match rate",
                            description="Search photos of objects that are NOT registered (e.g. listing photos of "
                            "other objects) and set the lowest threshold at which at most --target-fmr of them "
@@ -390,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="photos of several objects (a seller's table, a catalogue page): scan each photo whole and "
                     "in 3x3 half-size tiles, score it by its highest tile, decide at the model's lot threshold "
                     "(set by evaluate --lots N), and print that tile's box")
-    pr.add_argument("--batch-size", type=int, default=32)
+    pr.add_argument("--batch-size", type=_count, default=32)
     pr.add_argument("--runtime", default="auto", choices=("auto", "torch", "onnx"),
                     help="forward pass: PyTorch, ONNX Runtime, or the one the model's config names (default)")
 
@@ -408,10 +437,10 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--culture-model", default=None,
                     help="a multi-class model or run folder (e.g. culture of a painting): its label and "
                     "probability are added to every record")
-    sc.add_argument("--top-k", type=int, default=5, help="register matches kept per image")
+    sc.add_argument("--top-k", type=_count, default=5, help="register matches kept per image")
     sc.add_argument("--runtime", default="auto", choices=("auto", "torch", "onnx"),
                     help="forward pass (default: the model config's; ONNX Runtime after artsentry export)")
-    sc.add_argument("--batch-size", type=int, default=32)
+    sc.add_argument("--batch-size", type=_count, default=32)
     sc.add_argument("--workers", type=int, default=None, help="image decoding worker processes")
     sc.add_argument("--group-folders", action="store_true",
                     help="folder input: the photos of one sub-folder are one listing, its path the listing id "
@@ -442,7 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "loaded once per worker (pip install 'artsentry[ray]')")
     sc.add_argument("--ray-address", default=None, help="Ray cluster to join (e.g. ray://head:10001 or 'auto'; "
                     "default: $RAY_ADDRESS, else a local Ray instance)")
-    sc.add_argument("--ray-workers", type=int, default=1, help="Ray actors, each with its own copy of the model")
+    sc.add_argument("--ray-workers", type=_count, default=1, help="Ray actors, each with its own copy of the model")
     sc.add_argument("--ray-cpus", type=float, default=1.0, help="CPUs reserved per Ray actor")
 
     xp = sub.add_parser("explain", help="heat maps: which regions decided (saliency, occlusion, Grad-CAM)",
@@ -480,7 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--culture-model", default=None, help="a second, multi-class model (e.g. culture of a painting)")
     sv.add_argument("--register", default=None, help="register folder for known-object matches")
     sv.add_argument("--host", default="127.0.0.1", help="interface (default %(default)s: this machine only)")
-    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--port", type=_port, default=8000)
     sv.add_argument("--token", default=None, help="bearer token for register writes (default: $ARTSENTRY_TOKEN; "
                     "none: writes disabled)")
     sv.add_argument("--max-upload-mb", type=float, default=20.0, help="largest upload (default %(default)s MB; "

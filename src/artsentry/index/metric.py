@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -67,6 +68,19 @@ class EmbedderSettings:
     patience: int = 10
     seed: int = 0
     workers: int = 2
+
+    def validate(self) -> None:
+        for name in ("lr", "backbone_lr", "temperature"):  # a negative rate climbs the loss, without a word
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name.replace('_', '-')} must be a positive number, not {value}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight decay must be >= 0, not {self.weight_decay}")
+        for name in ("dim", "views", "epochs", "patience", "batch_objects", "max_side"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
+        if self.trained_stages < 0 or self.workers < 0:
+            raise ValueError("trained stages and workers must be >= 0")
 
     def cache_key(self, data_fingerprint: str) -> str:
         parts = {k: getattr(self, k) for k in ("backbone", "image_size", "views", "max_side", "seed")}
@@ -230,6 +244,7 @@ def train_embedder(data: str | Path, out: str | Path, settings: EmbedderSettings
     """Train a retrieval embedding on the objects of ``data`` (folder or manifest);
     returns the model folder ``out/model``."""
     settings = settings or EmbedderSettings()
+    settings.validate()
     # built first: Preprocessing refuses an unknown resize mode before any photo is read
     pre = replace(default_preprocessing(settings.backbone), input_size=settings.image_size, resize=settings.resize)
     out = Path(out)
