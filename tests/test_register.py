@@ -539,3 +539,37 @@ def test_one_photo_is_accepted_where_a_list_is_expected(tmp_path, photos, model_
     assert named.source == "query" and named.probabilities == one.probabilities
     with pytest.raises(ValueError, match="1 name"):
         predictor.predict_files(photos["A"][0], names=["only one"])
+
+
+def test_changes_made_by_another_process_are_seen_and_kept(tmp_path, photos):
+    """A register open in one process (the web server) while another changes it (`register add` or
+    `remove` in a terminal). Before: the first never found objects added by the second, a search near
+    an object the second removed raised KeyError, and the first's next change saved its stale index
+    over the second's (the removed object back in the index, the added one gone from it)."""
+    import subprocess
+    import sys
+
+    folder = tmp_path / "reg"
+    abc_register(folder, photos).close()
+    server = Register.open(folder)
+    assert server.search(photos["A"][1], k=1)[0].matches[0].object_id == "A"
+
+    def cli(*argv):
+        proc = subprocess.run([sys.executable, "-m", "artsentry", "-q", "register", *argv], capture_output=True,
+                              text=True)
+        assert proc.returncode == 0, proc.stderr
+
+    cli("add", str(folder), "D", photos["unknown"])
+    cli("remove", str(folder), "A")
+    assert server.indexed_vectors == 5  # B, C: two photos each; D: one
+    [found] = server.search(photos["unknown"], k=2)
+    assert found.matches[0].object_id == "D"
+    [near_a] = server.search(photos["A"][1], k=3)  # A's own photo: A is gone, no KeyError
+    assert "A" not in [m.object_id for m in near_a.matches]
+
+    server.add("E", photos["A"][0][0])  # a change here keeps theirs
+    server.close()
+    again = Register.open(folder)
+    assert sorted(o["object_id"] for o in again.list()) == ["B", "C", "D", "E"]
+    assert len(again.index) == 6
+    assert again.search(photos["unknown"], k=1)[0].matches[0].object_id == "D"

@@ -658,3 +658,31 @@ def test_analyze_with_lots_searches_the_register_tile_by_tile(photos, tmp_path):
         body["matches"][0]["score"] >= lot_threshold)
     plain = analyzer.analyze(data, explain=False)["register"]
     assert "box" not in plain["matches"][0] and plain["threshold"] == analyzer.register.threshold
+
+
+def test_objects_registered_from_a_terminal_are_found_by_the_running_server(live, register_dir, photos):
+    """`artsentry register add` beside a running server: before, the server searched the index it
+    had loaded at start and never found the new object (and a removal elsewhere made its searches
+    raise KeyError)."""
+    import subprocess
+    import sys
+
+    def cli(*argv):
+        proc = subprocess.run([sys.executable, "-m", "artsentry", "-q", "register", *argv], capture_output=True,
+                              text=True)
+        assert proc.returncode == 0, proc.stderr
+
+    before = httpx.get(f"{live.url}/v1/models").json()["register"]
+    cli("add", str(register_dir), "TERMINAL-1", photos["unknown"], "--title", "added from a terminal")
+    try:
+        now = httpx.get(f"{live.url}/v1/models").json()["register"]
+        assert now["objects"] == before["objects"] + 1 and now["indexed_vectors"] == before["indexed_vectors"] + 1
+        r = httpx.post(f"{live.url}/v1/analyze", files={"file": ("q.jpg", Path(photos["unknown"]).read_bytes())},
+                       timeout=60)
+        assert r.status_code == 200 and r.json()["register"]["matches"][0]["object_id"] == "TERMINAL-1"
+    finally:
+        cli("remove", str(register_dir), "TERMINAL-1")
+    r = httpx.post(f"{live.url}/v1/analyze", files={"file": ("q.jpg", Path(photos["unknown"]).read_bytes())},
+                   timeout=60)
+    assert r.status_code == 200 and "TERMINAL-1" not in [m["object_id"] for m in r.json()["register"]["matches"]]
+    assert httpx.get(f"{live.url}/v1/models").json()["register"] == before

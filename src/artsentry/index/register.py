@@ -125,6 +125,41 @@ class Register:
         self.db = db
         self._embedder = embedder
         self.index = self._load_index() if load_index else VectorIndex(self.dim)
+        self._version = self._data_version()
+
+    def _data_version(self) -> int:
+        """SQLite's count of commits by OTHER connections to this database (``PRAGMA data_version``)."""
+        return self.db.execute("PRAGMA data_version").fetchone()[0]
+
+    def _sync(self, locked: bool = False) -> None:
+        """Bring this process's index up to date when another process (a CLI import beside the web
+        server, a second terminal) changed the register since this one last read it: without it,
+        objects registered elsewhere were never found here, a search near an object removed elsewhere
+        raised KeyError, and this process's next change saved its stale index over theirs. ``locked``
+        (holding the write lock, ``_begin``): no change is half-made, and the index file matches the
+        database; otherwise the index is rebuilt from the database's vectors, one consistent snapshot,
+        since another process may have written the file and not yet committed."""
+        version = self._data_version()
+        if version != self._version:
+            if locked:
+                self.index = self._load_index()
+            else:
+                with self.db:
+                    self.db.execute("BEGIN")
+                    self.index = self._index_from_db()
+            self._version = version
+
+    @property
+    def indexed_vectors(self) -> int:
+        """Vectors in the search index (photos and their re-shots), as the database now has them."""
+        self._sync()
+        return len(self.index)
+
+    def _begin(self) -> None:
+        """Start a change: the database's write lock first (``BEGIN IMMEDIATE``: no other process can
+        commit until this one does), then this process's index brought up to date under it."""
+        self.db.execute("BEGIN IMMEDIATE")
+        self._sync(locked=True)
 
     # -- opening --------------------------------------------------------------------------
     @classmethod
@@ -305,14 +340,21 @@ class Register:
             self._set("index_sha256", file_sha256(path))
         self._set("index_count", str(len(self.index)))
 
+    def _index_from_db(self) -> VectorIndex:
+        rows = self.db.execute("SELECT vector_id, vector FROM photos ORDER BY vector_id").fetchall()
+        index = VectorIndex.for_size(self.dim, len(rows))
+        if rows:
+            index.add([r[0] for r in rows], np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows]))
+        return index
+
     def rebuild(self) -> int:
         """Recreate the index from the vectors in the database."""
-        rows = self.db.execute("SELECT vector_id, vector FROM photos ORDER BY vector_id").fetchall()
-        self.index = VectorIndex.for_size(self.dim, len(rows))
-        if rows:
-            self.index.add([r[0] for r in rows], np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows]))
-        self._save_index()
-        return len(rows)
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            self._version = self._data_version()
+            self.index = self._index_from_db()
+            self._save_index()
+        return len(self.index)
 
     def close(self) -> None:
         self.db.close()
@@ -349,7 +391,7 @@ class Register:
         changes: dict[str, tuple[str, dict]] = {}  # object id -> (action, metadata set), for the history
         added_shas: dict[str, list] = {}  # object id -> SHA-256 of the photos added (not re-shots)
         with self.db:
-            self.db.execute("BEGIN")
+            self._begin()
             for object_id, _, metadata in objects:
                 object_id = str(object_id).strip()
                 if object_id not in readable:
@@ -474,10 +516,10 @@ class Register:
     def remove(self, object_id: str) -> int:
         """Take an object out; returns the number of photos removed (0: it was not registered)."""
         object_id = str(object_id)
-        ids = [r[0] for r in self.db.execute("SELECT vector_id FROM photos WHERE object_id = ?", (object_id,))]
-        was = self.get(object_id)
         with self.db:
-            self.db.execute("BEGIN")
+            self._begin()
+            ids = [r[0] for r in self.db.execute("SELECT vector_id FROM photos WHERE object_id = ?", (object_id,))]
+            was = self.get(object_id)
             if was is not None:  # what it was, kept in the history after the object is gone
                 self._log("remove", object_id, photos_removed=len(was["photos"]),
                           was={k: was[k] for k in META_FIELDS if was.get(k) is not None})
@@ -548,6 +590,7 @@ class Register:
         re-shots scores the mean of its two best-matching versions; the match score is that
         similarity, contrasted with the next objects' under ``scoring="contrast"`` (module
         docstring)."""
+        self._sync()
         n_photos = len(self.index)
         if n_photos == 0:
             return [[] for _ in range(len(vectors))]

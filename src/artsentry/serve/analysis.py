@@ -94,7 +94,7 @@ class Analyzer:
             with self.lock:
                 reg = self.register
                 photos = reg.db.execute("SELECT COUNT(*) FROM photos WHERE reshot_of IS NULL").fetchone()[0]
-                out["register"] = {"objects": len(reg), "photos": photos, "indexed_vectors": len(reg.index),
+                out["register"] = {"objects": len(reg), "photos": photos, "indexed_vectors": reg.indexed_vectors,
                                    "threshold": self.register.threshold, "scoring": self.register.scoring,
                                    "embedder": self.register.embedder.describe()["spec"]}
         return out
