@@ -1014,3 +1014,14 @@ def test_ray_engine_gives_the_local_decisions(onnx_model_dir, listings, tmp_path
         if x["error"] is None:
             assert abs(x["score"] - y["score"]) <= 1e-5
     assert (local / "queue.csv").read_bytes() == (tmp_path / "ray" / "queue.csv").read_bytes()
+
+
+def test_a_second_screening_into_a_busy_folder_is_refused(model_dir, listings, tmp_path):
+    """Two screenings into one --out would interleave their records in one evidence chain."""
+    from artsentry.files import FolderBusy, exclusive
+
+    out = tmp_path / "out"
+    with exclusive(out, "screen"):
+        with pytest.raises(FolderBusy, match="another artsentry screen is writing here"):
+            Screener(model_dir, progress=False).run(listings, out)
+    assert Screener(model_dir, progress=False).run(listings, out)["complete"]  # free once the first ends

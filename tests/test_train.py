@@ -1415,3 +1415,28 @@ def test_frozen_head_learns_from_cached_augmented_views(tmp_path, synthetic_data
                                views[1]["features"])
     preds = Predictor.load(result.model_dir).predict_files([str(p) for p in sorted(synthetic_dataset.glob("*/*.jpg"))])
     assert np.mean([p.label == Path(p.source).parent.name for p in preds]) >= 0.9
+
+
+def test_a_second_run_into_a_busy_run_folder_is_refused(tmp_path, synthetic_dataset):
+    """`make ivory` started twice (two terminals): both wrote checkpoints into one run folder. The
+    second now stops at once, naming the first; once the first ends, the folder is free."""
+    import subprocess
+
+    from artsentry.files import FolderBusy, exclusive
+
+    run = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom artsentry.files import exclusive\n"
+                               f"with exclusive({str(run)!r}, 'train'):\n    print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(FolderBusy, match=rf"{run}: another artsentry train is writing here \(pid {holder.pid}, "):
+            train(synthetic_dataset, run, TrainSettings(mode="frozen", **FAST), progress=False)
+        assert sorted(p.name for p in run.iterdir()) == [".artsentry.lock"]  # nothing written beside it
+    finally:
+        holder.kill()
+        holder.wait()
+    assert train(synthetic_dataset, run, TrainSettings(mode="frozen", **FAST), progress=False).model_dir.is_dir()
+    with exclusive(tmp_path / "never", "train"):
+        pass
+    assert not (tmp_path / "never").exists()  # a run that wrote nothing leaves no folder behind

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from .errors import ArtsentryError
 
 _SWEPT: set[Path] = set()
 _SWEPT_LOCK = threading.Lock()
@@ -99,3 +100,51 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
 def write_text_atomic(path: str | Path, text: str) -> None:
     """Write ``text`` (UTF-8) at ``path`` through ``atomic_path``."""
     write_bytes_atomic(path, text.encode("utf-8"))
+
+
+LOCK_NAME = ".artsentry.lock"
+
+
+class FolderBusy(ArtsentryError, RuntimeError):
+    """Another process is writing into the folder a run was asked to write into."""
+
+
+@contextmanager
+def exclusive(folder: str | Path, what: str) -> Iterator[None]:
+    """Hold ``folder``'s lock (``.artsentry.lock``, the kernel's ``flock``) while a run writes into
+    it: a second ``train`` into one run folder, or ``screen`` into one output folder (two terminals,
+    ``make ivory`` started twice), is refused at once, naming the first, instead of both writing
+    checkpoints or evidence over each other. The lock ends with its process, however that ends
+    (``kill -9`` included); the file stays, holding who last ran there."""
+    try:
+        import fcntl
+    except ImportError:  # not a POSIX system: no lock (the runs must not overlap)
+        yield
+        return
+    import shlex
+    import sys
+    from datetime import datetime, timezone
+
+    folder = Path(folder)
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+    locked = False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 1024, 0).decode("utf-8", "replace").strip() or "a process"
+            raise FolderBusy(f"{folder}: another artsentry {what} is writing here ({holder}); wait for it to end, "
+                             "or use another folder") from None
+        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        note = f"pid {os.getpid()}, since {started}: {shlex.join(sys.argv)}"[:1000].encode("utf-8", "replace")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, note, 0)
+        locked = True
+        yield
+    finally:
+        if locked and created and [p.name for p in folder.iterdir()] == [LOCK_NAME]:
+            (folder / LOCK_NAME).unlink()  # a run that failed before writing anything leaves no folder
+            folder.rmdir()
+        os.close(fd)

@@ -68,7 +68,7 @@ from .data.manifest import TABLE_SUFFIXES, ManifestError, _pick, _read_table, ca
 from .data.quality import assess_quality, measuring_draft, quality_warnings, warnings_text
 from .data.transforms import eval_transform
 from .errors import ArtsentryError
-from .files import write_bytes_atomic, write_text_atomic
+from .files import exclusive, write_bytes_atomic, write_text_atomic
 from .htmlembed import thumbnail_uri
 from .inference import Predictor, default_workers
 from .lots import TILE_FRACTION, TILE_GRID, LotTransform, crops_forward, lot_threshold, tile_fractions
@@ -614,9 +614,15 @@ class Screener:
         if pending:
             yield pending
 
-    def run(self, source: str | Path, out_dir: str | Path, *, overwrite: bool = False,
-            max_rows: int | None = None, engine: str = "local", group_folders: bool = False,
-            review_weak: bool = False) -> dict:
+    def run(self, source: str | Path, out_dir: str | Path, **kwargs) -> dict:
+        """``_run`` (below) holding ``out_dir``'s lock: a second screening into the same folder is
+        refused, not interleaved with this one's evidence log."""
+        with exclusive(out_dir, "screen"):
+            return self._run(source, out_dir, **kwargs)
+
+    def _run(self, source: str | Path, out_dir: str | Path, *, overwrite: bool = False,
+             max_rows: int | None = None, engine: str = "local", group_folders: bool = False,
+             review_weak: bool = False) -> dict:
         """Screen ``source`` into ``out_dir``; resumes a run there. ``engine``: ``local``
         (decode workers + batched inference here) or ``ray`` (Ray Data). ``max_rows`` stops
         after that many new records (a deliberate interruption, for tests and trials).

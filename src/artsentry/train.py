@@ -171,7 +171,7 @@ from .data.splits import split_manifest
 from .data.transforms import (AUGMENTATIONS, CROP_SCALE, LISTING_P, RESIZE_MODES, Preprocessing, check_crop_scale,
                               eval_transform, fixres_size, paired_views, train_transform)
 from .errors import ArtsentryError
-from .files import write_text_atomic
+from .files import LOCK_NAME, exclusive, write_text_atomic
 from .inference import default_workers
 from .models import POOLINGS, ImageClassifier, check_input_size, create_model, default_preprocessing
 from .models.artifact import save_model, save_tensors_atomic
@@ -1243,18 +1243,21 @@ def train(source: str | Path | None, run_dir: str | Path, settings: TrainSetting
     """
     settings = settings or TrainSettings()
     run_dir = Path(run_dir)
-    if overwrite and run_dir.exists():
-        shutil.rmtree(run_dir)
-    if _finished(run_dir):
-        raise TrainingError(f"{run_dir} already holds a trained model; use --overwrite or another --out")
-    if _trained(run_dir):  # trained, but stopped before its evaluation finished: evaluate only
-        result = TrainResult(run_dir, run_dir / "model")
-    else:
-        result = Trainer(run_dir, settings, progress=progress).run(source)
-        if not _has_test(run_dir):  # (the branch above only gets here with test photos)
-            return result
-    result.evaluation = _evaluate_run(run_dir, result.model_dir, settings, progress)
-    return result
+    with exclusive(run_dir, "train"):  # `make ivory` started twice: the second stops here
+        if overwrite:
+            for entry in run_dir.iterdir():
+                if entry.name != LOCK_NAME:
+                    shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+        if _finished(run_dir):
+            raise TrainingError(f"{run_dir} already holds a trained model; use --overwrite or another --out")
+        if _trained(run_dir):  # trained, but stopped before its evaluation finished: evaluate only
+            result = TrainResult(run_dir, run_dir / "model")
+        else:
+            result = Trainer(run_dir, settings, progress=progress).run(source)
+            if not _has_test(run_dir):  # (the branch above only gets here with test photos)
+                return result
+        result.evaluation = _evaluate_run(run_dir, result.model_dir, settings, progress)
+        return result
 
 
 def _saved_fingerprint(config: dict) -> str | None:

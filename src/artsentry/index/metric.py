@@ -39,7 +39,7 @@ from ..data.listing import GENERATOR_VERSION, reshots
 from ..data.manifest import read_manifest
 from ..data.splits import split_manifest
 from ..data.transforms import Preprocessing, eval_transform
-from ..files import write_text_atomic
+from ..files import exclusive, write_text_atomic
 from ..models import default_preprocessing
 from ..models.artifact import save_embedding, save_tensors_atomic
 from ..models.embedding import EmbeddingNet
@@ -242,9 +242,15 @@ def _cached_maps(net, paths, settings, preprocessing, cache: Path, progress: boo
 def train_embedder(data: str | Path, out: str | Path, settings: EmbedderSettings | None = None,
                    progress: bool = True) -> Path:
     """Train a retrieval embedding on the objects of ``data`` (folder or manifest);
-    returns the model folder ``out/model``."""
+    returns the model folder ``out/model``. A second run into the same ``out`` is refused while
+    this one runs (``files.exclusive``)."""
     settings = settings or EmbedderSettings()
     settings.validate()
+    with exclusive(out, "train-embedder"):
+        return _train_embedder(data, Path(out), settings, progress)
+
+
+def _train_embedder(data: str | Path, out: Path, settings: EmbedderSettings, progress: bool) -> Path:
     # built first: Preprocessing refuses an unknown resize mode before any photo is read
     pre = replace(default_preprocessing(settings.backbone), input_size=settings.image_size, resize=settings.resize)
     out = Path(out)
