@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +94,28 @@ def test_training_reuses_its_view_cache(objects_dir, embedder_dir, tmp_path):
     again = train_embedder(objects_dir, run, SMALL, progress=False)
     assert caches[0].stat().st_mtime_ns == stamp  # the views were not made again
     assert read_config(again)["history"] == read_config(embedder_dir)["history"]  # same seed, same training
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c.pop("preprocessing"), "preprocessing: missing, or not a mapping of settings"),
+    (lambda c: c["preprocessing"].update(input_size=0), "preprocessing: input_size must be a whole number"),
+    (lambda c: c["architecture"].update(dim="big"), "architecture: invalid literal for int()"),
+    (lambda c: c["architecture"].update(pooling="nope"), "architecture: pooling must be one of"),
+])
+def test_an_edited_embedding_config_is_one_clear_error(embedder_dir, tmp_path, edit, message):
+    """A missing preprocessing block was a KeyError traceback; the others did not name the file."""
+    import shutil
+
+    from artsentry.models.artifact import load_embedding
+
+    folder = tmp_path / "model"
+    shutil.copytree(embedder_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    edit(config)
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ArtifactError, match=re.escape(message)) as err:
+        load_embedding(folder)
+    assert str(err.value).startswith(f"{folder / 'config.json'}: ") and "edited or is damaged" in str(err.value)
 
 
 def test_embedder_settings_that_cannot_train_are_refused():

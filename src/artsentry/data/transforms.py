@@ -68,6 +68,8 @@ class Preprocessing:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Preprocessing":
+        if not isinstance(d, dict):
+            raise ValueError(f"missing, or not a mapping of settings ({type(d).__name__})")
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:

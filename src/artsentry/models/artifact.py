@@ -206,7 +206,16 @@ def load_embedding(folder: str | Path):
     config = read_config(folder)
     if not is_embedding(config):
         raise ArtifactError(f"{folder} is a classifier, not an embedding model")
-    return _load_weights(folder, embedding_from_config(config["architecture"])), config
+    path = folder / CONFIG_NAME
+    try:
+        Preprocessing.from_dict(config.get("preprocessing"))
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ArtifactError(f"{path}: preprocessing: {exc} (the file was edited or is damaged)") from None
+    try:
+        net = embedding_from_config(config["architecture"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ArtifactError(f"{path}: architecture: {exc} (the file was edited or is damaged)") from None
+    return _load_weights(folder, net), config
 
 
 def _load_weights(folder: Path, model):
