@@ -346,3 +346,23 @@ def test_artifacts_without_a_pooling_entry_load_as_average_pooling(tmp_path):
                         preprocessing=default_preprocessing("efficientnet_lite0"))
     loaded, _ = load_model(folder)
     assert loaded.num_features == 1280 and hasattr(loaded.backbone, "conv_head")
+
+
+def test_a_predictor_reports_the_weights_it_loaded_not_the_file_that_replaced_them(tmp_path):
+    """The version every decision is traced to (web answers, audit log) was hashed from the weights
+    file at each request: once a new training replaced the file under a running server, its answers
+    named weights it was not using (and each request hashed the whole file again)."""
+    import hashlib
+
+    from artsentry.inference import Predictor
+
+    pre = default_preprocessing("smallcnn")
+    folder = save_model(create_model("smallcnn", 2), tmp_path / "m", labels=["a", "b"], preprocessing=pre)
+    loaded = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+    predictor = Predictor.load(folder)
+    assert predictor.info()["version"] == loaded[:16]
+    torch.manual_seed(1)
+    save_model(create_model("smallcnn", 2), folder, labels=["a", "b"], preprocessing=pre)  # retrained in place
+    assert hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest() != loaded
+    assert predictor.info()["version"] == loaded[:16]
+    assert Predictor.load(folder).info()["version"] != loaded[:16]

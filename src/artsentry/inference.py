@@ -182,14 +182,18 @@ class Predictor(Decider):
 
     def info(self) -> dict:
         """What a decision must be traced to: architecture, folder, version (the first 16 hex
-        digits of the weights' SHA-256), creation time, threshold, runtime."""
-        from .data.splits import file_sha256
-        from .models.artifact import WEIGHTS_NAME
-
+        digits of the weights' SHA-256: of the weights this predictor loaded, even once the file was
+        replaced by a later training into the same folder), creation time, threshold, runtime."""
         folder = self.folder
+        sha = getattr(self.model, "weights_sha256", None)
+        if sha is None and folder is not None:  # a model handed in, not loaded by ``load``: the file's, once
+            from .data.splits import file_sha256
+            from .models.artifact import WEIGHTS_NAME
+
+            sha = self.model.weights_sha256 = file_sha256(folder / WEIGHTS_NAME)
         info = {
             "name": self.config["architecture"]["name"], "path": str(folder.resolve()) if folder else None,
-            "version": file_sha256(folder / WEIGHTS_NAME)[:16] if folder else None, "created": self.config.get("created"),
+            "version": sha[:16] if sha else None, "created": self.config.get("created"),
             "threshold": self.threshold if self.threshold is not None else (0.5 if self.binary else None),
             "positive_label": self.positive_label, "runtime": self.runtime,
         }

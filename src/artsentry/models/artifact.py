@@ -8,6 +8,7 @@ loading never unpickles anything.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -17,7 +18,8 @@ from importlib import metadata
 from pathlib import Path
 
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_bytes
+from safetensors.torch import save_file
 
 from .. import __version__
 from ..data.transforms import Preprocessing
@@ -223,13 +225,16 @@ def _load_weights(folder: Path, model):
     if not weights.is_file():
         raise ArtifactError(f"{folder}: no {WEIGHTS_NAME}")
     try:
-        state = load_file(str(weights))
+        data = weights.read_bytes()  # read once: the bytes loaded are the bytes hashed
+        state = load_bytes(data)
     except (SafetensorError, OSError, ValueError) as exc:
         raise ArtifactError(f"{weights}: unreadable weights ({exc})") from None
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise ArtifactError(f"{weights}: weights do not match the architecture in config.json ({exc})") from None
+    # the version decisions are traced to (Predictor.info): of these weights, whatever the file holds later
+    model.weights_sha256 = hashlib.sha256(data).hexdigest()
     return model.eval()
 
 
