@@ -313,3 +313,28 @@ def test_arguments_that_cannot_work_are_usage_errors(argv, message, capsys):
         main(argv)
     assert stop.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_photos_with_names_that_are_not_utf8_are_reported_with_the_results(model_dir, synthetic_dataset, tmp_path,
+                                                                          capsys):
+    """A seized phone's photos copied from an archive made with another encoding ('caf\\xe9.jpg'): they
+    cannot be judged under a name no table can hold, and were left out with a warning only: predict
+    exited 0 and screen's summary counted them nowhere. Now each is an error line (exit 3) for
+    predict, and screen lists them in summary.json, says so, and exits 3."""
+    import os
+
+    folder = tmp_path / "dump"
+    folder.mkdir()
+    good = sorted((synthetic_dataset / "ivory").glob("*.jpg"))[0]
+    shutil.copy(good, folder / "a.jpg")
+    shutil.copy(good, os.fsdecode(bytes(folder) + b"/caf\xe9.jpg"))
+    assert main(["-q", "predict", str(folder), "--model", str(model_dir)]) == EXIT_SOME_UNREADABLE
+    out, err = capsys.readouterr()
+    assert out.startswith(f"{folder / 'a.jpg'}\t") and len(out.splitlines()) == 1
+    assert f"error: {folder}/caf\\xe9.jpg: not read: its file name is not UTF-8; rename it" in err
+    assert main(["-q", "screen", str(folder), "--out", str(tmp_path / "out"), "--model", str(model_dir)]) \
+        == EXIT_SOME_UNREADABLE
+    out, _ = capsys.readouterr()
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["recorded"] == 1 and summary["not_screened"]["files"] == [f"{folder}/caf\\xe9.jpg"]
+    assert "1 image(s) of the folder not screened: their file names are not UTF-8" in out

@@ -829,10 +829,13 @@ def expand_images(items: list[str]) -> tuple[list[str], list[str]]:
     for item in items:
         p = Path(item)
         if p.is_dir():
-            found = [str(f) for f in find_images(p)]
-            if not found:
+            not_utf8: list[str] = []
+            found = [str(f) for f in find_images(p, not_utf8=not_utf8)]
+            if not found and not not_utf8:
                 problems.append(f"{item}: no image files in folder")
             files.extend(found)
+            problems += [f"{name}: not read: its file name is not UTF-8; rename it (for example with convmv) "
+                         "and run again" for name in not_utf8]
         elif p.suffix.lower() in TABLE_SUFFIXES and p.exists():
             problems.append(f"{item}: a table, not an image ('artsentry screen' screens the photos a table lists, "
                             "'artsentry register import' registers them)")
@@ -1121,7 +1124,11 @@ def cmd_screen(a) -> int:
         if summary.get("photos_in_several_listings"):
             print(f"{summary['photos_in_several_listings']} photo(s) appear, byte for byte, in more than one listing "
                   "(shared_with in results.csv and listings.csv)")
-    return EXIT_SOME_UNREADABLE if summary.get("unreadable") else 0
+    if summary.get("not_screened"):
+        left = summary["not_screened"]["files"]
+        print(f"{len(left)} image(s) of the folder not screened: their file names are not UTF-8 (e.g. {left[0]}; all "
+              f"in summary.json); rename them and run again")
+    return EXIT_SOME_UNREADABLE if summary.get("unreadable") or summary.get("not_screened") else 0
 
 
 def cmd_verify(a) -> int:

@@ -112,12 +112,17 @@ def read_listings(source: str | Path, group_folders: bool = False) -> pd.DataFra
     if not source.exists():
         raise ScreenError(f"{source}: no such file or folder")
     if source.is_dir():
-        files = find_images(source)
+        not_utf8: list[str] = []
+        files = find_images(source, not_utf8=not_utf8)
         if not files:
-            raise ScreenError(f"{source}: no image files in folder")
+            raise ScreenError(f"{source}: no image files in folder"
+                              + (f" with a UTF-8 name ({len(not_utf8)} without one, e.g. {not_utf8[0]})"
+                                 if not_utf8 else ""))
         rel = [f.relative_to(source) for f in files]
         ids = [r.parent.as_posix() if group_folders and r.parent != Path(".") else r.as_posix() for r in rel]
-        return pd.DataFrame({"listing_id": ids, "image": [str(f.resolve()) for f in files]})
+        out = pd.DataFrame({"listing_id": ids, "image": [str(f.resolve()) for f in files]})
+        out.attrs["not_utf8"] = not_utf8  # photos left out: the run's summary names them (Screener.run)
+        return out
     if group_folders:
         raise ScreenError(f"{source}: grouping by folder applies to a folder of images; a table groups "
                           f"photos by its {'/'.join(ID_COLUMNS)} column")
@@ -634,6 +639,10 @@ class Screener:
         if engine not in ENGINES:
             raise ScreenError(f"engine must be one of {ENGINES}, not {engine!r}")
         listings = read_listings(source, group_folders=group_folders)
+        not_utf8 = list(listings.attrs.get("not_utf8", []))
+        if not_utf8:
+            log.warning("%s: %d image(s) not screened: their file names are not UTF-8 (e.g. %s); rename them to "
+                        "UTF-8 (for example with convmv) and run again", source, len(not_utf8), not_utf8[0])
         out = Path(out_dir)
         state_path = out / STATE
         evidence_path = out / EVIDENCE
@@ -745,6 +754,9 @@ class Screener:
                    "evidence_head": head,
                    "this_run": {"images": n_new, "seconds": round(seconds, 2),
                                 "images_per_second": round(n_new / seconds, 2) if seconds > 0 else None}}
+        if not_utf8:  # in the folder, but in no table, log or report: named here so they are not lost
+            summary["not_screened"] = {"reason": "file name not UTF-8: rename it (for example with convmv) and run "
+                                                 "again", "files": not_utf8}
         if complete:
             summary.update(write_outputs(records, listings, out, carried, overlay=self._overlay_maker(),
                                          review_weak=review_weak, keep_dir=self.keep_dir, source=state["input"]))

@@ -147,7 +147,7 @@ def _walk(root: Path):
         yield from (base / name for name in filenames)
 
 
-def find_images(folder: str | os.PathLike, recursive: bool = True) -> list[Path]:
+def find_images(folder: str | os.PathLike, recursive: bool = True, not_utf8: list[str] | None = None) -> list[Path]:
     """The image files in ``folder`` (and its sub-folders when ``recursive``), sorted, by their
     ending (``IMAGE_SUFFIXES``). Hidden files and folders (``.DS_Store``, ``.thumbnails/``...) and
     ``SYSTEM_FILES`` are passed over; any other file is not silently dropped: a warning counts
@@ -157,7 +157,9 @@ def find_images(folder: str | os.PathLike, recursive: bool = True) -> list[Path]
     warning, to be renamed, instead of failing the whole run. A linked folder is searched like any
     other (once, however many links lead to it, so a link to a parent cannot loop); a link whose
     target is gone is kept when its name is an image's, so the run reports it as a broken link
-    instead of leaving the photo out without a word."""
+    instead of leaving the photo out without a word. ``not_utf8``: a list the names that are not
+    UTF-8 are added to (with ``\\xNN`` for their odd bytes), for the caller to report with its
+    results; the warning is then the caller's to give."""
     root = Path(folder)
     files, others, undecodable = [], Counter(), []
     for f in _walk(root) if recursive else root.iterdir():
@@ -174,7 +176,9 @@ def find_images(folder: str | os.PathLike, recursive: bool = True) -> list[Path]
             undecodable.append(os.fsencode(f).decode("utf-8", "backslashreplace"))
             continue
         files.append(f)
-    if undecodable:
+    if not_utf8 is not None:
+        not_utf8.extend(undecodable)
+    elif undecodable:
         log.warning("%s: %d image(s) not read: their file names are not UTF-8 (e.g. %s); rename them to UTF-8 "
                     "(for example with convmv) and run again", root, len(undecodable), undecodable[0])
     if others:
