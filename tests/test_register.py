@@ -452,12 +452,16 @@ def test_import_from_a_folder_of_object_folders(tmp_path, photos, capsys):
             shutil.copy(p, root / f"obj-{name}")
     (root / "empty").mkdir()
     shutil.copy(photos["unknown"], root)  # a loose photo: belongs to no object
+    import os
+
+    shutil.copy(photos["C"][0][0], os.fsdecode(bytes(root / "obj-B") + b"/caf\xe9.jpg"))  # a Latin-1 name
     reg = str(tmp_path / "reg")
     assert main(["-q", "register", "create", reg]) == 0
     assert main(["-q", "register", "import", reg, str(root)]) == 3
     out, err = capsys.readouterr()
     assert "imported 4 photo(s), 2 new object(s) of the 2" in out
     assert "empty: no image files" in err and "1 photo(s) lie outside any object folder" in err
+    assert f"{root}/obj-B/caf\\xe9.jpg: not registered: its file name is not UTF-8" in err
     assert [o["object_id"] for o in Register.open(reg).list()] == ["obj-A", "obj-B"]
     with pytest.raises(RegisterError, match="no object folders with photos"):
         from artsentry.index.register import read_objects

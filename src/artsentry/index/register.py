@@ -846,7 +846,10 @@ def read_objects(source: str | Path) -> tuple[list[tuple[str, list[str], dict]],
     if source.is_dir():
         objects = []
         for folder in sorted(p for p in source.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            photos = [str(f.resolve()) for f in find_images(folder)]
+            not_utf8: list[str] = []
+            photos = [str(f.resolve()) for f in find_images(folder, not_utf8=not_utf8)]
+            problems += [f"{name}: not registered: its file name is not UTF-8; rename it (for example with convmv) "
+                         "and import again" for name in not_utf8]
             if photos:
                 objects.append((folder.name, photos, {}))
             else:
