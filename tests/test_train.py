@@ -1440,3 +1440,10 @@ def test_a_second_run_into_a_busy_run_folder_is_refused(tmp_path, synthetic_data
     with exclusive(tmp_path / "never", "train"):
         pass
     assert not (tmp_path / "never").exists()  # a run that wrote nothing leaves no folder behind
+    (tmp_path / "a-file").write_text("x")  # --out naming a file: one line, not a FileExistsError traceback
+    from artsentry.files import FolderError
+
+    with pytest.raises(FolderError, match="a-file: a file is there, not a folder to write the run into"):
+        train(synthetic_dataset, tmp_path / "a-file", TrainSettings(mode="frozen", **FAST), progress=False)
+    with pytest.raises(FolderError, match=r"a-file/run: cannot write the run here \(Not a directory\)"):
+        train(synthetic_dataset, tmp_path / "a-file" / "run", TrainSettings(mode="frozen", **FAST), progress=False)

@@ -109,6 +109,10 @@ class FolderBusy(ArtsentryError, RuntimeError):
     """Another process is writing into the folder a run was asked to write into."""
 
 
+class FolderError(ArtsentryError, OSError):
+    """The folder a run was asked to write into cannot be one (a file is there, no permission)."""
+
+
 @contextmanager
 def exclusive(folder: str | Path, what: str) -> Iterator[None]:
     """Hold ``folder``'s lock (``.artsentry.lock``, the kernel's ``flock``) while a run writes into
@@ -126,9 +130,14 @@ def exclusive(folder: str | Path, what: str) -> Iterator[None]:
     from datetime import datetime, timezone
 
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise FolderError(f"{folder}: a file is there, not a folder to write the run into")
     created = not folder.exists()
-    folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise FolderError(f"{folder}: cannot write the run here ({exc.strerror or exc})") from None
     locked = False
     try:
         try:
