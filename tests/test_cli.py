@@ -338,3 +338,21 @@ def test_photos_with_names_that_are_not_utf8_are_reported_with_the_results(model
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["recorded"] == 1 and summary["not_screened"]["files"] == [f"{folder}/caf\\xe9.jpg"]
     assert "1 image(s) of the folder not screened: their file names are not UTF-8" in out
+
+
+def test_output_cut_short_by_its_reader_and_os_errors_are_not_tracebacks(model_dir, synthetic_dataset, tmp_path):
+    """`artsentry predict photos/ | head -1` ended in a BrokenPipeError traceback; a folder that
+    cannot be written (--out under a file, a full disk) in an OSError one (found 2026-12-05)."""
+    folder = synthetic_dataset / "ivory"
+    # 8 x 24 photos, ~100 KB of --json lines: more than a pipe holds, so writing goes on after head left
+    proc = subprocess.run(f"'{sys.executable}' -m artsentry -q predict {(repr(str(folder)) + ' ') * 8} --json "
+                          f"--model '{model_dir}' | head -1; echo \"status ${{PIPESTATUS[0]}}\"", shell=True,
+                          executable="/bin/bash", capture_output=True, text=True)
+    assert json.loads(proc.stdout.splitlines()[0])["source"].startswith(str(folder))
+    assert proc.stdout.splitlines()[-1] == "status 141"
+    assert proc.stderr == ""
+    (tmp_path / "a-file").write_text("x")
+    proc = subprocess.run([sys.executable, "-m", "artsentry", "-q", "register", "create", str(tmp_path / "a-file" / "reg")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr == f"artsentry register: error: {tmp_path / 'a-file' / 'reg'}: Not a directory\n"

@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import shutil
 import signal
 import sys
@@ -26,6 +27,7 @@ from . import __version__
 
 EXIT_ERROR = 1
 EXIT_SOME_UNREADABLE = 3
+EXIT_BROKEN_PIPE = 141  # as a process ended by SIGPIPE: the output's reader stopped reading (`| head`)
 #: where `make ivory` (the README's main job) puts its model; every command's default
 DEFAULT_MODEL = "runs/ivory/model"
 
@@ -1295,8 +1297,6 @@ def cmd_project(a) -> int:
 
 
 def cmd_serve(a) -> int:
-    import os
-
     import uvicorn
 
     from .serve import ServeSettings, create_app
@@ -1350,11 +1350,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with _stop_on_sigterm(terminated):
             return COMMANDS[args.command](args)
-    except (ArtsentryError, ValueError, FileNotFoundError) as exc:
+    except BrokenPipeError:
+        # the reader of the output went away (`artsentry predict photos/ | head`): stop quietly, as
+        # Unix tools do, instead of a traceback; stdout is pointed at /dev/null so that the flush at
+        # exit does not raise again (the recipe of Python's signal module documentation)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    except (ArtsentryError, ValueError, OSError) as exc:
         hint = ""
         if getattr(exc, "folder", None) == Path(DEFAULT_MODEL):  # ModelNotFound for the default model
             hint = " (the default model: train it first with `make ivory`, see README, or pass --model)"
-        said = " ".join(str(exc).split())  # one line, even when a library's message has several
+        if isinstance(exc, OSError) and not isinstance(exc, ArtsentryError) and exc.strerror and exc.filename:
+            said = f"{exc.filename}: {exc.strerror}"  # a full disk, a folder without permission...
+        else:
+            said = " ".join(str(exc).split())  # one line, even when a library's message has several
         print(f"artsentry {args.command}: error: {said}{hint}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
