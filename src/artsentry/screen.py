@@ -619,11 +619,14 @@ class Screener:
         if pending:
             yield pending
 
-    def run(self, source: str | Path, out_dir: str | Path, **kwargs) -> dict:
+    def run(self, source: str | Path, out_dir: str | Path, *, overwrite: bool = False,
+            max_rows: int | None = None, engine: str = "local", group_folders: bool = False,
+            review_weak: bool = False) -> dict:
         """``_run`` (below) holding ``out_dir``'s lock: a second screening into the same folder is
         refused, not interleaved with this one's evidence log."""
         with exclusive(out_dir, "screen"):
-            return self._run(source, out_dir, **kwargs)
+            return self._run(source, out_dir, overwrite=overwrite, max_rows=max_rows, engine=engine,
+                             group_folders=group_folders, review_weak=review_weak)
 
     def _run(self, source: str | Path, out_dir: str | Path, *, overwrite: bool = False,
              max_rows: int | None = None, engine: str = "local", group_folders: bool = False,
