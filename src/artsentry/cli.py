@@ -1354,7 +1354,10 @@ def main(argv: list[str] | None = None) -> int:
         # the reader of the output went away (`artsentry predict photos/ | head`): stop quietly, as
         # Unix tools do, instead of a traceback; stdout is pointed at /dev/null so that the flush at
         # exit does not raise again (the recipe of Python's signal module documentation)
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):  # a stdout with no file behind it (an embedding program's)
+            pass
         return EXIT_BROKEN_PIPE
     except (ArtsentryError, ValueError, OSError) as exc:
         hint = ""
