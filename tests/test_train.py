@@ -1423,6 +1423,7 @@ def test_a_second_run_into_a_busy_run_folder_is_refused(tmp_path, synthetic_data
     import subprocess
 
     from artsentry.files import FolderBusy, exclusive
+    from artsentry.train import train_soup
 
     run = tmp_path / "run"
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom artsentry.files import exclusive\n"
@@ -1432,6 +1433,8 @@ def test_a_second_run_into_a_busy_run_folder_is_refused(tmp_path, synthetic_data
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(FolderBusy, match=rf"{run}: another artsentry train is writing here \(pid {holder.pid}, "):
             train(synthetic_dataset, run, TrainSettings(mode="frozen", **FAST), progress=False)
+        with pytest.raises(FolderBusy, match="another artsentry train is writing here"):  # `train --soup 2` too
+            train_soup(synthetic_dataset, run, TrainSettings(mode="frozen", **FAST), n=2, progress=False)
         assert sorted(p.name for p in run.iterdir()) == [".artsentry.lock"]  # nothing written beside it
     finally:
         holder.kill()

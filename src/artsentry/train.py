@@ -1245,9 +1245,7 @@ def train(source: str | Path | None, run_dir: str | Path, settings: TrainSetting
     run_dir = Path(run_dir)
     with exclusive(run_dir, "train"):  # `make ivory` started twice: the second stops here
         if overwrite:
-            for entry in run_dir.iterdir():
-                if entry.name != LOCK_NAME:
-                    shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+            _clear_run_folder(run_dir)
         if _finished(run_dir):
             raise TrainingError(f"{run_dir} already holds a trained model; use --overwrite or another --out")
         if _trained(run_dir):  # trained, but stopped before its evaluation finished: evaluate only
@@ -1258,6 +1256,13 @@ def train(source: str | Path | None, run_dir: str | Path, settings: TrainSetting
                 return result
         result.evaluation = _evaluate_run(run_dir, result.model_dir, settings, progress)
         return result
+
+
+def _clear_run_folder(run_dir: Path) -> None:
+    """``--overwrite``: everything in the run folder but its lock, held by this run."""
+    for entry in run_dir.iterdir():
+        if entry.name != LOCK_NAME:
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
 
 
 def _saved_fingerprint(config: dict) -> str | None:
@@ -1292,9 +1297,6 @@ def train_soup(source: str | Path | None, run_dir: str | Path, settings: TrainSe
     soup starts again where it stopped. The runs must end on the same split: a soup is judged on photos
     none of its runs trained on.
     """
-    from .models.artifact import read_config
-    from .models.soup import make_soup
-
     settings = settings or TrainSettings()
     if n < 2:
         raise TrainingError(f"a soup needs at least 2 runs, not {n}")
@@ -1302,8 +1304,16 @@ def train_soup(source: str | Path | None, run_dir: str | Path, settings: TrainSe
         raise TrainingError("smallcnn trains from scratch: runs of it share no start, and the mean of their "
                             "weights is no model")
     run_dir = Path(run_dir)
-    if overwrite and run_dir.exists():
-        shutil.rmtree(run_dir)
+    with exclusive(run_dir, "train"):  # the soup's folder too, not only each ingredient's
+        if overwrite:
+            _clear_run_folder(run_dir)
+        return _train_soup(source, run_dir, settings, n, progress)
+
+
+def _train_soup(source, run_dir: Path, settings: TrainSettings, n: int, progress: bool) -> TrainResult:
+    from .models.artifact import read_config
+    from .models.soup import make_soup
+
     model_dir = run_dir / "model"
     if (model_dir / "config.json").is_file() and "metrics" in read_config(model_dir):
         raise TrainingError(f"{run_dir} already holds a trained model; use --overwrite or another --out")
