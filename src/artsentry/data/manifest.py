@@ -142,8 +142,9 @@ def _read_table(path: Path) -> pd.DataFrame:
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise ManifestError(f"{path}: cannot read manifest ({' '.join(str(exc).split())})") from None
     df.columns = [str(c) for c in df.columns]  # a JSON line that is a list gives columns 0, 1, ...
-    for col in df.columns:
-        df[col] = [_cell(v, path, col, i) for i, v in enumerate(df[col].tolist())]
+    if suffix in (".parquet", ".jsonl", ".ndjson"):  # typed cells; CSV and XLSX are read as text already
+        for col in df.columns:
+            df[col] = [_cell(v, path, col, i) for i, v in enumerate(df[col].tolist())]
     return df
 
 

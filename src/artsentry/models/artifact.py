@@ -158,19 +158,33 @@ def load_model(folder: str | Path) -> tuple[ImageClassifier, dict]:
         raise ArtifactError(f"{folder} is a retrieval embedding model, not a classifier: use it for a register "
                             f"(artsentry register create REG --embedder {folder})")
     check_classifier_config(config, folder / CONFIG_NAME)
+    return _load_weights(folder, _network(config, folder / CONFIG_NAME, model_from_config)), config
+
+
+def _damaged(path: Path, what: str) -> ArtifactError:
+    return ArtifactError(f"{path}: {what} (the file was edited or is damaged)")
+
+
+def _network(config: dict, path: Path, build):
+    """The untrained network ``build`` makes from the config's architecture block, once its
+    preprocessing block is known to be usable: either one damaged is one error naming the file."""
     try:
-        model = model_from_config(config["architecture"])
+        Preprocessing.from_dict(config.get("preprocessing"))
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise _damaged(path, f"preprocessing: {exc}") from None
+    try:
+        return build(config["architecture"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise ArtifactError(f"{folder / CONFIG_NAME}: architecture: {exc} (the file was edited or is damaged)") from None
-    return _load_weights(folder, model), config
+        raise _damaged(path, f"architecture: {exc}") from None
 
 
 def check_classifier_config(config: dict, path: Path) -> None:
-    """What every use of a classifier reads from its config.json, checked once at load: a wrong type
-    or a label list out of step with the weights is one clear error, not a TypeError in the middle of a
-    run or a label printed against another class's probability."""
+    """What every use of a classifier reads from its config.json beside its network (``_network``
+    checks the preprocessing and architecture blocks), checked once at load: a wrong type or a label
+    list out of step with the weights is one clear error, not a TypeError in the middle of a run or a
+    label printed against another class's probability."""
     def bad(what: str):
-        raise ArtifactError(f"{path}: {what} (the file was edited or is damaged)")
+        raise _damaged(path, what)
 
     def number(value) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -191,10 +205,6 @@ def check_classifier_config(config: dict, path: Path) -> None:
         if value is not None and not (number(value) and 0 <= value <= 1):
             bad(f"{key} must be a number from 0 to 1, not {value!r}")
     try:
-        Preprocessing.from_dict(config.get("preprocessing"))
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        bad(f"preprocessing: {exc}")
-    try:
         calibration_temperature(config)
     except ArtifactError as exc:
         bad(str(exc).removeprefix("config.json: "))
@@ -208,16 +218,7 @@ def load_embedding(folder: str | Path):
     config = read_config(folder)
     if not is_embedding(config):
         raise ArtifactError(f"{folder} is a classifier, not an embedding model")
-    path = folder / CONFIG_NAME
-    try:
-        Preprocessing.from_dict(config.get("preprocessing"))
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise ArtifactError(f"{path}: preprocessing: {exc} (the file was edited or is damaged)") from None
-    try:
-        net = embedding_from_config(config["architecture"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ArtifactError(f"{path}: architecture: {exc} (the file was edited or is damaged)") from None
-    return _load_weights(folder, net), config
+    return _load_weights(folder, _network(config, folder / CONFIG_NAME, embedding_from_config)), config
 
 
 def _load_weights(folder: Path, model):
