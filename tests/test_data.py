@@ -219,6 +219,38 @@ def test_split_groups_objects_and_keeps_proportions():
         assert abs((part["label"] == "b").mean() - (df["label"] == "b").mean()) < 0.08
 
 
+def test_split_deals_each_label_its_exact_share():
+    # three labels of 10, 20 and 30 single-photo objects: each label's own 20% to test, 10% to val,
+    # counted in photos; an object goes wholly to the split where its first photo is dealt
+    labels = ["a"] * 10 + ["b"] * 20 + ["c"] * 30
+    df = pd.DataFrame({"path": [f"/p{i}" for i in range(60)], "label": labels, "object_id": [f"o{i}" for i in range(60)]})
+    out = split_manifest(df, val_fraction=0.1, test_fraction=0.2, seed=0, hashes=df["path"])
+    counts = out.groupby(["label", "split"]).size().unstack(fill_value=0)
+    assert counts.loc["a"].to_dict() == {"test": 2, "val": 1, "train": 7}
+    assert counts.loc["b"].to_dict() == {"test": 4, "val": 2, "train": 14}
+    assert counts.loc["c"].to_dict() == {"test": 6, "val": 3, "train": 21}
+    # a 3-photo object dealt first takes the test share whole (2 photos due, 3 taken), never cut
+    df = pd.DataFrame({"path": [f"/q{i}" for i in range(12)], "label": ["a"] * 12,
+                       "object_id": ["big"] * 3 + [f"o{i}" for i in range(9)]})
+    for seed in range(30):
+        out = split_manifest(df, val_fraction=0.1, test_fraction=0.2, seed=seed, hashes=df["path"])
+        assert out.loc[out["object_id"] == "big", "split"].nunique() == 1
+        assert 2 <= (out["split"] == "test").sum() <= 4 and (out["split"] == "train").sum() >= 7
+
+
+@pytest.mark.parametrize("val, test", [(1.0, 0.2), (0.1, 1.0), (-0.1, 0.2), (0.1, -0.2), (0.5, 0.5), (0.6, 0.5)])
+def test_split_refuses_fractions_that_leave_no_training_photos(val, test):
+    df = _frame(20)
+    with pytest.raises(ValueError, match="val_fraction and test_fraction"):
+        split_manifest(df, val_fraction=val, test_fraction=test, hashes=df["path"])
+
+
+def test_split_without_validation_or_test_photos():
+    df = _frame(40)
+    assert set(split_manifest(df, val_fraction=0.0, test_fraction=0.25, hashes=df["path"])["split"]) == {"train", "test"}
+    assert set(split_manifest(df, val_fraction=0.25, test_fraction=0.0, hashes=df["path"])["split"]) == {"train", "val"}
+
+
 def test_split_is_seeded():
     df = _frame()
     a = split_manifest(df, seed=1, hashes=df["path"])["split"]
@@ -252,6 +284,6 @@ def test_existing_split_column_is_respected_and_checked():
                        "split": ["train", "test", "train"]})
     assert split_manifest(df, hashes=df["path"])["split"].tolist() == ["train", "test", "train"]
     df.loc[2, "split"] = "test"
-    with pytest.raises(ManifestError, match="more than one split"):
+    with pytest.raises(ManifestError, match=r"puts 1 object\(s\) \(or identical images\) in more than one split"):
         split_manifest(df, hashes=df["path"])
 

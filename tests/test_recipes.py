@@ -49,7 +49,31 @@ def test_instance_split_keeps_every_object_in_train():
     for label, g in split.groupby(df["label"]):
         assert (g == "train").any()
     assert (split[df["label"] == "a"] == "test").sum() == 1
-    assert set(split[df["label"] == "c"]) == {"train", "val"}
+    # three photos are enough for one of each; two for train and val; one stays in train
+    assert sorted(split[df["label"] == "b"]) == ["test", "train", "val"]
+    assert sorted(split[df["label"] == "c"]) == ["train", "val"]
+    one = pd.DataFrame({"label": ["a"] * 10 + ["d"], "path": range(11)})
+    split = split_instances(one, seed=0, val_fraction=0.2, test_fraction=0.2)
+    assert split.iloc[-1] == "train"
+    assert split[:10].value_counts().to_dict() == {"train": 6, "test": 2, "val": 2}
+
+
+@pytest.mark.parametrize("val, test", [(0.4, 0.4), (0.3, 0.6), (0.05, 0.9), (0.9, 0.05)])
+def test_instance_split_leaves_a_training_photo_at_any_fractions(val, test):
+    # large fractions used to deal a 4- or 5-photo object's every photo to test and val
+    df = pd.DataFrame({"label": [c for c, n in zip("abcdefg", (1, 2, 3, 4, 5, 8, 20)) for _ in range(n)]})
+    df["path"] = range(len(df))
+    split = split_instances(df, seed=0, val_fraction=val, test_fraction=test)
+    for label, g in split.groupby(df["label"]):
+        assert (g == "train").any(), label
+        if len(g) >= 3:
+            assert (g == "test").any() and (g == "val").any(), label
+
+
+def test_instance_split_with_a_zero_fraction_gives_that_split_nothing():
+    df = pd.DataFrame({"label": ["a"] * 6 + ["b"] * 3, "path": range(9)})
+    assert set(split_instances(df, seed=0, val_fraction=0.0, test_fraction=0.2)) == {"train", "test"}
+    assert set(split_instances(df, seed=0, val_fraction=0.2, test_fraction=0.0)) == {"train", "val"}
 
 
 def _metobjects(path, rows):

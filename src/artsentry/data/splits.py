@@ -52,16 +52,19 @@ def leakage_groups(df: pd.DataFrame, hashes: pd.Series | None = None) -> np.ndar
 
 
 def split_instances(df: pd.DataFrame, seed: int, val_fraction: float, test_fraction: float) -> pd.Series:
-    """Instance task: split the photos of each object (its class), one to test and one to
-    val where there are enough, the rest train."""
+    """Instance task: split the photos of each object (its class): its share of them (at least
+    one) to test where it has three or more, to val where two or more are left, the rest train.
+    Every object keeps at least one training photo, whatever the fractions; a fraction of 0
+    gives that split no photo."""
     rng = np.random.default_rng(seed)
     split = pd.Series("train", index=df.index, dtype=object)
     for _, idx in df.groupby("label").groups.items():
         idx = list(idx)
         rng.shuffle(idx)
         n = len(idx)
-        n_test = max(1, round(n * test_fraction)) if n >= 3 else 0
-        n_val = max(1, round(n * val_fraction)) if n - n_test >= 2 else 0
+        # test leaves two photos (val and train), val leaves one (train)
+        n_test = min(max(1, round(n * test_fraction)), n - 2) if n >= 3 and test_fraction > 0 else 0
+        n_val = min(max(1, round(n * val_fraction)), n - n_test - 1) if n - n_test >= 2 and val_fraction > 0 else 0
         split[idx[:n_test]] = "test"
         split[idx[n_test:n_test + n_val]] = "val"
     return split
