@@ -467,3 +467,67 @@ def test_a_manifest_column_named_like_a_prediction_column_is_kept_beside_it(mode
     assert (table["input_p_ivory"] == "-").all() and (table["department"] == "Asian Art").all()  # not a clash
     for c in ("score", "correct", "predicted", "p_ivory", "p_non_ivory"):
         assert table[c].tolist() == plain[c].tolist(), c
+
+
+# -- edges found by mutation testing (benchmarks/mutants.py): each of these went unchecked --------
+def test_multiclass_accuracy_counts_the_right_rows_and_top_k_stops_below_the_class_count():
+    probs = np.array([[0.6, 0.3, 0.1], [0.2, 0.5, 0.3], [0.1, 0.7, 0.2], [0.5, 0.4, 0.1]])
+    m = multiclass_metrics([0, 1, 1, 2], probs, ["a", "b", "c"])
+    assert m["accuracy"] == 0.75 and m["top1_accuracy"] == 0.75
+    assert "top3_accuracy" not in m  # with 3 classes, top-3 is always right: not a figure
+
+
+def test_reliability_bins_are_labelled_by_their_edges_and_the_top_bin_holds_scores_up_to_1():
+    r = reliability([1, 1, 0], [0.95, 1.0, 0.05], bins=10)
+    assert [(b["low"], b["high"], b["n"]) for b in r["bins"]] == [(0.0, 0.1, 1), (0.9, 1.0, 2)]
+    assert r["bins"][1]["mean_score"] == 0.975 and r["bins"][1]["positive_share"] == 1.0
+
+
+def test_binary_figures_when_as_many_photos_are_wrongly_as_rightly_flagged():
+    m = binary_metrics([1, 0, 1, 0], [0.9, 0.8, 0.2, 0.1], 0.5)  # tp 1, fp 1, fn 1, tn 1
+    assert m["precision"] == m["recall"] == m["specificity"] == m["f1"] == m["accuracy"] == 0.5
+
+
+def test_operating_thresholds_at_their_exact_targets():
+    y, s = [1, 1, 0, 1], [0.9, 0.8, 0.7, 0.6]
+    assert threshold_for_precision(y, s, 0.75) == 0.6  # flagging all four is precision 3/4 exactly
+    assert threshold_for_precision([1, 0, 1], [0.9, 0.9, 0.2], 0.5) == 0.2  # tied scores flagged together
+    assert threshold_for_recall([1, 1, 1, 1, 1, 0], [0.9, 0.8, 0.7, 0.6, 0.5, 0.95], 0.1) == 0.9  # one of five
+    assert threshold_for_recall([0, 1], [0.9, 0.3], 1.0) == 0.3
+    for target in (0.0, 1.1):
+        with pytest.raises(ValueError):
+            threshold_for_recall(y, s, target)
+        with pytest.raises(ValueError):
+            threshold_for_precision(y, s, target)
+    with pytest.raises(ValueError, match="no positive"):
+        threshold_for_recall([0, 0], [0.1, 0.2], 0.9)
+
+
+def test_temperature_threshold_at_the_ends_of_the_scale():
+    hi, lo = temperature_threshold(1.0, 2.0), temperature_threshold(0.0, 2.0)
+    assert 0.99 < hi <= 1.0 and 0.0 <= lo < 0.01
+
+
+def test_the_report_gallery_shows_the_surest_mistakes_first():
+    import pandas as pd
+
+    from artsentry.evaluate import Evaluation
+
+    table = pd.DataFrame({"path": list("abcde"), "score": [0.97, 0.6, 0.05, 0.3, 0.99],
+                          "correct": [False, False, False, True, True], "error": [None] * 5})
+    ev = Evaluation(table, {}, ["ivory", "other"], "ivory", 0.5)
+    assert ev.confident_mistakes(2)["path"].tolist() == ["a", "c"]  # 0.47 and 0.45 from 0.5 on the wrong side, then 0.1
+    assert ev.confident_mistakes(5)["path"].tolist() == ["a", "c", "b"]
+    ev = Evaluation(table, {}, list("xyz"), None, None)  # multi-class: by the wrong class's probability
+    assert ev.confident_mistakes(3)["path"].tolist() == ["a", "b", "c"]
+
+
+def test_photos_per_object_bins():
+    import pandas as pd
+
+    from artsentry.evaluate import photos_per_object
+
+    counts = {"o1": 1, "o2": 2, "o5": 5, "o6": 6, "o9": 9, "o10": 10}
+    df = pd.DataFrame({"object_id": [o for o, n in counts.items() for _ in range(n)]})
+    bins = dict(zip(df["object_id"], photos_per_object(df)))
+    assert bins == {"o1": "1", "o2": "2", "o5": "5", "o6": "6-9", "o9": "6-9", "o10": "10+"}
