@@ -494,6 +494,7 @@ def test_operating_thresholds_at_their_exact_targets():
     assert threshold_for_precision([1, 0, 1], [0.9, 0.9, 0.2], 0.5) == 0.2  # tied scores flagged together
     assert threshold_for_recall([1, 1, 1, 1, 1, 0], [0.9, 0.8, 0.7, 0.6, 0.5, 0.95], 0.1) == 0.9  # one of five
     assert threshold_for_recall([0, 1], [0.9, 0.3], 1.0) == 0.3
+    assert threshold_for_precision([0, 1], [0.9, 0.3], 0.5) == 0.3  # the one cut that reaches it
     for target in (0.0, 1.1):
         with pytest.raises(ValueError):
             threshold_for_recall(y, s, target)
@@ -518,6 +519,8 @@ def test_the_report_gallery_shows_the_surest_mistakes_first():
     ev = Evaluation(table, {}, ["ivory", "other"], "ivory", 0.5)
     assert ev.confident_mistakes(2)["path"].tolist() == ["a", "c"]  # 0.47 and 0.45 from 0.5 on the wrong side, then 0.1
     assert ev.confident_mistakes(5)["path"].tolist() == ["a", "c", "b"]
+    ev = Evaluation(table, {}, ["ivory", "other"], "ivory", 0.08)  # measured from the model's own threshold
+    assert ev.confident_mistakes(3)["path"].tolist() == ["a", "b", "c"]
     ev = Evaluation(table, {}, list("xyz"), None, None)  # multi-class: by the wrong class's probability
     assert ev.confident_mistakes(3)["path"].tolist() == ["a", "b", "c"]
 
