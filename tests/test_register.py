@@ -84,6 +84,9 @@ def test_no_match_under_threshold(tmp_path, photos):
     res = reg.search([photos["A"][1]])[0]
     assert res.no_match and res.matches and res.threshold == pytest.approx(best + 1e-3)
     assert not reg.search([photos["A"][1]], threshold=best - 1e-3)[0].no_match
+    assert not reg.search([photos["A"][1]], threshold=best)[0].no_match  # a match needs score >= threshold
+    with pytest.raises(RegisterError, match="add lots"):  # composed lot photos calibrate the lot threshold only
+        reg.calibrate([photos["A"][1]], compose=4)
 
 
 def test_damaged_register_files_give_clear_errors(tmp_path, photos):
@@ -341,6 +344,8 @@ def test_contrast_scores_subtract_half_the_mean_of_the_next_four_objects():
     assert contrast_scores(np.array([0.7, 0.5]))[0] == pytest.approx(0.45)
     assert contrast_scores(np.array([0.7]))[0] == pytest.approx(0.7)
     rows = np.array([[0.9, 0.6, 0.5, 0.4, 0.3], [0.8, 0.7, 0.2, 0.1, 0.0]])
+    assert np.allclose(contrast_scores(rows), [contrast_scores(r) for r in rows])
+    rows = np.array([[0.9, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1], [0.8, 0.7, 0.2, 0.1, 0.0, -0.1, -0.2]])  # objects past the 5th
     assert np.allclose(contrast_scores(rows), [contrast_scores(r) for r in rows])
 
 
