@@ -106,7 +106,9 @@ def main() -> int:
     ap.add_argument("module", help="a file under src/, e.g. src/artsentry/data/splits.py")
     ap.add_argument("--tests", required=True, help="pytest arguments, quoted as one string")
     ap.add_argument("--lines", default=None, metavar="FIRST-LAST", help="mutate only these lines (default: all)")
-    ap.add_argument("--timeout", type=float, default=300, help="seconds per test run; longer counts as caught")
+    ap.add_argument("--timeout", type=float, default=None,
+                    help="seconds per test run, longer counts as caught (a mutant that loops for ever); "
+                         "default: 5 x the unmutated run, at least 30")
     ap.add_argument("--json", default=None, help="write every mutant's result here")
     a = ap.parse_args()
 
@@ -133,16 +135,18 @@ def main() -> int:
                                cwd=ROOT, env=env, capture_output=True, text=True)
         if not check.stdout.strip().startswith(str(src)):
             raise SystemExit(f"the test runs would not import the mutated copy ({check.stdout.strip() or check.stderr})")
+        t0 = time.time()
         base = subprocess.run(pytest_args, cwd=ROOT, env=env, capture_output=True, text=True)
         if base.returncode != 0:
             raise SystemExit(f"the tests fail (or select nothing) before any mutation:\n{base.stdout[-2000:]}")
+        timeout = a.timeout or max(30.0, 5 * (time.time() - t0))
         print(f"{rel}: {len(sites)} mutants in lines {first}-{min(last, len(lines))}; tests: {a.tests}", flush=True)
         results = []
         for k, site in enumerate(sites, 1):
             target.write_text(mutant_source(tree, site), encoding="utf-8")
             t0 = time.time()
             try:
-                run = subprocess.run(pytest_args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=a.timeout)
+                run = subprocess.run(pytest_args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
                 caught = run.returncode != 0
             except subprocess.TimeoutExpired:
                 caught = True

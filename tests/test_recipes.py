@@ -48,7 +48,7 @@ def test_instance_split_keeps_every_object_in_train():
     split = split_instances(df, seed=0, val_fraction=0.2, test_fraction=0.2)
     for label, g in split.groupby(df["label"]):
         assert (g == "train").any()
-    assert (split[df["label"] == "a"] == "test").sum() == 1
+    assert (split[df["label"] == "a"] == "test").sum() == 1 and (split[df["label"] == "a"] == "val").sum() == 1
     # three photos are enough for one of each; two for train and val; one stays in train
     assert sorted(split[df["label"] == "b"]) == ["test", "train", "val"]
     assert sorted(split[df["label"] == "c"]) == ["train", "val"]
