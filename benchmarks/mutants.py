@@ -131,7 +131,7 @@ def main() -> int:
                "PYTHONDONTWRITEBYTECODE": "1"}
         target = src / rel
         # the tests must pass, and import the copy, before any mutant means anything
-        check = subprocess.run([sys.executable, "-c", f"import artsentry; print(artsentry.__file__)"],
+        check = subprocess.run([sys.executable, "-c", "import artsentry; print(artsentry.__file__)"],
                                cwd=ROOT, env=env, capture_output=True, text=True)
         if not check.stdout.strip().startswith(str(src)):
             raise SystemExit(f"the test runs would not import the mutated copy ({check.stdout.strip() or check.stderr})")

@@ -25,8 +25,11 @@ def test_images_subfolder_layout(tmp_path, synthetic_dataset, caplog):
     # an image beside the label folders has no label: said, not silently left out; so is a raw file
     shutil.copy(next((tmp_path / "images" / "ivory").iterdir()), tmp_path / "images" / "stray.jpg")
     (tmp_path / "images" / "ivory" / "IMG_7.cr2").write_bytes(b"raw")
+    (tmp_path / "images" / ".thumbnails").mkdir()  # a hidden folder is not a label
+    shutil.copy(tmp_path / "images" / "stray.jpg", tmp_path / "images" / ".thumbnails" / "t.jpg")
     with caplog.at_level("WARNING"):
-        assert len(read_manifest(tmp_path)[0]) == 48
+        df, _ = read_manifest(tmp_path)
+        assert len(df) == 48 and set(df["label"]) == {"ivory", "non_ivory"}
     assert "1 image(s) outside any label folder not used, e.g. stray.jpg" in caplog.text
     assert "ivory: 1 file(s) not read, not images by their ending (1 .cr2)" in caplog.text
 
@@ -50,6 +53,45 @@ def test_csv_with_missing_files_reports_them(tmp_path):
     assert df["path"].tolist() == [str(tmp_path / "a.jpg")]
     assert report.missing_files == [str(tmp_path / "gone.jpg")]
     assert "1 listed image(s) not found" in report.lines()[0]
+
+
+def test_missing_files_are_named_five_at_most_then_counted(tmp_path):
+    object_photo((1, 2, 3)).save(tmp_path / "a.jpg")
+    gone = [f"gone{i}.jpg" for i in range(7)]
+    pd.DataFrame({"image": ["a.jpg", *gone], "label": ["x"] * 8}).to_csv(tmp_path / "m.csv", index=False)
+    df, report = read_manifest(tmp_path / "m.csv")
+    assert df.index.tolist() == [0] and sorted(df.columns) == ["label", "object_id", "path"]  # no "index" column
+    line = report.lines()[0]
+    assert line.startswith("7 listed image(s) not found and skipped: ") and line.endswith("gone4.jpg and 2 more")
+    report.missing_files = report.missing_files[:5]
+    assert report.lines()[0].endswith("gone4.jpg")
+
+
+def test_rows_are_named_as_each_kind_of_table_counts_them():
+    from pathlib import Path
+
+    from artsentry.data.manifest import row_name
+
+    assert [row_name(Path(f"t.{ext}"), 0) for ext in ("csv", "tsv", "xlsx", "parquet", "jsonl")] == [
+        "line 2", "line 2", "row 2", "row 1", "line 1"]  # CSV and sheets have a header line; Parquet and JSONL not
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_a_written_manifest_reads_back_as_it_was(tmp_path, suffix):
+    from artsentry.data.manifest import write_manifest
+
+    object_photo((1, 2, 3)).save(tmp_path / "a.jpg")
+    df = pd.DataFrame({"path": [str(tmp_path / "a.jpg")], "label": ["x"], "object_id": ["7"], "split": ["train"]},
+                      index=[5])
+    write_manifest(df, tmp_path / f"m{suffix}")
+    if suffix == ".csv":
+        back = pd.read_csv(tmp_path / "m.csv", dtype=str)
+    else:
+        import pyarrow.parquet as pq
+
+        back = pq.read_table(tmp_path / "m.parquet").to_pandas(ignore_metadata=True)  # an index would be a column
+    assert list(back.columns) == ["path", "label", "object_id", "split"]  # no index column written
+    assert back.iloc[0].tolist() == [str(tmp_path / "a.jpg"), "x", "7", "train"]
 
 
 def test_labels_that_differ_only_in_case_are_reported(tmp_path, caplog):
