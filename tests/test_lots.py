@@ -21,6 +21,8 @@ def test_tiles_are_half_the_photo_and_spread_corner_to_corner():
     assert where[0] is None and crops[0].size == (800, 600) and [c.size for c in crops[1:]] == [(400, 300)] * 9
     with pytest.raises(ValueError, match="at least 2"):
         tile_boxes(100, 100, grid=1)
+    assert tile_boxes(100, 60, grid=2) == [(0, 0, 50, 30), (50, 0, 100, 30), (0, 30, 50, 60), (50, 30, 100, 60)]
+    assert set(tile_boxes(1, 1)) == {(0, 0, 1, 1)}  # a tile is never empty, however small the photo
 
 
 def test_lot_threshold_is_the_best_accuracy_between_the_lots_it_separates():
@@ -29,8 +31,16 @@ def test_lot_threshold_is_the_best_accuracy_between_the_lots_it_separates():
     t = choose_lot_threshold([0.1, 0.3, 0.4, 0.6, 0.7, 0.9], [0, 0, 1, 0, 1, 1])
     s = np.array([0.1, 0.3, 0.4, 0.6, 0.7, 0.9])
     assert ((s >= t) == np.array([0, 0, 1, 0, 1, 1])).mean() == pytest.approx(5 / 6)
+    assert t == pytest.approx(0.65)  # two candidates tie (0.35 and 0.65): the middle one of them in score order
     with pytest.raises(ValueError, match="with and without"):
         choose_lot_threshold([0.2, 0.4], [1, 1])
+
+
+def test_lot_figures_count_the_lots_without_a_positive_that_are_flagged():
+    from artsentry.lots import lot_metrics
+
+    m = lot_metrics(np.array([0.9, 0.2, 0.7, 0.1]), np.array([1, 0, 0, 0]), 0.5)
+    assert m["false_flag_rate"] == pytest.approx(1 / 3, abs=1e-6) and m["recall"] == 1.0 and m["accuracy"] == 0.75
 
 
 def test_composed_lots_are_seeded_and_alternate_truth(tmp_path):

@@ -156,9 +156,10 @@ def scan(predictor, images: Sequence[Image.Image], threshold: float | None = Non
 
 
 def choose_lot_threshold(scores: np.ndarray, truth: np.ndarray) -> float:
-    """The threshold of highest accuracy on lot photos (``score >= t`` flags); on ties the
-    midpoint of the widest best interval between neighbouring scores, so it sits between
-    the lots it separates rather than on one of them."""
+    """The threshold of highest accuracy on lot photos (``score >= t`` flags). The candidates are
+    the midpoints between neighbouring scores (and just past each end), so a threshold sits
+    between the lots it separates rather than on one of them; when several candidates tie for
+    the best accuracy, the middle one of them (in score order) is taken."""
     scores, truth = np.asarray(scores, float), np.asarray(truth, int)
     if scores.size == 0 or len(set(truth.tolist())) < 2:
         raise ValueError("choosing a lot threshold needs lots with and without a positive object")
