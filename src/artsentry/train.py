@@ -1261,8 +1261,12 @@ def train(source: str | Path | None, run_dir: str | Path, settings: TrainSetting
 def _clear_run_folder(run_dir: Path) -> None:
     """``--overwrite``: everything in the run folder but its lock, held by this run."""
     for entry in run_dir.iterdir():
-        if entry.name != LOCK_NAME:
-            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+        if entry.name == LOCK_NAME:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 def _saved_fingerprint(config: dict) -> str | None:

@@ -40,8 +40,10 @@ log = logging.getLogger(__name__)
 
 PATH_COLUMNS = ("path", "file", "image", "filepath", "filename", "image_path")
 OBJECT_COLUMNS = ("object_id", "objectID", "objectid", "source_id")
+#: JSON lines tables: one record a line
+JSON_LINES_SUFFIXES = (".jsonl", ".ndjson")
 #: file endings read as tables (``_read_table``): listings, manifests, catalogues
-TABLE_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".parquet", ".xlsx")
+TABLE_SUFFIXES = (".csv", *JSON_LINES_SUFFIXES, ".parquet", ".xlsx")
 #: separators a .csv is also read with when its header, read comma-separated, is one column holding
 #: one of them (spreadsheets in many locales export "image;label;object_id")
 CSV_SEPARATORS = (";", "\t", "|")
@@ -131,7 +133,7 @@ def _read_table(path: Path) -> pd.DataFrame:
         suffix = path.suffix.lower()
         if suffix == ".parquet":
             df = pd.read_parquet(path)
-        elif suffix in (".jsonl", ".ndjson"):
+        elif suffix in JSON_LINES_SUFFIXES:
             df = pd.read_json(path, lines=True, dtype=False)
         elif suffix == ".xlsx":  # the first sheet, its first row the header
             df = pd.read_excel(path, sheet_name=0, dtype=str, keep_default_na=False)
@@ -142,7 +144,7 @@ def _read_table(path: Path) -> pd.DataFrame:
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise ManifestError(f"{path}: cannot read manifest ({' '.join(str(exc).split())})") from None
     df.columns = [str(c) for c in df.columns]  # a JSON line that is a list gives columns 0, 1, ...
-    if suffix in (".parquet", ".jsonl", ".ndjson"):  # typed cells; CSV and XLSX are read as text already
+    if suffix == ".parquet" or suffix in JSON_LINES_SUFFIXES:  # typed cells; CSV and XLSX are read as text already
         for col in df.columns:
             df[col] = [_cell(v, path, col, i) for i, v in enumerate(df[col].tolist())]
     return df
@@ -164,7 +166,7 @@ def _cell(value, path: Path, column: str, i: int) -> str:
 def row_name(path: Path, i: int) -> str:
     """Where the table's i-th row (from 0) is, as its user would look for it."""
     suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".ndjson"):
+    if suffix in JSON_LINES_SUFFIXES:
         return f"line {i + 1}"
     if suffix == ".parquet":
         return f"row {i + 1}"

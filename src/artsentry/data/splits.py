@@ -62,9 +62,9 @@ def split_instances(df: pd.DataFrame, seed: int, val_fraction: float, test_fract
         idx = list(idx)
         rng.shuffle(idx)
         n = len(idx)
-        # test leaves two photos (val and train), val leaves one (train)
+        # test leaves two photos (val and train), val leaves one (train): none where only one is left
         n_test = min(max(1, round(n * test_fraction)), n - 2) if n >= 3 and test_fraction > 0 else 0
-        n_val = min(max(1, round(n * val_fraction)), n - n_test - 1) if n - n_test >= 2 and val_fraction > 0 else 0
+        n_val = min(max(1, round(n * val_fraction)), n - n_test - 1) if val_fraction > 0 else 0
         split[idx[:n_test]] = "test"
         split[idx[n_test:n_test + n_val]] = "val"
     return split
