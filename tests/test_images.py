@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from artsentry.data.images import ImageLoadError, find_images, is_greyscale, load_image
+from artsentry.data.images import ImageLoadError, describe_size, find_images, image_format, is_greyscale, load_image
 
 from .conftest import bomb_png, jpeg_bytes, object_photo
 
@@ -15,7 +15,7 @@ from .conftest import bomb_png, jpeg_bytes, object_photo
     "name, reason",
     [
         ("zero_bytes.jpg", "empty file"),
-        ("truncated.jpg", "truncated"),
+        ("truncated.jpg", "truncated or incomplete image data (image file is truncated"),
         ("text.jpg", "not a recognised image format"),
         ("bomb.png", "decompression bomb"),
         ("tracking_pixel.gif", "1x1 pixels, too small to judge"),
@@ -61,6 +61,34 @@ def test_transparency_is_composited_on_white():
     assert img.getpixel((5, 5)) == (255, 0, 0)
 
 
+def test_a_palette_photos_transparent_colour_becomes_white(hostile_dir):
+    """The palette entry marked transparent shows the page behind it (white), not the colour stored
+    under it: read as RGB without the mark, a shop's cut-out photo would sit on that colour instead."""
+    path = hostile_dir / "palette_transparent.png"
+    with Image.open(path) as pal:
+        index = np.asarray(pal)
+        stored = pal.convert("RGB").getpixel(tuple(int(v) for v in np.argwhere(index == 0)[0][::-1]))
+    rgb = np.asarray(load_image(path))
+    assert (index == 0).any() and (index != 0).any() and stored != (255, 255, 255)
+    assert (rgb[index == 0] == 255).all()
+    assert not (rgb[index != 0] == 255).all(axis=1).any()
+
+
+def test_32bit_and_float_grey_are_stretched_to_their_own_range():
+    """A 32-bit integer or float grey image (scientific TIFFs, depth maps) has no fixed white: its
+    own darkest value becomes black and its brightest white; a flat one is black, not an error."""
+    ramp = np.linspace(1000, 5000, 120 * 90).reshape(90, 120)
+    for arr in (ramp.astype(np.int32), ramp.astype(np.float32)):
+        buf = io.BytesIO()
+        Image.fromarray(arr).save(buf, format="TIFF")
+        img = np.asarray(load_image(buf.getvalue()))
+        assert img.min() == 0 and img.max() == 255
+        assert abs(int(img[45, 60, 0]) - 128) <= 2  # the middle value maps to mid-grey
+    buf = io.BytesIO()
+    Image.fromarray(np.full((90, 120), 7.5, dtype=np.float32)).save(buf, format="TIFF")
+    assert (np.asarray(load_image(buf.getvalue())) == 0).all()
+
+
 def test_exif_orientation_is_applied():
     img = Image.new("RGB", (80, 40), (0, 0, 255))
     exif = Image.Exif()
@@ -74,10 +102,34 @@ def test_size_limits(tmp_path):
     data = jpeg_bytes(object_photo((10, 10, 10), size=(200, 200)))
     with pytest.raises(ImageLoadError, match="megapixel limit"):
         load_image(data, max_pixels=100 * 100)
-    with pytest.raises(ImageLoadError, match="over the"):
-        load_image(data, max_bytes=100)
-    with pytest.raises(ImageLoadError, match="^upload.png: .*decompression bomb"):
+    assert load_image(data, max_pixels=200 * 200).size == (200, 200)  # the limit itself is allowed
+    with pytest.raises(ImageLoadError, match="megapixel limit"):
+        load_image(data, max_pixels=200 * 200 - 1)
+    # bytes and files alike: the limit itself is allowed, one byte over it is not, and the
+    # message gives the size and the limit in the same unit
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(data)
+    n = len(data)
+    for source, what in ((data, "data"), (path, "file")):
+        assert load_image(source, max_bytes=n).size == (200, 200)
+        with pytest.raises(ImageLoadError, match=rf": {what} is {n:,} bytes, over the limit of {n - 1:,} bytes$"):
+            load_image(source, max_bytes=n - 1)
+    big = tmp_path / "big.jpg"
+    with open(big, "wb") as f:  # sparse: refused by its size, before a byte of it is read
+        f.truncate(60_500_000)
+    with pytest.raises(ImageLoadError, match=r"big\.jpg: file is 60\.5 MB, over the limit of 50\.0 MB$"):
+        load_image(big)
+    with pytest.raises(ImageLoadError, match="^upload.png: .*decompression bomb"):  # over Pillow's own limit too
         load_image(bomb_png(), name="upload.png")
+    with pytest.raises(ImageLoadError) as err:  # over ours only
+        load_image(bomb_png(10000, 8000), name="upload.png")
+    assert str(err.value) == ("upload.png: image claims 10000x8000 pixels, over the 64 megapixel limit "
+                              "(possible decompression bomb)")
+
+
+def test_sizes_are_said_in_decimal_units():
+    assert [describe_size(n) for n in (0, 9_999, 10_000, 48_250, 999_949, 999_950, 50_000_000, 60_512_345)] == [
+        "0 bytes", "9,999 bytes", "10.0 kB", "48.2 kB", "999.9 kB", "1.0 MB", "50.0 MB", "60.5 MB"]
 
 
 def test_the_smallest_side_read_is_min_side():
@@ -112,6 +164,37 @@ def test_black_and_white_photos_are_told_from_pale_colour_ones():
     assert not is_greyscale(load_image(jpeg_bytes(pale, quality=60)))
     assert is_greyscale(load_image(jpeg_bytes(grey, quality=60)))  # one-channel JPEG
     assert is_greyscale(load_image(jpeg_bytes(grey.convert("RGB"), quality=40)))  # grey stored as RGB: chroma noise only
+
+
+def test_a_colour_in_one_channel_pair_alone_is_colour():
+    """Either channel difference alone makes a photo colour: red against green and blue (a terracotta
+    pot), blue against red and green (a blue-and-white bowl's glaze)."""
+    for colour in ((200, 100, 100), (100, 100, 200), (100, 200, 200)):
+        assert not is_greyscale(Image.new("RGB", (80, 60), colour)), colour
+    assert is_greyscale(Image.new("RGB", (80, 60), (120, 121, 120)))
+
+
+def _ftyp(major: bytes, *compatible: bytes, size: int | None = None) -> bytes:
+    """The opening box of an ISO media file (HEIC, AVIF, MP4): size, 'ftyp', major brand, minor
+    version, compatible brands; then some bytes of what would follow."""
+    body = major + b"\x00\x00\x00\x00" + b"".join(compatible)
+    return (size or 8 + len(body)).to_bytes(4, "big") + b"ftyp" + body + b"\x00\x00\x00\x08mdat" + bytes(64)
+
+
+def test_the_format_is_read_from_the_bytes_not_the_name():
+    """What the server accepts and a kept copy's ending come from this: the format the bytes are."""
+    photo = object_photo((200, 180, 150), size=(80, 60))
+    for fmt, kind in (("JPEG", "jpeg"), ("PNG", "png"), ("GIF", "gif"), ("BMP", "bmp"), ("TIFF", "tiff"),
+                      ("WEBP", "webp"), ("AVIF", "avif"), ("HEIF", "heif")):
+        buf = io.BytesIO()
+        photo.save(buf, format=fmt)
+        assert image_format(buf.getvalue()) == kind, fmt
+    assert image_format(_ftyp(b"mif1", b"mif1", b"heic")) == "heif"
+    assert image_format(_ftyp(b"mif1", b"avif", b"mif1")) == "avif"  # an AVIF says so among its brands
+    assert image_format(_ftyp(b"isom", b"isom", b"mp41")) is None  # a video
+    assert image_format(_ftyp(b"isom", b"mp41", b"heic", size=20)) is None  # "heic" lies past the box's end
+    assert image_format(b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(32)) is None  # a sound file
+    assert image_format(b"<!DOCTYPE html>") is None and image_format(b"") is None
 
 
 @pytest.mark.parametrize("fmt", ["HEIF", "AVIF"])
@@ -173,6 +256,14 @@ def test_a_gif_cut_after_its_first_frame_is_judged_by_that_frame():
     assert np.array_equal(np.asarray(img), np.asarray(load_image(whole)))
 
 
+def test_a_file_of_two_frames_says_so():
+    """Two frames are already several: the count is kept for the warning that only the first is judged."""
+    a, b = object_photo((200, 180, 150), seed=1), object_photo((90, 90, 160), seed=2)
+    buf = io.BytesIO()
+    a.save(buf, format="GIF", save_all=True, append_images=[b])
+    assert load_image(buf.getvalue()).info["frames"] == 2
+
+
 def test_folder_scans_say_what_they_pass_over(tmp_path, caplog):
     """Every image ending is found (.jfif, .heic too); a file in a format not read is counted in a
     warning, never dropped without a word; hidden and system files are passed over quietly."""
@@ -188,6 +279,19 @@ def test_folder_scans_say_what_they_pass_over(tmp_path, caplog):
         found = find_images(tmp_path)
     assert [f.relative_to(tmp_path).as_posix() for f in found] == ["c.heic", "shop/a.jpg", "shop/b.JFIF"]
     assert "4 file(s) not read, not images by their ending (2 .cr2, 1 (no ending), 1 .txt)" in caplog.text
+    # the five most common kinds are named; a sixth is "..."
+    for ending, said in (((".pdf", ".mov"), "6 file(s) not read, not images by their ending (2 .cr2, 1 (no ending), "
+                                           "1 .mov, 1 .pdf, 1 .txt); images are"),
+                         ((".psd",), "7 file(s) not read, not images by their ending (2 .cr2, 1 (no ending), 1 .mov, "
+                                     "1 .pdf, 1 .psd, ...); images are")):
+        for e in ending:
+            (tmp_path / "shop" / f"z{e}").write_bytes(b"...")
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            find_images(tmp_path)
+        assert said in caplog.text
+    for e in (".pdf", ".mov", ".psd"):
+        (tmp_path / "shop" / f"z{e}").unlink()
     assert all(load_image(f).size == (80, 60) for f in found)
     caplog.clear()
     assert find_images(tmp_path / "shop", recursive=False) == [tmp_path / "shop" / "a.jpg", tmp_path / "shop" / "b.JFIF"]

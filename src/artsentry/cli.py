@@ -1316,7 +1316,7 @@ def cmd_serve(a) -> int:
                              culture_model=Path(a.culture_model) if a.culture_model else None,
                              register=Path(a.register) if a.register else None,
                              token=a.token or os.environ.get("ARTSENTRY_TOKEN") or None,
-                             max_upload_bytes=int(a.max_upload_mb * 1024 * 1024), allow_url_fetch=a.allow_url_fetch,
+                             max_upload_bytes=int(a.max_upload_mb * 1_000_000), allow_url_fetch=a.allow_url_fetch,
                              url_allowlist=tuple(a.url_allow_host), cors_origins=tuple(a.cors_origin),
                              inference_workers=a.workers, max_queue=a.max_queue, runtime=a.runtime,
                              max_listing_photos=a.max_listing_photos, audit_log=a.audit_log)

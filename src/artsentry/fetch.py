@@ -20,6 +20,7 @@ from urllib.parse import urljoin, urlparse
 
 from . import __version__
 from .collect.met import RetryPolicy, parse_retry_after
+from .data.images import describe_size
 from .errors import ArtsentryError
 
 
@@ -125,7 +126,7 @@ def fetch(url: str, *, max_bytes: int, timeout: float = 15.0, allow_private: boo
                         for chunk in r.iter_bytes():
                             size += len(chunk)
                             if size > max_bytes:
-                                raise FetchFailed(f"over the {max_bytes / 1e6:.0f} MB limit")
+                                raise FetchFailed(f"over the limit of {describe_size(max_bytes)}")
                             chunks.append(chunk)
                         return b"".join(chunks)
             except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:

@@ -41,8 +41,8 @@ pillow_heif.register_heif_opener()  # HEIC/HEIF photos from phones; its transfor
 
 log = logging.getLogger(__name__)
 
-#: 50 MB: larger than any photo a listing or museum serves.
-DEFAULT_MAX_BYTES = 50 * 1024 * 1024
+#: 50 MB (decimal, as every size artsentry prints): larger than any photo a listing or museum serves.
+DEFAULT_MAX_BYTES = 50_000_000
 #: 64 megapixels: e.g. 8000 x 8000. Larger claims are refused before decoding.
 DEFAULT_MAX_PIXELS = 64_000_000
 
@@ -60,6 +60,16 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jfif", ".jpe", ".png", ".webp", "
 SYSTEM_FILES = frozenset({"thumbs.db", "desktop.ini", "ehthumbs.db"})
 
 ImageSource = Union[str, os.PathLike, bytes]
+
+
+def describe_size(n: int) -> str:
+    """A byte count as people read it, in the units of every size limit artsentry states
+    (decimal: 1 MB = 1,000,000 bytes): "3,012 bytes", "48.2 kB", "60.5 MB"."""
+    if n < 10_000:
+        return f"{n:,} bytes"
+    if round(n / 1e3, 1) < 1000:  # 999,990 bytes is "1.0 MB", not "1000.0 kB"
+        return f"{n / 1e3:.1f} kB"
+    return f"{n / 1e6:.1f} MB"
 
 
 def as_sources(sources) -> list:
@@ -207,7 +217,7 @@ def read_image_bytes(source: ImageSource, name: str, max_bytes: int = DEFAULT_MA
         if path.is_dir():
             raise ImageLoadError(name, "is a directory, not an image file")
         if size > max_bytes:
-            raise ImageLoadError(name, f"file is {size / 1e6:.1f} MB, over the {max_bytes / 1e6:.0f} MB limit")
+            raise ImageLoadError(name, f"file is {describe_size(size)}, over the limit of {describe_size(max_bytes)}")
         try:
             data = path.read_bytes()
         except OSError as exc:
@@ -215,7 +225,7 @@ def read_image_bytes(source: ImageSource, name: str, max_bytes: int = DEFAULT_MA
     if not data:
         raise ImageLoadError(name, "empty file (0 bytes)")
     if len(data) > max_bytes:
-        raise ImageLoadError(name, f"data is {len(data) / 1e6:.1f} MB, over the {max_bytes / 1e6:.0f} MB limit")
+        raise ImageLoadError(name, f"data is {describe_size(len(data))}, over the limit of {describe_size(max_bytes)}")
     return data
 
 

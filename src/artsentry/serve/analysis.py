@@ -40,7 +40,7 @@ class ServeSettings:
     culture_model: Path | None = None  # a second, multi-class classifier (e.g. culture of a painting)
     register: Path | None = None
     token: str | None = None           # register writes need "Authorization: Bearer <token>"
-    max_upload_bytes: int = 20 * 1024 * 1024
+    max_upload_bytes: int = 20_000_000  # 20 MB, decimal as every size stated
     max_pixels: int = DEFAULT_MAX_PIXELS
     allow_url_fetch: bool = False
     url_allowlist: tuple[str, ...] = ()  # host names; empty = any host once fetching is enabled

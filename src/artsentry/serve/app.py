@@ -43,7 +43,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from .. import __version__
-from ..data.images import ImageLoadError
+from ..data.images import ImageLoadError, describe_size
 from .analysis import Analyzer, LotsUnavailable, ServeSettings, describe_content, sniff
 from .audit import AuditLog, decision_summary
 
@@ -236,7 +236,7 @@ class BodyLimit:
                 except ValueError:
                     declared = -1
                 if declared < 0 or declared > self.limit:
-                    return await _send_error(send, 413, f"request body over the limit of {self.limit} bytes")
+                    return await _send_error(send, 413, f"request body over the limit of {describe_size(self.limit)}")
         seen = 0
         sent_response = False
 
@@ -259,7 +259,7 @@ class BodyLimit:
             await self.app(scope, limited_receive, tracking_send)
         except _TooLarge:
             if not sent_response:
-                await _send_error(send, 413, f"request body over the limit of {self.limit} bytes")
+                await _send_error(send, 413, f"request body over the limit of {describe_size(self.limit)}")
 
 
 class _TooLarge(Exception):
@@ -688,7 +688,7 @@ async def _fetch(url: str, settings: ServeSettings) -> bytes:
                 async for chunk in r.aiter_bytes():
                     size += len(chunk)
                     if size > limit:
-                        raise _error(413, f"the image at the URL is over the limit of {limit} bytes")
+                        raise _error(413, f"the image at the URL is over the limit of {describe_size(limit)}")
                     chunks.append(chunk)
                 return b"".join(chunks)
     except httpx.HTTPError as exc:
