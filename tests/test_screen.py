@@ -335,6 +335,12 @@ def test_screen_resumes_after_interruption_and_torn_write(model_dir, listings, t
     assert not first["complete"] and first["recorded"] == 12  # whole batches of 4
     assert not (part / "queue.csv").exists()
     lines = (part / "evidence.jsonl").read_bytes().splitlines(keepends=True)
+    # killed before its first batch was whole: nothing kept, all screened again
+    first_batch = tmp_path / "first_batch"
+    shutil.copytree(part, first_batch)
+    (first_batch / "evidence.jsonl").write_bytes(b"".join(lines[:2]) + lines[2][:25])
+    assert Screener(model_dir, progress=False, batch_size=4).run(listings, first_batch)["complete"]
+    assert _strip_time(read_evidence(whole / "evidence.jsonl")) == _strip_time(read_evidence(first_batch / "evidence.jsonl"))
     # killed while writing the third batch: two of its records made it, the next is torn
     (part / "evidence.jsonl").write_bytes(b"".join(lines[:10]) + lines[10][:25])
     second = Screener(model_dir, progress=False, batch_size=4).run(listings, part)
@@ -346,6 +352,22 @@ def test_screen_resumes_after_interruption_and_torn_write(model_dir, listings, t
         assert (whole / name).read_bytes() == (part / name).read_bytes(), name
     again = Screener(model_dir, progress=False).run(listings, part)  # nothing left to do
     assert again["this_run"]["images"] == 0 and len(read_evidence(part / "evidence.jsonl")) == len(b)
+
+
+def test_an_evidence_log_keeps_its_complete_records_and_refuses_a_bad_one_between_them(tmp_path):
+    """A kill tears the last line at most: that line is left out, whether it stopped before its newline
+    or not. A bad line with records after it was not torn by a kill; resuming over it would build on an
+    edited or damaged log, so it is refused, with where it is."""
+    path = tmp_path / "evidence.jsonl"
+    lines = [json.dumps({"row": i}).encode() + b"\n" for i in range(3)]
+    for tail in (b"", b'{"row": 3, "ima', b'{"row": 3, "ima\n'):
+        path.write_bytes(b"".join(lines) + tail)
+        assert read_evidence(path) == [{"row": 0}, {"row": 1}, {"row": 2}], tail
+    path.write_bytes(lines[0] + b'{"row": 1, "ima\n' + lines[2])
+    with pytest.raises(ScreenError, match=rf"evidence\.jsonl: corrupt record at byte {len(lines[0])}; not resuming"):
+        read_evidence(path)
+    path.write_bytes(b"")
+    assert read_evidence(path) == [] and read_evidence(tmp_path / "none.jsonl") == []
 
 
 def test_screen_refuses_to_resume_over_other_input(model_dir, listings, tmp_path):
@@ -380,8 +402,12 @@ def test_a_screened_table_that_grew_screens_only_its_new_rows(model_dir, listing
     for name in ("results.csv", "errors.csv", "listings.csv"):  # the same tables as one run over the whole input
         x, y = pd.read_csv(whole / name), pd.read_csv(out / name)
         pd.testing.assert_frame_equal(x, y, check_exact=False, atol=1e-5)
-    # a first row changed: not the same input grown, refused
-    rows.assign(title=["changed"] + rows["title"].iloc[1:].tolist()).to_csv(listings, index=False)
+    # a first row changed: not the same input grown, refused; nor when rows were added too
+    changed = rows.assign(title=["changed"] + rows["title"].iloc[1:].tolist())
+    changed.to_csv(listings, index=False)
+    with pytest.raises(ScreenError, match="other content"):
+        Screener(model_dir, progress=False, batch_size=4).run(listings, out)
+    pd.concat([changed, rows.iloc[:2]]).to_csv(listings, index=False)
     with pytest.raises(ScreenError, match="other content"):
         Screener(model_dir, progress=False, batch_size=4).run(listings, out)
 
