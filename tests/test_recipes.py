@@ -26,6 +26,20 @@ from artsentry.data.splits import split_instances
     ("Stoneware", "non_ivory"),
     ("Terracotta", "non_ivory"),
     ("Ivory-glazed porcelain", "non_ivory"),  # a colour, not the material
+    ("Vegetable ivory", None),  # tagua palm nut: named after ivory, not ivory
+    ("Vegetable ivory, paint", None),
+    ("French ivory", None),  # celluloid
+    ("Celluloid (imitation ivory)", None),
+    ("Imitation ivory; brass", None),
+    ("Ivorine", None),
+    ("Plastic (faux ivory)", None),
+    ("Ivory, celluloid", "ivory"),  # ivory is the main material; the plastic a part
+    ("Bone or ivory", None),  # the cataloguer was not sure
+    ("Ivory or bone", None),
+    ("Ivory (walrus or elephant)", "ivory"),  # sure it is ivory, not of which animal
+    ("Walrus ivory or elephant ivory", "ivory"),
+    ("Hippopotamus ivory, gilding", "ivory"),
+    ("Bone china", "non_ivory"),
     ("Oil on canvas", None),
     ("Bronze", None),
     ("", None),

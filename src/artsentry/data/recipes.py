@@ -7,8 +7,12 @@
     ivory is only the support of a painting ("Watercolor on ivory": a portrait
     miniature shows paint, not carving) or a secondary material ("Bone, ivory",
     "Wood, ivory inlay"), or when "ivory" names a colour ("ivory-glazed
-    porcelain"). Negative when the medium is a ceramic (porcelain, earthenware,
-    stoneware, terracotta, faience, ...) and mentions no ivory.
+    porcelain"), nor when the main material is a substitute named after it
+    ("Vegetable ivory": a palm nut; "French ivory", "imitation ivory", ivorine,
+    celluloid: plastics) or is uncertain ("Bone or ivory"): a photo of them is not
+    a photo of ivory, and the ivory class is what a reviewer acts on. Negative when
+    the medium is a ceramic (porcelain, earthenware, stoneware, terracotta, faience,
+    ...) and mentions no ivory.
 ``culture``
     Paintings (classification or object name mentions painting) labelled with
     a grouped culture: every culture containing "India" is "Indian", "China" /
@@ -42,6 +46,10 @@ CERAMIC_TERMS = ("porcelain", "earthenware", "stoneware", "terracotta", "terra c
                  "hard-paste", "fritware", "slipware", "biscuit")
 _COLOUR_IVORY = re.compile(r"ivory[- ](colou?red|white|glaze|glazed|ground|tone|toned)")
 _SUPPORT_IVORY = re.compile(r"\bon\s+(\w+\s+)?ivory\b")
+#: materials named after ivory that are not ivory: tagua palm nut ("vegetable ivory") and the plastics
+#: sold as ivory ("French ivory" is celluloid)
+_SUBSTITUTE_IVORY = re.compile(r"\b(vegetable|imitation|faux|artificial|synthetic|simulated|french|fake)\s+ivory\b"
+                               r"|\bivor(ine|oid|ite)\b|\bcelluloid\b|\bplastic\b|\bresin\b")
 
 
 def _materials(medium: str) -> list[str]:
@@ -58,7 +66,11 @@ def ivory_label(medium: str | None) -> str | None:
         if _SUPPORT_IVORY.search(text):
             return None
         mats = _materials(text)
-        return "ivory" if mats and "ivory" in mats[0] else None
+        if not mats or "ivory" not in mats[0] or _SUBSTITUTE_IVORY.search(mats[0]):
+            return None
+        # "bone or ivory", "ivory or bone": the cataloguer was not sure; "ivory (walrus or elephant)" is sure
+        alternatives = re.split(r"\bor\b", re.sub(r"\([^)]*\)", "", mats[0]))
+        return "ivory" if all("ivory" in a for a in alternatives) else None
     if any(term in text for term in CERAMIC_TERMS):
         return "non_ivory"
     return None
