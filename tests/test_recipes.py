@@ -52,6 +52,8 @@ def test_ivory_rule_on_real_medium_strings(medium, label):
 @pytest.mark.parametrize("culture, group", [
     ("India (Gujarat)", "Indian"), ("North India", "Indian"), ("India", "Indian"),
     ("China", "Chinese"), ("Japan", "Japanese"), ("American", "American"), ("", None), ("Aztec", "Aztec"),
+    ("American Indian", "American"), ("Native American", "American"),  # not South Asian: they hold "India"
+    ("West Indian", "Caribbean"), ("British, West Indies", "Caribbean"),
 ])
 def test_culture_groups(culture, group):
     assert culture_group(culture) == group

@@ -15,7 +15,8 @@
     ...) and mentions no ivory.
 ``culture``
     Paintings (classification or object name mentions painting) labelled with
-    a grouped culture: every culture containing "India" is "Indian", "China" /
+    a grouped culture: every culture containing "India" is "Indian" (but "American
+    Indian" is "American" and "West Indian" "Caribbean"), "China" /
     "Chinese" is "Chinese", "Japan" is "Japanese", "America" is "American", and
     so on; the ``top`` most frequent groups are kept.
 ``instance``
@@ -77,6 +78,8 @@ def ivory_label(medium: str | None) -> str | None:
 
 
 CULTURE_GROUPS = [
+    # first match wins: names that hold another group's needle come first ("American Indian" holds "India")
+    ("American Indian", "American"), ("Native American", "American"), ("West Indi", "Caribbean"),
     ("India", "Indian"), ("Indian", "Indian"), ("Mughal", "Indian"), ("Rajput", "Indian"),
     ("China", "Chinese"), ("Chinese", "Chinese"),
     ("Japan", "Japanese"),
