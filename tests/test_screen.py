@@ -25,8 +25,8 @@ from artsentry.data.images import load_image
 from artsentry.inference import Predictor
 from artsentry.models.artifact import ArtifactError, read_config
 from artsentry.models.onnx import export_onnx, onnx_ready
-from artsentry.screen import (LISTING_STATUSES, OUTPUT_COLUMNS, ScreenError, Screener, listing_rollup, read_evidence,
-                              read_listings, verify_run)
+from artsentry.screen import (LISTING_STATUSES, OUTPUT_COLUMNS, ScreenError, Screener, _priority, listing_rollup,
+                              read_evidence, read_listings, verify_run)
 
 
 @pytest.fixture(scope="module")
@@ -144,9 +144,11 @@ def test_screen_csv_completes_with_bad_images_and_carries_columns(onnx_model_dir
     flagged = {lid for lid, r in by_id.items() if r.get("flagged")}
     assert set(queue["listing_id"]) == flagged
     assert list(queue["score"]) == sorted(queue["score"], reverse=True)
-    assert list(queue["rank"]) == list(range(1, len(queue) + 1))
+    assert queue.columns[0] == "rank" and list(queue["rank"]) == list(range(1, len(queue) + 1))
     assert {"title", "price", "seller"} <= set(queue.columns)
-    assert set(pd.read_csv(out / "errors.csv")["listing_id"]) == set(errors)
+    errors_csv = pd.read_csv(out / "errors.csv")
+    assert list(errors_csv.columns) == ["row", "listing_id", "image", "error"]  # no index column
+    assert set(errors_csv["listing_id"]) == set(errors)
     page = (out / "queue.html").read_text()
     assert page.count('class="card"') == len(queue) and "data:image/jpeg;base64," in page
     # flagged photos carry their evidence overlay (local files: all of them here, under the default 50)
@@ -180,6 +182,19 @@ def test_screen_csv_completes_with_bad_images_and_carries_columns(onnx_model_dir
     assert f"not screened (no photo could be read): {len(errors)} listing(s); partly screened: 0" in printed
 
 
+def test_the_queue_puts_matches_first_by_their_best_match_then_flags_by_score():
+    """The review queue's order: photos matching a registered object first, the strongest match (a
+    photo's first, best, match) first; then the flagged by score; ties by row."""
+    records = [
+        {"row": 0, "matched": False, "score": 0.7, "matches": [{"score": 0.99}]},  # a near miss is no match
+        {"row": 1, "matched": True, "score": 0.1, "matches": [{"score": 0.6}, {"score": 0.5}]},
+        {"row": 2, "matched": True, "score": 0.2, "matches": [{"score": 0.8}, {"score": 0.1}]},
+        {"row": 3, "matched": False, "score": 0.9, "matches": []},
+        {"row": 4, "matched": False, "score": 0.9},
+    ]
+    assert [r["row"] for r in sorted(records, key=_priority)] == [2, 1, 3, 4, 0]
+
+
 def test_listing_rollup_one_row_per_listing():
     """A listing's photos share its id: the reviewer gets one row per listing, matches first."""
     none = [None] * 8
@@ -209,6 +224,8 @@ def test_listing_rollup_one_row_per_listing():
     assert list(weak["rank"]) == [1, 2, 3, 4, 5] and list(weak["weak_photos"]) == [0, 0, 0, 0, 1]
     plain = listing_rollup(table.assign(quality_warnings=[None] * 4 + ["small photo"] + [None] * 3))
     assert not plain["review"].iloc[-1]  # without review_weak the weak pass clears it
+    sound = listing_rollup(table.assign(quality_warnings=[None] * 8), review_weak=True)
+    assert list(sound["review"]) == [True] * 4 + [False]  # review_weak with no weak photo changes nothing
     a = r.set_index("listing_id").loc["a"]
     assert a["max_score"] == 0.9 and a["max_score_image"] == "p1.jpg" and a["title"] == "A1"
     e = r.set_index("listing_id").loc["e"]
@@ -216,6 +233,20 @@ def test_listing_rollup_one_row_per_listing():
     assert e["best_match_status"] == "stolen"
     c = r.set_index("listing_id").loc["c"]
     assert c["max_score"] == 0.1 and c["max_score_image"] == "p4.jpg"  # the unreadable photo has no score
+
+
+def test_listings_matching_registered_objects_come_first_strongest_match_first():
+    """Among listings to review: register matches before flags, whatever the flag's score, and the
+    strongest match first; the photo's own ivory score does not order the matches."""
+    table = pd.DataFrame({
+        "row": range(4), "listing_id": ["flag", "weak_match", "strong_match", "clear"], "image": list("abcd"),
+        "score": [0.99, 0.8, 0.1, 0.2], "flagged": [True, True, False, False],
+        "matched": [False, True, True, False], "best_match": [None, "X", "Y", None],
+        "best_match_score": [0.95, 0.7, 0.9, None],  # the flagged photo's near miss is no match
+        "best_match_status": [None] * 4, "error": [None] * 4})
+    r = listing_rollup(table)
+    assert list(r["listing_id"]) == ["strong_match", "weak_match", "flag", "clear"]
+    assert list(r["rank"]) == [1, 2, 3, pd.NA]
 
 
 def test_a_listing_whose_photos_could_not_be_read_is_never_cleared():
@@ -908,6 +939,11 @@ def test_screen_with_register_ranks_matches_first(model_dir, photos, synthetic_d
     assert by_id["qB"]["matched"] and by_id["qB"]["matches"][0]["status"] == "stolen"
     assert not by_id["qC"]["matched"] and not by_id["dark"]["matched"]
     assert by_id["iv1"]["register"]["objects"] == 2
+    results = pd.read_csv(out / "results.csv").set_index("listing_id")
+    for lid, r in by_id.items():  # each photo's best match is its first (k=2: two in the record)
+        assert len(r["matches"]) == 2 and r["matches"][0]["score"] >= r["matches"][1]["score"]
+        assert (results.at[lid, "best_match"], results.at[lid, "best_match_score"]) == \
+            (r["matches"][0]["object_id"], pytest.approx(r["matches"][0]["score"])), lid
     queue = pd.read_csv(out / "queue.csv")
     assert set(queue["listing_id"][:2]) == {"qA", "qB"}  # known objects first, whatever their score
     assert {"iv1", "iv2"} <= set(queue["listing_id"][2:])
