@@ -1,4 +1,5 @@
 import csv
+import os
 
 import pandas as pd
 import pytest
@@ -120,3 +121,75 @@ def test_metobjects_import_with_recipe_filter(tmp_path):
     (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
     with pytest.raises(MetObjectsError, match="not a MetObjects.csv"):
         list(read_metobjects(tmp_path / "bad.csv"))
+
+
+def _collection(folder, rows):
+    """A crawl's collection.csv (paths relative to it) with a small photo per row."""
+    from .conftest import object_photo
+
+    (folder / "images").mkdir(parents=True)
+    for i, r in enumerate(rows):
+        r.setdefault("path", f"images/{i:02d}.jpg")
+        object_photo((200, 180, 150), size=(48, 36), seed=i).save(folder / r["path"])
+    pd.DataFrame(rows).to_csv(folder / "collection.csv", index=False)
+    return folder
+
+
+def test_build_writes_each_recipes_manifest_relative_to_itself(tmp_path):
+    from artsentry.data.manifest import read_manifest
+    from artsentry.data.recipes import build
+
+    col = _collection(tmp_path / "col", [
+        {"object_id": "9", "medium": "Porcelain", "classification": "Ceramics", "culture": "China"},
+        {"object_id": "3", "medium": "Ivory, gold", "classification": "Ivories", "culture": "France"},
+        {"object_id": "3", "medium": "Ivory, gold", "classification": "Ivories", "culture": "France"},
+        {"object_id": "5", "medium": "Vegetable ivory", "classification": "Buttons", "culture": "American"},
+        {"object_id": "7", "medium": "Stoneware", "classification": "Ceramics", "culture": "Japan"},
+        {"object_id": "8", "medium": "Oil on canvas", "classification": "Paintings", "culture": "Japan"},
+        {"object_id": "1", "medium": "Ink on silk", "classification": "Paintings", "culture": "China"},
+        {"object_id": "2", "medium": "Ink on paper", "classification": "Paintings", "culture": "Chinese"},
+        {"object_id": "4", "medium": "Watercolor on ivory", "classification": "Miniatures", "objectName": "Painting",
+         "culture": "India (Bengal)"},
+    ])
+    out = tmp_path / "ds" / "ivory"
+    df = build("ivory", col, out)  # the folder or its collection.csv alike
+    assert list(df.columns[:3]) == ["path", "label", "object_id"]
+    assert list(zip(df["label"], df["object_id"])) == [("ivory", "3"), ("ivory", "3"), ("non_ivory", "7"),
+                                                       ("non_ivory", "9")]  # sorted; vegetable ivory left out
+    manifest = pd.read_csv(out / "manifest.csv", dtype=str)
+    assert list(manifest.columns[:3]) == ["path", "label", "object_id"] and "Unnamed: 0" not in manifest
+    assert manifest["path"].str.startswith("../../col/images/").all()  # relative: the folders can move together
+    table, _ = read_manifest(out / "manifest.csv")
+    assert [os.path.realpath(p) for p in table["path"]] == list(df["path"])  # the photos the recipe chose
+    assert all(os.path.isfile(p) for p in df["path"])
+    assert (out / "card.json").is_file() and (out / "card.html").is_file()
+
+    # paintings (by classification or object name) by culture group: Chinese 2, then Indian and
+    # Japanese 1 each; the top two, ties by name
+    culture = build("culture", col / "collection.csv", tmp_path / "ds" / "culture", top=2)
+    assert list(zip(culture["label"], culture["object_id"])) == [("Chinese", "1"), ("Chinese", "2"), ("Indian", "4")]
+    with pytest.raises(ValueError, match=r"recipe 'culture' found only one class \(Chinese\) in "):
+        build("culture", col, tmp_path / "ds" / "one", top=1)
+
+    objects = _collection(tmp_path / "col2", [{"object_id": o} for o in "AAAABBBC"])
+    inst = build("instance", objects, tmp_path / "ds" / "instance", min_images=3)
+    assert list(inst.columns[:4]) == ["path", "label", "object_id", "split"]
+    assert list(inst["label"]) == list("AAAABBB")  # C has one photo: not an object to recognise again
+    assert all("train" in set(g) for _, g in inst.groupby("label")["split"])
+
+    with pytest.raises(ValueError, match="unknown recipe 'bronze'; choose from ivory, culture, instance"):
+        build("bronze", col, tmp_path / "x")
+    with pytest.raises(FileNotFoundError, match=r"nowhere: no collection\.csv \(run `artsentry collect` first\)"):
+        build("ivory", tmp_path / "nowhere", tmp_path / "x")
+    (tmp_path / "nowhere").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"nowhere/collection\.csv: no collection\.csv"):
+        build("ivory", tmp_path / "nowhere", tmp_path / "x")
+    with pytest.raises(ValueError, match=r"col2/collection\.csv: the culture recipe needs the column\(s\) culture, "
+                                         r"classification; the table has object_id, path$"):
+        build("culture", objects, tmp_path / "x")  # a table of photos by object: no crash on a missing column
+    with pytest.raises(ValueError, match=r"the ivory recipe needs the column\(s\) medium; "):
+        build("ivory", objects, tmp_path / "x")
+    bronze = _collection(tmp_path / "col3", [{"object_id": "1", "medium": "Bronze", "classification": "Metalwork",
+                                              "culture": "China"}])
+    with pytest.raises(ValueError, match=r"recipe 'culture' selected no images from .*col3/collection\.csv"):
+        build("culture", bronze, tmp_path / "x")

@@ -136,6 +136,14 @@ def build(recipe: str, collection: str | Path, out_dir: str | Path, *, top: int 
     if not csv_path.is_file():
         raise FileNotFoundError(f"{csv_path}: no collection.csv (run `artsentry collect` first)")
     col = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    needed = {"ivory": ["path", "object_id", "medium"], "culture": ["path", "object_id", "culture"],
+              "instance": ["path", "object_id"]}[recipe]
+    if recipe == "culture" and not {"classification", "objectName"} & set(col.columns):
+        needed.append("classification")  # or objectName: what says a painting is one
+    missing = [c for c in needed if c not in col.columns]
+    if missing:
+        raise ValueError(f"{csv_path}: the {recipe} recipe needs the column(s) {', '.join(missing)}; "
+                         f"the table has {', '.join(col.columns)}")
     col["path"] = [str((csv_path.parent / p).resolve()) for p in col["path"]]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
