@@ -159,3 +159,44 @@ def test_a_photo_is_measured_alike_whatever_draft_a_model_decodes_at(tmp_path):
     full = assess_quality(load_image(path))
     assert q.long_side == full.long_side == 1280 and q.warnings == full.warnings == ()
     assert abs(q.sharpness - full.sharpness) < 0.02
+
+
+def test_the_measures_agree_with_their_textbook_definitions():
+    """Sharpness: mean |Laplacian| over mean Sobel magnitude on the strongest 10% of gradients, as scipy's
+    filters (mirrored borders) compute them; noise: Immerkaer's estimate, which reads back the sigma of
+    Gaussian noise on a flat picture; brightness: the 99th percentile of the levels."""
+    from scipy import ndimage
+
+    grey = np.asarray(Image.fromarray(skdata.coffee()).convert("L").resize((160, 107)), dtype=np.float32)
+    gx, gy = ndimage.sobel(grey, axis=1, mode="reflect"), ndimage.sobel(grey, axis=0, mode="reflect")
+    mag = np.hypot(gx, gy).ravel()
+    strong = mag >= np.sort(mag)[int(0.9 * (mag.size - 1))]
+    lap = np.abs(ndimage.laplace(grey, mode="reflect")).ravel()
+    assert Q.sharpness(grey) == pytest.approx(lap[strong].mean() / mag[strong].mean(), rel=1e-4)
+    flat = np.random.default_rng(0).normal(128, 8.0, (480, 640)).astype(np.float32)
+    assert Q.noise_sigma(flat) == pytest.approx(8.0, abs=0.2)
+    levels = np.repeat(np.arange(100, dtype=np.float32), 10)[None, :]  # 1,000 pixels, levels 0-99
+    assert Q.brightness(levels) == 98.0  # the level under which 99% of them lie
+
+
+def test_each_warning_is_for_a_measure_strictly_past_its_limit():
+    """"Under" and "over" are strict: a photo measuring exactly a limit is not warned about it."""
+    img = _noisy(Image.fromarray(skdata.coffee()).convert("RGB").resize((300, 100)), 4.0)
+    grey = Q.grey_at_scale(img)
+    exact = dict(sharpness_min=Q.sharpness(grey), noise_max=Q.noise_sigma(grey), brightness_min=Q.brightness(grey),
+                 small_side=300, aspect_max=3.0)
+    assert assess_quality(img, **exact).warnings == ()
+    past = {"sharpness_min": "little fine detail", "noise_max": "grainy photo", "brightness_min": "dark photo",
+            "small_side": "small photo", "aspect_max": "narrow photo"}
+    for name, words in past.items():
+        nudged = dict(exact, **{name: exact[name] + (-0.001 if name in ("noise_max", "aspect_max") else 0.001)})
+        if name == "small_side":
+            nudged[name] = 301
+        assert [w.split(":")[0] for w in assess_quality(img, **nudged).warnings] == [words], name
+
+
+def test_two_frames_are_said_like_more():
+    a, b = _sharp_photos()
+    a.info["frames"] = 2
+    assert any(w.startswith("first of 2 frames or pages") for w in assess_quality(a).warnings)
+    assert not any("frames" in w for w in assess_quality(b).warnings)
