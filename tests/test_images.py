@@ -280,18 +280,20 @@ def test_folder_scans_say_what_they_pass_over(tmp_path, caplog):
     assert [f.relative_to(tmp_path).as_posix() for f in found] == ["c.heic", "shop/a.jpg", "shop/b.JFIF"]
     assert "4 file(s) not read, not images by their ending (2 .cr2, 1 (no ending), 1 .txt)" in caplog.text
     # the five most common kinds are named; a sixth is "..."
-    for ending, said in (((".pdf", ".mov"), "6 file(s) not read, not images by their ending (2 .cr2, 1 (no ending), "
-                                           "1 .mov, 1 .pdf, 1 .txt); images are"),
-                         ((".psd",), "7 file(s) not read, not images by their ending (2 .cr2, 1 (no ending), 1 .mov, "
-                                     "1 .pdf, 1 .psd, ...); images are")):
-        for e in ending:
-            (tmp_path / "shop" / f"z{e}").write_bytes(b"...")
+    added = []
+    for endings, said in (((".pdf", ".mov"), "6 file(s) not read, not images by their ending (2 .cr2, 1 (no ending), "
+                                            "1 .mov, 1 .pdf, 1 .txt); images are"),
+                          ((".psd",), "7 file(s) not read, not images by their ending (2 .cr2, 1 (no ending), 1 .mov, "
+                                      "1 .pdf, 1 .psd, ...); images are")):
+        for e in endings:
+            added.append(tmp_path / "shop" / f"z{e}")
+            added[-1].write_bytes(b"...")
         caplog.clear()
         with caplog.at_level("WARNING"):
             find_images(tmp_path)
         assert said in caplog.text
-    for e in (".pdf", ".mov", ".psd"):
-        (tmp_path / "shop" / f"z{e}").unlink()
+    for f in added:
+        f.unlink()
     assert all(load_image(f).size == (80, 60) for f in found)
     caplog.clear()
     assert find_images(tmp_path / "shop", recursive=False) == [tmp_path / "shop" / "a.jpg", tmp_path / "shop" / "b.JFIF"]

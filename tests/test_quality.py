@@ -186,13 +186,13 @@ def test_each_warning_is_for_a_measure_strictly_past_its_limit():
     exact = dict(sharpness_min=Q.sharpness(grey), noise_max=Q.noise_sigma(grey), brightness_min=Q.brightness(grey),
                  small_side=300, aspect_max=3.0)
     assert assess_quality(img, **exact).warnings == ()
-    past = {"sharpness_min": "little fine detail", "noise_max": "grainy photo", "brightness_min": "dark photo",
-            "small_side": "small photo", "aspect_max": "narrow photo"}
-    for name, words in past.items():
-        nudged = dict(exact, **{name: exact[name] + (-0.001 if name in ("noise_max", "aspect_max") else 0.001)})
-        if name == "small_side":
-            nudged[name] = 301
-        assert [w.split(":")[0] for w in assess_quality(img, **nudged).warnings] == [words], name
+    past = {"sharpness_min": (exact["sharpness_min"] + 0.001, "little fine detail"),
+            "noise_max": (exact["noise_max"] - 0.001, "grainy photo"),
+            "brightness_min": (exact["brightness_min"] + 0.001, "dark photo"),
+            "small_side": (301, "small photo"), "aspect_max": (2.999, "narrow photo")}
+    for name, (limit, words) in past.items():
+        warned = assess_quality(img, **{**exact, name: limit}).warnings
+        assert [w.split(":")[0] for w in warned] == [words], name
 
 
 def test_two_frames_are_said_like_more():
