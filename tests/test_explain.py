@@ -130,6 +130,35 @@ def test_explain_cli_every_method(model_dir, synthetic_dataset, tmp_path, capsys
     assert rc == 1 and "bronze" in capsys.readouterr().err
 
 
+def test_the_class_explained_and_mapped_is_the_decision_at_the_models_threshold(model_dir, synthetic_dataset,
+                                                                                 tmp_path):
+    """A model whose threshold is not 0.5: a photo scored between the two is decided against its likelier
+    class. What is explained by default, and the feature map's "predicted", is that decision, as ``predict``
+    prints it."""
+    import shutil
+
+    import pandas as pd
+
+    from artsentry.explain import ClassifierExplainer
+    from artsentry.explain.project import features_of
+    from artsentry.inference import Predictor
+    from artsentry.models.artifact import update_config
+
+    photo = sorted((synthetic_dataset / "ivory").glob("*.jpg"))[0]
+    score = Predictor.load(model_dir).predict_files([photo])[0].score
+    folder = tmp_path / "model"
+    shutil.copytree(model_dir, folder)
+    update_config(folder, threshold=score - 0.01 if score < 0.5 else score + 0.01)
+    predictor = Predictor.load(folder)
+    decided = predictor.predict_files([photo])[0]
+    assert decided.label == ("ivory" if score < 0.5 else "non_ivory")  # not the likelier class
+    explained = ClassifierExplainer(predictor).explain_images([Image.open(photo).convert("RGB")], [str(photo)])[0]
+    assert explained.target == decided.label
+    _, table = features_of(predictor, pd.DataFrame({"path": [str(photo)], "label": ["ivory"]}))
+    assert table.loc[0, "predicted"] == decided.label and table.loc[0, "score"] == pytest.approx(score, abs=1e-6)
+    assert table.loc[0, "correct"] == ("right" if decided.label == "ivory" else "wrong")
+
+
 def test_explain_cli_reports_unreadable_files_and_goes_on(model_dir, synthetic_dataset, tmp_path, capsys):
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff not really")

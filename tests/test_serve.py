@@ -607,6 +607,32 @@ def test_analyze_with_lots_uses_the_tile_scan_at_the_lot_threshold(live, model_d
     assert listing["max_probability"] == body["probability"] and listing["review"] == (body["decision"] == "flag")
 
 
+def test_the_label_is_the_decision_at_the_models_threshold_not_the_likelier_class(model_dir, photos, tmp_path):
+    """A model whose threshold is not 0.5 (e.g. one chosen for high recall): a photo scored between the
+    two is flagged, and its label, the audit log's record of it, must say so, as ``predict`` does."""
+    import shutil
+
+    from artsentry.inference import Predictor
+    from artsentry.models.artifact import update_config
+    from artsentry.serve.audit import decision_summary
+
+    data = Path(photos["B"][1]).read_bytes()
+    score = Analyzer(ServeSettings(model=model_dir)).analyze(data, explain=False)["ivory"]["probability"]
+    folder = tmp_path / "model"
+    shutil.copytree(model_dir, folder)
+    # the threshold on the other side of the score from 0.5: the decision differs from the likelier class
+    threshold = round(score - 0.01, 6) if score < 0.5 else round(score + 0.01, 6)
+    update_config(folder, threshold=threshold)
+    result = Analyzer(ServeSettings(model=folder)).analyze(data, explain=False)
+    body = result["ivory"]
+    assert body["threshold"] == threshold and body["probability"] == score
+    assert body["decision"] == ("flag" if score < 0.5 else "pass")
+    assert body["label"] == ("ivory" if score < 0.5 else "non_ivory")
+    assert decision_summary(result)["ivory"]["label"] == body["label"]
+    predicted = Predictor.load(folder).predict_files([photos["B"][1]])[0]
+    assert predicted.label == body["label"] and predicted.flagged == (body["decision"] == "flag")
+
+
 def test_page_scans_a_lot_photo_in_tiles_and_outlines_the_tile(model_dir, synthetic_dataset, tmp_path):
     import shutil
 

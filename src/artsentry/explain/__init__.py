@@ -207,7 +207,10 @@ class ClassifierExplainer:
         if target is not None and target not in self.labels:
             raise ValueError(f"target {target!r} is not one of the model's labels {self.labels}")
         probs = self.predictor.proba_tensor(x)
-        idx = [self.labels.index(target)] * len(x) if target is not None else probs.argmax(1).tolist()
+        if target is not None:
+            idx = [self.labels.index(target)] * len(x)
+        else:  # the decided class: at the model's threshold for binary models, not always the likelier one
+            idx = [self.labels.index(self.predictor.decide("", p).label) for p in probs]
         heats = []
         for t in sorted(set(idx)):
             rows = [i for i, v in enumerate(idx) if v == t]

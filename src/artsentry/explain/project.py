@@ -54,9 +54,11 @@ def features_of(model, df, *, batch_size: int = 32, progress: bool = False):
                 p = torch.softmax(model.head(f) / predictor.temperature, dim=1)  # as the predictor gives them
             feats[batch.index], probs[batch.index] = f.numpy(), p.numpy()
     ok = ~np.isnan(probs[:, 0])
-    labels = np.array(predictor.labels)
-    table["predicted"] = np.where(ok, labels[np.nan_to_num(probs).argmax(1)], None)
-    table["score"] = np.where(ok, probs.max(1), np.nan)
+    # each photo's decision as ``predict`` makes it: at the model's threshold for binary models, with the
+    # probability of the positive label as the score; else the top class and its probability
+    decided = [predictor.decide("", p) if o else None for p, o in zip(probs, ok)]
+    table["predicted"] = [d.label if d else None for d in decided]
+    table["score"] = [d.score if d else np.nan for d in decided]
     if "label" in table.columns:
         table["correct"] = np.where(ok, (table["predicted"] == table["label"]).map({True: "right", False: "wrong"}),
                                     None)

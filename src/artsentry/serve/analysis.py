@@ -10,7 +10,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 
 from ..data.images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
 from ..data.images import image_format as sniff  # the formats the server accepts, by content
@@ -159,14 +158,13 @@ class Analyzer:
             x = p.transform(img).unsqueeze(0)
             probs = p.proba_tensor(x)[0]
             info = p.info()
-            best = int(np.argmax(probs))
+            decided = p.decide("upload", probs)  # the label is the decision: at the threshold for binary models
             block = {"model": {"name": info["name"], "version": info["version"], "runtime": info["runtime"]},
-                     "label": p.labels[best], "probabilities": {l: round(float(v), 6) for l, v in zip(p.labels, probs)}}
+                     "label": decided.label, "probabilities": {l: round(float(v), 6) for l, v in zip(p.labels, probs)}}
             if p.binary:
-                score = float(probs[p.positive_index])
                 t = info["threshold"]
-                block.update({"positive_label": p.positive_label, "probability": round(score, 6), "threshold": t,
-                              "decision": "flag" if score >= t else "pass"})
+                block.update({"positive_label": p.positive_label, "probability": round(decided.score, 6), "threshold": t,
+                              "decision": "flag" if decided.flagged else "pass"})
                 if key == "ivory" and lot_setting is not None:
                     from ..lots import scan
 

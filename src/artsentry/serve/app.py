@@ -98,7 +98,8 @@ class LotScanOut(BaseModel):
 
 class Classification(BaseModel):
     model: ModelRef
-    label: str
+    label: str = Field(description="the decision: for binary models the positive label when probability >= "
+                       "threshold, else the other label (not always the likelier class); else the top class")
     probabilities: dict[str, float]
     positive_label: Optional[str] = None
     probability: Optional[float] = Field(None, description="probability of the positive label (binary models)")
