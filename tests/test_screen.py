@@ -609,6 +609,18 @@ def test_chain_check_finds_edits_removals_insertions_and_old_records():
     # a torn last line is not a record; the head is read from the end of a long log
     torn = data + b'{"n": 5, "pr'
     assert chainlog.check(torn)["records"] == 5 and chainlog.check(torn)["bad_lines"] == []
+    # a line that is not a record (a write cut short, then closed) between records 2 and 3: they still link
+    # across it, and a head counts records, not lines
+    closed = lines[:2] + [b'{"n": 2, "pr\n'] + lines[2:]
+    c = chainlog.check(b"".join(closed))
+    assert (c["records"], c["broken"], c["bad_lines"]) == (5, [], [3])
+    assert chainlog.find_head(c, chainlog.line_hash(lines[2])) == 3
+    # record 2 edited: record 3 (line 4, past the bad line) no longer links, so a head noted at record 3
+    # stands for nothing whole; one noted at record 1 still does
+    c = chainlog.check(b"".join(closed[:1] + [lines[1].replace(b'"n": 1', b'"n": 9')] + closed[2:]))
+    assert c["broken"] == [4]
+    assert chainlog.find_head(c, chainlog.line_hash(lines[2])) is None
+    assert chainlog.find_head(c, chainlog.line_hash(lines[0])) == 1
 
 
 def test_log_head_read_from_the_end(tmp_path):

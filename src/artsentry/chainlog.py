@@ -123,7 +123,9 @@ def report(data: bytes, expect: str | None = None) -> dict:
 
 def find_head(result: dict, head: str) -> int | None:
     """How many records a head noted down earlier stands for in a ``check`` result, provided the chain is
-    whole up to it (no break, no bad line before it); None when it is not the hash of such a record."""
+    whole up to it (no record before it, nor it, fails to link); None when it is not the hash of such a
+    record. A line that is not a record (a write cut short, then closed) does not count against it: the
+    records still link across it, and ``check`` lists it under ``bad_lines``."""
     head = head.strip().lower()
     try:
         n = result["hashes"].index(head) + 1

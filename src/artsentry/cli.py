@@ -1184,7 +1184,8 @@ def _print_chain(c: dict, name: str, expect: str | None) -> bool:
               "link to each other (the chain covers only the last of them)")
     if c["bad_lines"]:
         print(f"{name}: {len(c['bad_lines'])} line(s) that are not records (a write cut short?), line(s) "
-              + ", ".join(map(str, c["bad_lines"][:10])), file=sys.stderr)
+              + ", ".join(map(str, c["bad_lines"][:10])) + (" ..." if len(c["bad_lines"]) > 10 else ""),
+              file=sys.stderr)
     if expect is not None:
         if c["expected"] is None:
             print(f"{name}: the head {expect} stands for no record of this log as it is now: the records it stood "
