@@ -264,6 +264,9 @@ class Ensemble(Decider):
         for m in self.members[1:]:
             if sorted(m.labels) != sorted(self.labels):
                 raise ValueError(f"ensemble members disagree on labels: {self.labels} vs {m.labels} ({m.folder})")
+            if m.positive_label != members[0].positive_label:  # the averaged probability of which label is flagged?
+                raise ValueError(f"ensemble members disagree on the positive label: {members[0].positive_label!r} vs "
+                                 f"{m.positive_label!r} ({m.folder})")
         self.positive_label = members[0].positive_label
         self.threshold = threshold
         self.batch_size = members[0].batch_size
