@@ -621,6 +621,13 @@ def test_chain_check_finds_edits_removals_insertions_and_old_records():
     assert c["broken"] == [4]
     assert chainlog.find_head(c, chainlog.line_hash(lines[2])) is None
     assert chainlog.find_head(c, chainlog.line_hash(lines[0])) == 1
+    # a record inserted after record 3 (line 5) breaks the chain there, not before: a head noted at
+    # record 3 still stands for its three records
+    c = chainlog.check(b"".join(closed[:4] + [b'{"n": 7}\n'] + closed[4:]))
+    assert c["broken"] == [5, 6] and chainlog.find_head(c, chainlog.line_hash(lines[2])) == 3
+    # the first record links to 64 zeros, and text is written as it is (a human reads these logs too)
+    first, _ = chainlog.chained_lines([{"title": "Ivoire sculpté"}], chainlog.GENESIS)
+    assert json.loads(first)["prev"] == "0" * 64 and "sculpté" in first
 
 
 def test_log_head_read_from_the_end(tmp_path):
@@ -631,6 +638,10 @@ def test_log_head_read_from_the_end(tmp_path):
     assert chainlog.head_of(path) == chainlog.GENESIS
     path.write_text(text + '{"n": 50, "pa')
     assert chainlog.head_of(path, chunk=100) == head == chainlog.check_file(path)["head"]
+    path.write_text(text)  # whole, and read in one piece: its last line is the head
+    assert chainlog.head_of(path) == head
+    path.write_text(text + '{"n": 50, "pa\n')  # a torn line closed by a restart, nothing after it yet
+    assert chainlog.head_of(path) == head == chainlog.head_of(path, chunk=100)
 
 
 def test_audit_log_closes_a_torn_line_and_links_past_it(tmp_path):
