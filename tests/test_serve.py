@@ -633,6 +633,37 @@ def test_the_label_is_the_decision_at_the_models_threshold_not_the_likelier_clas
     assert predicted.label == body["label"] and predicted.flagged == (body["decision"] == "flag")
 
 
+def test_a_match_at_exactly_the_register_threshold_is_a_match_and_the_best_match_alone_decides(photos, tmp_path):
+    """As the register's own search decides: a match needs score >= threshold, and "no match" means the
+    best match is under it, whatever the others score."""
+    reg = abc_register(tmp_path / "reg", photos)
+    analyzer = Analyzer(ServeSettings(register=tmp_path / "reg"))
+    data = Path(photos["B"][1]).read_bytes()
+    best = analyzer.analyze(data, explain=False)["register"]["matches"][0]["score"]
+    reg.set_threshold(best)
+    body = analyzer.analyze(data, explain=False)["register"]
+    assert body["threshold"] == best and body["matches"][0]["score"] == best
+    assert [m["matched"] for m in body["matches"]] == [True] + [False] * (len(body["matches"]) - 1)
+    assert body["no_match"] is False and reg.search([photos["B"][1]])[0].no_match is False
+    reg.set_threshold(float(np.nextafter(best, 1.0)))
+    body = analyzer.analyze(data, explain=False)["register"]
+    assert not any(m["matched"] for m in body["matches"]) and body["no_match"] is True
+    assert reg.search([photos["B"][1]])[0].no_match is True
+    reg.close()
+
+
+@pytest.mark.parametrize("data, said", [
+    (b"  <!DOCTYPE html><html>", "HTML/XML text"), (b"<?xml version='1.0'?>", "HTML/XML text"),
+    (b'{"error": "not found"}', "JSON text"), (b"[1, 2]", "JSON text"), (b"%PDF-1.7\n", "a PDF"),
+    (b"PK\x03\x04zipped", "a ZIP archive"), (b"ID3\x04\x00 an mp3", "not a known image format"),
+    (b"\x00" * 64 + b"<html>", "not a known image format"),
+])
+def test_an_upload_that_is_no_image_is_named_by_its_content(data, said):
+    from artsentry.serve.analysis import describe_content
+
+    assert describe_content(data) == said
+
+
 def test_page_scans_a_lot_photo_in_tiles_and_outlines_the_tile(model_dir, synthetic_dataset, tmp_path):
     import shutil
 

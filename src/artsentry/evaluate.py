@@ -444,7 +444,7 @@ def evaluate_predictor(predictor, df, *, threshold: float | None = None, progres
         t = 0.5 if t is None else t
         table["score"] = probs[:, pos]
         flagged = table["score"].to_numpy() >= t
-        table["predicted"] = np.where(flagged, predictor.positive_label, predictor.labels[1 - pos])
+        table["predicted"] = np.where(flagged, predictor.decision_label(True), predictor.decision_label(False))
         m = binary_metrics((y[ok] == pos).astype(int), table["score"].to_numpy()[ok], t) if ok.any() else {}
     else:
         t = None

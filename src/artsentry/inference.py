@@ -110,6 +110,10 @@ class Decider:
     def positive_index(self) -> int:
         return self.labels.index(self.positive_label)
 
+    def decision_label(self, flagged: bool) -> str:
+        """A binary model's label for a decision: the positive label when flagged, else the other one."""
+        return self.positive_label if flagged else self.labels[1 - self.positive_index]
+
     def decide(self, source: str, probs: np.ndarray, threshold: float | None = None) -> Prediction:
         """``threshold``: decide at this one instead of the model's (a lot scan's, ``lots``)."""
         pdict = {label: float(p) for label, p in zip(self.labels, probs)}
@@ -118,8 +122,7 @@ class Decider:
             if threshold is None:
                 threshold = 0.5 if self.threshold is None else self.threshold
             flagged = score >= threshold
-            other = self.labels[1 - self.positive_index]
-            return Prediction(source, self.positive_label if flagged else other, score, flagged, pdict)
+            return Prediction(source, self.decision_label(flagged), score, flagged, pdict)
         top = int(np.argmax(probs))
         return Prediction(source, self.labels[top], float(probs[top]), None, pdict)
 

@@ -170,7 +170,7 @@ class Analyzer:
 
                     lot_t, grid = lot_setting
                     r = scan(p, [img], lot_t, grid=grid)[0]
-                    block.update({"label": p.positive_label if r.flagged else p.labels[1 - p.positive_index],
+                    block.update({"label": p.decision_label(r.flagged),
                                   "probability": round(r.score, 6), "threshold": lot_t,
                                   "decision": "flag" if r.flagged else "pass",
                                   "lot": {"whole_probability": round(r.whole, 6),
