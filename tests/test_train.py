@@ -80,6 +80,40 @@ def test_resize_settings_and_the_fit_crop():
     assert squash[0, :, :5].min() > 0.9
 
 
+def test_pad_and_center_crop_and_the_checks_on_preprocessing_settings():
+    from PIL import Image
+
+    from artsentry.data.transforms import Preprocessing, eval_transform
+
+    plain = {"mean": (0, 0, 0), "std": (1, 1, 1)}
+    dark = Image.new("RGB", (200, 100), (0, 0, 0))  # a 2:1 photo
+    dark.paste((255, 0, 0), (0, 0, 20, 100))  # red on its left tenth
+    pad = eval_transform(Preprocessing(input_size=32, resize="pad", **plain))(dark)
+    # centred on a white square: white above and below (8 rows each at 32 px), the photo between
+    assert pad.shape == (3, 32, 32) and pad[:, :7].min() > 0.95 and pad[:, -7:].min() > 0.95
+    assert pad[1:, 9:23].max() < 0.05 and pad[0, 9:23, :2].min() > 0.9  # the red kept at the left edge
+    tall = eval_transform(Preprocessing(input_size=32, resize="pad", **plain))(dark.transpose(Image.TRANSPOSE))
+    assert tall[:, :, :7].min() > 0.95 and tall[:, :, -7:].min() > 0.95 and tall[1:, :, 9:23].max() < 0.05
+    crop = eval_transform(Preprocessing(input_size=32, resize="center_crop", **plain))(dark)
+    assert crop.shape == (3, 32, 32) and crop.max() < 0.05  # the centre square: no red, no white
+    squash = eval_transform(Preprocessing(input_size=32, interpolation="nearest"))(dark)
+    assert squash.min() == -1 and squash[0, :, :3].min() == 1  # mean = std = 0.5: [0, 1] -> [-1, 1]
+    pre = Preprocessing(input_size=48, resize="pad", interpolation="bilinear")
+    assert Preprocessing.from_dict(pre.to_dict()) == pre and pre.draft_size == (48, 48)
+    assert pre.to_dict()["mean"] == [0.5, 0.5, 0.5]
+    for bad, message in [({"input_size": True}, "whole number"), ({"input_size": 15}, "from 16 to 4096"),
+                         ({"input_size": 4097}, "from 16 to 4096"), ({"input_size": 224.0}, "whole number"),
+                         ({"std": (0.5, 0.0, 0.5)}, "std above 0"), ({"mean": (0.5, 0.5)}, "three values"),
+                         ({"resize": "stretch"}, "resize must be"), ({"interpolation": "lanczos"}, "interpolation")]:
+        with pytest.raises(ValueError, match=message):
+            Preprocessing(**bad)
+    assert Preprocessing(input_size=16).input_size == 16 and Preprocessing(input_size=4096).input_size == 4096
+    with pytest.raises(ValueError, match=r"unknown preprocessing keys: \['crop'\]"):
+        Preprocessing.from_dict({"input_size": 64, "crop": 0.9})
+    with pytest.raises(ValueError, match="not a mapping"):
+        Preprocessing.from_dict(None)
+
+
 def test_trained_model_records_how_it_fits_a_photo(model_dir):
     import json
 
