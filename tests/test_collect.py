@@ -204,3 +204,53 @@ def test_resolve_ids_is_stored_for_resume(tmp_path, clean_server):
         assert client.requests_sent == n  # the stored list was reused
         with pytest.raises(ValueError, match="exactly one"):
             resolve_ids(client, store, search="*", ids=[1])
+
+
+def test_which_image_urls_a_record_gives():
+    from artsentry.collect.crawl import image_urls
+
+    rec = {"primaryImage": "L.jpg", "primaryImageSmall": "S.jpg", "additionalImages": ["a1.jpg", "", "a2.jpg"]}
+    assert image_urls(rec, "none", "large") == []
+    assert image_urls(rec, "primary", "large") == ["L.jpg"] and image_urls(rec, "primary", "small") == ["S.jpg"]
+    assert image_urls(rec, "all", "large") == ["L.jpg", "a1.jpg", "a2.jpg"]  # additional images: one size only
+    assert image_urls({**rec, "primaryImageSmall": ""}, "primary", "small") == ["L.jpg"]  # no small one: the large
+    assert image_urls({**rec, "primaryImage": "", "primaryImageSmall": ""}, "all", "large") == []
+    assert image_urls({"primaryImage": "L.jpg", "additionalImages": None}, "all", "large") == ["L.jpg"]
+
+
+def test_a_rerun_retries_failures_but_not_what_is_done_or_missing(tmp_path):
+    """The crawl state a resumed or repeated crawl starts from: failed objects and images are fetched again,
+    404s (missing) and stored ones are not; the id list of a query is fetched once."""
+    store = CrawlStore(tmp_path)
+    calls = []
+    assert store.query_ids("search=*", lambda: calls.append(1) or [5, 3, 3, 4, 1, 2]) == [1, 2, 3, 4, 5]
+    assert store.query_ids("search=*", lambda: calls.append(1) or [9]) == [1, 2, 3, 4, 5] and calls == [1]
+    store.add_objects([1, 2, 3, 4])
+    assert store.pending_objects([1, 2, 3, 4, 5]) == [1, 2, 3, 4]  # 5 was never added
+    store.save_record(1, {"title": "done"}, ["u/1.jpg", "u/1b.jpg"])
+    store.mark_object(2, "missing", "ObjectID not found (404)")
+    store.mark_object(3, "failed", "HTTP 500 (after 5 tries)")
+    store.image_done(1, 1, "images/1/1.jpg", "ab" * 32)
+    store.mark_image(1, 0, "failed", "timed out (after 5 tries)")
+    assert store.counts() == {"objects": {"done": 1, "missing": 1, "failed": 1, "pending": 1},
+                              "images": {"done": 1, "failed": 1}}
+    assert store.failures() == [("object", "2", "missing", "ObjectID not found (404)"),
+                                ("object", "3", "failed", "HTTP 500 (after 5 tries)"),
+                                ("image", "1/0 u/1.jpg", "failed", "timed out (after 5 tries)")]
+    store.add_objects([1, 2, 3, 4])  # the same crawl run again
+    assert store.pending_objects([1, 2, 3, 4]) == [3, 4]
+    assert store.pending_images([1, 2, 3, 4]) == [(1, 0, "u/1.jpg")] and store.pending_images([2]) == []
+    store.save_record(1, {"title": "again"}, ["u/1.jpg", "u/other.jpg"])  # stored images are kept as they were
+    assert list(store.images_done()) == [(1, 1, "u/1b.jpg", "images/1/1.jpg", "ab" * 32)]
+    assert dict(store.records()) == {1: {"title": "again"}}
+    store.close()
+
+
+def test_the_crawl_summary_counts_failures_by_reason():
+    from artsentry.collect.crawl import CrawlSummary
+
+    s = CrawlSummary({"done": 3, "missing": 2}, {"done": 5, "failed": 1}, [
+        ("object", "1", "missing", "ObjectID not found (404)"), ("object", "2", "missing", "ObjectID not found (404)"),
+        ("image", "3/0 u", "failed", "HTTP 503 (after 5 tries)")], requests=12)
+    assert s.lines() == ["objects: done 3, missing 2", "images:  done 5, failed 1", "requests sent: 12",
+                         "       2  object: ObjectID not found", "       1  image: HTTP 503"]
