@@ -10,13 +10,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from ..data.images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
 from ..data.images import image_format as sniff  # the formats the server accepts, by content
 from ..data.quality import assess_quality, warnings_text
 from ..htmlembed import thumbnail_uri
 
+
 def describe_content(data: bytes) -> str:
+    """What an upload that is no image holds, by its first bytes: for the refusal's wording."""
     head = data[:64].lstrip().lower()
     if head.startswith((b"<!doctype html", b"<html", b"<")):
         return "HTML/XML text"
@@ -163,8 +164,8 @@ class Analyzer:
                      "label": decided.label, "probabilities": {l: round(float(v), 6) for l, v in zip(p.labels, probs)}}
             if p.binary:
                 t = info["threshold"]
-                block.update({"positive_label": p.positive_label, "probability": round(decided.score, 6), "threshold": t,
-                              "decision": "flag" if decided.flagged else "pass"})
+                block.update({"positive_label": p.positive_label, "probability": round(decided.score, 6),
+                              "threshold": t, "decision": "flag" if decided.flagged else "pass"})
                 if key == "ivory" and lot_setting is not None:
                     from ..lots import scan
 
