@@ -139,6 +139,12 @@ def test_broken_artifacts_give_clear_errors(tmp_path):
     (folder / "config.json").write_text("{not json")
     with pytest.raises(ArtifactError, match="unreadable config"):
         load_model(folder)
+    (folder / "config.json").write_text(json.dumps({**config, "format_version": 99}))
+    with pytest.raises(ArtifactError, match=r"made by a newer artsentry \(format 99\); upgrade"):
+        load_model(folder)
+    (folder / "config.json").write_text(json.dumps({**config, "format": "keras"}))
+    with pytest.raises(ArtifactError, match="not an artsentry model config"):
+        load_model(folder)
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -154,6 +160,7 @@ def test_broken_artifacts_give_clear_errors(tmp_path):
     (lambda c: c.update(calibration={"temperature": "x"}), "calibration temperature must be a positive number"),
     (lambda c: c["architecture"].update(name="resnet9000"), "architecture: unknown architecture 'resnet9000'"),
     (lambda c: c.update(architecture=[]), "no architecture name"),
+    (lambda c: c.update(format_version="2b"), "format_version must be a whole number, not '2b'"),
 ])
 def test_an_edited_or_damaged_config_is_one_clear_error(tmp_path, edit, message):
     """Each was a KeyError or TypeError traceback, mid-run, or (more labels than outputs) labels

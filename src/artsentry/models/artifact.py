@@ -145,8 +145,11 @@ def read_config(folder: str | Path) -> dict:
         raise ArtifactError(f"{path}: unreadable config ({exc})") from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise ArtifactError(f"{path}: not an artsentry model config")
-    if int(config.get("format_version", 0)) > FORMAT_VERSION:
-        raise ArtifactError(f"{path}: made by a newer artsentry (format {config['format_version']}); upgrade")
+    version = config.get("format_version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise _damaged(path, f"format_version must be a whole number, not {version!r}")
+    if version > FORMAT_VERSION:
+        raise ArtifactError(f"{path}: made by a newer artsentry (format {version}); upgrade")
     return config
 
 
