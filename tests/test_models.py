@@ -139,6 +139,13 @@ def test_broken_artifacts_give_clear_errors(tmp_path):
     (folder / "config.json").write_text("{not json")
     with pytest.raises(ArtifactError, match="unreadable config"):
         load_model(folder)
+    save_model(model, folder, labels=["a", "b"], preprocessing=pre)
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(folder / "model.safetensors")
+    save_file({k: v for k, v in state.items() if not k.endswith("bias")}, folder / "model.safetensors")
+    with pytest.raises(ArtifactError, match="do not match"):  # tensors missing, none of the wrong shape
+        load_model(folder)
     (folder / "config.json").write_text(json.dumps({**config, "format_version": 99}))
     with pytest.raises(ArtifactError, match=r"made by a newer artsentry \(format 99\); upgrade"):
         load_model(folder)
@@ -161,6 +168,9 @@ def test_broken_artifacts_give_clear_errors(tmp_path):
     (lambda c: c["architecture"].update(name="resnet9000"), "architecture: unknown architecture 'resnet9000'"),
     (lambda c: c.update(architecture=[]), "no architecture name"),
     (lambda c: c.update(format_version="2b"), "format_version must be a whole number, not '2b'"),
+    (lambda c: c.update(labels=["a", ""]), "two or more different names"),
+    (lambda c: c.update(labels=["a", 2]), "two or more different names"),
+    (lambda c: c.update(calibration={"temperature": 0}), "calibration temperature must be a positive number, not 0"),
 ])
 def test_an_edited_or_damaged_config_is_one_clear_error(tmp_path, edit, message):
     """Each was a KeyError or TypeError traceback, mid-run, or (more labels than outputs) labels
@@ -173,6 +183,15 @@ def test_an_edited_or_damaged_config_is_one_clear_error(tmp_path, edit, message)
     with pytest.raises(ArtifactError, match=re.escape(message)) as err:
         load_model(folder)
     assert str(err.value).startswith(str(folder / "config.json")) and "edited or is damaged" in str(err.value)
+
+
+def test_thresholds_at_the_ends_of_the_scale_load(tmp_path):
+    for value in (0, 1, 0.0, 1.0):
+        folder = save_model(create_model("smallcnn", 2), tmp_path / f"m{value!r}", labels=["a", "b"],
+                            preprocessing=default_preprocessing("smallcnn"), positive_label="a", threshold=value,
+                            lots={"threshold": value, "grid": 3})
+        _, config = load_model(folder)
+        assert config["threshold"] == value and config["lots"]["threshold"] == value
 
 
 def test_artifact_contains_no_pickle(tmp_path):
