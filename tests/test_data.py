@@ -329,3 +329,54 @@ def test_existing_split_column_is_respected_and_checked():
     with pytest.raises(ManifestError, match=r"puts 1 object\(s\) \(or identical images\) in more than one split"):
         split_manifest(df, hashes=df["path"])
 
+
+
+def test_a_batch_keeps_good_photos_in_order_and_lists_the_unreadable_ones():
+    import io
+
+    import torch
+    from PIL import Image
+
+    from artsentry.data.dataset import ImageDataset, collate, item_seed
+
+    def png(colour):
+        buf = io.BytesIO()
+        Image.new("RGB", (64, 48), colour).save(buf, format="PNG")
+        return buf.getvalue()
+
+    def to_tensor(img):
+        return torch.tensor(np.asarray(img.resize((8, 8)), dtype=np.float32)).permute(2, 0, 1) / 255
+
+    sources = [png((255, 0, 0)), b"not an image", png((0, 0, 255)), b""]
+    ds = ImageDataset(sources, to_tensor, targets=[1, 0, 0, 1], names=["red.png", "text.jpg", "blue.png", "empty.jpg"],
+                      quality=True)
+    batch = collate([ds[i] for i in range(len(ds))])
+    assert batch.x.shape == (2, 3, 8, 8) and batch.index == [0, 2] and batch.y.tolist() == [1, 0]
+    assert batch.x[0, 0].min() == 1 and batch.x[1, 2].min() == 1  # red, then blue
+    assert [i for i, _ in batch.errors] == [1, 3]
+    assert batch.errors[0][1].startswith("text.jpg") and batch.errors[1][1].startswith("empty.jpg")
+    assert all("\n" not in reason for _, reason in batch.errors)
+    assert [q.long_side for q in batch.quality] == [64, 64]
+    assert collate([ds[i] for i in range(len(ds))][:2]).quality is not None
+    plain = ImageDataset(sources, to_tensor)
+    assert plain.targets == [-1] * 4 and collate([plain[0]]).quality is None
+    pairs = ImageDataset(sources, lambda img: (to_tensor(img), to_tensor(img)[:, :4]))  # two views of each photo
+    x, half = collate([pairs[i] for i in range(len(pairs))]).x
+    assert x.shape == (2, 3, 8, 8) and half.shape == (2, 3, 4, 8) and torch.equal(x[:, :, :4], half)
+    nothing = collate([ds[1], ds[3]])  # no readable photo: an empty batch, both listed
+    assert nothing.x.numel() == 0 and nothing.index == [] and len(nothing.errors) == 2
+
+    # a random transform seeded per photo: the same draw for photo i in any order, the caller's RNG untouched
+    def noisy(img):
+        return torch.rand(3)
+
+    seeded = ImageDataset(sources[:1] + sources[2:3], noisy, draw_seed=5)
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    a1, b1 = seeded[1][0], seeded[0][0]
+    assert torch.equal(torch.get_rng_state(), before)
+    b2, a2 = seeded[0][0], seeded[1][0]
+    assert torch.equal(a1, a2) and torch.equal(b1, b2) and not torch.equal(a1, b1)
+    torch.manual_seed(item_seed(5, 1))
+    assert torch.equal(torch.rand(3), a1)
+    assert item_seed(5, 1) != item_seed(5, 0) and item_seed(5, 1) != item_seed(6, 1)
