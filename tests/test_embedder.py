@@ -122,7 +122,10 @@ def test_embedder_settings_that_cannot_train_are_refused():
     """`train-embedder --backbone-lr -1` trained to the end, climbing the loss (found 2026-12-05)."""
     for kwargs, message in (({"backbone_lr": -1.0}, "backbone-lr must be a positive number, not -1.0"),
                             ({"lr": 0.0}, "lr must be a positive number"),
-                            ({"views": 0}, "views must be at least 1"),
+                            ({"views": 0}, "views must be at least 2"),
+                            # a batch holds two distinct re-shots of each object: one view crashed
+                            # with an IndexError after the whole view pass (found 2026-12-05)
+                            ({"views": 1}, "views must be at least 2, not 1"),
                             ({"dim": 0}, "dim must be at least 1")):
         with pytest.raises(ValueError, match=message):
             EmbedderSettings(**{**SMALL.__dict__, **kwargs}).validate()
@@ -176,6 +179,18 @@ def test_train_embedder_cli(objects_dir, tmp_path, capsys):
     _object(0).save(tiny / "a.jpg")
     assert main(["-q", "train-embedder", str(tiny.parent), "--out", str(tmp_path / "t")]) == 1
     assert "too few objects" in capsys.readouterr().err
+
+
+def test_an_embedding_needs_two_objects_to_validate_on_not_two_photos(objects_dir, tmp_path):
+    """Validation searches each object's re-shots among the others: one object always finds itself.
+    The check counted photos, so four photos of one validation object passed it (found 2026-12-05)."""
+    photos = sorted(str(p) for p in (objects_dir / "thing").glob("*.jpg"))[:12]
+    table = tmp_path / "three.csv"
+    table.write_text("path,label,object_id\n" + "".join(f"{p},thing,o{i % 3}\n" for i, p in enumerate(photos)))
+    settings = EmbedderSettings(**{**SMALL.__dict__, "holdout": 0.0, "val_fraction": 0.3})
+    with pytest.raises(ValueError, match="too few objects to train an embedding: 2 for training and 1 for "
+                                         "validation; need at least 2 of each"):
+        train_embedder(table, tmp_path / "run", settings, progress=False)
 
 
 def test_training_the_last_stage_changes_only_that_stage(objects_dir, tmp_path):

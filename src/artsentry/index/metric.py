@@ -76,9 +76,11 @@ class EmbedderSettings:
                 raise ValueError(f"{name.replace('_', '-')} must be a positive number, not {value}")
         if self.weight_decay < 0:
             raise ValueError(f"weight decay must be >= 0, not {self.weight_decay}")
-        for name in ("dim", "views", "epochs", "patience", "batch_objects", "max_side"):
+        for name in ("dim", "epochs", "patience", "batch_objects", "max_side"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
+        if self.views < 2:  # each training batch holds two distinct re-shots of every object
+            raise ValueError(f"views must be at least 2, not {self.views}")
         if self.trained_stages < 0 or self.workers < 0:
             raise ValueError("trained stages and workers must be >= 0")
 
@@ -259,8 +261,10 @@ def _train_embedder(data: str | Path, out: Path, settings: EmbedderSettings, pro
     split = split_manifest(df, val_fraction=settings.val_fraction, test_fraction=settings.holdout,
                            seed=settings.seed)
     parts = {name: split[split["split"] == name] for name in ("train", "val", "test")}
-    if len(parts["train"]) < 2 or len(parts["val"]) < 2:
-        raise ValueError("too few objects to train an embedding: need at least 2 for training and 2 for validation")
+    objects_in = {name: part["object_id"].nunique() for name, part in parts.items()}
+    if objects_in["train"] < 2 or objects_in["val"] < 2:
+        raise ValueError(f"too few objects to train an embedding: {objects_in['train']} for training and "
+                         f"{objects_in['val']} for validation; need at least 2 of each")
     net = EmbeddingNet(settings.backbone, settings.dim, settings.pooling, pretrained=True,
                        trained_stages=settings.trained_stages)
     net.backbone.to(memory_format=torch.channels_last)
@@ -283,9 +287,8 @@ def _train_embedder(data: str | Path, out: Path, settings: EmbedderSettings, pro
                     else ""),
         "pooling": net.head.describe(),
         "dim": settings.dim, "normalisation": "L2"},
-        data={"source": str(Path(data).resolve()), "photos": len(df), "trained_objects": len(set(parts["train"]["object_id"])),
-              "validation_objects": len(set(parts["val"]["object_id"])),
-              "holdout_objects": len(set(parts["test"]["object_id"])), "unreadable": int((~ok).sum()),
+        data={"source": str(Path(data).resolve()), "photos": len(df), "trained_objects": objects_in["train"],
+              "validation_objects": objects_in["val"], "holdout_objects": objects_in["test"], "unreadable": int((~ok).sum()),
               "object_lists": ["trained_objects.txt", "validation_objects.txt", "holdout_objects.txt"]},
         training={**asdict(settings), "listing_generator": GENERATOR_VERSION,
                   "backbone_frozen": settings.trained_stages == 0,
