@@ -521,6 +521,8 @@ def test_the_report_gallery_shows_the_surest_mistakes_first():
     assert ev.confident_mistakes(5)["path"].tolist() == ["a", "c", "b"]
     ev = Evaluation(table, {}, ["ivory", "other"], "ivory", 0.08)  # measured from the model's own threshold
     assert ev.confident_mistakes(3)["path"].tolist() == ["a", "b", "c"]
+    ev = Evaluation(table, {}, ["ivory", "other"], "ivory", 0.0)  # a threshold of 0 is one, not "none": 0.5 was used
+    assert ev.confident_mistakes(3)["path"].tolist() == ["a", "b", "c"]
     ev = Evaluation(table, {}, list("xyz"), None, None)  # multi-class: by the wrong class's probability
     assert ev.confident_mistakes(3)["path"].tolist() == ["a", "b", "c"]
 
