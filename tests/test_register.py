@@ -74,6 +74,14 @@ def test_register_add_search_remove_persist(tmp_path, photos):
     assert again.get("B")["photos"] == photos["B"][0]
     with pytest.raises(RegisterError, match="not in the register"):
         again.remove("nope")
+    # an object none of whose photos can be read is refused, naming why, and nothing is registered
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not a photo")
+    with pytest.raises(RegisterError, match=r"object E: none of its 2 photo\(s\) could be read: .*bad\.jpg.*; .*nope\.jpg"):
+        again.add("E", [bad, tmp_path / "nope.jpg"])
+    with pytest.raises(RegisterError, match="an object needs a non-empty id"):
+        again.add("  ", [photos["A"][0][0]])
+    assert len(again) == 3 and len(again.index) == 6 and again.get("E") is None
 
 
 def test_no_match_under_threshold(tmp_path, photos):
@@ -242,6 +250,10 @@ def test_register_with_reshots_indexes_listing_style_versions(tmp_path, photos):
     other = Register.create(tmp_path / "reg2", reshots=2)
     other.add("A", [photos["A"][0][0]])
     assert [r[0] for r in other.db.execute("SELECT sha256 FROM photos")] == shas
+    # an import counts the photos registered, not the re-shots made of them
+    done = other.import_objects([("C", photos["C"][0], {})])
+    assert (done["photos_added"], done["objects_added"], len(other.index)) == (2, 1, 9)
+    assert other.import_objects([("C", photos["C"][0], {})])["already_registered"] == 2
     assert reg.search([photos["A"][1]], k=1)[0].matches[0].object_id == "A"
     assert reg.remove("A") == 3 and len(reg.index) == 3
 
@@ -445,6 +457,13 @@ def test_import_registers_a_catalogue_once_however_often_it_runs(tmp_path, photo
     done = small.import_objects(read_objects(table)[0], chunk_photos=2)
     assert calls == [1, 1, 1, 1] and done["photos_added"] == 6 and done["objects_added"] == 3
     assert [o["photos"] for o in small.list()] == [2, 2, 2]
+    # objects share a chunk while they fit (C's 2 photos and E's 1 in 3), and an object larger
+    # than a chunk goes whole into its own
+    for chunk, expected in ((3, [1, 1, 2]), (1, [1, 1, 1, 1])):
+        calls.clear()
+        part = Register.create(tmp_path / f"chunk{chunk}")
+        assert part.import_objects(read_objects(table)[0], chunk_photos=chunk)["photos_added"] == 6
+        assert calls == expected
 
 
 def test_import_from_a_folder_of_object_folders(tmp_path, photos, capsys):
