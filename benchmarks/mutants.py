@@ -41,31 +41,34 @@ FLIP_BOOL = {ast.And: ast.Or, ast.Or: ast.And}
 
 
 def mutation_sites(tree: ast.AST, first: int, last: int) -> list[tuple]:
-    """(kind, line, column, operator index) of every place a mutant can be made in lines first..last."""
+    """(kind, line, column, operator index, end) of every place a mutant can be made in lines first..last."""
     sites = []
     for node in ast.walk(tree):
         if not first <= getattr(node, "lineno", 0) <= last:
             continue
+        # nested operations can start at one place (``a * b / c``): the end tells them apart
         at = (node.lineno, node.col_offset)
+        end = (node.end_lineno, node.end_col_offset)
         if isinstance(node, ast.Compare):
-            sites += [("compare", *at, i) for i, op in enumerate(node.ops) if type(op) in FLIP_COMPARE]
+            sites += [("compare", *at, i, end) for i, op in enumerate(node.ops) if type(op) in FLIP_COMPARE]
         elif isinstance(node, ast.BinOp) and type(node.op) in FLIP_BINARY:
-            sites.append(("binary", *at, 0))
+            sites.append(("binary", *at, 0, end))
         elif isinstance(node, ast.BoolOp) and type(node.op) in FLIP_BOOL:
-            sites.append(("bool", *at, 0))
+            sites.append(("bool", *at, 0, end))
         elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
-            sites.append(("not", *at, 0))
+            sites.append(("not", *at, 0, end))
         elif isinstance(node, ast.Constant) and type(node.value) in (int, float, bool):
-            sites.append(("constant", *at, 0))
+            sites.append(("constant", *at, 0, end))
     return sorted(sites, key=lambda s: s[1:])
 
 
 class _Mutate(ast.NodeTransformer):
     def __init__(self, site: tuple):
-        self.kind, self.line, self.col, self.index = site
+        self.kind, self.line, self.col, self.index, self.end = site
 
     def _here(self, node, kind: str) -> bool:
-        return kind == self.kind and (getattr(node, "lineno", None), getattr(node, "col_offset", None)) == (self.line, self.col)
+        return kind == self.kind and (getattr(node, "lineno", None), getattr(node, "col_offset", None)) == (
+            self.line, self.col) and (node.end_lineno, node.end_col_offset) == self.end
 
     def visit_Compare(self, node):
         self.generic_visit(node)
@@ -150,7 +153,7 @@ def main() -> int:
                 caught = run.returncode != 0
             except subprocess.TimeoutExpired:
                 caught = True
-            kind, line, col, _ = site
+            kind, line, col = site[:3]
             results.append({"kind": kind, "line": line, "column": col, "code": lines[line - 1].strip(),
                             "caught": caught, "seconds": round(time.time() - t0, 1)})
             print(f"[{k}/{len(sites)}] {'caught  ' if caught else 'SURVIVED'} line {line}:{col} {kind}: "
