@@ -2,7 +2,7 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from artsentry.data.listing import FAMILIES, background_only, foreground_mask, rephotograph
 
@@ -258,3 +258,98 @@ def test_shift_variants_share_one_foreground_estimate_per_photo(tmp_path, monkey
     assert len(calls) == len(paths)
     for k in variants:
         assert all(np.array_equal(a, b) for a, b in zip(plain[k], shared[k])), k
+
+
+#: what ``rephotograph`` makes of a 640 x 480 studio-like photo with seeds 1 and 2, by families, for each
+#: ``GENERATOR_VERSION``: its size, then for each cell of an 8 x 8 grid the grey mean, the grey standard
+#: deviation and 4 x the mean absolute difference from a 3 x 3 box blur (fine detail: blur, noise, JPEG,
+#: text), as hex bytes. Every listing-style test set and training view in BENCHMARKS.md was made by the
+#: generator; a change that makes other pictures must bump ``GENERATOR_VERSION`` (so caches of views are
+#: made again) and pin what it makes here, instead of silently changing what every figure was measured on.
+GENERATOR_PINS = {
+    2: {
+        ("all", 1): ((510, 412),
+            "9fbba57b8f97a78e989974676fa89f4983756163669db3af868d6b6468a8a3cea09b998d9ea3b1a28e9d9d94a2a49aa78e8d969f999ca8968b8b8c939395959b",
+            "1e372e2213051223171d251625141638211d02020f1d162f18201b0a131b1b2013171e282218171713151614161616160a0d15110c14150e0000040a0404090e",
+            "0d2b24030101020502080c0b0d0202020309010204070204010807030507030302050a0e0e060502020202020202020201020202020202020000010100000202"),
+        ("all", 2): ((627, 466),
+            "7a79726e7c8c857d7e82746b6f7d82787c8574696b6f7b72727e6f6b6b686d796a7e6f6e7372686a6c726e758581756a788a89979b9a8378848e8883888c7b78",
+            "0102070606090e07050507080605030605030e020806070a050d0d090702050703190d0c0c0603050312090c050507051d44433f3e390405193c3f4040390402",
+            "01020202010102020101020302020102020103020302010202050604030102020105060603020102010303030201020209272720241e010207212022211c0102"),
+        ("background", 1): ((640, 480),
+            "8e98848384914f3991958a64788d94928f918068687aa6bb8c857068686992907b7f6e68686a91917f91856968828e8e8e8e8f8d8f95949391908e8e9b9b9b96",
+            "0c150003000c22000c141517181018370c0c1d05051d20210c1118050509110c0b141405050f110c0d0c1b08051e0c0c0c0b0c17190b0b0b0c0c0c0c02000009",
+            "00000000000000000000020c0c03000100000d0e0e1000000000110e0e0f04000000110e0e10030000000b0f0f0e000000000008090000000000000000000000"),
+        ("background", 2): ((640, 480),
+            "7d92796a87a3b2b06e8d8a6f789a9d906989826868798e85729b746868698e7b83696c68686a7e7e90726d69686e77929f8b697c8c786b88a6a2726e8d896b77",
+            "0c040b050b0f000608080c141612170d041e1f05051c080b0a302205050911090b041205050c1010060a140805150b0409150415170d060a000a0a08080a060b",
+            "00000000000000000000010c0c03000000000d0e0e1000000001110e0e0f05000000110e0e10030000000b0f0f0e000000000008090000000000000000000000"),
+        ("geometry", 1): ((484, 450),
+            "eaeaeae9eae9eaeae9e9dbc0c7e7e9eae9a46867677cdeeabf6767676767ace9a76767676767b7ead26d6767678de7e9ead8aaa5c3e9eaeaeae9e9eae9eaeaea",
+            "03030404040404040404293d3a13040406410e04043025043d040404040441044204040404044004321b0404043b1304042d41413b0a04040404040404040404",
+            "060708090a0b0b0b0a0b0e100f0c0a0a0a110c0b0a100d0a0f0b0a0a0a0b0f0a100b0a0b0a0b0f0a0e0d0a0b0a110c0b0a0f0f10100b0a0a0a0b0a0b0a0b0a09"),
+        ("geometry", 2): ((585, 427),
+            "eaeaeaeae9e9eaeaeaeae9ca92aee9eaeae9e16e6767aee9eae9c767676782eaeae9cd6767677feaeaeae7776767a2e9eae9eacc7c8ce2e9eaeaeae9eae9e9e9",
+            "0204040404040403020404383e410c040304211e0404410403043a040404350403043604040433040304122a0404410403040437313b1f040103040404040404",
+            "030a0a0b0b0b0905040a0b0f10100b0b050b0d0d0b0b100b060b0f0b0b0b0f0b050b0f0b0b0b0f0b050b0c0e0b0b100b050b0b0f11110d0b01070b0b0b0b0b0b"),
+        ("lighting", 1): ((640, 480),
+            "bfc7cfd6dee6edefbbc3c99d9cdce9eeb7bf81444779e5ecb3bb50434549dbe9afb75341444bd9e5abb38b414388d9e1aaafb6a9aacdd5ddaaabb3bac2c9d1d9",
+            "050505050506050505050e45491e0605050542050547050605052a05050d200604052e050519190504053b0a054705050404052f360605050404050505050505",
+            "0d0d0e0e0f0f10100d0d0e1516110f100c0d131010160f100c0c13101012130f0c0c13101013120f0b0c121010150f0f0b0b0c12130e0e0f0b0c0c0c0d0d0e0e"),
+        ("lighting", 2): ((640, 480),
+            "b0b1b1b1b1b1b2b2b2b2b18f8bafb3b3b3b483555674b5b5b5b562565657b2b7b6b76757575ab5b8b8b895585886b9babababaaaa6bbbbbbbbbbbcbcbcbcbcbd",
+            "030303040404040404040a2d2e13040404042f03032c04040404200303081404040424030311100404042f080331040404040425280404040404040404040404",
+            "0b0b0b0b0b0b0b0b0b0b0b0f0f0c0b0b0b0b0e0a0a0e0b0b0b0b0d0a0a0b0e0b0b0b0e0a0a0c0d0b0b0b0f0b0b0f0b0b0b0b0c0f100c0c0c0b0c0c0b0b0c0b0b"),
+        ("blur_noise", 1): ((640, 480),
+            "eaeaeaeaeaeaeaeaeaeae9b9b2e5eaeaeaeaa6686891eaeaeaea78686768e4eaeaea7d67686be6eaeaeab96868a5eaeaeaeaead4cfeaeaeaeaeaeaeaeaeaeaea",
+            "050505050505050505050d3e3f19050505054005053c050505052a05050b1a0505052f050515150505053e0a054005050505052f340605050505050505050505",
+            "0f100f0f0f0f10100f0f0f1011100f0f100f100f10100f100f0f1010101010100f0f10100f10100f1010101010100f0f0f100f1011100f10100f0f100f0f100f"),
+        ("blur_noise", 2): ((640, 480),
+            "eaeaeaeaeaeaeaeaeaeae9b9b2e5eaeaeaeaa6686891eaeaeaea78686768e4eaeaea7d67686be6eaeaeaba6868a5eaeaeaeaead4cfeaeaeaeaeaeaeaeaeaeaea",
+            "030303040303030303030d3f4019030303034103033c030303032b03030a1a03030330030316150303043f0a0341030303030330350403030303030303030303",
+            "090a090a0a090a0a0a090a0e0e0b0a0a09090d0a090d0a0a09090d0a0a0a0c0a09090d09090b0b090a0a0d0a0a0e090a090a0a0d0e0a0a0a0a0a0a0a090a0909"),
+        ("overlay", 1): ((640, 480),
+            "eaebd7d5d5e4ebebeaebeabbb4e6eaeaeaeaa7686891ebeaeaea78686d6de5ebeaeb82716d6ce7eaeaebbb6968a6eaeaebeaebd5cfeaebebebebebebeaebebeb",
+            "05054245452a050505051141421a050505054105053d050505052b050d101b05050530100d16160505053e0b0541050505050530350505050505050505050505",
+            "0e0e2c34301b0f0f0f0e101515110e0e0e0e130e0e140e0f0e0e130e1011120e0e0e14121010110e0e0e140f0f140e0e0e0e0f14140f0f0f0e0f0f0e0e0e0e0e"),
+        ("overlay", 2): ((640, 480),
+            "eaebebeaebebebebeaebe9bab3e5eaeaeaeaa7686891ebeaeaea79696869e5ebeaeb846a686ce7eaeaeaba6968a6eaeaebececd6cfeaebebe1dcdfe5eaebebeb",
+            "050505050505050505050e3f411a050505054105053d050505052b07050b1b050505300b0516160505053f0b054105050807073135050505313c392705050505",
+            "0e0e0e0f0f0f0f0f0f0e0f1414100e0e0e0e130e0e140e0f0e0e130f0e10120e0e0e16100e10110e0e0f130f0f140e0e0e0e0e13140f0f0f25312e1c0e0e0e0e"),
+        ("jpeg", 1): ((640, 480),
+            "eaebebeaebebebebeaebe9bab3e5ebeaeaeba6686891ebeaeaeb78686869e5ebeaea7d68686ce7eaeaebba6968a6eaebeaebebd5cfeaebebebebebebeaebeaeb",
+            "030303030303030303030d3f401a030303034103033d030303032b03030b1b03030330030316160303033f0a0341030303030330350403030303030303030303",
+            "05050505050505050605070d0d08050505050d05050d050505050b050507090505050b050408080505060d06050e06050505050d0d0605050505050505050505"),
+        ("jpeg", 2): ((589, 442),
+            "ebebebebebebebebebebeabbb4e6ebebebeba9686891ebebebeb79686869e4ebebeb7e68686be6ebebebbb6968a4ebebebebebd4ceebebebebebebebebebebeb",
+            "020202020202020202020b3f4019020202024101013c020202022c0101091d02020230010114180202023f090141020202020231360402020202020202020202",
+            "01010101010101010101020809040101010107010107010101010600010205020101070101030401010107010108010101020107080201010101010102020101"),
+    },
+}
+
+
+def _grid_fingerprint(img):
+    grey = img.convert("L")
+    g = np.asarray(grey, dtype=np.float64)
+    fine = 4 * np.abs(g - np.asarray(grey.filter(ImageFilter.BoxBlur(1)), dtype=np.float64))
+    h, w = g.shape
+    cells = [(slice(h * r // 8, h * (r + 1) // 8), slice(w * c // 8, w * (c + 1) // 8))
+             for r in range(8) for c in range(8)]
+    return img.size, [np.array([f(a[c]) for c in cells]) for a, f in ((g, np.mean), (g, np.std), (fine, np.mean))]
+
+
+@pytest.mark.parametrize("family", ("all",) + FAMILIES)
+def test_the_generator_makes_the_pictures_pinned_for_its_version(family):
+    """Each range in the module docstring (rotation, scale, light, blur, noise, text, JPEG quality)
+    moves these figures; the tolerance of 2 grey levels a cell leaves room for a Pillow or NumPy
+    release that resamples a little differently."""
+    from artsentry.data.listing import GENERATOR_VERSION
+
+    assert GENERATOR_VERSION in GENERATOR_PINS, "the generator's version changed: pin what it makes now"
+    img = object_photo((150, 90, 60), size=(640, 480), seed=3)
+    for seed in (1, 2):
+        size, *pinned = GENERATOR_PINS[GENERATOR_VERSION][(family, seed)]
+        got_size, got = _grid_fingerprint(rephotograph(img, seed, FAMILIES if family == "all" else (family,)))
+        assert got_size == size
+        for figures, pin in zip(got, pinned):
+            assert np.abs(figures - np.frombuffer(bytes.fromhex(pin), np.uint8)).max() <= 2
