@@ -753,6 +753,7 @@ def _evaluate_lots(a, model_dir: Path) -> None:
     import pandas as pd
 
     from .data.manifest import read_manifest
+    from .files import write_text_atomic
     from .inference import Predictor
     from .lots import measure_lots
     from .models.artifact import update_config
@@ -771,7 +772,7 @@ def _evaluate_lots(a, model_dir: Path) -> None:
     update_config(model_dir, lots=lots)
     out = Path(a.out) if a.out else model_dir.parent
     out.mkdir(parents=True, exist_ok=True)
-    (out / "lots.json").write_text(json.dumps(lots, indent=2) + "\n")  # after config.json: make's order
+    write_text_atomic(out / "lots.json", json.dumps(lots, indent=2) + "\n")  # after config.json: make's order
     t, w = lots["test"]["tile_scan"], lots["test"]["whole_photo"]
     print(f"photos of {lots['objects_per_lot']} objects ({lots['lots']} test lots, half with one "
           f"{predictor.positive_label} object):")

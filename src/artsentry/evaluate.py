@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from sklearn import metrics as skm
 
+from .files import write_csv_atomic, write_text_atomic
+
 
 def _f(x) -> float | None:
     x = float(x)
@@ -729,8 +731,8 @@ def run_evaluation(model, data=None, *, split: str | None = "test", out_dir=None
     }
     if shift:
         result["shift"] = evaluate_shift(predictor, eval_df, seed=shift_seed, threshold=ev.threshold, progress=progress)
-    (out_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
-    ev.table.to_csv(out_dir / PREDICTIONS_NAME, index=False)
+    write_text_atomic(out_dir / "metrics.json", json.dumps(result, indent=2) + "\n")
+    write_csv_atomic(ev.table, out_dir / PREDICTIONS_NAME)
     extras = report_explanations(predictor, ev, eval_df, out_dir, progress=progress) if explain else {}
     shown = f"{model_dir.name} + {len(ensemble)} (ensemble)" if ensemble else model_dir.name
     write_report(ev, out_dir / "report.html", title=f"artsentry evaluation: {shown} on {name}",

@@ -102,6 +102,12 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
+def write_csv_atomic(table, path: str | Path) -> None:
+    """Write a pandas table as CSV, without its index, at ``path`` through ``atomic_path``."""
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
+
+
 LOCK_NAME = ".artsentry.lock"
 
 

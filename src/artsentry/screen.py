@@ -68,7 +68,7 @@ from .data.manifest import TABLE_SUFFIXES, ManifestError, _pick, _read_table, ca
 from .data.quality import assess_quality, measuring_draft, quality_warnings, warnings_text
 from .data.transforms import eval_transform
 from .errors import ArtsentryError
-from .files import exclusive, write_bytes_atomic, write_text_atomic
+from .files import exclusive, write_bytes_atomic, write_csv_atomic, write_text_atomic
 from .htmlembed import thumbnail_uri
 from .inference import Predictor, default_workers
 from .lots import TILE_FRACTION, TILE_GRID, LotTransform, crops_forward, lot_threshold, tile_fractions
@@ -763,7 +763,7 @@ class Screener:
         if complete:
             summary.update(write_outputs(records, listings, out, carried, overlay=self._overlay_maker(),
                                          review_weak=review_weak, keep_dir=self.keep_dir, source=state["input"]))
-        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
         return summary
 
     def _overlay_maker(self):
@@ -931,17 +931,17 @@ def write_outputs(records: list[dict], listings: pd.DataFrame, out: Path, carrie
             if path is not None:
                 kept[r["row"]] = str(path)
         table.insert(table.columns.get_loc("error"), "kept_file", [kept.get(row, "") for row in table["row"]])
-    table.to_csv(out / "results.csv", index=False)
+    write_csv_atomic(table, out / "results.csv")
     queue = [r for r in records if r["error"] is None
              and (r.get("flagged") or r.get("matched") or (review_weak and quality_warnings(r.get("quality"))))]
     queue.sort(key=_priority)
     qrows = {r["row"]: i for i, r in enumerate(queue)}
     qtable = table.set_index("row").loc[list(qrows)].reset_index()
     qtable.insert(0, "rank", range(1, len(qtable) + 1))
-    qtable.to_csv(out / "queue.csv", index=False)
-    table[table["error"].notna()][["row", "listing_id", "image", "error"]].to_csv(out / "errors.csv", index=False)
+    write_csv_atomic(qtable, out / "queue.csv")
+    write_csv_atomic(table[table["error"].notna()][["row", "listing_id", "image", "error"]], out / "errors.csv")
     per_listing = listing_rollup(table, carried, review_weak=review_weak)
-    per_listing.to_csv(out / "listings.csv", index=False)
+    write_csv_atomic(per_listing, out / "listings.csv")
     about = describe_run(records, source)
     write_queue_html(queue, per_listing.loc[per_listing["review"], "listing_id"].tolist(), out / "queue.html",
                      carried, overlay=overlay, shared=shared_by_row, kept=kept, about=about)
@@ -1083,7 +1083,7 @@ def write_queue_html(queue: list[dict], order: list[str], path: Path, carried: l
                      f'<ul>{extra}</ul><div class="photos">{"".join(blocks)}</div></div></li>')
     more = (f"<p>{len(by_listing) - max_rows} more listing(s) in listings.csv and queue.csv</p>"
             if len(by_listing) > max_rows else "")
-    path.write_text(f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+    write_text_atomic(path, f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1"><title>artsentry review queue</title>
 <style>body{{font-family:sans-serif;margin:1em}} ol{{list-style:none;padding:0}}
 .card{{display:flex;gap:1em;border-bottom:1px solid #ccc;padding:.5em 0}} .card img{{max-width:160px}}
@@ -1095,4 +1095,4 @@ border:2px solid #b00020}}
 <body><h1>Review queue</h1>{''.join(f'<p class="about">{esc(line)}</p>' for line in about)}
 <p>{len(by_listing)} listing(s) to review ({len(queue)} photo(s)), register matches
 first, then by probability.</p><ol>{''.join(cards)}</ol>{more}</body></html>
-""", encoding="utf-8")
+""")

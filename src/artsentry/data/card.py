@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..files import write_text_atomic
 from ..htmlembed import figure_uri, thumbnail_uri, use_agg
 
 
@@ -67,7 +68,7 @@ def write_card(df: pd.DataFrame, collection: pd.DataFrame | None, out_dir: str |
     """Write card.json and card.html for dataset ``df`` (absolute paths) into ``out_dir``."""
     out_dir = Path(out_dir)
     data = card_data(df)
-    (out_dir / "card.json").write_text(json.dumps(data, indent=2) + "\n")
+    write_text_atomic(out_dir / "card.json", json.dumps(data, indent=2) + "\n")
     plots = [(k, v) for k, v in data.items() if k.startswith("objects_per_") and isinstance(v, dict) and v]
     imgs = "".join(f'<img class="plot" alt="{html.escape(k)}" src="{_bar_png(v, k.replace("_", " "))}">'
                    for k, v in plots)
@@ -90,5 +91,5 @@ table{{border-collapse:collapse}}th,td{{border:1px solid #ccc;padding:.2rem .5re
 <h2>Classes</h2><table><tr><th>class</th><th>images</th><th>objects</th></tr>{per_class}</table>
 <h2>Images per object</h2><p>{html.escape(json.dumps(data['images_per_object']))}</p>
 <h2>Exploration</h2>{imgs}<h2>Examples</h2>{''.join(grids)}</body></html>"""
-    (out_dir / "card.html").write_text(re.sub(r"\n\s*\n", "\n", doc))
+    write_text_atomic(out_dir / "card.html", re.sub(r"\n\s*\n", "\n", doc))
     return data

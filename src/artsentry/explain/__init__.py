@@ -26,6 +26,7 @@ from PIL import Image
 from torch import nn
 
 from ..data.transforms import Preprocessing, eval_transform
+from ..files import atomic_path, write_text_atomic
 
 METHODS = ("gradcam", "saliency", "occlusion")
 
@@ -340,8 +341,9 @@ def explain_files(sources: Sequence, *, model=None, register=None, method: str =
                 candidate, n = f"{base}-{n}", n + 1
             used.add(candidate)
             path = out / f"{candidate}.{method}.png"
-            render(img, e.heat, pre, caption, method=method).save(path)
+            with atomic_path(path) as tmp:
+                render(img, e.heat, pre, caption, method=method).save(tmp, format="PNG")
             e.overlay = str(path)
     if out is not None:
-        (out / "explanations.json").write_text(json.dumps([r.to_dict() for r in results], indent=2))
+        write_text_atomic(out / "explanations.json", json.dumps([r.to_dict() for r in results], indent=2))
     return results

@@ -18,6 +18,8 @@ from typing import Sequence
 
 import numpy as np
 
+from ..files import atomic_path, write_csv_atomic, write_text_atomic
+
 PROJECTIONS = ("pca", "tsne", "umap")
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
            "#17becf")
@@ -115,7 +117,8 @@ def projection_png(coords: dict[str, np.ndarray], groups: Sequence, title: str, 
     axes[0][-1].legend(handles=handles, loc="best", fontsize=8)
     fig.suptitle(title)
     path = Path(path)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -233,12 +236,12 @@ def write_projection(model, df, out_dir, *, methods: Sequence[str] = ("pca", "ts
     coords = {m: embed_2d(feats, m, seed) for m in methods}
     title = title or f"Feature map of {predictor.folder.resolve().parent.name if predictor.folder else 'the model'}"
     page = projection_html(coords, kept, list(color_by), title=title)
-    (out / "projection.html").write_text(page)
+    write_text_atomic(out / "projection.html", page)
     projection_png(coords, kept[color_by[0]].tolist() if color_by else ["all"] * len(kept), title,
                    out / "projection.png")
     csv = kept.drop(columns=["error"]).copy()
     for m, xy in coords.items():
         csv[f"{m}_x"], csv[f"{m}_y"] = xy[:, 0], xy[:, 1]
-    csv.to_csv(out / "projection.csv", index=False)
+    write_csv_atomic(csv, out / "projection.csv")
     return {"html": str(out / "projection.html"), "png": str(out / "projection.png"),
             "csv": str(out / "projection.csv"), "images": int(ok.sum()), "unreadable": int((~ok).sum())}

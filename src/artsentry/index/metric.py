@@ -297,5 +297,5 @@ def _train_embedder(data: str | Path, out: Path, settings: EmbedderSettings, pro
         history=history, metrics={"val_reshot_top1": best["val_reshot_top1"], "best_epoch": best["epoch"]})
     for part, name in (("train", "trained"), ("val", "validation"), ("test", "holdout")):
         ids = sorted(set(parts[part]["object_id"].astype(str)))
-        (model_dir / f"{name}_objects.txt").write_text("\n".join(ids) + "\n")
+        write_text_atomic(model_dir / f"{name}_objects.txt", "\n".join(ids) + "\n")
     return model_dir

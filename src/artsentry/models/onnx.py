@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..data.splits import file_sha256
-from ..files import atomic_path
+from ..files import atomic_path, write_text_atomic
 from .artifact import WEIGHTS_NAME, ArtifactError, load_model, read_config, update_config
 
 ONNX_NAME = "model.onnx"
@@ -97,7 +97,7 @@ def export_onnx(folder: str | Path, out: str | Path | None = None, *, parity_inp
                  "antialiased); pixel values / 255, then (value - mean) / std per channel")
         side = {k: config.get(k) for k in keep} | {"preprocessing_steps": steps, "onnx": block,
                                                    "source_model": str(folder.resolve())}
-        (out / "config.json").write_text(json.dumps(side, indent=2) + "\n")
+        write_text_atomic(out / "config.json", json.dumps(side, indent=2) + "\n")
     return block
 
 
