@@ -61,9 +61,11 @@ def test_register_add_search_remove_persist(tmp_path, photos):
     assert results[0].matches[0].title == "Object A" and results[0].matches[0].status == "stolen"
     before = [r.to_dict() for r in reg.search([photos["A"][1], photos["unknown"]], k=3)]
 
-    reg.add("D", [photos["unknown"]], title="temporary")
+    reg.add(" D", [photos["unknown"]], title="temporary")  # stored as "D": found and removed as it was typed
     assert reg.search([photos["unknown"]], k=1)[0].matches[0].object_id == "D"
-    reg.remove("D")
+    assert reg.get(" D")["title"] == "temporary" and len(reg.object_vectors("D ")) == 1
+    assert [h["action"] for h in reg.history(" D")] == ["add"]
+    reg.remove(" D")
     after = [r.to_dict() for r in reg.search([photos["A"][1], photos["unknown"]], k=3)]
     assert after == before  # adding then removing leaves search exactly as it was
     reg.close()

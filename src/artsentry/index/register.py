@@ -258,7 +258,7 @@ class Register:
         (``create``: the register, with its settings; ``add``: a new object; ``add_photos``: more
         photos of one; ``remove``; ``threshold``; ``lot_threshold``), ``object_id`` and what changed.
         Registers made before the history began it empty."""
-        where, args = ("WHERE object_id = ? ", (str(object_id),)) if object_id is not None else ("", ())
+        where, args = ("WHERE object_id = ? ", (object_key(object_id),)) if object_id is not None else ("", ())
         rows = self.db.execute(f"SELECT time, user, action, object_id, detail FROM history {where}ORDER BY id",
                                args).fetchall()
         return [{"time": t, "user": u, "action": a, "object_id": o, **json.loads(d or "{}")} for t, u, a, o, d in rows]
@@ -377,10 +377,10 @@ class Register:
         flat, owners, names = [], [], []
         objects = [(object_id, as_sources(photos), metadata) for object_id, photos, metadata in objects]
         for object_id, photos, _ in objects:
-            if not str(object_id).strip():
+            if not object_key(object_id):
                 raise RegisterError("an object needs a non-empty id")
             flat += photos
-            owners += [str(object_id).strip()] * len(photos)
+            owners += [object_key(object_id)] * len(photos)
             names += [str(p) if isinstance(p, (str, os.PathLike)) else None for p in photos]
         parents: list[int | None] = [None] * len(flat)  # for a re-shot: the position of its photo in flat
         if self.reshots:
@@ -393,7 +393,7 @@ class Register:
         with self.db:
             self._begin()
             for object_id, _, metadata in objects:
-                object_id = str(object_id).strip()
+                object_id = object_key(object_id)
                 if object_id not in readable:
                     continue
                 fields = {k: metadata.get(k) for k in META_FIELDS}
@@ -482,7 +482,7 @@ class Register:
         have = set(self.db.execute("SELECT object_id, sha256 FROM photos WHERE reshot_of IS NULL"))
         todo, skipped = [], 0
         for object_id, photos, metadata in objects:
-            object_id, keep = str(object_id).strip(), []
+            object_id, keep = object_key(object_id), []
             for photo in photos:
                 key = (object_id, _photo_sha(photo))
                 if key[1] is not None and key in have:
@@ -510,12 +510,12 @@ class Register:
             start = end
         bar.close()
         now = {r[0] for r in self.db.execute("SELECT object_id FROM objects")}
-        return {"objects_added": len(now - before), "objects_in_table": len({str(o).strip() for o, _, _ in objects}),
+        return {"objects_added": len(now - before), "objects_in_table": len({object_key(o) for o, _, _ in objects}),
                 "photos_added": added // (1 + self.reshots), "already_registered": skipped, "errors": errors}
 
     def remove(self, object_id: str) -> int:
         """Take an object out; returns the number of photos removed (0: it was not registered)."""
-        object_id = str(object_id)
+        object_id = object_key(object_id)
         with self.db:
             self._begin()
             ids = [r[0] for r in self.db.execute("SELECT vector_id FROM photos WHERE object_id = ?", (object_id,))]
@@ -535,11 +535,11 @@ class Register:
     # -- reading --------------------------------------------------------------------------
     def get(self, object_id: str) -> dict | None:
         row = self.db.execute("SELECT object_id, title, department, source, status, extra FROM objects "
-                              "WHERE object_id = ?", (str(object_id),)).fetchone()
+                              "WHERE object_id = ?", (object_key(object_id),)).fetchone()
         if row is None:
             return None
         rows = self.db.execute("SELECT name, reshot_of FROM photos WHERE object_id = ? ORDER BY vector_id",
-                               (str(object_id),)).fetchall()
+                               (object_key(object_id),)).fetchall()
         return {"object_id": row[0], "title": row[1], "department": row[2], "source": row[3], "status": row[4],
                 **json.loads(row[5] or "{}"), "photos": [r[0] for r in rows if r[1] is None],
                 "reshots": sum(r[1] is not None for r in rows)}
@@ -547,7 +547,7 @@ class Register:
     def object_vectors(self, object_id: str) -> np.ndarray:
         """The embeddings of one object's photos (n, dim), in the order they were added."""
         rows = self.db.execute("SELECT vector FROM photos WHERE object_id = ? ORDER BY vector_id",
-                               (str(object_id),)).fetchall()
+                               (object_key(object_id),)).fetchall()
         return np.stack([np.frombuffer(r[0], dtype=np.float32) for r in rows]) if rows else \
             np.zeros((0, self.dim), np.float32)
 
@@ -750,6 +750,12 @@ def contrast_scores(similarities: np.ndarray, others: int = CONTRAST_OTHERS,
     if n > m:
         penalty[..., m:] = top[..., :others].mean(axis=-1, keepdims=True)
     return s - weight * penalty
+
+
+def object_key(object_id) -> str:
+    """How an object's id is stored and looked up: as text, without surrounding spaces (a catalogue's
+    "1999.A " is object "1999.A"), so that adding, finding and removing it agree."""
+    return str(object_id).strip()
 
 
 def _migrate(db: sqlite3.Connection) -> None:
