@@ -57,6 +57,24 @@ def test_supcon_loss_prefers_grouped_embeddings():
     assert supcon_loss(grouped, labels, 0.1) < 0.1 < supcon_loss(mixed, labels, 0.1)
 
 
+def test_supcon_loss_matches_its_definition_written_out():
+    """Khosla et al. 2020, eq. 2: for each anchor, minus the mean over its positives of the log-softmax of
+    its similarities to every other view. An anchor without positives (not met in training, where each
+    object has three views) counts as 0 in the mean."""
+    g = torch.Generator().manual_seed(0)
+    z = torch.nn.functional.normalize(torch.randn(7, 5, generator=g, dtype=torch.float64), dim=1)
+    labels = torch.tensor([0, 0, 0, 1, 1, 2, 3])  # three, two, and two anchors alone
+    t = 0.3
+    sim = (z @ z.T / t).numpy()
+    expected = []
+    for i in range(len(z)):
+        others = [a for a in range(len(z)) if a != i]
+        log_denominator = np.log(np.exp(sim[i, others]).sum())
+        positives = [p for p in others if labels[p] == labels[i]]
+        expected.append(-np.mean([sim[i, p] - log_denominator for p in positives]) if positives else 0.0)
+    assert supcon_loss(z, labels, t).item() == pytest.approx(np.mean(expected), rel=1e-12)
+
+
 def test_trained_embedding_artifact(embedder_dir, objects_dir):
     config = read_config(embedder_dir)
     assert config["architecture"]["task"] == "embedding" and config["architecture"]["dim"] == 32
@@ -126,10 +144,16 @@ def test_embedder_settings_that_cannot_train_are_refused():
                             # a batch holds two distinct re-shots of each object: one view crashed
                             # with an IndexError after the whole view pass (found 2026-12-05)
                             ({"views": 1}, "views must be at least 2, not 1"),
-                            ({"dim": 0}, "dim must be at least 1")):
+                            ({"dim": 0}, "dim must be at least 1"),
+                            ({"weight_decay": -1e-4}, "weight decay must be >= 0"),
+                            ({"trained_stages": -1}, "trained stages and workers must be >= 0"),
+                            ({"workers": -1}, "trained stages and workers must be >= 0")):
         with pytest.raises(ValueError, match=message):
             EmbedderSettings(**{**SMALL.__dict__, **kwargs}).validate()
     SMALL.validate()
+    # the smallest settings that can train are accepted
+    EmbedderSettings(**{**SMALL.__dict__, "dim": 1, "epochs": 1, "patience": 1, "batch_objects": 1, "max_side": 1,
+                        "views": 2, "weight_decay": 0.0, "trained_stages": 0, "workers": 0}).validate()
 
 
 def test_view_cache_is_not_reused_across_generator_versions(monkeypatch):
