@@ -79,7 +79,8 @@ def test_register_add_search_remove_persist(tmp_path, photos):
     # an object none of whose photos can be read is refused, naming why, and nothing is registered
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"not a photo")
-    with pytest.raises(RegisterError, match=r"object E: none of its 2 photo\(s\) could be read: .*bad\.jpg.*; .*nope\.jpg"):
+    with pytest.raises(RegisterError,
+                       match=r"object E: none of its 2 photo\(s\) could be read: .*bad\.jpg.*; .*nope\.jpg"):
         again.add("E", [bad, tmp_path / "nope.jpg"])
     with pytest.raises(RegisterError, match="an object needs a non-empty id"):
         again.add("  ", [photos["A"][0][0]])

@@ -379,8 +379,8 @@ class Evaluation:
         """The ``n`` wrong rows the model was surest of: binary models by distance from the
         threshold on the wrong side, others by the probability of the wrong class."""
         wrong = self.table[self.table["error"].isna() & ~self.table["correct"].astype(bool)].copy()
-        wrong["confidence"] = ((wrong["score"] - (0.5 if self.threshold is None else self.threshold)).abs() if self.positive_label
-                               else wrong["score"])
+        threshold = 0.5 if self.threshold is None else self.threshold
+        wrong["confidence"] = (wrong["score"] - threshold).abs() if self.positive_label else wrong["score"]
         return wrong.sort_values("confidence", ascending=False).head(n)
 
 
