@@ -878,7 +878,7 @@ def read_objects(source: str | Path) -> tuple[list[tuple[str, list[str], dict]],
     by_id: dict[str, tuple[list[str], dict]] = {}
     for i, row in enumerate(raw.itertuples(index=False)):
         values = dict(zip(raw.columns, row))
-        object_id, photo = values[id_col].strip(), values[photo_col].strip()
+        object_id, photo = object_key(values[id_col]), values[photo_col].strip()
         if not object_id or not photo:
             problems.append(f"{source} {row_name(source, i)}: no {'object id' if not object_id else 'photo'}: skipped")
             continue
