@@ -771,7 +771,6 @@ def _evaluate_lots(a, model_dir: Path) -> None:
     lots = measure_lots(predictor, manifest, n=a.lots, progress=not a.quiet)
     update_config(model_dir, lots=lots)
     out = Path(a.out) if a.out else model_dir.parent
-    out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "lots.json", json.dumps(lots, indent=2) + "\n")  # after config.json: make's order
     t, w = lots["test"]["tile_scan"], lots["test"]["whole_photo"]
     print(f"photos of {lots['objects_per_lot']} objects ({lots['lots']} test lots, half with one "
