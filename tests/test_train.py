@@ -498,6 +498,88 @@ def test_sam_fine_tuning_steps_with_the_second_gradient(tmp_path, synthetic_data
     assert config["training"]["settings"]["sam"] == 0.05
 
 
+def test_layer_decay_settings():
+    assert TrainSettings(layer_decay=1.0).fingerprint() == TrainSettings().fingerprint()
+    assert TrainSettings(layer_decay=0.75).fingerprint() != TrainSettings().fingerprint()
+    for bad, message in ((dict(layer_decay=0.0), "layer decay must be in"), (dict(layer_decay=1.5), "layer decay"),
+                         (dict(layer_decay=float("nan")), "layer decay"),
+                         (dict(layer_decay=0.75, mode="frozen"), "--mode frozen"),
+                         (dict(layer_decay=0.75, architecture="smallcnn"), "smallcnn")):
+        with pytest.raises(ValueError, match=message):
+            TrainSettings(**bad).validate()
+    TrainSettings(layer_decay=0.01).validate()
+    assert cli_train_settings("--layer-decay", "0.75").layer_decay == 0.75
+    assert cli_train_settings().layer_decay == 1.0
+
+
+def test_layer_depths_number_the_stages_from_the_stem():
+    from artsentry.models import create_model
+    from artsentry.train import layer_depths
+
+    avg = layer_depths(create_model("efficientnet_lite0", 2, pretrained=False).backbone)
+    assert avg["conv_stem.weight"] == avg["bn1.weight"] == avg["bn1.bias"] == 0
+    assert {name.split(".")[1]: d for name, d in avg.items() if name.startswith("blocks.")} == \
+        {str(i): i + 1 for i in range(7)}
+    assert avg["conv_head.weight"] == avg["bn2.bias"] == 8
+    texture = layer_depths(create_model("efficientnet_lite0", 2, pretrained=False, pooling="texture").backbone)
+    assert set(texture) < set(avg) and max(texture.values()) == 5  # cut after stage 4
+    assert all(texture[name] == avg[name] for name in texture)
+    both = layer_depths(create_model("efficientnet_lite0", 2, pretrained=False, pooling="texture+avg").backbone)
+
+    def timm_name(name):  # the later stages under the names they have in the uncut network
+        if not name.startswith("later_blocks."):
+            return name
+        _, stage, rest = name.split(".", 2)
+        return f"blocks.{5 + int(stage)}.{rest}"
+
+    assert {timm_name(name): d for name, d in both.items()} == avg
+    with pytest.raises(ValueError, match="EfficientNet backbone"):
+        layer_depths(create_model("smallcnn", 2, pretrained=False).backbone)
+
+
+def test_layer_decay_gives_each_stage_its_rate(tmp_path):
+    from artsentry.models import create_model
+
+    model = create_model("efficientnet_lite0", 2, pretrained=False)
+    trainer = Trainer(tmp_path / "run", TrainSettings(lr=1e-3, backbone_lr=4e-4, layer_decay=0.5), progress=False)
+    trainer.model = model
+    groups = trainer._param_groups()
+    assert groups[0]["lr"] == groups[0]["base_lr"] == 1e-3
+    assert [p for p in groups[0]["params"]] == list(model.head.parameters())
+    rates = [g["base_lr"] for g in groups[1:]]
+    assert rates == pytest.approx([4e-4 * 0.5 ** (8 - depth) for depth in range(9)])  # the stem lowest
+    assert [g["lr"] for g in groups[1:]] == rates
+    assert groups[1]["params"][0] is model.backbone.conv_stem.weight
+    assert groups[-1]["params"][0] is model.backbone.conv_head.weight
+    seen = [id(p) for g in groups[1:] for p in g["params"]]
+    assert sorted(seen) == sorted(id(p) for p in model.backbone.parameters())  # each once
+    # off: one group for the whole backbone, as before the setting existed
+    trainer.settings = TrainSettings(lr=1e-3, backbone_lr=4e-4)
+    plain = trainer._param_groups()
+    assert [g["lr"] for g in plain] == [1e-3, 4e-4] and len(plain[1]["params"]) == len(seen)
+
+
+def test_fine_tuning_with_layer_decay_steps_every_stage_at_its_rate(tmp_path, synthetic_dataset, monkeypatch):
+    seen = []
+    real = torch.optim.AdamW.step
+
+    def spy(optimizer, *args, **kwargs):
+        if len(optimizer.param_groups) > 1 and not seen:  # fine-tuning's first step (the head stage has one group)
+            seen.append([(g["lr"], g["base_lr"]) for g in optimizer.param_groups])
+        return real(optimizer, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", spy)
+    result = train(synthetic_dataset, tmp_path / "run", TrainSettings(layer_decay=0.5, **ONE_EPOCH), progress=False)
+    (first,) = seen
+    assert len(first) == 1 + 9  # the head, then the stem, seven stages and the last convolution
+    base = [b for _, b in first]
+    assert base[1:] == pytest.approx([1e-3 * 0.5 ** (8 - d) for d in range(9)])
+    factor = first[0][0] / first[0][1]  # the warm-up's factor at this step, the same for every group
+    assert 0 < factor <= 1 and all(lr == pytest.approx(b * factor) for lr, b in first)
+    config = json.loads((result.model_dir / "config.json").read_text())
+    assert config["training"]["settings"]["layer_decay"] == 0.5
+
+
 def test_crop_scale_settings_reach_the_training_transform():
     from torchvision.transforms import v2 as T
 

@@ -189,6 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sharpness-aware fine-tuning: each step follows the gradient at the steepest point within "
                         "RHO of the weights (e.g. 0.05); twice the forward and backward passes per step "
                         "(default 0: off)")
+    t.add_argument("--layer-decay", type=float, default=1.0, metavar="D",
+                   help="layer-wise learning rates while fine-tuning an EfficientNet: its last convolution runs at "
+                        "the backbone's rate, each stage below at D times the rate of the one above, the stem "
+                        "lowest (e.g. 0.75: Lite0's stem at 0.1x); 1 (default): one rate for the whole backbone")
     t.add_argument("--val-fraction", type=float, default=0.1,
                    help="share of the objects held out for validation, which keeps the best epoch, stops early and "
                         "sets a --target-recall/--target-precision threshold (default 0.1). 0: no validation, a fixed "
@@ -637,6 +641,7 @@ def _settings_from_args(a) -> "object":
         consistency=a.consistency,
         cutmix=a.cutmix,
         sam=a.sam,
+        layer_decay=a.layer_decay,
         **({} if a.crop_scale is None else {"crop_scale": tuple(a.crop_scale)}),
         val_fraction=a.val_fraction,
         test_fraction=a.test_fraction,

@@ -183,6 +183,30 @@ NEGATIVE_PREFIXES = ("non_", "non-", "not_", "not-", "no_", "no-", "other")
 SELECTIONS = ("studio", "studio+listing")
 
 
+def layer_depths(backbone: nn.Module) -> dict[str, int]:
+    """Depth of each parameter of an EfficientNet backbone, for layer-wise learning rates: 0 for the
+    stem, 1 + i for stage i of ``blocks`` (and of a texture backbone's ``later_blocks``, which go on
+    where its ``blocks`` stop), and one more for the last convolution (``conv_head``, ``bn2``)."""
+    blocks = getattr(backbone, "blocks", None)
+    if blocks is None:
+        raise ValueError(f"layer-wise rates need an EfficientNet backbone, not {type(backbone).__name__}")
+    later = len(getattr(backbone, "later_blocks", ()))
+    depths = {}
+    for name, _ in backbone.named_parameters():
+        head, _, rest = name.partition(".")
+        if head in ("conv_stem", "bn1"):
+            depths[name] = 0
+        elif head == "blocks":
+            depths[name] = 1 + int(rest.split(".", 1)[0])
+        elif head == "later_blocks":
+            depths[name] = 1 + len(blocks) + int(rest.split(".", 1)[0])
+        elif head in ("conv_head", "bn2"):
+            depths[name] = 1 + len(blocks) + later
+        else:
+            raise ValueError(f"no depth for the backbone's parameter {name!r}")
+    return depths
+
+
 @dataclass
 class TrainSettings:
     architecture: str = "efficientnet_lite0"
@@ -222,6 +246,7 @@ class TrainSettings:
     consistency: float = 0.0  # weight of the Jensen-Shannon term between a studio and a listing-style view of each photo
     cutmix: float = 0.0  # share of fine-tuning batches in which a box of each photo is replaced by another photo's
     sam: float = 0.0  # sharpness-aware minimisation's radius rho while fine-tuning (e.g. 0.05; 0: plain steps)
+    layer_decay: float = 1.0  # fine-tuning: each backbone stage below the top runs at this times the rate above it
     num_workers: int | None = None
     pretrained: bool = True
     pooling: str = "avg"  # how an EfficientNet's features are pooled: "avg", "texture", "texture+avg" (models.pooling)
@@ -270,6 +295,12 @@ class TrainSettings:
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise ValueError(f"--{name.replace('_', '-')} must be a positive number, not {value}")
+        if not (math.isfinite(self.layer_decay) and 0.0 < self.layer_decay <= 1.0):
+            raise ValueError(f"layer decay must be in (0, 1] (1: one rate for the whole backbone), not {self.layer_decay}")
+        if self.layer_decay != 1.0 and self.mode == "frozen":
+            raise ValueError("--layer-decay sets the backbone's rates while fine-tuning; --mode frozen trains only the head")
+        if self.layer_decay != 1.0 and self.architecture == "smallcnn":
+            raise ValueError("--layer-decay scales a pretrained backbone's stages; smallcnn trains from scratch")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise ValueError(f"weight decay must be >= 0, not {self.weight_decay}")
         if not 0.0 <= self.warmup_fraction < 1.0 or not 0.0 <= self.label_smoothing < 1.0:
@@ -387,6 +418,8 @@ class TrainSettings:
                 del keep[k]
         if keep["listing_p"] == LISTING_P:
             del keep["listing_p"]
+        if keep["layer_decay"] == 1.0:
+            del keep["layer_decay"]
         if keep["train_seed"] is None:
             del keep["train_seed"]
         if keep["pooling"] == "avg":
@@ -923,10 +956,21 @@ class Trainer:
     def _param_groups(self):
         s = self.settings
         groups = [{"params": list(self.model.head.parameters()), "base_lr": s.lr, "lr": s.lr}]
-        backbone = [p for p in self.model.backbone.parameters() if p.requires_grad]
-        if backbone:
-            lr = s.lr if s.backbone_lr is None else s.backbone_lr
-            groups.append({"params": backbone, "base_lr": lr, "lr": lr})
+        lr = s.lr if s.backbone_lr is None else s.backbone_lr
+        if s.layer_decay == 1.0:
+            backbone = [p for p in self.model.backbone.parameters() if p.requires_grad]
+            if backbone:
+                groups.append({"params": backbone, "base_lr": lr, "lr": lr})
+            return groups
+        depths = layer_depths(self.model.backbone)
+        top = max(depths.values())
+        by_depth: dict[int, list] = {}
+        for name, p in self.model.backbone.named_parameters():
+            if p.requires_grad:
+                by_depth.setdefault(depths[name], []).append(p)
+        for depth in sorted(by_depth):  # the stem first; an optimizer's groups keep this order in checkpoints
+            rate = lr * s.layer_decay ** (top - depth)
+            groups.append({"params": by_depth[depth], "base_lr": rate, "lr": rate})
         return groups
 
     def _save_checkpoint(self, optimizer, state: dict, best_state: dict | None,
