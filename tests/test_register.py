@@ -240,7 +240,8 @@ def test_calibrate_sets_a_threshold_unregistered_photos_do_not_reach(tmp_path, p
 def test_register_with_reshots_indexes_listing_style_versions(tmp_path, photos):
     reg = Register.create(tmp_path / "reg", reshots=2)
     n, errors = reg.add("A", [photos["A"][0][0], tmp_path / "missing.jpg"])
-    assert n == 3 and len(errors) == 1 and "missing.jpg" in errors[0]  # the photo and its two re-shots
+    assert n == 1 and len(errors) == 1 and "missing.jpg" in errors[0]  # one photo, indexed with its two re-shots
+    assert reg.indexed_vectors == 3
     names = [r[0] for r in reg.db.execute("SELECT name FROM photos ORDER BY vector_id")]
     assert names[0] == photos["A"][0][0] and names[1:] == [f"{names[0]} [re-shot 1]", f"{names[0]} [re-shot 2]"]
     shas = [r[0] for r in reg.db.execute("SELECT sha256 FROM photos")]
@@ -258,7 +259,19 @@ def test_register_with_reshots_indexes_listing_style_versions(tmp_path, photos):
     assert (done["photos_added"], done["objects_added"], len(other.index)) == (2, 1, 9)
     assert other.import_objects([("C", photos["C"][0], {})])["already_registered"] == 2
     assert reg.search([photos["A"][1]], k=1)[0].matches[0].object_id == "A"
-    assert reg.remove("A") == 3 and len(reg.index) == 3
+    assert reg.remove("A") == 1 and len(reg.index) == 3  # one photo, and its two re-shots with it
+
+
+def test_register_cli_counts_photos_not_their_reshots(tmp_path, photos, capsys):
+    """`register remove` said "removed with its 3 photo(s)" of an object of one photo and its two re-shots."""
+    reg = str(tmp_path / "reg")
+    assert main(["-q", "register", "create", reg, "--reshots", "2"]) == 0
+    capsys.readouterr()
+    assert main(["-q", "register", "add", reg, "A", photos["A"][0][0]]) == 0
+    assert "A: 1 photo(s) registered with 2 re-shot(s) each" in capsys.readouterr().out
+    assert main(["-q", "register", "remove", reg, "A"]) == 0
+    assert "A: removed with its 1 photo(s)" in capsys.readouterr().out
+    assert Register.open(reg).history("A")[-1]["photos_removed"] == 1
 
 
 def test_reshots_are_grouped_with_their_photo_and_scored_together(tmp_path, photos):

@@ -1011,7 +1011,7 @@ def cmd_register(a) -> int:
                                 status=a.status)
             _print_errors(errors)
             shots = f" with {reg.reshots} re-shot(s) each" if reg.reshots else ""
-            print(f"{a.object_id}: {n // (1 + reg.reshots)} photo(s) registered{shots}; register holds {len(reg)} "
+            print(f"{a.object_id}: {n} photo(s) registered{shots}; register holds {len(reg)} "
                   "object(s)")
             return EXIT_SOME_UNREADABLE if errors or problems else 0
         if a.action == "import":

@@ -362,7 +362,7 @@ class Register:
     # -- changes --------------------------------------------------------------------------
     def add(self, object_id: str, photos: Sequence, **metadata) -> tuple[int, list[str]]:
         """Register photos of one object (new, or more photos of a known one).
-        Returns (photos added, one-line errors for unreadable photos)."""
+        Returns (photos added, re-shots not counted; one-line errors for unreadable photos)."""
         photos = as_sources(photos)
         added, errors = self.add_many([(object_id, photos, metadata)])
         if not added:
@@ -429,7 +429,8 @@ class Register:
             if ids:
                 self.index.add(ids, vectors[keep])
             self._save_index()
-        return len(ids), [e for e in errors if e]
+        # photos, not vectors: a photo's re-shots are indexed with it, not counted beside it
+        return sum(parents[i] is None for i in keep), [e for e in errors if e]
 
     def _with_reshots(self, flat: list, owners: list, names: list, progress: bool):
         """Each readable photo followed by its re-shots (JPEG bytes, named after it), and for
@@ -511,10 +512,11 @@ class Register:
         bar.close()
         now = {r[0] for r in self.db.execute("SELECT object_id FROM objects")}
         return {"objects_added": len(now - before), "objects_in_table": len({object_key(o) for o, _, _ in objects}),
-                "photos_added": added // (1 + self.reshots), "already_registered": skipped, "errors": errors}
+                "photos_added": added, "already_registered": skipped, "errors": errors}
 
     def remove(self, object_id: str) -> int:
-        """Take an object out; returns the number of photos removed (0: it was not registered)."""
+        """Take an object out, with its photos' re-shots; returns the number of photos removed (re-shots
+        not counted). ``RegisterError`` when it is not registered."""
         object_id = object_key(object_id)
         with self.db:
             self._begin()
@@ -530,7 +532,7 @@ class Register:
             self._save_index()
         if not found:
             raise RegisterError(f"object {object_id!r} is not in the register")
-        return len(ids)
+        return len(was["photos"])
 
     # -- reading --------------------------------------------------------------------------
     def get(self, object_id: str) -> dict | None:

@@ -269,8 +269,7 @@ class Analyzer:
         with self.lock:
             added, errors = self.register.add(object_id, photos, **metadata)
             self._thumbs.pop(object_id, None)
-            # ``add`` counts indexed vectors: a photo and its re-shots
-            return {"object_id": object_id, "photos_added": added // (1 + self.register.reshots), "errors": errors,
+            return {"object_id": object_id, "photos_added": added, "errors": errors,
                     "object": self.register.get(object_id)}
 
     def register_remove(self, object_id: str) -> int:
