@@ -1,5 +1,6 @@
 import io
 import json
+import sqlite3
 
 import numpy as np
 import pytest
@@ -56,6 +57,7 @@ def test_register_add_search_remove_persist(tmp_path, photos):
     for name in "ABC":
         n, errors = reg.add(name, photos[name][0], title=f"Object {name}", status="stolen")
         assert n == 2 and not errors
+    assert reg.reshots == 0 and reg.indexed_vectors == 6  # no re-shots unless asked for
     results = reg.search([photos[n][1] for n in "ABC"], k=3)
     assert [r.matches[0].object_id for r in results] == ["A", "B", "C"]
     assert results[0].matches[0].title == "Object A" and results[0].matches[0].status == "stolen"
@@ -124,6 +126,23 @@ def test_damaged_register_files_give_clear_errors(tmp_path, photos):
         Register.open(tmp_path / "reg")
     db.write_bytes(data[:4096])
     with pytest.raises(RegisterError):
+        Register.open(tmp_path / "reg")
+    # an SQLite database with a settings table that is some other program's
+    other = tmp_path / "other"
+    other.mkdir()
+    con = sqlite3.connect(other / "register.sqlite")
+    con.executescript("CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT); "
+                      "INSERT INTO settings VALUES ('format', 'someone-elses');")
+    con.close()
+    with pytest.raises(RegisterError, match="not an artsentry register"):
+        Register.open(other)
+    # photos in the database, no index checksum (the settings row lost): refused, not an empty index
+    db.write_bytes(data)
+    con = sqlite3.connect(db)
+    con.execute("UPDATE settings SET value = '' WHERE key = 'index_sha256'")
+    con.commit()
+    con.close()
+    with pytest.raises(RegisterError, match="corrupted or out of step"):
         Register.open(tmp_path / "reg")
 
 
