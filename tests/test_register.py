@@ -58,6 +58,7 @@ def test_register_add_search_remove_persist(tmp_path, photos):
         n, errors = reg.add(name, photos[name][0], title=f"Object {name}", status="stolen")
         assert n == 2 and not errors
     assert reg.reshots == 0 and reg.indexed_vectors == 6  # no re-shots unless asked for
+    assert reg.embedder.describe()["flip"] is False  # nor mirror images
     results = reg.search([photos[n][1] for n in "ABC"], k=3)
     assert [r.matches[0].object_id for r in results] == ["A", "B", "C"]
     assert results[0].matches[0].title == "Object A" and results[0].matches[0].status == "stolen"
