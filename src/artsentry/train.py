@@ -296,9 +296,11 @@ class TrainSettings:
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise ValueError(f"--{name.replace('_', '-')} must be a positive number, not {value}")
         if not (math.isfinite(self.layer_decay) and 0.0 < self.layer_decay <= 1.0):
-            raise ValueError(f"layer decay must be in (0, 1] (1: one rate for the whole backbone), not {self.layer_decay}")
+            raise ValueError(f"layer decay must be in (0, 1] (1: one rate for the whole backbone), "
+                             f"not {self.layer_decay}")
         if self.layer_decay != 1.0 and self.mode == "frozen":
-            raise ValueError("--layer-decay sets the backbone's rates while fine-tuning; --mode frozen trains only the head")
+            raise ValueError("--layer-decay sets the backbone's rates while fine-tuning; --mode frozen trains "
+                             "only the head")
         if self.layer_decay != 1.0 and self.architecture == "smallcnn":
             raise ValueError("--layer-decay scales a pretrained backbone's stages; smallcnn trains from scratch")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
