@@ -2,6 +2,8 @@ import json
 import re
 import os
 import stat
+import subprocess
+import sys
 import time
 from collections import OrderedDict
 
@@ -244,7 +246,7 @@ def test_atomic_path_puts_a_whole_file_in_place_or_leaves_the_old_one(tmp_path):
     from artsentry.data.manifest import write_manifest
     from artsentry.files import atomic_path, write_text_atomic
 
-    target = tmp_path / "sub" / "manifest.csv"
+    target = tmp_path / "sub" / "folder" / "manifest.csv"  # folders made as needed
     write_text_atomic(target, "old\n")
     with pytest.raises(RuntimeError, match="writer died"):
         with atomic_path(target) as tmp:
@@ -258,6 +260,44 @@ def test_atomic_path_puts_a_whole_file_in_place_or_leaves_the_old_one(tmp_path):
     write_manifest(pd.DataFrame({"path": ["a.jpg"], "label": ["x"]}), target)
     assert target.read_text().splitlines() == ["path,label", "a.jpg,x"]
     assert os.listdir(target.parent) == ["manifest.csv"]
+
+
+def test_sweep_removes_only_old_temporary_files_of_writers_that_are_gone(tmp_path):
+    from artsentry.files import STALE_SECONDS, sweep_stale, write_text_atomic
+
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    gone = int(done.stdout)  # a process that has ended
+    # one still running (any signal but the probe ends it: a hang-up too, even under nohup)
+    writer = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGHUP, "
+                               "signal.SIG_DFL); time.sleep(120)"])
+    old = time.time() - STALE_SECONDS - 30
+    files = {
+        "killed": f".photo.jpg.{gone}.140.tmp",  # old, its writer gone: the one to remove
+        "young": f".manifest.csv.{gone}.140.tmp",  # its writer gone, but written under a minute ago
+        "alive": f".photo.jpg.{writer.pid}.140.tmp",  # old, its writer still running
+        "mine": f".photo.jpg.{os.getpid()}.140.tmp",  # this process's own
+        "not ours": ".photo.jpg.x.140.tmp",  # not a name atomic_path makes
+        "plain": "photo.jpg",
+    }
+    for key, name in files.items():
+        (tmp_path / name).write_bytes(b"half")
+        if key != "young":
+            os.utime(tmp_path / name, (old, old))
+    try:
+        assert sweep_stale(tmp_path) == [tmp_path / files["killed"]]
+        with pytest.raises(subprocess.TimeoutExpired):
+            writer.wait(timeout=1)  # probed, not signalled
+    finally:
+        writer.kill()
+        writer.wait()
+    assert sorted(os.listdir(tmp_path)) == sorted(n for k, n in files.items() if k != "killed")
+    # the first write into a folder sweeps it
+    folder = tmp_path / "fresh"
+    folder.mkdir()
+    (folder / files["killed"]).write_bytes(b"half")
+    os.utime(folder / files["killed"], (old, old))
+    write_text_atomic(folder / "photo.jpg", "whole")
+    assert os.listdir(folder) == ["photo.jpg"]
 
 
 def test_every_file_the_package_writes_goes_through_atomic_path():
