@@ -89,8 +89,8 @@ def heldout_register_lots(folder: Path, manifest: pd.DataFrame, n: int, seed: in
            "lot_threshold": lot_t, "fmr": fmr}
     for name, queries, tiled in (("single", singles, False), ("whole", lots, False), ("tiles", lots, True)):
         res = reg.search(queries, k=1, lots=tiled)
-        hit = [not r.no_match and r.matches[0].object_id == t for r, t in zip(res, truth) if t is not None]
-        false = [not r.no_match for r, t in zip(res, truth) if t is None]
+        hit = [r.no_match is False and r.matches[0].object_id == t for r, t in zip(res, truth) if t is not None]
+        false = [r.no_match is False for r, t in zip(res, truth) if t is None]
         out[name] = {"found": float(np.mean(hit)), "false_match": float(np.mean(false))}
     reg.close()
     out["seconds"] = round(time.time() - t0, 1)

@@ -159,7 +159,7 @@ def test_register_cli(tmp_path, photos, capsys):
     assert res["matches"][0]["object_id"] == "A" and res["matches"][0]["title"] == "Ivory figure"
     # the query is a 140 x 107 px crop: its answer says it rests on a small photo
     assert res["quality"]["long_side"] == 140 and res["quality"]["warnings"][0].startswith("small photo: 140 px")
-    assert main(["-q", "register", "search", reg, photos["A"][1]]) == 0
+    assert main(["-q", "register", "search", reg, photos["A"][1], "--threshold", "0"]) == 0
     fields = capsys.readouterr().out.strip().split("\t")
     assert fields[1] == "match A" and fields[3].startswith("weak evidence: small photo: 140 px")
     assert main(["-q", "register", "add", reg, "C", photos["C"][0][0]]) == 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import json
 import re
 import socket
 import threading
@@ -652,6 +653,42 @@ def test_a_match_at_exactly_the_register_threshold_is_a_match_and_the_best_match
     reg.close()
 
 
+def test_a_register_without_threshold_decides_no_match_anywhere(photos, tmp_path, capsys):
+    """Before ``register calibrate`` a register ranks, never decides: the server once marked every top
+    match matched (so /v1/listing sent the listing to review) and ``register search`` said "match",
+    where ``screen`` counted none matched: one photo was "review" by the API and "clear" by screen."""
+    import pandas as pd
+
+    from artsentry.cli import main
+    from artsentry.screen import Screener, read_evidence
+
+    abc_register(tmp_path / "reg", photos).close()
+    data = Path(photos["B"][1]).read_bytes()
+    analyzer = Analyzer(ServeSettings(register=tmp_path / "reg"))
+    body = analyzer.analyze(data, explain=False)["register"]
+    assert body["threshold"] is None and body["no_match"] is None and body["matches"][0]["object_id"] == "B"
+    assert [m["matched"] for m in body["matches"]] == [None] * len(body["matches"]) and len(body["matches"]) == 3
+    listing = analyzer.analyze_listing([("b.jpg", data)])
+    assert (listing["matched_photos"], listing["review"], listing["status"]) == (0, False, "clear")
+    assert listing["best_match"] == "B"  # still named, as screen's listings.csv names it
+
+    path = tmp_path / "l.csv"
+    pd.DataFrame({"listing_id": ["L"], "image": [photos["B"][1]]}).to_csv(path, index=False)
+    summary = Screener(None, tmp_path / "reg", progress=False).run(path, tmp_path / "out")
+    [rec] = read_evidence(tmp_path / "out" / "evidence.jsonl")
+    assert summary["matched"] == 0 and rec["matched"] is None and rec["matches"][0]["object_id"] == "B"
+    rollup = pd.read_csv(tmp_path / "out" / "listings.csv")
+    assert (rollup["status"].tolist(), rollup["matched_photos"].tolist()) == (["clear"], [0])
+
+    assert main(["register", "search", str(tmp_path / "reg"), photos["B"][1], "-k", "2"]) == 0
+    out = capsys.readouterr()
+    assert out.out.split("\t")[1] == "undecided" and "no no-match threshold" in out.err
+    assert main(["register", "search", str(tmp_path / "reg"), photos["B"][1], "--threshold", "-1"]) == 0
+    assert capsys.readouterr().out.split("\t")[1] == "match B"
+    assert main(["register", "search", str(tmp_path / "reg"), photos["B"][1], "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["no_match"] is None
+
+
 @pytest.mark.parametrize("data, said", [
     (b"  <!DOCTYPE html><html>", "HTML/XML text"), (b"<?xml version='1.0'?>", "HTML/XML text"),
     (b'{"error": "not found"}', "JSON text"), (b"[1, 2]", "JSON text"), (b"%PDF-1.7\n", "a PDF"),
@@ -693,6 +730,24 @@ def test_page_scans_a_lot_photo_in_tiles_and_outlines_the_tile(model_dir, synthe
         # the bottom-right quarter of the photo, where the cream object is
         assert abs(tile["x"] - (pic["x"] + pic["width"] / 2)) < 3 and abs(tile["y"] - (pic["y"] + pic["height"] / 2)) < 3
         assert abs(tile["width"] - pic["width"] / 2) < 3 and abs(tile["height"] - pic["height"] / 2) < 3
+    assert log.console_errors == [] and log.outside == []
+
+
+def test_page_says_an_uncalibrated_register_ranks_and_does_not_decide(photos, tmp_path):
+    from playwright.sync_api import expect
+
+    from .browser import browser_page
+
+    abc_register(tmp_path / "reg", photos).close()
+    with LiveServer(create_app(ServeSettings(register=tmp_path / "reg"))) as server, browser_page() as (page, log):
+        page.goto(server.url + "/")
+        page.set_input_files("#file", photos["B"][1])
+        matches = page.locator(".card .matches").first
+        expect(matches).to_contain_text("Not decided: the register has no no-match threshold", timeout=60_000)
+        assert matches.locator("li").count() == 3 and matches.locator("li").first.is_visible()
+        assert "Object B" in matches.locator("li").first.inner_text()
+        assert "below threshold" not in matches.inner_text() and matches.locator("li.match, li.below").count() == 0
+        assert "No match" not in matches.inner_text()
     assert log.console_errors == [] and log.outside == []
 
 

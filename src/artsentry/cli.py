@@ -390,7 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("register")
     rs.add_argument("images", nargs="+", help="image files or folders")
     rs.add_argument("-k", type=_count, default=5, help="matches per photo")
-    rs.add_argument("--threshold", type=_match_threshold, help="override the register's no-match threshold")
+    rs.add_argument("--threshold", type=_match_threshold, help="override the register's no-match threshold (with "
+                    "none set or given, matches are ranked and none decided: 'undecided')")
     rs.add_argument("--json", action="store_true")
     rs.add_argument("--lots", action="store_true",
                     help="photos of several objects: search the whole photo and its 3x3 half-size tiles, each object "
@@ -1064,6 +1065,9 @@ def cmd_register(a) -> int:
             images, problems = expand_images(a.images)
             _print_errors(problems)
             bad = len(problems)
+            if not a.lots and a.threshold is None and reg.threshold is None and len(reg.index):
+                print("note: the register has no no-match threshold: matches are ranked, none decided "
+                      "('artsentry register calibrate', 'register set-threshold' or --threshold)", file=sys.stderr)
             for res in reg.search(images, k=a.k, threshold=a.threshold, lots=a.lots):
                 if res.error:
                     bad += 1
@@ -1071,7 +1075,8 @@ def cmd_register(a) -> int:
                 elif a.json:
                     print(json.dumps(res.to_dict()))
                 else:
-                    best = "no match" if res.no_match else f"match {res.matches[0].object_id}"
+                    best = ("no match" if res.no_match else f"match {res.matches[0].object_id}"
+                            if res.no_match is False else "undecided")
                     shown = ", ".join((f"{m.object_id} {m.score:.3f} (similarity {m.similarity:.3f})"
                                        if m.score != m.similarity else f"{m.object_id} {m.score:.3f}")
                                       + (f" in tile {' '.join(f'{v:g}' for v in m.box)}" if m.box else "")

@@ -567,7 +567,8 @@ class Screener:
                     rec["matches"] = [{"object_id": m.object_id, "score": m.score, "similarity": m.similarity,
                                        "title": m.title, "status": m.status,
                                        **({"box": m.box} if self.lots is not None else {})} for m in matches]
-                    rec["matched"] = bool(matches) and th is not None and matches[0].score >= th
+                    # None: undecided (no threshold): the matches are shown and the photo is not counted matched
+                    rec["matched"] = False if not matches else None if th is None else bool(matches[0].score >= th)
         records = []
         for i in sorted(out):
             row = rows.loc[i]

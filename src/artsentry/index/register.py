@@ -105,7 +105,9 @@ class Match:
 class SearchResult:
     query: str
     matches: list[Match] = field(default_factory=list)
-    no_match: bool = False  # best score under the threshold (or nothing registered)
+    # True: the best score is under the threshold (or nothing is registered); False: a match; None:
+    # undecided, a register with no threshold (before ``register calibrate``) ranks matches, never decides
+    no_match: bool | None = False
     threshold: float | None = None
     error: str | None = None
     quality: dict | None = None  # data.quality of the query photo: a "no match" on a weak photo is weak evidence
@@ -691,7 +693,8 @@ class Register:
         """The best ``k`` registered objects for each photo. ``lots``: photos of several objects;
         the whole photo and its 3 x 3 half-size tiles are searched (``artsentry.lots``), each
         object keeps its best-scoring crop (``Match.box``), and "no match" is decided at the
-        register's lot threshold (``calibrate(lots=True)``), unless ``threshold`` is given."""
+        register's lot threshold (``calibrate(lots=True)``), unless ``threshold`` is given. With no
+        threshold given or set, nothing is decided: ``no_match`` is None wherever there are matches."""
         if lots:
             from ..lots import TILE_GRID
 
@@ -715,7 +718,7 @@ class Register:
         for i, matches in zip(ok, found):
             r = results[i]
             r.matches = matches
-            r.no_match = not matches or (threshold is not None and matches[0].score < threshold)
+            r.no_match = True if not matches else None if threshold is None else bool(matches[0].score < threshold)
         return results
 
 

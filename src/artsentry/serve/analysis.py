@@ -197,12 +197,12 @@ class Analyzer:
                     d = {"object_id": m.object_id, "score": m.score, "similarity": m.similarity, "title": m.title,
                          "department": m.department,
                          "source": m.source, "status": m.status, "photo": self._thumb(m.object_id)}
-                    d["matched"] = threshold is None or m.score >= threshold
+                    d["matched"] = None if threshold is None else bool(m.score >= threshold)  # None: undecided
                     if lots:
                         d["box"] = list(m.box) if m.box else None
                     matches.append(d)
             out["register"] = {"threshold": threshold, "scoring": self.register.scoring,
-                               "no_match": not found or not matches[0]["matched"],
+                               "no_match": True if not found else None if threshold is None else not matches[0]["matched"],
                                "matches": matches}
         if explain and heat_source is not None:
             key, x, p = heat_source
@@ -245,7 +245,8 @@ class Analyzer:
             best = reg["matches"][0] if reg.get("matches") else {}
             rows.append({"row": i, "listing_id": "listing", "image": i, "error": error,
                          "flagged": ivory["decision"] == "flag" if ivory.get("decision") else None,
-                         "matched": (not reg["no_match"]) if reg else None, "score": ivory.get("probability"),
+                         "matched": None if reg.get("no_match") is None else not reg["no_match"],
+                         "score": ivory.get("probability"),
                          "best_match": best.get("object_id"), "best_match_score": best.get("score"),
                          "best_match_status": best.get("status"),
                          "quality_warnings": warnings_text(result["image"]["quality"]) if result else None})

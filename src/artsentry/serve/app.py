@@ -114,7 +114,8 @@ class MatchOut(BaseModel):
                          "scoring the similarity minus half the mean similarity of the next four objects, "
                          "under 'similarity' scoring the similarity itself")
     similarity: float = Field(description="cosine similarity of the embeddings (best registered photo), -1..1")
-    matched: bool = Field(description="score at or above the register's threshold")
+    matched: Optional[bool] = Field(description="score at or above the register's threshold; null when the register "
+                                    "has none (before 'register calibrate'): ranked, not decided")
     title: Optional[str] = None
     department: Optional[str] = None
     source: Optional[str] = None
@@ -127,7 +128,9 @@ class MatchOut(BaseModel):
 class RegisterResult(BaseModel):
     threshold: Optional[float]
     scoring: str = Field(description="what a match's score is: 'contrast' or 'similarity'")
-    no_match: bool
+    no_match: Optional[bool] = Field(description="true: the best match is under the threshold, or nothing is "
+                                     "registered; false: it matches; null: undecided, the register has no threshold "
+                                     "(as 'artsentry screen', which then counts no photo as matched)")
     matches: list[MatchOut]
 
 

@@ -59,9 +59,12 @@
     if (!reg) return;
     box.appendChild(el("h4", "", "Register matches"));
     if (reg.no_match) box.appendChild(el("p", "nomatch", "No match among the registered objects."));
+    const undecided = reg.no_match === null;  // a register without a threshold ranks, never decides
+    if (undecided) box.appendChild(el("p", "nomatch", "Not decided: the register has no no-match threshold " +
+      "(artsentry register calibrate). Its closest objects, ranked:"));
     const list = el("ol");
     reg.matches.forEach((m) => {
-      const li = el("li", m.matched ? "match" : "below");
+      const li = el("li", m.matched ? "match" : m.matched === false ? "below" : "");
       const img = el("img");
       img.alt = m.photo ? "registered photo of " + (m.title || m.object_id) : "";
       if (m.photo) img.src = m.photo;
@@ -72,7 +75,7 @@
         (m.department ? " · " + m.department : "")));
       const scored = reg.scoring === "contrast" ? "match score " + m.score.toFixed(3) + " · " : "";
       text.appendChild(el("div", "", scored + "similarity " + m.similarity.toFixed(3) +
-        (m.matched ? "" : " (below threshold)")));
+        (m.matched === false ? " (below threshold)" : "")));
       li.appendChild(text);
       list.appendChild(li);
     });
