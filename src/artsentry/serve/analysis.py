@@ -202,7 +202,8 @@ class Analyzer:
                         d["box"] = list(m.box) if m.box else None
                     matches.append(d)
             out["register"] = {"threshold": threshold, "scoring": self.register.scoring,
-                               "no_match": True if not found else None if threshold is None else not matches[0]["matched"],
+                               "no_match": (True if not found else None if threshold is None
+                                            else not matches[0]["matched"]),
                                "matches": matches}
         if explain and heat_source is not None:
             key, x, p = heat_source
