@@ -55,8 +55,8 @@ def test_ivf_index_recall_against_exact():
 def test_register_add_search_remove_persist(tmp_path, photos):
     reg = Register.create(tmp_path / "reg")
     for name in "ABC":
-        n, errors = reg.add(name, photos[name][0], title=f"Object {name}", status="stolen")
-        assert n == 2 and not errors
+        n, errors, already = reg.add(name, photos[name][0], title=f"Object {name}", status="stolen")
+        assert n == 2 and not errors and already == 0
     assert reg.reshots == 0 and reg.indexed_vectors == 6  # no re-shots unless asked for
     assert reg.embedder.describe()["flip"] is False  # nor mirror images
     results = reg.search([photos[n][1] for n in "ABC"], k=3)
@@ -222,6 +222,28 @@ def test_register_history_says_when_what_changed(tmp_path, photos, capsys):
     assert "'nope' is not in the register and has no history" in capsys.readouterr().err
 
 
+def test_adding_photos_an_object_holds_registers_them_once(tmp_path, photos, capsys):
+    """A retried API request or a folder added again once registered every photo a second time:
+    the object's photo count and history doubled, and removing it reported twice the photos."""
+    reg = Register.create(tmp_path / "reg")
+    first, second = photos["A"][0]
+    assert reg.add("A", [first, first], title="Figure") == (1, [], 1)  # given twice: registered once
+    assert reg.add("A", [first, second]) == (1, [], 1)
+    with open(first, "rb") as f:  # the same content as bytes, under another name: still the same photo
+        assert reg.add("A", [f.read()], status="stolen") == (0, [], 1)
+    assert reg.add("B", [first]) == (1, [], 0)  # another object may hold the same photo
+    assert reg.get("A")["photos"] == [first, second] and reg.get("A")["status"] == "stolen"
+    assert reg.indexed_vectors == 3
+    assert [(h["action"], h.get("metadata")) for h in reg.history("A")] == [
+        ("add", {"title": "Figure"}), ("add_photos", None), ("update", {"status": "stolen"})]
+    assert reg.add("A", [second]) == (0, [], 1) and len(reg.history("A")) == 3  # nothing to record
+    reg.close()
+    assert main(["register", "add", str(tmp_path / "reg"), "A", first, second, photos["A"][1]]) == 0
+    assert "A: 1 photo(s) registered (2 already registered under it, skipped)" in capsys.readouterr().out
+    assert main(["-q", "register", "remove", str(tmp_path / "reg"), "A"]) == 0
+    assert "3 photo(s)" in capsys.readouterr().out
+
+
 def test_threshold_for_false_match_rate_by_hand():
     from artsentry.index.register import threshold_for_false_match_rate
 
@@ -259,7 +281,7 @@ def test_calibrate_sets_a_threshold_unregistered_photos_do_not_reach(tmp_path, p
 
 def test_register_with_reshots_indexes_listing_style_versions(tmp_path, photos):
     reg = Register.create(tmp_path / "reg", reshots=2)
-    n, errors = reg.add("A", [photos["A"][0][0], tmp_path / "missing.jpg"])
+    n, errors, _ = reg.add("A", [photos["A"][0][0], tmp_path / "missing.jpg"])
     assert n == 1 and len(errors) == 1 and "missing.jpg" in errors[0]  # one photo, indexed with its two re-shots
     assert reg.indexed_vectors == 3
     names = [r[0] for r in reg.db.execute("SELECT name FROM photos ORDER BY vector_id")]
@@ -588,10 +610,10 @@ def test_one_photo_is_accepted_where_a_list_is_expected(tmp_path, photos, model_
     from artsentry.inference import Predictor
 
     reg = Register.create(tmp_path / "reg")
-    assert reg.add("A", photos["A"][0][0]) == (1, [])
-    assert reg.add("B", Path(photos["B"][0][0])) == (1, [])
+    assert reg.add("A", photos["A"][0][0]) == (1, [], 0)
+    assert reg.add("B", Path(photos["B"][0][0])) == (1, [], 0)
     with open(photos["C"][0][0], "rb") as f:
-        assert reg.add("C", f.read()) == (1, [])
+        assert reg.add("C", f.read()) == (1, [], 0)
     [result] = reg.search(photos["A"][1], k=1)
     assert result.matches[0].object_id == "A"
     reg.close()

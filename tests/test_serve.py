@@ -271,6 +271,9 @@ def test_register_add_then_remove(live, photos):
     assert r.status_code == 201, r.text
     assert r.json()["photos_added"] == 1 and r.json()["object"]["title"] == "Black tablet"
     assert all("/" not in p for p in r.json()["object"]["photos"])  # no server paths in answers
+    again = httpx.post(f"{live.url}/v1/register", data={"object_id": "NEW-1"}, files=files, headers=auth, timeout=60)
+    assert again.status_code == 201 and (again.json()["photos_added"], again.json()["already_registered"]) == (0, 1)
+    assert again.json()["object"]["photos"] == r.json()["object"]["photos"]  # a retried request adds nothing twice
     found = httpx.post(f"{live.url}/v1/analyze", files={"file": ("q.jpg", Path(photos["unknown"]).read_bytes())},
                        timeout=60).json()["register"]
     assert found["matches"][0]["object_id"] == "NEW-1" and found["no_match"] is False
@@ -286,6 +289,31 @@ def test_register_add_then_remove(live, photos):
     assert httpx.get(f"{live.url}/v1/register/NEVER-1/history").status_code == 404
     assert httpx.get(f"{live.url}/v1/register/NEW-1").status_code == 404
     assert httpx.delete(f"{live.url}/v1/register/NEW-1", headers=auth).status_code == 404
+
+
+def test_a_register_write_that_fails_leaves_no_stored_photo_behind(photos, tmp_path):
+    """The server stores an uploaded photo under its SHA-256 in the register's photos/ and then
+    registers it; a failure at that step once left the file there, held by no object."""
+    abc_register(tmp_path / "reg", photos).close()
+    analyzer = Analyzer(ServeSettings(register=tmp_path / "reg"))
+    stored = tmp_path / "reg" / "photos"
+    new, old = Path(photos["unknown"]).read_bytes(), Path(photos["C"][1]).read_bytes()
+    out = analyzer.register_add("OLD-1", [(old, "jpeg")], {"title": "kept"})
+    assert out["photos_added"] == 1 and sorted(p.name for p in stored.iterdir()) == [
+        hashlib.sha256(old).hexdigest() + ".jpeg"]
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    real = analyzer.register.add
+    analyzer.register.add = fail
+    with pytest.raises(RuntimeError, match="disk full"):  # a new photo, and one another object holds
+        analyzer.register_add("NEW-1", [(new, "jpeg"), (old, "jpeg")], {})
+    assert sorted(p.name for p in stored.iterdir()) == [hashlib.sha256(old).hexdigest() + ".jpeg"]
+    analyzer.register.add = real
+    out = analyzer.register_add("NEW-1", [(new, "jpeg"), (new, "jpeg")], {})
+    assert out["photos_added"] == 1 and len(list(stored.iterdir())) == 2
+    assert analyzer.register.get("NEW-1")["photos"] == [str(stored / (hashlib.sha256(new).hexdigest() + ".jpeg"))]
 
 
 def test_audit_log_records_every_decision_and_register_change(model_dir, register_dir, photos, tmp_path, monkeypatch,

@@ -1008,11 +1008,12 @@ def cmd_register(a) -> int:
             _print_errors(problems)
             if not photos:
                 raise ValueError("no photos to add")
-            n, errors = reg.add(a.object_id, photos, title=a.title, department=a.department, source=a.source,
-                                status=a.status)
+            n, errors, already = reg.add(a.object_id, photos, title=a.title, department=a.department,
+                                         source=a.source, status=a.status)
             _print_errors(errors)
             shots = f" with {reg.reshots} re-shot(s) each" if reg.reshots else ""
-            print(f"{a.object_id}: {n} photo(s) registered{shots}; register holds {len(reg)} "
+            skipped = f" ({already} already registered under it, skipped)" if already else ""
+            print(f"{a.object_id}: {n} photo(s) registered{shots}{skipped}; register holds {len(reg)} "
                   "object(s)")
             return EXIT_SOME_UNREADABLE if errors or problems else 0
         if a.action == "import":

@@ -258,7 +258,8 @@ class Register:
         """Every change to the register, oldest first (or one object's): ``time`` (UTC), ``user``
         (the system user of the process that made it, the web server's for API writes), ``action``
         (``create``: the register, with its settings; ``add``: a new object; ``add_photos``: more
-        photos of one; ``remove``; ``threshold``; ``lot_threshold``), ``object_id`` and what changed.
+        photos of one; ``update``: its metadata alone; ``remove``; ``threshold``; ``lot_threshold``),
+        ``object_id`` and what changed.
         Registers made before the history began it empty."""
         where, args = ("WHERE object_id = ? ", (object_key(object_id),)) if object_id is not None else ("", ())
         rows = self.db.execute(f"SELECT time, user, action, object_id, detail FROM history {where}ORDER BY id",
@@ -362,20 +363,49 @@ class Register:
         self.db.close()
 
     # -- changes --------------------------------------------------------------------------
-    def add(self, object_id: str, photos: Sequence, **metadata) -> tuple[int, list[str]]:
-        """Register photos of one object (new, or more photos of a known one).
-        Returns (photos added, re-shots not counted; one-line errors for unreadable photos)."""
+    def add(self, object_id: str, photos: Sequence, **metadata) -> tuple[int, list[str], int]:
+        """Register photos of one object (new, or more photos of a known one). A photo whose content
+        is registered under the object already, or given twice, is not registered again: adding the
+        same photos twice (a retried request, a folder added again) changes nothing but the metadata.
+        Returns (photos added, re-shots not counted; one-line errors for unreadable photos; photos
+        skipped as already registered)."""
         photos = as_sources(photos)
-        added, errors = self.add_many([(object_id, photos, metadata)])
+        key = object_key(object_id)
+        have = {r[0] for r in self.db.execute("SELECT sha256 FROM photos WHERE object_id = ? AND reshot_of IS NULL",
+                                              (key,))}
+        new, already = [], 0
+        for photo in photos:
+            sha = _photo_sha(photo)
+            if sha is not None and sha in have:
+                already += 1
+                continue
+            have.add(sha)
+            new.append(photo)
+        if already and not new:
+            self._update(key, metadata)
+            return 0, [], already
+        added, errors = self.add_many([(object_id, new, metadata)])
         if not added:
-            raise RegisterError(f"object {object_id}: none of its {len(photos)} photo(s) could be read: "
+            raise RegisterError(f"object {object_id}: none of its {len(new)} {'new ' if already else ''}photo(s) could be read: "
                                 + "; ".join(errors))
-        return added, errors
+        return added, errors, already
+
+    def _update(self, object_id: str, metadata: dict) -> None:
+        """Set a registered object's metadata fields given (not None), recorded as ``update``."""
+        sets = {k: metadata[k] for k in META_FIELDS if metadata.get(k) is not None}
+        if not sets:
+            return
+        with self.db:
+            self._begin()
+            self.db.execute(f"UPDATE objects SET {', '.join(f'{k} = ?' for k in sets)} WHERE object_id = ?",
+                            (*sets.values(), object_id))
+            self._log("update", object_id, metadata=sets)
 
     def add_many(self, objects: Sequence[tuple[str, Sequence, dict]], progress: bool = False) -> tuple[int, list[str]]:
         """Register many objects at once: ``(object_id, photos, metadata)`` each. One embedding
         pass, one transaction, one index write. Photos are paths or image bytes. Returns
-        (photos added, errors); objects none of whose photos can be read are not added."""
+        (photos added, errors); objects none of whose photos can be read are not added. Every photo
+        given is registered: ``add`` and ``import_objects`` skip the ones already registered."""
         flat, owners, names = [], [], []
         objects = [(object_id, as_sources(photos), metadata) for object_id, photos, metadata in objects]
         for object_id, photos, _ in objects:

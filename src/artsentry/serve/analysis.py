@@ -265,13 +265,33 @@ class Analyzer:
                 "seconds": round(time.perf_counter() - t0, 4)}
 
     # -- register writes (the caller checks the token) -----------------------------------------
-    def register_add(self, object_id: str, photos: list[bytes], metadata: dict) -> dict:
+    def register_add(self, object_id: str, uploads: list[tuple[bytes, str]], metadata: dict) -> dict:
+        """Register uploaded photos ``(bytes, kind)`` of one object: each is stored in the register's
+        ``photos/`` under its SHA-256 (``sha.kind``; one file for a photo uploaded twice) and then
+        registered. When registering fails, the files this call stored are removed again: no photo is
+        left in ``photos/`` that the register does not hold. (Under the lock, so that no other request
+        relies on a file this one wrote until it is registered.)"""
+        from ..files import write_bytes_atomic
+
         if self.register is None:
             raise LookupError("no register is loaded")
+        folder = Path(self.settings.register) / "photos"
         with self.lock:
-            added, errors = self.register.add(object_id, photos, **metadata)
+            paths, written = [], []
+            try:
+                for data, kind in uploads:
+                    path = folder / f"{hashlib.sha256(data).hexdigest()}.{kind}"
+                    if not path.exists():  # (write_bytes_atomic makes the folder)
+                        write_bytes_atomic(path, data)
+                        written.append(path)
+                    paths.append(str(path))
+                added, errors, already = self.register.add(object_id, paths, **metadata)
+            except BaseException:
+                for path in written:
+                    path.unlink(missing_ok=True)
+                raise
             self._thumbs.pop(object_id, None)
-            return {"object_id": object_id, "photos_added": added, "errors": errors,
+            return {"object_id": object_id, "photos_added": added, "already_registered": already, "errors": errors,
                     "object": self.register.get(object_id)}
 
     def register_remove(self, object_id: str) -> int:

@@ -203,7 +203,8 @@ class HistoryEntry(BaseModel):
     time: str = Field(description="UTC, ISO 8601")
     user: Optional[str] = Field(None, description="system user of the process that made the change (the server's "
                                 "for API writes)")
-    action: str = Field(description="create, add, add_photos, remove, threshold or lot_threshold")
+    action: str = Field(description="create, add, add_photos, update (metadata alone), remove, threshold or "
+                        "lot_threshold")
     object_id: Optional[str] = None
     detail: dict = Field(description="what changed: photos' SHA-256 and metadata added, what a removed object was...")
 
@@ -211,6 +212,8 @@ class HistoryEntry(BaseModel):
 class RegisterAdded(BaseModel):
     object_id: str
     photos_added: int
+    already_registered: int = Field(0, description="photos sent whose content this object holds already (or sent "
+                                    "twice): not registered again, so a retried request adds nothing twice")
     errors: list[str]
     object: Optional[RegisterObject]
 
@@ -606,28 +609,19 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
             data = await up.read()
             kind = _check_image(data, f"photo {i + 1}")
             photos.append((data, kind))
-        folder = Path(settings.register) / "photos"
-
         hashes = [hashlib.sha256(d).hexdigest() for d, _ in photos]
 
         def add():
             from ..data.images import load_image
-            from ..files import write_bytes_atomic
 
-            paths = []
             for i, (data, kind) in enumerate(photos):
                 try:  # refuse the whole request before the register changes
                     load_image(data, name=f"photo {i + 1}", max_bytes=settings.max_upload_bytes,
                                max_pixels=settings.max_pixels)
                 except ImageLoadError as exc:
                     raise _error(422, f"photo {i + 1} cannot be used: {exc.reason}") from None
-            for (data, kind), sha in zip(photos, hashes):  # stored under the server's own name: its SHA-256
-                path = folder / f"{sha}.{kind}"
-                if not path.exists():  # (write_bytes_atomic makes the folder)
-                    write_bytes_atomic(path, data)
-                paths.append(str(path))
             meta = {"title": title, "department": department, "source": source, "status": status}
-            return analyzer.register_add(object_id, paths, meta)
+            return analyzer.register_add(object_id, photos, meta)  # stored under its own name: the SHA-256
 
         out = await audited_change(request, "register_add", lambda: admission.run(executor, add),
                                    lambda out: {"photos_added": out.get("photos_added")},
