@@ -386,8 +386,8 @@ class Register:
             return 0, [], already
         added, errors = self.add_many([(object_id, new, metadata)])
         if not added:
-            raise RegisterError(f"object {object_id}: none of its {len(new)} {'new ' if already else ''}photo(s) could be read: "
-                                + "; ".join(errors))
+            raise RegisterError(f"object {object_id}: none of its {len(new)} {'new ' if already else ''}photo(s) "
+                                "could be read: " + "; ".join(errors))
         return added, errors, already
 
     def _update(self, object_id: str, metadata: dict) -> None:
