@@ -291,6 +291,34 @@ def test_register_add_then_remove(live, photos):
     assert httpx.delete(f"{live.url}/v1/register/NEW-1", headers=auth).status_code == 404
 
 
+@pytest.mark.parametrize("length, status", [(b"10", 200), (b"11", 413), (b"-1", 400), (b"ten", 400),
+                                            (b"+5", 400), (b"", 400)])
+def test_the_body_limit_reads_content_length_strictly(length, status):
+    """A Content-Length that is not a number of bytes was answered 413 "over the limit"; it is a bad request.
+    (uvicorn's parser refuses most such headers first; the middleware must not rely on it.)"""
+    import asyncio
+
+    from artsentry.serve.app import BodyLimit
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "headers": [(b"content-length", length)]}
+    asyncio.run(BodyLimit(app, limit=10)(scope, receive, send))
+    assert sent[0]["status"] == status
+    if status == 400:
+        assert b"not a number of bytes" in sent[1]["body"]
+
+
 def test_a_register_write_that_fails_leaves_no_stored_photo_behind(photos, tmp_path):
     """The server stores an uploaded photo under its SHA-256 in the register's photos/ and then
     registers it; a failure at that step once left the file there, held by no object."""

@@ -238,11 +238,10 @@ class BodyLimit:
             return await self.app(scope, receive, send)
         for name, value in scope.get("headers", []):
             if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    declared = -1
-                if declared < 0 or declared > self.limit:
+                declared = int(value) if value.isdigit() else None  # (not int(): it takes "+5", " 5", "5_0")
+                if declared is None:
+                    return await _send_error(send, 400, "Content-Length is not a number of bytes")
+                if declared > self.limit:
                     return await _send_error(send, 413, f"request body over the limit of {describe_size(self.limit)}")
         seen = 0
         sent_response = False
