@@ -709,7 +709,7 @@ def test_a_match_at_exactly_the_register_threshold_is_a_match_and_the_best_match
     reg.close()
 
 
-def test_a_register_without_threshold_decides_no_match_anywhere(photos, tmp_path, capsys):
+def test_a_register_without_threshold_decides_no_match_anywhere(photos, tmp_path, capsys, caplog):
     """Before ``register calibrate`` a register ranks, never decides: the server once marked every top
     match matched (so /v1/listing sent the listing to review) and ``register search`` said "match",
     where ``screen`` counted none matched: one photo was "review" by the API and "clear" by screen."""
@@ -731,6 +731,7 @@ def test_a_register_without_threshold_decides_no_match_anywhere(photos, tmp_path
     path = tmp_path / "l.csv"
     pd.DataFrame({"listing_id": ["L"], "image": [photos["B"][1]]}).to_csv(path, index=False)
     summary = Screener(None, tmp_path / "reg", progress=False).run(path, tmp_path / "out")
+    assert "the register has no no-match threshold" in caplog.text  # said before the run, not only in its report
     [rec] = read_evidence(tmp_path / "out" / "evidence.jsonl")
     assert summary["matched"] == 0 and rec["matched"] is None and rec["matches"][0]["object_id"] == "B"
     rollup = pd.read_csv(tmp_path / "out" / "listings.csv")

@@ -523,6 +523,9 @@ class Screener:
             self.register_info = {"path": str(Path(register_dir).resolve()), "objects": len(self.register),
                                   "threshold": self.register.threshold,
                                   "embedder": self.register.embedder.spec, **self.register.last_change()}
+            if self.lots is None and self.register.threshold is None and len(self.register):
+                log.warning("the register has no no-match threshold: its matches are listed (results.csv) and none "
+                            "decided, so no photo goes to review for one ('artsentry register calibrate')")
 
     def _records(self, rows: pd.DataFrame, batch: ListingBatch, carried: list[str]) -> list[dict]:
         """Evidence records of one batch; ``rows`` is indexed by row number."""
