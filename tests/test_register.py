@@ -244,6 +244,38 @@ def test_adding_photos_an_object_holds_registers_them_once(tmp_path, photos, cap
     assert "3 photo(s)" in capsys.readouterr().out
 
 
+def test_an_object_with_more_photos_than_the_search_depth_leaves_room_for_the_others(tmp_path):
+    """The search reads a fixed number of nearest photos (37 for k = 5). An object photographed 40 times
+    filled them all: the query got one match instead of five, and its contrast score, with no other
+    objects to be contrasted with, was its bare similarity, so it matched more easily than an object
+    of one photo would."""
+    from .conftest import jpeg_bytes, object_photo
+
+    reg = Register.create(tmp_path / "reg")
+    cream = (226, 214, 180)
+    reg.add_many([("MANY", [jpeg_bytes(object_photo(cream, seed=s)) for s in range(40)], {})]
+                 + [(f"O{j}", [jpeg_bytes(object_photo(c, seed=50 + j))], {}) for j, c in enumerate(
+                     [(40, 60, 160), (160, 40, 40), (40, 140, 60), (90, 90, 90), (200, 120, 30)])])
+    query = jpeg_bytes(object_photo(cream, seed=99))
+    vec = reg.embedder.embed_tensor(reg.embedder.transform(Image.open(io.BytesIO(query)).convert("RGB"))[None])
+    nearest = reg.index.search(vec, 37)[1][0]  # the case: the 37 nearest photos are all the one object's
+    assert {reg._photo_groups([int(i)])[int(i)][0] for i in nearest} == {"MANY"}
+    [matches] = reg.search_vectors(vec, k=5)
+    assert [m.object_id for m in matches][0] == "MANY" and len(matches) == 5
+    sims = np.array([m.similarity for m in matches])
+    assert matches[0].score == pytest.approx(sims[0] - 0.5 * sims[1:5].mean(), abs=1e-5)
+    assert matches[0].score < matches[0].similarity
+    # every object by its best photo: the same as searching every photo at once
+    every = reg.index.search(vec, len(reg.index))
+    best = {}
+    for s, i in zip(every[0][0], every[1][0]):
+        best.setdefault(reg._photo_groups([int(i)])[int(i)][0], float(s))
+    assert [(m.object_id, m.similarity) for m in matches] == [(o, pytest.approx(v, abs=1e-5))
+                                                               for o, v in list(best.items())[:5]]
+    assert len(reg.search_vectors(vec, k=50)[0]) == 6  # k over the register's objects: all of them
+    reg.close()
+
+
 def test_threshold_for_false_match_rate_by_hand():
     from artsentry.index.register import threshold_for_false_match_rate
 

@@ -629,10 +629,18 @@ class Register:
         if n_photos == 0:
             return [[] for _ in range(len(vectors))]
         contrast = self.scoring == "contrast"
-        need = max(k, CONTRAST_OTHERS + 1) if contrast else k
+        # objects each query must reach: its k, and under contrast scoring the next ones its score is
+        # contrasted with (never more than the register holds)
+        need = min(max(k, CONTRAST_OTHERS + 1) if contrast else k, len(self))
         depth = min(n_photos, max(4 * need, need + 32))
-        scores, ids = self.index.search(vectors, depth)
-        found = self._photo_groups(sorted({int(i) for i in ids.ravel() if i >= 0}))
+        while True:
+            scores, ids = self.index.search(vectors, depth)
+            found = self._photo_groups(sorted({int(i) for i in ids.ravel() if i >= 0}))
+            # an object with many photos can fill the whole depth: then the others, which its
+            # contrast score and the top k need, are searched for deeper
+            if depth >= n_photos or all(len({found[int(i)][0] for i in row if i >= 0}) >= need for row in ids):
+                break
+            depth = min(n_photos, 4 * depth)
         grouped = self.db.execute("SELECT 1 FROM photos WHERE reshot_of IS NOT NULL LIMIT 1").fetchone() is not None
         members: dict[int, np.ndarray] = {}
         if grouped:
