@@ -69,6 +69,31 @@ def test_targets_and_square_preprocessing(square_task):
         ex.explain(xt[:1], "deconvolution")
 
 
+def test_occlusion_greys_with_the_photo_grey_and_a_blind_model_maps_nothing():
+    """Occlusion's patch is mid-grey in the photo's own pixels, whatever the model's normalisation; a
+    model that ignores its input moved no score: its map is all zeros, not NaN."""
+    from artsentry.explain import grey_baseline
+
+    for mean, std in (((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), ((0.5,) * 3, (0.5,) * 3)):
+        base = grey_baseline(Preprocessing(input_size=16, mean=mean, std=std))
+        assert base.shape == (3, 1, 1)
+        assert torch.allclose(base.flatten() * torch.tensor(std) + torch.tensor(mean), torch.full((3,), 0.5))
+
+    class Blind(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 2, 3)
+
+        def forward(self, x):
+            return self.conv(x).mean((2, 3)) * 0 + torch.tensor([1.0, -1.0])
+
+    pre = Preprocessing(input_size=16, mean=(0, 0, 0), std=(1, 1, 1))
+    x = torch.rand(2, 3, 16, 16)
+    for method, kw in (("occlusion", {"patch": 4, "stride": 4}), ("saliency", {})):
+        heat = Explainer(Blind(), pre).explain(x, method, **kw)
+        assert heat.shape == (2, 16, 16) and np.isfinite(heat).all() and (heat == 0).all(), method
+
+
 def test_gradcam_layer_is_the_last_feature_map():
     from artsentry.models import create_model
 
