@@ -1,6 +1,7 @@
 import io
 import json
 import sqlite3
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -308,6 +309,13 @@ def test_calibrate_sets_a_threshold_unregistered_photos_do_not_reach(tmp_path, p
     bad.write_bytes(b"not a jpeg")
     assert main(["-q", "register", "calibrate", str(reg), str(bad), *unregistered, "--target-fmr", "0"]) == 3
     assert "bad.jpg" in capsys.readouterr().err
+    assert Register.open(reg).threshold == pytest.approx(threshold)
+    # a registered photo among them matches itself and would lift the threshold over true matches: refused
+    assert main(["-q", "register", "calibrate", str(reg), *unregistered, photos["B"][0][1]]) == 1
+    err = capsys.readouterr().err
+    assert f"1 of the 5 calibration photo(s) are registered here (e.g. {photos['B'][0][1]}, a photo of object B)" in err
+    with pytest.raises(RegisterError, match="1 of the 2 calibration photo.s. are registered here"):
+        Register.open(reg).calibrate([photos["unknown"], Path(photos["A"][0][0]).read_bytes()], lots=True, compose=1)
     assert Register.open(reg).threshold == pytest.approx(threshold)
 
 

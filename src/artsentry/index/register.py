@@ -683,10 +683,18 @@ class Register:
         seeded) and calibrated on instead."""
         from ..lots import TILE_GRID
 
+        unregistered = as_sources(unregistered)
+        held = self._registered_photos(unregistered)
+        if held:
+            name, obj = held[0]
+            raise RegisterError(f"{len(held)} of the {len(unregistered)} calibration photo(s) are registered here "
+                                f"(e.g. {name}, a photo of object {obj}): they match themselves, so the threshold "
+                                "would rise to their scores and hide true matches; calibrate on photos of objects "
+                                "that are not registered")
         if compose:
             if not lots:
                 raise RegisterError("composing lot photos calibrates the lot threshold: add lots")
-            unregistered, unread = compose_calibration_lots(as_sources(unregistered), compose)
+            unregistered, unread = compose_calibration_lots(unregistered, compose)
         else:
             unread = []
         vectors, errors = self.embedder.embed_files(as_sources(unregistered), progress=progress,
@@ -709,6 +717,17 @@ class Register:
             self.set_threshold(threshold, **how)
         return {"threshold": threshold, "target_false_match_rate": target_fmr, "photos": int(ok.sum()),
                 "unreadable": unread + [e for e in errors if e], "false_matches": int((best >= threshold).sum())}
+
+    def _registered_photos(self, sources: Sequence) -> list[tuple[str, str]]:
+        """(name, object id) of each of ``sources`` whose content is a registered photo's."""
+        shas = [_photo_sha(p) for p in sources]
+        wanted = sorted({s for s in shas if s is not None})
+        owner: dict[str, str] = {}
+        for chunk in range(0, len(wanted), 900):
+            part = wanted[chunk:chunk + 900]
+            owner.update(self.db.execute(f"SELECT sha256, object_id FROM photos WHERE reshot_of IS NULL AND "
+                                         f"sha256 IN ({','.join('?' * len(part))})", part).fetchall())
+        return [(name, owner[s]) for name, s in zip(source_names(sources), shas) if s in owner]
 
     def search_tiles(self, vectors: np.ndarray, k: int = 5) -> list[Match]:
         """One photo's crops (the whole photo, then its tiles, ``lots.tile_crops``) searched at
