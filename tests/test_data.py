@@ -313,6 +313,23 @@ def test_identical_files_under_two_ids_stay_together():
         assert out["split"][0] == out["split"][3] and out["split"][2] == out["split"][5]
 
 
+def test_a_photo_labelled_two_ways_is_warned_about(caplog):
+    from artsentry.data.splits import conflicting_labels
+
+    df = pd.DataFrame({"path": [f"/p{i}" for i in range(6)], "label": ["a", "b", "a", "a", "b", "b"],
+                       "object_id": [f"o{i}" for i in range(6)]})
+    hashes = pd.Series(["h0", "h0", "h2", "h2", "h4", "h5"])  # /p0 and /p1: one photo, as a and as b
+    assert conflicting_labels(df, hashes) == [[0, 1]]
+    with caplog.at_level("WARNING"):
+        out = split_manifest(df, val_fraction=0.0, test_fraction=0.3, seed=0, hashes=hashes)
+    assert "1 image file(s) are labelled more than one way" in caplog.text
+    assert "/p0 as 'a', /p1 as 'b'" in caplog.text and out["split"][0] == out["split"][1]
+    caplog.clear()
+    split_manifest(df, seed=0, hashes=pd.Series([f"h{i}" for i in range(6)]))  # distinct photos: nothing said
+    split_manifest(df.assign(label="a"), seed=0, hashes=hashes)  # the same photo twice, one label: nothing either
+    assert caplog.text == ""
+
+
 def test_met_ivory_duplicate_pair_is_not_split_apart():
     root = require_met_ivory()
     df, _ = read_manifest(root / "metadata.csv")

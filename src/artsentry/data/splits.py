@@ -9,12 +9,15 @@ per label so that each split keeps the label proportions.
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from .manifest import SPLITS, ManifestError
+
+log = logging.getLogger(__name__)
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -49,6 +52,16 @@ def leakage_groups(df: pd.DataFrame, hashes: pd.Series | None = None) -> np.ndar
     roots = np.array([find(i) for i in range(len(df))])
     _, group = np.unique(roots, return_inverse=True)
     return group
+
+
+def conflicting_labels(df: pd.DataFrame, hashes: pd.Series) -> list[list[int]]:
+    """Positions of the rows of each image file (by content) that ``df`` labels more than one way:
+    the same photo as ivory and as not ivory can be learnt neither way, and is wrong one way in test."""
+    labels = pd.Series(df["label"].astype(str).to_numpy())
+    by_file = labels.groupby(np.asarray(hashes))
+    mixed = by_file.nunique()
+    mixed = set(mixed.index[mixed > 1])
+    return [list(ix) for key, ix in by_file.groups.items() if key in mixed]
 
 
 def split_instances(df: pd.DataFrame, seed: int, val_fraction: float, test_fraction: float) -> pd.Series:
@@ -92,6 +105,14 @@ def split_manifest(
     """
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
         raise ValueError("val_fraction and test_fraction must be in [0, 1) and sum to less than 1")
+    if hashes is None:
+        hashes = df["path"].map(file_sha256)
+    conflicts = conflicting_labels(df, hashes)
+    if conflicts:
+        rows = df.iloc[conflicts[0]]
+        log.warning("%d image file(s) are labelled more than one way (the same content under several rows), "
+                    "e.g. %s: check the labels; each is kept in one split, where it cannot be right both ways",
+                    len(conflicts), ", ".join(f"{p} as {l!r}" for p, l in zip(rows["path"], rows["label"])))
     out = df.copy()
     if "split" in df.columns and df["split"].isin(SPLITS).all():
         if is_instance_manifest(df):
