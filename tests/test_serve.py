@@ -319,6 +319,30 @@ def test_the_body_limit_reads_content_length_strictly(length, status):
         assert b"not a number of bytes" in sent[1]["body"]
 
 
+def test_match_thumbnails_follow_the_register_not_what_the_server_saw_first(photos, tmp_path):
+    """The server kept each object's thumbnail for its lifetime: an object re-registered from a terminal
+    with other photos was shown with its old photo (and the cache grew with every object shown)."""
+    from artsentry.htmlembed import thumbnail_uri
+    from artsentry.index.register import Register
+
+    abc_register(tmp_path / "reg", photos).close()
+    analyzer = Analyzer(ServeSettings(register=tmp_path / "reg"))
+    data = Path(photos["B"][1]).read_bytes()
+
+    def thumbs():
+        return {m["object_id"]: m["photo"] for m in analyzer.analyze(data, explain=False)["register"]["matches"]}
+
+    before = thumbs()
+    assert before["B"] == thumbnail_uri(photos["B"][0][0], size=160)
+    terminal = Register.open(tmp_path / "reg")  # another process's view of the same register
+    terminal.remove("B")
+    terminal.add("B", [photos["unknown"]], title="Object B, photographed again")
+    terminal.close()
+    after = thumbs()
+    assert after["B"] == thumbnail_uri(photos["unknown"], size=160) != before["B"]
+    assert after["A"] == before["A"]
+
+
 def test_a_register_write_that_fails_leaves_no_stored_photo_behind(photos, tmp_path):
     """The server stores an uploaded photo under its SHA-256 in the register's photos/ and then
     registers it; a failure at that step once left the file there, held by no object."""

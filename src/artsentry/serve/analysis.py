@@ -4,7 +4,9 @@ can be tested, and timed, on its own."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -14,6 +16,13 @@ from ..data.images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
 from ..data.images import image_format as sniff  # the formats the server accepts, by content
 from ..data.quality import assess_quality, warnings_text
 from ..htmlembed import thumbnail_uri
+
+
+@functools.lru_cache(maxsize=4096)
+def _thumbnail(path: str, mtime_ns: int, size: int) -> str | None:
+    """A register photo's thumbnail (data URI, ~10 kB), keyed by the file's state: a file changed in place
+    is read again, and the cache stays bounded however many objects a long-running server shows."""
+    return thumbnail_uri(path, size=160)
 
 
 def describe_content(data: bytes) -> str:
@@ -80,7 +89,6 @@ class Analyzer:
             self.register = Register.open(settings.register, shared=True)
         if self.ivory is None and self.culture is None and self.register is None:
             raise ValueError("nothing to serve: give a model, a culture model or a register")
-        self._thumbs: dict[str, str | None] = {}
 
     # -- description ---------------------------------------------------------------------
     def models(self) -> dict:
@@ -108,16 +116,17 @@ class Analyzer:
         return self._explainers[key]
 
     def _thumb(self, object_id: str) -> str | None:
-        if object_id not in self._thumbs:
-            info = self.register.get(object_id) or {}
-            uri = None
-            for name in info.get("photos", []):
-                if name and Path(name).is_file():  # names come from the register database, never the request
-                    uri = thumbnail_uri(name, size=160)
-                    if uri:
-                        break
-            self._thumbs[object_id] = uri
-        return self._thumbs[object_id]
+        """A thumbnail of the object's first readable photo, as the register holds it now (another
+        process may have replaced the object's photos), made once per photo file state."""
+        for name in (self.register.get(object_id) or {}).get("photos", []):
+            try:  # names come from the register database, never the request
+                st = os.stat(name)
+            except (OSError, ValueError):
+                continue
+            uri = _thumbnail(name, st.st_mtime_ns, st.st_size)
+            if uri:
+                return uri
+        return None
 
     def analyze(self, data: bytes, *, explain: bool = True, k: int | None = None, lots: bool = False) -> dict:
         """Everything known about one photo. ``data`` must already have passed ``sniff``;
@@ -290,7 +299,6 @@ class Analyzer:
                 for path in written:
                     path.unlink(missing_ok=True)
                 raise
-            self._thumbs.pop(object_id, None)
             return {"object_id": object_id, "photos_added": added, "already_registered": already, "errors": errors,
                     "object": self.register.get(object_id)}
 
@@ -298,7 +306,6 @@ class Analyzer:
         if self.register is None:
             raise LookupError("no register is loaded")
         with self.lock:
-            self._thumbs.pop(object_id, None)
             return self.register.remove(object_id)
 
     def register_get(self, object_id: str) -> dict | None:
