@@ -26,6 +26,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -328,7 +329,13 @@ def load_image(
     except UnidentifiedImageError:
         raise ImageLoadError(name, "not a recognised image format") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageLoadError(name, f"image too large, possible decompression bomb ({exc})") from None
+        # refused by Pillow as it opened the header (over its MAX_IMAGE_PIXELS, whose warning is an error
+        # here): said as our own limit is, with the limit in force, not Pillow's wording
+        claimed = re.search(r"\((\d+) pixels\)", str(exc))
+        limit = min(max_pixels, Image.MAX_IMAGE_PIXELS or max_pixels)
+        what = f"{int(claimed.group(1)) / 1e6:,.0f} megapixels" if claimed else "more pixels than that"
+        raise ImageLoadError(name, f"image claims {what}, over the {limit / 1e6:.0f} megapixel limit "
+                                   "(possible decompression bomb)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if "truncated" in reason.lower() or isinstance(exc, EOFError):
