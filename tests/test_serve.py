@@ -760,6 +760,11 @@ def test_a_register_without_threshold_decides_no_match_anywhere(photos, tmp_path
     assert summary["matched"] == 0 and rec["matched"] is None and rec["matches"][0]["object_id"] == "B"
     rollup = pd.read_csv(tmp_path / "out" / "listings.csv")
     assert (rollup["status"].tolist(), rollup["matched_photos"].tolist()) == (["clear"], [0])
+    # queued for another reason (a weak photo, with --review-weak), its card names the closest object as undecided
+    Screener(None, tmp_path / "reg", progress=False).run(path, tmp_path / "out", review_weak=True)
+    page = (tmp_path / "out" / "queue.html").read_text()
+    assert "closest registered object (not decided: the register has no no-match threshold): <b>B</b>" in page
+    assert "register match:" not in page
 
     assert main(["register", "search", str(tmp_path / "reg"), photos["B"][1], "-k", "2"]) == 0
     out = capsys.readouterr()

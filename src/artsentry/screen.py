@@ -1066,9 +1066,11 @@ def write_queue_html(queue: list[dict], order: list[str], path: Path, carried: l
                              f"the whole photo alone {lot['whole']:.3f}")
             if r.get("culture"):
                 facts.append(f"culture: {esc(r['culture']['label'])} (p = {r['culture']['score']:.3f})")
-            if r.get("matched"):
+            if r.get("matched") or (r.get("matched") is None and r.get("matches")):
                 m = r["matches"][0]
-                facts.append(f"register match: <b>{esc(m['object_id'])}</b> {esc(m.get('title') or '')} "
+                said = ("register match" if r.get("matched") else
+                        "closest registered object (not decided: the register has no no-match threshold)")
+                facts.append(f"{said}: <b>{esc(m['object_id'])}</b> {esc(m.get('title') or '')} "
                              f"({esc(m.get('status') or 'no status')}), match score {m['score']:.3f}"
                              + (f", similarity {m['similarity']:.3f}" if m.get("similarity") is not None else ""))
             weak = warnings_text(r.get("quality"))
