@@ -19,7 +19,7 @@ from ..htmlembed import thumbnail_uri
 
 
 @functools.lru_cache(maxsize=4096)
-def _thumbnail(path: str, mtime_ns: int, size: int) -> str | None:
+def _thumbnail(path: str, mtime_ns: int, file_size: int) -> str | None:
     """A register photo's thumbnail (data URI, ~10 kB), keyed by the file's state: a file changed in place
     is read again, and the cache stays bounded however many objects a long-running server shows."""
     return thumbnail_uri(path, size=160)
