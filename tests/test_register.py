@@ -274,6 +274,20 @@ def test_an_object_with_more_photos_than_the_search_depth_leaves_room_for_the_ot
     assert [(m.object_id, m.similarity) for m in matches] == [(o, pytest.approx(v, abs=1e-5))
                                                                for o, v in list(best.items())[:5]]
     assert len(reg.search_vectors(vec, k=50)[0]) == 6  # k over the register's objects: all of them
+    # k = 1 still contrasts with the next four objects
+    assert reg.search_vectors(vec, k=1)[0][0].score == pytest.approx(matches[0].score, abs=1e-6)
+    # deeper only when needed: one read of 37 photos for a query the others are near, two for this one
+    depths, search = [], reg.index.search
+
+    def spy(q, depth):
+        depths.append(depth)
+        return search(q, depth)
+
+    reg.index.search = spy
+    reg.search_vectors(vec, k=5)
+    other = reg.embedder.embed_tensor(reg.embedder.transform(object_photo((40, 60, 160), seed=7))[None])
+    reg.search_vectors(other, k=5)
+    assert depths == [37, 45, 37]
     reg.close()
 
 
