@@ -249,6 +249,9 @@ def test_bad_requests_get_clear_4xx_and_change_nothing(live, tmp_path):
         (httpx.delete(f"{live.url}/v1/register/..%2Fregister.sqlite", headers={"Authorization": f"Bearer {TOKEN}"}),
          400, "invalid object id"),
         (httpx.get(f"{live.url}/v1/register/nope"), 404, "not in the register"),
+        (httpx.get(f"{live.url}/v1/register/A%0A"), 400, "control characters"),  # "A" and a newline: not "A"
+        (httpx.delete(f"{live.url}/v1/register/A%0A", headers={"Authorization": f"Bearer {TOKEN}"}), 400,
+         "control characters"),
         (httpx.post(f"{live.url}/v1/register", data={"object_id": "../evil"}, headers={"Authorization": f"Bearer {TOKEN}"},
                     files={"file": ("z.png", b"\x89PNG\r\n\x1a\n")}), 400, "invalid object id"),
         (httpx.post(f"{live.url}/v1/register", data={"object_id": "Z"}, headers={"Authorization": f"Bearer {TOKEN}"},

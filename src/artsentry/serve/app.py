@@ -309,7 +309,7 @@ def _error(status: int, message: str, headers: dict | None = None) -> HTTPExcept
 
 
 def _check_id(object_id: str) -> str:
-    if not OBJECT_ID.match(object_id or ""):
+    if not OBJECT_ID.fullmatch(object_id or ""):  # (match: Python's "$" also takes a final newline)
         raise _error(400, f"invalid object id {object_id[:80]!r}: 1-128 letters, digits, '.', '_', ':' or '-', "
                           "starting with a letter or digit")
     return object_id
@@ -436,7 +436,12 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
 
     @app.middleware("http")
     async def headers(request: Request, call_next):
-        response = await call_next(request)
+        if any(c < " " or c == "\x7f" for c in request.scope.get("path", "")):
+            # a decoded %0A: the router's "{id:path}" stops at a newline, so /v1/register/A%0A was object A
+            response = JSONResponse({"error": "the request path holds control characters", "status": 400},
+                                    status_code=400)
+        else:
+            response = await call_next(request)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
         return response
@@ -633,7 +638,7 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
                 responses={400: {"model": ErrorBody}, 401: {"model": ErrorBody}, 403: {"model": ErrorBody},
                            404: {"model": ErrorBody}})
     async def register_remove(request: Request, object_id: str = PathParam(..., json_schema_extra=ID_SCHEMA)):
-        if object_id.endswith("/history") and OBJECT_ID.match(object_id[: -len("/history")]):
+        if object_id.endswith("/history") and OBJECT_ID.fullmatch(object_id[: -len("/history")]):
             raise _error(405, "an object's history cannot be deleted", {"Allow": "GET"})
         await _token(request)
         _need_register()
