@@ -240,7 +240,8 @@ def test_adding_photos_an_object_holds_registers_them_once(tmp_path, photos, cap
     assert reg.add("A", [second]) == (0, [], 1) and len(reg.history("A")) == 3  # nothing to record
     reg.close()
     assert main(["register", "add", str(tmp_path / "reg"), "A", first, second, photos["A"][1]]) == 0
-    assert "A: 1 photo(s) registered (2 already registered under it, skipped)" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "A: 1 photo(s) registered (2 skipped: registered under it already, or given twice)" in said
     assert main(["-q", "register", "remove", str(tmp_path / "reg"), "A"]) == 0
     assert "3 photo(s)" in capsys.readouterr().out
 

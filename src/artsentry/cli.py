@@ -1012,7 +1012,7 @@ def cmd_register(a) -> int:
                                          source=a.source, status=a.status)
             _print_errors(errors)
             shots = f" with {reg.reshots} re-shot(s) each" if reg.reshots else ""
-            skipped = f" ({already} already registered under it, skipped)" if already else ""
+            skipped = f" ({already} skipped: registered under it already, or given twice)" if already else ""
             print(f"{a.object_id}: {n} photo(s) registered{shots}{skipped}; register holds {len(reg)} "
                   "object(s)")
             return EXIT_SOME_UNREADABLE if errors or problems else 0
