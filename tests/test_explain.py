@@ -206,6 +206,24 @@ def test_explain_register_match(tmp_path, photos):
     assert r.score == pytest.approx(found.similarity, abs=1e-4)
 
 
+def test_explained_similarity_is_the_registers_with_reshots(tmp_path, photos):
+    """With re-shots a registered photo scores the mean of its two best-matching versions; the map
+    explained the single best version, so the number beside it was not the one the search reported."""
+    from artsentry.index import Register
+
+    reg = Register.create(tmp_path / "reg", reshots=2)
+    for name in "AB":
+        reg.add(name, photos[name][0][:1])
+    [r] = explain_files([photos["B"][1]], register=reg, method="gradcam")
+    found = reg.search([photos["B"][1]], k=1)[0].matches[0]
+    assert r.target == f"match:{found.object_id}" and found.similarity < 0.9  # not a near copy: a mean of two
+    assert r.score == pytest.approx(found.similarity, abs=1e-4)
+    versions = reg.object_vectors(found.object_id)
+    query = reg.embedder.embed_files([photos["B"][1]])[0][0]
+    assert max(versions @ query) > found.similarity + 1e-3  # the best single version alone scores higher
+    reg.close()
+
+
 def test_report_and_feature_map_explain_and_open_cleanly_in_chromium(model_dir, tmp_path):
     from artsentry.evaluate import run_evaluation
     from artsentry.explain.project import write_projection

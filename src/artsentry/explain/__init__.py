@@ -280,7 +280,9 @@ def explain_files(sources: Sequence, *, model=None, register=None, method: str =
                   target: str | None = None, patch: int = 32, stride: int = 16, out_dir=None,
                   progress: bool = False) -> list[Explanation]:
     """Explain image files with a model folder (``model``) or by their best match in a
-    register folder (``register``); with ``out_dir``, write one overlay PNG per
+    register folder (``register``: the similarity the search reports, ``Register.reference``; in a
+    register made with mirror images, of the photo as given, which can score a little differently
+    from the search's mean of it and its mirror image); with ``out_dir``, write one overlay PNG per
     explanation (``<name>.<method>.png``; ``<name>.match.<method>.png``) and
     ``explanations.json``. Unreadable files come back with ``error`` set."""
     import json
@@ -327,8 +329,7 @@ def explain_files(sources: Sequence, *, model=None, register=None, method: str =
                 results.append(Explanation(name, method, error="the register is empty"))
                 continue
             best = found[0]
-            refs = reg.object_vectors(best.object_id)
-            ref = refs[int(np.argmax(refs @ vec[0]))]
+            ref = reg.reference(best.object_id, vec[0])  # its photo's re-shots averaged as the search does
             heat, sims = engine.explain_tensor(x, ref[None], method, patch, stride)
             e = Explanation(name, method, f"match:{best.object_id}", float(sims[0]), heat[0])
             caption = f"{method}: like {best.object_id} ({e.score:.3f})"

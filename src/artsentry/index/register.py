@@ -578,6 +578,27 @@ class Register:
                 **json.loads(row[5] or "{}"), "photos": [r[0] for r in rows if r[1] is None],
                 "reshots": sum(r[1] is not None for r in rows)}
 
+    def reference(self, object_id: str, query: np.ndarray) -> np.ndarray:
+        """The vector whose inner product with ``query`` (one embedding) is the object's similarity as
+        the search scores it: the best photo's vector, or for a photo with re-shots the mean of its
+        best-matching versions (``photo_score``, which is linear in the query once they are chosen).
+        An explanation of that product explains the similarity the search reports."""
+        groups: dict[int, list[np.ndarray]] = {}
+        for g, blob in self.db.execute("SELECT COALESCE(reshot_of, vector_id), vector FROM photos WHERE object_id = ? "
+                                       "ORDER BY vector_id", (object_key(object_id),)):
+            groups.setdefault(g, []).append(np.frombuffer(blob, dtype=np.float32))
+        if not groups:
+            raise RegisterError(f"object {object_id!r} is not in the register")
+        best, best_score = None, -np.inf
+        for versions in groups.values():
+            v = np.stack(versions)
+            sims = v @ query
+            order = np.argsort(-sims, kind="stable")
+            ref = v[order[0]] if sims[order[0]] >= NEAR_DUPLICATE else v[order[:VERSIONS_SCORED]].mean(axis=0)
+            if float(ref @ query) > best_score:
+                best, best_score = ref, float(ref @ query)
+        return best
+
     def object_vectors(self, object_id: str) -> np.ndarray:
         """The embeddings of one object's photos (n, dim), in the order they were added."""
         rows = self.db.execute("SELECT vector FROM photos WHERE object_id = ? ORDER BY vector_id",
