@@ -733,6 +733,23 @@ def test_a_match_at_exactly_the_register_threshold_is_a_match_and_the_best_match
     body = analyzer.analyze(data, explain=False)["register"]
     assert not any(m["matched"] for m in body["matches"]) and body["no_match"] is True
     assert reg.search([photos["B"][1]])[0].no_match is True
+    # screen, by the same rule, at its own score of the photo (it decodes in its own way)
+    import pandas as pd
+
+    from artsentry.screen import Screener, read_evidence
+
+    listings = tmp_path / "l.csv"
+    pd.DataFrame({"listing_id": ["L"], "image": [photos["B"][1]]}).to_csv(listings, index=False)
+
+    def screened() -> dict:
+        Screener(None, tmp_path / "reg", progress=False).run(listings, tmp_path / "out", overwrite=True)
+        return read_evidence(tmp_path / "out" / "evidence.jsonl")[0]
+
+    score = screened()["matches"][0]["score"]
+    reg.set_threshold(score)
+    assert screened()["matched"] is True
+    reg.set_threshold(float(np.nextafter(score, 1.0)))
+    assert screened()["matched"] is False
     reg.close()
 
 
@@ -776,6 +793,14 @@ def test_a_register_without_threshold_decides_no_match_anywhere(photos, tmp_path
     assert capsys.readouterr().out.split("\t")[1] == "match B"
     assert main(["register", "search", str(tmp_path / "reg"), photos["B"][1], "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["no_match"] is None
+    # an empty register has nothing to match: decided, no match, and nothing to warn about
+    from artsentry.index.register import Register
+
+    Register.create(tmp_path / "empty").close()
+    caplog.clear()
+    Screener(None, tmp_path / "empty", progress=False).run(path, tmp_path / "out-empty")
+    [rec] = read_evidence(tmp_path / "out-empty" / "evidence.jsonl")
+    assert rec["matched"] is False and rec["matches"] == [] and "no-match threshold" not in caplog.text
 
 
 @pytest.mark.parametrize("data, said", [
