@@ -855,6 +855,8 @@ def test_page_says_an_uncalibrated_register_ranks_and_does_not_decide(photos, tm
     abc_register(tmp_path / "reg", photos).close()
     with LiveServer(create_app(ServeSettings(register=tmp_path / "reg"))) as server, browser_page() as (page, log):
         page.goto(server.url + "/")
+        expect(page.locator("#loaded")).to_have_text(
+            "Loaded: register of 3 objects (no no-match threshold: matches ranked, not decided)")
         page.set_input_files("#file", photos["B"][1])
         matches = page.locator(".card .matches").first
         expect(matches).to_contain_text("Not decided: the register has no no-match threshold", timeout=60_000)
