@@ -599,9 +599,12 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
         return found
 
     @app.post("/v1/register", response_model=RegisterAdded, status_code=201,
-              responses={400: {"model": ErrorBody}, 401: {"model": ErrorBody}, 403: {"model": ErrorBody},
+              responses={200: {"model": RegisterAdded, "description": "no photo added: the object holds every "
+                                                                      "one sent already (its metadata is updated)"},
+                         400: {"model": ErrorBody}, 401: {"model": ErrorBody}, 403: {"model": ErrorBody},
                          415: {"model": ErrorBody}, 422: {"model": ErrorBody}})
-    async def register_add(request: Request, object_id: str = Form(..., json_schema_extra=ID_SCHEMA),
+    async def register_add(request: Request, response: Response,
+                           object_id: str = Form(..., json_schema_extra=ID_SCHEMA),
                            file: list[UploadFile] = File(..., json_schema_extra={"minItems": 1}),
                            title: Optional[str] = Form(None), department: Optional[str] = Form(None),
                            source: Optional[str] = Form(None), status: Optional[str] = Form(None)):
@@ -632,6 +635,8 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
                                    object_id=object_id, photos=hashes)
         if out["object"]:
             out["object"]["photos"] = [Path(p).name for p in out["object"]["photos"]]
+        if not out["photos_added"]:  # a retried request: nothing was created
+            response.status_code = 200
         return out
 
     @app.delete("/v1/register/{object_id:path}", response_model=Removed,
