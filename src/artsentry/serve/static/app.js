@@ -26,7 +26,8 @@
       (m.ivory.lot_threshold != null ? "; photos of several objects " + m.ivory.lot_threshold.toFixed(3) : "") + ")");
     if (m.ivory && m.ivory.lot_threshold != null) document.getElementById("lots-option").hidden = false;
     if (m.culture) parts.push("culture model " + m.culture.name + " v" + m.culture.version);
-    if (m.register) parts.push("register of " + m.register.objects + " objects" +
+    if (m.register) parts.push("register of " + m.register.objects +
+      (m.register.objects === 1 ? " object" : " objects") +
       (m.register.threshold == null ? " (no no-match threshold: matches ranked, not decided)" : ""));
     document.getElementById("loaded").textContent = parts.length ? "Loaded: " + parts.join("; ") : "No model loaded";
   }).catch(() => { document.getElementById("loaded").textContent = "Could not reach the server"; });
