@@ -292,6 +292,26 @@ def test_an_object_with_more_photos_than_the_search_depth_leaves_room_for_the_ot
     reg.close()
 
 
+def test_register_info_says_whether_it_can_decide(tmp_path, photos, capsys):
+    reg = Register.create(tmp_path / "reg", reshots=1)
+    reg.add("A", photos["A"][0], title="Figure")
+    info = reg.info()
+    assert {k: info[k] for k in ("objects", "photos", "indexed_vectors", "reshots_per_photo", "threshold",
+                                 "lot_threshold", "scoring", "resize", "flip")} == {
+        "objects": 1, "photos": 2, "indexed_vectors": 4, "reshots_per_photo": 1, "threshold": None,
+        "lot_threshold": None, "scoring": "contrast", "resize": "fit", "flip": False}
+    assert info["changes"] == 2 and info["changed"] == reg.history()[-1]["time"]
+    reg.close()
+    assert main(["register", "info", str(tmp_path / "reg")]) == 0
+    lines = dict(line.split("\t", 1) for line in capsys.readouterr().out.splitlines())
+    assert lines["no-match threshold"].startswith("not set: matches are ranked, none decided")
+    assert lines["photos"] == "2, 1 re-shot(s) each (4 vectors indexed)" and lines["lot threshold"] == "not set"
+    assert main(["-q", "register", "set-threshold", str(tmp_path / "reg"), "0.25"]) == 0
+    capsys.readouterr()
+    assert main(["register", "info", str(tmp_path / "reg"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["threshold"] == 0.25
+
+
 def test_threshold_for_false_match_rate_by_hand():
     from artsentry.index.register import threshold_for_false_match_rate
 

@@ -372,6 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
     rr = rsub.add_parser("remove", help="take objects out of the register")
     rr.add_argument("register")
     rr.add_argument("object_id", nargs="+", help="one or more object ids")
+    ri = rsub.add_parser("info", help="what the register holds and how it decides (thresholds: set or not)")
+    ri.add_argument("register")
+    ri.add_argument("--json", action="store_true")
     rl = rsub.add_parser("list", help="list registered objects")
     rl.add_argument("register")
     rl.add_argument("--json", action="store_true")
@@ -1039,6 +1042,20 @@ def cmd_register(a) -> int:
             print(f"register holds {len(reg)} object(s)")
             if missing:
                 raise ValueError(f"not in the register, nothing removed for: {', '.join(missing)}")
+        elif a.action == "info":
+            info = reg.info()
+            if a.json:
+                print(json.dumps(info))
+            else:
+                unset = "not set: matches are ranked, none decided ('register calibrate')"
+                shots = f", {info['reshots_per_photo']} re-shot(s) each" if info["reshots_per_photo"] else ""
+                print(f"objects\t{info['objects']}\nphotos\t{info['photos']}{shots} "
+                      f"({info['indexed_vectors']} vectors indexed)\n"
+                      f"embedder\t{info['embedder']} ({info['dim']} dimensions, photos read with {info['resize']}"
+                      f"{', with mirror images' if info['flip'] else ''})\nscoring\t{info['scoring']}\n"
+                      f"no-match threshold\t{unset if info['threshold'] is None else info['threshold']}\n"
+                      f"lot threshold\t{'not set' if info['lot_threshold'] is None else info['lot_threshold']}\n"
+                      f"changes\t{info['changes']}{', the last ' + info['changed'] if info['changed'] else ''}")
         elif a.action == "list":
             rows = reg.list()
             for row in rows:

@@ -304,6 +304,17 @@ class Register:
         value = self.setting("lot_threshold")
         return None if value is None else json.loads(value)
 
+    def info(self) -> dict:
+        """What the register holds and how it decides: objects, photos and the vectors indexed for them
+        (re-shots and all), the embedder and how it reads photos, the scoring, both thresholds (None: not
+        set, nothing is decided) and its history's length and last change."""
+        emb = self.embedder.describe()
+        photos = self.db.execute("SELECT COUNT(*) FROM photos WHERE reshot_of IS NULL").fetchone()[0]
+        return {"objects": len(self), "photos": photos, "indexed_vectors": self.indexed_vectors,
+                "reshots_per_photo": self.reshots, "embedder": emb["spec"], "dim": emb["dim"], "flip": emb["flip"],
+                "resize": emb["preprocessing"].get("resize"), "scoring": self.scoring, "threshold": self.threshold,
+                "lot_threshold": self.lot_threshold, **self.last_change()}
+
     def required_lot_threshold(self) -> float:
         """``lot_threshold``, or ``RegisterError`` saying how to set one (tile searches need it)."""
         value = self.lot_threshold

@@ -100,11 +100,7 @@ class Analyzer:
                     out[key]["lot_threshold"] = (p.config.get("lots") or {}).get("threshold")
         if self.register is not None:
             with self.lock:
-                reg = self.register
-                photos = reg.db.execute("SELECT COUNT(*) FROM photos WHERE reshot_of IS NULL").fetchone()[0]
-                out["register"] = {"objects": len(reg), "photos": photos, "indexed_vectors": reg.indexed_vectors,
-                                   "threshold": self.register.threshold, "scoring": self.register.scoring,
-                                   "embedder": self.register.embedder.describe()["spec"]}
+                out["register"] = self.register.info()  # as 'artsentry register info' prints it
         return out
 
     # -- analysis ------------------------------------------------------------------------
