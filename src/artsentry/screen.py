@@ -520,10 +520,10 @@ class Screener:
         self.draft_size = measuring_draft((side, side))  # every photo is measured (data.quality) too
         self.register_info = None
         if self.register is not None:
-            self.register_info = {"path": str(Path(register_dir).resolve()), "objects": len(self.register),
-                                  "threshold": self.register.threshold,
-                                  "embedder": self.register.embedder.spec, **self.register.last_change()}
-            if self.lots is None and self.register.threshold is None and len(self.register):
+            info = self.register.info()
+            self.register_info = {"path": str(Path(register_dir).resolve()),
+                                  **{k: info[k] for k in ("objects", "threshold", "embedder", "changes", "changed")}}
+            if self.lots is None and info["threshold"] is None and info["objects"]:
                 log.warning("the register has no no-match threshold: its matches are listed (results.csv) and none "
                             "decided, so no photo goes to review for one ('artsentry register calibrate')")
 
@@ -557,6 +557,8 @@ class Screener:
                 for i, pr in zip(batch.index, probs):
                     out.setdefault(i, {})["culture"] = _decision(self.culture.decide(rows.at[i, "image"], pr))
             if self.register is not None:
+                from .index.register import is_match
+
                 x = batch.xs[self._register_slot]
                 if self.lots is not None:  # every photo's crops searched together
                     vecs = crops_forward(self.register.embedder.embed_tensor, x, self.register.embedder.batch_size)
@@ -571,7 +573,7 @@ class Screener:
                                        "title": m.title, "status": m.status,
                                        **({"box": m.box} if self.lots is not None else {})} for m in matches]
                     # None: undecided (no threshold): the matches are shown and the photo is not counted matched
-                    rec["matched"] = False if not matches else None if th is None else bool(matches[0].score >= th)
+                    rec["matched"] = is_match(matches, th)
         records = []
         for i in sorted(out):
             row = rows.loc[i]

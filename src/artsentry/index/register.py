@@ -381,25 +381,41 @@ class Register:
         Returns (photos added, re-shots not counted; one-line errors for unreadable photos; photos
         skipped as already registered)."""
         photos = as_sources(photos)
-        key = object_key(object_id)
-        have = {r[0] for r in self.db.execute("SELECT sha256 FROM photos WHERE object_id = ? AND reshot_of IS NULL",
-                                              (key,))}
-        new, already = [], 0
-        for photo in photos:
-            sha = _photo_sha(photo)
-            if sha is not None and sha in have:
-                already += 1
-                continue
-            have.add(sha)
-            new.append(photo)
+        todo, already = self._without_registered([(object_id, photos, metadata)])
+        new = todo[0][1] if todo else []
         if already and not new:
-            self._update(key, metadata)
+            self._update(object_key(object_id), metadata)
             return 0, [], already
         added, errors = self.add_many([(object_id, new, metadata)])
         if not added:
             raise RegisterError(f"object {object_id}: none of its {len(new)} {'new ' if already else ''}photo(s) "
                                 "could be read: " + "; ".join(errors))
         return added, errors, already
+
+    def _without_registered(self, objects: Sequence[tuple[str, Sequence, dict]]) -> tuple[list, int]:
+        """``objects`` (id, photos, metadata) without the photos whose file content is registered under
+        their object already or repeated among them, and the number of photos left out. Objects left with
+        no photo are dropped; ids come back as stored (``object_key``)."""
+        ids = sorted({object_key(o) for o, _, _ in objects})
+        if len(ids) == 1:  # one object (``add``): its own photos, not the whole register's
+            rows = self.db.execute("SELECT object_id, sha256 FROM photos WHERE reshot_of IS NULL AND object_id = ?",
+                                   ids)
+        else:
+            rows = self.db.execute("SELECT object_id, sha256 FROM photos WHERE reshot_of IS NULL")
+        have = set(rows)
+        todo, skipped = [], 0
+        for object_id, photos, metadata in objects:
+            object_id, keep = object_key(object_id), []
+            for photo in photos:
+                key = (object_id, _photo_sha(photo))
+                if key[1] is not None and key in have:
+                    skipped += 1
+                    continue
+                have.add(key)
+                keep.append(photo)
+            if keep:
+                todo.append((object_id, keep, metadata))
+        return todo, skipped
 
     def _update(self, object_id: str, metadata: dict) -> None:
         """Set a registered object's metadata fields given (not None), recorded as ``update``."""
@@ -523,19 +539,7 @@ class Register:
         (as are repeats within ``objects``). Returns counts and the unreadable photos' errors."""
         from tqdm.auto import tqdm
 
-        have = set(self.db.execute("SELECT object_id, sha256 FROM photos WHERE reshot_of IS NULL"))
-        todo, skipped = [], 0
-        for object_id, photos, metadata in objects:
-            object_id, keep = object_key(object_id), []
-            for photo in photos:
-                key = (object_id, _photo_sha(photo))
-                if key[1] is not None and key in have:
-                    skipped += 1
-                    continue
-                have.add(key)
-                keep.append(photo)
-            if keep:
-                todo.append((object_id, keep, metadata))
+        todo, skipped = self._without_registered(objects)
         before = {r[0] for r in self.db.execute("SELECT object_id FROM objects")}
         added, errors = 0, []
         bar = tqdm(total=sum(len(p) for _, p, _ in todo), desc="register import", unit="photo", disable=not progress)
@@ -662,15 +666,17 @@ class Register:
             return [[] for _ in range(len(vectors))]
         contrast = self.scoring == "contrast"
         # objects each query must reach: its k, and under contrast scoring the next ones its score is
-        # contrasted with (never more than the register holds)
-        need = min(max(k, CONTRAST_OTHERS + 1) if contrast else k, len(self))
+        # contrasted with
+        need = max(k, CONTRAST_OTHERS + 1) if contrast else k
         depth = min(n_photos, max(4 * need, need + 32))
         while True:
             scores, ids = self.index.search(vectors, depth)
             found = self._photo_groups(sorted({int(i) for i in ids.ravel() if i >= 0}))
             # an object with many photos can fill the whole depth: then the others, which its
-            # contrast score and the top k need, are searched for deeper
-            if depth >= n_photos or all(len({found[int(i)][0] for i in row if i >= 0}) >= need for row in ids):
+            # contrast score and the top k need, are searched for deeper (unless the register holds
+            # no more objects: counted only then, off the common path)
+            reached = min((len({found[int(i)][0] for i in row if i >= 0}) for row in ids), default=need)
+            if depth >= n_photos or reached >= need or reached >= len(self):
                 break
             depth = min(n_photos, 4 * depth)
         grouped = self.db.execute("SELECT 1 FROM photos WHERE reshot_of IS NOT NULL LIMIT 1").fetchone() is not None
@@ -729,7 +735,7 @@ class Register:
             unregistered, unread = compose_calibration_lots(unregistered, compose)
         else:
             unread = []
-        vectors, errors = self.embedder.embed_files(as_sources(unregistered), progress=progress,
+        vectors, errors = self.embedder.embed_files(unregistered, progress=progress,
                                                     tiles=TILE_GRID if lots else None)
         ok = np.array([e is None for e in errors], bool)
         if not ok.any():
@@ -807,8 +813,20 @@ class Register:
         for i, matches in zip(ok, found):
             r = results[i]
             r.matches = matches
-            r.no_match = True if not matches else None if threshold is None else bool(matches[0].score < threshold)
+            matched = is_match(matches, threshold)
+            r.no_match = None if matched is None else not matched
         return results
+
+
+def is_match(matches: Sequence[Match], threshold: float | None) -> bool | None:
+    """The register's decision on a photo from its matches, best first: False when nothing is registered,
+    None (undecided) when there is no threshold, else whether the best scores at or above it. ``register
+    search``, the server and ``screen`` all decide by it, so one photo gets one answer everywhere."""
+    if not matches:
+        return False
+    if threshold is None:
+        return None
+    return bool(matches[0].score >= threshold)
 
 
 def photo_score(similarities: np.ndarray, versions: int = VERSIONS_SCORED,

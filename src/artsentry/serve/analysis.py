@@ -185,6 +185,8 @@ class Analyzer:
             if heat_source is None:
                 heat_source = (key, x, p)
         if self.register is not None:
+            from ..index.register import is_match
+
             k = k or self.settings.top_k
             with self.lock:
                 emb = self.register.embedder
@@ -202,14 +204,13 @@ class Analyzer:
                     d = {"object_id": m.object_id, "score": m.score, "similarity": m.similarity, "title": m.title,
                          "department": m.department,
                          "source": m.source, "status": m.status, "photo": self._thumb(m.object_id)}
-                    d["matched"] = None if threshold is None else bool(m.score >= threshold)  # None: undecided
+                    d["matched"] = is_match([m], threshold)  # this match alone; None: undecided
                     if lots:
                         d["box"] = list(m.box) if m.box else None
                     matches.append(d)
+            decided = is_match(found, threshold)
             out["register"] = {"threshold": threshold, "scoring": self.register.scoring,
-                               "no_match": (True if not found else None if threshold is None
-                                            else not matches[0]["matched"]),
-                               "matches": matches}
+                               "no_match": None if decided is None else not decided, "matches": matches}
         if explain and heat_source is not None:
             key, x, p = heat_source
             engine = self._explainer(key)
