@@ -884,6 +884,57 @@ def test_image_urls_naming_this_machine_or_its_network_are_not_fetched(model_dir
         shop.shutdown()
 
 
+def test_a_url_gets_a_whole_deadline_however_slowly_its_host_sends():
+    """httpx's timeout bounds each read, so a host sending a byte at a time never trips it: the fetch
+    has a deadline as a whole, and stops a trickle part-way, or a retry due after it, with a reason."""
+    import http.server
+
+    from artsentry.fetch import FetchFailed, RetryPolicy, fetch
+
+    sent = {"/slow.jpg": 0}
+
+    class Trickle(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            if self.path == "/later.jpg":  # a rate limit asking for a wait past the deadline
+                self.send_response(429)
+                self.send_header("Retry-After", "5")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", "30")
+            self.end_headers()
+            try:
+                for _ in range(30):  # 3 s in all, each byte 0.1 s after the last
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                    sent[self.path] += 1
+                    time.sleep(0.1)
+            except OSError:  # the client hung up
+                pass
+
+    host = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
+    threading.Thread(target=host.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{host.server_address[1]}"
+    try:
+        # the whole body, given the time, with the same per-read timeout: the deadline is what stops it
+        assert fetch(f"{base}/slow.jpg", max_bytes=1000, timeout=1.0, allow_private=True, max_seconds=30) == b"x" * 30
+        sent["/slow.jpg"] = 0
+        with pytest.raises(FetchFailed, match=r"^still downloading, \d+ bytes received: over the 1 s a URL may take"):
+            fetch(f"{base}/slow.jpg", max_bytes=1000, timeout=1.0, allow_private=True, max_seconds=1)
+        time.sleep(0.5)  # the handler notices the hang-up
+        assert 0 < sent["/slow.jpg"] < 30
+        with pytest.raises(FetchFailed, match=r"^not fetched after 1 attempt\(s\) \(HTTP 429\), and the next is due "
+                                              r"later: over the 2 s a URL may take"):
+            fetch(f"{base}/later.jpg", max_bytes=1000, allow_private=True, max_seconds=2,
+                  policy=RetryPolicy(retries=3, backoff=0.1, max_retry_after=30))
+    finally:
+        host.shutdown()
+
+
 def test_input_columns_named_like_outputs_are_carried_beside_them(model_dir, listings, tmp_path):
     """A seller's table with its own "label", "score" or "status" column: carried as input_label...,
     never written over the model's decision (results.csv once showed the input's label there)."""

@@ -610,6 +610,39 @@ def test_url_fetch_only_when_enabled(model_dir, photos, tmp_path):
         files.shutdown()
 
 
+def test_url_fetch_has_a_whole_deadline(model_dir, tmp_path):
+    """A host sending the image a byte at a time never trips the client's per-read timeout: the server
+    gives the download ``fetch_seconds`` in all and answers 422 saying so, not a request held for ever."""
+    import http.server
+
+    class Trickle(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "100")
+            self.end_headers()
+            try:
+                for _ in range(100):  # 10 s in all
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                    time.sleep(0.1)
+            except OSError:  # the server hung up
+                pass
+
+    host = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
+    threading.Thread(target=host.serve_forever, daemon=True).start()
+    try:
+        settings = ServeSettings(model=model_dir, allow_url_fetch=True, url_allowlist=("127.0.0.1",), fetch_seconds=1)
+        with LiveServer(create_app(settings)) as server:
+            r = httpx.post(f"{server.url}/v1/analyze", json={"url": f"http://127.0.0.1:{host.server_address[1]}/a.jpg"},
+                           timeout=60)
+            assert r.status_code == 422 and r.json()["error"] == "fetching the URL took over 1 s", r.text
+    finally:
+        host.shutdown()
+
+
 def test_url_fetch_without_allow_list_reaches_public_addresses_only(model_dir, photos, tmp_path, monkeypatch):
     """Fetching on with no allow-list: a URL naming the server's own machine or network (loopback,
     private, link-local cloud metadata, a name resolving there) is refused before any connection;

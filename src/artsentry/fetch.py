@@ -8,6 +8,9 @@ caller allows private addresses (an image host inside the user's own network), a
 once, refused unless every address it resolves to is public, and the connection goes to the address
 checked, the URL's name kept for the Host header and the TLS certificate check (``pinned``): the name
 cannot resolve elsewhere in between. A redirect is a new URL and is checked the same way.
+
+A fetch has a deadline as a whole (``MAX_SECONDS``), tries, waits and redirects included: the per-read
+``timeout`` alone lets a host that sends a byte every few seconds hold a screening worker for hours.
 """
 
 from __future__ import annotations
@@ -82,6 +85,8 @@ RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 #: up to 3 more tries, ~1, 2, 4 s apart, or as long as the server's Retry-After asks (at most 30 s)
 POLICY = RetryPolicy(retries=3, backoff=1.0, max_backoff=8.0, max_retry_after=30.0)
 MAX_REDIRECTS = 5
+#: seconds one URL may take in all (tries, waits, redirects); a shop's photo of a few MB comes in seconds
+MAX_SECONDS = 60.0
 _clients: dict = {}
 
 
@@ -100,20 +105,30 @@ def _client():
 
 
 def fetch(url: str, *, max_bytes: int, timeout: float = 15.0, allow_private: bool = False,
-          policy: RetryPolicy = POLICY) -> bytes:
+          policy: RetryPolicy = POLICY, max_seconds: float = MAX_SECONDS) -> bytes:
     """The bytes at an http(s) URL. Rate limits (429), server errors (5xx), timeouts and broken
     connections are tried again per ``policy`` (``Retry-After`` honoured); other answers (404, 403) are
     final (``FetchFailed``). Redirects are followed up to ``MAX_REDIRECTS``, each new URL checked as the
-    first (``pinned``: ``FetchRefused`` for a non-public address unless ``allow_private``)."""
+    first (``pinned``: ``FetchRefused`` for a non-public address unless ``allow_private``). ``timeout``
+    bounds each connect and read; ``max_seconds`` the whole fetch (``FetchFailed`` past it)."""
     import httpx
+
+    deadline = time.monotonic() + max_seconds
+
+    def late(what: str) -> FetchFailed:
+        return FetchFailed(f"{what}: over the {max_seconds:g} s a URL may take")
 
     for _ in range(MAX_REDIRECTS + 1):
         target, headers, extensions = pinned(url, allow_private)
         last = ""
         for attempt in range(policy.retries + 1):
             retry_after = None
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise late(f"not fetched after {attempt} attempt(s) ({last})" if last else "redirects took too long")
             try:
-                with _client().stream("GET", target, headers=headers, extensions=extensions, timeout=timeout) as r:
+                with _client().stream("GET", target, headers=headers, extensions=extensions,
+                                      timeout=min(timeout, left)) as r:
                     if r.is_redirect and r.headers.get("location"):
                         url = urljoin(url, r.headers["location"])
                         break
@@ -127,6 +142,8 @@ def fetch(url: str, *, max_bytes: int, timeout: float = 15.0, allow_private: boo
                             size += len(chunk)
                             if size > max_bytes:
                                 raise FetchFailed(f"over the limit of {describe_size(max_bytes)}")
+                            if time.monotonic() > deadline:
+                                raise late(f"still downloading, {describe_size(size)} received")
                             chunks.append(chunk)
                         return b"".join(chunks)
             except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
@@ -134,7 +151,10 @@ def fetch(url: str, *, max_bytes: int, timeout: float = 15.0, allow_private: boo
             except (httpx.HTTPError, httpx.InvalidURL) as exc:
                 raise FetchFailed(f"download failed ({type(exc).__name__}: {exc})") from None
             if attempt < policy.retries:
-                time.sleep(policy.wait(attempt, retry_after))
+                wait = policy.wait(attempt, retry_after)
+                if time.monotonic() + wait > deadline:
+                    raise late(f"not fetched after {attempt + 1} attempt(s) ({last}), and the next is due later")
+                time.sleep(wait)
         else:
             raise FetchFailed(f"download failed after {policy.retries + 1} attempts ({last})")
     raise FetchFailed(f"more than {MAX_REDIRECTS} redirects")

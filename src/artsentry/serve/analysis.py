@@ -53,6 +53,7 @@ class ServeSettings:
     max_pixels: int = DEFAULT_MAX_PIXELS
     allow_url_fetch: bool = False
     url_allowlist: tuple[str, ...] = ()  # host names; empty = any host once fetching is enabled
+    fetch_seconds: float = 30.0        # one URL's whole download, however slowly its host sends
     cors_origins: tuple[str, ...] = ()
     inference_workers: int = 1
     max_queue: int = 32                # requests waiting for a worker before 503

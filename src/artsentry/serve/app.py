@@ -667,7 +667,7 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
 async def _fetch(url: str, settings: ServeSettings) -> bytes:
     """Download an image the operator allowed the server to fetch: http(s) only, host on the
     allow-list when one is set, otherwise only from public addresses, pinned (``artsentry.fetch``),
-    no redirects, the body capped at the upload limit."""
+    no redirects, the body capped at the upload limit, the whole download at ``fetch_seconds``."""
     import httpx
 
     from ..fetch import BadURL, FetchFailed, FetchRefused, http_url, pinned
@@ -686,7 +686,8 @@ async def _fetch(url: str, settings: ServeSettings) -> bytes:
     except FetchFailed as exc:
         raise _error(422, f"fetching the URL failed: {exc}") from None
     limit = settings.max_upload_bytes
-    try:
+
+    async def download() -> bytes:
         async with httpx.AsyncClient(timeout=10.0, follow_redirects=False) as client:
             async with client.stream("GET", url, headers=headers, extensions=extensions) as r:
                 if r.status_code != 200:
@@ -698,5 +699,10 @@ async def _fetch(url: str, settings: ServeSettings) -> bytes:
                         raise _error(413, f"the image at the URL is over the limit of {describe_size(limit)}")
                     chunks.append(chunk)
                 return b"".join(chunks)
+
+    try:  # a whole deadline: the client's per-read timeout never fires on a host sending a byte at a time
+        return await asyncio.wait_for(download(), settings.fetch_seconds)
+    except asyncio.TimeoutError:
+        raise _error(422, f"fetching the URL took over {settings.fetch_seconds:g} s") from None
     except httpx.HTTPError as exc:
         raise _error(422, f"fetching the URL failed: {exc.__class__.__name__}") from None
