@@ -224,6 +224,21 @@ def test_explained_similarity_is_the_registers_with_reshots(tmp_path, photos):
     reg.close()
 
 
+@pytest.mark.parametrize("method", ["pca", "tsne", "umap"])
+def test_feature_maps_of_the_fewest_photos_a_map_takes(method):
+    """Three photos (a small folder, a small test split) are mapped by every method: UMAP's spectral
+    start needs four, and raised a SciPy traceback at three. Two are refused in one line."""
+    from artsentry.explain.project import embed_2d
+
+    features = np.random.default_rng(0).normal(size=(4, 64)).astype(np.float32)
+    for n in (3, 4):
+        xy = embed_2d(features[:n], method)
+        assert xy.shape == (n, 2) and np.isfinite(xy).all()
+        assert len({tuple(np.round(p, 4)) for p in xy}) == n  # distinct points
+    with pytest.raises(ValueError, match="a 2-D map needs at least 3 images, got 2"):
+        embed_2d(features[:2], method)
+
+
 def test_report_and_feature_map_explain_and_open_cleanly_in_chromium(model_dir, tmp_path):
     from artsentry.evaluate import run_evaluation
     from artsentry.explain.project import write_projection

@@ -92,7 +92,8 @@ def embed_2d(features: np.ndarray, method: str = "pca", seed: int = 0) -> np.nda
         import umap
     except ImportError as exc:  # pragma: no cover - a dependency
         raise ValueError("UMAP needs the umap-learn package: pip install umap-learn") from exc
-    return umap.UMAP(n_neighbors=min(15, n - 1), random_state=seed, n_jobs=1).fit_transform(x)
+    init = "spectral" if n > 3 else "pca"  # the spectral start needs more points than 2 dimensions + 1
+    return umap.UMAP(n_neighbors=min(15, n - 1), init=init, random_state=seed, n_jobs=1).fit_transform(x)
 
 
 def _colours(values: Sequence) -> tuple[list[str], dict[str, str]]:
