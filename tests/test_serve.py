@@ -687,6 +687,20 @@ def test_url_fetch_without_allow_list_reaches_public_addresses_only(model_dir, p
                                                                           ("192.168.0.9", 80))])
     with pytest.raises(fetch_module.FetchRefused, match="non-public address \\(192.168.0.9\\)"):
         fetch_module.public_address("shop.example", 80)
+    import ipaddress
+
+    # IPv6 addresses that carry a private IPv4 one (IPv4-mapped, NAT64, 6to4, IPv4-compatible), which
+    # `ipaddress` calls global: the metadata address through a NAT64 gateway is still the metadata address
+    for disguised in ("::ffff:127.0.0.1", "64:ff9b::a9fe:a9fe", "64:ff9b:1::a00:5", "2002:a9fe:a9fe::1",
+                      "::10.0.0.1"):
+        monkeypatch.setattr(socket, "getaddrinfo", lambda *a, d=disguised, **k: [
+            (socket.AF_INET6, socket.SOCK_STREAM, 6, "", (d, 80, 0, 0))])
+        with pytest.raises(fetch_module.FetchRefused, match=re.escape(f"non-public address ({ipaddress.ip_address(disguised)})")):
+            fetch_module.public_address("shop.example", 80)
+    for public_v6 in ("64:ff9b::5db8:d822", "2606:4700::1111"):  # a public IPv4 address through NAT64; Cloudflare
+        monkeypatch.setattr(socket, "getaddrinfo", lambda *a, d=public_v6, **k: [
+            (socket.AF_INET6, socket.SOCK_STREAM, 6, "", (d, 80, 0, 0))])
+        assert fetch_module.public_address("shop.example", 80) == public_v6
 
 
 def test_analyze_with_lots_uses_the_tile_scan_at_the_lot_threshold(live, model_dir, synthetic_dataset, tmp_path):

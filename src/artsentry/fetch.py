@@ -39,6 +39,24 @@ class FetchFailed(ArtsentryError, ValueError):
     """The URL could not be fetched (its name does not resolve, the server failed...)."""
 
 
+#: IPv6 prefixes whose last 32 bits are an IPv4 address a gateway reaches: NAT64's well-known and
+#: local-use prefixes, and the deprecated IPv4-compatible ::/96 (``ipaddress`` calls all of them global)
+_EMBEDS_IPV4 = tuple(ipaddress.ip_network(n) for n in ("64:ff9b::/96", "64:ff9b:1::/48", "::/96"))
+
+
+def is_public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Whether ``ip`` is a public address, and so is any IPv4 address it carries (IPv4-mapped, 6to4,
+    NAT64, IPv4-compatible): ``64:ff9b::a9fe:a9fe`` is the cloud's metadata address through NAT64."""
+    if not ip.is_global:
+        return False
+    if ip.version == 4:
+        return True
+    carried = [ip.ipv4_mapped, ip.sixtofour]
+    if any(ip in net for net in _EMBEDS_IPV4):
+        carried.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return all(v4 is None or v4.is_global for v4 in carried)
+
+
 def public_address(host: str, port: int) -> str:
     """The address to connect to for ``host``: resolved once; ``FetchRefused`` unless every address it
     resolves to is public, ``FetchFailed`` when it does not resolve."""
@@ -47,7 +65,7 @@ def public_address(host: str, port: int) -> str:
     except (socket.gaierror, UnicodeError) as exc:
         raise FetchFailed(f"cannot resolve {host!r} ({exc})") from None
     addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
-    private = [a for a in addresses if not a.is_global]
+    private = [a for a in addresses if not is_public(a)]
     if private or not addresses:
         raise FetchRefused(f"host {host!r} resolves to a non-public address ({private[0] if private else 'none'})")
     return str(addresses[0])
