@@ -206,6 +206,24 @@ def test_resolve_ids_is_stored_for_resume(tmp_path, clean_server):
             resolve_ids(client, store, search="*", ids=[1])
 
 
+def test_a_second_crawl_into_the_same_folder_is_refused_naming_the_first(tmp_path, capsys):
+    """Two crawls into one collection folder (two terminals, a cron job overlapping the last) once
+    crawled everything twice and the second died on a SQLite IntegrityError traceback. The crawl
+    holds the folder while it runs; a second is refused in one line, before any request."""
+    from artsentry.cli import main
+
+    store = CrawlStore(tmp_path / "col")  # the first crawl, running
+    code = main(["-q", "collect", "--base-url", "http://127.0.0.1:9/public/collection/v1", "--search", "*",
+                 "--out", str(tmp_path / "col")])  # nothing listens on port 9: no request may be needed
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1, err
+    assert f"{tmp_path / 'col'}: another artsentry collect is writing here (pid {os.getpid()}" in err
+    store.close()
+    again = CrawlStore(tmp_path / "col")  # the first ended: the folder is free
+    assert again.counts() == {"objects": {}, "images": {}}
+    again.close()
+
+
 def test_which_image_urls_a_record_gives():
     from artsentry.collect.crawl import image_urls
 

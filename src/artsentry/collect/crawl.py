@@ -23,6 +23,7 @@ import io
 import json
 import sqlite3
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -30,7 +31,7 @@ from typing import Callable, Iterable, Iterator
 from tqdm.auto import tqdm
 
 from ..data.images import ImageLoadError, load_image
-from ..files import write_bytes_atomic
+from ..files import exclusive, write_bytes_atomic
 from .met import MetClient, MetError, NotFound
 
 SCHEMA = """
@@ -61,18 +62,28 @@ RECORD_FIELDS = ["department", "objectName", "title", "culture", "period", "dyna
 
 
 class CrawlStore:
-    """The crawl's SQLite database. Use from one thread."""
+    """The crawl's SQLite database. Use from one thread. It holds the folder's lock (``files.exclusive``)
+    until ``close``: a second crawl into the folder (two terminals, a cron job overlapping the last) is
+    refused at once, naming the first, instead of crawling everything twice against one rate cap each."""
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.folder / "crawl.sqlite", isolation_level=None)
+        self._lock = ExitStack()
+        self._lock.enter_context(exclusive(self.folder, "collect"))
+        try:
+            self.db = sqlite3.connect(self.folder / "crawl.sqlite", isolation_level=None)
+        except BaseException:
+            self._lock.close()
+            raise
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
 
     def close(self) -> None:
-        self.db.close()
+        try:
+            self.db.close()
+        finally:
+            self._lock.close()
 
     def query_ids(self, key: str, fetch: Callable[[], list[int]]) -> list[int]:
         """The id list of a query: fetched once, then reused so a resumed crawl sees the same list."""
