@@ -246,6 +246,38 @@ def test_adding_photos_an_object_holds_registers_them_once(tmp_path, photos, cap
     assert "3 photo(s)" in capsys.readouterr().out
 
 
+def test_a_photo_registered_elsewhere_while_being_embedded_is_not_registered_twice(tmp_path, photos, monkeypatch):
+    """``add`` and ``import`` leave out the photos an object holds before embedding the rest; in those
+    seconds another process (the server, a second terminal) can register the same photo. They check
+    again under the write lock: the photo is held once, and counted as already registered."""
+    reg = Register.create(tmp_path / "reg")
+    first, second = photos["A"][0]
+    reg.add("A", [first], title="Figure")
+    other = Register.open(tmp_path / "reg")  # the other process
+    embed = reg.embedder.embed_files
+
+    def meanwhile(photo):
+        def embedding(files, **kwargs):
+            out = embed(files, **kwargs)
+            other.add("A", [photo])
+            return out
+        return embedding
+
+    monkeypatch.setattr(reg.embedder, "embed_files", meanwhile(second))
+    assert reg.add("A", [second], status="stolen") == (0, [], 1)
+    assert reg.get("A")["photos"] == [first, second] and reg.get("A")["status"] == "stolen"
+    assert reg.indexed_vectors == 2
+    assert [(h["action"], h.get("metadata")) for h in reg.history("A")] == [
+        ("add", {"title": "Figure"}), ("add_photos", None), ("update", {"status": "stolen"})]
+    third = photos["A"][1]
+    monkeypatch.setattr(reg.embedder, "embed_files", meanwhile(third))
+    done = reg.import_objects([("A", [third], {}), ("B", [photos["B"][0][0]], {})])
+    assert (done["photos_added"], done["already_registered"], done["objects_added"]) == (1, 1, 1)
+    assert reg.get("A")["photos"] == [first, second, third] and reg.indexed_vectors == 4
+    other.close()
+    reg.close()
+
+
 def test_an_object_with_more_photos_than_the_search_depth_leaves_room_for_the_others(tmp_path):
     """The search reads a fixed number of nearest photos (37 for k = 5). An object photographed 40 times
     filled them all: the query got one match instead of five, and its contrast score, with no other
@@ -567,8 +599,8 @@ def test_import_registers_a_catalogue_once_however_often_it_runs(tmp_path, photo
     reg = str(tmp_path / "reg")
     assert main(["-q", "register", "create", reg]) == 0
     calls = []
-    real = Register.add_many
-    monkeypatch.setattr(Register, "add_many", lambda self, objs, **kw: calls.append(len(objs)) or real(self, objs))
+    real = Register._register  # one call a chunk: one transaction and one index write
+    monkeypatch.setattr(Register, "_register", lambda self, objs, **kw: calls.append(len(objs)) or real(self, objs))
     assert main(["-q", "register", "import", reg, str(table)]) == 3  # the bad rows and the missing file
     out, err = capsys.readouterr()
     assert "imported 6 photo(s), 3 new object(s) of the 4 in" in out and "1 photo(s) already registered" in out

@@ -386,8 +386,9 @@ class Register:
         if already and not new:
             self._update(object_key(object_id), metadata)
             return 0, [], already
-        added, errors = self.add_many([(object_id, new, metadata)])
-        if not added:
+        added, errors, late = self._register([(object_id, new, metadata)])
+        already += late  # registered by another process while these were embedded
+        if not added and not late:
             raise RegisterError(f"object {object_id}: none of its {len(new)} {'new ' if already else ''}photo(s) "
                                 "could be read: " + "; ".join(errors))
         return added, errors, already
@@ -431,8 +432,15 @@ class Register:
     def add_many(self, objects: Sequence[tuple[str, Sequence, dict]], progress: bool = False) -> tuple[int, list[str]]:
         """Register many objects at once: ``(object_id, photos, metadata)`` each. One embedding
         pass, one transaction, one index write. Photos are paths or image bytes. Returns
-        (photos added, errors); objects none of whose photos can be read are not added. Every photo
-        given is registered: ``add`` and ``import_objects`` skip the ones already registered."""
+        (photos added, errors); objects none of whose photos can be read are not added. A photo whose
+        content the object holds already, or given twice for it, is registered once (``add`` and
+        ``import_objects`` leave those out before embedding, and count them)."""
+        return self._register(objects, progress)[:2]
+
+    def _register(self, objects: Sequence[tuple[str, Sequence, dict]], progress: bool = False) -> tuple[int, list, int]:
+        """``add_many``, and the number of photos left out in its transaction as already registered:
+        checked again there, under the write lock, since another process (the server, a second
+        terminal) may have registered them while these were being embedded."""
         flat, owners, names = [], [], []
         objects = [(object_id, as_sources(photos), metadata) for object_id, photos, metadata in objects]
         for object_id, photos, _ in objects:
@@ -468,11 +476,19 @@ class Register:
                                     (object_id, *fields.values(), json.dumps(extra, sort_keys=True)))
                     changes[object_id] = ("add", {k: v for k, v in {**fields, **extra}.items() if v is not None})
             vector_ids: dict[int, int] = {}
+            held = {row for object_id in changes for row in self.db.execute(
+                "SELECT object_id, sha256 FROM photos WHERE reshot_of IS NULL AND object_id = ?", (object_id,))}
+            skipped = 0
             for i, (owner, photo) in enumerate(zip(owners, flat)):
                 if errors[i] is not None or (parents[i] is not None and parents[i] not in vector_ids):
-                    continue
+                    continue  # unreadable, or the re-shot of a photo not registered
                 name = names[i] if names[i] is not None else f"<bytes {i}>"
                 sha = _photo_sha(photo)
+                if parents[i] is None and sha is not None:
+                    if (owner, sha) in held:
+                        skipped += 1
+                        continue
+                    held.add((owner, sha))
                 cur = self.db.execute("INSERT INTO photos (object_id, name, sha256, vector, reshot_of) "
                                       "VALUES (?, ?, ?, ?, ?)",
                                       (owner, str(name), sha, vectors[i].tobytes(),
@@ -483,13 +499,16 @@ class Register:
                 if parents[i] is None:
                     added_shas.setdefault(owner, []).append(sha)
             for object_id, (action, meta) in changes.items():
-                self._log(action, object_id, photos=added_shas.get(object_id, []),
-                          **({"metadata": meta} if meta else {}))
+                if object_id not in added_shas:  # every photo held already: a metadata change at most
+                    if meta:
+                        self._log("update", object_id, metadata=meta)
+                    continue
+                self._log(action, object_id, photos=added_shas[object_id], **({"metadata": meta} if meta else {}))
             if ids:
                 self.index.add(ids, vectors[keep])
             self._save_index()
         # photos, not vectors: a photo's re-shots are indexed with it, not counted beside it
-        return sum(parents[i] is None for i in keep), [e for e in errors if e]
+        return sum(parents[i] is None for i in keep), [e for e in errors if e], skipped
 
     def _with_reshots(self, flat: list, owners: list, names: list, progress: bool):
         """Each readable photo followed by its re-shots (JPEG bytes, named after it), and for
@@ -552,8 +571,8 @@ class Register:
             while end < len(todo) and (n == 0 or n + len(todo[end][1]) <= size):
                 n += len(todo[end][1])
                 end += 1
-            done, errs = self.add_many(todo[start:end])
-            added, errors = added + done, errors + errs
+            done, errs, late = self._register(todo[start:end])
+            added, errors, skipped = added + done, errors + errs, skipped + late
             bar.update(n)
             start = end
         bar.close()
