@@ -420,8 +420,9 @@ def build_parser() -> argparse.ArgumentParser:
                       "photos composed of four of them each")
 
     pr = sub.add_parser("predict", help="classify images", description="Print label, probability and decision for "
-                        "each image, and a last field 'weak evidence: ...' when the photo is blurred, grainy or "
-                        "small (data.quality). Unreadable files are reported on stderr and skipped.")
+                        "each image, and a last field 'weak evidence: ...' when the photo is blurred, grainy, dark, "
+                        "small or narrow, or one frame of several (data.quality). Unreadable files are reported on "
+                        "stderr and skipped.")
     pr.add_argument("images", nargs="+", help="image files or folders (searched recursively)")
     pr.add_argument("--model", default=DEFAULT_MODEL, help="model or run folder (default: %(default)s)")
     pr.add_argument("--json", action="store_true", help="one JSON object per line")
