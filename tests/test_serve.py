@@ -643,6 +643,110 @@ def test_url_fetch_has_a_whole_deadline(model_dir, tmp_path):
         host.shutdown()
 
 
+def test_url_fetch_follows_redirects_checking_each_new_url(model_dir, photos, tmp_path, monkeypatch):
+    """A shop's image URL often redirects (http to https, a CDN); the server once answered 422 "HTTP 302".
+    It follows up to five, each new URL checked as the first: on the allow-list when there is one, else
+    public; a redirect off the list, to this machine or to a file is refused, as is a sixth hop."""
+    import http.server
+
+    from artsentry import fetch as fetch_module
+
+    Image.open(photos["A"][1]).save(tmp_path / "a.jpg")
+    photo = (tmp_path / "a.jpg").read_bytes()
+    seen: list[str] = []
+    hops = {"/moved.jpg": "/a.jpg", "/away.jpg": "http://elsewhere.invalid/a.jpg", "/to-file.jpg": "file:///etc/passwd",
+            **{f"/loop{i}.jpg": f"/loop{i + 1}.jpg" for i in range(6)}}
+
+    class Shop(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            seen.append(self.path)
+            if self.path == "/to-private.jpg":
+                self.send_response(302)
+                self.send_header("Location", f"http://127.0.0.1:{port}/a.jpg")
+            elif self.path in hops:
+                self.send_response(302)
+                self.send_header("Location", hops[self.path])
+            else:
+                self.send_response(200)
+            body = photo if self.path == "/a.jpg" else b""
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    shop = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Shop)
+    port = shop.server_address[1]
+    threading.Thread(target=shop.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        listed = ServeSettings(model=model_dir, allow_url_fetch=True, url_allowlist=("127.0.0.1",))
+        with LiveServer(create_app(listed)) as server:
+            def ask(url):
+                return httpx.post(f"{server.url}/v1/analyze", json={"url": url}, timeout=60)
+
+            r = ask(f"{base}/moved.jpg")
+            assert r.status_code == 200 and r.json()["image"]["sha256"] == hashlib.sha256(photo).hexdigest(), r.text
+            assert seen == ["/moved.jpg", "/a.jpg"]
+            r = ask(f"{base}/away.jpg")
+            assert r.status_code == 403 and r.json()["error"] == ("the URL redirects to 'http://elsewhere.invalid/a.jpg': "
+                                                                  "host 'elsewhere.invalid' is not on this server's "
+                                                                  "allow-list"), r.text
+            r = ask(f"{base}/to-file.jpg")
+            assert r.status_code == 422 and r.json()["error"] == ("the URL redirects to 'file:///etc/passwd': not an "
+                                                                  "http(s) URL: 'file:///etc/passwd'"), r.text
+            seen.clear()
+            r = ask(f"{base}/loop0.jpg")
+            assert r.status_code == 422 and r.json()["error"] == "fetching the URL: more than 5 redirects", r.text
+            assert seen == [f"/loop{i}.jpg" for i in range(6)]  # the first request and five redirects
+        # no allow-list: "shop.invalid" stands for a public shop whose checked address is this test's server
+        real = fetch_module.public_address
+        monkeypatch.setattr(fetch_module, "public_address",
+                            lambda host, p: "127.0.0.1" if host == "shop.invalid" else real(host, p))
+        seen.clear()
+        with LiveServer(create_app(ServeSettings(model=model_dir, allow_url_fetch=True))) as server:
+            r = httpx.post(f"{server.url}/v1/analyze", json={"url": f"http://shop.invalid:{port}/to-private.jpg"},
+                           timeout=60)
+            assert r.status_code == 403 and "redirects to" in r.json()["error"] and \
+                "non-public address (127.0.0.1)" in r.json()["error"], r.text
+            r = httpx.post(f"{server.url}/v1/analyze", json={"url": f"http://shop.invalid:{port}/moved.jpg"}, timeout=60)
+            assert r.status_code == 200, r.text
+        assert seen == ["/to-private.jpg", "/moved.jpg", "/a.jpg"]  # nothing reached this machine by its own name
+    finally:
+        shop.shutdown()
+
+
+def test_a_pinned_url_keeps_its_name_port_and_scheme(monkeypatch):
+    """What ``pinned`` sends: the checked address with the URL's own port (80 and 443 by default), its
+    name in the Host header and, for https only, as the certificate's name; private addresses refused
+    unless the caller allows them, which is not the default; only http(s) URLs with a host."""
+    import socket
+
+    from artsentry import fetch as fetch_module
+    from artsentry.fetch import BadURL, FetchRefused, pinned
+
+    answers = {"shop.example": "93.184.216.34", "v6.example": "2606:4700::1111", "inside.example": "10.0.0.7"}
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, port, **k: [
+        (socket.AF_INET6 if ":" in answers[host] else socket.AF_INET, socket.SOCK_STREAM, 6, "", (answers[host], port))])
+    assert pinned("https://shop.example/a.jpg?w=800") == (
+        "https://93.184.216.34:443/a.jpg?w=800", {"Host": "shop.example"}, {"sni_hostname": "shop.example"})
+    assert pinned("http://shop.example/a.jpg") == ("http://93.184.216.34:80/a.jpg", {"Host": "shop.example"}, {})
+    assert pinned("http://user:secret@shop.example:8080/a.jpg") == (
+        "http://93.184.216.34:8080/a.jpg", {"Host": "shop.example:8080"}, {})
+    assert pinned("https://v6.example:8443/a.jpg")[0] == "https://[2606:4700::1111]:8443/a.jpg"
+    with pytest.raises(FetchRefused, match=r"non-public address \(10\.0\.0\.7\)"):
+        pinned("http://inside.example/a.jpg")  # the default refuses
+    assert pinned("http://inside.example/a.jpg", allow_private=True) == ("http://inside.example/a.jpg", {}, {})
+    for bad in ("ftp://shop.example/a.jpg", "http:///a.jpg", "file:///etc/passwd", "http://shop.example:99999/a.jpg"):
+        with pytest.raises(BadURL, match="not an http\\(s\\) URL"):
+            pinned(bad)
+    with pytest.raises(BadURL) as long_one:
+        pinned("ftp://shop.example/" + "x" * 500)
+    assert len(str(long_one.value)) < 250  # the URL quoted, cut at 200 characters
+    assert fetch_module.RETRY_STATUSES >= {429, 500, 502, 503, 504} and not fetch_module.RETRY_STATUSES & {403, 404}
+
+
 def test_url_fetch_without_allow_list_reaches_public_addresses_only(model_dir, photos, tmp_path, monkeypatch):
     """Fetching on with no allow-list: a URL naming the server's own machine or network (loopback,
     private, link-local cloud metadata, a name resolving there) is refused before any connection;

@@ -15,8 +15,8 @@ full; uploads are sniffed by content, not by name or declared type (415); decodi
 is guarded against decompression bombs (422); ids are checked against a strict
 pattern (400), so no request text ever becomes a path; register writes need the
 bearer token given at start (401/403); URL fetching, off by default, reaches only public
-addresses (pinned to the address checked) or the hosts allowed at start (403), without
-redirects; CORS is off unless origins are configured; with an audit log (``serve.audit``) every
+addresses (pinned to the address checked) or the hosts allowed at start (403), a redirect's
+new URL checked the same way, the whole download bounded in time; CORS is off unless origins are configured; with an audit log (``serve.audit``) every
 analysis, register change (before and after it is made) and refused write is recorded, each record
 linked to the one before (``chainlog``);
 inference runs in a bounded worker pool off the event loop, and a request that
@@ -666,42 +666,54 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
 
 async def _fetch(url: str, settings: ServeSettings) -> bytes:
     """Download an image the operator allowed the server to fetch: http(s) only, host on the
-    allow-list when one is set, otherwise only from public addresses, pinned (``artsentry.fetch``),
-    no redirects, the body capped at the upload limit, the whole download at ``fetch_seconds``."""
+    allow-list when one is set, otherwise only from public addresses, pinned (``artsentry.fetch``);
+    redirects followed up to ``MAX_REDIRECTS``, each new URL checked as the first; the body capped at
+    the upload limit, the whole download at ``fetch_seconds``."""
+    from urllib.parse import urljoin
+
     import httpx
 
-    from ..fetch import BadURL, FetchFailed, FetchRefused, http_url, pinned
+    from ..fetch import MAX_REDIRECTS, BadURL, FetchFailed, FetchRefused, http_url, pinned
 
-    try:
-        host = http_url(url)[0].hostname
-    except BadURL as exc:
-        raise _error(400, str(exc)) from None
-    if settings.url_allowlist and host not in settings.url_allowlist:
-        raise _error(403, f"host {host!r} is not on this server's allow-list")
-    try:  # the allow-list names hosts the operator trusts, private ones included
-        url, headers, extensions = await asyncio.to_thread(pinned, url, bool(settings.url_allowlist))
-    except FetchRefused as exc:
-        raise _error(403, f"{exc}; this server fetches only from public addresses, or from hosts named with "
-                          "--url-allow-host") from None
-    except FetchFailed as exc:
-        raise _error(422, f"fetching the URL failed: {exc}") from None
+    async def checked(where: str, hop: int) -> tuple[str, dict, dict]:
+        said = f"the URL redirects to {where[:200]!r}: " if hop else ""
+        try:
+            host = http_url(where)[0].hostname
+        except BadURL as exc:
+            raise _error(422 if hop else 400, f"{said}{exc}") from None
+        if settings.url_allowlist and host not in settings.url_allowlist:
+            raise _error(403, f"{said}host {host!r} is not on this server's allow-list")
+        try:  # the allow-list names hosts the operator trusts, private ones included
+            return await asyncio.to_thread(pinned, where, bool(settings.url_allowlist))
+        except FetchRefused as exc:
+            raise _error(403, f"{said}{exc}; this server fetches only from public addresses, or from hosts named "
+                              "with --url-allow-host") from None
+        except FetchFailed as exc:
+            raise _error(422, f"{said}fetching the URL failed: {exc}") from None
+
     limit = settings.max_upload_bytes
 
-    async def download() -> bytes:
+    async def download(where: str) -> bytes:
         async with httpx.AsyncClient(timeout=10.0, follow_redirects=False) as client:
-            async with client.stream("GET", url, headers=headers, extensions=extensions) as r:
-                if r.status_code != 200:
-                    raise _error(422, f"fetching the URL gave HTTP {r.status_code}")
-                chunks, size = [], 0
-                async for chunk in r.aiter_bytes():
-                    size += len(chunk)
-                    if size > limit:
-                        raise _error(413, f"the image at the URL is over the limit of {describe_size(limit)}")
-                    chunks.append(chunk)
-                return b"".join(chunks)
+            for hop in range(MAX_REDIRECTS + 1):
+                target, headers, extensions = await checked(where, hop)
+                async with client.stream("GET", target, headers=headers, extensions=extensions) as r:
+                    if r.is_redirect and r.headers.get("location"):
+                        where = urljoin(where, r.headers["location"])
+                        continue
+                    if r.status_code != 200:
+                        raise _error(422, f"fetching the URL gave HTTP {r.status_code}")
+                    chunks, size = [], 0
+                    async for chunk in r.aiter_bytes():
+                        size += len(chunk)
+                        if size > limit:
+                            raise _error(413, f"the image at the URL is over the limit of {describe_size(limit)}")
+                        chunks.append(chunk)
+                    return b"".join(chunks)
+        raise _error(422, f"fetching the URL: more than {MAX_REDIRECTS} redirects")
 
     try:  # a whole deadline: the client's per-read timeout never fires on a host sending a byte at a time
-        return await asyncio.wait_for(download(), settings.fetch_seconds)
+        return await asyncio.wait_for(download(url), settings.fetch_seconds)
     except asyncio.TimeoutError:
         raise _error(422, f"fetching the URL took over {settings.fetch_seconds:g} s") from None
     except httpx.HTTPError as exc:
