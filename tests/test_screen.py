@@ -935,6 +935,65 @@ def test_a_url_gets_a_whole_deadline_however_slowly_its_host_sends():
         host.shutdown()
 
 
+def test_fetch_follows_five_redirects_and_holds_its_limits_to_the_byte():
+    """The screening fetch: a sixth redirect is refused after six requests; a redirect with no Location
+    is the shop's answer; redirects that eat the time a URL has stop at the hop past it; a body exactly at
+    the byte limit is read and one byte more is not; private addresses are refused unless allowed,
+    which is not the default."""
+    import http.server
+
+    from artsentry.fetch import FetchFailed, FetchRefused, fetch
+
+    body = b"y" * 1000
+    seen: list[str] = []
+
+    class Shop(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            seen.append(self.path)
+            if self.path.startswith(("/loop", "/slow")):
+                n = int(self.path[5:].split(".")[0])
+                if self.path.startswith("/slow"):
+                    time.sleep(0.6)
+                self.send_response(302)
+                self.send_header("Location", f"{self.path[:5]}{n + 1}.jpg")
+                payload = b""
+            elif self.path == "/noloc.jpg":
+                self.send_response(302)
+                payload = b""
+            else:
+                self.send_response(200)
+                payload = body
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+    host = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Shop)
+    threading.Thread(target=host.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{host.server_address[1]}"
+    try:
+        with pytest.raises(FetchFailed, match="^more than 5 redirects$"):
+            fetch(f"{base}/loop0.jpg", max_bytes=10_000, allow_private=True)
+        assert seen == [f"/loop{i}.jpg" for i in range(6)]
+        with pytest.raises(FetchFailed, match="^HTTP 302$"):
+            fetch(f"{base}/noloc.jpg", max_bytes=10_000, allow_private=True)
+        seen.clear()
+        with pytest.raises(FetchFailed, match=": over the 1 s a URL may take$"):  # the second hop's read cut short
+            fetch(f"{base}/slow0.jpg", max_bytes=10_000, allow_private=True, max_seconds=1)
+        assert seen == ["/slow0.jpg", "/slow1.jpg"]
+        assert fetch(f"{base}/a.jpg", max_bytes=1000, allow_private=True) == body
+        with pytest.raises(FetchFailed, match="^over the limit of 999 bytes$"):
+            fetch(f"{base}/a.jpg", max_bytes=999, allow_private=True)
+        seen.clear()
+        with pytest.raises(FetchRefused, match=r"non-public address \(127\.0\.0\.1\)"):
+            fetch(f"{base}/a.jpg", max_bytes=1000)
+        assert seen == []
+    finally:
+        host.shutdown()
+
+
 def test_input_columns_named_like_outputs_are_carried_beside_them(model_dir, listings, tmp_path):
     """A seller's table with its own "label", "score" or "status" column: carried as input_label...,
     never written over the model's decision (results.csv once showed the input's label there)."""
