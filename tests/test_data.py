@@ -126,6 +126,22 @@ def test_csv_exported_with_another_separator_is_read(tmp_path, sep):
         read_manifest(tmp_path / "one.csv")
 
 
+def test_a_table_typed_with_a_space_after_each_comma_is_read(tmp_path):
+    """"image, label, object_id" and "a.jpg, ivory, 7": a header with a space after each comma gave
+    "no image column; ... (found: image, label...)", naming the very column it missed, and the cells
+    " ivory" or " a.jpg" (a label of its own, a file not found). Both are read as typed without them;
+    a JSON table's keys likewise."""
+    object_photo((1, 2, 3)).save(tmp_path / "a.jpg")
+    object_photo((3, 2, 1)).save(tmp_path / "b.jpg")
+    (tmp_path / "m.csv").write_text('image, label, object_id, title\na.jpg, ivory, 7, "Box, lid"\nb.jpg,bone,8,Comb\n')
+    df, report = read_manifest(tmp_path / "m.csv")
+    assert df["path"].tolist() == [str(tmp_path / "a.jpg"), str(tmp_path / "b.jpg")] and not report.missing_files
+    assert df["label"].tolist() == ["ivory", "bone"] and df["object_id"].tolist() == ["7", "8"]
+    assert df["title"].tolist() == ["Box, lid", "Comb"]
+    (tmp_path / "m.jsonl").write_text('{" image ": "a.jpg", "label ": "ivory"}\n{" image ": "b.jpg", "label ": "bone"}\n')
+    assert read_manifest(tmp_path / "m.jsonl")[0]["label"].tolist() == ["ivory", "bone"]
+
+
 def test_a_csv_saved_by_excel_on_windows_is_read(tmp_path, caplog):
     """Excel's "CSV (comma delimited)" on Windows is Windows-1252, and in many locales ';'-separated."""
     object_photo((1, 2, 3)).save(tmp_path / "a.jpg")

@@ -144,6 +144,9 @@ def _read_table(path: Path) -> pd.DataFrame:
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise ManifestError(f"{path}: cannot read manifest ({' '.join(str(exc).split())})") from None
     df.columns = [str(c) for c in df.columns]  # a JSON line that is a list gives columns 0, 1, ...
+    stripped = [c.strip() for c in df.columns]  # "listing_id, image": the header's " image" is "image"
+    if len(set(stripped)) == len(stripped):
+        df.columns = stripped
     if suffix == ".parquet" or suffix in JSON_LINES_SUFFIXES:  # typed cells; CSV and XLSX are read as text already
         for col in df.columns:
             df[col] = [_cell(v, path, col, i) for i, v in enumerate(df[col].tolist())]
@@ -204,7 +207,8 @@ def _read_csv_fields(path: Path, text: str, sep: str) -> pd.DataFrame:
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always", pd.errors.ParserWarning)
         try:
-            df = pd.read_csv(io.StringIO(text), sep=sep, index_col=False, dtype=str, keep_default_na=False)
+            df = pd.read_csv(io.StringIO(text), sep=sep, index_col=False, dtype=str, keep_default_na=False,
+                             skipinitialspace=True)  # "a.jpg, ivory": the value is "ivory"
         except pd.errors.ParserError as exc:  # a later row longer than the first ones
             found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
             if found is None:
