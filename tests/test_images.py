@@ -1,5 +1,6 @@
 import io
 import os
+import struct
 import warnings
 
 import numpy as np
@@ -9,6 +10,38 @@ from PIL import Image
 from artsentry.data.images import ImageLoadError, describe_size, find_images, image_format, is_greyscale, load_image
 
 from .conftest import bomb_png, jpeg_bytes, object_photo
+
+#: sRGB's primaries as an ICC profile states them (D50-adapted XYZ)
+SRGB_COLORANTS = ((0.4361, 0.2225, 0.0139), (0.3851, 0.7169, 0.0971), (0.1431, 0.0606, 0.7141))
+
+
+def icc_profile(name: str, colorants=SRGB_COLORANTS, gamma: float = 2.2) -> bytes:
+    """A minimal ICC v2 RGB display profile (matrix and gamma curves): the colour profile a camera or
+    phone embeds, written out here since Pillow can build only sRGB's own."""
+    def s15(v):
+        return struct.pack(">i", int(round(v * 65536)))
+
+    def xyz(v):
+        return b"XYZ " + bytes(4) + b"".join(s15(c) for c in v)
+
+    ascii_name = name.encode("ascii") + b"\0"
+    desc = b"desc" + bytes(4) + struct.pack(">I", len(ascii_name)) + ascii_name + bytes(4 + 4 + 2 + 1 + 67)
+    curve = b"curv" + bytes(4) + struct.pack(">IH", 1, int(round(gamma * 256))) + bytes(2)
+    tags = [(b"desc", desc), (b"wtpt", xyz((0.9642, 1.0, 0.8249))), (b"rXYZ", xyz(colorants[0])),
+            (b"gXYZ", xyz(colorants[1])), (b"bXYZ", xyz(colorants[2])), (b"rTRC", curve), (b"gTRC", curve),
+            (b"bTRC", curve), (b"cprt", b"text" + bytes(4) + b"none\0\0\0\0")]
+    offset = 128 + 4 + 12 * len(tags)
+    table, data = b"", b""
+    for sig, body in tags:
+        body += bytes(-len(body) % 4)
+        table += sig + struct.pack(">II", offset + len(data), len(body))
+        data += body
+    size = offset + len(data)
+    header = (struct.pack(">I", size) + b"lcms" + bytes([2, 0x10, 0, 0]) + b"mntr" + b"RGB " + b"XYZ "
+              + struct.pack(">6H", 2026, 1, 1, 0, 0, 0) + b"acsp" + bytes(4 + 4 + 4 + 4 + 8 + 4)
+              + s15(0.9642) + s15(1.0) + s15(0.8249) + bytes(4) + bytes(44))
+    assert len(header) == 128
+    return header + struct.pack(">I", len(tags)) + table + data
 
 
 @pytest.mark.parametrize(
@@ -259,6 +292,40 @@ def test_a_gif_cut_after_its_first_frame_is_judged_by_that_frame():
     img = load_image(cut, name="cut.gif")
     assert "frames" not in img.info  # one picture: no "several frames" warning
     assert np.array_equal(np.asarray(img), np.asarray(load_image(whole)))
+
+
+SWAPPED = (SRGB_COLORANTS[1], SRGB_COLORANTS[0], SRGB_COLORANTS[2])
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP"])
+def test_a_photo_in_another_colour_space_is_read_in_srgb(fmt):
+    """A phone's Display P3 or a camera's Adobe RGB photo states its colours in its own space, and says
+    so in its embedded ICC profile; read as sRGB, such colours come out wrong (wide-gamut ones greyer).
+    A profile whose red and green primaries are swapped makes it plain: the stored red (200, 40, 40) is
+    a green, and is read as one. Untagged, sRGB-tagged and unreadable profiles read the numbers as
+    they are; the profile does not follow the sRGB pixels."""
+    def stored(colour, mode="RGB", **info):
+        buf = io.BytesIO()
+        Image.new(mode, (64, 64), colour).save(buf, fmt, quality=100, **info)
+        return buf.getvalue()
+
+    def near(img, expected, tol):
+        return np.abs(np.asarray(img.getpixel((20, 20)), float) - expected).max() <= tol
+
+    swapped = load_image(stored((200, 40, 40), icc_profile=icc_profile("Swapped red and green", SWAPPED)))
+    assert near(swapped, (40, 200, 40), 8) and "icc_profile" not in swapped.info
+    assert near(load_image(stored((200, 40, 40))), (200, 40, 40), 3)  # untagged: sRGB
+    srgb = icc_profile("sRGB IEC61966-2.1", gamma=1.0)  # named sRGB: taken at its word, not applied
+    assert near(load_image(stored((200, 40, 40), icc_profile=srgb)), (200, 40, 40), 3)
+    plain = icc_profile("Test RGB")  # sRGB's primaries, a gamma of 2.2: nearly the same numbers
+    assert near(load_image(stored((200, 120, 60), icc_profile=plain)), (200, 120, 60), 8)
+    broken = icc_profile("Broken")[:150]  # cut short: unreadable, so read as untagged
+    assert near(load_image(stored((200, 40, 40), icc_profile=broken)), (200, 40, 40), 3)
+    if fmt != "JPEG":  # transparency still composited on white after the profile is applied
+        rgba = load_image(stored((200, 40, 40, 0), "RGBA", icc_profile=icc_profile("Swapped", SWAPPED)))
+        assert near(rgba, (255, 255, 255), 1)
+        half = load_image(stored((200, 40, 40, 255), "RGBA", icc_profile=icc_profile("Swapped", SWAPPED)))
+        assert near(half, (40, 200, 40), 8)
 
 
 def test_a_file_of_two_frames_says_so():

@@ -13,6 +13,9 @@ line. It:
 - reads JPEG, PNG, WebP, GIF, BMP, TIFF, AVIF (Pillow) and HEIC/HEIF, the format phones save
   photos in (``pillow-heif``);
 - applies the EXIF orientation, so phone photos are upright;
+- converts a photo whose file carries a colour profile (a phone's Display P3, a camera's Adobe RGB,
+  ProPhoto RGB from a raw converter) to sRGB, the colours of the untagged museum photos the models
+  learnt from: read as if sRGB, a wide-gamut photo's colours come out greyer and duller;
 - converts every mode to 8-bit RGB correctly: 16-bit and float greyscale are
   rescaled rather than clipped, CMYK is converted, and transparency (RGBA, LA,
   palette with a transparent index) is composited onto a white background,
@@ -23,6 +26,7 @@ Callers that process many files catch ``ImageLoadError``, report it, and go on.
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import os
@@ -230,6 +234,48 @@ def read_image_bytes(source: ImageSource, name: str, max_bytes: int = DEFAULT_MA
     return data
 
 
+#: the modes whose colour profile is applied (others, such as grey or palette images, are read as sRGB)
+_PROFILED_MODES = {"RGB": "RGB", "RGBA": "RGBA", "CMYK": "RGB"}
+
+
+@functools.lru_cache(maxsize=32)
+def _srgb_transform(icc: bytes, mode: str):
+    """The transform from the colour space ``icc`` describes to sRGB for images of ``mode``; None when
+    the profile is sRGB's own or cannot be read (the image is then read as sRGB, as an untagged one)."""
+    try:
+        from PIL import ImageCms
+
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        if (source.profile.profile_description or "").strip().lower().startswith("srgb"):
+            return None
+        # perceptual intent (0); no one-pixel cache (cmsFLAGS_NOCACHE, 0x40): LittleCMS writes that cache as it
+        # transforms, so a cached transform shared by the server's inference threads would race
+        return ImageCms.buildTransform(source, ImageCms.createProfile("sRGB"), mode, _PROFILED_MODES[mode],
+                                       renderingIntent=0, flags=0x40)
+    except (ImportError, OSError, ValueError, TypeError, AttributeError) as exc:
+        log.debug("colour profile not applied (%s)", exc)
+        return None
+
+
+def _to_srgb(img: Image.Image) -> Image.Image:
+    """``img`` in sRGB when its file carries a colour profile of another space, else as it is."""
+    icc = img.info.get("icc_profile")
+    if not icc or img.mode not in _PROFILED_MODES:
+        return img
+    transform = _srgb_transform(bytes(icc), img.mode)
+    if transform is None:
+        return img
+    from PIL import ImageCms
+
+    try:
+        out = ImageCms.applyTransform(img, transform)
+    except (OSError, ValueError) as exc:  # ImageCms.PyCMSError is an OSError
+        log.debug("colour profile not applied (%s)", exc)
+        return img
+    out.info = {k: v for k, v in img.info.items() if k != "icc_profile"}  # the pixels are sRGB's now
+    return out
+
+
 def _to_rgb(img: Image.Image) -> Image.Image:
     mode = img.mode
     if mode == "RGB":
@@ -318,7 +364,7 @@ def load_image(
             # an animated GIF/WebP, a multi-page TIFF; not a camera's MPO JPEG, whose second image is
             # a preview or the other half of a stereo pair of the same scene
             frames = 1 if img.format == "MPO" else _frame_count(img)
-            img = _to_rgb(ImageOps.exif_transpose(img))
+            img = _to_rgb(ImageOps.exif_transpose(_to_srgb(img)))
             # the file's own size (before draft scaling; width and height as stored, not rotated)
             img.info["source_size"] = (width, height)
             if frames > 1:  # only the first is read: said with every decision (data.quality)
