@@ -994,6 +994,21 @@ def test_fetch_follows_five_redirects_and_holds_its_limits_to_the_byte():
         host.shutdown()
 
 
+def test_an_image_urls_scheme_is_read_case_blind():
+    """URL schemes are case-insensitive: a seller's table with "HTTPS://..." rows was refused as an
+    "unsupported URL scheme" where "https://" was fetched. Without --fetch-urls both say the same."""
+    from artsentry.data.images import ImageLoadError
+    from artsentry.screen import ListingImages
+
+    rows = ListingImages(["HTTPS://shop.example/a.jpg", "Http://shop.example/b.jpg", "ftp://shop.example/c.jpg"],
+                         [], None)
+    for i in (0, 1):
+        with pytest.raises(ImageLoadError, match="image URLs are fetched only with --fetch-urls"):
+            rows.read(i)
+    with pytest.raises(ImageLoadError, match="unsupported URL scheme"):
+        rows.read(2)
+
+
 def test_input_columns_named_like_outputs_are_carried_beside_them(model_dir, listings, tmp_path):
     """A seller's table with its own "label", "score" or "status" column: carried as input_label...,
     never written over the model's decision (results.csv once showed the input's label there)."""

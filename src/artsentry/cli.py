@@ -853,7 +853,7 @@ def expand_images(items: list[str]) -> tuple[list[str], list[str]]:
                             "'artsentry register import' registers them)")
         elif p.exists() or p.is_symlink():  # a broken link fails in the loader, which names its target
             files.append(item)
-        elif item.startswith(("http://", "https://")):
+        elif item.lower().startswith(("http://", "https://")):
             problems.append(f"{item}: a URL, not a file (put it in a table's image column for 'artsentry screen "
                             "--fetch-urls', or download it first)")
         else:

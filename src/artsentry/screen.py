@@ -230,7 +230,7 @@ class ListingImages(Dataset):
         src = self.sources[i]
         if not src:
             raise ImageLoadError(f"<row {i}>", "no image given")
-        if src.startswith(("http://", "https://")):
+        if src.lower().startswith(("http://", "https://")):  # schemes are case-blind
             if not self.fetch_urls:
                 raise ImageLoadError(src, "image URLs are fetched only with --fetch-urls")
             return fetch_url(src, allow_private=self.fetch_private)
