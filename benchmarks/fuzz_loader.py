@@ -4,7 +4,8 @@
     .venv/bin/python benchmarks/fuzz_loader.py --cases 10000 --seed 0
 
 A small photo is saved in every format the loader reads (JPEG, one with EXIF orientation, PNG,
-palette PNG with transparency, GIF, two-frame GIF, WebP, TIFF, BMP, ICO, HEIC, AVIF); each case
+palette PNG with transparency, GIF, two-frame GIF, WebP, TIFF, BMP, ICO, HEIC, AVIF, and a JPEG and
+a PNG carrying a colour profile the loader applies); each case
 takes one of them and applies 1-6 seeded mutations (a byte changed, four bytes set to a boundary
 value, the file cut short, a slice copied elsewhere, random bytes inserted). Each case runs under a
 5 s alarm. Prints JSON: cases, decoded, clean errors, escaped exceptions by format and type, slow
@@ -58,7 +59,20 @@ def seeds() -> dict[str, bytes]:
         "png_palette": enc("PNG", img=base.convert("P", palette=Image.Palette.ADAPTIVE, colors=16), transparency=0),
         "gif": enc("GIF"), "gif_2_frames": frames.getvalue(), "webp": enc("WEBP", quality=80), "tiff": enc("TIFF"),
         "bmp": enc("BMP"), "ico": enc("ICO"), "heic": enc("HEIF"), "avif": enc("AVIF"),
+        # a colour profile the loader applies (LittleCMS's sRGB renamed, so not taken for sRGB's own): JPEG
+        # stores it as it is, so mutations reach the profile itself; PNG compresses it
+        "jpeg_icc": enc("JPEG", quality=80, icc_profile=applied_profile()),
+        "png_icc": enc("PNG", icc_profile=applied_profile()),
     }
+
+
+def applied_profile() -> bytes:
+    from PIL import ImageCms
+
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    renamed = srgb.replace("sRGB".encode("utf-16-be"), "xRGB".encode("utf-16-be"))  # "xRGB built-in"
+    assert renamed != srgb
+    return renamed
 
 
 def mutate(data: bytes, rng: random.Random) -> bytes:
