@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,59 @@ def bomb_png(width: int = 30000, height: int = 30000) -> bytes:
     row = b"\x00" + b"\x00" * (3 * width)
     body = zlib.compress(row * 16, 9)  # only a few rows of data; the header is the attack
     return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", body) + _png_chunk(b"IEND", b"")
+
+
+@contextmanager
+def web_host(respond):
+    """A web server on 127.0.0.1 for tests that fetch image URLs (a shop, a CDN, a slow host): each GET
+    is answered by ``respond(request)``, the request handler (``.path``, ``.headers``; ``reply`` writes a
+    whole answer). Yields the base URL and the port."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            respond(self)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    try:
+        yield f"http://127.0.0.1:{port}", port
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def reply(request, status: int, body: bytes = b"", **headers) -> None:
+    """A whole HTTP answer to ``request`` (headers named with ``_`` for ``-``: ``Retry_After``)."""
+    request.send_response(status)
+    for name, value in headers.items():
+        request.send_header(name.replace("_", "-"), str(value))
+    request.send_header("Content-Length", str(len(body)))
+    request.end_headers()
+    request.wfile.write(body)
+
+
+def trickle(request, size: int, every: float) -> int:
+    """A 200 answer to ``request`` of ``size`` bytes sent one at a time, ``every`` seconds apart (a host
+    that never trips a per-read timeout); returns the bytes sent before the client hung up, if it did."""
+    import time
+
+    request.send_response(200)
+    request.send_header("Content-Length", str(size))
+    request.end_headers()
+    for sent in range(size):
+        try:
+            request.wfile.write(b"x")
+            request.wfile.flush()
+        except OSError:  # the client hung up
+            return sent
+        time.sleep(every)
+    return size
 
 
 def jpeg_bytes(img: Image.Image, **kw) -> bytes:

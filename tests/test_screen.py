@@ -28,6 +28,8 @@ from artsentry.models.onnx import export_onnx, onnx_ready
 from artsentry.screen import (LISTING_STATUSES, OUTPUT_COLUMNS, ScreenError, Screener, _priority, listing_rollup,
                               read_evidence, read_listings, verify_run)
 
+from .conftest import reply, trickle, web_host
+
 
 @pytest.fixture(scope="module")
 def onnx_model_dir(model_dir, tmp_path_factory):
@@ -887,52 +889,26 @@ def test_image_urls_naming_this_machine_or_its_network_are_not_fetched(model_dir
 def test_a_url_gets_a_whole_deadline_however_slowly_its_host_sends():
     """httpx's timeout bounds each read, so a host sending a byte at a time never trips it: the fetch
     has a deadline as a whole, and stops a trickle part-way, or a retry due after it, with a reason."""
-    import http.server
-
     from artsentry.fetch import FetchFailed, RetryPolicy, fetch
 
-    sent = {"/slow.jpg": 0}
+    sent = []
 
-    class Trickle(http.server.BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
+    def respond(request):
+        if request.path == "/later.jpg":  # a rate limit asking for a wait past the deadline
+            return reply(request, 429, Retry_After=5)
+        sent.append(trickle(request, 30, 0.1))  # 3 s in all
 
-        def do_GET(self):
-            if self.path == "/later.jpg":  # a rate limit asking for a wait past the deadline
-                self.send_response(429)
-                self.send_header("Retry-After", "5")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            self.send_response(200)
-            self.send_header("Content-Length", "30")
-            self.end_headers()
-            try:
-                for _ in range(30):  # 3 s in all, each byte 0.1 s after the last
-                    self.wfile.write(b"x")
-                    self.wfile.flush()
-                    sent[self.path] += 1
-                    time.sleep(0.1)
-            except OSError:  # the client hung up
-                pass
-
-    host = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
-    threading.Thread(target=host.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{host.server_address[1]}"
-    try:
+    with web_host(respond) as (base, _):
         # the whole body, given the time, with the same per-read timeout: the deadline is what stops it
         assert fetch(f"{base}/slow.jpg", max_bytes=1000, timeout=1.0, allow_private=True, max_seconds=30) == b"x" * 30
-        sent["/slow.jpg"] = 0
         with pytest.raises(FetchFailed, match=r"^still downloading, \d+ bytes received: over the 1 s a URL may take"):
             fetch(f"{base}/slow.jpg", max_bytes=1000, timeout=1.0, allow_private=True, max_seconds=1)
         time.sleep(0.5)  # the handler notices the hang-up
-        assert 0 < sent["/slow.jpg"] < 30
+        assert sent[0] == 30 and 0 < sent[1] < 30
         with pytest.raises(FetchFailed, match=r"^not fetched after 1 attempt\(s\) \(HTTP 429\), and the next is due "
                                               r"later: over the 2 s a URL may take"):
             fetch(f"{base}/later.jpg", max_bytes=1000, allow_private=True, max_seconds=2,
                   policy=RetryPolicy(retries=3, backoff=0.1, max_retry_after=30))
-    finally:
-        host.shutdown()
 
 
 def test_fetch_follows_five_redirects_and_holds_its_limits_to_the_byte():
@@ -940,40 +916,23 @@ def test_fetch_follows_five_redirects_and_holds_its_limits_to_the_byte():
     is the shop's answer; redirects that eat the time a URL has stop at the hop past it; a body exactly at
     the byte limit is read and one byte more is not; private addresses are refused unless allowed,
     which is not the default."""
-    import http.server
-
     from artsentry.fetch import FetchFailed, FetchRefused, fetch
 
     body = b"y" * 1000
     seen: list[str] = []
 
-    class Shop(http.server.BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
+    def respond(request):
+        seen.append(request.path)
+        if request.path.startswith(("/loop", "/slow")):
+            n = int(request.path[5:].split(".")[0])
+            if request.path.startswith("/slow"):
+                time.sleep(0.6)
+            return reply(request, 302, Location=f"{request.path[:5]}{n + 1}.jpg")
+        if request.path == "/noloc.jpg":
+            return reply(request, 302)
+        reply(request, 200, body)
 
-        def do_GET(self):
-            seen.append(self.path)
-            if self.path.startswith(("/loop", "/slow")):
-                n = int(self.path[5:].split(".")[0])
-                if self.path.startswith("/slow"):
-                    time.sleep(0.6)
-                self.send_response(302)
-                self.send_header("Location", f"{self.path[:5]}{n + 1}.jpg")
-                payload = b""
-            elif self.path == "/noloc.jpg":
-                self.send_response(302)
-                payload = b""
-            else:
-                self.send_response(200)
-                payload = body
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-    host = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Shop)
-    threading.Thread(target=host.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{host.server_address[1]}"
-    try:
+    with web_host(respond) as (base, _):
         with pytest.raises(FetchFailed, match="^more than 5 redirects$"):
             fetch(f"{base}/loop0.jpg", max_bytes=10_000, allow_private=True)
         assert seen == [f"/loop{i}.jpg" for i in range(6)]
@@ -990,8 +949,6 @@ def test_fetch_follows_five_redirects_and_holds_its_limits_to_the_byte():
         with pytest.raises(FetchRefused, match=r"non-public address \(127\.0\.0\.1\)"):
             fetch(f"{base}/a.jpg", max_bytes=1000)
         assert seen == []
-    finally:
-        host.shutdown()
 
 
 def test_an_image_urls_scheme_is_read_case_blind():

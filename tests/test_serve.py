@@ -22,7 +22,7 @@ from PIL import Image
 from artsentry.serve import Analyzer, ServeSettings, create_app
 from artsentry.serve.analysis import sniff
 
-from .conftest import abc_register, bomb_png, register_lot, synthetic_lot
+from .conftest import abc_register, bomb_png, register_lot, reply, synthetic_lot, trickle, web_host
 
 TOKEN = "s3cret-token-for-tests"
 
@@ -610,45 +610,20 @@ def test_url_fetch_only_when_enabled(model_dir, photos, tmp_path):
         files.shutdown()
 
 
-def test_url_fetch_has_a_whole_deadline(model_dir, tmp_path):
+def test_url_fetch_has_a_whole_deadline(model_dir):
     """A host sending the image a byte at a time never trips the client's per-read timeout: the server
     gives the download ``fetch_seconds`` in all and answers 422 saying so, not a request held for ever."""
-    import http.server
-
-    class Trickle(http.server.BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def do_GET(self):
-            self.send_response(200)
-            self.send_header("Content-Length", "100")
-            self.end_headers()
-            try:
-                for _ in range(100):  # 10 s in all
-                    self.wfile.write(b"x")
-                    self.wfile.flush()
-                    time.sleep(0.1)
-            except OSError:  # the server hung up
-                pass
-
-    host = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
-    threading.Thread(target=host.serve_forever, daemon=True).start()
-    try:
+    with web_host(lambda request: trickle(request, 100, 0.1)) as (base, _):  # 10 s in all
         settings = ServeSettings(model=model_dir, allow_url_fetch=True, url_allowlist=("127.0.0.1",), fetch_seconds=1)
         with LiveServer(create_app(settings)) as server:
-            r = httpx.post(f"{server.url}/v1/analyze", json={"url": f"http://127.0.0.1:{host.server_address[1]}/a.jpg"},
-                           timeout=60)
+            r = httpx.post(f"{server.url}/v1/analyze", json={"url": f"{base}/a.jpg"}, timeout=60)
             assert r.status_code == 422 and r.json()["error"] == "fetching the URL took over 1 s", r.text
-    finally:
-        host.shutdown()
 
 
 def test_url_fetch_follows_redirects_checking_each_new_url(model_dir, photos, tmp_path, monkeypatch):
     """A shop's image URL often redirects (http to https, a CDN); the server once answered 422 "HTTP 302".
     It follows up to five, each new URL checked as the first: on the allow-list when there is one, else
     public; a redirect off the list, to this machine or to a file is refused, as is a sixth hop."""
-    import http.server
-
     from artsentry import fetch as fetch_module
 
     Image.open(photos["A"][1]).save(tmp_path / "a.jpg")
@@ -657,30 +632,15 @@ def test_url_fetch_follows_redirects_checking_each_new_url(model_dir, photos, tm
     hops = {"/moved.jpg": "/a.jpg", "/away.jpg": "http://elsewhere.invalid/a.jpg", "/to-file.jpg": "file:///etc/passwd",
             **{f"/loop{i}.jpg": f"/loop{i + 1}.jpg" for i in range(6)}}
 
-    class Shop(http.server.BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
+    def respond(request):
+        seen.append(request.path)
+        if request.path == "/to-private.jpg":
+            return reply(request, 302, Location=f"http://127.0.0.1:{port}/a.jpg")
+        if request.path in hops:
+            return reply(request, 302, Location=hops[request.path])
+        reply(request, 200, photo)
 
-        def do_GET(self):
-            seen.append(self.path)
-            if self.path == "/to-private.jpg":
-                self.send_response(302)
-                self.send_header("Location", f"http://127.0.0.1:{port}/a.jpg")
-            elif self.path in hops:
-                self.send_response(302)
-                self.send_header("Location", hops[self.path])
-            else:
-                self.send_response(200)
-            body = photo if self.path == "/a.jpg" else b""
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-    shop = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Shop)
-    port = shop.server_address[1]
-    threading.Thread(target=shop.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{port}"
-    try:
+    with web_host(respond) as (base, port):
         listed = ServeSettings(model=model_dir, allow_url_fetch=True, url_allowlist=("127.0.0.1",))
         with LiveServer(create_app(listed)) as server:
             def ask(url):
@@ -713,8 +673,6 @@ def test_url_fetch_follows_redirects_checking_each_new_url(model_dir, photos, tm
             r = httpx.post(f"{server.url}/v1/analyze", json={"url": f"http://shop.invalid:{port}/moved.jpg"}, timeout=60)
             assert r.status_code == 200, r.text
         assert seen == ["/to-private.jpg", "/moved.jpg", "/a.jpg"]  # nothing reached this machine by its own name
-    finally:
-        shop.shutdown()
 
 
 def test_a_pinned_url_keeps_its_name_port_and_scheme(monkeypatch):
