@@ -138,7 +138,8 @@ def test_a_table_typed_with_a_space_after_each_comma_is_read(tmp_path):
     assert df["path"].tolist() == [str(tmp_path / "a.jpg"), str(tmp_path / "b.jpg")] and not report.missing_files
     assert df["label"].tolist() == ["ivory", "bone"] and df["object_id"].tolist() == ["7", "8"]
     assert df["title"].tolist() == ["Box, lid", "Comb"]
-    (tmp_path / "m.jsonl").write_text('{" image ": "a.jpg", "label ": "ivory"}\n{" image ": "b.jpg", "label ": "bone"}\n')
+    (tmp_path / "m.jsonl").write_text('{" image ": "a.jpg", "label ": "ivory"}\n'
+                                      '{" image ": "b.jpg", "label ": "bone"}\n')
     assert read_manifest(tmp_path / "m.jsonl")[0]["label"].tolist() == ["ivory", "bone"]
 
 

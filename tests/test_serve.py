@@ -650,9 +650,9 @@ def test_url_fetch_follows_redirects_checking_each_new_url(model_dir, photos, tm
             assert r.status_code == 200 and r.json()["image"]["sha256"] == hashlib.sha256(photo).hexdigest(), r.text
             assert seen == ["/moved.jpg", "/a.jpg"]
             r = ask(f"{base}/away.jpg")
-            assert r.status_code == 403 and r.json()["error"] == ("the URL redirects to 'http://elsewhere.invalid/a.jpg': "
-                                                                  "host 'elsewhere.invalid' is not on this server's "
-                                                                  "allow-list"), r.text
+            assert r.status_code == 403, r.text
+            assert r.json()["error"] == ("the URL redirects to 'http://elsewhere.invalid/a.jpg': host "
+                                         "'elsewhere.invalid' is not on this server's allow-list")
             r = ask(f"{base}/to-file.jpg")
             assert r.status_code == 422 and r.json()["error"] == ("the URL redirects to 'file:///etc/passwd': not an "
                                                                   "http(s) URL: 'file:///etc/passwd'"), r.text
@@ -670,7 +670,8 @@ def test_url_fetch_follows_redirects_checking_each_new_url(model_dir, photos, tm
                            timeout=60)
             assert r.status_code == 403 and "redirects to" in r.json()["error"] and \
                 "non-public address (127.0.0.1)" in r.json()["error"], r.text
-            r = httpx.post(f"{server.url}/v1/analyze", json={"url": f"http://shop.invalid:{port}/moved.jpg"}, timeout=60)
+            r = httpx.post(f"{server.url}/v1/analyze", json={"url": f"http://shop.invalid:{port}/moved.jpg"},
+                           timeout=60)
             assert r.status_code == 200, r.text
         assert seen == ["/to-private.jpg", "/moved.jpg", "/a.jpg"]  # nothing reached this machine by its own name
 
@@ -686,7 +687,8 @@ def test_a_pinned_url_keeps_its_name_port_and_scheme(monkeypatch):
 
     answers = {"shop.example": "93.184.216.34", "v6.example": "2606:4700::1111", "inside.example": "10.0.0.7"}
     monkeypatch.setattr(socket, "getaddrinfo", lambda host, port, **k: [
-        (socket.AF_INET6 if ":" in answers[host] else socket.AF_INET, socket.SOCK_STREAM, 6, "", (answers[host], port))])
+        (socket.AF_INET6 if ":" in answers[host] else socket.AF_INET, socket.SOCK_STREAM, 6, "",
+         (answers[host], port))])
     assert pinned("https://shop.example/a.jpg?w=800") == (
         "https://93.184.216.34:443/a.jpg?w=800", {"Host": "shop.example"}, {"sni_hostname": "shop.example"})
     assert pinned("http://shop.example/a.jpg") == ("http://93.184.216.34:80/a.jpg", {"Host": "shop.example"}, {})
@@ -757,7 +759,8 @@ def test_url_fetch_without_allow_list_reaches_public_addresses_only(model_dir, p
                       "::10.0.0.1"):
         monkeypatch.setattr(socket, "getaddrinfo", lambda *a, d=disguised, **k: [
             (socket.AF_INET6, socket.SOCK_STREAM, 6, "", (d, 80, 0, 0))])
-        with pytest.raises(fetch_module.FetchRefused, match=re.escape(f"non-public address ({ipaddress.ip_address(disguised)})")):
+        said = f"non-public address ({ipaddress.ip_address(disguised)})"
+        with pytest.raises(fetch_module.FetchRefused, match=re.escape(said)):
             fetch_module.public_address("shop.example", 80)
     for public_v6 in ("64:ff9b::5db8:d822", "2606:4700::1111"):  # a public IPv4 address through NAT64; Cloudflare
         monkeypatch.setattr(socket, "getaddrinfo", lambda *a, d=public_v6, **k: [
