@@ -87,10 +87,46 @@ def test_stale_onnx_is_never_used(onnx_model_dir, tmp_path):
     assert Predictor.load(folder).runtime == "torch"
     with pytest.raises(ArtifactError, match="artsentry export"):
         Predictor.load(folder, runtime="onnx")
+    # the graph deleted (a copy made without it, a clean-up), its config block left: PyTorch, not a crash
+    gone = tmp_path / "gone"
+    shutil.copytree(onnx_model_dir, gone)
+    assert onnx_ready(gone)
+    (gone / "model.onnx").unlink()
+    assert not onnx_ready(gone) and Predictor.load(gone).runtime == "torch"
+
+
+def test_int8_copies_of_a_graph(onnx_model_dir, synthetic_dataset, tmp_path):
+    """``quantize_onnx`` (benchmarks/screen.py's int8 runs; never the default): the dynamic copy keeps
+    the float graph's decisions on these photos; the static one calibrates on the images given and
+    gives finite logits of the same shape (on this 64-px toy model its activation ranges are too coarse
+    to keep the decisions: the static copy's accuracy is what benchmarks/screen.py measures on a real
+    model before anyone uses it). Neither leaves its intermediate file; an unknown mode, or a static
+    run with nothing to calibrate on, is refused."""
+    from artsentry.models.onnx import ONNX_NAME, OnnxClassifier, quantize_onnx
+
+    predictor = Predictor.load(onnx_model_dir)
+    files = sorted(synthetic_dataset.rglob("*.jpg"))
+    images = np.stack([predictor.transform(load_image(files[i])).numpy()
+                       for i in np.random.default_rng(0).permutation(len(files))[:40]])  # both labels
+    float_logits = OnnxClassifier(onnx_model_dir / ONNX_NAME).logits(images)
+    static = OnnxClassifier(quantize_onnx(onnx_model_dir / ONNX_NAME, tmp_path / "static.onnx", "static",
+                                          images[:20])).logits(images)
+    assert static.shape == float_logits.shape and np.isfinite(static).all()
+    dynamic = OnnxClassifier(quantize_onnx(onnx_model_dir / ONNX_NAME, tmp_path / "dynamic.onnx",
+                                           "dynamic")).logits(images)
+    assert (dynamic.argmax(1) == float_logits.argmax(1)).mean() >= 0.95
+    assert not np.array_equal(dynamic, float_logits)  # int8 weights, not the float graph copied
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dynamic.onnx", "static.onnx"]
+    with pytest.raises(ValueError, match="mode must be one of"):
+        quantize_onnx(onnx_model_dir / ONNX_NAME, tmp_path / "x.onnx", "int4")
+    for empty in (None, images[:0]):
+        with pytest.raises(ValueError, match="static quantisation needs calibration images"):
+            quantize_onnx(onnx_model_dir / ONNX_NAME, tmp_path / "x.onnx", "static", empty)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dynamic.onnx", "static.onnx"]
 
 
 def test_export_cli_standalone_copy(model_dir, tmp_path, capsys):
-    out = tmp_path / "edge"
+    out = tmp_path / "for" / "edge"  # folders made as needed
     assert main(["export", str(model_dir), "--out", str(out)]) == 0
     side = json.loads((out / "config.json").read_text())
     assert (out / "model.onnx").is_file() and side["preprocessing"]["input_size"] == 64
