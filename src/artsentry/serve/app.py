@@ -17,8 +17,8 @@ pattern (400), so no request text ever becomes a path; register writes need the
 bearer token given at start (401/403); URL fetching, off by default, reaches only public
 addresses (pinned to the address checked) or the hosts allowed at start (403), a redirect's
 new URL checked the same way, the whole download bounded in time; CORS is off unless origins are
-configured; with an audit log (``serve.audit``) every analysis, register change (before and after it is made) and refused write is recorded, each record
-linked to the one before (``chainlog``);
+configured; with an audit log (``serve.audit``) every analysis, register change (before and after
+it is made) and refused write is recorded, each record linked to the one before (``chainlog``);
 inference runs in a bounded worker pool off the event loop, and a request that
 finds the queue full gets 503 with Retry-After instead of waiting. Every error is
 JSON: ``{"error": "...", "status": N}``. No page asset comes from the network.
