@@ -10,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -740,39 +739,26 @@ def test_image_urls_are_fetched_again_after_a_shops_passing_trouble(model_dir, s
     asked again and the photos screened; a 404 is final and asked once; one that never recovers is an
     error saying how often it was tried. Connections carry artsentry's User-Agent. With --keep-fetched
     the fetched bytes are kept by their SHA-256 and the review page shows them."""
-    import http.server
-
     photo = next((synthetic_dataset / "ivory").glob("*.jpg")).read_bytes()
     seen: list[tuple[str, str]] = []
 
-    class Shop(http.server.BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
+    def respond(request):
+        seen.append((request.path, request.headers["User-Agent"]))
+        tries = sum(p == request.path for p, _ in seen)
+        status = {"/flaky.jpg": 503 if tries <= 2 else 200, "/limited.jpg": 429 if tries == 1 else 200,
+                  "/gone.jpg": 404, "/down.jpg": 502}[request.path]
+        if status == 200:
+            return reply(request, 200, photo)
+        reply(request, status, b"no", Retry_After=0)
 
-        def do_GET(self):
-            seen.append((self.path, self.headers["User-Agent"]))
-            tries = sum(p == self.path for p, _ in seen)
-            status = {"/flaky.jpg": 503 if tries <= 2 else 200, "/limited.jpg": 429 if tries == 1 else 200,
-                      "/gone.jpg": 404, "/down.jpg": 502}[self.path]
-            self.send_response(status)
-            if status != 200:
-                self.send_header("Retry-After", "0")
-            body = photo if status == 200 else b"no"
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-    shop = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Shop)
-    threading.Thread(target=shop.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{shop.server_address[1]}"
     table = tmp_path / "listings.csv"
     names = ["flaky.jpg", "limited.jpg", "gone.jpg", "down.jpg"]
-    pd.DataFrame({"listing_id": list("abcd"), "image_url": [f"{base}/{n}" for n in names]}).to_csv(table, index=False)
-    try:  # decoding workers fetch, and keep what they fetched
+    with web_host(respond) as (base, _):
+        pd.DataFrame({"listing_id": list("abcd"), "image_url": [f"{base}/{n}" for n in names]}).to_csv(table,
+                                                                                                      index=False)
+        # decoding workers fetch, and keep what they fetched
         Screener(model_dir, progress=False, fetch_urls=True, keep_fetched=tmp_path / "kept",
                  fetch_private=True).run(table, tmp_path / "out")  # the shop is on this machine
-    finally:
-        shop.shutdown()
     res = pd.read_csv(tmp_path / "out" / "results.csv").set_index("listing_id")
     assert res.loc["a", "sha256"] == res.loc["b", "sha256"] == hashlib.sha256(photo).hexdigest()
     assert pd.isna(res.loc["a", "error"]) and pd.isna(res.loc["b", "error"])
@@ -811,33 +797,21 @@ def test_verify_refetch_tells_a_listing_still_showing_its_photo_from_one_changed
                                                                                           tmp_path, capsys):
     """Photos screened by URL without --keep-fetched: verify --refetch fetches them again: the same bytes,
     another photo under the URL, or gone (404)."""
-    import http.server
-
     from artsentry.cli import main
 
     ivory, other = [next((synthetic_dataset / c).glob("*.jpg")).read_bytes() for c in ("ivory", "non_ivory")]
     third = next(b for b in (p.read_bytes() for p in sorted((synthetic_dataset / "ivory").glob("*.jpg"))) if b != ivory)
     serving = {"/a.jpg": ivory, "/b.jpg": ivory, "/c.jpg": other, "/d.jpg": third, "/e.jpg": other}
 
-    class Shop(http.server.BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
+    def respond(request):
+        body = serving.get(request.path)
+        reply(request, 200 if body else 404, body or b"")
 
-        def do_GET(self):
-            body = serving.get(self.path)
-            self.send_response(200 if body else 404)
-            self.send_header("Content-Length", str(len(body or b"")))
-            self.end_headers()
-            self.wfile.write(body or b"")
-
-    shop = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Shop)
-    threading.Thread(target=shop.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{shop.server_address[1]}"
     table = tmp_path / "listings.csv"
-    pd.DataFrame({"listing_id": list("abcde"), "image_url": [f"{base}/{n}.jpg" for n in "abcde"]}).to_csv(table,
-                                                                                                      index=False)
     out = tmp_path / "out"
-    try:
+    with web_host(respond) as (base, _):
+        pd.DataFrame({"listing_id": list("abcde"), "image_url": [f"{base}/{n}.jpg" for n in "abcde"]}).to_csv(
+            table, index=False)
         Screener(model_dir, progress=False, fetch_urls=True, fetch_private=True).run(table, out)
         capsys.readouterr()
         assert main(["-q", "verify", str(out)]) == 0  # nothing it can check without fetching
@@ -860,8 +834,6 @@ def test_verify_refetch_tells_a_listing_still_showing_its_photo_from_one_changed
         assert main(["-q", "verify", str(out), "--refetch"]) == 0
         assert ("0 of 5 photo(s) hash as screened; changed 0, missing 0, gone 0, placeholder 0, unreachable 5"
                 in capsys.readouterr().out)
-    finally:
-        shop.shutdown()
 
 
 def test_image_urls_naming_this_machine_or_its_network_are_not_fetched(model_dir, synthetic_dataset, tmp_path,
@@ -869,43 +841,28 @@ def test_image_urls_naming_this_machine_or_its_network_are_not_fetched(model_dir
     """A listing's URL is the seller's to choose: by default one naming this machine or its network is
     refused before any request, and so is a redirect there from a public shop; a redirect to another
     public address is followed. --fetch-private (an image host inside the user's network) fetches it."""
-    import http.server
-
     from artsentry import fetch as fetch_module
 
     photo = next((synthetic_dataset / "ivory").glob("*.jpg")).read_bytes()
     seen: list[str] = []
 
-    class Shop(http.server.BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
+    def respond(request):
+        seen.append(request.path)
+        if request.path.startswith("/to-"):  # /to-private.jpg, /to-public.jpg: redirects
+            where = "127.0.0.1" if request.path == "/to-private.jpg" else "shop.invalid"
+            return reply(request, 302, Location=f"http://{where}:{port}/a.jpg")
+        reply(request, 200, photo)
 
-        def do_GET(self):
-            seen.append(self.path)
-            if self.path.startswith("/to-"):  # /to-private.jpg, /to-public.jpg: redirects
-                where = "127.0.0.1" if self.path == "/to-private.jpg" else "shop.invalid"
-                self.send_response(302)
-                self.send_header("Location", f"http://{where}:{port}/a.jpg")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(photo)))
-            self.end_headers()
-            self.wfile.write(photo)
-
-    shop = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Shop)
-    port = shop.server_address[1]
-    threading.Thread(target=shop.serve_forever, daemon=True).start()
     real = fetch_module.public_address
     # "shop.invalid" stands for a public shop: its checked address is this test's server
     monkeypatch.setattr(fetch_module, "public_address",
                         lambda host, p: "127.0.0.1" if host == "shop.invalid" else real(host, p))
     table = tmp_path / "listings.csv"
-    urls = [f"http://127.0.0.1:{port}/a.jpg", f"http://localhost:{port}/a.jpg", "http://169.254.169.254/latest/",
-            f"http://shop.invalid:{port}/to-private.jpg", f"http://shop.invalid:{port}/to-public.jpg"]
-    pd.DataFrame({"listing_id": list("abcde"), "image_url": urls}).to_csv(table, index=False)
-    try:  # in this process, so the stand-in resolution holds
+    with web_host(respond) as (_, port):
+        urls = [f"http://127.0.0.1:{port}/a.jpg", f"http://localhost:{port}/a.jpg", "http://169.254.169.254/latest/",
+                f"http://shop.invalid:{port}/to-private.jpg", f"http://shop.invalid:{port}/to-public.jpg"]
+        pd.DataFrame({"listing_id": list("abcde"), "image_url": urls}).to_csv(table, index=False)
+        # in this process, so the stand-in resolution holds
         Screener(model_dir, progress=False, fetch_urls=True, num_workers=0).run(table, tmp_path / "out")
         res = pd.read_csv(tmp_path / "out" / "results.csv").set_index("listing_id")
         for lid, address in (("a", "127.0.0.1"), ("b", "127.0.0.1"), ("c", "169.254.169.254"), ("d", "127.0.0.1")):
@@ -918,8 +875,6 @@ def test_image_urls_naming_this_machine_or_its_network_are_not_fetched(model_dir
         Screener(model_dir, progress=False, fetch_urls=True, fetch_private=True, num_workers=0).run(table, tmp_path / "o2")
         res = pd.read_csv(tmp_path / "o2" / "results.csv").set_index("listing_id")
         assert res["error"].isna().all() and seen == ["/a.jpg", "/a.jpg"]
-    finally:
-        shop.shutdown()
 
 
 def test_a_url_gets_a_whole_deadline_however_slowly_its_host_sends():
