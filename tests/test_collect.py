@@ -7,14 +7,17 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 
 import pandas as pd
 import pytest
 
 from artsentry.collect import Crawler, CrawlStore, MetClient, NotFound, RateLimiter, RetryPolicy, resolve_ids
 from artsentry.collect.fake_met import FakeMet, FakeMetServer, Faults, _unit
-from artsentry.collect.met import parse_retry_after
+from artsentry.collect.met import RETRY_STATUSES, MetError, parse_retry_after
 from artsentry.data.images import load_image
+
+from .conftest import jpeg_bytes, object_photo, reply, web_host
 
 
 def test_rate_limiter_never_exceeds_capacity_in_any_window():
@@ -37,10 +40,146 @@ def test_rate_limiter_never_exceeds_capacity_in_any_window():
     assert stamps[-1] - stamps[0] >= 0.8  # 45 requests at 10 per 0.2 s need >= 4 full windows
 
 
+def test_rate_limiter_refuses_no_capacity_and_lets_a_full_window_go_on():
+    with pytest.raises(ValueError, match="at least 1"):
+        RateLimiter(0)
+    from concurrent.futures import ThreadPoolExecutor
+
+    limiter = RateLimiter(1, window=0.05)  # one request at a time, each window
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda _: _hold(limiter), range(8)))
+    # 8 requests, one per 0.05 s window: about 0.35 s. A waiter that is never woken when its window
+    # frees would hang here; the bound is loose so a busy CI machine cannot fail it.
+    assert 0.3 <= time.monotonic() - t0 < 5
+
+
+def _hold(limiter):
+    with limiter.slot():
+        pass
+
+
 def test_parse_retry_after():
     assert parse_retry_after("7") == 7.0
+    assert parse_retry_after(" 12 ") == 12.0
     assert parse_retry_after(None) is None and parse_retry_after("soon") is None
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == pytest.approx(10.0)
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412490.0) == 0.0  # a date gone by
+
+
+def test_retry_policy_backs_off_exponentially_with_jitter_and_caps_waits():
+    policy = RetryPolicy(backoff=0.5, max_backoff=30.0, max_retry_after=120.0)
+    random.seed(0)
+    for attempt, base in [(0, 0.5), (1, 1.0), (3, 4.0), (10, 30.0)]:
+        waits = [policy.wait(attempt, None) for _ in range(300)]
+        assert base / 2 <= min(waits) < base * 0.55 and base * 0.95 < max(waits) <= base, (attempt, base)
+    assert policy.wait(0, 2.5) == 2.5  # the server's Retry-After, as asked
+    assert policy.wait(5, 0.0) == 0.0
+    assert policy.wait(0, 3600.0) == 120.0  # but never an hour
+
+
+class CountingPolicy(RetryPolicy):
+    def __init__(self, retries):
+        super().__init__(retries=retries)
+        self.waits = 0
+
+    def wait(self, attempt, retry_after):
+        self.waits += 1
+        return 0.0
+
+
+@contextmanager
+def scripted_host(statuses, body=b'{"objectID": 1}', **headers):
+    """A host answering each GET with the next status of ``statuses`` (the last one repeated), and
+    ``body`` with a 200; yields (base URL, the paths asked for)."""
+    asked = []
+
+    def respond(request):
+        asked.append(request.path)
+        status = statuses[min(len(asked), len(statuses)) - 1]
+        reply(request, status, body if status == 200 else b'{"message": "no"}', **headers)
+
+    with web_host(respond) as (base, _):
+        yield base, asked
+
+
+@pytest.mark.parametrize("status", [403, 408, 425, 429, 500, 502, 503, 504])
+def test_each_transient_status_is_retried(status):
+    """Busy, throttled (the Met answers 403 when it throttles) or failing servers: worth another try."""
+    assert status in RETRY_STATUSES
+    with scripted_host([status, 200]) as (base, asked), MetClient(base, policy=CountingPolicy(3)) as client:
+        assert client.get_json("objects/1") == {"objectID": 1}
+    assert len(asked) == 2 and client.requests_sent == 2 and client.policy.waits == 1
+
+
+@pytest.mark.parametrize("status", [400, 401, 410, 451])
+def test_other_errors_fail_at_once_without_retrying(status):
+    with scripted_host([status, 200]) as (base, asked), MetClient(base, policy=CountingPolicy(3)) as client:
+        with pytest.raises(MetError, match=f"HTTP {status}") as err:
+            client.get_json("objects/1")
+    assert not isinstance(err.value, NotFound) and err.value.reason == f"HTTP {status}"
+    assert len(asked) == 1 and client.policy.waits == 0
+
+
+def test_404_is_an_answer_asked_once():
+    with scripted_host([404, 200]) as (base, asked), MetClient(base, policy=CountingPolicy(3)) as client:
+        with pytest.raises(NotFound, match="404"):
+            client.get_object(1)
+    assert len(asked) == 1
+
+
+def test_the_client_gives_up_after_its_retries_without_a_last_wait():
+    with scripted_host([503]) as (base, asked), MetClient(base, policy=CountingPolicy(2)) as client:
+        with pytest.raises(MetError) as err:
+            client.get_json("objects/1")
+    assert err.value.reason == "gave up after 3 attempts: HTTP 503"
+    assert len(asked) == 3 and client.requests_sent == 3
+    assert client.policy.waits == 2  # between tries; none after the last one
+
+
+def test_a_record_without_an_object_id_is_an_error():
+    for body in [b'{"message": "gone"}', b"[1, 2]"]:
+        with scripted_host([200], body=body) as (base, _), MetClient(base, policy=CountingPolicy(0)) as client:
+            with pytest.raises(MetError, match="record without objectID"):
+                client.get_object(1)
+
+
+def test_filters_reach_the_server_and_redirects_are_followed():
+    asked, agents = [], []
+
+    def respond(request):
+        asked.append(request.path)
+        agents.append(request.headers.get("User-Agent", ""))
+        if request.path.startswith("/old/"):
+            return reply(request, 301, Location=request.path.replace("/old/", "/v1/", 1))
+        reply(request, 200, b'{"objectIDs": [3, 4]}')
+
+    with web_host(respond) as (base, _), MetClient(base + "/old", policy=CountingPolicy(0)) as client:
+        assert client.object_ids(metadata_date="2026-01-02", department_ids=[3, 11]) == [3, 4]
+        assert client.object_ids() == [3, 4]
+    assert asked[1] == "/v1/objects?metadataDate=2026-01-02&departmentIds=3%7C11"
+    assert asked[3] == "/v1/objects"
+    assert all(a.startswith("artsentry/") for a in agents)  # a crawler that says who it is
+
+
+def test_image_bytes_are_checked_and_a_bad_answer_retried():
+    from artsentry.collect.crawl import _validate_image
+
+    photo = jpeg_bytes(object_photo((200, 180, 150)))
+    page = b"<html>Service Unavailable</html>"
+    answers = [page, photo]
+
+    def respond(request):
+        reply(request, 200, answers.pop(0) if len(answers) > 1 else answers[0])
+
+    with web_host(respond) as (base, _), MetClient(base, policy=CountingPolicy(3)) as client:
+        assert client.get_bytes(base + "/a.jpg", validate=_validate_image) == photo  # the page was retried
+        assert client.policy.waits == 1
+        assert client.get_bytes(base + "/a.jpg") == photo  # no check asked for: the bytes as sent
+        answers[:] = [page]
+        assert client.get_bytes(base + "/a.jpg") == page
+        with pytest.raises(MetError, match="gave up after 4 attempts: bad body"):
+            client.get_bytes(base + "/a.jpg", validate=_validate_image)
 
 
 @pytest.fixture
