@@ -51,6 +51,9 @@ def test_ivf_index_recall_against_exact():
     assert recall >= 0.8  # random vectors are the hard case for cells; real embeddings cluster
     assert ivf.remove([int(e[0, 0])]) == 1
     assert int(e[0, 0]) not in ivf.search(queries[:1], 10)[1]
+    few = VectorIndex(32, "ivf")  # fewer vectors than the 16 cells it would make: as many cells as vectors
+    few.add(np.arange(5), base[:5])
+    assert few.search(base[:5], 1)[1][:, 0].tolist() == [0, 1, 2, 3, 4]
 
 
 def test_register_add_search_remove_persist(tmp_path, photos):
@@ -324,6 +327,40 @@ def test_an_object_with_more_photos_than_the_search_depth_leaves_room_for_the_ot
     reg.close()
 
 
+def test_a_register_grown_past_the_threshold_switches_to_the_approximate_index(tmp_path, monkeypatch, capsys):
+    """Exact search costs ~0.6 s a query at a million photos (BENCHMARKS.md): a register grown there by
+    ``add`` and ``import`` kept its exact index until someone ran ``rebuild``. It now switches once,
+    when an addition takes it past ``IVF_THRESHOLD`` vectors (here 12), and says so in ``info``."""
+    from artsentry.index import vectors
+
+    from .conftest import jpeg_bytes, object_photo
+
+    monkeypatch.setattr(vectors, "IVF_THRESHOLD", 12)
+    colours = [(226, 214, 180), (40, 60, 160), (160, 40, 40), (40, 140, 60), (90, 90, 90), (200, 120, 30),
+               (120, 40, 160)]
+    reg = Register.create(tmp_path / "reg")
+    reg.add_many([(f"O{j}", [jpeg_bytes(object_photo(c, seed=10 * j + s)) for s in range(2)], {})
+                  for j, c in enumerate(colours[:5])])
+    assert reg.info()["index"] == "exact" and len(reg.index) == 10
+    query = reg.embedder.embed_tensor(reg.embedder.transform(object_photo(colours[2], seed=99))[None])
+    before = reg.search_vectors(query, k=3)[0]
+    reg.add("O5", [jpeg_bytes(object_photo(colours[5], seed=51)), jpeg_bytes(object_photo(colours[5], seed=52))])
+    assert reg.index.kind == "ivf" and len(reg.index) == 12
+    after = reg.search_vectors(query, k=3)[0]
+    # its 16 cells are all searched (nprobe 32): the same answer as the exact index gave
+    assert [(m.object_id, round(m.similarity, 5)) for m in after[:3]] == \
+        [(m.object_id, round(m.similarity, 5)) for m in before[:3]]
+    reg.close()
+    again = Register.open(tmp_path / "reg")  # the file holds the ivf index, checksum and all
+    assert again.index.kind == "ivf" and len(again.index) == 12
+    assert [m.object_id for m in again.search_vectors(query, k=3)[0]] == [m.object_id for m in after]
+    again.add("O6", [jpeg_bytes(object_photo(colours[6], seed=61))])  # further photos go into its cells
+    assert again.index.kind == "ivf" and len(again.index) == 13
+    again.close()
+    assert main(["register", "info", str(tmp_path / "reg")]) == 0
+    assert "(13 vectors indexed, ivf search)" in capsys.readouterr().out
+
+
 def test_register_info_says_whether_it_can_decide(tmp_path, photos, capsys):
     reg = Register.create(tmp_path / "reg", reshots=1)
     reg.add("A", photos["A"][0], title="Figure")
@@ -337,7 +374,7 @@ def test_register_info_says_whether_it_can_decide(tmp_path, photos, capsys):
     assert main(["register", "info", str(tmp_path / "reg")]) == 0
     lines = dict(line.split("\t", 1) for line in capsys.readouterr().out.splitlines())
     assert lines["no-match threshold"].startswith("not set: matches are ranked, none decided")
-    assert lines["photos"] == "2, 1 re-shot(s) each (4 vectors indexed)" and lines["lot threshold"] == "not set"
+    assert lines["photos"] == "2, 1 re-shot(s) each (4 vectors indexed, exact search)" and lines["lot threshold"] == "not set"
     assert main(["-q", "register", "set-threshold", str(tmp_path / "reg"), "0.25"]) == 0
     capsys.readouterr()
     assert main(["register", "info", str(tmp_path / "reg"), "--json"]) == 0

@@ -1051,7 +1051,7 @@ def cmd_register(a) -> int:
                 unset = "not set: matches are ranked, none decided ('register calibrate')"
                 shots = f", {info['reshots_per_photo']} re-shot(s) each" if info["reshots_per_photo"] else ""
                 print(f"objects\t{info['objects']}\nphotos\t{info['photos']}{shots} "
-                      f"({info['indexed_vectors']} vectors indexed)\n"
+                      f"({info['indexed_vectors']} vectors indexed, {info['index']} search)\n"
                       f"embedder\t{info['embedder']} ({info['dim']} dimensions, photos read with {info['resize']}"
                       f"{', with mirror images' if info['flip'] else ''})\nscoring\t{info['scoring']}\n"
                       f"no-match threshold\t{unset if info['threshold'] is None else info['threshold']}\n"

@@ -49,6 +49,7 @@ from ..data.splits import file_sha256
 from ..errors import ArtsentryError
 from ..inference import source_names
 from .embedder import PRETRAINED_PREFIX, Embedder
+from . import vectors as vector_index
 from .vectors import IndexFileError, VectorIndex
 
 DB_NAME = "register.sqlite"
@@ -306,11 +307,13 @@ class Register:
 
     def info(self) -> dict:
         """What the register holds and how it decides: objects, photos and the vectors indexed for them
-        (re-shots and all), the embedder and how it reads photos, the scoring, both thresholds (None: not
+        (re-shots and all), the index's kind (exact; ivf from ``vectors.IVF_THRESHOLD`` vectors), the
+        embedder and how it reads photos, the scoring, both thresholds (None: not
         set, nothing is decided) and its history's length and last change."""
         emb = self.embedder.describe()
         photos = self.db.execute("SELECT COUNT(*) FROM photos WHERE reshot_of IS NULL").fetchone()[0]
         return {"objects": len(self), "photos": photos, "indexed_vectors": self.indexed_vectors,
+                "index": self.index.kind,
                 "reshots_per_photo": self.reshots, "embedder": emb["spec"], "dim": emb["dim"], "flip": emb["flip"],
                 "resize": emb["preprocessing"].get("resize"), "scoring": self.scoring, "threshold": self.threshold,
                 "lot_threshold": self.lot_threshold, **self.last_change()}
@@ -506,6 +509,10 @@ class Register:
                 self._log(action, object_id, photos=added_shas[object_id], **({"metadata": meta} if meta else {}))
             if ids:
                 self.index.add(ids, vectors[keep])
+                if self.index.kind == "exact" and len(self.index) >= vector_index.IVF_THRESHOLD:
+                    # grown past what exact search answers quickly: the approximate index, its cells
+                    # trained once on the database's vectors (a minute or two at 200,000)
+                    self.index = self._index_from_db()
             self._save_index()
         # photos, not vectors: a photo's re-shots are indexed with it, not counted beside it
         return sum(parents[i] is None for i in keep), [e for e in errors if e], skipped

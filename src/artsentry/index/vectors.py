@@ -35,8 +35,9 @@ def _faiss():
 
 
 def default_nlist(n: int) -> int:
-    """IVF cells for ``n`` vectors: 4 x sqrt(n) (FAISS's guideline is 4-16 x sqrt(n))."""
-    return max(16, int(4 * math.sqrt(n)))
+    """IVF cells for ``n`` vectors: 4 x sqrt(n) (FAISS's guideline is 4-16 x sqrt(n)), at least 16, and no
+    more than there are vectors to train them on (k-means cannot make more cells than points)."""
+    return max(1, min(n, max(16, int(4 * math.sqrt(n)))))
 
 
 def normalise(vectors: np.ndarray) -> np.ndarray:
