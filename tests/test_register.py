@@ -791,11 +791,27 @@ def test_changes_made_by_another_process_are_seen_and_kept(tmp_path, photos):
 
     cli("add", str(folder), "D", photos["unknown"])
     cli("remove", str(folder), "A")
+    rebuilt, from_db = [], server._index_from_db
+    server._index_from_db = lambda: rebuilt.append(1) or from_db()
     assert server.indexed_vectors == 5  # B, C: two photos each; D: one
+    assert not rebuilt  # the file the other process committed is read, not rebuilt (a minute at 200,000)
     [found] = server.search(photos["unknown"], k=2)
     assert found.matches[0].object_id == "D"
     [near_a] = server.search(photos["A"][1], k=3)  # A's own photo: A is gone, no KeyError
     assert "A" not in [m.object_id for m in near_a.matches]
+
+    # a file written by a change not yet committed (here: the index as it was before D and A's removal)
+    # is not the snapshot's: the index comes from the database's vectors
+    stale = folder / "index.faiss"
+    committed = stale.read_bytes()
+    cli("add", str(folder), "F", photos["A"][1])
+    newer = stale.read_bytes()
+    stale.write_bytes(committed)
+    assert server.indexed_vectors == 6 and rebuilt == [1]
+    assert server.search(photos["A"][1], k=1)[0].matches[0].object_id == "F"
+    stale.write_bytes(newer)
+    cli("remove", str(folder), "F")
+    assert server.indexed_vectors == 5 and rebuilt == [1]
 
     server.add("E", photos["A"][0][0])  # a change here keeps theirs
     server.close()
