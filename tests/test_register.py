@@ -668,6 +668,27 @@ def test_import_registers_a_catalogue_once_however_often_it_runs(tmp_path, photo
         assert calls == expected
 
 
+def test_import_chunks_grow_with_the_register(tmp_path, monkeypatch):
+    """Each chunk of an import is a transaction and a write of the whole index file (1 GB at 200,000
+    vectors): chunks grow to an eighth of the register as it grows. The size was computed once, before
+    the import, so a large import into a new register wrote the index once per 512 photos throughout."""
+    reg = Register.create(tmp_path / "reg")
+    chunks = []
+
+    def register(objs, **kw):  # as _register does, without embedding: one unit vector a photo
+        n = sum(len(p) for _, p, _ in objs)
+        chunks.append(n)
+        reg.index.add(np.arange(len(reg.index), len(reg.index) + n), _unit_vectors(n, reg.dim, seed=len(chunks)))
+        return n, [], 0
+
+    monkeypatch.setattr(reg, "_register", register)
+    objects = [(f"O{i}", [f"photo {i}".encode()], {}) for i in range(400)]
+    assert reg.import_objects(objects, chunk_photos=4)["photos_added"] == 400
+    assert sum(chunks) == 400 and chunks[:8] == [4] * 8  # an eighth of 32 is 4 still
+    assert chunks[:-1] == sorted(chunks[:-1]) and max(chunks) > 32 and len(chunks) < 40  # 100 of 4 before
+    reg.close()
+
+
 def test_import_from_a_folder_of_object_folders(tmp_path, photos, capsys):
     import shutil
 

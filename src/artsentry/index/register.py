@@ -574,11 +574,11 @@ class Register:
         before = {r[0] for r in self.db.execute("SELECT object_id FROM objects")}
         added, errors = 0, []
         bar = tqdm(total=sum(len(p) for _, p, _ in todo), desc="register import", unit="photo", disable=not progress)
-        # each chunk rewrites the index file: chunks grow with the register, so a large import
-        # writes it a few dozen times, not once per few hundred photos
-        size = max(chunk_photos, len(self.index) // 8)
         start = 0
         while start < len(todo):
+            # each chunk rewrites the index file: chunks grow with the register, so a large import
+            # writes it a few dozen times, not once per few hundred photos
+            size = max(chunk_photos, len(self.index) // 8)
             end, n = start, 0
             while end < len(todo) and (n == 0 or n + len(todo[end][1]) <= size):
                 n += len(todo[end][1])
