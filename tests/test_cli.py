@@ -356,3 +356,69 @@ def test_output_cut_short_by_its_reader_and_os_errors_are_not_tracebacks(model_d
                           capture_output=True, text=True)
     assert proc.returncode == 1
     assert proc.stderr == f"artsentry register: error: {tmp_path / 'a-file' / 'reg'}: Not a directory\n"
+
+
+def _readme_commands():
+    """Each ``artsentry`` command in the README: in its code blocks (continuation lines joined, comments
+    cut, after any ``NAME=value`` settings) and in its prose's code spans."""
+    import re
+
+    from .conftest import REPO
+
+    text = (REPO / "README.md").read_text()
+    commands = []
+    for block in re.findall(r"```[a-z]*\n(.*?)```", text, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            found = re.match(r"^(?:[A-Z_]+=\S+\s+)*(?:\.venv/bin/)?artsentry\s+(.*)$", line.strip())
+            if found:
+                commands.append(found.group(1).split(" #")[0].strip())
+            elif commands and line.startswith(" ") and line.strip().startswith("["):
+                commands[-1] += " " + line.strip()  # the synopsis's continued line
+    prose = re.sub(r"```.*?```", "", text, flags=re.S)
+    spans = [" ".join(span.split()) for span in re.findall(r"`(?:\.venv/bin/)?artsentry\s+([^`]+)`", prose)]
+    return commands, [span for span in spans if not span.split()[0].isupper()]  # not `artsentry COMMAND --help`
+
+
+def test_every_command_and_option_the_readme_shows_exists():
+    """Docs that match the code: each example command of the README's code blocks parses as written, and
+    each option and choice that its synopsis lines (with ``[...]`` and ``a|b``, which cannot be parsed whole)
+    and its prose name belongs to its command. Commands are parsed, not run."""
+    import re
+    import shlex
+
+    from artsentry.cli import build_parser
+
+    parser = build_parser()
+    sub = {name: p for a in parser._subparsers._group_actions for name, p in a.choices.items()}
+    blocks, prose = _readme_commands()
+    examples = [c for c in blocks if not re.search(r"\[|\||\.\.\.", c)]
+    assert len(examples) > 20 and len(blocks + prose) > 60
+    for command in examples:
+        try:
+            parser.parse_args(shlex.split(command))
+        except SystemExit:
+            pytest.fail(f"README: 'artsentry {command}' does not parse")
+    for line in blocks + prose:  # options in full, too: parsing accepts abbreviations (--has-image)
+        name, rest = line.split(" ", 1) if " " in line else (line, "")
+        assert name in sub, f"README: no command {name!r} ({line})"
+        parsers = [sub[name]]
+        actions = [a for a in sub[name]._actions if a.choices and not a.option_strings]
+        first = rest.split(" ", 1)[0]
+        if actions and first and not first.startswith(("[", "(", "-")) and not first.isupper():
+            words = first.split("|")  # build ivory|culture|instance, register create|add|..., register rebuild
+            choices = actions[0].choices
+            for word in words:
+                assert word in choices, f"README: artsentry {name} {word!r}: not one of {sorted(choices)}"
+            if len(words) > 1:
+                assert not set(choices) - set(words), \
+                    f"README synopsis of {name} leaves out {sorted(set(choices) - set(words))}"
+            if isinstance(choices, dict):
+                parsers = [choices[w] for w in words]
+        options = {o for p in parsers for a in p._actions for o in a.option_strings}
+        for option in re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", rest):
+            assert option in options, f"README: {option} is not an option of 'artsentry {line}'"
+        for option, values in re.findall(r"(--[a-z][a-z0-9-]*) ([a-z0-9_]+(?:\|[a-z0-9_]+)+)\b", rest):
+            [action] = {a for p in parsers for a in p._actions if option in a.option_strings}
+            if action.choices is not None:  # --split takes any split name a manifest has
+                assert set(values.split("|")) <= set(action.choices), \
+                    f"README: {option} {values}: its choices are {action.choices}"
