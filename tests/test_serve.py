@@ -250,6 +250,9 @@ def test_bad_requests_get_clear_4xx_and_change_nothing(live, tmp_path):
          400, "invalid object id"),
         (httpx.get(f"{live.url}/v1/register/nope"), 404, "not in the register"),
         (httpx.get(f"{live.url}/v1/register/A%0A"), 400, "control characters"),  # "A" and a newline: not "A"
+        (httpx.get(f"{live.url}/v1/register/A%20B"), 400, "invalid object id"),  # a space is no control character
+        (httpx.post(f"{url}?k=0", files={"file": ("a.jpg", b"\xff\xd8\xff")}), 400, "k: input should be greater"),
+        (httpx.post(f"{url}?explain=perhaps", files={"file": ("a.jpg", b"\xff\xd8\xff")}), 400, "explain: input"),
         (httpx.delete(f"{live.url}/v1/register/A%0A", headers={"Authorization": f"Bearer {TOKEN}"}), 400,
          "control characters"),
         (httpx.post(f"{live.url}/v1/register", data={"object_id": "../evil"}, headers={"Authorization": f"Bearer {TOKEN}"},
@@ -320,6 +323,133 @@ def test_the_body_limit_reads_content_length_strictly(length, status):
     assert sent[0]["status"] == status
     if status == 400:
         assert b"not a number of bytes" in sent[1]["body"]
+
+
+@pytest.mark.parametrize("chunks, status", [([b"12345", b"12345"], 200), ([b"12345", b"123456"], 413),
+                                            ([b"x" * 11], 413)])
+def test_the_body_limit_counts_a_body_sent_without_its_length(chunks, status):
+    """A chunked upload has no Content-Length: its bytes are counted as the application reads them, and
+    past the limit the answer is 413, before the rest is read."""
+    import asyncio
+
+    from artsentry.serve.app import BodyLimit
+
+    read = []
+
+    async def app(scope, receive, send):  # reads the whole body, as a form parser does, then answers
+        while True:
+            message = await receive()
+            read.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    pending = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)]
+
+    async def receive():
+        return pending.pop(0)
+
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    asyncio.run(BodyLimit(app, limit=10)({"type": "http", "headers": []}, receive, send))
+    assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [status]
+    if status == 413:
+        assert b"over the limit of" in sent[1]["body"] and len(read) < len(chunks)  # the rest was not read
+
+
+def test_the_body_limit_never_starts_a_second_answer():
+    """An application that answered before reading past the limit keeps its answer: no second start."""
+    import asyncio
+
+    from artsentry.serve.app import BodyLimit
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 202, "headers": []})
+        await receive()
+
+    async def receive():
+        return {"type": "http.request", "body": b"x" * 11, "more_body": False}
+
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    asyncio.run(BodyLimit(app, limit=10)({"type": "http", "headers": []}, receive, send))
+    assert [m.get("status") for m in sent] == [202]
+
+
+def test_admission_refuses_past_workers_and_queue_and_frees_each_place():
+    import asyncio
+
+    from artsentry.serve.app import Admission, Overloaded
+
+    async def scenario():
+        admission = Admission(workers=1, queue=1)
+        gate = threading.Event()
+        with ThreadPoolExecutor(2) as executor:
+            first = asyncio.ensure_future(admission.run(executor, gate.wait, 10))
+            second = asyncio.ensure_future(admission.run(executor, gate.wait, 10))
+            await asyncio.sleep(0.05)
+            assert admission.pending == 2
+            with pytest.raises(Overloaded):  # one working, one waiting: the third is refused
+                await admission.run(executor, gate.wait, 10)
+            gate.set()
+            assert await first and await second
+            for _ in range(5):  # each place is given back: later requests are not refused
+                assert await admission.run(executor, lambda: 7) == 7
+            with pytest.raises(ZeroDivisionError):
+                await admission.run(executor, lambda: 1 / 0)
+            assert admission.pending == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_server_without_token_or_register_says_so(model_dir, photos):
+    with LiveServer(create_app(ServeSettings(model=model_dir))) as server:
+        files = {"file": ("a.jpg", Path(photos["A"][1]).read_bytes())}
+        for r in [httpx.post(f"{server.url}/v1/register", data={"object_id": "Z"}, files=files,
+                             headers={"Authorization": f"Bearer {TOKEN}"}),
+                  httpx.delete(f"{server.url}/v1/register/A", headers={"Authorization": f"Bearer {TOKEN}"})]:
+            assert r.status_code == 403 and "register writes are disabled" in r.json()["error"], r.text
+        for r in [httpx.get(f"{server.url}/v1/register/A"), httpx.get(f"{server.url}/v1/register/A/history")]:
+            assert r.status_code == 404 and "no register is loaded" in r.json()["error"], r.text
+        assert httpx.post(f"{server.url}/v1/analyze", files=files, timeout=60).json()["register"] is None
+
+
+def test_a_register_change_that_fails_is_audited_with_its_status(model_dir, register_dir, photos, tmp_path):
+    import shutil
+
+    register = tmp_path / "register"
+    shutil.copytree(register_dir, register)
+    log_path = tmp_path / "audit.jsonl"
+    settings = ServeSettings(model=model_dir, register=register, token=TOKEN, audit_log=log_path,
+                             inference_workers=1, max_queue=0)
+    analyzer = Analyzer(settings)
+
+    def broken(*a, **kw):
+        raise RuntimeError("disk gone")
+
+    analyzer.register_add = broken
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    files = {"file": ("u.jpg", Path(photos["unknown"]).read_bytes())}
+    with LiveServer(create_app(settings, analyzer)) as server:
+        r = httpx.post(f"{server.url}/v1/register", data={"object_id": "N-9"}, files=files, headers=auth, timeout=60)
+        assert r.status_code == 500
+        server_app = server.server.config.app
+        server_app.state.admission.pending = server_app.state.admission.capacity  # as if busy
+        r = httpx.post(f"{server.url}/v1/register", data={"object_id": "N-9"}, files=files, headers=auth, timeout=60)
+        assert r.status_code == 503 and "busy" in r.json()["error"]
+        server_app.state.admission.pending = 0
+    records = [json.loads(line) for line in log_path.read_text().splitlines()]
+    assert [(r["event"], r["phase"], r.get("status")) for r in records] == [
+        ("register_add", "requested", None), ("register_add", "failed", 500),
+        ("register_add", "requested", None), ("register_add", "failed", 503)]
+    assert records[1]["error"] == "RuntimeError: disk gone" and records[3]["error"] == "server busy"
 
 
 def test_match_thumbnails_follow_the_register_not_what_the_server_saw_first(photos, tmp_path):
