@@ -22,7 +22,8 @@ from PIL import Image
 from artsentry.serve import Analyzer, ServeSettings, create_app
 from artsentry.serve.analysis import sniff
 
-from .conftest import abc_register, bomb_png, register_lot, reply, synthetic_lot, trickle, web_host
+from .conftest import (abc_register, bomb_png, jpeg_bytes, object_photo, register_lot, reply, synthetic_lot,
+                       trickle, web_host)
 
 TOKEN = "s3cret-token-for-tests"
 
@@ -115,6 +116,16 @@ def test_the_schema_says_what_the_handlers_refuse_and_405_says_what_is_allowed(l
     assert form["object_id"]["pattern"] == OBJECT_ID.pattern and form["file"]["minItems"] == 1
     listing = schema["paths"]["/v1/listing"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
     assert listing["properties"]["file"]["minItems"] == 1
+    # every status a handler answers with is in the contract, and no other: 404 a server without a register,
+    # 413 the body limit, 503 a full queue or an audit log that cannot be written
+    answers = {("/v1/analyze", "post"): {200, 400, 403, 413, 415, 422, 503},
+               ("/v1/listing", "post"): {200, 400, 413, 415, 422, 503},
+               ("/v1/register", "post"): {200, 201, 400, 401, 403, 404, 413, 415, 422, 503},
+               ("/v1/register/{object_id}", "get"): {200, 400, 404},
+               ("/v1/register/{object_id}", "delete"): {200, 400, 401, 403, 404, 503},
+               ("/v1/register/{object_id}/history", "get"): {200, 400, 404}}
+    for (path, method), statuses in answers.items():
+        assert {int(c) for c in schema["paths"][path][method]["responses"]} == statuses, (path, method)
 
     r = httpx.request("OPTIONS", f"{live.url}/v1/register/A")
     assert r.status_code == 405 and r.headers["allow"] == "DELETE, GET"
@@ -253,6 +264,17 @@ def test_bad_requests_get_clear_4xx_and_change_nothing(live, tmp_path):
         (httpx.get(f"{live.url}/v1/register/A%20B"), 400, "invalid object id"),  # a space is no control character
         (httpx.post(f"{url}?k=0", files={"file": ("a.jpg", b"\xff\xd8\xff")}), 400, "k: input should be greater"),
         (httpx.post(f"{url}?explain=perhaps", files={"file": ("a.jpg", b"\xff\xd8\xff")}), 400, "explain: input"),
+        (httpx.post(f"{url}?k=51", files={"file": ("a.jpg", b"\xff\xd8\xff")}), 400, "k: input should be less"),
+        (httpx.post(url, files=[("file", ("a.jpg", b"\xff\xd8\xff")), ("file", ("b.jpg", b"\xff\xd8\xff"))]), 400,
+         "too many files"),
+        (httpx.post(url, content=b'{"url": ', headers={"content-type": "application/json"}), 400, "bad JSON"),
+        (httpx.post(f"{live.url}/v1/register", data={"object_id": "Z"}, headers={"Authorization": f"Bearer {TOKEN}"},
+                    files=[("file", ("z.jpg", Path(__file__).read_bytes())), ("file", ("y.jpg", b"\xff\xd8\xff"))]),
+         415, "photo 1 is not an image"),
+        (httpx.post(f"{live.url}/v1/register", data={"object_id": "Z"}, headers={"Authorization": f"Bearer {TOKEN}"},
+                    files=[("file", ("z.jpg", jpeg_bytes(object_photo((200, 180, 150))))),
+                           ("file", ("y.png", bomb_png()))]),
+         422, "photo 2 cannot be used"),
         (httpx.delete(f"{live.url}/v1/register/A%0A", headers={"Authorization": f"Bearer {TOKEN}"}), 400,
          "control characters"),
         (httpx.post(f"{live.url}/v1/register", data={"object_id": "../evil"}, headers={"Authorization": f"Bearer {TOKEN}"},
@@ -323,6 +345,26 @@ def test_the_body_limit_reads_content_length_strictly(length, status):
     assert sent[0]["status"] == status
     if status == 400:
         assert b"not a number of bytes" in sent[1]["body"]
+
+
+def test_the_number_of_matches_asked_for_is_given_from_1_to_50(live, photos):
+    photo = {"file": ("a.jpg", Path(photos["A"][1]).read_bytes())}
+    for k, n in [(1, 1), (50, 3)]:  # the register holds three objects
+        r = httpx.post(f"{live.url}/v1/analyze?k={k}", files=photo, timeout=60)
+        assert r.status_code == 200 and len(r.json()["register"]["matches"]) == n, r.text
+    r = httpx.post(f"{live.url}/v1/listing?k=1", files=[("file", ("a.jpg", photo["file"][1]))], timeout=60)
+    assert r.status_code == 200 and len(r.json()["results"][0]["result"]["register"]["matches"]) == 1
+    assert httpx.post(f"{live.url}/v1/listing?k=51", files=[("file", photo["file"])]).status_code == 400
+
+
+def test_a_listing_may_hold_as_many_photos_as_the_server_allows_and_no_more(model_dir, photos):
+    settings = ServeSettings(model=model_dir, max_listing_photos=2)
+    photo = ("file", ("a.jpg", Path(photos["A"][1]).read_bytes()))
+    with LiveServer(create_app(settings)) as server:
+        r = httpx.post(f"{server.url}/v1/listing", files=[photo, photo], timeout=60)
+        assert r.status_code == 200 and r.json()["photos"] == 2, r.text
+        r = httpx.post(f"{server.url}/v1/listing", files=[photo, photo, photo], timeout=60)
+        assert r.status_code == 400 and "more than 2 photos" in r.json()["error"], r.text
 
 
 @pytest.mark.parametrize("chunks, status", [([b"12345", b"12345"], 200), ([b"12345", b"123456"], 413),

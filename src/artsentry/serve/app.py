@@ -602,7 +602,8 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
               responses={200: {"model": RegisterAdded, "description": "no photo added: the object holds every "
                                                                       "one sent already (its metadata is updated)"},
                          400: {"model": ErrorBody}, 401: {"model": ErrorBody}, 403: {"model": ErrorBody},
-                         415: {"model": ErrorBody}, 422: {"model": ErrorBody}})
+                         404: {"model": ErrorBody}, 413: {"model": ErrorBody}, 415: {"model": ErrorBody},
+                         422: {"model": ErrorBody}, 503: {"model": ErrorBody}})
     async def register_add(request: Request, response: Response,
                            object_id: str = Form(..., json_schema_extra=ID_SCHEMA),
                            file: list[UploadFile] = File(..., json_schema_extra={"minItems": 1}),
@@ -641,7 +642,7 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
 
     @app.delete("/v1/register/{object_id:path}", response_model=Removed,
                 responses={400: {"model": ErrorBody}, 401: {"model": ErrorBody}, 403: {"model": ErrorBody},
-                           404: {"model": ErrorBody}})
+                           404: {"model": ErrorBody}, 503: {"model": ErrorBody}})
     async def register_remove(request: Request, object_id: str = PathParam(..., json_schema_extra=ID_SCHEMA)):
         if object_id.endswith("/history") and OBJECT_ID.fullmatch(object_id[: -len("/history")]):
             raise _error(405, "an object's history cannot be deleted", {"Allow": "GET"})
@@ -661,6 +662,23 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
         return {"object_id": object_id, "photos_removed": n}
 
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes + MULTIPART_OVERHEAD)
+    make_schema = app.openapi
+
+    def schema() -> dict:
+        """FastAPI's schema without the 422 it lists for every operation with parameters: a request that
+        fails validation is answered 400 here (``validation_error``), so 422 means only what a handler
+        says it means (an image that cannot be used)."""
+        if app.openapi_schema is None:
+            out = make_schema()
+            for operations in out.get("paths", {}).values():
+                for operation in operations.values():
+                    said = operation.get("responses", {}).get("422", {})
+                    if "HTTPValidationError" in str(said):
+                        del operation["responses"]["422"]
+            app.openapi_schema = out
+        return app.openapi_schema
+
+    app.openapi = schema
     return app
 
 
