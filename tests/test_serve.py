@@ -319,32 +319,72 @@ def test_register_add_then_remove(live, photos):
     assert httpx.delete(f"{live.url}/v1/register/NEW-1", headers=auth).status_code == 404
 
 
+def _through_body_limit(app, messages: list[dict], headers=()) -> list[dict]:
+    """The messages sent back when one request, whose body arrives as ``messages``, goes through
+    ``BodyLimit`` (limit: 10 bytes) to the ASGI application ``app``."""
+    import asyncio
+
+    from artsentry.serve.app import BodyLimit
+
+    pending, sent = list(messages), []
+
+    async def receive():
+        return pending.pop(0)
+
+    async def send(message):
+        sent.append(message)
+
+    asyncio.run(BodyLimit(app, limit=10)({"type": "http", "headers": list(headers)}, receive, send))
+    return sent
+
+
 @pytest.mark.parametrize("length, status", [(b"10", 200), (b"11", 413), (b"-1", 400), (b"ten", 400),
                                             (b"+5", 400), (b"", 400)])
 def test_the_body_limit_reads_content_length_strictly(length, status):
     """A Content-Length that is not a number of bytes was answered 413 "over the limit"; it is a bad request.
     (uvicorn's parser refuses most such headers first; the middleware must not rely on it.)"""
-    import asyncio
-
-    from artsentry.serve.app import BodyLimit
-
     async def app(scope, receive, send):
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ok"})
 
-    async def receive():
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    sent = []
-
-    async def send(message):
-        sent.append(message)
-
-    scope = {"type": "http", "headers": [(b"content-length", length)]}
-    asyncio.run(BodyLimit(app, limit=10)(scope, receive, send))
+    sent = _through_body_limit(app, [{"type": "http.request", "body": b"", "more_body": False}],
+                               [(b"content-length", length)])
     assert sent[0]["status"] == status
     if status == 400:
         assert b"not a number of bytes" in sent[1]["body"]
+
+
+@pytest.mark.parametrize("chunks, status", [([b"12345", b"12345"], 200), ([b"12345", b"123456"], 413),
+                                            ([b"x" * 11], 413)])
+def test_the_body_limit_counts_a_body_sent_without_its_length(chunks, status):
+    """A chunked upload has no Content-Length: its bytes are counted as the application reads them, and
+    past the limit the answer is 413, before the rest is read."""
+    read = []
+
+    async def app(scope, receive, send):  # reads the whole body, as a form parser does, then answers
+        while True:
+            message = await receive()
+            read.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    sent = _through_body_limit(app, [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1}
+                                     for i, c in enumerate(chunks)])
+    assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [status]
+    if status == 413:
+        assert b"over the limit of" in sent[1]["body"] and len(read) < len(chunks)  # the rest was not read
+
+
+def test_the_body_limit_never_starts_a_second_answer():
+    """An application that answered before reading past the limit keeps its answer: no second start."""
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 202, "headers": []})
+        await receive()
+
+    sent = _through_body_limit(app, [{"type": "http.request", "body": b"x" * 11, "more_body": False}])
+    assert [m.get("status") for m in sent] == [202]
 
 
 def test_the_number_of_matches_asked_for_is_given_from_1_to_50(live, photos):
@@ -365,64 +405,6 @@ def test_a_listing_may_hold_as_many_photos_as_the_server_allows_and_no_more(mode
         assert r.status_code == 200 and r.json()["photos"] == 2, r.text
         r = httpx.post(f"{server.url}/v1/listing", files=[photo, photo, photo], timeout=60)
         assert r.status_code == 400 and "more than 2 photos" in r.json()["error"], r.text
-
-
-@pytest.mark.parametrize("chunks, status", [([b"12345", b"12345"], 200), ([b"12345", b"123456"], 413),
-                                            ([b"x" * 11], 413)])
-def test_the_body_limit_counts_a_body_sent_without_its_length(chunks, status):
-    """A chunked upload has no Content-Length: its bytes are counted as the application reads them, and
-    past the limit the answer is 413, before the rest is read."""
-    import asyncio
-
-    from artsentry.serve.app import BodyLimit
-
-    read = []
-
-    async def app(scope, receive, send):  # reads the whole body, as a form parser does, then answers
-        while True:
-            message = await receive()
-            read.append(message.get("body", b""))
-            if not message.get("more_body"):
-                break
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"ok"})
-
-    pending = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)]
-
-    async def receive():
-        return pending.pop(0)
-
-    sent = []
-
-    async def send(message):
-        sent.append(message)
-
-    asyncio.run(BodyLimit(app, limit=10)({"type": "http", "headers": []}, receive, send))
-    assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [status]
-    if status == 413:
-        assert b"over the limit of" in sent[1]["body"] and len(read) < len(chunks)  # the rest was not read
-
-
-def test_the_body_limit_never_starts_a_second_answer():
-    """An application that answered before reading past the limit keeps its answer: no second start."""
-    import asyncio
-
-    from artsentry.serve.app import BodyLimit
-
-    async def app(scope, receive, send):
-        await send({"type": "http.response.start", "status": 202, "headers": []})
-        await receive()
-
-    async def receive():
-        return {"type": "http.request", "body": b"x" * 11, "more_body": False}
-
-    sent = []
-
-    async def send(message):
-        sent.append(message)
-
-    asyncio.run(BodyLimit(app, limit=10)({"type": "http", "headers": []}, receive, send))
-    assert [m.get("status") for m in sent] == [202]
 
 
 def test_admission_refuses_past_workers_and_queue_and_frees_each_place():
