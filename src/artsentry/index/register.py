@@ -49,8 +49,7 @@ from ..data.splits import file_sha256
 from ..errors import ArtsentryError
 from ..inference import source_names
 from .embedder import PRETRAINED_PREFIX, Embedder
-from . import vectors as vector_index
-from .vectors import IndexFileError, VectorIndex
+from .vectors import IndexFileError, VectorIndex, kind_for
 
 DB_NAME = "register.sqlite"
 INDEX_NAME = "index.faiss"
@@ -514,7 +513,7 @@ class Register:
                 self._log(action, object_id, photos=added_shas[object_id], **({"metadata": meta} if meta else {}))
             if ids:
                 self.index.add(ids, vectors[keep])
-                if self.index.kind == "exact" and len(self.index) >= vector_index.IVF_THRESHOLD:
+                if self.index.kind == "exact" and kind_for(len(self.index)) == "ivf":
                     # grown past what exact search answers quickly: the approximate index, its cells
                     # trained once on the database's vectors (a minute or two at 200,000)
                     self.index = self._index_from_db()

@@ -40,6 +40,11 @@ def default_nlist(n: int) -> int:
     return max(1, min(n, max(16, int(4 * math.sqrt(n)))))
 
 
+def kind_for(n: int) -> str:
+    """The index ``auto`` picks for ``n`` vectors: exact below ``IVF_THRESHOLD``, else ivf."""
+    return "ivf" if n >= IVF_THRESHOLD else "exact"
+
+
 def normalise(vectors: np.ndarray) -> np.ndarray:
     v = np.ascontiguousarray(vectors, dtype=np.float32)
     if v.ndim != 2:
@@ -69,9 +74,7 @@ class VectorIndex:
 
     @classmethod
     def for_size(cls, dim: int, expected: int, kind: str = "auto", **kw) -> "VectorIndex":
-        if kind == "auto":
-            kind = "ivf" if expected >= IVF_THRESHOLD else "exact"
-        return cls(dim, kind, **kw)
+        return cls(dim, kind_for(expected) if kind == "auto" else kind, **kw)
 
     def __len__(self) -> int:
         return 0 if self._index is None else int(self._index.ntotal)
