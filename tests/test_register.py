@@ -10,7 +10,7 @@ from PIL import Image
 from artsentry.cli import main
 from artsentry.index import Register, RegisterError, VectorIndex
 from artsentry.index.register import contrast_scores
-from artsentry.index.vectors import IndexFileError
+from artsentry.index.vectors import IndexFileError, default_nlist
 
 from .conftest import abc_register, register_lot
 
@@ -54,6 +54,36 @@ def test_ivf_index_recall_against_exact():
     few = VectorIndex(32, "ivf")  # fewer vectors than the 16 cells it would make: as many cells as vectors
     few.add(np.arange(5), base[:5])
     assert few.search(base[:5], 1)[1][:, 0].tolist() == [0, 1, 2, 3, 4]
+
+
+def test_vector_index_scores_cosines_and_marks_missing_neighbours(tmp_path):
+    rng = np.random.default_rng(3)
+    raw = rng.normal(size=(3, 8)).astype(np.float32) * np.array([[0.1], [5.0], [40.0]], np.float32)
+    query = rng.normal(size=(1, 8)).astype(np.float32) * 7
+    unit = raw / np.linalg.norm(raw, axis=1, keepdims=True)
+    cosines = (unit @ (query / np.linalg.norm(query)).T).ravel()
+    for kind in ("exact", "ivf"):
+        index = VectorIndex(8, kind)
+        assert len(index) == 0 and index.remove([1]) == 0
+        scores, ids = index.search(query, 2)  # nothing added yet
+        assert ids.tolist() == [[-1, -1]] and np.isneginf(scores).all()
+        index.add([0, 1, 2], raw)  # any length in: scored as cosines of the directions; id 0 is an id
+        scores, ids = index.search(query, 5)  # more neighbours asked than there are
+        order = np.argsort(-cosines)
+        assert ids[0, :3].tolist() == order.tolist()
+        assert np.allclose(scores[0, :3], cosines[order], atol=1e-5)
+        assert ids[0, 3:].tolist() == [-1, -1] and np.isneginf(scores[0, 3:]).all()
+        assert index.remove([]) == 0 and len(index) == 3
+        index.save(tmp_path / f"{kind}.faiss")
+        again = VectorIndex.load(tmp_path / f"{kind}.faiss")
+        assert again.kind == kind and len(again) == 3
+        assert again.search(query, 3)[1].tolist() == ids[:, :3].tolist()
+    with pytest.raises(ValueError, match="zero vector"):
+        VectorIndex(8).add([1], np.zeros((1, 8), np.float32))
+
+
+def test_ivf_cells_follow_four_square_roots_of_the_vectors():
+    assert [default_nlist(n) for n in (1, 5, 16, 17, 100, 10_000, 1_000_000)] == [1, 5, 16, 16, 40, 400, 4000]
 
 
 def test_register_add_search_remove_persist(tmp_path, photos):
