@@ -401,6 +401,13 @@ def test_texture_pooling_cuts_lite0_after_stage_4_and_round_trips(tmp_path):
     assert names == {"backbone", "head"}
     assert not any(k.startswith(("backbone.conv_head", "backbone.blocks.5", "backbone.blocks.6"))
                    for k in model.state_dict())
+    assert not any(k.endswith(".index") for k in model.state_dict())  # the pool's positions are not weights
+    from artsentry.models.pooling import TextureBackbone
+
+    for stage in (-1, 7):
+        with pytest.raises(ValueError, match=rf"pool stage must be in 0\.\.6, not {stage}"):
+            TextureBackbone(full, stage)
+    assert [TextureBackbone(full, stage).channels for stage in (0, 6)] == [16, 320]  # Lite0's first and last stage
     # Grad-CAM explains the map that is pooled
     assert gradcam_layer(model, 96) is model.backbone.feature_map
     save_model(model, tmp_path / "m", labels=["ivory", "non_ivory"], preprocessing=default_preprocessing(

@@ -57,6 +57,8 @@ def test_the_soup_is_the_weighted_mean_of_the_weights(model_dir, tmp_path):
     assert not {"metrics", "lots", "onnx", "runtime"} & set(config)
     assert [m["weight"] for m in config["soup"]["models"]] == [0.25, 0.75]
     assert config["soup"]["models"][0]["folder"] == str(model_dir)
+    test = first["metrics"]["test"]  # each model's test figures are kept beside its weight, the rest of them not
+    assert config["soup"]["models"][0]["test"] == {k: test[k] for k in ("n", "accuracy", "roc_auc")}
 
 
 def test_a_soup_of_one_model_with_itself_computes_what_the_model_does(model_dir, tmp_path):
@@ -98,6 +100,13 @@ def test_a_model_that_reads_photos_otherwise_is_named(model_dir, tmp_path):
     b = _sibling(model_dir, tmp_path, preprocessing={**first, "resize": other})
     _, notes = make_soup([model_dir, b], tmp_path / "soup")
     assert len(notes) == 1 and f"resize {other}" in notes[0] and str(model_dir) in notes[0]
+
+
+def test_a_model_trained_on_other_data_is_named(model_dir, tmp_path):
+    data = json.loads((model_dir / CONFIG_NAME).read_text())["data"]
+    b = _sibling(model_dir, tmp_path, data={**data, "splits": {"train": 1, "val": 1, "test": 1}})
+    _, notes = make_soup([model_dir, b], tmp_path / "soup")
+    assert len(notes) == 1 and notes[0].startswith(f"{b} was trained on other data or another split than {model_dir}")
 
 
 def test_cli_soup_writes_an_exported_model_and_keeps_its_models_safe(model_dir, tmp_path, capsys):
