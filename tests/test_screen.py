@@ -955,6 +955,11 @@ def test_an_image_urls_scheme_is_read_case_blind():
             rows.read(i)
     with pytest.raises(ImageLoadError, match="unsupported URL scheme"):
         rows.read(2)
+    # one rule, which `predict` uses too to tell a URL given as a photo from a missing file
+    from artsentry.fetch import is_http_url
+
+    assert [is_http_url(u) for u in ("HTTPS://a", "Http://a", "https:/a", "ftp://a", "httpx://a", "", "http")] == [
+        True, True, False, False, False, False, False]
 
 
 def test_input_columns_named_like_outputs_are_carried_beside_them(model_dir, listings, tmp_path):

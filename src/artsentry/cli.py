@@ -836,6 +836,7 @@ def expand_images(items: list[str]) -> tuple[list[str], list[str]]:
     """Files as given, folders searched recursively for image files. Returns (files, problems)."""
     from .data.images import find_images
     from .data.manifest import TABLE_SUFFIXES
+    from .fetch import is_http_url
 
     files, problems = [], []
     for item in items:
@@ -853,7 +854,7 @@ def expand_images(items: list[str]) -> tuple[list[str], list[str]]:
                             "'artsentry register import' registers them)")
         elif p.exists() or p.is_symlink():  # a broken link fails in the loader, which names its target
             files.append(item)
-        elif item.lower().startswith(("http://", "https://")):
+        elif is_http_url(item):
             problems.append(f"{item}: a URL, not a file (put it in a table's image column for 'artsentry screen "
                             "--fetch-urls', or download it first)")
         else:

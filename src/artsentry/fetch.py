@@ -71,6 +71,11 @@ def public_address(host: str, port: int) -> str:
     return str(addresses[0])
 
 
+def is_http_url(text: str) -> bool:
+    """Whether ``text`` starts as an http(s) URL does; schemes are case-blind (``HTTPS://`` is one)."""
+    return text[:8].lower().startswith(("http://", "https://"))
+
+
 def http_url(url: str):
     """``(parsed url, port)`` of an http(s) URL with a host, else ``BadURL``."""
     u = urlparse(url)

@@ -68,6 +68,7 @@ from .data.manifest import TABLE_SUFFIXES, ManifestError, _pick, _read_table, ca
 from .data.quality import assess_quality, measuring_draft, quality_warnings, warnings_text
 from .data.transforms import eval_transform
 from .errors import ArtsentryError
+from .fetch import is_http_url
 from .files import exclusive, write_bytes_atomic, write_csv_atomic, write_text_atomic
 from .htmlembed import thumbnail_uri
 from .inference import Predictor, default_workers
@@ -230,7 +231,7 @@ class ListingImages(Dataset):
         src = self.sources[i]
         if not src:
             raise ImageLoadError(f"<row {i}>", "no image given")
-        if src.lower().startswith(("http://", "https://")):  # schemes are case-blind
+        if is_http_url(src):
             if not self.fetch_urls:
                 raise ImageLoadError(src, "image URLs are fetched only with --fetch-urls")
             return fetch_url(src, allow_private=self.fetch_private)
