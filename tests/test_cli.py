@@ -151,6 +151,10 @@ def test_evaluate_with_an_unreadable_photo_measures_the_rest_and_exits_3(model_d
     assert "1 unreadable image(s) skipped; see predictions.csv" in capsys.readouterr().out
     metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())["metrics"]["all"]
     assert metrics["n"] == 6 and metrics["unreadable"] == 1
+    rows = pd.read_csv(tmp_path / "e" / "predictions.csv", keep_default_na=False).set_index("path")
+    broken = rows.loc[str(data / "ivory" / "broken.jpg")]  # no decision: neither a label nor right or wrong
+    assert broken["error"] and (broken["predicted"], broken["correct"], broken["score"]) == ("", "", "")
+    assert set(rows.drop(index=str(data / "ivory" / "broken.jpg"))["predicted"]) <= {"ivory", "non_ivory"}
     # without --save-threshold the model is unchanged
     config = json.loads((model_dir / "config.json").read_text())
     assert config["threshold"] == 0.5 and config["threshold_rule"]["rule"] == "model config"
@@ -241,7 +245,11 @@ def test_evaluate_shift_reports_studio_listing_and_background(model_dir, tmp_pat
     # with the object masked out both classes look the same: the model is at chance
     assert abs(v["background_only"]["accuracy"] - sh["chance_accuracy"]) <= 0.1
     assert sh["drop_points"] == round(100 * (v["studio"]["accuracy"] - v["listing"]["accuracy"]), 2)
-    assert sh["worst_family"] in sh["drop_points_by_family"]
+    families = ("background", "geometry", "lighting", "blur_noise", "overlay", "jpeg")
+    assert sh["drop_points_by_family"] == {f: round(100 * (v["studio"]["accuracy"] - v[f"only_{f}"]["accuracy"]), 2)
+                                           for f in families}
+    assert sh["drop_points_by_family"][sh["worst_family"]] == max(sh["drop_points_by_family"].values())
+    assert sh["threshold"] == 0.5 and sh["chance_accuracy"] == 0.5  # the model's threshold; 24 photos a class
     # the listing-style set is fixed by its seed
     again = main(["-q", "evaluate", str(model_dir.parent), "--out", str(tmp_path / "b"), "--shift", "--split", "all"])
     assert again == 0

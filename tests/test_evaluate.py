@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 import pytest
 
 from artsentry.evaluate import (accuracy_by, apply_temperature, binary_metrics, choose_threshold, compare_predictions,
@@ -467,6 +468,36 @@ def test_a_manifest_column_named_like_a_prediction_column_is_kept_beside_it(mode
     assert (table["input_p_ivory"] == "-").all() and (table["department"] == "Asian Art").all()  # not a clash
     for c in ("score", "correct", "predicted", "p_ivory", "p_non_ivory"):
         assert table[c].tolist() == plain[c].tolist(), c
+
+
+def test_an_evaluation_decides_at_the_threshold_it_is_given_and_leaves_unreadable_photos_undecided(
+        model_dir, synthetic_dataset, tmp_path):
+    """evaluate --target-recall/--target-precision passes the threshold chosen on validation: the test photos
+    are decided at it, a score exactly at it flagged. An unreadable photo once read "non_ivory" in
+    predictions.csv, as if it had been looked at and cleared."""
+    from artsentry.data.manifest import read_manifest
+    from artsentry.evaluate import evaluate_predictor
+    from artsentry.inference import Predictor
+
+    df, _ = read_manifest(synthetic_dataset)
+    df = df.iloc[::4].reset_index(drop=True)
+    predictor = Predictor.load(model_dir)
+    plain = evaluate_predictor(predictor, df, progress=False, by=(), by_label=()).table
+    scores = plain["score"].to_numpy()
+    at = float(np.sort(scores)[len(scores) // 2 - 1])  # exactly at one photo's score, under the model's 0.5
+    table = evaluate_predictor(predictor, df, threshold=at, progress=False, by=(), by_label=()).table
+    assert (table["predicted"] == np.where(scores >= at, "ivory", "non_ivory")).all()
+    assert table.loc[scores == at, "predicted"].tolist() == ["ivory"]
+    assert at < 0.5 and (table["predicted"] != plain["predicted"]).any()  # the model's own 0.5 decides otherwise
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff not really")
+    with_bad = pd.concat([df, pd.DataFrame({"path": [str(broken)], "label": ["ivory"], "object_id": ["x"]})],
+                         ignore_index=True)
+    ev = evaluate_predictor(predictor, with_bad, progress=False, by=("department",), by_label=())
+    row = ev.table.iloc[-1]
+    assert row["error"] and pd.isna(row["predicted"]) and pd.isna(row["correct"]) and np.isnan(row["score"])
+    assert ev.metrics["n"] == len(df) and ev.metrics["unreadable"] == 1
+    assert ev.table["correct"].iloc[:-1].tolist() == (plain["predicted"] == plain["label"]).tolist()
 
 
 # -- edges found by mutation testing (benchmarks/mutants.py): each of these went unchecked --------

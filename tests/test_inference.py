@@ -43,6 +43,16 @@ def test_a_binary_model_without_a_threshold_decides_at_one_half():
     assert d.decide("b", np.array([0.5001, 0.4999])).label == "non_ivory"
 
 
+def test_the_operating_threshold_is_the_one_given_else_the_models_else_one_half():
+    d = decider(["non_ivory", "ivory"], "ivory", threshold=0.3)
+    assert (d.operating_threshold(), d.operating_threshold(0.8), d.operating_threshold(0.0)) == (0.3, 0.8, 0.0)
+    assert decider(["non_ivory", "ivory"], "ivory").operating_threshold() == 0.5
+    scores = np.array([0.1, 0.3, 0.7999, 0.8, np.nan])
+    assert d.flags(scores).tolist() == [False, True, True, True, False]
+    assert d.flags(scores, 0.8).tolist() == [False, False, False, True, False]
+    assert [d.decide("x", np.array([1 - s, s])).flagged for s in scores[:4]] == d.flags(scores[:4]).tolist()
+
+
 def test_without_a_positive_label_the_decision_is_the_top_class():
     for d in (decider(["red", "green", "blue"]), decider(["cat", "dog"]), decider(["cat", "dog"], "bird", 0.1)):
         assert not d.binary

@@ -353,7 +353,7 @@ def accuracy_by(table, column: str, *, per_label: bool = False) -> dict:
     key = ok[column].astype(str)
     if per_label:
         key = key + " / " + ok["label"].astype(str)
-    grouped = ok.groupby(key)["correct"].agg(["mean", "size", "sum"])
+    grouped = ok["correct"].astype(bool).groupby(key).agg(["mean", "size", "sum"])
     bins = {name: i for i, (_, name) in enumerate(PHOTO_COUNT_BINS)}  # "2" before "10+"
     rows = sorted(grouped.iterrows(), key=lambda kv: (bins.get(kv[0], len(bins)), kv[0]))
     return {str(k): {"accuracy": _f(r["mean"]), "n": int(r["size"]),
@@ -442,11 +442,11 @@ def evaluate_predictor(predictor, df, *, threshold: float | None = None, progres
         table[f"p_{label}"] = probs[:, j]
     if predictor.binary:
         pos = predictor.positive_index
-        t = predictor.threshold if threshold is None else threshold
-        t = 0.5 if t is None else t
+        t = predictor.operating_threshold(threshold)
         table["score"] = probs[:, pos]
-        flagged = table["score"].to_numpy() >= t
-        table["predicted"] = np.where(flagged, predictor.decision_label(True), predictor.decision_label(False))
+        # an unreadable photo has no decision: never the negative label, which would read as cleared
+        table["predicted"] = [predictor.decision_label(bool(f)) if o else None
+                              for f, o in zip(predictor.flags(probs[:, pos], t), ok)]
         m = binary_metrics((y[ok] == pos).astype(int), table["score"].to_numpy()[ok], t) if ok.any() else {}
     else:
         t = None
@@ -454,7 +454,7 @@ def evaluate_predictor(predictor, df, *, threshold: float | None = None, progres
         table["predicted"] = [predictor.labels[int(i)] if o else None for i, o in
                               zip(np.nan_to_num(probs).argmax(1), ok)]
         m = multiclass_metrics(y[ok], probs[ok], predictor.labels) if ok.any() else {}
-    table["correct"] = (table["predicted"] == table["label"]) & ok
+    table["correct"] = np.where(ok, table["predicted"] == table["label"], None)  # empty where there is no decision
     m["unreadable"] = int((~ok).sum())
     if "photo_colour" in by_label and "photo_colour" not in table.columns:
         table["photo_colour"] = photo_colour(table["path"].tolist())
@@ -514,8 +514,7 @@ def evaluate_shift(predictor, df, *, seed: int = 0, threshold: float | None = No
 
     paths = df["path"].tolist()
     y = np.array([predictor.labels.index(l) for l in df["label"]])
-    t = predictor.threshold if threshold is None else threshold
-    t = 0.5 if t is None else t
+    t = predictor.operating_threshold(threshold)
     results = {}
     # three variants cut the object out of the same photo: its foreground is estimated once
     with tempfile.TemporaryDirectory(prefix="artsentry-masks-") as tmp:

@@ -114,14 +114,22 @@ class Decider:
         """A binary model's label for a decision: the positive label when flagged, else the other one."""
         return self.positive_label if flagged else self.labels[1 - self.positive_index]
 
+    def operating_threshold(self, threshold: float | None = None) -> float:
+        """The threshold a binary decision is taken at: ``threshold`` when given, else the model's, else 0.5."""
+        if threshold is not None:
+            return threshold
+        return 0.5 if self.threshold is None else self.threshold
+
+    def flags(self, scores, threshold: float | None = None) -> np.ndarray:
+        """Which positive-label ``scores`` a binary model flags: ``score >= threshold`` (the model's when None)."""
+        return np.asarray(scores, dtype=np.float64) >= self.operating_threshold(threshold)
+
     def decide(self, source: str, probs: np.ndarray, threshold: float | None = None) -> Prediction:
         """``threshold``: decide at this one instead of the model's (a lot scan's, ``lots``)."""
         pdict = {label: float(p) for label, p in zip(self.labels, probs)}
         if self.binary:
             score = float(probs[self.positive_index])
-            if threshold is None:
-                threshold = 0.5 if self.threshold is None else self.threshold
-            flagged = score >= threshold
+            flagged = bool(self.flags(score, threshold))
             return Prediction(source, self.decision_label(flagged), score, flagged, pdict)
         top = int(np.argmax(probs))
         return Prediction(source, self.labels[top], float(probs[top]), None, pdict)

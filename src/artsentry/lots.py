@@ -201,7 +201,7 @@ def measure_lots(predictor, manifest, n: int = 200, seed: int = 0, grid: int = T
                           np.array([r[1] for r in rows]))
     threshold = choose_lot_threshold(figures["val"][0], figures["val"][2])
     tiled, whole, truth = figures["test"]
-    model_threshold = 0.5 if predictor.threshold is None else predictor.threshold
+    model_threshold = predictor.operating_threshold()
     return {"grid": grid, "tile_fraction": TILE_FRACTION, "objects_per_lot": LOT_OBJECTS, "lots": n, "seed": seed,
             "threshold": threshold, "chosen_on": f"{n} lots of the validation photos (best accuracy)",
             "test": {"tile_scan": lot_metrics(tiled, truth, threshold),
