@@ -537,13 +537,35 @@ def test_flip_embeds_a_photo_and_its_mirror_image_alike(tmp_path, photos):
     reg = Register.create(tmp_path / "reg", flip=True)
     v, _ = reg.embedder.embed_files([path, str(mirrored)])
     assert np.allclose(v[0], v[1], atol=1e-4) and np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-5)
-    plain = Register.create(tmp_path / "plain").embedder.embed_files([path, str(mirrored)])[0]
+    plain_embedder = Register.create(tmp_path / "plain").embedder
+    plain = plain_embedder.embed_files([path, str(mirrored)])[0]
     assert not np.allclose(plain[0], plain[1], atol=1e-3)  # without it the mirror image differs
+    said = plain_embedder.describe()  # what `register info` and a register's settings say of the vectors
+    assert said["layer"].startswith("backbone output: global average pool") and said["dim"] == 1280
+    assert (said["pooling"], said["normalisation"], said["flip"]) == ("mean over spatial positions", "L2", False)
     reg.add("A", [path])
     reg.close()
     again = Register.open(tmp_path / "reg")
     assert again.embedder.flip and json.loads(again.setting("embedder"))["flip"] is True
     assert again.search([str(mirrored)], k=1)[0].matches[0].similarity == pytest.approx(1.0, abs=1e-4)
+
+
+def test_tiles_are_cut_from_a_photo_decoded_large_enough_to_keep_their_detail(photos, monkeypatch):
+    import artsentry.index.embedder as embedder_module
+    from artsentry.index.embedder import Embedder
+    from artsentry.lots import TILE_FRACTION
+
+    embedder = Embedder.from_spec("pretrained:efficientnet_lite0")
+    seen = []
+    real = embedder_module.iter_image_batches
+    monkeypatch.setattr(embedder_module, "iter_image_batches",
+                        lambda sources, transform, pre, **kw: seen.append(pre.input_size) or real(sources, transform,
+                                                                                                 pre, **kw))
+    whole, _ = embedder.embed_files([photos["A"][0][0]])
+    tiled, _ = embedder.embed_files([photos["A"][0][0]], tiles=2)
+    assert seen == [224, round(224 / TILE_FRACTION)] and TILE_FRACTION < 1
+    assert whole.shape == (1, 1280) and tiled.shape == (1, 5, 1280)  # the whole photo, then its 4 tiles
+    assert np.allclose(tiled[0, 0], whole[0], atol=1e-4)
 
 
 def test_a_register_reads_photos_as_it_was_made_to(tmp_path, photos, model_dir, capsys):

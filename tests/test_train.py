@@ -35,6 +35,21 @@ def test_class_weights_are_inverse_frequency():
         class_weights(np.array([0, 0]), 2)
 
 
+def test_the_learning_rate_warms_up_linearly_then_follows_half_a_cosine_to_zero():
+    from artsentry.train import _lr_factor
+
+    # 100 steps, 10 of warm-up: 0.1, 0.2 ... 1.0 over steps 0-9, then cos from 1 at step 10 to 0 at step 100
+    assert [_lr_factor(s, 100, 10) for s in (0, 4, 9)] == pytest.approx([0.1, 0.5, 1.0])
+    assert _lr_factor(10, 100, 10) == pytest.approx(1.0)
+    assert _lr_factor(55, 100, 10) == pytest.approx(0.5)  # half-way through the decay
+    assert _lr_factor(40, 100, 10) == pytest.approx(0.5 * (1 + np.cos(np.pi / 3)))
+    assert _lr_factor(100, 100, 10) == pytest.approx(0.0, abs=1e-12)
+    assert _lr_factor(130, 100, 10) == pytest.approx(0.0, abs=1e-12)  # a resumed run past its schedule
+    assert _lr_factor(0, 1, 1) == 1.0 and _lr_factor(5, 0, 1) == 1.0  # one step; no schedule at all
+    factors = [_lr_factor(s, 100, 10) for s in range(101)]
+    assert max(factors) == pytest.approx(1.0) and all(0 <= f <= 1 + 1e-12 for f in factors)
+
+
 def test_positive_label_choice():
     assert choose_positive_label(["ivory", "non_ivory"], None) == "ivory"
     assert choose_positive_label(["horn", "not_horn"], None) == "horn"
