@@ -31,8 +31,10 @@ def cli_train_settings(*extra: str) -> TrainSettings:
 def test_class_weights_are_inverse_frequency():
     w = class_weights(np.array([0, 0, 0, 1]), 2)
     assert w.tolist() == pytest.approx([4 / 6, 2.0])
-    with pytest.raises(TrainingError, match="no training images"):
+    with pytest.raises(TrainingError, match=r"class indices \[1\] have no training images"):
         class_weights(np.array([0, 0]), 2)
+    with pytest.raises(TrainingError, match=r"class indices \[0, 2\] have"):  # each class missing, by index
+        class_weights(np.array([1, 3, 3]), 4)
 
 
 def test_the_learning_rate_warms_up_linearly_then_follows_half_a_cosine_to_zero():
