@@ -50,6 +50,15 @@ def test_the_learning_rate_warms_up_linearly_then_follows_half_a_cosine_to_zero(
     assert _lr_factor(0, 1, 1) == 1.0 and _lr_factor(5, 0, 1) == 1.0  # one step; no schedule at all
     factors = [_lr_factor(s, 100, 10) for s in range(101)]
     assert max(factors) == pytest.approx(1.0) and all(0 <= f <= 1 + 1e-12 for f in factors)
+    # each parameter group steps at its own base rate times the schedule's factor
+    from artsentry.train import _set_lr
+
+    groups = [{"params": [torch.nn.Parameter(torch.zeros(1))], "base_lr": b, "lr": b} for b in (1e-3, 4e-5)]
+    optimizer = torch.optim.AdamW(groups)
+    _set_lr(optimizer, 0.25)
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([2.5e-4, 1e-5])
+    _set_lr(optimizer, 0.0)
+    assert [g["lr"] for g in optimizer.param_groups] == [0.0, 0.0]
 
 
 def test_positive_label_choice():
