@@ -1088,8 +1088,13 @@ def test_a_calibrated_teacher_teaches_the_probabilities_its_predictor_gives(tmp_
     predictor = Predictor.load(teacher, runtime="torch")
     x = torch.randn(3, 3, 64, 64)
     taught = Teachers([str(teacher)], predictor.labels, predictor.preprocessing)(x)
-    assert np.allclose(taught.numpy(), predictor.proba_tensor(x), atol=1e-5)
+    assert taught.shape == (3, 2) and np.allclose(taught.numpy(), predictor.proba_tensor(x), atol=1e-5)
     assert float(taught[0, 1]) == pytest.approx(1 / (1 + np.exp(-4.6)), abs=1e-4)
+    # two teachers: the mean of their probabilities, photo by photo (a trained model's differ between photos)
+    pair = Teachers([str(model_dir), str(teacher)], predictor.labels, predictor.preprocessing)(x)
+    expected = (Predictor.load(model_dir, runtime="torch").proba_tensor(x) + predictor.proba_tensor(x)) / 2
+    assert pair.shape == (3, 2) and np.allclose(pair.numpy(), expected, atol=1e-5)
+    assert not np.allclose(expected[0], expected[1:], atol=1e-3)
 
 
 def test_teacher_settings_are_checked_before_training(tmp_path, synthetic_dataset, model_dir):
