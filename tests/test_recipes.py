@@ -193,3 +193,33 @@ def test_build_writes_each_recipes_manifest_relative_to_itself(tmp_path):
                                               "culture": "China"}])
     with pytest.raises(ValueError, match=r"recipe 'culture' selected no images from .*col3/collection\.csv"):
         build("culture", bronze, tmp_path / "x")
+
+
+def test_a_dataset_card_counts_images_objects_splits_and_centuries():
+    """What a curator reads to check a built dataset before training on it (card.json)."""
+    from artsentry.data.card import card_data, century
+
+    df = pd.DataFrame({
+        "path": [f"{i}.jpg" for i in range(7)],
+        "label": ["ivory", "ivory", "ivory", "non_ivory", "non_ivory", "non_ivory", "non_ivory"],
+        "object_id": ["a", "a", "b", "c", "c", "c", "d"],
+        "split": ["train", "train", "test", "train", "train", "train", "test"],
+        "department": ["Asian Art", "Asian Art", "", "Arms", "Arms", "Arms", None],
+        "objectBeginDate": [1850, 1850, -200, 1900, 1900, 1900, "unknown"],
+        "objectEndDate": [1899, 1899, -100, 2000, 2000, 2000, 1700],
+    })
+    card = card_data(df)
+    assert (card["images"], card["objects"], card["classes"]) == (7, 4, 2)
+    assert card["images_per_class"] == {"non_ivory": 4, "ivory": 3}
+    assert card["objects_per_class"] == {"ivory": 2, "non_ivory": 2}  # one row per object
+    assert card["images_per_object"] == {"1": 2, "2": 1, "3": 1}  # b and d alone, a twice, c three times
+    assert card["split"] == {"test": {"ivory": 1, "non_ivory": 1}, "train": {"non_ivory": 3, "ivory": 2}}
+    assert card["objects_per_department"] == {"(empty)": 2, "Arms": 1, "Asian Art": 1}
+    assert card["objects_per_century"] == {"19th c.": 1, "BCE": 1, "20th c.": 1, "(empty)": 1}
+    # the midpoint's century, with English ordinals
+    years = {1: "1st c.", 150: "2nd c.", 250: "3rd c.", 1050: "11th c.", 1150: "12th c.", 1250: "13th c.",
+             2050: "21st c.", 2150: "22nd c.", 1000: "11th c.", 1099: "11th c.", 1100: "12th c.", 0: "BCE", -50: "BCE"}
+    for year, name in years.items():
+        assert century({"objectBeginDate": year, "objectEndDate": year}) == name, year
+    assert century({"objectBeginDate": 1801, "objectEndDate": 1900}) == "19th c."  # midpoint 1850
+    assert century({"objectBeginDate": None, "objectEndDate": 1900}) is None
