@@ -38,7 +38,7 @@ def test_class_weights_are_inverse_frequency():
 
 
 def test_the_learning_rate_warms_up_linearly_then_follows_half_a_cosine_to_zero():
-    from artsentry.train import _lr_factor
+    from artsentry.train import _lr_factor, _set_lr
 
     # 100 steps, 10 of warm-up: 0.1, 0.2 ... 1.0 over steps 0-9, then cos from 1 at step 10 to 0 at step 100
     assert [_lr_factor(s, 100, 10) for s in (0, 4, 9)] == pytest.approx([0.1, 0.5, 1.0])
@@ -51,8 +51,6 @@ def test_the_learning_rate_warms_up_linearly_then_follows_half_a_cosine_to_zero(
     factors = [_lr_factor(s, 100, 10) for s in range(101)]
     assert max(factors) == pytest.approx(1.0) and all(0 <= f <= 1 + 1e-12 for f in factors)
     # each parameter group steps at its own base rate times the schedule's factor
-    from artsentry.train import _set_lr
-
     groups = [{"params": [torch.nn.Parameter(torch.zeros(1))], "base_lr": b, "lr": b} for b in (1e-3, 4e-5)]
     optimizer = torch.optim.AdamW(groups)
     _set_lr(optimizer, 0.25)

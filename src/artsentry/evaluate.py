@@ -711,7 +711,7 @@ def run_evaluation(model, data=None, *, split: str | None = "test", out_dir=None
             choice = choose_threshold(y_val, s_val, target_recall, target_precision)
             threshold = choice.threshold
             choice_info = choice.to_dict()
-        val_metrics = binary_metrics(y_val, s_val, 0.5 if threshold is None else threshold)
+        val_metrics = binary_metrics(y_val, s_val, predictor.operating_threshold(threshold))
     elif target_recall is not None or target_precision is not None:
         raise ValueError("a target recall/precision needs a binary model and data with a 'val' split")
 
