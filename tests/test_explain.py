@@ -131,6 +131,40 @@ def test_fit_overlay_lies_on_the_part_of_the_photo_the_model_saw():
     assert h[:, :25].mean() > 0.8 and h[:, 60:].max() < 0.05
 
 
+def test_overlay_colours_heat_leaves_cold_photo_untouched_and_scales_saliency_for_display():
+    """What a person reads off an overlay: cold pixels are the photo itself, the hottest are mostly the colour
+    map's top colour, the colour bar runs from that colour ("high", at the top) to the bottom one ("low"), a
+    large photo is shown at most ``display`` pixels on its long side, and a saliency map (a few extreme pixels)
+    is drawn against its 99th percentile where the other methods' maps are drawn as they are."""
+    from artsentry.explain.overlay import _lut, blend, colour_bar, display_scale
+
+    lut = _lut()
+    photo = Image.new("RGB", (40, 20), (100, 150, 200))
+    heat = np.zeros((20, 40), np.float32)
+    heat[:, 20:] = 1.0
+    px = np.asarray(blend(photo, heat)).astype(int)
+    assert (px[:, :20] == (100, 150, 200)).all()  # cold: the photo untouched
+    expected = np.round(0.25 * np.array([100, 150, 200]) + 0.75 * lut[255])
+    assert np.abs(px[:, 20:] - expected).max() <= 1  # hot: three quarters the colour map's top colour
+    bar = np.asarray(colour_bar(50, 6)).astype(int)
+    assert bar.shape == (50, 6, 3) and (bar[0] == lut[255]).all() and (bar[-1] == lut[0]).all()
+    assert lut[255].sum() > lut[0].sum() + 400  # inferno: pale yellow at the top, near black at the bottom
+
+    big = Image.new("RGB", (2000, 1000), (128, 128, 128))
+    shown, h = photo_and_heat(big, np.ones((64, 64), np.float32), Preprocessing(input_size=64), display=300)
+    assert shown.size == (300, 150) and h.shape == (150, 300)
+    out = render(big, np.zeros((64, 64), np.float32), Preprocessing(input_size=64), display=300)
+    assert 300 < out.width < 400 and 150 < out.height < 200
+
+    saliency = np.zeros((100, 100), np.float32)
+    saliency[0, :5] = 1.0  # five extreme pixels
+    saliency[50:, :] = 0.02  # and a faint half the plain map would all but hide
+    shown_s = display_scale(saliency, "saliency")
+    assert shown_s[99, 99] == pytest.approx(1.0) and shown_s[0, 0] == 1.0  # at the 99th percentile: full heat
+    assert display_scale(saliency, "gradcam") is saliency and display_scale(saliency, None) is saliency
+    assert (display_scale(np.zeros((8, 8)), "saliency") == 0).all()  # a blank map stays blank
+
+
 def test_explain_cli_every_method(model_dir, synthetic_dataset, tmp_path, capsys):
     images = sorted((synthetic_dataset / "ivory").glob("*.jpg"))[:2]
     for method in ("gradcam", "saliency", "occlusion"):

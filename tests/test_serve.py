@@ -1183,3 +1183,23 @@ def test_objects_registered_from_a_terminal_are_found_by_the_running_server(live
     assert after["changes"] == before["changes"] + 2  # the add and the remove, in its history
     assert {k: v for k, v in after.items() if k not in ("changes", "changed")} == \
         {k: v for k, v in before.items() if k not in ("changes", "changed")}
+
+
+def test_a_saliency_overlay_is_scaled_for_display_as_the_explain_command_draws_it(model_dir, photos):
+    """A saliency map is a few extreme pixels: ``explain`` draws it against its 99th percentile, and the web
+    page's overlay, laid over the same photo, must be drawn the same way, not left all but transparent."""
+    from artsentry.explain import ClassifierExplainer
+    from artsentry.explain.overlay import heat_rgba, photo_and_heat
+
+    data = Path(photos["B"][1]).read_bytes()
+    analyzer = Analyzer(ServeSettings(model=model_dir, explain_method="saliency"))
+    ov = analyzer.analyze(data, explain=True)["overlay"]
+    assert ov["method"] == "saliency"
+    alpha = np.asarray(Image.open(io.BytesIO(base64.b64decode(ov["png"].split(",", 1)[1]))))[..., 3]
+    img = Image.open(photos["B"][1]).convert("RGB")
+    p = analyzer.ivory
+    heat, _, _ = ClassifierExplainer(p).explain_tensor(p.transform(img).unsqueeze(0), "saliency")
+    _, scaled = photo_and_heat(img, heat[0], p.preprocessing, display=512, method="saliency")
+    assert np.array_equal(alpha, np.asarray(heat_rgba(scaled))[..., 3])  # as drawn by ``explain``
+    _, plain = photo_and_heat(img, heat[0], p.preprocessing, display=512)
+    assert (alpha >= 180).mean() > 2 * (np.asarray(heat_rgba(plain))[..., 3] >= 180).mean()

@@ -34,9 +34,11 @@ def _lut(name: str = COLORMAP) -> np.ndarray:
     return (colormaps[name](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint8)
 
 
-def photo_and_heat(img: Image.Image, heat: np.ndarray, pre: Preprocessing,
-                   display: int = DISPLAY_SIZE) -> tuple[Image.Image, np.ndarray]:
-    """(photo as shown, heat map resized to it) for a map on the model's input."""
+def photo_and_heat(img: Image.Image, heat: np.ndarray, pre: Preprocessing, display: int = DISPLAY_SIZE,
+                   method: str | None = None) -> tuple[Image.Image, np.ndarray]:
+    """(photo as shown, heat map resized to it and scaled for display) for a map on the model's input made by
+    ``method`` (see ``display_scale``)."""
+    heat = display_scale(heat, method)
     img = img.convert("RGB")
     if pre.resize == "fit":
         img = CropToAspect(CROP_RATIO)(img)  # then as squash: the map resized to the part's own shape
@@ -87,7 +89,7 @@ def render(img: Image.Image, heat: np.ndarray, pre: Preprocessing, caption: str 
            display: int = DISPLAY_SIZE, method: str | None = None) -> Image.Image:
     """The overlay file: photo + heat map, a colour bar (low to high attribution) on the
     right and ``caption`` above."""
-    shown, h = photo_and_heat(img, display_scale(heat, method), pre, display)
+    shown, h = photo_and_heat(img, heat, pre, display, method)
     over = blend(shown, h)
     font = _font(13)
     top = 22 if caption else 4

@@ -216,7 +216,8 @@ class Analyzer:
             key, x, p = heat_source
             engine = self._explainer(key)
             heat, probs, idx = engine.explain_tensor(x, self.settings.explain_method)
-            shown, h = photo_and_heat(img, heat[0], p.preprocessing, display=512)
+            shown, h = photo_and_heat(img, heat[0], p.preprocessing, display=512,
+                                      method=self.settings.explain_method)
             layer = heat_rgba(h)
             out["overlay"] = {"model": key, "method": self.settings.explain_method, "target": p.labels[idx[0]],
                               "width": shown.width, "height": shown.height,
