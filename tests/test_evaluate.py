@@ -567,3 +567,74 @@ def test_photos_per_object_bins():
     df = pd.DataFrame({"object_id": [o for o, n in counts.items() for _ in range(n)]})
     bins = dict(zip(df["object_id"], photos_per_object(df)))
     assert bins == {"o1": "1", "o2": "2", "o5": "5", "o6": "6-9", "o9": "6-9", "o10": "10+"}
+
+
+def test_the_report_page_shows_metrics_groups_mistakes_and_unreadable_photos(synthetic_dataset, tmp_path):
+    """``write_report`` from an evaluation made by hand: every figure in its row with its interval, groups
+    largest first, the mistakes surest first with the label and score each card claims, correct decisions with
+    their overlays, the unreadable photos listed, the binary plots, text from the data escaped; a multi-class
+    evaluation has a confusion matrix and no binary plots."""
+    import re
+
+    import pandas as pd
+
+    from artsentry.evaluate import Evaluation, binary_metrics
+    from artsentry.report import confusion_labels, write_report
+
+    photos = sorted((synthetic_dataset / "ivory").glob("*.jpg"))[:3] + sorted(
+        (synthetic_dataset / "non_ivory").glob("*.jpg"))[:3]
+    table = pd.DataFrame({"path": [str(p) for p in photos] + [str(tmp_path / "gone.jpg")],
+                          "label": ["ivory"] * 3 + ["non_ivory"] * 3 + ["ivory"],
+                          "score": [0.9, 0.8, 0.3, 0.1, 0.55, 0.95, np.nan],
+                          "predicted": ["ivory", "ivory", "non_ivory", "non_ivory", "ivory", "ivory", None],
+                          "error": [None] * 6 + ["gone.jpg: <no such file>"]})
+    table["correct"] = (table["label"] == table["predicted"]).where(table["error"].isna())
+    table["quality_warnings"] = [np.nan] * 4 + ["small photo: 120 px", np.nan, np.nan]  # as predictions.csv reads
+    readable = table[table["error"].isna()]
+    metrics = binary_metrics((readable["label"] == "ivory").astype(int), readable["score"], 0.5)
+    metrics["ci95"] = {"accuracy": [0.3, 0.9]}
+    metrics["accuracy_by_department"] = {"Arms": {"accuracy": 1.0, "n": 2, "ci95": [0.34, 1.0]},
+                                         "Asian <Art>": {"accuracy": 0.25, "n": 4, "ci95": [0.05, 0.7]}}
+    ev = Evaluation(table, metrics, ["ivory", "non_ivory"], "ivory", 0.5)
+    overlay = "data:image/png;base64,AAAA"
+    page = write_report(ev, tmp_path / "r.html", title="Test <run>", context={"model": "m<1>"},
+                        overlays={str(photos[5]): overlay}, correct_sample=[str(photos[0]), str(photos[3])],
+                        feature_map={"note": "fewer than 3 readable photos"}).read_text()
+    assert "<title>Test &lt;run&gt;</title>" in page and "m&lt;1&gt;" in page and "<run>" not in page
+    assert f"<th>accuracy</th><td>{metrics['accuracy']:.4f}</td><td>0.300–0.900</td>" in page
+    assert f"<th>n</th><td>{metrics['n']}</td><td></td>" in page  # no interval: an empty cell, not a shifted row
+    assert "95% interval: Wilson's score interval" in page
+    groups = page.split("<h2>accuracy by department</h2>", 1)[1].split("</table>", 1)[0]
+    assert groups.index("Asian &lt;Art&gt;") < groups.index("Arms")  # the larger group first
+    assert "<td>0.250</td><td>0.050–0.700</td><td>4</td>" in groups
+    mistakes = page.split("Most confident mistakes (3 shown)", 1)[1].split("<h2>", 1)[0]
+    names = re.findall(r"<figcaption>([^<]+)<br>", mistakes)
+    assert names == [photos[5].name, photos[2].name, photos[4].name]  # 0.45, 0.2 and 0.05 off the threshold
+    assert f'<img src="{overlay}" alt="Grad-CAM overlay of {photos[5].name}">' in mistakes
+    assert "true <b>non_ivory</b>, predicted <b>ivory</b><br>score 0.950</figcaption>" in mistakes
+    assert mistakes.count("weak photo") == 1
+    assert 'score 0.550<br><span class="weak">weak photo: small photo' in mistakes
+    assert mistakes.count('alt="') == 3  # the others shown by their thumbnails
+    correct = page.split("Correct decisions, explained (2 sampled)", 1)[1].split("<h2>", 1)[0]
+    assert re.findall(r"<figcaption>([^<]+)<br>", correct) == [photos[0].name, photos[3].name]
+    assert "<h2>Unreadable images (1)</h2><ul><li>gone.jpg: &lt;no such file&gt;</li></ul>" in page
+    assert "<p>fewer than 3 readable photos</p>" in page
+    for plot in ("confusion", "curves", "scores", "reliability"):
+        assert f'alt="{plot} plot"' in page
+    assert confusion_labels(ev) == ["non_ivory", "ivory"]  # [[tn, fp], [fn, tp]]: the negative label first
+
+    multi = table.assign(label=["x", "y", "z", "x", "y", "z", "x"], predicted=["x", "y", "x", "x", "z", "z", None])
+    multi["correct"] = (multi["label"] == multi["predicted"]).where(multi["error"].isna())
+    ev = Evaluation(multi, {"accuracy": 4 / 6, "confusion_matrix": [[2, 0, 0], [0, 1, 1], [1, 0, 1]]},
+                    ["x", "y", "z"], None, None)
+    page = write_report(ev, tmp_path / "m.html", title="three").read_text()
+    assert 'alt="confusion plot"' in page and "curves plot" not in page and "reliability plot" not in page
+    assert "95% interval" not in page and "Most confident mistakes (2 shown)" in page
+    assert "<h2>Feature map</h2>" not in page and "Correct decisions" not in page
+    assert confusion_labels(ev) == ["x", "y", "z"]
+
+    one = table.iloc[:3].assign(predicted=["ivory", "ivory", "non_ivory"])  # ivory photos only: a seizure's folder
+    one["correct"] = one["label"] == one["predicted"]
+    ev = Evaluation(one, binary_metrics([1, 1, 1], one["score"], 0.5), ["ivory", "non_ivory"], "ivory", 0.5)
+    page = write_report(ev, tmp_path / "one.html", title="one class").read_text()
+    assert 'alt="confusion plot"' in page and "curves plot" not in page  # no ROC or PR curve of one class

@@ -136,7 +136,7 @@ def test_overlay_colours_heat_leaves_cold_photo_untouched_and_scales_saliency_fo
     map's top colour, the colour bar runs from that colour ("high", at the top) to the bottom one ("low"), a
     large photo is shown at most ``display`` pixels on its long side, and a saliency map (a few extreme pixels)
     is drawn against its 99th percentile where the other methods' maps are drawn as they are."""
-    from artsentry.explain.overlay import _lut, blend, colour_bar, display_scale
+    from artsentry.explain.overlay import _lut, blend, colour_bar, display_scale, heat_rgba
 
     lut = _lut()
     photo = Image.new("RGB", (40, 20), (100, 150, 200))
@@ -148,9 +148,15 @@ def test_overlay_colours_heat_leaves_cold_photo_untouched_and_scales_saliency_fo
     assert np.abs(px[:, 20:] - expected).max() <= 1  # hot: three quarters the colour map's top colour
     bar = np.asarray(colour_bar(50, 6)).astype(int)
     assert bar.shape == (50, 6, 3) and (bar[0] == lut[255]).all() and (bar[-1] == lut[0]).all()
-    assert lut[255].sum() > lut[0].sum() + 400  # inferno: pale yellow at the top, near black at the bottom
+    assert lut[0].sum() < 20 and (lut[255] > (240, 240, 150)).all()  # inferno: near black to pale yellow
+    half = np.asarray(heat_rgba(np.full((2, 2), 0.5, np.float32))).astype(int)
+    assert (half[..., :3] == lut[127]).all() and (half[..., 3] == 95).all()  # half heat: half of 0.75 opaque
 
     big = Image.new("RGB", (2000, 1000), (128, 128, 128))
+    shown, h = photo_and_heat(big, np.full((64, 64), 2.0, np.float32), Preprocessing(input_size=64))
+    assert shown.size == (512, 256) and h.min() == h.max() == 1.0  # the default display size; heat clipped
+    shown, h = photo_and_heat(big, np.full((64, 64), -1.0, np.float32), Preprocessing(input_size=64))
+    assert h.min() == h.max() == 0.0
     shown, h = photo_and_heat(big, np.ones((64, 64), np.float32), Preprocessing(input_size=64), display=300)
     assert shown.size == (300, 150) and h.shape == (150, 300)
     out = render(big, np.zeros((64, 64), np.float32), Preprocessing(input_size=64), display=300)
@@ -161,6 +167,7 @@ def test_overlay_colours_heat_leaves_cold_photo_untouched_and_scales_saliency_fo
     saliency[50:, :] = 0.02  # and a faint half the plain map would all but hide
     shown_s = display_scale(saliency, "saliency")
     assert shown_s[99, 99] == pytest.approx(1.0) and shown_s[0, 0] == 1.0  # at the 99th percentile: full heat
+    assert shown_s[1, 1] == 0.0  # and no heat stays none
     assert display_scale(saliency, "gradcam") is saliency and display_scale(saliency, None) is saliency
     assert (display_scale(np.zeros((8, 8)), "saliency") == 0).all()  # a blank map stays blank
 
@@ -256,6 +263,67 @@ def test_explained_similarity_is_the_registers_with_reshots(tmp_path, photos):
     query = reg.embedder.embed_files([photos["B"][1]])[0][0]
     assert max(versions @ query) > found.similarity + 1e-3  # the best single version alone scores higher
     reg.close()
+
+
+def test_feature_map_files_keep_every_readable_photo_in_order_and_count_the_rest(model_dir, synthetic_dataset,
+                                                                                  tmp_path):
+    """``write_projection``'s three files, without a browser: the readable photos in the manifest's order, each
+    with the decision ``predict`` makes and its coordinates; an unreadable photo counted, not mapped; the page's
+    points inside its plot, a flat axis drawn at its edge, the colourings and their legends (most common first)."""
+    import re
+
+    import pandas as pd
+
+    from artsentry.explain.project import embed_2d, features_of, projection_html, write_projection
+    from artsentry.inference import Predictor
+
+    paths = sorted((synthetic_dataset / "ivory").glob("*.jpg"))[:4] + sorted((synthetic_dataset / "non_ivory").glob(
+        "*.jpg"))[:3]
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff not a photo")
+    df = pd.DataFrame({"path": [str(p) for p in paths[:3]] + [str(broken)] + [str(p) for p in paths[3:]],
+                       "label": ["ivory"] * 3 + ["ivory"] + ["ivory"] + ["non_ivory"] * 3,
+                       "department": ["Asian Art", None, "Arms", "Arms", "Arms", "Asian Art", "Arms", "Arms"]})
+    out = write_projection(model_dir, df, tmp_path / "map", methods=("pca", "tsne"))
+    assert out["images"] == 7 and out["unreadable"] == 1
+    csv = pd.read_csv(out["csv"])
+    assert csv["path"].tolist() == [str(p) for p in paths] and "error" not in csv.columns
+    decided = Predictor.load(model_dir, runtime="torch").predict_files(paths)
+    assert csv["predicted"].tolist() == [d.label for d in decided]
+    assert np.allclose(csv["score"], [d.score for d in decided], atol=1e-5)
+    truth = df["label"].drop(3)
+    assert csv["correct"].tolist() == ["right" if d.label == l else "wrong" for d, l in zip(decided, truth)]
+    feats, table = features_of(model_dir, df)
+    assert np.isnan(feats[3]).all() and "broken.jpg" in table.loc[3, "error"] and pd.isna(table.loc[3, "predicted"])
+    assert not np.isnan(np.delete(feats, 3, axis=0)).any()
+    xy = embed_2d(np.delete(feats, 3, axis=0), "pca")
+    assert np.allclose(csv[["pca_x", "pca_y"]], xy, atol=1e-3) and np.isfinite(csv[["tsne_x", "tsne_y"]]).all().all()
+    assert abs(xy[:, 0].mean()) < 1e-3 and xy[:, 0].var() >= xy[:, 1].var()  # centred; the first axis the widest
+
+    page = Path(out["html"]).read_text()
+    data = json.loads(re.search(r"const D = (\{.*\});\n", page).group(1))
+    assert len(data["points"]) == 7 and [p["meta"]["path"] for p in data["points"]] == [str(p) for p in paths]
+    assert all(p["thumb"].startswith("data:image/") for p in data["points"])
+    for name in ("pca", "tsne"):
+        pts = np.array(data["spaces"][name])
+        assert pts.min(0) == pytest.approx([20, 20]) and pts.max(0) == pytest.approx([580, 580])  # corner to corner
+    assert list(data["colourings"]) == ["label", "correct", "department"]  # the default colourings
+    assert list(data["colourings"]["department"]["legend"]) == ["Arms", "Asian Art", "(none)"]  # 4, 2, 1 photos
+    assert len(set(data["colourings"]["label"]["legend"].values())) == 2
+    assert data["colourings"]["label"]["colours"] == [data["colourings"]["label"]["legend"][l]
+                                                      for l in df["label"].drop(3)]
+
+    flat = projection_html({"pca": np.array([[1.0, 0.0], [1.0, 2.0], [1.0, 4.0]])},
+                           csv.iloc[:3], ["label"], title="t", max_thumbnails=2)
+    small = json.loads(re.search(r"const D = (\{.*\});\n", flat).group(1))
+    assert small["spaces"]["pca"] == [[20.0, 20.0], [20.0, 300.0], [20.0, 580.0]]  # a flat axis at its edge
+    assert [p["thumb"] is None for p in small["points"]] == [False, False, True]  # thumbnails up to the cap
+    with pytest.raises(ValueError, match=r"cannot colour by \['period'\]"):
+        write_projection(model_dir, df, tmp_path / "m2", methods=("pca",), color_by=["period"])
+    with pytest.raises(ValueError, match=r"only 2 readable image\(s\)"):
+        write_projection(model_dir, df.iloc[2:5], tmp_path / "m3", methods=("pca",))
+    with pytest.raises(ValueError, match="methods must be among"):
+        write_projection(model_dir, df, tmp_path / "m4", methods=("mds",))
 
 
 @pytest.mark.parametrize("method", ["pca", "tsne", "umap"])

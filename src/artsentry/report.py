@@ -13,14 +13,21 @@ from .files import write_text_atomic
 from .htmlembed import figure_uri, thumbnail_uri, use_agg
 
 
+def confusion_labels(ev: Evaluation) -> list[str]:
+    """The rows' and columns' labels of ``ev``'s confusion matrix: a binary one is ``[[tn, fp], [fn, tp]]``
+    (``binary_metrics``), the negative label first; a multi-class one follows the model's labels."""
+    if ev.positive_label:
+        return [l for l in ev.labels if l != ev.positive_label] + [ev.positive_label]
+    return list(ev.labels)
+
+
 def _figures(ev: Evaluation) -> dict[str, str]:
     plt = use_agg()
     figs: dict[str, str] = {}
     ok = ev.table[ev.table["error"].isna()]
     cm = np.array(ev.metrics.get("confusion_matrix", []))
     if cm.size:
-        names = ([l for l in ev.labels if l != ev.positive_label] + [ev.positive_label]) if ev.positive_label \
-            else ev.labels
+        names = confusion_labels(ev)
         fig, ax = plt.subplots(figsize=(3.6, 3.2))
         ax.imshow(cm, cmap="Blues")
         for (i, j), v in np.ndenumerate(cm):
