@@ -271,11 +271,13 @@ def test_feature_map_files_keep_every_readable_photo_in_order_and_count_the_rest
     with the decision ``predict`` makes and its coordinates; an unreadable photo counted, not mapped; the page's
     points inside its plot, a flat axis drawn at its edge, the colourings and their legends (most common first)."""
     import re
+    import shutil
 
     import pandas as pd
 
     from artsentry.explain.project import embed_2d, features_of, projection_html, write_projection
     from artsentry.inference import Predictor
+    from artsentry.models.artifact import update_config
 
     paths = sorted((synthetic_dataset / "ivory").glob("*.jpg"))[:4] + sorted((synthetic_dataset / "non_ivory").glob(
         "*.jpg"))[:3]
@@ -287,7 +289,9 @@ def test_feature_map_files_keep_every_readable_photo_in_order_and_count_the_rest
     out = write_projection(model_dir, df, tmp_path / "map", methods=("pca", "tsne"))
     assert out["images"] == 7 and out["unreadable"] == 1
     csv = pd.read_csv(out["csv"])
-    assert csv["path"].tolist() == [str(p) for p in paths] and "error" not in csv.columns
+    assert csv.columns.tolist() == ["path", "label", "department", "predicted", "score", "correct",
+                                    "pca_x", "pca_y", "tsne_x", "tsne_y"]
+    assert csv["path"].tolist() == [str(p) for p in paths]
     decided = Predictor.load(model_dir, runtime="torch").predict_files(paths)
     assert csv["predicted"].tolist() == [d.label for d in decided]
     assert np.allclose(csv["score"], [d.score for d in decided], atol=1e-5)
@@ -296,6 +300,13 @@ def test_feature_map_files_keep_every_readable_photo_in_order_and_count_the_rest
     feats, table = features_of(model_dir, df)
     assert np.isnan(feats[3]).all() and "broken.jpg" in table.loc[3, "error"] and pd.isna(table.loc[3, "predicted"])
     assert not np.isnan(np.delete(feats, 3, axis=0)).any()
+    calibrated = tmp_path / "calibrated"  # probabilities as the predictor gives them: tempered
+    shutil.copytree(model_dir, calibrated)
+    update_config(calibrated, calibration={"temperature": 3.0})
+    _, tempered = features_of(calibrated, df.iloc[:2])
+    assert np.allclose(tempered["score"], [d.score for d in Predictor.load(calibrated).predict_files(paths[:2])],
+                       atol=1e-5)
+    assert abs(tempered.loc[0, "score"] - 0.5) < abs(decided[0].score - 0.5) - 0.01  # nearer the middle
     xy = embed_2d(np.delete(feats, 3, axis=0), "pca")
     assert np.allclose(csv[["pca_x", "pca_y"]], xy, atol=1e-3) and np.isfinite(csv[["tsne_x", "tsne_y"]]).all().all()
     assert abs(xy[:, 0].mean()) < 1e-3 and xy[:, 0].var() >= xy[:, 1].var()  # centred; the first axis the widest

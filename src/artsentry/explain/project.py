@@ -75,15 +75,12 @@ def embed_2d(features: np.ndarray, method: str = "pca", seed: int = 0) -> np.nda
     n = len(features)
     if n < 3:
         raise ValueError(f"a 2-D map needs at least 3 images, got {n}")
-    x = features - features.mean(0)
+    from sklearn.decomposition import PCA  # it centres the features
+
     if method == "pca":
-        from sklearn.decomposition import PCA
-
-        return PCA(2, random_state=seed).fit_transform(x)
+        return PCA(2, random_state=seed).fit_transform(features)
     # both neighbour methods work on the first 50 principal components (the usual practice)
-    from sklearn.decomposition import PCA
-
-    x = PCA(min(50, n - 1, x.shape[1]), random_state=seed).fit_transform(x)
+    x = PCA(min(50, n - 1, features.shape[1]), random_state=seed).fit_transform(features)
     if method == "tsne":
         from sklearn.manifold import TSNE
 
