@@ -430,3 +430,69 @@ def test_every_command_and_option_the_readme_shows_exists():
             if action.choices is not None:  # --split takes any split name a manifest has
                 assert set(values.split("|")) <= set(action.choices), \
                     f"README: {option} {values}: its choices are {action.choices}"
+
+
+@pytest.mark.parametrize("argv", [
+    ["evaluate", "RUN", "--target-recall", "1"],  # a fraction in (0, 1]: 1 is one
+    ["evaluate", "RUN", "--target-precision", "0.001"],
+    ["register", "search", "REG", "a.jpg", "--threshold", "1.5", "-k", "1"],  # the ends of the match scores
+    ["register", "create", "REG", "--threshold", "-1.5"],
+    ["serve", "--port", "0"],  # any free port
+    ["serve", "--port", "65535"],
+])
+def test_arguments_at_the_ends_of_their_ranges_are_taken(argv):
+    from artsentry.cli import build_parser
+
+    build_parser().parse_args(argv)  # a usage error would be SystemExit
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["evaluate", "RUN", "--target-recall", "0"], "0 is not in (0, 1]"),
+    (["evaluate", "RUN", "--target-precision", "1.01"], "1.01 is not in (0, 1]"),
+    (["register", "search", "REG", "a.jpg", "--threshold", "-1.51"], "-1.51 is outside the range of match scores"),
+    (["serve", "--port", "-1"], "-1 is not a port"),
+    (["serve", "--port", "65536"], "65536 is not a port"),
+])
+def test_arguments_just_past_the_ends_of_their_ranges_are_usage_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_train_defaults_depend_on_the_architecture_and_the_schedule():
+    """What ``train`` runs when not told: lite0 fine-tunes 8 epochs and waits half the schedule (at least 3)
+    for a better validation loss; the small CNN trains from scratch for 30 with a patience of 6; the head's
+    peak rate 1e-3; the teachers' share 0.5, and a share without a teacher is refused."""
+    from artsentry.cli import _settings_from_args, build_parser
+    from artsentry.train import TrainSettings
+
+    def settings(*extra):
+        return _settings_from_args(build_parser().parse_args(["train", "DATA", "--out", "RUN", *extra]))
+
+    s = settings()
+    assert (s.architecture, s.mode, s.epochs, s.patience, s.lr) == ("efficientnet_lite0", "finetune", 8, 4, 1e-3)
+    assert s.distill_weight == 0.5 and s.teacher == () and s.class_weighting and s.calibrate
+    assert s.listing_p == TrainSettings().listing_p and s.crop_scale == TrainSettings().crop_scale
+    assert (settings("--epochs", "10").patience, settings("--epochs", "4").patience) == (5, 3)
+    assert settings("--epochs", "10", "--patience", "2").patience == 2
+    small = settings("--arch", "smallcnn", "--mode", "frozen")
+    assert (small.mode, small.epochs, small.patience) == ("finetune", 30, 6)  # nothing pretrained to freeze
+    assert settings("--lr", "3e-4").lr == 3e-4 and settings("--listing-p", "0.9").listing_p == 0.9
+    assert settings("--crop-scale", "0.3", "1").crop_scale == (0.3, 1.0)
+    taught = settings("--teacher", "A", "--teacher", "B", "--distill-weight", "0.7")
+    assert taught.teacher == ("A", "B") and taught.distill_weight == 0.7
+    assert not settings("--no-class-weights", "--no-calibrate").class_weighting
+    with pytest.raises(ValueError, match="give --teacher MODEL"):
+        settings("--distill-weight", "0.3")
+
+
+def test_options_naming_several_models_add_up_when_repeated():
+    """``--teacher A --teacher B`` kept only B, and ``evaluate --ensemble A --ensemble B`` measured an ensemble
+    without A, both without a word: each is now both A and B, as the serve options that repeat are."""
+    from artsentry.cli import build_parser
+
+    parse = build_parser().parse_args
+    assert parse(["train", "D", "--out", "R", "--teacher", "A", "--teacher", "B", "C"]).teacher == ["A", "B", "C"]
+    assert parse(["evaluate", "RUN", "--ensemble", "A", "--ensemble", "B"]).ensemble == ["A", "B"]
+    assert parse(["soup", "M1", "M2", "--out", "S", "--weights", "1", "--weights", "2"]).weights == [1.0, 2.0]
+    assert parse(["evaluate", "RUN"]).ensemble == [] and parse(["train", "D", "--out", "R"]).teacher == []

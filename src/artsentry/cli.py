@@ -169,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "Smaller crops show the surface at a higher resolution for the same training cost; the "
                         "model then runs at the input size that shows objects as large as the crops did (e.g. "
                         "0.2 0.8 at 320 px -> 480 px) unless --inference-size says otherwise")
-    t.add_argument("--teacher", nargs="+", default=[], metavar="MODEL",
+    t.add_argument("--teacher", nargs="+", action="extend", default=[], metavar="MODEL",
                    help="distil these trained classifiers (model or run folders, same labels) into the model "
                         "while fine-tuning: the loss also follows their mean probabilities on each augmented batch")
     t.add_argument("--distill-weight", type=float, default=None, metavar="W",
@@ -275,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fit the model's temperature on the validation split (temperature scaling: the same "
                    "decisions, probabilities that mean what they say) and store it, with the threshold moved to "
                    "flag the same photos, in its config.json")
-    e.add_argument("--ensemble", nargs="+", metavar="MODEL", default=[],
+    e.add_argument("--ensemble", nargs="+", action="extend", metavar="MODEL", default=[],
                    help="more run or model folders (same labels): evaluate the mean of all their probabilities")
     e.add_argument("--input-size", type=int, metavar="PX",
                    help="measure the network at this input size instead of its config's (EfficientNets; "
@@ -570,7 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "trained on.")
     so.add_argument("models", nargs="+", metavar="MODEL", help="two or more model or run folders")
     so.add_argument("--out", required=True, help="the soup's model folder")
-    so.add_argument("--weights", type=float, nargs="+", metavar="W",
+    so.add_argument("--weights", type=float, nargs="+", action="extend", metavar="W",
                     help="one positive weight per model, in their order (default: equal)")
     so.add_argument("--no-export", action="store_true", help="do not export the soup to ONNX")
     so.add_argument("--overwrite", action="store_true", help="replace a model folder already at --out")
