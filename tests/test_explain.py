@@ -286,7 +286,7 @@ def test_feature_map_files_keep_every_readable_photo_in_order_and_count_the_rest
     df = pd.DataFrame({"path": [str(p) for p in paths[:3]] + [str(broken)] + [str(p) for p in paths[3:]],
                        "label": ["ivory"] * 3 + ["ivory"] + ["ivory"] + ["non_ivory"] * 3,
                        "department": ["Asian Art", None, "Arms", "Arms", "Arms", "Asian Art", "Arms", "Arms"]})
-    out = write_projection(model_dir, df, tmp_path / "map", methods=("pca", "tsne"))
+    out = write_projection(model_dir, df, tmp_path / "maps" / "all", methods=("pca", "tsne"))  # folders made
     assert out["images"] == 7 and out["unreadable"] == 1
     csv = pd.read_csv(out["csv"])
     assert csv.columns.tolist() == ["path", "label", "department", "predicted", "score", "correct",
@@ -314,6 +314,8 @@ def test_feature_map_files_keep_every_readable_photo_in_order_and_count_the_rest
     page = Path(out["html"]).read_text()
     data = json.loads(re.search(r"const D = (\{.*\});\n", page).group(1))
     assert len(data["points"]) == 7 and [p["meta"]["path"] for p in data["points"]] == [str(p) for p in paths]
+    assert data["points"][1]["meta"]["department"] is None  # shown as missing, not as the word "None"
+    assert [p["meta"]["score"] for p in data["points"]] == [round(float(v), 4) for v in csv["score"]]
     assert all(p["thumb"].startswith("data:image/") for p in data["points"])
     for name in ("pca", "tsne"):
         pts = np.array(data["spaces"][name])
@@ -331,6 +333,10 @@ def test_feature_map_files_keep_every_readable_photo_in_order_and_count_the_rest
     assert [p["thumb"] is None for p in small["points"]] == [False, False, True]  # thumbnails up to the cap
     with pytest.raises(ValueError, match=r"cannot colour by \['period'\]"):
         write_projection(model_dir, df, tmp_path / "m2", methods=("pca",), color_by=["period"])
+    three = write_projection(model_dir, df.iloc[:3].assign(department=None), tmp_path / "m1", methods=("pca",))
+    assert three["images"] == 3  # the fewest a map takes; a column with no values is no default colouring
+    page = Path(three["html"]).read_text()
+    assert list(json.loads(re.search(r"const D = (\{.*\});\n", page).group(1))["colourings"]) == ["label", "correct"]
     with pytest.raises(ValueError, match=r"only 2 readable image\(s\)"):
         write_projection(model_dir, df.iloc[2:5], tmp_path / "m3", methods=("pca",))
     with pytest.raises(ValueError, match="methods must be among"):

@@ -913,7 +913,7 @@ def cmd_predict(a) -> int:
     if a.lots:
         return _predict_lots(a, predictor, files, len(problems))
     n_bad = len(problems)
-    threshold = predictor.threshold if predictor.threshold is not None else 0.5
+    threshold = predictor.operating_threshold()
     for _, pred in predictor.iter_predict(files, progress=not a.quiet and len(files) > 64):
         if not pred.ok:
             n_bad += 1
