@@ -149,6 +149,8 @@ def test_overlay_colours_heat_leaves_cold_photo_untouched_and_scales_saliency_fo
     bar = np.asarray(colour_bar(50, 6)).astype(int)
     assert bar.shape == (50, 6, 3) and (bar[0] == lut[255]).all() and (bar[-1] == lut[0]).all()
     assert lut[0].sum() < 20 and (lut[255] > (240, 240, 150)).all()  # inferno: near black to pale yellow
+    lightness = lut.astype(float) @ (0.2126, 0.7152, 0.0722)
+    assert len(np.unique(lut, axis=0)) == 256 and (np.diff(lightness[::16]) > 0).all()  # the whole map, rising
     half = np.asarray(heat_rgba(np.full((2, 2), 0.5, np.float32))).astype(int)
     assert (half[..., :3] == lut[127]).all() and (half[..., 3] == 95).all()  # half heat: half of 0.75 opaque
 
