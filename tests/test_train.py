@@ -219,6 +219,41 @@ def test_rates_and_counts_that_cannot_train_are_refused():
     cli_train_settings("--lr", "3e-4", "--backbone-lr", "1e-5").validate()
 
 
+@pytest.mark.parametrize("kwargs, refused", [
+    ({"epochs": 0, "head_epochs": 0, "batch_size": 1}, None),  # a head stage alone, no fine-tuning; batches of 1
+    ({"epochs": -1}, "epochs must be >= 0"), ({"head_epochs": -1}, "epochs must be >= 0"),
+    ({"batch_size": 0}, "batch size >= 1"),
+    ({"weight_decay": 0.0, "warmup_fraction": 0.0, "label_smoothing": 0.0}, None),
+    ({"warmup_fraction": 0.99, "label_smoothing": 0.99}, None),
+    ({"weight_decay": -1e-9}, "weight decay must be >= 0"),
+    ({"warmup_fraction": 1.0}, "must be in [0, 1)"), ({"label_smoothing": 1.0}, "must be in [0, 1)"),
+    ({"label_smoothing": -0.01}, "must be in [0, 1)"),
+    ({"patience": 1, "head_patience": 1, "checkpoint_every": 1}, None),
+    ({"head_patience": 0}, "patience and checkpoint interval must be >= 1"),
+    ({"augment": "listing", "listing_all": 1.0, "listing_p": 1.0, "detail_loss": 1.0}, None),
+    ({"augment": "listing", "listing_p": 0.0}, None),
+    ({"augment": "listing", "listing_all": 1.01}, "listing-all must be in [0, 1]"),
+    ({"augment": "listing", "listing_all": -0.01}, "listing-all must be in [0, 1]"),
+    ({"augment": "listing", "listing_p": 1.01}, "listing-p must be in [0, 1]"),
+    ({"augment": "listing", "listing_p": -0.01}, "listing-p must be in [0, 1]"),
+    ({"detail_loss": 1.01}, "detail-loss must be in [0, 1]"), ({"detail_loss": -0.01}, "detail-loss must be in [0, 1]"),
+    ({"distill_weight": 1.0, "cutmix": 1.0, "sam": 1.0}, None), ({"distill_weight": 0.0}, None),
+    ({"distill_weight": 1.01}, "distill weight must be in [0, 1]"), ({"cutmix": 1.01}, "cutmix must be a share"),
+    ({"sam": 1.01}, "sam radius must be in [0, 1]"),
+    ({"architecture": "smallcnn", "image_size": 64, "inference_size": 64}, None),  # its own size, not its default
+    ({"architecture": "smallcnn", "image_size": 64, "inference_size": 96}, "runs at its training size only (64 px"),
+])
+def test_each_settings_bound_is_where_its_message_says(kwargs, refused):
+    """Each number a run takes is refused just past the end its message names and taken at that end (a
+    mutation run of ``TrainSettings.validate`` left 28 changes unnoticed, 2026-12-06, most of them such ends)."""
+    settings = TrainSettings(**kwargs)
+    if refused is None:
+        settings.validate()
+    else:
+        with pytest.raises(ValueError, match=re.escape(refused)):
+            settings.validate()
+
+
 def test_listing_all_settings_reach_the_training_transform():
     assert TrainSettings(listing_all=0.0).fingerprint() == TrainSettings().fingerprint()
     assert TrainSettings(augment="listing", listing_all=0.5).fingerprint() != TrainSettings(augment="listing").fingerprint()
