@@ -22,7 +22,7 @@ import time
 from urllib.parse import urljoin, urlparse
 
 from . import __version__
-from .collect.met import RetryPolicy, parse_retry_after
+from .retry import RetryPolicy, parse_retry_after
 from .data.images import describe_size
 from .errors import ArtsentryError
 

@@ -68,6 +68,7 @@ from .data.manifest import TABLE_SUFFIXES, ManifestError, _pick, _read_table, ca
 from .data.quality import assess_quality, measuring_draft, quality_warnings, warnings_text
 from .data.transforms import eval_transform
 from .errors import ArtsentryError
+from .fetch import is_http_url  # light: the HTTP client is imported only to fetch
 from .files import exclusive, write_bytes_atomic, write_csv_atomic, write_text_atomic
 from .htmlembed import thumbnail_uri
 from .inference import Predictor, default_workers
@@ -227,8 +228,6 @@ class ListingImages(Dataset):
         return len(self.sources)
 
     def read(self, i: int) -> bytes:
-        from .fetch import is_http_url  # as fetch_url does: screening without URLs never imports the HTTP client
-
         src = self.sources[i]
         if not src:
             raise ImageLoadError(f"<row {i}>", "no image given")

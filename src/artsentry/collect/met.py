@@ -11,18 +11,16 @@
 
 from __future__ import annotations
 
-import email.utils
 import json
-import random
 import threading
 import time
 from collections import deque
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import httpx
 
 from ..errors import ArtsentryError
+from ..retry import RetryPolicy, parse_retry_after
 
 DEFAULT_BASE_URL = "https://collectionapi.metmuseum.org/public/collection/v1"
 RETRY_STATUSES = {403, 408, 425, 429, 500, 502, 503, 504}
@@ -80,33 +78,6 @@ class RateLimiter:
                 self._in_flight -= 1
                 self._done.append(time.monotonic())
                 self._cond.notify()
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
-
-
-@dataclass
-class RetryPolicy:
-    retries: int = 8
-    backoff: float = 0.5  # first wait, doubled each attempt
-    max_backoff: float = 30.0
-    max_retry_after: float = 120.0
-
-    def wait(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(retry_after, self.max_retry_after)
-        base = min(self.max_backoff, self.backoff * 2**attempt)
-        return base * (0.5 + random.random() / 2)
 
 
 class MetClient:
