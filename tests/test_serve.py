@@ -830,6 +830,64 @@ def test_url_fetch_follows_redirects_checking_each_new_url(model_dir, photos, tm
         assert seen == ["/to-private.jpg", "/moved.jpg", "/a.jpg"]  # nothing reached this machine by its own name
 
 
+def test_url_fetch_refusals_name_their_cause(model_dir, photos, tmp_path, monkeypatch):
+    """What the server answers for a URL it cannot use, each with its own status: an image over the
+    upload limit 413 (one of exactly the limit is taken), a redirect with no Location 422 saying the
+    status, a host that refuses the connection or whose name does not resolve 422, and a long redirect
+    target quoted cut at 200 characters."""
+    import socket as socket_module
+
+    from artsentry.data.images import describe_size
+
+    Image.open(photos["A"][1]).save(tmp_path / "a.jpg")
+    photo = (tmp_path / "a.jpg").read_bytes()
+    far = "http://elsewhere.invalid/" + "x" * 300
+
+    def respond(request):
+        if request.path == "/big.jpg":
+            return reply(request, 200, photo + b"\0")
+        if request.path == "/no-location.jpg":
+            return reply(request, 302)
+        if request.path == "/far.jpg":
+            return reply(request, 302, Location=far)
+        reply(request, 200, photo)
+
+    with socket_module.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    with web_host(respond) as (base, _):
+        settings = ServeSettings(model=model_dir, allow_url_fetch=True, url_allowlist=("127.0.0.1",),
+                                 max_upload_bytes=len(photo))
+        with LiveServer(create_app(settings)) as server:
+            def ask(url):
+                return httpx.post(f"{server.url}/v1/analyze", json={"url": url}, timeout=60)
+
+            r = ask(f"{base}/a.jpg")
+            assert r.status_code == 200 and r.json()["image"]["bytes"] == len(photo), r.text
+            r = ask(f"{base}/big.jpg")
+            assert r.status_code == 413, r.text
+            assert r.json()["error"] == f"the image at the URL is over the limit of {describe_size(len(photo))}"
+            r = ask(f"{base}/no-location.jpg")
+            assert r.status_code == 422 and r.json()["error"] == "fetching the URL gave HTTP 302", r.text
+            r = ask(f"http://127.0.0.1:{closed}/a.jpg")
+            assert r.status_code == 422 and r.json()["error"] == "fetching the URL failed: ConnectError", r.text
+            r = ask(f"{base}/far.jpg")
+            assert r.status_code == 403 and r.json()["error"].startswith(
+                f"the URL redirects to {far[:200]!r}: host 'elsewhere.invalid'"), r.text
+    real = socket_module.getaddrinfo
+
+    def resolve(host, *args, **kwargs):
+        if host == "nowhere.invalid":
+            raise socket_module.gaierror(socket_module.EAI_NONAME, "Name or service not known")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket_module, "getaddrinfo", resolve)
+    with LiveServer(create_app(ServeSettings(model=model_dir, allow_url_fetch=True))) as server:
+        r = httpx.post(f"{server.url}/v1/analyze", json={"url": "http://nowhere.invalid/a.jpg"}, timeout=60)
+        assert r.status_code == 422, r.text
+        assert r.json()["error"].startswith("fetching the URL failed: cannot resolve 'nowhere.invalid'"), r.text
+
+
 def test_a_pinned_url_keeps_its_name_port_and_scheme(monkeypatch):
     """What ``pinned`` sends: the checked address with the URL's own port (80 and 443 by default), its
     name in the Host header and, for https only, as the certificate's name; private addresses refused
