@@ -411,3 +411,46 @@ def test_the_crawl_summary_counts_failures_by_reason():
         ("image", "3/0 u", "failed", "HTTP 503 (after 5 tries)")], requests=12)
     assert s.lines() == ["objects: done 3, missing 2", "images:  done 5, failed 1", "requests sent: 12",
                          "       2  object: ObjectID not found", "       1  image: HTTP 503"]
+
+
+def test_collect_from_the_bulk_csv_imports_the_recipe_rows_then_fetches_them(tmp_path, capsys):
+    """The README's `collect --metobjects MetObjects.csv --recipe ivory`: the public-domain rows the recipe
+    can label are imported (``--offline``: that alone, no request), then their API records and images are
+    fetched; run again, nothing is fetched twice."""
+    from artsentry.cli import main
+    from artsentry.data.recipes import ivory_label
+
+    met = FakeMet(40, seed=21)
+    cols = ["Object ID", "Is Public Domain", "Title", "Medium", "Classification", "Culture", "Object Begin Date"]
+    rows = []
+    for oid in met.ids:
+        rec = met.record(oid, "")
+        rows.append([str(oid), str(rec["isPublicDomain"]), rec["title"], rec["medium"], rec["classification"],
+                     rec["culture"], str(rec["objectBeginDate"])])
+    with open(tmp_path / "MetObjects.csv", "w", newline="", encoding="utf-8-sig") as fh:
+        csv.writer(fh).writerows([cols, *rows])
+    wanted = sorted(oid for oid in met.ids if met.record(oid, "")["isPublicDomain"]
+                    and ivory_label(met.record(oid, "")["medium"]) is not None)
+    assert 3 <= len(wanted) < len(met.ids)  # the recipe leaves some rows out, and keeps some
+    out = tmp_path / "col"
+    offline = ["-q", "collect", "--base-url", "http://127.0.0.1:9/public/collection/v1", "--out", str(out),
+               "--metobjects", str(tmp_path / "MetObjects.csv"), "--recipe", "ivory", "--offline"]
+    assert main(offline) == 0  # nothing listens on port 9: no request may be needed
+    assert f"imported {len(wanted)} record(s)" in capsys.readouterr().out
+    store = CrawlStore(out)
+    assert store.counts()["objects"] == {"imported": len(wanted)}
+    store.close()
+    with FakeMetServer(met) as srv:
+        command = ["-q", "collect", "--base-url", srv.api_url, "--out", str(out), "--metobjects",
+                   str(tmp_path / "MetObjects.csv"), "--recipe", "ivory", "--images", "primary"]
+        assert main(command) == 0
+        collected = pd.read_csv(out / "collection.csv", dtype=str, keep_default_na=False)
+        assert sorted(collected["object_id"].astype(int)) == wanted  # one primary photo each
+        assert all(collected["medium"] == [met.record(int(o), "")["medium"] for o in collected["object_id"]])
+        sent = len(srv.log)
+        assert main(command) == 0
+        assert len(srv.log) == sent  # all done: imported again, fetched never
+    with pytest.raises(ValueError, match="--recipe and --offline go with --metobjects"):
+        from artsentry.cli import build_parser, cmd_collect
+
+        cmd_collect(build_parser().parse_args(["collect", "--out", str(out), "--search", "*", "--offline"]))

@@ -123,6 +123,31 @@ def test_metobjects_import_with_recipe_filter(tmp_path):
         list(read_metobjects(tmp_path / "bad.csv"))
 
 
+
+def test_metobjects_rows_read_as_the_api_names_them_and_a_bad_id_is_named_by_its_line(tmp_path):
+    """Booleans from "True"/"false", empty or unreadable dates as None, the public-domain rule optional;
+    a row without a numeric Object ID stops the import naming its file line, counted past a quoted field
+    that spans lines (the museum's Dimensions and Title fields do)."""
+    _metobjects(tmp_path / "MetObjects.csv", [
+        {"Object ID": "7", "Is Public Domain": "false", "Is Highlight": "TRUE", "Medium": "Ivory",
+         "Object Begin Date": "", "Object End Date": "ca. 1800", "Title": "Comb\nwith two rows of teeth"},
+        {"Object ID": " 8 ", "Is Public Domain": "True", "Medium": "Ivory", "Object Begin Date": "-300"},
+    ])
+    first, second = read_metobjects(tmp_path / "MetObjects.csv")
+    assert (first["objectID"], first["isPublicDomain"], first["isHighlight"]) == (7, False, True)
+    assert (first["objectBeginDate"], first["objectEndDate"]) == (None, None)
+    assert first["title"] == "Comb\nwith two rows of teeth"
+    assert (second["objectID"], second["isPublicDomain"], second["objectBeginDate"]) == (8, True, -300)
+    store = CrawlStore(tmp_path / "col")
+    assert import_metobjects(tmp_path / "MetObjects.csv", store) == [8]
+    assert import_metobjects(tmp_path / "MetObjects.csv", store, public_domain_only=False) == [7, 8]
+    for bad, said in (("", "no Object ID"), ("12a", "Object ID '12a' is not a number"),
+                      ("-4", "Object ID '-4' is not a number")):
+        _metobjects(tmp_path / "bad.csv", [{"Object ID": "1", "Title": "two\nlines"}, {"Object ID": bad}])
+        with pytest.raises(MetObjectsError) as refused:
+            list(read_metobjects(tmp_path / "bad.csv"))
+        assert str(refused.value) == f"{tmp_path / 'bad.csv'}:4: {said}"  # header 1, the first row 2-3
+
 def _collection(folder, rows):
     """A crawl's collection.csv (paths relative to it) with a small photo per row."""
     from .conftest import object_photo

@@ -40,7 +40,13 @@ def read_metobjects(path: str | Path) -> Iterator[dict]:
         reader = csv.DictReader(fh)
         if not reader.fieldnames or "Object ID" not in reader.fieldnames:
             raise MetObjectsError(f"{path}: not a MetObjects.csv file (no 'Object ID' column)")
-        for line, row in enumerate(reader, start=2):
+        last = reader.line_num  # the header's last line
+        for row in reader:
+            line, last = last + 1, reader.line_num  # the row's first line: a quoted field may span several
+            raw_id = (row.get("Object ID") or "").strip()
+            if not (raw_id.isascii() and raw_id.isdigit()):
+                said = f"Object ID {raw_id!r} is not a number" if raw_id else "no Object ID"
+                raise MetObjectsError(f"{path}:{line}: {said}")
             rec: dict = {}
             for col, field in COLUMNS.items():
                 value = (row.get(col) or "").strip()
@@ -53,8 +59,6 @@ def read_metobjects(path: str | Path) -> Iterator[dict]:
                         rec[field] = None
                 else:
                     rec[field] = value
-            if rec["objectID"] is None:
-                raise MetObjectsError(f"{path}:{line}: no Object ID")
             yield rec
 
 
