@@ -445,6 +445,84 @@ def test_a_server_without_token_or_register_says_so(model_dir, photos):
         assert httpx.post(f"{server.url}/v1/analyze", files=files, timeout=60).json()["register"] is None
 
 
+def test_the_audit_log_closes_a_cut_line_and_links_past_it_after_a_crash_or_a_failed_write(tmp_path, monkeypatch):
+    """``AuditLog`` on its own: its folders made; a whole log reopened unchanged; a line a crash cut short
+    closed with a line break, the next record linked to the last whole one; after a write the disk cut short
+    (the error raised to the caller), the next record does the same instead of linking to the lost one."""
+    import json
+
+    from artsentry.chainlog import GENESIS, line_hash
+    from artsentry.serve import audit as audit_module
+    from artsentry.serve.audit import AuditLog
+
+    path = tmp_path / "logs" / "2026" / "audit.jsonl"
+    log = AuditLog(path)
+    log.write("analyze", "10.0.0.1", sha256="1")
+    log.write("analyze", "10.0.0.2", sha256="2")
+    whole = path.read_bytes()
+    first, second = (json.loads(line) for line in whole.splitlines())
+    assert first["prev"] == GENESIS and second["prev"] == line_hash(whole.splitlines()[0])
+    assert (second["event"], second["client"], second["sha256"]) == ("analyze", "10.0.0.2", "2")
+    AuditLog(path)
+    assert path.read_bytes() == whole  # a whole log is taken up as it is
+    path.write_bytes(whole + b'{"time": "2026-')  # a crash in the middle of a record
+    log = AuditLog(path)
+    log.write("analyze", "10.0.0.3", sha256="3")
+    lines = path.read_bytes().split(b"\n")
+    assert lines[2] == b'{"time": "2026-' and lines[4] == b""
+    assert json.loads(lines[3])["prev"] == line_hash(lines[1])
+
+    class DiskFull:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, text):
+            self.f.write(text[: len(text) // 2])
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(audit_module, "open", lambda *a, **k: DiskFull(open(*a, **k)), raising=False)
+    with pytest.raises(OSError, match="No space left"):
+        log.write("analyze", "10.0.0.4", sha256="4")
+    monkeypatch.undo()
+    log.write("analyze", "10.0.0.5", sha256="5")
+    lines = path.read_bytes().split(b"\n")
+    assert len(lines) == 7 and lines[4].startswith(b'{"time"') and json.loads(lines[5])["sha256"] == "5"
+    assert json.loads(lines[5])["prev"] == line_hash(lines[3])  # the last whole record, not the cut one
+
+
+def test_an_audit_record_keeps_the_decisions_and_the_best_match_only():
+    """What ``decision_summary`` keeps of an analysis: hash and size, quality warnings when there are any,
+    each model's name, version and label (with probability, threshold and decision for a binary one), and of
+    the register its verdict and the best match's id, score and ``matched``, not the whole match."""
+    from artsentry.serve.audit import decision_summary
+
+    ivory = {"model": {"name": "ivory", "version": "v1", "labels": ["ivory", "not_ivory"]}, "label": "ivory",
+             "probability": 0.91, "threshold": 0.4, "decision": "ivory", "heatmap": "..."}
+    culture = {"model": {"name": "culture", "version": "v2"}, "label": "Japanese", "top_k": [["Japanese", 0.7]]}
+    best = {"object_id": "B", "score": 0.31, "similarity": 0.8, "matched": True, "title": "Box"}
+    result = {"image": {"sha256": "ab", "bytes": 123, "width": 9, "quality": {"warnings": ["blurred"], "blur": 3}},
+              "ivory": ivory, "culture": culture,
+              "register": {"matches": [best, {**best, "object_id": "C"}], "no_match": False, "threshold": 0.2}}
+    assert decision_summary(result) == {
+        "sha256": "ab", "bytes": 123, "quality_warnings": ["blurred"],
+        "ivory": {"model": "ivory", "version": "v1", "label": "ivory", "probability": 0.91, "threshold": 0.4,
+                  "decision": "ivory"},
+        "culture": {"model": "culture", "version": "v2", "label": "Japanese"},
+        "register": {"no_match": False, "threshold": 0.2, "best": {"object_id": "B", "score": 0.31, "matched": True}}}
+    plain = {"image": {"sha256": "cd", "bytes": 5, "quality": None}, "ivory": None,
+             "register": {"matches": [], "no_match": True, "threshold": 0.2}}
+    assert decision_summary(plain) == {"sha256": "cd", "bytes": 5,
+                                       "register": {"no_match": True, "threshold": 0.2, "best": None}}
+    assert decision_summary({"image": {"sha256": "ef", "bytes": 1, "quality": {"warnings": []}}}) == {
+        "sha256": "ef", "bytes": 1}
+
+
 def test_a_register_change_that_fails_is_audited_with_its_status(model_dir, register_dir, photos, tmp_path):
     import shutil
 
