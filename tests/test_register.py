@@ -844,6 +844,70 @@ def test_one_photo_is_accepted_where_a_list_is_expected(tmp_path, photos, model_
         predictor.predict_files(photos["A"][0], names=["only one"])
 
 
+def test_a_change_waits_for_another_processs_and_gives_up_in_one_line_nothing_changed(tmp_path, photos, caplog):
+    """Another process holds the register's write lock (an import's chunk, a rebuild, the ~51 s switch to an
+    IVF index). A change here once died after SQLite's 5 s on a bare "database is locked" traceback; now it
+    waits up to ``busy_seconds``, saying so once, and then refuses with ``RegisterBusy``, nothing changed.
+    Searches do not wait: the other process's lock lets readers in."""
+    import threading
+    import time
+
+    from artsentry.index.register import RegisterBusy
+
+    folder = tmp_path / "reg"
+    abc_register(folder, photos).close()
+
+    def hold(release: threading.Event | float) -> threading.Thread:
+        db = sqlite3.connect(folder / "register.sqlite", isolation_level=None, check_same_thread=False)
+        db.execute("BEGIN IMMEDIATE")  # the other process's change, under way
+
+        def end():
+            release.wait() if isinstance(release, threading.Event) else time.sleep(release)
+            db.execute("COMMIT")
+            db.close()
+
+        t = threading.Thread(target=end)
+        t.start()
+        return t
+
+    reg = Register.open(folder, busy_seconds=0.6)
+    reg.embedder.embed_files([photos["A"][1]])  # the model loaded before the clock starts
+    history = reg.history()
+    done = threading.Event()
+    other = hold(done)
+    try:
+        assert reg.search(photos["A"][1], k=1)[0].matches[0].object_id == "A"
+        for change in (lambda: reg.add("D", photos["unknown"]), lambda: reg.remove("A"),
+                       lambda: reg.set_threshold(0.3), reg.rebuild):
+            t0 = time.monotonic()
+            with pytest.raises(RegisterBusy) as busy:
+                change()
+            assert 0.5 < time.monotonic() - t0 < 3
+            assert str(busy.value) == (f"{folder}: another process is changing this register (an import, a "
+                                       "rebuild, the web server) and still was after 0.6 s; nothing was changed: "
+                                       "try again when it has finished")
+    finally:
+        done.set()
+        other.join()
+    assert reg.history() == history and reg.get("D") is None and reg.get("A") is not None and reg.threshold is None
+    assert isinstance(busy.value, RegisterError)  # the CLI's one-line error, the server's 503
+    reg.close()
+
+    reg = Register.open(folder, busy_seconds=30)
+    other = hold(2.5)
+    caplog.clear()
+    t0 = time.monotonic()
+    with caplog.at_level("WARNING", logger="artsentry.index.register"):
+        assert reg.add("D", photos["unknown"])[0] == 1  # waits for the other change, then makes its own
+    waited = time.monotonic() - t0
+    other.join()
+    assert 2.3 < waited < 10, waited
+    said = [r.getMessage() for r in caplog.records]
+    assert said == [f"{folder}: another process is changing this register; waiting up to 30 s for it to finish"]
+    assert reg.history()[-1]["action"] == "add"
+    assert reg.search(photos["unknown"], k=1)[0].matches[0].object_id == "D"
+
+
 def test_changes_made_by_another_process_are_seen_and_kept(tmp_path, photos):
     """A register open in one process (the web server) while another changes it (`register add` or
     `remove` in a terminal). Before: the first never found objects added by the second, a search near

@@ -9,6 +9,7 @@ import io
 import json
 import re
 import socket
+import sqlite3
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -443,6 +444,48 @@ def test_a_server_without_token_or_register_says_so(model_dir, photos):
         for r in [httpx.get(f"{server.url}/v1/register/A"), httpx.get(f"{server.url}/v1/register/A/history")]:
             assert r.status_code == 404 and "no register is loaded" in r.json()["error"], r.text
         assert httpx.post(f"{server.url}/v1/analyze", files=files, timeout=60).json()["register"] is None
+
+
+def test_a_register_change_while_another_process_changes_it_is_503_with_retry_after(model_dir, register_dir, photos,
+                                                                                   tmp_path):
+    """An import running beside the server holds the register's write lock: the server's change waits
+    ``register_busy_seconds``, then answers 503 with Retry-After, nothing changed (it was a 500 "database is
+    locked"; a removal's was a 404, as if the object were not there), and is audited so; searches go on."""
+    import json
+    import shutil
+
+    register = tmp_path / "register"
+    shutil.copytree(register_dir, register)
+    settings = ServeSettings(model=model_dir, register=register, token=TOKEN, register_busy_seconds=0.5,
+                             audit_log=tmp_path / "audit.jsonl")
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    new = [("file", ("u.jpg", Path(photos["unknown"]).read_bytes()))]
+    for earlier in register.glob("photos/*"):  # the shared register's uploads from other tests
+        earlier.unlink()
+    with LiveServer(create_app(settings)) as server:
+        other = sqlite3.connect(register / "register.sqlite", isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # `register import` in a terminal, between two of its chunks' commits
+        try:
+            r = httpx.post(f"{server.url}/v1/register", data={"object_id": "N-1"}, files=new, headers=auth, timeout=60)
+            assert r.status_code == 503 and r.headers["Retry-After"] == "30", r.text
+            assert r.json()["error"] == ("the register is being changed by another process (an import, a rebuild); "
+                                         "nothing was changed: retry when it has finished")
+            r = httpx.delete(f"{server.url}/v1/register/B", headers=auth, timeout=60)
+            assert r.status_code == 503 and r.headers["Retry-After"] == "30", r.text
+            r = httpx.post(f"{server.url}/v1/analyze", files={"file": ("b.jpg", Path(photos["B"][1]).read_bytes())},
+                           timeout=60)
+            assert r.status_code == 200 and r.json()["register"]["matches"][0]["object_id"] == "B", r.text
+        finally:
+            other.execute("COMMIT")
+            other.close()
+        assert not list(register.glob("photos/*"))  # nothing the refused upload stored is left behind
+        assert httpx.get(f"{server.url}/v1/register/N-1").status_code == 404
+        assert httpx.get(f"{server.url}/v1/register/B").status_code == 200
+        r = httpx.post(f"{server.url}/v1/register", data={"object_id": "N-1"}, files=new, headers=auth, timeout=60)
+        assert r.status_code == 201, r.text
+    records = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    failed = [r for r in records if r.get("phase") == "failed"]
+    assert [(r["event"], r["status"]) for r in failed] == [("register_add", 503), ("register_remove", 503)]
 
 
 def test_the_audit_log_closes_a_cut_line_and_links_past_it_after_a_crash_or_a_failed_write(tmp_path, monkeypatch):

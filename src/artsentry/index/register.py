@@ -35,8 +35,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import sqlite3
+import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
@@ -81,10 +83,19 @@ CONTRAST_OTHERS = 4  # the contrast score subtracts CONTRAST_WEIGHT x the mean s
 CONTRAST_WEIGHT = 0.5
 NEAR_DUPLICATE = 0.9  # ... unless one version matches at least this well: then that version's score
 META_FIELDS = ("title", "department", "source", "status")
+# how long a change waits for another process's change to finish (an import's chunk, ``rebuild``, the
+# switch to an IVF index: ~51 s at 200,000 vectors) before giving up; the web server waits less
+BUSY_SECONDS = 600.0
+
+log = logging.getLogger(__name__)
 
 
 class RegisterError(ArtsentryError, RuntimeError):
     pass
+
+
+class RegisterBusy(RegisterError):
+    """Another process held the register's write lock for longer than this one waits (``busy_seconds``)."""
 
 
 @dataclass
@@ -122,10 +133,11 @@ class SearchResult:
 
 class Register:
     def __init__(self, folder: Path, db: sqlite3.Connection, embedder: Embedder | None = None,
-                 load_index: bool = True):
+                 load_index: bool = True, busy_seconds: float = BUSY_SECONDS):
         self.folder = folder
         self.db = db
         self._embedder = embedder
+        self.busy_seconds = busy_seconds
         self.index = self._load_index() if load_index else VectorIndex(self.dim)
         self._version = self._data_version()
 
@@ -163,10 +175,38 @@ class Register:
         return len(self.index)
 
     def _begin(self) -> None:
-        """Start a change: the database's write lock first (``BEGIN IMMEDIATE``: no other process can
-        commit until this one does), then this process's index brought up to date under it."""
-        self.db.execute("BEGIN IMMEDIATE")
+        """Start a change: the database's write lock first (``_write_lock``), then this process's index
+        brought up to date under it."""
+        self._write_lock()
         self._sync(locked=True)
+
+    def _write_lock(self) -> None:
+        """``BEGIN IMMEDIATE``: no other process can commit until this one does. While another process
+        holds it (an import beside the web server, a rebuild), wait up to ``busy_seconds``, saying so once,
+        then ``RegisterBusy``, nothing changed. (SQLite's own wait, 5 s, ended in a bare "database is
+        locked" traceback, though the IVF switch alone holds the lock for ~51 s.)"""
+        deadline = time.monotonic() + self.busy_seconds
+        said = False
+        while True:
+            left = deadline - time.monotonic()
+            step = 5.0 if said else 1.0  # the first second quietly, then say why nothing seems to happen
+            self.db.execute(f"PRAGMA busy_timeout = {max(0, int(min(left, step) * 1000))}")
+            try:
+                self.db.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+            finally:
+                self.db.execute("PRAGMA busy_timeout = 5000")  # reads: SQLite's usual wait
+            if deadline - time.monotonic() <= 0:
+                raise RegisterBusy(f"{self.folder}: another process is changing this register (an import, a rebuild, "
+                                   f"the web server) and still was after {self.busy_seconds:g} s; nothing was "
+                                   "changed: try again when it has finished")
+            if not said:
+                log.warning("%s: another process is changing this register; waiting up to %g s for it to finish",
+                            self.folder, self.busy_seconds)
+                said = True
 
     # -- opening --------------------------------------------------------------------------
     @classmethod
@@ -207,10 +247,12 @@ class Register:
         return reg
 
     @classmethod
-    def open(cls, folder: str | Path, *, rebuild_index: bool = False, shared: bool = False) -> "Register":
+    def open(cls, folder: str | Path, *, rebuild_index: bool = False, shared: bool = False,
+             busy_seconds: float = BUSY_SECONDS) -> "Register":
         """Open a register; ``rebuild_index`` recreates a missing or damaged index from the database.
         ``shared``: the connection may be used from several threads (the caller serialises
-        access, as the web server does with one lock)."""
+        access, as the web server does with one lock). ``busy_seconds``: how long a change waits for
+        another process's (``RegisterBusy`` after)."""
         folder = Path(folder)
         path = folder / DB_NAME
         if not path.is_file():
@@ -228,7 +270,7 @@ class Register:
         if not fmt or fmt[0] != "artsentry-register":
             raise RegisterError(f"{path}: not an artsentry register")
         _migrate(db)
-        reg = cls(folder, db, load_index=not rebuild_index)
+        reg = cls(folder, db, load_index=not rebuild_index, busy_seconds=busy_seconds)
         if rebuild_index:
             reg.rebuild()
         return reg
@@ -298,7 +340,7 @@ class Register:
     def set_threshold(self, value: float | None, **how) -> None:
         """Set the no-match threshold; ``how`` (e.g. the calibration that chose it) goes into the history."""
         with self.db:
-            self.db.execute("BEGIN")
+            self._begin()
             self._set("threshold", json.dumps(value))
             self._log("threshold", value=value, **how)
 
@@ -371,7 +413,7 @@ class Register:
     def rebuild(self) -> int:
         """Recreate the index from the vectors in the database."""
         with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
+            self._write_lock()
             self._version = self._data_version()
             self.index = self._index_from_db()
             self._save_index()
@@ -778,7 +820,7 @@ class Register:
         how = {"calibrated_on": int(ok.sum()), "target_false_match_rate": target_fmr}
         if lots:
             with self.db:
-                self.db.execute("BEGIN")
+                self._begin()
                 self._set("lot_threshold", json.dumps(threshold))
                 self._log("lot_threshold", value=threshold, **how)
         else:

@@ -63,6 +63,7 @@ class ServeSettings:
     explain_method: str = "gradcam"
     runtime: str = "auto"
     audit_log: Path | None = None      # JSON lines: every analysis and register change (serve.audit)
+    register_busy_seconds: float = 10.0  # a register change waits this long for another process's, then 503
 
 
 class Analyzer:
@@ -87,7 +88,7 @@ class Analyzer:
             from ..index.register import Register
 
             # the server's worker threads share it; every use is under self.lock
-            self.register = Register.open(settings.register, shared=True)
+            self.register = Register.open(settings.register, shared=True, busy_seconds=settings.register_busy_seconds)
         if self.ivory is None and self.culture is None and self.register is None:
             raise ValueError("nothing to serve: give a model, a culture model or a register")
 

@@ -27,6 +27,7 @@ JSON: ``{"error": "...", "status": N}``. No page asset comes from the network.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import re
 import secrets
@@ -306,6 +307,24 @@ class Admission:
 
 def _error(status: int, message: str, headers: dict | None = None) -> HTTPException:
     return HTTPException(status_code=status, detail=message, headers=headers)
+
+
+REGISTER_RETRY_AFTER_S = 30  # the Retry-After of a register change refused as busy (an IVF switch: ~51 s)
+
+
+@contextlib.contextmanager
+def _register_busy():
+    """A register change that waited ``register_busy_seconds`` for another process's (an import, a rebuild)
+    is answered 503 with Retry-After, nothing changed, not 500 (nor 404, as any ``RegisterError`` of a
+    removal was)."""
+    from ..index.register import RegisterBusy
+
+    try:
+        yield
+    except RegisterBusy:
+        raise _error(503, "the register is being changed by another process (an import, a rebuild); nothing "
+                          "was changed: retry when it has finished",
+                     {"Retry-After": str(REGISTER_RETRY_AFTER_S)}) from None
 
 
 def _check_id(object_id: str) -> str:
@@ -629,7 +648,8 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
                 except ImageLoadError as exc:
                     raise _error(422, f"photo {i + 1} cannot be used: {exc.reason}") from None
             meta = {"title": title, "department": department, "source": source, "status": status}
-            return analyzer.register_add(object_id, photos, meta)  # stored under its own name: the SHA-256
+            with _register_busy():
+                return analyzer.register_add(object_id, photos, meta)  # stored under its own name: the SHA-256
 
         out = await audited_change(request, "register_add", lambda: admission.run(executor, add),
                                    lambda out: {"photos_added": out.get("photos_added")},
@@ -651,9 +671,13 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
         _check_id(object_id)
         from ..index.register import RegisterError
 
+        def remove_now():
+            with _register_busy():
+                return analyzer.register_remove(object_id)
+
         async def remove():
             try:
-                return await admission.run(executor, analyzer.register_remove, object_id)
+                return await admission.run(executor, remove_now)
             except RegisterError as exc:
                 raise _error(404, str(exc)) from None
 
