@@ -1018,6 +1018,72 @@ def test_read_listings_folder_and_jsonl(tmp_path, synthetic_dataset):
         read_listings(bad)
 
 
+def test_what_read_listings_refuses_and_the_ids_of_a_table_without_an_id_column(tmp_path, synthetic_dataset):
+    """A folder with no image, or only images whose names are not UTF-8, is refused naming why; a table with
+    no id column makes each row a listing, numbered from 0 as rows are."""
+    import os
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ScreenError) as refused:
+        read_listings(empty)
+    assert str(refused.value) == f"{empty}: no image files in folder"
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    with open(os.path.join(os.fsencode(odd), b"caf\xe9.jpg"), "wb") as f:  # a Latin-1 name from an old archive
+        f.write((synthetic_dataset / "ivory" / "ivory_000.jpg").read_bytes())
+    with pytest.raises(ScreenError) as refused:
+        read_listings(odd)
+    assert str(refused.value) == (f"{odd}: no image files in folder with a UTF-8 name (1 without one, e.g. "
+                                  f"{odd}/caf\\xe9.jpg)")
+    table = tmp_path / "plain.csv"
+    photos = sorted((synthetic_dataset / "ivory").glob("*.jpg"))[:2]
+    pd.DataFrame({"image": [str(p) for p in photos], "price": ["5", "6"]}).to_csv(table, index=False)
+    df = read_listings(table)
+    assert df["listing_id"].tolist() == ["0", "1"] and df["price"].tolist() == ["5", "6"]
+
+
+def test_a_batch_whose_every_photo_is_unreadable_is_recorded_and_the_run_goes_on(model_dir, synthetic_dataset,
+                                                                                  tmp_path):
+    """A batch with no readable photo (a seller's dead links, one after another) has nothing to stack for the
+    model: its rows are recorded as unreadable and the next batch screened."""
+    good = sorted((synthetic_dataset / "ivory").glob("*.jpg"))[:3]
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "text.jpg").write_text("not a photo")
+    table = tmp_path / "l.csv"
+    images = [str(tmp_path / "empty.jpg"), str(tmp_path / "text.jpg"), *map(str, good)]
+    pd.DataFrame({"listing_id": list("abcde"), "image": images}).to_csv(table, index=False)
+    summary = Screener(model_dir, batch_size=2, progress=False, explain=0).run(table, tmp_path / "out")
+    assert summary["complete"] and summary["recorded"] == 5
+    records = read_evidence(tmp_path / "out" / "evidence.jsonl")
+    assert [r["error"] is not None for r in sorted(records, key=lambda r: r["row"])] == [True, True, False, False,
+                                                                                         False]
+
+
+def test_screening_into_another_models_run_says_what_differs(model_dir, culture_model_dir, listings, tmp_path):
+    """A run is resumed only by the model it began with. Another model is named against the first; the same
+    weights read from another folder (or with another threshold) say which field differs, not "another
+    model (X, not X)"."""
+    out = tmp_path / "out"
+    Screener(model_dir, progress=False).run(listings, out, max_rows=3)
+    first = Predictor.load(model_dir).info()
+    name = f"{first['name']} {first['version']}"
+    copy = tmp_path / "copy"
+    shutil.copytree(model_dir, copy)
+    with pytest.raises(ScreenError) as refused:
+        Screener(copy, progress=False).run(listings, out)
+    assert str(refused.value) == (f"{out} holds a screening run of the model {name} with another path "
+                                  f"({model_dir.resolve()} then, {copy.resolve()} now); use --overwrite or another "
+                                  "--out")
+    other = Predictor.load(culture_model_dir).info()
+    with pytest.raises(ScreenError) as refused:
+        Screener(culture_model_dir, progress=False).run(listings, out)
+    assert f"another model ({name}, not {other['name']} {other['version']})" in str(refused.value)
+    with pytest.raises(ScreenError) as refused:
+        Screener(model_dir, culture_dir=culture_model_dir, progress=False).run(listings, out)
+    assert f"another culture model (none, not {other['name']} {other['version']})" in str(refused.value)
+
+
 def test_screen_with_register_ranks_matches_first(model_dir, photos, synthetic_dataset, tmp_path):
     from artsentry.index import Register
 

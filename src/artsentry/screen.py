@@ -155,14 +155,23 @@ def _describe_changes(old: dict, new: dict, changed: list[str]) -> str:
     def name(info):
         return "none" if not info else f"{info.get('name', '?')} {str(info.get('version', ''))[:16]}".strip()
 
+    def model(key: str, what: str) -> str:
+        then, now = old.get(key), new.get(key)
+        if not then or not now or name(then) != name(now):
+            return f"another {what} ({name(then)}, not {name(now)})"
+        # the same weights, read from another folder or with another threshold or runtime: say which
+        fields = [k for k in sorted(set(then) | set(now)) if then.get(k) != now.get(k)]
+        return (f"the {what} {name(now)} with another {', '.join(fields)} ("
+                + "; ".join(f"{then.get(k)} then, {now.get(k)} now" for k in fields) + ")")
+
     words = {
         "input": lambda: f"another input ({old.get('input')}, not {new.get('input')})",
         "group_folders": lambda: "another --group-folders choice",
         "fingerprint": lambda: ("the same input with other content "
                                 f"({old.get('rows')} rows then, {new.get('rows')} now)" if old.get('rows') != new.get('rows')
                                 else "the same input with other content (rows changed)"),
-        "model": lambda: f"another model ({name(old.get('model'))}, not {name(new.get('model'))})",
-        "culture_model": lambda: "another culture model",
+        "model": lambda: model("model", "model"),
+        "culture_model": lambda: model("culture_model", "culture model"),
         "register": lambda: "another register",
         "k": lambda: f"another --top-k ({old.get('k')}, not {new.get('k')})",
         "lots": lambda: "another --lots choice (or lot threshold)",
