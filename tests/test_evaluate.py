@@ -97,6 +97,34 @@ def test_compare_predictions_matches_photos_by_path(tmp_path):
         compare_predictions(tmp_path / "a.csv", tmp_path)
 
 
+def test_what_a_paired_comparison_refuses_and_how_it_rounds(tmp_path):
+    """Empty or unequal inputs are refused; a single photo is a comparison; the difference is in points to 4
+    decimals. Two tables without a photo in common, or a table naming one photo twice, are refused naming
+    the cause (and the split asked for, or the photo)."""
+    import pandas as pd
+
+    with pytest.raises(ValueError, match="not be empty|not empty"):
+        paired_comparison([], [])
+    one = paired_comparison([True], [False])
+    assert (one["n"], one["only_a_right"], one["difference_points"], one["p_value"]) == (1, 1, -100.0, 1.0)
+    third = paired_comparison([False, False, False], [True, False, False])
+    assert third["difference_points"] == 33.3333 and third["accuracy_b"] == 0.333333
+    row = {"label": "ivory", "split": "test", "correct": True}
+    pd.DataFrame([{"path": "/p/a.jpg", **row}]).to_csv(tmp_path / "a.csv", index=False)
+    pd.DataFrame([{"path": "/p/b.jpg", **row}]).to_csv(tmp_path / "b.csv", index=False)
+    with pytest.raises(ValueError) as refused:
+        compare_predictions(tmp_path / "a.csv", tmp_path / "b.csv")
+    assert str(refused.value) == f"{tmp_path / 'a.csv'} and {tmp_path / 'b.csv'} share no photo"
+    with pytest.raises(ValueError) as refused:
+        compare_predictions(tmp_path / "a.csv", tmp_path / "b.csv", split="test")
+    assert str(refused.value).endswith("share no photo in split 'test'")
+    paths = ["/p/a.jpg", "/p/x.jpg", "/p/x.jpg", "/p/y.jpg", "/p/y.jpg"]
+    pd.DataFrame([{"path": p, **row} for p in paths]).to_csv(tmp_path / "twice.csv", index=False)
+    with pytest.raises(ValueError) as refused:
+        compare_predictions(tmp_path / "a.csv", tmp_path / "twice.csv")
+    assert str(refused.value) == f"{tmp_path / 'twice.csv'}: a photo appears twice (/p/x.jpg)"
+
+
 def test_calibration_figures_by_hand():
     y = [1, 0, 1, 1]
     s = [0.9, 0.15, 0.6, 0.6]
