@@ -75,14 +75,41 @@ def test_predict_plain_output_and_missing_file(model_dir, synthetic_dataset, tmp
     assert main(["predict", str(table), str(img), "--model", str(model_dir)]) == EXIT_SOME_UNREADABLE
     out, err = capsys.readouterr()
     assert len(out.splitlines()) == 1 and "listings.csv: a table, not an image ('artsentry screen' screens" in err
-    # a file name with a tab and a line break in it stays one line of four fields
-    odd = tmp_path / "odd" / "a\tb\nc.jpg"
+    # a file name with a tab, a line break and a carriage return in it stays one line of four fields
+    odd = tmp_path / "odd" / "a\tb\nc\rd.jpg"
     odd.parent.mkdir()
     odd.write_bytes(img.read_bytes())
     assert main(["predict", str(odd.parent), "--model", str(model_dir)]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 1 and lines[0].split("\t")[0] == str(odd.parent / "a\\tb\\nc.jpg")
+    lines = capsys.readouterr().out.split("\n")
+    assert len(lines) == 2 and lines[1] == "" and lines[0].split("\t")[0] == str(odd.parent / "a\\tb\\nc\\rd.jpg")
 
+
+
+def test_predict_with_a_multiclass_model_prints_the_label_and_its_probability(culture_model_dir, culture_dataset,
+                                                                              tmp_path, capsys):
+    """A culture model has no positive class and no threshold: each line is the photo, its likeliest label
+    and that label's probability (a fourth field only for weak evidence); --json says threshold null. A
+    folder whose only photo has a non-UTF-8 name is named for renaming, not called empty."""
+    import os
+
+    from artsentry.inference import Predictor
+
+    photo = sorted(culture_dataset.rglob("*.jpg"))[0]
+    [pred] = Predictor.load(culture_model_dir).predict_files([str(photo)])
+    assert main(["predict", str(photo), "--model", str(culture_model_dir)]) == 0
+    fields = capsys.readouterr().out.rstrip("\n").split("\t")
+    assert fields[:3] == [str(photo), pred.label, f"p={pred.score:.4f}"] and len(fields) in (3, 4)
+    assert main(["predict", str(photo), "--model", str(culture_model_dir), "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["label"] == pred.label and row["threshold"] is None and "error" not in row
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    with open(os.path.join(os.fsencode(odd), b"caf\xe9.jpg"), "wb") as f:
+        f.write(photo.read_bytes())
+    assert main(["predict", str(odd), "--model", str(culture_model_dir)]) == EXIT_SOME_UNREADABLE
+    err = capsys.readouterr().err
+    assert err == (f"error: {odd}/caf\\xe9.jpg: not read: its file name is not UTF-8; rename it (for example "
+                   "with convmv) and run again\n")
 
 def test_predict_names_what_makes_a_photo_weak_evidence(model_dir, tmp_path, capsys):
     from PIL import Image, ImageFilter

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from artsentry.cli import main
+from artsentry.cli import EXIT_SOME_UNREADABLE, main
 from artsentry.inference import Predictor
 from artsentry.lots import choose_lot_threshold, compose_lot, lot_photos, scan, tile_boxes, tile_crops
 
@@ -90,6 +90,13 @@ def test_lot_scan_finds_the_object_the_whole_photo_hides(tmp_path, model_dir, sy
     line = json.loads(capsys.readouterr().out)
     assert line["mode"] == "lots" and line["box"] == [240, 180, 480, 360] and line["threshold"] == saved["threshold"]
     assert line["flagged"] == (line["score"] >= saved["threshold"])
+    (tmp_path / "broken.jpg").write_bytes(b"")  # plain output, one line a photo; an unreadable one goes on
+    assert main(["-q", "predict", str(lot), str(tmp_path / "broken.jpg"), "--lots", "--model",
+                 str(run / "model")]) == EXIT_SOME_UNREADABLE
+    out, err = capsys.readouterr()
+    assert out == (f"{lot}\t{'FLAG' if line['flagged'] else 'pass'} (lot threshold {saved['threshold']:.4f})\t"
+                   f"max p(ivory)={line['score']:.4f} in tile 240,180,480,360\twhole photo {line['whole']:.4f}\n")
+    assert err.startswith(f"error: {tmp_path / 'broken.jpg'}: ") and err.count("\n") == 1
 
     # screen --lots: the same scan in the decoding workers, the tile named in results.csv; a lot
     # threshold just under this lot's score, so that it is flagged and queued
