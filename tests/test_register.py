@@ -194,8 +194,32 @@ def test_register_cli(tmp_path, photos, capsys):
     # the query is a 140 x 107 px crop: its answer says it rests on a small photo
     assert res["quality"]["long_side"] == 140 and res["quality"]["warnings"][0].startswith("small photo: 140 px")
     assert main(["-q", "register", "search", reg, photos["A"][1], "--threshold", "0"]) == 0
-    fields = capsys.readouterr().out.strip().split("\t")
+    out, err = capsys.readouterr()
+    fields = out.strip().split("\t")
     assert fields[1] == "match A" and fields[3].startswith("weak evidence: small photo: 140 px")
+    m = res["matches"]  # a contrast score is shown with the similarity it came from
+    assert fields[2] == (f"[A {m[0]['score']:.3f} (similarity {m[0]['similarity']:.3f}), "
+                         f"B {m[1]['score']:.3f} (similarity {m[1]['similarity']:.3f})]")
+    assert err == ""  # a threshold given: nothing to note
+    assert main(["-q", "register", "search", reg, photos["A"][1]]) == 0
+    assert capsys.readouterr().err == ("note: the register has no no-match threshold: matches are ranked, none "
+                                       "decided ('artsentry register calibrate', 'register set-threshold' or "
+                                       "--threshold)\n")
+    assert main(["-q", "register", "set-threshold", reg, "0.2"]) == 0
+    assert capsys.readouterr().out == "no-match threshold set to 0.2\n"
+    assert main(["-q", "register", "search", reg, photos["A"][1]]) == 0
+    assert capsys.readouterr().err == ""  # the register's own threshold decides
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    assert main(["-q", "register", "add", reg, "B", photos["B"][1], str(tmp_path / "empty.jpg")]) == 3
+    out, err = capsys.readouterr()
+    assert out == "B: 1 photo(s) registered; register holds 2 object(s)\n" and "empty.jpg" in err
+    assert main(["-q", "register", "list", reg]) == 0
+    assert capsys.readouterr().out == "A\t2 photo(s)\tstolen\tIvory figure\nB\t3 photo(s)\t\t\n"
+    assert main(["-q", "register", "get", reg, "B"]) == 0
+    got = capsys.readouterr().out
+    assert json.loads(got)["object_id"] == "B" and got.startswith('{\n  "object_id": "B"')
+    assert main(["-q", "register", "get", reg, "Z"]) == 1
+    assert capsys.readouterr().err == "artsentry register: error: object 'Z' is not in the register\n"
     assert main(["-q", "register", "add", reg, "C", photos["C"][0][0]]) == 0
     assert main(["-q", "register", "remove", reg, "A", "nope", "C"]) == 1  # the ids it has go; the others named
     assert "not in the register, nothing removed for: nope" in capsys.readouterr().err
@@ -762,6 +786,10 @@ def test_import_from_a_folder_of_object_folders(tmp_path, photos, capsys):
     assert "empty: no image files" in err and "1 photo(s) lie outside any object folder" in err
     assert f"{root}/obj-B/caf\\xe9.jpg: not registered: its file name is not UTF-8" in err
     assert [o["object_id"] for o in Register.open(reg).list()] == ["obj-A", "obj-B"]
+    clean = tmp_path / "clean"  # a folder with nothing to complain of: exit status 0
+    shutil.copytree(root / "obj-A", clean / "obj-D")
+    assert main(["-q", "register", "import", reg, str(clean)]) == 0
+    assert capsys.readouterr().err == ""
     with pytest.raises(RegisterError, match="no object folders with photos"):
         from artsentry.index.register import read_objects
 
