@@ -125,6 +125,20 @@ def synthetic_lot(synthetic_dataset: Path, ivory: bool = True) -> Image.Image:
     return quarters(blue + [last])
 
 
+def metobjects_csv(path: Path, rows: list[dict]) -> None:
+    """A MetObjects.csv (the museum's bulk export: its column names, UTF-8 with a BOM) of ``rows``, each a
+    dict of column -> text; columns a row leaves out are empty."""
+    import csv
+
+    cols = ["Object Number", "Is Highlight", "Is Public Domain", "Object ID", "Department", "Object Name", "Title",
+            "Culture", "Medium", "Classification", "Object Begin Date", "Object End Date", "Link Resource"]
+    with open(path, "w", newline="", encoding="utf-8-sig") as fh:
+        w = csv.writer(fh)
+        w.writerow(cols)
+        for r in rows:
+            w.writerow([r.get(c, "") for c in cols])
+
+
 def abc_register(folder: Path, photos: dict):
     """A new register of objects A, B and C (two photos each, titled 'Object A'...), left open."""
     from artsentry.index import Register

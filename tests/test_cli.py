@@ -86,12 +86,9 @@ def test_predict_plain_output_and_missing_file(model_dir, synthetic_dataset, tmp
 
 
 def test_predict_with_a_multiclass_model_prints_the_label_and_its_probability(culture_model_dir, culture_dataset,
-                                                                              tmp_path, capsys):
+                                                                              capsys):
     """A culture model has no positive class and no threshold: each line is the photo, its likeliest label
-    and that label's probability (a fourth field only for weak evidence); --json says threshold null. A
-    folder whose only photo has a non-UTF-8 name is named for renaming, not called empty."""
-    import os
-
+    and that label's probability (a fourth field only for weak evidence); --json says threshold null."""
     from artsentry.inference import Predictor
 
     photo = sorted(culture_dataset.rglob("*.jpg"))[0]
@@ -102,14 +99,7 @@ def test_predict_with_a_multiclass_model_prints_the_label_and_its_probability(cu
     assert main(["predict", str(photo), "--model", str(culture_model_dir), "--json"]) == 0
     row = json.loads(capsys.readouterr().out)
     assert row["label"] == pred.label and row["threshold"] is None and "error" not in row
-    odd = tmp_path / "odd"
-    odd.mkdir()
-    with open(os.path.join(os.fsencode(odd), b"caf\xe9.jpg"), "wb") as f:
-        f.write(photo.read_bytes())
-    assert main(["predict", str(odd), "--model", str(culture_model_dir)]) == EXIT_SOME_UNREADABLE
-    err = capsys.readouterr().err
-    assert err == (f"error: {odd}/caf\\xe9.jpg: not read: its file name is not UTF-8; rename it (for example "
-                   "with convmv) and run again\n")
+
 
 def test_predict_names_what_makes_a_photo_weak_evidence(model_dir, tmp_path, capsys):
     from PIL import Image, ImageFilter
@@ -367,6 +357,12 @@ def test_photos_with_names_that_are_not_utf8_are_reported_with_the_results(model
     out, err = capsys.readouterr()
     assert out.startswith(f"{folder / 'a.jpg'}\t") and len(out.splitlines()) == 1
     assert f"error: {folder}/caf\\xe9.jpg: not read: its file name is not UTF-8; rename it" in err
+    alone = tmp_path / "alone"  # the folder's only photo: named for renaming, not called an empty folder
+    alone.mkdir()
+    shutil.copy(good, os.fsdecode(bytes(alone) + b"/caf\xe9.jpg"))
+    assert main(["-q", "predict", str(alone), "--model", str(model_dir)]) == EXIT_SOME_UNREADABLE
+    assert capsys.readouterr().err == (f"error: {alone}/caf\\xe9.jpg: not read: its file name is not UTF-8; rename "
+                                       "it (for example with convmv) and run again\n")
     assert main(["-q", "screen", str(folder), "--out", str(tmp_path / "out"), "--model", str(model_dir)]) \
         == EXIT_SOME_UNREADABLE
     out, _ = capsys.readouterr()

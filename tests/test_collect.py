@@ -17,7 +17,7 @@ from artsentry.collect.fake_met import FakeMet, FakeMetServer, Faults, _unit
 from artsentry.collect.met import RETRY_STATUSES, MetError, parse_retry_after
 from artsentry.data.images import load_image
 
-from .conftest import jpeg_bytes, object_photo, reply, web_host
+from .conftest import jpeg_bytes, metobjects_csv, object_photo, reply, web_host
 
 
 def test_rate_limiter_never_exceeds_capacity_in_any_window():
@@ -421,14 +421,13 @@ def test_collect_from_the_bulk_csv_imports_the_recipe_rows_then_fetches_them(tmp
     from artsentry.data.recipes import ivory_label
 
     met = FakeMet(40, seed=21)
-    cols = ["Object ID", "Is Public Domain", "Title", "Medium", "Classification", "Culture", "Object Begin Date"]
     rows = []
     for oid in met.ids:
         rec = met.record(oid, "")
-        rows.append([str(oid), str(rec["isPublicDomain"]), rec["title"], rec["medium"], rec["classification"],
-                     rec["culture"], str(rec["objectBeginDate"])])
-    with open(tmp_path / "MetObjects.csv", "w", newline="", encoding="utf-8-sig") as fh:
-        csv.writer(fh).writerows([cols, *rows])
+        rows.append({"Object ID": str(oid), "Is Public Domain": str(rec["isPublicDomain"]), "Title": rec["title"],
+                     "Medium": rec["medium"], "Classification": rec["classification"], "Culture": rec["culture"],
+                     "Object Begin Date": str(rec["objectBeginDate"])})
+    metobjects_csv(tmp_path / "MetObjects.csv", rows)
     wanted = sorted(oid for oid in met.ids if met.record(oid, "")["isPublicDomain"]
                     and ivory_label(met.record(oid, "")["medium"]) is not None)
     assert 3 <= len(wanted) < len(met.ids)  # the recipe leaves some rows out, and keeps some

@@ -1,4 +1,3 @@
-import csv
 import os
 
 import pandas as pd
@@ -8,6 +7,8 @@ from artsentry.collect.crawl import CrawlStore
 from artsentry.collect.metobjects import MetObjectsError, import_metobjects, read_metobjects
 from artsentry.data.recipes import culture_group, ivory_label, recipe_filter
 from artsentry.data.splits import split_instances
+
+from .conftest import metobjects_csv
 
 
 @pytest.mark.parametrize("medium, label", [
@@ -93,18 +94,8 @@ def test_instance_split_with_a_zero_fraction_gives_that_split_nothing():
     assert set(split_instances(df, seed=0, val_fraction=0.2, test_fraction=0.0)) == {"train", "val"}
 
 
-def _metobjects(path, rows):
-    cols = ["Object Number", "Is Highlight", "Is Public Domain", "Object ID", "Department", "Object Name", "Title",
-            "Culture", "Medium", "Classification", "Object Begin Date", "Object End Date", "Link Resource"]
-    with open(path, "w", newline="", encoding="utf-8-sig") as fh:
-        w = csv.writer(fh)
-        w.writerow(cols)
-        for r in rows:
-            w.writerow([r.get(c, "") for c in cols])
-
-
 def test_metobjects_import_with_recipe_filter(tmp_path):
-    _metobjects(tmp_path / "MetObjects.csv", [
+    metobjects_csv(tmp_path / "MetObjects.csv", [
         {"Object ID": "10", "Is Public Domain": "True", "Medium": "Ivory", "Object Begin Date": "1700"},
         {"Object ID": "11", "Is Public Domain": "True", "Medium": "Porcelain"},
         {"Object ID": "12", "Is Public Domain": "False", "Medium": "Ivory"},
@@ -128,7 +119,7 @@ def test_metobjects_rows_read_as_the_api_names_them_and_a_bad_id_is_named_by_its
     """Booleans from "True"/"false", empty or unreadable dates as None, the public-domain rule optional;
     a row without a numeric Object ID stops the import naming its file line, counted past a quoted field
     that spans lines (the museum's Dimensions and Title fields do)."""
-    _metobjects(tmp_path / "MetObjects.csv", [
+    metobjects_csv(tmp_path / "MetObjects.csv", [
         {"Object ID": "7", "Is Public Domain": "false", "Is Highlight": "TRUE", "Medium": "Ivory",
          "Object Begin Date": "", "Object End Date": "ca. 1800", "Title": "Comb\nwith two rows of teeth"},
         {"Object ID": " 8 ", "Is Public Domain": "True", "Medium": "Ivory", "Object Begin Date": "-300"},
@@ -143,10 +134,11 @@ def test_metobjects_rows_read_as_the_api_names_them_and_a_bad_id_is_named_by_its
     assert import_metobjects(tmp_path / "MetObjects.csv", store, public_domain_only=False) == [7, 8]
     for bad, said in (("", "no Object ID"), ("12a", "Object ID '12a' is not a number"),
                       ("-4", "Object ID '-4' is not a number")):
-        _metobjects(tmp_path / "bad.csv", [{"Object ID": "1", "Title": "two\nlines"}, {"Object ID": bad}])
+        metobjects_csv(tmp_path / "bad.csv", [{"Object ID": "1", "Title": "two\nlines"}, {"Object ID": bad}])
         with pytest.raises(MetObjectsError) as refused:
             list(read_metobjects(tmp_path / "bad.csv"))
         assert str(refused.value) == f"{tmp_path / 'bad.csv'}:4: {said}"  # header 1, the first row 2-3
+
 
 def _collection(folder, rows):
     """A crawl's collection.csv (paths relative to it) with a small photo per row."""
