@@ -399,9 +399,20 @@ def test_screen_resumes_after_interruption_and_torn_write(model_dir, listings, t
     Screener(model_dir, progress=False, batch_size=4).run(listings, whole)
     part = tmp_path / "part"
     s = Screener(model_dir, progress=False, batch_size=4)
+    t0 = time.time()
     first = s.run(listings, part, max_rows=10)
+    took = time.time() - t0
     assert not first["complete"] and first["recorded"] == 12  # whole batches of 4
     assert not (part / "queue.csv").exists()
+    this_run = first["this_run"]  # what the run itself took, and its speed
+    assert this_run["images"] == 12 and 0 < this_run["seconds"] <= took + 0.01
+    assert this_run["images_per_second"] == pytest.approx(12 / this_run["seconds"], rel=0.05)
+    # --overwrite over an interrupted run (no report written yet) starts it again from the first row
+    over = tmp_path / "over"
+    shutil.copytree(part, over)
+    assert Screener(model_dir, progress=False, batch_size=4).run(listings, over, overwrite=True)["this_run"]["images"] \
+        == len(pd.read_csv(listings))
+    assert _strip_time(read_evidence(whole / "evidence.jsonl")) == _strip_time(read_evidence(over / "evidence.jsonl"))
     lines = (part / "evidence.jsonl").read_bytes().splitlines(keepends=True)
     # killed before its first batch was whole: nothing kept, all screened again
     first_batch = tmp_path / "first_batch"
@@ -461,7 +472,8 @@ def test_a_screened_table_that_grew_screens_only_its_new_rows(model_dir, listing
     with caplog.at_level("WARNING"):
         grown = Screener(model_dir, progress=False, batch_size=4).run(listings, out)
     assert grown["complete"] and grown["this_run"]["images"] == len(rows) - 9
-    assert f"grew from 9 to {len(rows)} rows" in caplog.text
+    assert f"grew from 9 to {len(rows)} rows since {out} was screened, the first 9 unchanged: screening the " \
+        f"{len(rows) - 9} new row(s)" in caplog.text
     a, b = read_evidence(whole / "evidence.jsonl"), read_evidence(out / "evidence.jsonl")
     assert [r["row"] for r in b] == list(range(len(rows)))
     assert [(r["row"], r["error"], r.get("score")) for r in a] == \
