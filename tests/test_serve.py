@@ -1382,3 +1382,72 @@ def test_a_saliency_overlay_is_scaled_for_display_as_the_explain_command_draws_i
     assert np.array_equal(alpha, np.asarray(heat_rgba(scaled))[..., 3])  # as drawn by ``explain``
     _, plain = photo_and_heat(img, heat[0], p.preprocessing, display=512)
     assert (alpha >= 180).mean() > 2 * (np.asarray(heat_rgba(plain))[..., 3] >= 180).mean()
+
+
+def test_the_serve_command_passes_its_options_to_the_server_and_stops_on_sigterm(model_dir, photos, tmp_path,
+                                                                                 capsys):
+    """`artsentry serve` itself had no test: every other test here builds the app in the test's process. Run as
+    a command, its options reach the server: the token from $ARTSENTRY_TOKEN lets a register write in,
+    --max-upload-mb turns a larger photo away (413; a photo over it by less than the 256 kB allowed for the form
+    around it was a 422), --audit-log records, and --register-wait (new) bounds a change's wait for another
+    process's. SIGTERM stops it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from artsentry.cli import main
+
+    for bad in (["--register-wait", "-1"], ["--max-upload-mb", "0"]):
+        assert main(["-q", "serve", "--model", str(model_dir), *bad]) == 1
+        assert "--max-upload-mb must be above 0 and --register-wait at least 0" in capsys.readouterr().err
+    abc_register(tmp_path / "reg", photos).close()
+    port, audit = _free_port(), tmp_path / "audit.jsonl"
+    cmd = [sys.executable, "-m", "artsentry", "serve", "--model", str(model_dir), "--register", str(tmp_path / "reg"),
+           "--port", str(port), "--max-upload-mb", "0.1", "--audit-log", str(audit), "--register-wait", "0.5"]
+    proc = subprocess.Popen(cmd, env={**os.environ, "ARTSENTRY_TOKEN": TOKEN}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    url, auth = f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        deadline = time.time() + 120  # the models load first
+        while True:
+            assert proc.poll() is None and time.time() < deadline, proc.communicate(timeout=30)
+            try:
+                if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        r = httpx.post(f"{url}/v1/analyze", files={"file": ("a.jpg", Path(photos["A"][1]).read_bytes())}, timeout=60)
+        assert r.status_code == 200 and r.json()["register"]["matches"][0]["object_id"] == "A", r.text
+        noise = Image.fromarray(np.random.default_rng(0).integers(0, 256, (400, 400, 3), dtype=np.uint8))
+        big = jpeg_bytes(noise, quality=95)
+        assert len(big) > 100_000
+        r = httpx.post(f"{url}/v1/analyze", files={"file": ("big.jpg", big)}, timeout=60)
+        # inside the body limit's allowance for the form around a photo: it was a 422 from the image loader
+        assert r.status_code == 413 and r.json()["error"] == "file is 188.3 kB, over the upload limit of 100.0 kB"
+        new = [("file", ("u.jpg", Path(photos["unknown"]).read_bytes()))]
+        assert httpx.post(f"{url}/v1/register", data={"object_id": "N-1"}, files=new, timeout=60).status_code == 401
+        r = httpx.post(f"{url}/v1/register", data={"object_id": "N-1"}, files=new, headers=auth, timeout=60)
+        assert r.status_code == 201, r.text
+        other = sqlite3.connect(tmp_path / "reg" / "register.sqlite", isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another process changing the register
+        try:
+            t0 = time.time()
+            r = httpx.delete(f"{url}/v1/register/B", headers=auth, timeout=60)
+            assert r.status_code == 503 and time.time() - t0 < 5, r.text  # not the default 10 s wait
+        finally:
+            other.execute("COMMIT")
+            other.close()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, (proc.returncode, err)  # a clean stop, as a service manager expects
+    assert (f"artsentry serving on http://127.0.0.1:{port}/  (API schema: /openapi.json; register writes need the "
+            "token)") in err
+    events = [(r["event"], r.get("phase"), r.get("status")) for r in map(json.loads, audit.read_text().splitlines())]
+    assert ("register_add", "failed", 401) not in events  # an unauthenticated write: refused before any change
+    assert [e for e in events if e[0].startswith("register")][-1] == ("register_remove", "failed", 503)
+    assert sum(e[0] == "analyze" for e in events) == 1  # the photo over the limit was never analysed

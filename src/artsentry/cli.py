@@ -541,6 +541,9 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-queue", type=int, default=32, help="analyses waiting before 503 + Retry-After (default 32)")
     sv.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     sv.add_argument("--runtime", default="auto", choices=("auto", "torch", "onnx"))
+    sv.add_argument("--register-wait", type=float, default=10.0, metavar="SECONDS",
+                    help="how long a register change waits for another process's (a terminal's import) before "
+                    "it is answered 503 + Retry-After (default %(default)s)")
 
     ve = sub.add_parser("verify", help="check a screening run's evidence against its photos, or an audit log's chain "
                         "(changes nothing)",
@@ -1339,6 +1342,8 @@ def cmd_serve(a) -> int:
         model = None
     if a.workers < 1 or a.max_queue < 0 or a.max_listing_photos < 1:
         raise ValueError("--workers and --max-listing-photos must be at least 1 and --max-queue at least 0")
+    if not a.max_upload_mb > 0 or not a.register_wait >= 0:
+        raise ValueError("--max-upload-mb must be above 0 and --register-wait at least 0")
     if a.threads:
         import torch
 
@@ -1350,9 +1355,11 @@ def cmd_serve(a) -> int:
                              max_upload_bytes=int(a.max_upload_mb * 1_000_000), allow_url_fetch=a.allow_url_fetch,
                              url_allowlist=tuple(a.url_allow_host), cors_origins=tuple(a.cors_origin),
                              inference_workers=a.workers, max_queue=a.max_queue, runtime=a.runtime,
-                             max_listing_photos=a.max_listing_photos, audit_log=a.audit_log)
+                             max_listing_photos=a.max_listing_photos, audit_log=a.audit_log,
+                             register_busy_seconds=a.register_wait)
     app = create_app(settings)
-    print(f"artsentry serving on http://{a.host}:{a.port}/  (API schema: /openapi.json; register writes "
+    host = f"[{a.host}]" if ":" in a.host else a.host  # an IPv6 address, as a URL writes it
+    print(f"artsentry serving on http://{host}:{a.port}/  (API schema: /openapi.json; register writes "
           f"{'need the token' if settings.token else 'disabled: no token'})", file=sys.stderr)
     uvicorn.run(app, host=a.host, port=a.port, log_level="warning" if a.quiet else "info")
     return 0

@@ -334,9 +334,11 @@ def _check_id(object_id: str) -> str:
     return object_id
 
 
-def _check_image(data: bytes, what: str = "file") -> str:
+def _check_image(data: bytes, limit: int, what: str = "file") -> str:
     if not data:
         raise _error(400, f"{what} is empty")
+    if len(data) > limit:  # within the body limit's allowance for the form around it, but over the upload limit
+        raise _error(413, f"{what} is {describe_size(len(data))}, over the upload limit of {describe_size(limit)}")
     kind = sniff(data)
     if kind is None:
         raise _error(415, f"{what} is not an image: its content is {describe_content(data)} "
@@ -540,7 +542,7 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
             origin = {"url": body.url}  # for the audit log: where the photo came from
         else:
             raise _error(415, "send multipart/form-data with a 'file' field, or JSON {\"url\": ...}")
-        _check_image(data)
+        _check_image(data, settings.max_upload_bytes)
         try:
             result = await admission.run(executor, lambda: analyzer.analyze(data, explain=explain, k=k, lots=lots))
         except ImageLoadError as exc:
@@ -634,7 +636,7 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
         photos = []
         for i, up in enumerate(file):
             data = await up.read()
-            kind = _check_image(data, f"photo {i + 1}")
+            kind = _check_image(data, settings.max_upload_bytes, f"photo {i + 1}")
             photos.append((data, kind))
         hashes = [hashlib.sha256(d).hexdigest() for d, _ in photos]
 
