@@ -345,6 +345,31 @@ def test_feature_map_files_keep_every_readable_photo_in_order_and_count_the_rest
         write_projection(model_dir, df, tmp_path / "m4", methods=("mds",))
 
 
+def test_the_project_command_maps_one_split_of_a_manifest(model_dir, synthetic_dataset, tmp_path, capsys):
+    """`artsentry project` as the README runs it (no test ran the command): --split keeps that split's photos,
+    in the manifest's order; the three files named; a split asked of a manifest without splits is refused."""
+    import pandas as pd
+
+    paths = sorted((synthetic_dataset / "ivory").glob("*.jpg"))[:4] + sorted((synthetic_dataset / "non_ivory").glob(
+        "*.jpg"))[:4]
+    manifest = tmp_path / "manifest.csv"
+    pd.DataFrame({"path": [str(p) for p in paths], "label": ["ivory"] * 4 + ["non_ivory"] * 4,
+                  "split": ["train", "test", "test", "val", "test", "train", "test", "test"]}).to_csv(manifest,
+                                                                                                      index=False)
+    out = tmp_path / "map"
+    assert main(["-q", "project", str(manifest), "--model", str(model_dir), "--split", "test", "--methods",
+                 " pca, tsne", "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert said.startswith("5 images mapped (0 unreadable)\nhtml: ") and said.count("\n") == 3
+    table = pd.read_csv(out / "projection.csv")
+    assert table["path"].tolist() == [str(paths[i]) for i in (1, 2, 4, 6, 7)]
+    assert {"pca_x", "tsne_y"} <= set(table.columns) and "umap_x" not in table.columns
+    assert f"html: {out / 'projection.html'}\npng: {out / 'projection.png'}\n" in said
+    assert (out / "projection.html").is_file() and (out / "projection.png").is_file()
+    assert main(["-q", "project", str(synthetic_dataset), "--model", str(model_dir), "--split", "test"]) == 1
+    assert f"{synthetic_dataset} has no split column" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("method", ["pca", "tsne", "umap"])
 def test_feature_maps_of_the_fewest_photos_a_map_takes(method):
     """Three photos (a small folder, a small test split) are mapped by every method: UMAP's spectral

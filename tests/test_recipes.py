@@ -152,7 +152,7 @@ def _collection(folder, rows):
     return folder
 
 
-def test_build_writes_each_recipes_manifest_relative_to_itself(tmp_path):
+def test_build_writes_each_recipes_manifest_relative_to_itself(tmp_path, capsys):
     from artsentry.data.manifest import read_manifest
     from artsentry.data.recipes import build
 
@@ -180,6 +180,19 @@ def test_build_writes_each_recipes_manifest_relative_to_itself(tmp_path):
     assert [os.path.realpath(p) for p in table["path"]] == list(df["path"])  # the photos the recipe chose
     assert all(os.path.isfile(p) for p in df["path"])
     assert (out / "card.json").is_file() and (out / "card.html").is_file()
+    # the command (no test ran it): the same manifest, and what it made said in two lines
+    from artsentry.cli import main
+
+    assert main(["-q", "build", "ivory", str(col), "--out", str(tmp_path / "ds" / "cli")]) == 0
+    assert capsys.readouterr().out == ("4 images of 3 objects, 2 classes: ivory 2, non_ivory 2\n"
+                                       f"manifest: {tmp_path / 'ds' / 'cli' / 'manifest.csv'}; card: "
+                                       f"{tmp_path / 'ds' / 'cli' / 'card.html'}\n")
+    assert (tmp_path / "ds" / "cli" / "manifest.csv").read_text() == (out / "manifest.csv").read_text()
+    with pytest.raises(SystemExit) as stop:
+        main(["-q", "build", "bronze", str(col), "--out", str(tmp_path / "x")])
+    assert stop.value.code == 2 and "invalid choice: 'bronze'" in capsys.readouterr().err
+    assert main(["-q", "build", "ivory", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]) == 1
+    assert "nowhere: no collection.csv (run `artsentry collect` first)" in capsys.readouterr().err
 
     # paintings (by classification or object name) by culture group: Chinese 2, then Indian and
     # Japanese 1 each; the top two, ties by name

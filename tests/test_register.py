@@ -209,6 +209,11 @@ def test_register_cli(tmp_path, photos, capsys):
     assert capsys.readouterr().out == "no-match threshold set to 0.2\n"
     assert main(["-q", "register", "search", reg, photos["A"][1]]) == 0
     assert capsys.readouterr().err == ""  # the register's own threshold decides
+    (tmp_path / "text.jpg").write_text("not a photo")  # an unreadable query: its line, the others answered, exit 3
+    assert main(["-q", "register", "search", reg, str(tmp_path / "text.jpg"), photos["A"][1]]) == 3
+    out, err = capsys.readouterr()
+    assert out.startswith(f"{photos['A'][1]}\tmatch A\t") and out.count("\n") == 1
+    assert err.startswith(f"error: {tmp_path / 'text.jpg'}: ") and err.count("\n") == 1
     (tmp_path / "empty.jpg").write_bytes(b"")
     assert main(["-q", "register", "add", reg, "B", photos["B"][1], str(tmp_path / "empty.jpg")]) == 3
     out, err = capsys.readouterr()
