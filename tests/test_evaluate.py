@@ -201,6 +201,11 @@ def test_choose_threshold_rules():
     assert c.threshold == 0.7 and c.val_metrics["precision"] == 1.0
     with pytest.raises(ValueError):
         choose_threshold(y, s, target_recall=0.9, target_precision=0.9)
+    # no threshold reaches the precision (the best-scored photo is a negative): the highest score, said so
+    c = choose_threshold(np.array([0, 1, 1, 0]), np.array([0.9, 0.8, 0.4, 0.3]), target_precision=0.9)
+    assert c.threshold == 0.9 and c.rule == "target_precision" and c.target == 0.9
+    assert c.note == "no threshold reaches precision 0.9 on this data; using the highest score"
+    assert c.val_metrics["recall"] == 0.0
 
 
 def test_multiclass_and_topk():

@@ -989,3 +989,34 @@ def test_changes_made_by_another_process_are_seen_and_kept(tmp_path, photos):
     assert sorted(o["object_id"] for o in again.list()) == ["B", "C", "D", "E"]
     assert len(again.index) == 6
     assert again.search(photos["unknown"], k=1)[0].matches[0].object_id == "D"
+
+
+def test_what_a_register_command_refuses_it_says_in_one_line_and_changes_nothing(tmp_path, photos, capsys):
+    """The refusals a user meets first, as the commands say them (no test reached them): a register created
+    twice, a folder that holds none, an import from nowhere or from a table whose rows name no photo, a
+    calibration on photos none of which could be read. Each is exit 1 and one line; nothing is changed."""
+    from artsentry.cli import main
+
+    reg = str(tmp_path / "reg")
+    assert main(["-q", "register", "create", reg]) == 0
+    assert main(["-q", "register", "add", reg, "A", *photos["A"][0]]) == 0
+    capsys.readouterr()
+    before = (tmp_path / "reg" / "register.sqlite").read_bytes()
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "text.jpg").write_text("not a photo")
+    (tmp_path / "ids.csv").write_text("object_id,image\nB,\n")
+    for argv, said in [
+        (["register", "create", reg], f"{reg}: a register already exists"),
+        (["register", "info", str(tmp_path / "empty")], f"{tmp_path / 'empty'}: no register here (register.sqlite "
+                                                         "missing); create one with"),
+        (["register", "import", reg, str(tmp_path / "nowhere.csv")], f"{tmp_path / 'nowhere.csv'}: no such file or "
+                                                                     "folder"),
+        (["register", "import", reg, str(tmp_path / "ids.csv")], f"{tmp_path / 'ids.csv'}: no row names both an "
+                                                                 "object id and a photo"),
+        (["register", "calibrate", reg, str(tmp_path / "text.jpg")], "none of the calibration photos could be read"),
+    ]:
+        assert main(["-q", *argv]) == 1, argv
+        err = capsys.readouterr().err
+        assert said in err and err.count("\n") <= 2, (argv, err)  # the unreadable photo's own line, then the refusal
+        assert err.splitlines()[-1].startswith("artsentry register: error: ")
+    assert (tmp_path / "reg" / "register.sqlite").read_bytes() == before
