@@ -1427,6 +1427,9 @@ def test_the_serve_command_passes_its_options_to_the_server_and_stops_on_sigterm
         assert r.status_code == 413 and r.json()["error"] == "file is 188.3 kB, over the upload limit of 100.0 kB"
         new = [("file", ("u.jpg", Path(photos["unknown"]).read_bytes()))]
         assert httpx.post(f"{url}/v1/register", data={"object_id": "N-1"}, files=new, timeout=60).status_code == 401
+        r = httpx.post(f"{url}/v1/register", data={"object_id": "N-1"}, files=new + [("file", ("big.jpg", big))],
+                       headers=auth, timeout=60)
+        assert r.status_code == 413 and r.json()["error"] == "photo 2 is 188.3 kB, over the upload limit of 100.0 kB"
         r = httpx.post(f"{url}/v1/register", data={"object_id": "N-1"}, files=new, headers=auth, timeout=60)
         assert r.status_code == 201, r.text
         other = sqlite3.connect(tmp_path / "reg" / "register.sqlite", isolation_level=None)
@@ -1451,3 +1454,26 @@ def test_the_serve_command_passes_its_options_to_the_server_and_stops_on_sigterm
     assert ("register_add", "failed", 401) not in events  # an unauthenticated write: refused before any change
     assert [e for e in events if e[0].startswith("register")][-1] == ("register_remove", "failed", 503)
     assert sum(e[0] == "analyze" for e in events) == 1  # the photo over the limit was never analysed
+
+
+def test_an_analysis_says_its_own_time_and_shows_a_large_photo_at_512_px(model_dir, photos):
+    """What a mutation run of ``Analyzer.analyze`` found unpinned (session 21): the overlay's size (a large
+    photo is shown at 512 px on its long side, the heat map over it) and the seconds an analysis and a
+    listing report (the time they took, not a sum of clock readings)."""
+    big = object_photo((200, 40, 40), size=(800, 600), seed=3)
+    data = jpeg_bytes(big, quality=90)
+    analyzer = Analyzer(ServeSettings(model=model_dir))
+    t0 = time.perf_counter()
+    out = analyzer.analyze(data, explain=True)
+    took = time.perf_counter() - t0
+    overlay = out["overlay"]
+    assert (overlay["width"], overlay["height"]) == (512, 384)
+    for key in ("photo", "png"):
+        with Image.open(io.BytesIO(base64.b64decode(overlay[key].split(",", 1)[1]))) as shown:
+            assert shown.size == (512, 384), key
+    assert 0 < out["seconds"] <= took + 1e-3
+    t0 = time.perf_counter()
+    listing = analyzer.analyze_listing([("a.jpg", data), ("b.jpg", Path(photos["A"][1]).read_bytes())])
+    took = time.perf_counter() - t0
+    inner = sum(e["result"]["seconds"] for e in listing["results"])
+    assert inner <= listing["seconds"] <= took + 1e-3

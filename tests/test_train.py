@@ -1484,6 +1484,18 @@ def test_resume_with_other_settings_is_refused(tmp_path, synthetic_dataset):
     other = TrainSettings(mode="frozen", head_epochs=1, seed=5, **FAST)
     with pytest.raises(TrainingError, match="other settings"):
         train(synthetic_dataset, run, other, progress=False)
+    # the same settings on other data (a copy elsewhere is other data: the run names its source by path)
+    import re
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(synthetic_dataset, copy)
+    with pytest.raises(TrainingError, match=rf"^{re.escape(str(run))} holds a run on other data "
+                                            rf"\({re.escape(str(synthetic_dataset.resolve()))}\); use --overwrite or "
+                                            "another --out$"):
+        Trainer(run, train_settings, progress=False).prepare_data(copy)
+    with pytest.raises(TrainingError, match="^no data given and no run to resume$"):
+        Trainer(tmp_path / "empty", train_settings, progress=False).prepare_data(None)
 
 
 def test_rerun_after_a_stop_between_training_and_evaluation_only_evaluates(tmp_path, synthetic_dataset):
