@@ -245,3 +245,27 @@ def culture_model_dir(tmp_path_factory, culture_dataset) -> Path:
     run = tmp_path_factory.mktemp("three-model") / "run"
     settings = TrainSettings(mode="frozen", image_size=64, val_fraction=0.25, test_fraction=0.25)
     return train(culture_dataset, run, settings, progress=False).model_dir
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now, for a server a test starts."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def running(cmd: list[str], **kw):
+    """``cmd`` started as a process (its output captured as text), killed at the end if it still runs: a test
+    that fails half-way leaves no server behind."""
+    import subprocess
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()

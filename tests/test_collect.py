@@ -17,7 +17,7 @@ from artsentry.collect.fake_met import FakeMet, FakeMetServer, Faults, _unit
 from artsentry.collect.met import RETRY_STATUSES, MetError, parse_retry_after
 from artsentry.data.images import load_image
 
-from .conftest import jpeg_bytes, metobjects_csv, object_photo, reply, web_host
+from .conftest import free_port, jpeg_bytes, metobjects_csv, object_photo, reply, running, web_host
 
 
 def test_rate_limiter_never_exceeds_capacity_in_any_window():
@@ -458,23 +458,14 @@ def test_collect_from_the_bulk_csv_imports_the_recipe_rows_then_fetches_them(tmp
 def test_the_fake_met_server_runs_as_the_readme_starts_it():
     """`python -m artsentry.collect.fake_met --port 8765` (README: the fake server the client and benchmarks
     are run against) had no test as a command: it serves its objects on the given port and Ctrl-C stops it."""
-    import socket
     import urllib.request
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "artsentry.collect.fake_met", "--port", str(port), "--objects",
-                             "40"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    port = free_port()
+    with running([sys.executable, "-m", "artsentry.collect.fake_met", "--port", str(port), "--objects", "40"]) as proc:
         assert proc.stdout.readline() == f"fake Met API at http://127.0.0.1:{port}/public/collection/v1\n"
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/public/collection/v1/objects", timeout=30) as r:
             body = json.loads(r.read())
         assert body["total"] == 40 and len(body["objectIDs"]) == 40
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 0 and "Traceback" not in err, err

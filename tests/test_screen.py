@@ -27,7 +27,7 @@ from artsentry.models.onnx import export_onnx, onnx_ready
 from artsentry.screen import (LISTING_STATUSES, OUTPUT_COLUMNS, ScreenError, Screener, _priority, listing_rollup,
                               read_evidence, read_listings, verify_run)
 
-from .conftest import reply, trickle, web_host
+from .conftest import abc_register, reply, trickle, web_host
 
 
 @pytest.fixture(scope="module")
@@ -1093,6 +1093,27 @@ def test_screening_into_another_models_run_says_what_differs(model_dir, culture_
     with pytest.raises(ScreenError) as refused:
         Screener(model_dir, culture_dir=culture_model_dir, progress=False).run(listings, out)
     assert f"another culture model (none, not {other['name']} {other['version']})" in str(refused.value)
+
+
+def test_a_screener_warns_of_a_register_without_a_threshold_only_when_it_has_one_to_set(photos, tmp_path, caplog):
+    """Screening against a register that holds objects but no no-match threshold: its matches are listed and
+    none decided, which is said once when the screener is made; not for a register with a threshold, nor for
+    an empty one (nothing to match). (A mutation run found the three conditions unpinned, session 21.)"""
+    from artsentry.index import Register
+
+    reg = abc_register(tmp_path / "reg", photos)
+    said = "the register has no no-match threshold: its matches are listed (results.csv) and none decided"
+    with caplog.at_level("WARNING"):
+        Screener(None, tmp_path / "reg", progress=False)
+    assert caplog.text.count(said) == 1
+    reg.set_threshold(0.2)
+    reg.close()
+    Register.create(tmp_path / "empty").close()
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        Screener(None, tmp_path / "reg", progress=False)
+        Screener(None, tmp_path / "empty", progress=False)
+    assert said not in caplog.text
 
 
 def test_screen_with_register_ranks_matches_first(model_dir, photos, synthetic_dataset, tmp_path):

@@ -23,23 +23,17 @@ from PIL import Image
 from artsentry.serve import Analyzer, ServeSettings, create_app
 from artsentry.serve.analysis import sniff
 
-from .conftest import (abc_register, bomb_png, jpeg_bytes, object_photo, register_lot, reply, synthetic_lot,
-                       trickle, web_host)
+from .conftest import (abc_register, bomb_png, free_port, jpeg_bytes, object_photo, register_lot, reply, running,
+                       synthetic_lot, trickle, web_host)
 
 TOKEN = "s3cret-token-for-tests"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class LiveServer:
     def __init__(self, app):
         import uvicorn
 
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -1393,7 +1387,6 @@ def test_the_serve_command_passes_its_options_to_the_server_and_stops_on_sigterm
     process's. SIGTERM stops it."""
     import os
     import signal
-    import subprocess
     import sys
 
     from artsentry.cli import main
@@ -1402,13 +1395,11 @@ def test_the_serve_command_passes_its_options_to_the_server_and_stops_on_sigterm
         assert main(["-q", "serve", "--model", str(model_dir), *bad]) == 1
         assert "--max-upload-mb must be above 0 and --register-wait at least 0" in capsys.readouterr().err
     abc_register(tmp_path / "reg", photos).close()
-    port, audit = _free_port(), tmp_path / "audit.jsonl"
+    port, audit = free_port(), tmp_path / "audit.jsonl"
     cmd = [sys.executable, "-m", "artsentry", "serve", "--model", str(model_dir), "--register", str(tmp_path / "reg"),
            "--port", str(port), "--max-upload-mb", "0.1", "--audit-log", str(audit), "--register-wait", "0.5"]
-    proc = subprocess.Popen(cmd, env={**os.environ, "ARTSENTRY_TOKEN": TOKEN}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
     url, auth = f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {TOKEN}"}
-    try:
+    with running(cmd, env={**os.environ, "ARTSENTRY_TOKEN": TOKEN}) as proc:
         deadline = time.time() + 120  # the models load first
         while True:
             assert proc.poll() is None and time.time() < deadline, proc.communicate(timeout=30)
@@ -1443,10 +1434,6 @@ def test_the_serve_command_passes_its_options_to_the_server_and_stops_on_sigterm
             other.close()
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 0, (proc.returncode, err)  # a clean stop, as a service manager expects
     assert (f"artsentry serving on http://127.0.0.1:{port}/  (API schema: /openapi.json; register writes need the "
             "token)") in err
