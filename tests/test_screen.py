@@ -1286,3 +1286,33 @@ def test_a_second_screening_into_a_busy_folder_is_refused(model_dir, listings, t
         with pytest.raises(FolderBusy, match="another artsentry screen is writing here"):
             Screener(model_dir, progress=False).run(listings, out)
     assert Screener(model_dir, progress=False).run(listings, out)["complete"]  # free once the first ends
+
+
+def test_verify_of_a_log_file_says_what_it_holds_besides_its_chain(tmp_path, capsys):
+    """`artsentry verify LOG` on logs a long-running server leaves (none of these had a test): records from
+    before records were chained, then linked ones; a line that is not a record (reported, not a failure: a
+    changed record breaks the chain instead); a log of unchained records only; an empty file; --refetch,
+    which only a screening run's folder takes."""
+    from artsentry import chainlog
+
+    old = [json.dumps({"event": "analyze", "n": i}) + "\n" for i in range(2)]
+    text, head = chainlog.chained_lines([{"event": "analyze", "n": i} for i in range(2, 5)],
+                                        chainlog.line_hash(old[-1].encode()))
+    log = tmp_path / "audit.jsonl"
+    log.write_text(old[0] + old[1] + "not a record\n" + text + '{"event": "analy')  # the last write cut short
+    assert main(["-q", "verify", str(log)]) == 0
+    out, err = capsys.readouterr()
+    assert out == ("audit.jsonl: chain intact, 3 linked record(s)\n"
+                   "audit.jsonl: the first 2 record(s) were written before records were chained: they do not link "
+                   "to each other (the chain covers only the last of them)\n"
+                   f"audit.jsonl head {head}\n")
+    assert err == "audit.jsonl: 1 line(s) that are not records (a write cut short?), line(s) 3\n"
+    log.write_text(old[0] + old[1])
+    assert main(["-q", "verify", str(log)]) == 0
+    assert capsys.readouterr().out == "audit.jsonl: no linked records (written before records were chained)\n"
+    for argv, said in [([str(log), "--refetch"], "--refetch and --fetch-private check a screening run's photos: "
+                                                   "give its folder"),
+                       ([str(tmp_path / "empty.jsonl")], f"{tmp_path / 'empty.jsonl'}: empty")]:
+        (tmp_path / "empty.jsonl").write_bytes(b"")
+        assert main(["-q", "verify", *argv]) == 1
+        assert said in capsys.readouterr().err
