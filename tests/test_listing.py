@@ -22,6 +22,21 @@ def test_foreground_mask_finds_the_object():
     assert iou > 0.85
 
 
+def test_foreground_mask_fits_a_vignetted_backdrop():
+    """A studio backdrop lit brightest at its centre (a vignette: 250 there, 190 in the corners) is fitted by
+    the quadratic colour field: a single colour or a plane taken from the border would call the bright centre
+    around the object foreground. (A mutation run found the fit's squared terms unpinned, session 21.)"""
+    h, w = 220, 300
+    yy, xx = np.mgrid[:h, :w]
+    x, y = xx / (w - 1) - 0.5, yy / (h - 1) - 0.5
+    backdrop = 250 - 120 * (x * x + y * y)
+    true = (x / 0.18) ** 2 + (y / 0.22) ** 2 < 1  # an ellipse at the centre
+    arr = np.where(true[..., None], np.array([150, 110, 80]), backdrop[..., None])
+    img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+    est = np.asarray(foreground_mask(img)) > 127
+    assert (est & true).sum() / (est | true).sum() > 0.9
+
+
 def test_foreground_mask_keeps_an_object_standing_on_the_border():
     # a graded backdrop, and an object whose base runs off the bottom edge: the backdrop fit
     # must not take the object's pixels on the border for backdrop (it lost such objects)
@@ -109,6 +124,15 @@ def test_background_only_box_hides_the_outline():
     assert flat_sil[rows.min():rows.max() + 1, cols.min():cols.max() + 1].mean() < 0.95  # the outline shows
     with pytest.raises(ValueError):
         background_only(img, shape="circle")
+    # exactly where the foreground estimate (dilated by 2 px) is: the box its bounding box, the silhouette its
+    # pixels; the rest of the photo untouched (a mutation run found a box one pixel off, or too large, unpinned)
+    from PIL import ImageFilter
+
+    grown = np.asarray(foreground_mask(img).filter(ImageFilter.MaxFilter(5)))
+    left, top, right, bottom = Image.fromarray(grown).getbbox()
+    assert (rows.min(), rows.max() + 1, cols.min(), cols.max() + 1) == (top, bottom, left, right)
+    assert flat_box.sum() == (bottom - top) * (right - left)
+    assert flat_sil[grown == 255].all() and (sil[grown == 0] == np.asarray(img)[grown == 0]).all()
 
 
 def test_on_a_real_met_photo():
@@ -191,6 +215,11 @@ def test_all_families_fraction_takes_the_same_draws_and_gives_every_family(monke
     assert full([d for d, _ in shot]) < 0.06
     with pytest.raises(ValueError, match="all_families"):
         listing.RandomRephotograph(all_families=1.5)
+    for bad in ({"p": -0.01}, {"p": 1.01}, {"all_families": -0.01}):
+        with pytest.raises(ValueError, match="must be in \\[0, 1\\]"):
+            listing.RandomRephotograph(**bad)
+    for ends in ({"p": 0.0, "all_families": 0.0}, {"p": 1.0, "all_families": 1.0}):
+        assert listing.RandomRephotograph(**ends).p == ends["p"]
 
 
 def test_mask_cache_draws_the_same_training_photos_and_estimates_each_photo_once(tmp_path, monkeypatch):
@@ -233,6 +262,14 @@ def test_mask_cache_keys_photos_by_their_pixels_and_recomputes_an_unreadable_fil
     assert cache(a).tobytes() == foreground_mask(a).tobytes()
     with Image.open(path) as again:
         assert again.mode == "L" and again.size == a.size
+    # a cached file of the right name but another size or mode (another version's, a hand edit): made again
+    for stale in (Image.new("L", (10, 10), 255), Image.new("RGB", a.size, (255, 255, 255))):
+        stale.save(path)
+        assert cache(a).tobytes() == foreground_mask(a).tobytes()
+    # the same bytes as a photo of another shape or mode are another photo
+    flat = Image.frombytes("L", (6, 4), bytes(range(24)))
+    assert cache.key(flat) != cache.key(Image.frombytes("L", (4, 6), bytes(range(24))))
+    assert cache.key(flat) != cache.key(Image.frombytes("P", (6, 4), bytes(range(24))))
 
 
 def test_shift_variants_share_one_foreground_estimate_per_photo(tmp_path, monkeypatch):

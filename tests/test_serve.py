@@ -1390,6 +1390,7 @@ def test_the_serve_command_passes_its_options_to_the_server_and_stops_on_sigterm
     import sys
 
     from artsentry.cli import main
+    from artsentry.data.images import describe_size
 
     for bad in (["--register-wait", "-1"], ["--max-upload-mb", "0"]):
         assert main(["-q", "serve", "--model", str(model_dir), *bad]) == 1
@@ -1415,12 +1416,14 @@ def test_the_serve_command_passes_its_options_to_the_server_and_stops_on_sigterm
         assert len(big) > 100_000
         r = httpx.post(f"{url}/v1/analyze", files={"file": ("big.jpg", big)}, timeout=60)
         # inside the body limit's allowance for the form around a photo: it was a 422 from the image loader
-        assert r.status_code == 413 and r.json()["error"] == "file is 188.3 kB, over the upload limit of 100.0 kB"
+        assert r.status_code == 413
+        assert r.json()["error"] == f"file is {describe_size(len(big))}, over the upload limit of 100.0 kB"
         new = [("file", ("u.jpg", Path(photos["unknown"]).read_bytes()))]
         assert httpx.post(f"{url}/v1/register", data={"object_id": "N-1"}, files=new, timeout=60).status_code == 401
         r = httpx.post(f"{url}/v1/register", data={"object_id": "N-1"}, files=new + [("file", ("big.jpg", big))],
                        headers=auth, timeout=60)
-        assert r.status_code == 413 and r.json()["error"] == "photo 2 is 188.3 kB, over the upload limit of 100.0 kB"
+        assert r.status_code == 413
+        assert r.json()["error"] == f"photo 2 is {describe_size(len(big))}, over the upload limit of 100.0 kB"
         r = httpx.post(f"{url}/v1/register", data={"object_id": "N-1"}, files=new, headers=auth, timeout=60)
         assert r.status_code == 201, r.text
         other = sqlite3.connect(tmp_path / "reg" / "register.sqlite", isolation_level=None)
@@ -1438,8 +1441,10 @@ def test_the_serve_command_passes_its_options_to_the_server_and_stops_on_sigterm
     assert (f"artsentry serving on http://127.0.0.1:{port}/  (API schema: /openapi.json; register writes need the "
             "token)") in err
     events = [(r["event"], r.get("phase"), r.get("status")) for r in map(json.loads, audit.read_text().splitlines())]
-    assert ("register_add", "failed", 401) not in events  # an unauthenticated write: refused before any change
-    assert [e for e in events if e[0].startswith("register")][-1] == ("register_remove", "failed", 503)
+    # the unauthenticated write refused; the upload over the limit refused before it was a change to record
+    assert [e for e in events if e[0] != "analyze"] == [
+        ("refused", None, 401), ("register_add", "requested", None), ("register_add", "done", None),
+        ("register_remove", "requested", None), ("register_remove", "failed", 503)]
     assert sum(e[0] == "analyze" for e in events) == 1  # the photo over the limit was never analysed
 
 
