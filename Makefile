@@ -61,7 +61,7 @@ endif
 test: $(STAMP) chromium
 	$(BIN)/python -m pytest
 
-# The lines of src/ the suite runs (~12 min, ~40% longer than `make test`), each module's missed lines listed
+# The lines of src/ the suite runs (~13 min, ~30% longer than `make test`), each module's missed lines listed
 # (htmlcov/index.html shows them in place). Not a bar: what it finds unrun is read, as mutants' survivors are.
 coverage: $(STAMP) chromium
 	rm -f .coverage .coverage.*
