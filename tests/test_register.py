@@ -994,7 +994,8 @@ def test_changes_made_by_another_process_are_seen_and_kept(tmp_path, photos):
 def test_what_a_register_command_refuses_it_says_in_one_line_and_changes_nothing(tmp_path, photos, capsys):
     """The refusals a user meets first, as the commands say them (no test reached them): a register created
     twice, a folder that holds none, an import from nowhere or from a table whose rows name no photo, a
-    calibration on photos none of which could be read. Each is exit 1 and one line; nothing is changed."""
+    calibration on photos none of which could be read. Each is exit 1 and one line (after an unreadable photo's
+    own); nothing is changed."""
     from artsentry.cli import main
 
     reg = str(tmp_path / "reg")
