@@ -269,3 +269,18 @@ def running(cmd: list[str], **kw):
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+@contextmanager
+def register_locked(folder: Path):
+    """Another process's change to the register in ``folder`` under way (``register import`` in a terminal,
+    between two of its chunks' commits): the database's write lock held until the block ends."""
+    import sqlite3
+
+    db = sqlite3.connect(Path(folder) / "register.sqlite", isolation_level=None)
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        db.execute("COMMIT")
+        db.close()

@@ -84,7 +84,6 @@ def test_predict_plain_output_and_missing_file(model_dir, synthetic_dataset, tmp
     assert len(lines) == 2 and lines[1] == "" and lines[0].split("\t")[0] == str(odd.parent / "a\\tb\\nc\\rd.jpg")
 
 
-
 def test_predict_with_a_multiclass_model_prints_the_label_and_its_probability(culture_model_dir, culture_dataset,
                                                                               capsys):
     """A culture model has no positive class and no threshold: each line is the photo, its likeliest label

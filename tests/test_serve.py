@@ -9,7 +9,6 @@ import io
 import json
 import re
 import socket
-import sqlite3
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -23,8 +22,8 @@ from PIL import Image
 from artsentry.serve import Analyzer, ServeSettings, create_app
 from artsentry.serve.analysis import sniff
 
-from .conftest import (abc_register, bomb_png, free_port, jpeg_bytes, object_photo, register_lot, reply, running,
-                       synthetic_lot, trickle, web_host)
+from .conftest import (abc_register, bomb_png, free_port, jpeg_bytes, object_photo, register_locked, register_lot,
+                       reply, running, synthetic_lot, trickle, web_host)
 
 TOKEN = "s3cret-token-for-tests"
 
@@ -457,9 +456,7 @@ def test_a_register_change_while_another_process_changes_it_is_503_with_retry_af
     for earlier in register.glob("photos/*"):  # the shared register's uploads from other tests
         earlier.unlink()
     with LiveServer(create_app(settings)) as server:
-        other = sqlite3.connect(register / "register.sqlite", isolation_level=None)
-        other.execute("BEGIN IMMEDIATE")  # `register import` in a terminal, between two of its chunks' commits
-        try:
+        with register_locked(register):
             r = httpx.post(f"{server.url}/v1/register", data={"object_id": "N-1"}, files=new, headers=auth, timeout=60)
             assert r.status_code == 503 and r.headers["Retry-After"] == "30", r.text
             assert r.json()["error"] == ("the register is being changed by another process (an import, a rebuild); "
@@ -469,9 +466,6 @@ def test_a_register_change_while_another_process_changes_it_is_503_with_retry_af
             r = httpx.post(f"{server.url}/v1/analyze", files={"file": ("b.jpg", Path(photos["B"][1]).read_bytes())},
                            timeout=60)
             assert r.status_code == 200 and r.json()["register"]["matches"][0]["object_id"] == "B", r.text
-        finally:
-            other.execute("COMMIT")
-            other.close()
         assert not list(register.glob("photos/*"))  # nothing the refused upload stored is left behind
         assert httpx.get(f"{server.url}/v1/register/N-1").status_code == 404
         assert httpx.get(f"{server.url}/v1/register/B").status_code == 200
@@ -1426,15 +1420,10 @@ def test_the_serve_command_passes_its_options_to_the_server_and_stops_on_sigterm
         assert r.json()["error"] == f"photo 2 is {describe_size(len(big))}, over the upload limit of 100.0 kB"
         r = httpx.post(f"{url}/v1/register", data={"object_id": "N-1"}, files=new, headers=auth, timeout=60)
         assert r.status_code == 201, r.text
-        other = sqlite3.connect(tmp_path / "reg" / "register.sqlite", isolation_level=None)
-        other.execute("BEGIN IMMEDIATE")  # another process changing the register
-        try:
+        with register_locked(tmp_path / "reg"):  # another process changing the register
             t0 = time.time()
             r = httpx.delete(f"{url}/v1/register/B", headers=auth, timeout=60)
             assert r.status_code == 503 and time.time() - t0 < 5, r.text  # not the default 10 s wait
-        finally:
-            other.execute("COMMIT")
-            other.close()
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, (proc.returncode, err)  # a clean stop, as a service manager expects
