@@ -1457,4 +1457,4 @@ def test_an_analysis_says_its_own_time_and_shows_a_large_photo_at_512_px(model_d
     listing = analyzer.analyze_listing([("a.jpg", data), ("b.jpg", Path(photos["A"][1]).read_bytes())])
     took = time.perf_counter() - t0
     inner = sum(e["result"]["seconds"] for e in listing["results"])
-    assert inner <= listing["seconds"] <= took + 1e-3
+    assert inner <= listing["seconds"] + 1.5e-4 <= took + 1e-3  # each of the three rounded to 0.1 ms
