@@ -482,6 +482,41 @@ def test_calibrate_sets_a_threshold_unregistered_photos_do_not_reach(tmp_path, p
     assert Register.open(reg).threshold == pytest.approx(threshold)
 
 
+def test_a_photo_is_kept_under_the_hash_of_the_bytes_embedded_even_if_its_file_changes_meanwhile(
+        tmp_path, photos, monkeypatch):
+    """The register read each file up to four times (the check for photos held already, the re-shots,
+    the embedding, the hash it keeps): a file replaced while the batch was embedded was kept under the
+    new content's SHA-256 with the old content's vector and re-shots. Now it is read once for all three."""
+    import hashlib
+    import shutil
+
+    reg = Register.create(tmp_path / "reg", reshots=1)
+    photo = tmp_path / "listing.jpg"
+    shutil.copyfile(photos["A"][0][0], photo)
+    embedded_sha = hashlib.sha256(photo.read_bytes()).hexdigest()
+    embed = reg.embedder.embed_files
+
+    def embedding(files, **kwargs):
+        shutil.copyfile(photos["B"][0][0], photo)  # the seller's photo replaced while it is embedded
+        return embed(files, **kwargs)
+
+    monkeypatch.setattr(reg.embedder, "embed_files", embedding)
+    assert reg.add("A", [photo]) == (1, [], 0)
+    assert reg.history("A")[-1]["photos"] == [embedded_sha]
+    rows = reg.db.execute("SELECT name, sha256, vector FROM photos ORDER BY vector_id").fetchall()
+    assert [r[:2] for r in rows][0] == (str(photo), embedded_sha) and rows[1][0] == f"{photo} [re-shot 1]"
+    monkeypatch.undo()
+    vector = np.frombuffer(rows[0][2], dtype=np.float32)
+    assert np.allclose(vector, reg.embedder.embed_files([photos["A"][0][0]])[0][0], atol=1e-5)
+    # an unreadable photo is still named by its path, and a photo that is not an image by its own
+    text = tmp_path / "notes.jpg"
+    text.write_text("not a photo")
+    n, errors, _ = reg.add("C", [tmp_path / "gone.jpg", text, photos["C"][0][0]])
+    assert n == 1 and len(errors) == 2
+    assert errors[0].startswith(f"{tmp_path / 'gone.jpg'}: ") and errors[1].startswith(f"{text}: "), errors
+    reg.close()
+
+
 def test_register_with_reshots_indexes_listing_style_versions(tmp_path, photos):
     reg = Register.create(tmp_path / "reg", reshots=2)
     n, errors, _ = reg.add("A", [photos["A"][0][0], tmp_path / "missing.jpg"])

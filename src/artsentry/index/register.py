@@ -480,7 +480,8 @@ class Register:
 
     def add_many(self, objects: Sequence[tuple[str, Sequence, dict]], progress: bool = False) -> tuple[int, list[str]]:
         """Register many objects at once: ``(object_id, photos, metadata)`` each. One embedding
-        pass, one transaction, one index write. Photos are paths or image bytes. Returns
+        pass, one transaction, one index write. Photos are paths or image bytes; all are read into memory
+        together (``import_objects`` goes in chunks, for a catalogue). Returns
         (photos added, errors); objects none of whose photos can be read are not added. A photo whose
         content the object holds already, or given twice for it, is registered once (``add`` and
         ``import_objects`` leave those out before embedding, and count them)."""
@@ -498,10 +499,14 @@ class Register:
             flat += photos
             owners += [object_key(object_id)] * len(photos)
             names += [str(p) if isinstance(p, (str, os.PathLike)) else None for p in photos]
+        # each file read once, here: its vector, its re-shots and the SHA-256 the register keeps all come
+        # from these bytes, so a file changed while the batch is embedded cannot be kept under another's hash
+        flat = [_bytes_or_source(photo, names[i] or f"<bytes {i}>") for i, photo in enumerate(flat)]
         parents: list[int | None] = [None] * len(flat)  # for a re-shot: the position of its photo in flat
         if self.reshots:
             flat, owners, names, parents = self._with_reshots(flat, owners, names, progress)
-        vectors, errors = self.embedder.embed_files(flat, progress=progress)
+        vectors, errors = self.embedder.embed_files(
+            flat, names=[n if n is not None else f"<image {i}>" for i, n in enumerate(names)], progress=progress)
         readable = {owners[i] for i, e in enumerate(errors) if e is None}
         ids, keep = [], []
         changes: dict[str, tuple[str, dict]] = {}  # object id -> (action, metadata set), for the history
@@ -565,21 +570,17 @@ class Register:
 
     def _with_reshots(self, flat: list, owners: list, names: list, progress: bool):
         """Each readable photo followed by its re-shots (JPEG bytes, named after it), and for
-        each entry the position of the photo it was made from (None for the photos themselves)."""
+        each entry the position of the photo it was made from (None for the photos themselves).
+        ``flat``: the photos' bytes as read once by ``_register`` (a path where the file could not be read)."""
         from concurrent.futures import ProcessPoolExecutor
 
         from tqdm.auto import tqdm
 
-        from ..data.images import ImageLoadError, read_image_bytes
-
         k = self.reshots
         out_flat, out_owners, out_names, out_parents = [], [], [], []
         tasks = []
-        for i, photo in enumerate(flat):
-            try:  # read once here: the re-shots are made from exactly the bytes registered
-                data = read_image_bytes(photo, names[i] or f"<bytes {i}>")
-            except ImageLoadError:
-                data = None
+        for photo in flat:
+            data = photo if isinstance(photo, bytes) else None  # a path here is one that could not be read
             tasks.append((data, [int(hashlib.sha256(data).hexdigest()[:12], 16) + j for j in range(k)]
                           if data is not None else []))
         pool = ProcessPoolExecutor(2) if len(flat) >= 16 else None  # few photos: no pool to start
@@ -1078,6 +1079,17 @@ def read_objects(source: str | Path) -> tuple[list[tuple[str, list[str], dict]],
     if not by_id:
         raise RegisterError(f"{source}: no row names both an object id and a photo")
     return [(k, photos, meta) for k, (photos, meta) in by_id.items()], problems
+
+
+def _bytes_or_source(photo, name: str):
+    """A photo's bytes, read once; the photo as given when it cannot be read (the embedder then says why,
+    as it does for any unreadable photo)."""
+    from ..data.images import ImageLoadError, read_image_bytes
+
+    try:
+        return read_image_bytes(photo, name)
+    except ImageLoadError:
+        return photo
 
 
 def _photo_sha(source) -> str | None:
