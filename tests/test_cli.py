@@ -144,10 +144,15 @@ def test_evaluate_command_writes_outputs(model_dir, tmp_path, capsys):
     assert test["ci95"]["accuracy"] == proportion_interval(right, n)
     lo, hi = test["ci95"]["accuracy"]
     assert f"<th>accuracy</th><td>{test['accuracy']:.4f}</td><td>{lo:.3f}–{hi:.3f}</td>" in page
-    assert f"accuracy {test['accuracy']:.4f} (95% CI {lo:.4f}-{hi:.4f})" in capsys.readouterr().out
+    said = capsys.readouterr()
+    assert f"accuracy {test['accuracy']:.4f} (95% CI {lo:.4f}-{hi:.4f})" in said.out
+    assert "%|" not in said.err  # -q: no progress bars
     n_wrong = int((~predictions["correct"].astype(bool)).sum())
     mistakes = page.split("Most confident mistakes", 1)[1].split("Correct decisions", 1)[0]
     assert n_wrong > 0 and mistakes.count('class="weak">weak photo: small photo: 120 px') == min(24, n_wrong)
+    # explained unless --no-explain: Grad-CAM overlays of the mistakes, and the feature map beside the report
+    assert mistakes.count('alt="Grad-CAM overlay of ') == min(24, n_wrong)
+    assert "<h2>Feature map</h2>" in page and (tmp_path / "projection" / "projection.html").exists()
 
 
 def test_evaluate_with_an_unreadable_photo_measures_the_rest_and_exits_3(model_dir, synthetic_dataset, tmp_path,
@@ -164,7 +169,10 @@ def test_evaluate_with_an_unreadable_photo_measures_the_rest_and_exits_3(model_d
     code = main(["-q", "evaluate", str(model_dir), "--data", str(data), "--split", "all", "--no-explain",
                  "--out", str(tmp_path / "e")])
     assert code == EXIT_SOME_UNREADABLE
-    assert "1 unreadable image(s) skipped; see predictions.csv" in capsys.readouterr().out
+    said = capsys.readouterr()
+    assert "1 unreadable image(s) skipped; see predictions.csv" in said.out and "%|" not in said.err
+    page = (tmp_path / "e" / "report.html").read_text()  # --no-explain: no overlays, no feature map
+    assert "Grad-CAM overlay" not in page and "Feature map" not in page and not (tmp_path / "e" / "projection").exists()
     metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())["metrics"]["all"]
     assert metrics["n"] == 6 and metrics["unreadable"] == 1
     rows = pd.read_csv(tmp_path / "e" / "predictions.csv", keep_default_na=False).set_index("path")

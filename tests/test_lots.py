@@ -75,6 +75,7 @@ def test_lot_scan_finds_the_object_the_whole_photo_hides(tmp_path, model_dir, sy
     assert main(["-q", "predict", str(lot), "--lots", "--model", str(run / "model")]) == 1
     assert "no lot threshold" in capsys.readouterr().err
     assert main(["-q", "evaluate", str(run), "--lots", "1"]) == 1
+    assert capsys.readouterr().err == "artsentry evaluate: error: --lots needs at least 2 lot photos per split\n"
     assert main(["-q", "evaluate", str(run), "--lots", "8", "--input-size", "96"]) == 1
     assert "drop --input-size" in capsys.readouterr().err
     before = json.loads((run / "model" / "config.json").read_text())
