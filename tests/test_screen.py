@@ -1290,6 +1290,36 @@ def test_a_second_screening_into_a_busy_folder_is_refused(model_dir, listings, t
     assert Screener(model_dir, progress=False).run(listings, out)["complete"]  # free once the first ends
 
 
+def test_screen_and_verify_commands_print_the_run_s_figures_and_at_most_20_missing_photos(model_dir, synthetic_dataset,
+                                                                                          tmp_path, capsys):
+    """What the two commands print, pinned (a mutation run of their bodies, session 22): the run's
+    seconds and speed as summary.json has them, no progress bars with -q, and verify naming the first 20
+    missing photos and counting the rest."""
+    photo = sorted((synthetic_dataset / "ivory").glob("*.jpg"))[0]
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(22):
+        shutil.copy(photo, folder / f"{i:02d}.jpg")
+    out = tmp_path / "out"
+    assert main(["-q", "screen", str(folder), "--out", str(out), "--model", str(model_dir)]) == 0
+    said = capsys.readouterr()
+    run = json.loads((out / "summary.json").read_text())["this_run"]
+    assert run["images"] == 22 and run["images_per_second"] > 0
+    assert said.out.splitlines()[0] == (f"screened 22 image(s) in {run['seconds']:.1f} s "
+                                        f"({run['images_per_second']:.1f} img/s); 22/22 recorded")
+    assert "\n1 photo(s) appear, byte for byte, in more than one listing" in said.out and "%|" not in said.err
+    for f in folder.iterdir():
+        f.unlink()
+    assert main(["-q", "verify", str(out)]) == 1
+    said = capsys.readouterr()
+    assert said.out.startswith("0 of 22 photo(s) hash as screened; changed 0, missing 22,")
+    assert said.err.splitlines() == [f"missing: {folder / f'{i:02d}.jpg'}" for i in range(20)] + ["... and 2 more missing"]
+    for i in (20, 21):  # exactly 20 missing: all named, nothing more to count
+        shutil.copy(photo, folder / f"{i:02d}.jpg")
+    assert main(["-q", "verify", str(out)]) == 1
+    assert capsys.readouterr().err.splitlines() == [f"missing: {folder / f'{i:02d}.jpg'}" for i in range(20)]
+
+
 def test_verify_of_a_log_file_says_what_it_holds_besides_its_chain(tmp_path, capsys):
     """`artsentry verify LOG` on logs a long-running server leaves (none of these had a test): records from
     before records were chained, then linked ones; a line that is not a record (reported, not a failure: a
@@ -1312,6 +1342,25 @@ def test_verify_of_a_log_file_says_what_it_holds_besides_its_chain(tmp_path, cap
     log.write_text(old[0] + old[1])
     assert main(["-q", "verify", str(log)]) == 0
     assert capsys.readouterr().out == "audit.jsonl: no linked records (written before records were chained)\n"
+    # more than ten broken links or bad lines: the first ten named, then "..."
+    text, head = chainlog.chained_lines([{"n": i} for i in range(13)], chainlog.GENESIS)
+    lines = text.splitlines(keepends=True)
+    for k in range(1, 12):  # records 2-12 edited: lines 3-13 no longer link to the record before them
+        lines[k] = lines[k].replace(f'"n": {k},', '"n": 99,')
+    log.write_text("".join(lines) + "junk\n" * 12)
+    assert main(["-q", "verify", str(log)]) == 1
+    out, err = capsys.readouterr()
+    assert out == ("audit.jsonl: chain BROKEN: the record on line(s) 3, 4, 5, 6, 7, 8, 9, 10, 11, 12 ... does not link "
+                   "to the record before it (a record there or before it was changed, removed or inserted)\n"
+                   f"audit.jsonl head {chainlog.line_hash(lines[-1].encode())}\n")
+    assert err == ("audit.jsonl: 12 line(s) that are not records (a write cut short?), line(s) 14, 15, 16, 17, 18, 19, "
+                   "20, 21, 22, 23 ...\n")
+    log.write_text("".join(lines[:12]) + "junk\n" * 10)  # exactly ten of each: all named
+    assert main(["-q", "verify", str(log)]) == 1
+    out, err = capsys.readouterr()
+    assert out.startswith("audit.jsonl: chain BROKEN: the record on line(s) 3, 4, 5, 6, 7, 8, 9, 10, 11, 12 does not "
+                          "link")
+    assert err.endswith("line(s) 13, 14, 15, 16, 17, 18, 19, 20, 21, 22\n")
     for argv, said in [([str(log), "--refetch"], "--refetch and --fetch-private check a screening run's photos: "
                                                    "give its folder"),
                        ([str(tmp_path / "empty.jsonl")], f"{tmp_path / 'empty.jsonl'}: empty")]:
