@@ -1073,6 +1073,21 @@ def test_a_batch_whose_every_photo_is_unreadable_is_recorded_and_the_run_goes_on
                                                                                          False]
 
 
+def test_explain_n_overlays_the_first_n_flagged_photos_of_the_queue(model_dir, synthetic_dataset, tmp_path):
+    """``--explain N`` is a budget (a mutation run, session 22: no test had set it): the first N flagged photos
+    in queue order get their Grad-CAM overlay, the rest of the queue none, and 0 means none at all."""
+    photos = sorted((synthetic_dataset / "ivory").glob("*.jpg"))[:5]
+    table = tmp_path / "l.csv"
+    pd.DataFrame({"listing_id": list("abcde"), "image": list(map(str, photos))}).to_csv(table, index=False)
+    for n in (0, 1, 3):
+        summary = Screener(model_dir, batch_size=2, progress=False, explain=n).run(table, tmp_path / f"out{n}")
+        queue = pd.read_csv(tmp_path / f"out{n}" / "queue.csv")
+        assert summary["flagged"] == len(queue) >= 4
+        page = (tmp_path / f"out{n}" / "queue.html").read_text()
+        cards = page.split('class="card"')[1:]
+        assert [c.count('alt="evidence overlay (Grad-CAM)') for c in cards] == [1] * n + [0] * (len(cards) - n)
+
+
 def test_screening_into_another_models_run_says_what_differs(model_dir, culture_model_dir, listings, tmp_path):
     """A run is resumed only by the model it began with. Another model is named against the first; the same
     weights read from another folder (or with another threshold) say which field differs, not "another
