@@ -752,6 +752,43 @@ def test_a_fine_tune_that_never_validates_better_than_its_head_stage_keeps_the_h
     assert summary["start"]["val_loss"] == pytest.approx(calls[0]) == pytest.approx(summary["best_val_loss"])
 
 
+def test_early_stopping_counts_epochs_not_better_by_1e_4_and_stops_at_the_patience(tmp_path, synthetic_dataset,
+                                                                                    monkeypatch):
+    """Early stopping, pinned (a mutation run of ``finetune``, session 22, changed its counting unnoticed):
+    an epoch counts as better only by more than 1e-4 of validation loss, a better epoch resets the count,
+    training stops when ``patience`` epochs in a row were not better, and every epoch runs all its batches."""
+    import math
+
+    from artsentry.train import Trainer
+
+    # the head stage, then the epochs: better; worse; better by 5e-5 only (not better: the second in a row)
+    script = iter([1.0, 0.9, 0.95, 0.89995, 0.85, 0.95, 0.96])
+    monkeypatch.setattr(Trainer, "_validate", lambda self, loss_fn, model, masks=None: (next(script), 0.5))
+    steps = []
+    real = Trainer._batch_loss
+
+    def counting(self, batch, loss_fn, step):
+        steps.append(step)
+        return real(self, batch, loss_fn, step)
+
+    monkeypatch.setattr(Trainer, "_batch_loss", counting)
+    result = train(synthetic_dataset, tmp_path / "run", TrainSettings(**{**ONE_EPOCH, "epochs": 6, "patience": 2}),
+                   progress=False)
+    summary = json.loads((result.model_dir / "config.json").read_text())["training"]["summary"]["finetune"]
+    assert (summary["best_epoch"], summary["epochs_run"], summary["stopped_early"]) == (0, 3, True)
+    assert summary["best_val_loss"] == 0.9
+    n = int((pd.read_csv(result.run_dir / "manifest.csv")["split"] == "train").sum())
+    per_epoch = math.ceil(n / FAST["batch_size"])
+    sizes = [min(FAST["batch_size"], n - b * FAST["batch_size"]) for b in range(per_epoch)]
+    assert steps == [e * per_epoch + b for e in range(3) for b in range(per_epoch) if sizes[b] >= 2]
+    # a better epoch resets the count: better, worse, better, worse, worse stops after five epochs
+    script = iter([1.0, 0.9, 0.95, 0.8, 0.85, 0.95, 0.7])
+    result = train(synthetic_dataset, tmp_path / "again", TrainSettings(**{**ONE_EPOCH, "epochs": 6, "patience": 2}),
+                   progress=False)
+    summary = json.loads((result.model_dir / "config.json").read_text())["training"]["summary"]["finetune"]
+    assert (summary["best_epoch"], summary["epochs_run"], summary["stopped_early"]) == (2, 5, True)
+
+
 def test_freeze_bn_settings():
     assert TrainSettings(freeze_bn=False).fingerprint() == TrainSettings().fingerprint()
     assert TrainSettings(freeze_bn=True).fingerprint() != TrainSettings().fingerprint()
@@ -828,10 +865,16 @@ def test_keep_epochs_saves_each_epoch_as_a_model_that_evaluate_reads(tmp_path, s
     assert not all(torch.equal(final[k], other[k]) for k in final)
 
 
-def test_training_without_validation_runs_every_epoch_and_keeps_the_last(tmp_path, synthetic_dataset):
+def test_training_without_validation_runs_every_epoch_and_keeps_the_last(tmp_path, synthetic_dataset, capsys):
     fixed = {**FAST, "val_fraction": 0.0}
     settings = TrainSettings(epochs=2, head_epochs=3, patience=1, num_workers=0, keep_epochs=True, lr=3e-3, **fixed)
+    t0 = time.time()
     result = train(synthetic_dataset, tmp_path / "run", settings, progress=False)
+    took = time.time() - t0
+    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("epoch ")]
+    assert [line.split(":", 1)[0] for line in said] == ["epoch 1/2", "epoch 2/2"]
+    assert all(line.split(": ", 1)[1].startswith("training loss ") and
+               line.endswith(" (no validation split: the last epoch is kept)") for line in said), said
     split = pd.read_csv(result.run_dir / "manifest.csv")
     validated = pd.read_csv(train(synthetic_dataset, tmp_path / "v", TrainSettings(mode="frozen", head_epochs=1, **FAST),
                                   progress=False).run_dir / "manifest.csv")
@@ -845,7 +888,7 @@ def test_training_without_validation_runs_every_epoch_and_keeps_the_last(tmp_pat
     tuned = [h for h in history if h["stage"] == "finetune"]
     assert [h["epoch"] for h in head] == [0, 1, 2] and [h["epoch"] for h in tuned] == [0, 1]  # no early stop
     assert all(set(h) == {"stage", "epoch", "train_loss"} for h in head)
-    assert all("val_loss" not in h and h["train_loss"] > 0 for h in tuned)
+    assert all("val_loss" not in h and h["train_loss"] > 0 and 0 <= h["seconds"] <= took for h in tuned)
     summary = config["training"]["summary"]
     assert summary["head"]["best_epoch"] == 2 and summary["finetune"]["best_epoch"] == 1
     assert summary["finetune"]["best_val_loss"] is None and "start" not in summary["finetune"]
