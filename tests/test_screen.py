@@ -1328,11 +1328,12 @@ def test_screen_and_verify_commands_print_the_run_s_figures_and_at_most_20_missi
     assert main(["-q", "verify", str(out)]) == 1
     said = capsys.readouterr()
     assert said.out.startswith("0 of 22 photo(s) hash as screened; changed 0, missing 22,")
-    assert said.err.splitlines() == [f"missing: {folder / f'{i:02d}.jpg'}" for i in range(20)] + ["... and 2 more missing"]
+    named = [f"missing: {folder / f'{i:02d}.jpg'}" for i in range(20)]
+    assert said.err.splitlines() == named + ["... and 2 more missing"]
     for i in (20, 21):  # exactly 20 missing: all named, nothing more to count
         shutil.copy(photo, folder / f"{i:02d}.jpg")
     assert main(["-q", "verify", str(out)]) == 1
-    assert capsys.readouterr().err.splitlines() == [f"missing: {folder / f'{i:02d}.jpg'}" for i in range(20)]
+    assert capsys.readouterr().err.splitlines() == named
 
 
 def test_verify_of_a_log_file_says_what_it_holds_besides_its_chain(tmp_path, capsys):
