@@ -1026,6 +1026,80 @@ def test_finetune_stopped_mid_epoch_resumes_as_if_never_stopped(tmp_path, synthe
     assert resumed.resumed_from_step == 4
 
 
+def test_a_checkpoint_cut_between_its_files_resumes_as_if_never_stopped(tmp_path, synthetic_dataset, monkeypatch):
+    """Ctrl-C after a checkpoint's tensors are written and before its record (state.json): the resumed run
+    starts from the last whole checkpoint and ends with the uninterrupted run's weights. (It used to resume
+    the newer weights at the older record's step, and so ran step 2 twice.)"""
+    import artsentry.train as train_module
+
+    settings = TrainSettings(epochs=2, head_epochs=1, checkpoint_every=1, num_workers=0, **FAST)
+    whole = _tensors(train(synthetic_dataset, tmp_path / "whole", settings, progress=False).model_dir)
+    real, records = train_module.write_text_atomic, []
+
+    def cut_at_step_2(path, text):
+        if Path(path).name == "state.json":
+            records.append(json.loads(text)["global_step"])
+            if records[-1] == 2:
+                raise KeyboardInterrupt
+        return real(path, text)
+
+    run = tmp_path / "cut"
+    monkeypatch.setattr(train_module, "write_text_atomic", cut_at_step_2)
+    with pytest.raises(KeyboardInterrupt):
+        train(synthetic_dataset, run, settings, progress=False)
+    assert records == [0, 1, 2]  # the head stage's checkpoint, step 1's, and step 2's record never written
+    monkeypatch.setattr(train_module, "write_text_atomic", real)
+    left = json.loads((run / "checkpoint" / "state.json").read_text())
+    assert left["global_step"] == 1
+    resumed = train(synthetic_dataset, run, settings, progress=False)
+    assert resumed.resumed_from_step == 1
+    cut = _tensors(resumed.model_dir)
+    for key in whole:
+        torch.testing.assert_close(cut[key], whole[key], atol=1e-5, rtol=1e-4, msg=key)
+
+
+def test_a_checkpoint_missing_a_file_is_refused_and_one_of_the_older_naming_resumes(tmp_path, synthetic_dataset,
+                                                                                     monkeypatch):
+    import artsentry.train as train_module
+
+    settings = TrainSettings(epochs=1, head_epochs=1, checkpoint_every=1, num_workers=0, **FAST)
+    whole = _tensors(train(synthetic_dataset, tmp_path / "whole", settings, progress=False).model_dir)
+    real, calls = train_module._set_lr, []
+
+    def stop_at_step_2(*args):
+        calls.append(args)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(train_module, "_set_lr", stop_at_step_2)
+    run = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):  # at step 2: the record left is step 1's
+        train(synthetic_dataset, run, settings, progress=False)
+    monkeypatch.setattr(train_module, "_set_lr", real)
+    ckpt = run / "checkpoint"
+    record = json.loads((ckpt / "state.json").read_text())
+    assert record["global_step"] == 1
+    # the head stage's checkpoint named best-1 (the start is the model to beat) and step 1's kept it
+    assert record["files"] == {"state": "state-2.safetensors", "best": "best-1.safetensors"}
+    assert sorted(p.name for p in ckpt.glob("*.safetensors")) == ["best-1.safetensors", "state-2.safetensors"]
+
+    (ckpt / "best-1.safetensors").rename(tmp_path / "aside")
+    with pytest.raises(TrainingError, match=r"checkpoint is incomplete \(best-1.safetensors missing\); use --overwrite"):
+        train(synthetic_dataset, run, settings, progress=False)
+
+    # as a run started before checkpoints named their files left it
+    (tmp_path / "aside").rename(ckpt / "best.safetensors")
+    (ckpt / "state-2.safetensors").rename(ckpt / "state.safetensors")
+    del record["files"], record["serial"]
+    (ckpt / "state.json").write_text(json.dumps(record))
+    resumed = train(synthetic_dataset, run, settings, progress=False)
+    assert resumed.resumed_from_step == 1
+    cut = _tensors(resumed.model_dir)
+    for key in whole:
+        torch.testing.assert_close(cut[key], whole[key], atol=1e-5, rtol=1e-4, msg=key)
+
+
 def test_augmentation_draws_follow_the_photo_not_the_worker(synthetic_dataset):
     from artsentry.data.dataset import ImageDataset, make_loader
     from artsentry.data.transforms import Preprocessing, train_transform
@@ -1408,7 +1482,7 @@ def test_killed_finetune_resumes_from_its_checkpoint(tmp_path, synthetic_dataset
     assert not (run / "model").exists()
     left = json.loads(state.read_text())  # where the next run must pick up
     # the weights of a checkpoint are as readable as its JSON (safetensors writes 0600 temporaries)
-    for tensors in ("state.safetensors", "../features/train.safetensors"):
+    for tensors in (left["files"]["state"], "../features/train.safetensors"):
         assert stat.S_IMODE((state.parent / tensors).stat().st_mode) == stat.S_IMODE(state.stat().st_mode)
 
     done = subprocess.run(_train_cmd(synthetic_dataset, run), capture_output=True, text=True, timeout=300)

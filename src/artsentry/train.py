@@ -977,6 +977,9 @@ class Trainer:
 
     def _save_checkpoint(self, optimizer, state: dict, best_state: dict | None,
                          average: WeightAverage | None = None) -> None:
+        """Write a checkpoint: its tensors under new names, then the record (state.json) that names them, then
+        remove the files no record names. A run stopped at any instant leaves a record whose files are whole
+        and go with it; ``best_state`` None: the record keeps naming the best weights saved before."""
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         opt_tensors, opt_meta = _flatten_optimizer(optimizer)
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
@@ -984,29 +987,43 @@ class Trainer:
             tensors.update({f"ema.{k}": v for k, v in average.model.state_dict().items()})
         tensors.update(opt_tensors)
         tensors["rng.torch"] = torch.get_rng_state()
-        save_tensors_atomic(self.ckpt_dir / "state.safetensors", tensors)
+        serial = state["serial"] + 1
+        files = {"state": f"state-{serial}.safetensors",
+                 "best": state["files"]["best"] if best_state is None else f"best-{serial}.safetensors"}
+        save_tensors_atomic(self.ckpt_dir / files["state"], tensors)
         if best_state is not None:
-            save_tensors_atomic(self.ckpt_dir / "best.safetensors", best_state)
+            save_tensors_atomic(self.ckpt_dir / files["best"], best_state)
+        state.update(serial=serial, files=files)
         write_text_atomic(self.ckpt_dir / "state.json", json.dumps({**state, "optimizer": opt_meta,
                                                                      "fingerprint": self.settings.fingerprint()},
                                                                     indent=2))
+        for old in self.ckpt_dir.glob("*.safetensors"):
+            if old.name not in files.values():
+                old.unlink(missing_ok=True)
 
     def _load_checkpoint(self, optimizer, average: WeightAverage | None = None) -> tuple[dict, dict | None] | None:
         meta_file = self.ckpt_dir / "state.json"
-        if not meta_file.is_file() or not (self.ckpt_dir / "state.safetensors").is_file():
+        if not meta_file.is_file():
             return None
         meta = json.loads(meta_file.read_text())
         if meta.get("fingerprint") != self.settings.fingerprint():
             raise TrainingError(f"{self.ckpt_dir} was written with other settings; use --overwrite")
-        tensors = load_file(str(self.ckpt_dir / "state.safetensors"))
+        files = meta.get("files")
+        if files is None:  # a record written before 2026-12-06 names no files: the one name each had then
+            best = self.ckpt_dir / "best.safetensors"
+            files = {"state": "state.safetensors", "best": best.name if best.is_file() else None}
+            meta["files"] = files  # named in the next record, until replaced
+        missing = [name for name in files.values() if name and not (self.ckpt_dir / name).is_file()]
+        if missing:
+            raise TrainingError(f"{self.ckpt_dir} is incomplete ({', '.join(missing)} missing); "
+                                "use --overwrite to train again from the start")
+        tensors = load_file(str(self.ckpt_dir / files["state"]))
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
         if average is not None:
             average.model.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}, strict=True)
         _restore_optimizer(optimizer, tensors, meta["optimizer"])
         torch.set_rng_state(tensors["rng.torch"])
-        best = None
-        if (self.ckpt_dir / "best.safetensors").is_file():
-            best = load_file(str(self.ckpt_dir / "best.safetensors"))
+        best = load_file(str(self.ckpt_dir / files["best"])) if files["best"] else None
         return meta, best
 
     @torch.no_grad()
@@ -1100,7 +1117,8 @@ class Trainer:
         # the head stage's summary and history ride in the checkpoint: a resumed run skips the head
         # stage, and its model's config.json still reports it
         state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_val_loss": math.inf, "best_epoch": -1,
-                 "bad_epochs": 0, "history": self.history, "head": self.head_summary, "start": None}
+                 "bad_epochs": 0, "history": self.history, "head": self.head_summary, "start": None,
+                 "serial": 0, "files": {"state": None, "best": None}}
         best_state = None
         # the average starts from the head-stage weights, and replaces them when resuming
         average = WeightAverage(model, s.ema_decay) if s.ema_decay is not None else None
