@@ -18,7 +18,7 @@ from PIL import Image
 from artsentry.cli import _settings_from_args, build_parser, main
 from artsentry.inference import Predictor
 from artsentry.train import (Trainer, TrainingError, TrainSettings, WeightAverage, choose_positive_label,
-                             class_weights, data_changed_since, train)
+                             class_weights, data_changed_since, train, train_soup)
 
 FAST = dict(image_size=64, batch_size=8, val_fraction=0.25, test_fraction=0.25)
 
@@ -928,6 +928,8 @@ def test_training_without_validation_or_test_settings(tmp_path, synthetic_datase
     assert main(args) == 0
     assert "no test split (--test-fraction 0): not evaluated" in capsys.readouterr().out
     assert set(pd.read_csv(tmp_path / "all" / "manifest.csv")["split"]) == {"train"}
+    # the data had no split column: no note of val rows trained on
+    assert not any("val split" in note for note in json.loads((tmp_path / "all" / "run.json").read_text())["notes"])
     assert (tmp_path / "all" / "model" / "model.safetensors").is_file()
     assert not (tmp_path / "all" / "metrics.json").exists()
     with pytest.raises(TrainingError, match="already holds a trained model"):
@@ -952,6 +954,12 @@ def test_data_too_small_to_train_leaves_no_run_to_resume(tmp_path, synthetic_dat
     assert not run.exists()
     df = Trainer(run, settings, progress=False).prepare_data(data)
     assert len(df) == 48 and set(df["split"]) == {"train", "val", "test"} and (run / "manifest.csv").is_file()
+    # a manifest's own split column with no training rows
+    no_train = tmp_path / "no_train.csv"
+    df.assign(split=["val" if i % 2 else "test" for i in range(len(df))]).to_csv(no_train, index=False)
+    with pytest.raises(TrainingError, match=r"the train split is empty \(0 train, 24 val, 24 test of 48 images\)"):
+        Trainer(tmp_path / "run2", settings, progress=False).prepare_data(no_train)
+    assert not (tmp_path / "run2").exists()
 
 
 def test_resuming_says_when_the_data_changed_since_the_run_started(tmp_path, synthetic_dataset, caplog):
@@ -1368,8 +1376,6 @@ def test_train_soup_souping_runs_that_differ_only_in_their_training_seed(tmp_pat
 
     from safetensors.torch import load_file
 
-    from artsentry.train import train_soup
-
     run = tmp_path / "run"
     recipe = ["--mode", "frozen", "--image-size", "64", "--val-fraction", "0.25", "--test-fraction", "0.25",
               "--head-epochs", "3"]
@@ -1430,6 +1436,68 @@ def test_finished_run_is_not_silently_retrained(tmp_path, synthetic_dataset):
     with pytest.raises(TrainingError, match="already holds a trained model"):
         train(synthetic_dataset, tmp_path / "run", settings, progress=False)
     train(synthetic_dataset, tmp_path / "run", settings, progress=False, overwrite=True)
+
+
+def test_train_refuses_an_out_folder_that_holds_no_run_and_touches_nothing(tmp_path, synthetic_dataset):
+    """`--out` mistyped as the data's folder, a home folder or a folder of runs: refused, with or without
+    --overwrite (which used to empty it: `train /missing --out ~ --overwrite` deleted everything there)."""
+    folder = tmp_path / "mine"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "precious.txt").write_text("kept")
+    (folder / "sub" / "notes.md").write_text("kept too")
+    settings = TrainSettings(mode="frozen", head_epochs=1, **FAST)
+    for overwrite in (False, True):
+        with pytest.raises(TrainingError, match=rf"^{folder} holds precious.txt, sub but no artsentry run: .*"
+                                                "choose a new or empty --out$"):
+            train(synthetic_dataset, folder, settings, progress=False, overwrite=overwrite)
+        assert sorted(p.name for p in folder.iterdir()) == ["precious.txt", "sub"]  # not even a lock file
+        assert (folder / "sub" / "notes.md").read_text() == "kept too"
+    with pytest.raises(TrainingError, match=r"holds ivory, non_ivory but no artsentry run"):
+        train_soup(synthetic_dataset, synthetic_dataset, settings, overwrite=True, progress=False)
+    assert sorted(p.name for p in synthetic_dataset.iterdir()) == ["ivory", "non_ivory"]
+    many = tmp_path / "many"
+    for name in "abcde":
+        (many / name).mkdir(parents=True)
+    with pytest.raises(TrainingError, match=r"holds a, b, c and 2 more but no artsentry run"):
+        train(synthetic_dataset, many, settings, progress=False)
+
+
+def test_overwrite_deletes_a_run_only_once_the_data_to_train_again_is_there(tmp_path, synthetic_dataset):
+    settings = TrainSettings(mode="frozen", head_epochs=1, **FAST)
+    run = tmp_path / "run"
+    train(synthetic_dataset, run, settings, progress=False)
+    before = sorted(p.name for p in run.iterdir())
+    assert "model" in before and "manifest.csv" in before
+    with pytest.raises(TrainingError, match=rf"^{tmp_path / 'typo'}: no such file or folder; nothing was deleted$"):
+        train(tmp_path / "typo", run, settings, progress=False, overwrite=True)
+    with pytest.raises(TrainingError, match=r"^--overwrite trains again from the start: give the data to train on; "
+                                            "nothing was deleted$"):
+        train(None, run, settings, progress=False, overwrite=True)
+    assert sorted(p.name for p in run.iterdir()) == before
+    (run / "stray.txt").write_text("a file of the user's in a run folder goes with the run")
+    train(synthetic_dataset, run, settings, progress=False, overwrite=True)
+    assert not (run / "stray.txt").exists() and (run / "model" / "config.json").is_file()
+
+
+def test_a_run_stopped_before_its_split_was_saved_starts_again(tmp_path, synthetic_dataset, monkeypatch):
+    """run.json is the first file a run writes, so a run stopped at any point of its start is a run's folder
+    (with manifest.csv first, a stop between the two left a folder the next attempt refused as not a run)."""
+    import artsentry.train as train_module
+
+    real = train_module.write_manifest
+    monkeypatch.setattr(train_module, "write_manifest", lambda *a: _interrupt())
+    run = tmp_path / "run"
+    settings = TrainSettings(mode="frozen", head_epochs=1, **FAST)
+    with pytest.raises(KeyboardInterrupt):
+        train(synthetic_dataset, run, settings, progress=False)
+    assert sorted(p.name for p in run.iterdir()) == [".artsentry.lock", "run.json"]
+    monkeypatch.setattr(train_module, "write_manifest", real)
+    train(synthetic_dataset, run, settings, progress=False)
+    assert (run / "manifest.csv").is_file() and (run / "model" / "config.json").is_file()
+
+
+def _interrupt():
+    raise KeyboardInterrupt
 
 
 def test_cli_train_reports_and_evaluates(tmp_path, synthetic_dataset, capsys):

@@ -782,11 +782,13 @@ class Trainer:
                 df = df.assign(split=df["split"].replace("val", "train"))
             self._check_split(df)  # before anything is saved: a run too small to train is not resumed later
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            write_manifest(df, saved)
             self.source = str(Path(source).resolve())
+            # run.json first: it marks the folder as a run's (RUN_MARKERS) before any other file is there, and
+            # without manifest.csv beside it the next attempt splits afresh
             write_text_atomic(state_file, json.dumps({"fingerprint": self.settings.fingerprint(), "source": self.source,
                                                       "settings": asdict(self.settings), "notes": self.manifest_notes},
                                                      indent=2))
+            write_manifest(df, saved)
         self.df = df
         self.labels = sorted(df["label"].unique().tolist())
         self.positive_label = choose_positive_label(self.labels, self.settings.positive_label)
@@ -1307,8 +1309,10 @@ def train(source: str | Path | None, run_dir: str | Path, settings: TrainSetting
     """
     settings = settings or TrainSettings()
     run_dir = Path(run_dir)
+    _check_run_folder(run_dir)  # before the lock: a refused folder is left without one
     with exclusive(run_dir, "train"):  # `make ivory` started twice: the second stops here
         if overwrite:
+            _check_source(source)
             _clear_run_folder(run_dir)
         if _finished(run_dir):
             raise TrainingError(f"{run_dir} already holds a trained model; use --overwrite or another --out")
@@ -1320,6 +1324,32 @@ def train(source: str | Path | None, run_dir: str | Path, settings: TrainSetting
                 return result
         result.evaluation = _evaluate_run(run_dir, result.model_dir, settings, progress)
         return result
+
+
+# What marks a folder as a run's: its run.json (a run writes it first), a trained model, a soup's first run
+RUN_MARKERS = ("run.json", "model/config.json", "ingredients/0")
+
+
+def _check_run_folder(run_dir: Path) -> None:
+    """Refuse a folder that holds anything but no run, before anything there is touched: a run writes its
+    manifest.csv, run.json, features/ and model/ into its folder, and --overwrite empties it (an --out
+    mistyped as the data's folder, a home folder or a folder of runs lost their files)."""
+    if not run_dir.is_dir():
+        return
+    others = sorted(p.name for p in run_dir.iterdir() if p.name != LOCK_NAME)
+    if others and not any((run_dir / marker).exists() for marker in RUN_MARKERS):
+        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+        raise TrainingError(f"{run_dir} holds {shown} but no artsentry run: a run writes manifest.csv, model/ and "
+                            "more into its folder, and --overwrite empties it; choose a new or empty --out")
+
+
+def _check_source(source: str | Path | None) -> None:
+    """--overwrite deletes a run only once the data to train it again is there (a mistyped path or a
+    forgotten argument used to cost the run, and then the command failed)."""
+    if source is None:
+        raise TrainingError("--overwrite trains again from the start: give the data to train on; nothing was deleted")
+    if not Path(source).exists():
+        raise TrainingError(f"{source}: no such file or folder; nothing was deleted")
 
 
 def _clear_run_folder(run_dir: Path) -> None:
@@ -1372,8 +1402,10 @@ def train_soup(source: str | Path | None, run_dir: str | Path, settings: TrainSe
         raise TrainingError("smallcnn trains from scratch: runs of it share no start, and the mean of their "
                             "weights is no model")
     run_dir = Path(run_dir)
+    _check_run_folder(run_dir)
     with exclusive(run_dir, "train"):  # the soup's folder too, not only each ingredient's
         if overwrite:
+            _check_source(source)
             _clear_run_folder(run_dir)
         return _train_soup(source, run_dir, settings, n, progress)
 
