@@ -462,6 +462,46 @@ def test_screen_refuses_to_resume_over_other_input(model_dir, listings, tmp_path
     assert Screener(model_dir, progress=False).run(listings, out, overwrite=True)["recorded"] == 5
 
 
+def test_screen_refuses_a_folder_of_outputs_without_a_run_and_touches_nothing(model_dir, listings, tmp_path):
+    """results.csv of another tool, or a run whose screen.json was deleted: --overwrite would delete them,
+    and resuming would append this input's records to a log this run never wrote."""
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "results.csv").write_text("their own table\n")
+    run = tmp_path / "run"
+    Screener(model_dir, progress=False).run(listings, run)
+    (run / "screen.json").unlink()
+    log = (run / "evidence.jsonl").read_bytes()
+    for out, found in ((theirs, "results.csv"), (run, "evidence.jsonl, results.csv, queue.csv")):
+        for overwrite in (False, True):
+            with pytest.raises(ScreenError, match=rf"^{out} holds {found}.* but no screen.json: not a screening run "
+                                                  "to resume or overwrite .*nothing was touched: use another --out$"):
+                Screener(model_dir, progress=False).run(listings, out, overwrite=overwrite)
+    assert (theirs / "results.csv").read_text() == "their own table\n"
+    assert (run / "evidence.jsonl").read_bytes() == log and (run / "results.csv").is_file()
+
+
+def test_overwrite_stopped_half_way_leaves_a_run_it_can_overwrite(model_dir, listings, tmp_path, monkeypatch):
+    """--overwrite deletes the run's record (screen.json) last: stopped between two deletions, the folder is
+    still a screening run's, and the same command starts over."""
+    out = tmp_path / "out"
+    Screener(model_dir, progress=False).run(listings, out)
+    real = Path.unlink
+
+    def stop_at_results(self, missing_ok=False):
+        if self.name == "results.csv":
+            raise KeyboardInterrupt
+        return real(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", stop_at_results)
+    with pytest.raises(KeyboardInterrupt):
+        Screener(model_dir, progress=False).run(listings, out, overwrite=True)
+    monkeypatch.setattr(Path, "unlink", real)
+    assert (out / "screen.json").is_file() and not (out / "evidence.jsonl").exists()
+    summary = Screener(model_dir, progress=False).run(listings, out, overwrite=True)
+    assert summary["complete"] and summary["recorded"] == len(pd.read_csv(listings))
+
+
 def test_a_screened_table_that_grew_screens_only_its_new_rows(model_dir, listings, tmp_path, caplog):
     """A daily scrape appended to the same table: yesterday's rows are not screened again."""
     rows = pd.read_csv(listings)

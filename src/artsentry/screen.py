@@ -665,8 +665,14 @@ class Screener:
         out = Path(out_dir)
         state_path = out / STATE
         evidence_path = out / EVIDENCE
+        if out.is_dir() and not state_path.is_file():
+            found = [name for name in (EVIDENCE, *OUTPUTS) if (out / name).exists()]
+            if found:  # --overwrite would delete them; going on would append to a log this run never wrote
+                raise ScreenError(f"{out} holds {', '.join(found)} but no {STATE}: not a screening run to resume or "
+                                  "overwrite (another tool's files, or a run whose record was deleted); nothing was "
+                                  "touched: use another --out")
         if overwrite and out.exists():
-            for name in (STATE, EVIDENCE, *OUTPUTS):
+            for name in (EVIDENCE, *OUTPUTS, STATE):  # the run's record last: a stop half-way leaves a run's folder
                 (out / name).unlink(missing_ok=True)
         old = json.loads(state_path.read_text()) if state_path.is_file() else None
         fingerprint = table_fingerprint(listings)
