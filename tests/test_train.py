@@ -789,6 +789,55 @@ def test_early_stopping_counts_epochs_not_better_by_1e_4_and_stops_at_the_patien
     assert (summary["best_epoch"], summary["epochs_run"], summary["stopped_early"]) == (2, 5, True)
 
 
+def test_head_stage_early_stopping_keeps_the_best_epoch_and_stops_at_the_patience(tmp_path, synthetic_dataset,
+                                                                                    monkeypatch):
+    """The head stage's early stopping, pinned as fine-tuning's is (a mutation run of ``train_head``, session 23,
+    changed its counting unnoticed): better only by more than 1e-4, a better epoch resets the count, the head
+    stage stops after ``head_patience`` epochs in a row not better, and keeps the best epoch's weights."""
+    from artsentry.train import Trainer
+
+    def scripted(losses):
+        script, heads = iter(losses), []
+
+        def validate(self, loss_fn, features, targets):
+            heads.append({k: v.clone() for k, v in self.model.head.state_dict().items()})
+            return next(script), 0.5
+        return validate, heads
+
+    settings = TrainSettings(mode="frozen", head_epochs=8, head_patience=2, num_workers=0, **FAST)
+    # better; better; better by 5e-5 only (not better); worse (the second in a row): stops after 4 epochs
+    validate, heads = scripted([1.0, 0.9, 0.89995, 0.95, 0.5])
+    monkeypatch.setattr(Trainer, "_validate_head", validate)
+    trainer = Trainer(tmp_path / "run", settings, progress=False)
+    trainer.prepare_data(synthetic_dataset)
+    trainer.build_model()
+    trainer.model.set_backbone_trainable(False)
+    assert trainer.train_head() == {"best_val_loss": 0.9, "best_epoch": 1}
+    assert [h["val_loss"] for h in trainer.history] == [1.0, 0.9, 0.89995, 0.95]
+    kept = trainer.model.head.state_dict()
+    assert all(torch.equal(kept[k], heads[1][k]) for k in kept)
+    assert not all(torch.equal(kept[k], heads[3][k]) for k in kept)
+    # a better epoch resets the count, and 1.5e-4 is better: better, worse, better, better by 1.5e-4, worse, worse
+    # stops after six epochs
+    validate, heads = scripted([1.0, 1.1, 0.8, 0.79985, 0.85, 0.9, 0.1])
+    monkeypatch.setattr(Trainer, "_validate_head", validate)
+    again = Trainer(tmp_path / "again", settings, progress=False)
+    again.prepare_data(synthetic_dataset)
+    again.build_model()
+    again.model.set_backbone_trainable(False)
+    assert again.train_head() == {"best_val_loss": 0.79985, "best_epoch": 3}
+    assert len(again.history) == 6
+    # what it scripted away: the loss and the share of photos whose largest logit is their label's
+    monkeypatch.undo()
+    features = torch.randn(10, again.model.head[0].num_features)
+    with torch.no_grad():
+        logits = again.model.head.eval()(features)
+    guessed = logits.argmax(1)
+    loss, accuracy = again._validate_head(torch.nn.CrossEntropyLoss(), features, guessed)
+    assert accuracy == 1.0 and loss == pytest.approx(float(torch.nn.CrossEntropyLoss()(logits, guessed)))
+    assert again._validate_head(torch.nn.CrossEntropyLoss(), features, 1 - guessed)[1] == 0.0
+
+
 def test_freeze_bn_settings():
     assert TrainSettings(freeze_bn=False).fingerprint() == TrainSettings().fingerprint()
     assert TrainSettings(freeze_bn=True).fingerprint() != TrainSettings().fingerprint()

@@ -935,11 +935,7 @@ class Trainer:
             if not s.validated:
                 self.history.append({"stage": "head", "epoch": epoch, "train_loss": train_loss})
                 continue
-            head.eval()
-            with torch.no_grad():
-                logits = head(xva)
-                vloss = float(val_loss_fn(logits, yva))
-                vacc = float((logits.argmax(1) == yva).float().mean())
+            vloss, vacc = self._validate_head(val_loss_fn, xva, yva)
             self.history.append({"stage": "head", "epoch": epoch, "train_loss": train_loss,
                                  "val_loss": vloss, "val_accuracy": vacc})
             if vloss < best[0] - 1e-4:
@@ -955,6 +951,13 @@ class Trainer:
             head.load_state_dict(best[1])
         log.info("head: best val loss %.4f at epoch %d", best[0], best[2])
         return {"best_val_loss": best[0], "best_epoch": best[2]}
+
+    @torch.no_grad()
+    def _validate_head(self, loss_fn, features: torch.Tensor, targets: torch.Tensor) -> tuple[float, float]:
+        """Validation loss and accuracy of the head on the validation photos' cached features."""
+        head = self.model.head.eval()
+        logits = head(features)
+        return float(loss_fn(logits, targets)), float((logits.argmax(1) == targets).float().mean())
 
     # fine-tuning --------------------------------------------------------------------------
     def _param_groups(self):
