@@ -1321,6 +1321,9 @@ def test_ray_engine_gives_the_local_decisions(onnx_model_dir, listings, tmp_path
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
         s = Screener(onnx_model_dir, progress=False, batch_size=4, ray_workers=2)
         summary = s.run(listings, tmp_path / "ray", engine="ray")
+        # the log needs its records in row order; with 2 actors on a few blocks they came in order here even
+        # without it (a mutation run, session 23), so the setting that makes Ray keep the order is checked
+        assert ray.data.DataContext.get_current().execution_options.preserve_order is True
     finally:
         ray.shutdown()
     assert summary["complete"]
