@@ -796,36 +796,34 @@ def test_head_stage_early_stopping_keeps_the_best_epoch_and_stops_at_the_patienc
     stage stops after ``head_patience`` epochs in a row not better, and keeps the best epoch's weights."""
     from artsentry.train import Trainer
 
-    def scripted(losses):
+    settings = TrainSettings(mode="frozen", head_epochs=8, head_patience=2, num_workers=0, **FAST)
+
+    def head_stage(folder, losses):
+        """The head stage with these validation losses, one per epoch: (trainer, its summary, the head of each)."""
         script, heads = iter(losses), []
 
         def validate(self, loss_fn, features, targets):
             heads.append({k: v.clone() for k, v in self.model.head.state_dict().items()})
             return next(script), 0.5
-        return validate, heads
 
-    settings = TrainSettings(mode="frozen", head_epochs=8, head_patience=2, num_workers=0, **FAST)
+        monkeypatch.setattr(Trainer, "_validate_head", validate)
+        trainer = Trainer(tmp_path / folder, settings, progress=False)
+        trainer.prepare_data(synthetic_dataset)
+        trainer.build_model()
+        trainer.model.set_backbone_trainable(False)
+        return trainer, trainer.train_head(), heads
+
     # better; better; better by 5e-5 only (not better); worse (the second in a row): stops after 4 epochs
-    validate, heads = scripted([1.0, 0.9, 0.89995, 0.95, 0.5])
-    monkeypatch.setattr(Trainer, "_validate_head", validate)
-    trainer = Trainer(tmp_path / "run", settings, progress=False)
-    trainer.prepare_data(synthetic_dataset)
-    trainer.build_model()
-    trainer.model.set_backbone_trainable(False)
-    assert trainer.train_head() == {"best_val_loss": 0.9, "best_epoch": 1}
+    trainer, summary, heads = head_stage("run", [1.0, 0.9, 0.89995, 0.95, 0.5])
+    assert summary == {"best_val_loss": 0.9, "best_epoch": 1}
     assert [h["val_loss"] for h in trainer.history] == [1.0, 0.9, 0.89995, 0.95]
     kept = trainer.model.head.state_dict()
     assert all(torch.equal(kept[k], heads[1][k]) for k in kept)
     assert not all(torch.equal(kept[k], heads[3][k]) for k in kept)
     # a better epoch resets the count, and 1.5e-4 is better: better, worse, better, better by 1.5e-4, worse, worse
     # stops after six epochs
-    validate, heads = scripted([1.0, 1.1, 0.8, 0.79985, 0.85, 0.9, 0.1])
-    monkeypatch.setattr(Trainer, "_validate_head", validate)
-    again = Trainer(tmp_path / "again", settings, progress=False)
-    again.prepare_data(synthetic_dataset)
-    again.build_model()
-    again.model.set_backbone_trainable(False)
-    assert again.train_head() == {"best_val_loss": 0.79985, "best_epoch": 3}
+    again, summary, _ = head_stage("again", [1.0, 1.1, 0.8, 0.79985, 0.85, 0.9, 0.1])
+    assert summary == {"best_val_loss": 0.79985, "best_epoch": 3}
     assert len(again.history) == 6
     # what it scripted away: the loss and the share of photos whose largest logit is their label's
     monkeypatch.undo()
