@@ -1140,7 +1140,8 @@ def test_a_checkpoint_missing_a_file_is_refused_and_one_of_the_older_naming_resu
     assert sorted(p.name for p in ckpt.glob("*.safetensors")) == ["best-1.safetensors", "state-2.safetensors"]
 
     (ckpt / "best-1.safetensors").rename(tmp_path / "aside")
-    with pytest.raises(TrainingError, match=r"checkpoint is incomplete \(best-1.safetensors missing\); use --overwrite"):
+    with pytest.raises(TrainingError, match=r"checkpoint is incomplete \(best-1.safetensors missing\); "
+                                            "use --overwrite"):
         train(synthetic_dataset, run, settings, progress=False)
 
     # as a run started before checkpoints named their files left it

@@ -220,7 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--workers", type=int, default=None, help="image decoding worker processes")
     t.add_argument("--checkpoint-every", type=int, default=20, metavar="STEPS",
                    help="save a resumable checkpoint every STEPS fine-tuning steps (and at every epoch end)")
-    t.add_argument("--overwrite", action="store_true", help="empty RUN (a run's folder) and train again from the start, instead of resuming")
+    t.add_argument("--overwrite", action="store_true",
+                   help="empty RUN (a run's folder) and train again from the start, instead of resuming")
     t.add_argument("--no-export", action="store_true", help="do not export model.onnx after training (the export "
                    "makes predict and screen run on ONNX Runtime, 2.3x faster screening on 2 CPU cores)")
     _add_threshold_args(t)

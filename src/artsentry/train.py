@@ -124,11 +124,14 @@ epoch counts a validated run kept (``config.json``: ``training.summary``). ``tes
 
 The run folder (``--out``) holds::
 
+    run.json             the settings' fingerprint and the data's path; written first, it marks the
+                         folder as a run's (``RUN_MARKERS``: ``train`` refuses a folder of other files)
     manifest.csv         the data with its train/val/test split (reused on resume)
     features/            cached backbone features for the head stage (and of the augmented
                          views of the training photos, with ``head_views``)
-    checkpoint/          resumable training state, with the foreground masks of the listing
-                         augmentation (deleted when training ends)
+    checkpoint/          resumable training state (``state.json``, written last, names its
+                         ``state-N`` and ``best-M`` tensor files), with the foreground masks of the
+                         listing augmentation (deleted when training ends)
     epochs/01, 02, ...   with ``keep_epochs``: each fine-tuning epoch's weights as a model folder
                          (what validation judged; ``artsentry evaluate`` takes it with ``--data``)
     model/               the artifact: model.safetensors + config.json
