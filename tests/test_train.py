@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import re
 import shutil
@@ -757,8 +758,6 @@ def test_early_stopping_counts_epochs_not_better_by_1e_4_and_stops_at_the_patien
     """Early stopping, pinned (a mutation run of ``finetune``, session 22, changed its counting unnoticed):
     an epoch counts as better only by more than 1e-4 of validation loss, a better epoch resets the count,
     training stops when ``patience`` epochs in a row were not better, and every epoch runs all its batches."""
-    import math
-
     from artsentry.train import Trainer
 
     # the head stage, then the epochs: better; worse; better by 5e-5 only (not better: the second in a row)
@@ -787,6 +786,12 @@ def test_early_stopping_counts_epochs_not_better_by_1e_4_and_stops_at_the_patien
                    progress=False)
     summary = json.loads((result.model_dir / "config.json").read_text())["training"]["summary"]["finetune"]
     assert (summary["best_epoch"], summary["epochs_run"], summary["stopped_early"]) == (2, 5, True)
+    # the count starts at 0: two epochs worse than the head stage stop after two, keeping the head stage
+    script = iter([1.0, 1.1, 1.2, 0.5])
+    result = train(synthetic_dataset, tmp_path / "worse", TrainSettings(**{**ONE_EPOCH, "epochs": 6, "patience": 2}),
+                   progress=False)
+    summary = json.loads((result.model_dir / "config.json").read_text())["training"]["summary"]["finetune"]
+    assert (summary["best_epoch"], summary["epochs_run"], summary["stopped_early"]) == (-1, 2, True)
 
 
 def test_head_stage_early_stopping_keeps_the_best_epoch_and_stops_at_the_patience(tmp_path, synthetic_dataset,
@@ -834,6 +839,20 @@ def test_head_stage_early_stopping_keeps_the_best_epoch_and_stops_at_the_patienc
     loss, accuracy = again._validate_head(torch.nn.CrossEntropyLoss(), features, guessed)
     assert accuracy == 1.0 and loss == pytest.approx(float(torch.nn.CrossEntropyLoss()(logits, guessed)))
     assert again._validate_head(torch.nn.CrossEntropyLoss(), features, 1 - guessed)[1] == 0.0
+
+
+def test_fine_tuning_warms_up_over_its_share_of_all_steps(tmp_path, synthetic_dataset, monkeypatch):
+    import artsentry.train as train_module
+
+    factors, real = [], train_module._set_lr
+    monkeypatch.setattr(train_module, "_set_lr", lambda optimizer, factor: factors.append(factor) or real(optimizer,
+                                                                                                         factor))
+    settings = TrainSettings(**{**ONE_EPOCH, "epochs": 4, "warmup_fraction": 0.1, "patience": 4})
+    assert train(synthetic_dataset, tmp_path / "run", settings, progress=False).resumed_from_step == 0  # a fresh run
+    # 24 training photos in batches of 8: 3 steps an epoch, 12 in all; a tenth of them is 1.2: one step of
+    # warm-up (at least one), then half a cosine over the other 11
+    assert len(factors) == 12
+    assert factors == pytest.approx([1.0] + [0.5 * (1 + math.cos(math.pi * (s - 1) / 11)) for s in range(1, 12)])
 
 
 def test_freeze_bn_settings():
