@@ -544,16 +544,9 @@ def test_sharpness_aware_gradients_are_those_at_the_steepest_nearby_point():
 def test_sam_fine_tuning_steps_with_the_second_gradient(tmp_path, synthetic_dataset, monkeypatch):
     import artsentry.train as train_module
 
-    calls = []
-    real = train_module.sharpness_aware_gradients
-
-    def spy(model, optimizer, loss_of, rho):
-        calls.append(rho)
-        return real(model, optimizer, loss_of, rho)
-
-    monkeypatch.setattr(train_module, "sharpness_aware_gradients", spy)
+    calls = _recorded_calls(monkeypatch, train_module, "sharpness_aware_gradients")  # (model, optimizer, loss_of, rho)
     result = train(synthetic_dataset, tmp_path / "run", TrainSettings(sam=0.05, **ONE_EPOCH), progress=False)
-    assert calls == [0.05] * _steps_of_one_epoch(tmp_path / "run")  # every fine-tuning step
+    assert [rho for *_, rho in calls] == [0.05] * _steps_of_one_epoch(tmp_path / "run")  # every fine-tuning step
     config = json.loads((result.model_dir / "config.json").read_text())
     assert config["training"]["settings"]["sam"] == 0.05
 
@@ -763,14 +756,7 @@ def test_early_stopping_counts_epochs_not_better_by_1e_4_and_stops_at_the_patien
     # the head stage, then the epochs: better; worse; better by 5e-5 only (not better: the second in a row)
     script = iter([1.0, 0.9, 0.95, 0.89995, 0.85, 0.95, 0.96])
     monkeypatch.setattr(Trainer, "_validate", lambda self, loss_fn, model, masks=None: (next(script), 0.5))
-    steps = []
-    real = Trainer._batch_loss
-
-    def counting(self, batch, loss_fn, step):
-        steps.append(step)
-        return real(self, batch, loss_fn, step)
-
-    monkeypatch.setattr(Trainer, "_batch_loss", counting)
+    calls = _recorded_calls(monkeypatch, Trainer, "_batch_loss")  # (self, batch, loss_fn, step)
     result = train(synthetic_dataset, tmp_path / "run", TrainSettings(**{**ONE_EPOCH, "epochs": 6, "patience": 2}),
                    progress=False)
     summary = json.loads((result.model_dir / "config.json").read_text())["training"]["summary"]["finetune"]
@@ -779,7 +765,8 @@ def test_early_stopping_counts_epochs_not_better_by_1e_4_and_stops_at_the_patien
     n = int((pd.read_csv(result.run_dir / "manifest.csv")["split"] == "train").sum())
     per_epoch = math.ceil(n / FAST["batch_size"])
     sizes = [min(FAST["batch_size"], n - b * FAST["batch_size"]) for b in range(per_epoch)]
-    assert steps == [e * per_epoch + b for e in range(3) for b in range(per_epoch) if sizes[b] >= 2]
+    assert [step for *_, step in calls] == [e * per_epoch + b for e in range(3) for b in range(per_epoch)
+                                            if sizes[b] >= 2]
     # a better epoch resets the count: better, worse, better, worse, worse stops after five epochs
     script = iter([1.0, 0.9, 0.95, 0.8, 0.85, 0.95, 0.7])
     result = train(synthetic_dataset, tmp_path / "again", TrainSettings(**{**ONE_EPOCH, "epochs": 6, "patience": 2}),
@@ -844,13 +831,12 @@ def test_head_stage_early_stopping_keeps_the_best_epoch_and_stops_at_the_patienc
 def test_fine_tuning_warms_up_over_its_share_of_all_steps(tmp_path, synthetic_dataset, monkeypatch):
     import artsentry.train as train_module
 
-    factors, real = [], train_module._set_lr
-    monkeypatch.setattr(train_module, "_set_lr", lambda optimizer, factor: factors.append(factor) or real(optimizer,
-                                                                                                         factor))
+    calls = _recorded_calls(monkeypatch, train_module, "_set_lr")  # (optimizer, factor)
     settings = TrainSettings(**{**ONE_EPOCH, "epochs": 4, "warmup_fraction": 0.1, "patience": 4})
     assert train(synthetic_dataset, tmp_path / "run", settings, progress=False).resumed_from_step == 0  # a fresh run
     # 24 training photos in batches of 8: 3 steps an epoch, 12 in all; a tenth of them is 1.2: one step of
     # warm-up (at least one), then half a cosine over the other 11
+    factors = [factor for _, factor in calls]
     assert len(factors) == 12
     assert factors == pytest.approx([1.0] + [0.5 * (1 + math.cos(math.pi * (s - 1) / 11)) for s in range(1, 12)])
 
@@ -1061,15 +1047,26 @@ def test_keep_epochs_settings():
     assert not cli_train_settings().keep_epochs
 
 
-def _stopped_and_resumed(monkeypatch, owner, name: str, stop_at_call: int, data, run, settings, whole: dict):
-    """Train until the ``stop_at_call``-th call of ``owner.name`` raises KeyboardInterrupt (Ctrl-C there),
-    train again with ``settings``, and check the run ends with the weights ``whole``; the resumed run."""
-    real = getattr(owner, name)
-    calls = {"n": 0}
+def _recorded_calls(monkeypatch, owner, name: str) -> list[tuple]:
+    """A list that fills with the arguments of every call of ``owner.name``, which still runs."""
+    real, calls = getattr(owner, name), []
+
+    def spy(*args):
+        calls.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(owner, name, spy)
+    return calls
+
+
+def _stopped_at_call(monkeypatch, owner, name: str, stop_at_call: int, data, run, settings) -> None:
+    """Train until the ``stop_at_call``-th call of ``owner.name`` raises KeyboardInterrupt (Ctrl-C there);
+    ``owner.name`` is itself again afterwards."""
+    real, calls = getattr(owner, name), []
 
     def stopping(*args):
-        calls["n"] += 1
-        if calls["n"] == stop_at_call:
+        calls.append(args)
+        if len(calls) == stop_at_call:
             raise KeyboardInterrupt
         return real(*args)
 
@@ -1077,6 +1074,12 @@ def _stopped_and_resumed(monkeypatch, owner, name: str, stop_at_call: int, data,
     with pytest.raises(KeyboardInterrupt):
         train(data, run, settings, progress=False)
     monkeypatch.setattr(owner, name, real)
+
+
+def _stopped_and_resumed(monkeypatch, owner, name: str, stop_at_call: int, data, run, settings, whole: dict):
+    """Train until the ``stop_at_call``-th call of ``owner.name`` stops it (``_stopped_at_call``), train again
+    with ``settings``, and check the run ends with the weights ``whole``; the resumed run."""
+    _stopped_at_call(monkeypatch, owner, name, stop_at_call, data, run, settings)
     resumed = train(data, run, settings, progress=False)
     cut = _tensors(resumed.model_dir)
     assert cut.keys() == whole.keys()
@@ -1138,19 +1141,8 @@ def test_a_checkpoint_missing_a_file_is_refused_and_one_of_the_older_naming_resu
 
     settings = TrainSettings(epochs=1, head_epochs=1, checkpoint_every=1, num_workers=0, **FAST)
     whole = _tensors(train(synthetic_dataset, tmp_path / "whole", settings, progress=False).model_dir)
-    real, calls = train_module._set_lr, []
-
-    def stop_at_step_2(*args):
-        calls.append(args)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args)
-
-    monkeypatch.setattr(train_module, "_set_lr", stop_at_step_2)
     run = tmp_path / "cut"
-    with pytest.raises(KeyboardInterrupt):  # at step 2: the record left is step 1's
-        train(synthetic_dataset, run, settings, progress=False)
-    monkeypatch.setattr(train_module, "_set_lr", real)
+    _stopped_at_call(monkeypatch, train_module, "_set_lr", 2, synthetic_dataset, run, settings)  # at step 2
     ckpt = run / "checkpoint"
     record = json.loads((ckpt / "state.json").read_text())
     assert record["global_step"] == 1
@@ -1551,20 +1543,12 @@ def test_a_run_stopped_before_its_split_was_saved_starts_again(tmp_path, synthet
     (with manifest.csv first, a stop between the two left a folder the next attempt refused as not a run)."""
     import artsentry.train as train_module
 
-    real = train_module.write_manifest
-    monkeypatch.setattr(train_module, "write_manifest", lambda *a: _interrupt())
     run = tmp_path / "run"
     settings = TrainSettings(mode="frozen", head_epochs=1, **FAST)
-    with pytest.raises(KeyboardInterrupt):
-        train(synthetic_dataset, run, settings, progress=False)
+    _stopped_at_call(monkeypatch, train_module, "write_manifest", 1, synthetic_dataset, run, settings)
     assert sorted(p.name for p in run.iterdir()) == [".artsentry.lock", "run.json"]
-    monkeypatch.setattr(train_module, "write_manifest", real)
     train(synthetic_dataset, run, settings, progress=False)
     assert (run / "manifest.csv").is_file() and (run / "model" / "config.json").is_file()
-
-
-def _interrupt():
-    raise KeyboardInterrupt
 
 
 def test_cli_train_reports_and_evaluates(tmp_path, synthetic_dataset, capsys):
