@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -102,6 +103,9 @@ def test_trained_embedding_artifact(embedder_dir, objects_dir):
     assert errors[:4] == [None] * 4 and errors[4]
     assert vectors.shape == (5, 32) and np.allclose(np.linalg.norm(vectors[:4], axis=1), 1, atol=1e-5)
     assert e.describe()["dim"] == 32 and "forward_features" in e.describe()["layer"]
+    # a register keeps the weights its vectors came from, to refuse them once the folder holds others
+    digest = hashlib.sha256((embedder_dir / "model.safetensors").read_bytes()).hexdigest()
+    assert e.describe()["weights_sha256"] == digest
 
 
 def test_training_reuses_its_view_cache(objects_dir, embedder_dir, tmp_path):

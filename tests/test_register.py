@@ -659,6 +659,53 @@ def test_a_register_reads_photos_as_it_was_made_to(tmp_path, photos, model_dir, 
         Register.create(tmp_path / "bad", resize="stretch")
 
 
+def test_a_register_refuses_an_embedder_whose_weights_changed_since_its_vectors(tmp_path, photos, model_dir,
+                                                                                   capsys):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    embedder = tmp_path / "embedder"
+    shutil.copytree(model_dir, embedder)
+    original = (embedder / "model.safetensors").read_bytes()
+    reg = Register.create(tmp_path / "reg", str(embedder))
+    reg.add("A", [photos["A"][0][0]])
+    reg.close()
+    assert Register.open(tmp_path / "reg").search([photos["A"][1]], k=1)[0].matches[0].object_id == "A"
+    # the model trained again in its folder: the register's vectors are of the old network
+    state = load_file(embedder / "model.safetensors")
+    first = next(k for k, v in state.items() if v.is_floating_point() and v.numel() > 1)
+    state[first] = state[first] * 1.5
+    save_file(state, embedder / "model.safetensors")
+    with pytest.raises(RegisterError, match="other weights than the ones its vectors were made with"):
+        Register.open(tmp_path / "reg").search([photos["A"][1]], k=1)
+    with pytest.raises(RegisterError, match="other weights"):
+        Register.open(tmp_path / "reg").add("B", [photos["B"][0][0]])
+    assert main(["-q", "register", "search", str(tmp_path / "reg"), str(photos["A"][1])]) != 0
+    err = capsys.readouterr().err
+    assert len([line for line in err.splitlines() if "other weights" in line]) == 1 and "Traceback" not in err
+    # screening and the server refuse it before their first photo
+    folder = Path(photos["A"][0][0]).parent
+    assert main(["-q", "screen", str(folder), "--out", str(tmp_path / "screen"), "--model", "none",
+                 "--register", str(tmp_path / "reg")]) != 0
+    assert "other weights" in capsys.readouterr().err and not (tmp_path / "screen" / "results.csv").exists()
+    from artsentry.serve import Analyzer, ServeSettings
+
+    with pytest.raises(RegisterError, match="other weights"):
+        Analyzer(ServeSettings(register=tmp_path / "reg"))
+    (embedder / "model.safetensors").write_bytes(original)  # the weights put back: searches again
+    assert Register.open(tmp_path / "reg").search([photos["A"][1]], k=1)[0].matches[0].object_id == "A"
+    # a register made before the weights were recorded is read as before
+    db = sqlite3.connect(tmp_path / "reg" / "register.sqlite")
+    described = json.loads(db.execute("SELECT value FROM settings WHERE key = 'embedder'").fetchone()[0])
+    del described["weights_sha256"]
+    db.execute("UPDATE settings SET value = ? WHERE key = 'embedder'", (json.dumps(described),))
+    db.commit()
+    db.close()
+    save_file(state, embedder / "model.safetensors")
+    assert Register.open(tmp_path / "reg").search([photos["A"][1]], k=1)[0].matches
+
+
 def test_contrast_scores_subtract_half_the_mean_of_the_next_four_objects():
     sims = np.array([0.9, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1])
     got = contrast_scores(sims)

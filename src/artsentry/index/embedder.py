@@ -35,7 +35,8 @@ PRETRAINED_PREFIX = "pretrained:"
 
 class Embedder:
     def __init__(self, backbone: torch.nn.Module, preprocessing: Preprocessing, spec: str, dim: int,
-                 batch_size: int = 32, layer: str | None = None, pooling: str | None = None, flip: bool = False):
+                 batch_size: int = 32, layer: str | None = None, pooling: str | None = None, flip: bool = False,
+                 weights_sha256: str | None = None):
         self.backbone = backbone.eval().to(memory_format=torch.channels_last)
         self.preprocessing = preprocessing
         self.transform = eval_transform(preprocessing)
@@ -45,6 +46,8 @@ class Embedder:
         self.layer = layer or "backbone output: global average pool of the last conv stage, before the classifier head"
         self.pooling = pooling or "mean over spatial positions"
         self.flip = bool(flip)
+        # a model folder's weights, as loaded: a register's vectors are only comparable with the same ones
+        self.weights_sha256 = weights_sha256
 
     @classmethod
     def from_spec(cls, spec: str, flip: bool = False, resize: str | None = None) -> "Embedder":
@@ -70,18 +73,20 @@ class Embedder:
             net, config = load_embedding(spec)
             block = config["embedding"]
             return cls(net, Preprocessing.from_dict(config["preprocessing"]), str(Path(spec).resolve()), net.dim,
-                       layer=block["layer"], pooling=block["pooling"], flip=flip)
+                       layer=block["layer"], pooling=block["pooling"], flip=flip, weights_sha256=net.weights_sha256)
         model, config = load_model(Path(spec))
         pooling = config["architecture"].get("pooling", "avg")
         texture = pooling != "avg"
         return cls(model.backbone, Preprocessing.from_dict(config["preprocessing"]), str(Path(spec).resolve()),
-                   model.num_features, flip=flip,
+                   model.num_features, flip=flip, weights_sha256=model.weights_sha256,
                    layer=config["architecture"]["embedding"] if texture else None,
                    pooling={"texture": "second-order (texture)",
                             "texture+avg": "second-order (texture) and mean over spatial positions"}.get(pooling))
 
     def describe(self) -> dict:
-        return {
+        """What makes two vectors comparable: the network (a model folder's by its weights' SHA-256),
+        the layer and pooling, mirror images or not, and how a photo becomes the input."""
+        described = {
             "spec": self.spec,
             "dim": self.dim,
             "layer": self.layer,
@@ -90,6 +95,9 @@ class Embedder:
             "flip": self.flip,
             "preprocessing": self.preprocessing.to_dict(),
         }
+        if self.weights_sha256 is not None:
+            described["weights_sha256"] = self.weights_sha256
+        return described
 
     @torch.inference_mode()
     def embed_tensor(self, x: torch.Tensor) -> np.ndarray:

@@ -317,8 +317,16 @@ class Register:
     def embedder(self) -> Embedder:
         if self._embedder is None:
             described = json.loads(self.setting("embedder"))
-            self._embedder = Embedder.from_spec(described["spec"], flip=bool(described.get("flip", False)),
-                                                resize=(described.get("preprocessing") or {}).get("resize"))
+            embedder = Embedder.from_spec(described["spec"], flip=bool(described.get("flip", False)),
+                                          resize=(described.get("preprocessing") or {}).get("resize"))
+            made_with = described.get("weights_sha256")  # registers made before 2026-12-06 did not record it
+            if made_with is not None and embedder.weights_sha256 != made_with:
+                raise RegisterError(
+                    f"{self.folder}: its embedder {described['spec']} has other weights than the ones its vectors "
+                    f"were made with (SHA-256 {str(embedder.weights_sha256)[:12]}..., not {made_with[:12]}...: trained "
+                    "again or replaced since): its searches would compare two networks' vectors. Put those weights "
+                    "back, or create a new register with this embedder and add the photos again")
+            self._embedder = embedder
         return self._embedder
 
     @property

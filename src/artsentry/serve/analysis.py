@@ -89,6 +89,7 @@ class Analyzer:
 
             # the server's worker threads share it; every use is under self.lock
             self.register = Register.open(settings.register, shared=True, busy_seconds=settings.register_busy_seconds)
+            self.register.embedder  # loaded now: an embedder changed since the vectors is refused at the start
         if self.ivory is None and self.culture is None and self.register is None:
             raise ValueError("nothing to serve: give a model, a culture model or a register")
 
