@@ -118,6 +118,53 @@ def test_training_reuses_its_view_cache(objects_dir, embedder_dir, tmp_path):
     assert read_config(again)["history"] == read_config(embedder_dir)["history"]  # same seed, same training
 
 
+def test_train_embedder_refuses_an_out_it_would_spoil(objects_dir, embedder_dir, model_dir, tmp_path, capsys,
+                                                        monkeypatch):
+    """`train-embedder DATA --out runs/ivory` wrote the embedder over the classifier's model/ (found
+    2026-12-06); a run with other settings replaced an embedder registers were made with."""
+    import shutil
+    from dataclasses import replace
+
+    import artsentry.index.metric as metric
+    from artsentry.cli import main
+
+    def untouched(folder: Path) -> dict:
+        return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+    foreign = tmp_path / "notes"
+    foreign.mkdir()
+    (foreign / "precious.txt").write_text("mine")
+    classifier_run = tmp_path / "ivory"
+    shutil.copytree(model_dir, classifier_run / "model")
+    (classifier_run / "run.json").write_text("{}")
+    for out, message in ((foreign, "holds precious.txt but no train-embedder run"),
+                         (classifier_run, "holds a classifier, which train-embedder would replace"),
+                         (classifier_run / "model", "is a model folder; train-embedder writes cache/ and model/")):
+        before = untouched(out)
+        with pytest.raises(ValueError, match=message):
+            train_embedder(objects_dir, out, SMALL, progress=False, overwrite=True)
+        assert untouched(out) == before and not (out / ".artsentry.lock").exists()
+    # an embedder of other settings or data is replaced only when asked
+    earlier = tmp_path / "earlier"
+    shutil.copytree(embedder_dir, earlier / "model")
+    before = untouched(earlier)
+    with pytest.raises(ValueError, match="trained with other dim; registers made with it refuse it once replaced"):
+        train_embedder(objects_dir, earlier, replace(SMALL, dim=16), progress=False)
+    other_data = tmp_path / "other"
+    shutil.copytree(objects_dir, other_data)
+    with pytest.raises(ValueError, match="trained with other epochs, data; .*use --overwrite"):
+        train_embedder(other_data, earlier, replace(SMALL, epochs=3, workers=1), progress=False)
+    assert untouched(earlier) == before
+    trained = []
+    monkeypatch.setattr(metric, "_train_embedder", lambda data, out, settings, progress: trained.append(out) or
+                        out / "model")
+    train_embedder(objects_dir, earlier, replace(SMALL, workers=1), progress=False)  # the same training
+    assert main(["-q", "train-embedder", str(objects_dir), "--out", str(earlier), "--dim", "16"]) == 1
+    assert "trained with other" in capsys.readouterr().err
+    assert main(["-q", "train-embedder", str(objects_dir), "--out", str(earlier), "--dim", "16", "--overwrite"]) == 0
+    assert trained == [earlier, earlier]
+
+
 @pytest.mark.parametrize("edit, message", [
     (lambda c: c.pop("preprocessing"), "preprocessing: missing, or not a mapping of settings"),
     (lambda c: c["preprocessing"].update(input_size=0), "preprocessing: input_size must be a whole number"),

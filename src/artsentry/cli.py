@@ -255,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     te.add_argument("--val-fraction", type=float, default=0.1, help="share of objects for early stopping")
     te.add_argument("--seed", type=int, default=0)
     te.add_argument("--workers", type=int, default=2, help="processes making the re-shots")
+    te.add_argument("--overwrite", action="store_true",
+                    help="replace an embedder at OUT/model trained with other settings or data (registers made with "
+                    "it then refuse it); the same settings and data train again without it")
 
     e = sub.add_parser("evaluate", help="evaluate a model: metrics.json, predictions.csv, report.html",
                        description="Evaluate a model on data. With a run folder and no --data, uses the run's "
@@ -983,7 +986,7 @@ def cmd_train_embedder(a) -> int:
                                 resize=a.resize, trained_stages=a.trained_stages, backbone_lr=a.backbone_lr,
                                 views=a.views, holdout=a.holdout, val_fraction=a.val_fraction, epochs=a.epochs,
                                 patience=a.patience, seed=a.seed, workers=a.workers)
-    model_dir = train_embedder(a.data, a.out, settings, progress=not a.quiet)
+    model_dir = train_embedder(a.data, a.out, settings, progress=not a.quiet, overwrite=a.overwrite)
     config = json.loads((model_dir / "config.json").read_text())
     print(f"validation re-shot top-1 {config['metrics']['val_reshot_top1']:.4f} (epoch {config['metrics']['best_epoch']})")
     print(f"embedding model: {model_dir}\nuse it: artsentry register create REG --embedder {model_dir}")

@@ -39,9 +39,9 @@ from ..data.listing import GENERATOR_VERSION, reshots
 from ..data.manifest import read_manifest
 from ..data.splits import split_manifest
 from ..data.transforms import Preprocessing, eval_transform
-from ..files import exclusive, write_text_atomic
+from ..files import LOCK_NAME, exclusive, write_text_atomic
 from ..models import default_preprocessing
-from ..models.artifact import save_embedding, save_tensors_atomic
+from ..models.artifact import CONFIG_NAME, is_embedding, read_config, save_embedding, save_tensors_atomic
 from ..models.embedding import EmbeddingNet
 
 log = logging.getLogger(__name__)
@@ -242,14 +242,48 @@ def _cached_maps(net, paths, settings, preprocessing, cache: Path, progress: boo
 
 
 def train_embedder(data: str | Path, out: str | Path, settings: EmbedderSettings | None = None,
-                   progress: bool = True) -> Path:
+                   progress: bool = True, overwrite: bool = False) -> Path:
     """Train a retrieval embedding on the objects of ``data`` (folder or manifest);
     returns the model folder ``out/model``. A second run into the same ``out`` is refused while
-    this one runs (``files.exclusive``)."""
+    this one runs (``files.exclusive``). Run again with the same settings and data, it trains again
+    (on its cached views); an ``out`` holding an embedder trained otherwise is replaced only with
+    ``overwrite`` (``_check_out``)."""
     settings = settings or EmbedderSettings()
     settings.validate()
+    _check_out(Path(out), data, settings, overwrite)  # before the lock: a refused folder is left without one
     with exclusive(out, "train-embedder"):
         return _train_embedder(data, Path(out), settings, progress)
+
+
+def _check_out(out: Path, data: str | Path, settings: EmbedderSettings, overwrite: bool) -> None:
+    """``train-embedder`` writes cache/ and model/ into ``out``. Refused, before anything is written:
+    a folder of other files; a classifier's run or model folder (its model/ would become the embedder);
+    without ``overwrite``, an embedder trained with other settings or data (the registers made with it
+    would refuse it once replaced, ``Register.embedder``)."""
+    if not out.is_dir():
+        return
+    if (out / "model" / CONFIG_NAME).is_file():
+        config = read_config(out / "model")
+        if not is_embedding(config):
+            raise ValueError(f"{out / 'model'} holds a classifier, which train-embedder would replace with an "
+                             "embedder; choose another --out")
+        trained = config.get("training") or {}
+        changed = [k.replace("_", "-") for k, v in asdict(settings).items()
+                   if k != "workers" and trained.get(k) != v]  # the processes making re-shots change no result
+        if (config.get("data") or {}).get("source") != str(Path(data).resolve()):
+            changed.append("data")
+        if changed and not overwrite:
+            raise ValueError(f"{out / 'model'} holds an embedder trained with other {', '.join(changed)}; registers "
+                             "made with it refuse it once replaced: use --overwrite to replace it, or another --out")
+        return
+    if (out / CONFIG_NAME).is_file():
+        raise ValueError(f"{out} is a model folder; train-embedder writes cache/ and model/ into --out: choose a "
+                         "new or empty folder")
+    others = sorted(p.name for p in out.iterdir() if p.name != LOCK_NAME)
+    if others and not (out / "cache").is_dir():
+        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+        raise ValueError(f"{out} holds {shown} but no train-embedder run: it writes cache/ and model/ into its "
+                         "folder; choose a new or empty --out")
 
 
 def _train_embedder(data: str | Path, out: Path, settings: EmbedderSettings, progress: bool) -> Path:
