@@ -193,6 +193,15 @@ def test_build_writes_each_recipes_manifest_relative_to_itself(tmp_path, capsys)
     assert stop.value.code == 2 and "invalid choice: 'bronze'" in capsys.readouterr().err
     assert main(["-q", "build", "ivory", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]) == 1
     assert "nowhere: no collection.csv (run `artsentry collect` first)" in capsys.readouterr().err
+    # built again into its folder it is replaced; a manifest.csv no build wrote (a run's split) is not
+    assert main(["-q", "build", "ivory", str(col), "--out", str(tmp_path / "ds" / "cli")]) == 0
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "manifest.csv").write_text("path,label,object_id,split\na.jpg,ivory,1,train\n")
+    assert main(["-q", "build", "ivory", str(col), "--out", str(run)]) == 1
+    assert "holds a manifest.csv that no 'artsentry build' wrote" in capsys.readouterr().err
+    assert (run / "manifest.csv").read_text() == "path,label,object_id,split\na.jpg,ivory,1,train\n"
+    assert sorted(p.name for p in run.iterdir()) == ["manifest.csv"]
 
     # paintings (by classification or object name) by culture group: Chinese 2, then Indian and
     # Japanese 1 each; the top two, ties by name

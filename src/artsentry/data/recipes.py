@@ -146,6 +146,10 @@ def build(recipe: str, collection: str | Path, out_dir: str | Path, *, top: int 
                          f"the table has {', '.join(col.columns)}")
     col["path"] = [str((csv_path.parent / p).resolve()) for p in col["path"]]
     out_dir = Path(out_dir)
+    # a manifest.csv no build wrote (a run's split, one made by hand) is not replaced
+    if (out_dir / "manifest.csv").exists() and not (out_dir / "card.json").is_file():
+        raise ValueError(f"{out_dir} holds a manifest.csv that no 'artsentry build' wrote (a run folder's split, "
+                         "or a table of its own), which this build would replace; choose a new or empty --out")
     out_dir.mkdir(parents=True, exist_ok=True)
 
     if recipe == "ivory":
