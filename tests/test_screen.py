@@ -136,6 +136,26 @@ def test_export_cli_standalone_copy(model_dir, tmp_path, capsys):
     assert side["preprocessing"]["resize"] == "fit" and side["preprocessing_steps"].startswith(
         "RGB; a photo wider than 4:3 cut to 4:3 at its centre (taller than 3:4: cut to 3:4), then resized to "
         "input_size x input_size")
+    assert main(["-q", "export", str(model_dir), "--out", str(out)]) == 0  # a standalone copy is made again
+    # over another model it paired that model's weights with this config and lost its own (found 2026-12-06)
+    other = tmp_path / "other"
+    shutil.copytree(model_dir, other)
+    (other / "config.json").write_text((other / "config.json").read_text().replace('"non_ivory"', '"ceramic"'))
+    before = {p.name: p.read_bytes() for p in other.iterdir()}
+    assert main(["-q", "export", str(model_dir), "--out", str(other)]) == 1
+    assert "holds a model (model.safetensors)" in capsys.readouterr().err
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "config.json").write_text("{}")
+    assert main(["-q", "export", str(model_dir), "--out", str(tmp_path / "notes")]) == 1
+    assert "holds a config.json that no standalone export wrote" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "notes").iterdir()) == ["config.json"]
+    assert {p.name: p.read_bytes() for p in other.iterdir()} == before
+    # the model's own folder, written another way, is the model's own folder: its config keeps all it holds
+    config = read_config(other)
+    assert main(["-q", "export", str(other), "--out", os.path.relpath(other)]) == 0
+    after = read_config(other)
+    assert after["onnx"]["file"] == "model.onnx" and {k: v for k, v in after.items() if k not in (
+        "onnx", "runtime")} == config
 
 
 # -- screening -------------------------------------------------------------------------------

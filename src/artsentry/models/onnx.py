@@ -50,6 +50,10 @@ def export_onnx(folder: str | Path, out: str | Path | None = None, *, parity_inp
     """
     folder = Path(folder)
     out = Path(out) if out is not None else folder
+    if out.resolve() == folder.resolve():  # the same folder however it is written: the export goes into its config
+        out = folder
+    else:
+        _check_standalone_out(out)
     out.mkdir(parents=True, exist_ok=True)
     model, config = load_model(folder)
     size = int(config["preprocessing"]["input_size"])
@@ -99,6 +103,27 @@ def export_onnx(folder: str | Path, out: str | Path | None = None, *, parity_inp
                                                    "source_model": str(folder.resolve())}
         write_text_atomic(out / "config.json", json.dumps(side, indent=2) + "\n")
     return block
+
+
+def _check_standalone_out(out: Path) -> None:
+    """A standalone copy writes model.onnx and config.json into ``out``: refused over another model
+    (its weights would be read with this config, and its config lost) or over a config.json no export
+    wrote; an earlier standalone copy is replaced."""
+    if (out / WEIGHTS_NAME).exists():
+        raise ArtifactError(f"{out} holds a model ({WEIGHTS_NAME}), whose config.json a standalone copy would "
+                            "replace; choose a new or empty --out (without --out the export goes into the model's "
+                            "own folder)")
+    config = out / "config.json"
+    if config.is_file():
+        import json
+
+        try:
+            earlier = json.loads(config.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            earlier = None
+        if not (isinstance(earlier, dict) and "source_model" in earlier):
+            raise ArtifactError(f"{out} holds a config.json that no standalone export wrote; choose a new or empty "
+                                "--out")
 
 
 def onnx_ready(folder: str | Path, config: dict | None = None) -> bool:
