@@ -155,6 +155,31 @@ def test_evaluate_command_writes_outputs(model_dir, tmp_path, capsys):
     assert "<h2>Feature map</h2>" in page and (tmp_path / "projection" / "projection.html").exists()
 
 
+def test_evaluate_without_out_reports_beside_its_own_model(model_dir, synthetic_dataset, tmp_path, capsys):
+    """Two model folders kept side by side (soups, a run's epochs/01 and 02) both reported into their
+    shared parent: the second evaluation replaced the first's metrics, predictions and report (found
+    2026-12-06). A run's model still reports into its run folder."""
+    import shutil
+
+    for name in ("a", "b"):
+        shutil.copytree(model_dir, tmp_path / "models" / name)
+        assert main(["-q", "evaluate", str(tmp_path / "models" / name), "--data", str(synthetic_dataset),
+                     "--split", "all", "--no-explain"]) == 0
+        assert f"report: {tmp_path / 'models' / name / 'report.html'}" in capsys.readouterr().out
+    for name in ("a", "b"):
+        metrics = json.loads((tmp_path / "models" / name / "metrics.json").read_text())
+        assert metrics["model"] == str(tmp_path / "models" / name)
+        assert (tmp_path / "models" / name / "predictions.csv").is_file()
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["a", "b"]
+    run = tmp_path / "run"
+    shutil.copytree(model_dir.parent / "model", run / "model")
+    shutil.copy(model_dir.parent / "manifest.csv", run / "manifest.csv")
+    assert main(["-q", "evaluate", str(run / "model"), "--no-explain"]) == 0
+    assert f"report: {run / 'report.html'}" in capsys.readouterr().out
+    assert json.loads((run / "metrics.json").read_text())["split"] == "test"
+    assert not (run / "model" / "metrics.json").exists()
+
+
 def test_evaluate_with_an_unreadable_photo_measures_the_rest_and_exits_3(model_dir, synthetic_dataset, tmp_path,
                                                                          capsys):
     """As predict does: the metrics cover the readable photos, and a script learns of the others."""

@@ -265,7 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("model", help="run folder or model folder")
     e.add_argument("--data", help="labelled folder or manifest (default: the run's manifest.csv)")
     e.add_argument("--split", default="test", help="rows of this split when the manifest has one; 'all' for every row")
-    e.add_argument("--out", help="folder for the outputs (default: the run folder)")
+    e.add_argument("--out", help="folder for the outputs (default: the run folder; for a model folder outside a "
+                   "run, that folder)")
     e.add_argument("--shift", action="store_true",
                    help="also evaluate on listing-style versions of the same photos (clutter background, geometry, "
                    "lighting, blur/noise, text overlays, JPEG; each family alone too) and on their background "
@@ -799,7 +800,7 @@ def _evaluate_lots(a, model_dir: Path) -> None:
 
 
 def cmd_evaluate(a) -> int:
-    from .evaluate import run_evaluation
+    from .evaluate import default_out_dir, run_evaluation
 
     if a.lots is not None:  # checked before the evaluation it follows
         if a.ensemble:
@@ -827,7 +828,7 @@ def cmd_evaluate(a) -> int:
         print(f"  drop studio -> listing: {sh['drop_points']:.2f} points; worst family alone: {sh['worst_family']} "
               f"({sh['drop_points_by_family'][sh['worst_family']]:.2f} points); background only vs chance "
               f"{sh['chance_accuracy']:.4f}")
-    out = Path(a.out) if a.out else Path(result["model"]).parent
+    out = Path(a.out) if a.out else default_out_dir(Path(result["model"]))
     print(f"report: {out / 'report.html'}")
     # the metrics cover the readable photos (said above); a script learns of the rest as from predict
     return EXIT_SOME_UNREADABLE if result["metrics"][result["split"]].get("unreadable") else 0

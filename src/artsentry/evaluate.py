@@ -627,12 +627,21 @@ def calibrate_predictor(predictor, val_df, *, progress: bool = True) -> dict:
             "val_before": figures(probs), "val_after": figures(after)}
 
 
+def default_out_dir(model_dir: Path) -> Path:
+    """Where an evaluation writes without ``--out``: a run's model into its run folder (the one whose
+    manifest.csv it defaults to), any other model folder into itself. (Into the parent of a standalone
+    model folder, two models kept side by side, soups or ``epochs/01`` and ``02``, wrote over each
+    other's metrics, predictions and report.)"""
+    parent = model_dir.parent
+    return parent if (parent / "manifest.csv").is_file() or (parent / "run.json").is_file() else model_dir
+
+
 def run_evaluation(model, data=None, *, split: str | None = "test", out_dir=None, target_recall: float | None = None,
                    target_precision: float | None = None, save_threshold: bool = False,
                    progress: bool = True, shift: bool = False, shift_seed: int = 0, explain: bool = True,
                    ensemble=(), input_size: int | None = None, calibrate: bool = False) -> dict:
     """Evaluate a model folder (or run folder) on data and write metrics.json,
-    predictions.csv and report.html into ``out_dir``.
+    predictions.csv and report.html into ``out_dir`` (default: ``default_out_dir``).
 
     ``data`` defaults to the run's own ``manifest.csv``; ``split`` picks its
     rows when the manifest has a split column (None: all rows). A target recall
@@ -689,7 +698,7 @@ def run_evaluation(model, data=None, *, split: str | None = "test", out_dir=None
             raise ValueError(f"{data}: no rows in split {split!r}")
     else:
         eval_df = df
-    out_dir = Path(out_dir) if out_dir is not None else model_dir.parent
+    out_dir = Path(out_dir) if out_dir is not None else default_out_dir(model_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     calibration = None
