@@ -134,10 +134,15 @@ def test_train_embedder_refuses_an_out_it_would_spoil(objects_dir, embedder_dir,
     foreign = tmp_path / "notes"
     foreign.mkdir()
     (foreign / "precious.txt").write_text("mine")
+    crowded = tmp_path / "crowded"
+    crowded.mkdir()
+    for name in "edcba":
+        (crowded / f"{name}.txt").write_text(name)
     classifier_run = tmp_path / "ivory"
     shutil.copytree(model_dir, classifier_run / "model")
     (classifier_run / "run.json").write_text("{}")
     for out, message in ((foreign, "holds precious.txt but no train-embedder run"),
+                         (crowded, "holds a.txt, b.txt, c.txt and 2 more but no train-embedder run"),
                          (classifier_run, "holds a classifier, which train-embedder would replace"),
                          (classifier_run / "model", "is a model folder; train-embedder writes cache/ and model/")):
         before = untouched(out)
@@ -159,10 +164,12 @@ def test_train_embedder_refuses_an_out_it_would_spoil(objects_dir, embedder_dir,
     monkeypatch.setattr(metric, "_train_embedder", lambda data, out, settings, progress: trained.append(out) or
                         out / "model")
     train_embedder(objects_dir, earlier, replace(SMALL, workers=1), progress=False)  # the same training
+    (tmp_path / "empty").mkdir()
+    train_embedder(objects_dir, tmp_path / "empty", SMALL, progress=False)  # an empty folder is a new one
     assert main(["-q", "train-embedder", str(objects_dir), "--out", str(earlier), "--dim", "16"]) == 1
     assert "trained with other" in capsys.readouterr().err
     assert main(["-q", "train-embedder", str(objects_dir), "--out", str(earlier), "--dim", "16", "--overwrite"]) == 0
-    assert trained == [earlier, earlier]
+    assert trained == [earlier, tmp_path / "empty", earlier]
 
 
 @pytest.mark.parametrize("edit, message", [

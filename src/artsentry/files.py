@@ -111,6 +111,16 @@ def write_csv_atomic(table, path: str | Path) -> None:
 LOCK_NAME = ".artsentry.lock"
 
 
+def entries(folder: Path) -> list[str]:
+    """The names in ``folder`` but its lock, sorted: what a run's --out already holds."""
+    return sorted(p.name for p in folder.iterdir() if p.name != LOCK_NAME)
+
+
+def first_names(names: list[str], shown: int = 3) -> str:
+    """``names`` as a refusal says them: the first ``shown``, then how many more ("a, b, c and 2 more")."""
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
 class FolderBusy(ArtsentryError, RuntimeError):
     """Another process is writing into the folder a run was asked to write into."""
 

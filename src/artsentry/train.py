@@ -174,7 +174,7 @@ from .data.splits import split_manifest
 from .data.transforms import (AUGMENTATIONS, CROP_SCALE, LISTING_P, RESIZE_MODES, Preprocessing, check_crop_scale,
                               eval_transform, fixres_size, paired_views, train_transform)
 from .errors import ArtsentryError
-from .files import LOCK_NAME, exclusive, write_text_atomic
+from .files import LOCK_NAME, entries, exclusive, first_names, write_text_atomic
 from .inference import default_workers
 from .models import POOLINGS, ImageClassifier, check_input_size, create_model, default_preprocessing
 from .models.artifact import save_model, save_tensors_atomic
@@ -1342,10 +1342,9 @@ def _check_run_folder(run_dir: Path) -> None:
     mistyped as the data's folder, a home folder or a folder of runs lost their files)."""
     if not run_dir.is_dir():
         return
-    others = sorted(p.name for p in run_dir.iterdir() if p.name != LOCK_NAME)
+    others = entries(run_dir)
     if others and not any((run_dir / marker).exists() for marker in RUN_MARKERS):
-        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
-        raise TrainingError(f"{run_dir} holds {shown} but no artsentry run: a run writes manifest.csv, model/ and "
+        raise TrainingError(f"{run_dir} holds {first_names(others)} but no artsentry run: a run writes manifest.csv, model/ and "
                             "more into its folder, and --overwrite empties it; choose a new or empty --out")
 
 

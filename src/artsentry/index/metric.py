@@ -39,7 +39,7 @@ from ..data.listing import GENERATOR_VERSION, reshots
 from ..data.manifest import read_manifest
 from ..data.splits import split_manifest
 from ..data.transforms import Preprocessing, eval_transform
-from ..files import LOCK_NAME, exclusive, write_text_atomic
+from ..files import entries, exclusive, first_names, write_text_atomic
 from ..models import default_preprocessing
 from ..models.artifact import CONFIG_NAME, is_embedding, read_config, save_embedding, save_tensors_atomic
 from ..models.embedding import EmbeddingNet
@@ -279,10 +279,9 @@ def _check_out(out: Path, data: str | Path, settings: EmbedderSettings, overwrit
     if (out / CONFIG_NAME).is_file():
         raise ValueError(f"{out} is a model folder; train-embedder writes cache/ and model/ into --out: choose a "
                          "new or empty folder")
-    others = sorted(p.name for p in out.iterdir() if p.name != LOCK_NAME)
+    others = entries(out)
     if others and not (out / "cache").is_dir():
-        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
-        raise ValueError(f"{out} holds {shown} but no train-embedder run: it writes cache/ and model/ into its "
+        raise ValueError(f"{out} holds {first_names(others)} but no train-embedder run: it writes cache/ and model/ into its "
                          "folder; choose a new or empty --out")
 
 
