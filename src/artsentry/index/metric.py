@@ -281,8 +281,8 @@ def _check_out(out: Path, data: str | Path, settings: EmbedderSettings, overwrit
                          "new or empty folder")
     others = entries(out)
     if others and not (out / "cache").is_dir():
-        raise ValueError(f"{out} holds {first_names(others)} but no train-embedder run: it writes cache/ and model/ into its "
-                         "folder; choose a new or empty --out")
+        raise ValueError(f"{out} holds {first_names(others)} but no train-embedder run: it writes cache/ and "
+                         "model/ into its folder; choose a new or empty --out")
 
 
 def _train_embedder(data: str | Path, out: Path, settings: EmbedderSettings, progress: bool) -> Path:
