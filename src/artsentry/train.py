@@ -1344,8 +1344,8 @@ def _check_run_folder(run_dir: Path) -> None:
         return
     others = entries(run_dir)
     if others and not any((run_dir / marker).exists() for marker in RUN_MARKERS):
-        raise TrainingError(f"{run_dir} holds {first_names(others)} but no artsentry run: a run writes manifest.csv, model/ and "
-                            "more into its folder, and --overwrite empties it; choose a new or empty --out")
+        raise TrainingError(f"{run_dir} holds {first_names(others)} but no artsentry run: a run writes manifest.csv, "
+                            "model/ and more into its folder, and --overwrite empties it; choose a new or empty --out")
 
 
 def _check_source(source: str | Path | None) -> None:
