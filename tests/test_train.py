@@ -1519,6 +1519,10 @@ def test_train_refuses_an_out_folder_that_holds_no_run_and_touches_nothing(tmp_p
         (many / name).mkdir(parents=True)
     with pytest.raises(TrainingError, match=r"holds a, b, c and 2 more but no artsentry run"):
         train(synthetic_dataset, many, settings, progress=False)
+    (many / "e").rmdir()
+    (many / "d").rmdir()
+    with pytest.raises(TrainingError, match=r"holds a, b, c but no artsentry run"):  # three: no "and 0 more"
+        train(synthetic_dataset, many, settings, progress=False)
 
 
 def test_overwrite_deletes_a_run_only_once_the_data_to_train_again_is_there(tmp_path, synthetic_dataset):
