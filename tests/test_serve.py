@@ -482,7 +482,7 @@ def test_the_audit_log_closes_a_cut_line_and_links_past_it_after_a_crash_or_a_fa
     (the error raised to the caller), the next record does the same instead of linking to the lost one."""
     import json
 
-    from artsentry.chainlog import GENESIS, line_hash
+    from artsentry.chainlog import GENESIS, check_file, line_hash
     from artsentry.serve import audit as audit_module
     from artsentry.serve.audit import AuditLog
 
@@ -496,6 +496,15 @@ def test_the_audit_log_closes_a_cut_line_and_links_past_it_after_a_crash_or_a_fa
     assert (second["event"], second["client"], second["sha256"]) == ("analyze", "10.0.0.2", "2")
     AuditLog(path)
     assert path.read_bytes() == whole  # a whole log is taken up as it is
+    notes = tmp_path / "README.md"  # --audit-log mistyped: records were appended to the file named
+    notes.write_text("# my notes\n")
+    with pytest.raises(ValueError, match="README.md is not an artsentry audit log"):
+        AuditLog(notes)
+    assert notes.read_text() == "# my notes\n"
+    cut = tmp_path / "cut.jsonl"
+    cut.write_bytes(b'{"time": "2026-')  # a first record a crash cut short is the log's
+    AuditLog(cut).write("analyze", "10.0.0.4", sha256="4")
+    assert cut.read_bytes().split(b"\n")[0] == b'{"time": "2026-' and check_file(cut)["records"] == 1
     path.write_bytes(whole + b'{"time": "2026-')  # a crash in the middle of a record
     log = AuditLog(path)
     log.write("analyze", "10.0.0.3", sha256="3")

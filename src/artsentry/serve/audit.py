@@ -36,6 +36,9 @@ def decision_summary(result: dict) -> dict:
     return out
 
 
+RECORD_START = b'{"time": "'  # json.dumps of a record, whose first field is its time
+
+
 class AuditLog:
     """Append-only JSON lines at ``path``, each linked to the one before (``chainlog``: ``artsentry verify
     FILE`` checks the chain and prints its head); thread-safe; each line flushed and fsynced. A line a
@@ -51,6 +54,11 @@ class AuditLog:
     def _resume(self) -> str:
         with open(self.path, "ab") as f:
             if f.tell():
+                with open(self.path, "rb") as r:  # every record begins so, a cut first one too
+                    if r.read(len(RECORD_START)) != RECORD_START:
+                        raise ValueError(f"{self.path} is not an artsentry audit log (its first line is not one of "
+                                         "its records): records appended to it would mix with what it holds; "
+                                         "choose another --audit-log")
                 with open(self.path, "rb") as r:
                     r.seek(-1, os.SEEK_END)
                     if r.read(1) != b"\n":
