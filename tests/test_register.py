@@ -234,6 +234,28 @@ def test_register_cli(tmp_path, photos, capsys):
     assert main(["-q", "register", "search", reg, str(tmp_path / "missing.jpg")]) == 3
 
 
+def test_a_photo_added_by_a_relative_path_is_kept_by_its_whole_path(tmp_path, photos, monkeypatch, capsys):
+    """`register add reg/ X photos/x.jpg` kept "photos/x.jpg": a server started in another folder showed no
+    thumbnail for the match, or another folder's photos/x.jpg (found 2026-12-06)."""
+    import shutil
+
+    work = tmp_path / "work"
+    (work / "photos").mkdir(parents=True)
+    shutil.copy(photos["A"][0][0], work / "photos" / "x.jpg")
+    monkeypatch.chdir(work)
+    assert main(["-q", "register", "create", "reg"]) == 0
+    assert main(["-q", "register", "add", "reg", "X", "photos/x.jpg"]) == 0
+    assert main(["-q", "register", "add", "reg", "Y", "photos"]) == 0  # a folder: its photos, whole paths too
+    reg = Register.open(work / "reg")
+    assert reg.get("X")["photos"] == [str(work / "photos" / "x.jpg")]
+    assert reg.get("Y")["photos"] == [str(work / "photos" / "x.jpg")]
+    reg.close()
+    monkeypatch.chdir(tmp_path)
+    from artsentry.serve import Analyzer, ServeSettings
+
+    assert Analyzer(ServeSettings(register=work / "reg"))._thumb("X").startswith("data:image/")
+
+
 def test_register_history_says_when_what_changed(tmp_path, photos, capsys):
     """Every change (object added with its photos' SHA-256, photos added, removed with what it was,
     thresholds set or calibrated) is kept, oldest first, also after the object is gone; a register

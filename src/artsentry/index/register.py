@@ -506,7 +506,9 @@ class Register:
                 raise RegisterError("an object needs a non-empty id")
             flat += photos
             owners += [object_key(object_id)] * len(photos)
-            names += [str(p) if isinstance(p, (str, os.PathLike)) else None for p in photos]
+            # kept whole: a name relative to the terminal's folder named another file, or none, for the server's
+            # thumbnails and for anyone tracing a match back to its photo from elsewhere
+            names += [os.path.abspath(p) if isinstance(p, (str, os.PathLike)) else None for p in photos]
         # each file read once, here: its vector, its re-shots and the SHA-256 the register keeps all come
         # from these bytes, so a file changed while the batch is embedded cannot be kept under another's hash
         flat = [_bytes_or_source(photo, names[i] or f"<bytes {i}>") for i, photo in enumerate(flat)]
