@@ -1325,7 +1325,8 @@ def cmd_project(a) -> int:
     df, _ = read_manifest(a.data)
     if a.split is not None:
         if "split" not in df.columns:
-            raise ValueError(f"{a.data} has no split column")
+            raise ValueError(f"{a.data} has no split column: a run's manifest.csv holds its split (e.g. "
+                             "runs/ivory/manifest.csv), or leave --split out to map every photo")
         df = df[df["split"] == a.split]
     methods = [m.strip() for m in a.methods.split(",") if m.strip()]
     colour = [c.strip() for c in a.color_by.split(",")] if a.color_by else None
