@@ -715,6 +715,14 @@ def test_a_register_refuses_an_embedder_whose_weights_changed_since_its_vectors(
 
     with pytest.raises(RegisterError, match="other weights"):
         Analyzer(ServeSettings(register=tmp_path / "reg"))
+    # the way on: the same objects and photos embedded with the weights as they are now
+    assert main(["-q", "register", "copy", str(tmp_path / "reg"), str(tmp_path / "again")]) == 0
+    assert "copied 1 object(s), 1 photo(s)" in capsys.readouterr().out
+    again = Register.open(tmp_path / "again")
+    assert again.search([photos["A"][1]], k=1)[0].matches[0].object_id == "A"
+    assert json.loads(again.setting("embedder"))["weights_sha256"] != json.loads(
+        Register.open(tmp_path / "reg").setting("embedder"))["weights_sha256"]
+    again.close()
     (embedder / "model.safetensors").write_bytes(original)  # the weights put back: searches again
     assert Register.open(tmp_path / "reg").search([photos["A"][1]], k=1)[0].matches[0].object_id == "A"
     # a register made before the weights were recorded is read as before
@@ -726,6 +734,55 @@ def test_a_register_refuses_an_embedder_whose_weights_changed_since_its_vectors(
     db.close()
     save_file(state, embedder / "model.safetensors")
     assert Register.open(tmp_path / "reg").search([photos["A"][1]], k=1)[0].matches
+
+
+def test_copy_embeds_every_photo_again_keeps_the_metadata_and_names_what_it_left_out(tmp_path, photos, capsys):
+    import shutil
+
+    from artsentry.index.register import DB_NAME
+
+    work = tmp_path / "photos"
+    work.mkdir()
+    for name in ("A", "B", "C"):
+        for i, path in enumerate(photos[name][0]):
+            shutil.copy(path, work / f"{name}{i}.jpg")
+    reg = Register.create(tmp_path / "old", reshots=1, scoring="similarity", resize="squash")
+    reg.add("A", [str(work / "A0.jpg"), str(work / "A1.jpg")], title="Ivory figure", status="stolen", lot="7")
+    reg.add("B", [str(work / "B0.jpg")])
+    reg.add("C", [str(work / "C0.jpg")])
+    stored = tmp_path / "old" / "photos" / "upload.jpg"  # as the server keeps an uploaded photo
+    stored.parent.mkdir()
+    shutil.copy(work / "B1.jpg", stored)
+    reg.add("B", [str(stored)])
+    reg.set_threshold(0.3)
+    reg.close()
+    before = (tmp_path / "old" / DB_NAME).read_bytes()
+    (work / "A1.jpg").unlink()  # gone
+    shutil.copy(work / "B0.jpg", work / "C0.jpg")  # other bytes under the registered name
+    assert main(["-q", "register", "copy", str(tmp_path / "old"), str(tmp_path / "new"),
+                 "--embedder", "pretrained:efficientnet_lite0"]) == 3
+    out, err = capsys.readouterr()
+    assert f"{work / 'A1.jpg'}: not copied: the file is gone (object A)" in err
+    assert f"{work / 'C0.jpg'}: not copied: the file holds other bytes than were registered (object C)" in err
+    assert out.startswith(f"copied 2 object(s), 3 photo(s) into {tmp_path / 'new'} (embedder "
+                          "pretrained:efficientnet_lite0); 1 object(s) not copied, none of their photos read again: C")
+    assert (tmp_path / "old" / DB_NAME).read_bytes() == before  # the old register is not changed
+    new = Register.open(tmp_path / "new")
+    a = new.get("A")
+    assert (a["title"], a["status"], a["lot"], a["photos"], a["reshots"]) == (
+        "Ivory figure", "stolen", "7", [str(work / "A0.jpg")], 1)
+    # the server's stored photo now lives beside the new register
+    assert new.get("B")["photos"] == [str(work / "B0.jpg"), str((tmp_path / "new" / "photos" / "upload.jpg"))]
+    assert (tmp_path / "new" / "photos" / "upload.jpg").read_bytes() == stored.read_bytes()
+    assert new.threshold is None and new.reshots == 1 and new.scoring == "similarity"
+    assert new.embedder.preprocessing.resize == "fit"  # another embedder given: read its own way
+    assert new.search([photos["A"][1]], k=1)[0].matches[0].object_id == "A"
+    assert new.history()[-1]["action"] == "copy" and new.history()[-1]["objects_left_out"] == ["C"]
+    new.close()
+    assert main(["-q", "register", "copy", str(tmp_path / "old"), str(tmp_path / "new")]) == 1
+    assert "a register already exists" in capsys.readouterr().err
+    same = Register.open(tmp_path / "old").copy_to(tmp_path / "same")  # its own embedder: read as before
+    assert same["objects"] == 2 and Register.open(tmp_path / "same").embedder.preprocessing.resize == "squash"
 
 
 def test_contrast_scores_subtract_half_the_mean_of_the_next_four_objects():

@@ -405,6 +405,16 @@ def build_parser() -> argparse.ArgumentParser:
                     help="photos of several objects: search the whole photo and its 3x3 half-size tiles, each object "
                     "scored by its best crop (named in the output), no match decided at the register's lot threshold "
                     "(register calibrate --lots)")
+    rc = rsub.add_parser("copy", help="a new register of the same objects and photos, embedded again",
+                         description="Make a new register holding this one's objects, metadata and photos, each "
+                         "photo read again from its file and embedded with --embedder (default: this register's, as "
+                         "its folder holds it now: the way on once it was trained again). Re-shots, mirror images and "
+                         "scoring are kept, thresholds are not (calibrate the new register). A photo whose file is "
+                         "gone or holds other bytes than were registered is left out and named. This register is "
+                         "not changed.")
+    rc.add_argument("register")
+    rc.add_argument("target", help="folder of the new register")
+    rc.add_argument("--embedder", help="'pretrained:ARCH' or a model folder (default: this register's)")
     rb = rsub.add_parser("rebuild", help="recreate the search index from the register database")
     rb.add_argument("register")
     rt = rsub.add_parser("set-threshold", help="set the no-match threshold (on the register's match score)")
@@ -1029,6 +1039,15 @@ def cmd_register(a) -> int:
             print(f"{a.object_id}: {n} photo(s) registered{shots}{skipped}; register holds {len(reg)} "
                   "object(s)")
             return EXIT_SOME_UNREADABLE if errors or problems else 0
+        if a.action == "copy":
+            done = reg.copy_to(a.target, a.embedder, progress=not a.quiet)
+            _print_errors(done["problems"])
+            lost = (f"; {len(done['objects_left_out'])} object(s) not copied, none of their photos read again: "
+                    + ", ".join(done["objects_left_out"][:10])) if done["objects_left_out"] else ""
+            print(f"copied {done['objects']} object(s), {done['photos']} photo(s) into {a.target} (embedder "
+                  f"{done['embedder']}){lost}; no threshold is set there: 'artsentry register calibrate {a.target} "
+                  "PHOTOS'")
+            return EXIT_SOME_UNREADABLE if done["problems"] else 0
         if a.action == "import":
             from .index.register import read_objects
 

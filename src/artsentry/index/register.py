@@ -325,7 +325,8 @@ class Register:
                     f"{self.folder}: its embedder {described['spec']} has other weights than the ones its vectors "
                     f"were made with (SHA-256 {str(embedder.weights_sha256)[:12]}..., not {made_with[:12]}...: trained "
                     "again or replaced since): its searches would compare two networks' vectors. Put those weights "
-                    "back, or create a new register with this embedder and add the photos again")
+                    f"back, or make a register of its photos with this embedder: artsentry register copy {self.folder} "
+                    "NEW_FOLDER")
             self._embedder = embedder
         return self._embedder
 
@@ -643,6 +644,72 @@ class Register:
         now = {r[0] for r in self.db.execute("SELECT object_id FROM objects")}
         return {"objects_added": len(now - before), "objects_in_table": len({object_key(o) for o, _, _ in objects}),
                 "photos_added": added, "already_registered": skipped, "errors": errors}
+
+    def copy_to(self, folder: str | Path, embedder: str | None = None, *, progress: bool = False) -> dict:
+        """A new register at ``folder`` with this one's objects, their metadata and their photos, each photo
+        read again from its file and embedded with ``embedder`` (default: this register's, as its folder
+        holds it now): the way on once its embedder was trained again (``embedder`` refuses it then) or
+        photos are read otherwise, and the way to try another embedder. Re-shots, mirror images and scoring
+        are kept; the thresholds are not (they were chosen for other vectors: calibrate the new one). A
+        photo is read from the file it was registered from (its name here), and left out, and said, when
+        that file is gone or holds other bytes than were registered (by SHA-256); photos the server stored
+        in this register's ``photos/`` are copied into the new one's. This register is not changed."""
+        from ..files import write_bytes_atomic
+
+        described = json.loads(self.setting("embedder"))
+        spec = embedder or described["spec"]
+        # the same embedder reads photos as before (registers from before 2026-12-04: squash); another its own way
+        resize = (described.get("preprocessing") or {}).get("resize") if embedder is None else None
+        stored = (self.folder / "photos").resolve()
+        objects, problems = [], []
+        rows = self.db.execute("SELECT object_id, name, sha256 FROM photos WHERE reshot_of IS NULL "
+                               "ORDER BY object_id, vector_id").fetchall()
+        by_object: dict[str, list[tuple[str, str]]] = {}
+        for object_id, name, sha in rows:
+            by_object.setdefault(object_id, []).append((name, sha))
+        new_folder = Path(folder)
+        if (new_folder / DB_NAME).exists():
+            raise RegisterError(f"{new_folder}: a register already exists")
+        copies: list[tuple[Path, bytes]] = []
+        for object_id in sorted(by_object):
+            photos = []
+            for name, sha in by_object[object_id]:
+                path = Path(name)
+                try:
+                    data = path.read_bytes() if path.is_file() else None
+                except OSError:
+                    data = None
+                if data is None:
+                    problems.append(f"{name}: not copied: the file is gone (object {object_id})")
+                elif hashlib.sha256(data).hexdigest() != sha:
+                    problems.append(f"{name}: not copied: the file holds other bytes than were registered "
+                                    f"(object {object_id})")
+                elif path.resolve().parent == stored:  # kept by the server: copied beside the new register
+                    copies.append((new_folder / "photos" / path.name, data))
+                    photos.append(str((new_folder / "photos" / path.name).resolve()))
+                else:
+                    photos.append(str(path))
+            if photos:
+                meta = {k: v for k, v in (self.get(object_id) or {}).items()
+                        if k not in ("object_id", "photos", "reshots")}
+                objects.append((object_id, photos, meta))
+        new = Register.create(new_folder, spec, reshots=self.reshots, flip=bool(described.get("flip", False)),
+                              scoring=self.scoring, resize=resize)
+        try:
+            for path, data in copies:
+                write_bytes_atomic(path, data)
+            done = new.import_objects(objects, progress=progress) if objects else {
+                "photos_added": 0, "errors": []}
+            problems += done["errors"]
+            copied = len(new)
+            left_out = sorted(set(by_object) - {o["object_id"] for o in new.list()})  # no photo could be read again
+            new._log("copy", source=str(self.folder.resolve()), embedder_was=described["spec"],
+                     objects=copied, photos=done["photos_added"], photos_left_out=len(problems),
+                     objects_left_out=left_out)
+        finally:
+            new.close()
+        return {"objects": copied, "photos": done["photos_added"], "problems": problems,
+                "objects_left_out": left_out, "embedder": spec}
 
     def remove(self, object_id: str) -> int:
         """Take an object out, with its photos' re-shots; returns the number of photos removed (re-shots
