@@ -783,6 +783,11 @@ def test_copy_embeds_every_photo_again_keeps_the_metadata_and_names_what_it_left
     assert "a register already exists" in capsys.readouterr().err
     same = Register.open(tmp_path / "old").copy_to(tmp_path / "same")  # its own embedder: read as before
     assert same["objects"] == 2 and Register.open(tmp_path / "same").embedder.preprocessing.resize == "squash"
+    shutil.rmtree(work)
+    stored.unlink()
+    none = Register.open(tmp_path / "old").copy_to(tmp_path / "none")  # no photo left to read: an empty register
+    assert (none["objects"], none["photos"], none["objects_left_out"]) == (0, 0, ["A", "B", "C"])
+    assert len(none["problems"]) == 5 and len(Register.open(tmp_path / "none")) == 0
 
 
 def test_contrast_scores_subtract_half_the_mean_of_the_next_four_objects():
