@@ -750,6 +750,7 @@ def test_copy_embeds_every_photo_again_keeps_the_metadata_and_names_what_it_left
     reg.add("A", [str(work / "A0.jpg"), str(work / "A1.jpg")], title="Ivory figure", status="stolen", lot="7")
     reg.add("B", [str(work / "B0.jpg")])
     reg.add("C", [str(work / "C0.jpg")])
+    reg.add("D", [(work / "C1.jpg").read_bytes()])  # bytes through the library: no file to read again
     stored = tmp_path / "old" / "photos" / "upload.jpg"  # as the server keeps an uploaded photo
     stored.parent.mkdir()
     shutil.copy(work / "B1.jpg", stored)
@@ -764,8 +765,10 @@ def test_copy_embeds_every_photo_again_keeps_the_metadata_and_names_what_it_left
     out, err = capsys.readouterr()
     assert f"{work / 'A1.jpg'}: not copied: the file is gone (object A)" in err
     assert f"{work / 'C0.jpg'}: not copied: the file holds other bytes than were registered (object C)" in err
+    assert "<bytes 0>: not copied: it was registered from bytes, not a file (object D)" in err
     assert out.startswith(f"copied 2 object(s), 3 photo(s) into {tmp_path / 'new'} (embedder "
-                          "pretrained:efficientnet_lite0); 1 object(s) not copied, none of their photos read again: C")
+                          "pretrained:efficientnet_lite0); 2 object(s) not copied, none of their photos read again: "
+                          "C, D")
     assert (tmp_path / "old" / DB_NAME).read_bytes() == before  # the old register is not changed
     new = Register.open(tmp_path / "new")
     a = new.get("A")
@@ -777,7 +780,7 @@ def test_copy_embeds_every_photo_again_keeps_the_metadata_and_names_what_it_left
     assert new.threshold is None and new.reshots == 1 and new.scoring == "similarity"
     assert new.embedder.preprocessing.resize == "fit"  # another embedder given: read its own way
     assert new.search([photos["A"][1]], k=1)[0].matches[0].object_id == "A"
-    assert new.history()[-1]["action"] == "copy" and new.history()[-1]["objects_left_out"] == ["C"]
+    assert new.history()[-1]["action"] == "copy" and new.history()[-1]["objects_left_out"] == ["C", "D"]
     new.close()
     assert main(["-q", "register", "copy", str(tmp_path / "old"), str(tmp_path / "new")]) == 1
     assert "a register already exists" in capsys.readouterr().err
@@ -786,8 +789,8 @@ def test_copy_embeds_every_photo_again_keeps_the_metadata_and_names_what_it_left
     shutil.rmtree(work)
     stored.unlink()
     none = Register.open(tmp_path / "old").copy_to(tmp_path / "none")  # no photo left to read: an empty register
-    assert (none["objects"], none["photos"], none["objects_left_out"]) == (0, 0, ["A", "B", "C"])
-    assert len(none["problems"]) == 5 and len(Register.open(tmp_path / "none")) == 0
+    assert (none["objects"], none["photos"], none["objects_left_out"]) == (0, 0, ["A", "B", "C", "D"])
+    assert len(none["problems"]) == 6 and len(Register.open(tmp_path / "none")) == 0
 
 
 def test_contrast_scores_subtract_half_the_mean_of_the_next_four_objects():

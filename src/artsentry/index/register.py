@@ -654,8 +654,6 @@ class Register:
         photo is read from the file it was registered from (its name here), and left out, and said, when
         that file is gone or holds other bytes than were registered (by SHA-256); photos the server stored
         in this register's ``photos/`` are copied into the new one's. This register is not changed."""
-        from ..files import write_bytes_atomic
-
         described = json.loads(self.setting("embedder"))
         spec = embedder or described["spec"]
         # the same embedder reads photos as before (registers from before 2026-12-04: squash); another its own way
@@ -668,36 +666,17 @@ class Register:
         for object_id, name, sha in rows:
             by_object.setdefault(object_id, []).append((name, sha))
         new_folder = Path(folder)
-        if (new_folder / DB_NAME).exists():
-            raise RegisterError(f"{new_folder}: a register already exists")
-        copies: list[tuple[Path, bytes]] = []
-        for object_id in sorted(by_object):
-            photos = []
-            for name, sha in by_object[object_id]:
-                path = Path(name)
-                try:
-                    data = path.read_bytes() if path.is_file() else None
-                except OSError:
-                    data = None
-                if data is None:
-                    problems.append(f"{name}: not copied: the file is gone (object {object_id})")
-                elif hashlib.sha256(data).hexdigest() != sha:
-                    problems.append(f"{name}: not copied: the file holds other bytes than were registered "
-                                    f"(object {object_id})")
-                elif path.resolve().parent == stored:  # kept by the server: copied beside the new register
-                    copies.append((new_folder / "photos" / path.name, data))
-                    photos.append(str((new_folder / "photos" / path.name).resolve()))
-                else:
-                    photos.append(str(path))
-            if photos:
-                meta = {k: v for k, v in (self.get(object_id) or {}).items()
-                        if k not in ("object_id", "photos", "reshots")}
-                objects.append((object_id, photos, meta))
         new = Register.create(new_folder, spec, reshots=self.reshots, flip=bool(described.get("flip", False)),
                               scoring=self.scoring, resize=resize)
         try:
-            for path, data in copies:
-                write_bytes_atomic(path, data)
+            for object_id in sorted(by_object):
+                photos = [self._copied_photo(name, sha, object_id, stored, new_folder, problems)
+                          for name, sha in by_object[object_id]]
+                photos = [photo for photo in photos if photo is not None]
+                if photos:
+                    meta = {k: v for k, v in (self.get(object_id) or {}).items()
+                            if k not in ("object_id", "photos", "reshots")}
+                    objects.append((object_id, photos, meta))
             done = new.import_objects(objects, progress=progress) if objects else {
                 "photos_added": 0, "errors": []}
             problems += done["errors"]
@@ -710,6 +689,32 @@ class Register:
             new.close()
         return {"objects": copied, "photos": done["photos_added"], "problems": problems,
                 "objects_left_out": left_out, "embedder": spec}
+
+    @staticmethod
+    def _copied_photo(name: str, sha: str, object_id: str, stored: Path, new_folder: Path,
+                      problems: list[str]) -> str | None:
+        """``copy_to``: what the new register reads for one registered photo (its file, or the server's
+        stored photo copied beside the new register), or None with the reason in ``problems``."""
+        from ..files import write_bytes_atomic
+
+        path = Path(name)
+        if name.startswith("<") and name.endswith(">"):  # given as bytes, through the library
+            problems.append(f"{name}: not copied: it was registered from bytes, not a file (object {object_id})")
+            return None
+        try:
+            data = path.read_bytes() if path.is_file() else None
+        except OSError:
+            data = None
+        if data is None:
+            problems.append(f"{name}: not copied: the file is gone (object {object_id})")
+            return None
+        if hashlib.sha256(data).hexdigest() != sha:
+            problems.append(f"{name}: not copied: the file holds other bytes than were registered (object {object_id})")
+            return None
+        if path.resolve().parent == stored:  # kept by the server: copied beside the new register
+            write_bytes_atomic(new_folder / "photos" / path.name, data)
+            return str((new_folder / "photos" / path.name).resolve())
+        return str(path)
 
     def remove(self, object_id: str) -> int:
         """Take an object out, with its photos' re-shots; returns the number of photos removed (re-shots
