@@ -706,6 +706,11 @@ def test_a_register_refuses_an_embedder_whose_weights_changed_since_its_vectors(
     assert main(["-q", "register", "search", str(tmp_path / "reg"), str(photos["A"][1])]) != 0
     err = capsys.readouterr().err
     assert len([line for line in err.splitlines() if "other weights" in line]) == 1 and "Traceback" not in err
+    # info still shows what the register holds, then says why it cannot search
+    assert main(["-q", "register", "info", str(tmp_path / "reg")]) == 1
+    out, err = capsys.readouterr()
+    assert out.startswith("objects\t1\nphotos\t1 ") and f"embedder\t{embedder.resolve()}" in out
+    assert err.startswith("artsentry register: error: ") and "other weights" in err
     # screening and the server refuse it before their first photo
     folder = Path(photos["A"][0][0]).parent
     assert main(["-q", "screen", str(folder), "--out", str(tmp_path / "screen"), "--model", "none",

@@ -1085,6 +1085,8 @@ def cmd_register(a) -> int:
                       f"no-match threshold\t{unset if info['threshold'] is None else info['threshold']}\n"
                       f"lot threshold\t{'not set' if info['lot_threshold'] is None else info['lot_threshold']}\n"
                       f"changes\t{info['changes']}{', the last ' + info['changed'] if info['changed'] else ''}")
+            if info.get("embedder_refused"):  # said after what the register holds, as any command's error
+                raise RegisterError(info["embedder_refused"])
         elif a.action == "list":
             rows = reg.list()
             for row in rows:

@@ -94,6 +94,10 @@ class RegisterError(ArtsentryError, RuntimeError):
     pass
 
 
+class EmbedderChanged(RegisterError):
+    """The register's embedder folder holds other weights than its vectors were made with."""
+
+
 class RegisterBusy(RegisterError):
     """Another process held the register's write lock for longer than this one waits (``busy_seconds``)."""
 
@@ -321,7 +325,7 @@ class Register:
                                           resize=(described.get("preprocessing") or {}).get("resize"))
             made_with = described.get("weights_sha256")  # registers made before 2026-12-06 did not record it
             if made_with is not None and embedder.weights_sha256 != made_with:
-                raise RegisterError(
+                raise EmbedderChanged(
                     f"{self.folder}: its embedder {described['spec']} has other weights than the ones its vectors "
                     f"were made with (SHA-256 {str(embedder.weights_sha256)[:12]}..., not {made_with[:12]}...: trained "
                     "again or replaced since): its searches would compare two networks' vectors. Put those weights "
@@ -364,14 +368,21 @@ class Register:
         """What the register holds and how it decides: objects, photos and the vectors indexed for them
         (re-shots and all), the index's kind (exact; ivf from ``vectors.IVF_THRESHOLD`` vectors), the
         embedder and how it reads photos, the scoring, both thresholds (None: not
-        set, nothing is decided) and its history's length and last change."""
-        emb = self.embedder.describe()
+        set, nothing is decided) and its history's length and last change. An embedder refused for weights
+        changed since the vectors were made (``embedder``) is described as the register recorded it, and
+        ``embedder_refused`` says why."""
+        refused = None
+        try:
+            emb = self.embedder.describe()
+        except EmbedderChanged as exc:  # what the register holds stays readable: that is what the user looks at
+            emb, refused = json.loads(self.setting("embedder")), str(exc)
         photos = self.db.execute("SELECT COUNT(*) FROM photos WHERE reshot_of IS NULL").fetchone()[0]
         return {"objects": len(self), "photos": photos, "indexed_vectors": self.indexed_vectors,
                 "index": self.index.kind,
                 "reshots_per_photo": self.reshots, "embedder": emb["spec"], "dim": emb["dim"], "flip": emb["flip"],
                 "resize": emb["preprocessing"].get("resize"), "scoring": self.scoring, "threshold": self.threshold,
-                "lot_threshold": self.lot_threshold, **self.last_change()}
+                "lot_threshold": self.lot_threshold, **self.last_change(),
+                **({"embedder_refused": refused} if refused else {})}
 
     def required_lot_threshold(self) -> float:
         """``lot_threshold``, or ``RegisterError`` saying how to set one (tile searches need it)."""
