@@ -34,6 +34,22 @@ def test_images_subfolder_layout(tmp_path, synthetic_dataset, caplog):
     assert "ivory: 1 file(s) not read, not images by their ending (1 .cr2)" in caplog.text
 
 
+def test_a_run_folder_inside_the_data_is_not_read_as_a_label(tmp_path, synthetic_dataset, caplog):
+    """`train photos --out photos/run1`: the run's projection.png made `run1` a third label of the next
+    run on `photos` (found 2026-12-06). Every run folder holds its lock file."""
+    from artsentry.files import LOCK_NAME
+
+    shutil.copytree(synthetic_dataset, tmp_path / "photos")
+    run = tmp_path / "photos" / "run1"
+    (run / "projection").mkdir(parents=True)
+    (run / LOCK_NAME).write_text("pid 1: artsentry train photos --out photos/run1")
+    shutil.copy(next((tmp_path / "photos" / "ivory").iterdir()), run / "projection" / "projection.png")
+    with caplog.at_level("WARNING"):
+        df, _ = read_manifest(tmp_path / "photos")
+    assert len(df) == 48 and set(df["label"]) == {"ivory", "non_ivory"}
+    assert f"{run}: an artsentry output folder" in caplog.text
+
+
 def test_met_ivory_metadata_csv_is_read_as_is():
     root = require_met_ivory()
     df, report = read_manifest(root / "metadata.csv")

@@ -33,7 +33,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import ArtsentryError
-from ..files import atomic_path
+from ..files import LOCK_NAME, atomic_path
 from .images import find_images, is_image_file
 
 log = logging.getLogger(__name__)
@@ -281,6 +281,10 @@ def _from_folder(root: Path) -> tuple[pd.DataFrame, ManifestReport]:
     label_root = root / "images" if (root / "images").is_dir() else root
     rows = []
     for label_dir in sorted(p for p in label_root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if (label_dir / LOCK_NAME).exists():  # a run's folder (train --out DATA/run1): its pictures are no label's
+            log.warning("%s: an artsentry output folder (it holds %s), not a label: its images are not used",
+                        label_dir, LOCK_NAME)
+            continue
         for file in find_images(label_dir):
             rows.append({"path": str(file.resolve()), "label": label_dir.name, "object_id": str(file.resolve())})
     loose = [f for f in label_root.iterdir() if f.is_file() and is_image_file(f)]
