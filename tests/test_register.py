@@ -787,6 +787,9 @@ def test_copy_embeds_every_photo_again_keeps_the_metadata_and_names_what_it_left
     assert new.search([photos["A"][1]], k=1)[0].matches[0].object_id == "A"
     assert new.history()[-1]["action"] == "copy" and new.history()[-1]["objects_left_out"] == ["C", "D"]
     new.close()
+    assert main(["-q", "register", "history", str(tmp_path / "new")]) == 0  # its copy entry printed with the rest
+    last = capsys.readouterr().out.splitlines()[-1].split("\t")
+    assert last[2] == "copy" and json.loads(last[4])["photos_copied"] == 3
     assert main(["-q", "register", "copy", str(tmp_path / "old"), str(tmp_path / "new")]) == 1
     assert "a register already exists" in capsys.readouterr().err
     same = Register.open(tmp_path / "old").copy_to(tmp_path / "same")  # its own embedder: read as before

@@ -693,8 +693,9 @@ class Register:
             problems += done["errors"]
             copied = len(new)
             left_out = sorted(set(by_object) - {o["object_id"] for o in new.list()})  # no photo could be read again
+            # (a history entry's "photos" is a list of SHA-256: counts go under other names)
             new._log("copy", source=str(self.folder.resolve()), embedder_was=described["spec"],
-                     objects=copied, photos=done["photos_added"], photos_left_out=len(problems),
+                     objects_copied=copied, photos_copied=done["photos_added"], photos_left_out=len(problems),
                      objects_left_out=left_out)
         finally:
             new.close()
