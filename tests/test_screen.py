@@ -6,6 +6,7 @@ import hashlib
 import html
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -1268,6 +1269,17 @@ def test_a_run_resumed_after_its_register_changed_says_so(model_dir, photos, tmp
     with caplog.at_level("WARNING"):  # run again: said once, not every time
         Screener(None, tmp_path / "reg", progress=False, batch_size=2).run(path, out)
     assert "the register changed" not in caplog.text
+    # its threshold set again, or another register: refused, and the refusal says which
+    reg = Register.open(tmp_path / "reg")
+    reg.set_threshold(0.3)
+    reg.close()
+    with pytest.raises(ScreenError, match=re.escape(f"the register {tmp_path / 'reg'} with another threshold "
+                                                    "(0.5 then, 0.3 now)")):
+        Screener(None, tmp_path / "reg", progress=False).run(path, out)
+    abc_register(tmp_path / "other", photos).close()
+    with pytest.raises(ScreenError, match=re.escape(f"another register ({tmp_path / 'reg'}, not "
+                                                    f"{tmp_path / 'other'})")):
+        Screener(None, tmp_path / "other", progress=False).run(path, out)
 
 
 def test_screen_with_culture_model(model_dir, culture_model_dir, culture_dataset, tmp_path, capsys):

@@ -164,6 +164,15 @@ def _describe_changes(old: dict, new: dict, changed: list[str]) -> str:
         return (f"the {what} {name(now)} with another {', '.join(fields)} ("
                 + "; ".join(f"{then.get(k)} then, {now.get(k)} now" for k in fields) + ")")
 
+    def register() -> str:
+        then, now = old.get("register") or {}, new.get("register") or {}
+        if not then or not now or then.get("path") != now.get("path"):
+            return f"another register ({then.get('path', 'none')}, not {now.get('path', 'none')})"
+        # the same register, its threshold set or its embedder changed since: say which
+        fields = [k for k in sorted(set(then) | set(now)) if then.get(k) != now.get(k)]
+        return (f"the register {now['path']} with another {', '.join(fields)} ("
+                + "; ".join(f"{then.get(k)} then, {now.get(k)} now" for k in fields) + ")")
+
     words = {
         "input": lambda: f"another input ({old.get('input')}, not {new.get('input')})",
         "group_folders": lambda: "another --group-folders choice",
@@ -172,7 +181,7 @@ def _describe_changes(old: dict, new: dict, changed: list[str]) -> str:
                                 else "the same input with other content (rows changed)"),
         "model": lambda: model("model", "model"),
         "culture_model": lambda: model("culture_model", "culture model"),
-        "register": lambda: "another register",
+        "register": register,
         "k": lambda: f"another --top-k ({old.get('k')}, not {new.get('k')})",
         "lots": lambda: "another --lots choice (or lot threshold)",
     }
