@@ -160,18 +160,18 @@ def _describe_changes(old: dict, new: dict, changed: list[str]) -> str:
         if not then or not now or name(then) != name(now):
             return f"another {what} ({name(then)}, not {name(now)})"
         # the same weights, read from another folder or with another threshold or runtime: say which
+        return f"the {what} {name(now)} with another {differing(then, now)}"
+
+    def differing(then: dict, now: dict) -> str:
         fields = [k for k in sorted(set(then) | set(now)) if then.get(k) != now.get(k)]
-        return (f"the {what} {name(now)} with another {', '.join(fields)} ("
-                + "; ".join(f"{then.get(k)} then, {now.get(k)} now" for k in fields) + ")")
+        return f"{', '.join(fields)} (" + "; ".join(f"{then.get(k)} then, {now.get(k)} now" for k in fields) + ")"
 
     def register() -> str:
         then, now = old.get("register") or {}, new.get("register") or {}
         if not then or not now or then.get("path") != now.get("path"):
             return f"another register ({then.get('path', 'none')}, not {now.get('path', 'none')})"
         # the same register, its threshold set or its embedder changed since: say which
-        fields = [k for k in sorted(set(then) | set(now)) if then.get(k) != now.get(k)]
-        return (f"the register {now['path']} with another {', '.join(fields)} ("
-                + "; ".join(f"{then.get(k)} then, {now.get(k)} now" for k in fields) + ")")
+        return f"the register {now['path']} with another {differing(then, now)}"
 
     words = {
         "input": lambda: f"another input ({old.get('input')}, not {new.get('input')})",
