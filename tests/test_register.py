@@ -801,6 +801,39 @@ def test_copy_embeds_every_photo_again_keeps_the_metadata_and_names_what_it_left
     assert len(none["problems"]) == 6 and len(Register.open(tmp_path / "none")) == 0
 
 
+def test_a_copy_stopped_half_way_goes_on_when_run_again(tmp_path, photos, monkeypatch, capsys):
+    reg = abc_register(tmp_path / "old", photos)
+    real = Register._register
+    calls = []
+
+    def stopped(self, objects, progress=False):  # the first chunk registered, then Ctrl-C
+        calls.append(len(objects))
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return real(self, objects, progress)
+
+    monkeypatch.setattr("artsentry.index.register.Register.import_objects",
+                        lambda self, objects, **kw: (stopped(self, objects[:1]), stopped(self, objects[1:])))
+    with pytest.raises(KeyboardInterrupt):
+        reg.copy_to(tmp_path / "new")
+    monkeypatch.undo()
+    assert [o["object_id"] for o in Register.open(tmp_path / "new").list()] == ["A"]
+    with pytest.raises(RegisterError, match="an unfinished copy of this one with the embedder "
+                                            "pretrained:efficientnet_lite0: run the copy again"):
+        reg.copy_to(tmp_path / "new", "pretrained:efficientnet_lite1")
+    done = reg.copy_to(tmp_path / "new")  # goes on: A's photos are not registered twice
+    assert (done["objects"], done["photos"], done["problems"]) == (3, 6, [])
+    new = Register.open(tmp_path / "new")
+    assert [o["photos"] for o in new.list()] == [2, 2, 2]
+    assert [h["action"] for h in new.history()] == ["create", "copy_started", "add", "add", "add", "copy"]
+    new.close()
+    with pytest.raises(RegisterError, match=r"a register already exists$"):  # finished: not copied into again
+        reg.copy_to(tmp_path / "new")
+    abc_register(tmp_path / "other", photos).close()
+    with pytest.raises(RegisterError, match=r"a register already exists$"):
+        Register.open(tmp_path / "other").copy_to(tmp_path / "new")
+
+
 def test_contrast_scores_subtract_half_the_mean_of_the_next_four_objects():
     sims = np.array([0.9, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1])
     got = contrast_scores(sims)

@@ -664,7 +664,8 @@ class Register:
         are kept; the thresholds are not (they were chosen for other vectors: calibrate the new one). A
         photo is read from the file it was registered from (its name here), and left out, and said, when
         that file is gone or holds other bytes than were registered (by SHA-256); photos the server stored
-        in this register's ``photos/`` are copied into the new one's. This register is not changed."""
+        in this register's ``photos/`` are copied into the new one's. This register is not changed. A copy
+        stopped half-way (Ctrl-C, a full disk) goes on when run again: the photos it holds are skipped."""
         described = json.loads(self.setting("embedder"))
         spec = embedder or described["spec"]
         # the same embedder reads photos as before (registers from before 2026-12-04: squash); another its own way
@@ -676,9 +677,22 @@ class Register:
         by_object: dict[str, list[tuple[str, str]]] = {}
         for object_id, name, sha in rows:
             by_object.setdefault(object_id, []).append((name, sha))
-        new_folder = Path(folder)
-        new = Register.create(new_folder, spec, reshots=self.reshots, flip=bool(described.get("flip", False)),
-                              scoring=self.scoring, resize=resize)
+        new_folder, source = Path(folder), str(self.folder.resolve())
+        if (new_folder / DB_NAME).exists():
+            new = Register.open(new_folder)
+            going_on = json.loads(new.setting("embedder"))["spec"]
+            wanted = embedder if embedder is None or embedder.startswith(PRETRAINED_PREFIX) else str(
+                Path(embedder).resolve())
+            unfinished = new._copying(source)
+            if not unfinished or wanted not in (None, going_on):
+                new.close()
+                raise RegisterError(f"{new_folder}: a register already exists" + (
+                    f" (an unfinished copy of this one with the embedder {going_on}: run the copy again without "
+                    "--embedder or with that one to go on)" if unfinished else ""))
+        else:
+            new = Register.create(new_folder, spec, reshots=self.reshots, flip=bool(described.get("flip", False)),
+                                  scoring=self.scoring, resize=resize)
+            new._log("copy_started", source=source)  # until "copy": a copy to go on with if stopped
         try:
             for object_id in sorted(by_object):
                 photos = [self._copied_photo(name, sha, object_id, stored, new_folder, problems)
@@ -692,15 +706,27 @@ class Register:
                 "photos_added": 0, "errors": []}
             problems += done["errors"]
             copied = len(new)
+            photos_copied = new.db.execute("SELECT COUNT(*) FROM photos WHERE reshot_of IS NULL").fetchone()[0]
             left_out = sorted(set(by_object) - {o["object_id"] for o in new.list()})  # no photo could be read again
             # (a history entry's "photos" is a list of SHA-256: counts go under other names)
-            new._log("copy", source=str(self.folder.resolve()), embedder_was=described["spec"],
-                     objects_copied=copied, photos_copied=done["photos_added"], photos_left_out=len(problems),
+            new._log("copy", source=source, embedder_was=described["spec"],
+                     objects_copied=copied, photos_copied=photos_copied, photos_left_out=len(problems),
                      objects_left_out=left_out)
+            embedded_with = json.loads(new.setting("embedder"))["spec"]
         finally:
             new.close()
-        return {"objects": copied, "photos": done["photos_added"], "problems": problems,
-                "objects_left_out": left_out, "embedder": spec}
+        return {"objects": copied, "photos": photos_copied, "problems": problems,
+                "objects_left_out": left_out, "embedder": embedded_with}
+
+    def _copying(self, source: str) -> bool:
+        """Whether this register is a ``copy_to`` of ``source`` that has not finished."""
+        state = None
+        for entry in self.history():
+            if entry["action"] == "copy_started":
+                state = entry.get("source")
+            elif entry["action"] == "copy":
+                state = None
+        return state == source
 
     @staticmethod
     def _copied_photo(name: str, sha: str, object_id: str, stored: Path, new_folder: Path,
