@@ -62,7 +62,10 @@ def test_the_soup_is_the_weighted_mean_of_the_weights(model_dir, tmp_path):
 
 
 def test_a_soup_of_one_model_with_itself_computes_what_the_model_does(model_dir, tmp_path):
-    folder, _ = make_soup([model_dir, model_dir], tmp_path / "soup")
+    folder, notes = make_soup([model_dir, model_dir], tmp_path / "soup")
+    # most often a slip: said, and still made (the soup of a model with itself is that model)
+    assert notes == [f"{model_dir} holds the same weights as {model_dir}: they count twice in the soup "
+                     "(--weights sets each model's share)"]
     (net, _), (soup, _) = load_model(model_dir), load_model(folder)
     x = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

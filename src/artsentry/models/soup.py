@@ -65,6 +65,12 @@ def make_soup(folders: Sequence[str | Path], out: str | Path, weights: Sequence[
         raise ArtifactError("smallcnn models are trained from scratch: they share no start, and the mean of "
                             "their weights is no model; a soup is of fine-tunes of one pretrained network")
     notes = []
+    seen: dict[str, Path] = {}
+    for folder, (net, _) in zip(folders, loaded):  # the same model given twice (or a copy of it) is a slip
+        if net.weights_sha256 in seen:
+            notes.append(f"{folder} holds the same weights as {seen[net.weights_sha256]}: they count twice in the "
+                         "soup (--weights sets each model's share)")
+        seen.setdefault(net.weights_sha256, folder)
     for folder, (_, config) in zip(folders[1:], loaded[1:]):
         for key in SAME:
             if config.get(key) != first.get(key):
