@@ -33,6 +33,12 @@ from ..models import create_model, default_preprocessing
 PRETRAINED_PREFIX = "pretrained:"
 
 
+def spec_key(spec: str) -> str:
+    """An embedder spec as a register records it: ``pretrained:ARCH`` as given, a model folder by its
+    resolved path."""
+    return spec if spec.startswith(PRETRAINED_PREFIX) else str(Path(spec).resolve())
+
+
 class Embedder:
     def __init__(self, backbone: torch.nn.Module, preprocessing: Preprocessing, spec: str, dim: int,
                  batch_size: int = 32, layer: str | None = None, pooling: str | None = None, flip: bool = False,
@@ -72,12 +78,12 @@ class Embedder:
         if is_embedding(read_config(spec)):
             net, config = load_embedding(spec)
             block = config["embedding"]
-            return cls(net, Preprocessing.from_dict(config["preprocessing"]), str(Path(spec).resolve()), net.dim,
+            return cls(net, Preprocessing.from_dict(config["preprocessing"]), spec_key(spec), net.dim,
                        layer=block["layer"], pooling=block["pooling"], flip=flip, weights_sha256=net.weights_sha256)
         model, config = load_model(Path(spec))
         pooling = config["architecture"].get("pooling", "avg")
         texture = pooling != "avg"
-        return cls(model.backbone, Preprocessing.from_dict(config["preprocessing"]), str(Path(spec).resolve()),
+        return cls(model.backbone, Preprocessing.from_dict(config["preprocessing"]), spec_key(spec),
                    model.num_features, flip=flip, weights_sha256=model.weights_sha256,
                    layer=config["architecture"]["embedding"] if texture else None,
                    pooling={"texture": "second-order (texture)",

@@ -50,7 +50,7 @@ from ..data.quality import quality_warnings
 from ..data.splits import file_sha256
 from ..errors import ArtsentryError
 from ..inference import source_names
-from .embedder import PRETRAINED_PREFIX, Embedder
+from .embedder import PRETRAINED_PREFIX, Embedder, spec_key
 from .vectors import IndexFileError, VectorIndex, kind_for
 
 DB_NAME = "register.sqlite"
@@ -376,13 +376,16 @@ class Register:
             emb = self.embedder.describe()
         except EmbedderChanged as exc:  # what the register holds stays readable: that is what the user looks at
             emb, refused = json.loads(self.setting("embedder")), str(exc)
-        photos = self.db.execute("SELECT COUNT(*) FROM photos WHERE reshot_of IS NULL").fetchone()[0]
-        return {"objects": len(self), "photos": photos, "indexed_vectors": self.indexed_vectors,
+        return {"objects": len(self), "photos": self._photo_count(), "indexed_vectors": self.indexed_vectors,
                 "index": self.index.kind,
                 "reshots_per_photo": self.reshots, "embedder": emb["spec"], "dim": emb["dim"], "flip": emb["flip"],
                 "resize": emb["preprocessing"].get("resize"), "scoring": self.scoring, "threshold": self.threshold,
                 "lot_threshold": self.lot_threshold, **self.last_change(),
                 **({"embedder_refused": refused} if refused else {})}
+
+    def _photo_count(self) -> int:
+        """Registered photos, their re-shots not counted."""
+        return self.db.execute("SELECT COUNT(*) FROM photos WHERE reshot_of IS NULL").fetchone()[0]
 
     def required_lot_threshold(self) -> float:
         """``lot_threshold``, or ``RegisterError`` saying how to set one (tile searches need it)."""
@@ -681,8 +684,7 @@ class Register:
         if (new_folder / DB_NAME).exists():
             new = Register.open(new_folder)
             going_on = json.loads(new.setting("embedder"))["spec"]
-            wanted = embedder if embedder is None or embedder.startswith(PRETRAINED_PREFIX) else str(
-                Path(embedder).resolve())
+            wanted = None if embedder is None else spec_key(embedder)
             unfinished = new._copying(source)
             if not unfinished or wanted not in (None, going_on):
                 new.close()
@@ -706,7 +708,7 @@ class Register:
                 "photos_added": 0, "errors": []}
             problems += done["errors"]
             copied = len(new)
-            photos_copied = new.db.execute("SELECT COUNT(*) FROM photos WHERE reshot_of IS NULL").fetchone()[0]
+            photos_copied = new._photo_count()
             left_out = sorted(set(by_object) - {o["object_id"] for o in new.list()})  # no photo could be read again
             # (a history entry's "photos" is a list of SHA-256: counts go under other names)
             new._log("copy", source=source, embedder_was=described["spec"],

@@ -22,7 +22,7 @@ import torch
 
 from ..data.splits import file_sha256
 from ..files import atomic_path, write_text_atomic
-from .artifact import WEIGHTS_NAME, ArtifactError, load_model, read_config, update_config
+from .artifact import CONFIG_NAME, WEIGHTS_NAME, ArtifactError, load_model, read_config, update_config
 
 ONNX_NAME = "model.onnx"
 INPUT_NAME = "input"
@@ -101,7 +101,7 @@ def export_onnx(folder: str | Path, out: str | Path | None = None, *, parity_inp
                  "antialiased); pixel values / 255, then (value - mean) / std per channel")
         side = {k: config.get(k) for k in keep} | {"preprocessing_steps": steps, "onnx": block,
                                                    "source_model": str(folder.resolve())}
-        write_text_atomic(out / "config.json", json.dumps(side, indent=2) + "\n")
+        write_text_atomic(out / CONFIG_NAME, json.dumps(side, indent=2) + "\n")
     return block
 
 
@@ -113,7 +113,7 @@ def _check_standalone_out(out: Path) -> None:
         raise ArtifactError(f"{out} holds a model ({WEIGHTS_NAME}), whose config.json a standalone copy would "
                             "replace; choose a new or empty --out (without --out the export goes into the model's "
                             "own folder)")
-    config = out / "config.json"
+    config = out / CONFIG_NAME
     if config.is_file():
         import json
 

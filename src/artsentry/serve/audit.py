@@ -54,12 +54,11 @@ class AuditLog:
     def _resume(self) -> str:
         with open(self.path, "ab") as f:
             if f.tell():
-                with open(self.path, "rb") as r:  # every record begins so, a cut first one too
-                    if r.read(len(RECORD_START)) != RECORD_START:
+                with open(self.path, "rb") as r:
+                    if r.read(len(RECORD_START)) != RECORD_START:  # every record begins so, a cut first one too
                         raise ValueError(f"{self.path} is not an artsentry audit log (its first line is not one of "
                                          "its records): records appended to it would mix with what it holds; "
                                          "choose another --audit-log")
-                with open(self.path, "rb") as r:
                     r.seek(-1, os.SEEK_END)
                     if r.read(1) != b"\n":
                         f.write(b"\n")
