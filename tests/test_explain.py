@@ -198,6 +198,52 @@ def test_explain_cli_every_method(model_dir, synthetic_dataset, tmp_path, capsys
     assert rc == 1 and "bronze" in capsys.readouterr().err
 
 
+def test_a_second_explain_run_into_the_same_folder_adds_to_its_record(model_dir, synthetic_dataset, tmp_path,
+                                                                      capsys):
+    """explanations.json lists every overlay in the folder: a second run into it used to replace the record
+    and leave the first run's overlays unlisted, and overwrote the overlay of another photo of the same name.
+    A photo explained again replaces its own overlay; a file the command did not write is left alone."""
+    import shutil
+
+    images = sorted((synthetic_dataset / "ivory").glob("*.jpg"))[:3]
+    out = tmp_path / "out"
+
+    def run(*paths, method="gradcam"):
+        rc = main(["-q", "explain", *map(str, paths), "--model", str(model_dir), "--method", method,
+                   "--out", str(out)])
+        capsys.readouterr()
+        return rc
+
+    def listed():
+        records = json.loads((out / "explanations.json").read_text())
+        assert sorted(Path(r["overlay"]).name for r in records) == sorted(p.name for p in out.glob("*.png"))
+        return {(r["source"], r["method"]): Path(r["overlay"]).name for r in records}
+
+    assert run(images[0], images[1]) == 0
+    first = (out / f"{images[0].stem}.gradcam.png").read_bytes()
+    assert run(images[1], images[2]) == 0
+    assert listed() == {(str(p), "gradcam"): f"{p.stem}.gradcam.png" for p in images}
+    assert run(images[0], method="saliency") == 0  # another method: beside the Grad-CAM map, not instead
+    assert len(listed()) == 4 and (out / f"{images[0].stem}.gradcam.png").read_bytes() == first
+    namesake = tmp_path / "elsewhere" / images[0].name  # another photo, the same file name
+    namesake.parent.mkdir()
+    shutil.copy(images[2], namesake)
+    assert run(namesake) == 0
+    assert listed()[(str(namesake), "gradcam")] == f"{images[0].stem}-2.gradcam.png"
+    assert (out / f"{images[0].stem}.gradcam.png").read_bytes() == first
+    (out / f"{images[1].stem}.gradcam.png").unlink()  # an overlay the user deleted: not listed after a run
+    fresh = shutil.copy(images[1], tmp_path / "fresh.jpg")
+    mine = out / "fresh.gradcam.png"  # not ours: a user's file where the overlay's name would go
+    mine.write_bytes(b"mine")
+    assert run(fresh) == 0 and mine.read_bytes() == b"mine"
+    mine.unlink()
+    assert listed()[(str(fresh), "gradcam")] == "fresh-2.gradcam.png" and (str(images[1]), "gradcam") not in listed()
+    (out / "explanations.json").write_text("not json")
+    assert main(["-q", "explain", str(images[0]), "--model", str(model_dir), "--out", str(out)]) == 1
+    assert "explanations.json is not an explanations.json this command wrote" in capsys.readouterr().err
+    assert (out / "explanations.json").read_text() == "not json"
+
+
 def test_the_class_explained_and_mapped_is_the_decision_at_the_models_threshold(model_dir, synthetic_dataset,
                                                                                  tmp_path):
     """A model whose threshold is not 0.5: a photo scored between the two is decided against its likelier

@@ -502,8 +502,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     xp = sub.add_parser("explain", help="heat maps: which regions decided (saliency, occlusion, Grad-CAM)",
                         description="Write an overlay PNG per image (heat map on the photo, colour bar) and "
-                        "explanations.json into --out. With --model: why the model chose its class (or --target). "
-                        "With --register: which regions made the photo similar to its best register match.")
+                        "explanations.json into --out (a later run adds to it). With --model: why the model "
+                        "chose its class (or --target). With --register: which regions made the photo similar to its "
+                        "best register match.")
     xp.add_argument("images", nargs="+", help="image files or folders (searched recursively)")
     src = xp.add_mutually_exclusive_group()
     src.add_argument("--model", help=f"model or run folder (default: {DEFAULT_MODEL})")

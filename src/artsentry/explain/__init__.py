@@ -18,6 +18,7 @@ its maximum is 1 (all zeros when nothing moved the score).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -284,9 +285,9 @@ def explain_files(sources: Sequence, *, model=None, register=None, method: str =
     register made with mirror images, of the photo as given, which can score a little differently
     from the search's mean of it and its mirror image); with ``out_dir``, write one overlay PNG per
     explanation (``<name>.<method>.png``; ``<name>.match.<method>.png``) and
-    ``explanations.json``. Unreadable files come back with ``error`` set."""
+    ``explanations.json``, adding to the records of earlier runs into ``out_dir`` (``_earlier_records``).
+    Unreadable files come back with ``error`` set."""
     import json
-    from pathlib import Path
 
     from tqdm import tqdm
 
@@ -307,10 +308,16 @@ def explain_files(sources: Sequence, *, model=None, register=None, method: str =
         engine = SimilarityExplainer(reg.embedder)
         pre = engine.pre
     out = Path(out_dir) if out_dir is not None else None
+    earlier: list[dict] = []
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
+        earlier = _earlier_records(out)
+    kind = "match" if register is not None else "model"
+    again = {(str(s), method) for s in sources}
+    replaced = [r for r in earlier if (r["source"], r["method"]) in again and _kind(r) in (kind, None)]
+    kept = [r for r in earlier if not any(r is x for x in replaced)]
+    used = {Path(r["overlay"]).name for r in kept if r.get("overlay")}  # file names in `out`
     results: list[Explanation] = []
-    used: set[str] = set()
     for src in tqdm(list(sources), desc=f"explain ({method})", unit="img", disable=not progress):
         name = str(src)
         try:
@@ -338,13 +345,61 @@ def explain_files(sources: Sequence, *, model=None, register=None, method: str =
             stem = Path(name).stem or "image"
             base = f"{stem}.match" if register is not None else stem
             candidate, n = base, 2
-            while candidate in used:
+            while f"{candidate}.{method}.png" in used or _not_ours(out / f"{candidate}.{method}.png", replaced):
                 candidate, n = f"{base}-{n}", n + 1
-            used.add(candidate)
+            used.add(f"{candidate}.{method}.png")
             path = out / f"{candidate}.{method}.png"
             with atomic_path(path) as tmp:
                 render(img, e.heat, pre, caption, method=method).save(tmp, format="PNG")
             e.overlay = str(path)
     if out is not None:
-        write_text_atomic(out / "explanations.json", json.dumps([r.to_dict() for r in results], indent=2))
+        for r in replaced:  # an earlier overlay of a photo explained again, under another name now
+            if r.get("overlay") and Path(r["overlay"]).name not in used:
+                (out / Path(r["overlay"]).name).unlink(missing_ok=True)
+        write_text_atomic(out / EXPLANATIONS, json.dumps(kept + [r.to_dict() for r in results], indent=2))
     return results
+
+
+#: the record of every explanation in an output folder, one run's added to the earlier runs'
+EXPLANATIONS = "explanations.json"
+
+
+def _earlier_records(out) -> list[dict]:
+    """The records an earlier run left in ``out``, whose overlays are still there (error records too).
+    A run into the same folder adds to them, replacing the records of photos it explains again by the
+    same method, so that explanations.json lists every overlay in the folder and no other."""
+    import json
+
+    path = out / EXPLANATIONS
+    if not path.exists():
+        return []
+    try:
+        records = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path} is not an explanations.json this command wrote ({exc}): give another --out, "
+                         "or move it away") from exc
+    if not isinstance(records, list) or not all(isinstance(r, dict) and isinstance(r.get("source"), str)
+                                                and isinstance(r.get("method"), str) for r in records):
+        raise ValueError(f"{path} is not an explanations.json this command wrote: give another --out, "
+                         "or move it away")
+    kept = []
+    for r in records:
+        if r.get("overlay"):
+            if not (out / Path(str(r["overlay"])).name).is_file():
+                continue  # deleted since: no longer listed
+            r = {**r, "overlay": str(out / Path(str(r["overlay"])).name)}  # as this run names its own
+        kept.append(r)
+    return kept
+
+
+def _kind(record: dict) -> str | None:
+    """``match`` for a register's explanation, ``model`` for a classifier's, None when an error record
+    does not say."""
+    if record.get("target"):
+        return "match" if str(record["target"]).startswith("match:") else "model"
+    return None
+
+
+def _not_ours(path, replaced: list[dict]) -> bool:
+    """A file at ``path`` this command did not write (or no longer lists): not to be overwritten."""
+    return path.exists() and not any(r.get("overlay") and Path(r["overlay"]).name == path.name for r in replaced)
