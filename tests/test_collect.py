@@ -202,6 +202,11 @@ def test_client_speaks_the_api(clean_server):
                                            or "porcelain" in met.record(i, "")["medium"].lower())
                     and met.record(i, "")["primaryImage"]]
         assert ivory == expected and ivory
+        # as the museum's, `medium` matches the object type too: the README's Ivory|Ceramics finds ceramics
+        # whose medium says porcelain or earthenware, not "ceramics"
+        ceramics = client.search("*", medium="Ceramics")
+        assert ceramics and all(met.record(i, "")["classification"] == "Ceramics" for i in ceramics)
+        assert any("ceramic" not in met.record(i, "")["medium"].lower() for i in ceramics)
         assert client.search("no-such-thing-anywhere") == []  # objectIDs: null
 
 

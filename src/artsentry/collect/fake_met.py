@@ -158,7 +158,9 @@ class FakeMet:
         culture = params.get("artistOrCulture", "").lower() == "true"
         for oid in self.ids:
             rec = self.record(oid, base)
-            if media and not any(m in rec["medium"].lower() for m in media):
+            # the museum's `medium` matches "the specified medium or object type" (its examples: Ceramics,
+            # Furniture, Paintings): the medium text or the classification
+            if media and not any(m in rec["medium"].lower() or m in rec["classification"].lower() for m in media):
                 continue
             if dept and str(rec["_departmentId"]) != dept:
                 continue
