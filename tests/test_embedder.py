@@ -233,8 +233,11 @@ def test_view_cache_key_follows_the_resize_mode():
 
 
 def test_register_with_trained_embedder_via_cli(embedder_dir, objects_dir, tmp_path, capsys):
+    """Named by its run folder, as `--model` takes one everywhere (it was refused: "no config.json"), the
+    embedder is recorded by its model folder."""
     reg = tmp_path / "reg"
-    assert main(["-q", "register", "create", str(reg), "--embedder", str(embedder_dir)]) == 0
+    assert embedder_dir.name == "model"
+    assert main(["-q", "register", "create", str(reg), "--embedder", str(embedder_dir.parent)]) == 0
     photos = sorted(objects_dir.rglob("*.jpg"))
     for p in photos[:6]:
         assert main(["-q", "register", "add", str(reg), p.stem, str(p)]) == 0

@@ -341,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     rc = rsub.add_parser("create", help="create an empty register")
     rc.add_argument("register")
     rc.add_argument("--embedder", default="pretrained:efficientnet_lite0",
-                    help="'pretrained:efficientnet_lite0' or a model folder whose backbone embeds")
+                    help="'pretrained:efficientnet_lite0' or a model or run folder whose backbone embeds")
     rc.add_argument("--threshold", type=_match_threshold, help="match score under which search answers 'no match' (better: "
                     "`register calibrate`)")
     rc.add_argument("--scoring", choices=("contrast", "similarity"), default="contrast",
@@ -414,7 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "not changed.")
     rc.add_argument("register")
     rc.add_argument("target", help="folder of the new register")
-    rc.add_argument("--embedder", help="'pretrained:ARCH' or a model folder (default: this register's)")
+    rc.add_argument("--embedder", help="'pretrained:ARCH' or a model or run folder (default: this register's)")
     rb = rsub.add_parser("rebuild", help="recreate the search index from the register database")
     rb.add_argument("register")
     rt = rsub.add_parser("set-threshold", help="set the no-match threshold (on the register's match score)")

@@ -35,8 +35,10 @@ PRETRAINED_PREFIX = "pretrained:"
 
 def spec_key(spec: str) -> str:
     """An embedder spec as a register records it: ``pretrained:ARCH`` as given, a model folder by its
-    resolved path."""
-    return spec if spec.startswith(PRETRAINED_PREFIX) else str(Path(spec).resolve())
+    resolved path (a training run's folder, as ``--model`` takes it everywhere, by its ``model/``)."""
+    from ..models.artifact import resolve_model_dir
+
+    return spec if spec.startswith(PRETRAINED_PREFIX) else str(resolve_model_dir(spec).resolve())
 
 
 class Embedder:
@@ -75,15 +77,16 @@ class Embedder:
             return cls(model.backbone, default_preprocessing(arch), spec, model.num_features, flip=flip)
         from ..models.artifact import is_embedding, load_embedding, load_model, read_config
 
+        spec = spec_key(spec)
         if is_embedding(read_config(spec)):
             net, config = load_embedding(spec)
             block = config["embedding"]
-            return cls(net, Preprocessing.from_dict(config["preprocessing"]), spec_key(spec), net.dim,
+            return cls(net, Preprocessing.from_dict(config["preprocessing"]), spec, net.dim,
                        layer=block["layer"], pooling=block["pooling"], flip=flip, weights_sha256=net.weights_sha256)
         model, config = load_model(Path(spec))
         pooling = config["architecture"].get("pooling", "avg")
         texture = pooling != "avg"
-        return cls(model.backbone, Preprocessing.from_dict(config["preprocessing"]), spec_key(spec),
+        return cls(model.backbone, Preprocessing.from_dict(config["preprocessing"]), spec,
                    model.num_features, flip=flip, weights_sha256=model.weights_sha256,
                    layer=config["architecture"]["embedding"] if texture else None,
                    pooling={"texture": "second-order (texture)",
