@@ -238,6 +238,7 @@ def test_register_with_trained_embedder_via_cli(embedder_dir, objects_dir, tmp_p
     reg = tmp_path / "reg"
     assert embedder_dir.name == "model"
     assert main(["-q", "register", "create", str(reg), "--embedder", str(embedder_dir.parent)]) == 0
+    assert f"(embedder {embedder_dir.resolve()}, photos read with" in capsys.readouterr().out  # as recorded
     photos = sorted(objects_dir.rglob("*.jpg"))
     for p in photos[:6]:
         assert main(["-q", "register", "add", str(reg), p.stem, str(p)]) == 0

@@ -1021,7 +1021,7 @@ def cmd_register(a) -> int:
     if a.action == "create":
         reg = Register.create(a.register, a.embedder, threshold=a.threshold, reshots=a.reshots, flip=a.flip,
                               scoring=a.scoring, resize=a.resize)
-        print(f"created register {a.register} (embedder {a.embedder}, photos read with "
+        print(f"created register {a.register} (embedder {reg.embedder.spec}, photos read with "
               f"{reg.embedder.preprocessing.resize}{', with mirror images' if a.flip else ''})")
         reg.close()
         return 0
