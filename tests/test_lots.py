@@ -156,3 +156,26 @@ def test_screen_lots_searches_the_register_tile_by_tile(tmp_path, photos):
     assert r["matched"] == (r["matches"][0]["score"] >= lot_threshold) == (not expected.no_match)
     res = pd.read_csv(out / "results.csv")
     assert res.at[0, "best_match"] == "A" and res.at[0, "best_match_tile_box"] == "0.5 0.5 1 1"
+
+
+def test_a_tile_box_is_in_the_files_upright_pixels_whatever_the_decode_scale(tmp_path):
+    """`predict --lots` and the server decode a large JPEG at a reduced scale now, as `screen` does; the box
+    of the tile that decided is still given in the pixels of the photo as it stands, not the decoded ones."""
+    from artsentry.data.images import load_image
+
+    class SixthCropWins:  # a binary model whose highest probability is the sixth crop's (the fifth tile)
+        binary, positive_index = True, 1
+
+        def predict_proba(self, crops):
+            p = np.linspace(0.1, 0.2, len(crops))
+            p[5] = 0.9
+            return np.stack([1 - p, p], axis=1)
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 1400 x 1000, upright 1000 x 1400
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (1000, 1400, 3), dtype=np.uint8)).save(tmp_path / "t.jpg", exif=exif)
+    img = load_image(tmp_path / "t.jpg", draft_size=(320, 320))
+    assert img.size == (500, 700) and img.info["upright_size"] == (1000, 1400)  # decoded at half scale
+    [r] = scan(SixthCropWins(), [img], threshold=0.5, grid=3)
+    assert r.score == pytest.approx(0.9) and r.flagged and r.box == tile_boxes(1000, 1400, grid=3)[4]

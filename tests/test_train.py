@@ -124,7 +124,9 @@ def test_pad_and_center_crop_and_the_checks_on_preprocessing_settings():
     squash = eval_transform(Preprocessing(input_size=32, interpolation="nearest"))(dark)
     assert squash.min() == -1 and squash[0, :, :3].min() == 1  # mean = std = 0.5: [0, 1] -> [-1, 1]
     pre = Preprocessing(input_size=48, resize="pad", interpolation="bilinear")
-    assert Preprocessing.from_dict(pre.to_dict()) == pre and pre.draft_size == (48, 48)
+    assert Preprocessing.from_dict(pre.to_dict()) == pre
+    # JPEGs are decoded at no less than the photo-quality scale, measured or not, and at no less than the input
+    assert pre.draft_size == (320, 320) and Preprocessing(input_size=384).draft_size == (384, 384)
     assert pre.to_dict()["mean"] == [0.5, 0.5, 0.5]
     for bad, message in [({"input_size": True}, "whole number"), ({"input_size": 15}, "from 16 to 4096"),
                          ({"input_size": 4097}, "from 16 to 4096"), ({"input_size": 224.0}, "whole number"),

@@ -892,7 +892,7 @@ def _quality_note(pred) -> str:
 def _predict_lots(a, predictor, files: list[str], n_bad: int) -> int:
     """``predict --lots``: each photo scanned whole and in tiles (``lots.scan``)."""
     from .data.images import ImageLoadError, load_image
-    from .lots import lot_threshold, scan
+    from .lots import decode_draft, lot_threshold, scan
 
     if not predictor.binary:
         raise ValueError("--lots needs a two-class model with a positive label")
@@ -900,9 +900,10 @@ def _predict_lots(a, predictor, files: list[str], n_bad: int) -> int:
         threshold, grid = lot_threshold(predictor.config)
     except ValueError as exc:
         raise ValueError(f"{predictor.folder}: {exc}") from None
+    draft = decode_draft([(predictor.preprocessing, grid)])  # as screen --lots and the server read it
     for f in files:
         try:
-            img = load_image(f)
+            img = load_image(f, draft_size=draft)
         except ImageLoadError as exc:
             n_bad += 1
             print(f"error: {exc}", file=sys.stderr)

@@ -54,6 +54,18 @@ def tile_fractions(grid: int = TILE_GRID) -> list[tuple]:
     return [tuple(v / 10_000 for v in b) for b in tile_boxes(10_000, 10_000, grid=grid)]
 
 
+def decode_draft(models: Sequence[tuple]) -> tuple[int, int]:
+    """The one JPEG decode size (``load_image``'s ``draft_size``) for a photo several models read at once
+    (``screen``, the server). ``models``: (preprocessing, tile grid or None) pairs. Each model's own
+    (``Preprocessing.draft_size``), or for a tile scan one large enough for its tiles to keep their detail,
+    the largest of them: one model alone, or several with the same input size, read it as ``predict``
+    and ``register search`` do."""
+    from .data.transforms import Preprocessing
+
+    side = max(round(pre.input_size / TILE_FRACTION) if grid else pre.input_size for pre, grid in models)
+    return Preprocessing(input_size=side).draft_size
+
+
 class LotTransform:
     """PIL photo -> (1 + grid*grid, 3, S, S): the photo whole, then its tiles, each through ``transform``
     (screening's decoding workers make the crops, the model reads them as one batch)."""
@@ -142,12 +154,15 @@ class LotScan:
 
 def scan(predictor, images: Sequence[Image.Image], threshold: float | None = None,
          grid: int = TILE_GRID) -> list[LotScan]:
-    """Each photo scanned whole and in tiles by a binary ``predictor`` (``inference.Predictor``)."""
+    """Each photo scanned whole and in tiles by a binary ``predictor`` (``inference.Predictor``). A box is
+    in the pixels of the photo file as it stands upright (``load_image``'s ``upright_size``), whatever
+    scale it was decoded at (``decode_draft``)."""
     if not predictor.binary:
         raise ValueError("lot scanning needs a two-class model with a positive label")
     out = []
     for img in images:
-        crops, boxes = tile_crops(img, grid)
+        crops, _ = tile_crops(img, grid)
+        boxes = [None] + tile_boxes(*(img.info.get("upright_size") or img.size), grid=grid)
         p = predictor.predict_proba(crops)[:, predictor.positive_index]
         best = int(np.argmax(p))
         out.append(LotScan(float(p[best]), float(p[0]), boxes[best],

@@ -65,14 +65,14 @@ from . import __version__, chainlog
 from .data.dataset import make_loader
 from .data.images import ImageLoadError, find_images, image_format, load_image, read_image_bytes
 from .data.manifest import TABLE_SUFFIXES, ManifestError, _pick, _read_table, carried_names, table_path
-from .data.quality import assess_quality, measuring_draft, quality_warnings, warnings_text
+from .data.quality import assess_quality, quality_warnings, warnings_text
 from .data.transforms import eval_transform
 from .errors import ArtsentryError
 from .fetch import is_http_url  # light: the HTTP client is imported only to fetch
 from .files import exclusive, write_bytes_atomic, write_csv_atomic, write_text_atomic
 from .htmlembed import thumbnail_uri
 from .inference import Predictor, default_workers
-from .lots import TILE_FRACTION, TILE_GRID, LotTransform, crops_forward, lot_threshold, tile_fractions
+from .lots import TILE_GRID, LotTransform, crops_forward, decode_draft, lot_threshold, tile_fractions
 
 log = logging.getLogger(__name__)
 
@@ -534,9 +534,7 @@ class Screener:
         self._model_slot = slot(self.predictor.preprocessing, tiles) if self.predictor is not None else None
         self._culture_slot = slot(self.culture.preprocessing) if self.culture is not None else None
         self._register_slot = slot(self.register.embedder.preprocessing, tiles) if self.register is not None else None
-        # tiles are decoded large enough to keep their detail
-        side = max(round(pre.input_size / TILE_FRACTION) if grid else pre.input_size for pre, grid in keys)
-        self.draft_size = measuring_draft((side, side))  # every photo is measured (data.quality) too
+        self.draft_size = decode_draft(keys)  # tiles decoded large enough to keep their detail
         self.register_info = None
         if self.register is not None:
             info = self.register.info()

@@ -329,10 +329,13 @@ def load_image(
     """Read ``source`` (path or bytes) into an upright 8-bit RGB image.
 
     ``draft_size`` lets the JPEG decoder scale down by 1/2, 1/4 or 1/8 while
-    decoding when the image is at least twice that size: same result after a
-    later resize, several times faster; ``img.info["source_size"]`` keeps the
-    file's (width, height), and ``img.info["frames"]`` the number of frames or pages of a file
-    that holds several (only the first is read). Raises ``ImageLoadError``.
+    decoding when the image is at least twice that size: several times faster, and
+    close to, but not the same as, a full decode resized later (a model's input differs
+    a little), so every reader of a photo for one model passes that model's
+    ``Preprocessing.draft_size``. ``img.info["source_size"]`` keeps the file's
+    (width, height) as stored, ``img.info["upright_size"]`` as the photo stands, and
+    ``img.info["frames"]`` the number of frames or pages of a file that holds several
+    (only the first is read). Raises ``ImageLoadError``.
     """
     if name is None:
         name = "<bytes>" if isinstance(source, (bytes, bytearray, memoryview)) else str(source)
@@ -364,9 +367,13 @@ def load_image(
             # an animated GIF/WebP, a multi-page TIFF; not a camera's MPO JPEG, whose second image is
             # a preview or the other half of a stereo pair of the same scene
             frames = 1 if img.format == "MPO" else _frame_count(img)
+            stored = img.size  # after draft scaling
             img = _to_rgb(ImageOps.exif_transpose(_to_srgb(img)))
             # the file's own size (before draft scaling; width and height as stored, not rotated)
             img.info["source_size"] = (width, height)
+            # and as the photo stands upright (turned a quarter by its EXIF orientation, or not)
+            turned = stored[0] != stored[1] and img.size == stored[::-1]
+            img.info["upright_size"] = (height, width) if turned else (width, height)
             if frames > 1:  # only the first is read: said with every decision (data.quality)
                 img.info["frames"] = frames
             return img

@@ -82,8 +82,17 @@ class Preprocessing:
 
     @property
     def draft_size(self) -> tuple[int, int]:
-        """Smallest decode size that loses nothing for this input size."""
-        return (self.input_size, self.input_size)
+        """The JPEG decode size (``load_image``'s ``draft_size``) for this model: the smallest that loses
+        nothing for its input size, and never under the photo-quality measuring scale
+        (``quality.QUALITY_SCALE``), which prediction needs anyway. One size, whether a photo is measured
+        or not: training, ``predict``, ``register add`` and ``search``, ``explain`` and the server read a
+        photo into the same input. (Under that scale, a 224-px model's photos were decoded at 1/2 scale by
+        ``register add`` and at full scale by ``search``, which measures them: a registered photo searched
+        again scored a similarity of 0.996 with itself.)"""
+        from .quality import QUALITY_SCALE
+
+        side = max(self.input_size, QUALITY_SCALE)
+        return (side, side)
 
 
 class _PadToSquare:

@@ -321,7 +321,7 @@ def explain_files(sources: Sequence, *, model=None, register=None, method: str =
     for src in tqdm(list(sources), desc=f"explain ({method})", unit="img", disable=not progress):
         name = str(src)
         try:
-            img = load_image(src, name=name)
+            img = load_image(src, name=name, draft_size=pre.draft_size)  # as predict and search read it
         except ImageLoadError as exc:
             results.append(Explanation(name, method, error=str(exc)))
             continue

@@ -154,11 +154,21 @@ class Analyzer:
         from ..explain.overlay import heat_rgba, photo_and_heat
         from ..htmlembed import jpeg_uri, png_uri
 
+        from ..lots import TILE_GRID, decode_draft
+
         t0 = time.perf_counter()
         sha = hashlib.sha256(data).hexdigest()
+        # decoded as `screen` decodes it for the same models (one of them alone: as `predict` or `register
+        # search` does): the same photo gets the same scores here and there
+        readers = [(p.preprocessing, lot_setting[1] if key == "ivory" and lot_setting else None)
+                   for key, p in (("ivory", self.ivory), ("culture", self.culture)) if p is not None]
+        if self.register is not None:
+            with self.lock:
+                readers.append((self.register.embedder.preprocessing, TILE_GRID if lots else None))
         img = load_image(data, name="upload", max_bytes=self.settings.max_upload_bytes,
-                         max_pixels=self.settings.max_pixels)
-        out: dict = {"image": {"sha256": sha, "width": img.width, "height": img.height, "bytes": len(data),
+                         max_pixels=self.settings.max_pixels, draft_size=decode_draft(readers) if readers else None)
+        width, height = img.info["upright_size"]  # the file's, not the decoded size
+        out: dict = {"image": {"sha256": sha, "width": width, "height": height, "bytes": len(data),
                                "quality": assess_quality(img).to_dict()}}
         heat_source = None
         for key, p in (("ivory", self.ivory), ("culture", self.culture)):
@@ -194,7 +204,7 @@ class Analyzer:
             with self.lock:
                 emb = self.register.embedder
                 if lots:  # the whole photo and its tiles, each object by its best crop
-                    from ..lots import TILE_GRID, LotTransform
+                    from ..lots import LotTransform
 
                     vecs = emb.embed_tensor(LotTransform(emb.transform, TILE_GRID)(img))
                     found = self.register.search_tiles(vecs, k)
