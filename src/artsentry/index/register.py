@@ -629,7 +629,7 @@ class Register:
         return out_flat, out_owners, out_names, out_parents
 
     def import_objects(self, objects: Sequence[tuple[str, Sequence, dict]], *, chunk_photos: int = 512,
-                       progress: bool = False) -> dict:
+                       progress: bool = False, desc: str = "register import") -> dict:
         """Register many objects from a table or folder (``read_objects``), in chunks of about
         ``chunk_photos`` photos, each its own transaction and index write: an import killed
         half-way keeps the chunks done, and the same import run again adds only what is missing,
@@ -640,7 +640,7 @@ class Register:
         todo, skipped = self._without_registered(objects)
         before = {r[0] for r in self.db.execute("SELECT object_id FROM objects")}
         added, errors = 0, []
-        bar = tqdm(total=sum(len(p) for _, p, _ in todo), desc="register import", unit="photo", disable=not progress)
+        bar = tqdm(total=sum(len(p) for _, p, _ in todo), desc=desc, unit="photo", disable=not progress)
         start = 0
         while start < len(todo):
             # each chunk rewrites the index file: chunks grow with the register, so a large import
@@ -704,7 +704,7 @@ class Register:
                     meta = {k: v for k, v in (self.get(object_id) or {}).items()
                             if k not in ("object_id", "photos", "reshots")}
                     objects.append((object_id, photos, meta))
-            done = new.import_objects(objects, progress=progress) if objects else {
+            done = new.import_objects(objects, progress=progress, desc="register copy") if objects else {
                 "photos_added": 0, "errors": []}
             problems += done["errors"]
             copied = len(new)
