@@ -313,12 +313,13 @@ def explain_files(sources: Sequence, *, model=None, register=None, method: str =
         out.mkdir(parents=True, exist_ok=True)
         earlier = _earlier_records(out)
     kind = "match" if register is not None else "model"
+    sources = list(sources)  # read twice: which earlier records are replaced, then each photo
     again = {(str(s), method) for s in sources}
     replaced = [r for r in earlier if (r["source"], r["method"]) in again and _kind(r) in (kind, None)]
     kept = [r for r in earlier if not any(r is x for x in replaced)]
     used = {Path(r["overlay"]).name for r in kept if r.get("overlay")}  # file names in `out`
     results: list[Explanation] = []
-    for src in tqdm(list(sources), desc=f"explain ({method})", unit="img", disable=not progress):
+    for src in tqdm(sources, desc=f"explain ({method})", unit="img", disable=not progress):
         name = str(src)
         try:
             img = load_image(src, name=name, draft_size=pre.draft_size)  # as predict and search read it

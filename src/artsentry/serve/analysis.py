@@ -153,7 +153,6 @@ class Analyzer:
                     raise LotsUnavailable(str(exc)) from None
         from ..explain.overlay import heat_rgba, photo_and_heat
         from ..htmlembed import jpeg_uri, png_uri
-
         from ..lots import TILE_GRID, decode_draft
 
         t0 = time.perf_counter()
