@@ -474,21 +474,20 @@ def variant_probabilities(predictor, paths: list[str], variant, *, seed: int = 0
     (see ``data.listing.ListingStyleDataset``, which ``mask_cache`` is passed to); NaN rows
     for unreadable files."""
     from .data.listing import ListingStyleDataset
-    from .data.quality import measuring_draft
     from .data.transforms import EachTransform
     from .inference import iter_dataset_batches
 
     # An ensemble's members read the very same pictures (each drawn from the seed and the photo's
     # position), made once and put through each member's own transform: the generator, not the
-    # networks, is most of the cost. Studio photos are decoded exactly as in prediction, which
-    # measures each photo too (``measuring_draft``; JPEG draft scaling moves accuracy by ~0.5 points
-    # on met-ivory), so members that decode at different draft
-    # sizes read them separately; listing-style versions are made from the full-resolution photo.
+    # networks, is most of the cost. Studio photos are decoded exactly as in prediction, at each
+    # member's ``Preprocessing.draft_size`` (JPEG draft scaling moves accuracy by ~0.5 points on
+    # met-ivory), so members that decode at different draft sizes read them separately;
+    # listing-style versions are made from the full-resolution photo.
     ensemble = hasattr(predictor, "members")
     members = list(predictor.members) if ensemble else [predictor]
     groups: dict = {}
     for k, m in enumerate(members):
-        groups.setdefault(measuring_draft(m.preprocessing.draft_size) if variant is None else None, []).append(k)
+        groups.setdefault(m.preprocessing.draft_size if variant is None else None, []).append(k)
     per_member = [np.full((len(paths), len(m.labels)), np.nan, dtype=np.float32) for m in members]
     for draft, ks in groups.items():
         ds = ListingStyleDataset(paths, EachTransform([members[k].transform for k in ks]), variant, seed,

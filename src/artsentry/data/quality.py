@@ -28,8 +28,9 @@ enlarged if smaller) and warns when one falls outside what the models were train
                model judges the first only; a seller's animation of several photos is said to
                hold more than was judged (any number over 1 warns).
 
-A photo is measured the same whatever model reads it: callers that decode JPEGs at reduced
-scale (``draft_size``) decode at ``measuring_draft(draft)``, never under ``QUALITY_SCALE``.
+A photo is measured the same whatever model reads it: JPEGs are decoded at reduced scale
+never under ``QUALITY_SCALE`` (a model's ``Preprocessing.draft_size``; ``measuring_draft(draft)``
+for any other size).
 
 The limits (``SHARPNESS_MIN``, ``BRIGHTNESS_MIN``, ``NOISE_MAX``) are the 2nd, 2nd and 98th
 percentiles of the 1,980 training photos of the seed-0 met-ivory split, so about 2% of photos like

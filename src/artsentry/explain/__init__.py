@@ -315,9 +315,13 @@ def explain_files(sources: Sequence, *, model=None, register=None, method: str =
     kind = "match" if register is not None else "model"
     sources = list(sources)  # read twice: which earlier records are replaced, then each photo
     again = {(str(s), method) for s in sources}
-    replaced = [r for r in earlier if (r["source"], r["method"]) in again and _kind(r) in (kind, None)]
-    kept = [r for r in earlier if not any(r is x for x in replaced)]
+    replaced, kept = [], []
+    for r in earlier:
+        again_now = (r["source"], r["method"]) in again and _kind(r) in (kind, None)
+        (replaced if again_now else kept).append(r)
     used = {Path(r["overlay"]).name for r in kept if r.get("overlay")}  # file names in `out`
+    # this run may overwrite these: the overlays of the photos it explains again
+    theirs = {Path(r["overlay"]).name for r in replaced if r.get("overlay")}
     results: list[Explanation] = []
     for src in tqdm(sources, desc=f"explain ({method})", unit="img", disable=not progress):
         name = str(src)
@@ -346,17 +350,19 @@ def explain_files(sources: Sequence, *, model=None, register=None, method: str =
             stem = Path(name).stem or "image"
             base = f"{stem}.match" if register is not None else stem
             candidate, n = base, 2
-            while f"{candidate}.{method}.png" in used or _not_ours(out / f"{candidate}.{method}.png", replaced):
+            while True:
+                file = f"{candidate}.{method}.png"
+                if file not in used and (file in theirs or not (out / file).exists()):  # never a file not ours
+                    break
                 candidate, n = f"{base}-{n}", n + 1
-            used.add(f"{candidate}.{method}.png")
-            path = out / f"{candidate}.{method}.png"
+            used.add(file)
+            path = out / file
             with atomic_path(path) as tmp:
                 render(img, e.heat, pre, caption, method=method).save(tmp, format="PNG")
             e.overlay = str(path)
     if out is not None:
-        for r in replaced:  # an earlier overlay of a photo explained again, under another name now
-            if r.get("overlay") and Path(r["overlay"]).name not in used:
-                (out / Path(r["overlay"]).name).unlink(missing_ok=True)
+        for stale in theirs - used:  # an earlier overlay of a photo explained again, under another name now
+            (out / stale).unlink(missing_ok=True)
         write_text_atomic(out / EXPLANATIONS, json.dumps(kept + [r.to_dict() for r in results], indent=2))
     return results
 
@@ -399,8 +405,3 @@ def _kind(record: dict) -> str | None:
     if record.get("target"):
         return "match" if str(record["target"]).startswith("match:") else "model"
     return None
-
-
-def _not_ours(path, replaced: list[dict]) -> bool:
-    """A file at ``path`` this command did not write (or no longer lists): not to be overwritten."""
-    return path.exists() and not any(r.get("overlay") and Path(r["overlay"]).name == path.name for r in replaced)
