@@ -22,7 +22,7 @@ from PIL import Image
 from artsentry.data.images import load_image
 from artsentry.data.manifest import read_manifest
 from artsentry.data.quality import measuring_draft
-from artsentry.data.splits import file_sha256
+from artsentry.files import file_sha256
 
 
 def dhash_bits(img: Image.Image, n: int) -> np.ndarray:

@@ -1151,6 +1151,29 @@ def test_a_change_waits_for_another_processs_and_gives_up_in_one_line_nothing_ch
     assert reg.search(photos["unknown"], k=1)[0].matches[0].object_id == "D"
 
 
+def test_commands_on_the_records_alone_start_without_pytorch(tmp_path, photos):
+    """`register list`, `get`, `history`, `set-threshold`, `remove` and `rebuild` read or change the database and
+    the index, never a photo: they took 8.8 s to list three objects (PyTorch's import) before 2026-12-07."""
+    import subprocess
+    import sys
+
+    folder = tmp_path / "reg"
+    abc_register(folder, photos).close()
+    probe = ("import sys; from artsentry.cli import main\n"
+             "for argv in (['list'], ['get', 'A'], ['history', 'B'], ['set-threshold', '0.5'], ['remove', 'C'],\n"
+             "             ['rebuild']):\n"
+             "    assert main(['-q', 'register', argv[0], {reg!r}, *argv[1:]]) == 0, argv\n"
+             "print('torch' in sys.modules)").format(reg=str(folder))
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    said = proc.stdout.splitlines()
+    assert said[0].startswith("A\t2 photo(s)") and said[-1] == "False", proc.stdout
+    assert "C: removed with its 2 photo(s)" in said and "index rebuilt from 4 photo vector(s)" in said
+    reg = Register.open(folder)
+    assert [o["object_id"] for o in reg.list()] == ["A", "B"] and reg.threshold == 0.5
+    assert reg.search(photos["B"][1], k=1)[0].matches[0].object_id == "B"  # the embedder, once a photo is read
+
+
 def test_changes_made_by_another_process_are_seen_and_kept(tmp_path, photos):
     """A register open in one process (the web server) while another changes it (`register add` or
     `remove` in a terminal). Before: the first never found objects added by the second, a search near

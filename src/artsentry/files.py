@@ -12,6 +12,7 @@ PyTorch here: data-only commands use it too.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import time
@@ -173,3 +174,11 @@ def exclusive(folder: str | Path, what: str) -> Iterator[None]:
             (folder / LOCK_NAME).unlink()  # a run that failed before writing anything leaves no folder
             folder.rmdir()
         os.close(fd)
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()

@@ -18,7 +18,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .data.dataset import ImageDataset, make_loader
-from .data.images import ImageSource, as_sources
+from .data.images import ImageSource, as_sources, source_names
 from .data.quality import quality_warnings
 from .data.transforms import Preprocessing, eval_transform
 from .models import check_input_size
@@ -55,17 +55,6 @@ def default_workers(n_items: int) -> int:
     """Decode in background workers only when there is enough work to pay for them."""
     cpus = os.cpu_count() or 1
     return 0 if n_items < 64 or cpus < 2 else min(2, cpus - 1)
-
-
-def source_names(sources: Sequence[ImageSource], names: Sequence[str] | None = None) -> list[str]:
-    """Display names: given ones (one per source), else the path, else ``<image i>`` for raw bytes."""
-    if names is not None:
-        names = [names] if isinstance(names, str) else list(names)
-        if len(names) != len(sources):
-            raise ValueError(f"{len(names)} name(s) given for {len(sources)} photo(s)")
-        return names
-    return [s if isinstance(s, str) else str(s) if isinstance(s, os.PathLike) else f"<image {i}>"
-            for i, s in enumerate(sources)]
 
 
 def iter_image_batches(sources: Sequence[ImageSource], transform, preprocessing: Preprocessing, *,
@@ -198,7 +187,7 @@ class Predictor(Decider):
         folder = self.folder
         sha = getattr(self.model, "weights_sha256", None)
         if sha is None and folder is not None:  # a model handed in, not loaded by ``load``: the file's, once
-            from .data.splits import file_sha256
+            from .files import file_sha256
             from .models.artifact import WEIGHTS_NAME
 
             sha = self.model.weights_sha256 = file_sha256(folder / WEIGHTS_NAME)

@@ -363,7 +363,7 @@ def _check_photos(records: list[dict], keep_dir: str | Path | None = None, progr
     available" picture, not a photo the seller changed; and ``unreachable``: it could not be fetched
     otherwise) and the paths or URLs changed, missing, gone, placeholder or unreachable
     (``changed_photos``, ``missing_photos``, ...)."""
-    from .data.splits import file_sha256
+    from .files import file_sha256
 
     counts = dict.fromkeys(("verified", "changed", "missing", "not_kept", "unread"), 0)
     found: dict[str, list[str]] = {"changed": [], "missing": []}

@@ -34,7 +34,7 @@ import re
 import warnings
 from collections import Counter
 from pathlib import Path
-from typing import Union
+from typing import Sequence, Union
 
 import numpy as np
 import pillow_heif
@@ -84,6 +84,17 @@ def as_sources(sources) -> list:
     if isinstance(sources, (str, os.PathLike, bytes, bytearray, memoryview)):
         return [sources]
     return list(sources)
+
+
+def source_names(sources: Sequence[ImageSource], names: Sequence[str] | None = None) -> list[str]:
+    """Display names: given ones (one per source), else the path, else ``<image i>`` for raw bytes."""
+    if names is not None:
+        names = [names] if isinstance(names, str) else list(names)
+        if len(names) != len(sources):
+            raise ValueError(f"{len(names)} name(s) given for {len(sources)} photo(s)")
+        return names
+    return [s if isinstance(s, str) else str(s) if isinstance(s, os.PathLike) else f"<image {i}>"
+            for i, s in enumerate(sources)]
 
 # Never let PIL silently pad a truncated file with grey.
 ImageFile.LOAD_TRUNCATED_IMAGES = False

@@ -8,24 +8,15 @@ per label so that each split keeps the label proportions.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ..files import file_sha256
 from .manifest import SPLITS, ManifestError
 
 log = logging.getLogger(__name__)
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def leakage_groups(df: pd.DataFrame, hashes: pd.Series | None = None) -> np.ndarray:

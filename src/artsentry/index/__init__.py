@@ -1,7 +1,19 @@
-"""Known-object search: embeddings, a FAISS vector index, and the register of objects."""
+"""Known-object search: embeddings, a FAISS vector index, and the register of objects.
 
-from .embedder import Embedder
-from .register import Match, Register, RegisterError, SearchResult
-from .vectors import VectorIndex
+The names are imported when first used: the register's records (``list``, ``history``, ``remove``)
+need no PyTorch, which only ``Embedder`` (and the register once it embeds a photo) imports."""
 
-__all__ = ["Embedder", "Match", "Register", "RegisterError", "SearchResult", "VectorIndex"]
+from __future__ import annotations
+
+import importlib
+
+_HOMES = {"Embedder": ".embedder", "Match": ".register", "Register": ".register",
+          "RegisterError": ".register", "SearchResult": ".register", "VectorIndex": ".vectors"}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_HOMES[name], __name__), name)

@@ -25,9 +25,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..data.images import ImageSource, as_sources
+from ..data.images import ImageSource, as_sources, source_names
 from ..data.transforms import Preprocessing, eval_transform
-from ..inference import iter_image_batches, source_names
+from ..inference import iter_image_batches
 from ..models import create_model, default_preprocessing
 
 PRETRAINED_PREFIX = "pretrained:"

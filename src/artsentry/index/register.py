@@ -41,17 +41,18 @@ import sqlite3
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from ..data.images import as_sources
+from ..data.images import as_sources, source_names
 from ..data.quality import quality_warnings
-from ..data.splits import file_sha256
+from ..files import file_sha256
 from ..errors import ArtsentryError
-from ..inference import source_names
-from .embedder import PRETRAINED_PREFIX, Embedder, spec_key
 from .vectors import IndexFileError, VectorIndex, kind_for
+
+if TYPE_CHECKING:  # the embedder (PyTorch, seconds to import) is imported where photos are embedded: a
+    from .embedder import Embedder  # command that only reads or changes the records starts at once
 
 DB_NAME = "register.sqlite"
 INDEX_NAME = "index.faiss"
@@ -233,6 +234,8 @@ class Register:
             raise RegisterError(f"scoring must be one of {', '.join(SCORINGS)}, not {scoring!r}")
         if (folder / DB_NAME).exists():
             raise RegisterError(f"{folder}: a register already exists")
+        from .embedder import PRETRAINED_PREFIX, Embedder
+
         if resize is None and embedder.startswith(PRETRAINED_PREFIX):
             resize = "fit"
         try:
@@ -320,6 +323,8 @@ class Register:
     @property
     def embedder(self) -> Embedder:
         if self._embedder is None:
+            from .embedder import Embedder
+
             described = json.loads(self.setting("embedder"))
             embedder = Embedder.from_spec(described["spec"], flip=bool(described.get("flip", False)),
                                           resize=(described.get("preprocessing") or {}).get("resize"))
@@ -682,6 +687,8 @@ class Register:
             by_object.setdefault(object_id, []).append((name, sha))
         new_folder, source = Path(folder), str(self.folder.resolve())
         if (new_folder / DB_NAME).exists():
+            from .embedder import spec_key
+
             new = Register.open(new_folder)
             going_on = json.loads(new.setting("embedder"))["spec"]
             wanted = None if embedder is None else spec_key(embedder)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.splits import file_sha256
+from ..files import file_sha256
 from ..files import atomic_path, write_text_atomic
 from .artifact import CONFIG_NAME, WEIGHTS_NAME, ArtifactError, load_model, read_config, update_config
 
