@@ -23,7 +23,7 @@ from artsentry import __version__
 from artsentry.cli import EXIT_SOME_UNREADABLE, main
 from artsentry.data.images import load_image
 from artsentry.inference import Predictor
-from artsentry.models.artifact import ArtifactError, read_config
+from artsentry.models.artifact import ArtifactError, read_config, update_config
 from artsentry.models.onnx import export_onnx, onnx_ready
 from artsentry.screen import (LISTING_STATUSES, OUTPUT_COLUMNS, ScreenError, Screener, _priority, listing_rollup,
                               read_evidence, read_listings, verify_run)
@@ -1147,6 +1147,41 @@ def test_explain_n_overlays_the_first_n_flagged_photos_of_the_queue(model_dir, s
         page = (tmp_path / f"out{n}" / "queue.html").read_text()
         cards = page.split('class="card"')[1:]
         assert [c.count('alt="evidence overlay (Grad-CAM)') for c in cards] == [1] * n + [0] * (len(cards) - n)
+
+
+def test_a_queue_overlay_explains_the_photo_as_the_screen_decided_it(model_dir, synthetic_dataset, tmp_path,
+                                                                      monkeypatch):
+    """The queue's Grad-CAM overlay (and the score written on it) came from the photo decoded whole, while the
+    screen decided on it decoded at the model's scale: a large JPEG's overlay could show another probability than
+    its row of the queue. Now both come from one decode, in a lot scan too (it decodes larger for its tiles)."""
+    from PIL import Image
+
+    from artsentry.explain import ClassifierExplainer
+
+    photo = sorted((synthetic_dataset / "ivory").glob("*.jpg"))[0]
+    big = tmp_path / "big.jpg"
+    Image.open(photo).convert("RGB").resize((1400, 1050), Image.LANCZOS).save(big, quality=92)
+    table = tmp_path / "l.csv"
+    pd.DataFrame({"listing_id": ["a"], "image": [str(big)]}).to_csv(table, index=False)
+    seen = []
+    made = ClassifierExplainer.explain_images
+
+    def spy(self, images, names, *args, **kw):
+        seen.extend(made(self, images, names, *args, **kw))
+        return seen[-len(images):]
+
+    monkeypatch.setattr(ClassifierExplainer, "explain_images", spy)
+    lot_model = tmp_path / "model"
+    shutil.copytree(model_dir, lot_model)
+    pre = {**read_config(lot_model)["preprocessing"], "input_size": 300}  # its tiles: decoded whole, not at 1/2
+    update_config(lot_model, lots={"threshold": 0.1, "grid": 3}, preprocessing=pre)
+    for out, model, lots in (("one", model_dir, False), ("lots", lot_model, True)):
+        seen.clear()
+        Screener(model, progress=False, explain=1, lots=lots).run(table, tmp_path / out)
+        [row] = read_evidence(tmp_path / out / "evidence.jsonl")
+        [shown] = seen  # the photo whole (a lot's score is its best tile's)
+        assert row["flagged"]
+        assert shown.probabilities["ivory"] == pytest.approx(row["lot"]["whole"] if lots else row["score"], abs=2e-6)
 
 
 def test_screening_into_another_models_run_says_what_differs(model_dir, culture_model_dir, listings, tmp_path):

@@ -809,7 +809,7 @@ class Screener:
             if budget["left"] <= 0 or "://" in image:
                 return None
             budget["left"] -= 1
-            return engine.overlay_uri(image)
+            return engine.overlay_uri(image, draft_size=self.draft_size)  # the photo as it was decided
 
         return overlay
 
