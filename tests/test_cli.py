@@ -248,6 +248,34 @@ def test_help_usage_errors_and_log_checks_start_without_pytorch(tmp_path):
     assert proc.stdout.strip().splitlines()[-1] == "False"
 
 
+def test_a_missing_model_or_register_folder_is_said_before_pytorch_loads(tmp_path):
+    """A mistyped --model took ~8 s (PyTorch's import) to say it names no model; a register made under a file ~9 s
+    (the embedder loaded first). Each command that reads a model, or makes a register, says so at once now."""
+    nope = str(tmp_path / "nope")
+    (tmp_path / "a-file").write_text("x")
+    argvs = [["predict", "x.jpg", "--model", nope], ["screen", "x.csv", "--model", nope, "--out", str(tmp_path / "o")],
+             ["screen", "x.csv", "--model", "none", "--culture-model", nope, "--out", str(tmp_path / "o")],
+             ["explain", "x.jpg", "--model", nope], ["export", nope],
+             ["soup", nope, nope, "--out", str(tmp_path / "s")],
+             ["project", "x.csv", "--model", nope], ["register", "create", str(tmp_path / "a-file" / "reg")]]
+    probe = ("import sys; from artsentry.cli import main\n"
+             f"for argv in {argvs!r}:\n"
+             "    print(main(['-q', *argv]))\n"
+             "print('torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert proc.stdout.split() == ["1"] * len(argvs) + ["False"], proc.stderr
+    said = proc.stderr.splitlines()
+    assert len(said) == len(argvs)
+    assert all(line.endswith(f"error: {nope}: no such model folder") for i, line in enumerate(said) if i != 7), said
+    assert said[7] == f"artsentry register: error: {tmp_path / 'a-file' / 'reg'}: Not a directory"
+    assert not (tmp_path / "o").exists()  # nothing made on the way
+    # a register whose embedder cannot be loaded leaves no folder behind
+    from artsentry.cli import main
+
+    assert main(["-q", "register", "create", str(tmp_path / "reg"), "--embedder", nope]) == 1
+    assert not (tmp_path / "reg").exists()
+
+
 def test_choices_are_the_ones_the_models_know():
     from artsentry import choices
     from artsentry.data.transforms import RESIZE_STEPS

@@ -923,11 +923,21 @@ def _tsv(name: str) -> str:
     return str(name).translate({9: "\\t", 10: "\\n", 13: "\\r"})
 
 
+def model_folder(path: str | Path) -> Path:
+    """The model folder ``path`` names (a training run's folder: its ``model/``), its config.json read before
+    any command loads PyTorch: a mistyped or missing model is said at once, not after seconds of importing."""
+    from .models.artifact import read_config, resolve_model_dir
+
+    folder = resolve_model_dir(path)
+    read_config(folder)
+    return folder
+
+
 def cmd_predict(a) -> int:
-    from .models.artifact import resolve_model_dir
+    model = model_folder(a.model)
     from .inference import Predictor
 
-    predictor = Predictor.load(resolve_model_dir(a.model), runtime=a.runtime, batch_size=a.batch_size)
+    predictor = Predictor.load(model, runtime=a.runtime, batch_size=a.batch_size)
     files, problems = expand_images(a.images)
     _print_errors(problems)
     if a.lots:
@@ -1154,13 +1164,12 @@ def cmd_register(a) -> int:
 
 
 def cmd_screen(a) -> int:
-    from .models.artifact import resolve_model_dir
-    from .screen import Screener
-
     if (a.keep_fetched or a.fetch_private) and not a.fetch_urls:
         raise ValueError("--keep-fetched and --fetch-private apply to the images --fetch-urls downloads: give it too")
-    model = None if a.model == "none" else resolve_model_dir(a.model)
-    culture = resolve_model_dir(a.culture_model) if a.culture_model else None
+    model = None if a.model == "none" else model_folder(a.model)
+    culture = model_folder(a.culture_model) if a.culture_model else None
+    from .screen import Screener
+
     screener = Screener(model, a.register, culture_dir=culture, runtime=a.runtime, k=a.top_k, batch_size=a.batch_size,
                         num_workers=a.workers, fetch_urls=a.fetch_urls, keep_fetched=a.keep_fetched,
                         fetch_private=a.fetch_private,
@@ -1260,10 +1269,9 @@ def _print_chain(c: dict, name: str, expect: str | None) -> bool:
 
 
 def cmd_export(a) -> int:
-    from .models.artifact import resolve_model_dir
+    folder = model_folder(a.model)
     from .models.onnx import export_onnx
 
-    folder = resolve_model_dir(a.model)
     block = export_onnx(folder, a.out)
     where = Path(a.out) if a.out else folder
     print(f"wrote {where / block['file']} (opset {block['opset']}; max |dprob| vs PyTorch "
@@ -1294,11 +1302,10 @@ def cmd_compare(a) -> int:
 
 
 def cmd_soup(a) -> int:
-    from .models.artifact import CONFIG_NAME, resolve_model_dir
-    from .models.soup import make_soup
+    from .models.artifact import CONFIG_NAME
 
     out = Path(a.out)
-    folders = [resolve_model_dir(m) for m in a.models]
+    folders = [model_folder(m) for m in a.models]
     if out.exists() and any(out.resolve() == f.resolve() for f in folders):
         raise ValueError(f"--out {out} is one of the models of the soup; choose another folder")
     if out.exists() and any(out.iterdir()):
@@ -1307,6 +1314,8 @@ def cmd_soup(a) -> int:
         if not (out / CONFIG_NAME).is_file():
             raise ValueError(f"{out} is not a model folder; --overwrite replaces only a model folder")
         shutil.rmtree(out)
+    from .models.soup import make_soup
+
     folder, notes = make_soup(folders, out, a.weights)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
@@ -1320,14 +1329,13 @@ def cmd_soup(a) -> int:
 
 
 def cmd_explain(a) -> int:
-    from .models.artifact import resolve_model_dir
-    from .explain import explain_files
-
     if a.patch < 1 or a.stride < 1:
         raise ValueError("--patch and --stride must be at least 1")
+    model = None if a.register else model_folder(a.model or DEFAULT_MODEL)
     files, problems = expand_images(a.images)
     _print_errors(problems)
-    model = None if a.register else resolve_model_dir(a.model or DEFAULT_MODEL)
+    from .explain import explain_files
+
     results = explain_files(files, model=model, register=a.register, method=a.method, target=a.target,
                             patch=a.patch, stride=a.stride, out_dir=a.out, progress=not a.quiet and len(files) > 4)
     n_bad = len(problems)
@@ -1342,9 +1350,8 @@ def cmd_explain(a) -> int:
 
 def cmd_project(a) -> int:
     from .data.manifest import read_manifest
-    from .models.artifact import resolve_model_dir
-    from .explain.project import write_projection
 
+    model = model_folder(a.model)
     df, _ = read_manifest(a.data)
     if a.split is not None:
         if "split" not in df.columns:
@@ -1353,8 +1360,9 @@ def cmd_project(a) -> int:
         df = df[df["split"] == a.split]
     methods = [m.strip() for m in a.methods.split(",") if m.strip()]
     colour = [c.strip() for c in a.color_by.split(",")] if a.color_by else None
-    res = write_projection(resolve_model_dir(a.model), df, a.out, methods=methods, color_by=colour, seed=a.seed,
-                           progress=not a.quiet)
+    from .explain.project import write_projection
+
+    res = write_projection(model, df, a.out, methods=methods, color_by=colour, seed=a.seed, progress=not a.quiet)
     print(f"{res['images']} images mapped ({res['unreadable']} unreadable)\nhtml: {res['html']}\npng: {res['png']}")
     return 0
 

@@ -234,15 +234,20 @@ class Register:
             raise RegisterError(f"scoring must be one of {', '.join(SCORINGS)}, not {scoring!r}")
         if (folder / DB_NAME).exists():
             raise RegisterError(f"{folder}: a register already exists")
+        made = not folder.exists()
+        folder.mkdir(parents=True, exist_ok=True)  # a folder that cannot be made is said before the embedder loads
         from .embedder import PRETRAINED_PREFIX, Embedder
 
         if resize is None and embedder.startswith(PRETRAINED_PREFIX):
             resize = "fit"
         try:
             emb = Embedder.from_spec(embedder, flip=flip, resize=resize)
-        except ValueError as exc:
-            raise RegisterError(str(exc)) from None
-        folder.mkdir(parents=True, exist_ok=True)
+        except BaseException as exc:
+            if made and not any(folder.iterdir()):
+                folder.rmdir()  # a register that could not be made leaves no folder behind
+            if isinstance(exc, ValueError):
+                raise RegisterError(str(exc)) from None
+            raise
         db = sqlite3.connect(folder / DB_NAME, isolation_level=None)
         db.executescript(SCHEMA)
         settings = {"format": "artsentry-register", "version": "1", "embedder": json.dumps(emb.describe()),

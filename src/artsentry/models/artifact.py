@@ -16,17 +16,15 @@ import stat
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-
-from safetensors import SafetensorError
-from safetensors.torch import load as load_bytes
-from safetensors.torch import save_file
+from typing import TYPE_CHECKING
 
 from .. import __version__
-from ..data.transforms import Preprocessing
 from ..errors import ArtsentryError
 from ..files import atomic_path, write_text_atomic
-from . import model_from_config
-from .classifier import ImageClassifier
+
+if TYPE_CHECKING:  # PyTorch is imported where weights are read or written: reading a config.json needs none
+    from ..data.transforms import Preprocessing
+    from .classifier import ImageClassifier
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -62,6 +60,8 @@ def save_tensors_atomic(path: str | Path, tensors: dict, metadata: dict[str, str
         tmp.unlink(missing_ok=True)  # a leftover of a killed write under this name keeps its old mode
         tmp.touch()  # created as open() creates files: 0666 less the umask
         mode = stat.S_IMODE(tmp.stat().st_mode)
+        from safetensors.torch import save_file
+
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
         os.chmod(tmp, mode)
 
@@ -161,6 +161,8 @@ def load_model(folder: str | Path) -> tuple[ImageClassifier, dict]:
         raise ArtifactError(f"{folder} is a retrieval embedding model, not a classifier: use it for a register "
                             f"(artsentry register create REG --embedder {folder})")
     check_classifier_config(config, folder / CONFIG_NAME)
+    from .factory import model_from_config
+
     return _load_weights(folder, _network(config, folder / CONFIG_NAME, model_from_config)), config
 
 
@@ -171,6 +173,8 @@ def _damaged(path: Path, what: str) -> ArtifactError:
 def _network(config: dict, path: Path, build):
     """The untrained network ``build`` makes from the config's architecture block, once its
     preprocessing block is known to be usable: either one damaged is one error naming the file."""
+    from ..data.transforms import Preprocessing
+
     try:
         Preprocessing.from_dict(config.get("preprocessing"))
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -225,6 +229,9 @@ def load_embedding(folder: str | Path):
 
 
 def _load_weights(folder: Path, model):
+    from safetensors import SafetensorError
+    from safetensors.torch import load as load_bytes
+
     weights = folder / WEIGHTS_NAME
     if not weights.is_file():
         raise ArtifactError(f"{folder}: no {WEIGHTS_NAME}")
