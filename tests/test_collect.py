@@ -295,7 +295,7 @@ def _collect_cmd(url, out):
 
 
 def test_kill_9_then_resume_gives_the_same_collection(tmp_path):
-    met = FakeMet(300, seed=9, faults=Faults.uniform(0.03, slow_seconds=0.5))
+    met = FakeMet(150, seed=9, faults=Faults.uniform(0.03, slow_seconds=0.5))
     with FakeMetServer(met, seed=13) as srv:
         ref = subprocess.run(_collect_cmd(srv.api_url, tmp_path / "ref"), capture_output=True, text=True,
                              timeout=300)

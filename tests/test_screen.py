@@ -1355,9 +1355,9 @@ def test_kill_9_and_rerun_gives_identical_outputs(model_dir, synthetic_dataset, 
     path = tmp_path / "big.csv"
     pd.DataFrame(rows).to_csv(path, index=False)
     cmd = [sys.executable, "-m", "artsentry.cli", "-q", "screen", str(path), "--model", str(model_dir),
-           "--batch-size", "4", "--workers", "0"]
+           "--batch-size", "4", "--workers", "0", "--explain", "3"]  # queue.html with overlays, not 50 of them
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    subprocess.run(cmd + ["--out", str(whole)], check=False, capture_output=True, timeout=300)
+    assert main(cmd[3:] + ["--out", str(whole)]) == 0  # the run never stopped: here, without a second import
     proc = subprocess.Popen(cmd + ["--out", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log = killed / "evidence.jsonl"
     target = np.random.default_rng(seed).integers(20, 200)
