@@ -1153,16 +1153,20 @@ def test_a_queue_overlay_explains_the_photo_as_the_screen_decided_it(model_dir, 
                                                                       monkeypatch):
     """The queue's Grad-CAM overlay (and the score written on it) came from the photo decoded whole, while the
     screen decided on it decoded at the model's scale: a large JPEG's overlay could show another probability than
-    its row of the queue. Now both come from one decode, in a lot scan too (it decodes larger for its tiles)."""
+    its row of the queue. Now both come from one decode, in a lot scan too (it decodes larger for its tiles). And a
+    lot flagged for one tile while the photo whole reads as not ivory was overlaid with the evidence for "non_ivory":
+    an overlay shows what makes the photo look like the flagged class."""
     from PIL import Image
 
     from artsentry.explain import ClassifierExplainer
 
     photo = sorted((synthetic_dataset / "ivory").glob("*.jpg"))[0]
-    big = tmp_path / "big.jpg"
+    big, lot = tmp_path / "big.jpg", tmp_path / "lot.jpg"
     Image.open(photo).convert("RGB").resize((1400, 1050), Image.LANCZOS).save(big, quality=92)
-    table = tmp_path / "l.csv"
-    pd.DataFrame({"listing_id": ["a"], "image": [str(big)]}).to_csv(table, index=False)
+    blue = sorted((synthetic_dataset / "non_ivory").glob("*.jpg"))[0]
+    table_top = Image.open(blue).convert("RGB").resize((1400, 1050))  # a blue object, a cream one in a corner
+    table_top.paste(Image.open(photo).convert("RGB").resize((350, 262)), (1000, 750))
+    table_top.save(lot, quality=92)
     seen = []
     made = ClassifierExplainer.explain_images
 
@@ -1171,17 +1175,23 @@ def test_a_queue_overlay_explains_the_photo_as_the_screen_decided_it(model_dir, 
         return seen[-len(images):]
 
     monkeypatch.setattr(ClassifierExplainer, "explain_images", spy)
-    lot_model = tmp_path / "model"
-    shutil.copytree(model_dir, lot_model)
-    pre = {**read_config(lot_model)["preprocessing"], "input_size": 300}  # its tiles: decoded whole, not at 1/2
-    update_config(lot_model, lots={"threshold": 0.1, "grid": 3}, preprocessing=pre)
-    for out, model, lots in (("one", model_dir, False), ("lots", lot_model, True)):
+    lot_model, large_lot_model = tmp_path / "lot-model", tmp_path / "large-lot-model"
+    for folder, size in ((lot_model, 64), (large_lot_model, 300)):  # 300 px: tiles decoded whole, not at 1/2
+        shutil.copytree(model_dir, folder)
+        update_config(folder, lots={"threshold": 0.1, "grid": 3},
+                      preprocessing={**read_config(folder)["preprocessing"], "input_size": size})
+    for out, model, image in (("one", model_dir, big), ("lots", large_lot_model, big), ("lot", lot_model, lot)):
         seen.clear()
-        Screener(model, progress=False, explain=1, lots=lots).run(table, tmp_path / out)
+        table = tmp_path / f"{out}.csv"
+        pd.DataFrame({"listing_id": ["a"], "image": [str(image)]}).to_csv(table, index=False)
+        Screener(model, progress=False, explain=1, lots=out != "one").run(table, tmp_path / out)
         [row] = read_evidence(tmp_path / out / "evidence.jsonl")
         [shown] = seen  # the photo whole (a lot's score is its best tile's)
-        assert row["flagged"]
-        assert shown.probabilities["ivory"] == pytest.approx(row["lot"]["whole"] if lots else row["score"], abs=2e-6)
+        assert row["flagged"] and shown.target == "ivory"
+        whole = row["lot"]["whole"] if out != "one" else row["score"]
+        assert shown.probabilities["ivory"] == pytest.approx(whole, abs=2e-6)
+        if out == "lot":  # flagged for its cream tile alone: the photo whole is under the model's threshold
+            assert whole < 0.5
 
 
 def test_screening_into_another_models_run_says_what_differs(model_dir, culture_model_dir, listings, tmp_path):

@@ -804,12 +804,14 @@ class Screener:
 
         engine = ClassifierExplainer(self.predictor)
         budget = {"left": self.explain}
+        # what made it look like the flagged class: a lot flagged for one tile may read as another class whole
+        target = self.predictor.positive_label
 
         def overlay(image: str) -> str | None:
             if budget["left"] <= 0 or "://" in image:
                 return None
             budget["left"] -= 1
-            return engine.overlay_uri(image, draft_size=self.draft_size)  # the photo as it was decided
+            return engine.overlay_uri(image, draft_size=self.draft_size, target=target)  # decoded as decided
 
         return overlay
 

@@ -233,10 +233,12 @@ class ClassifierExplainer:
                                        {l: round(float(p), 6) for l, p in zip(self.labels, probs[j])}))
         return out
 
-    def overlay_uri(self, source, display: int = 240, draft_size: tuple[int, int] | None = None) -> str | None:
+    def overlay_uri(self, source, display: int = 240, draft_size: tuple[int, int] | None = None,
+                    target: str | None = None) -> str | None:
         """The Grad-CAM overlay of an image file as a PNG data URI (for self-contained pages),
         or None when the file cannot be read. ``draft_size``: the JPEG decode scale the photo was decided at
-        (``screen`` decodes larger beside a second model or lots); default: the model's own, as ``predict``."""
+        (``screen`` decodes larger beside a second model or lots); default: the model's own, as ``predict``.
+        ``target``: the class explained (default: the one the photo whole is decided as)."""
         from ..data.images import ImageLoadError, load_image
         from ..htmlembed import png_uri
         from .overlay import render
@@ -245,7 +247,7 @@ class ClassifierExplainer:
             img = load_image(source, draft_size=draft_size or self.pre.draft_size)
         except ImageLoadError:
             return None
-        e = self.explain_images([img], [str(source)], "gradcam")[0]
+        e = self.explain_images([img], [str(source)], "gradcam", target=target)[0]
         return png_uri(render(img, e.heat, self.pre, f"Grad-CAM: {e.target} {e.score:.3f}", display=display,
                               method="gradcam"))
 
