@@ -1289,6 +1289,28 @@ def test_page_scans_a_lot_photo_in_tiles_and_outlines_the_tile(model_dir, synthe
     assert log.console_errors == [] and log.outside == []
 
 
+def test_a_lot_flagged_for_one_tile_is_overlaid_with_the_evidence_for_the_flag(model_dir, synthetic_dataset, tmp_path):
+    """The overlay explained the class the photo whole read as: a lot flagged as ivory for one tile, the photo whole
+    not, came back with the evidence for "non_ivory". It explains the decision given now, as screen's queue does."""
+    import shutil
+
+    from artsentry.models.artifact import update_config
+
+    folder = tmp_path / "model"
+    shutil.copytree(model_dir, folder)
+    update_config(folder, lots={"threshold": 0.1, "grid": 3})
+    blue = sorted((synthetic_dataset / "non_ivory").glob("*.jpg"))[0]
+    cream = sorted((synthetic_dataset / "ivory").glob("*.jpg"))[0]
+    lot = Image.open(blue).convert("RGB").resize((1400, 1050))  # a blue object, a cream one in a corner
+    lot.paste(Image.open(cream).convert("RGB").resize((350, 262)), (1000, 750))
+    analyzer = Analyzer(ServeSettings(model=folder))
+    whole = analyzer.analyze(jpeg_bytes(lot), explain=True)
+    body = analyzer.analyze(jpeg_bytes(lot), explain=True, lots=True)
+    assert whole["ivory"]["decision"] == "pass" and whole["overlay"]["target"] == "non_ivory"
+    assert body["ivory"]["decision"] == "flag" and body["ivory"]["lot"]["whole_probability"] < 0.5
+    assert body["overlay"]["target"] == "ivory" == body["ivory"]["label"]
+
+
 def test_page_says_an_uncalibrated_register_ranks_and_does_not_decide(photos, tmp_path):
     from playwright.sync_api import expect
 

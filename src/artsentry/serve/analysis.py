@@ -226,7 +226,8 @@ class Analyzer:
         if explain and heat_source is not None:
             key, x, p = heat_source
             engine = self._explainer(key)
-            heat, probs, idx = engine.explain_tensor(x, self.settings.explain_method)
+            # the evidence for the decision given: a lot flagged for one tile may read as the other class whole
+            heat, probs, idx = engine.explain_tensor(x, self.settings.explain_method, out[key]["label"])
             shown, h = photo_and_heat(img, heat[0], p.preprocessing, display=512,
                                       method=self.settings.explain_method)
             layer = heat_rgba(h)
