@@ -24,6 +24,15 @@ from artsentry.train import (Trainer, TrainingError, TrainSettings, WeightAverag
 FAST = dict(image_size=64, batch_size=8, val_fraction=0.25, test_fraction=0.25)
 
 
+
+@pytest.fixture
+def train_only(monkeypatch):
+    """Training as for a split without test photos (``test_fraction`` 0): no evaluation, report or gallery after it,
+    ~4 s a run here. For the tests of how a model is trained; the evaluation has its own (test_evaluate.py)."""
+    import artsentry.train as train_module
+
+    monkeypatch.setattr(train_module, "_has_test", lambda run_dir: False)
+
 def cli_train_settings(*extra: str) -> TrainSettings:
     """The settings ``artsentry train DATA --out RUN *extra`` runs with."""
     return _settings_from_args(build_parser().parse_args(["train", "DATA", "--out", "RUN", *extra]))
@@ -147,6 +156,7 @@ def test_trained_model_records_how_it_fits_a_photo(model_dir):
     assert json.loads((model_dir / "config.json").read_text())["preprocessing"]["resize"] == "fit"
 
 
+@pytest.mark.usefixtures("train_only")
 def test_weight_average_is_an_exponential_moving_average_of_weights_and_statistics():
     net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
     start = {k: v.clone() for k, v in net.state_dict().items()}
@@ -405,6 +415,7 @@ def test_consistency_settings():
     assert cli_train_settings().consistency == 0.0
 
 
+@pytest.mark.usefixtures("train_only")
 def test_consistency_fine_tunes_on_a_studio_and_a_listing_view_of_every_photo(tmp_path, synthetic_dataset,
                                                                               monkeypatch):
     import artsentry.train as train_module
@@ -471,6 +482,7 @@ def _steps_of_one_epoch(run: Path) -> int:
     return n // size + (n % size >= 2)
 
 
+@pytest.mark.usefixtures("train_only")
 def test_cutmix_1_mixes_every_fine_tuning_batch(tmp_path, synthetic_dataset, monkeypatch):
     import artsentry.train as train_module
 
@@ -500,6 +512,7 @@ def test_sam_settings():
     assert cli_train_settings().sam == 0.0
 
 
+@pytest.mark.usefixtures("train_only")
 def test_sharpness_aware_gradients_are_those_at_the_steepest_nearby_point():
     from artsentry.train import sharpness_aware_gradients
 
@@ -543,6 +556,7 @@ def test_sharpness_aware_gradients_are_those_at_the_steepest_nearby_point():
     assert frozen.grad is None
 
 
+@pytest.mark.usefixtures("train_only")
 def test_sam_fine_tuning_steps_with_the_second_gradient(tmp_path, synthetic_dataset, monkeypatch):
     import artsentry.train as train_module
 
@@ -614,6 +628,7 @@ def test_layer_decay_gives_each_stage_its_rate(tmp_path):
     assert [g["lr"] for g in plain] == [1e-3, 4e-4] and len(plain[1]["params"]) == len(seen)
 
 
+@pytest.mark.usefixtures("train_only")
 def test_fine_tuning_with_layer_decay_steps_every_stage_at_its_rate(tmp_path, synthetic_dataset, monkeypatch):
     seen = []
     real = torch.optim.AdamW.step
@@ -696,6 +711,7 @@ def one_epoch_weights(tmp_path_factory, synthetic_dataset):
     return plain, frozen
 
 
+@pytest.mark.usefixtures("train_only")
 def test_finetuning_with_ema_saves_the_average(tmp_path, synthetic_dataset, one_epoch_weights):
     # A decay this close to 1 keeps the average at the starting weights: the pretrained backbone
     # (the head stage trains only the head). Without the average, fine-tuning moves it.
@@ -707,6 +723,7 @@ def test_finetuning_with_ema_saves_the_average(tmp_path, synthetic_dataset, one_
     torch.testing.assert_close(still[key], frozen[key], atol=1e-6, rtol=0)
 
 
+@pytest.mark.usefixtures("train_only")
 def test_freeze_bn_fine_tunes_the_weights_but_keeps_the_pretrained_statistics(tmp_path, synthetic_dataset,
                                                                              one_epoch_weights):
     plain, frozen = one_epoch_weights
@@ -723,6 +740,7 @@ def test_freeze_bn_fine_tunes_the_weights_but_keeps_the_pretrained_statistics(tm
         assert not torch.allclose(fixed[k], frozen[k], atol=1e-7)
 
 
+@pytest.mark.usefixtures("train_only")
 def test_a_fine_tune_that_never_validates_better_than_its_head_stage_keeps_the_head_stage(
         tmp_path, synthetic_dataset, one_epoch_weights, monkeypatch):
     from artsentry.train import Trainer
@@ -748,6 +766,7 @@ def test_a_fine_tune_that_never_validates_better_than_its_head_stage_keeps_the_h
     assert summary["start"]["val_loss"] == pytest.approx(calls[0]) == pytest.approx(summary["best_val_loss"])
 
 
+@pytest.mark.usefixtures("train_only")
 def test_early_stopping_counts_epochs_not_better_by_1e_4_and_stops_at_the_patience(tmp_path, synthetic_dataset,
                                                                                     monkeypatch):
     """Early stopping, pinned (a mutation run of ``finetune``, session 22, changed its counting unnoticed):
@@ -830,6 +849,7 @@ def test_head_stage_early_stopping_keeps_the_best_epoch_and_stops_at_the_patienc
     assert again._validate_head(torch.nn.CrossEntropyLoss(), features, 1 - guessed)[1] == 0.0
 
 
+@pytest.mark.usefixtures("train_only")
 def test_fine_tuning_warms_up_over_its_share_of_all_steps(tmp_path, synthetic_dataset, monkeypatch):
     import artsentry.train as train_module
 
@@ -854,6 +874,7 @@ def test_freeze_bn_settings():
     assert cli_train_settings().freeze_bn is False
 
 
+@pytest.mark.usefixtures("train_only")
 def test_select_on_studio_and_listing_keeps_the_epoch_of_lowest_mean_loss(tmp_path, synthetic_dataset):
     from artsentry.data.listing import shift_variants
     from artsentry.data.manifest import read_manifest
@@ -1090,6 +1111,7 @@ def _stopped_and_resumed(monkeypatch, owner, name: str, stop_at_call: int, data,
     return resumed
 
 
+@pytest.mark.usefixtures("train_only")
 def test_finetune_stopped_mid_epoch_resumes_as_if_never_stopped(tmp_path, synthetic_dataset, monkeypatch):
     """Augmentation draws follow (seed, epoch, photo) and loaders take nothing from the run's random
     state: a run stopped in the middle of an epoch and resumed with other workers ends with the weights
@@ -1105,6 +1127,7 @@ def test_finetune_stopped_mid_epoch_resumes_as_if_never_stopped(tmp_path, synthe
     assert resumed.resumed_from_step == 4
 
 
+@pytest.mark.usefixtures("train_only")
 def test_a_checkpoint_cut_between_its_files_resumes_as_if_never_stopped(tmp_path, synthetic_dataset, monkeypatch):
     """Ctrl-C after a checkpoint's tensors are written and before its record (state.json): the resumed run
     starts from the last whole checkpoint and ends with the uninterrupted run's weights. (It used to resume
@@ -1137,6 +1160,7 @@ def test_a_checkpoint_cut_between_its_files_resumes_as_if_never_stopped(tmp_path
         torch.testing.assert_close(cut[key], whole[key], atol=1e-5, rtol=1e-4, msg=key)
 
 
+@pytest.mark.usefixtures("train_only")
 def test_a_checkpoint_missing_a_file_is_refused_and_one_of_the_older_naming_resumes(tmp_path, synthetic_dataset,
                                                                                      monkeypatch):
     import artsentry.train as train_module
@@ -1212,6 +1236,7 @@ def test_interrupted_ema_finetune_resumes_its_average(tmp_path, synthetic_datase
     assert [h["stage"] for h in cut_training["history"]] == ["head", "head", "finetune", "finetune"]
 
 
+@pytest.mark.usefixtures("train_only")
 def test_listing_finetune_estimates_each_photos_foreground_once_and_cleans_up(tmp_path, synthetic_dataset, monkeypatch):
     masked, drawn = _record_foreground_estimates(monkeypatch)
     settings = TrainSettings(epochs=3, head_epochs=1, augment="listing", num_workers=0, **FAST)
@@ -1271,6 +1296,7 @@ def _constant_teacher(trained_model_dir, folder, favourite: int):
     return folder
 
 
+@pytest.mark.usefixtures("train_only")
 def test_fine_tuning_follows_the_teachers_probabilities_of_each_batch(tmp_path, synthetic_dataset, model_dir,
                                                                      monkeypatch):
     # every fine-tuning step takes its loss against the teacher's probabilities for the very
@@ -1316,6 +1342,7 @@ def test_a_calibrated_teacher_teaches_the_probabilities_its_predictor_gives(tmp_
     assert not np.allclose(expected[0], expected[1:], atol=1e-3)
 
 
+@pytest.mark.usefixtures("train_only")
 def test_teacher_settings_are_checked_before_training(tmp_path, synthetic_dataset, model_dir):
     import shutil
 
@@ -1381,6 +1408,7 @@ def test_model_trained_on_small_crops_runs_and_validates_at_the_matched_size(tmp
     assert result.evaluation["input_size"] == 96
 
 
+@pytest.mark.usefixtures("train_only")
 def test_finetune_with_drop_path_writes_a_plain_artifact(tmp_path, synthetic_dataset):
     settings = TrainSettings(epochs=1, head_epochs=1, drop_path=0.3, num_workers=0, **FAST)
     result = train(synthetic_dataset, tmp_path / "run", settings, progress=False)
@@ -1391,6 +1419,7 @@ def test_finetune_with_drop_path_writes_a_plain_artifact(tmp_path, synthetic_dat
     np.testing.assert_array_equal(predictor.predict_proba([photo]), predictor.predict_proba([photo]))
 
 
+@pytest.mark.usefixtures("train_only")
 def test_frozen_lite0_learns_and_writes_a_complete_artifact(tmp_path, synthetic_dataset):
     run = tmp_path / "run"
     result = train(synthetic_dataset, run, TrainSettings(mode="frozen", **FAST), progress=False)
@@ -1482,6 +1511,7 @@ def test_train_soup_souping_runs_that_differ_only_in_their_training_seed(tmp_pat
         train_soup(synthetic_dataset, tmp_path / "cnn", TrainSettings(architecture="smallcnn"), 2, progress=False)
 
 
+@pytest.mark.usefixtures("train_only")
 def test_smallcnn_trains_from_scratch(tmp_path, synthetic_dataset):
     result = train(synthetic_dataset, tmp_path / "run",
                    TrainSettings(architecture="smallcnn", epochs=2, lr=3e-3, **{**FAST, "image_size": None}),
@@ -1491,6 +1521,7 @@ def test_smallcnn_trains_from_scratch(tmp_path, synthetic_dataset):
     assert [h["stage"] for h in config["training"]["history"]] == ["finetune", "finetune"]
 
 
+@pytest.mark.usefixtures("train_only")
 def test_finished_run_is_not_silently_retrained(tmp_path, synthetic_dataset):
     settings = TrainSettings(mode="frozen", head_epochs=2, **FAST)
     train(synthetic_dataset, tmp_path / "run", settings, progress=False)
@@ -1499,6 +1530,7 @@ def test_finished_run_is_not_silently_retrained(tmp_path, synthetic_dataset):
     train(synthetic_dataset, tmp_path / "run", settings, progress=False, overwrite=True)
 
 
+@pytest.mark.usefixtures("train_only")
 def test_train_refuses_an_out_folder_that_holds_no_run_and_touches_nothing(tmp_path, synthetic_dataset):
     """`--out` mistyped as the data's folder, a home folder or a folder of runs: refused, with or without
     --overwrite (which used to empty it: `train /missing --out ~ --overwrite` deleted everything there)."""
@@ -1527,6 +1559,7 @@ def test_train_refuses_an_out_folder_that_holds_no_run_and_touches_nothing(tmp_p
         train(synthetic_dataset, many, settings, progress=False)
 
 
+@pytest.mark.usefixtures("train_only")
 def test_overwrite_deletes_a_run_only_once_the_data_to_train_again_is_there(tmp_path, synthetic_dataset):
     settings = TrainSettings(mode="frozen", head_epochs=1, **FAST)
     run = tmp_path / "run"
@@ -1544,6 +1577,7 @@ def test_overwrite_deletes_a_run_only_once_the_data_to_train_again_is_there(tmp_
     assert not (run / "stray.txt").exists() and (run / "model" / "config.json").is_file()
 
 
+@pytest.mark.usefixtures("train_only")
 def test_a_run_stopped_before_its_split_was_saved_starts_again(tmp_path, synthetic_dataset, monkeypatch):
     """run.json is the first file a run writes, so a run stopped at any point of its start is a run's folder
     (with manifest.csv first, a stop between the two left a folder the next attempt refused as not a run)."""
@@ -1716,6 +1750,7 @@ def test_decoding_workers_end_when_their_caller_is_killed_outright(synthetic_dat
             pass
 
 
+@pytest.mark.usefixtures("train_only")
 def test_resume_with_other_settings_is_refused(tmp_path, synthetic_dataset):
     run = tmp_path / "run"
     (run / "checkpoint").mkdir(parents=True)
@@ -1772,6 +1807,7 @@ def test_pooling_settings():
 
 
 @pytest.mark.parametrize("pooling, dim", [("texture", 112 * 113 // 2), ("texture+avg", 112 * 113 // 2 + 1280)])
+@pytest.mark.usefixtures("train_only")
 def test_texture_pooled_lite0_fine_tunes_exports_and_predicts(tmp_path, synthetic_dataset, pooling, dim):
     from artsentry.models.onnx import export_onnx
 
@@ -1823,6 +1859,7 @@ def test_head_views_settings():
     assert cli_train_settings().head_views == 0
 
 
+@pytest.mark.usefixtures("train_only")
 def test_frozen_head_learns_from_cached_augmented_views(tmp_path, synthetic_dataset, monkeypatch):
     from safetensors.torch import load_file
 
@@ -1851,6 +1888,7 @@ def test_frozen_head_learns_from_cached_augmented_views(tmp_path, synthetic_data
     assert np.mean([p.label == Path(p.source).parent.name for p in preds]) >= 0.9
 
 
+@pytest.mark.usefixtures("train_only")
 def test_a_second_run_into_a_busy_run_folder_is_refused(tmp_path, synthetic_dataset):
     """`make ivory` started twice (two terminals): both wrote checkpoints into one run folder. The
     second now stops at once, naming the first; once the first ends, the folder is free."""
