@@ -257,7 +257,8 @@ def test_a_missing_model_or_register_folder_is_said_before_pytorch_loads(tmp_pat
              ["screen", "x.csv", "--model", "none", "--culture-model", nope, "--out", str(tmp_path / "o")],
              ["explain", "x.jpg", "--model", nope], ["export", nope],
              ["soup", nope, nope, "--out", str(tmp_path / "s")],
-             ["project", "x.csv", "--model", nope], ["register", "create", str(tmp_path / "a-file" / "reg")]]
+             ["project", "x.csv", "--model", nope], ["serve", "--model", nope], ["serve", "--culture-model", nope],
+             ["register", "create", str(tmp_path / "a-file" / "reg")]]
     probe = ("import sys; from artsentry.cli import main\n"
              f"for argv in {argvs!r}:\n"
              "    print(main(['-q', *argv]))\n"
@@ -266,8 +267,8 @@ def test_a_missing_model_or_register_folder_is_said_before_pytorch_loads(tmp_pat
     assert proc.stdout.split() == ["1"] * len(argvs) + ["False"], proc.stderr
     said = proc.stderr.splitlines()
     assert len(said) == len(argvs)
-    assert all(line.endswith(f"error: {nope}: no such model folder") for i, line in enumerate(said) if i != 7), said
-    assert said[7] == f"artsentry register: error: {tmp_path / 'a-file' / 'reg'}: Not a directory"
+    assert all(line.endswith(f"error: {nope}: no such model folder") for line in said[:-1]), said
+    assert said[-1] == f"artsentry register: error: {tmp_path / 'a-file' / 'reg'}: Not a directory"
     assert not (tmp_path / "o").exists()  # nothing made on the way
     # a register whose embedder cannot be loaded leaves no folder behind
     from artsentry.cli import main

@@ -1381,6 +1381,9 @@ def cmd_serve(a) -> int:
         raise ValueError("--workers and --max-listing-photos must be at least 1 and --max-queue at least 0")
     if not a.max_upload_mb > 0 or not a.register_wait >= 0:
         raise ValueError("--max-upload-mb must be above 0 and --register-wait at least 0")
+    for folder in (model, a.culture_model):
+        if folder is not None:
+            model_folder(folder)  # a wrong path is said at once, before the models load
     if a.threads:
         import torch
 
