@@ -248,7 +248,7 @@ def test_help_usage_errors_and_log_checks_start_without_pytorch(tmp_path):
     assert proc.stdout.strip().splitlines()[-1] == "False"
 
 
-def test_a_missing_model_or_register_folder_is_said_before_pytorch_loads(tmp_path):
+def test_a_missing_model_or_register_folder_is_said_before_pytorch_loads(model_dir, tmp_path):
     """A mistyped --model took ~8 s (PyTorch's import) to say it names no model; a register made under a file ~9 s
     (the embedder loaded first). Each command that reads a model, or makes a register, says so at once now."""
     nope = str(tmp_path / "nope")
@@ -258,6 +258,7 @@ def test_a_missing_model_or_register_folder_is_said_before_pytorch_loads(tmp_pat
              ["explain", "x.jpg", "--model", nope], ["export", nope],
              ["soup", nope, nope, "--out", str(tmp_path / "s")],
              ["project", "x.csv", "--model", nope], ["serve", "--model", nope], ["serve", "--culture-model", nope],
+             ["evaluate", nope], ["evaluate", str(model_dir), "--ensemble", nope],
              ["register", "create", str(tmp_path / "a-file" / "reg")]]
     probe = ("import sys; from artsentry.cli import main\n"
              f"for argv in {argvs!r}:\n"

@@ -811,6 +811,8 @@ def _evaluate_lots(a, model_dir: Path) -> None:
 
 
 def cmd_evaluate(a) -> int:
+    for folder in [a.model, *(a.ensemble or [])]:
+        model_folder(folder)  # a wrong path is said at once, before the models load
     from .evaluate import default_out_dir, run_evaluation
 
     if a.lots is not None:  # checked before the evaluation it follows
