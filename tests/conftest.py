@@ -256,6 +256,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def in_fresh_process(argvs: list[list[str]]):
+    """``artsentry.cli.main(argv)`` for each of ``argvs`` in one new Python process, as a user's commands start: its
+    result with each command's output, then an ``exit N`` line for it (a usage error's too), then whether PyTorch
+    was imported (the process's last line, ``True`` or ``False``)."""
+    import subprocess
+    import sys
+
+    probe = ("import sys; from artsentry.cli import main\n"
+             f"for argv in {argvs!r}:\n"
+             "    try: code = main(argv)\n"
+             "    except SystemExit as exc: code = exc.code\n"
+             "    print('exit', code, flush=True)\n"
+             "print('torch' in sys.modules)")
+    return subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+
+
 @contextmanager
 def running(cmd: list[str], **kw):
     """``cmd`` started as a process (its output captured as text), killed at the end if it still runs: a test

@@ -8,6 +8,8 @@ import pytest
 
 from artsentry.cli import EXIT_SOME_UNREADABLE, main
 
+from .conftest import in_fresh_process
+
 
 def test_predict_folder_with_hostile_files_completes(model_dir, hostile_dir, synthetic_dataset, capsys):
     for f in sorted((synthetic_dataset / "ivory").glob("*.jpg"))[:3]:
@@ -235,14 +237,11 @@ def test_help_usage_errors_and_log_checks_start_without_pytorch(tmp_path):
 
     log = tmp_path / "audit.jsonl"
     log.write_text(chainlog.chained_lines([{"event": "a"}, {"event": "b"}], chainlog.GENESIS)[0], encoding="utf-8")
-    probe = ("import sys; from artsentry.cli import main\n"
-             "for argv in ([{log!r}], ['train', '--help'], ['evaluate', '--help'],\n"
-             "             ['train', 'x', '--arch', 'resnet']):\n"
-             "    try: main(argv if argv[0] != {log!r} else ['verify', argv[0]])\n"
-             "    except SystemExit: pass\n"
-             "print('torch' in sys.modules)").format(log=str(log))
-    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    proc = in_fresh_process([["verify", str(log)], ["train", "--help"], ["evaluate", "--help"],
+                             ["train", "x", "--arch", "resnet"]])
     assert proc.returncode == 0, proc.stderr
+    assert [line for line in proc.stdout.splitlines() if line.startswith("exit ")] == [
+        "exit 0", "exit 0", "exit 0", "exit 2"]
     assert "2 linked record(s)" in proc.stdout and "efficientnet_lite2" in proc.stdout
     assert "invalid choice: 'resnet'" in proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "False"
@@ -260,20 +259,14 @@ def test_a_missing_model_or_register_folder_is_said_before_pytorch_loads(model_d
              ["project", "x.csv", "--model", nope], ["serve", "--model", nope], ["serve", "--culture-model", nope],
              ["evaluate", nope], ["evaluate", str(model_dir), "--ensemble", nope],
              ["register", "create", str(tmp_path / "a-file" / "reg")]]
-    probe = ("import sys; from artsentry.cli import main\n"
-             f"for argv in {argvs!r}:\n"
-             "    print(main(['-q', *argv]))\n"
-             "print('torch' in sys.modules)")
-    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
-    assert proc.stdout.split() == ["1"] * len(argvs) + ["False"], proc.stderr
+    proc = in_fresh_process([["-q", *argv] for argv in argvs])
+    assert proc.stdout.splitlines() == ["exit 1"] * len(argvs) + ["False"], proc.stderr
     said = proc.stderr.splitlines()
     assert len(said) == len(argvs)
     assert all(line.endswith(f"error: {nope}: no such model folder") for line in said[:-1]), said
     assert said[-1] == f"artsentry register: error: {tmp_path / 'a-file' / 'reg'}: Not a directory"
     assert not (tmp_path / "o").exists()  # nothing made on the way
     # a register whose embedder cannot be loaded leaves no folder behind
-    from artsentry.cli import main
-
     assert main(["-q", "register", "create", str(tmp_path / "reg"), "--embedder", nope]) == 1
     assert not (tmp_path / "reg").exists()
 

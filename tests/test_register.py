@@ -12,7 +12,7 @@ from artsentry.index import Register, RegisterError, VectorIndex
 from artsentry.index.register import contrast_scores
 from artsentry.index.vectors import IndexFileError, default_nlist
 
-from .conftest import abc_register, register_lot
+from .conftest import abc_register, in_fresh_process, register_lot
 
 
 def _unit_vectors(n, dim, seed=0):
@@ -1154,19 +1154,12 @@ def test_a_change_waits_for_another_processs_and_gives_up_in_one_line_nothing_ch
 def test_commands_on_the_records_alone_start_without_pytorch(tmp_path, photos):
     """`register list`, `get`, `history`, `set-threshold`, `remove` and `rebuild` read or change the database and
     the index, never a photo: they took 8.8 s to list three objects (PyTorch's import) before 2026-12-07."""
-    import subprocess
-    import sys
-
     folder = tmp_path / "reg"
     abc_register(folder, photos).close()
-    probe = ("import sys; from artsentry.cli import main\n"
-             "for argv in (['list'], ['get', 'A'], ['history', 'B'], ['set-threshold', '0.5'], ['remove', 'C'],\n"
-             "             ['rebuild']):\n"
-             "    assert main(['-q', 'register', argv[0], {reg!r}, *argv[1:]]) == 0, argv\n"
-             "print('torch' in sys.modules)").format(reg=str(folder))
-    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+    argvs = [["list"], ["get", "A"], ["history", "B"], ["set-threshold", "0.5"], ["remove", "C"], ["rebuild"]]
+    proc = in_fresh_process([["-q", "register", argv[0], str(folder), *argv[1:]] for argv in argvs])
     said = proc.stdout.splitlines()
+    assert [line for line in said if line.startswith("exit ")] == ["exit 0"] * len(argvs), proc.stderr
     assert said[0].startswith("A\t2 photo(s)") and said[-1] == "False", proc.stdout
     assert "C: removed with its 2 photo(s)" in said and "index rebuilt from 4 photo vector(s)" in said
     reg = Register.open(folder)
