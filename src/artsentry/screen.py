@@ -69,7 +69,7 @@ from .data.quality import assess_quality, quality_warnings, warnings_text
 from .data.transforms import eval_transform
 from .errors import ArtsentryError
 from .fetch import is_http_url  # light: the HTTP client is imported only to fetch
-from .files import exclusive, write_bytes_atomic, write_csv_atomic, write_text_atomic
+from .files import exclusive, file_sha256, write_bytes_atomic, write_csv_atomic, write_text_atomic
 from .htmlembed import thumbnail_uri
 from .inference import Predictor, default_workers
 from .lots import TILE_GRID, LotTransform, crops_forward, decode_draft, lot_threshold, tile_fractions
@@ -363,8 +363,6 @@ def _check_photos(records: list[dict], keep_dir: str | Path | None = None, progr
     available" picture, not a photo the seller changed; and ``unreachable``: it could not be fetched
     otherwise) and the paths or URLs changed, missing, gone, placeholder or unreachable
     (``changed_photos``, ``missing_photos``, ...)."""
-    from .files import file_sha256
-
     counts = dict.fromkeys(("verified", "changed", "missing", "not_kept", "unread"), 0)
     found: dict[str, list[str]] = {"changed": [], "missing": []}
     if refetch:

@@ -96,6 +96,7 @@ def source_names(sources: Sequence[ImageSource], names: Sequence[str] | None = N
     return [s if isinstance(s, str) else str(s) if isinstance(s, os.PathLike) else f"<image {i}>"
             for i, s in enumerate(sources)]
 
+
 # Never let PIL silently pad a truncated file with grey.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
