@@ -8,9 +8,11 @@ STAMP   := $(VENV)/.installed
 
 .PHONY: setup ivory test bench clean chromium coverage
 
+# --no-compile: pip would byte-compile every module of every package (PyTorch, Ray...) at install, 70 s of a
+# 3-minute install here; Python compiles the modules it imports when it first imports them.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-compile -e '.[dev]'
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -58,8 +60,11 @@ ifeq ($(CHROMIUM),)
 	apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
 endif
 
+# One test process per core (pytest-xdist), each test file in one of them, so that a file's shared fixtures are
+# built once; tests/conftest.py gives each process its share of the cores. `.venv/bin/python -m pytest FILE`
+# runs tests in this process alone, as usual.
 test: $(STAMP) chromium
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n logical --dist loadfile
 
 # The lines of src/ the suite runs (~13 min, ~30% longer than `make test`), each module's missed lines listed
 # (htmlcov/index.html shows them in place). Not a bar: what it finds unrun is read, as mutants' survivors are.

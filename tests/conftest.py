@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import io
+import os
 import struct
 import zlib
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
-import pytest
-from PIL import Image
+# `make test` runs the tests in one process per core (pytest-xdist). Each process, and every command its tests start,
+# then computes on its share of the cores: PyTorch's default of a thread per core in each process made two processes
+# fight for two cores (read before PyTorch loads: the test modules import it after this file).
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    _share = _cores // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _share)))
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
