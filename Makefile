@@ -66,8 +66,9 @@ endif
 test: $(STAMP) chromium
 	$(BIN)/python -m pytest -n logical --dist loadfile
 
-# The lines of src/ the suite runs (~13 min, ~30% longer than `make test`), each module's missed lines listed
-# (htmlcov/index.html shows them in place). Not a bar: what it finds unrun is read, as mutants' survivors are.
+# The lines of src/ the suite runs (~13 min, in one process: ~30% longer than the suite in one process without
+# coverage), each module's missed lines listed (htmlcov/index.html shows them in place). Not a bar: what it finds
+# unrun is read, as mutants' survivors are.
 coverage: $(STAMP) chromium
 	rm -f .coverage .coverage.*
 	$(BIN)/python -m coverage run -m pytest -q -p no:cacheprovider
