@@ -8,11 +8,12 @@ STAMP   := $(VENV)/.installed
 
 .PHONY: setup ivory test bench clean chromium coverage
 
-# --no-compile: pip would byte-compile every module of every package (PyTorch, Ray...) at install, 70 s of a
-# 3-minute install here; Python compiles the modules it imports when it first imports them.
+# pip byte-compiles every module at install (70 s of the 3 minutes here). Not with --no-compile: these machines set
+# PYTHONDONTWRITEBYTECODE=1, so Python would never save what it compiles, and every process of the suite would
+# compile each module it imports again (BENCHMARKS.md, "The suite in one process per core").
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --no-compile -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
 setup: $(STAMP)
