@@ -131,6 +131,49 @@ def test_fit_overlay_lies_on_the_part_of_the_photo_the_model_saw():
     assert h[:, :25].mean() > 0.8 and h[:, 60:].max() < 0.05
 
 
+@pytest.mark.parametrize("resize", ["squash", "fit", "pad", "center_crop"])
+def test_a_map_goes_back_onto_the_photo_pixels_the_model_saw(resize):
+    """``heat_on_photo`` undoes each preprocessing's geometry: a red square, found on the model's input (its map),
+    is put back where it is on the photo; what the model never saw of the photo gets no heat."""
+    from artsentry.data.transforms import eval_transform
+    from artsentry.explain.overlay import heat_on_photo
+
+    photo = Image.new("RGB", (300, 150), (128, 128, 128))
+    photo.paste((220, 30, 30), (160, 40, 200, 80))
+    truth = np.zeros((150, 300), bool)
+    truth[40:80, 160:200] = True
+    pre = Preprocessing(input_size=64, resize=resize)
+    x = eval_transform(pre)(photo)
+    heat = ((x[0] > 0.3) & (x[1] < -0.3)).float().numpy()  # red on the model's input
+    back = heat_on_photo(photo.size, heat, pre)
+    assert back.shape == (150, 300)
+    found = back > 0.5
+    assert (found & truth).sum() / (found | truth).sum() > 0.8
+    seen = {"squash": 0, "pad": 0, "fit": 50, "center_crop": 75}[resize]  # 4:3 of a 2:1 photo; its centre square
+    assert back[:, :seen].max(initial=0) == 0 and back[:, 300 - seen:].max(initial=0) == 0
+
+
+def test_a_tiles_map_lies_in_its_place_on_the_whole_photo_outlined():
+    """A lot flagged for one tile: the map made on that tile is drawn where the tile is on the photo, whole and
+    uncut (a 2:1 photo with ``fit``, which alone it would cut to 4:3), cold elsewhere; the overlay outlines it."""
+    from artsentry.lots import tile_crops
+
+    photo = Image.new("RGB", (400, 200), (128, 128, 128))
+    pre = Preprocessing(input_size=64, resize="fit")
+    _, boxes = tile_crops(photo, 3)
+    box = boxes[9]  # the bottom-right tile: (200, 100, 400, 200)
+    shown, h = photo_and_heat(photo, np.ones((64, 64), np.float32), pre, box=box)
+    assert shown.size == (400, 200) and h.shape == (200, 400)
+    assert h[:98].max() == 0 and h[:, :198].max() == 0  # the other tiles
+    assert h[100:, 240:360].min() > 0.99 and h[:, 370:].max() == 0  # the tile's centre at 4:3, as the model read it
+    shown, h = photo_and_heat(photo, np.ones((64, 64), np.float32), pre, box=(0, 0, 400, 200))
+    assert shown.size == (400, 200) and h[:, 70:330].min() > 0.99 and h[:, :60].max() == 0  # whole, uncut
+    plain = np.asarray(render(photo, np.zeros((64, 64), np.float32), pre, display=400, box=(0, 0, 400, 200)))
+    outlined = np.asarray(render(photo, np.zeros((64, 64), np.float32), pre, display=400, box=box))
+    changed = np.argwhere((plain != outlined).any(axis=2))
+    assert len(changed) and changed[:, 1].min() >= 200 and changed[:, 0].min() >= 100  # the tile's outline alone
+
+
 def test_overlay_colours_heat_leaves_cold_photo_untouched_and_scales_saliency_for_display():
     """What a person reads off an overlay: cold pixels are the photo itself, the hottest are mostly the colour
     map's top colour, the colour bar runs from that colour ("high", at the top) to the bottom one ("low"), a

@@ -1155,7 +1155,8 @@ def test_a_queue_overlay_explains_the_photo_as_the_screen_decided_it(model_dir, 
     screen decided on it decoded at the model's scale: a large JPEG's overlay could show another probability than
     its row of the queue. Now both come from one decode, in a lot scan too (it decodes larger for its tiles). And a
     lot flagged for one tile while the photo whole reads as not ivory was overlaid with the evidence for "non_ivory":
-    an overlay shows what makes the photo look like the flagged class."""
+    an overlay shows what makes the photo look like the flagged class, and since then the photo whole's evidence
+    for it: now the evidence of the tile that decided (drawn in its place on the photo)."""
     from PIL import Image
 
     from artsentry.explain import ClassifierExplainer
@@ -1186,12 +1187,11 @@ def test_a_queue_overlay_explains_the_photo_as_the_screen_decided_it(model_dir, 
         pd.DataFrame({"listing_id": ["a"], "image": [str(image)]}).to_csv(table, index=False)
         Screener(model, progress=False, explain=1, lots=out != "one").run(table, tmp_path / out)
         [row] = read_evidence(tmp_path / out / "evidence.jsonl")
-        [shown] = seen  # the photo whole (a lot's score is its best tile's)
+        [shown] = seen  # the crop that decided: the photo whole, or in a lot scan its best tile
         assert row["flagged"] and shown.target == "ivory"
-        whole = row["lot"]["whole"] if out != "one" else row["score"]
-        assert shown.probabilities["ivory"] == pytest.approx(whole, abs=2e-6)
+        assert shown.probabilities["ivory"] == pytest.approx(row["score"], abs=2e-6)
         if out == "lot":  # flagged for its cream tile alone: the photo whole is under the model's threshold
-            assert whole < 0.5
+            assert row["lot"]["tile"] > 0 and row["lot"]["whole"] < 0.5
 
 
 def test_screening_into_another_models_run_says_what_differs(model_dir, culture_model_dir, listings, tmp_path):

@@ -1311,6 +1311,43 @@ def test_a_lot_flagged_for_one_tile_is_overlaid_with_the_evidence_for_the_flag(m
     assert body["overlay"]["target"] == "ivory" == body["ivory"]["label"]
 
 
+def test_a_lot_flagged_for_one_tile_is_overlaid_with_that_tiles_evidence_on_the_whole_photo(model_dir,
+                                                                                            synthetic_dataset,
+                                                                                            tmp_path):
+    """lots=true: the overlay was the photo whole's map, cut to 4:3 by the model's ``fit`` for a wide photo, while
+    the page outlines the deciding tile on the photo uncut: on a 2:1 lot the outline and the heat fell in different
+    places, and the heat was not of the tile that decided. Now the map is the deciding tile's, in its place on the
+    whole photo; a lot that passes gets the photo whole's map, on the whole photo too."""
+    import shutil
+
+    from artsentry.models.artifact import read_config, update_config
+
+    folder = tmp_path / "model"
+    shutil.copytree(model_dir, folder)
+    update_config(folder, lots={"threshold": 0.1, "grid": 3})
+    assert read_config(folder)["preprocessing"]["resize"] == "fit"
+    blue = sorted((synthetic_dataset / "non_ivory").glob("*.jpg"))[0]
+    cream = sorted((synthetic_dataset / "ivory").glob("*.jpg"))[0]
+    lot = Image.open(blue).convert("RGB").resize((1600, 800))  # a blue object, a cream one in the bottom-right tile
+    lot.paste(Image.open(cream).convert("RGB").resize((800, 400)), (800, 400))
+    analyzer = Analyzer(ServeSettings(model=folder))
+    body = analyzer.analyze(jpeg_bytes(lot), explain=True, lots=True)
+    ov, box = body["overlay"], body["ivory"]["lot"]["box"]
+    assert body["ivory"]["decision"] == "flag" and box == [800, 400, 1600, 800] and ov["box"] == box
+    assert body["ivory"]["lot"]["whole_probability"] < 0.5  # the photo whole reads as not ivory
+    assert (ov["width"], ov["height"]) == (512, 256)  # the photo whole, not its centre at 4:3
+    alpha = np.asarray(Image.open(io.BytesIO(base64.b64decode(ov["png"].split(",", 1)[1]))))[..., 3]
+    left, top, right, bottom = (round(v * 512 / 1600) for v in box)
+    outside = np.ones(alpha.shape, bool)
+    outside[max(0, top - 2):bottom + 2, max(0, left - 2):right + 2] = False
+    assert alpha.shape == (256, 512) and alpha[outside].max() == 0 and alpha[top:bottom, left:right].max() > 0
+    update_config(folder, lots={"threshold": 0.999, "grid": 3})  # the same lot passes
+    body = Analyzer(ServeSettings(model=folder)).analyze(jpeg_bytes(lot), explain=True, lots=True)
+    assert body["ivory"]["decision"] == "pass" and body["overlay"]["box"] is None
+    assert (body["overlay"]["width"], body["overlay"]["height"]) == (512, 256)
+    assert body["overlay"]["target"] == "non_ivory"
+
+
 def test_page_says_an_uncalibrated_register_ranks_and_does_not_decide(photos, tmp_path):
     from playwright.sync_api import expect
 

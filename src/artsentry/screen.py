@@ -805,11 +805,13 @@ class Screener:
         # what made it look like the flagged class: a lot flagged for one tile may read as another class whole
         target = self.predictor.positive_label
 
-        def overlay(image: str) -> str | None:
+        def overlay(image: str, lot: dict | None = None) -> str | None:
             if budget["left"] <= 0 or "://" in image:
                 return None
             budget["left"] -= 1
-            return engine.overlay_uri(image, draft_size=self.draft_size, target=target)  # decoded as decided
+            decided = (lot or {}).get("tile")  # the crop of the lot scan that decided
+            tile = (self.lots["grid"], decided) if decided is not None and self.lots else None
+            return engine.overlay_uri(image, draft_size=self.draft_size, target=target, tile=tile)  # as decided
 
         return overlay
 
@@ -1056,7 +1058,7 @@ def write_queue_html(queue: list[dict], order: list[str], path: Path, carried: l
                      about: Sequence[str] = ()) -> None:
     """The review queue page: one card per listing, in ``order`` (the listing ids to review as
     ``listing_rollup`` ranks them), holding that listing's photos of ``queue`` in queue order;
-    ``max_rows`` cards at most. ``overlay(image) -> data URI | None`` adds an evidence overlay
+    ``max_rows`` cards at most. ``overlay(image, lot record or None) -> data URI | None`` adds an evidence overlay
     beside the photos the model flagged. ``shared``: row -> (how many other listings hold the same photo,
     some of their ids), as ``shared_photos`` gives them. ``kept``: row -> the kept copy of a fetched
     image, shown in its URL's place. ``about``: what the run rests on (``describe_run``), under the title."""
@@ -1078,7 +1080,7 @@ def write_queue_html(queue: list[dict], order: list[str], path: Path, carried: l
                 pic = (f'<span class="lotpic">{pic}<span class="tile" title="tile that decided" style="left:{l:g}%;'
                        f'top:{t:g}%;width:{rt - l:g}%;height:{b - t:g}%"></span></span>')
             if overlay is not None and r.get("flagged") and img:
-                ov = overlay(img)
+                ov = overlay(img, lot)
                 if ov:
                     pic += f'<img class="overlay" src="{ov}" alt="evidence overlay (Grad-CAM) for {esc(lid)}">'
             facts = []

@@ -234,11 +234,13 @@ class ClassifierExplainer:
         return out
 
     def overlay_uri(self, source, display: int = 240, draft_size: tuple[int, int] | None = None,
-                    target: str | None = None) -> str | None:
+                    target: str | None = None, tile: tuple[int, int] | None = None) -> str | None:
         """The Grad-CAM overlay of an image file as a PNG data URI (for self-contained pages),
         or None when the file cannot be read. ``draft_size``: the JPEG decode scale the photo was decided at
         (``screen`` decodes larger beside a second model or lots); default: the model's own, as ``predict``.
-        ``target``: the class explained (default: the one the photo whole is decided as)."""
+        ``target``: the class explained (default: the one the photo whole is decided as). ``tile``: (grid, k),
+        the crop ``k`` of ``lots.tile_crops`` (0: the whole photo) a lot scan decided on: the map of that crop,
+        drawn in its place on the whole photo, the tile outlined."""
         from ..data.images import ImageLoadError, load_image
         from ..htmlembed import png_uri
         from .overlay import render
@@ -247,6 +249,13 @@ class ClassifierExplainer:
             img = load_image(source, draft_size=draft_size or self.pre.draft_size)
         except ImageLoadError:
             return None
+        if tile is not None and tile[1] > 0:
+            from ..lots import tile_crops
+
+            crops, boxes = tile_crops(img, tile[0])
+            e = self.explain_images([crops[tile[1]]], [str(source)], "gradcam", target=target)[0]
+            return png_uri(render(img, e.heat, self.pre, f"Grad-CAM of the outlined tile: {e.target} {e.score:.3f}",
+                                  display=display, method="gradcam", box=boxes[tile[1]]))
         e = self.explain_images([img], [str(source)], "gradcam", target=target)[0]
         return png_uri(render(img, e.heat, self.pre, f"Grad-CAM: {e.target} {e.score:.3f}", display=display,
                               method="gradcam"))

@@ -34,12 +34,47 @@ def _lut(name: str = COLORMAP) -> np.ndarray:
     return (colormaps[name](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint8)
 
 
+def _resized(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    return np.asarray(Image.fromarray(np.asarray(a, dtype=np.float32), mode="F").resize(size, Image.BILINEAR))
+
+
+def heat_on_photo(size: tuple[int, int], heat: np.ndarray, pre: Preprocessing) -> np.ndarray:
+    """A map on the model's input put back on the pixels of the photo it was made from (``size``: its width and
+    height), as an (height, width) array: zero on the parts ``fit`` or ``center_crop`` cut away; the border ``pad``
+    adds dropped."""
+    w, h = size
+    out = np.zeros((h, w), dtype=np.float32)
+    if pre.resize == "squash":
+        return _resized(heat, (w, h))
+    if pre.resize == "pad":
+        side = max(w, h)
+        x0, y0 = (side - w) // 2, (side - h) // 2
+        return _resized(heat, (side, side))[y0:y0 + h, x0:x0 + w]
+    if pre.resize == "fit":
+        left, top, right, bottom = CropToAspect(CROP_RATIO).box(w, h)
+    else:  # center_crop: the centre square of the short side
+        side = min(w, h)
+        left, top = int(round((w - side) / 2)), int(round((h - side) / 2))
+        right, bottom = left + side, top + side
+    out[top:bottom, left:right] = _resized(heat, (right - left, bottom - top))
+    return out
+
+
 def photo_and_heat(img: Image.Image, heat: np.ndarray, pre: Preprocessing, display: int = DISPLAY_SIZE,
-                   method: str | None = None) -> tuple[Image.Image, np.ndarray]:
+                   method: str | None = None, box: tuple | None = None) -> tuple[Image.Image, np.ndarray]:
     """(photo as shown, heat map resized to it and scaled for display) for a map on the model's input made by
-    ``method`` (see ``display_scale``)."""
+    ``method`` (see ``display_scale``). ``box`` (left, top, right, bottom in ``img``'s pixels): the map is of
+    that part of the photo (a tile of a lot scan, ``lots.tile_crops``; or the whole, ``(0, 0, *img.size)``), and
+    is drawn in its place on the whole photo, which is shown uncut, as the page and the queue outline the tile."""
     heat = display_scale(heat, method)
     img = img.convert("RGB")
+    if box is not None:
+        left, top, right, bottom = box
+        placed = np.zeros((img.height, img.width), dtype=np.float32)
+        placed[top:bottom, left:right] = heat_on_photo((right - left, bottom - top), heat, pre)
+        shown = img.copy()
+        shown.thumbnail((display, display), Image.BICUBIC)
+        return shown, np.clip(_resized(placed, shown.size), 0, 1)
     if pre.resize == "fit":
         img = CropToAspect(CROP_RATIO)(img)  # then as squash: the map resized to the part's own shape
     elif pre.resize != "squash":
@@ -86,11 +121,15 @@ def display_scale(heat: np.ndarray, method: str | None) -> np.ndarray:
 
 
 def render(img: Image.Image, heat: np.ndarray, pre: Preprocessing, caption: str = "",
-           display: int = DISPLAY_SIZE, method: str | None = None) -> Image.Image:
+           display: int = DISPLAY_SIZE, method: str | None = None, box: tuple | None = None) -> Image.Image:
     """The overlay file: photo + heat map, a colour bar (low to high attribution) on the
-    right and ``caption`` above."""
-    shown, h = photo_and_heat(img, heat, pre, display, method)
+    right and ``caption`` above. ``box``: the part of the photo the map is of (``photo_and_heat``), outlined."""
+    shown, h = photo_and_heat(img, heat, pre, display, method, box=box)
     over = blend(shown, h)
+    if box is not None and tuple(box) != (0, 0, *img.size):
+        sx, sy = shown.width / img.width, shown.height / img.height
+        outline = [round(box[0] * sx), round(box[1] * sy), round(box[2] * sx) - 1, round(box[3] * sy) - 1]
+        ImageDraw.Draw(over).rectangle(outline, outline=(0, 200, 255), width=2)
     font = _font(13)
     top = 22 if caption else 4
     bar_w, margin = 16, 48

@@ -226,14 +226,24 @@ class Analyzer:
         if explain and heat_source is not None:
             key, x, p = heat_source
             engine = self._explainer(key)
+            lot, box, tile = out[key].get("lot"), None, None
+            if lot is not None:  # drawn on the whole photo, uncut, where the page outlines the tile
+                from ..lots import tile_boxes, tile_crops
+
+                box = (0, 0, *img.size)
+                if lot["box"] and out[key]["decision"] == "flag":  # flagged for one tile: that tile's evidence
+                    grid = lot_setting[1]
+                    k = 1 + tile_boxes(width, height, grid=grid).index(tuple(lot["box"]))
+                    crops, boxes = tile_crops(img, grid)
+                    x, box, tile = p.transform(crops[k]).unsqueeze(0), boxes[k], list(lot["box"])
             # the evidence for the decision given: a lot flagged for one tile may read as the other class whole
             heat, probs, idx = engine.explain_tensor(x, self.settings.explain_method, out[key]["label"])
             shown, h = photo_and_heat(img, heat[0], p.preprocessing, display=512,
-                                      method=self.settings.explain_method)
+                                      method=self.settings.explain_method, box=box)
             layer = heat_rgba(h)
             out["overlay"] = {"model": key, "method": self.settings.explain_method, "target": p.labels[idx[0]],
                               "width": shown.width, "height": shown.height,
-                              "png": png_uri(layer), "photo": jpeg_uri(shown)}
+                              "png": png_uri(layer), "photo": jpeg_uri(shown), "box": tile}
         out["seconds"] = round(time.perf_counter() - t0, 4)
         return out
 

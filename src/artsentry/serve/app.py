@@ -143,8 +143,12 @@ class Overlay(BaseModel):
     height: int
     png: str = Field(description="RGBA heat layer (data URI) the size of the photo as shown, to lay over it")
     photo: str = Field(description="the photo as shown (upright, as the model reads it: cropped when its "
-                       "preprocessing crops), a JPEG data URI of the overlay's size: lay the overlay on this when "
-                       "the upload cannot be shown as sent (HEIC and TIFF in most browsers) or is not its shape")
+                       "preprocessing crops, whole with lots=true), a JPEG data URI of the overlay's size: lay the "
+                       "overlay on this when the upload cannot be shown as sent (HEIC and TIFF in most browsers) or "
+                       "is not its shape")
+    box: Optional[list[int]] = Field(None, description="the tile the map is of, (left, top, right, bottom) in the "
+                                     "photo's pixels as ivory.lot.box: a lot flagged for it (lots=true); null: the "
+                                     "map is of the photo whole")
 
 
 class AnalyzeResponse(BaseModel):
