@@ -271,6 +271,23 @@ def test_a_missing_model_or_register_folder_is_said_before_pytorch_loads(model_d
     assert not (tmp_path / "reg").exists()
 
 
+def test_train_on_data_that_is_not_there_is_said_before_pytorch_loads(tmp_path, capsys):
+    """`train` with a mistyped DATA took ~8 s (PyTorch's import) to say so. A resumed run may still name data that
+    has moved since it started (it reads its saved split): that is let through, to the run's own checks."""
+    nope = tmp_path / "nope.csv"
+    proc = in_fresh_process([["-q", "train", str(nope), "--out", str(tmp_path / "run")]])
+    assert proc.stdout.splitlines() == ["exit 1", "False"], proc.stderr
+    assert proc.stderr.splitlines() == [f"artsentry train: error: {nope}: no such file or folder"]
+    assert not (tmp_path / "run").exists()
+    run = tmp_path / "started"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"fingerprint": "other", "source": str(nope.resolve())}))
+    (run / "manifest.csv").write_text("path,label,object_id,split\n")
+    assert main(["-q", "train", str(nope), "--out", str(run)]) == 1
+    assert capsys.readouterr().err == f"artsentry train: error: {run} holds a run with other settings; use " \
+                                      "--overwrite or another --out\n"
+
+
 def test_choices_are_the_ones_the_models_know():
     from artsentry import choices
     from artsentry.data.transforms import RESIZE_STEPS
