@@ -51,6 +51,7 @@ def main() -> None:
             ("predict x.jpg --model WRONG", cli + ["predict", "x.jpg", "--model", str(Path(tmp) / "nope")], (1,)),
             ("screen x.csv --model WRONG", cli + ["screen", "x.csv", "--model", str(Path(tmp) / "nope"), "--out",
                                                  str(Path(tmp) / "out")], (1,)),
+            ("train WRONG --out RUN", cli + ["train", str(Path(tmp) / "nope"), "--out", str(Path(tmp) / "run")], (1,)),
         ]
         figures = [(name, seconds(argv, a.repeats, ok)) for name, argv, ok in rows]
     base = figures[0][1]
