@@ -131,6 +131,46 @@ def test_fit_overlay_lies_on_the_part_of_the_photo_the_model_saw():
     assert h[:, :25].mean() > 0.8 and h[:, 60:].max() < 0.05
 
 
+def test_explain_lots_explains_a_lot_by_the_tile_predict_lots_flagged_it_for(model_dir, synthetic_dataset, tmp_path,
+                                                                              capsys):
+    """`explain --lots`: a photo of several objects explained as `predict --lots` decides it. Flagged for one tile,
+    by that tile's map, drawn in place on the whole photo (a 2:1 photo: not cut to 4:3), the tile's box recorded;
+    passed, by the photo whole's map for the label decided."""
+    import shutil
+
+    from artsentry.models.artifact import update_config
+
+    folder = tmp_path / "model"
+    shutil.copytree(model_dir, folder)
+    blue = sorted((synthetic_dataset / "non_ivory").glob("*.jpg"))[0]
+    cream = sorted((synthetic_dataset / "ivory").glob("*.jpg"))[0]
+    lot = Image.open(blue).convert("RGB").resize((1600, 800))  # a blue object, a cream one in the bottom-right tile
+    lot.paste(Image.open(cream).convert("RGB").resize((800, 400)), (800, 400))
+    photo = tmp_path / "lot.jpg"
+    lot.save(photo, quality=92)
+    assert main(["-q", "explain", str(photo), "--model", str(folder), "--lots", "--out", str(tmp_path / "x")]) == 1
+    assert capsys.readouterr().err.strip().endswith(f"{folder}: the model has no lot threshold in its config.json; "
+                                                    "measure and set one with 'artsentry evaluate RUN --lots 400'")
+    assert main(["-q", "explain", str(photo), "--register", str(tmp_path), "--lots"]) == 1
+    assert "--lots explains a model's tile scan: give --model, not --register" in capsys.readouterr().err
+    update_config(folder, lots={"threshold": 0.1, "grid": 3})
+    assert main(["-q", "predict", str(photo), "--model", str(folder), "--lots", "--json"]) == 0
+    predicted = json.loads(capsys.readouterr().out)
+    assert predicted["flagged"] and predicted["box"] == [800, 400, 1600, 800] and predicted["whole"] < 0.5
+    for threshold, out in ((0.1, tmp_path / "flagged"), (0.999, tmp_path / "passed")):
+        update_config(folder, lots={"threshold": threshold, "grid": 3})
+        assert main(["-q", "explain", str(photo), "--model", str(folder), "--lots", "--out", str(out)]) == 0
+        [record] = json.loads((out / "explanations.json").read_text())
+        overlay = Image.open(record["overlay"])
+        assert overlay.height == 256 + 28  # the photo whole at 512 x 256, the caption above (4:3: 384 high)
+        if threshold == 0.1:
+            assert record["box"] == predicted["box"] and record["target"] == "ivory"
+            assert record["score"] == pytest.approx(predicted["score"], abs=1e-5)  # the tile's own
+        else:
+            assert record["box"] is None and record["target"] == "non_ivory"
+            assert record["probabilities"]["ivory"] == pytest.approx(predicted["whole"], abs=1e-5)
+
+
 @pytest.mark.parametrize("resize", ["squash", "fit", "pad", "center_crop"])
 def test_a_map_goes_back_onto_the_photo_pixels_the_model_saw(resize):
     """``heat_on_photo`` undoes each preprocessing's geometry: a red square, found on the model's input (its map),

@@ -513,6 +513,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="gradcam: coarse, stable; saliency: gradient per pixel; occlusion: slide a grey patch "
                     "and record the score drop (black box; ONNX Runtime when exported)")
     xp.add_argument("--target", help="class label to explain (default: the predicted class)")
+    xp.add_argument("--lots", action="store_true",
+                    help="photos of several objects, decided as predict --lots decides them (the model's lot "
+                    "threshold): a photo flagged for one tile is explained by that tile's map, drawn in its place "
+                    "on the photo with the tile outlined (its box in explanations.json)")
     xp.add_argument("--patch", type=int, default=32, help="occlusion patch side in input pixels (default 32)")
     xp.add_argument("--stride", type=int, default=16, help="occlusion stride in input pixels (default 16)")
     xp.add_argument("--out", default="explanations", help="output folder (default: %(default)s)")
@@ -1346,13 +1350,16 @@ def cmd_soup(a) -> int:
 def cmd_explain(a) -> int:
     if a.patch < 1 or a.stride < 1:
         raise ValueError("--patch and --stride must be at least 1")
+    if a.lots and a.register:
+        raise ValueError("--lots explains a model's tile scan: give --model, not --register")
     model = None if a.register else model_folder(a.model or DEFAULT_MODEL)
     files, problems = expand_images(a.images)
     _print_errors(problems)
     from .explain import explain_files
 
     results = explain_files(files, model=model, register=a.register, method=a.method, target=a.target,
-                            patch=a.patch, stride=a.stride, out_dir=a.out, progress=not a.quiet and len(files) > 4)
+                            patch=a.patch, stride=a.stride, out_dir=a.out, progress=not a.quiet and len(files) > 4,
+                            lots=a.lots)
     n_bad = len(problems)
     for r in results:
         if r.error:

@@ -169,6 +169,9 @@ class Explanation:
     probabilities: dict[str, float] | None = None
     overlay: str | None = None
     error: str | None = None
+    #: ``explain --lots``: the tile the map is of, (left, top, right, bottom) in the photo's pixels as
+    #: ``predict --lots`` gives it; None: the photo whole
+    box: list[int] | None = None
 
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k != "heat"}
@@ -291,13 +294,14 @@ class SimilarityExplainer:
 
 def explain_files(sources: Sequence, *, model=None, register=None, method: str = "gradcam",
                   target: str | None = None, patch: int = 32, stride: int = 16, out_dir=None,
-                  progress: bool = False) -> list[Explanation]:
+                  progress: bool = False, lots: bool = False) -> list[Explanation]:
     """Explain image files with a model folder (``model``) or by their best match in a
     register folder (``register``: the similarity the search reports, ``Register.reference``; in a
     register made with mirror images, of the photo as given, which can score a little differently
     from the search's mean of it and its mirror image); with ``out_dir``, write one overlay PNG per
     explanation (``<name>.<method>.png``; ``<name>.match.<method>.png``) and
     ``explanations.json``, adding to the records of earlier runs into ``out_dir`` (``_earlier_records``).
+    ``lots`` (with ``model``): each photo as ``predict --lots`` decides it (``_lot_explanation``).
     Unreadable files come back with ``error`` set."""
     import json
 
@@ -310,9 +314,22 @@ def explain_files(sources: Sequence, *, model=None, register=None, method: str =
         raise ValueError("give a model folder or a register folder (one of them)")
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
+    if lots and model is None:
+        raise ValueError("lot scanning explains a model's decision: give a model folder, not a register")
     if model is not None:
         engine = ClassifierExplainer.load(model)
         pre = engine.pre
+        draft = pre.draft_size  # as predict reads a photo
+        if lots:
+            from ..lots import decode_draft, lot_threshold
+
+            if not engine.predictor.binary:
+                raise ValueError("lot scanning needs a two-class model with a positive label")
+            try:
+                lot_setting = lot_threshold(engine.predictor.config)
+            except ValueError as exc:
+                raise ValueError(f"{model}: {exc}") from None
+            draft = decode_draft([(pre, lot_setting[1])])  # as predict --lots reads it, large enough for its tiles
     else:
         from ..index.register import Register
 
@@ -338,11 +355,15 @@ def explain_files(sources: Sequence, *, model=None, register=None, method: str =
     for src in tqdm(sources, desc=f"explain ({method})", unit="img", disable=not progress):
         name = str(src)
         try:
-            img = load_image(src, name=name, draft_size=pre.draft_size)  # as predict and search read it
+            img = load_image(src, name=name, draft_size=draft if model is not None else pre.draft_size)
         except ImageLoadError as exc:
             results.append(Explanation(name, method, error=str(exc)))
             continue
-        if model is not None:
+        drawn_on = None  # the part of the photo the map is of, for a lot scan's photo
+        if model is not None and lots:
+            e, drawn_on = _lot_explanation(engine, img, name, method, target, patch, stride, *lot_setting)
+            caption = f"{method}{' of the outlined tile' if e.box else ''}: {e.target} {e.score:.3f}"
+        elif model is not None:
             e = engine.explain_images([img], [name], method, target, patch, stride)[0]
             caption = f"{method}: {e.target} {e.score:.3f}"
         else:
@@ -370,13 +391,33 @@ def explain_files(sources: Sequence, *, model=None, register=None, method: str =
             used.add(file)
             path = out / file
             with atomic_path(path) as tmp:
-                render(img, e.heat, pre, caption, method=method).save(tmp, format="PNG")
+                render(img, e.heat, pre, caption, method=method, box=drawn_on).save(tmp, format="PNG")
             e.overlay = str(path)
     if out is not None:
         for stale in theirs - used:  # an earlier overlay of a photo explained again, under another name now
             (out / stale).unlink(missing_ok=True)
         write_text_atomic(out / EXPLANATIONS, json.dumps(kept + [r.to_dict() for r in results], indent=2))
     return results
+
+
+def _lot_explanation(engine: ClassifierExplainer, img: Image.Image, name: str, method: str, target: str | None,
+                     patch: int, stride: int, threshold: float, grid: int) -> tuple[Explanation, tuple]:
+    """A photo of several objects explained as the lot scan decided it (``lots.scan`` at the model's lot
+    threshold): flagged for one tile, by that tile's map (``box`` set: the tile in the photo's pixels); else by
+    the photo whole's, for the label decided (or ``target``). With the box in ``img``'s pixels the map is of,
+    to draw it in place on the whole photo (``overlay.photo_and_heat``)."""
+    from ..lots import scan, tile_boxes, tile_crops
+
+    decided = scan(engine.predictor, [img], threshold, grid=grid)[0]
+    crops, boxes = tile_crops(img, grid)
+    k = 0
+    if decided.flagged and decided.box is not None:
+        upright = tile_boxes(*(img.info.get("upright_size") or img.size), grid=grid)
+        k = 1 + upright.index(tuple(decided.box))
+    e = engine.explain_images([crops[k]], [name], method, target or engine.predictor.decision_label(decided.flagged),
+                              patch, stride)[0]
+    e.box = list(decided.box) if k else None
+    return e, boxes[k] or (0, 0, *img.size)
 
 
 #: the record of every explanation in an output folder, one run's added to the earlier runs'
