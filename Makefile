@@ -62,10 +62,11 @@ ifeq ($(CHROMIUM),)
 endif
 
 # One test process per core (pytest-xdist), each test file in one of them, so that a file's shared fixtures are
-# built once; tests/conftest.py gives each process its share of the cores. `.venv/bin/python -m pytest FILE`
-# runs tests in this process alone, as usual.
+# built once; tests/conftest.py gives each process its share of the cores. At most 4: tests/test_train.py alone is
+# ~240 of the suite's ~770 test-seconds (BENCHMARKS.md), so more processes would finish no sooner, only hold more
+# memory. `.venv/bin/python -m pytest FILE` runs tests in this process alone, as usual.
 test: $(STAMP) chromium
-	$(BIN)/python -m pytest -n logical --dist loadfile
+	$(BIN)/python -m pytest -n logical --maxprocesses 4 --dist loadfile
 
 # The lines of src/ the suite runs (~13 min, in one process: ~30% longer than the suite in one process without
 # coverage), each module's missed lines listed (htmlcov/index.html shows them in place). Not a bar: what it finds
