@@ -269,6 +269,9 @@ def test_a_missing_model_or_register_folder_is_said_before_pytorch_loads(model_d
     # a register whose embedder cannot be loaded leaves no folder behind
     assert main(["-q", "register", "create", str(tmp_path / "reg"), "--embedder", nope]) == 1
     assert not (tmp_path / "reg").exists()
+    (tmp_path / "cases").mkdir()  # nor the folders made on the way to it, and none that was there before
+    assert main(["-q", "register", "create", str(tmp_path / "cases" / "2026" / "reg"), "--embedder", nope]) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "cases"] and not any((tmp_path / "cases").iterdir())
 
 
 def test_train_on_data_that_is_not_there_is_said_before_pytorch_loads(tmp_path, capsys):

@@ -234,7 +234,7 @@ class Register:
             raise RegisterError(f"scoring must be one of {', '.join(SCORINGS)}, not {scoring!r}")
         if (folder / DB_NAME).exists():
             raise RegisterError(f"{folder}: a register already exists")
-        made = not folder.exists()
+        made = [p for p in (folder, *folder.parents) if not p.exists()]  # this folder and its parents to be made
         folder.mkdir(parents=True, exist_ok=True)  # a folder that cannot be made is said before the embedder loads
         from .embedder import PRETRAINED_PREFIX, Embedder
 
@@ -243,8 +243,9 @@ class Register:
         try:
             emb = Embedder.from_spec(embedder, flip=flip, resize=resize)
         except BaseException as exc:
-            if made and not any(folder.iterdir()):
-                folder.rmdir()  # a register that could not be made leaves no folder behind
+            for part in made:  # a register that could not be made leaves no folder behind, its parents' neither
+                if part.is_dir() and not any(part.iterdir()):
+                    part.rmdir()
             if isinstance(exc, ValueError):
                 raise RegisterError(str(exc)) from None
             raise
