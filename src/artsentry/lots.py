@@ -170,6 +170,16 @@ def scan(predictor, images: Sequence[Image.Image], threshold: float | None = Non
     return out
 
 
+def deciding_tile(img: Image.Image, scanned: LotScan, grid: int = TILE_GRID) -> tuple[Image.Image, tuple] | None:
+    """The tile a lot scan (``scan``) flagged ``img`` for, as its crop and its box in ``img``'s pixels (the scan's
+    box is in the file's upright pixels); None when the scan did not flag it, or flagged the photo whole."""
+    if not scanned.flagged or scanned.box is None:
+        return None
+    k = 1 + tile_boxes(*(img.info.get("upright_size") or img.size), grid=grid).index(tuple(scanned.box))
+    crops, boxes = tile_crops(img, grid)
+    return crops[k], boxes[k]
+
+
 def choose_lot_threshold(scores: np.ndarray, truth: np.ndarray) -> float:
     """The threshold of highest accuracy on lot photos (``score >= t`` flags). The candidates are
     the midpoints between neighbouring scores (and just past each end), so a threshold sits

@@ -406,18 +406,14 @@ def _lot_explanation(engine: ClassifierExplainer, img: Image.Image, name: str, m
     threshold): flagged for one tile, by that tile's map (``box`` set: the tile in the photo's pixels); else by
     the photo whole's, for the label decided (or ``target``). With the box in ``img``'s pixels the map is of,
     to draw it in place on the whole photo (``overlay.photo_and_heat``)."""
-    from ..lots import scan, tile_boxes, tile_crops
+    from ..lots import deciding_tile, scan
 
     decided = scan(engine.predictor, [img], threshold, grid=grid)[0]
-    crops, boxes = tile_crops(img, grid)
-    k = 0
-    if decided.flagged and decided.box is not None:
-        upright = tile_boxes(*(img.info.get("upright_size") or img.size), grid=grid)
-        k = 1 + upright.index(tuple(decided.box))
-    e = engine.explain_images([crops[k]], [name], method, target or engine.predictor.decision_label(decided.flagged),
+    crop, box = deciding_tile(img, decided, grid) or (img, (0, 0, *img.size))
+    e = engine.explain_images([crop], [name], method, target or engine.predictor.decision_label(decided.flagged),
                               patch, stride)[0]
-    e.box = list(decided.box) if k else None
-    return e, boxes[k] or (0, 0, *img.size)
+    e.box = list(decided.box) if crop is not img else None
+    return e, box
 
 
 #: the record of every explanation in an output folder, one run's added to the earlier runs'

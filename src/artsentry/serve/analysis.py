@@ -169,7 +169,7 @@ class Analyzer:
         width, height = img.info["upright_size"]  # the file's, not the decoded size
         out: dict = {"image": {"sha256": sha, "width": width, "height": height, "bytes": len(data),
                                "quality": assess_quality(img).to_dict()}}
-        heat_source = None
+        heat_source = lot_scan = None
         for key, p in (("ivory", self.ivory), ("culture", self.culture)):
             if p is None:
                 continue
@@ -187,7 +187,7 @@ class Analyzer:
                     from ..lots import scan
 
                     lot_t, grid = lot_setting
-                    r = scan(p, [img], lot_t, grid=grid)[0]
+                    r = lot_scan = scan(p, [img], lot_t, grid=grid)[0]
                     block.update({"label": p.decision_label(r.flagged),
                                   "probability": round(r.score, 6), "threshold": lot_t,
                                   "decision": "flag" if r.flagged else "pass",
@@ -226,16 +226,14 @@ class Analyzer:
         if explain and heat_source is not None:
             key, x, p = heat_source
             engine = self._explainer(key)
-            lot, box, tile = out[key].get("lot"), None, None
-            if lot is not None:  # drawn on the whole photo, uncut, where the page outlines the tile
-                from ..lots import tile_boxes, tile_crops
+            box = tile = None
+            if key == "ivory" and lot_scan is not None:
+                from ..lots import deciding_tile
 
-                box = (0, 0, *img.size)
-                if lot["box"] and out[key]["decision"] == "flag":  # flagged for one tile: that tile's evidence
-                    grid = lot_setting[1]
-                    k = 1 + tile_boxes(width, height, grid=grid).index(tuple(lot["box"]))
-                    crops, boxes = tile_crops(img, grid)
-                    x, box, tile = p.transform(crops[k]).unsqueeze(0), boxes[k], list(lot["box"])
+                box = (0, 0, *img.size)  # drawn on the whole photo, uncut, where the page outlines the tile
+                flagged_for = deciding_tile(img, lot_scan, lot_setting[1])
+                if flagged_for is not None:  # flagged for one tile: that tile's evidence
+                    x, box, tile = p.transform(flagged_for[0]).unsqueeze(0), flagged_for[1], list(lot_scan.box)
             # the evidence for the decision given: a lot flagged for one tile may read as the other class whole
             heat, probs, idx = engine.explain_tensor(x, self.settings.explain_method, out[key]["label"])
             shown, h = photo_and_heat(img, heat[0], p.preprocessing, display=512,
