@@ -24,7 +24,6 @@ from artsentry.train import (Trainer, TrainingError, TrainSettings, WeightAverag
 FAST = dict(image_size=64, batch_size=8, val_fraction=0.25, test_fraction=0.25)
 
 
-
 @pytest.fixture
 def train_only(monkeypatch):
     """Training as for a split without test photos (``test_fraction`` 0): no evaluation, report or gallery after it,
@@ -32,6 +31,7 @@ def train_only(monkeypatch):
     import artsentry.train as train_module
 
     monkeypatch.setattr(train_module, "_has_test", lambda run_dir: False)
+
 
 def cli_train_settings(*extra: str) -> TrainSettings:
     """The settings ``artsentry train DATA --out RUN *extra`` runs with."""
@@ -156,7 +156,6 @@ def test_trained_model_records_how_it_fits_a_photo(model_dir):
     assert json.loads((model_dir / "config.json").read_text())["preprocessing"]["resize"] == "fit"
 
 
-@pytest.mark.usefixtures("train_only")
 def test_weight_average_is_an_exponential_moving_average_of_weights_and_statistics():
     net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
     start = {k: v.clone() for k, v in net.state_dict().items()}
@@ -512,7 +511,6 @@ def test_sam_settings():
     assert cli_train_settings().sam == 0.0
 
 
-@pytest.mark.usefixtures("train_only")
 def test_sharpness_aware_gradients_are_those_at_the_steepest_nearby_point():
     from artsentry.train import sharpness_aware_gradients
 

@@ -252,16 +252,15 @@ class ClassifierExplainer:
             img = load_image(source, draft_size=draft_size or self.pre.draft_size)
         except ImageLoadError:
             return None
+        crop, box = img, None
         if tile is not None and tile[1] > 0:
             from ..lots import tile_crops
 
             crops, boxes = tile_crops(img, tile[0])
-            e = self.explain_images([crops[tile[1]]], [str(source)], "gradcam", target=target)[0]
-            return png_uri(render(img, e.heat, self.pre, f"Grad-CAM of the outlined tile: {e.target} {e.score:.3f}",
-                                  display=display, method="gradcam", box=boxes[tile[1]]))
-        e = self.explain_images([img], [str(source)], "gradcam", target=target)[0]
-        return png_uri(render(img, e.heat, self.pre, f"Grad-CAM: {e.target} {e.score:.3f}", display=display,
-                              method="gradcam"))
+            crop, box = crops[tile[1]], boxes[tile[1]]
+        e = self.explain_images([crop], [str(source)], "gradcam", target=target)[0]
+        caption = f"Grad-CAM{' of the outlined tile' if box else ''}: {e.target} {e.score:.3f}"
+        return png_uri(render(img, e.heat, self.pre, caption, display=display, method="gradcam", box=box))
 
 
 class SimilarityExplainer:
@@ -319,23 +318,23 @@ def explain_files(sources: Sequence, *, model=None, register=None, method: str =
     if model is not None:
         engine = ClassifierExplainer.load(model)
         pre = engine.pre
-        draft = pre.draft_size  # as predict reads a photo
-        if lots:
-            from ..lots import decode_draft, lot_threshold
-
-            if not engine.predictor.binary:
-                raise ValueError("lot scanning needs a two-class model with a positive label")
-            try:
-                lot_setting = lot_threshold(engine.predictor.config)
-            except ValueError as exc:
-                raise ValueError(f"{model}: {exc}") from None
-            draft = decode_draft([(pre, lot_setting[1])])  # as predict --lots reads it, large enough for its tiles
     else:
         from ..index.register import Register
 
         reg = register if not isinstance(register, (str, Path)) else Register.open(register)
         engine = SimilarityExplainer(reg.embedder)
         pre = engine.pre
+    draft = pre.draft_size  # as predict and search read a photo
+    if lots:  # (a model's, checked above)
+        from ..lots import decode_draft, lot_threshold
+
+        if not engine.predictor.binary:
+            raise ValueError("lot scanning needs a two-class model with a positive label")
+        try:
+            lot_setting = lot_threshold(engine.predictor.config)
+        except ValueError as exc:
+            raise ValueError(f"{model}: {exc}") from None
+        draft = decode_draft([(pre, lot_setting[1])])  # as predict --lots reads it, large enough for its tiles
     out = Path(out_dir) if out_dir is not None else None
     earlier: list[dict] = []
     if out is not None:
@@ -355,7 +354,7 @@ def explain_files(sources: Sequence, *, model=None, register=None, method: str =
     for src in tqdm(sources, desc=f"explain ({method})", unit="img", disable=not progress):
         name = str(src)
         try:
-            img = load_image(src, name=name, draft_size=draft if model is not None else pre.draft_size)
+            img = load_image(src, name=name, draft_size=draft)
         except ImageLoadError as exc:
             results.append(Explanation(name, method, error=str(exc)))
             continue

@@ -43,7 +43,6 @@ def heat_on_photo(size: tuple[int, int], heat: np.ndarray, pre: Preprocessing) -
     height), as an (height, width) array: zero on the parts ``fit`` or ``center_crop`` cut away; the border ``pad``
     adds dropped."""
     w, h = size
-    out = np.zeros((h, w), dtype=np.float32)
     if pre.resize == "squash":
         return _resized(heat, (w, h))
     if pre.resize == "pad":
@@ -56,6 +55,7 @@ def heat_on_photo(size: tuple[int, int], heat: np.ndarray, pre: Preprocessing) -
         side = min(w, h)
         left, top = int(round((w - side) / 2)), int(round((h - side) / 2))
         right, bottom = left + side, top + side
+    out = np.zeros((h, w), dtype=np.float32)
     out[top:bottom, left:right] = _resized(heat, (right - left, bottom - top))
     return out
 
