@@ -405,3 +405,19 @@ def test_folder_scans_follow_linked_folders_and_report_broken_links(tmp_path):
     with pytest.raises(ImageLoadError, match=r"gone\.jpg: broken link: its target .*deleted\.jpg is missing"):
         load_image(shop / "gone.jpg")
     assert [f.name for f in find_images(shop, recursive=False)] == ["a.jpg", "gone.jpg"]
+
+
+def test_folder_scans_name_what_is_not_a_regular_file(tmp_path, caplog):
+    """A named pipe called .jpg (left by a capture tool) is not opened, since reading one waits
+    for a writer for ever, and not passed over unsaid either: a warning counts and names it."""
+    object_photo((200, 180, 150), size=(80, 60)).save(tmp_path / "a.jpg")
+    (tmp_path / "sub").mkdir()
+    os.mkfifo(tmp_path / "sub" / "feed.jpg")
+    os.mkfifo(tmp_path / "pipe")
+    for recursive, count in ((True, 2), (False, 1)):
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            assert [f.name for f in find_images(tmp_path, recursive=recursive)] == ["a.jpg"]
+        assert f"{count} file(s) not read, not regular files (named pipes, sockets or devices; e.g. " in caplog.text
+        assert "not images by their ending" not in caplog.text
+    assert "pipe)" in caplog.text

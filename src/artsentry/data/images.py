@@ -184,14 +184,19 @@ def find_images(folder: str | os.PathLike, recursive: bool = True, not_utf8: lis
     warning, to be renamed, instead of failing the whole run. A linked folder is searched like any
     other (once, however many links lead to it, so a link to a parent cannot loop); a link whose
     target is gone is kept when its name is an image's, so the run reports it as a broken link
-    instead of leaving the photo out without a word. ``not_utf8``: a list the names that are not
+    instead of leaving the photo out without a word. A named pipe, socket or device is never opened
+    (reading a pipe waits for a writer) and is counted in a warning. ``not_utf8``: a list the names that are not
     UTF-8 are added to (with ``\\xNN`` for their odd bytes), for the caller to report with its
     results; the warning is then the caller's to give."""
     root = Path(folder)
-    files, others, undecodable = [], Counter(), []
+    files, others, undecodable, special = [], Counter(), [], []
     for f in _walk(root) if recursive else root.iterdir():
         dangling = f.is_symlink() and not f.exists()
-        if not (f.is_file() or dangling) or any(part.startswith(".") for part in f.relative_to(root).parts):
+        if any(part.startswith(".") for part in f.relative_to(root).parts):
+            continue
+        if not (f.is_file() or dangling):
+            if not f.is_dir():  # a named pipe, socket or device: reading one could wait for ever
+                special.append(f)
             continue
         if not is_image_file(f):
             if f.name.lower() not in SYSTEM_FILES:
@@ -214,6 +219,9 @@ def find_images(folder: str | os.PathLike, recursive: bool = True, not_utf8: lis
         log.warning("%s: %d file(s) not read, not images by their ending (%s%s); images are %s", root,
                     sum(others.values()), kinds, ", ..." if len(others) > 5 else "",
                     " ".join(sorted(IMAGE_SUFFIXES)))
+    if special:
+        log.warning("%s: %d file(s) not read, not regular files (named pipes, sockets or devices; e.g. %s)", root,
+                    len(special), os.fsencode(min(special)).decode("utf-8", "backslashreplace"))
     return sorted(files)
 
 
