@@ -1923,3 +1923,35 @@ def test_a_second_run_into_a_busy_run_folder_is_refused(tmp_path, synthetic_data
         train(synthetic_dataset, tmp_path / "a-file", TrainSettings(mode="frozen", **FAST), progress=False)
     with pytest.raises(FolderError, match=r"a-file/run: cannot write the run here \(Not a directory\)"):
         train(synthetic_dataset, tmp_path / "a-file" / "run", TrainSettings(mode="frozen", **FAST), progress=False)
+
+
+def test_unreadable_photos_in_the_data_are_skipped_by_name_and_the_run_finishes(tmp_path, synthetic_dataset, caplog):
+    """A long run is never lost to a bad file: text saved as .jpg, a truncated JPEG and an empty
+    file in each class are each skipped with a warning that names it, the run trains, evaluates and
+    saves, and every one of them is accounted for: in the model's config (train and val photos) or
+    as an error row of predictions.csv (test photos)."""
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_dataset, data)
+    bad = []
+    for label in ("ivory", "non_ivory"):
+        whole = (data / label / f"{label}_000.jpg").read_bytes()
+        for name, content in (("text.jpg", f"not a photo of {label}\n".encode()), ("cut.jpg", whole[: len(whole) // 3]),
+                              ("empty.jpg", b"")):
+            (data / label / name).write_bytes(content)
+            bad.append(str(data / label / name))
+    settings = TrainSettings(epochs=1, head_epochs=2, num_workers=0, **FAST)
+    with caplog.at_level("WARNING"):
+        result = train(data, tmp_path / "run", settings, progress=False)
+    config = json.loads((result.model_dir / "config.json").read_text())
+    skipped = config["data"]["skipped_unreadable"]
+    predictions = pd.read_csv(result.run_dir / "predictions.csv")
+    failed = predictions.loc[predictions["error"].notna(), "path"].tolist()
+    split = pd.read_csv(result.run_dir / "manifest.csv").set_index("path")["split"]
+    assert sorted(skipped) == sorted(p for p in bad if split.get(p) in ("train", "val"))
+    assert sorted(failed) == sorted(p for p in bad if split.get(p) == "test")
+    # the two empty files have the same content: one object in one split, both still there and accounted for
+    assert set(split.index) >= set(bad) and sorted([*skipped, *failed]) == sorted(bad)
+    for path, reason in skipped.items():
+        assert reason.startswith(path + ": ") and f"skipped {reason}" in caplog.text
+    assert result.evaluation["metrics"]["test"]["n"] == (split == "test").sum() - len(failed)
+    assert (result.model_dir / "model.safetensors").is_file()
