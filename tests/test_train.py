@@ -1925,11 +1925,8 @@ def test_a_second_run_into_a_busy_run_folder_is_refused(tmp_path, synthetic_data
         train(synthetic_dataset, tmp_path / "a-file" / "run", TrainSettings(mode="frozen", **FAST), progress=False)
 
 
-def test_unreadable_photos_in_the_data_are_skipped_by_name_and_the_run_finishes(tmp_path, synthetic_dataset, caplog):
-    """A long run is never lost to a bad file: text saved as .jpg, a truncated JPEG and an empty
-    file in each class are each skipped with a warning that names it, the run trains, evaluates and
-    saves, and every one of them is accounted for: in the model's config (train and val photos) or
-    as an error row of predictions.csv (test photos)."""
+def _data_with_unreadable_photos(tmp_path: Path, synthetic_dataset: Path) -> tuple[Path, list[str]]:
+    """A copy of the synthetic folder with text saved as .jpg, a truncated JPEG and an empty file in each class."""
     data = tmp_path / "data"
     shutil.copytree(synthetic_dataset, data)
     bad = []
@@ -1939,6 +1936,15 @@ def test_unreadable_photos_in_the_data_are_skipped_by_name_and_the_run_finishes(
                               ("empty.jpg", b"")):
             (data / label / name).write_bytes(content)
             bad.append(str(data / label / name))
+    return data, bad
+
+
+def test_unreadable_photos_in_the_data_are_skipped_by_name_and_the_run_finishes(tmp_path, synthetic_dataset, caplog):
+    """A long run is never lost to a bad file: text saved as .jpg, a truncated JPEG and an empty
+    file in each class are each skipped with a warning that names it, the run trains, evaluates and
+    saves, and every one of them is accounted for: in the model's config (train and val photos) or
+    as an error row of predictions.csv (test photos)."""
+    data, bad = _data_with_unreadable_photos(tmp_path, synthetic_dataset)
     settings = TrainSettings(epochs=1, head_epochs=2, num_workers=0, **FAST)
     with caplog.at_level("WARNING"):
         result = train(data, tmp_path / "run", settings, progress=False)
@@ -1955,3 +1961,46 @@ def test_unreadable_photos_in_the_data_are_skipped_by_name_and_the_run_finishes(
         assert reason.startswith(path + ": ") and f"skipped {reason}" in caplog.text
     assert result.evaluation["metrics"]["test"]["n"] == (split == "test").sum() - len(failed)
     assert (result.model_dir / "model.safetensors").is_file()
+
+
+def test_a_run_resumed_from_its_cached_features_still_names_the_photos_it_skipped(tmp_path, synthetic_dataset,
+                                                                                    monkeypatch, caplog):
+    """Stopped in the head stage and resumed, a run reads its photos' features from features/ instead of
+    the photos: the unreadable ones it skipped while making them are still warned of and recorded in
+    config.json (they were dropped from the record without a word)."""
+    data, bad = _data_with_unreadable_photos(tmp_path, synthetic_dataset)
+    settings = TrainSettings(mode="frozen", head_epochs=2, num_workers=0, **FAST)
+    whole = train(data, tmp_path / "whole", settings, progress=False)
+    expected = json.loads((whole.model_dir / "config.json").read_text())["data"]["skipped_unreadable"]
+    assert expected  # some bad photos fall in train or val
+    _stopped_at_call(monkeypatch, Trainer, "_validate_head", 1, data, tmp_path / "cut", settings)
+    made = {f.name: f.stat().st_mtime_ns for f in (tmp_path / "cut" / "features").glob("*.safetensors")}
+    assert set(made) == {"train.safetensors", "val.safetensors"}
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        resumed = train(data, tmp_path / "cut", settings, progress=False)
+    assert {f.name: f.stat().st_mtime_ns for f in (tmp_path / "cut" / "features").glob("*.safetensors")} == made
+    assert json.loads((resumed.model_dir / "config.json").read_text())["data"]["skipped_unreadable"] == expected
+    for reason in expected.values():
+        assert f"skipped {reason}" in caplog.text
+
+
+@pytest.mark.usefixtures("train_only")
+def test_a_fine_tune_resumed_part_way_through_its_last_epoch_still_names_the_photos_it_skipped(
+        tmp_path, synthetic_dataset, monkeypatch):
+    """The photos a fine-tune skipped before it was stopped are kept in its checkpoint: resumed in the middle
+    of its last epoch, it does not read the earlier batches again, and its record still names them."""
+    import artsentry.train as train_module
+
+    data, _ = _data_with_unreadable_photos(tmp_path, synthetic_dataset)
+    settings = TrainSettings(epochs=1, head_epochs=1, checkpoint_every=1, num_workers=0, **FAST)
+    whole = train(data, tmp_path / "whole", settings, progress=False)
+    expected = json.loads((whole.model_dir / "config.json").read_text())["data"]["skipped_unreadable"]
+    train_photos = set(pd.read_csv(whole.run_dir / "manifest.csv").query("split == 'train'")["path"])
+    assert set(expected) & train_photos  # a bad photo is trained on: the case this is about
+    # stopped at the last step's learning rate, after the checkpoint of every step before it
+    steps = _steps_of_one_epoch(whole.run_dir)
+    _stopped_at_call(monkeypatch, train_module, "_set_lr", steps, data, tmp_path / "cut", settings)
+    resumed = train(data, tmp_path / "cut", settings, progress=False)
+    assert resumed.resumed_from_step == steps - 1
+    assert json.loads((resumed.model_dir / "config.json").read_text())["data"]["skipped_unreadable"] == expected

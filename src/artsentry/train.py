@@ -163,6 +163,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
@@ -856,9 +857,14 @@ class Trainer:
         own = torch.Generator().manual_seed(draw_seed) if draw_seed is not None else None  # the workers' seeds
         return make_loader(ds, self.settings.batch_size, num_workers=workers, sampler=sampler, generator=own)
 
-    def _note_errors(self, part: pd.DataFrame, errors) -> None:
-        for idx, msg in errors:
-            path = part["path"].iloc[idx]
+    def _note_errors(self, part: pd.DataFrame, errors) -> dict[str, str]:
+        """Record and warn of the unreadable photos of a batch (each once a run); their paths and reasons."""
+        found = {part["path"].iloc[idx]: msg for idx, msg in errors}
+        self._note_skipped(found)
+        return found
+
+    def _note_skipped(self, found: dict[str, str]) -> None:
+        for path, msg in found.items():
             if path not in self.skipped:
                 self.skipped[path] = msg
                 log.warning("skipped %s", msg)
@@ -870,17 +876,19 @@ class Trainer:
         """Backbone features of one split (cached in ``features/``); ``view`` k: of the training
         augmentation's k-th view of every photo instead of the photo itself (the draws are fixed by
         the seed and k, so a resumed run caches the same views; ``masks`` keeps each photo's
-        foreground estimate from one view to the next)."""
+        foreground estimate from one view to the next). The photos that could not be read are kept with
+        the cache, so a resumed run still warns of them and records them."""
         name = part_name if view is None else f"{part_name}_view{view}"
         cache = self.run_dir / "features" / f"{name}.safetensors"
         if cache.is_file():
-            t = load_file(str(cache))
-            return t["features"], t["targets"]
+            with safe_open(str(cache), framework="pt") as f:
+                self._note_skipped(json.loads((f.metadata() or {}).get("skipped", "{}")))
+                return f.get_tensor("features"), f.get_tensor("targets")
         s = self.settings
         cache.parent.mkdir(parents=True, exist_ok=True)
         part = self.split(part_name)
         backbone = self.model.backbone.eval()
-        feats, targets = [], []
+        feats, targets, skipped = [], [], {}
         if view is None:
             loader = self._loader(part, eval_transform(self.preprocessing))
         else:  # a view's draws are fixed by the training seed, the view and the photo, leaving the run's untouched
@@ -889,7 +897,7 @@ class Trainer:
             loader = self._loader(part, transform, draw_seed=s.run_seed * 1000 + 500 + view)
         with tqdm(total=len(part), desc=f"features {name}", unit="img", disable=not self.progress) as bar:
             for batch in loader:
-                self._note_errors(part, batch.errors)
+                skipped.update(self._note_errors(part, batch.errors))
                 if len(batch.index):
                     feats.append(backbone(batch.x.contiguous(memory_format=torch.channels_last)).float())
                     targets.append(batch.y)
@@ -897,7 +905,7 @@ class Trainer:
         if not feats:
             raise TrainingError(f"no readable images in the {part_name} split")
         out = {"features": torch.cat(feats), "targets": torch.cat(targets)}
-        save_tensors_atomic(cache, out)
+        save_tensors_atomic(cache, out, metadata={"skipped": json.dumps(skipped)})
         return out["features"], out["targets"]
 
     def train_head(self) -> dict:
@@ -1002,9 +1010,10 @@ class Trainer:
         if best_state is not None:
             save_tensors_atomic(self.ckpt_dir / files["best"], best_state)
         state.update(serial=serial, files=files)
+        # the photos skipped so far: a run resumed part-way through an epoch does not read them again
         write_text_atomic(self.ckpt_dir / "state.json", json.dumps({**state, "optimizer": opt_meta,
-                                                                     "fingerprint": self.settings.fingerprint()},
-                                                                    indent=2))
+                                                                     "fingerprint": self.settings.fingerprint(),
+                                                                     "skipped": self.skipped}, indent=2))
         for old in self.ckpt_dir.glob("*.safetensors"):
             if old.name not in files.values():
                 old.unlink(missing_ok=True)
@@ -1031,6 +1040,7 @@ class Trainer:
             average.model.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}, strict=True)
         _restore_optimizer(optimizer, tensors, meta["optimizer"])
         torch.set_rng_state(tensors["rng.torch"])
+        self._note_skipped(meta.get("skipped") or {})  # none in a record written before 2026-12-07
         best = load_file(str(self.ckpt_dir / files["best"])) if files["best"] else None
         return meta, best
 
