@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -123,7 +125,6 @@ def test_train_embedder_refuses_an_out_it_would_spoil(objects_dir, embedder_dir,
     """`train-embedder DATA --out runs/ivory` wrote the embedder over the classifier's model/ (found
     2026-12-06); a run with other settings replaced an embedder registers were made with."""
     import shutil
-    from dataclasses import replace
 
     import artsentry.index.metric as metric
     from artsentry.cli import main
@@ -224,7 +225,6 @@ def test_view_cache_is_not_reused_across_generator_versions(monkeypatch):
 
 
 def test_view_cache_key_follows_the_resize_mode():
-    from dataclasses import replace
 
     squash = replace(SMALL, resize="squash")
     assert squash.cache_key("data") != SMALL.cache_key("data")  # views read another way are other views
@@ -298,3 +298,24 @@ def test_training_the_last_stage_changes_only_that_stage(objects_dir, tmp_path):
         whole = trained(x)
         split = torch.nn.functional.normalize(trained.head(trained.tail(trained.trunk(x))), dim=1)
     assert torch.allclose(whole, split, atol=1e-5)
+
+
+def test_train_embedder_names_each_unreadable_photo_in_its_config_and_again_from_its_cache(objects_dir, tmp_path,
+                                                                                          caplog):
+    """An unreadable photo is skipped, named in the embedding's config.json (not only counted) and warned
+    of, also when the views come from the run's cache instead of the photos."""
+    data = tmp_path / "data"
+    shutil.copytree(objects_dir, data)
+    (data / "thing" / "obj99.jpg").write_bytes(b"not a photo\n")
+    (data / "thing" / "obj98.jpg").write_bytes(b"")
+    settings = replace(SMALL, holdout=0.0, val_fraction=0.3, epochs=1)
+    for _ in range(2):  # made, then read from the cache
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            folder = train_embedder(data, tmp_path / "run", settings, progress=False)
+        skipped = read_config(folder)["data"]["skipped_unreadable"]
+        assert sorted(skipped) == [str(data / "thing" / "obj98.jpg"), str(data / "thing" / "obj99.jpg")]
+        assert read_config(folder)["data"]["unreadable"] == 2
+        for reason in skipped.values():
+            assert f"skipped: {reason}" in caplog.text
+    assert len(list((tmp_path / "run" / "cache").glob("*.safetensors"))) == 1

@@ -231,6 +231,8 @@ def _cached_maps(net, paths, settings, preprocessing, cache: Path, progress: boo
         log.info("re-using the view feature maps in %s", cache)
         data = load_file(str(cache))
         errors = json.loads(cache.with_suffix(".json").read_text())
+        for err in filter(None, errors):  # still said: the cache stands for the photos' reading
+            log.warning("skipped: %s", err)
         return data["maps"], errors
     maps, errors = view_feature_maps(net, paths, settings, preprocessing, progress)
     cache.parent.mkdir(parents=True, exist_ok=True)
@@ -323,6 +325,7 @@ def _train_embedder(data: str | Path, out: Path, settings: EmbedderSettings, pro
         data={"source": str(Path(data).resolve()), "photos": len(df), "trained_objects": objects_in["train"],
               "validation_objects": objects_in["val"], "holdout_objects": objects_in["test"],
               "unreadable": int((~ok).sum()),
+              "skipped_unreadable": {path: err for path, err in zip(paths, errors) if err},
               "object_lists": ["trained_objects.txt", "validation_objects.txt", "holdout_objects.txt"]},
         training={**asdict(settings), "listing_generator": GENERATOR_VERSION,
                   "backbone_frozen": settings.trained_stages == 0,
