@@ -719,6 +719,10 @@ def test_finetuning_with_ema_saves_the_average(tmp_path, synthetic_dataset, one_
     key = next(k for k in frozen if k.startswith("backbone.") and k.endswith("conv_stem.weight"))
     assert not torch.allclose(plain[key], frozen[key], atol=1e-6)
     torch.testing.assert_close(still[key], frozen[key], atol=1e-6, rtol=0)
+    # without validation photos no epoch is judged best: the last epoch's average is kept, not the raw weights
+    unjudged = TrainSettings(ema_decay=1 - 1e-9, **{**ONE_EPOCH, "val_fraction": 0.0})
+    kept = _tensors(train(synthetic_dataset, tmp_path / "ema-noval", unjudged, progress=False).model_dir)
+    torch.testing.assert_close(kept[key], frozen[key], atol=1e-6, rtol=0)
 
 
 @pytest.mark.usefixtures("train_only")
