@@ -1989,6 +1989,20 @@ def test_a_run_resumed_from_its_cached_features_still_names_the_photos_it_skippe
         assert f"skipped {reason}" in caplog.text
 
 
+def test_the_train_command_ends_by_counting_the_photos_it_left_out(tmp_path, synthetic_dataset, capsys):
+    data, _ = _data_with_unreadable_photos(tmp_path, synthetic_dataset)
+    args = ["-q", "train", str(data), "--out", str(tmp_path / "run"), "--mode", "frozen", "--image-size", "64",
+            "--head-epochs", "2", "--no-export"]
+    assert main(args) == 0
+    skipped = json.loads((tmp_path / "run" / "model" / "config.json").read_text())["data"]["skipped_unreadable"]
+    assert skipped
+    out = capsys.readouterr().out
+    assert (f"{len(skipped)} training or validation image(s) could not be read and were left out: listed in "
+            f"{tmp_path / 'run' / 'model' / 'config.json'} (data.skipped_unreadable)") in out
+    test_errors = pd.read_csv(tmp_path / "run" / "predictions.csv")["error"].notna().sum()
+    assert f"{test_errors} unreadable image(s) skipped; see predictions.csv" in out
+
+
 @pytest.mark.usefixtures("train_only")
 def test_a_fine_tune_resumed_part_way_through_its_last_epoch_still_names_the_photos_it_skipped(
         tmp_path, synthetic_dataset, monkeypatch):

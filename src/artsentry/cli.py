@@ -775,9 +775,14 @@ def cmd_train(a) -> int:
         result = train(a.data, a.out, settings, overwrite=a.overwrite, progress=not a.quiet)
     if result.resumed_from_step:
         print(f"resumed from step {result.resumed_from_step}")
-    said = _finetune_outcome(read_config(result.model_dir), settings.epochs)
+    config = read_config(result.model_dir)
+    said = _finetune_outcome(config, settings.epochs)
     if said:
         print(said)
+    skipped = config.get("data", {}).get("skipped_unreadable")
+    if skipped:  # each warned of as it was met, long before this
+        print(f"{len(skipped)} training or validation image(s) could not be read and were left out: listed in "
+              f"{result.model_dir / 'config.json'} (data.skipped_unreadable)")
     if not result.evaluation:  # no test photos
         print(f"no test split (--test-fraction {a.test_fraction:g}): not evaluated\nmodel: {result.model_dir}")
     else:
