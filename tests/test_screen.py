@@ -1503,3 +1503,29 @@ def test_verify_of_a_log_file_says_what_it_holds_besides_its_chain(tmp_path, cap
         (tmp_path / "empty.jsonl").write_bytes(b"")
         assert main(["-q", "verify", *argv]) == 1
         assert said in capsys.readouterr().err
+
+
+def test_a_resumed_url_screen_keeps_fetched_photos_where_its_run_began_keeping_them(model_dir, synthetic_dataset,
+                                                                                      tmp_path):
+    """Evidence kept by --keep-fetched stays in one folder for the whole run: resumed without the option,
+    the run still keeps what it fetches there (it used to keep nothing, so verify found those photos
+    "fetched and not kept"); resumed with another folder, it is refused before anything is screened."""
+    some = sorted((synthetic_dataset / "ivory").glob("*.jpg"))[:4]
+    photos = {f"/{i}.jpg": p.read_bytes() for i, p in enumerate(some)}
+    table, out, kept = tmp_path / "listings.csv", tmp_path / "out", tmp_path / "kept"
+    with web_host(lambda request: reply(request, 200, photos[request.path])) as (base, _):
+        pd.DataFrame({"listing_id": list("abcd"), "image_url": [f"{base}{p}" for p in photos]}).to_csv(table,
+                                                                                                     index=False)
+        Screener(model_dir, progress=False, fetch_urls=True, keep_fetched=kept, fetch_private=True,
+                 batch_size=2).run(table, out, max_rows=2)  # stopped after two photos
+        assert len(list(kept.rglob("*.jpeg"))) == 2
+        with pytest.raises(ScreenError, match=f"{out} keeps the photos it fetched in {kept}, not {tmp_path / 'k2'}: "
+                                              f"resume it with --keep-fetched {kept}, or without the option"):
+            Screener(model_dir, progress=False, fetch_urls=True, keep_fetched=tmp_path / "k2", fetch_private=True,
+                     batch_size=2).run(table, out)
+        assert not (tmp_path / "k2").exists() and len(read_evidence(out / "evidence.jsonl")) == 2
+        Screener(model_dir, progress=False, fetch_urls=True, fetch_private=True, batch_size=2).run(table, out)
+    assert len(list(kept.rglob("*.jpeg"))) == 4
+    assert pd.read_csv(out / "results.csv", keep_default_na=False)["kept_file"].str.startswith(str(kept)).all()
+    verified = verify_run(out, progress=False)
+    assert (verified["verified"], verified["not_kept"]) == (4, 0)

@@ -649,6 +649,18 @@ class Screener:
             return self._run(source, out_dir, overwrite=overwrite, max_rows=max_rows, engine=engine,
                              group_folders=group_folders, review_weak=review_weak)
 
+    def _keep_as_begun(self, then: Path, out: Path) -> None:
+        """A resumed run keeps the photos it fetches where its run began keeping them (``keep_fetched``), the one
+        folder ``verify_run`` and ``results.csv``'s ``kept_file`` look in: there still when no folder is given
+        now (a resume that forgot the option used to keep nothing), refused when another one is."""
+        if self.keep_dir is None:
+            log.info("keeping the photos fetched in %s, as %s began", then, out)
+            self.keep_dir = then
+            self.settings["keep_fetched"] = str(then)
+        elif self.keep_dir != then:
+            raise ScreenError(f"{out} keeps the photos it fetched in {then}, not {self.keep_dir}: resume it with "
+                              f"--keep-fetched {then}, or without the option")
+
     def _run(self, source: str | Path, out_dir: str | Path, *, overwrite: bool = False,
              max_rows: int | None = None, engine: str = "local", group_folders: bool = False,
              review_weak: bool = False) -> dict:
@@ -680,6 +692,8 @@ class Screener:
             for name in (EVIDENCE, *OUTPUTS, STATE):  # the run's record last: a stop half-way leaves a run's folder
                 (out / name).unlink(missing_ok=True)
         old = json.loads(state_path.read_text()) if state_path.is_file() else None
+        if old is not None and old.get("keep_fetched"):
+            self._keep_as_begun(Path(old["keep_fetched"]), out)
         fingerprint = table_fingerprint(listings)
         records: list[dict] = []  # the run's evidence, read once when its input is not as it was
         if old is not None and old.get("fingerprint") != fingerprint:
@@ -726,8 +740,8 @@ class Screener:
                 raise ScreenError(f"{out} holds a screening run of {why}; use --overwrite or another --out")
             state["batch_size"] = old.get("batch_size", self.batch_size)  # batches as the run began
             updated = dict(old)  # what the saved state learns from this run, written once
-            if state.get("keep_fetched"):
-                updated["keep_fetched"] = state["keep_fetched"]  # kept from now on: verify_run looks there
+            if state.get("keep_fetched"):  # kept from now on (or still there: _keep_as_begun): verify_run looks there
+                updated["keep_fetched"] = state["keep_fetched"]
             then = old.get("register_state")
             if then and then != state.get("register_state") and evidence_path.is_file() \
                     and evidence_path.stat().st_size:
