@@ -1943,28 +1943,35 @@ def _data_with_unreadable_photos(tmp_path: Path, synthetic_dataset: Path) -> tup
     return data, bad
 
 
-def test_unreadable_photos_in_the_data_are_skipped_by_name_and_the_run_finishes(tmp_path, synthetic_dataset, caplog):
+def test_unreadable_photos_in_the_data_are_skipped_by_name_and_the_run_finishes(tmp_path, synthetic_dataset, capsys,
+                                                                                 caplog):
     """A long run is never lost to a bad file: text saved as .jpg, a truncated JPEG and an empty
-    file in each class are each skipped with a warning that names it, the run trains, evaluates and
-    saves, and every one of them is accounted for: in the model's config (train and val photos) or
-    as an error row of predictions.csv (test photos)."""
+    file in each class are each skipped with a warning that names it, the run trains (head stage and
+    fine-tuning), evaluates and saves, every one of them is accounted for, in the model's config (train
+    and val photos) or as an error row of predictions.csv (test photos), and the command's last lines
+    count both."""
     data, bad = _data_with_unreadable_photos(tmp_path, synthetic_dataset)
-    settings = TrainSettings(epochs=1, head_epochs=2, num_workers=0, **FAST)
+    run = tmp_path / "run"
     with caplog.at_level("WARNING"):
-        result = train(data, tmp_path / "run", settings, progress=False)
-    config = json.loads((result.model_dir / "config.json").read_text())
-    skipped = config["data"]["skipped_unreadable"]
-    predictions = pd.read_csv(result.run_dir / "predictions.csv")
+        assert main(["-q", "train", str(data), "--out", str(run), "--image-size", "64", "--batch-size", "8",
+                     "--val-fraction", "0.25", "--test-fraction", "0.25", "--epochs", "1", "--head-epochs", "2",
+                     "--workers", "0", "--no-export"]) == 0
+    out = capsys.readouterr().out
+    skipped = json.loads((run / "model" / "config.json").read_text())["data"]["skipped_unreadable"]
+    predictions = pd.read_csv(run / "predictions.csv")
     failed = predictions.loc[predictions["error"].notna(), "path"].tolist()
-    split = pd.read_csv(result.run_dir / "manifest.csv").set_index("path")["split"]
+    split = pd.read_csv(run / "manifest.csv").set_index("path")["split"]
     assert sorted(skipped) == sorted(p for p in bad if split.get(p) in ("train", "val"))
     assert sorted(failed) == sorted(p for p in bad if split.get(p) == "test")
     # the two empty files have the same content: one object in one split, both still there and accounted for
-    assert set(split.index) >= set(bad) and sorted([*skipped, *failed]) == sorted(bad)
+    assert set(split.index) >= set(bad) and sorted([*skipped, *failed]) == sorted(bad) and skipped and failed
     for path, reason in skipped.items():
         assert reason.startswith(path + ": ") and f"skipped {reason}" in caplog.text
-    assert result.evaluation["metrics"]["test"]["n"] == (split == "test").sum() - len(failed)
-    assert (result.model_dir / "model.safetensors").is_file()
+    tested = json.loads((run / "metrics.json").read_text())["metrics"]["test"]["n"]
+    assert tested == (split == "test").sum() - len(failed)
+    assert (f"{len(skipped)} training or validation image(s) could not be read and were left out: listed in "
+            f"{run / 'model' / 'config.json'} (data.skipped_unreadable)") in out
+    assert f"{len(failed)} unreadable image(s) skipped; see predictions.csv" in out
 
 
 def test_a_run_resumed_from_its_cached_features_still_names_the_photos_it_skipped(tmp_path, synthetic_dataset,
@@ -1974,9 +1981,6 @@ def test_a_run_resumed_from_its_cached_features_still_names_the_photos_it_skippe
     config.json (they were dropped from the record without a word)."""
     data, bad = _data_with_unreadable_photos(tmp_path, synthetic_dataset)
     settings = TrainSettings(mode="frozen", head_epochs=2, num_workers=0, **FAST)
-    whole = train(data, tmp_path / "whole", settings, progress=False)
-    expected = json.loads((whole.model_dir / "config.json").read_text())["data"]["skipped_unreadable"]
-    assert expected  # some bad photos fall in train or val
     _stopped_at_call(monkeypatch, Trainer, "_validate_head", 1, data, tmp_path / "cut", settings)
     made = {f.name: f.stat().st_mtime_ns for f in (tmp_path / "cut" / "features").glob("*.safetensors")}
     assert set(made) == {"train.safetensors", "val.safetensors"}
@@ -1984,23 +1988,11 @@ def test_a_run_resumed_from_its_cached_features_still_names_the_photos_it_skippe
     with caplog.at_level("WARNING"):
         resumed = train(data, tmp_path / "cut", settings, progress=False)
     assert {f.name: f.stat().st_mtime_ns for f in (tmp_path / "cut" / "features").glob("*.safetensors")} == made
-    assert json.loads((resumed.model_dir / "config.json").read_text())["data"]["skipped_unreadable"] == expected
-    for reason in expected.values():
-        assert f"skipped {reason}" in caplog.text
-
-
-def test_the_train_command_ends_by_counting_the_photos_it_left_out(tmp_path, synthetic_dataset, capsys):
-    data, _ = _data_with_unreadable_photos(tmp_path, synthetic_dataset)
-    args = ["-q", "train", str(data), "--out", str(tmp_path / "run"), "--mode", "frozen", "--image-size", "64",
-            "--head-epochs", "2", "--no-export"]
-    assert main(args) == 0
-    skipped = json.loads((tmp_path / "run" / "model" / "config.json").read_text())["data"]["skipped_unreadable"]
-    assert skipped
-    out = capsys.readouterr().out
-    assert (f"{len(skipped)} training or validation image(s) could not be read and were left out: listed in "
-            f"{tmp_path / 'run' / 'model' / 'config.json'} (data.skipped_unreadable)") in out
-    test_errors = pd.read_csv(tmp_path / "run" / "predictions.csv")["error"].notna().sum()
-    assert f"{test_errors} unreadable image(s) skipped; see predictions.csv" in out
+    split = pd.read_csv(resumed.run_dir / "manifest.csv").set_index("path")["split"]
+    skipped = json.loads((resumed.model_dir / "config.json").read_text())["data"]["skipped_unreadable"]
+    assert skipped and sorted(skipped) == sorted(p for p in bad if split.get(p) in ("train", "val"))
+    for path, reason in skipped.items():
+        assert reason.startswith(path + ": ") and f"skipped {reason}" in caplog.text
 
 
 @pytest.mark.usefixtures("train_only")
