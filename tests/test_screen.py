@@ -1524,8 +1524,11 @@ def test_a_resumed_url_screen_keeps_fetched_photos_where_its_run_began_keeping_t
             Screener(model_dir, progress=False, fetch_urls=True, keep_fetched=tmp_path / "k2", fetch_private=True,
                      batch_size=2).run(table, out)
         assert not (tmp_path / "k2").exists() and len(read_evidence(out / "evidence.jsonl")) == 2
-        Screener(model_dir, progress=False, fetch_urls=True, fetch_private=True, batch_size=2).run(table, out)
+        resumer = Screener(model_dir, progress=False, fetch_urls=True, fetch_private=True, batch_size=2)
+        resumer.run(table, out)
+        resumer.run(table, tmp_path / "elsewhere")  # the folder was that run's: a new run of this screener keeps none
     assert len(list(kept.rglob("*.jpeg"))) == 4
+    assert verify_run(tmp_path / "elsewhere", progress=False)["not_kept"] == 4
     assert pd.read_csv(out / "results.csv", keep_default_na=False)["kept_file"].str.startswith(str(kept)).all()
     verified = verify_run(out, progress=False)
     assert (verified["verified"], verified["not_kept"]) == (4, 0)

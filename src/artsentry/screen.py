@@ -645,9 +645,13 @@ class Screener:
             review_weak: bool = False) -> dict:
         """``_run`` (below) holding ``out_dir``'s lock: a second screening into the same folder is
         refused, not interleaved with this one's evidence log."""
-        with exclusive(out_dir, "screen"):
-            return self._run(source, out_dir, overwrite=overwrite, max_rows=max_rows, engine=engine,
-                             group_folders=group_folders, review_weak=review_weak)
+        given = self.keep_dir, self.settings["keep_fetched"]  # a resume may keep where its run began: this run only
+        try:
+            with exclusive(out_dir, "screen"):
+                return self._run(source, out_dir, overwrite=overwrite, max_rows=max_rows, engine=engine,
+                                 group_folders=group_folders, review_weak=review_weak)
+        finally:
+            self.keep_dir, self.settings["keep_fetched"] = given
 
     def _keep_as_begun(self, then: Path, out: Path) -> None:
         """A resumed run keeps the photos it fetches where its run began keeping them (``keep_fetched``), the one
