@@ -421,3 +421,25 @@ def test_folder_scans_name_what_is_not_a_regular_file(tmp_path, caplog):
         assert f"{count} file(s) not read, not regular files (named pipes, sockets or devices; e.g. " in caplog.text
         assert "not images by their ending" not in caplog.text
     assert "pipe)" in caplog.text
+
+
+def test_a_named_pipe_given_as_a_photo_fails_by_name_at_once(tmp_path):
+    """A FIFO named as a photo (``predict feed.jpg``, a table row naming one) is refused before it is opened:
+    opening it waited for a writer for ever, stalling the whole batch."""
+    import threading
+
+    os.mkfifo(tmp_path / "feed.jpg")
+    raised: list[Exception] = []
+
+    def load():
+        try:
+            load_image(tmp_path / "feed.jpg")
+        except ImageLoadError as exc:
+            raised.append(exc)
+
+    reader = threading.Thread(target=load, daemon=True)  # left blocked, not joined, if the refusal regresses
+    reader.start()
+    reader.join(timeout=20)
+    assert not reader.is_alive(), "load_image waited on the pipe"
+    assert [str(e) for e in raised] == [f"{tmp_path / 'feed.jpg'}: not a regular file (a named pipe, socket or "
+                                        "device): not read"]

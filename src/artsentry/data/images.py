@@ -31,6 +31,7 @@ import io
 import logging
 import os
 import re
+import stat
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -232,15 +233,18 @@ def read_image_bytes(source: ImageSource, name: str, max_bytes: int = DEFAULT_MA
     else:
         path = Path(source)
         try:
-            size = path.stat().st_size
+            st = path.stat()
         except FileNotFoundError:
             if path.is_symlink():
                 raise ImageLoadError(name, f"broken link: its target {os.readlink(path)} is missing") from None
             raise ImageLoadError(name, "file not found") from None
         except OSError as exc:
             raise ImageLoadError(name, f"cannot read file ({exc.strerror or exc})") from None
-        if path.is_dir():
+        if stat.S_ISDIR(st.st_mode):
             raise ImageLoadError(name, "is a directory, not an image file")
+        if not stat.S_ISREG(st.st_mode):  # reading a pipe waits for a writer, a device like /dev/zero never ends
+            raise ImageLoadError(name, "not a regular file (a named pipe, socket or device): not read")
+        size = st.st_size
         if size > max_bytes:
             raise ImageLoadError(name, f"file is {describe_size(size)}, over the limit of {describe_size(max_bytes)}")
         try:
