@@ -548,3 +548,22 @@ def test_report_and_feature_map_explain_and_open_cleanly_in_chromium(model_dir, 
         assert "department: " in page.locator("#tip").inner_text()
         page.screenshot(path=str(tmp_path / "projection.png"))
     assert log.console_errors == [] and log.outside == []
+
+
+def test_photos_with_long_file_names_get_overlays_named_within_the_file_name_limit(model_dir, synthetic_dataset,
+                                                                                   tmp_path, capsys):
+    """A photo's file name may take the 255 bytes a name has: its overlay's name (the photo's, plus
+    ``.gradcam.png``) is cut to fit instead of failing the whole run ('File name too long'), at a whole
+    character, and two photos cut to one name are told apart like any namesakes."""
+    import shutil
+
+    photo = next((synthetic_dataset / "ivory").glob("*.jpg"))
+    long_names = ["é" * 120 + "a" * 6 + ".jpg", "é" * 120 + "b" * 6 + ".jpg"]  # 246 bytes, the same first 150
+    paths = [shutil.copy(photo, tmp_path / n) for n in long_names]
+    out = tmp_path / "out"
+    assert main(["-q", "explain", *map(str, paths), str(photo), "--model", str(model_dir), "--out", str(out)]) == 0
+    records = json.loads((out / "explanations.json").read_text())
+    names = {r["source"]: Path(r["overlay"]).name for r in records}
+    assert names[str(paths[0])] == "é" * 75 + ".gradcam.png" and names[str(paths[1])] == "é" * 75 + "-2.gradcam.png"
+    assert names[str(photo)] == f"{photo.stem}.gradcam.png"
+    assert all((out / n).is_file() and len(n.encode()) <= 255 for n in names.values())

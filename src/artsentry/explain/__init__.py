@@ -379,7 +379,7 @@ def explain_files(sources: Sequence, *, model=None, register=None, method: str =
             caption = f"{method}: like {best.object_id} ({e.score:.3f})"
         results.append(e)
         if out is not None:
-            stem = Path(name).stem or "image"
+            stem = _overlay_stem(name)
             base = f"{stem}.match" if register is not None else stem
             candidate, n = base, 2
             while True:
@@ -413,6 +413,19 @@ def _lot_explanation(engine: ClassifierExplainer, img: Image.Image, name: str, m
                               patch, stride)[0]
     e.box = list(decided.box) if crop is not img else None
     return e, box
+
+
+#: UTF-8 bytes of a photo's file name kept in its overlay's: with ``.match-NN.occlusion.png`` and the temporary
+#: name a write goes through (``files.atomic_path``: ``.NAME.PID.THREAD.tmp``), within the 255 bytes of a file name
+OVERLAY_STEM_BYTES = 150
+
+
+def _overlay_stem(name: str) -> str:
+    """The start of an overlay's file name: the photo's own name without its ending, cut to
+    ``OVERLAY_STEM_BYTES`` (at a whole character) so that a photo with a long name is explained like any other
+    instead of failing the run; two photos cut to one name get ``-2``, ``-3``... like any namesakes."""
+    stem = Path(name).stem or "image"
+    return stem.encode("utf-8")[:OVERLAY_STEM_BYTES].decode("utf-8", "ignore") or "image"
 
 
 #: the record of every explanation in an output folder, one run's added to the earlier runs'
