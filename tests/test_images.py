@@ -443,3 +443,12 @@ def test_a_named_pipe_given_as_a_photo_fails_by_name_at_once(tmp_path):
     assert not reader.is_alive(), "load_image waited on the pipe"
     assert [str(e) for e in raised] == [f"{tmp_path / 'feed.jpg'}: not a regular file (a named pipe, socket or "
                                         "device): not read"]
+
+
+def test_a_path_too_long_for_the_file_system_fails_by_name_with_the_reason(tmp_path):
+    """A table's image cell can name any path: one longer than a file name may be is one line with the
+    system's reason, not a crash of the batch."""
+    path = tmp_path / ("x" * 300 + ".jpg")
+    with pytest.raises(ImageLoadError) as raised:
+        load_image(path)
+    assert str(raised.value) == f"{path}: cannot read file (File name too long)"
