@@ -1532,3 +1532,24 @@ def test_a_resumed_url_screen_keeps_fetched_photos_where_its_run_began_keeping_t
     assert pd.read_csv(out / "results.csv", keep_default_na=False)["kept_file"].str.startswith(str(kept)).all()
     verified = verify_run(out, progress=False)
     assert (verified["verified"], verified["not_kept"]) == (4, 0)
+
+
+def test_a_screen_with_its_out_inside_the_folder_it_screens_never_reads_its_own_outputs(model_dir, synthetic_dataset,
+                                                                                         tmp_path, caplog):
+    """``screen photos --out photos/screen``: run again, the folder's scan passes over the run's own folder (it
+    warned of its eight output files as files not read, and would have screened a picture saved there); an
+    --out that is the folder itself still screens the folder's photos."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for p in sorted((synthetic_dataset / "ivory").glob("*.jpg"))[:3]:
+        shutil.copy(p, photos / p.name)
+    out = photos / "screen"
+    Screener(model_dir, progress=False).run(photos, out)
+    shutil.copy(photos / sorted(os.listdir(photos))[0], out / "saved-from-the-queue.jpg")
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        again = Screener(model_dir, progress=False).run(photos, out)
+    assert "not read" not in caplog.text and again["recorded"] == 3
+    assert len(pd.read_csv(out / "results.csv")) == 3
+    beside = Screener(model_dir, progress=False).run(photos, photos)  # outputs beside the photos: still screened
+    assert beside["recorded"] == 4  # the three photos and the picture in photos/screen, a sub-folder like any other

@@ -101,20 +101,21 @@ class ScreenError(ArtsentryError, RuntimeError):
 
 
 # -- input ---------------------------------------------------------------------------------
-def read_listings(source: str | Path, group_folders: bool = False) -> pd.DataFrame:
+def read_listings(source: str | Path, group_folders: bool = False, skip: Sequence[str | Path] = ()) -> pd.DataFrame:
     """The listings to screen: columns ``listing_id`` and ``image`` (absolute path or
     URL) first, then whatever else the input carries, as strings.
 
     From a folder each photo is its own listing (its path relative to the folder is the id),
     unless ``group_folders``: then the photos of one sub-folder are one listing, whose id is
     that sub-folder's path relative to ``source`` (a scrape saved as ``<listing id>/<n>.jpg``);
-    photos lying in ``source`` itself stay one listing each. A table groups by its id column."""
+    photos lying in ``source`` itself stay one listing each; ``skip``: folders inside it not searched (the run's
+    own ``--out``). A table groups by its id column."""
     source = Path(source)
     if not source.exists():
         raise ScreenError(f"{source}: no such file or folder")
     if source.is_dir():
         not_utf8: list[str] = []
-        files = find_images(source, not_utf8=not_utf8)
+        files = find_images(source, not_utf8=not_utf8, skip=skip)
         if not files:
             raise ScreenError(f"{source}: no image files in folder"
                               + (f" with a UTF-8 name ({len(not_utf8)} without one, e.g. {not_utf8[0]})"
@@ -678,7 +679,7 @@ class Screener:
         rewrites them without screening anything again."""
         if engine not in ENGINES:
             raise ScreenError(f"engine must be one of {ENGINES}, not {engine!r}")
-        listings = read_listings(source, group_folders=group_folders)
+        listings = read_listings(source, group_folders=group_folders, skip=[out_dir])  # never its own outputs
         not_utf8 = list(listings.attrs.get("not_utf8", []))
         if not_utf8:
             log.warning("%s: %d image(s) not screened: their file names are not UTF-8 (e.g. %s); rename them to "

@@ -152,9 +152,10 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
 
 
-def _walk(root: Path):
-    """Every entry under ``root``, into linked folders too, each real folder entered once."""
-    seen: set[tuple[int, int]] = set()
+def _walk(root: Path, skip: set[tuple[int, int]] = frozenset()):
+    """Every entry under ``root``, into linked folders too, each real folder entered once; the folders whose
+    (device, inode) is in ``skip`` are not entered."""
+    seen: set[tuple[int, int]] = set(skip)
 
     def unreadable(exc: OSError) -> None:  # a folder not listed is said, not passed over
         log.warning("%s: folder not read (%s): its photos are left out", exc.filename, exc.strerror or exc)
@@ -175,7 +176,20 @@ def _walk(root: Path):
         yield from (base / name for name in filenames)
 
 
-def find_images(folder: str | os.PathLike, recursive: bool = True, not_utf8: list[str] | None = None) -> list[Path]:
+def _folder_ids(folders: Sequence[str | os.PathLike]) -> set[tuple[int, int]]:
+    ids = set()
+    for folder in folders:
+        try:
+            st = os.stat(folder)
+        except OSError:  # not made yet
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            ids.add((st.st_dev, st.st_ino))
+    return ids
+
+
+def find_images(folder: str | os.PathLike, recursive: bool = True, not_utf8: list[str] | None = None,
+                skip: Sequence[str | os.PathLike] = ()) -> list[Path]:
     """The image files in ``folder`` (and its sub-folders when ``recursive``), sorted, by their
     ending (``IMAGE_SUFFIXES``). Hidden files and folders (``.DS_Store``, ``.thumbnails/``...) and
     ``SYSTEM_FILES`` are passed over; any other file is not silently dropped: a warning counts
@@ -188,10 +202,12 @@ def find_images(folder: str | os.PathLike, recursive: bool = True, not_utf8: lis
     instead of leaving the photo out without a word. A named pipe, socket or device is never opened
     (reading a pipe waits for a writer) and is counted in a warning. ``not_utf8``: a list the names that are not
     UTF-8 are added to (with ``\\xNN`` for their odd bytes), for the caller to report with its
-    results; the warning is then the caller's to give."""
+    results; the warning is then the caller's to give. ``skip``: folders inside ``folder`` not to search
+    (a command's own output folder; ``folder`` itself is never skipped)."""
     root = Path(folder)
     files, others, undecodable, special = [], Counter(), [], []
-    for f in _walk(root) if recursive else root.iterdir():
+    skipped = _folder_ids(skip) - _folder_ids([root])
+    for f in _walk(root, skipped) if recursive else root.iterdir():
         dangling = f.is_symlink() and not f.exists()
         if any(part.startswith(".") for part in f.relative_to(root).parts):
             continue
