@@ -134,6 +134,16 @@ def synthetic_lot(synthetic_dataset: Path, ivory: bool = True) -> Image.Image:
     return quarters(blue + [last])
 
 
+def wide_lot(synthetic_dataset: Path) -> Image.Image:
+    """A 2:1 lot photo (1600 x 800) of a blue 'non-ivory' object with a cream 'ivory' one in its bottom-right tile
+    of a 3 x 3 scan ((800, 400, 1600, 800)): wider than the 4:3 ``fit`` keeps of a photo whole."""
+    blue = sorted((synthetic_dataset / "non_ivory").glob("*.jpg"))[0]
+    cream = sorted((synthetic_dataset / "ivory").glob("*.jpg"))[0]
+    lot = Image.open(blue).convert("RGB").resize((1600, 800))
+    lot.paste(Image.open(cream).convert("RGB").resize((800, 400)), (800, 400))
+    return lot
+
+
 def metobjects_csv(path: Path, rows: list[dict]) -> None:
     """A MetObjects.csv (the museum's bulk export: its column names, UTF-8 with a BOM) of ``rows``, each a
     dict of column -> text; columns a row leaves out are empty."""

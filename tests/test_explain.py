@@ -17,7 +17,7 @@ from artsentry.explain.overlay import photo_and_heat, render
 from artsentry.explain.sanity import (SQUARE_PREPROCESSING, SquareNet, mass_inside, randomisation_rank_correlation,
                                       square_dataset, train_square_net)
 
-from .conftest import abc_register
+from .conftest import abc_register, wide_lot
 
 SIZE, SQUARE, BLOBS = 48, 10, 6
 
@@ -142,10 +142,7 @@ def test_explain_lots_explains_a_lot_by_the_tile_predict_lots_flagged_it_for(mod
 
     folder = tmp_path / "model"
     shutil.copytree(model_dir, folder)
-    blue = sorted((synthetic_dataset / "non_ivory").glob("*.jpg"))[0]
-    cream = sorted((synthetic_dataset / "ivory").glob("*.jpg"))[0]
-    lot = Image.open(blue).convert("RGB").resize((1600, 800))  # a blue object, a cream one in the bottom-right tile
-    lot.paste(Image.open(cream).convert("RGB").resize((800, 400)), (800, 400))
+    lot = wide_lot(synthetic_dataset)  # a blue object, a cream one in the bottom-right tile
     photo = tmp_path / "lot.jpg"
     lot.save(photo, quality=92)
     assert main(["-q", "explain", str(photo), "--model", str(folder), "--lots", "--out", str(tmp_path / "x")]) == 1

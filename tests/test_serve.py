@@ -23,7 +23,7 @@ from artsentry.serve import Analyzer, ServeSettings, create_app
 from artsentry.serve.analysis import sniff
 
 from .conftest import (abc_register, bomb_png, free_port, jpeg_bytes, object_photo, register_locked, register_lot,
-                       reply, running, synthetic_lot, trickle, web_host)
+                       reply, running, synthetic_lot, trickle, web_host, wide_lot)
 
 TOKEN = "s3cret-token-for-tests"
 
@@ -1326,10 +1326,7 @@ def test_a_lot_flagged_for_one_tile_is_overlaid_with_that_tiles_evidence_on_the_
     shutil.copytree(model_dir, folder)
     update_config(folder, lots={"threshold": 0.1, "grid": 3})
     assert read_config(folder)["preprocessing"]["resize"] == "fit"
-    blue = sorted((synthetic_dataset / "non_ivory").glob("*.jpg"))[0]
-    cream = sorted((synthetic_dataset / "ivory").glob("*.jpg"))[0]
-    lot = Image.open(blue).convert("RGB").resize((1600, 800))  # a blue object, a cream one in the bottom-right tile
-    lot.paste(Image.open(cream).convert("RGB").resize((800, 400)), (800, 400))
+    lot = wide_lot(synthetic_dataset)  # a blue object, a cream one in the bottom-right tile
     analyzer = Analyzer(ServeSettings(model=folder))
     body = analyzer.analyze(jpeg_bytes(lot), explain=True, lots=True)
     ov, box = body["overlay"], body["ivory"]["lot"]["box"]
