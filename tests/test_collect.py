@@ -408,6 +408,47 @@ def test_a_rerun_retries_failures_but_not_what_is_done_or_missing(tmp_path):
     store.close()
 
 
+def test_a_record_whose_image_url_cannot_be_requested_fails_that_image_not_the_crawl(tmp_path):
+    """Record JSON may hold any string. An address no request can be made of (a control character, over
+    httpx's length limit, a scheme other than http(s)) is that image's failure, recorded at once without
+    retries; the crawl goes on, stores the rest, and a rerun ends the same way."""
+
+    class OddAddresses(FakeMet):
+        def record(self, object_id, base):
+            record = super().record(object_id, base)
+            if object_id == odd:
+                record["additionalImages"] = ["http://x/\x01.jpg", "http://x/" + "a" * 70000, "ftp://x/a.jpg"]
+            return record
+
+    plain = FakeMet(6, seed=3)
+    odd = next(i for i in plain.ids if plain.record(i, "http://h")["primaryImage"])  # an object with photos
+    met = OddAddresses(6, seed=3)
+    for run in range(2):
+        with FakeMetServer(met) as srv, MetClient(srv.api_url, policy=CountingPolicy(3)) as client:
+            crawler = Crawler(client, tmp_path / "col", images="all", workers=2, progress=False)
+            try:
+                summary = crawler.crawl(met.ids)
+            finally:
+                crawler.close()
+        assert client.policy.waits == 0  # nothing was retried
+        assert summary.images.get("failed") == 3 and summary.objects == {"done": 6}
+        assert [line.strip() for line in summary.lines()[3:]] == ["3  image: invalid URL"]
+        _, imgs = expected_collection(met, srv.base_url)
+        stored = pd.read_csv(tmp_path / "col" / "collection.csv")
+        assert set(zip(stored["object_id"], stored["image_index"])) == {i for i in imgs if i[0] != odd or i[1] == 0}
+        failures = pd.read_csv(tmp_path / "col" / "failures.csv")
+        assert failures["id"].str.startswith(f"{odd}/").all() and len(failures) == 3
+
+
+def test_an_api_base_url_without_a_scheme_is_refused_before_any_request(tmp_path):
+    with pytest.raises(ValueError, match="must start with http:// or https://, not 'localhost:8765'"):
+        MetClient("localhost:8765")
+    out = subprocess.run([sys.executable, "-m", "artsentry", "collect", "--out", str(tmp_path / "col"), "--ids", "1",
+                          "--base-url", "localhost:8765"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and not (tmp_path / "col").exists()
+    assert out.stderr.strip().splitlines() == ["artsentry collect: error: the API base URL must start with http:// "
+                                               "or https://, not 'localhost:8765'"]
+
 def test_the_crawl_summary_counts_failures_by_reason():
     from artsentry.collect.crawl import CrawlSummary
 

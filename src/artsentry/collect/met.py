@@ -6,7 +6,8 @@
 - a timeout on every request; retries with exponential backoff and jitter on
   timeouts, connection errors, truncated or unparsable bodies, 429, 403 and
   5xx answers, honouring ``Retry-After`` (seconds or an HTTP date);
-- 404 is an answer, not an error to retry: ``NotFound``.
+- 404 is an answer, not an error to retry: ``NotFound``; nor is a URL that cannot be
+  requested (no http(s) scheme, a control character, too long): ``MetError`` at once.
 """
 
 from __future__ import annotations
@@ -87,6 +88,8 @@ class MetClient:
                  policy: RetryPolicy | None = None, user_agent: str | None = None, max_connections: int = 32):
         from .. import __version__
 
+        if not base_url.startswith(("http://", "https://")):
+            raise ValueError(f"the API base URL must start with http:// or https://, not {base_url!r}")
         self.base_url = base_url.rstrip("/")
         self.limiter = RateLimiter(max(1, int(rate)), window=1.0)
         self.policy = policy or RetryPolicy()
@@ -131,6 +134,9 @@ class MetClient:
                         return parse(response)
                     except ValueError as exc:
                         last = f"bad body ({exc})"
+            except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+                # no retry mends a URL (a record's odd image address, a --base-url without http://)
+                raise MetError(url, f"invalid URL ({exc})") from None
             except httpx.TimeoutException:
                 last = "timeout"
             except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
