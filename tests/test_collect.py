@@ -449,6 +449,46 @@ def test_an_api_base_url_without_a_scheme_is_refused_before_any_request(tmp_path
     assert out.stderr.strip().splitlines() == ["artsentry collect: error: the API base URL must start with http:// "
                                                "or https://, not 'localhost:8765'"]
 
+def test_an_interrupted_crawl_stops_at_once_not_after_the_queued_items_retries(tmp_path):
+    """Ctrl-C in a crawl of a throttling server: the items not started are dropped and the waits between
+    attempts (here the server's Retry-After of 100 s) end, so the crawl and its worker threads stop within
+    seconds. They used to run every queued item's retries first: minutes before the prompt came back."""
+    import threading
+
+    def respond(request):
+        if request.path.endswith("/objects/1"):
+            reply(request, 200, b'{"objectID": 1, "primaryImage": ""}')
+        else:
+            reply(request, 503, b"busy", Retry_After=100)
+
+    def ctrl_c(*args):
+        raise KeyboardInterrupt
+
+    outcome = []
+    with web_host(respond) as (base, _), MetClient(base, policy=RetryPolicy(retries=3)) as client:
+        before = set(threading.enumerate())
+
+        def crawl():  # in a thread of its own (the crawl's database with it), so a hang fails the test
+            crawler = Crawler(client, tmp_path / "col", workers=2, progress=False)
+            crawler.store.save_record = ctrl_c  # the key pressed as the first record comes in
+            try:
+                crawler.crawl(list(range(1, 40)))
+            except KeyboardInterrupt:
+                outcome.append("interrupted")
+            finally:
+                crawler.close()
+
+        run = threading.Thread(target=crawl)
+        run.start()
+        run.join(30)
+        workers = [t for t in set(threading.enumerate()) - before if t.name.startswith("ThreadPoolExecutor")]
+        for t in workers:
+            t.join(10)
+    assert outcome == ["interrupted"] and not run.is_alive()
+    assert not [t for t in workers if t.is_alive()]
+    sent = client.requests_sent
+    assert 0 < sent <= 1 + 2 * 2  # object 1, then at most each worker's item in flight and one more: no retries
+
 def test_the_crawl_summary_counts_failures_by_reason():
     from artsentry.collect.crawl import CrawlSummary
 

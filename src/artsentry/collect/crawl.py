@@ -242,11 +242,14 @@ class Crawler:
         return "done", rel, hashlib.sha256(data).hexdigest()
 
     def _run(self, items: list, submit: Callable, handle: Callable, desc: str) -> None:
-        """Keep at most 4 x workers items in flight; handle results in the main thread."""
+        """Keep at most 4 x workers items in flight; handle results in the main thread. Interrupted (Ctrl-C),
+        it drops the items not started and cancels the client's waits and retries, so the process ends once
+        the requests under way have answered or timed out, not after every queued item's retries."""
         bar = tqdm(total=len(items), desc=desc, unit="item", disable=not self.progress)
         counts = {"done": 0, "failed": 0}
         it = iter(items)
-        with ThreadPoolExecutor(self.workers) as pool:
+        pool = ThreadPoolExecutor(self.workers)
+        try:
             running = {}
             for item in it:
                 running[submit(pool, item)] = item
@@ -263,7 +266,13 @@ class Crawler:
                     nxt = next(it, None)
                     if nxt is not None:
                         running[submit(pool, nxt)] = nxt
-        bar.close()
+        except BaseException:
+            self.client.cancel()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        finally:
+            bar.close()
+        pool.shutdown()
 
     def crawl(self, ids: list[int]) -> CrawlSummary:
         store = self.store

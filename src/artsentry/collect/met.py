@@ -101,9 +101,16 @@ class MetClient:
         )
         self.requests_sent = 0
         self._count_lock = threading.Lock()
+        self._cancelled = threading.Event()
 
     def close(self) -> None:
         self.http.close()
+
+    def cancel(self) -> None:
+        """Stop soon (a crawl interrupted): every thread's waits between attempts end now, and no request
+        starts any more (each fails with ``MetError`` 'cancelled'). A request under way runs to its answer or
+        its timeout."""
+        self._cancelled.set()
 
     def __enter__(self) -> "MetClient":
         return self
@@ -116,11 +123,13 @@ class MetClient:
         """GET with rate cap and retries; ``parse(response)`` raises ValueError for a bad body."""
         last = "no attempt"
         for attempt in range(self.policy.retries + 1):
-            with self._count_lock:
-                self.requests_sent += 1
             retry_after = None
             try:
                 with self.limiter.slot():
+                    if self._cancelled.is_set():
+                        raise MetError(url, "cancelled")
+                    with self._count_lock:
+                        self.requests_sent += 1
                     response = self.http.get(url, params=params)
                 if response.status_code == 404:
                     raise NotFound(url, "404 not found")
@@ -144,7 +153,7 @@ class MetClient:
             except httpx.TransportError as exc:
                 last = f"connection failed ({type(exc).__name__})"
             if attempt < self.policy.retries:
-                time.sleep(self.policy.wait(attempt, retry_after))
+                self._cancelled.wait(self.policy.wait(attempt, retry_after))
         raise MetError(url, f"gave up after {self.policy.retries + 1} attempts: {last}")
 
     @staticmethod
