@@ -319,6 +319,29 @@ def test_kill_9_then_resume_gives_the_same_collection(tmp_path):
     assert not list((tmp_path / "killed" / "images").rglob(".*.tmp"))
 
 
+def test_a_resumed_crawl_removes_the_half_written_files_of_the_killed_one_at_once(tmp_path):
+    """kill -9 between an image's write and its rename leaves a temporary file. The resumed crawl holds the
+    folder's lock, so it removes such files of a process that is gone however young they are (elsewhere a
+    writer's files are left for a minute); a running process's file is kept."""
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    gone = int(done.stdout)
+    met = FakeMet(5, seed=3)
+    oid = next(i for i in met.ids if met.record(i, "http://h")["primaryImage"])
+    folder = tmp_path / "col"
+    (folder / "images" / str(oid)).mkdir(parents=True)
+    killed = [folder / "images" / str(oid) / f".0.jpg.{gone}.140.tmp", folder / f".collection.csv.{gone}.140.tmp"]
+    alive = folder / "images" / str(oid) / f".1.jpg.{os.getppid()}.140.tmp"
+    for path in killed + [alive]:
+        path.write_bytes(b"half")
+    with FakeMetServer(met) as srv, MetClient(srv.api_url, policy=CountingPolicy(0)) as client:
+        crawler = Crawler(client, folder, images="all", workers=2, progress=False)
+        try:
+            crawler.crawl(met.ids)
+        finally:
+            crawler.close()
+    assert not [p for p in killed if p.exists()] and alive.exists()
+    assert (folder / "images" / str(oid) / "0.jpg").is_file()
+
 def test_build_ivory_manifest_trains_unchanged(tmp_path):
     from artsentry.cli import main
     from artsentry.data.recipes import build

@@ -39,10 +39,11 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def sweep_stale(folder: str | Path) -> list[Path]:
+def sweep_stale(folder: str | Path, min_age: float = STALE_SECONDS) -> list[Path]:
     """Remove the temporary files ``atomic_path`` writers killed outright left in ``folder``: a
-    ``.NAME.PID.THREAD.tmp`` whose process no longer runs and that is over a minute old (a live
-    writer on another machine sharing the folder keeps writing to its file). Returns them."""
+    ``.NAME.PID.THREAD.tmp`` whose process no longer runs and that is over ``min_age`` seconds old (a
+    minute: a live writer on another machine sharing the folder keeps writing to its file; 0 when the
+    caller holds the folder's lock, so no writer elsewhere can be at work). Returns them."""
     removed = []
     for tmp in Path(folder).glob(".*.*.*.tmp"):
         parts = tmp.name.rsplit(".", 3)  # ".NAME", PID, THREAD, "tmp"
@@ -50,7 +51,7 @@ def sweep_stale(folder: str | Path) -> list[Path]:
             continue
         pid = int(parts[1])
         try:
-            old = time.time() - tmp.stat().st_mtime > STALE_SECONDS
+            old = time.time() - tmp.stat().st_mtime >= min_age
         except FileNotFoundError:
             continue
         if pid != os.getpid() and old and not _alive(pid):

@@ -11,8 +11,9 @@ The folder holds::
 Workers only do network I/O and write image files (to a temporary name, then
 an atomic rename); the main thread alone writes the database, one transaction
 per result. A crawl killed at any moment loses at most the work in flight:
-running the same command again skips everything recorded as done, and a file
-written just before the kill is simply written again with the same bytes.
+running the same command again skips everything recorded as done, a file
+written just before the kill is simply written again with the same bytes, and
+the temporary file of a write the kill cut short is removed.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import Callable, Iterable, Iterator
 from tqdm.auto import tqdm
 
 from ..data.images import ImageLoadError, load_image
-from ..files import exclusive, write_bytes_atomic
+from ..files import exclusive, sweep_stale, write_bytes_atomic
 from .met import MetClient, MetError, NotFound
 
 SCHEMA = """
@@ -297,11 +298,20 @@ class Crawler:
                 store.mark_image(row[0], row[1], status, extra)
             return status
 
-        self._run(store.pending_images(ids), lambda pool, row: pool.submit(self._fetch_image, *row), handle_image,
-                  "images")
+        pending = store.pending_images(ids)
+        self._sweep(pending)
+        self._run(pending, lambda pool, row: pool.submit(self._fetch_image, *row), handle_image, "images")
         self.export()
         counts = store.counts()
         return CrawlSummary(counts["objects"], counts["images"], store.failures(), self.client.requests_sent)
+
+    def _sweep(self, pending: list[tuple[int, int, str]]) -> None:
+        """Remove the half-written image files of a crawl killed outright (kill -9, power cut). Each is an
+        image still pending, as its result never reached the database, so only those objects' folders are
+        listed. The folder's lock is held: no other crawl can be writing, whatever the files' age."""
+        for folder in [self.folder] + [self.folder / "images" / str(oid) for oid in sorted({r[0] for r in pending})]:
+            if folder.is_dir():
+                sweep_stale(folder, min_age=0)
 
     def export(self) -> None:
         export_collection(self.store, self.folder)
