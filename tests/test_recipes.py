@@ -140,6 +140,21 @@ def test_metobjects_rows_read_as_the_api_names_them_and_a_bad_id_is_named_by_its
         assert str(refused.value) == f"{tmp_path / 'bad.csv'}:4: {said}"  # header 1, the first row 2-3
 
 
+def test_a_metobjects_file_not_utf8_or_not_csv_is_an_error_naming_it_not_a_traceback(tmp_path):
+    """A file re-saved in Latin-1 was refused with the codec's message only ('can't decode byte 0xe9 in
+    position 56'), naming no file; a field over the csv module's limit ended in a _csv.Error traceback."""
+    latin = tmp_path / "latin1.csv"
+    latin.write_bytes("Object ID,Is Public Domain,Medium,Title\n1,True,Ivory,Café\n".encode("latin-1"))
+    with pytest.raises(MetObjectsError) as refused:
+        list(read_metobjects(latin))
+    assert str(refused.value) == f"{latin}: not UTF-8 text, as the museum's file is (re-save it as UTF-8)"
+    metobjects_csv(tmp_path / "big.csv", [{"Object ID": "1", "Title": "two\nlines"},
+                                          {"Object ID": "2", "Title": "x" * 200_000}])
+    with pytest.raises(MetObjectsError) as refused:
+        list(read_metobjects(tmp_path / "big.csv"))
+    assert str(refused.value) == (f"{tmp_path / 'big.csv'}:4: not readable as CSV (field larger than field "
+                                  "limit (131072))")  # header 1, the first row 2-3
+
 def _collection(folder, rows):
     """A crawl's collection.csv (paths relative to it) with a small photo per row."""
     from .conftest import object_photo

@@ -34,32 +34,44 @@ class MetObjectsError(ArtsentryError, ValueError):
 
 
 def read_metobjects(path: str | Path) -> Iterator[dict]:
-    """Yield API-shaped records from a MetObjects.csv file (UTF-8, with or without BOM)."""
+    """Yield API-shaped records from a MetObjects.csv file (UTF-8, with or without BOM). A file that is not
+    UTF-8, or not CSV, is a ``MetObjectsError`` naming it (and the row, for CSV)."""
     path = Path(path)
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        if not reader.fieldnames or "Object ID" not in reader.fieldnames:
-            raise MetObjectsError(f"{path}: not a MetObjects.csv file (no 'Object ID' column)")
-        last = reader.line_num  # the header's last line
-        for row in reader:
-            line, last = last + 1, reader.line_num  # the row's first line: a quoted field may span several
-            raw_id = (row.get("Object ID") or "").strip()
-            if not (raw_id.isascii() and raw_id.isdigit()):
-                said = f"Object ID {raw_id!r} is not a number" if raw_id else "no Object ID"
-                raise MetObjectsError(f"{path}:{line}: {said}")
-            rec: dict = {}
-            for col, field in COLUMNS.items():
-                value = (row.get(col) or "").strip()
-                if field in _BOOLS:
-                    rec[field] = value.lower() == "true"
-                elif field in _INTS:
-                    try:
-                        rec[field] = int(value) if value else None
-                    except ValueError:
-                        rec[field] = None
-                else:
-                    rec[field] = value
-            yield rec
+    line = 1  # the first line of the row being read
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            if not reader.fieldnames or "Object ID" not in reader.fieldnames:
+                raise MetObjectsError(f"{path}: not a MetObjects.csv file (no 'Object ID' column)")
+            line = reader.line_num + 1
+            for row in reader:
+                yield _record(row, path, line)
+                line = reader.line_num + 1  # a quoted field may span several lines
+    except UnicodeDecodeError:
+        raise MetObjectsError(f"{path}: not UTF-8 text, as the museum's file is (re-save it as UTF-8)") from None
+    except csv.Error as exc:
+        raise MetObjectsError(f"{path}:{line}: not readable as CSV ({exc})") from None
+
+
+def _record(row: dict, path: Path, line: int) -> dict:
+    """One MetObjects.csv row (the one starting on ``line``) as an API-shaped record."""
+    raw_id = (row.get("Object ID") or "").strip()
+    if not (raw_id.isascii() and raw_id.isdigit()):
+        said = f"Object ID {raw_id!r} is not a number" if raw_id else "no Object ID"
+        raise MetObjectsError(f"{path}:{line}: {said}")
+    rec: dict = {}
+    for col, field in COLUMNS.items():
+        value = (row.get(col) or "").strip()
+        if field in _BOOLS:
+            rec[field] = value.lower() == "true"
+        elif field in _INTS:
+            try:
+                rec[field] = int(value) if value else None
+            except ValueError:
+                rec[field] = None
+        else:
+            rec[field] = value
+    return rec
 
 
 def import_metobjects(path: str | Path, store: CrawlStore, *, keep: Callable[[dict], bool] | None = None,
