@@ -342,6 +342,7 @@ def test_a_resumed_crawl_removes_the_half_written_files_of_the_killed_one_at_onc
     assert not [p for p in killed if p.exists()] and alive.exists()
     assert (folder / "images" / str(oid) / "0.jpg").is_file()
 
+
 def test_build_ivory_manifest_trains_unchanged(tmp_path):
     from artsentry.cli import main
     from artsentry.data.recipes import build
@@ -472,6 +473,7 @@ def test_an_api_base_url_without_a_scheme_is_refused_before_any_request(tmp_path
     assert out.stderr.strip().splitlines() == ["artsentry collect: error: the API base URL must start with http:// "
                                                "or https://, not 'localhost:8765'"]
 
+
 def test_an_interrupted_crawl_stops_at_once_not_after_the_queued_items_retries(tmp_path):
     """Ctrl-C in a crawl of a throttling server: the items not started are dropped and the waits between
     attempts (here the server's Retry-After of 100 s) end, so the crawl and its worker threads stop within
@@ -511,6 +513,7 @@ def test_an_interrupted_crawl_stops_at_once_not_after_the_queued_items_retries(t
     assert not [t for t in workers if t.is_alive()]
     sent = client.requests_sent
     assert 0 < sent <= 1 + 2 * 2  # object 1, then at most each worker's item in flight and one more: no retries
+
 
 def test_the_crawl_summary_counts_failures_by_reason():
     from artsentry.collect.crawl import CrawlSummary

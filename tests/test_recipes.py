@@ -155,6 +155,7 @@ def test_a_metobjects_file_not_utf8_or_not_csv_is_an_error_naming_it_not_a_trace
     assert str(refused.value) == (f"{tmp_path / 'big.csv'}:4: not readable as CSV (field larger than field "
                                   "limit (131072))")  # header 1, the first row 2-3
 
+
 def _collection(folder, rows):
     """A crawl's collection.csv (paths relative to it) with a small photo per row."""
     from .conftest import object_photo
@@ -247,6 +248,27 @@ def test_build_writes_each_recipes_manifest_relative_to_itself(tmp_path, capsys)
                                               "culture": "China"}])
     with pytest.raises(ValueError, match=r"recipe 'culture' selected no images from .*col3/collection\.csv"):
         build("culture", bronze, tmp_path / "x")
+
+
+def test_build_reads_a_collection_as_a_manifest_is_read_so_a_stray_comma_is_named_not_shifted(tmp_path):
+    """A hand-made collection.csv whose first row holds an unquoted comma ('Ivory, gold'): pandas made the
+    row's first field the index and moved every column one along, so each medium was read from the wrong
+    column and the build said only 'selected no images'. It is read as manifests are: an error naming the line."""
+    from artsentry.data.recipes import build
+
+    col = _collection(tmp_path / "col", [{"object_id": str(i), "medium": m}
+                                         for i, m in enumerate(["Ivory", "Porcelain", "Ivory", "Earthenware"])])
+    text = (col / "collection.csv").read_text().splitlines()
+    assert text[:2] == ["object_id,medium,path", "0,Ivory,images/00.jpg"]
+    text[1] = "0,Ivory, gold,images/00.jpg"
+    (col / "collection.csv").write_text("\n".join(text) + "\n")
+    with pytest.raises(ValueError) as refused:
+        build("ivory", col, tmp_path / "ds")
+    assert str(refused.value) == (f"{col / 'collection.csv'}: line 2 has 4 fields, the header 3: a value holding "
+                                  "',' must be in double quotes")
+    text[1] = text[1].replace("Ivory, gold", '"Ivory, gold"')
+    (col / "collection.csv").write_text("\n".join(text) + "\n")
+    assert list(build("ivory", col, tmp_path / "ds")["label"]) == ["ivory", "ivory", "non_ivory", "non_ivory"]
 
 
 def test_a_dataset_card_counts_images_objects_splits_and_centuries():

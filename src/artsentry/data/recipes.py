@@ -126,7 +126,7 @@ def recipe_filter(recipe: str | None):
 def build(recipe: str, collection: str | Path, out_dir: str | Path, *, top: int = 4, min_images: int = 4,
           seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.2) -> pd.DataFrame:
     """Apply ``recipe`` to a collection folder (or its collection.csv); write manifest + card into ``out_dir``."""
-    from .manifest import write_manifest
+    from .manifest import _read_table, write_manifest
     from .card import write_card
 
     if recipe not in RECIPES:
@@ -135,7 +135,7 @@ def build(recipe: str, collection: str | Path, out_dir: str | Path, *, top: int 
     csv_path = collection / "collection.csv" if collection.is_dir() else collection
     if not csv_path.is_file():
         raise FileNotFoundError(f"{csv_path}: no collection.csv (run `artsentry collect` first)")
-    col = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    col = _read_table(csv_path)  # as a manifest is: a row longer than the header is an error, not a shift
     needed = {"ivory": ["path", "object_id", "medium"], "culture": ["path", "object_id", "culture"],
               "instance": ["path", "object_id"]}[recipe]
     if recipe == "culture" and not {"classification", "objectName"} & set(col.columns):
