@@ -515,6 +515,29 @@ def test_an_interrupted_crawl_stops_at_once_not_after_the_queued_items_retries(t
     assert 0 < sent <= 1 + 2 * 2  # object 1, then at most each worker's item in flight and one more: no retries
 
 
+def test_a_rerun_asking_for_more_images_fetches_them_for_the_objects_already_collected(tmp_path):
+    """Records first (--images none), photos later: the rerun found every object done and no image rows, and
+    fetched nothing, saying nothing. Now each stored record's images as the rerun asks for them are added
+    (primary, then all), without fetching a record again; asking for fewer drops nothing stored."""
+    met = FakeMet(20, seed=4)
+    with FakeMetServer(met) as srv, MetClient(srv.api_url, policy=CountingPolicy(0)) as client:
+        _, primary = expected_collection(met, srv.base_url, images="primary")
+        _, every = expected_collection(met, srv.base_url, images="all")
+        assert 0 < len(primary) < len(every)
+        sent = []
+        for images, held in (("none", set()), ("primary", primary), ("all", every), ("primary", every)):
+            crawler = Crawler(client, tmp_path / "col", images=images, workers=2, progress=False)
+            try:
+                crawler.crawl(met.ids)
+            finally:
+                crawler.close()
+            stored = pd.read_csv(tmp_path / "col" / "collection.csv")
+            assert set(zip(stored["object_id"], stored["image_index"])) == held, images
+            sent.append(client.requests_sent - sum(sent))
+    # the records once (the first run), then only the images each run added
+    assert sent == [len(met.ids), len(primary), len(every) - len(primary), 0]
+
+
 def test_the_crawl_summary_counts_failures_by_reason():
     from artsentry.collect.crawl import CrawlSummary
 
@@ -573,7 +596,9 @@ def test_the_fake_met_server_runs_as_the_readme_starts_it():
     import urllib.request
 
     port = free_port()
-    with running([sys.executable, "-m", "artsentry.collect.fake_met", "--port", str(port), "--objects", "40"]) as proc:
+    # as from a terminal: a suite started in the background (`make test &`) has SIGINT ignored, and its children with it
+    with running([sys.executable, "-m", "artsentry.collect.fake_met", "--port", str(port), "--objects", "40"],
+                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)) as proc:
         assert proc.stdout.readline() == f"fake Met API at http://127.0.0.1:{port}/public/collection/v1\n"
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/public/collection/v1/objects", timeout=30) as r:
             body = json.loads(r.read())

@@ -118,6 +118,12 @@ class CrawlStore:
                 [(object_id, k, url) for k, url in enumerate(image_urls)],
             )
 
+    def add_images(self, rows: Iterable[tuple[int, int, str]]) -> None:
+        """Add the (object id, index, URL) image rows not there yet (those there keep their URL and state)."""
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany("INSERT OR IGNORE INTO images (object_id, idx, url) VALUES (?, ?, ?)", rows)
+
     def mark_object(self, object_id: int, status: str, reason: str) -> None:
         self.db.execute("UPDATE objects SET status = ?, reason = ? WHERE object_id = ?", (status, reason, object_id))
 
@@ -289,6 +295,10 @@ class Crawler:
 
         self._run(store.pending_objects(ids), lambda pool, oid: pool.submit(self._fetch_record, oid), handle_record,
                   "records")
+        # objects fetched by an earlier run with fewer images asked for (--images none, then all): theirs too
+        wanted = set(ids)
+        store.add_images((oid, k, url) for oid, record in store.records() if oid in wanted
+                         for k, url in enumerate(image_urls(record, self.images, self.image_size)))
 
         def handle_image(row, result):
             status, rel, extra = result
