@@ -401,6 +401,37 @@ def test_measuring_a_network_at_another_input_size(model_dir, synthetic_dataset,
         Predictor(create_model("smallcnn", 2), config, input_size=192)
 
 
+def test_photos_per_forward_pass_shrink_at_large_input_sizes_so_memory_stays_bounded(model_dir):
+    """evaluate --input-size 4000 (the range goes to 4,096) ran 32 photos per forward pass, ~130 GB: the
+    process was killed for want of memory. Predictors, embedders and explainers now take fewer photos per
+    pass where a batch would take over FORWARD_BATCH_MIB, at least one, and the answers stay the same."""
+    from PIL import Image
+
+    from artsentry.data.transforms import Preprocessing
+    from artsentry.explain import Explainer
+    from artsentry.index.embedder import Embedder
+    from artsentry.inference import Predictor
+    from artsentry.models import create_model, inference_batch
+    from artsentry.models.factory import FORWARD_BATCH_MIB, FORWARD_MIB_PER_MEGAPIXEL
+
+    assert [inference_batch(32, s) for s in (150, 320, 720, 1024, 2048, 4000, 4096)] == [32, 32, 31, 15, 3, 1, 1]
+    assert inference_batch(8, 1024) == 8 and inference_batch(1, 4096) == 1  # fewer asked: as asked
+    for size in (730, 1024, 2048, 4000):  # the batch taken is the largest under the budget
+        n = inference_batch(32, size)
+        per_photo = FORWARD_MIB_PER_MEGAPIXEL * size * size / 1e6
+        assert n * per_photo <= FORWARD_BATCH_MIB < (n + 1) * per_photo or n == 1
+    assert Predictor.load(model_dir).batch_size == 32
+    assert Predictor.load(model_dir, input_size=2048).batch_size == 3
+    assert Predictor.load(model_dir, batch_size=64, input_size=1024).batch_size == 15
+    net = create_model("efficientnet_lite0", 2, pretrained=False)
+    assert Embedder(net.backbone, Preprocessing(input_size=2048), "x", 1280).batch_size == 3
+    assert Explainer(net, Preprocessing(input_size=4000)).batch_size == 1
+    # the same answers in passes of fewer photos
+    photos = [Image.new("RGB", (90, 70), (40 * i, 120, 200 - 30 * i)) for i in range(5)]
+    whole, by_two = Predictor.load(model_dir, input_size=96), Predictor.load(model_dir, input_size=96, batch_size=2)
+    assert np.allclose(whole.predict_proba(photos), by_two.predict_proba(photos), atol=1e-5)
+
+
 def test_a_predictor_can_fit_photos_another_way_than_its_config(model_dir):
     from PIL import Image
 

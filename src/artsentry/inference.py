@@ -21,7 +21,7 @@ from .data.dataset import ImageDataset, make_loader
 from .data.images import ImageSource, as_sources, source_names
 from .data.quality import quality_warnings
 from .data.transforms import Preprocessing, eval_transform
-from .models import check_input_size
+from .models import check_input_size, inference_batch
 from .models.artifact import ArtifactError, calibration_temperature, load_model
 from .models.onnx import OnnxClassifier, onnx_ready, onnxruntime_available
 from .models.classifier import ImageClassifier
@@ -156,7 +156,7 @@ class Predictor(Decider):
             # network, so the ONNX graph runs unchanged; Preprocessing checks the mode)
             self.preprocessing = replace(self.preprocessing, resize=resize)
         self.transform = eval_transform(self.preprocessing)
-        self.batch_size = batch_size
+        self.batch_size = inference_batch(batch_size, self.preprocessing.input_size)  # fewer at large sizes
         self.num_workers = num_workers
         self.folder: Path | None = None  # set by ``load``: where the weights came from
 

@@ -28,6 +28,7 @@ from torch import nn
 
 from ..data.transforms import Preprocessing, eval_transform
 from ..files import atomic_path, write_text_atomic
+from ..models import inference_batch
 
 METHODS = ("gradcam", "saliency", "occlusion")
 
@@ -84,7 +85,7 @@ class Explainer:
         self.model = model.eval()
         self.temperature = temperature  # the model's calibration: its probabilities are softmax(logits / T)
         self.pre = pre
-        self.batch_size = batch_size
+        self.batch_size = inference_batch(batch_size, pre.input_size)  # occluded copies: fewer at large sizes
         self.proba = proba
         self._cam_layers: dict[int, nn.Module] = {}  # by input size: found once, not per call
 

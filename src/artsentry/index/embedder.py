@@ -28,7 +28,7 @@ import torch
 from ..data.images import ImageSource, as_sources, source_names
 from ..data.transforms import Preprocessing, eval_transform
 from ..inference import iter_image_batches
-from ..models import create_model, default_preprocessing
+from ..models import create_model, default_preprocessing, inference_batch
 
 PRETRAINED_PREFIX = "pretrained:"
 
@@ -50,7 +50,7 @@ class Embedder:
         self.transform = eval_transform(preprocessing)
         self.spec = spec
         self.dim = dim
-        self.batch_size = batch_size
+        self.batch_size = inference_batch(batch_size, preprocessing.input_size)  # fewer at large sizes
         self.layer = layer or "backbone output: global average pool of the last conv stage, before the classifier head"
         self.pooling = pooling or "mean over spatial positions"
         self.flip = bool(flip)

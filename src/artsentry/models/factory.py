@@ -38,6 +38,23 @@ def check_input_size(name: str, size: int, trained_size: int) -> None:
         raise ValueError(f"{name} runs at its training size only ({trained_size} px; its dense layer fixes the size)")
 
 
+#: growth of a process's peak memory over one inference forward pass (PyTorch, channels-last), per photo and
+#: per megapixel of input: ~250 MiB for lite0 and lite2 alike, at 260 to 2,048 px (BENCHMARKS.md, "Inference
+#: memory against input size"). The stem's feature maps at half the input size dominate it.
+FORWARD_MIB_PER_MEGAPIXEL = 250
+#: what one forward pass's batch may take: a batch of 32 fits under it up to ~720 px, and a single photo of
+#: 4,096 px (the largest input size) takes ~4.2 GB
+FORWARD_BATCH_MIB = 4096
+
+
+def inference_batch(batch_size: int, input_size: int) -> int:
+    """``batch_size`` photos per forward pass, fewer at input sizes where that many would take more than
+    ``FORWARD_BATCH_MIB`` (never under one): 32 photos of 4,000 px took 130 GB, and the process was
+    killed for want of memory. The answers do not depend on the batch (inference mode)."""
+    per_photo = FORWARD_MIB_PER_MEGAPIXEL * input_size * input_size / 1e6
+    return max(1, min(int(batch_size), int(FORWARD_BATCH_MIB // per_photo)))
+
+
 def create_model(
     name: str,
     num_classes: int,
