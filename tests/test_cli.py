@@ -404,11 +404,29 @@ def test_quiet_is_taken_before_or_after_the_command(argv, quiet):
     (["screen", "IN", "--out", "OUT", "--top-k", "0"], "0 is not a count of 1 or more"),
     (["predict", "a.jpg", "--batch-size", "-3"], "-3 is not a count of 1 or more"),
     (["serve", "--port", "99999"], "99999 is not a port (0 to 65535)"),
+    (["collect", "--out", "C", "--ids", "1", "--limit", "-3"], "-3 is not a count of 1 or more"),
+    (["collect", "--out", "C", "--ids", "1", "--limit", "0"], "0 is not a count of 1 or more"),
+    (["collect", "--out", "C", "--ids", "1", "--workers", "0"], "0 is not a count of 1 or more"),
+    (["collect", "--out", "C", "--ids", "1", "--timeout", "0"], "0 is not a number of seconds above 0"),
+    (["collect", "--out", "C", "--ids", "1", "--retries", "-1"], "-1 is not a count of 0 or more"),
+    (["collect", "--out", "C", "--ids", "1", "--backoff", "-1"], "-1 is not a number of seconds, 0 or more"),
+    (["collect", "--out", "C", "--ids", "1", "--backoff", "nan"], "nan is not a number of seconds, 0 or more"),
+    (["build", "culture", "COL", "--out", "OUT", "--top", "-1"], "-1 is not a count of 1 or more"),
+    (["build", "instance", "COL", "--out", "OUT", "--min-images", "0"], "0 is not a count of 1 or more"),
+    (["screen", "IN", "--out", "OUT", "--explain", "-1"], "-1 is not a count of 0 or more"),
+    (["train", "DATA", "--out", "RUN", "--workers", "-1"], "-1 is not a count of 0 or more"),
+    (["predict", "a.jpg", "--batch-size", "abc"], "argument --batch-size: 'abc' is not a whole number"),
+    (["serve", "--port", "80.5"], "argument --port: '80.5' is not a whole number"),
+    (["evaluate", "RUN", "--target-recall", "high"], "argument --target-recall: 'high' is not a number"),
 ])
 def test_arguments_that_cannot_work_are_usage_errors(argv, message, capsys):
     """Found probing the commands' arguments (2026-12-05): a threshold of 5 (for 0.5) answered every
     register search 'no match' without a word; screen --batch-size 0 was a ZeroDivisionError, serve
-    --port 99999 an OverflowError, both tracebacks; search -k 0 printed empty match lists."""
+    --port 99999 an OverflowError, both tracebacks; search -k 0 printed empty match lists. And on
+    2026-12-07: collect --limit -3 collected all but the last 3 ids and --limit 0 every one; --timeout 0
+    timed every request out, each after its 8 retries (~90 s); --workers 0 failed after the search; build
+    --top -1 kept all culture groups but the smallest; a word for a number was 'invalid _count value',
+    naming our function."""
     with pytest.raises(SystemExit) as stop:
         main(argv)
     assert stop.value.code == 2
@@ -537,6 +555,8 @@ def test_every_command_and_option_the_readme_shows_exists():
     ["register", "create", "REG", "--threshold", "-1.5"],
     ["serve", "--port", "0"],  # any free port
     ["serve", "--port", "65535"],
+    ["collect", "--out", "C", "--ids", "1", "--retries", "0", "--backoff", "0", "--limit", "1", "--timeout", "0.01"],
+    ["screen", "IN", "--out", "OUT", "--explain", "0", "--workers", "0"],
 ])
 def test_arguments_at_the_ends_of_their_ranges_are_taken(argv):
     from artsentry.cli import build_parser

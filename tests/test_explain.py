@@ -67,6 +67,13 @@ def test_targets_and_square_preprocessing(square_task):
     assert SQUARE_PREPROCESSING.mean == (0.0, 0.0, 0.0)
     with pytest.raises(ValueError, match="method must be one of"):
         ex.explain(xt[:1], "deconvolution")
+    # a stride over the patch, or a patch over the input, was an AssertionError traceback from Captum
+    for patch, stride in ((6, 7), (SIZE + 1, 3)):
+        with pytest.raises(ValueError) as refused:
+            ex.explain(xt[:1], "occlusion", patch=patch, stride=stride)
+        assert str(refused.value) == (f"occlusion needs 1 <= stride <= patch <= the input size ({SIZE} px), not "
+                                      f"patch {patch} and stride {stride}")
+    assert ex.explain(xt[:1], "occlusion", patch=SIZE, stride=SIZE).shape == (1, SIZE, SIZE)  # the whole photo
 
 
 def test_occlusion_greys_with_the_photo_grey_and_a_blind_model_maps_nothing():

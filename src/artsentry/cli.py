@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import json
 import logging
+import math
 import os
 import shutil
 import signal
@@ -32,17 +33,47 @@ EXIT_BROKEN_PIPE = 141  # as a process ended by SIGPIPE: the output's reader sto
 DEFAULT_MODEL = "runs/ivory/model"
 
 
+def _number(text: str, kind=float):
+    """``text`` as a number of ``kind``; otherwise argparse's message would name the checking function
+    ("invalid _count value: 'abc'")."""
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {'a whole number' if kind is int else 'a number'}") from None
+
+
 def _fraction(text: str) -> float:
-    value = float(text)
+    value = _number(text)
     if not 0 < value <= 1:
         raise argparse.ArgumentTypeError(f"{text} is not in (0, 1]")
     return value
 
 
 def _count(text: str) -> int:
-    value = int(text)
+    value = _number(text, int)
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text} is not a count of 1 or more")
+    return value
+
+
+def _zero_or_more(text: str) -> int:
+    value = _number(text, int)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a count of 0 or more")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = _number(text)
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds, 0 or more")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    value = _seconds(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds above 0")
     return value
 
 
@@ -53,7 +84,7 @@ MATCH_SCORE_RANGE = (-1.5, 1.5)
 def _match_threshold(text: str) -> float:
     """A register threshold on its match scores; 5 for 0.5, or 50 for 50%, would turn every search
     into 'no match', without a word."""
-    value = float(text)
+    value = _number(text)
     low, high = MATCH_SCORE_RANGE
     if not low <= value <= high:
         raise argparse.ArgumentTypeError(f"{text} is outside the range of match scores, {low} to {high} "
@@ -62,7 +93,7 @@ def _match_threshold(text: str) -> float:
 
 
 def _port(text: str) -> int:
-    value = int(text)
+    value = _number(text, int)
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"{text} is not a port (0 to 65535)")
     return value
@@ -217,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-calibrate", action="store_true",
                    help="keep the network's raw probabilities (default: a temperature fitted on the validation "
                    "photos after training makes them calibrated; decisions do not change)")
-    t.add_argument("--workers", type=int, default=None, help="image decoding worker processes")
+    t.add_argument("--workers", type=_zero_or_more, default=None, help="image decoding worker processes")
     t.add_argument("--checkpoint-every", type=int, default=20, metavar="STEPS",
                    help="save a resumable checkpoint every STEPS fine-tuning steps (and at every epoch end)")
     t.add_argument("--overwrite", action="store_true",
@@ -254,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="share of objects never trained on, listed in holdout_objects.txt (default 0.5; 0 for none)")
     te.add_argument("--val-fraction", type=float, default=0.1, help="share of objects for early stopping")
     te.add_argument("--seed", type=int, default=0)
-    te.add_argument("--workers", type=int, default=2, help="processes making the re-shots")
+    te.add_argument("--workers", type=_zero_or_more, default=2, help="processes making the re-shots")
     te.add_argument("--overwrite", action="store_true",
                     help="replace an embedder at OUT/model trained with other settings or data (registers made with "
                     "it then refuse it); the same settings and data train again without it")
@@ -309,17 +340,17 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--has-images", action="store_true", help="search filter: only objects with images")
     c.add_argument("--department-id", type=int, help="search filter")
     c.add_argument("--culture", action="store_true", help="search Q in artist or culture fields (artistOrCulture)")
-    c.add_argument("--limit", type=int, help="only the first N ids (sorted)")
+    c.add_argument("--limit", type=_count, help="only the first N ids (sorted)")
     c.add_argument("--images", default="primary", choices=("none", "primary", "all"),
                    help="which images to fetch (all = primary + additional)")
     c.add_argument("--image-size", default="large", choices=("large", "small"),
                    help="large: primaryImage; small: primaryImageSmall (web-large)")
     c.add_argument("--rate", type=float, default=20.0, help="request cap per second, all workers together "
                                                             "(the museum asks for at most 80)")
-    c.add_argument("--workers", type=int, default=8, help="concurrent requests")
-    c.add_argument("--timeout", type=float, default=15.0, help="seconds per request")
-    c.add_argument("--retries", type=int, default=8, help="retries per request on transient failures")
-    c.add_argument("--backoff", type=float, default=0.5,
+    c.add_argument("--workers", type=_count, default=8, help="concurrent requests")
+    c.add_argument("--timeout", type=_positive_seconds, default=15.0, help="seconds per request")
+    c.add_argument("--retries", type=_zero_or_more, default=8, help="retries per request on transient failures")
+    c.add_argument("--backoff", type=_seconds, default=0.5,
                    help="first retry wait in seconds, doubled per attempt (Retry-After wins when given)")
     c.add_argument("--base-url", default=None, help="API base URL (default: the museum's)")
 
@@ -330,8 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("recipe", choices=("ivory", "culture", "instance"))
     b.add_argument("collection", help="collection folder (from artsentry collect) or its collection.csv")
     b.add_argument("--out", required=True, help="dataset folder")
-    b.add_argument("--top", type=int, default=4, help="culture: keep the N most frequent culture groups")
-    b.add_argument("--min-images", type=int, default=4, help="instance: objects with at least this many photos")
+    b.add_argument("--top", type=_count, default=4, help="culture: keep the N most frequent culture groups")
+    b.add_argument("--min-images", type=_count, default=4, help="instance: objects with at least this many photos")
     b.add_argument("--seed", type=int, default=0)
 
     r = sub.add_parser("register", help="the register of known objects, searched by photo",
@@ -467,7 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--runtime", default="auto", choices=("auto", "torch", "onnx"),
                     help="forward pass (default: the model config's; ONNX Runtime after artsentry export)")
     sc.add_argument("--batch-size", type=_count, default=32)
-    sc.add_argument("--workers", type=int, default=None, help="image decoding worker processes")
+    sc.add_argument("--workers", type=_zero_or_more, default=None, help="image decoding worker processes")
     sc.add_argument("--group-folders", action="store_true",
                     help="folder input: the photos of one sub-folder are one listing, its path the listing id "
                     "(default: every photo its own listing); a table groups by its listing_id/id/listing column")
@@ -483,7 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--fetch-urls", action="store_true", help="download http(s) image URLs (off by default; 429, "
                     "5xx and timeouts are tried up to 3 more times)")
     sc.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
-    sc.add_argument("--explain", type=int, default=50, metavar="N",
+    sc.add_argument("--explain", type=_zero_or_more, default=50, metavar="N",
                     help="Grad-CAM evidence overlays in queue.html for the first N flagged photos (default 50; 0: none)")
     sc.add_argument("--fetch-private", action="store_true",
                     help="with --fetch-urls: also fetch from private addresses (an image host inside your own "

@@ -101,6 +101,9 @@ class Explainer:
         """Heat maps (n, H, W) in [0, 1] for a preprocessed batch ``x`` (n, 3, H, W)."""
         if method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
+        if method == "occlusion" and not 1 <= stride <= patch <= min(x.shape[-2:]):
+            raise ValueError(f"occlusion needs 1 <= stride <= patch <= the input size ({min(x.shape[-2:])} px), "
+                             f"not patch {patch} and stride {stride}")
         x = x.detach().float().contiguous()
         changed = self._without_inplace()
         try:
