@@ -206,13 +206,19 @@ def test_embedder_settings_that_cannot_train_are_refused():
                             ({"dim": 0}, "dim must be at least 1"),
                             ({"weight_decay": -1e-4}, "weight decay must be >= 0"),
                             ({"trained_stages": -1}, "trained stages and workers must be >= 0"),
-                            ({"workers": -1}, "trained stages and workers must be >= 0")):
+                            ({"workers": -1}, "trained stages and workers must be >= 0"),
+                            # --holdout 1.5 was refused naming the split's 'val_fraction and test_fraction'
+                            ({"holdout": 1.5}, r"holdout must be a share of the objects in \[0, 1\), not 1.5"),
+                            ({"val_fraction": -0.1}, r"val-fraction must be a share of the objects in \[0, 1\)"),
+                            ({"holdout": 0.6, "val_fraction": 0.4}, r"holdout \(0.6\) and val-fraction \(0.4\) "
+                                                                    "leave no objects to train on")):
         with pytest.raises(ValueError, match=message):
             EmbedderSettings(**{**SMALL.__dict__, **kwargs}).validate()
     SMALL.validate()
     # the smallest settings that can train are accepted
     EmbedderSettings(**{**SMALL.__dict__, "dim": 1, "epochs": 1, "patience": 1, "batch_objects": 1, "max_side": 1,
-                        "views": 2, "weight_decay": 0.0, "trained_stages": 0, "workers": 0}).validate()
+                        "views": 2, "weight_decay": 0.0, "trained_stages": 0, "workers": 0, "holdout": 0.0,
+                        "val_fraction": 0.99}).validate()
 
 
 def test_view_cache_is_not_reused_across_generator_versions(monkeypatch):

@@ -83,6 +83,13 @@ class EmbedderSettings:
             raise ValueError(f"views must be at least 2, not {self.views}")
         if self.trained_stages < 0 or self.workers < 0:
             raise ValueError("trained stages and workers must be >= 0")
+        for name in ("holdout", "val_fraction"):  # the split's own message names its test_fraction, not --holdout
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name.replace('_', '-')} must be a share of the objects in [0, 1), "
+                                 f"not {getattr(self, name)}")
+        if self.holdout + self.val_fraction >= 1:
+            raise ValueError(f"holdout ({self.holdout}) and val-fraction ({self.val_fraction}) leave no objects "
+                             "to train on: their sum must be under 1")
 
     def cache_key(self, data_fingerprint: str) -> str:
         parts = {k: getattr(self, k) for k in ("backbone", "image_size", "views", "max_side", "seed")}
