@@ -538,6 +538,33 @@ def test_a_rerun_asking_for_more_images_fetches_them_for_the_objects_already_col
     assert sent == [len(met.ids), len(primary), len(every) - len(primary), 0]
 
 
+def test_collection_csv_rows_carry_their_objects_record_text_as_stored(tmp_path):
+    """The export streams image rows joined to their object's record (it held every record in memory): each
+    row gets its own object's fields, quotes and line breaks survive, and an image whose object has no
+    record (its record fetch failed after an earlier run stored the image) keeps its row, fields empty."""
+    from artsentry.collect.crawl import RECORD_FIELDS, export_collection
+
+    store = CrawlStore(tmp_path)
+    store.add_objects([1, 2, 3])
+    store.save_record(1, {"title": 'A "sage", seated\nwith a scroll', "medium": "Ivory", "culture": None},
+                      ["u/1a", "u/1b"])
+    store.save_record(2, {"title": "Vase", "medium": "Porcelain", "isPublicDomain": True}, ["u/2"])
+    store.add_images([(3, 0, "u/3")])
+    for oid, idx in ((1, 0), (1, 1), (2, 0), (3, 0)):
+        store.image_done(oid, idx, f"images/{oid}/{idx}.jpg", f"{oid}{idx}" * 32)
+    store.mark_object(3, "failed", "HTTP 500")
+    export_collection(store, tmp_path)
+    store.close()
+    rows = list(csv.DictReader((tmp_path / "collection.csv").open(newline="")))
+    assert [(r["object_id"], r["image_index"], r["image_kind"], r["url"]) for r in rows] == [
+        ("1", "0", "primary", "u/1a"), ("1", "1", "additional", "u/1b"), ("2", "0", "primary", "u/2"),
+        ("3", "0", "primary", "u/3")]
+    assert [r["title"] for r in rows] == ['A "sage", seated\nwith a scroll'] * 2 + ["Vase", ""]
+    assert [r["medium"] for r in rows] == ["Ivory", "Ivory", "Porcelain", ""]
+    assert rows[2]["isPublicDomain"] == "true" and rows[0]["culture"] == ""
+    assert all(set(RECORD_FIELDS) <= set(r) for r in rows)
+
+
 def test_the_crawl_summary_counts_failures_by_reason():
     from artsentry.collect.crawl import CrawlSummary
 
