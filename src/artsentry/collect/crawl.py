@@ -162,10 +162,6 @@ class CrawlStore:
                                         "ORDER BY object_id"):
             yield oid, json.loads(rec)
 
-    def images_done(self) -> Iterator[tuple[int, int, str, str, str]]:
-        yield from self.db.execute("SELECT object_id, idx, url, file, sha256 FROM images WHERE status = 'done' "
-                                   "ORDER BY object_id, idx")
-
 
 def image_urls(record: dict, which: str, size: str) -> list[str]:
     """URLs to fetch for a record: ``which`` none / primary / all; ``size`` large / small
