@@ -54,6 +54,17 @@ def test_rate_limiter_refuses_no_capacity_and_lets_a_full_window_go_on():
     assert 0.3 <= time.monotonic() - t0 < 5
 
 
+def test_a_client_rate_under_one_a_second_spaces_its_requests_out():
+    """--rate 0.5 (the CLI takes any rate in (0, 80]) was rounded up to 1 request a second, twice what was
+    asked; now it is one request per 2 s window. Whole rates are per second, fractions of them dropped."""
+    for rate, cap in ((0.5, (1, 2.0)), (0.25, (1, 4.0)), (1, (1, 1.0)), (2.5, (2, 1.0)), (80, (80, 1.0))):
+        with MetClient("http://127.0.0.1:9", rate=rate) as client:
+            assert (client.limiter.capacity, client.limiter.window) == cap, rate
+    for rate in (0, -1, float("nan")):
+        with pytest.raises(ValueError, match="the request rate must be above 0"):
+            MetClient("http://127.0.0.1:9", rate=rate)
+
+
 def _hold(limiter):
     with limiter.slot():
         pass

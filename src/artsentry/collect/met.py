@@ -1,7 +1,8 @@
 """A polite client for The Met Collection API.
 
 - one shared request-rate cap across all threads: a sliding window, so no
-  one-second window ever holds more than ``rate`` requests (the museum asks for
+  one-second window ever holds more than ``rate`` requests, and under one a
+  second no window of 1/``rate`` seconds more than one (the museum asks for
   at most 80 per second; the default is 20);
 - a timeout on every request; retries with exponential backoff and jitter on
   timeouts, connection errors, truncated or unparsable bodies, 429, 403 and
@@ -13,6 +14,7 @@
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections import deque
@@ -91,7 +93,10 @@ class MetClient:
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"the API base URL must start with http:// or https://, not {base_url!r}")
         self.base_url = base_url.rstrip("/")
-        self.limiter = RateLimiter(max(1, int(rate)), window=1.0)
+        if not (math.isfinite(rate) and rate > 0):
+            raise ValueError(f"the request rate must be above 0, not {rate}")
+        # whole requests per second; under one a second, one request per 1/rate seconds (0.5 used to be 1)
+        self.limiter = RateLimiter(int(rate), window=1.0) if rate >= 1 else RateLimiter(1, window=1.0 / rate)
         self.policy = policy or RetryPolicy()
         self.http = httpx.Client(
             timeout=httpx.Timeout(timeout),
