@@ -271,6 +271,27 @@ def test_build_reads_a_collection_as_a_manifest_is_read_so_a_stray_comma_is_name
     assert list(build("ivory", col, tmp_path / "ds")["label"]) == ["ivory", "ivory", "non_ivory", "non_ivory"]
 
 
+def test_photos_gone_from_a_collection_are_left_out_of_its_dataset_with_a_warning(tmp_path, caplog):
+    """Photos deleted or moved since the crawl were listed in the manifest and counted ('12 images'); training
+    then skipped them. The build now leaves them out, saying how many and which, before any recipe counts
+    photos: an object left with too few photos is no longer an instance class."""
+    import logging
+
+    from artsentry.data.recipes import build
+
+    col = _collection(tmp_path / "col", [{"object_id": o, "medium": m} for o, m in
+                                         zip("AAABBBCCC", ["Ivory"] * 3 + ["Porcelain"] * 6)])
+    for gone in ("images/01.jpg", "images/07.jpg", "images/08.jpg"):
+        (col / gone).unlink()
+    with caplog.at_level(logging.WARNING, logger="artsentry"):
+        ivory = build("ivory", col, tmp_path / "ivory")
+    assert len(ivory) == 6 and list(ivory["label"]).count("ivory") == 2
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{col / 'collection.csv'}: 3 listed image(s) not found, left out: {col / 'images' / '01.jpg'}, "
+        f"{col / 'images' / '07.jpg'}, {col / 'images' / '08.jpg'}"]
+    assert list(build("instance", col, tmp_path / "inst", min_images=2)["label"].unique()) == ["A", "B"]
+
+
 def test_a_dataset_card_counts_images_objects_splits_and_centuries():
     """What a curator reads to check a built dataset before training on it (card.json)."""
     from artsentry.data.card import card_data, century

@@ -32,6 +32,7 @@ move) that ``artsentry train`` reads unchanged, and a dataset card
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from pathlib import Path
@@ -39,6 +40,8 @@ from pathlib import Path
 import pandas as pd
 
 from .splits import split_instances
+
+log = logging.getLogger(__name__)
 
 RECIPES = ("ivory", "culture", "instance")
 
@@ -145,6 +148,12 @@ def build(recipe: str, collection: str | Path, out_dir: str | Path, *, top: int 
         raise ValueError(f"{csv_path}: the {recipe} recipe needs the column(s) {', '.join(missing)}; "
                          f"the table has {', '.join(col.columns)}")
     col["path"] = [str((csv_path.parent / p).resolve()) for p in col["path"]]
+    gone = [not os.path.isfile(p) for p in col["path"]]
+    if any(gone):  # deleted or moved since the crawl: counted in no class, the card's figures included
+        names = list(col.loc[gone, "path"])
+        log.warning("%s: %d listed image(s) not found, left out: %s%s", csv_path, len(names), ", ".join(names[:5]),
+                    f" and {len(names) - 5} more" if len(names) > 5 else "")
+        col = col[[not g for g in gone]].reset_index(drop=True)
     out_dir = Path(out_dir)
     # a manifest.csv no build wrote (a run's split, one made by hand) is not replaced
     if (out_dir / "manifest.csv").exists() and not (out_dir / "card.json").is_file():
