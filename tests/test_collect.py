@@ -577,6 +577,35 @@ def test_collection_csv_rows_carry_their_objects_record_text_as_stored(tmp_path)
     assert all(set(RECORD_FIELDS) <= set(r) for r in rows)
 
 
+def test_a_rerun_fetches_again_the_stored_images_whose_files_have_gone(tmp_path, caplog):
+    """Images deleted from the folder after the crawl (or a disk restored from an older backup) stayed
+    'done': a rerun fetched nothing, and collection.csv listed files that were not there. Now the rerun
+    fetches them again, saying so, and the collection is whole."""
+    import logging
+
+    met = FakeMet(12, seed=5)
+    folder = tmp_path / "col"
+    with FakeMetServer(met) as srv, MetClient(srv.api_url, policy=CountingPolicy(0)) as client:
+        for run in range(2):
+            crawler = Crawler(client, folder, images="all", workers=2, progress=False)
+            try:
+                with caplog.at_level(logging.WARNING, logger="artsentry"):
+                    crawler.crawl(met.ids)
+            finally:
+                crawler.close()
+            stored = pd.read_csv(folder / "collection.csv")
+            if run == 0:
+                first, sent = stored, client.requests_sent
+                lost = list(stored["path"][:2])
+                for path in lost:
+                    (folder / path).unlink()
+        assert client.requests_sent - sent == 2  # the two lost images, nothing else
+    assert stored.equals(first) and all((folder / p).is_file() for p in stored["path"])
+    assert [hashlib.sha256((folder / p).read_bytes()).hexdigest() for p in lost] == list(stored["sha256"][:2])
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{folder}: 2 stored image(s) no longer there, fetched again: {lost[0]}, {lost[1]}"]
+
+
 def test_the_crawl_summary_counts_failures_by_reason():
     from artsentry.collect.crawl import CrawlSummary
 

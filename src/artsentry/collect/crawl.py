@@ -13,7 +13,8 @@ an atomic rename); the main thread alone writes the database, one transaction
 per result. A crawl killed at any moment loses at most the work in flight:
 running the same command again skips everything recorded as done, a file
 written just before the kill is simply written again with the same bytes, and
-the temporary file of a write the kill cut short is removed.
+the temporary file of a write the kill cut short is removed. An image recorded
+as stored whose file has gone since is fetched again.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import csv
 import hashlib
 import io
 import json
+import logging
 import sqlite3
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from contextlib import ExitStack
@@ -55,6 +57,8 @@ CREATE TABLE IF NOT EXISTS images (
 );
 CREATE TABLE IF NOT EXISTS queries (key TEXT PRIMARY KEY, ids TEXT NOT NULL);
 """
+
+log = logging.getLogger(__name__)
 
 #: record fields carried into collection.csv, in this order
 RECORD_FIELDS = ["department", "objectName", "title", "culture", "period", "dynasty", "objectDate",
@@ -133,6 +137,19 @@ class CrawlStore:
         rows = self.db.execute("SELECT object_id, idx, url FROM images WHERE status = 'pending' "
                                "ORDER BY object_id, idx")
         return [r for r in rows if r[0] in wanted]
+
+    def forget_lost_files(self, ids: list[int]) -> list[str]:
+        """Images of ``ids`` recorded as stored whose file is no longer in the folder (deleted, moved, a disk
+        restored from an older backup) become pending again, to be fetched again; returns their files."""
+        wanted = set(ids)
+        lost = [(oid, idx, file) for oid, idx, file in self.db.execute(
+            "SELECT object_id, idx, file FROM images WHERE status = 'done' ORDER BY object_id, idx")
+            if oid in wanted and not (self.folder / file).is_file()]
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany("UPDATE images SET status = 'pending', file = NULL, sha256 = NULL "
+                                "WHERE object_id = ? AND idx = ?", [(oid, idx) for oid, idx, _ in lost])
+        return [file for _, _, file in lost]
 
     def image_done(self, object_id: int, idx: int, file: str, sha256: str) -> None:
         self.db.execute("UPDATE images SET status = 'done', file = ?, sha256 = ?, reason = NULL "
@@ -304,6 +321,10 @@ class Crawler:
                 store.mark_image(row[0], row[1], status, extra)
             return status
 
+        lost = store.forget_lost_files(ids)
+        if lost:
+            log.warning("%s: %d stored image(s) no longer there, fetched again: %s%s", self.folder, len(lost),
+                        ", ".join(lost[:5]), f" and {len(lost) - 5} more" if len(lost) > 5 else "")
         pending = store.pending_images(ids)
         self._sweep(pending)
         self._run(pending, lambda pool, row: pool.submit(self._fetch_image, *row), handle_image, "images")
