@@ -952,6 +952,24 @@ def test_image_urls_naming_this_machine_or_its_network_are_not_fetched(model_dir
         assert res["error"].isna().all() and seen == ["/a.jpg", "/a.jpg"]
 
 
+def test_a_url_no_request_can_be_made_of_is_that_rows_error_not_the_screens(model_dir, synthetic_dataset, tmp_path):
+    """One listing's URL that cannot be parsed ('http://[::1/a': 'Invalid IPv6 URL') stopped the whole screen;
+    one with a control character or over httpx's length limit was refused by the client mid-fetch. Each is
+    now its row's error, saying what is wrong with it (no --fetch-private hint: no address would help), and
+    the other rows are screened."""
+    photo = next((synthetic_dataset / "ivory").glob("*.jpg"))
+    table = tmp_path / "listings.csv"
+    urls = ["http://[::1/a.jpg", "http://shop.example/\x01.jpg", "http://shop.example/" + "a" * 70_000, str(photo)]
+    pd.DataFrame({"listing_id": list("abcd"), "image": urls}).to_csv(table, index=False)
+    Screener(model_dir, progress=False, fetch_urls=True, fetch_private=True, num_workers=0).run(table, tmp_path / "out")
+    res = pd.read_csv(tmp_path / "out" / "results.csv").set_index("listing_id")
+    assert res.loc["a", "error"] == "http://[::1/a.jpg: not an http(s) URL: 'http://[::1/a.jpg'"
+    for lid in "bc":
+        assert "not an http(s) URL that can be requested (a control character, or over 65536 characters)" in \
+            res.loc[lid, "error"] and "--fetch-private" not in res.loc[lid, "error"]
+    assert pd.isna(res.loc["d", "error"]) and res.loc["d", "sha256"] == hashlib.sha256(photo.read_bytes()).hexdigest()
+
+
 def test_a_url_gets_a_whole_deadline_however_slowly_its_host_sends():
     """httpx's timeout bounds each read, so a host sending a byte at a time never trips it: the fetch
     has a deadline as a whole, and stops a trickle part-way, or a retry due after it, with a reason."""

@@ -1006,6 +1006,18 @@ def test_url_fetch_refusals_name_their_cause(model_dir, photos, tmp_path, monkey
         assert r.json()["error"].startswith("fetching the URL failed: cannot resolve 'nowhere.invalid'"), r.text
 
 
+def test_a_url_the_server_cannot_request_is_a_bad_request_not_a_server_error(model_dir):
+    """{"url": "http://[::1/a"} and a URL with a control character were answered 500 Internal Server Error
+    (a ValueError from the parser, httpx's InvalidURL from the client): they are the caller's mistake."""
+    settings = ServeSettings(model=model_dir, allow_url_fetch=True, url_allowlist=("127.0.0.1",))
+    with LiveServer(create_app(settings)) as server:
+        for url, said in (("http://[::1/a.jpg", "not an http(s) URL: 'http://[::1/a.jpg'"),
+                          ("http://127.0.0.1:9/\x01.jpg", "not an http(s) URL that can be requested (a control "
+                                                          "character, or over 65536 characters)")):
+            r = httpx.post(f"{server.url}/v1/analyze", json={"url": url}, timeout=60)
+            assert r.status_code == 400 and r.json()["error"].startswith(said), r.text
+
+
 def test_a_pinned_url_keeps_its_name_port_and_scheme(monkeypatch):
     """What ``pinned`` sends: the checked address with the URL's own port (80 and 443 by default), its
     name in the Host header and, for https only, as the certificate's name; private addresses refused
@@ -1028,8 +1040,9 @@ def test_a_pinned_url_keeps_its_name_port_and_scheme(monkeypatch):
     with pytest.raises(FetchRefused, match=r"non-public address \(10\.0\.0\.7\)"):
         pinned("http://inside.example/a.jpg")  # the default refuses
     assert pinned("http://inside.example/a.jpg", allow_private=True) == ("http://inside.example/a.jpg", {}, {})
-    for bad in ("ftp://shop.example/a.jpg", "http:///a.jpg", "file:///etc/passwd", "http://shop.example:99999/a.jpg"):
-        with pytest.raises(BadURL, match="not an http\\(s\\) URL"):
+    for bad in ("ftp://shop.example/a.jpg", "http:///a.jpg", "file:///etc/passwd", "http://shop.example:99999/a.jpg",
+                "http://[::1/a.jpg", "http://shop.example/\x01.jpg", "http://shop.example/" + "a" * 70_000):
+        with pytest.raises(BadURL, match="not an http\\(s\\) URL"):  # not a ValueError, nor httpx's InvalidURL later
             pinned(bad)
     with pytest.raises(BadURL) as long_one:
         pinned("ftp://shop.example/" + "x" * 500)

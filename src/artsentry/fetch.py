@@ -76,10 +76,18 @@ def is_http_url(text: str) -> bool:
     return text[:8].lower().startswith(("http://", "https://"))
 
 
+#: the longest URL the HTTP client requests (httpx's own limit)
+MAX_URL_LENGTH = 65536
+
+
 def http_url(url: str):
-    """``(parsed url, port)`` of an http(s) URL with a host, else ``BadURL``."""
-    u = urlparse(url)
+    """``(parsed url, port)`` of an http(s) URL with a host that can be requested, else ``BadURL``: also for
+    one the HTTP client would refuse (a control character, over ``MAX_URL_LENGTH``) or not parse ('[::1')."""
+    if len(url) > MAX_URL_LENGTH or any(ord(c) < 32 or ord(c) == 127 for c in url):
+        raise BadURL(f"not an http(s) URL that can be requested (a control character, or over "
+                     f"{MAX_URL_LENGTH} characters): {url[:200]!r}")
     try:
+        u = urlparse(url)
         port = u.port or (443 if u.scheme == "https" else 80)
     except ValueError:
         raise BadURL(f"not an http(s) URL: {url[:200]!r}") from None

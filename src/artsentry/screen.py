@@ -198,10 +198,12 @@ def fetch_url(url: str, timeout: float = 15.0, max_bytes: int | None = None, all
     """The bytes at an http(s) URL (``artsentry.fetch``: retries, redirects, public addresses only unless
     ``allow_private``), or ``ImageLoadError`` saying why not."""
     from .data.images import DEFAULT_MAX_BYTES
-    from .fetch import FetchFailed, FetchRefused, fetch
+    from .fetch import BadURL, FetchFailed, FetchRefused, fetch
 
     try:
         return fetch(url, max_bytes=max_bytes or DEFAULT_MAX_BYTES, timeout=timeout, allow_private=allow_private)
+    except BadURL as exc:  # no address to allow: --fetch-private would not help
+        raise ImageLoadError(url, str(exc)) from None
     except FetchRefused as exc:
         raise ImageLoadError(url, f"{exc}: not fetched (--fetch-private fetches from private addresses too)") from None
     except FetchFailed as exc:

@@ -764,5 +764,5 @@ async def _fetch(url: str, settings: ServeSettings) -> bytes:
         return await asyncio.wait_for(download(url), settings.fetch_seconds)
     except asyncio.TimeoutError:
         raise _error(422, f"fetching the URL took over {settings.fetch_seconds:g} s") from None
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:  # InvalidURL is no HTTPError: it was a 500
         raise _error(422, f"fetching the URL failed: {exc.__class__.__name__}") from None
