@@ -452,3 +452,12 @@ def test_a_path_too_long_for_the_file_system_fails_by_name_with_the_reason(tmp_p
     with pytest.raises(ImageLoadError) as raised:
         load_image(path)
     assert str(raised.value) == f"{path}: cannot read file (File name too long)"
+
+
+def test_a_path_holding_a_nul_character_fails_by_name_not_with_a_valueerror(tmp_path):
+    """A damaged table's cell can hold a NUL character, which no file name can: os.stat raised ValueError
+    ('embedded null byte'), which stopped a whole screen and register import naming no row."""
+    path = str(tmp_path / "a\0b.jpg")
+    with pytest.raises(ImageLoadError) as raised:
+        load_image(path)
+    assert str(raised.value) == f"{path}: its path holds a NUL character: no file has such a name"

@@ -959,6 +959,23 @@ def test_import_registers_a_catalogue_once_however_often_it_runs(tmp_path, photo
         assert calls == expected
 
 
+def test_import_reports_a_photo_path_holding_a_nul_character_and_registers_the_rest(tmp_path, photos, capsys):
+    """A catalogue row whose photo cell holds a NUL character (a damaged export) ended the import with
+    'embedded null byte', naming nothing and registering nothing."""
+    import pandas as pd
+
+    table = tmp_path / "catalogue.csv"
+    pd.DataFrame({"object_id": ["A", "B"], "image": [str(tmp_path / "a\0b.jpg"), photos["B"][1]]}).to_csv(table,
+                                                                                                    index=False)
+    reg = str(tmp_path / "reg")
+    assert main(["-q", "register", "create", reg]) == 0
+    assert main(["-q", "register", "import", reg, str(table)]) == 3
+    out, err = capsys.readouterr()
+    assert "imported 1 photo(s), 1 new object(s) of the 2 in" in out
+    assert f"{tmp_path / 'a'}\0b.jpg: its path holds a NUL character" in err
+    assert [o["object_id"] for o in Register.open(reg).list()] == ["B"]
+
+
 def test_import_chunks_grow_with_the_register(tmp_path, monkeypatch):
     """Each chunk of an import is a transaction and a write of the whole index file (1 GB at 200,000
     vectors): chunks grow to an eighth of the register as it grows. The size was computed once, before

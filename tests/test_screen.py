@@ -959,8 +959,9 @@ def test_a_url_no_request_can_be_made_of_is_that_rows_error_not_the_screens(mode
     the other rows are screened."""
     photo = next((synthetic_dataset / "ivory").glob("*.jpg"))
     table = tmp_path / "listings.csv"
-    urls = ["http://[::1/a.jpg", "http://shop.example/\x01.jpg", "http://shop.example/" + "a" * 70_000, str(photo)]
-    pd.DataFrame({"listing_id": list("abcd"), "image": urls}).to_csv(table, index=False)
+    urls = ["http://[::1/a.jpg", "http://shop.example/\x01.jpg", "http://shop.example/" + "a" * 70_000, str(photo),
+            str(tmp_path / "a\0b.jpg")]  # and a file path holding a NUL: 'embedded null byte' stopped it too
+    pd.DataFrame({"listing_id": list("abcde"), "image": urls}).to_csv(table, index=False)
     Screener(model_dir, progress=False, fetch_urls=True, fetch_private=True, num_workers=0).run(table, tmp_path / "out")
     res = pd.read_csv(tmp_path / "out" / "results.csv").set_index("listing_id")
     assert res.loc["a", "error"] == "http://[::1/a.jpg: not an http(s) URL: 'http://[::1/a.jpg'"
@@ -968,6 +969,7 @@ def test_a_url_no_request_can_be_made_of_is_that_rows_error_not_the_screens(mode
         assert "not an http(s) URL that can be requested (a control character, or over 65536 characters)" in \
             res.loc[lid, "error"] and "--fetch-private" not in res.loc[lid, "error"]
     assert pd.isna(res.loc["d", "error"]) and res.loc["d", "sha256"] == hashlib.sha256(photo.read_bytes()).hexdigest()
+    assert res.loc["e", "error"].endswith("b.jpg: its path holds a NUL character: no file has such a name")
 
 
 def test_a_url_gets_a_whole_deadline_however_slowly_its_host_sends():

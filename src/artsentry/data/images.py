@@ -248,6 +248,8 @@ def read_image_bytes(source: ImageSource, name: str, max_bytes: int = DEFAULT_MA
         data = bytes(source)
     else:
         path = Path(source)
+        if "\0" in str(path):  # a table's cell from a damaged export; os.stat raises ValueError on it
+            raise ImageLoadError(name, "its path holds a NUL character: no file has such a name")
         try:
             st = path.stat()
         except FileNotFoundError:

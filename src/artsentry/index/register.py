@@ -1232,5 +1232,5 @@ def _photo_sha(source) -> str | None:
         return hashlib.sha256(source).hexdigest()
     try:
         return file_sha256(source)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a path holding a NUL character
         return None
