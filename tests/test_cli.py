@@ -577,6 +577,28 @@ def test_arguments_just_past_the_ends_of_their_ranges_are_usage_errors(argv, mes
     assert stop.value.code == 2 and message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv, said", [
+    (["collect", "--out", "C", "--ids", "1"],
+     "collect: interrupted; the same command continues the crawl where it stopped"),
+    (["screen", "IN", "--out", "OUT"], "screen: interrupted; the same command resumes the screening where it stopped"),
+    (["register", "import", "REG", "T.csv"],
+     "register: interrupted; the same command goes on (photos already registered are skipped)"),
+    (["register", "search", "REG", "a.jpg"], "register: interrupted"),
+    (["evaluate", "RUN"], "evaluate: interrupted"),
+])
+def test_an_interrupted_command_that_resumes_says_how(argv, said, capsys, monkeypatch):
+    """Ctrl-C printed 'interrupted' alone; a user who stopped a long crawl, screening, import or training did
+    not learn that running it again picks up where it stopped (train's line: the SIGTERM test)."""
+    from artsentry import cli
+
+    def ctrl_c(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(cli.COMMANDS, argv[0], ctrl_c)
+    assert main(argv) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"artsentry {said}"
+
+
 def test_train_defaults_depend_on_the_architecture_and_the_schedule():
     """What ``train`` runs when not told: lite0 fine-tunes 8 epochs and waits half the schedule (at least 3)
     for a better validation loss; the small CNN trains from scratch for 30 with a patience of 6; the head's

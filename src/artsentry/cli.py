@@ -1506,8 +1506,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"artsentry {args.command}: error: {said}{hint}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        print(f"artsentry {args.command}: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+        again = RESUMED_BY_RUNNING_AGAIN.get(f"{args.command} {getattr(args, 'action', '')}".strip(), "")
+        print(f"artsentry {args.command}: {'terminated' if terminated else 'interrupted'}{again}", file=sys.stderr)
         return 143 if terminated else 130
+
+
+#: what running an interrupted command again does, for the commands that pick up where they stopped
+RESUMED_BY_RUNNING_AGAIN = {
+    "train": "; the same command resumes the run from its last checkpoint",
+    "collect": "; the same command continues the crawl where it stopped",
+    "screen": "; the same command resumes the screening where it stopped",
+    "register import": "; the same command goes on (photos already registered are skipped)",
+}
 
 
 #: how long a command stopped by SIGTERM may take to shut its workers down before it is ended outright
