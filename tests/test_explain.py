@@ -401,7 +401,7 @@ def test_explained_similarity_is_the_registers_with_reshots(tmp_path, photos):
 
 
 def test_feature_map_files_keep_every_readable_photo_in_order_and_count_the_rest(model_dir, synthetic_dataset,
-                                                                                  tmp_path):
+                                                                                  tmp_path, monkeypatch):
     """``write_projection``'s three files, without a browser: the readable photos in the manifest's order, each
     with the decision ``predict`` makes and its coordinates; an unreadable photo counted, not mapped; the page's
     points inside its plot, a flat axis drawn at its edge, the colourings and their legends (most common first)."""
@@ -466,8 +466,16 @@ def test_feature_map_files_keep_every_readable_photo_in_order_and_count_the_rest
     small = json.loads(re.search(r"const D = (\{.*\});\n", flat).group(1))
     assert small["spaces"]["pca"] == [[20.0, 20.0], [20.0, 300.0], [20.0, 580.0]]  # a flat axis at its edge
     assert [p["thumb"] is None for p in small["points"]] == [False, False, True]  # thumbnails up to the cap
-    with pytest.raises(ValueError, match=r"cannot colour by \['period'\]"):
-        write_projection(model_dir, df, tmp_path / "m2", methods=("pca",), color_by=["period"])
+    import artsentry.explain.project as project
+
+    def no_features(*args, **kwargs):
+        raise AssertionError("features computed for a colouring that cannot be drawn")
+
+    with monkeypatch.context() as m:  # refused before the features' minutes, not after
+        m.setattr(project, "features_of", no_features)
+        with pytest.raises(ValueError, match=r"cannot colour by \['period'\]: not columns of the data \(\[.*'score'"):
+            write_projection(model_dir, df, tmp_path / "m2", methods=("pca",), color_by=["period"])
+    assert write_projection(model_dir, df, tmp_path / "m3", methods=("pca",), color_by=["score"])["images"] == 7
     three = write_projection(model_dir, df.iloc[:3].assign(department=None), tmp_path / "m1", methods=("pca",))
     assert three["images"] == 3  # the fewest a map takes; a column with no values is no default colouring
     page = Path(three["html"]).read_text()

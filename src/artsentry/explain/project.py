@@ -31,10 +31,15 @@ def _predictor(model):
     return model if isinstance(model, Predictor) else Predictor.load(model, runtime="torch")
 
 
-def features_of(model, df, *, batch_size: int = 32, progress: bool = False):
+#: the columns ``features_of`` adds to the table it is given
+FEATURE_TABLE_COLUMNS = ("predicted", "score", "correct", "error")
+
+
+def features_of(model, df, *, progress: bool = False):
     """(features (n, d) with NaN rows for unreadable images, table: ``df`` + predicted,
     score, correct, error). ``model``: a model folder or a loaded ``Predictor`` (its
-    PyTorch network is used: the features are not an output of the ONNX export)."""
+    PyTorch network is used: the features are not an output of the ONNX export), run on as
+    many photos at a time as the predictor's batch (``models.inference_batch``)."""
     import torch
 
     from ..inference import iter_image_batches
@@ -47,7 +52,7 @@ def features_of(model, df, *, batch_size: int = 32, progress: bool = False):
     errors: list[str | None] = [None] * len(table)
     paths = [str(p) for p in table["path"]]
     for batch in iter_image_batches(paths, predictor.transform, predictor.preprocessing, names=paths,
-                                    batch_size=batch_size, progress=progress, desc="features"):
+                                    batch_size=predictor.batch_size, progress=progress, desc="features"):
         for i, err in batch.errors:
             errors[i] = err
         if len(batch.index):
@@ -218,6 +223,10 @@ def write_projection(model, df, out_dir, *, methods: Sequence[str] = ("pca", "ts
     bad = [m for m in methods if m not in PROJECTIONS]
     if bad or not methods:
         raise ValueError(f"methods must be among {PROJECTIONS}, got {list(methods)}")
+    missing = [c for c in color_by or () if c not in df.columns and c not in FEATURE_TABLE_COLUMNS]
+    if missing:  # said before the features are computed, minutes for a large dataset
+        raise ValueError(f"cannot colour by {missing}: not columns of the data "
+                         f"({sorted(set(df.columns) | set(FEATURE_TABLE_COLUMNS))})")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     predictor = _predictor(model)
@@ -228,9 +237,6 @@ def write_projection(model, df, out_dir, *, methods: Sequence[str] = ("pca", "ts
     feats, kept = feats[ok], table[ok].reset_index(drop=True)
     if color_by is None:
         color_by = [c for c in ("label", "correct", "department") if c in kept.columns and kept[c].notna().any()]
-    missing = [c for c in color_by if c not in kept.columns]
-    if missing:
-        raise ValueError(f"cannot colour by {missing}: not columns of the data ({sorted(kept.columns)})")
     coords = {m: embed_2d(feats, m, seed) for m in methods}
     title = title or f"Feature map of {predictor.folder.resolve().parent.name if predictor.folder else 'the model'}"
     page = projection_html(coords, kept, list(color_by), title=title)
