@@ -1325,6 +1325,7 @@ def train(source: str | Path | None, run_dir: str | Path, settings: TrainSetting
     """
     settings = settings or TrainSettings()
     run_dir = Path(run_dir)
+    _check_teachers(settings.teacher)
     _check_run_folder(run_dir)  # before the lock: a refused folder is left without one
     with exclusive(run_dir, "train"):  # `make ivory` started twice: the second stops here
         if overwrite:
@@ -1356,6 +1357,19 @@ def _check_run_folder(run_dir: Path) -> None:
     if others and not any((run_dir / marker).exists() for marker in RUN_MARKERS):
         raise TrainingError(f"{run_dir} holds {first_names(others)} but no artsentry run: a run writes manifest.csv, "
                             "model/ and more into its folder, and --overwrite empties it; choose a new or empty --out")
+
+
+def _check_teachers(folders) -> None:
+    """Each --teacher a model folder with a readable config, said before the run folder is made: a mistyped
+    teacher used to fail after the data was split into it, and the corrected command was then refused as 'a
+    run with other settings' (the teacher is one of them). Labels and weights are checked when they load."""
+    from .models.artifact import ArtifactError, read_config, resolve_model_dir
+
+    for folder in folders or ():
+        try:
+            read_config(resolve_model_dir(folder))
+        except ArtifactError as exc:
+            raise TrainingError(f"teacher {exc}") from None
 
 
 def _check_source(source: str | Path | None) -> None:
