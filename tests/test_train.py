@@ -254,6 +254,10 @@ def test_rates_and_counts_that_cannot_train_are_refused():
     ({"sam": 1.01}, "sam radius must be in [0, 1]"),
     ({"architecture": "smallcnn", "image_size": 64, "inference_size": 64}, None),  # its own size, not its default
     ({"architecture": "smallcnn", "image_size": 64, "inference_size": 96}, "runs at its training size only (64 px"),
+    # the input size's own ends, refused before a run folder is made (it used to be after the data was split)
+    ({"image_size": 16, "inference_size": 32}, None), ({"image_size": 4096}, None),
+    ({"image_size": 15}, "input_size must be a whole number of pixels from 16 to 4096, not 15"),
+    ({"image_size": 4097}, "input_size must be a whole number of pixels from 16 to 4096, not 4097"),
 ])
 def test_each_settings_bound_is_where_its_message_says(kwargs, refused):
     """Each number a run takes is refused just past the end its message names and taken at that end (a
