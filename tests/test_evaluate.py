@@ -352,6 +352,24 @@ def test_ensemble_averages_member_probabilities(instance_models, tmp_path, capsy
         Ensemble([Predictor.load(instance_models[0]), _other_labels(instance_models[0], tmp_path)])
 
 
+def test_an_ensemble_of_one_model_given_twice_is_said(instance_models, tmp_path, caplog):
+    """evaluate RUN --ensemble RUN/model measured one model and called it an ensemble, without a word (a soup
+    of the same weights already said so)."""
+    import logging
+    import shutil
+
+    from artsentry.inference import Ensemble, Predictor
+
+    copy = shutil.copytree(instance_models[0], tmp_path / "copy")
+    with caplog.at_level(logging.WARNING, logger="artsentry"):
+        Ensemble([Predictor.load(m) for m in instance_models])
+        assert caplog.records == []  # two models
+        Ensemble([Predictor.load(instance_models[0]), Predictor.load(instance_models[1]), Predictor.load(copy)])
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{copy} holds the same weights as {instance_models[0]}: the ensemble counts them twice, and its figures "
+        "are not those of more models"]
+
+
 def _other_labels(model_dir, tmp_path):
     import shutil
 

@@ -7,6 +7,7 @@ predictions with ``error`` set; the others are unaffected.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -25,6 +26,8 @@ from .models import check_input_size, inference_batch
 from .models.artifact import ArtifactError, calibration_temperature, load_model
 from .models.onnx import OnnxClassifier, onnx_ready, onnxruntime_available
 from .models.classifier import ImageClassifier
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -267,6 +270,13 @@ class Ensemble(Decider):
             if m.positive_label != members[0].positive_label:  # the averaged probability of which label is flagged?
                 raise ValueError(f"ensemble members disagree on the positive label: {members[0].positive_label!r} vs "
                                  f"{m.positive_label!r} ({m.folder})")
+        seen: dict[str, Path | None] = {}
+        for m in self.members:  # the same model given twice (a run folder and its model folder, a copy)
+            version = m.info()["version"]
+            if version is not None and version in seen:
+                log.warning("%s holds the same weights as %s: the ensemble counts them twice, and its figures are "
+                            "not those of more models", m.folder, seen[version])
+            seen.setdefault(version, m.folder)
         self.positive_label = members[0].positive_label
         self.threshold = threshold
         self.batch_size = members[0].batch_size
