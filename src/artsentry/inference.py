@@ -272,7 +272,7 @@ class Ensemble(Decider):
                                  f"{m.positive_label!r} ({m.folder})")
         seen: dict[str, Path | None] = {}
         for m in self.members:  # the same model given twice (a run folder and its model folder, a copy)
-            version = m.info()["version"]
+            version = m.info().get("version") if hasattr(m, "info") else None  # None: no weights file (a test's)
             if version is not None and version in seen:
                 log.warning("%s holds the same weights as %s: the ensemble counts them twice, and its figures are "
                             "not those of more models", m.folder, seen[version])
