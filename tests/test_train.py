@@ -1382,10 +1382,9 @@ def test_teacher_settings_are_checked_before_training(tmp_path, synthetic_datase
     with pytest.raises(TrainingError, match="teacher .*not a model folder"):
         train(synthetic_dataset, tmp_path / "s3", TrainSettings(teacher=(str(tmp_path / "empty"),), **base),
               progress=False)
-    assert not (tmp_path / "s1" / "features").exists()  # refused before any work
-    # a mistyped teacher is refused before the run folder is made: the run folder used to hold the split and a
-    # run.json naming the wrong teacher, and the command with the right one was refused as 'other settings'
-    assert not (tmp_path / "s2").exists() and not (tmp_path / "s3").exists()
+    # refused before the run folder is made: it used to hold the split and a run.json naming the wrong teacher,
+    # and the command with the right one was refused as 'a run with other settings'
+    assert not (tmp_path / "s1").exists() and not (tmp_path / "s2").exists() and not (tmp_path / "s3").exists()
 
 
 def test_finetuned_model_runs_larger_than_it_trained(tmp_path, synthetic_dataset):

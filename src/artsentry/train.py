@@ -802,10 +802,16 @@ class Trainer:
         return df
 
     def _check_split(self, df: pd.DataFrame) -> None:
+        from .models.artifact import read_config, resolve_model_dir
+
         labels = sorted(df["label"].unique().tolist())
         if len(labels) < 2:
             raise TrainingError(f"a classifier needs images of at least two labels; found only {labels} "
                                 f"({len(df)} image(s))")
+        for folder in self.settings.teacher or ():  # before the run folder names it (read by _check_teachers)
+            taught = read_config(resolve_model_dir(folder))["labels"]
+            if list(taught) != labels:
+                raise TrainingError(f"teacher {resolve_model_dir(folder)} has labels {taught}, the data {labels}")
         counts = df["split"].value_counts()
         sizes = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("train", "val", "test"))
         if not counts.get("train", 0):
