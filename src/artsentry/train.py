@@ -809,9 +809,10 @@ class Trainer:
             raise TrainingError(f"a classifier needs images of at least two labels; found only {labels} "
                                 f"({len(df)} image(s))")
         for folder in self.settings.teacher or ():  # before the run folder names it (read by _check_teachers)
-            taught = read_config(resolve_model_dir(folder))["labels"]
+            folder = resolve_model_dir(folder)
+            taught = read_config(folder)["labels"]
             if list(taught) != labels:
-                raise TrainingError(f"teacher {resolve_model_dir(folder)} has labels {taught}, the data {labels}")
+                raise TrainingError(f"teacher {folder} has labels {taught}, the data {labels}")
         counts = df["split"].value_counts()
         sizes = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("train", "val", "test"))
         if not counts.get("train", 0):
@@ -1370,7 +1371,8 @@ def _check_run_folder(run_dir: Path) -> None:
 def _check_teachers(folders) -> None:
     """Each --teacher a model folder with a readable config, said before the run folder is made: a mistyped
     teacher used to fail after the data was split into it, and the corrected command was then refused as 'a
-    run with other settings' (the teacher is one of them). Labels and weights are checked when they load."""
+    run with other settings' (the teacher is one of them). Its labels are checked against the data's with the
+    split (``Trainer._check_split``), still before the run folder; its weights when it loads."""
     from .models.artifact import ArtifactError, read_config, resolve_model_dir
 
     for folder in folders or ():

@@ -34,7 +34,7 @@ from typing import Callable, Iterable, Iterator
 from tqdm.auto import tqdm
 
 from ..data.images import ImageLoadError, load_image
-from ..files import atomic_path, exclusive, sweep_stale, write_bytes_atomic
+from ..files import atomic_path, exclusive, first_names, sweep_stale, write_bytes_atomic
 from .met import MetClient, MetError, NotFound
 
 SCHEMA = """
@@ -174,10 +174,13 @@ class CrawlStore:
             "ORDER BY object_id, idx")]
         return rows
 
-    def records(self) -> Iterator[tuple[int, dict]]:
+    def records(self, ids: Iterable[int] | None = None) -> Iterator[tuple[int, dict]]:
+        """The stored records (of ``ids`` only, when given: the others are not parsed)."""
+        wanted = None if ids is None else set(ids)
         for oid, rec in self.db.execute("SELECT object_id, record FROM objects WHERE record IS NOT NULL "
                                         "ORDER BY object_id"):
-            yield oid, json.loads(rec)
+            if wanted is None or oid in wanted:
+                yield oid, json.loads(rec)
 
 
 def image_urls(record: dict, which: str, size: str) -> list[str]:
@@ -309,8 +312,7 @@ class Crawler:
         self._run(store.pending_objects(ids), lambda pool, oid: pool.submit(self._fetch_record, oid), handle_record,
                   "records")
         # objects fetched by an earlier run with fewer images asked for (--images none, then all): theirs too
-        wanted = set(ids)
-        store.add_images((oid, k, url) for oid, record in store.records() if oid in wanted
+        store.add_images((oid, k, url) for oid, record in store.records(ids)
                          for k, url in enumerate(image_urls(record, self.images, self.image_size)))
 
         def handle_image(row, result):
@@ -323,8 +325,8 @@ class Crawler:
 
         lost = store.forget_lost_files(ids)
         if lost:
-            log.warning("%s: %d stored image(s) no longer there, fetched again: %s%s", self.folder, len(lost),
-                        ", ".join(lost[:5]), f" and {len(lost) - 5} more" if len(lost) > 5 else "")
+            log.warning("%s: %d stored image(s) no longer there, fetched again: %s", self.folder, len(lost),
+                        first_names(lost, 5))
         pending = store.pending_images(ids)
         self._sweep(pending)
         self._run(pending, lambda pool, row: pool.submit(self._fetch_image, *row), handle_image, "images")

@@ -33,7 +33,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import ArtsentryError
-from ..files import LOCK_NAME, atomic_path
+from ..files import LOCK_NAME, atomic_path, first_names
 from .images import find_images, is_image_file
 
 log = logging.getLogger(__name__)
@@ -71,9 +71,8 @@ class ManifestReport:
             out.append(f"labels that differ only in case are different classes: {'; '.join(self.case_clashes)} "
                        "(if each pair is one class, write it one way)")
         if self.missing_files:
-            shown = ", ".join(self.missing_files[:5])
-            more = f" and {len(self.missing_files) - 5} more" if len(self.missing_files) > 5 else ""
-            out.append(f"{len(self.missing_files)} listed image(s) not found and skipped: {shown}{more}")
+            out.append(f"{len(self.missing_files)} listed image(s) not found and skipped: "
+                       f"{first_names(self.missing_files, 5)}")
         if self.object_id_inferred:
             out.append("no object id column: each image is treated as its own object")
         if self.object_ids_blank:

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..files import first_names
 from .splits import split_instances
 
 log = logging.getLogger(__name__)
@@ -151,8 +152,7 @@ def build(recipe: str, collection: str | Path, out_dir: str | Path, *, top: int 
     gone = [not os.path.isfile(p) for p in col["path"]]
     if any(gone):  # deleted or moved since the crawl: counted in no class, the card's figures included
         names = list(col.loc[gone, "path"])
-        log.warning("%s: %d listed image(s) not found, left out: %s%s", csv_path, len(names), ", ".join(names[:5]),
-                    f" and {len(names) - 5} more" if len(names) > 5 else "")
+        log.warning("%s: %d listed image(s) not found, left out: %s", csv_path, len(names), first_names(names, 5))
         col = col[[not g for g in gone]].reset_index(drop=True)
     out_dir = Path(out_dir)
     # a manifest.csv no build wrote (a run's split, one made by hand) is not replaced
