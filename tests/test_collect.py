@@ -267,6 +267,15 @@ def expected_collection(met: FakeMet, base: str, images="all"):
     return records, imgs
 
 
+def crawl_once(client, folder, ids, images="all"):
+    """One crawl of ``ids`` into ``folder`` (two workers), its folder's lock let go however it ends."""
+    crawler = Crawler(client, folder, images=images, workers=2, progress=False)
+    try:
+        return crawler.crawl(ids)
+    finally:
+        crawler.close()
+
+
 def test_faulty_crawl_stores_every_reachable_item_exactly_once(tmp_path):
     met = FakeMet(250, seed=7, faults=Faults.uniform(0.05, slow_seconds=0.6))
     with FakeMetServer(met, seed=11) as srv:
@@ -345,11 +354,7 @@ def test_a_resumed_crawl_removes_the_half_written_files_of_the_killed_one_at_onc
     for path in killed + [alive]:
         path.write_bytes(b"half")
     with FakeMetServer(met) as srv, MetClient(srv.api_url, policy=CountingPolicy(0)) as client:
-        crawler = Crawler(client, folder, images="all", workers=2, progress=False)
-        try:
-            crawler.crawl(met.ids)
-        finally:
-            crawler.close()
+        crawl_once(client, folder, met.ids)
     assert not [p for p in killed if p.exists()] and alive.exists()
     assert (folder / "images" / str(oid) / "0.jpg").is_file()
 
@@ -461,11 +466,7 @@ def test_a_record_whose_image_url_cannot_be_requested_fails_that_image_not_the_c
     met = OddAddresses(6, seed=3)
     for run in range(2):
         with FakeMetServer(met) as srv, MetClient(srv.api_url, policy=CountingPolicy(3)) as client:
-            crawler = Crawler(client, tmp_path / "col", images="all", workers=2, progress=False)
-            try:
-                summary = crawler.crawl(met.ids)
-            finally:
-                crawler.close()
+            summary = crawl_once(client, tmp_path / "col", met.ids)
         assert client.policy.waits == 0  # nothing was retried
         assert summary.images.get("failed") == 3 and summary.objects == {"done": 6}
         assert [line.strip() for line in summary.lines()[3:]] == ["3  image: invalid URL"]
@@ -538,11 +539,7 @@ def test_a_rerun_asking_for_more_images_fetches_them_for_the_objects_already_col
         assert 0 < len(primary) < len(every)
         sent = []
         for images, held in (("none", set()), ("primary", primary), ("all", every), ("primary", every)):
-            crawler = Crawler(client, tmp_path / "col", images=images, workers=2, progress=False)
-            try:
-                crawler.crawl(met.ids)
-            finally:
-                crawler.close()
+            crawl_once(client, tmp_path / "col", met.ids, images=images)
             stored = pd.read_csv(tmp_path / "col" / "collection.csv")
             assert set(zip(stored["object_id"], stored["image_index"])) == held, images
             sent.append(client.requests_sent - sum(sent))
@@ -587,12 +584,8 @@ def test_a_rerun_fetches_again_the_stored_images_whose_files_have_gone(tmp_path,
     folder = tmp_path / "col"
     with FakeMetServer(met) as srv, MetClient(srv.api_url, policy=CountingPolicy(0)) as client:
         for run in range(2):
-            crawler = Crawler(client, folder, images="all", workers=2, progress=False)
-            try:
-                with caplog.at_level(logging.WARNING, logger="artsentry"):
-                    crawler.crawl(met.ids)
-            finally:
-                crawler.close()
+            with caplog.at_level(logging.WARNING, logger="artsentry"):
+                crawl_once(client, folder, met.ids)
             stored = pd.read_csv(folder / "collection.csv")
             if run == 0:
                 first, sent = stored, client.requests_sent
