@@ -155,6 +155,33 @@ def test_a_record_without_an_object_id_is_an_error():
                 client.get_object(1)
 
 
+@pytest.mark.parametrize("body, why", [
+    (b'{"total": 3, "objectIDs": "123"}', "objectIDs is not a list of whole numbers"),  # was ids 1, 2 and 3
+    (b'{"total": 1, "objectIDs": [1.5]}', "objectIDs is not a list of whole numbers"),
+    (b'{"total": 1, "objectIDs": ["12"]}', "objectIDs is not a list of whole numbers"),
+    (b'[1, 2]', "a JSON list, not an object"),  # was AttributeError's traceback
+])
+def test_an_id_list_of_the_wrong_shape_is_retried_then_reported_not_read_as_ids(body, why):
+    for ask in (lambda c: c.search("ivory"), lambda c: c.object_ids()):
+        with scripted_host([200], body=body) as (base, asked), MetClient(base, policy=CountingPolicy(1)) as client:
+            with pytest.raises(MetError) as err:
+                ask(client)
+        assert err.value.reason == f"gave up after 2 attempts: bad body ({why})" and len(asked) == 2
+
+
+def test_a_department_list_of_the_wrong_shape_is_reported():
+    for body in (b'[1, 2]', b'{"departments": "Asian Art"}', b'{"departments": [1]}'):
+        with scripted_host([200], body=body) as (base, _), MetClient(base, policy=CountingPolicy(0)) as client:
+            with pytest.raises(MetError, match="bad body .(a JSON list, not an object|departments is not a list)"):
+                client.departments()
+
+
+def test_an_empty_id_list_is_no_ids():
+    for body in (b'{"total": 0, "objectIDs": null}', b'{"total": 0}', b'{"total": 2, "objectIDs": [7, 3]}'):
+        with scripted_host([200], body=body) as (base, _), MetClient(base, policy=CountingPolicy(0)) as client:
+            assert client.search("x") == (json.loads(body).get("objectIDs") or [])
+
+
 def test_filters_reach_the_server_and_redirects_are_followed():
     asked, agents = [], []
 
@@ -475,6 +502,39 @@ def test_a_record_whose_image_url_cannot_be_requested_fails_that_image_not_the_c
         assert set(zip(stored["object_id"], stored["image_index"])) == {i for i in imgs if i[0] != odd or i[1] == 0}
         failures = pd.read_csv(tmp_path / "col" / "failures.csv")
         assert failures["id"].str.startswith(f"{odd}/").all() and len(failures) == 3
+
+
+def test_a_record_whose_image_fields_are_not_urls_fails_that_object_not_the_crawl(tmp_path):
+    """A number as primaryImage raised httpx's TypeError out of a worker: a traceback, nothing stored. A text
+    as additionalImages became one request per character. Each is now that object's failure; the crawl stores
+    the rest. Stored by a run that asked for no images, such a record fails when a rerun asks for them."""
+
+    class OddFields(FakeMet):
+        def record(self, object_id, base):
+            record = super().record(object_id, base)
+            if object_id == odd[0]:
+                record["primaryImage"] = 5
+            elif object_id == odd[1]:
+                record["additionalImages"] = record["primaryImage"]
+            return record
+
+    plain = FakeMet(8, seed=3)
+    odd = [i for i in plain.ids if plain.record(i, "http://h")["primaryImage"]][:2]
+    met = OddFields(8, seed=3)
+    with FakeMetServer(met) as srv, MetClient(srv.api_url, policy=CountingPolicy(0)) as client:
+        _, imgs = expected_collection(plain, srv.base_url)
+        summary = crawl_once(client, tmp_path / "col", met.ids)
+        assert summary.objects == {"done": 6, "failed": 2}
+        assert sorted(line.strip() for line in summary.lines()[3:]) == [
+            "1  object: malformed record: additionalImages is not a list of URLs",
+            "1  object: malformed record: primaryImage is not text"]
+        stored = pd.read_csv(tmp_path / "col" / "collection.csv")
+        assert set(zip(stored["object_id"], stored["image_index"])) == {i for i in imgs if i[0] not in odd}
+        crawl_once(client, tmp_path / "later", met.ids, images="none")
+        summary = crawl_once(client, tmp_path / "later", met.ids, images="all")
+        assert summary.objects == {"done": 6, "failed": 2}
+        stored = pd.read_csv(tmp_path / "later" / "collection.csv")
+        assert set(zip(stored["object_id"], stored["image_index"])) == {i for i in imgs if i[0] not in odd}
 
 
 def test_an_api_base_url_without_a_scheme_is_refused_before_any_request(tmp_path):

@@ -185,14 +185,21 @@ class CrawlStore:
 
 def image_urls(record: dict, which: str, size: str) -> list[str]:
     """URLs to fetch for a record: ``which`` none / primary / all; ``size`` large / small
-    (small = ``primaryImageSmall``; additional images exist only in one size)."""
+    (small = ``primaryImageSmall``; additional images exist only in one size). ValueError for a record whose
+    image fields are not text (a URL) and a list of text: such a record is that object's failure."""
     if which == "none":
         return []
+    for key in ("primaryImage", "primaryImageSmall"):
+        if not isinstance(record.get(key) or "", str):
+            raise ValueError(f"malformed record: {key} is not text")
     primary = record.get("primaryImageSmall") if size == "small" else record.get("primaryImage")
     primary = primary or record.get("primaryImage") or ""
     urls = [primary] if primary else []
     if which == "all" and primary:
-        urls += [u for u in (record.get("additionalImages") or []) if u]
+        additional = record.get("additionalImages") or []
+        if not (isinstance(additional, list) and all(isinstance(u, str) for u in additional if u)):
+            raise ValueError("malformed record: additionalImages is not a list of URLs")
+        urls += [u for u in additional if u]
     return urls
 
 
@@ -252,6 +259,8 @@ class Crawler:
             return "missing", None, "ObjectID not found (404)"
         except MetError as exc:
             return "failed", None, exc.reason
+        except ValueError as exc:  # its image fields
+            return "failed", None, str(exc)
 
     def _fetch_image(self, object_id: int, idx: int, url: str):
         rel = f"images/{object_id}/{idx}.jpg"
@@ -312,8 +321,13 @@ class Crawler:
         self._run(store.pending_objects(ids), lambda pool, oid: pool.submit(self._fetch_record, oid), handle_record,
                   "records")
         # objects fetched by an earlier run with fewer images asked for (--images none, then all): theirs too
-        store.add_images((oid, k, url) for oid, record in store.records(ids)
-                         for k, url in enumerate(image_urls(record, self.images, self.image_size)))
+        rows = []
+        for oid, record in store.records(ids):
+            try:
+                rows += [(oid, k, url) for k, url in enumerate(image_urls(record, self.images, self.image_size))]
+            except ValueError as exc:  # stored by a run that asked for no images: fetched again next time
+                store.mark_object(oid, "failed", str(exc))
+        store.add_images(rows)
 
         def handle_image(row, result):
             status, rel, extra = result

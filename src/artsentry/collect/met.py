@@ -168,8 +168,17 @@ class MetClient:
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise ValueError("invalid JSON") from None
 
-    def get_json(self, path: str, params: dict | None = None):
-        return self._get(f"{self.base_url}/{path.lstrip('/')}", params, self._parse_json)
+    def get_json(self, path: str, params: dict | None = None, check=None):
+        """The answer's JSON; ``check(payload)`` may raise ValueError for one of the wrong shape, retried as a
+        bad body (a proxy's or a maintenance page's JSON) and then reported, instead of failing further on."""
+
+        def parse(response: httpx.Response):
+            payload = self._parse_json(response)
+            if check is not None:
+                check(payload)
+            return payload
+
+        return self._get(f"{self.base_url}/{path.lstrip('/')}", params, parse)
 
     def get_bytes(self, url: str, validate=None) -> bytes:
         """Image or other bytes; ``validate(bytes)`` may raise ValueError to retry (e.g. an HTML error page)."""
@@ -184,7 +193,7 @@ class MetClient:
 
     # -- API --------------------------------------------------------------------------------
     def departments(self) -> list[dict]:
-        return self.get_json("departments").get("departments", [])
+        return self.get_json("departments", check=_check_departments).get("departments") or []
 
     def object_ids(self, metadata_date: str | None = None, department_ids: list[int] | None = None) -> list[int]:
         params = {}
@@ -192,7 +201,7 @@ class MetClient:
             params["metadataDate"] = metadata_date
         if department_ids:
             params["departmentIds"] = "|".join(map(str, department_ids))
-        return list(self.get_json("objects", params or None).get("objectIDs") or [])
+        return list(self.get_json("objects", params or None, check=_check_id_list).get("objectIDs") or [])
 
     def search(self, q: str = "*", **filters) -> list[int]:
         """``filters``: hasImages, medium ('Ivory|Ceramics'), departmentId, artistOrCulture, geoLocation,
@@ -202,10 +211,30 @@ class MetClient:
             if value is None:
                 continue
             params[key] = str(value).lower() if isinstance(value, bool) else str(value)
-        return list(self.get_json("search", params).get("objectIDs") or [])
+        return list(self.get_json("search", params, check=_check_id_list).get("objectIDs") or [])
 
     def get_object(self, object_id: int) -> dict:
         record = self.get_json(f"objects/{int(object_id)}")
         if not isinstance(record, dict) or "objectID" not in record:
             raise MetError(f"{self.base_url}/objects/{object_id}", "record without objectID")
         return record
+
+
+def _check_id_list(payload) -> None:
+    """An object list or search answer: ``{"total": n, "objectIDs": [whole numbers] or null}``. A string there
+    would otherwise become one id per digit, and a float or text a traceback in the crawl."""
+    if not isinstance(payload, dict):
+        raise ValueError(f"a JSON {type(payload).__name__}, not an object")
+    ids = payload.get("objectIDs")
+    if ids is not None and not (isinstance(ids, list)
+                                and all(isinstance(i, int) and not isinstance(i, bool) for i in ids)):
+        raise ValueError("objectIDs is not a list of whole numbers")
+
+
+def _check_departments(payload) -> None:
+    if not isinstance(payload, dict):
+        raise ValueError(f"a JSON {type(payload).__name__}, not an object")
+    departments = payload.get("departments")
+    if departments is not None and not (isinstance(departments, list)
+                                        and all(isinstance(d, dict) for d in departments)):
+        raise ValueError("departments is not a list of objects")
