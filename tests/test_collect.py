@@ -540,6 +540,9 @@ def test_a_record_whose_image_fields_are_not_urls_fails_that_object_not_the_craw
 def test_an_api_base_url_without_a_scheme_is_refused_before_any_request(tmp_path):
     with pytest.raises(ValueError, match="must start with http:// or https://, not 'localhost:8765'"):
         MetClient("localhost:8765")
+    with scripted_host([200]) as (base, asked):  # schemes are case-blind: HTTP:// is one
+        with MetClient("HTTP" + base[4:], policy=CountingPolicy(0)) as client:
+            assert client.get_object(1) == {"objectID": 1} and asked == ["/objects/1"]
     out = subprocess.run([sys.executable, "-m", "artsentry", "collect", "--out", str(tmp_path / "col"), "--ids", "1",
                           "--base-url", "localhost:8765"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 1 and not (tmp_path / "col").exists()

@@ -23,6 +23,7 @@ from contextlib import contextmanager
 import httpx
 
 from ..errors import ArtsentryError
+from ..fetch import is_http_url
 from ..retry import RetryPolicy, parse_retry_after
 
 DEFAULT_BASE_URL = "https://collectionapi.metmuseum.org/public/collection/v1"
@@ -90,7 +91,7 @@ class MetClient:
                  policy: RetryPolicy | None = None, user_agent: str | None = None, max_connections: int = 32):
         from .. import __version__
 
-        if not base_url.startswith(("http://", "https://")):
+        if not is_http_url(base_url):  # schemes are case-blind
             raise ValueError(f"the API base URL must start with http:// or https://, not {base_url!r}")
         self.base_url = base_url.rstrip("/")
         if not (math.isfinite(rate) and rate > 0):
