@@ -156,6 +156,26 @@ def test_a_metobjects_file_not_utf8_or_not_csv_is_an_error_naming_it_not_a_trace
                                   "limit (131072))")  # header 1, the first row 2-3
 
 
+def test_a_quote_never_closed_is_an_error_not_the_rest_of_the_file_read_as_one_field(tmp_path):
+    """The csv module takes everything after a quote left open as that one field: the import stored the row
+    with the rest of the file as its title and said nothing of the rows swallowed. Now it names the row's line
+    and stores nothing; a last row without a line end, or a closed quote spanning lines, still reads."""
+    header = "Object ID,Is Public Domain,Medium,Title\n"
+    for tail in ("Ivory,\"Comb\n3,True,Ivory,Box\n4,True,Ivory,Fan\n", "\"Ivory,Comb\n3,True,Ivory,Box\n",
+                 "Ivory,Comb,\"extra\n3,True,Ivory,Box", "\"Ivory\",\"Comb\n3,True,Ivory,Box\n"):
+        (tmp_path / "open.csv").write_text(header + "1,True,Ivory,Cup\n2,True," + tail)
+        store = CrawlStore(tmp_path / "col")
+        with pytest.raises(MetObjectsError) as refused:
+            import_metobjects(tmp_path / "open.csv", store)
+        assert str(refused.value) == (f"{tmp_path / 'open.csv'}:3: a quote opened in the row starting here is never "
+                                      "closed, so the rest of the file would read as one field")
+        assert store.counts()["objects"] == {}  # row 1 was read, then rolled back with the rest
+        store.close()
+    (tmp_path / "fine.csv").write_text(header + '1,True,Ivory,"Comb,\nwith teeth"\n2,True,Ivory,"Box"')
+    assert [(r["objectID"], r["title"]) for r in read_metobjects(tmp_path / "fine.csv")] == [
+        (1, "Comb,\nwith teeth"), (2, "Box")]
+
+
 def _collection(folder, rows):
     """A crawl's collection.csv (paths relative to it) with a small photo per row."""
     from .conftest import object_photo
