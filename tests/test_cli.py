@@ -599,6 +599,30 @@ def test_an_interrupted_command_that_resumes_says_how(argv, said, capsys, monkey
     assert capsys.readouterr().err.strip().splitlines()[-1] == f"artsentry {said}"
 
 
+@pytest.mark.parametrize("stop, said", [(KeyboardInterrupt, "artsentry screen: interrupted; the same command "
+                                         "resumes the screening where it stopped"),
+                                        (OSError(28, "No space left on device", "OUT/report.csv"),
+                                         "artsentry screen: error: OUT/report.csv: No space left on device")])
+def test_a_stopped_commands_last_line_starts_a_line_and_no_bar_is_drawn_after_it(stop, said, capsys, monkeypatch):
+    """A progress bar the stop left open is closed only when its frame goes, after the stop's line: on a log
+    file the last line ran on from the bar ('... 352/2829 [00:08, flagged=338]artsentry screen: interrupted')
+    and the bar was drawn again after it. The bars are closed first now."""
+    from tqdm.auto import tqdm
+
+    from artsentry import cli
+
+    def command(args):  # as Screener.run's bar, closed after its loop
+        bar = tqdm(total=10, desc="screen", unit="img", mininterval=0)
+        bar.update(1)
+        raise stop
+
+    monkeypatch.setitem(cli.COMMANDS, "screen", command)
+    main(["screen", "IN", "--out", "OUT"])
+    err = capsys.readouterr().err
+    assert err.endswith("\n" + said + "\n") and err.count(said) == 1
+    assert "screen:   0%" in err  # the bar was drawn, then ended with its line
+
+
 def test_train_defaults_depend_on_the_architecture_and_the_schedule():
     """What ``train`` runs when not told: lite0 fine-tunes 8 epochs and waits half the schedule (at least 3)
     for a better validation loss; the small CNN trains from scratch for 30 with a patience of 6; the head's

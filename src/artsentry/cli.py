@@ -1503,12 +1503,23 @@ def main(argv: list[str] | None = None) -> int:
             said = f"{exc.filename}: {exc.strerror}"  # a full disk, a folder without permission...
         else:
             said = " ".join(str(exc).split())  # one line, even when a library's message has several
+        _end_progress_bars()
         print(f"artsentry {args.command}: error: {said}{hint}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         again = RESUMED_BY_RUNNING_AGAIN.get(f"{args.command} {getattr(args, 'action', '')}".strip(), "")
+        _end_progress_bars()
         print(f"artsentry {args.command}: {'terminated' if terminated else 'interrupted'}{again}", file=sys.stderr)
         return 143 if terminated else 130
+
+
+def _end_progress_bars() -> None:
+    """Close the progress bars a stopped command left open, before its last line: a bar in a loop the stop
+    left is closed only when the loop's frame goes, so on a log file (no terminal) the line ran on from the
+    bar ('... 352/2829 [00:08, flagged=338]artsentry screen: interrupted') and the bar was drawn again after."""
+    std = sys.modules.get("tqdm.std")  # not imported: no bar was made
+    for bar in list(std.tqdm._instances) if std else ():  # every bar, tqdm.auto's too (a subclass's)
+        bar.close()
 
 
 #: what running an interrupted command again does, for the commands that pick up where they stopped
