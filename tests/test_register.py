@@ -959,6 +959,29 @@ def test_import_registers_a_catalogue_once_however_often_it_runs(tmp_path, photo
         assert calls == expected
 
 
+def test_import_of_a_crawls_collection_keeps_the_objects_fields_not_one_photos(tmp_path, photos, caplog):
+    """A crawl's collection.csv has one row per photo: its url, sha256, image_index and image_kind are the
+    photo's. They were kept as the object's metadata from its first row (one photo's address and hash shown
+    as the object's); columns that differ between an object's rows are now left out, with a warning."""
+    import pandas as pd
+
+    from artsentry.index.register import read_objects
+
+    rows = [{"path": photos[n][0][k], "object_id": oid, "image_index": k, "image_kind": "primary" if k == 0 else
+             "additional", "url": f"https://images.example/{oid}/{k}.jpg", "sha256": f"{oid}{k}" * 8,
+             "title": f"Object {n}", "medium": "Ivory", "department": "Asian Art"}
+            for oid, n in ((11, "A"), (12, "B")) for k in range(2)]
+    rows.append({**rows[0], "path": photos["C"][0][0], "object_id": 13, "url": "https://images.example/13/0.jpg"})
+    pd.DataFrame(rows).to_csv(tmp_path / "collection.csv", index=False)
+    objects, problems = read_objects(tmp_path / "collection.csv")
+    assert problems == [] and [(o, len(p)) for o, p, _ in objects] == [("11", 2), ("12", 2), ("13", 1)]
+    assert [meta for _, _, meta in objects] == [{"title": f"Object {n}", "medium": "Ivory", "department": "Asian Art"}
+                                                for n in "ABA"]
+    assert caplog.messages == [f"{tmp_path / 'collection.csv'}: column(s) image_index, image_kind, url, sha256 "
+                               "differ between one object's photos (e.g. object 11's), so they describe the photos, "
+                               "not the object: not kept as its metadata"]
+
+
 def test_import_reports_a_photo_path_holding_a_nul_character_and_registers_the_rest(tmp_path, photos, capsys):
     """A catalogue row whose photo cell holds a NUL character (a damaged export) ended the import with
     'embedded null byte', naming nothing and registering nothing."""

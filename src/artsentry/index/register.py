@@ -1160,8 +1160,10 @@ def read_objects(source: str | Path) -> tuple[list[tuple[str, list[str], dict]],
     object (the sub-folder's name is the object id), or a table (CSV, JSONL, Parquet, XLSX) with one
     row per photo: an object id column, a photo column (paths relative to the table's folder),
     and optionally ``title``, ``department``, ``source``, ``status`` and any other columns, kept
-    as the object's metadata (from its first row that has them). Returns ``(object_id, photos,
-    metadata)`` in input order, and one line per row or file that cannot be used."""
+    as the object's metadata (from its first row that has them). A column other than those four whose
+    values differ between the rows of one object is the photos' (a crawl's ``url``, ``sha256``,
+    ``image_index``), not the object's: it is not kept, with a warning naming it. Returns ``(object_id,
+    photos, metadata)`` in input order, and one line per row or file that cannot be used."""
     from ..data.images import find_images, is_image_file
     from ..data.manifest import ManifestError, _pick, _read_table, row_name, table_path
 
@@ -1196,6 +1198,7 @@ def read_objects(source: str | Path) -> tuple[list[tuple[str, list[str], dict]],
     meta_cols = [c for c in raw.columns if c not in (id_col, photo_col)]
     base = source.parent.resolve()
     by_id: dict[str, tuple[list[str], dict]] = {}
+    per_photo: dict[str, str] = {}  # column -> an object whose rows differ in it
     for i, row in enumerate(raw.itertuples(index=False)):
         values = dict(zip(raw.columns, row))
         object_id, photo = object_key(values[id_col]), values[photo_col].strip()
@@ -1209,11 +1212,19 @@ def read_objects(source: str | Path) -> tuple[list[tuple[str, list[str], dict]],
         photos.append(table_path(photo, base))
         for c in meta_cols:
             key = c.lower() if c.lower() in META_FIELDS else c
-            if values[c].strip() and meta.get(key) is None:
-                meta[key] = values[c].strip()
+            value = values[c].strip()
+            if value and meta.get(key) is None:
+                meta[key] = value
+            elif value and value != meta.get(key) and key not in META_FIELDS:
+                per_photo.setdefault(key, object_id)
     if not by_id:
         raise RegisterError(f"{source}: no row names both an object id and a photo")
-    return [(k, photos, meta) for k, (photos, meta) in by_id.items()], problems
+    if per_photo:
+        log.warning("%s: column(s) %s differ between one object's photos (e.g. object %s's), so they describe "
+                    "the photos, not the object: not kept as its metadata", source, ", ".join(per_photo),
+                    next(iter(per_photo.values())))
+    return [(k, photos, {f: v for f, v in meta.items() if f not in per_photo})
+            for k, (photos, meta) in by_id.items()], problems
 
 
 def _bytes_or_source(photo, name: str):
