@@ -83,8 +83,17 @@ def test_inference_size_settings():
     assert TrainSettings(inference_size=352).fingerprint() == TrainSettings().fingerprint()
     with pytest.raises(ValueError, match="training size only"):
         TrainSettings(architecture="smallcnn", inference_size=192).validate()
-    with pytest.raises(ValueError, match="at least 32"):
-        TrainSettings(inference_size=16).validate()
+    # one size rule for training and inference sizes: the preprocessing's 16 to 4096 px, and 24 px for the
+    # small CNN's three pooling stages (20 px was taken, then failed in torch; 16 to 31 px were refused at
+    # inference with "at least 32 px" while a model could be trained at them)
+    TrainSettings(inference_size=16).validate()
+    TrainSettings(image_size=16).validate()
+    TrainSettings(architecture="smallcnn", image_size=24).validate()
+    for settings, said in ((dict(inference_size=15), "from 16 to 4096, not 15"),
+                           (dict(image_size=5000), "from 16 to 4096, not 5000"),
+                           (dict(architecture="smallcnn", image_size=20), "smallcnn takes inputs of at least 24 px")):
+        with pytest.raises(ValueError, match=said):
+            TrainSettings(**settings).validate()
 
 
 def test_resize_settings_and_the_fit_crop():

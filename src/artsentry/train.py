@@ -273,8 +273,8 @@ class TrainSettings:
             raise ValueError(f"--pooling {self.pooling} pools an EfficientNet's stages; smallcnn has its own dense layer")
         if self.head_views < 0:
             raise ValueError(f"head views must be >= 0, not {self.head_views}")
-        if self.image_size is not None:  # the preprocessing's size rule, said before the run folder is made
-            Preprocessing(input_size=self.image_size)
+        if self.image_size is not None:  # the size rule, said before the run folder is made
+            check_input_size(self.architecture, self.image_size)
         if self.head_views and self.augment == "none":
             raise ValueError("--head-views caches augmented views of the training photos; --augment none makes none")
         if self.mode == "frozen" and self.augment == "listing" and not self.head_views:

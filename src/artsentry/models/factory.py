@@ -10,6 +10,7 @@ from .classifier import ImageClassifier, transfer_head
 from .efficientnet_lite import MEAN, STD, VARIANTS, create_efficientnet_lite
 from .pooling import DEFAULT_STAGE, TextureBackbone
 from .smallcnn import INPUT_SIZE as SMALLCNN_SIZE
+from .smallcnn import MIN_INPUT_SIZE as SMALLCNN_MIN_SIZE
 from .smallcnn import SmallCNN
 
 
@@ -28,13 +29,15 @@ def default_preprocessing(name: str) -> Preprocessing:
                          interpolation="bicubic")
 
 
-def check_input_size(name: str, size: int, trained_size: int) -> None:
-    """Raise ``ValueError`` unless a network of architecture ``name`` trained at ``trained_size``
-    px can run at ``size`` px: the EfficientNets' convolutions and global pooling take any size
-    from 32 px; the small CNN's dense layer fixes its size."""
-    if size < 32:
-        raise ValueError(f"input size must be at least 32 px, not {size}")
-    if size != trained_size and not name.startswith("efficientnet"):
+def check_input_size(name: str, size: int, trained_size: int | None = None) -> None:
+    """Raise ``ValueError`` unless a network of architecture ``name`` (trained at ``trained_size`` px, when
+    given) can run at ``size`` px: the EfficientNets' convolutions and global pooling take any size the
+    preprocessing does (16 to 4,096 px); the small CNN needs 24 px, and its dense layer fixes its size."""
+    Preprocessing(input_size=size)  # its rule: a whole number of pixels from 16 to 4096
+    if name == "smallcnn" and size < SMALLCNN_MIN_SIZE:
+        raise ValueError(f"smallcnn takes inputs of at least {SMALLCNN_MIN_SIZE} px (its three pooling stages), "
+                         f"not {size}")
+    if trained_size is not None and size != trained_size and not name.startswith("efficientnet"):
         raise ValueError(f"{name} runs at its training size only ({trained_size} px; its dense layer fixes the size)")
 
 

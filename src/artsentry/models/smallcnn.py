@@ -11,6 +11,8 @@ import torch
 from torch import nn
 
 INPUT_SIZE = 150
+#: the smallest input its three convolution + pooling stages leave a feature map of (24 px: 1 x 1)
+MIN_INPUT_SIZE = 24
 
 
 class SmallCNN(nn.Module):
