@@ -86,3 +86,24 @@ def test_a_process_that_keeps_freed_memory_does_not_fork_its_heap_into_decoding_
 
     assert forked("plain")  # the platform default: workers are forks of this process
     assert not forked("keep")  # they come from a small forkserver instead
+
+
+def test_available_memory_is_the_kernels_or_a_containers_limit_less_its_use_whichever_is_less(tmp_path):
+    from artsentry.memory import available_mib
+
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       24000000 kB\nMemFree:         1000000 kB\nMemAvailable:   20971520 kB\n")
+    assert available_mib(str(meminfo), str(tmp_path / "no-cgroup")) == 20480.0
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "memory.max").write_text("8589934592\n")  # 8 GiB, 1 GiB of it in use
+    (v2 / "memory.current").write_text("1073741824\n")
+    assert available_mib(str(meminfo), str(v2)) == 7168.0
+    (v2 / "memory.max").write_text("max\n")  # no limit
+    assert available_mib(str(meminfo), str(v2)) == 20480.0
+    v1 = tmp_path / "v1" / "memory"
+    v1.mkdir(parents=True)
+    (v1 / "memory.limit_in_bytes").write_text("4294967296\n")
+    (v1 / "memory.usage_in_bytes").write_text("0\n")
+    assert available_mib(str(meminfo), str(tmp_path / "v1")) == 4096.0
+    assert available_mib(str(tmp_path / "none"), str(tmp_path / "no-cgroup")) is None  # not Linux: not checked

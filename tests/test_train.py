@@ -96,6 +96,36 @@ def test_inference_size_settings():
             TrainSettings(**settings).validate()
 
 
+def test_fine_tuning_that_would_not_fit_in_memory_is_refused_naming_a_batch_that_would(tmp_path, synthetic_dataset,
+                                                                                      capsys):
+    """A fine-tuning step keeps ~1,600 MiB of activations per photo-megapixel (lite0; BENCHMARKS.md): at 768 px
+    and 32 photos, ~30 GiB. Nothing stopped such a run until the kernel killed it at its first step, after the
+    head stage, saying nothing. It is refused before anything is read or written, with the batch that fits."""
+    from dataclasses import replace as replace_settings
+
+    from artsentry.train import TRAIN_RESERVE_MIB, _check_memory
+
+    big = TrainSettings(image_size=768)
+    with pytest.raises(TrainingError) as refused:
+        _check_memory(big, available=16 * 1024)
+    assert str(refused.value) == ("fine-tuning efficientnet_lite0 at 768 px, 32 photo(s) a step, takes about 29.5 GiB; "
+                                  "this machine has 16.0 GiB free: --batch-size 15 would fit (or free memory)")
+    step = 1600 * 768 * 768 / 1e6  # one photo's MiB
+    assert int((16 * 1024 - TRAIN_RESERVE_MIB) // step) == 15
+    _check_memory(replace_settings(big, batch_size=15), available=16 * 1024)  # what it said fits does
+    _check_memory(replace_settings(big, mode="frozen"), available=16 * 1024)  # features come in bounded batches
+    _check_memory(replace_settings(big, epochs=0), available=16 * 1024)  # the head alone
+    with pytest.raises(TrainingError, match=r"320 px, 32 photo\(s\) a step \(two views each\), takes about 10.2 GiB"):
+        _check_memory(TrainSettings(image_size=320, augment="listing", consistency=3), available=8 * 1024)
+    with pytest.raises(TrainingError, match="not one photo a step fits: a smaller --image-size"):
+        _check_memory(TrainSettings(image_size=4096, batch_size=1), available=16 * 1024)
+    with pytest.raises(TrainingError, match="smallcnn at 1024 px"):  # trained from scratch: always fine-tuned
+        _check_memory(TrainSettings(architecture="smallcnn", image_size=1024), available=4 * 1024)
+    # the command: refused before the run folder is made (4,096 px x 32 photos: ~840 GiB, on any machine)
+    assert main(["train", str(synthetic_dataset), "--out", str(tmp_path / "run"), "--image-size", "4096"]) == 1
+    assert "takes about 838.9 GiB" in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
 def test_resize_settings_and_the_fit_crop():
     from PIL import Image
 

@@ -57,3 +57,24 @@ def keep_freed_memory() -> bool:
     # and never give the heap's free top back (the largest value mallopt takes)
     _keeping = bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
     return _keeping
+
+
+def available_mib(meminfo: str = "/proc/meminfo", cgroup: str = "/sys/fs/cgroup") -> float | None:
+    """Memory a process could take now, in MiB: the kernel's ``MemAvailable``, or a container's cgroup limit
+    less its use when that is less; None where neither can be read (not Linux)."""
+    found = []
+    try:
+        with open(meminfo, encoding="ascii") as fh:
+            found += [int(line.split()[1]) / 1024 for line in fh if line.startswith("MemAvailable:")]
+    except (OSError, ValueError, IndexError):
+        pass
+    for limit, used in (("memory.max", "memory.current"),  # cgroup v2
+                        ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes")):  # v1
+        try:
+            with open(os.path.join(cgroup, limit), encoding="ascii") as a, \
+                    open(os.path.join(cgroup, used), encoding="ascii") as b:
+                found.append((int(a.read().strip()) - int(b.read().strip())) / 2**20)
+            break
+        except (OSError, ValueError):  # no such file, or "max": no limit
+            continue
+    return min(found) if found else None

@@ -177,7 +177,8 @@ from .data.transforms import (AUGMENTATIONS, CROP_SCALE, LISTING_P, RESIZE_MODES
 from .errors import ArtsentryError
 from .files import LOCK_NAME, entries, exclusive, first_names, write_text_atomic
 from .inference import default_workers
-from .models import POOLINGS, ImageClassifier, check_input_size, create_model, default_preprocessing
+from .models import (POOLINGS, ImageClassifier, check_input_size, create_model, default_preprocessing,
+                     training_step_mib)
 from .models.artifact import save_model, save_tensors_atomic
 
 log = logging.getLogger(__name__)
@@ -1335,6 +1336,7 @@ def train(source: str | Path | None, run_dir: str | Path, settings: TrainSetting
     settings = settings or TrainSettings()
     run_dir = Path(run_dir)
     _check_teachers(settings.teacher)
+    _check_memory(settings)
     _check_run_folder(run_dir)  # before the lock: a refused folder is left without one
     with exclusive(run_dir, "train"):  # `make ivory` started twice: the second stops here
         if overwrite:
@@ -1366,6 +1368,31 @@ def _check_run_folder(run_dir: Path) -> None:
     if others and not any((run_dir / marker).exists() for marker in RUN_MARKERS):
         raise TrainingError(f"{run_dir} holds {first_names(others)} but no artsentry run: a run writes manifest.csv, "
                             "model/ and more into its folder, and --overwrite empties it; choose a new or empty --out")
+
+
+#: what a training process holds besides its steps (the model, its optimizer state, the data, decoding workers)
+TRAIN_RESERVE_MIB = 2048
+
+
+def _check_memory(s: TrainSettings, available: float | None = None) -> None:
+    """Refuse fine-tuning whose steps would not fit in the memory free now (``available`` MiB, default: this
+    machine's), before anything is read or written: at 768 px, 32 photos a step take ~30 GiB, and the kernel
+    would kill the process at its first step, after the head stage's minutes, saying nothing of why."""
+    if not (s.architecture == "smallcnn" or (s.mode == "finetune" and s.epochs > 0)):
+        return  # a frozen backbone: features are made in inference's bounded batches
+    from .memory import available_mib
+
+    size = s.image_size or default_preprocessing(s.architecture).input_size
+    views = 2 if s.consistency else 1  # a studio and a listing-style view of each photo in one step
+    need = training_step_mib(s.architecture, s.batch_size * views, size)
+    free = available_mib() if available is None else available
+    if free is None or need + TRAIN_RESERVE_MIB <= free:
+        return
+    fits = int((free - TRAIN_RESERVE_MIB) // training_step_mib(s.architecture, views, size))
+    then = f"--batch-size {fits} would fit" if fits > 0 else "not one photo a step fits: a smaller --image-size"
+    raise TrainingError(f"fine-tuning {s.architecture} at {size} px, {s.batch_size} photo(s) a step"
+                        f"{' (two views each)' if views == 2 else ''}, takes about {need / 1024:.1f} GiB; this machine "
+                        f"has {free / 1024:.1f} GiB free: {then} (or free memory)")
 
 
 def _check_teachers(folders) -> None:

@@ -21,7 +21,7 @@ import importlib
 
 _HOMES = {"ARCHITECTURES": "..choices", "POOLINGS": "..choices", "ImageClassifier": ".classifier",
           **{name: ".factory" for name in ("check_input_size", "create_model", "default_preprocessing",
-                                           "inference_batch", "model_from_config")}}
+                                           "inference_batch", "model_from_config", "training_step_mib")}}
 
 __all__ = ["ARCHITECTURES", "POOLINGS", "ImageClassifier", "create_model", "default_preprocessing", "model_from_config"]
 

@@ -49,6 +49,17 @@ FORWARD_MIB_PER_MEGAPIXEL = 250
 #: 4,096 px (the largest input size) takes ~4.2 GB
 FORWARD_BATCH_MIB = 4096
 
+#: growth of a process's peak memory over a fine-tuning step (forward, backward and AdamW's update), per photo
+#: and per megapixel of input: the activations the backward pass keeps, ~6x inference's (BENCHMARKS.md,
+#: "Fine-tuning memory against input size"; lite0 at 256 to 768 px, lite1 and lite2 at 512, smallcnn at 150)
+TRAIN_MIB_PER_MEGAPIXEL = {"efficientnet_lite0": 1600, "efficientnet_lite1": 2100, "efficientnet_lite2": 2250,
+                           "smallcnn": 640}
+
+
+def training_step_mib(name: str, photos: int, input_size: int) -> float:
+    """About how much a fine-tuning step of ``photos`` inputs of ``input_size`` px takes (MiB)."""
+    return TRAIN_MIB_PER_MEGAPIXEL[name] * photos * input_size * input_size / 1e6
+
 
 def inference_batch(batch_size: int, input_size: int) -> int:
     """``batch_size`` photos per forward pass, fewer at input sizes where that many would take more than
