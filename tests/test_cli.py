@@ -548,6 +548,17 @@ def test_every_command_and_option_the_readme_shows_exists():
                     f"README: {option} {values}: its choices are {action.choices}"
 
 
+
+def test_every_benchmark_script_is_named_in_the_readme():
+    """README's "Tests and benchmarks" says what each script of benchmarks/ measures: four added since the
+    list was last brought up to date were in no sentence of it."""
+    from .conftest import REPO
+
+    text = (REPO / "README.md").read_text()
+    scripts = sorted(p.name for p in (REPO / "benchmarks").glob("*.py"))
+    assert len(scripts) > 30 and [name for name in scripts if f"`{name}`" not in text
+                                  and f"benchmarks/{name}" not in text] == []
+
 @pytest.mark.parametrize("argv", [
     ["evaluate", "RUN", "--target-recall", "1"],  # a fraction in (0, 1]: 1 is one
     ["evaluate", "RUN", "--target-precision", "0.001"],
