@@ -205,8 +205,11 @@ def test_screen_csv_completes_with_bad_images_and_carries_columns(onnx_model_dir
     assert queue.columns[0] == "rank" and list(queue["rank"]) == list(range(1, len(queue) + 1))
     assert {"title", "price", "seller"} <= set(queue.columns)
     errors_csv = pd.read_csv(out / "errors.csv")
-    assert list(errors_csv.columns) == ["row", "listing_id", "image", "error"]  # no index column
+    # no index column; each row with its listing's columns, to be screened again as it is (test_cli: the retry)
+    assert list(errors_csv.columns) == ["row", "listing_id", "image", "title", "price", "seller", "error"]
     assert set(errors_csv["listing_id"]) == set(errors)
+    assert dict(zip(errors_csv["listing_id"], errors_csv["seller"].fillna(""))) == {
+        lid: str(by_id[lid]["listing"].get("seller") or "") for lid in errors}
     page = (out / "queue.html").read_text()
     assert page.count('class="card"') == len(queue) and "data:image/jpeg;base64," in page
     # flagged photos carry their evidence overlay (local files: all of them here, under the default 50)
@@ -238,6 +241,31 @@ def test_screen_csv_completes_with_bad_images_and_carries_columns(onnx_model_dir
     printed = capsys.readouterr().out
     assert "review queue" in printed and f"{summary['weak_photos']} photo(s) blurred, grainy, dark, small or narrow" in printed
     assert f"not screened (no photo could be read): {len(errors)} listing(s); partly screened: 0" in printed
+
+
+def test_the_photos_a_run_could_not_read_are_screened_again_from_its_errors_csv(model_dir, synthetic_dataset,
+                                                                                 tmp_path):
+    """A run's errors are final: the same command again screens nothing again. Once the cause is mended (a
+    file put back, a host up again), its errors.csv is a table `screen` takes as it is: each unreadable photo
+    by its full path or URL, with its listing's columns (errors.csv held row, listing id, image and error only,
+    so a retry lost the titles and sellers), the old row and error carried as input_row and input_error."""
+
+    photos = sorted((synthetic_dataset / "ivory").glob("*.jpg"))[:2]
+    (tmp_path / "pics").mkdir()
+    shutil.copy(photos[0], tmp_path / "pics" / "a.jpg")
+    pd.DataFrame({"listing_id": ["A", "B"], "image": ["pics/a.jpg", "pics/b.jpg"], "title": ["tube", "comb"],
+                  "seller": ["s1", "s2"]}).to_csv(tmp_path / "t.csv", index=False)
+    out, again = tmp_path / "out", tmp_path / "again"
+    assert main(["-q", "screen", str(tmp_path / "t.csv"), "--out", str(out), "--model", str(model_dir)]) == 3
+    shutil.copy(photos[1], tmp_path / "pics" / "b.jpg")  # mended
+    assert main(["-q", "screen", str(tmp_path / "t.csv"), "--out", str(out), "--model", str(model_dir)]) == 3
+    assert pd.read_csv(out / "errors.csv")["listing_id"].tolist() == ["B"]  # the run's errors are final
+    assert main(["-q", "screen", str(out / "errors.csv"), "--out", str(again), "--model", str(model_dir)]) == 0
+    retried = pd.read_csv(again / "results.csv")
+    assert retried[["listing_id", "image", "title", "seller", "input_row"]].values.tolist() == [
+        ["B", str(tmp_path / "pics" / "b.jpg"), "comb", "s2", 1]]
+    assert retried["error"].isna().all() and retried["input_error"].str.endswith("b.jpg: file not found").all()
+    assert read_evidence(again / "evidence.jsonl")[0]["sha256"] == hashlib.sha256(photos[1].read_bytes()).hexdigest()
 
 
 def test_the_queue_puts_matches_first_by_their_best_match_then_flags_by_score():
