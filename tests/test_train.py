@@ -272,15 +272,17 @@ def test_rates_and_counts_that_cannot_train_are_refused():
 
 @pytest.mark.parametrize("kwargs, refused", [
     ({"epochs": 0, "head_epochs": 0, "batch_size": 1}, None),  # a head stage alone, no fine-tuning; batches of 1
-    ({"epochs": -1}, "epochs must be >= 0"), ({"head_epochs": -1}, "epochs must be >= 0"),
-    ({"batch_size": 0}, "batch size >= 1"),
+    ({"epochs": -1}, "--epochs must be 0 or more, not -1"), ({"head_epochs": -1}, "--head-epochs must be 0 or more"),
+    ({"batch_size": 0}, "--batch-size must be 1 or more, not 0"),
     ({"weight_decay": 0.0, "warmup_fraction": 0.0, "label_smoothing": 0.0}, None),
     ({"warmup_fraction": 0.99, "label_smoothing": 0.99}, None),
     ({"weight_decay": -1e-9}, "weight decay must be >= 0"),
     ({"warmup_fraction": 1.0}, "must be in [0, 1)"), ({"label_smoothing": 1.0}, "must be in [0, 1)"),
     ({"label_smoothing": -0.01}, "must be in [0, 1)"),
     ({"patience": 1, "head_patience": 1, "checkpoint_every": 1}, None),
-    ({"head_patience": 0}, "patience and checkpoint interval must be >= 1"),
+    ({"head_patience": 0}, "the head stage's patience must be 1 or more, not 0"),
+    ({"patience": 0}, "--patience must be 1"),
+    ({"checkpoint_every": 0}, "--checkpoint-every must be 1 or more, not 0"),
     ({"augment": "listing", "listing_all": 1.0, "listing_p": 1.0, "detail_loss": 1.0}, None),
     ({"augment": "listing", "listing_p": 0.0}, None),
     ({"augment": "listing", "listing_all": 1.01}, "listing-all must be in [0, 1]"),

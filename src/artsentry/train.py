@@ -296,8 +296,12 @@ class TrainSettings:
             raise ValueError("--keep-epochs saves the weights of each fine-tuning epoch; --mode frozen has none")
         if self.target_recall is not None and self.target_precision is not None:
             raise ValueError("give --target-recall or --target-precision, not both")
-        if self.epochs < 0 or self.head_epochs < 0 or self.batch_size < 1:
-            raise ValueError("epochs must be >= 0 and batch size >= 1")
+        for name, value, least in (("--epochs", self.epochs, 0), ("--head-epochs", self.head_epochs, 0),
+                                   ("--batch-size", self.batch_size, 1), ("--patience", self.patience, 1),
+                                   ("the head stage's patience", self.head_patience, 1),
+                                   ("--checkpoint-every", self.checkpoint_every, 1)):  # the one wrong, named
+            if value < least:
+                raise ValueError(f"{name} must be {least} or more, not {value}")
         for name in ("lr", "head_lr", "backbone_lr"):  # a negative rate climbs the loss, without a word
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value > 0):
@@ -314,8 +318,6 @@ class TrainSettings:
             raise ValueError(f"weight decay must be >= 0, not {self.weight_decay}")
         if not 0.0 <= self.warmup_fraction < 1.0 or not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError("warmup fraction and label smoothing must be in [0, 1)")
-        if self.patience < 1 or self.head_patience < 1 or self.checkpoint_every < 1:
-            raise ValueError("patience and checkpoint interval must be >= 1")
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
             raise ValueError(f"ema decay must be between 0 and 1 (exclusive), not {self.ema_decay}")
         if self.ema_decay is not None and self.mode == "frozen":
