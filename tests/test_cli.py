@@ -403,6 +403,8 @@ def test_quiet_is_taken_before_or_after_the_command(argv, quiet):
     (["screen", "IN", "--out", "OUT", "--batch-size", "0"], "0 is not a count of 1 or more"),
     (["screen", "IN", "--out", "OUT", "--top-k", "0"], "0 is not a count of 1 or more"),
     (["predict", "a.jpg", "--batch-size", "-3"], "-3 is not a count of 1 or more"),
+    (["explain", "a.jpg", "--method", "occlusion", "--patch", "0"], "0 is not a count of 1 or more"),
+    (["explain", "a.jpg", "--method", "occlusion", "--stride", "-2"], "-2 is not a count of 1 or more"),
     (["serve", "--port", "99999"], "99999 is not a port (0 to 65535)"),
     (["collect", "--out", "C", "--ids", "1", "--limit", "-3"], "-3 is not a count of 1 or more"),
     (["collect", "--out", "C", "--ids", "1", "--limit", "0"], "0 is not a count of 1 or more"),

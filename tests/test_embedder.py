@@ -205,8 +205,8 @@ def test_embedder_settings_that_cannot_train_are_refused():
                             ({"views": 1}, "views must be at least 2, not 1"),
                             ({"dim": 0}, "dim must be at least 1"),
                             ({"weight_decay": -1e-4}, "weight decay must be >= 0"),
-                            ({"trained_stages": -1}, "trained stages and workers must be >= 0"),
-                            ({"workers": -1}, "trained stages and workers must be >= 0"),
+                            ({"trained_stages": -1}, "trained-stages must be 0 or more, not -1"),
+                            ({"workers": -1}, "workers must be 0 or more, not -1"),
                             # --holdout 1.5 was refused naming the split's 'val_fraction and test_fraction'
                             ({"holdout": 1.5}, r"holdout must be a share of the objects in \[0, 1\), not 1.5"),
                             ({"val_fraction": -0.1}, r"val-fraction must be a share of the objects in \[0, 1\)"),

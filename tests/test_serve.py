@@ -1464,9 +1464,15 @@ def test_the_serve_command_passes_its_options_to_the_server_and_stops_on_sigterm
     from artsentry.cli import main
     from artsentry.data.images import describe_size
 
-    for bad in (["--register-wait", "-1"], ["--max-upload-mb", "0"]):
-        assert main(["-q", "serve", "--model", str(model_dir), *bad]) == 1
-        assert "--max-upload-mb must be above 0 and --register-wait at least 0" in capsys.readouterr().err
+    for bad, said in ((["--register-wait", "-1"], "-1 is not a number of seconds, 0 or more"),
+                      (["--max-upload-mb", "0"], "0 is not a number above 0"),
+                      (["--max-upload-mb", "nan"], "nan is not a number above 0"),
+                      (["--threads", "-1"], "-1 is not a count of 1 or more"),  # was torch's RuntimeError
+                      (["--workers", "0"], "0 is not a count of 1 or more"),
+                      (["--max-queue", "-1"], "-1 is not a count of 0 or more")):
+        with pytest.raises(SystemExit) as stop:
+            main(["-q", "serve", "--model", str(model_dir), *bad])
+        assert stop.value.code == 2 and f"argument {bad[0]}: {said}" in capsys.readouterr().err
     abc_register(tmp_path / "reg", photos).close()
     port, audit = free_port(), tmp_path / "audit.jsonl"
     cmd = [sys.executable, "-m", "artsentry", "serve", "--model", str(model_dir), "--register", str(tmp_path / "reg"),

@@ -70,6 +70,13 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _above_zero(text: str) -> float:
+    value = _number(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text} is not a number above 0")
+    return value
+
+
 def _positive_seconds(text: str) -> float:
     value = _seconds(text)
     if value == 0:
@@ -548,8 +555,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="photos of several objects, decided as predict --lots decides them (the model's lot "
                     "threshold): a photo flagged for one tile is explained by that tile's map, drawn in its place "
                     "on the photo with the tile outlined (its box in explanations.json)")
-    xp.add_argument("--patch", type=int, default=32, help="occlusion patch side in input pixels (default 32)")
-    xp.add_argument("--stride", type=int, default=16, help="occlusion stride in input pixels (default 16)")
+    xp.add_argument("--patch", type=_count, default=32, help="occlusion patch side in input pixels (default 32)")
+    xp.add_argument("--stride", type=_count, default=16, help="occlusion stride in input pixels (default 16)")
     xp.add_argument("--out", default="explanations", help="output folder (default: %(default)s)")
 
     pj = sub.add_parser("project", help="2-D maps (PCA, t-SNE, UMAP) of a model's features over a dataset",
@@ -574,9 +581,9 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=_port, default=8000)
     sv.add_argument("--token", default=None, help="bearer token for register writes (default: $ARTSENTRY_TOKEN; "
                     "none: writes disabled)")
-    sv.add_argument("--max-upload-mb", type=float, default=20.0, help="largest upload (default %(default)s MB; "
+    sv.add_argument("--max-upload-mb", type=_above_zero, default=20.0, help="largest upload (default %(default)s MB; "
                     "for /v1/listing, all of a listing's photos together)")
-    sv.add_argument("--max-listing-photos", type=int, default=24, help="photos in one /v1/listing request "
+    sv.add_argument("--max-listing-photos", type=_count, default=24, help="photos in one /v1/listing request "
                     "(default %(default)s)")
     sv.add_argument("--allow-url-fetch", action="store_true", help="let /v1/analyze fetch {\"url\": ...} images "
                     "(from public addresses only, unless hosts are named with --url-allow-host)")
@@ -587,12 +594,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "client address; never the photo or the token)")
     sv.add_argument("--cors-origin", action="append", default=[], help="allow this browser origin (repeatable; "
                     "default: CORS off)")
-    sv.add_argument("--workers", type=int, default=1, help="concurrent analyses (default 1: the model uses both "
+    sv.add_argument("--workers", type=_count, default=1, help="concurrent analyses (default 1: the model uses both "
                     "cores already)")
-    sv.add_argument("--max-queue", type=int, default=32, help="analyses waiting before 503 + Retry-After (default 32)")
-    sv.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    sv.add_argument("--max-queue", type=_zero_or_more, default=32, help="analyses waiting before 503 + Retry-After (default 32)")
+    sv.add_argument("--threads", type=_count, default=None, help="torch threads (default: all cores)")
     sv.add_argument("--runtime", default="auto", choices=("auto", "torch", "onnx"))
-    sv.add_argument("--register-wait", type=float, default=10.0, metavar="SECONDS",
+    sv.add_argument("--register-wait", type=_seconds, default=10.0, metavar="SECONDS",
                     help="how long a register change waits for another process's (a terminal's import) before "
                     "it is answered 503 + Retry-After (default %(default)s)")
 
@@ -1384,8 +1391,6 @@ def cmd_soup(a) -> int:
 
 
 def cmd_explain(a) -> int:
-    if a.patch < 1 or a.stride < 1:
-        raise ValueError("--patch and --stride must be at least 1")
     if a.lots and a.register:
         raise ValueError("--lots explains a model's tile scan: give --model, not --register")
     model = None if a.register else model_folder(a.model or DEFAULT_MODEL)
@@ -1435,10 +1440,6 @@ def cmd_serve(a) -> int:
         model = DEFAULT_MODEL
     if model is not None and model.lower() == "none":
         model = None
-    if a.workers < 1 or a.max_queue < 0 or a.max_listing_photos < 1:
-        raise ValueError("--workers and --max-listing-photos must be at least 1 and --max-queue at least 0")
-    if not a.max_upload_mb > 0 or not a.register_wait >= 0:
-        raise ValueError("--max-upload-mb must be above 0 and --register-wait at least 0")
     for folder in (model, a.culture_model):
         if folder is not None:
             model_folder(folder)  # a wrong path is said at once, before the models load

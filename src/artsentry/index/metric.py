@@ -81,8 +81,9 @@ class EmbedderSettings:
                 raise ValueError(f"{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
         if self.views < 2:  # each training batch holds two distinct re-shots of every object
             raise ValueError(f"views must be at least 2, not {self.views}")
-        if self.trained_stages < 0 or self.workers < 0:
-            raise ValueError("trained stages and workers must be >= 0")
+        for name in ("trained_stages", "workers"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name.replace('_', '-')} must be 0 or more, not {getattr(self, name)}")
         for name in ("holdout", "val_fraction"):  # the split's own message names its test_fraction, not --holdout
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name.replace('_', '-')} must be a share of the objects in [0, 1), "
