@@ -596,7 +596,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "default: CORS off)")
     sv.add_argument("--workers", type=_count, default=1, help="concurrent analyses (default 1: the model uses both "
                     "cores already)")
-    sv.add_argument("--max-queue", type=_zero_or_more, default=32, help="analyses waiting before 503 + Retry-After (default 32)")
+    sv.add_argument("--max-queue", type=_zero_or_more, default=32,
+                    help="analyses waiting before 503 + Retry-After (default 32)")
     sv.add_argument("--threads", type=_count, default=None, help="torch threads (default: all cores)")
     sv.add_argument("--runtime", default="auto", choices=("auto", "torch", "onnx"))
     sv.add_argument("--register-wait", type=_seconds, default=10.0, metavar="SECONDS",
