@@ -404,6 +404,15 @@ def test_quiet_is_taken_before_or_after_the_command(argv, quiet):
     (["screen", "IN", "--out", "OUT", "--top-k", "0"], "0 is not a count of 1 or more"),
     (["predict", "a.jpg", "--batch-size", "-3"], "-3 is not a count of 1 or more"),
     (["explain", "a.jpg", "--method", "occlusion", "--patch", "0"], "0 is not a count of 1 or more"),
+    # a negative seed reached numpy ('expected non-negative integer', naming no option), a DataLoader worker
+    # (evaluate --shift-seed: a worker's traceback as the message) or scikit-learn (project)
+    (["train", "D", "--out", "R", "--seed", "-1"], "-1 is not a seed (a whole number from 0 to 4294967295)"),
+    (["train", "D", "--out", "R", "--train-seed", "4294967296"], "4294967296 is not a seed"),
+    (["evaluate", "RUN", "--shift", "--shift-seed", "-1"], "-1 is not a seed"),
+    (["project", "D", "--seed", "-1"], "-1 is not a seed"),
+    (["train-embedder", "D", "--out", "R", "--seed", "-1"], "-1 is not a seed"),
+    (["build", "ivory", "C", "--out", "O", "--seed", "-1"], "-1 is not a seed"),
+    (["register", "calibrate", "REG", "a.jpg", "--lots", "--compose", "0"], "0 is not a count of 1 or more"),
     (["explain", "a.jpg", "--method", "occlusion", "--stride", "-2"], "-2 is not a count of 1 or more"),
     (["serve", "--port", "99999"], "99999 is not a port (0 to 65535)"),
     (["collect", "--out", "C", "--ids", "1", "--limit", "-3"], "-3 is not a count of 1 or more"),

@@ -77,6 +77,15 @@ def _above_zero(text: str) -> float:
     return value
 
 
+def _seed(text: str) -> int:
+    """A random seed: numpy's and scikit-learn's generators take 0 to 2**32 - 1 (their own messages, 'expected
+    non-negative integer', named no option)."""
+    value = _number(text, int)
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"{text} is not a seed (a whole number from 0 to {2**32 - 1})")
+    return value
+
+
 def _positive_seconds(text: str) -> float:
     value = _seconds(text)
     if value == 0:
@@ -239,9 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "val rows are then trained on")
     t.add_argument("--test-fraction", type=float, default=0.2,
                    help="share of the objects held out for the test evaluation (default 0.2; 0: none, not evaluated)")
-    t.add_argument("--seed", type=int, default=0,
+    t.add_argument("--seed", type=_seed, default=0,
                    help="seed of the split, and of training's randomness unless --train-seed is given (default 0)")
-    t.add_argument("--train-seed", type=int, default=None, metavar="N",
+    t.add_argument("--train-seed", type=_seed, default=None, metavar="N",
                    help="seed of the order of the batches, the augmentation draws and dropout, leaving the split "
                         "and the head's starting weights to --seed: runs that differ only in it start alike and "
                         "train apart, the ingredients of a soup (--soup, `artsentry soup`; default: --seed)")
@@ -291,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     te.add_argument("--holdout", type=float, default=0.5,
                     help="share of objects never trained on, listed in holdout_objects.txt (default 0.5; 0 for none)")
     te.add_argument("--val-fraction", type=float, default=0.1, help="share of objects for early stopping")
-    te.add_argument("--seed", type=int, default=0)
+    te.add_argument("--seed", type=_seed, default=0)
     te.add_argument("--workers", type=_zero_or_more, default=2, help="processes making the re-shots")
     te.add_argument("--overwrite", action="store_true",
                     help="replace an embedder at OUT/model trained with other settings or data (registers made with "
@@ -309,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also evaluate on listing-style versions of the same photos (clutter background, geometry, "
                    "lighting, blur/noise, text overlays, JPEG; each family alone too) and on their background "
                    "only, and report the drop")
-    e.add_argument("--shift-seed", type=int, default=0, help="seed of the listing-style versions (default 0)")
+    e.add_argument("--shift-seed", type=_seed, default=0, help="seed of the listing-style versions (default 0)")
     e.add_argument("--no-explain", action="store_true",
                    help="leave the Grad-CAM overlays and the feature map out of the report (faster)")
     e.add_argument("--save-threshold", action="store_true",
@@ -370,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", required=True, help="dataset folder")
     b.add_argument("--top", type=_count, default=4, help="culture: keep the N most frequent culture groups")
     b.add_argument("--min-images", type=_count, default=4, help="instance: objects with at least this many photos")
-    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--seed", type=_seed, default=0)
 
     r = sub.add_parser("register", help="the register of known objects, searched by photo",
                        description="Objects are added and removed without retraining: their photos are embedded "
@@ -468,7 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     rcal.add_argument("--lots", action="store_true",
                       help="set the threshold of tile searches (register search --lots) instead, from the best match "
                       "over each photo's crops (give photos of several unregistered objects, or --compose)")
-    rcal.add_argument("--compose", type=int, metavar="N",
+    rcal.add_argument("--compose", type=_count, metavar="N",
                       help="with --lots, when the photos show one unregistered object each: calibrate on N lot "
                       "photos composed of four of them each")
 
@@ -568,7 +577,7 @@ def build_parser() -> argparse.ArgumentParser:
     pj.add_argument("--methods", default="pca,tsne,umap", help="comma-separated of pca, tsne, umap")
     pj.add_argument("--color-by", default=None,
                     help="comma-separated columns to colour by (default: label, correct, department)")
-    pj.add_argument("--seed", type=int, default=0)
+    pj.add_argument("--seed", type=_seed, default=0)
     pj.add_argument("--out", default="projection", help="output folder (default: %(default)s)")
 
     sv = sub.add_parser("serve", help="web page and JSON API (FastAPI) on 127.0.0.1",

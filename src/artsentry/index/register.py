@@ -939,7 +939,7 @@ class Register:
                                 "that are not registered")
         if compose:
             if not lots:
-                raise RegisterError("composing lot photos calibrates the lot threshold: add lots")
+                raise RegisterError("composing lot photos (--compose) calibrates the lot threshold: add --lots")
             unregistered, unread = compose_calibration_lots(unregistered, compose)
         else:
             unread = []
