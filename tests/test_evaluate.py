@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -66,6 +68,10 @@ def test_paired_comparison_counts_the_photos_only_one_model_got_right():
     assert same["p_value"] == 1.0 and same["difference_points"] == 0.0
     # one model ahead by one photo of 14 that differ: no evidence
     assert paired_comparison([True] * 7 + [False] * 7, [False] * 7 + [True] * 7)["p_value"] == 1.0
+    # far apart: a p-value far under 1e-6 is still one, not 0 (rounded to 6 decimals, it printed "p = 0")
+    far = paired_comparison([True] * 287 + [False] * 29, [False] * 287 + [True] * 29)
+    assert far["p_value"] == pytest.approx(2 * sum(math.comb(316, k) for k in range(30)) / 2**316, rel=1e-6)
+    assert 0 < far["p_value"] < 1e-40
     with pytest.raises(ValueError):
         paired_comparison([True], [True, False])
 
