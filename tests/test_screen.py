@@ -1547,8 +1547,14 @@ def test_verify_of_a_log_file_says_what_it_holds_besides_its_chain(tmp_path, cap
     assert err.endswith("line(s) 13, 14, 15, 16, 17, 18, 19, 20, 21, 22\n")
     for argv, said in [([str(log), "--refetch"], "--refetch and --fetch-private check a screening run's photos: "
                                                    "give its folder"),
-                       ([str(tmp_path / "empty.jsonl")], f"{tmp_path / 'empty.jsonl'}: empty")]:
+                       ([str(tmp_path / "empty.jsonl")], f"{tmp_path / 'empty.jsonl'}: empty"),
+                       # a mistyped name: a file of no records passed (exit 0, 'no linked records')
+                       ([str(tmp_path / "listings.csv")], f"{tmp_path / 'listings.csv'}: not an audit or evidence "
+                                                            "log: it holds no JSON record"),
+                       ([str(tmp_path / "cut.jsonl")], "cut.jsonl: not an audit or evidence log: it holds no JSON")]:
         (tmp_path / "empty.jsonl").write_bytes(b"")
+        (tmp_path / "listings.csv").write_text("listing_id,image\nL1,a.jpg\n")
+        (tmp_path / "cut.jsonl").write_text('{"event": "analy')  # one record, cut short: nothing to check
         assert main(["-q", "verify", *argv]) == 1
         assert said in capsys.readouterr().err
 

@@ -1285,6 +1285,8 @@ def cmd_verify(a) -> int:
         if a.refetch or a.fetch_private:
             raise ValueError("--refetch and --fetch-private check a screening run's photos: give its folder")
         chain, name, failed = chainlog.report(path.read_bytes(), a.expect), path.name, False
+        if not chain["records"]:  # a mistyped name (a CSV, the server's config) is not a log that checks out
+            raise ValueError(f"{path}: not an audit or evidence log: it holds no JSON record")
     else:
         if a.fetch_private and not a.refetch:
             raise ValueError("--fetch-private applies to the photos --refetch fetches: give it too")
