@@ -266,8 +266,16 @@ def test_build_writes_each_recipes_manifest_relative_to_itself(tmp_path, capsys)
         build("ivory", objects, tmp_path / "x")
     bronze = _collection(tmp_path / "col3", [{"object_id": "1", "medium": "Bronze", "classification": "Metalwork",
                                               "culture": "China"}])
-    with pytest.raises(ValueError, match=r"recipe 'culture' selected no images from .*col3/collection\.csv"):
+    # why, and no empty --out left behind (it was made before the recipe had chosen anything)
+    with pytest.raises(ValueError, match=r"recipe 'culture' selected no images from .*col3/collection\.csv \(1 read\): "
+                                         "no image is of a painting whose culture the recipe groups$"):
         build("culture", bronze, tmp_path / "x")
+    with pytest.raises(ValueError, match=r"\(1 read\): no image's medium names ivory as its main material, or a "):
+        build("ivory", bronze, tmp_path / "x")
+    with pytest.raises(ValueError, match=r"\(1 read\): no object has 2 or more photos \(the most: 1\); lower "
+                                         "--min-images$"):
+        build("instance", bronze, tmp_path / "x", min_images=2)
+    assert not (tmp_path / "x").exists()
 
 
 def test_build_reads_a_collection_as_a_manifest_is_read_so_a_stray_comma_is_named_not_shifted(tmp_path):

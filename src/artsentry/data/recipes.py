@@ -159,25 +159,28 @@ def build(recipe: str, collection: str | Path, out_dir: str | Path, *, top: int 
     if (out_dir / "manifest.csv").exists() and not (out_dir / "card.json").is_file():
         raise ValueError(f"{out_dir} holds a manifest.csv that no 'artsentry build' wrote (a run folder's split, "
                          "or a table of its own), which this build would replace; choose a new or empty --out")
-    out_dir.mkdir(parents=True, exist_ok=True)
 
     if recipe == "ivory":
         col["label"] = col["medium"].map(ivory_label)
         df = col[col["label"].notna()].copy()
+        why = "no image's medium names ivory as its main material, or a ceramic"
     elif recipe == "culture":
         df = col[col.apply(is_painting, axis=1)].copy()
         df["label"] = df["culture"].map(culture_group)
         df = df[df["label"].notna()]
+        why = "no image is of a painting whose culture the recipe groups"
         counts = df["label"].value_counts()
         keep = sorted(counts.index, key=lambda k: (-counts[k], k))[:top]
         df = df[df["label"].isin(keep)].copy()
     else:
         counts = col.groupby("object_id")["path"].transform("size")
         df = col[counts >= min_images].copy()
+        why = (f"no object has {min_images} or more photos (the most: {int(counts.max()) if len(counts) else 0}); "
+               "lower --min-images")
         df["label"] = df["object_id"]
         df["split"] = split_instances(df, seed, val_fraction, test_fraction)
-    if df.empty:
-        raise ValueError(f"recipe {recipe!r} selected no images from {csv_path}")
+    if df.empty:  # before --out is made: a refused build leaves no empty folder behind
+        raise ValueError(f"recipe {recipe!r} selected no images from {csv_path} ({len(col)} read): {why}")
     if df["label"].nunique() < 2:
         raise ValueError(f"recipe {recipe!r} found only one class ({df['label'].iloc[0]}) in {csv_path}")
     df = df.sort_values(["label", "object_id", "path"]).reset_index(drop=True)
@@ -185,6 +188,7 @@ def build(recipe: str, collection: str | Path, out_dir: str | Path, *, top: int 
     df = df[front + [c for c in df.columns if c not in front]]
     out = df.copy()
     out["path"] = [os.path.relpath(p, out_dir.resolve()) for p in df["path"]]
+    out_dir.mkdir(parents=True, exist_ok=True)
     write_manifest(out, out_dir / "manifest.csv")
     write_card(df, col, out_dir, title=f"{recipe} dataset from {csv_path}")
     return df
