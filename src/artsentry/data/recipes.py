@@ -183,6 +183,14 @@ def build(recipe: str, collection: str | Path, out_dir: str | Path, *, top: int 
         raise ValueError(f"recipe {recipe!r} selected no images from {csv_path} ({len(col)} read): {why}")
     if df["label"].nunique() < 2:
         raise ValueError(f"recipe {recipe!r} found only one class ({df['label'].iloc[0]}) in {csv_path}")
+    if recipe != "instance":  # split by object: a class of one or two objects misses a split, or two
+        objects = df.groupby("label")["object_id"].nunique()
+        few = [f"{k} ({n} object{'s' * (n != 1)})"
+               for k, n in sorted(objects.items(), key=lambda kv: (kv[1], kv[0])) if n < 3]
+        if few:
+            log.warning("%d class(es) hold fewer than 3 objects: %s; a split by object cannot give each photos in "
+                        "train, validation and test, so they are learnt from little and barely tested%s", len(few),
+                        first_names(few, 5), " (--top N keeps the N largest)" if recipe == "culture" else "")
     df = df.sort_values(["label", "object_id", "path"]).reset_index(drop=True)
     front = ["path", "label", "object_id"] + (["split"] if "split" in df else [])
     df = df[front + [c for c in df.columns if c not in front]]
