@@ -133,7 +133,7 @@ def test_no_match_under_threshold(tmp_path, photos):
     assert res.no_match and res.matches and res.threshold == pytest.approx(best + 1e-3)
     assert not reg.search([photos["A"][1]], threshold=best - 1e-3)[0].no_match
     assert not reg.search([photos["A"][1]], threshold=best)[0].no_match  # a match needs score >= threshold
-    with pytest.raises(RegisterError, match="add lots"):  # composed lot photos calibrate the lot threshold only
+    with pytest.raises(RegisterError, match="add --lots"):  # composed lot photos calibrate the lot threshold only
         reg.calibrate([photos["A"][1]], compose=4)
 
 
@@ -1092,7 +1092,7 @@ def test_lot_threshold_from_composed_photos_of_single_unregistered_objects(tmp_p
     again, _ = compose_calibration_lots(singles, 3)
     assert len(lots) == 3 and lots == again and "missing.jpg: file not found" in errors[0]
     assert Image.open(io.BytesIO(lots[0])).size == (900, 900)
-    with pytest.raises(RegisterError, match="add lots"):
+    with pytest.raises(RegisterError, match="add --lots"):
         reg.calibrate(singles, compose=3)
     before = reg.threshold
     done = reg.calibrate(singles, target_fmr=0.0, lots=True, compose=3)

@@ -260,8 +260,8 @@ def test_rates_and_counts_that_cannot_train_are_refused():
     for args, message in ((("--lr", "-1"), "--lr must be a positive number, not -1.0"),
                           (("--backbone-lr", "0"), "--backbone-lr must be a positive number"),
                           (("--lr", "nan"), "--lr must be a positive number, not nan"),
-                          (("--patience", "0"), "patience and checkpoint interval must be >= 1"),
-                          (("--checkpoint-every", "0"), "patience and checkpoint interval")):
+                          (("--patience", "0"), "--patience must be 1 or more, not 0"),
+                          (("--checkpoint-every", "0"), "--checkpoint-every must be 1 or more, not 0")):
         with pytest.raises(ValueError, match=re.escape(message)):
             cli_train_settings(*args).validate()
     for kwargs in ({"head_lr": -1e-3}, {"weight_decay": -1.0}, {"label_smoothing": 1.0}, {"warmup_fraction": -0.1}):
