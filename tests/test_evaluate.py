@@ -703,6 +703,9 @@ def test_the_report_page_shows_metrics_groups_mistakes_and_unreadable_photos(syn
     assert mistakes.count("weak photo") == 1
     assert 'score 0.550<br><span class="weak">weak photo: small photo' in mistakes
     assert mistakes.count('alt="') == 3  # the others shown by their thumbnails
+    # which mistakes have an overlay is said (the report showed 24 and explained the surest 12 without a word)
+    assert "regions that raised its score). The surest mistake has one; the others are shown as they are.</p>" \
+        in mistakes
     correct = page.split("Correct decisions, explained (2 sampled)", 1)[1].split("<h2>", 1)[0]
     assert re.findall(r"<figcaption>([^<]+)<br>", correct) == [photos[0].name, photos[3].name]
     assert "<h2>Unreadable images (1)</h2><ul><li>gone.jpg: &lt;no such file&gt;</li></ul>" in page
@@ -718,6 +721,7 @@ def test_the_report_page_shows_metrics_groups_mistakes_and_unreadable_photos(syn
     page = write_report(ev, tmp_path / "m.html", title="three").read_text()
     assert 'alt="confusion plot"' in page and "curves plot" not in page and "reliability plot" not in page
     assert "95% interval" not in page and "Most confident mistakes (2 shown)" in page
+    assert "<p>No Grad-CAM overlays (left out of this evaluation).</p>" in page
     assert "<h2>Feature map</h2>" not in page and "Correct decisions" not in page
     assert confusion_labels(ev) == ["x", "y", "z"]
 

@@ -99,6 +99,15 @@ def _metric_rows(metrics: dict) -> str:
     return "\n".join(rows)
 
 
+def _overlay_note(n_over: int, n: int) -> str:
+    """What the mistakes' overlays are, and which mistakes have one (the surest few: each takes a backward pass)."""
+    if not n_over:
+        return "No Grad-CAM overlays (left out of this evaluation)."
+    which = ("" if n_over == n else " The surest mistake has one; the others are shown as they are." if n_over == 1
+             else f" The {n_over} surest mistakes have one; the others are shown as they are.")
+    return f"Overlays: Grad-CAM of the predicted class (bright = regions that raised its score).{which}"
+
+
 def _card(r, overlays: dict[str, str]) -> str:
     over = overlays.get(str(r["path"]))
     src = over or thumbnail_uri(r["path"])
@@ -166,7 +175,7 @@ pre{{background:#f6f6f6;padding:.5rem;overflow:auto;font-size:.8rem}}
 <div>{imgs}</div>
 {''.join(by_sections)}
 <h2>Most confident mistakes ({len(wrong)} shown)</h2>
-<p>Overlays: Grad-CAM of the predicted class (bright = regions that raised its score).</p>
+<p>{_overlay_note(sum(str(p) in overlays for p in wrong["path"]), len(wrong))}</p>
 <div class="gallery">{''.join(cards) or '<p>none</p>'}</div>
 {correct_section}
 {fmap}
