@@ -721,7 +721,7 @@ def test_the_report_page_shows_metrics_groups_mistakes_and_unreadable_photos(syn
     page = write_report(ev, tmp_path / "m.html", title="three").read_text()
     assert 'alt="confusion plot"' in page and "curves plot" not in page and "reliability plot" not in page
     assert "95% interval" not in page and "Most confident mistakes (2 shown)" in page
-    assert "<p>No Grad-CAM overlays (left out of this evaluation).</p>" in page
+    assert "<p>Shown as they are: this evaluation made no heat maps.</p>" in page
     assert "<h2>Feature map</h2>" not in page and "Correct decisions" not in page
     assert confusion_labels(ev) == ["x", "y", "z"]
 

@@ -101,8 +101,10 @@ def _metric_rows(metrics: dict) -> str:
 
 def _overlay_note(n_over: int, n: int) -> str:
     """What the mistakes' overlays are, and which mistakes have one (the surest few: each takes a backward pass)."""
+    if not n:
+        return ""
     if not n_over:
-        return "No Grad-CAM overlays (left out of this evaluation)."
+        return "Shown as they are: this evaluation made no heat maps."
     which = ("" if n_over == n else " The surest mistake has one; the others are shown as they are." if n_over == 1
              else f" The {n_over} surest mistakes have one; the others are shown as they are.")
     return f"Overlays: Grad-CAM of the predicted class (bright = regions that raised its score).{which}"
