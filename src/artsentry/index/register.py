@@ -36,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import sqlite3
 import time
@@ -953,6 +954,11 @@ class Register:
         else:
             best = np.array([m[0].score if m else -1.0 for m in self.search_vectors(vectors[ok], k=1)])
         threshold = threshold_for_false_match_rate(best, target_fmr)
+        if 0 < target_fmr and len(best) * target_fmr < 1:  # not one photo may match: the rate is not measured
+            log.warning("calibrated on %d photo(s): a false-match rate of %g is measured on %d or more (each photo "
+                        "is 1/%d of it); the threshold is set just above the best score of these, and the rate it "
+                        "gives is not known: calibrate on more photos of unregistered objects", len(best), target_fmr,
+                        math.ceil(1 / target_fmr - 1e-9), len(best))
         how = {"calibrated_on": int(ok.sum()), "target_false_match_rate": target_fmr}
         if lots:
             with self.db:
