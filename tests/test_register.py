@@ -479,6 +479,10 @@ def test_threshold_for_false_match_rate_by_hand():
 def test_calibrate_sets_a_threshold_unregistered_photos_do_not_reach(tmp_path, photos, capsys, caplog):
     reg = tmp_path / "reg"
     assert main(["-q", "register", "create", str(reg)]) == 0
+    # an empty register set its threshold to -1.0 (just above the score of no match at all)
+    assert main(["-q", "register", "calibrate", str(reg), photos["unknown"]]) == 1
+    assert "the register holds no objects: register them first, then calibrate" in capsys.readouterr().err
+    assert Register.open(reg).threshold is None
     for name in "AB":
         assert main(["-q", "register", "add", str(reg), name, *photos[name][0]]) == 0
     unregistered = [*photos["C"][0], photos["C"][1], photos["unknown"]]

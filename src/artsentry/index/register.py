@@ -930,6 +930,9 @@ class Register:
         seeded) and calibrated on instead."""
         from ..lots import TILE_GRID
 
+        if not len(self):  # nothing to match: the threshold would sit at the lowest score, and mean nothing
+            raise RegisterError("the register holds no objects: register them first, then calibrate (the threshold "
+                                "is where photos of other objects stop matching the registered ones)")
         unregistered = as_sources(unregistered)
         held = self._registered_photos(unregistered)
         if held:
