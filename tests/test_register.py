@@ -511,9 +511,10 @@ def test_calibrate_sets_a_threshold_unregistered_photos_do_not_reach(tmp_path, p
     with caplog.at_level(logging.WARNING, logger="artsentry"):
         Register.open(reg).calibrate(unregistered, target_fmr=0.01)
         Register.open(reg).calibrate(unregistered, target_fmr=0.25)  # one of four may match: measured
-    assert caplog.messages == ["calibrated on 4 photo(s): a false-match rate of 0.01 is measured on 100 or more "
-                               "(each photo is 1/4 of it); the threshold is set just above the best score of these, "
-                               "and the rate it gives is not known: calibrate on more photos of unregistered objects"]
+    assert caplog.messages == ["calibrated on 4 photo(s): a false-match rate of 0.01 needs 100 or more to be measured "
+                               "(one false match among 4 is a rate of 1/4); the threshold is set just above the best "
+                               "score of these, and the rate it gives is not known: calibrate on more photos of "
+                               "unregistered objects"]
 
 
 def test_a_photo_is_kept_under_the_hash_of_the_bytes_embedded_even_if_its_file_changes_meanwhile(

@@ -103,7 +103,11 @@ def test_fine_tuning_that_would_not_fit_in_memory_is_refused_naming_a_batch_that
     head stage, saying nothing. It is refused before anything is read or written, with the batch that fits."""
     from dataclasses import replace as replace_settings
 
+    from artsentry.choices import ARCHITECTURES
+    from artsentry.models.factory import TRAIN_MIB_PER_MEGAPIXEL
     from artsentry.train import TRAIN_RESERVE_MIB, _check_memory
+
+    assert set(TRAIN_MIB_PER_MEGAPIXEL) == set(ARCHITECTURES)  # a new network needs its figure measured
 
     big = TrainSettings(image_size=768)
     with pytest.raises(TrainingError) as refused:

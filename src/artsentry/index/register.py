@@ -958,10 +958,10 @@ class Register:
             best = np.array([m[0].score if m else -1.0 for m in self.search_vectors(vectors[ok], k=1)])
         threshold = threshold_for_false_match_rate(best, target_fmr)
         if 0 < target_fmr and len(best) * target_fmr < 1:  # not one photo may match: the rate is not measured
-            log.warning("calibrated on %d photo(s): a false-match rate of %g is measured on %d or more (each photo "
-                        "is 1/%d of it); the threshold is set just above the best score of these, and the rate it "
-                        "gives is not known: calibrate on more photos of unregistered objects", len(best), target_fmr,
-                        math.ceil(1 / target_fmr - 1e-9), len(best))
+            log.warning("calibrated on %d photo(s): a false-match rate of %g needs %d or more to be measured (one "
+                        "false match among %d is a rate of 1/%d); the threshold is set just above the best score of "
+                        "these, and the rate it gives is not known: calibrate on more photos of unregistered objects",
+                        len(best), target_fmr, math.ceil(1 / target_fmr - 1e-9), len(best), len(best))
         how = {"calibrated_on": int(ok.sum()), "target_false_match_rate": target_fmr}
         if lots:
             with self.db:
