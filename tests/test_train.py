@@ -128,6 +128,9 @@ def test_fine_tuning_that_would_not_fit_in_memory_is_refused_naming_a_batch_that
     # the command: refused before the run folder is made (4,096 px x 32 photos: ~840 GiB, on any machine)
     assert main(["train", str(synthetic_dataset), "--out", str(tmp_path / "run"), "--image-size", "4096"]) == 1
     assert "takes about 838.9 GiB" in capsys.readouterr().err and not (tmp_path / "run").exists()
+    # a size past the preprocessing's end is that rule's refusal, not a memory estimate at 5,000 px
+    assert main(["train", str(synthetic_dataset), "--out", str(tmp_path / "run"), "--image-size", "5000"]) == 1
+    assert "pixels from 16 to 4096, not 5000" in capsys.readouterr().err
 
 
 def test_resize_settings_and_the_fit_crop():

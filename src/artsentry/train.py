@@ -1338,6 +1338,7 @@ def train(source: str | Path | None, run_dir: str | Path, settings: TrainSetting
     settings = settings or TrainSettings()
     run_dir = Path(run_dir)
     _check_teachers(settings.teacher)
+    settings.validate()  # the settings' own rules first: an input size over 4,096 px is said as such
     _check_memory(settings)
     _check_run_folder(run_dir)  # before the lock: a refused folder is left without one
     with exclusive(run_dir, "train"):  # `make ivory` started twice: the second stops here
