@@ -212,6 +212,26 @@ def test_choose_threshold_rules():
     assert c.threshold == 0.9 and c.rule == "target_precision" and c.target == 0.9
     assert c.note == "no threshold reaches precision 0.9 on this data; using the highest score"
     assert c.val_metrics["recall"] == 0.0
+    # four positives cannot tell a recall of 0.9 from 1 (one miss is 0.75): the threshold keeps all four, said so
+    c = choose_threshold(y, s, target_recall=0.9)
+    assert c.threshold == 0.2 and c.note == ("4 positive validation photo(s): recall moves in steps of 1/4, so the "
+                                             "threshold keeps all of them (recall 1 there, more flags than 0.9 "
+                                             "needs; 10 or more tell them apart)")
+    assert choose_threshold(y, s, target_recall=0.75).note == ""  # one miss of four is 0.75: measured
+    assert choose_threshold(y, s, target_recall=1.0).note == ""  # asked for all of them
+
+
+def test_the_threshold_choices_note_is_printed(capsys):
+    """The note of a threshold choice (a precision out of reach: the highest score used instead) was in
+    metrics.json only: `evaluate --target-precision 0.99` printed the threshold as if the target were met."""
+    from artsentry.cli import _print_metrics
+
+    _print_metrics({"split": "test", "metrics": {"test": {"n": 4, "accuracy": 0.5}},
+                    "threshold": {"threshold": 0.9, "rule": "target_precision", "target": 0.99,
+                                  "note": "no threshold reaches precision 0.99 on this data; using the highest score"}})
+    assert capsys.readouterr().out.splitlines()[-2:] == [
+        "threshold 0.9000 (target_precision, target 0.99)",
+        "note: no threshold reaches precision 0.99 on this data; using the highest score"]
 
 
 def test_multiclass_and_topk():

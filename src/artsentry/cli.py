@@ -770,6 +770,8 @@ def _print_metrics(result: dict) -> None:
     t = result["threshold"]
     if t.get("threshold") is not None:
         print(f"threshold {t['threshold']:.4f} ({t['rule']}{', target ' + str(t['target']) if t.get('target') else ''})")
+        if t.get("note"):  # a target precision out of reach, too few validation photos for the recall asked
+            print(f"note: {t['note']}")
     if m.get("unreadable"):
         print(f"{m['unreadable']} unreadable image(s) skipped; see predictions.csv")
 

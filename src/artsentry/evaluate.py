@@ -327,6 +327,11 @@ def choose_threshold(y_val, s_val, target_recall: float | None = None,
     if target_recall is not None:
         t = threshold_for_recall(y_val, s_val, target_recall)
         choice = ThresholdChoice(t, "target_recall", target_recall)
+        n_pos = int((np.asarray(y_val).astype(int) == 1).sum())
+        if target_recall < 1 and n_pos * (1 - target_recall) < 1:  # not one positive may be missed
+            choice.note = (f"{n_pos} positive validation photo(s): recall moves in steps of 1/{n_pos}, so the "
+                           f"threshold keeps all of them (recall 1 there, more flags than {target_recall} needs; "
+                           f"{math.ceil(1 / (1 - target_recall) - 1e-9)} or more tell them apart)")
     elif target_precision is not None:
         try:
             t = threshold_for_precision(y_val, s_val, target_precision)
