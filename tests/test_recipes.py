@@ -1,3 +1,4 @@
+import json
 import os
 
 import pandas as pd
@@ -289,6 +290,12 @@ def test_build_warns_of_classes_too_small_to_be_split_by_object(tmp_path, caplog
     assert caplog.messages == ["2 class(es) hold fewer than 3 objects: French (1 object), Indian (2 objects); a split "
                                "by object cannot give each photos in train, validation and test, so they are learnt "
                                "from little and barely tested (--top N keeps the N largest)"]
+    # kept with the dataset: card.json and card.html say it too, and the card's tables are tables
+    card = json.loads((tmp_path / "culture" / "card.json").read_text())
+    assert card["warnings"] == caplog.messages
+    page = (tmp_path / "culture" / "card.html").read_text()
+    assert f"<h2>Warnings</h2><ul><li>{caplog.messages[0]}</li></ul>" in page
+    assert "<table><tr><th>images of the object</th><th>objects</th></tr><tr><td>1</td><td>10</td></tr></table>" in page
     caplog.clear()
     build("culture", tmp_path / "col", tmp_path / "two", top=2)  # the largest two: 4 and 3 objects
     assert caplog.messages == []
@@ -359,6 +366,7 @@ def test_a_dataset_card_counts_images_objects_splits_and_centuries():
     assert card["split"] == {"test": {"ivory": 1, "non_ivory": 1}, "train": {"non_ivory": 3, "ivory": 2}}
     assert card["objects_per_department"] == {"(empty)": 2, "Arms": 1, "Asian Art": 1}
     assert card["objects_per_century"] == {"19th c.": 1, "BCE": 1, "20th c.": 1, "(empty)": 1}
+    assert list(card["objects_per_century"]) == ["BCE", "19th c.", "20th c.", "(empty)"]  # time's order, not by count
     # the midpoint's century, with English ordinals
     years = {1: "1st c.", 150: "2nd c.", 250: "3rd c.", 1050: "11th c.", 1150: "12th c.", 1250: "13th c.",
              2050: "21st c.", 2150: "22nd c.", 1000: "11th c.", 1099: "11th c.", 1100: "12th c.", 0: "BCE", -50: "BCE"}

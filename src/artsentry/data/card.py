@@ -27,6 +27,14 @@ def century(row) -> str | None:
     return f"{c}{suffix} c."
 
 
+def _century_order(name: str) -> int:
+    """'BCE' first, then '1st c.', '2nd c.'... in time's order; anything else ('(empty)') last."""
+    if name == "BCE":
+        return -1
+    digits = re.match(r"\d+", name)
+    return int(digits.group()) if digits else 10**6
+
+
 def _counts(series: pd.Series, top: int = 20) -> dict[str, int]:
     vc = series.replace("", "(empty)").fillna("(empty)").value_counts()
     return {str(k): int(v) for k, v in vc.head(top).items()}
@@ -49,25 +57,34 @@ def card_data(df: pd.DataFrame) -> dict:
                       ("culture", "objects_per_culture")):
         if col in objects:
             data[name] = _counts(objects[col])
-    if "objectBeginDate" in objects:
-        data["objects_per_century"] = _counts(objects.apply(century, axis=1))
+    if "objectBeginDate" in objects:  # in time's order, not by count: a period's gaps show
+        counts = _counts(objects.apply(century, axis=1), top=1000)
+        data["objects_per_century"] = {k: counts[k] for k in sorted(counts, key=_century_order)}
     return data
 
 
 def _bar_png(counts: dict[str, int], title: str) -> str:
     plt = use_agg()
-    items = list(counts.items())[:20][::-1]
+    items = list(counts.items())[:30][::-1]  # BCE to the 21st century and "(empty)" fit whole
     fig, ax = plt.subplots(figsize=(6, 0.3 * len(items) + 1))
     ax.barh([k[:40] for k, _ in items], [v for _, v in items], color="#4a7")
     ax.set_title(title)
     return figure_uri(fig, dpi=90)
 
 
+def _table(head: tuple[str, ...], rows) -> str:
+    cells = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return "<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + f"</tr>{cells}</table>"
+
+
 def write_card(df: pd.DataFrame, collection: pd.DataFrame | None, out_dir: str | Path, *, title: str,
-               grid: int = 8) -> dict:
-    """Write card.json and card.html for dataset ``df`` (absolute paths) into ``out_dir``."""
+               grid: int = 8, warnings: list[str] | None = None) -> dict:
+    """Write card.json and card.html for dataset ``df`` (absolute paths) into ``out_dir``; ``warnings``: what
+    the build warned of about the data, kept with it."""
     out_dir = Path(out_dir)
     data = card_data(df)
+    if warnings:
+        data["warnings"] = list(warnings)
     write_text_atomic(out_dir / "card.json", json.dumps(data, indent=2) + "\n")
     plots = [(k, v) for k, v in data.items() if k.startswith("objects_per_") and isinstance(v, dict) and v]
     imgs = "".join(f'<img class="plot" alt="{html.escape(k)}" src="{_bar_png(v, k.replace("_", " "))}">'
@@ -79,7 +96,14 @@ def write_card(df: pd.DataFrame, collection: pd.DataFrame | None, out_dir: str |
                         (thumbnail_uri(p, 110, 75) for p in sample["path"]) if src)
         grids.append(f"<h3>{html.escape(str(label))} ({len(group)} images)</h3><div class='grid'>{cells}</div>")
     summary = "".join(f"<tr><th>{html.escape(k)}</th><td>{v}</td></tr>" for k, v in data.items()
-                      if not isinstance(v, dict))
+                      if not isinstance(v, (dict, list)))
+    warned = ("<h2>Warnings</h2><ul>" + "".join(f"<li>{html.escape(w)}</li>" for w in data["warnings"]) + "</ul>"
+              if data.get("warnings") else "")
+    splits = ""
+    if "split" in data:  # photos of each class in each split (the instance recipe splits each object's photos)
+        names = [n for n in ("train", "val", "test") if n in data["split"]]
+        splits = "<h2>Splits</h2>" + _table(("class", *names), (
+            (k, *(data["split"][n].get(k, 0) for n in names)) for k in data["images_per_class"]))
     per_class = "".join(f"<tr><th>{html.escape(k)}</th><td>{v}</td><td>{data['objects_per_class'].get(k, '')}</td>"
                         f"</tr>" for k, v in data["images_per_class"].items())
     doc = f"""<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">
@@ -87,9 +111,9 @@ def write_card(df: pd.DataFrame, collection: pd.DataFrame | None, out_dir: str |
 <style>body{{font-family:system-ui,sans-serif;margin:1.5rem;max-width:1100px}}
 table{{border-collapse:collapse}}th,td{{border:1px solid #ccc;padding:.2rem .5rem;text-align:left}}
 .plot{{max-width:48%;margin:.3rem}}.grid img{{margin:2px;max-height:110px}}</style></head><body>
-<h1>{html.escape(title)}</h1><table>{summary}</table>
-<h2>Classes</h2><table><tr><th>class</th><th>images</th><th>objects</th></tr>{per_class}</table>
-<h2>Images per object</h2><p>{html.escape(json.dumps(data['images_per_object']))}</p>
+<h1>{html.escape(title)}</h1><table>{summary}</table>{warned}
+<h2>Classes</h2><table><tr><th>class</th><th>images</th><th>objects</th></tr>{per_class}</table>{splits}
+<h2>Images per object</h2>{_table(("images of the object", "objects"), data["images_per_object"].items())}
 <h2>Exploration</h2>{imgs}<h2>Examples</h2>{''.join(grids)}</body></html>"""
     write_text_atomic(out_dir / "card.html", re.sub(r"\n\s*\n", "\n", doc))
     return data

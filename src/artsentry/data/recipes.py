@@ -183,14 +183,18 @@ def build(recipe: str, collection: str | Path, out_dir: str | Path, *, top: int 
         raise ValueError(f"recipe {recipe!r} selected no images from {csv_path} ({len(col)} read): {why}")
     if df["label"].nunique() < 2:
         raise ValueError(f"recipe {recipe!r} found only one class ({df['label'].iloc[0]}) in {csv_path}")
+    warnings = []  # said now, and kept in the dataset's card
     if recipe != "instance":  # split by object: a class of one or two objects misses a split, or two
         objects = df.groupby("label")["object_id"].nunique()
         few = [f"{k} ({n} object{'s' * (n != 1)})"
                for k, n in sorted(objects.items(), key=lambda kv: (kv[1], kv[0])) if n < 3]
         if few:
-            log.warning("%d class(es) hold fewer than 3 objects: %s; a split by object cannot give each photos in "
-                        "train, validation and test, so they are learnt from little and barely tested%s", len(few),
-                        first_names(few, 5), " (--top N keeps the N largest)" if recipe == "culture" else "")
+            warnings.append(f"{len(few)} class(es) hold fewer than 3 objects: {first_names(few, 5)}; a split by "
+                            "object cannot give each photos in train, validation and test, so they are learnt from "
+                            "little and barely tested" + (" (--top N keeps the N largest)" if recipe == "culture"
+                                                          else ""))
+    for warning in warnings:
+        log.warning("%s", warning)
     df = df.sort_values(["label", "object_id", "path"]).reset_index(drop=True)
     front = ["path", "label", "object_id"] + (["split"] if "split" in df else [])
     df = df[front + [c for c in df.columns if c not in front]]
@@ -198,6 +202,6 @@ def build(recipe: str, collection: str | Path, out_dir: str | Path, *, top: int 
     out["path"] = [os.path.relpath(p, out_dir.resolve()) for p in df["path"]]
     out_dir.mkdir(parents=True, exist_ok=True)
     write_manifest(out, out_dir / "manifest.csv")
-    write_card(df, col, out_dir, title=f"{recipe} dataset from {csv_path}")
+    write_card(df, col, out_dir, title=f"{recipe} dataset from {csv_path}", warnings=warnings)
     return df
 
