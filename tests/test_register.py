@@ -185,6 +185,12 @@ def test_damaged_register_files_give_clear_errors(tmp_path, photos):
 def test_register_cli(tmp_path, photos, capsys):
     reg = str(tmp_path / "reg")
     assert main(["-q", "register", "create", reg]) == 0
+    # an empty register answers "no match" to every photo, which reads as news about the photo: said why
+    assert main(["-q", "register", "search", reg, photos["A"][1]]) == 0
+    out, err = capsys.readouterr()
+    assert out.split("\t")[1:3] == ["no match", "[]"]
+    assert err == (f"note: {reg} holds no objects: nothing can match ('artsentry register add' or 'register import' "
+                   "first)\n")
     assert main(["-q", "register", "add", reg, "A", *photos["A"][0], "--title", "Ivory figure", "--status",
                  "stolen"]) == 0
     assert main(["-q", "register", "add", reg, "B", *photos["B"][0]]) == 0

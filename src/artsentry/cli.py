@@ -1200,7 +1200,10 @@ def cmd_register(a) -> int:
             images, problems = expand_images(a.images)
             _print_errors(problems)
             bad = len(problems)
-            if not a.lots and a.threshold is None and reg.threshold is None and len(reg.index):
+            if not len(reg):  # every photo comes back "no match", which reads as an answer about the photo
+                print(f"note: {a.register} holds no objects: nothing can match ('artsentry register add' or "
+                      "'register import' first)", file=sys.stderr)
+            elif not a.lots and a.threshold is None and reg.threshold is None and len(reg.index):
                 print("note: the register has no no-match threshold: matches are ranked, none decided "
                       "('artsentry register calibrate', 'register set-threshold' or --threshold)", file=sys.stderr)
             for res in reg.search(images, k=a.k, threshold=a.threshold, lots=a.lots):
