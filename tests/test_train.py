@@ -1948,6 +1948,24 @@ def test_frozen_head_learns_from_cached_augmented_views(tmp_path, synthetic_data
     assert np.mean([p.label == Path(p.source).parent.name for p in preds]) >= 0.9
 
 
+def test_a_run_refused_for_its_positive_label_leaves_nothing_that_refuses_the_corrected_command(
+        tmp_path, synthetic_dataset, train_only, capsys):
+    """Labels the model cannot tell the positive of ('cat', 'dog') were refused after run.json and the split were
+    written, so the same command with --positive-label met "holds a run with other settings" and needed
+    --overwrite. The label is chosen before anything is written now."""
+    import shutil
+
+    for theirs, ours in (("ivory", "cat"), ("non_ivory", "dog")):
+        shutil.copytree(synthetic_dataset / theirs, tmp_path / "data" / ours)
+    command = ["-q", "train", str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--mode", "frozen",
+               "--image-size", "64", "--batch-size", "8", "--val-fraction", "0.25", "--test-fraction", "0.25"]
+    assert main(command) == 1
+    assert "cannot tell which of ['cat', 'dog'] is the positive class; pass --positive-label" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "run.json").exists() and not (tmp_path / "run" / "manifest.csv").exists()
+    assert main(command + ["--positive-label", "cat"]) == 0
+    assert json.loads((tmp_path / "run" / "model" / "config.json").read_text())["positive_label"] == "cat"
+
+
 @pytest.mark.usefixtures("train_only")
 def test_a_second_run_into_a_busy_run_folder_is_refused(tmp_path, synthetic_dataset):
     """`make ivory` started twice (two terminals): both wrote checkpoints into one run folder. The

@@ -811,6 +811,8 @@ class Trainer:
         if len(labels) < 2:
             raise TrainingError(f"a classifier needs images of at least two labels; found only {labels} "
                                 f"({len(df)} image(s))")
+        # before run.json is written: a refusal there made the corrected command meet "a run with other settings"
+        choose_positive_label(labels, self.settings.positive_label)
         for folder in self.settings.teacher or ():  # before the run folder names it (read by _check_teachers)
             folder = resolve_model_dir(folder)
             taught = read_config(folder)["labels"]
