@@ -322,6 +322,24 @@ def test_instance_evaluation_top_k_by_photo_count_and_department(instance_models
     assert set(by_colour) <= {f"colour / O{k}" for k in range(6)} and sum(v["n"] for v in by_colour.values()) == 6
 
 
+def test_a_refused_evaluation_leaves_no_empty_out_folder(model_dir, synthetic_dataset, tmp_path):
+    """--out was made before the data were checked: labels the model does not know, or a target recall without
+    validation photos, left an empty folder behind. A --out that is a file is refused before evaluating."""
+    from artsentry.evaluate import run_evaluation
+
+    photos = sorted(str(p) for p in (synthetic_dataset / "ivory").glob("*.jpg"))[:4]
+    pd.DataFrame({"path": photos, "label": ["ivory", "plastic"] * 2}).to_csv(tmp_path / "m.csv", index=False)
+    with pytest.raises(ValueError, match=r"labels \['plastic'\] are not among the model's labels"):
+        run_evaluation(model_dir, tmp_path / "m.csv", out_dir=tmp_path / "out", progress=False, explain=False)
+    with pytest.raises(ValueError, match="a target recall/precision needs a binary model and data with a 'val'"):
+        run_evaluation(model_dir, synthetic_dataset, out_dir=tmp_path / "out", target_recall=0.9, progress=False,
+                       explain=False)
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "file").write_text("notes")
+    with pytest.raises(ValueError, match="file is a file, not a folder for the evaluation's outputs"):
+        run_evaluation(model_dir, synthetic_dataset, out_dir=tmp_path / "file", progress=False, explain=False)
+
+
 def test_ensemble_is_measured_on_listing_style_photos_as_its_members_are(instance_models, monkeypatch):
     from artsentry.data.listing import shift_variants
     from artsentry.data.manifest import read_manifest

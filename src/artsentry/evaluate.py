@@ -704,7 +704,8 @@ def run_evaluation(model, data=None, *, split: str | None = "test", out_dir=None
     else:
         eval_df = df
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(model_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if out_dir.exists() and not out_dir.is_dir():  # said now, not after the evaluation's minutes
+        raise ValueError(f"{out_dir} is a file, not a folder for the evaluation's outputs")
 
     calibration = None
     if calibrate:
@@ -744,6 +745,7 @@ def run_evaluation(model, data=None, *, split: str | None = "test", out_dir=None
     }
     if shift:
         result["shift"] = evaluate_shift(predictor, eval_df, seed=shift_seed, threshold=ev.threshold, progress=progress)
+    out_dir.mkdir(parents=True, exist_ok=True)  # only now: a refused evaluation leaves no empty --out behind
     write_text_atomic(out_dir / "metrics.json", json.dumps(result, indent=2) + "\n")
     write_csv_atomic(ev.table, out_dir / PREDICTIONS_NAME)
     extras = report_explanations(predictor, ev, eval_df, out_dir, progress=progress) if explain else {}
