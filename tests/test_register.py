@@ -467,6 +467,10 @@ def test_register_info_says_whether_it_can_decide(tmp_path, photos, capsys):
     capsys.readouterr()
     assert main(["register", "info", str(tmp_path / "reg"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["threshold"] == 0.25
+    # a calibrated threshold sits one float step above a score: its digits beyond the sixth were float noise
+    Register.open(tmp_path / "reg").set_threshold(float(np.nextafter(0.138092, 1.0)))
+    assert main(["register", "info", str(tmp_path / "reg")]) == 0
+    assert "no-match threshold\t0.138092\n" in capsys.readouterr().out
 
 
 def test_threshold_for_false_match_rate_by_hand():

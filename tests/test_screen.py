@@ -1327,7 +1327,7 @@ def test_screen_with_register_ranks_matches_first(model_dir, photos, synthetic_d
     assert about[1].startswith(f"Model: {model['name']} version {model['version']} ({model['path']})")
     assert f"threshold {model['threshold']}" in about[1]
     assert about[2].startswith(f"Register {(tmp_path / 'reg').resolve()}: 2 object(s), 4 recorded change(s), the last ")
-    assert about[2].endswith(f"no-match threshold {Register.open(tmp_path / 'reg').threshold}")
+    assert about[2].endswith(f"no-match threshold {Register.open(tmp_path / 'reg').threshold:.6g}")
     assert all(html.escape(line) in page for line in about)
     # register only, no model
     only = Screener(None, tmp_path / "reg", progress=False).run(path, tmp_path / "only")

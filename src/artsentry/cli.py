@@ -1163,13 +1163,16 @@ def cmd_register(a) -> int:
                 print(json.dumps(info))
             else:
                 unset = "not set: matches are ranked, none decided ('register calibrate')"
+                # a calibrated threshold sits one float step above a score: 0.13809200000000002, shown 0.138092
+                threshold, lot = (None if t is None else format(t, ".6g") for t in (info["threshold"],
+                                                                                   info["lot_threshold"]))
                 shots = f", {info['reshots_per_photo']} re-shot(s) each" if info["reshots_per_photo"] else ""
                 print(f"objects\t{info['objects']}\nphotos\t{info['photos']}{shots} "
                       f"({info['indexed_vectors']} vectors indexed, {info['index']} search)\n"
                       f"embedder\t{info['embedder']} ({info['dim']} dimensions, photos read with {info['resize']}"
                       f"{', with mirror images' if info['flip'] else ''})\nscoring\t{info['scoring']}\n"
-                      f"no-match threshold\t{unset if info['threshold'] is None else info['threshold']}\n"
-                      f"lot threshold\t{'not set' if info['lot_threshold'] is None else info['lot_threshold']}\n"
+                      f"no-match threshold\t{unset if threshold is None else threshold}\n"
+                      f"lot threshold\t{'not set' if lot is None else lot}\n"
                       f"changes\t{info['changes']}{', the last ' + info['changed'] if info['changed'] else ''}")
             if info.get("embedder_refused"):  # said after what the register holds, as any command's error
                 raise RegisterError(info["embedder_refused"])

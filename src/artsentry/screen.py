@@ -940,7 +940,7 @@ def describe_run(records: list[dict], source: str | None = None) -> list[str]:
     for n, state in enumerate(map(json.loads, states)):
         changes = (f"{state['changes']} recorded change(s), the last {state['changed']}" if state.get("changes")
                    else "no recorded changes (a register from before its history was kept)")
-        threshold = (f"no-match threshold {state['threshold']}" if state.get("threshold") is not None
+        threshold = (f"no-match threshold {state['threshold']:.6g}" if state.get("threshold") is not None
                      else "no no-match threshold set (matches shown, none decided)")
         lines.append(("Register" if n == 0 else "then register") + f" {state['path']}: {state['objects']} object(s), "
                      f"{changes}, {threshold}")
