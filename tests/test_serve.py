@@ -1361,6 +1361,8 @@ def test_a_lot_flagged_for_one_tile_is_overlaid_with_that_tiles_evidence_on_the_
 def test_page_says_an_uncalibrated_register_ranks_and_does_not_decide(photos, tmp_path):
     from playwright.sync_api import expect
 
+    from artsentry.index.register import Register
+
     from .browser import browser_page
 
     abc_register(tmp_path / "reg", photos).close()
@@ -1375,6 +1377,15 @@ def test_page_says_an_uncalibrated_register_ranks_and_does_not_decide(photos, tm
         assert "Object B" in matches.locator("li").first.inner_text()
         assert "below threshold" not in matches.inner_text() and matches.locator("li.match, li.below").count() == 0
         assert "No match" not in matches.inner_text()
+    assert log.console_errors == [] and log.outside == []
+    # an empty register: "No match among the registered objects." read as news about the photo
+    Register.create(tmp_path / "empty").close()
+    with LiveServer(create_app(ServeSettings(register=tmp_path / "empty"))) as server, browser_page() as (page, log):
+        page.goto(server.url + "/")
+        page.set_input_files("#file", photos["B"][1])
+        matches = page.locator(".card .matches").first
+        expect(matches).to_contain_text("The register holds no objects yet: nothing to match.", timeout=60_000)
+        assert "No match" not in matches.inner_text() and matches.locator("li").count() == 0
     assert log.console_errors == [] and log.outside == []
 
 

@@ -60,6 +60,10 @@
   function showMatches(box, reg) {
     if (!reg) return;
     box.appendChild(el("h4", "", "Register matches"));
+    if (!reg.matches.length) {  // a search always ranks every registered object it finds: none means none held
+      box.appendChild(el("p", "nomatch", "The register holds no objects yet: nothing to match."));
+      return;
+    }
     if (reg.no_match) box.appendChild(el("p", "nomatch", "No match among the registered objects."));
     const undecided = reg.no_match === null;  // a register without a threshold ranks, never decides
     if (undecided) box.appendChild(el("p", "nomatch", "Not decided: the register has no no-match threshold " +
