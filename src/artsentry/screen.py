@@ -992,8 +992,7 @@ def write_outputs(records: list[dict], listings: pd.DataFrame, out: Path, carrie
     qtable.insert(0, "rank", range(1, len(qtable) + 1))
     write_csv_atomic(qtable, out / "queue.csv")
     # each with its listing's columns (title, seller...): a table that `screen` takes as it is, to try them again
-    listing_columns = list(dict.fromkeys(k for r in records for k in r["listing"]))
-    write_csv_atomic(table[table["error"].notna()][["row", "listing_id", "image", *listing_columns, "error"]],
+    write_csv_atomic(table[table["error"].notna()][["row", "listing_id", "image", *carried, "error"]],
                      out / "errors.csv")
     per_listing = listing_rollup(table, carried, review_weak=review_weak)
     write_csv_atomic(per_listing, out / "listings.csv")

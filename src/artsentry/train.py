@@ -1389,11 +1389,12 @@ def _check_memory(s: TrainSettings, available: float | None = None) -> None:
 
     size = s.image_size or default_preprocessing(s.architecture).input_size
     views = 2 if s.consistency else 1  # a studio and a listing-style view of each photo in one step
-    need = training_step_mib(s.architecture, s.batch_size * views, size)
+    per_photo = training_step_mib(s.architecture, views, size)
+    need = per_photo * s.batch_size
     free = available_mib() if available is None else available
     if free is None or need + TRAIN_RESERVE_MIB <= free:
         return
-    fits = int((free - TRAIN_RESERVE_MIB) // training_step_mib(s.architecture, views, size))
+    fits = int((free - TRAIN_RESERVE_MIB) // per_photo)
     then = f"--batch-size {fits} would fit" if fits > 0 else "not one photo a step fits: a smaller --image-size"
     raise TrainingError(f"fine-tuning {s.architecture} at {size} px, {s.batch_size} photo(s) a step"
                         f"{' (two views each)' if views == 2 else ''}, takes about {need / 1024:.1f} GiB; this machine "
