@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from artsentry.cli import main
+from artsentry.files import file_sha256
 from artsentry.index import Register, RegisterError, VectorIndex
 from artsentry.index.register import contrast_scores
 from artsentry.index.vectors import IndexFileError, default_nlist
@@ -335,6 +336,39 @@ def test_adding_photos_an_object_holds_registers_them_once(tmp_path, photos, cap
     assert "A: 1 photo(s) registered (2 skipped: registered under it already, or given twice)" in said
     assert main(["-q", "register", "remove", str(tmp_path / "reg"), "A"]) == 0
     assert "3 photo(s)" in capsys.readouterr().out
+
+
+def test_a_photo_under_two_objects_is_said_when_added_imported_and_in_info(tmp_path, photos, capsys, caplog):
+    """The same photo under two ids is allowed (a set photographed together) but most often one object
+    recorded twice: a search for it then matches both alike. It went unsaid."""
+    (a0, a1), (b0, b1) = photos["A"][0], photos["B"][0]
+    reg = Register.create(tmp_path / "reg")
+    reg.add("A", [a0, a1])
+    reg.add("B", [b0])
+    assert reg.shared_photos() == {}
+    with open(a0, "rb") as f:  # the same content, as bytes: the same photo
+        reg.add("A2", [f.read()])
+    sha = file_sha256(a0)
+    assert reg.shared_photos() == {sha: ["A", "A2"]}
+    assert reg.shared_photos(["B"]) == {} and reg.shared_photos(["A2"]) == {sha: ["A", "A2"]}
+    done = reg.import_objects([("C", [b0], {}), ("D", [photos["C"][0][0]], {})])
+    assert done["shared_photos"] == {file_sha256(b0): ["B", "C"]}  # the table's objects only
+    reg.close()
+    caplog.clear()
+    assert main(["-q", "register", "add", str(tmp_path / "reg"), "E", a1, photos["C"][0][1]]) == 0
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(said) == 1 and said[0].startswith(
+        f"1 photo(s) registered under more than one object ({file_sha256(a1)[:12]} under A, E): one object recorded "
+        "twice?"), said
+    caplog.clear()
+    assert main(["-q", "register", "add", str(tmp_path / "reg"), "F", photos["C"][1]]) == 0
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]  # a photo no other object holds
+    capsys.readouterr()
+    assert main(["register", "info", str(tmp_path / "reg")]) == 0
+    lines = dict(line.split("\t", 1) for line in capsys.readouterr().out.splitlines())
+    assert lines["shared photos"].startswith("3 photo(s) under more than one object (e.g. ")
+    assert main(["register", "info", str(tmp_path / "reg"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["shared_photos"] == 3
 
 
 def test_a_photo_registered_elsewhere_while_being_embedded_is_not_registered_twice(tmp_path, photos, monkeypatch):

@@ -296,6 +296,10 @@ def test_register_add_then_remove(live, photos):
     again = httpx.post(f"{live.url}/v1/register", data={"object_id": "NEW-1"}, files=files, headers=auth, timeout=60)
     assert again.status_code == 200 and (again.json()["photos_added"], again.json()["already_registered"]) == (0, 1)
     assert again.json()["object"]["photos"] == r.json()["object"]["photos"]  # a retried request adds nothing twice
+    assert r.json()["shares_photos_with"] == []
+    twin = httpx.post(f"{live.url}/v1/register", data={"object_id": "NEW-2"}, files=files, headers=auth, timeout=60)
+    assert twin.status_code == 201 and twin.json()["shares_photos_with"] == ["NEW-1"]  # one object recorded twice?
+    assert httpx.delete(f"{live.url}/v1/register/NEW-2", headers=auth).status_code == 200
     found = httpx.post(f"{live.url}/v1/analyze", files={"file": ("q.jpg", Path(photos["unknown"]).read_bytes())},
                        timeout=60).json()["register"]
     assert found["matches"][0]["object_id"] == "NEW-1" and found["no_match"] is False

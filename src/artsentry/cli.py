@@ -925,6 +925,18 @@ def _print_errors(messages) -> None:
         print(f"error: {msg}", file=sys.stderr)
 
 
+def _warn_shared_photos(shared: dict[str, list[str]]) -> None:
+    """Say which photos are registered under more than one object (``Register.shared_photos``): most often
+    one object recorded twice, and a search for such a photo matches each of them alike."""
+    if not shared:
+        return
+    examples = "; ".join(f"{sha[:12]} under {', '.join(objects)}" for sha, objects in list(shared.items())[:3])
+    more = f" and {len(shared) - 3} more" if len(shared) > 3 else ""
+    logging.getLogger(__name__).warning(
+        "%d photo(s) registered under more than one object (%s%s): one object recorded twice? A search for such a "
+        "photo matches each of them alike", len(shared), examples, more)
+
+
 def expand_images(items: list[str]) -> tuple[list[str], list[str]]:
     """Files as given, folders searched recursively for image files. Returns (files, problems)."""
     from .data.images import find_images
@@ -1124,6 +1136,7 @@ def cmd_register(a) -> int:
             skipped = f" ({already} skipped: registered under it already, or given twice)" if already else ""
             print(f"{a.object_id}: {n} photo(s) registered{shots}{skipped}; register holds {len(reg)} "
                   "object(s)")
+            _warn_shared_photos(reg.shared_photos([a.object_id]))
             return EXIT_SOME_UNREADABLE if errors or problems else 0
         if a.action == "copy":
             done = reg.copy_to(a.target, a.embedder, progress=not a.quiet)
@@ -1144,6 +1157,7 @@ def cmd_register(a) -> int:
             print(f"imported {done['photos_added']} photo(s), {done['objects_added']} new object(s) of the "
                   f"{done['objects_in_table']} in {a.source}; {done['already_registered']} photo(s) already registered "
                   f"were skipped; register holds {len(reg)} object(s)")
+            _warn_shared_photos(done["shared_photos"])
             return EXIT_SOME_UNREADABLE if problems or done["errors"] else 0
         if a.action == "remove":
             missing = []
@@ -1159,8 +1173,9 @@ def cmd_register(a) -> int:
                 raise ValueError(f"not in the register, nothing removed for: {', '.join(missing)}")
         elif a.action == "info":
             info = reg.info()
+            shared = reg.shared_photos()  # here, not in info(): a scan of the photos the server's /v1/models spares
             if a.json:
-                print(json.dumps(info))
+                print(json.dumps(info | {"shared_photos": len(shared)}))
             else:
                 unset = "not set: matches are ranked, none decided ('register calibrate')"
                 # a calibrated threshold sits one float step above a score: 0.13809200000000002, shown 0.138092
@@ -1174,6 +1189,9 @@ def cmd_register(a) -> int:
                       f"no-match threshold\t{unset if threshold is None else threshold}\n"
                       f"lot threshold\t{'not set' if lot is None else lot}\n"
                       f"changes\t{info['changes']}{', the last ' + info['changed'] if info['changed'] else ''}")
+                if shared:
+                    print(f"shared photos\t{len(shared)} photo(s) under more than one object (e.g. "
+                          f"{next(iter(shared))[:12]} under {', '.join(next(iter(shared.values())))})")
             if info.get("embedder_refused"):  # said after what the register holds, as any command's error
                 raise RegisterError(info["embedder_refused"])
         elif a.action == "list":

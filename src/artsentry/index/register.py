@@ -395,6 +395,22 @@ class Register:
                 "lot_threshold": self.lot_threshold, **self.last_change(),
                 **({"embedder_refused": refused} if refused else {})}
 
+    def shared_photos(self, object_ids: Sequence[str] | None = None) -> dict[str, list[str]]:
+        """Photos registered under more than one object, by the SHA-256 of their file content -> those objects
+        (sorted); with ``object_ids``, only the photos one of them holds. The same photo under two ids is most
+        often one object recorded twice, and a query of it matches each of them alike. (A scan of the photos
+        table, as opening the register's integrity check is.)"""
+        rows = self.db.execute(
+            "SELECT DISTINCT sha256, object_id FROM photos WHERE reshot_of IS NULL AND sha256 IN (SELECT sha256 "
+            "FROM photos WHERE reshot_of IS NULL AND sha256 IS NOT NULL GROUP BY sha256 "
+            "HAVING COUNT(DISTINCT object_id) > 1)")
+        holders: dict[str, list[str]] = {}
+        for sha, object_id in rows:
+            holders.setdefault(sha, []).append(object_id)
+        wanted = None if object_ids is None else {object_key(o) for o in object_ids}
+        return {sha: sorted(objects) for sha, objects in sorted(holders.items())
+                if wanted is None or not wanted.isdisjoint(objects)}
+
     def _photo_count(self) -> int:
         """Registered photos, their re-shots not counted."""
         return self.db.execute("SELECT COUNT(*) FROM photos WHERE reshot_of IS NULL").fetchone()[0]
@@ -646,7 +662,8 @@ class Register:
         ``chunk_photos`` photos, each its own transaction and index write: an import killed
         half-way keeps the chunks done, and the same import run again adds only what is missing,
         because a photo whose file content is already registered under that object is skipped
-        (as are repeats within ``objects``). Returns counts and the unreadable photos' errors."""
+        (as are repeats within ``objects``). Returns counts, the unreadable photos' errors and
+        ``shared_photos`` for the objects in the table (photos other objects hold too)."""
         from tqdm.auto import tqdm
 
         todo, skipped = self._without_registered(objects)
@@ -669,7 +686,8 @@ class Register:
         bar.close()
         now = {r[0] for r in self.db.execute("SELECT object_id FROM objects")}
         return {"objects_added": len(now - before), "objects_in_table": len({object_key(o) for o, _, _ in objects}),
-                "photos_added": added, "already_registered": skipped, "errors": errors}
+                "photos_added": added, "already_registered": skipped, "errors": errors,
+                "shared_photos": self.shared_photos([o for o, _, _ in objects])}
 
     def copy_to(self, folder: str | Path, embedder: str | None = None, *, progress: bool = False) -> dict:
         """A new register at ``folder`` with this one's objects, their metadata and their photos, each photo

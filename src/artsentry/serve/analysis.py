@@ -298,8 +298,10 @@ class Analyzer:
         ``photos/`` under its SHA-256 (``sha.kind``; one file for a photo uploaded twice) and then
         registered. When registering fails, the files this call stored are removed again: no photo is
         left in ``photos/`` that the register does not hold. (Under the lock, so that no other request
-        relies on a file this one wrote until it is registered.)"""
+        relies on a file this one wrote until it is registered.) ``shares_photos_with``: the other objects
+        holding a photo this one holds (``Register.shared_photos``)."""
         from ..files import write_bytes_atomic
+        from ..index.register import object_key
 
         if self.register is None:
             raise LookupError("no register is loaded")
@@ -318,8 +320,10 @@ class Analyzer:
                 for path in written:
                     path.unlink(missing_ok=True)
                 raise
+            shared = self.register.shared_photos([object_id])
+            others = sorted({o for objects in shared.values() for o in objects} - {object_key(object_id)})
             return {"object_id": object_id, "photos_added": added, "already_registered": already, "errors": errors,
-                    "object": self.register.get(object_id)}
+                    "object": self.register.get(object_id), "shares_photos_with": others}
 
     def register_remove(self, object_id: str) -> int:
         if self.register is None:

@@ -221,6 +221,9 @@ class RegisterAdded(BaseModel):
                                     "twice): not registered again, so a retried request adds nothing twice")
     errors: list[str]
     object: Optional[RegisterObject]
+    shares_photos_with: list[str] = Field(default_factory=list, description="other objects holding a photo of the "
+                                          "same content as one of this object's: most often one object recorded "
+                                          "twice (a search for that photo matches each of them alike)")
 
 
 class Removed(BaseModel):
