@@ -228,6 +228,12 @@ def test_build_writes_each_recipes_manifest_relative_to_itself(tmp_path, capsys)
     with pytest.raises(SystemExit) as stop:
         main(["-q", "build", "bronze", str(col), "--out", str(tmp_path / "x")])
     assert stop.value.code == 2 and "invalid choice: 'bronze'" in capsys.readouterr().err
+    # an instance recipe's many classes: the first twenty counted, the rest said to be in the card
+    many = _collection(tmp_path / "many", [{"object_id": f"{i // 2:02d}", "medium": "Ivory"} for i in range(44)])
+    assert main(["-q", "build", "instance", str(many), "--out", str(tmp_path / "inst"), "--min-images", "2"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("44 images of 22 objects, 22 classes: 00 2, 01 2, ")
+    assert first.endswith(", 19 2, ... and 2 more (card.html counts each)"), first
     assert main(["-q", "build", "ivory", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]) == 1
     assert "nowhere: no collection.csv (run `artsentry collect` first)" in capsys.readouterr().err
     # built again into its folder it is replaced; a manifest.csv no build wrote (a run's split) is not

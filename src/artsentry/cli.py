@@ -1102,12 +1102,18 @@ def cmd_train_embedder(a) -> int:
     return 0
 
 
+BUILD_CLASSES_SHOWN = 20  # classes whose photos `build` counts on its summary line
+
+
 def cmd_build(a) -> int:
     from .data.recipes import build
 
     df = build(a.recipe, a.collection, a.out, top=a.top, min_images=a.min_images, seed=a.seed)
-    counts = ", ".join(f"{k} {v}" for k, v in df["label"].value_counts().sort_index().head(20).items())
-    print(f"{len(df)} images of {df['object_id'].nunique()} objects, {df['label'].nunique()} classes: {counts}")
+    per_class = df["label"].value_counts().sort_index()
+    counts = ", ".join(f"{k} {v}" for k, v in per_class.head(BUILD_CLASSES_SHOWN).items())
+    if len(per_class) > BUILD_CLASSES_SHOWN:  # an instance recipe's hundreds of classes: the card counts each
+        counts += f", ... and {len(per_class) - BUILD_CLASSES_SHOWN} more (card.html counts each)"
+    print(f"{len(df)} images of {df['object_id'].nunique()} objects, {len(per_class)} classes: {counts}")
     print(f"manifest: {Path(a.out) / 'manifest.csv'}; card: {Path(a.out) / 'card.html'}")
     return 0
 
