@@ -157,6 +157,9 @@ def test_explain_lots_explains_a_lot_by_the_tile_predict_lots_flagged_it_for(mod
                                                     "measure and set one with 'artsentry evaluate RUN --lots 400'")
     assert main(["-q", "explain", str(photo), "--register", str(tmp_path), "--lots"]) == 1
     assert "--lots explains a model's tile scan: give --model, not --register" in capsys.readouterr().err
+    # a class asked of a register's map was ignored, and the map of the best match looked like an answer to it
+    assert main(["-q", "explain", str(photo), "--register", str(tmp_path), "--target", "ivory"]) == 1
+    assert "--target names a model's class; with --register the similarity" in capsys.readouterr().err
     update_config(folder, lots={"threshold": 0.1, "grid": 3})
     assert main(["-q", "predict", str(photo), "--model", str(folder), "--lots", "--json"]) == 0
     predicted = json.loads(capsys.readouterr().out)

@@ -1437,6 +1437,9 @@ def cmd_soup(a) -> int:
 def cmd_explain(a) -> int:
     if a.lots and a.register:
         raise ValueError("--lots explains a model's tile scan: give --model, not --register")
+    if a.target is not None and a.register:  # it was ignored: the map explained the best match all the same
+        raise ValueError("--target names a model's class; with --register the similarity to the best match is "
+                         "explained")
     model = None if a.register else model_folder(a.model or DEFAULT_MODEL)
     files, problems = expand_images(a.images)
     _print_errors(problems)
