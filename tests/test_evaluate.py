@@ -768,3 +768,30 @@ def test_the_report_page_shows_metrics_groups_mistakes_and_unreadable_photos(syn
     ev = Evaluation(one, binary_metrics([1, 1, 1], one["score"], 0.5), ["ivory", "non_ivory"], "ivory", 0.5)
     page = write_report(ev, tmp_path / "one.html", title="one class").read_text()
     assert 'alt="confusion plot"' in page and "curves plot" not in page  # no ROC or PR curve of one class
+
+
+def test_another_evaluation_of_a_run_does_not_replace_its_own_without_out(model_dir, tmp_path, capsys):
+    """Without --out a run's model is evaluated into its run folder, over the run's own test evaluation. An
+    evaluation of another split, other data, an ensemble or another input size replaced it without a word,
+    and the run's report and ``compare`` then gave the other figures as the run's."""
+    import json
+    import shutil
+
+    from artsentry.cli import main
+
+    run = tmp_path / "run"
+    shutil.copytree(model_dir.parent, run)  # the shared fixture stays as it is
+    own = {name: (run / name).read_bytes() for name in ("metrics.json", "predictions.csv", "report.html")}
+    for extra, what in ((["--split", "val"], "split 'val'"), (["--input-size", "96"], "input size 96 px"),
+                        (["--ensemble", str(run)], "an ensemble"),
+                        (["--data", str(run / "manifest.csv"), "--split", "all"], "split 'all'")):
+        assert main(["-q", "evaluate", str(run), "--no-explain", *extra]) == 1, extra
+        said = capsys.readouterr().err
+        assert f"{run} holds the run's own evaluation (its test photos: metrics.json, predictions.csv, report.html); " \
+               f"this one ({what}) would replace it: give --out DIR" in said, said
+    assert {name: (run / name).read_bytes() for name in own} == own
+    assert main(["-q", "evaluate", str(run), "--no-explain", "--split", "val", "--out", str(tmp_path / "val")]) == 0
+    assert json.loads((tmp_path / "val" / "metrics.json").read_text())["split"] == "val"
+    # its own test photos again (another threshold, --shift): the run's evaluation, brought up to date
+    assert main(["-q", "evaluate", str(run / "model"), "--no-explain", "--target-recall", "1"]) == 0
+    assert json.loads((run / "metrics.json").read_text())["threshold"]["rule"] != "model config"

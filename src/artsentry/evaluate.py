@@ -94,7 +94,11 @@ def compare_predictions(a, b, *, split: str | None = None) -> dict:
         if split is not None:
             if "split" not in df.columns:
                 raise ValueError(f"{path}: no split column to keep {split!r} rows from")
+            held = sorted(df["split"].dropna().astype(str).unique())
             df = df[df["split"] == split]
+            if df.empty:  # an evaluation holds the split it was run on: 'share no photo' hid that
+                raise ValueError(f"{path}: no photo of split {split!r} (it holds {', '.join(held) or 'none'}: "
+                                 "'artsentry evaluate RUN --split SPLIT' evaluates another)")
         if df["path"].duplicated().any():
             raise ValueError(f"{path}: a photo appears twice ({df.loc[df['path'].duplicated(), 'path'].iloc[0]})")
         readable = df["correct"].notna() & (df["error"].isna() if "error" in df.columns else True)
@@ -641,12 +645,39 @@ def default_out_dir(model_dir: Path) -> Path:
     return parent if (parent / "manifest.csv").is_file() or (parent / "run.json").is_file() else model_dir
 
 
+def _keep_runs_own_evaluation(out_dir: Path, data, split: str, ensemble, input_size: int | None) -> None:
+    """Without ``--out`` a run's model is evaluated into its run folder, where ``train`` wrote the run's own
+    evaluation: the model alone, at its own input size, on the test photos of the run's manifest. Another
+    evaluation there (other data, another split, an ensemble, another input size) replaced it without a word,
+    and the run's report, ``compare`` and anyone reading the run then took the other figures for the run's:
+    refused, pointing at ``--out``. Evaluating the run's test photos again (``--shift``, a new threshold) is not."""
+    import json
+    from pathlib import Path
+
+    manifest, metrics = out_dir / "manifest.csv", out_dir / "metrics.json"
+    if not (manifest.is_file() and metrics.is_file()):
+        return
+    try:
+        held = json.loads(metrics.read_text())
+    except (OSError, ValueError):
+        return
+    if not isinstance(held, dict) or held.get("split") != "test" or held.get("ensemble"):
+        return  # not the run's own evaluation: replaced by an earlier command already
+    other = ([f"data {data}"] if Path(data).resolve() != manifest.resolve() else []) + \
+        ([f"split {split!r}"] if split != "test" else []) + (["an ensemble"] if ensemble else []) + \
+        ([f"input size {input_size} px"] if input_size is not None else [])
+    if other:
+        raise ValueError(f"{out_dir} holds the run's own evaluation (its test photos: metrics.json, predictions.csv, "
+                         f"report.html); this one ({', '.join(other)}) would replace it: give --out DIR")
+
+
 def run_evaluation(model, data=None, *, split: str | None = "test", out_dir=None, target_recall: float | None = None,
                    target_precision: float | None = None, save_threshold: bool = False,
                    progress: bool = True, shift: bool = False, shift_seed: int = 0, explain: bool = True,
                    ensemble=(), input_size: int | None = None, calibrate: bool = False) -> dict:
     """Evaluate a model folder (or run folder) on data and write metrics.json,
-    predictions.csv and report.html into ``out_dir`` (default: ``default_out_dir``).
+    predictions.csv and report.html into ``out_dir`` (default: ``default_out_dir``, where an evaluation
+    other than the run's own is refused: ``_keep_runs_own_evaluation``).
 
     ``data`` defaults to the run's own ``manifest.csv``; ``split`` picks its
     rows when the manifest has a split column (None: all rows). A target recall
@@ -703,14 +734,18 @@ def run_evaluation(model, data=None, *, split: str | None = "test", out_dir=None
             raise ValueError(f"{data}: no rows in split {split!r}")
     else:
         eval_df = df
-    out_dir = Path(out_dir) if out_dir is not None else default_out_dir(model_dir)
+    if calibrate and not (has_split and (df["split"] == "val").any()):
+        raise ValueError(f"--calibrate fits on validation photos: {data} has no 'val' split")
+    if out_dir is None:
+        out_dir = default_out_dir(model_dir)
+        _keep_runs_own_evaluation(out_dir, data, split if (split is not None and has_split) else "all", ensemble,
+                                  input_size)
+    out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():  # said now, not after the evaluation's minutes
         raise ValueError(f"{out_dir} is a file, not a folder for the evaluation's outputs")
 
     calibration = None
     if calibrate:
-        if not (has_split and (df["split"] == "val").any()):
-            raise ValueError(f"--calibrate fits on validation photos: {data} has no 'val' split")
         calibration = calibrate_predictor(predictor, df[df["split"] == "val"], progress=progress)
         update_config(model_dir, calibration=calibration,
                       **({"threshold": predictor.threshold} if predictor.threshold is not None else {}))
