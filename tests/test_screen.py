@@ -25,8 +25,8 @@ from artsentry.data.images import load_image
 from artsentry.inference import Predictor
 from artsentry.models.artifact import ArtifactError, read_config, update_config
 from artsentry.models.onnx import export_onnx, onnx_ready
-from artsentry.screen import (LISTING_STATUSES, OUTPUT_COLUMNS, ScreenError, Screener, _priority, listing_rollup,
-                              read_evidence, read_listings, verify_run)
+from artsentry.screen import (LISTING_STATUSES, ONCE_DIR, OUTPUT_COLUMNS, ScreenError, Screener, _priority,
+                              listing_rollup, read_evidence, read_listings, verify_run)
 
 from .conftest import abc_register, reply, trickle, web_host
 
@@ -894,6 +894,39 @@ def test_image_urls_are_fetched_again_after_a_shops_passing_trouble(model_dir, s
     assert main(["-q", "verify", str(tmp_path / "out")]) == 1
     out, err = capsys.readouterr()
     assert "0 of 4 photo(s) hash as screened; changed 2" in out and f"changed: {kept['a']}" in err
+
+
+def test_a_url_several_listings_name_is_fetched_once(model_dir, synthetic_dataset, tmp_path):
+    """A marketplace's "no photo" placeholder is named by thousands of listings; each row fetched it again
+    (and a host that never answers cost a minute a row). One fetch per URL now, however the rows fall into
+    batches and decoding workers, its photo or its error given to every row naming it."""
+    import time
+
+    photo, other = [next((synthetic_dataset / c).glob("*.jpg")).read_bytes() for c in ("ivory", "non_ivory")]
+    seen: list[str] = []
+
+    def respond(request):
+        seen.append(request.path)
+        time.sleep(0.2)  # slow enough for both workers to want the placeholder at once
+        if request.path == "/gone.jpg":
+            return reply(request, 404, b"no")
+        reply(request, 200, photo if request.path == "/placeholder.jpg" else other)
+
+    names = ["placeholder.jpg", "gone.jpg", "a.jpg", "placeholder.jpg", "placeholder.jpg", "gone.jpg", "b.jpg",
+             "placeholder.jpg", "placeholder.jpg", "c.jpg", "gone.jpg", "placeholder.jpg"]
+    table = tmp_path / "listings.csv"
+    with web_host(respond) as (base, _):
+        pd.DataFrame({"listing_id": [f"L{i}" for i in range(len(names))],
+                      "image_url": [f"{base}/{n}" for n in names]}).to_csv(table, index=False)
+        Screener(model_dir, progress=False, fetch_urls=True, fetch_private=True, batch_size=2,
+                 num_workers=2).run(table, tmp_path / "out")
+    assert sorted(seen) == ["/a.jpg", "/b.jpg", "/c.jpg", "/gone.jpg", "/placeholder.jpg"]
+    res = pd.read_csv(tmp_path / "out" / "results.csv").set_index("listing_id")
+    rows = {n: [f"L{i}" for i, m in enumerate(names) if m == n] for n in ("placeholder.jpg", "gone.jpg")}
+    assert (res.loc[rows["placeholder.jpg"], "sha256"] == hashlib.sha256(photo).hexdigest()).all()
+    assert res.loc[rows["placeholder.jpg"], "error"].isna().all()
+    assert res.loc[rows["gone.jpg"], "error"].str.endswith("/gone.jpg: HTTP 404").all()
+    assert len(res) == len(names) and not (tmp_path / "out" / ONCE_DIR).exists()  # the shared answers: gone
 
 
 def test_verify_refetch_tells_a_listing_still_showing_its_photo_from_one_changed_or_gone(model_dir, synthetic_dataset,

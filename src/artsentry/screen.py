@@ -7,7 +7,7 @@ with one image per row in a column named ``image``, ``image_path``,
 output column, e.g. a seller's ``label`` or ``score``, as ``input_label``, ``input_score``).
 Relative paths are read against the table's folder; ``http(s)://`` images are
 fetched only with ``fetch_urls``, from public addresses unless ``fetch_private`` (``artsentry.fetch``),
-and kept, by their SHA-256, with ``keep_fetched``.
+once per run however many rows name them (``fetch_once``), and kept, by their SHA-256, with ``keep_fetched``.
 
 For each image: the model's probability and decision at its threshold, the
 register's best matches when a register is given, and the photo's quality
@@ -49,6 +49,7 @@ import html
 import json
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -210,6 +211,34 @@ def fetch_url(url: str, timeout: float = 15.0, max_bytes: int | None = None, all
         raise ImageLoadError(url, str(exc)) from None
 
 
+ONCE_DIR = ".fetched-repeats"  # in a screening's folder while it runs: URLs named by several rows (fetch_once)
+
+
+def fetch_once(url: str, folder: Path, fetch) -> bytes:
+    """``fetch()``'s answer for ``url``, asked once per screening however many rows name it: the first
+    worker to need it fetches it, holding a lock file, and leaves its bytes (or its error) in ``folder``
+    for every other row. A marketplace's "no photo" placeholder, named by thousands of listings, was
+    fetched for each of them; a host that never answers cost a minute a row."""
+    import fcntl
+
+    key = hashlib.sha256(url.encode("utf-8")).hexdigest()
+    data_path, error_path = folder / key, folder / f"{key}.error"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{key}.lock", "a") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # another worker fetching it: wait for its answer
+        if data_path.is_file():
+            return data_path.read_bytes()
+        if error_path.is_file():
+            raise ImageLoadError(url, error_path.read_text(encoding="utf-8"))
+        try:
+            data = fetch()
+        except ImageLoadError as exc:
+            write_text_atomic(error_path, exc.reason)
+            raise
+        write_bytes_atomic(data_path, data)
+        return data
+
+
 def kept_file(keep_dir: str | Path, sha256: str, data: bytes) -> Path:
     """Where a fetched image is kept: ``<keep_dir>/<first 2 hex digits>/<SHA-256>.<format>``, by its
     content, so the same photo from several listings is kept once."""
@@ -237,8 +266,12 @@ class ListingImages(Dataset):
     (``keep_fetched``), readable or not: the listing may be gone tomorrow."""
 
     def __init__(self, sources: Sequence[str], transforms: Sequence, draft_size, *, fetch_urls: bool = False,
-                 keep_dir: str | Path | None = None, fetch_private: bool = False):
+                 keep_dir: str | Path | None = None, fetch_private: bool = False, once_dir: Path | None = None):
         self.sources = list(sources)
+        # URLs several rows name, fetched once into ``once_dir`` (``fetch_once``); without it, once per row
+        counts = pd.Series(self.sources, dtype=object).value_counts()
+        self.once_dir = once_dir
+        self.repeated = {u for u, n in counts.items() if n > 1 and is_http_url(u)} if once_dir is not None else set()
         self.transforms = list(transforms)
         self.draft_size = draft_size
         self.fetch_urls = fetch_urls
@@ -255,6 +288,8 @@ class ListingImages(Dataset):
         if is_http_url(src):
             if not self.fetch_urls:
                 raise ImageLoadError(src, "image URLs are fetched only with --fetch-urls")
+            if src in self.repeated:
+                return fetch_once(src, self.once_dir, lambda: fetch_url(src, allow_private=self.fetch_private))
             return fetch_url(src, allow_private=self.fetch_private)
         if "://" in src:
             raise ImageLoadError(src, "unsupported URL scheme")
@@ -600,12 +635,14 @@ class Screener:
                             "listing": {c: row[c] for c in carried}})
         return records
 
-    def screen_rows(self, part: pd.DataFrame, batch_size: int, carried: list[str], num_workers: int | None = None):
+    def screen_rows(self, part: pd.DataFrame, batch_size: int, carried: list[str], num_workers: int | None = None,
+                    once_dir: Path | None = None):
         """Yield the evidence records of ``part`` (listings indexed by row number), one list
-        per batch, in row order; images decode in ``num_workers`` processes."""
+        per batch, in row order; images decode in ``num_workers`` processes. ``once_dir``: a URL several
+        rows name is fetched once, its answer shared there (``fetch_once``)."""
         rows = part.index.tolist()
         dataset = ListingImages(part["image"].tolist(), self.transforms, self.draft_size, fetch_urls=self.fetch_urls,
-                                keep_dir=self.keep_dir, fetch_private=self.fetch_private)
+                                keep_dir=self.keep_dir, fetch_private=self.fetch_private, once_dir=once_dir)
         workers = num_workers if num_workers is not None else default_workers(len(part))
         for b in make_loader(dataset, batch_size, num_workers=workers, collate_fn=collate_listings):
             batch = ListingBatch(b.xs, [rows[i] for i in b.index], {rows[i]: s for i, s in b.sha.items()},
@@ -778,10 +815,12 @@ class Screener:
             todo = todo[: -(-max_rows // batch_size) * batch_size]  # whole batches
         carried = [c for c in listings.columns if c not in ("listing_id", "image")]
         part = listings.iloc[todo]
-        if engine == "ray":
+        once_dir = out / ONCE_DIR  # this invocation's: a resumed run asks again what failed before it stopped
+        shutil.rmtree(once_dir, ignore_errors=True)
+        if engine == "ray":  # its actors may run on other machines: each row fetches its own URL
             batches = self._ray_batches(part, batch_size, carried)
         else:
-            batches = self.screen_rows(part, batch_size, carried, self.num_workers)
+            batches = self.screen_rows(part, batch_size, carried, self.num_workers, once_dir=once_dir)
         t0 = time.time()
         n_new = n_flag = n_err = 0
         bar = tqdm(total=len(listings), initial=n_done, unit="img", desc="screen", disable=not self.progress)
@@ -798,6 +837,7 @@ class Screener:
                 bar.update(len(records))
                 bar.set_postfix(flagged=n_flag, unreadable=n_err)
         bar.close()
+        shutil.rmtree(once_dir, ignore_errors=True)
         seconds = time.time() - t0
         records = read_evidence(evidence_path)
         complete = len({r["row"] for r in records}) == len(listings)
