@@ -932,43 +932,48 @@ def test_a_url_several_listings_name_is_fetched_once(model_dir, synthetic_datase
 def test_verify_refetch_tells_a_listing_still_showing_its_photo_from_one_changed_or_gone(model_dir, synthetic_dataset,
                                                                                           tmp_path, capsys):
     """Photos screened by URL without --keep-fetched: verify --refetch fetches them again: the same bytes,
-    another photo under the URL, or gone (404)."""
+    another photo under the URL, or gone (404). A URL two listings name is fetched once."""
     from artsentry.cli import main
 
     ivory, other = [next((synthetic_dataset / c).glob("*.jpg")).read_bytes() for c in ("ivory", "non_ivory")]
     third = next(b for b in (p.read_bytes() for p in sorted((synthetic_dataset / "ivory").glob("*.jpg"))) if b != ivory)
     serving = {"/a.jpg": ivory, "/b.jpg": ivory, "/c.jpg": other, "/d.jpg": third, "/e.jpg": other}
 
+    seen: list[str] = []
+
     def respond(request):
+        seen.append(request.path)
         body = serving.get(request.path)
         reply(request, 200 if body else 404, body or b"")
 
     table = tmp_path / "listings.csv"
     out = tmp_path / "out"
     with web_host(respond) as (base, _):
-        pd.DataFrame({"listing_id": list("abcde"), "image_url": [f"{base}/{n}.jpg" for n in "abcde"]}).to_csv(
+        pd.DataFrame({"listing_id": list("abcdef"), "image_url": [f"{base}/{n}.jpg" for n in "abcdea"]}).to_csv(
             table, index=False)
         Screener(model_dir, progress=False, fetch_urls=True, fetch_private=True).run(table, out)
         capsys.readouterr()
         assert main(["-q", "verify", str(out)]) == 0  # nothing it can check without fetching
         said = capsys.readouterr().out
-        assert "0 of 5 photo(s) hash as screened; changed 0, missing 0, fetched and not kept 5" in said
+        assert "0 of 6 photo(s) hash as screened; changed 0, missing 0, fetched and not kept 6" in said
         assert main(["-q", "verify", str(out), "--fetch-private"]) == 1
         assert "--fetch-private applies to the photos --refetch fetches" in capsys.readouterr().err
+        seen.clear()
         assert main(["-q", "verify", str(out), "--refetch", "--fetch-private"]) == 0
-        assert ("5 of 5 photo(s) hash as screened; changed 0, missing 0, gone 0, placeholder 0, unreachable 0"
+        assert ("6 of 6 photo(s) hash as screened; changed 0, missing 0, gone 0, placeholder 0, unreachable 0"
                 in capsys.readouterr().out)
+        assert sorted(seen) == [f"/{n}.jpg" for n in "abcde"]  # a.jpg once for its two listings
         serving["/b.jpg"] = other  # the seller swapped the photo (for one another listing shows: still a change)
         del serving["/c.jpg"]  # the listing was taken down
         serving["/d.jpg"] = serving["/e.jpg"] = b"the shop's 'no longer available' picture"
         assert main(["-q", "verify", str(out), "--refetch", "--fetch-private"]) == 1
         said, err = capsys.readouterr()
-        assert "1 of 5 photo(s) hash as screened; changed 1, missing 0, gone 1, placeholder 2, unreachable 0" in said
+        assert "2 of 6 photo(s) hash as screened; changed 1, missing 0, gone 1, placeholder 2, unreachable 0" in said
         assert f"changed: {base}/b.jpg" in err and f"gone: {base}/c.jpg" in err
         assert f"placeholder: {base}/d.jpg" in err and f"placeholder: {base}/e.jpg" in err
         # without --fetch-private, a URL naming this machine is not fetched again either
         assert main(["-q", "verify", str(out), "--refetch"]) == 0
-        assert ("0 of 5 photo(s) hash as screened; changed 0, missing 0, gone 0, placeholder 0, unreachable 5"
+        assert ("0 of 6 photo(s) hash as screened; changed 0, missing 0, gone 0, placeholder 0, unreachable 6"
                 in capsys.readouterr().out)
 
 

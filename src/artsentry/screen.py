@@ -430,18 +430,21 @@ def _check_photos(records: list[dict], keep_dir: str | Path | None = None, progr
     if urls:
         from concurrent.futures import ThreadPoolExecutor
 
-        def again(item: tuple[str, str]) -> tuple[str, str | None]:
-            url, sha = item
+        def again(url: str) -> tuple[str | None, str | None]:
+            """(None, SHA-256 of what the URL holds now), or (gone / unreachable, None)."""
             try:
-                data = fetch_url(url, allow_private=fetch_private)
+                return None, hashlib.sha256(fetch_url(url, allow_private=fetch_private)).hexdigest()
             except ImageLoadError as exc:
                 return ("gone" if exc.reason in ("HTTP 404", "HTTP 410") else "unreachable"), None
-            now = hashlib.sha256(data).hexdigest()
-            return ("verified" if now == sha else "changed"), now
 
+        unique = list(dict.fromkeys(url for url, _ in urls))  # a URL several listings name: fetched once
         with ThreadPoolExecutor(max(1, threads)) as pool:
-            fetched = list(tqdm(pool.map(again, urls), total=len(urls), desc="fetching again", unit="img",
-                                disable=not progress))
+            answers = dict(zip(unique, tqdm(pool.map(again, unique), total=len(unique), desc="fetching again",
+                                            unit="img", disable=not progress)))
+        fetched = []
+        for url, sha in urls:
+            failed, now = answers[url]
+            fetched.append((failed, None) if failed else ("verified" if now == sha else "changed", now))
         # one image now shown under listings that showed different photos: the shop's placeholder
         was: dict[str, set[str]] = {}
         for (_, sha), (what, now) in zip(urls, fetched):
