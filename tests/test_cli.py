@@ -1,5 +1,6 @@
 import json
 import shutil
+import sqlite3
 import subprocess
 import sys
 
@@ -624,7 +625,9 @@ def test_an_interrupted_command_that_resumes_says_how(argv, said, capsys, monkey
 @pytest.mark.parametrize("stop, said", [(KeyboardInterrupt, "artsentry screen: interrupted; the same command "
                                          "resumes the screening where it stopped"),
                                         (OSError(28, "No space left on device", "OUT/report.csv"),
-                                         "artsentry screen: error: OUT/report.csv: No space left on device")])
+                                         "artsentry screen: error: OUT/report.csv: No space left on device; free "
+                                         "some disk space, then the same command resumes the screening where it "
+                                         "stopped")])
 def test_a_stopped_commands_last_line_starts_a_line_and_no_bar_is_drawn_after_it(stop, said, capsys, monkeypatch):
     """A progress bar the stop left open is closed only when its frame goes, after the stop's line: on a log
     file the last line ran on from the bar ('... 352/2829 [00:08, flagged=338]artsentry screen: interrupted')
@@ -643,6 +646,34 @@ def test_a_stopped_commands_last_line_starts_a_line_and_no_bar_is_drawn_after_it
     err = capsys.readouterr().err
     assert err.endswith("\n" + said + "\n") and err.count(said) == 1
     assert "screen:   0%" in err  # the bar was drawn, then ended with its line
+
+
+@pytest.mark.parametrize("argv, stop, said", [
+    (["collect", "--out", "C", "--ids", "1"], sqlite3.OperationalError("database or disk is full"),
+     "collect: error: database or disk is full; free some disk space, then the same command continues the crawl "
+     "where it stopped"),
+    (["screen", "IN", "--out", "OUT"], OSError(28, "No space left on device"),
+     "screen: error: No space left on device; free some disk space, then the same command resumes the screening "
+     "where it stopped"),
+    (["register", "import", "REG", "T.csv"], OSError(122, "Disk quota exceeded", "REG/index.faiss"),
+     "register: error: REG/index.faiss: Disk quota exceeded; free some disk space, then the same command goes on "
+     "(photos already registered are skipped)"),
+    (["evaluate", "RUN"], OSError(28, "No space left on device", "RUN/report.html"),
+     "evaluate: error: RUN/report.html: No space left on device; free some disk space"),
+    (["register", "add", "REG", "A", "a.jpg"], sqlite3.DatabaseError("file is not a database"),
+     "register: error: file is not a database"),
+])
+def test_a_full_disk_is_one_line_saying_how_to_go_on(argv, stop, said, capsys, monkeypatch):
+    """A full disk stopped collect in a traceback (SQLite's error is no OSError), and screen with '[Errno 28]
+    No space left on device', saying neither that what was done is kept nor how to go on."""
+    from artsentry import cli
+
+    def command(args):
+        raise stop
+
+    monkeypatch.setitem(cli.COMMANDS, argv[0], command)
+    assert main(argv) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"artsentry {said}"
 
 
 def test_train_defaults_depend_on_the_architecture_and_the_schedule():

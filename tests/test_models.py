@@ -240,6 +240,34 @@ def test_tensor_files_get_the_umask_permissions_and_never_a_leftover_mode(tmp_pa
     torch.testing.assert_close(load_file(str(target))["x"], torch.arange(6.0).reshape(2, 3).t())
 
 
+def test_a_full_disk_while_writing_tensors_is_an_os_error_naming_the_file(tmp_path, monkeypatch):
+    """safetensors' I/O errors are no OSError: a full disk ended a training in its traceback. An OSError with
+    the errno and the file now, and the file before the write is left as it was."""
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    from artsentry.models.artifact import save_tensors_atomic
+
+    target = tmp_path / "model.safetensors"
+    target.write_bytes(b"the weights before")
+
+    def full(*args, **kwargs):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    with pytest.raises(OSError) as raised:
+        save_tensors_atomic(target, {"x": torch.zeros(2)})
+    assert (raised.value.errno, raised.value.filename) == (28, str(target))
+    assert target.read_bytes() == b"the weights before" and os.listdir(tmp_path) == ["model.safetensors"]
+
+    def other(*args, **kwargs):
+        raise SafetensorError("Error while serializing: something else")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", other)
+    with pytest.raises(SafetensorError, match="something else"):  # not an I/O error: as it was
+        save_tensors_atomic(target, {"x": torch.zeros(2)})
+
+
 def test_atomic_path_puts_a_whole_file_in_place_or_leaves_the_old_one(tmp_path):
     import pandas as pd
 

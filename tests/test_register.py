@@ -40,6 +40,30 @@ def test_exact_index_add_search_remove_save(tmp_path):
         VectorIndex.load(tmp_path / "bad.faiss")
 
 
+def test_an_index_that_cannot_be_written_is_a_clear_error(tmp_path, monkeypatch):
+    """FAISS's write errors are RuntimeErrors: a full disk ended a register import in a traceback. A full disk
+    is an OSError naming the index file (the command says how to go on); another failure an IndexFileError."""
+    import faiss
+
+    index = VectorIndex(16)
+    index.add(np.arange(5), _unit_vectors(5, 16))
+    path = tmp_path / "index.faiss"
+    for said, raised in (("write error in x.tmp: 1 != 2 (No space left on device)", OSError),
+                         ("write error in x.tmp: 1 != 2 (Disk quota exceeded)", OSError),
+                         ("Error: 'fp' failed: could not open x.tmp for writing", IndexFileError)):
+        def failing(*args, said=said):
+            raise RuntimeError(said)
+
+        monkeypatch.setattr(faiss, "write_index", failing)
+        with pytest.raises(raised) as error:
+            index.save(path)
+        if raised is OSError:
+            assert error.value.filename == str(path) and error.value.errno in (28, 122)
+        else:
+            assert str(error.value) == f"{path}: the index could not be written ({said})"
+    assert not list(tmp_path.iterdir())  # no temporary file left behind
+
+
 def test_ivf_index_recall_against_exact():
     base = _unit_vectors(20000, 32, seed=1)
     queries = _unit_vectors(100, 32, seed=2)

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import logging
 import math
 import os
 import shutil
 import signal
+import sqlite3
 import sys
 import threading
 from pathlib import Path
@@ -1543,12 +1545,16 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError):  # a stdout with no file behind it (an embedding program's)
             pass
         return EXIT_BROKEN_PIPE
-    except (ArtsentryError, ValueError, OSError) as exc:
+    except (ArtsentryError, ValueError, OSError, sqlite3.Error) as exc:
         hint = ""
         if getattr(exc, "folder", None) == Path(DEFAULT_MODEL):  # ModelNotFound for the default model
             hint = " (the default model: train it first with `make ivory`, see README, or pass --model)"
-        if isinstance(exc, OSError) and not isinstance(exc, ArtsentryError) and exc.strerror and exc.filename:
-            said = f"{exc.filename}: {exc.strerror}"  # a full disk, a folder without permission...
+        if _disk_full(exc):  # what was done is kept: say so, and how to go on
+            again = RESUMED_BY_RUNNING_AGAIN.get(f"{args.command} {getattr(args, 'action', '')}".strip(), "")
+            hint = f"; free some disk space{', then' + again[1:] if again else ''}"
+        if isinstance(exc, OSError) and not isinstance(exc, ArtsentryError) and exc.strerror:
+            # a full disk, a folder without permission...: the file when the error names one, no "[Errno 28]"
+            said = f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
         else:
             said = " ".join(str(exc).split())  # one line, even when a library's message has several
         _end_progress_bars()
@@ -1559,6 +1565,14 @@ def main(argv: list[str] | None = None) -> int:
         _end_progress_bars()
         print(f"artsentry {args.command}: {'terminated' if terminated else 'interrupted'}{again}", file=sys.stderr)
         return 143 if terminated else 130
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """A write refused for want of space: the disk full (or the user's quota used), said by the system or
+    by SQLite (a crawl's state, a register's database), whose own error names neither."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return isinstance(exc, sqlite3.Error) and "disk is full" in str(exc)
 
 
 def _end_progress_bars() -> None:

@@ -13,7 +13,9 @@ own binary format (no pickle).
 
 from __future__ import annotations
 
+import errno
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -121,7 +123,16 @@ class VectorIndex:
         if self._index is None:
             raise ValueError("nothing to save: the index is empty")
         with atomic_path(path) as tmp:
-            faiss.write_index(self._index, str(tmp))
+            try:
+                faiss.write_index(self._index, str(tmp))
+            except RuntimeError as exc:  # FAISS's write errors are no OSError: a full disk gave a traceback
+                said = str(exc)
+                code = next((c for c in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EIO)
+                             if f"({os.strerror(c)})" in said), None)
+                if code is None:
+                    raise IndexFileError(f"{path}: the index could not be written ({said.splitlines()[0][:200]})") \
+                        from None
+                raise OSError(code, os.strerror(code), str(path)) from None
 
     @classmethod
     def load(cls, path: str | Path, nprobe: int = 32) -> "VectorIndex":

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import stat
 from datetime import datetime, timezone
 from importlib import metadata
@@ -60,9 +61,16 @@ def save_tensors_atomic(path: str | Path, tensors: dict, metadata: dict[str, str
         tmp.unlink(missing_ok=True)  # a leftover of a killed write under this name keeps its old mode
         tmp.touch()  # created as open() creates files: 0666 less the umask
         mode = stat.S_IMODE(tmp.stat().st_mode)
+        from safetensors import SafetensorError
         from safetensors.torch import save_file
 
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        try:
+            save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        except SafetensorError as exc:  # its I/O errors are no OSError: a full disk ended a training in a traceback
+            code = re.search(r"os error (\d+)", str(exc))
+            if code is None:
+                raise
+            raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) from None
         os.chmod(tmp, mode)
 
 
