@@ -64,6 +64,32 @@ def test_an_index_that_cannot_be_written_is_a_clear_error(tmp_path, monkeypatch)
     assert not list(tmp_path.iterdir())  # no temporary file left behind
 
 
+def test_a_change_whose_index_write_fails_leaves_the_process_as_the_register_is(tmp_path, photos, monkeypatch):
+    """A change adds to (or removes from) this process's index before writing it; when the write failed (a
+    full disk) the database rolled back, but the index kept the change: the web server went on with a vector
+    its database never held, every search near it raised KeyError, and its next change saved it."""
+    reg = abc_register(tmp_path / "reg", photos)
+    expected = [r.to_dict() for r in reg.search([photos["A"][1], photos["unknown"]], k=3)]
+    real_save = VectorIndex.save
+
+    def full(self, path):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(VectorIndex, "save", full)
+    with pytest.raises(OSError):
+        reg.add("D", [photos["unknown"]])
+    with pytest.raises(OSError):
+        reg.remove("A")
+    assert [r.to_dict() for r in reg.search([photos["A"][1], photos["unknown"]], k=3)] == expected
+    assert reg.indexed_vectors == 6 and reg.get("D") is None and reg.get("A") is not None
+    monkeypatch.setattr(VectorIndex, "save", real_save)
+    assert reg.add("D", [photos["unknown"]])[0] == 1  # with room again: what is saved is the register
+    reg.close()
+    again = Register.open(tmp_path / "reg")  # the index file agrees with the database
+    assert again.indexed_vectors == 7 and again.search([photos["unknown"]], k=1)[0].matches[0].object_id == "D"
+    again.close()
+
+
 def test_ivf_index_recall_against_exact():
     base = _unit_vectors(20000, 32, seed=1)
     queries = _unit_vectors(100, 32, seed=2)

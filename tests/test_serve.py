@@ -585,7 +585,16 @@ def test_a_register_change_that_fails_is_audited_with_its_status(model_dir, regi
     files = {"file": ("u.jpg", Path(photos["unknown"]).read_bytes())}
     with LiveServer(create_app(settings, analyzer)) as server:
         r = httpx.post(f"{server.url}/v1/register", data={"object_id": "N-9"}, files=files, headers=auth, timeout=60)
-        assert r.status_code == 500
+        assert r.status_code == 500  # JSON as every other error, not starlette's plain text
+        assert r.json() == {"error": "internal server error (the server's log has the details)", "status": 500}
+
+        def full(*a, **kw):
+            raise OSError(28, "No space left on device", str(register / "index.faiss"))
+
+        analyzer.register_add = full
+        r = httpx.post(f"{server.url}/v1/register", data={"object_id": "N-9"}, files=files, headers=auth, timeout=60)
+        assert r.status_code == 507 and r.json()["error"] == ("the server's disk is full: nothing was changed; retry "
+                                                              "once space is freed")
         server_app = server.server.config.app
         server_app.state.admission.pending = server_app.state.admission.capacity  # as if busy
         r = httpx.post(f"{server.url}/v1/register", data={"object_id": "N-9"}, files=files, headers=auth, timeout=60)
@@ -594,8 +603,10 @@ def test_a_register_change_that_fails_is_audited_with_its_status(model_dir, regi
     records = [json.loads(line) for line in log_path.read_text().splitlines()]
     assert [(r["event"], r["phase"], r.get("status")) for r in records] == [
         ("register_add", "requested", None), ("register_add", "failed", 500),
+        ("register_add", "requested", None), ("register_add", "failed", 507),
         ("register_add", "requested", None), ("register_add", "failed", 503)]
-    assert records[1]["error"] == "RuntimeError: disk gone" and records[3]["error"] == "server busy"
+    assert records[1]["error"] == "RuntimeError: disk gone" and records[5]["error"] == "server busy"
+    assert records[3]["error"].startswith("OSError: [Errno 28] No space left on device")
 
 
 def test_match_thumbnails_follow_the_register_not_what_the_server_saw_first(photos, tmp_path):

@@ -33,6 +33,7 @@ subtracts the mean of the others it has (none: nothing). Registers made before t
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -179,6 +180,21 @@ class Register:
         """Vectors in the search index (photos and their re-shots), as the database now has them."""
         self._sync()
         return len(self.index)
+
+    @contextlib.contextmanager
+    def _change(self):
+        """One change: the database's write lock and this process's index brought up to date (``_begin``),
+        committed whole or, on any error (a full disk writing the index file, a stop), rolled back whole, this
+        process's index included, which the change may have altered before it failed: it is read again at
+        the next use. A web server whose index write failed went on with vectors its database never held,
+        and every later search near them raised KeyError (and its next change saved them)."""
+        try:
+            with self.db:
+                self._begin()
+                yield
+        except BaseException:
+            self._version = -1  # not a data_version SQLite gives: the next _sync reads the index again
+            raise
 
     def _begin(self) -> None:
         """Start a change: the database's write lock first (``_write_lock``), then this process's index
@@ -364,8 +380,7 @@ class Register:
 
     def set_threshold(self, value: float | None, **how) -> None:
         """Set the no-match threshold; ``how`` (e.g. the calibration that chose it) goes into the history."""
-        with self.db:
-            self._begin()
+        with self._change():
             self._set("threshold", json.dumps(value))
             self._log("threshold", value=value, **how)
 
@@ -463,11 +478,15 @@ class Register:
 
     def rebuild(self) -> int:
         """Recreate the index from the vectors in the database."""
-        with self.db:
-            self._write_lock()
-            self._version = self._data_version()
-            self.index = self._index_from_db()
-            self._save_index()
+        try:
+            with self.db:
+                self._write_lock()
+                self._version = self._data_version()
+                self.index = self._index_from_db()
+                self._save_index()
+        except BaseException:
+            self._version = -1  # as _change: the index file is as it was, read again at the next use
+            raise
         return len(self.index)
 
     def close(self) -> None:
@@ -523,8 +542,7 @@ class Register:
         sets = {k: metadata[k] for k in META_FIELDS if metadata.get(k) is not None}
         if not sets:
             return
-        with self.db:
-            self._begin()
+        with self._change():
             self.db.execute(f"UPDATE objects SET {', '.join(f'{k} = ?' for k in sets)} WHERE object_id = ?",
                             (*sets.values(), object_id))
             self._log("update", object_id, metadata=sets)
@@ -564,8 +582,7 @@ class Register:
         ids, keep = [], []
         changes: dict[str, tuple[str, dict]] = {}  # object id -> (action, metadata set), for the history
         added_shas: dict[str, list] = {}  # object id -> SHA-256 of the photos added (not re-shots)
-        with self.db:
-            self._begin()
+        with self._change():
             for object_id, _, metadata in objects:
                 object_id = object_key(object_id)
                 if object_id not in readable:
@@ -792,8 +809,7 @@ class Register:
         """Take an object out, with its photos' re-shots; returns the number of photos removed (re-shots
         not counted). ``RegisterError`` when it is not registered."""
         object_id = object_key(object_id)
-        with self.db:
-            self._begin()
+        with self._change():
             ids = [r[0] for r in self.db.execute("SELECT vector_id FROM photos WHERE object_id = ?", (object_id,))]
             was = self.get(object_id)
             if was is not None:  # what it was, kept in the history after the object is gone
@@ -982,8 +998,7 @@ class Register:
                         len(best), target_fmr, math.ceil(1 / target_fmr - 1e-9), len(best), len(best))
         how = {"calibrated_on": int(ok.sum()), "target_false_match_rate": target_fmr}
         if lots:
-            with self.db:
-                self._begin()
+            with self._change():
                 self._set("lot_threshold", json.dumps(threshold))
                 self._log("lot_threshold", value=threshold, **how)
         else:

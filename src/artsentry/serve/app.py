@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
+import logging
 import re
 import secrets
 from concurrent.futures import ThreadPoolExecutor
@@ -48,10 +50,19 @@ from ..data.images import ImageLoadError, describe_size
 from .analysis import Analyzer, LotsUnavailable, ServeSettings, describe_content, sniff
 from .audit import AuditLog, decision_summary
 
+log = logging.getLogger(__name__)
+
 OBJECT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 # the id's rule in the OpenAPI schema; the handlers check it themselves (_check_id), for a clearer error
 ID_SCHEMA = {"pattern": OBJECT_ID.pattern, "minLength": 1, "maxLength": 128}
 MULTIPART_OVERHEAD = 256 * 1024
+
+
+DISK_FULL_STATUS = 507  # Insufficient Storage: a register change the server's disk had no room for
+
+
+def _disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 # -- response models (the OpenAPI schema is the contract) ------------------------------------
@@ -419,7 +430,8 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
             await audit(request, event, phase="failed", status=503, error="server busy", **fields)
             raise
         except Exception as exc:
-            await audit(request, event, phase="failed", status=500, error=f"{type(exc).__name__}: {exc}", **fields)
+            await audit(request, event, phase="failed", status=DISK_FULL_STATUS if _disk_full(exc) else 500,
+                        error=f"{type(exc).__name__}: {exc}", **fields)
             raise
         try:
             await audit(request, event, phase="done", **outcome(result), **fields)
@@ -456,6 +468,20 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
             where = ".".join(str(x) for x in e.get("loc", ()) if x != "body")
             parts.append(f"{where}: {e.get('msg')}" if where else str(e.get("msg")))
         return JSONResponse({"error": "bad request: " + "; ".join(parts), "status": 400}, status_code=400)
+
+    @app.exception_handler(OSError)
+    async def os_error(request: Request, exc: OSError):
+        if not _disk_full(exc):
+            raise exc  # to the handler of anything unforeseen below: 500
+        log.error("%s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse({"error": "the server's disk is full: nothing was changed; retry once space is freed",
+                             "status": DISK_FULL_STATUS}, status_code=DISK_FULL_STATUS)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception):
+        # the error is JSON as every other (the page shows it); the traceback goes to the server's log
+        return JSONResponse({"error": "internal server error (the server's log has the details)", "status": 500},
+                            status_code=500)
 
     @app.exception_handler(Overloaded)
     async def overloaded(request: Request, exc: Overloaded):
