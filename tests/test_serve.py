@@ -111,12 +111,13 @@ def test_the_schema_says_what_the_handlers_refuse_and_405_says_what_is_allowed(l
     listing = schema["paths"]["/v1/listing"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
     assert listing["properties"]["file"]["minItems"] == 1
     # every status a handler answers with is in the contract, and no other: 404 a server without a register,
-    # 413 the body limit, 503 a full queue or an audit log that cannot be written
+    # 413 the body limit, 503 a full queue or an audit log that cannot be written, 507 a register change with no
+    # room on the disk
     answers = {("/v1/analyze", "post"): {200, 400, 403, 413, 415, 422, 503},
                ("/v1/listing", "post"): {200, 400, 413, 415, 422, 503},
-               ("/v1/register", "post"): {200, 201, 400, 401, 403, 404, 413, 415, 422, 503},
+               ("/v1/register", "post"): {200, 201, 400, 401, 403, 404, 413, 415, 422, 503, 507},
                ("/v1/register/{object_id}", "get"): {200, 400, 404},
-               ("/v1/register/{object_id}", "delete"): {200, 400, 401, 403, 404, 503},
+               ("/v1/register/{object_id}", "delete"): {200, 400, 401, 403, 404, 503, 507},
                ("/v1/register/{object_id}/history", "get"): {200, 400, 404}}
     for (path, method), statuses in answers.items():
         assert {int(c) for c in schema["paths"][path][method]["responses"]} == statuses, (path, method)

@@ -72,6 +72,9 @@ class ErrorBody(BaseModel):
     status: int
 
 
+DISK_FULL_RESPONSE = {"model": ErrorBody, "description": "no room on the server's disk: nothing was changed"}
+
+
 class PhotoQualityOut(BaseModel):
     long_side: int = Field(description="pixels of the decoded photo's long side")
     aspect: float = Field(description="long side over short side: over 8 (beyond every training photo) warned as "
@@ -657,7 +660,8 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
                                                                       "one sent already (its metadata is updated)"},
                          400: {"model": ErrorBody}, 401: {"model": ErrorBody}, 403: {"model": ErrorBody},
                          404: {"model": ErrorBody}, 413: {"model": ErrorBody}, 415: {"model": ErrorBody},
-                         422: {"model": ErrorBody}, 503: {"model": ErrorBody}})
+                         422: {"model": ErrorBody}, 503: {"model": ErrorBody},
+                         DISK_FULL_STATUS: DISK_FULL_RESPONSE})
     async def register_add(request: Request, response: Response,
                            object_id: str = Form(..., json_schema_extra=ID_SCHEMA),
                            file: list[UploadFile] = File(..., json_schema_extra={"minItems": 1}),
@@ -697,7 +701,8 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
 
     @app.delete("/v1/register/{object_id:path}", response_model=Removed,
                 responses={400: {"model": ErrorBody}, 401: {"model": ErrorBody}, 403: {"model": ErrorBody},
-                           404: {"model": ErrorBody}, 503: {"model": ErrorBody}})
+                           404: {"model": ErrorBody}, 503: {"model": ErrorBody},
+                           DISK_FULL_STATUS: DISK_FULL_RESPONSE})
     async def register_remove(request: Request, object_id: str = PathParam(..., json_schema_extra=ID_SCHEMA)):
         if object_id.endswith("/history") and OBJECT_ID.fullmatch(object_id[: -len("/history")]):
             raise _error(405, "an object's history cannot be deleted", {"Allow": "GET"})
