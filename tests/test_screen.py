@@ -95,6 +95,31 @@ def test_stale_onnx_is_never_used(onnx_model_dir, tmp_path):
     assert not onnx_ready(gone) and Predictor.load(gone).runtime == "torch"
 
 
+def test_a_damaged_onnx_file_is_named_never_a_traceback(onnx_model_dir, tmp_path, caplog):
+    """A model.onnx cut short or overwritten (a copy stopped half-way) ended every command on the model in
+    ONNX Runtime's InvalidProtobuf traceback. The export's recorded SHA-256 tells it: PyTorch answers, with a
+    warning; asked for ONNX, an error naming the file and the command that mends it."""
+    from artsentry.models.onnx import OnnxClassifier
+
+    folder = tmp_path / "m"
+    shutil.copytree(onnx_model_dir, folder)
+    graph = (folder / "model.onnx").read_bytes()
+    (folder / "model.onnx").write_bytes(graph[: len(graph) // 3])
+    caplog.clear()
+    assert Predictor.load(folder).runtime == "torch"
+    assert f"{folder / 'model.onnx'} is not the file 'artsentry export' wrote (damaged or replaced since); " \
+           "running on PyTorch" in caplog.text
+    with pytest.raises(ArtifactError) as refused:
+        Predictor.load(folder, runtime="onnx")
+    assert str(refused.value) == (f"{folder / 'model.onnx'} is not the file 'artsentry export' wrote (damaged or "
+                                  f"replaced since): run 'artsentry export {folder}' again, or use runtime 'torch'")
+    with pytest.raises(ArtifactError, match="ONNX Runtime cannot load it .*INVALID_PROTOBUF"):
+        OnnxClassifier(folder / "model.onnx")  # an export's own check of a graph it just wrote
+    (folder / "model.onnx").write_bytes(graph)
+    caplog.clear()
+    assert Predictor.load(folder).runtime == "onnxruntime" and "not the file" not in caplog.text
+
+
 def test_int8_copies_of_a_graph(onnx_model_dir, synthetic_dataset, tmp_path):
     """``quantize_onnx`` (benchmarks/screen.py's int8 runs; never the default): the dynamic copy keeps
     the float graph's decisions on these photos; the static one calibrates on the images given and

@@ -24,7 +24,7 @@ from .data.quality import quality_warnings
 from .data.transforms import Preprocessing, eval_transform
 from .models import check_input_size, inference_batch
 from .models.artifact import ArtifactError, calibration_temperature, load_model
-from .models.onnx import OnnxClassifier, onnx_ready, onnxruntime_available
+from .models.onnx import OnnxClassifier, onnx_damaged, onnx_ready, onnxruntime_available
 from .models.classifier import ImageClassifier
 
 log = logging.getLogger(__name__)
@@ -178,7 +178,14 @@ class Predictor(Decider):
             raise ArtifactError(f"{folder}: no ONNX export of these weights; run: artsentry export {folder}")
         if runtime == "onnx" or (runtime == "auto" and not resized and config.get("runtime") == "onnxruntime"
                                  and onnx_ready(folder, config) and onnxruntime_available()):
-            onnx = OnnxClassifier(Path(folder) / config["onnx"]["file"])
+            damaged = onnx_damaged(folder, config)
+            if damaged and runtime == "onnx":
+                raise ArtifactError(f"{damaged}: run 'artsentry export {folder}' again, or use runtime 'torch'")
+            if damaged:  # the weights beside it answer the same, slower: said, not a stop
+                log.warning("%s; running on PyTorch (run 'artsentry export %s' again for ONNX Runtime's speed)",
+                            damaged, folder)
+            else:
+                onnx = OnnxClassifier(Path(folder) / config["onnx"]["file"])
         predictor = cls(model, config, onnx=onnx, **kwargs)
         predictor.folder = Path(folder)
         return predictor

@@ -136,8 +136,19 @@ def onnx_ready(folder: str | Path, config: dict | None = None) -> bool:
     return block.get("weights_sha256") == file_sha256(folder / WEIGHTS_NAME)
 
 
+def onnx_damaged(folder: str | Path, config: dict) -> str | None:
+    """Why the ONNX file of an export of ``folder``'s weights (``onnx_ready``) cannot be used, or None: its
+    bytes are not those the export recorded (cut short, overwritten; exports before the record: not checked)."""
+    block = config.get("onnx") or {}
+    path = Path(folder) / block.get("file", ONNX_NAME)
+    if block.get("sha256") and file_sha256(path) != block["sha256"]:
+        return f"{path} is not the file 'artsentry export' wrote (damaged or replaced since)"
+    return None
+
+
 class OnnxClassifier:
-    """An ONNX graph on ONNX Runtime's CPU provider: ``logits(x)`` for float32 NCHW ``x``."""
+    """An ONNX graph on ONNX Runtime's CPU provider: ``logits(x)`` for float32 NCHW ``x``. A file ONNX Runtime
+    cannot load is an ``ArtifactError`` naming it."""
 
     def __init__(self, path: str | Path, threads: int | None = None):
         try:
@@ -148,7 +159,11 @@ class OnnxClassifier:
         opts.intra_op_num_threads = threads or torch.get_num_threads()
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime's own error classes (InvalidProtobuf, Fail...): a traceback before
+            said = " ".join(str(exc).split())[:300]
+            raise ArtifactError(f"{path}: ONNX Runtime cannot load it ({said})") from None
         self.input_name = self.session.get_inputs()[0].name
 
     def logits(self, x: np.ndarray) -> np.ndarray:
