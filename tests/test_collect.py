@@ -730,3 +730,33 @@ def test_the_fake_met_server_runs_as_the_readme_starts_it():
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0 and "Traceback" not in err, err
+
+
+def test_a_damaged_crawl_state_is_named_with_the_way_on(tmp_path, capsys):
+    """A crawl.sqlite cut short (a copy stopped half-way, a disk error) stopped collect with SQLite's bare
+    'database disk image is malformed' at its first query, naming no file and no way on."""
+    import sqlite3
+
+    from artsentry.cli import main
+    from artsentry.collect.crawl import CrawlStateError
+
+    folder = tmp_path / "met"
+    store = CrawlStore(folder)
+    store.add_objects(range(1, 5000))  # several pages
+    store.close()
+    db = folder / "crawl.sqlite"
+    with sqlite3.connect(db) as con:  # everything in the database file itself, none in its write-ahead log
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    data = db.read_bytes()
+    db.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CrawlStateError) as refused:
+        CrawlStore(folder)
+    assert str(refused.value) == (f"{db}: the crawl's state is damaged (database disk image is malformed); move "
+                                  "it aside and run the command again to crawl from the start (images on disk are "
+                                  "fetched again)")
+    db.write_bytes(b"not a database at all" * 100)
+    assert main(["-q", "collect", "--out", str(folder), "--ids", "1", "--base-url",
+                 "http://127.0.0.1:9/public/collection/v1"]) == 1
+    assert f"{db}: the crawl's state is damaged (file is not a database)" in capsys.readouterr().err
+    db.unlink()  # moved aside, as the error says: the folder's lock was let go, and a new crawl begins
+    CrawlStore(folder).close()

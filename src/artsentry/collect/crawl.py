@@ -34,6 +34,7 @@ from typing import Callable, Iterable, Iterator
 from tqdm.auto import tqdm
 
 from ..data.images import ImageLoadError, load_image
+from ..errors import ArtsentryError
 from ..files import atomic_path, exclusive, first_names, sweep_stale, write_bytes_atomic
 from .met import MetClient, MetError, NotFound
 
@@ -66,6 +67,10 @@ RECORD_FIELDS = ["department", "objectName", "title", "culture", "period", "dyna
                  "isPublicDomain", "accessionNumber", "objectURL"]
 
 
+class CrawlStateError(ArtsentryError):
+    """The crawl's database cannot be used (damaged)."""
+
+
 class CrawlStore:
     """The crawl's SQLite database. Use from one thread. It holds the folder's lock (``files.exclusive``)
     until ``close``: a second crawl into the folder (two terminals, a cron job overlapping the last) is
@@ -75,8 +80,17 @@ class CrawlStore:
         self.folder = Path(folder)
         self._lock = ExitStack()
         self._lock.enter_context(exclusive(self.folder, "collect"))
+        path = self.folder / "crawl.sqlite"
         try:
-            self.db = sqlite3.connect(self.folder / "crawl.sqlite", isolation_level=None)
+            self.db = sqlite3.connect(path, isolation_level=None)
+            try:  # a damaged state said with its file and the way on, not SQLite's bare "malformed" at some query
+                check = self.db.execute("PRAGMA quick_check").fetchone()[0]
+            except sqlite3.DatabaseError as exc:
+                check = str(exc)
+            if check != "ok":
+                self.db.close()
+                raise CrawlStateError(f"{path}: the crawl's state is damaged ({check}); move it aside and run the "
+                                      "command again to crawl from the start (images on disk are fetched again)")
         except BaseException:
             self._lock.close()
             raise
