@@ -120,6 +120,20 @@ def test_training_reuses_its_view_cache(objects_dir, embedder_dir, tmp_path):
     assert read_config(again)["history"] == read_config(embedder_dir)["history"]  # same seed, same training
 
 
+def test_a_damaged_view_cache_is_made_again(objects_dir, embedder_dir, tmp_path, caplog):
+    """A view cache cut short (a copy stopped half-way) ended train-embedder in safetensors' traceback."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(embedder_dir.parent, run)  # the shared fixture stays as it is
+    [cache] = list((run / "cache").glob("*.safetensors"))
+    cache.write_bytes(cache.read_bytes()[:200])
+    caplog.clear()
+    again = train_embedder(objects_dir, run, SMALL, progress=False)
+    assert f"{cache} is damaged (Error while deserializing header" in caplog.text
+    assert read_config(again)["history"] == read_config(embedder_dir)["history"]  # the same views made again
+
+
 def test_train_embedder_refuses_an_out_it_would_spoil(objects_dir, embedder_dir, model_dir, tmp_path, capsys,
                                                         monkeypatch):
     """`train-embedder DATA --out runs/ivory` wrote the embedder over the classifier's model/ (found

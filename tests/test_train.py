@@ -1237,6 +1237,15 @@ def test_a_checkpoint_missing_a_file_is_refused_and_one_of_the_older_naming_resu
     with pytest.raises(TrainingError, match=r"checkpoint is incomplete \(best-1.safetensors missing\); "
                                             "use --overwrite"):
         train(synthetic_dataset, run, settings, progress=False)
+    # a checkpoint file cut short (a disk error, a copy stopped half-way): named, not safetensors' traceback
+    state = (ckpt / "state-2.safetensors").read_bytes()
+    (ckpt / "state-2.safetensors").write_bytes(state[: len(state) // 2])
+    (tmp_path / "aside").rename(ckpt / "best-1.safetensors")
+    with pytest.raises(TrainingError, match=r"checkpoint is damaged \(Error while deserializing header.*\); use "
+                                            "--overwrite to train again from the start"):
+        train(synthetic_dataset, run, settings, progress=False)
+    (ckpt / "state-2.safetensors").write_bytes(state)
+    (ckpt / "best-1.safetensors").rename(tmp_path / "aside")
 
     # as a run started before checkpoints named their files left it
     (tmp_path / "aside").rename(ckpt / "best.safetensors")
@@ -1495,6 +1504,31 @@ def test_frozen_lite0_learns_and_writes_a_complete_artifact(tmp_path, synthetic_
     preds = predictor.predict_files(test)
     acc = np.mean([p.label == Path(p.source).parent.name for p in preds])
     assert acc >= 0.9
+
+
+def test_a_damaged_feature_cache_is_extracted_again(tmp_path, synthetic_dataset, caplog):
+    """The frozen backbone's features are cached in the run's features/; a cache file cut short (a run
+    stopped while a copy of the folder was made, a disk error) ended the resumed run in safetensors' traceback.
+    It is derived data: said, and made again."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    run = tmp_path / "run"
+    settings = TrainSettings(mode="frozen", **FAST)
+    train(synthetic_dataset, run, settings, progress=False)
+    cache = run / "features" / "train.safetensors"
+    whole = {k: v.clone() for k, v in load_file(str(cache)).items()}  # the file is mapped: copied before it is cut
+    cache.write_bytes(cache.read_bytes()[:300])
+    shutil.rmtree(run / "model")  # the run stopped before its model was saved
+    (run / "report.html").unlink()
+    caplog.clear()
+    train(synthetic_dataset, run, settings, progress=False)
+    assert f"{cache} is damaged (Error while deserializing header" in caplog.text
+    assert "extracting its features again" in caplog.text
+    again = load_file(str(cache))
+    torch.testing.assert_close(again["features"], whole["features"])
+    assert torch.equal(again["targets"], whole["targets"])
 
 
 def test_train_seed_settings():

@@ -163,7 +163,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
@@ -895,9 +895,14 @@ class Trainer:
         name = part_name if view is None else f"{part_name}_view{view}"
         cache = self.run_dir / "features" / f"{name}.safetensors"
         if cache.is_file():
-            with safe_open(str(cache), framework="pt") as f:
-                self._note_skipped(json.loads((f.metadata() or {}).get("skipped", "{}")))
-                return f.get_tensor("features"), f.get_tensor("targets")
+            try:
+                with safe_open(str(cache), framework="pt") as f:
+                    skipped = json.loads((f.metadata() or {}).get("skipped", "{}"))
+                    features, targets = f.get_tensor("features"), f.get_tensor("targets")
+                self._note_skipped(skipped)
+                return features, targets
+            except (SafetensorError, ValueError) as exc:  # cut short, overwritten: made again, as it was made
+                log.warning("%s is damaged (%s): extracting its features again", cache, " ".join(str(exc).split()))
         s = self.settings
         cache.parent.mkdir(parents=True, exist_ok=True)
         part = self.split(part_name)
@@ -1048,14 +1053,18 @@ class Trainer:
         if missing:
             raise TrainingError(f"{self.ckpt_dir} is incomplete ({', '.join(missing)} missing); "
                                 "use --overwrite to train again from the start")
-        tensors = load_file(str(self.ckpt_dir / files["state"]))
+        try:
+            tensors = load_file(str(self.ckpt_dir / files["state"]))
+            best = load_file(str(self.ckpt_dir / files["best"])) if files["best"] else None
+        except SafetensorError as exc:  # SafetensorError's traceback before
+            raise TrainingError(f"{self.ckpt_dir}: a checkpoint is damaged ({' '.join(str(exc).split())}); use "
+                                "--overwrite to train again from the start") from None
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
         if average is not None:
             average.model.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}, strict=True)
         _restore_optimizer(optimizer, tensors, meta["optimizer"])
         torch.set_rng_state(tensors["rng.torch"])
         self._note_skipped(meta.get("skipped") or {})  # none in a record written before 2026-12-07
-        best = load_file(str(self.ckpt_dir / files["best"])) if files["best"] else None
         return meta, best
 
     @torch.no_grad()

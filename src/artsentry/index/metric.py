@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
@@ -236,12 +237,17 @@ def train_head(net: EmbeddingNet, train_maps: torch.Tensor, objects: torch.Tenso
 
 def _cached_maps(net, paths, settings, preprocessing, cache: Path, progress: bool):
     if cache.is_file():
-        log.info("re-using the view feature maps in %s", cache)
-        data = load_file(str(cache))
-        errors = json.loads(cache.with_suffix(".json").read_text())
-        for err in filter(None, errors):  # still said: the cache stands for the photos' reading
-            log.warning("skipped: %s", err)
-        return data["maps"], errors
+        try:
+            maps = load_file(str(cache))["maps"]
+            errors = json.loads(cache.with_suffix(".json").read_text())
+        except (SafetensorError, KeyError, OSError, ValueError) as exc:  # derived data: made again, not a traceback
+            log.warning("%s is damaged (%s): making the views' feature maps again", cache,
+                        " ".join(str(exc).split()))
+        else:
+            log.info("re-using the view feature maps in %s", cache)
+            for err in filter(None, errors):  # still said: the cache stands for the photos' reading
+                log.warning("skipped: %s", err)
+            return maps, errors
     maps, errors = view_feature_maps(net, paths, settings, preprocessing, progress)
     cache.parent.mkdir(parents=True, exist_ok=True)
     # the maps last: their file is what marks the cache complete, so a kill between the two writes
