@@ -1670,3 +1670,27 @@ def test_a_screen_with_its_out_inside_the_folder_it_screens_never_reads_its_own_
     assert len(pd.read_csv(out / "results.csv")) == 3
     beside = Screener(model_dir, progress=False).run(photos, photos)  # outputs beside the photos: still screened
     assert beside["recorded"] == 4  # the three photos and the picture in photos/screen, a sub-folder like any other
+
+
+def test_a_damaged_run_record_is_named_and_verify_still_checks_the_evidence(model_dir, synthetic_dataset, tmp_path,
+                                                                             capsys, caplog):
+    """A screen.json cut short or edited stopped screen and verify with JSON's bare 'Expecting property name
+    ...', naming no file. screen names it and the way on; verify checks the evidence all the same."""
+    from artsentry.cli import main
+
+    out = tmp_path / "out"
+    folder = synthetic_dataset / "ivory"
+    assert main(["-q", "screen", str(folder), "--out", str(out), "--model", str(model_dir)]) == 0
+    (out / "screen.json").write_text('{"input": ')
+    capsys.readouterr()
+    assert main(["-q", "screen", str(folder), "--out", str(out), "--model", str(model_dir)]) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"artsentry screen: error: {out / 'screen.json'}: the screening run's record is damaged (Expecting value: "
+        "line 1 column 11 (char 10)); use --overwrite to screen again from the start, or another --out")
+    caplog.clear()
+    assert main(["-q", "verify", str(out)]) == 0
+    n = len(list(folder.glob("*.jpg")))
+    assert f"{n} of {n} photo(s) hash as screened" in capsys.readouterr().out
+    assert "the evidence is checked without it" in caplog.text
+    assert main(["-q", "screen", str(folder), "--out", str(out), "--model", str(model_dir), "--overwrite"]) == 0
+    assert json.loads((out / "screen.json").read_text())["input"]

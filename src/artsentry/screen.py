@@ -498,6 +498,19 @@ def _refuse_changed(out: Path, records: list[dict], progress: bool) -> None:
                           "their decisions are of what the files held then; use --overwrite or another --out")
 
 
+def _read_state(path: Path, remedy: str) -> dict:
+    """A run's record (``STATE``), or ``ScreenError`` naming it when it is not a JSON object (cut short,
+    edited): JSON's bare 'Expecting property name...' named no file."""
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        state = exc
+    if not isinstance(state, dict):
+        said = f" ({state})" if isinstance(state, Exception) else ""
+        raise ScreenError(f"{path}: the screening run's record is damaged{said}; {remedy}")
+    return state
+
+
 # -- the run ---------------------------------------------------------------------------------
 class Screener:
     """Model (and optionally register) applied to listings, batch by batch, with an
@@ -738,7 +751,8 @@ class Screener:
         if overwrite and out.exists():
             for name in (EVIDENCE, *OUTPUTS, STATE):  # the run's record last: a stop half-way leaves a run's folder
                 (out / name).unlink(missing_ok=True)
-        old = json.loads(state_path.read_text()) if state_path.is_file() else None
+        old = _read_state(state_path, "use --overwrite to screen again from the start, or another --out") \
+            if state_path.is_file() else None
         if old is not None and old.get("keep_fetched"):
             self._keep_as_begun(Path(old["keep_fetched"]), out)
         fingerprint = table_fingerprint(listings)
@@ -923,7 +937,13 @@ def verify_run(out_dir: str | Path, progress: bool = False, expect: str | None =
     records = _parse_evidence(data, evidence)[0]
     if not records:
         raise ScreenError(f"{out}: no screening evidence here ({EVIDENCE} missing or empty)")
-    state = json.loads((out / STATE).read_text()) if (out / STATE).is_file() else {}
+    state = {}
+    if (out / STATE).is_file():
+        try:
+            state = _read_state(out / STATE, "the evidence is checked without it: fetched photos' kept copies "
+                                             "(--keep-fetched) are not looked for")
+        except ScreenError as exc:  # what the evidence says can still be checked: said, and checked
+            log.warning("%s", exc)
     checked = _check_photos(records, state.get("keep_fetched"), progress, desc="verify", refetch=refetch,
                             fetch_private=fetch_private)
     return {**checked, "records": len(records), "chain": chainlog.report(data, expect),
