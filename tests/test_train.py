@@ -1506,7 +1506,7 @@ def test_frozen_lite0_learns_and_writes_a_complete_artifact(tmp_path, synthetic_
     assert acc >= 0.9
 
 
-def test_a_damaged_feature_cache_is_extracted_again(tmp_path, synthetic_dataset, caplog):
+def test_a_damaged_feature_cache_is_extracted_again_and_a_damaged_run_record_named(tmp_path, synthetic_dataset, caplog):
     """The frozen backbone's features are cached in the run's features/; a cache file cut short (a run
     stopped while a copy of the folder was made, a disk error) ended the resumed run in safetensors' traceback.
     It is derived data: said, and made again."""
@@ -1529,6 +1529,13 @@ def test_a_damaged_feature_cache_is_extracted_again(tmp_path, synthetic_dataset,
     again = load_file(str(cache))
     torch.testing.assert_close(again["features"], whole["features"])
     assert torch.equal(again["targets"], whole["targets"])
+    # the run's record cut short: named (JSON's bare 'Expecting value' named no file), not made up
+    shutil.rmtree(run / "model")
+    (run / "run.json").write_text('{"fingerprint": ')
+    with pytest.raises(TrainingError) as refused:
+        train(synthetic_dataset, run, settings, progress=False)
+    assert str(refused.value) == (f"{run / 'run.json'}: the run's record is damaged (Expecting value: line 1 column "
+                                  "17 (char 16)); use --overwrite to train again from the start, or another --out")
 
 
 def test_train_seed_settings():

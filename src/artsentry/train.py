@@ -761,7 +761,14 @@ class Trainer:
         saved = self.run_dir / "manifest.csv"
         state_file = self.run_dir / "run.json"
         if saved.is_file() and state_file.is_file():
-            state = json.loads(state_file.read_text())
+            try:
+                state = json.loads(state_file.read_text(encoding="utf-8"))
+            except (UnicodeDecodeError, ValueError) as exc:  # JSON's bare message named no file
+                state = exc
+            if not isinstance(state, dict):
+                said = f" ({state})" if isinstance(state, Exception) else ""
+                raise TrainingError(f"{state_file}: the run's record is damaged{said}; use --overwrite to train "
+                                    "again from the start, or another --out")
             if state.get("fingerprint") != self.settings.fingerprint():
                 raise TrainingError(
                     f"{self.run_dir} holds a run with other settings; use --overwrite or another --out"
