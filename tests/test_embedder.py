@@ -122,16 +122,18 @@ def test_training_reuses_its_view_cache(objects_dir, embedder_dir, tmp_path):
 
 def test_a_damaged_view_cache_is_made_again(objects_dir, embedder_dir, tmp_path, caplog):
     """A view cache cut short (a copy stopped half-way) ended train-embedder in safetensors' traceback."""
-    import shutil
+
+    from safetensors.torch import load_file
 
     run = tmp_path / "run"
     shutil.copytree(embedder_dir.parent, run)  # the shared fixture stays as it is
     [cache] = list((run / "cache").glob("*.safetensors"))
+    before = load_file(str(cache))["maps"].clone()  # the file is mapped: copied before it is cut
     cache.write_bytes(cache.read_bytes()[:200])
     caplog.clear()
-    again = train_embedder(objects_dir, run, SMALL, progress=False)
+    train_embedder(objects_dir, run, SMALL, progress=False)
     assert f"{cache} is damaged (Error while deserializing header" in caplog.text
-    assert read_config(again)["history"] == read_config(embedder_dir)["history"]  # the same views made again
+    torch.testing.assert_close(load_file(str(cache))["maps"], before, atol=1e-2, rtol=1e-2)  # the same views
 
 
 def test_train_embedder_refuses_an_out_it_would_spoil(objects_dir, embedder_dir, model_dir, tmp_path, capsys,
