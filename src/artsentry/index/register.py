@@ -71,6 +71,7 @@ CREATE TABLE IF NOT EXISTS photos (
 );
 CREATE INDEX IF NOT EXISTS photos_object ON photos(object_id);
 CREATE INDEX IF NOT EXISTS photos_reshot ON photos(reshot_of);
+CREATE INDEX IF NOT EXISTS photos_sha ON photos(sha256);
 """ + """
 CREATE TABLE IF NOT EXISTS history (
     id INTEGER PRIMARY KEY AUTOINCREMENT, time TEXT NOT NULL, user TEXT, action TEXT NOT NULL,
@@ -415,16 +416,22 @@ class Register:
         (sorted); with ``object_ids``, only the photos one of them holds. The same photo under two ids is most
         often one object recorded twice, and a query of it matches each of them alike. (A scan of the photos
         table, as opening the register's integrity check is.)"""
-        rows = self.db.execute(
-            "SELECT DISTINCT sha256, object_id FROM photos WHERE reshot_of IS NULL AND sha256 IN (SELECT sha256 "
-            "FROM photos WHERE reshot_of IS NULL AND sha256 IS NOT NULL GROUP BY sha256 "
-            "HAVING COUNT(DISTINCT object_id) > 1)")
+        wanted = None if object_ids is None else sorted({object_key(o) for o in object_ids})
+        if wanted is not None and len(wanted) <= 500:  # a few objects' photos (add, the server's): looked up by
+            # their SHA-256 (indexed in registers made since 2026-12-07), not the whole table grouped
+            rows = self.db.execute(
+                "SELECT DISTINCT sha256, object_id FROM photos WHERE reshot_of IS NULL AND sha256 IN (SELECT sha256 "
+                f"FROM photos WHERE reshot_of IS NULL AND object_id IN ({','.join('?' * len(wanted))}))", wanted)
+        else:
+            rows = self.db.execute(
+                "SELECT DISTINCT sha256, object_id FROM photos WHERE reshot_of IS NULL AND sha256 IN (SELECT sha256 "
+                "FROM photos WHERE reshot_of IS NULL AND sha256 IS NOT NULL GROUP BY sha256 "
+                "HAVING COUNT(DISTINCT object_id) > 1)")
         holders: dict[str, list[str]] = {}
         for sha, object_id in rows:
             holders.setdefault(sha, []).append(object_id)
-        wanted = None if object_ids is None else {object_key(o) for o in object_ids}
         return {sha: sorted(objects) for sha, objects in sorted(holders.items())
-                if wanted is None or not wanted.isdisjoint(objects)}
+                if len(objects) > 1 and (wanted is None or not set(wanted).isdisjoint(objects))}
 
     def _photo_count(self) -> int:
         """Registered photos, their re-shots not counted."""
