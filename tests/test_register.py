@@ -1,6 +1,7 @@
 import io
 import json
 import logging
+import re
 import sqlite3
 from pathlib import Path
 
@@ -419,6 +420,32 @@ def test_a_photo_under_two_objects_is_said_when_added_imported_and_in_info(tmp_p
     assert lines["shared photos"].startswith("3 photo(s) under more than one object (e.g. ")
     assert main(["register", "info", str(tmp_path / "reg"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["shared_photos"] == 3
+
+
+def test_one_id_rule_for_the_command_an_import_and_the_api(tmp_path, photos, capsys):
+    """The command registered any id (a newline in one broke 'register list'), the API only letters, digits and
+    '._:-': an object registered from a terminal as museums number them ('Inv. 1999/12 (a)') could not be
+    fetched or removed through the API, nor registered there. One rule now, checked before photos are read."""
+    from artsentry.index.register import OBJECT_ID, check_object_id
+
+    reg = Register.create(tmp_path / "reg")
+    for good in ("29.100.6a–c", "Inv. 1999/12 (a)", "象牙-1", "A/historic", "x" * 128):
+        assert check_object_id(f" {good} ") == good and OBJECT_ID.fullmatch(good)
+    for bad, why in (("A\nB", "holds control characters"), ("A\tB", "holds control characters"),
+                     ("x" * 129, "is 129 characters long; at most 128"), ("A/history", "ends in '/history'"),
+                     (" ", "an object needs a non-empty id")):
+        with pytest.raises(RegisterError, match=re.escape(why)):
+            reg.add(bad, [photos["A"][0][0]])
+    assert len(reg) == 0 and reg.history()[-1]["action"] == "create"
+    reg.add("Inv. 1999/12 (a)", [photos["A"][0][0]])
+    assert reg.get("Inv. 1999/12 (a)")["photos"] == [photos["A"][0][0]]
+    reg.close()
+    table = tmp_path / "catalogue.csv"
+    table.write_text(f'object_id,image\n"B\tC",{photos["B"][0][0]}\nC,{photos["C"][0][0]}\n')
+    assert main(["-q", "register", "import", str(tmp_path / "reg"), str(table)]) == 3
+    out, err = capsys.readouterr()
+    assert "line 2: object id 'B\\tC' holds control characters (a tab, a newline...): skipped" in err
+    assert "imported 1 photo(s), 1 new object(s)" in out
 
 
 def test_a_photo_registered_elsewhere_while_being_embedded_is_not_registered_twice(tmp_path, photos, monkeypatch):

@@ -39,6 +39,7 @@ import json
 import logging
 import math
 import os
+import re
 import sqlite3
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -507,6 +508,7 @@ class Register:
         Returns (photos added, re-shots not counted; one-line errors for unreadable photos; photos
         skipped as already registered)."""
         photos = as_sources(photos)
+        check_object_id(object_id)  # before its photos are read
         todo, already = self._without_registered([(object_id, photos, metadata)])
         new = todo[0][1] if todo else []
         if already and not new:
@@ -570,8 +572,7 @@ class Register:
         flat, owners, names = [], [], []
         objects = [(object_id, as_sources(photos), metadata) for object_id, photos, metadata in objects]
         for object_id, photos, _ in objects:
-            if not object_key(object_id):
-                raise RegisterError("an object needs a non-empty id")
+            check_object_id(object_id)
             flat += photos
             owners += [object_key(object_id)] * len(photos)
             # kept whole: a name relative to the terminal's folder named another file, or none, for the server's
@@ -1127,6 +1128,32 @@ def object_key(object_id) -> str:
     return str(object_id).strip()
 
 
+OBJECT_ID_MAX = 128  # characters of an object id
+# An object id: what museums and police registers use ("29.100.6a–c", "Inv. 1999/12 (a)", "象牙-1"), 1 to
+# OBJECT_ID_MAX characters, none a control character (a tab or newline would break the tables it is listed in)
+# and no space at either end (``object_key``); not ending in "/history", the web API's path of an object's
+# history. The same rule for the command, an import and the API (its OpenAPI pattern), so that every object
+# registered can be fetched and removed through the API too. Ids are never used as paths.
+OBJECT_ID = re.compile(r"^(?!\s)(?!.*\s$)(?!.*/history$)[^\x00-\x1f\x7f-\x9f]{1,%d}$" % OBJECT_ID_MAX)
+
+
+def check_object_id(object_id) -> str:
+    """``object_key(object_id)``, or ``RegisterError`` saying why it cannot be an object's id (``OBJECT_ID``)."""
+    key = object_key(object_id)
+    if OBJECT_ID.fullmatch(key):
+        return key
+    shown = repr(key[:80]) + ("..." if len(key) > 80 else "")
+    if not key:
+        why = "an object needs a non-empty id"
+    elif len(key) > OBJECT_ID_MAX:
+        why = f"object id {shown} is {len(key)} characters long; at most {OBJECT_ID_MAX}"
+    elif key.endswith("/history"):
+        why = f"object id {shown} ends in '/history', the web API's path of an object's history"
+    else:
+        why = f"object id {shown} holds control characters (a tab, a newline...)"
+    raise RegisterError(why)
+
+
 def _migrate(db: sqlite3.Connection) -> None:
     """Bring a register written by an earlier version up to this schema: re-shots name the
     photo they were made from (``reshot_of``), recovered from their names."""
@@ -1227,6 +1254,11 @@ def read_objects(source: str | Path) -> tuple[list[tuple[str, list[str], dict]],
             photos = [str(f.resolve()) for f in find_images(folder, not_utf8=not_utf8)]
             problems += [f"{name}: not registered: its file name is not UTF-8; rename it (for example with convmv) "
                          "and import again" for name in not_utf8]
+            try:
+                check_object_id(folder.name)
+            except RegisterError as exc:
+                problems.append(f"{folder}: {exc}: not registered")
+                continue
             if photos:
                 objects.append((folder.name, photos, {}))
             else:
@@ -1253,6 +1285,11 @@ def read_objects(source: str | Path) -> tuple[list[tuple[str, list[str], dict]],
         object_id, photo = object_key(values[id_col]), values[photo_col].strip()
         if not object_id or not photo:
             problems.append(f"{source} {row_name(source, i)}: no {'object id' if not object_id else 'photo'}: skipped")
+            continue
+        try:
+            check_object_id(object_id)
+        except RegisterError as exc:
+            problems.append(f"{source} {row_name(source, i)}: {exc}: skipped")
             continue
         if "://" in photo:
             problems.append(f"{source} {row_name(source, i)}: {photo}: photos are read from files; download it first")

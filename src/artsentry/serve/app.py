@@ -31,7 +31,6 @@ import contextlib
 import errno
 import hashlib
 import logging
-import re
 import secrets
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
@@ -47,14 +46,15 @@ from starlette.exceptions import HTTPException
 
 from .. import __version__
 from ..data.images import ImageLoadError, describe_size
+from ..index.register import OBJECT_ID, OBJECT_ID_MAX, RegisterError, check_object_id
 from .analysis import Analyzer, LotsUnavailable, ServeSettings, describe_content, sniff
 from .audit import AuditLog, decision_summary
 
 log = logging.getLogger(__name__)
 
-OBJECT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
-# the id's rule in the OpenAPI schema; the handlers check it themselves (_check_id), for a clearer error
-ID_SCHEMA = {"pattern": OBJECT_ID.pattern, "minLength": 1, "maxLength": 128}
+# the id's rule (the register's, for the command and the API alike) in the OpenAPI schema; the handlers check it
+# themselves (_check_id), for a clearer error
+ID_SCHEMA = {"pattern": OBJECT_ID.pattern, "minLength": 1, "maxLength": OBJECT_ID_MAX}
 MULTIPART_OVERHEAD = 256 * 1024
 
 
@@ -350,8 +350,12 @@ def _register_busy():
 
 def _check_id(object_id: str) -> str:
     if not OBJECT_ID.fullmatch(object_id or ""):  # (match: Python's "$" also takes a final newline)
-        raise _error(400, f"invalid object id {object_id[:80]!r}: 1-128 letters, digits, '.', '_', ':' or '-', "
-                          "starting with a letter or digit")
+        try:
+            check_object_id(object_id)
+            why = f"object id {object_id[:80]!r} has a space at an end"  # what object_key would have cut
+        except RegisterError as exc:
+            why = str(exc)
+        raise _error(400, f"invalid object id: {why}")
     return object_id
 
 
@@ -368,8 +372,8 @@ def _check_image(data: bytes, limit: int, what: str = "file") -> str:
 
 
 def _methods_for(app: FastAPI, scope: dict) -> set[str]:
-    """The methods of the resource the request's path names: of every route that matches it segment
-    for segment, or, when none does, of every catch-all (``{id:path}``) route that matches it
+    """The methods of the resource the request's path names: of every route that matches it and does not end
+    in a catch-all (``{id:path}``), or, when none does, of every catch-all route that matches it
     (/v1/register/A/history is the history, not an object id with a slash in it)."""
     from starlette.routing import Match
 
@@ -378,7 +382,8 @@ def _methods_for(app: FastAPI, scope: dict) -> set[str]:
     for route in app.router.routes:
         methods = getattr(route, "methods", None)
         if methods and route.matches(scope)[0] != Match.NONE:
-            (catch_all if ":path}" in getattr(route, "path", "") else exact).update(methods)
+            # a catch-all ends in its {id:path}; /v1/register/{id:path}/history names its own resource
+            (catch_all if getattr(route, "path", "").endswith(":path}") else exact).update(methods)
     return exact or catch_all
 
 
@@ -632,7 +637,7 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
                          "; ".join(f"photo {e['index'] + 1}: {e['error']}" for e in out["results"]))
         return out
 
-    @app.get("/v1/register/{object_id}/history", response_model=list[HistoryEntry],
+    @app.get("/v1/register/{object_id:path}/history", response_model=list[HistoryEntry],
              responses={400: {"model": ErrorBody}, 404: {"model": ErrorBody}})
     async def register_history(object_id: str = PathParam(..., json_schema_extra=ID_SCHEMA)):
         """Every change to one object, oldest first, also after it was removed (``artsentry register history``)."""
@@ -709,7 +714,6 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
         await _token(request)
         _need_register()
         _check_id(object_id)
-        from ..index.register import RegisterError
 
         def remove_now():
             with _register_busy():
