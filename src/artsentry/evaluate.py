@@ -98,7 +98,7 @@ def compare_predictions(a, b, *, split: str | None = None) -> dict:
             df = df[df["split"] == split]
             if df.empty:  # an evaluation holds the split it was run on: 'share no photo' hid that
                 raise ValueError(f"{path}: no photo of split {split!r} (it holds {', '.join(held) or 'none'}: "
-                                 "'artsentry evaluate RUN --split SPLIT' evaluates another)")
+                                 "'artsentry evaluate RUN --split SPLIT --out DIR' evaluates another)")
         if df["path"].duplicated().any():
             raise ValueError(f"{path}: a photo appears twice ({df.loc[df['path'].duplicated(), 'path'].iloc[0]})")
         readable = df["correct"].notna() & (df["error"].isna() if "error" in df.columns else True)

@@ -269,9 +269,11 @@ class ListingImages(Dataset):
                  keep_dir: str | Path | None = None, fetch_private: bool = False, once_dir: Path | None = None):
         self.sources = list(sources)
         # URLs several rows name, fetched once into ``once_dir`` (``fetch_once``); without it, once per row
-        counts = pd.Series(self.sources, dtype=object).value_counts()
         self.once_dir = once_dir
-        self.repeated = {u for u, n in counts.items() if n > 1 and is_http_url(u)} if once_dir is not None else set()
+        self.repeated: set[str] = set()
+        if once_dir is not None:
+            counts = pd.Series(self.sources, dtype=object).value_counts()
+            self.repeated = {u for u, n in counts.items() if n > 1 and is_http_url(u)}
         self.transforms = list(transforms)
         self.draft_size = draft_size
         self.fetch_urls = fetch_urls

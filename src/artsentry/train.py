@@ -1063,7 +1063,7 @@ class Trainer:
         try:
             tensors = load_file(str(self.ckpt_dir / files["state"]))
             best = load_file(str(self.ckpt_dir / files["best"])) if files["best"] else None
-        except SafetensorError as exc:  # SafetensorError's traceback before
+        except SafetensorError as exc:  # a file cut short: safetensors' own traceback before
             raise TrainingError(f"{self.ckpt_dir}: a checkpoint is damaged ({' '.join(str(exc).split())}); use "
                                 "--overwrite to train again from the start") from None
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)

@@ -415,9 +415,11 @@ class Register:
     def shared_photos(self, object_ids: Sequence[str] | None = None) -> dict[str, list[str]]:
         """Photos registered under more than one object, by the SHA-256 of their file content -> those objects
         (sorted); with ``object_ids``, only the photos one of them holds. The same photo under two ids is most
-        often one object recorded twice, and a query of it matches each of them alike. (A scan of the photos
-        table, as opening the register's integrity check is.)"""
+        often one object recorded twice, and a query of it matches each of them alike. (A few objects' photos
+        are looked up by SHA-256; the whole register's are a scan of the photos table, as the integrity check
+        on opening it is.)"""
         wanted = None if object_ids is None else sorted({object_key(o) for o in object_ids})
+        asked = set(wanted or ())
         if wanted is not None and len(wanted) <= 500:  # a few objects' photos (add, the server's): looked up by
             # their SHA-256 (indexed in registers made since 2026-12-07), not the whole table grouped
             rows = self.db.execute(
@@ -432,7 +434,7 @@ class Register:
         for sha, object_id in rows:
             holders.setdefault(sha, []).append(object_id)
         return {sha: sorted(objects) for sha, objects in sorted(holders.items())
-                if len(objects) > 1 and (wanted is None or not set(wanted).isdisjoint(objects))}
+                if len(objects) > 1 and (wanted is None or not asked.isdisjoint(objects))}
 
     def _photo_count(self) -> int:
         """Registered photos, their re-shots not counted."""
