@@ -446,6 +446,13 @@ def test_one_id_rule_for_the_command_an_import_and_the_api(tmp_path, photos, cap
     out, err = capsys.readouterr()
     assert "line 2: object id 'B\\tC' holds control characters (a tab, a newline...): skipped" in err
     assert "imported 1 photo(s), 1 new object(s)" in out
+    # a catalogue's title or status may hold line breaks and tabs: 'register list' stays one line, four fields each
+    Register.open(tmp_path / "reg").add("C", [photos["C"][0][1]], title="Ivory figure\nof a saint\t(a)",
+                                        status="stolen\r\n1998")
+    assert main(["register", "list", str(tmp_path / "reg")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and all(len(line.split("\t")) == 4 for line in lines)
+    assert lines[0] == "C\t2 photo(s)\tstolen\\r\\n1998\tIvory figure\\nof a saint\\t(a)"
 
 
 def test_a_photo_registered_elsewhere_while_being_embedded_is_not_registered_twice(tmp_path, photos, monkeypatch):

@@ -1007,7 +1007,8 @@ def _predict_lots(a, predictor, files: list[str], n_bad: int) -> int:
 
 
 def _tsv(name: str) -> str:
-    """A file name as one tab-separated field: a tab or line break in it written as \\t, \\n, \\r."""
+    """A file name (or a title, an id) as one tab-separated field: a tab or line break in it written as \\t,
+    \\n, \\r."""
     return str(name).translate({9: "\\t", 10: "\\n", 13: "\\r"})
 
 
@@ -1207,7 +1208,9 @@ def cmd_register(a) -> int:
             for row in rows:
                 shots = f" + {row['reshots']} re-shot(s)" if row["reshots"] else ""
                 print(json.dumps(row) if a.json else
-                      f"{row['object_id']}\t{row['photos']} photo(s){shots}\t{row['status'] or ''}\t{row['title'] or ''}")
+                      # a catalogue's title may hold line breaks and tabs: one line, one field each still
+                      f"{_tsv(row['object_id'])}\t{row['photos']} photo(s){shots}\t{_tsv(row['status'] or '')}\t"
+                      f"{_tsv(row['title'] or '')}")
         elif a.action == "get":
             obj = reg.get(a.object_id)
             if obj is None:
@@ -1224,7 +1227,8 @@ def cmd_register(a) -> int:
                 rest = {k: v for k, v in row.items() if k not in ("time", "user", "action", "object_id", "photos")}
                 photos = f"{len(row['photos'])} photo(s)" if "photos" in row else ""
                 words = " ".join(x for x in (photos, json.dumps(rest) if rest else "") if x)
-                print(f"{row['time']}\t{row['user'] or ''}\t{row['action']}\t{row['object_id'] or ''}\t{words}")
+                print(f"{row['time']}\t{_tsv(row['user'] or '')}\t{row['action']}\t{_tsv(row['object_id'] or '')}\t"
+                      f"{words}")
         elif a.action == "search":
             images, problems = expand_images(a.images)
             _print_errors(problems)
