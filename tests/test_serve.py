@@ -1545,6 +1545,11 @@ def test_the_serve_command_passes_its_options_to_the_server_and_stops_on_sigterm
             t0 = time.time()
             r = httpx.delete(f"{url}/v1/register/B", headers=auth, timeout=60)
             assert r.status_code == 503 and time.time() - t0 < 5, r.text  # not the default 10 s wait
+        # a second server on the port: announced as serving, then uvicorn's error and its exit status 3
+        capsys.readouterr()
+        assert main(["-q", "serve", "--model", str(model_dir), "--port", str(port)]) == 1
+        assert capsys.readouterr().err == (f"artsentry serve: error: cannot listen on 127.0.0.1:{port}: another "
+                                           "program listens there: --port N\n")
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, (proc.returncode, err)  # a clean stop, as a service manager expects

@@ -21,6 +21,7 @@ import math
 import os
 import shutil
 import signal
+import socket
 import sqlite3
 import sys
 import threading
@@ -1509,11 +1510,29 @@ def cmd_serve(a) -> int:
                              inference_workers=a.workers, max_queue=a.max_queue, runtime=a.runtime,
                              max_listing_photos=a.max_listing_photos, audit_log=a.audit_log,
                              register_busy_seconds=a.register_wait)
-    app = create_app(settings)
     host = f"[{a.host}]" if ":" in a.host else a.host  # an IPv6 address, as a URL writes it
+    # the address is taken first (not listened on until the models are loaded): a port in use was announced as
+    # served, then uvicorn said otherwise and ended with its exit status 3 (here: 'some images could not be read')
+    sock = socket.socket(socket.AF_INET6 if ":" in a.host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn's own: a port in TIME_WAIT is free
+    try:
+        sock.bind((a.host, a.port))
+    except OSError as exc:
+        sock.close()
+        why = "another program listens there: --port N" if exc.errno == errno.EADDRINUSE else exc.strerror
+        raise ValueError(f"cannot listen on {host}:{a.port}: {why}") from None
+    try:
+        app = create_app(settings)
+    except BaseException:
+        sock.close()
+        raise
     print(f"artsentry serving on http://{host}:{a.port}/  (API schema: /openapi.json; register writes "
           f"{'need the token' if settings.token else 'disabled: no token'})", file=sys.stderr)
-    uvicorn.run(app, host=a.host, port=a.port, log_level="warning" if a.quiet else "info")
+    config = uvicorn.Config(app, host=a.host, port=a.port, log_level="warning" if a.quiet else "info")
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn raises the stop again once it has shut down; a clean stop (as uvicorn.run)
+        pass
     return 0
 
 
