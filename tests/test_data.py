@@ -1,3 +1,4 @@
+import codecs
 import shutil
 
 import numpy as np
@@ -140,6 +141,24 @@ def test_csv_exported_with_another_separator_is_read(tmp_path, sep):
     (tmp_path / "one.csv").write_text("image\na;b.jpg\n")
     with pytest.raises(ManifestError, match="no label column"):
         read_manifest(tmp_path / "one.csv")
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32"])
+def test_a_utf16_or_utf32_table_is_read_by_its_byte_order_mark(tmp_path, encoding):
+    """Excel's "Unicode Text" (UTF-16, tabs) and LibreOffice's UTF-16 CSV were read as Windows-1252: a header
+    of 'ÿþi m a g e' and 'no image column'. A .tsv is a table too, its fields split at tabs."""
+    object_photo((1, 2, 3)).save(tmp_path / "a.jpg")
+    object_photo((3, 2, 1)).save(tmp_path / "b.jpg")
+    text = "image\tlabel\tobject_id\ttitle, note\na.jpg\tivory\t7\tÉléphant, 1890\nb.jpg\tbone\t8\t象牙\n"
+    bom = {"utf-16-be": codecs.BOM_UTF16_BE}.get(encoding, b"")  # the plain codecs write their own
+    (tmp_path / "m.tsv").write_bytes(bom + text.encode(encoding))
+    df, _ = read_manifest(tmp_path / "m.tsv")
+    assert df["label"].tolist() == ["ivory", "bone"] and df["title, note"].tolist() == ["Éléphant, 1890", "象牙"]
+    (tmp_path / "m.csv").write_bytes(bom + text.replace("title, note", "note").replace("\t", ";").encode(encoding))
+    assert read_manifest(tmp_path / "m.csv")[0]["object_id"].tolist() == ["7", "8"]
+    (tmp_path / "bad.csv").write_bytes(codecs.BOM_UTF16_LE + b"i\x00m\x00\x00\xd8")  # a lone surrogate
+    with pytest.raises(ManifestError, match="starts as UTF-16 text but is not"):
+        read_manifest(tmp_path / "bad.csv")
 
 
 def test_a_table_typed_with_a_space_after_each_comma_is_read(tmp_path):

@@ -25,6 +25,7 @@ Rows whose file does not exist are dropped and reported, never silently.
 
 from __future__ import annotations
 
+import codecs
 import logging
 import re
 from dataclasses import dataclass, field
@@ -43,7 +44,7 @@ OBJECT_COLUMNS = ("object_id", "objectID", "objectid", "source_id")
 #: JSON lines tables: one record a line
 JSON_LINES_SUFFIXES = (".jsonl", ".ndjson")
 #: file endings read as tables (``_read_table``): listings, manifests, catalogues
-TABLE_SUFFIXES = (".csv", *JSON_LINES_SUFFIXES, ".parquet", ".xlsx")
+TABLE_SUFFIXES = (".csv", ".tsv", *JSON_LINES_SUFFIXES, ".parquet", ".xlsx")  # .tsv: read as a CSV of tabs
 #: separators a .csv is also read with when its header, read comma-separated, is one column holding
 #: one of them (spreadsheets in many locales export "image;label;object_id")
 CSV_SEPARATORS = (";", "\t", "|")
@@ -179,15 +180,24 @@ def row_name(path: Path, i: int) -> str:
 
 def _read_csv(path: Path) -> pd.DataFrame:
     raw = path.read_bytes()
+    # UTF-16 or UTF-32 with its byte-order mark (Excel's "Unicode Text", LibreOffice's UTF-16 CSV) was read as
+    # Windows-1252: a header of 'ÿþl i s t i n g _ i d' and no column found
+    wide = next((codec for bom, codec in ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+                                          (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+                 if raw.startswith(bom)), None)
     try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:  # Excel's "CSV" on Windows: the ANSI code page, not UTF-8
+        text = raw.decode(wide or "utf-8-sig")
+    except UnicodeDecodeError as exc:
+        if wide:
+            raise ManifestError(f"{path}: starts as {wide.upper()} text but is not ({exc.reason} at byte "
+                                f"{exc.start})") from None
+        # Excel's "CSV" on Windows: the ANSI code page, not UTF-8
         log.warning("%s: not UTF-8; read as Windows-1252 (Western European), as Excel saves CSV on Windows: "
                     "check accented text, or save it as CSV UTF-8", path)
         text = raw.decode("cp1252", errors="replace")
     header = text.split("\n", 1)[0]
-    sep = ","
-    if "," not in header:  # a spreadsheet's export with another separator ("image;label")
+    sep = "\t" if path.suffix.lower() == ".tsv" else ","
+    if sep == "," and "," not in header:  # a spreadsheet's export with another separator ("image;label")
         sep = next((c for c in CSV_SEPARATORS if c in header), ",")
         if sep != ",":
             log.info("%s: columns separated by %r", path, sep)
