@@ -420,8 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "photo: an object id column such as object_id or accession_number, a photo column such as "
                          "image or path, relative to the table's folder; title, department, source, status and any "
                          "other columns are kept as the object's metadata) or of a folder with one sub-folder of "
-                         "photos per object (its name is the object id). Run it again after an interruption or with more "
-                         "rows: photos already registered under their object are skipped.")
+                         "photos per object (its name is the object id). Run it again after an interruption or with "
+                         "more rows: photos already registered under their object are skipped.")
     ri.add_argument("register")
     ri.add_argument("source", help="table of objects' photos, or folder of <object id>/<photos>")
     rr = rsub.add_parser("remove", help="take objects out of the register")
