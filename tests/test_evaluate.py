@@ -219,6 +219,12 @@ def test_choose_threshold_rules():
                                              "needs; 10 or more tell them apart)")
     assert choose_threshold(y, s, target_recall=0.75).note == ""  # one miss of four is 0.75: measured
     assert choose_threshold(y, s, target_recall=1.0).note == ""  # asked for all of them
+    assert choose_threshold(y, s, target_precision=1.0).note == ""
+    # validation photos of the positive class only: precision is 1 at any threshold, and the lowest was taken
+    c = choose_threshold(np.array([1, 1, 1]), np.array([0.2, 0.5, 0.9]), target_precision=0.99)
+    assert c.threshold == 0.2 and c.note == ("no negative validation photo: precision is 1 at any threshold, so this "
+                                             "one (0.2) flags every validation photo; choose it on validation photos "
+                                             "of both classes")
 
 
 def test_the_threshold_choices_note_is_printed(capsys):

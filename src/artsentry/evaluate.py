@@ -340,6 +340,10 @@ def choose_threshold(y_val, s_val, target_recall: float | None = None,
         try:
             t = threshold_for_precision(y_val, s_val, target_precision)
             choice = ThresholdChoice(t, "target_precision", target_precision)
+            if not (np.asarray(y_val).astype(int) == 0).any():  # no photo can be a false flag: nothing was measured
+                choice.note = (f"no negative validation photo: precision is 1 at any threshold, so this one "
+                               f"({t:.4g}) flags every validation photo; choose it on validation photos of both "
+                               "classes")
         except ValueError as exc:
             t = float(np.max(s_val))
             choice = ThresholdChoice(t, "target_precision", target_precision, note=f"{exc}; using the highest score")
