@@ -422,9 +422,10 @@ class Register:
         asked = set(wanted or ())
         if wanted is not None and len(wanted) <= 500:  # a few objects' photos (add, the server's): looked up by
             # their SHA-256 (indexed in registers made since 2026-12-07), not the whole table grouped
+            # (+reshot_of: not by the re-shot index, which every photo's NULL matches, a walk of the whole table)
             rows = self.db.execute(
-                "SELECT DISTINCT sha256, object_id FROM photos WHERE reshot_of IS NULL AND sha256 IN (SELECT sha256 "
-                f"FROM photos WHERE reshot_of IS NULL AND object_id IN ({','.join('?' * len(wanted))}))", wanted)
+                "SELECT DISTINCT sha256, object_id FROM photos WHERE +reshot_of IS NULL AND sha256 IN (SELECT sha256 "
+                f"FROM photos WHERE +reshot_of IS NULL AND object_id IN ({','.join('?' * len(wanted))}))", wanted)
         else:
             rows = self.db.execute(
                 "SELECT DISTINCT sha256, object_id FROM photos WHERE reshot_of IS NULL AND sha256 IN (SELECT sha256 "
@@ -1023,7 +1024,7 @@ class Register:
         owner: dict[str, str] = {}
         for chunk in range(0, len(wanted), 900):
             part = wanted[chunk:chunk + 900]
-            owner.update(self.db.execute(f"SELECT sha256, object_id FROM photos WHERE reshot_of IS NULL AND "
+            owner.update(self.db.execute(f"SELECT sha256, object_id FROM photos WHERE +reshot_of IS NULL AND "
                                          f"sha256 IN ({','.join('?' * len(part))})", part).fetchall())
         return [(name, owner[s]) for name, s in zip(source_names(sources), shas) if s in owner]
 
