@@ -219,7 +219,14 @@ def test_choose_threshold_rules():
                                              "needs; 10 or more tell them apart)")
     assert choose_threshold(y, s, target_recall=0.75).note == ""  # one miss of four is 0.75: measured
     assert choose_threshold(y, s, target_recall=1.0).note == ""  # asked for all of them
-    assert choose_threshold(y, s, target_precision=1.0).note == ""
+    assert choose_threshold(y, s, target_precision=1.0).note == ""  # asked for no false flag
+    assert choose_threshold(y, s, target_precision=0.75).note == ""  # one false flag of four is 0.75: measured
+    # three flagged photos cannot tell a precision of 0.9 from 1: the threshold lets no false flag in, said so
+    c = choose_threshold(y, s, target_precision=0.9)
+    assert c.threshold == 0.7 and c.note == ("3 validation photo(s) flagged at this threshold: precision moves in "
+                                             "steps of about 1/3 there, so it is set where none of them is a false "
+                                             "flag (precision 1 there, fewer flags than 0.9 allows; 10 or more "
+                                             "flagged tell them apart)")
     # validation photos of the positive class only: precision is 1 at any threshold, and the lowest was taken
     c = choose_threshold(np.array([1, 1, 1]), np.array([0.2, 0.5, 0.9]), target_precision=0.99)
     assert c.threshold == 0.2 and c.note == ("no negative validation photo: precision is 1 at any threshold, so this "

@@ -340,10 +340,16 @@ def choose_threshold(y_val, s_val, target_recall: float | None = None,
         try:
             t = threshold_for_precision(y_val, s_val, target_precision)
             choice = ThresholdChoice(t, "target_precision", target_precision)
+            n_flag = int((np.asarray(s_val, dtype=float) >= t).sum())
             if not (np.asarray(y_val).astype(int) == 0).any():  # no photo can be a false flag: nothing was measured
                 choice.note = (f"no negative validation photo: precision is 1 at any threshold, so this one "
                                f"({t:.4g}) flags every validation photo; choose it on validation photos of both "
                                "classes")
+            elif target_precision < 1 and n_flag * (1 - target_precision) < 1:  # not one false flag may be among them
+                choice.note = (f"{n_flag} validation photo(s) flagged at this threshold: precision moves in steps of "
+                               f"about 1/{n_flag} there, so it is set where none of them is a false flag (precision "
+                               f"1 there, fewer flags than {target_precision} allows; "
+                               f"{math.ceil(1 / (1 - target_precision) - 1e-9)} or more flagged tell them apart)")
         except ValueError as exc:
             t = float(np.max(s_val))
             choice = ThresholdChoice(t, "target_precision", target_precision, note=f"{exc}; using the highest score")
