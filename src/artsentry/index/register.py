@@ -184,15 +184,19 @@ class Register:
         return len(self.index)
 
     @contextlib.contextmanager
-    def _change(self):
-        """One change: the database's write lock and this process's index brought up to date (``_begin``),
-        committed whole or, on any error (a full disk writing the index file, a stop), rolled back whole, this
-        process's index included, which the change may have altered before it failed: it is read again at
-        the next use. A web server whose index write failed went on with vectors its database never held,
-        and every later search near them raised KeyError (and its next change saved them)."""
+    def _change(self, sync: bool = True):
+        """One change: the database's write lock and this process's index brought up to date (``_begin``; only
+        the lock without ``sync``, for a change that makes the index anew), committed whole or, on any error (a
+        full disk writing the index file, a stop), rolled back whole, this process's index included, which the
+        change may have altered before it failed: it is read again at the next use. A web server whose index
+        write failed went on with vectors its database never held, and every later search near them raised
+        KeyError (and its next change saved them)."""
         try:
             with self.db:
-                self._begin()
+                if sync:
+                    self._begin()
+                else:
+                    self._write_lock()
                 yield
         except BaseException:
             self._version = -1  # not a data_version SQLite gives: the next _sync reads the index again
@@ -489,15 +493,10 @@ class Register:
 
     def rebuild(self) -> int:
         """Recreate the index from the vectors in the database."""
-        try:
-            with self.db:
-                self._write_lock()
-                self._version = self._data_version()
-                self.index = self._index_from_db()
-                self._save_index()
-        except BaseException:
-            self._version = -1  # as _change: the index file is as it was, read again at the next use
-            raise
+        with self._change(sync=False):  # not read from its file first: that file may be what is damaged
+            self._version = self._data_version()
+            self.index = self._index_from_db()
+            self._save_index()
         return len(self.index)
 
     def close(self) -> None:
