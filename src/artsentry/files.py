@@ -177,6 +177,17 @@ def exclusive(folder: str | Path, what: str) -> Iterator[None]:
         os.close(fd)
 
 
+def read_json_object(path: str | Path) -> dict:
+    """The JSON object a record file (a run's, a screening's) holds; ``ValueError`` when it holds none: the
+    parser's message (the file cut short, not UTF-8), an empty one when it holds another JSON value."""
+    import json
+
+    value = json.loads(Path(path).read_text(encoding="utf-8"))  # JSONDecodeError, UnicodeDecodeError: ValueErrors
+    if not isinstance(value, dict):
+        raise ValueError("")
+    return value
+
+
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:

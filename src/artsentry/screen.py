@@ -70,7 +70,7 @@ from .data.quality import assess_quality, quality_warnings, warnings_text
 from .data.transforms import eval_transform
 from .errors import ArtsentryError
 from .fetch import is_http_url  # light: the HTTP client is imported only to fetch
-from .files import exclusive, file_sha256, write_bytes_atomic, write_csv_atomic, write_text_atomic
+from .files import exclusive, file_sha256, read_json_object, write_bytes_atomic, write_csv_atomic, write_text_atomic
 from .htmlembed import thumbnail_uri
 from .inference import Predictor, default_workers
 from .lots import TILE_GRID, LotTransform, crops_forward, decode_draft, lot_threshold, tile_fractions
@@ -504,13 +504,10 @@ def _read_state(path: Path, remedy: str) -> dict:
     """A run's record (``STATE``), or ``ScreenError`` naming it when it is not a JSON object (cut short,
     edited): JSON's bare 'Expecting property name...' named no file."""
     try:
-        state = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        state = exc
-    if not isinstance(state, dict):
-        said = f" ({state})" if isinstance(state, Exception) else ""
-        raise ScreenError(f"{path}: the screening run's record is damaged{said}; {remedy}")
-    return state
+        return read_json_object(path)
+    except ValueError as exc:
+        raise ScreenError(f"{path}: the screening run's record is damaged{f' ({exc})' if str(exc) else ''}; "
+                          f"{remedy}") from None
 
 
 # -- the run ---------------------------------------------------------------------------------

@@ -175,7 +175,7 @@ from .data.splits import split_manifest
 from .data.transforms import (AUGMENTATIONS, CROP_SCALE, LISTING_P, RESIZE_MODES, Preprocessing, check_crop_scale,
                               eval_transform, fixres_size, paired_views, train_transform)
 from .errors import ArtsentryError
-from .files import LOCK_NAME, entries, exclusive, first_names, write_text_atomic
+from .files import LOCK_NAME, entries, exclusive, first_names, read_json_object, write_text_atomic
 from .inference import default_workers
 from .models import (POOLINGS, ImageClassifier, check_input_size, create_model, default_preprocessing,
                      training_step_mib)
@@ -762,13 +762,10 @@ class Trainer:
         state_file = self.run_dir / "run.json"
         if saved.is_file() and state_file.is_file():
             try:
-                state = json.loads(state_file.read_text(encoding="utf-8"))
-            except (UnicodeDecodeError, ValueError) as exc:  # JSON's bare message named no file
-                state = exc
-            if not isinstance(state, dict):
-                said = f" ({state})" if isinstance(state, Exception) else ""
-                raise TrainingError(f"{state_file}: the run's record is damaged{said}; use --overwrite to train "
-                                    "again from the start, or another --out")
+                state = read_json_object(state_file)
+            except ValueError as exc:  # JSON's bare message named no file
+                raise TrainingError(f"{state_file}: the run's record is damaged{f' ({exc})' if str(exc) else ''}; "
+                                    "use --overwrite to train again from the start, or another --out") from None
             if state.get("fingerprint") != self.settings.fingerprint():
                 raise TrainingError(
                     f"{self.run_dir} holds a run with other settings; use --overwrite or another --out"
