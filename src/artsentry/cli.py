@@ -1573,7 +1573,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(exc, "folder", None) == Path(DEFAULT_MODEL):  # ModelNotFound for the default model
             hint = " (the default model: train it first with `make ivory`, see README, or pass --model)"
         if _disk_full(exc):  # what was done is kept: say so, and how to go on
-            again = RESUMED_BY_RUNNING_AGAIN.get(f"{args.command} {getattr(args, 'action', '')}".strip(), "")
+            again = _resumed_by_running_again(args)
             hint = f"; free some disk space{', then' + again[1:] if again else ''}"
         if isinstance(exc, OSError) and not isinstance(exc, ArtsentryError) and exc.strerror:
             # a full disk, a folder without permission...: the file when the error names one, no "[Errno 28]"
@@ -1584,7 +1584,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"artsentry {args.command}: error: {said}{hint}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        again = RESUMED_BY_RUNNING_AGAIN.get(f"{args.command} {getattr(args, 'action', '')}".strip(), "")
+        again = _resumed_by_running_again(args)
         _end_progress_bars()
         print(f"artsentry {args.command}: {'terminated' if terminated else 'interrupted'}{again}", file=sys.stderr)
         return 143 if terminated else 130
@@ -1605,6 +1605,11 @@ def _end_progress_bars() -> None:
     std = sys.modules.get("tqdm.std")  # not imported: no bar was made
     for bar in list(std.tqdm._instances) if std else ():  # every bar, tqdm.auto's too (a subclass's)
         bar.close()
+
+
+def _resumed_by_running_again(args) -> str:
+    """``RESUMED_BY_RUNNING_AGAIN``'s words for the command (and action) ``args`` ran, or ""."""
+    return RESUMED_BY_RUNNING_AGAIN.get(f"{args.command} {getattr(args, 'action', '')}".strip(), "")
 
 
 #: what running an interrupted command again does, for the commands that pick up where they stopped
