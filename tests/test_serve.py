@@ -9,6 +9,7 @@ import io
 import json
 import re
 import socket
+import sqlite3
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -606,6 +607,20 @@ def test_a_register_change_that_fails_is_audited_with_its_status(model_dir, regi
         r = httpx.post(f"{server.url}/v1/register", data={"object_id": "N-9"}, files=files, headers=auth, timeout=60)
         assert r.status_code == 507 and r.json()["error"] == ("the server's disk is full: nothing was changed; retry "
                                                               "once space is freed")
+
+        def database_full(*a, **kw):  # SQLite's word for it, from the register database's commit
+            raise sqlite3.OperationalError("database or disk is full")
+
+        analyzer.register_add = database_full
+        r = httpx.post(f"{server.url}/v1/register", data={"object_id": "N-9"}, files=files, headers=auth, timeout=60)
+        assert r.status_code == 507 and "disk is full" in r.json()["error"]
+
+        def database_locked(*a, **kw):  # any other database error stays the generic JSON 500
+            raise sqlite3.OperationalError("database is locked")
+
+        analyzer.register_add = database_locked
+        r = httpx.post(f"{server.url}/v1/register", data={"object_id": "N-9"}, files=files, headers=auth, timeout=60)
+        assert r.status_code == 500 and r.json()["status"] == 500
         server_app = server.server.config.app
         server_app.state.admission.pending = server_app.state.admission.capacity  # as if busy
         r = httpx.post(f"{server.url}/v1/register", data={"object_id": "N-9"}, files=files, headers=auth, timeout=60)
@@ -615,8 +630,10 @@ def test_a_register_change_that_fails_is_audited_with_its_status(model_dir, regi
     assert [(r["event"], r["phase"], r.get("status")) for r in records] == [
         ("register_add", "requested", None), ("register_add", "failed", 500),
         ("register_add", "requested", None), ("register_add", "failed", 507),
+        ("register_add", "requested", None), ("register_add", "failed", 507),
+        ("register_add", "requested", None), ("register_add", "failed", 500),
         ("register_add", "requested", None), ("register_add", "failed", 503)]
-    assert records[1]["error"] == "RuntimeError: disk gone" and records[5]["error"] == "server busy"
+    assert records[1]["error"] == "RuntimeError: disk gone" and records[9]["error"] == "server busy"
     assert records[3]["error"].startswith("OSError: [Errno 28] No space left on device")
 
 

@@ -1554,6 +1554,7 @@ def main(argv: list[str] | None = None) -> int:
 
     keep_freed_memory()  # before the first large tensor: fine-tuning steps 2x faster (memory.py)
     from .errors import ArtsentryError  # each module's own error derives from it: no heavy import here
+    from .files import disk_full
 
     terminated: list = []
     try:
@@ -1572,7 +1573,7 @@ def main(argv: list[str] | None = None) -> int:
         hint = ""
         if getattr(exc, "folder", None) == Path(DEFAULT_MODEL):  # ModelNotFound for the default model
             hint = " (the default model: train it first with `make ivory`, see README, or pass --model)"
-        if _disk_full(exc):  # what was done is kept: say so, and how to go on
+        if disk_full(exc):  # what was done is kept: say so, and how to go on
             again = _resumed_by_running_again(args)
             hint = f"; free some disk space{', then' + again[1:] if again else ''}"
         if isinstance(exc, OSError) and not isinstance(exc, ArtsentryError) and exc.strerror:
@@ -1588,14 +1589,6 @@ def main(argv: list[str] | None = None) -> int:
         _end_progress_bars()
         print(f"artsentry {args.command}: {'terminated' if terminated else 'interrupted'}{again}", file=sys.stderr)
         return 143 if terminated else 130
-
-
-def _disk_full(exc: BaseException) -> bool:
-    """A write refused for want of space: the disk full (or the user's quota used), said by the system or
-    by SQLite (a crawl's state, a register's database), whose own error names neither."""
-    if isinstance(exc, OSError):
-        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
-    return isinstance(exc, sqlite3.Error) and "disk is full" in str(exc)
 
 
 def _end_progress_bars() -> None:

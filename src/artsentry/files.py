@@ -12,8 +12,10 @@ PyTorch here: data-only commands use it too.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -194,3 +196,11 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def disk_full(exc: BaseException) -> bool:
+    """A write refused for want of space: the disk full (or the user's quota used), said by the system or
+    by SQLite (a crawl's state, a register's database), whose own error names neither."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return isinstance(exc, sqlite3.Error) and "disk is full" in str(exc)

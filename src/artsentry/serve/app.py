@@ -28,10 +28,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import hashlib
 import logging
 import secrets
+import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
@@ -46,6 +46,7 @@ from starlette.exceptions import HTTPException
 
 from .. import __version__
 from ..data.images import ImageLoadError, describe_size
+from ..files import disk_full
 from ..index.register import OBJECT_ID, OBJECT_ID_MAX, RegisterError, check_object_id
 from .analysis import Analyzer, LotsUnavailable, ServeSettings, describe_content, sniff
 from .audit import AuditLog, decision_summary
@@ -59,10 +60,6 @@ MULTIPART_OVERHEAD = 256 * 1024
 
 
 DISK_FULL_STATUS = 507  # Insufficient Storage: a register change the server's disk had no room for
-
-
-def _disk_full(exc: BaseException) -> bool:
-    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 # -- response models (the OpenAPI schema is the contract) ------------------------------------
@@ -438,7 +435,7 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
             await audit(request, event, phase="failed", status=503, error="server busy", **fields)
             raise
         except Exception as exc:
-            await audit(request, event, phase="failed", status=DISK_FULL_STATUS if _disk_full(exc) else 500,
+            await audit(request, event, phase="failed", status=DISK_FULL_STATUS if disk_full(exc) else 500,
                         error=f"{type(exc).__name__}: {exc}", **fields)
             raise
         try:
@@ -478,8 +475,9 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
         return JSONResponse({"error": "bad request: " + "; ".join(parts), "status": 400}, status_code=400)
 
     @app.exception_handler(OSError)
-    async def os_error(request: Request, exc: OSError):
-        if not _disk_full(exc):
+    @app.exception_handler(sqlite3.Error)  # the register's database: SQLite says "database or disk is full"
+    async def storage_error(request: Request, exc: Exception):
+        if not disk_full(exc):
             raise exc  # to the handler of anything unforeseen below: 500
         log.error("%s %s: %s", request.method, request.url.path, exc)
         return JSONResponse({"error": "the server's disk is full: nothing was changed; retry once space is freed",
