@@ -224,6 +224,10 @@ def test_damaged_register_files_give_clear_errors(tmp_path, photos):
     con.close()
     with pytest.raises(RegisterError, match="not an artsentry register"):
         Register.open(other)
+    (other / "register.sqlite").unlink()  # a sound database with no settings table at all
+    sqlite3.connect(other / "register.sqlite").executescript("CREATE TABLE photos (id INTEGER);")
+    with pytest.raises(RegisterError, match="not an artsentry register"):
+        Register.open(other)
     # photos in the database, no index checksum (the settings row lost): refused, not an empty index
     db.write_bytes(data)
     con = sqlite3.connect(db)

@@ -204,3 +204,15 @@ def disk_full(exc: BaseException) -> bool:
     if isinstance(exc, OSError):
         return exc.errno in (errno.ENOSPC, errno.EDQUOT)
     return isinstance(exc, sqlite3.Error) and "disk is full" in str(exc)
+
+
+def database_problem(db: sqlite3.Connection) -> str | None:
+    """What is wrong with an SQLite database (``PRAGMA quick_check``'s finding, or the error a file
+    that is no database at all raises), or None when it is sound. Checked on opening, so that a damaged
+    crawl state or register is said with its file and the way on, not as SQLite's bare "malformed" at
+    some later query."""
+    try:
+        check = db.execute("PRAGMA quick_check").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        return str(exc)
+    return None if check == "ok" else check

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from ..data.images import ImageLoadError, load_image
 from ..errors import ArtsentryError
-from ..files import atomic_path, exclusive, first_names, sweep_stale, write_bytes_atomic
+from ..files import atomic_path, database_problem, exclusive, first_names, sweep_stale, write_bytes_atomic
 from .met import MetClient, MetError, NotFound
 
 SCHEMA = """
@@ -83,13 +83,10 @@ class CrawlStore:
         path = self.folder / "crawl.sqlite"
         try:
             self.db = sqlite3.connect(path, isolation_level=None)
-            try:  # a damaged state said with its file and the way on, not SQLite's bare "malformed" at some query
-                check = self.db.execute("PRAGMA quick_check").fetchone()[0]
-            except sqlite3.DatabaseError as exc:
-                check = str(exc)
-            if check != "ok":
+            problem = database_problem(self.db)
+            if problem:
                 self.db.close()
-                raise CrawlStateError(f"{path}: the crawl's state is damaged ({check}); move it aside and run the "
+                raise CrawlStateError(f"{path}: the crawl's state is damaged ({problem}); move it aside and run the "
                                       "command again to crawl from the start (images on disk are fetched again)")
         except BaseException:
             self._lock.close()

@@ -50,7 +50,7 @@ import numpy as np
 
 from ..data.images import as_sources, source_names
 from ..data.quality import quality_warnings
-from ..files import file_sha256
+from ..files import database_problem, file_sha256
 from ..errors import ArtsentryError
 from .vectors import IndexFileError, VectorIndex, kind_for
 
@@ -297,14 +297,17 @@ class Register:
         try:
             db = sqlite3.connect(f"file:{path}?mode=rw", uri=True, isolation_level=None,
                                  check_same_thread=not shared)
-            check = db.execute("PRAGMA quick_check").fetchone()[0]
-            fmt = db.execute("SELECT value FROM settings WHERE key = 'format'").fetchone()
         except sqlite3.DatabaseError as exc:
             raise RegisterError(f"{path}: corrupted or not a register database ({exc})") from None
-        if check != "ok":
-            raise RegisterError(f"{path}: register database is damaged ({check})")
-        if not fmt or fmt[0] != "artsentry-register":
-            raise RegisterError(f"{path}: not an artsentry register")
+        problem = database_problem(db)
+        try:
+            fmt = None if problem else db.execute("SELECT value FROM settings WHERE key = 'format'").fetchone()
+        except sqlite3.DatabaseError:  # sound, but no settings table: another program's database
+            fmt = None
+        if problem or not fmt or fmt[0] != "artsentry-register":
+            db.close()
+            raise RegisterError(f"{path}: corrupted or not a register database ({problem})" if problem
+                                else f"{path}: not an artsentry register")
         _migrate(db)
         reg = cls(folder, db, load_index=not rebuild_index, busy_seconds=busy_seconds)
         if rebuild_index:
