@@ -445,6 +445,9 @@ def test_which_image_urls_a_record_gives():
     assert image_urls({**rec, "primaryImageSmall": ""}, "primary", "small") == ["L.jpg"]  # no small one: the large
     assert image_urls({**rec, "primaryImage": "", "primaryImageSmall": ""}, "all", "large") == []
     assert image_urls({"primaryImage": "L.jpg", "additionalImages": None}, "all", "large") == ["L.jpg"]
+    # a URL listed twice (the primary among the additional images, or an additional one repeated) is one photo
+    again = {"primaryImage": "L.jpg", "additionalImages": ["a1.jpg", "L.jpg", "a1.jpg", "a2.jpg"]}
+    assert image_urls(again, "all", "large") == ["L.jpg", "a1.jpg", "a2.jpg"]
 
 
 def test_a_rerun_retries_failures_but_not_what_is_done_or_missing(tmp_path):

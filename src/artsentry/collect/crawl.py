@@ -211,7 +211,7 @@ def image_urls(record: dict, which: str, size: str) -> list[str]:
         if not (isinstance(additional, list) and all(isinstance(u, str) for u in additional if u)):
             raise ValueError("malformed record: additionalImages is not a list of URLs")
         urls += [u for u in additional if u]
-    return urls
+    return list(dict.fromkeys(urls))  # an additional image naming the primary again: one photo, stored once
 
 
 def _validate_image(data: bytes) -> None:
