@@ -468,6 +468,28 @@ def test_screen_groups_a_folders_subfolders_into_listings(model_dir, synthetic_d
         read_listings(table, group_folders=True)
 
 
+def test_a_resumed_runs_progress_bar_counts_the_whole_run(model_dir, listings, tmp_path, capsys):
+    """The bar starts at the rows a resumed run kept; its flagged and unreadable counts started at 0,
+    so a watcher read 'flagged=0' over thousands of photos flagged before the stop."""
+    def counts(records):
+        return (f"flagged={sum(bool(r.get('flagged') or r.get('matched')) for r in records)}, "
+                f"unreadable={sum(r['error'] is not None for r in records)}")
+
+    out = tmp_path / "out"
+    Screener(model_dir, progress=False, batch_size=4).run(listings, out, max_rows=8)
+    kept = read_evidence(out / "evidence.jsonl")
+    assert len(kept) == 8 and counts(kept) != "flagged=0, unreadable=0"
+    capsys.readouterr()
+    Screener(model_dir, progress=True, batch_size=4).run(listings, out)
+    draws = [d.strip() for d in capsys.readouterr().err.split("\r") if d.strip()]
+    records = read_evidence(out / "evidence.jsonl")
+    n = len(records)
+    at_start = [d for d in draws if d.startswith("screen:") and f" 8/{n} " in d]
+    assert at_start and all(counts(kept) in d for d in at_start)  # where the run stopped, with what it had then
+    last = [d for d in draws if d.startswith("screen:")][-1]
+    assert f" {n}/{n} " in last and counts(records) in last
+
+
 def test_screen_resumes_after_interruption_and_torn_write(model_dir, listings, tmp_path):
     whole = tmp_path / "whole"
     Screener(model_dir, progress=False, batch_size=4).run(listings, whole)

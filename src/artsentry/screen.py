@@ -491,6 +491,12 @@ def _resume_point(path: Path, batch_size: int, n_rows: int) -> list[dict]:
     return records[:keep]
 
 
+def _flagged_and_unreadable(records: list[dict]) -> tuple[int, int]:
+    """The progress bar's counts over evidence records: photos to review (flagged or matched), unreadable."""
+    return (sum(bool(r.get("flagged") or r.get("matched")) for r in records),
+            sum(r.get("error") is not None for r in records))
+
+
 def _refuse_changed(out: Path, records: list[dict], progress: bool) -> None:
     """Refuse to go on from a run whose screened photos (``records``) no longer hold what was screened:
     their recorded decisions would stand for content that is not there any more."""
@@ -820,12 +826,12 @@ class Screener:
         batch_size = state["batch_size"]
         # a grown input keeps every row of the finished run; batches start again from its end
         if grown_from is not None:
-            n_done = grown_from
+            kept = records
         else:
             kept = _resume_point(evidence_path, batch_size, len(listings))
             if kept:  # a resumed run, or a finished one run again: the files it screened first hashed again
                 _refuse_changed(out, kept, self.progress)
-            n_done = len(kept)
+        n_done = len(kept)
         todo = list(range(n_done, len(listings)))
         if max_rows is not None:
             todo = todo[: -(-max_rows // batch_size) * batch_size]  # whole batches
@@ -838,8 +844,11 @@ class Screener:
         else:
             batches = self.screen_rows(part, batch_size, carried, self.num_workers, once_dir=once_dir)
         t0 = time.time()
-        n_new = n_flag = n_err = 0
-        bar = tqdm(total=len(listings), initial=n_done, unit="img", desc="screen", disable=not self.progress)
+        n_new = 0
+        # the bar's counts are the run's, as its position is: a resumed run's start with what it kept
+        n_flag, n_err = _flagged_and_unreadable(kept)
+        bar = tqdm(total=len(listings), initial=n_done, unit="img", desc="screen", disable=not self.progress,
+                   postfix={"flagged": n_flag, "unreadable": n_err} if n_done else None)
         head = chainlog.head_of(evidence_path)  # each record linked to the one before (``chainlog``)
         with open(evidence_path, "a", encoding="utf-8") as evidence:
             for records in batches:
@@ -848,8 +857,8 @@ class Screener:
                 evidence.flush()
                 os.fsync(evidence.fileno())
                 n_new += len(records)
-                n_flag += sum(bool(r.get("flagged") or r.get("matched")) for r in records)
-                n_err += sum(r["error"] is not None for r in records)
+                flagged, unreadable = _flagged_and_unreadable(records)
+                n_flag, n_err = n_flag + flagged, n_err + unreadable
                 bar.update(len(records))
                 bar.set_postfix(flagged=n_flag, unreadable=n_err)
         bar.close()
