@@ -859,8 +859,8 @@ class Screener:
                 n_new += len(records)
                 flagged, unreadable = _flagged_and_unreadable(records)
                 n_flag, n_err = n_flag + flagged, n_err + unreadable
+                bar.set_postfix(flagged=n_flag, unreadable=n_err, refresh=False)  # drawn once, by the update
                 bar.update(len(records))
-                bar.set_postfix(flagged=n_flag, unreadable=n_err)
         bar.close()
         shutil.rmtree(once_dir, ignore_errors=True)
         seconds = time.time() - t0

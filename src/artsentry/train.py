@@ -1231,7 +1231,7 @@ class Trainer:
                     if average is not None:
                         average.update(model)
                     losses.append(loss.item())
-                    bar.set_postfix(loss=f"{losses[-1]:.3f}")
+                    bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)  # drawn by the update below
                 state["step_in_epoch"] = b + 1
                 state["global_step"] += 1
                 bar.update(1)
