@@ -72,6 +72,22 @@ def test_csv_with_missing_files_reports_them(tmp_path):
     assert "1 listed image(s) not found" in report.lines()[0]
 
 
+def test_urls_in_a_training_table_are_said_to_be_urls_not_missing_files(tmp_path):
+    """A table of listing URLs handed to train or evaluate: its URLs were 'not found', as if a file had gone."""
+    object_photo((1, 2, 3)).save(tmp_path / "a.jpg")
+    pd.DataFrame({"image": ["a.jpg", "https://shop.example/1.jpg", "gone.jpg"], "label": ["x", "y", "y"]}).to_csv(
+        tmp_path / "m.csv", index=False)
+    df, report = read_manifest(tmp_path / "m.csv")
+    assert df["path"].tolist() == [str(tmp_path / "a.jpg")]
+    assert report.lines()[:2] == [
+        f"1 listed image(s) not found and skipped: {tmp_path / 'gone.jpg'}",
+        "1 listed image(s) are URLs, skipped: images are read from files; download them first: "
+        "https://shop.example/1.jpg"]
+    pd.DataFrame({"image": ["https://shop.example/1.jpg"], "label": ["y"]}).to_csv(tmp_path / "u.csv", index=False)
+    with pytest.raises(ManifestError, match=r"none of the listed images exist \(1 are URLs: .*download them first"):
+        read_manifest(tmp_path / "u.csv")
+
+
 def test_missing_files_are_named_five_at_most_then_counted(tmp_path):
     object_photo((1, 2, 3)).save(tmp_path / "a.jpg")
     gone = [f"gone{i}.jpg" for i in range(7)]

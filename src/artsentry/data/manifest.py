@@ -71,9 +71,13 @@ class ManifestReport:
         if self.case_clashes:
             out.append(f"labels that differ only in case are different classes: {'; '.join(self.case_clashes)} "
                        "(if each pair is one class, write it one way)")
-        if self.missing_files:
-            out.append(f"{len(self.missing_files)} listed image(s) not found and skipped: "
-                       f"{first_names(self.missing_files, 5)}")
+        urls = [m for m in self.missing_files if "://" in m]  # as `register import` says of them
+        gone = [m for m in self.missing_files if "://" not in m]
+        if gone:
+            out.append(f"{len(gone)} listed image(s) not found and skipped: {first_names(gone, 5)}")
+        if urls:
+            out.append(f"{len(urls)} listed image(s) are URLs, skipped: images are read from files; download them "
+                       f"first: {first_names(urls, 5)}")
         if self.object_id_inferred:
             out.append("no object id column: each image is treated as its own object")
         if self.object_ids_blank:
@@ -330,7 +334,9 @@ def read_manifest(source: str | Path) -> tuple[pd.DataFrame, ManifestReport]:
         report.missing_files = df.loc[~exists, "path"].tolist()
         df = df[exists]
     if df.empty:
-        raise ManifestError(f"{source}: none of the listed images exist")
+        urls = sum("://" in m for m in report.missing_files)
+        raise ManifestError(f"{source}: none of the listed images exist" + (
+            f" ({urls} are URLs: images are read from files; download them first)" if urls else ""))
     df = df.reset_index(drop=True)
     for line in report.lines():
         log.warning("%s: %s", source, line)
