@@ -1432,3 +1432,34 @@ def test_what_a_register_command_refuses_it_says_in_one_line_and_changes_nothing
         assert said in err and err.count("\n") <= 2, (argv, err)  # the unreadable photo's own line, then the refusal
         assert err.splitlines()[-1].startswith("artsentry register: error: ")
     assert (tmp_path / "reg" / "register.sqlite").read_bytes() == before
+
+
+def test_a_read_only_register_is_searched_and_its_changes_refused_as_such(tmp_path, photos, monkeypatch, capsys):
+    """A register on a read-only share: searches work; a change was SQLite's bare 'attempt to write a readonly
+    database', and `register remove` called every id of it 'not in the register'."""
+    import os
+
+    from artsentry.index import NotRegistered, RegisterReadOnly
+
+    abc_register(tmp_path / "reg", photos).close()
+    reg = str(tmp_path / "reg")
+    with pytest.raises(NotRegistered):  # the one refusal `register remove` counts as a missing id
+        Register.open(reg).remove("Z")
+    real_access = os.access
+    monkeypatch.setattr("artsentry.index.register.os.access",  # the folder as a read-only mount shows it
+                        lambda path, mode: False if mode == os.W_OK and str(path).startswith(reg) else
+                        real_access(path, mode))
+    opened = Register.open(reg)
+    assert not opened.writable
+    assert opened.search([photos["B"][1]])[0].matches[0].object_id == "B"
+    for change in (lambda: opened.remove("A"), lambda: opened.add("D", [photos["unknown"]]),
+                   lambda: opened.set_threshold(0.3)):
+        with pytest.raises(RegisterReadOnly, match="read-only here"):
+            change()
+    capsys.readouterr()
+    assert main(["-q", "register", "remove", reg, "A"]) == 1
+    err = capsys.readouterr().err
+    assert "the register is read-only here" in err and "not in the register" not in err
+    assert main(["-q", "register", "search", reg, photos["B"][1]]) == 0
+    monkeypatch.undo()
+    assert Register.open(reg).get("A") is not None  # nothing was changed

@@ -1636,3 +1636,48 @@ def test_a_large_jpeg_is_read_alike_by_predict_register_explain_and_the_server(m
         assert e.probabilities == pytest.approx(predicted.probabilities, abs=1e-5)
     assert analyzer.analyze(big.read_bytes(), explain=False)["register"]["matches"][0]["similarity"] == \
         pytest.approx(1.0, abs=1e-5)
+
+
+def test_a_read_only_register_is_served_for_searches_and_refuses_changes_with_403(model_dir, register_dir, photos,
+                                                                                  tmp_path, monkeypatch):
+    """Served from a read-only share, a register change got SQLite's 'attempt to write a readonly database' as a
+    500, after an audit record saying it was requested."""
+    from artsentry.cli import _register_writes
+    from artsentry.index.register import Register, RegisterReadOnly
+
+    log_path = tmp_path / "audit.jsonl"
+    settings = ServeSettings(model=model_dir, register=register_dir, token=TOKEN, audit_log=log_path)
+    analyzer = Analyzer(settings)
+    assert _register_writes(analyzer.register, TOKEN) == "register writes need the token"
+    assert _register_writes(analyzer.register, None) == "register writes disabled: no token"
+    assert _register_writes(None, TOKEN) == "no register"
+    monkeypatch.setattr(Register, "writable", property(lambda self: False))
+    assert _register_writes(analyzer.register, TOKEN) == "register writes disabled: the register is read-only here"
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    files = {"file": ("u.jpg", Path(photos["unknown"]).read_bytes())}
+    said = "register writes are disabled: the register is read-only on this server (a read-only share or copy)"
+    with LiveServer(create_app(settings, analyzer)) as server:
+        r = httpx.post(f"{server.url}/v1/register", data={"object_id": "N-9"}, files=files, headers=auth, timeout=60)
+        assert (r.status_code, r.json()["error"]) == (403, said)
+        r = httpx.delete(f"{server.url}/v1/register/A", headers=auth, timeout=60)
+        assert (r.status_code, r.json()["error"]) == (403, said)
+        r = httpx.post(f"{server.url}/v1/analyze", files={"file": ("q.jpg", Path(photos["A"][1]).read_bytes())},
+                       timeout=60)
+        assert r.status_code == 200 and r.json()["register"]["matches"][0]["object_id"] == "A"
+        monkeypatch.undo()  # writable when checked, made read-only before the change is written (a remount)
+
+        def remounted(*a, **kw):
+            raise RegisterReadOnly("read-only here")
+
+        analyzer.register_remove = remounted
+        r = httpx.delete(f"{server.url}/v1/register/A", headers=auth, timeout=60)
+        assert (r.status_code, r.json()["error"]) == (403, said)
+        del analyzer.register_remove
+        r = httpx.delete(f"{server.url}/v1/register/NEVER-1", headers=auth, timeout=60)
+        assert r.status_code == 404  # a missing object is still that, not any refusal of the register
+    records = [json.loads(line) for line in log_path.read_text().splitlines()]
+    assert [(r["event"], r.get("phase"), r.get("status")) for r in records if r["event"] != "analyze"] == [
+        ("refused", None, 403), ("refused", None, 403),
+        ("register_remove", "requested", None), ("register_remove", "failed", 403),
+        ("register_remove", "requested", None), ("register_remove", "failed", 404)]
+    assert Register.open(register_dir).get("A") is not None

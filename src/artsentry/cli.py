@@ -1123,7 +1123,7 @@ def cmd_build(a) -> int:
 
 
 def cmd_register(a) -> int:
-    from .index import Register, RegisterError
+    from .index import NotRegistered, Register, RegisterError
 
     if a.action == "create":
         reg = Register.create(a.register, a.embedder, threshold=a.threshold, reshots=a.reshots, flip=a.flip,
@@ -1174,7 +1174,7 @@ def cmd_register(a) -> int:
             for object_id in a.object_id:
                 try:
                     n = reg.remove(object_id)
-                except RegisterError:
+                except NotRegistered:  # others (busy, read-only) end the command: they are no missing id
                     missing.append(object_id)
                     continue
                 print(f"{object_id}: removed with its {n} photo(s)")
@@ -1484,6 +1484,15 @@ def cmd_project(a) -> int:
     return 0
 
 
+def _register_writes(register, token: str | None) -> str:
+    """What the server's start line says of register writes."""
+    if register is None:
+        return "no register"
+    if not register.writable:
+        return "register writes disabled: the register is read-only here"
+    return f"register writes {'need the token' if token else 'disabled: no token'}"
+
+
 def cmd_serve(a) -> int:
     import uvicorn
 
@@ -1526,8 +1535,8 @@ def cmd_serve(a) -> int:
     except BaseException:
         sock.close()
         raise
-    print(f"artsentry serving on http://{host}:{a.port}/  (API schema: /openapi.json; register writes "
-          f"{'need the token' if settings.token else 'disabled: no token'})", file=sys.stderr)
+    print(f"artsentry serving on http://{host}:{a.port}/  (API schema: /openapi.json; "
+          f"{_register_writes(app.state.analyzer.register, settings.token)})", file=sys.stderr)
     config = uvicorn.Config(app, host=a.host, port=a.port, log_level="warning" if a.quiet else "info")
     try:
         uvicorn.Server(config).run(sockets=[sock])

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import importlib
 
-_HOMES = {"Embedder": ".embedder", "Match": ".register", "Register": ".register",
-          "RegisterError": ".register", "SearchResult": ".register", "VectorIndex": ".vectors"}
+_HOMES = {"Embedder": ".embedder", "Match": ".register", "NotRegistered": ".register", "Register": ".register",
+          "RegisterError": ".register", "RegisterReadOnly": ".register", "SearchResult": ".register",
+          "VectorIndex": ".vectors"}
 
 __all__ = sorted(_HOMES)
 

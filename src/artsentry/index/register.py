@@ -107,6 +107,14 @@ class RegisterBusy(RegisterError):
     """Another process held the register's write lock for longer than this one waits (``busy_seconds``)."""
 
 
+class NotRegistered(RegisterError):
+    """The object id is not in the register (``remove``)."""
+
+
+class RegisterReadOnly(RegisterError):
+    """The register's folder or database cannot be written here: a read-only share or copy, or no permission."""
+
+
 @dataclass
 class Match:
     object_id: str
@@ -202,6 +210,13 @@ class Register:
             self._version = -1  # not a data_version SQLite gives: the next _sync reads the index again
             raise
 
+    @property
+    def writable(self) -> bool:
+        """Can this process change the register: its database and its folder (the index, the database's
+        journal, the stored photos are written there) writable? A register searched from a read-only share
+        or copy is not."""
+        return os.access(self.folder, os.W_OK) and os.access(self.folder / DB_NAME, os.W_OK)
+
     def _begin(self) -> None:
         """Start a change: the database's write lock first (``_write_lock``), then this process's index
         brought up to date under it."""
@@ -213,6 +228,10 @@ class Register:
         holds it (an import beside the web server, a rebuild), wait up to ``busy_seconds``, saying so once,
         then ``RegisterBusy``, nothing changed. (SQLite's own wait, 5 s, ended in a bare "database is
         locked" traceback, though the IVF switch alone holds the lock for ~51 s.)"""
+        if not self.writable:  # SQLite grants the lock, then refuses the first write ("readonly database")
+            raise RegisterReadOnly(f"{self.folder}: the register is read-only here (a read-only share or copy, or no "
+                                   "permission to write its folder): nothing was changed; change it where it can be "
+                                   "written")
         deadline = time.monotonic() + self.busy_seconds
         said = False
         while True:
@@ -820,7 +839,7 @@ class Register:
 
     def remove(self, object_id: str) -> int:
         """Take an object out, with its photos' re-shots; returns the number of photos removed (re-shots
-        not counted). ``RegisterError`` when it is not registered."""
+        not counted). ``NotRegistered`` when it is not registered."""
         object_id = object_key(object_id)
         with self._change():
             ids = [r[0] for r in self.db.execute("SELECT vector_id FROM photos WHERE object_id = ?", (object_id,))]
@@ -834,7 +853,7 @@ class Register:
                 self.index.remove(ids)
             self._save_index()
         if not found:
-            raise RegisterError(f"object {object_id!r} is not in the register")
+            raise NotRegistered(f"object {object_id!r} is not in the register")
         return len(was["photos"])
 
     # -- reading --------------------------------------------------------------------------

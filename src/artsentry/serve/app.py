@@ -47,7 +47,7 @@ from starlette.exceptions import HTTPException
 from .. import __version__
 from ..data.images import ImageLoadError, describe_size
 from ..files import disk_full
-from ..index.register import OBJECT_ID, OBJECT_ID_MAX, RegisterError, check_object_id
+from ..index.register import OBJECT_ID, OBJECT_ID_MAX, NotRegistered, RegisterError, check_object_id
 from .analysis import Analyzer, LotsUnavailable, ServeSettings, describe_content, sniff
 from .audit import AuditLog, decision_summary
 
@@ -334,8 +334,8 @@ REGISTER_RETRY_AFTER_S = 30  # the Retry-After of a register change refused as b
 def _register_busy():
     """A register change that waited ``register_busy_seconds`` for another process's (an import, a rebuild)
     is answered 503 with Retry-After, nothing changed, not 500 (nor 404, as any ``RegisterError`` of a
-    removal was)."""
-    from ..index.register import RegisterBusy
+    removal was); one refused as the register became read-only after the server started, 403."""
+    from ..index.register import RegisterBusy, RegisterReadOnly
 
     try:
         yield
@@ -343,6 +343,11 @@ def _register_busy():
         raise _error(503, "the register is being changed by another process (an import, a rebuild); nothing "
                           "was changed: retry when it has finished",
                      {"Retry-After": str(REGISTER_RETRY_AFTER_S)}) from None
+    except RegisterReadOnly:
+        raise _error(403, READ_ONLY) from None
+
+
+READ_ONLY = "register writes are disabled: the register is read-only on this server (a read-only share or copy)"
 
 
 def _check_id(object_id: str) -> str:
@@ -522,6 +527,13 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
         if analyzer.register is None:
             raise _error(404, "no register is loaded on this server (artsentry serve --register)")
 
+    async def _need_writable(request: Request) -> None:
+        """A register change on a register served from a read-only share or copy: 403 before it is tried
+        (SQLite granted the change its lock, then refused its first write: a 500 after a 'requested' record)."""
+        if not analyzer.register.writable:
+            await audit(request, "refused", method=request.method, path=request.url.path, status=403)
+            raise _error(403, READ_ONLY)
+
     # -- page ------------------------------------------------------------------------------
     @app.get("/", include_in_schema=False)
     async def page():
@@ -672,6 +684,7 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
                            source: Optional[str] = Form(None), status: Optional[str] = Form(None)):
         await _token(request)
         _need_register()
+        await _need_writable(request)
         _check_id(object_id)
         photos = []
         for i, up in enumerate(file):
@@ -711,6 +724,7 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
             raise _error(405, "an object's history cannot be deleted", {"Allow": "GET"})
         await _token(request)
         _need_register()
+        await _need_writable(request)
         _check_id(object_id)
 
         def remove_now():
@@ -720,7 +734,7 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
         async def remove():
             try:
                 return await admission.run(executor, remove_now)
-            except RegisterError as exc:
+            except NotRegistered as exc:
                 raise _error(404, str(exc)) from None
 
         n = await audited_change(request, "register_remove", remove, lambda n: {"photos_removed": n},
