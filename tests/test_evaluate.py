@@ -1,4 +1,5 @@
 import math
+import os
 
 import numpy as np
 import pandas as pd
@@ -335,7 +336,7 @@ def test_instance_evaluation_top_k_by_photo_count_and_department(instance_models
     assert set(by_colour) <= {f"colour / O{k}" for k in range(6)} and sum(v["n"] for v in by_colour.values()) == 6
 
 
-def test_a_refused_evaluation_leaves_no_empty_out_folder(model_dir, synthetic_dataset, tmp_path):
+def test_a_refused_evaluation_leaves_no_empty_out_folder(model_dir, synthetic_dataset, tmp_path, monkeypatch):
     """--out was made before the data were checked: labels the model does not know, or a target recall without
     validation photos, left an empty folder behind. A --out that is a file is refused before evaluating."""
     from artsentry.evaluate import run_evaluation
@@ -351,6 +352,14 @@ def test_a_refused_evaluation_leaves_no_empty_out_folder(model_dir, synthetic_da
     (tmp_path / "file").write_text("notes")
     with pytest.raises(ValueError, match="file is a file, not a folder for the evaluation's outputs"):
         run_evaluation(model_dir, synthetic_dataset, out_dir=tmp_path / "file", progress=False, explain=False)
+    # a folder that cannot be written (a run on a read-only share), said before the evaluation, not at its end
+    real_access = os.access
+    shared = tmp_path / "share"
+    shared.mkdir()
+    monkeypatch.setattr("artsentry.files.os.access", lambda path, mode: False if mode == os.W_OK and
+                        str(path).startswith(str(shared)) else real_access(path, mode))
+    with pytest.raises(ValueError, match="share/out: cannot write the evaluation's outputs here .*give --out"):
+        run_evaluation(model_dir, synthetic_dataset, out_dir=shared / "out", progress=False, explain=False)
 
 
 def test_ensemble_is_measured_on_listing_style_photos_as_its_members_are(instance_models, monkeypatch):

@@ -1,3 +1,4 @@
+import errno
 import json
 import re
 import os
@@ -288,6 +289,16 @@ def test_atomic_path_puts_a_whole_file_in_place_or_leaves_the_old_one(tmp_path):
     write_manifest(pd.DataFrame({"path": ["a.jpg"], "label": ["x"]}), target)
     assert target.read_text().splitlines() == ["path,label", "a.jpg,x"]
     assert os.listdir(target.parent) == ["manifest.csv"]
+    # a write the system refuses (a read-only share) names the file asked for, not its hidden temporary one
+    with pytest.raises(OSError) as refused:
+        with atomic_path(target) as tmp:
+            raise OSError(errno.EROFS, "Read-only file system", str(tmp))
+    assert (refused.value.errno, refused.value.filename) == (errno.EROFS, str(target))
+    assert isinstance(refused.value, OSError) and target.read_text().splitlines() == ["path,label", "a.jpg,x"]
+    with pytest.raises(PermissionError) as refused:  # the kind of error kept
+        with atomic_path(target) as tmp:
+            raise PermissionError(errno.EACCES, "Permission denied", str(tmp))
+    assert refused.value.filename == str(target)
 
 
 def test_sweep_removes_only_old_temporary_files_of_writers_that_are_gone(tmp_path):

@@ -712,6 +712,7 @@ def run_evaluation(model, data=None, *, split: str | None = "test", out_dir=None
     from pathlib import Path
 
     from .data.manifest import read_manifest
+    from .files import can_write_into
     from .inference import Ensemble, Predictor
     from .models.artifact import resolve_model_dir, update_config
     from .report import write_report
@@ -753,6 +754,12 @@ def run_evaluation(model, data=None, *, split: str | None = "test", out_dir=None
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():  # said now, not after the evaluation's minutes
         raise ValueError(f"{out_dir} is a file, not a folder for the evaluation's outputs")
+    if not can_write_into(out_dir):  # likewise (a run on a read-only share): it failed at the first output
+        raise ValueError(f"{out_dir}: cannot write the evaluation's outputs here (read-only, or no permission): "
+                         "give --out FOLDER")
+    if (save_threshold or calibrate) and not can_write_into(model_dir):
+        raise ValueError(f"{model_dir}: cannot write the model's config.json (read-only, or no permission): "
+                         f"drop --{'save-threshold' if save_threshold else 'calibrate'}, or copy the model folder")
 
     calibration = None
     if calibrate:

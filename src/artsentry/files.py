@@ -91,6 +91,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:  # the file the user asked for named, not its hidden temporary one
+        if exc.filename is not None and Path(exc.filename) == tmp and type(exc).__module__ == "builtins":
+            raise type(exc)(exc.errno, exc.strerror, str(path)) from None  # PermissionError stays one
+        raise
     finally:
         tmp.unlink(missing_ok=True)  # only left when the write failed
 
@@ -216,3 +220,13 @@ def database_problem(db: sqlite3.Connection) -> str | None:
     except sqlite3.DatabaseError as exc:
         return str(exc)
     return None if check == "ok" else check
+
+
+def can_write_into(folder: str | Path) -> bool:
+    """Could files be written into ``folder``: it, or the nearest folder above it that exists (it would be
+    made there), writable by this process? Asked before minutes of work whose outputs would have nowhere to go
+    (a read-only share, a folder of another user's)."""
+    folder = Path(folder).absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder.is_dir() and os.access(folder, os.W_OK)
