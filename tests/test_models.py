@@ -301,6 +301,28 @@ def test_atomic_path_puts_a_whole_file_in_place_or_leaves_the_old_one(tmp_path):
     assert refused.value.filename == str(target)
 
 
+
+def test_a_write_refused_by_a_read_only_folder_is_said_as_the_writes_error(tmp_path, monkeypatch):
+    """On a read-only mount even the clean-up of the temporary file fails (EROFS, not 'no such file'): that
+    error, naming the hidden temporary file, hid the write's own (`export` of a model on a read-only share)."""
+    from pathlib import Path
+
+    from artsentry.files import atomic_path
+
+    def refuse(self, missing_ok=False):
+        raise OSError(errno.EROFS, "Read-only file system", str(self))
+
+    monkeypatch.setattr(Path, "unlink", refuse)
+    target = tmp_path / "model.onnx"
+    with pytest.raises(OSError) as refused:
+        with atomic_path(target) as tmp:
+            raise OSError(errno.EROFS, "Read-only file system", str(tmp))
+    assert refused.value.filename == str(target)
+    with pytest.raises(RuntimeError, match="exporter failed"):  # any error of the writer's
+        with atomic_path(target):
+            raise RuntimeError("exporter failed")
+
+
 def test_sweep_removes_only_old_temporary_files_of_writers_that_are_gone(tmp_path):
     from artsentry.files import STALE_SECONDS, sweep_stale, write_text_atomic
 

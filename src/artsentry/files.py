@@ -96,7 +96,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             raise type(exc)(exc.errno, exc.strerror, str(path)) from None  # PermissionError stays one
         raise
     finally:
-        tmp.unlink(missing_ok=True)  # only left when the write failed
+        try:
+            tmp.unlink(missing_ok=True)  # only left when the write failed
+        except OSError:  # a read-only folder refuses even this: its own error, the write's, is the one to say
+            pass  # (a file left behind is swept by a later write, sweep_stale)
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
