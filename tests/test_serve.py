@@ -1664,7 +1664,9 @@ def test_a_read_only_register_is_served_for_searches_and_refuses_changes_with_40
         r = httpx.post(f"{server.url}/v1/analyze", files={"file": ("q.jpg", Path(photos["A"][1]).read_bytes())},
                        timeout=60)
         assert r.status_code == 200 and r.json()["register"]["matches"][0]["object_id"] == "A"
-        monkeypatch.undo()  # writable when checked, made read-only before the change is written (a remount)
+        assert httpx.get(f"{server.url}/v1/models").json()["register"]["writable"] is False  # a client can know
+        monkeypatch.undo()
+        assert httpx.get(f"{server.url}/v1/models").json()["register"]["writable"] is True  # writable when checked, made read-only before the change is written (a remount)
 
         def remounted(*a, **kw):
             raise RegisterReadOnly("read-only here")

@@ -1199,6 +1199,8 @@ def cmd_register(a) -> int:
                       f"no-match threshold\t{unset if threshold is None else threshold}\n"
                       f"lot threshold\t{'not set' if lot is None else lot}\n"
                       f"changes\t{info['changes']}{', the last ' + info['changed'] if info['changed'] else ''}")
+                if not info["writable"]:
+                    print("writable\tno: the register is read-only here (searched, not changed)")
                 if shared:
                     print(f"shared photos\t{len(shared)} photo(s) under more than one object (e.g. "
                           f"{next(iter(shared))[:12]} under {', '.join(next(iter(shared.values())))})")

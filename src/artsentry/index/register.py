@@ -423,7 +423,8 @@ class Register:
         """What the register holds and how it decides: objects, photos and the vectors indexed for them
         (re-shots and all), the index's kind (exact; ivf from ``vectors.IVF_THRESHOLD`` vectors), the
         embedder and how it reads photos, the scoring, both thresholds (None: not
-        set, nothing is decided) and its history's length and last change. An embedder refused for weights
+        set, nothing is decided), its history's length and last change, and whether this process can change it
+        (``writable``: not on a read-only share). An embedder refused for weights
         changed since the vectors were made (``embedder``) is described as the register recorded it, and
         ``embedder_refused`` says why."""
         refused = None
@@ -435,7 +436,7 @@ class Register:
                 "index": self.index.kind,
                 "reshots_per_photo": self.reshots, "embedder": emb["spec"], "dim": emb["dim"], "flip": emb["flip"],
                 "resize": emb["preprocessing"].get("resize"), "scoring": self.scoring, "threshold": self.threshold,
-                "lot_threshold": self.lot_threshold, **self.last_change(),
+                "lot_threshold": self.lot_threshold, **self.last_change(), "writable": self.writable,
                 **({"embedder_refused": refused} if refused else {})}
 
     def shared_photos(self, object_ids: Sequence[str] | None = None) -> dict[str, list[str]]:
