@@ -1463,7 +1463,8 @@ def test_a_read_only_register_is_searched_and_its_changes_refused_as_such(tmp_pa
     assert main(["-q", "register", "search", reg, photos["B"][1]]) == 0
     capsys.readouterr()
     assert main(["-q", "register", "info", reg]) == 0 and opened.info()["writable"] is False
-    assert capsys.readouterr().out.splitlines()[-1] == "writable\tno: the register is read-only here (searched, not changed)"
+    said = capsys.readouterr().out.splitlines()[-1]
+    assert said == "writable\tno: the register is read-only here (searched, not changed)"
     monkeypatch.undo()
     assert Register.open(reg).info()["writable"] is True
     assert Register.open(reg).get("A") is not None  # nothing was changed

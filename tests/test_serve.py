@@ -1666,7 +1666,8 @@ def test_a_read_only_register_is_served_for_searches_and_refuses_changes_with_40
         assert r.status_code == 200 and r.json()["register"]["matches"][0]["object_id"] == "A"
         assert httpx.get(f"{server.url}/v1/models").json()["register"]["writable"] is False  # a client can know
         monkeypatch.undo()
-        assert httpx.get(f"{server.url}/v1/models").json()["register"]["writable"] is True  # writable when checked, made read-only before the change is written (a remount)
+        assert httpx.get(f"{server.url}/v1/models").json()["register"]["writable"] is True
+        # writable when checked, made read-only before the change is written (a remount)
 
         def remounted(*a, **kw):
             raise RegisterReadOnly("read-only here")
