@@ -245,6 +245,15 @@ def test_build_writes_each_recipes_manifest_relative_to_itself(tmp_path, capsys)
     assert "holds a manifest.csv that no 'artsentry build' wrote" in capsys.readouterr().err
     assert (run / "manifest.csv").read_text() == "path,label,object_id,split\na.jpg,ivory,1,train\n"
     assert sorted(p.name for p in run.iterdir()) == ["manifest.csv"]
+    # the card says how the dataset was made; another recipe into its folder is refused, not a silent swap
+    made = json.loads((tmp_path / "ds" / "cli" / "card.json").read_text())
+    assert list(made)[:2] == ["recipe", "collection"] and made["recipe"] == "ivory"
+    assert made["collection"] == str((col / "collection.csv").resolve())
+    before = (tmp_path / "ds" / "cli" / "manifest.csv").read_text()
+    assert main(["-q", "build", "culture", str(col), "--out", str(tmp_path / "ds" / "cli")]) == 1
+    assert f"holds the ivory dataset built from {made['collection']}, which this culture build would replace" \
+        in capsys.readouterr().err
+    assert (tmp_path / "ds" / "cli" / "manifest.csv").read_text() == before
 
     # paintings (by classification or object name) by culture group: Chinese 2, then Indian and
     # Japanese 1 each; the top two, ties by name

@@ -78,11 +78,12 @@ def _table(head: tuple[str, ...], rows) -> str:
 
 
 def write_card(df: pd.DataFrame, collection: pd.DataFrame | None, out_dir: str | Path, *, title: str,
-               grid: int = 8, warnings: list[str] | None = None) -> dict:
+               grid: int = 8, warnings: list[str] | None = None, made_by: dict | None = None) -> dict:
     """Write card.json and card.html for dataset ``df`` (absolute paths) into ``out_dir``; ``warnings``: what
-    the build warned of about the data, kept with it."""
+    the build warned of about the data, kept with it; ``made_by``: how it was made (the recipe and the
+    collection it read), first in the card."""
     out_dir = Path(out_dir)
-    data = card_data(df)
+    data = dict(made_by or {}) | card_data(df)
     if warnings:
         data["warnings"] = list(warnings)
     write_text_atomic(out_dir / "card.json", json.dumps(data, indent=2) + "\n")

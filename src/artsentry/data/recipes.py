@@ -159,6 +159,10 @@ def build(recipe: str, collection: str | Path, out_dir: str | Path, *, top: int 
     if (out_dir / "manifest.csv").exists() and not (out_dir / "card.json").is_file():
         raise ValueError(f"{out_dir} holds a manifest.csv that no 'artsentry build' wrote (a run folder's split, "
                          "or a table of its own), which this build would replace; choose a new or empty --out")
+    built = _built_by(out_dir)  # the same recipe again (a collection grown since) rebuilds; another is refused
+    if built.get("recipe") not in (None, recipe):
+        raise ValueError(f"{out_dir} holds the {built['recipe']} dataset built from {built.get('collection', '?')}, "
+                         f"which this {recipe} build would replace; choose another --out (or delete that one)")
 
     if recipe == "ivory":
         col["label"] = col["medium"].map(ivory_label)
@@ -202,6 +206,18 @@ def build(recipe: str, collection: str | Path, out_dir: str | Path, *, top: int 
     out["path"] = [os.path.relpath(p, out_dir.resolve()) for p in df["path"]]
     out_dir.mkdir(parents=True, exist_ok=True)
     write_manifest(out, out_dir / "manifest.csv")
-    write_card(df, col, out_dir, title=f"{recipe} dataset from {csv_path}", warnings=warnings)
+    write_card(df, col, out_dir, title=f"{recipe} dataset from {csv_path}", warnings=warnings,
+               made_by={"recipe": recipe, "collection": str(csv_path.resolve())})
     return df
+
+
+def _built_by(out_dir: Path) -> dict:
+    """How the dataset in ``out_dir`` was made, as its card.json says (``recipe``, ``collection``); empty when
+    there is none, or it is unreadable, or it is a card of a build from before the recipe was recorded."""
+    from ..files import read_json_object
+
+    try:
+        return read_json_object(out_dir / "card.json")
+    except (OSError, ValueError):
+        return {}
 
