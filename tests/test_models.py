@@ -299,6 +299,14 @@ def test_atomic_path_puts_a_whole_file_in_place_or_leaves_the_old_one(tmp_path):
         with atomic_path(target) as tmp:
             raise PermissionError(errno.EACCES, "Permission denied", str(tmp))
     assert refused.value.filename == str(target)
+    with pytest.raises(OSError) as refused:  # a writer through an open file (PIL): a full disk names no file
+        with atomic_path(target):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert (refused.value.errno, refused.value.filename) == (errno.ENOSPC, str(target))
+    with pytest.raises(OSError) as refused:  # other errors without a name are left as they are
+        with atomic_path(target):
+            raise OSError(errno.EINVAL, "Invalid argument")
+    assert refused.value.filename is None
 
 
 

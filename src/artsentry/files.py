@@ -24,6 +24,8 @@ from pathlib import Path
 
 from .errors import ArtsentryError
 
+#: errors of writing a file (a full disk or quota, a read-only or failing device, a file too large)
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EFBIG)
 _SWEPT: set[Path] = set()
 _SWEPT_LOCK = threading.Lock()
 STALE_SECONDS = 60.0  # a temporary file this old, of a process that is gone, is a killed writer's
@@ -91,8 +93,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except OSError as exc:  # the file the user asked for named, not its hidden temporary one
-        if exc.filename is not None and Path(exc.filename) == tmp and type(exc).__module__ == "builtins":
+    except OSError as exc:  # the file the user asked for named, not its hidden temporary one, nor none at all
+        # (PIL and others writing through an open file raise a full disk with no file name)
+        unnamed = exc.filename is None and exc.errno in WRITE_ERRNOS
+        if (unnamed or exc.filename is not None and Path(exc.filename) == tmp) and type(exc).__module__ == "builtins":
             raise type(exc)(exc.errno, exc.strerror, str(path)) from None  # PermissionError stays one
         raise
     finally:
