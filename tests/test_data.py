@@ -465,3 +465,23 @@ def test_a_batch_keeps_good_photos_in_order_and_lists_the_unreadable_ones():
     torch.manual_seed(item_seed(5, 1))
     assert torch.equal(torch.rand(3), a1)
     assert item_seed(5, 1) != item_seed(5, 0) and item_seed(5, 1) != item_seed(6, 1)
+
+
+def test_paths_written_from_the_working_folder_are_said_to_be_so(tmp_path, monkeypatch):
+    """A table in tables/ naming photos as photos/a.jpg, from the folder its author stood in: every photo
+    'not found', with no word of why."""
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "tables").mkdir()
+    object_photo((1, 2, 3)).save(tmp_path / "photos" / "a.jpg")
+    object_photo((3, 2, 1)).save(tmp_path / "tables" / "b.jpg")
+    pd.DataFrame({"image": ["photos/a.jpg", "b.jpg"], "label": ["x", "y"]}).to_csv(tmp_path / "tables" / "m.csv",
+                                                                                 index=False)
+    monkeypatch.chdir(tmp_path)
+    df, report = read_manifest(tmp_path / "tables" / "m.csv")
+    assert df["path"].tolist() == [str(tmp_path / "tables" / "b.jpg")]
+    assert report.lines()[1] == (
+        "1 image path(s) are not beside the table but are beside the current folder (e.g. photos/a.jpg): a table's "
+        f"relative paths are read from its own folder ({tmp_path / 'tables'}); write them from there, or as "
+        "absolute paths")
+    monkeypatch.chdir(tmp_path / "tables")  # from the table's own folder the paths are as they should be
+    assert read_manifest(tmp_path / "tables" / "m.csv")[1].beside_working_folder == []

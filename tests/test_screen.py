@@ -28,7 +28,7 @@ from artsentry.models.onnx import export_onnx, onnx_ready
 from artsentry.screen import (LISTING_STATUSES, ONCE_DIR, OUTPUT_COLUMNS, ScreenError, Screener, _priority,
                               listing_rollup, read_evidence, read_listings, verify_run)
 
-from .conftest import abc_register, reply, trickle, web_host
+from .conftest import abc_register, object_photo, reply, trickle, web_host
 
 
 @pytest.fixture(scope="module")
@@ -1716,3 +1716,23 @@ def test_a_damaged_run_record_is_named_and_verify_still_checks_the_evidence(mode
     assert "the evidence is checked without it" in caplog.text
     assert main(["-q", "screen", str(folder), "--out", str(out), "--model", str(model_dir), "--overwrite"]) == 0
     assert json.loads((out / "screen.json").read_text())["input"]
+
+
+def test_a_table_of_paths_from_the_working_folder_is_refused_before_screening(tmp_path, monkeypatch, caplog):
+    """Every photo of such a table was an error, recorded in the run's evidence for good (the same --out then
+    refused the mended table as changed rows)."""
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "tables").mkdir()
+    object_photo((1, 2, 3)).save(tmp_path / "photos" / "a.jpg")
+    object_photo((3, 2, 1)).save(tmp_path / "tables" / "b.jpg")
+    table = tmp_path / "tables" / "listings.csv"
+    pd.DataFrame({"image": ["photos/a.jpg", "photos/a.jpg"]}).to_csv(table, index=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ScreenError, match=r"2 image path\(s\) are not beside the table but are beside the current "
+                                          r"folder \(e.g. photos/a.jpg\).*; nothing was screened"):
+        read_listings(table)
+    pd.DataFrame({"image": ["photos/a.jpg", "b.jpg"]}).to_csv(table, index=False)  # some right: said, screened
+    with caplog.at_level("WARNING", logger="artsentry.screen"):
+        assert read_listings(table)["image"].tolist() == [str(tmp_path / "tables" / "photos" / "a.jpg"),
+                                                          str(tmp_path / "tables" / "b.jpg")]
+    assert "1 image path(s) are not beside the table" in caplog.text

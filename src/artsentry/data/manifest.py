@@ -65,6 +65,7 @@ class ManifestReport:
     object_id_inferred: bool = False
     object_ids_blank: int = 0  # rows of an object id column left empty: each its own object
     case_clashes: list[str] = field(default_factory=list)  # labels differing only in case, in words
+    beside_working_folder: list[str] = field(default_factory=list)  # missing paths found from the current folder
 
     def lines(self) -> list[str]:
         out = []
@@ -78,6 +79,8 @@ class ManifestReport:
         if urls:
             out.append(f"{len(urls)} listed image(s) are URLs, skipped: images are read from files; download them "
                        f"first: {first_names(urls, 5)}")
+        if self.beside_working_folder:
+            out.append(working_folder_hint(self.beside_working_folder, Path(self.source).parent.resolve()))
         if self.object_id_inferred:
             out.append("no object id column: each image is treated as its own object")
         if self.object_ids_blank:
@@ -128,6 +131,32 @@ def table_path(value: str, base: Path) -> str:
         if Path(other).exists():
             return other
     return path
+
+
+def beside_working_folder(values, base: Path, checked: int = 1000) -> tuple[list[str], int]:
+    """Relative image paths of a table that are missing beside the table (``base``, where they are read from)
+    but exist beside the current folder: a table written with paths from where its author stood. Returns
+    those paths and how many relative paths were checked (the first ``checked`` relative ones: a hint)."""
+    cwd = Path.cwd()
+    if cwd.resolve() == Path(base).resolve():
+        return [], 0
+    found, n = [], 0
+    for value in values:
+        value = str(value).strip()
+        if not value or "://" in value or Path(value).is_absolute():
+            continue
+        n += 1
+        if not (Path(base) / value).exists() and (cwd / value).exists():
+            found.append(value)
+        if n >= checked:
+            break
+    return found, n
+
+
+def working_folder_hint(found: list[str], base: Path) -> str:
+    return (f"{len(found)} image path(s) are not beside the table but are beside the current folder (e.g. "
+            f"{found[0]}): a table's relative paths are read from its own folder ({base}); write them from there, "
+            "or as absolute paths")
 
 
 def _read_table(path: Path) -> pd.DataFrame:
@@ -252,6 +281,7 @@ def _from_table(path: Path) -> tuple[pd.DataFrame, ManifestReport]:
     df = raw.copy()
     base = path.parent.resolve()
     df["path"] = [table_path(p, base) for p in raw[path_col].astype(str)]
+    report.beside_working_folder = beside_working_folder(raw[path_col].astype(str), base)[0]
     df["label"] = raw[label_col].astype(str).str.strip()
     if obj_col is None:
         report.object_id_inferred = True
