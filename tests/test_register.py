@@ -1468,3 +1468,21 @@ def test_a_read_only_register_is_searched_and_its_changes_refused_as_such(tmp_pa
     monkeypatch.undo()
     assert Register.open(reg).info()["writable"] is True
     assert Register.open(reg).get("A") is not None  # nothing was changed
+
+
+def test_an_import_table_of_paths_from_the_working_folder_is_said_to_be_so(tmp_path, photos, monkeypatch):
+    from artsentry.index.register import read_objects
+
+    (tmp_path / "tables").mkdir()
+    photo = Path(photos["A"][0][0])
+    monkeypatch.chdir(photo.parent)  # where the table's author stood: its paths are from there
+    table = tmp_path / "tables" / "catalogue.csv"
+    table.write_text(f"object_id,photo\nA,{photo.name}\nB,{photo.name}\n")
+    with pytest.raises(RegisterError, match=rf"2 image path\(s\) are not beside the table .*\(e.g. {photo.name}\).*"
+                                            "nothing was imported"):
+        read_objects(table)
+    (tmp_path / "tables" / "b.jpg").write_bytes(photo.read_bytes())
+    table.write_text(f"object_id,photo\nA,{photo.name}\nB,b.jpg\n")  # some right: said, the rest imported
+    objects, problems = read_objects(table)
+    assert [o for o, _, _ in objects] == ["A", "B"]
+    assert len(problems) == 1 and "1 image path(s) are not beside the table" in problems[0]
