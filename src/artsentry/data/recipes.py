@@ -220,4 +220,3 @@ def _built_by(out_dir: Path) -> dict:
         return read_json_object(out_dir / "card.json")
     except (OSError, ValueError):
         return {}
-
