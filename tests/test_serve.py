@@ -1684,3 +1684,34 @@ def test_a_read_only_register_is_served_for_searches_and_refuses_changes_with_40
         ("register_remove", "requested", None), ("register_remove", "failed", 403),
         ("register_remove", "requested", None), ("register_remove", "failed", 404)]
     assert Register.open(register_dir).get("A") is not None
+
+
+def test_page_works_behind_a_proxy_that_serves_it_under_a_path(model_dir, photos):
+    """The README asks for a TLS proxy in front; an agency's proxy often serves tools under a path
+    (https://intranet.example/artsentry/). The page asked for /static/app.js and /v1/analyze from the proxy's
+    root: no script, no style, nothing analysed."""
+    from playwright.sync_api import expect
+
+    from .browser import browser_page
+
+    inner = create_app(ServeSettings(model=model_dir))
+    prefix = "/artsentry"
+
+    async def proxy(scope, receive, send):  # as nginx's `location /artsentry/ { proxy_pass http://app/; }`
+        if scope["type"] == "lifespan":
+            return await inner(scope, receive, send)
+        if not scope["path"].startswith(prefix + "/"):
+            await send({"type": "http.response.start", "status": 404, "headers": []})
+            return await send({"type": "http.response.body", "body": b"not the tool's path"})
+        path = scope["path"][len(prefix):]
+        await inner(dict(scope, path=path, raw_path=path.encode()), receive, send)
+
+    with LiveServer(proxy) as server, browser_page() as (page, log):
+        page.goto(f"{server.url}{prefix}/")
+        expect(page.locator("#loaded")).to_have_text(re.compile("^Loaded"))
+        page.set_input_files("#file", photos["A"][1])
+        expect(page.locator(".card .verdict .label").first).to_have_text(re.compile("^(Flag|Pass)"),
+                                                                         timeout=60_000)
+        assert page.locator("#drop").evaluate("e => getComputedStyle(e).borderStyle") == "dashed"  # styled
+    assert log.console_errors == [] and log.outside == []
+    assert all(url.startswith(f"{server.url}{prefix}/") for url in log.requests if url.startswith("http"))

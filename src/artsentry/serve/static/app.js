@@ -20,7 +20,7 @@
   }
   const pct = (p) => (100 * p).toFixed(1) + "%";
 
-  fetch("/v1/models").then((r) => r.json()).then((m) => {
+  fetch("v1/models").then((r) => r.json()).then((m) => {
     const parts = [];
     if (m.ivory) parts.push("ivory model " + m.ivory.name + " v" + m.ivory.version + " (threshold " + m.ivory.threshold +
       (m.ivory.lot_threshold != null ? "; photos of several objects " + m.ivory.lot_threshold.toFixed(3) : "") + ")");
@@ -124,7 +124,7 @@
     const form = new FormData();
     form.append("file", file);
     try {
-      show(card, await post("/v1/analyze?explain=true" + lotsQuery(), form));
+      show(card, await post("v1/analyze?explain=true" + lotsQuery(), form));
     } catch (err) {
       failed(card, err.message);
     }
@@ -147,7 +147,7 @@
     files.forEach((f) => form.append("file", f));
     let body;
     try {
-      body = await post("/v1/listing?explain=true" + lotsQuery(), form);
+      body = await post("v1/listing?explain=true" + lotsQuery(), form);
     } catch (err) {
       head.textContent = "Could not analyse the listing: " + err.message;
       head.className = "listing-verdict error";
