@@ -1715,3 +1715,13 @@ def test_page_works_behind_a_proxy_that_serves_it_under_a_path(model_dir, photos
         assert page.locator("#drop").evaluate("e => getComputedStyle(e).borderStyle") == "dashed"  # styled
     assert log.console_errors == [] and log.outside == []
     assert all(url.startswith(f"{server.url}{prefix}/") for url in log.requests if url.startswith("http"))
+
+
+def test_the_audit_log_records_the_address_a_local_proxy_forwards(model_dir, photos, tmp_path):
+    """What the README says of the client address behind a proxy on the same machine."""
+    log_path = tmp_path / "audit.jsonl"
+    with LiveServer(create_app(ServeSettings(model=model_dir, audit_log=log_path))) as server:
+        files = {"file": ("q.jpg", Path(photos["A"][1]).read_bytes())}
+        for headers in ({"X-Forwarded-For": "203.0.113.7"}, {}):
+            assert httpx.post(f"{server.url}/v1/analyze", files=files, headers=headers, timeout=60).status_code == 200
+    assert [json.loads(line)["client"] for line in log_path.read_text().splitlines()] == ["203.0.113.7", "127.0.0.1"]
