@@ -330,8 +330,11 @@ def _error(status: int, message: str, headers: dict | None = None) -> HTTPExcept
 REGISTER_RETRY_AFTER_S = 30  # the Retry-After of a register change refused as busy (an IVF switch: ~51 s)
 
 
+READ_ONLY = "register writes are disabled: the register is read-only on this server (a read-only share or copy)"
+
+
 @contextlib.contextmanager
-def _register_busy():
+def _register_refusals():
     """A register change that waited ``register_busy_seconds`` for another process's (an import, a rebuild)
     is answered 503 with Retry-After, nothing changed, not 500 (nor 404, as any ``RegisterError`` of a
     removal was); one refused as the register became read-only after the server started, 403."""
@@ -345,9 +348,6 @@ def _register_busy():
                      {"Retry-After": str(REGISTER_RETRY_AFTER_S)}) from None
     except RegisterReadOnly:
         raise _error(403, READ_ONLY) from None
-
-
-READ_ONLY = "register writes are disabled: the register is read-only on this server (a read-only share or copy)"
 
 
 def _check_id(object_id: str) -> str:
@@ -703,7 +703,7 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
                 except ImageLoadError as exc:
                     raise _error(422, f"photo {i + 1} cannot be used: {exc.reason}") from None
             meta = {"title": title, "department": department, "source": source, "status": status}
-            with _register_busy():
+            with _register_refusals():
                 return analyzer.register_add(object_id, photos, meta)  # stored under its own name: the SHA-256
 
         out = await audited_change(request, "register_add", lambda: admission.run(executor, add),
@@ -728,7 +728,7 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
         _check_id(object_id)
 
         def remove_now():
-            with _register_busy():
+            with _register_refusals():
                 return analyzer.register_remove(object_id)
 
         async def remove():
