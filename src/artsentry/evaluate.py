@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from sklearn import metrics as skm
 
-from .files import write_csv_atomic, write_text_atomic
+from .files import can_write_into, read_json_object, write_csv_atomic, write_text_atomic
 
 
 def _f(x) -> float | None:
@@ -661,17 +661,16 @@ def _keep_runs_own_evaluation(out_dir: Path, data, split: str, ensemble, input_s
     evaluation there (other data, another split, an ensemble, another input size) replaced it without a word,
     and the run's report, ``compare`` and anyone reading the run then took the other figures for the run's:
     refused, pointing at ``--out``. Evaluating the run's test photos again (``--shift``, a new threshold) is not."""
-    import json
     from pathlib import Path
 
     manifest, metrics = out_dir / "manifest.csv", out_dir / "metrics.json"
     if not (manifest.is_file() and metrics.is_file()):
         return
     try:
-        held = json.loads(metrics.read_text())
-    except (OSError, ValueError):
+        held = read_json_object(metrics)
+    except (OSError, ValueError):  # unreadable, or no JSON object: not the run's own evaluation
         return
-    if not isinstance(held, dict) or held.get("split") != "test" or held.get("ensemble"):
+    if held.get("split") != "test" or held.get("ensemble"):
         return  # not the run's own evaluation: replaced by an earlier command already
     other = ([f"data {data}"] if Path(data).resolve() != manifest.resolve() else []) + \
         ([f"split {split!r}"] if split != "test" else []) + (["an ensemble"] if ensemble else []) + \
@@ -712,7 +711,6 @@ def run_evaluation(model, data=None, *, split: str | None = "test", out_dir=None
     from pathlib import Path
 
     from .data.manifest import read_manifest
-    from .files import can_write_into
     from .inference import Ensemble, Predictor
     from .models.artifact import resolve_model_dir, update_config
     from .report import write_report
