@@ -130,6 +130,11 @@ def test_what_a_paired_comparison_refuses_and_how_it_rounds(tmp_path):
     with pytest.raises(ValueError) as refused:
         compare_predictions(tmp_path / "a.csv", tmp_path / "twice.csv")
     assert str(refused.value) == f"{tmp_path / 'twice.csv'}: a photo appears twice (/p/x.jpg)"
+    (tmp_path / "run2").mkdir()
+    pd.DataFrame([{"path": "/p/a.jpg", **row}]).to_csv(tmp_path / "run2" / "predictions.csv", index=False)
+    with pytest.raises(ValueError) as refused:  # compared with itself: "no difference" of a slip of the hand
+        compare_predictions(tmp_path / "run2", tmp_path / "run2" / ".." / "run2" / "predictions.csv")
+    assert str(refused.value).startswith(f"A and B are the same file, {tmp_path / 'run2' / 'predictions.csv'}: ")
 
 
 def test_calibration_figures_by_hand():

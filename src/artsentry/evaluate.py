@@ -106,6 +106,9 @@ def compare_predictions(a, b, *, split: str | None = None) -> dict:
 
     path_a, da = read(a)
     path_b, db = read(b)
+    if path_a.resolve() == path_b.resolve():  # "no difference", of a model with itself: most likely a slip
+        raise ValueError(f"A and B are the same file, {path_a}: give two evaluations' predictions.csv "
+                         "(or their run or evaluation folders)")
     both = da.merge(db, on="path", suffixes=("_a", "_b"))
     if both.empty:
         raise ValueError(f"{path_a} and {path_b} share no photo" + (f" in split {split!r}" if split else ""))
