@@ -377,9 +377,12 @@ def test_compare_prints_both_accuracies_and_the_paired_verdict(tmp_path, capsys)
     assert "A accuracy 0.8200 (95% CI 0.7333-0.8830)" in out and "B accuracy 0.9200 (95% CI" in out
     assert "both right 80, only A right 2, only B right 12, both wrong 6" in out
     assert "B - A: +10.00 points; McNemar exact p = 0.0129: B is better on these photos" in out
-    assert main(["compare", str(tmp_path / "a.csv"), str(tmp_path / "a.csv"), "--json"]) == 0
+    a.to_csv(tmp_path / "a2.csv", index=False)  # the same predictions in another file: no difference
+    assert main(["compare", str(tmp_path / "a.csv"), str(tmp_path / "a2.csv"), "--json"]) == 0
     same = json.loads(capsys.readouterr().out)
     assert same["p_value"] == 1.0 and same["only_a_right"] == same["only_b_right"] == 0
+    assert main(["compare", str(tmp_path / "a.csv"), str(tmp_path / "a.csv")]) == 1  # the same file: a slip
+    assert "A and B are the same file" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv, quiet", [
