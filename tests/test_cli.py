@@ -87,6 +87,49 @@ def test_predict_plain_output_and_missing_file(model_dir, synthetic_dataset, tmp
     assert len(lines) == 2 and lines[1] == "" and lines[0].split("\t")[0] == str(odd.parent / "a\\tb\\nc\\rd.jpg")
 
 
+def test_names_from_outside_reach_the_terminal_as_escapes_not_commands(model_dir, synthetic_dataset, tmp_path,
+                                                                        capsys):
+    """A file name holding ESC [ 8 m hid the rest of its line ("ivory FLAG") in the analyst's terminal; others
+    erase lines, move the cursor, set the window title. Control characters are written as escapes, on stdout
+    and stderr (the error lines and log warnings name files too)."""
+    img = sorted((synthetic_dataset / "ivory").glob("*.jpg"))[0]
+    folder = tmp_path / "seized"
+    folder.mkdir()
+    (folder / "a\x1b[8m.jpg").write_bytes(img.read_bytes())
+    (folder / "b\x1b]0;title\x07\u202egpj.jpg").write_bytes(b"not an image")
+    assert main(["-q", "predict", str(folder), "--model", str(model_dir)]) == EXIT_SOME_UNREADABLE
+    out, err = capsys.readouterr()
+    assert "\x1b" not in out + err and "\u202e" not in out + err and "\x07" not in err
+    assert out.startswith(f"{folder}/a\\x1b[8m.jpg\t") and len(out.splitlines()) == 1
+    assert f"{folder}/b\\x1b]0;title\\x07\\u202egpj.jpg: not a recognised image format" in err
+
+
+def test_progress_bars_draw_through_the_escaping_stream_as_before():
+    """tqdm's own control characters (a bar's line redrawn from "\\r", ESC [ A up to a bar above another)
+    pass; a name in a bar's line does not."""
+    import io
+
+    from tqdm import tqdm
+
+    from artsentry.cli import _Shown
+
+    def draw(stream, name="x"):
+        fixed = {"file": stream, "mininterval": 0, "bar_format": "{desc}: {n}/{total}"}  # no rate, no time
+        with tqdm(total=2, desc="outer", **fixed) as outer:
+            with tqdm(total=3, desc=name, **fixed) as inner:
+                for _ in range(3):
+                    inner.update()
+            outer.update(2)
+
+    plain, shown = io.StringIO(), io.StringIO()
+    draw(plain)
+    draw(_Shown(shown, progress=True))
+    assert "\x1b[A" in plain.getvalue() and shown.getvalue() == plain.getvalue()
+    evil = io.StringIO()
+    draw(_Shown(evil, progress=True), name="x\x1b[2K\ry")
+    assert "\x1b[2K" not in evil.getvalue() and "x\\x1b[2K\\ry" in evil.getvalue()
+
+
 def test_predict_with_a_multiclass_model_prints_the_label_and_its_probability(culture_model_dir, culture_dataset,
                                                                               capsys):
     """A culture model has no positive class and no threshold: each line is the photo, its likeliest label

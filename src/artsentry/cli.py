@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import signal
 import socket
@@ -1556,7 +1557,51 @@ COMMANDS = {"train": cmd_train, "train-embedder": cmd_train_embedder, "evaluate"
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _Shown(sys.stdout), _Shown(sys.stderr, progress=True)
+    try:
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")  # on the wrapped stderr
+        return _run(args)
+    finally:
+        sys.stdout, sys.stderr = streams
+
+
+#: what a terminal takes as a command, not a character: C0 controls but tab and line feed, DEL, C1 controls
+#: (U+009B is CSI to some terminals), and Unicode's bidirectional overrides and isolates
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+#: a progress bar's own writes on stderr: its line drawn again from its start ("\r"), and tqdm's moves down
+#: and back up to a bar drawn below another (a write of line feeds and ESC [ A alone)
+_BAR_MOVE = re.compile(r"(?:\n|\x1b\[A)*")
+
+
+class _Shown:
+    """A text stream writing control characters as escapes (ESC as the four characters \\x1b): file
+    names, listing ids, titles and object ids come from outside (a seized drive, a marketplace scrape), and
+    one holding ESC [ 8 m hid the rest of its line in the analyst's terminal ("... ivory  FLAG" unseen);
+    others move the cursor, erase lines, set the window title or the clipboard (OSC 52). ``progress``: the
+    stream progress bars draw on, which keeps their carriage returns and cursor moves."""
+
+    def __init__(self, stream, progress: bool = False):
+        self._stream, self._progress = stream, progress
+
+    def write(self, text: str) -> int:
+        if self._progress and _BAR_MOVE.fullmatch(text):
+            return self._stream.write(text)
+        if self._progress:  # a carriage return at the write's either end only: a bar's, not a name's
+            start = "\r" if text.startswith("\r") else ""
+            end = "\r" if text.endswith("\r") and len(text) > len(start) else ""
+            return self._stream.write(start + _escaped(text[len(start):len(text) - len(end)]) + end)
+        return self._stream.write(_escaped(text))
+
+    def __getattr__(self, name):  # flush, fileno, isatty, encoding...: the stream's own
+        return getattr(self._stream, name)
+
+
+def _escaped(text: str) -> str:
+    return _CONTROLS.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def _run(args) -> int:
     # Pillow logs why a hostile file fails ("ERROR: More samples per pixel than can be decoded"),
     # naming no file, just before the loader's own line for it ("error: x.tif: not a recognised image
     # format"): in a scan it read as a fatal error of the run
