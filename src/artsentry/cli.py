@@ -1540,7 +1540,9 @@ def cmd_serve(a) -> int:
         raise
     print(f"artsentry serving on http://{host}:{a.port}/  (API schema: /openapi.json; "
           f"{_register_writes(app.state.analyzer.register, settings.token)})", file=sys.stderr)
-    config = uvicorn.Config(app, host=a.host, port=a.port, log_level="warning" if a.quiet else "info")
+    # no colours: in a terminal they are escape sequences, which main()'s stderr writes as text (_Shown)
+    config = uvicorn.Config(app, host=a.host, port=a.port, log_level="warning" if a.quiet else "info",
+                            use_colors=False)
     try:
         uvicorn.Server(config).run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn raises the stop again once it has shut down; a clean stop (as uvicorn.run)
