@@ -394,10 +394,6 @@ class Evaluation:
     positive_label: str | None
     threshold: float | None
 
-    @property
-    def errors(self) -> list[str]:
-        return self.table["error"].dropna().tolist()
-
     def confident_mistakes(self, n: int):
         """The ``n`` wrong rows the model was surest of: binary models by distance from the
         threshold on the wrong side, others by the probability of the wrong class."""
