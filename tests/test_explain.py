@@ -334,6 +334,43 @@ def test_a_second_explain_run_into_the_same_folder_adds_to_its_record(model_dir,
     assert (out / "explanations.json").read_text() == "not json"
 
 
+def test_an_explain_run_stopped_part_way_lists_its_overlays_and_the_same_command_writes_over_them(
+        model_dir, synthetic_dataset, tmp_path, monkeypatch, capsys):
+    """explanations.json was written at the end only: a run stopped by Ctrl-C (or a full disk) left its
+    overlays unlisted, and the same command again, taking them for files not its own, wrote every one of them
+    again beside them as NAME-2.gradcam.png. Now the record is written as the run goes and when it stops."""
+    import artsentry.explain as explain
+    import artsentry.explain.overlay as overlay
+
+    images = sorted((synthetic_dataset / "ivory").glob("*.jpg"))[:4]
+    out = tmp_path / "out"
+    args = ["-q", "explain", *map(str, images), "--model", str(model_dir), "--out", str(out)]
+    assert main(args[:3] + args[4:]) == 0  # the first run: photos 2-4
+    real, calls, seen = overlay.render, [], []
+
+    def stopped_at_the_third(*a, **kw):
+        calls.append(1)
+        if len(calls) == 3:
+            seen.append(len(json.loads((out / "explanations.json").read_text())))  # as the run went
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(overlay, "render", stopped_at_the_third)
+    monkeypatch.setattr(explain, "RECORD_SECONDS", 0.0)
+    assert main(args) == 130
+    # at the third photo: the two done, and photos 3-4 of the first run, their overlays there
+    assert seen == [4]
+    records = json.loads((out / "explanations.json").read_text())
+    assert sorted(Path(r["overlay"]).name for r in records) == sorted(p.name for p in out.glob("*.png"))
+    assert len(records) == 4
+    monkeypatch.setattr(overlay, "render", real)
+    assert main(args) == 0
+    capsys.readouterr()
+    records = json.loads((out / "explanations.json").read_text())
+    assert sorted(Path(r["overlay"]).name for r in records) == sorted(p.name for p in out.glob("*.png")) == sorted(
+        f"{p.stem}.gradcam.png" for p in images)  # written over, none beside as NAME-2.gradcam.png
+
+
 def test_the_class_explained_and_mapped_is_the_decision_at_the_models_threshold(model_dir, synthetic_dataset,
                                                                                  tmp_path):
     """A model whose threshold is not 0.5: a photo scored between the two is decided against its likelier

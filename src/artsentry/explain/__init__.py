@@ -17,6 +17,8 @@ its maximum is 1 (all zeros when nothing moved the score).
 
 from __future__ import annotations
 
+import contextlib
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -355,51 +357,70 @@ def explain_files(sources: Sequence, *, model=None, register=None, method: str =
     # this run may overwrite these: the overlays of the photos it explains again
     theirs = {Path(r["overlay"]).name for r in replaced if r.get("overlay")}
     results: list[Explanation] = []
-    for src in tqdm(sources, desc=f"explain ({method})", unit="img", disable=not progress):
-        name = str(src)
-        try:
-            img = load_image(src, name=name, draft_size=draft)
-        except ImageLoadError as exc:
-            results.append(Explanation(name, method, error=str(exc)))
-            continue
-        drawn_on = None  # the part of the photo the map is of, for a lot scan's photo
-        if model is not None and lots:
-            e, drawn_on = _lot_explanation(engine, img, name, method, target, patch, stride, *lot_setting)
-            caption = f"{method}{' of the outlined tile' if e.box else ''}: {e.target} {e.score:.3f}"
-        elif model is not None:
-            e = engine.explain_images([img], [name], method, target, patch, stride)[0]
-            caption = f"{method}: {e.target} {e.score:.3f}"
-        else:
-            x = torch.stack([eval_transform(pre)(img)])
-            vec = reg.embedder.embed_tensor(x)
-            found = reg.search_vectors(vec, k=1)[0]
-            if not found:
-                results.append(Explanation(name, method, error="the register is empty"))
+
+    def record(final: bool) -> None:
+        """explanations.json: the earlier runs' records, then this run's; stopped part way (``final`` False),
+        also the records of photos it was to explain again and has not yet, whose overlays are still there."""
+        done = {e.source for e in results}
+        waiting = [] if final else [r for r in replaced if r["source"] not in done
+                                    and Path(r.get("overlay") or "").name not in used]
+        write_text_atomic(out / EXPLANATIONS, json.dumps(kept + waiting + [e.to_dict() for e in results], indent=2))
+
+    saved, finished = time.monotonic(), False
+    try:
+        for src in tqdm(sources, desc=f"explain ({method})", unit="img", disable=not progress):
+            if out is not None and time.monotonic() - saved > RECORD_SECONDS:  # a run killed outright loses less
+                record(final=False)
+                saved = time.monotonic()
+            name = str(src)
+            try:
+                img = load_image(src, name=name, draft_size=draft)
+            except ImageLoadError as exc:
+                results.append(Explanation(name, method, error=str(exc)))
                 continue
-            best = found[0]
-            ref = reg.reference(best.object_id, vec[0])  # its photo's re-shots averaged as the search does
-            heat, sims = engine.explain_tensor(x, ref[None], method, patch, stride)
-            e = Explanation(name, method, f"match:{best.object_id}", float(sims[0]), heat[0])
-            caption = f"{method}: like {best.object_id} ({e.score:.3f})"
-        results.append(e)
-        if out is not None:
-            stem = _overlay_stem(name)
-            base = f"{stem}.match" if register is not None else stem
-            candidate, n = base, 2
-            while True:
-                file = f"{candidate}.{method}.png"
-                if file not in used and (file in theirs or not (out / file).exists()):  # never a file not ours
-                    break
-                candidate, n = f"{base}-{n}", n + 1
-            used.add(file)
-            path = out / file
-            with atomic_path(path) as tmp:
-                render(img, e.heat, pre, caption, method=method, box=drawn_on).save(tmp, format="PNG")
-            e.overlay = str(path)
+            drawn_on = None  # the part of the photo the map is of, for a lot scan's photo
+            if model is not None and lots:
+                e, drawn_on = _lot_explanation(engine, img, name, method, target, patch, stride, *lot_setting)
+                caption = f"{method}{' of the outlined tile' if e.box else ''}: {e.target} {e.score:.3f}"
+            elif model is not None:
+                e = engine.explain_images([img], [name], method, target, patch, stride)[0]
+                caption = f"{method}: {e.target} {e.score:.3f}"
+            else:
+                x = torch.stack([eval_transform(pre)(img)])
+                vec = reg.embedder.embed_tensor(x)
+                found = reg.search_vectors(vec, k=1)[0]
+                if not found:
+                    results.append(Explanation(name, method, error="the register is empty"))
+                    continue
+                best = found[0]
+                ref = reg.reference(best.object_id, vec[0])  # its photo's re-shots averaged as the search does
+                heat, sims = engine.explain_tensor(x, ref[None], method, patch, stride)
+                e = Explanation(name, method, f"match:{best.object_id}", float(sims[0]), heat[0])
+                caption = f"{method}: like {best.object_id} ({e.score:.3f})"
+            if out is not None:
+                stem = _overlay_stem(name)
+                base = f"{stem}.match" if register is not None else stem
+                candidate, n = base, 2
+                while True:
+                    file = f"{candidate}.{method}.png"
+                    if file not in used and (file in theirs or not (out / file).exists()):  # never a file not ours
+                        break
+                    candidate, n = f"{base}-{n}", n + 1
+                path = out / file
+                with atomic_path(path) as tmp:
+                    render(img, e.heat, pre, caption, method=method, box=drawn_on).save(tmp, format="PNG")
+                used.add(file)  # once written: an earlier record of this file stays listed until then
+                e.overlay = str(path)
+            results.append(e)  # once its overlay is written
+        finished = True
+    finally:  # stopped (Ctrl-C, a full disk): the overlays written are listed, so that the same command
+        if out is not None and not finished:  # again writes over them, not beside them
+            with contextlib.suppress(OSError):  # a full disk's own error is the one to say
+                record(final=False)
     if out is not None:
         for stale in theirs - used:  # an earlier overlay of a photo explained again, under another name now
             (out / stale).unlink(missing_ok=True)
-        write_text_atomic(out / EXPLANATIONS, json.dumps(kept + [r.to_dict() for r in results], indent=2))
+        record(final=True)
     return results
 
 
@@ -434,6 +455,8 @@ def _overlay_stem(name: str) -> str:
 
 #: the record of every explanation in an output folder, one run's added to the earlier runs'
 EXPLANATIONS = "explanations.json"
+#: how often a run writes explanations.json as it goes (and once more when it ends or is stopped)
+RECORD_SECONDS = 30.0
 
 
 def _earlier_records(out) -> list[dict]:
