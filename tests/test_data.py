@@ -484,4 +484,10 @@ def test_paths_written_from_the_working_folder_are_said_to_be_so(tmp_path, monke
         f"relative paths are read from its own folder ({tmp_path / 'tables'}); write them from there, or as "
         "absolute paths")
     monkeypatch.chdir(tmp_path / "tables")  # from the table's own folder the paths are as they should be
-    assert read_manifest(tmp_path / "tables" / "m.csv")[1].beside_working_folder == []
+    assert read_manifest(tmp_path / "tables" / "m.csv")[1].paths_hint == ""
+    pd.DataFrame({"image": ["C:\\photos\\a.jpg", "b.jpg"], "label": ["x", "y"]}).to_csv(
+        tmp_path / "tables" / "m.csv", index=False)  # made on a PC: its drive's path, not the table's folder's
+    df, report = read_manifest(tmp_path / "tables" / "m.csv")
+    assert df["path"].tolist() == [str(tmp_path / "tables" / "b.jpg")]
+    assert report.lines()[0] == "1 listed image(s) not found and skipped: C:\\photos\\a.jpg"
+    assert report.lines()[1].startswith("1 image path(s) are Windows paths (e.g. C:\\photos\\a.jpg), which this")

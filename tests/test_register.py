@@ -1486,6 +1486,9 @@ def test_an_import_table_of_paths_from_the_working_folder_is_said_to_be_so(tmp_p
     objects, problems = read_objects(table)
     assert [o for o, _, _ in objects] == ["A", "B"]
     assert len(problems) == 1 and "1 image path(s) are not beside the table" in problems[0]
+    table.write_text("object_id,photo\nA,C:\\catalogue\\a.jpg\nB,\\\\nas\\photos\\b.jpg\n")  # made on a PC
+    with pytest.raises(RegisterError, match=r"2 image path\(s\) are Windows paths .*nothing was imported"):
+        read_objects(table)
 
 
 def test_ids_that_differ_only_in_how_accents_are_encoded_are_one_id(tmp_path, photos, caplog):

@@ -1783,3 +1783,23 @@ def test_a_table_of_paths_from_the_working_folder_is_refused_before_screening(tm
         assert read_listings(table)["image"].tolist() == [str(tmp_path / "tables" / "photos" / "a.jpg"),
                                                           str(tmp_path / "tables" / "b.jpg")]
     assert "1 image path(s) are not beside the table" in caplog.text
+
+
+def test_a_table_of_windows_paths_is_refused_and_a_windows_path_named_as_such(tmp_path, model_dir, caplog):
+    """A table made on an analyst's PC, naming C:\\photos\\a.jpg or a share, screened on this machine: each
+    path was joined to the table's folder and 'not found' as /tables/C:\\photos\\a.jpg, for good in the run."""
+    (tmp_path / "tables").mkdir()
+    object_photo((3, 2, 1)).save(tmp_path / "tables" / "b.jpg")
+    table = tmp_path / "tables" / "listings.csv"
+    pd.DataFrame({"image": ["C:\\photos\\a.jpg", "\\\\server\\share\\c.jpg", "d:/x.jpg"]}).to_csv(table, index=False)
+    with pytest.raises(ScreenError, match=r"3 image path\(s\) are Windows paths \(e.g. C:\\photos\\a.jpg\), which this "
+                                          r"machine cannot open: write the paths .*; nothing was screened"):
+        read_listings(table)
+    pd.DataFrame({"image": ["C:\\photos\\a.jpg", "b.jpg"]}).to_csv(table, index=False)  # some right: said, screened
+    out = tmp_path / "out"
+    with caplog.at_level("WARNING", logger="artsentry.screen"):
+        Screener(model_dir, progress=False).run(table, out)
+    assert "1 image path(s) are Windows paths" in caplog.text
+    [error] = read_evidence(out / "evidence.jsonl")[:1]
+    assert error["image"] == "C:\\photos\\a.jpg" and error["error"].startswith(
+        "C:\\photos\\a.jpg: file not found: a Windows path, which this machine cannot open; write the paths as")

@@ -65,8 +65,7 @@ from tqdm.auto import tqdm
 from . import __version__, chainlog
 from .data.dataset import make_loader
 from .data.images import ImageLoadError, find_images, image_format, load_image, read_image_bytes
-from .data.manifest import (TABLE_SUFFIXES, ManifestError, _pick, _read_table, beside_working_folder, carried_names,
-                            table_path, working_folder_hint)
+from .data.manifest import TABLE_SUFFIXES, ManifestError, _pick, _read_table, carried_names, paths_hint, table_path
 from .data.quality import assess_quality, quality_warnings, warnings_text
 from .data.transforms import eval_transform
 from .errors import ArtsentryError
@@ -149,11 +148,11 @@ def read_listings(source: str | Path, group_folders: bool = False, skip: Sequenc
         if missing:
             log.warning("%s: %d row(s) without a %s: each is its own listing, named '(no id, row N)'", source,
                         missing, id_col)
-    found, checked = beside_working_folder(raw[image_col], base)
-    if found and len(found) == checked:  # every photo would be an error, in a run's evidence for good
-        raise ScreenError(f"{source}: {working_folder_hint(found, base)}; nothing was screened")
-    if found:
-        log.warning("%s: %s", source, working_folder_hint(found, base))
+    hint, every = paths_hint(raw[image_col], base)
+    if every:  # every photo would be an error, in a run's evidence for good
+        raise ScreenError(f"{source}: {hint}; nothing was screened")
+    if hint:
+        log.warning("%s: %s", source, hint)
     # a title "=HYPERLINK(...)" is written "'=HYPERLINK(...)" (formula_as_text): read back as it was given
     out = pd.DataFrame({"listing_id": [formula_from_text(v) for v in ids],
                         "image": [table_path(p, base) for p in raw[image_col]]})

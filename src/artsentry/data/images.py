@@ -242,6 +242,21 @@ def find_images(folder: str | os.PathLike, recursive: bool = True, not_utf8: lis
     return sorted(files)
 
 
+#: a path only Windows can open: a drive letter (C:\photos\a.jpg, D:/a.jpg) or a share (\\server\share\a.jpg)
+_WINDOWS_PATH = re.compile(r"[A-Za-z]:[\\/]|\\\\[^\\]")
+
+
+def windows_path(value: str) -> bool:
+    """Whether ``value`` is an absolute Windows path on a machine that is not Windows (a table made on an
+    analyst's PC, naming photos on its drive or a share): no file here has that name."""
+    return os.name != "nt" and _WINDOWS_PATH.match(str(value).strip()) is not None
+
+
+#: what to do about ``windows_path`` paths in a table
+WINDOWS_PATH_ADVICE = ("write the paths as this machine reaches the photos (a share: where it is mounted here) or "
+                       "relative to the table's folder")
+
+
 def read_image_bytes(source: ImageSource, name: str, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
     """The raw bytes of an image file (or the bytes given), refusing empty and oversized data."""
     if isinstance(source, (bytes, bytearray, memoryview)):
@@ -255,6 +270,9 @@ def read_image_bytes(source: ImageSource, name: str, max_bytes: int = DEFAULT_MA
         except FileNotFoundError:
             if path.is_symlink():
                 raise ImageLoadError(name, f"broken link: its target {os.readlink(path)} is missing") from None
+            if windows_path(path):
+                raise ImageLoadError(name, f"file not found: a Windows path, which this machine cannot open; "
+                                           f"{WINDOWS_PATH_ADVICE}") from None
             raise ImageLoadError(name, "file not found") from None
         except OSError as exc:
             raise ImageLoadError(name, f"cannot read file ({exc.strerror or exc})") from None

@@ -35,7 +35,7 @@ import pandas as pd
 
 from ..errors import ArtsentryError
 from ..files import LOCK_NAME, atomic_path, first_names
-from .images import find_images, is_image_file
+from .images import WINDOWS_PATH_ADVICE, find_images, is_image_file, windows_path
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class ManifestReport:
     object_id_inferred: bool = False
     object_ids_blank: int = 0  # rows of an object id column left empty: each its own object
     case_clashes: list[str] = field(default_factory=list)  # labels differing only in case, in words
-    beside_working_folder: list[str] = field(default_factory=list)  # missing paths found from the current folder
+    paths_hint: str = ""  # why the table's image paths cannot be read as written (``paths_hint``)
 
     def lines(self) -> list[str]:
         out = []
@@ -79,8 +79,8 @@ class ManifestReport:
         if urls:
             out.append(f"{len(urls)} listed image(s) are URLs, skipped: images are read from files; download them "
                        f"first: {first_names(urls, 5)}")
-        if self.beside_working_folder:
-            out.append(working_folder_hint(self.beside_working_folder, Path(self.source).parent.resolve()))
+        if self.paths_hint:
+            out.append(self.paths_hint)
         if self.object_id_inferred:
             out.append("no object id column: each image is treated as its own object")
         if self.object_ids_blank:
@@ -117,12 +117,12 @@ def carried_names(columns, reserved) -> dict[str, str]:
 
 
 def table_path(value: str, base: Path) -> str:
-    """A file path as a table gives it, resolved against the table's folder ``base`` (absolute paths
-    and URLs kept; surrounding spaces dropped). A relative path written with Windows separators
-    (``images\\ivory\\a.jpg``, a table made on Windows) is read with ``/`` when it does not exist as
-    written."""
+    """A file path as a table gives it, resolved against the table's folder ``base`` (absolute paths, URLs
+    and, on another system, Windows paths kept: ``images.windows_path``; surrounding spaces dropped). A
+    relative path written with Windows separators (``images\\ivory\\a.jpg``, a table made on Windows) is
+    read with ``/`` when it does not exist as written."""
     value = str(value).strip()
-    if not value or "://" in value:
+    if not value or "://" in value or windows_path(value):  # C:\photos\a.jpg is not base/C:\photos\a.jpg
         return value
     path = value if Path(value).is_absolute() else str(base / value)
     if "\\" in value and not Path(path).exists():
@@ -133,30 +133,35 @@ def table_path(value: str, base: Path) -> str:
     return path
 
 
-def beside_working_folder(values, base: Path, checked: int = 1000) -> tuple[list[str], int]:
-    """Relative image paths of a table that are missing beside the table (``base``, where they are read from)
-    but exist beside the current folder: a table written with paths from where its author stood. Returns
-    those paths and how many relative paths were checked (the first ``checked`` relative ones: a hint)."""
+def paths_hint(values, base: Path, checked: int = 1000) -> tuple[str, bool]:
+    """What keeps a table's image paths from being read, in words ("" when nothing), and whether it holds for
+    every path looked at (the table would be all errors): Windows paths on a machine that is not Windows
+    (``images.windows_path``), and relative paths missing beside the table (``base``, where they are read from)
+    but present beside the current folder (written from where the table's author stood). The first ``checked``
+    paths that are neither URLs nor absolute here are looked at: a hint, not a check of every row."""
     cwd = Path.cwd()
-    if cwd.resolve() == Path(base).resolve():
-        return [], 0
-    found, n = [], 0
+    elsewhere = cwd.resolve() != Path(base).resolve()
+    windows, beside, n = [], [], 0
     for value in values:
         value = str(value).strip()
         if not value or "://" in value or Path(value).is_absolute():
             continue
         n += 1
-        if not (Path(base) / value).exists() and (cwd / value).exists():
-            found.append(value)
+        if windows_path(value):
+            windows.append(value)
+        elif elsewhere and not (Path(base) / value).exists() and (cwd / value).exists():
+            beside.append(value)
         if n >= checked:
             break
-    return found, n
-
-
-def working_folder_hint(found: list[str], base: Path) -> str:
-    return (f"{len(found)} image path(s) are not beside the table but are beside the current folder (e.g. "
-            f"{found[0]}): a table's relative paths are read from its own folder ({base}); write them from there, "
-            "or as absolute paths")
+    said = []
+    if windows:
+        said.append(f"{len(windows)} image path(s) are Windows paths (e.g. {windows[0]}), which this machine "
+                    f"cannot open: {WINDOWS_PATH_ADVICE}")
+    if beside:
+        said.append(f"{len(beside)} image path(s) are not beside the table but are beside the current folder (e.g. "
+                    f"{beside[0]}): a table's relative paths are read from its own folder ({base}); write them from "
+                    "there, or as absolute paths")
+    return "; ".join(said), n > 0 and len(windows) + len(beside) == n
 
 
 def _read_table(path: Path) -> pd.DataFrame:
@@ -281,7 +286,7 @@ def _from_table(path: Path) -> tuple[pd.DataFrame, ManifestReport]:
     df = raw.copy()
     base = path.parent.resolve()
     df["path"] = [table_path(p, base) for p in raw[path_col].astype(str)]
-    report.beside_working_folder = beside_working_folder(raw[path_col].astype(str), base)[0]
+    report.paths_hint = paths_hint(raw[path_col].astype(str), base)[0]
     df["label"] = raw[label_col].astype(str).str.strip()
     if obj_col is None:
         report.object_id_inferred = True

@@ -1303,8 +1303,7 @@ def read_objects(source: str | Path) -> tuple[list[tuple[str, list[str], dict]],
     ``image_index``), not the object's: it is not kept, with a warning naming it. Returns ``(object_id,
     photos, metadata)`` in input order, and one line per row or file that cannot be used."""
     from ..data.images import find_images, is_image_file
-    from ..data.manifest import (ManifestError, _pick, _read_table, beside_working_folder, row_name, table_path,
-                                 working_folder_hint)
+    from ..data.manifest import ManifestError, _pick, _read_table, paths_hint, row_name, table_path
 
     source = Path(source)
     if not source.exists():
@@ -1341,11 +1340,11 @@ def read_objects(source: str | Path) -> tuple[list[tuple[str, list[str], dict]],
         raise RegisterError(str(exc)) from None
     meta_cols = [c for c in raw.columns if c not in (id_col, photo_col)]
     base = source.parent.resolve()
-    found, checked = beside_working_folder(raw[photo_col], base)  # as screen says of its tables
-    if found and len(found) == checked:
-        raise RegisterError(f"{source}: {working_folder_hint(found, base)}; nothing was imported")
-    if found:
-        problems.append(f"{source}: {working_folder_hint(found, base)}")
+    hint, every = paths_hint(raw[photo_col], base)  # as screen says of its tables
+    if every:
+        raise RegisterError(f"{source}: {hint}; nothing was imported")
+    if hint:
+        problems.append(f"{source}: {hint}")
     by_id: dict[str, tuple[list[str], dict]] = {}
     per_photo: dict[str, str] = {}  # column -> an object whose rows differ in it
     for i, row in enumerate(raw.itertuples(index=False)):
