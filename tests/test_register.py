@@ -1140,7 +1140,7 @@ def test_import_reports_a_photo_path_holding_a_nul_character_and_registers_the_r
     assert main(["-q", "register", "import", reg, str(table)]) == 3
     out, err = capsys.readouterr()
     assert "imported 1 photo(s), 1 new object(s) of the 2 in" in out
-    assert f"{tmp_path / 'a'}\0b.jpg: its path holds a NUL character" in err
+    assert f"{tmp_path / 'a'}\\x00b.jpg: its path holds a NUL character" in err  # control characters escaped
     assert [o["object_id"] for o in Register.open(reg).list()] == ["B"]
 
 
