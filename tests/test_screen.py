@@ -835,6 +835,12 @@ def test_chain_check_finds_edits_removals_insertions_and_old_records():
     assert chainlog.check(b"".join(lines[:3] + lines[4:]))["broken"] == [4]  # one removed
     assert chainlog.check(b"".join(lines[:2] + [b'{"n": 7}\n'] + lines[2:]))["broken"] == [3, 4]  # one inserted
     assert chainlog.check(b"".join(lines[:4]))["broken"] == []  # the tail cut: only a noted head tells
+    # the head cut (or a rotated log's later file): not a break inside it, said as its own finding
+    c = chainlog.check(b"".join(lines[2:]))
+    assert (c["broken"], c["continues"]) == ([], chainlog.line_hash(lines[1].rstrip(b"\n")))
+    c = chainlog.check(b"".join(lines[2:]), prev=chainlog.line_hash(lines[1].rstrip(b"\n")))  # after its file
+    assert (c["broken"], c["continues"], c["head"]) == ([], None, head)
+    assert chainlog.check(b"".join(lines[3:]), prev=chainlog.line_hash(lines[1].rstrip(b"\n")))["broken"] == [1]
     # records from before the chain, then linked ones continuing from the last of them
     old = b'{"n": "a"}\n{"n": "b"}\n'
     more, _ = chainlog.chained_lines([{"n": "c"}], chainlog.line_hash(b'{"n": "b"}'))
@@ -1634,6 +1640,42 @@ def test_screen_and_verify_commands_print_the_run_s_figures_and_at_most_20_missi
         shutil.copy(photo, folder / f"{i:02d}.jpg")
     assert main(["-q", "verify", str(out)]) == 1
     assert capsys.readouterr().err.splitlines() == named
+
+
+def test_a_rotated_audit_log_is_verified_as_one_chain_through_its_files(tmp_path, capsys):
+    """logrotate moves the server's audit log aside and the server goes on in a new file whose first record
+    links to the last of the old one: verified alone, that file was 'chain BROKEN' at line 1 (a false
+    alarm), and nothing verified the files together."""
+    from artsentry.serve.audit import AuditLog
+
+    log = AuditLog(tmp_path / "audit.log")
+    for i in range(3):
+        log.write("analyze", "127.0.0.1", n=i)
+    (tmp_path / "audit.log").rename(tmp_path / "audit.log.1")  # logrotate's move; the server goes on
+    for i in range(2):
+        log.write("analyze", "127.0.0.1", n=3 + i)
+    old, new = str(tmp_path / "audit.log.1"), str(tmp_path / "audit.log")
+    assert main(["verify", new]) == 1  # alone: its start is not in it, which is said (it may have been cut)
+    out = capsys.readouterr().out
+    assert "BROKEN" not in out and "audit.log: chain intact, 2 linked record(s)" in out
+    assert "its first record links to a record that is not in it: the records before it were removed, or it is " \
+           "a rotated log's later file" in out
+    assert main(["verify", old, new]) == 0
+    out = capsys.readouterr().out
+    assert "audit.log.1: chain intact, 3 linked record(s)" in out and "audit.log: chain intact, 2 linked" in out
+    old_head = out.splitlines()[1].split()[-1]
+    assert main(["verify", old, new, "--expect", old_head]) == 0
+    assert f"the head {old_head} stands for the first 3 record(s), up to audit.log.1: still there" in \
+        capsys.readouterr().out
+    assert main(["verify", new, old]) == 1  # the wrong order
+    assert "audit.log.1: its first record does not link to the last of audit.log: give the files oldest first" in \
+        capsys.readouterr().out
+    lines = Path(old).read_bytes().splitlines(keepends=True)
+    Path(old).write_bytes(lines[0] + lines[2])  # a record removed from the older file
+    assert main(["verify", old, new, "--expect", old_head]) == 1
+    assert "audit.log.1: chain BROKEN" in capsys.readouterr().out
+    assert main(["verify", old, str(tmp_path)]) == 1
+    assert "a folder; give a screening run's folder alone, or log files" in capsys.readouterr().err
 
 
 def test_verify_of_a_log_file_says_what_it_holds_besides_its_chain(tmp_path, capsys):

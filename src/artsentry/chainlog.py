@@ -72,17 +72,21 @@ def _parses(line: bytes) -> bool:
         return False
 
 
-def check(data: bytes) -> dict:
+def check(data: bytes, prev: str | None = None) -> dict:
     """Follow the chain through a log's bytes (an unterminated last line, a write cut short, is left
-    out). Returns ``records`` (well-formed lines), ``unchained`` (records before the first linked one:
-    written before the chain existed), ``bad_lines`` (1-based numbers of lines that are not JSON records),
-    ``broken`` (1-based line numbers where a record does not link to the record before it), ``head`` (the
-    hash of the last record) and ``hashes`` (each record's hash, in order)."""
+    out). ``prev``: the head of the file before it, for a log rotated into several files (its first record
+    must link to that). Returns ``records`` (well-formed lines), ``unchained`` (records before the first
+    linked one: written before the chain existed), ``bad_lines`` (1-based numbers of lines that are not JSON
+    records), ``broken`` (1-based line numbers where a record does not link to the record before it),
+    ``continues`` (without ``prev``, when the first record links to a record that is not in the data: the
+    last of a rotated log's earlier file, or removed; else None), ``head`` (the hash of the last record) and
+    ``hashes`` (each record's hash, in order)."""
     records = unchained = 0
     bad: list[int] = []
     broken: list[int] = []
     hashes: list[str] = []
-    expected = None  # the link the next record must carry, once the chain has begun
+    continues = None
+    expected = prev  # the link the next record must carry, once the chain has begun (or from the file before)
     lines = data.split(b"\n")[:-1]
     for number, line in enumerate(lines, 1):
         try:
@@ -96,14 +100,16 @@ def check(data: bytes) -> dict:
         link = rec.get(FIELD)
         if expected is None and link is None:
             unchained += 1
+        elif expected is None and not hashes and link != GENESIS:
+            continues = link
         elif link != (expected if expected is not None else (hashes[-1] if hashes else GENESIS)):
             broken.append(number)
         h = line_hash(line)
         hashes.append(h)
         if link is not None or expected is not None:
             expected = h
-    return {"records": records, "unchained": unchained, "bad_lines": bad, "broken": broken,
-            "head": hashes[-1] if hashes else GENESIS, "hashes": hashes}
+    return {"records": records, "unchained": unchained, "bad_lines": bad, "broken": broken, "continues": continues,
+            "head": hashes[-1] if hashes else prev or GENESIS, "hashes": hashes}
 
 
 def check_file(path: str | os.PathLike) -> dict:
@@ -111,10 +117,10 @@ def check_file(path: str | os.PathLike) -> dict:
     return check(Path(path).read_bytes())
 
 
-def report(data: bytes, expect: str | None = None) -> dict:
+def report(data: bytes, expect: str | None = None, prev: str | None = None) -> dict:
     """``check`` of a log's bytes without its per-record hashes; with ``expect`` (a head noted down
     earlier), ``expected``: how many records it stood for, still there unchanged (None: none)."""
-    result = check(data)
+    result = check(data, prev)
     if expect is not None:
         result["expected"] = find_head(result, expect)
     del result["hashes"]

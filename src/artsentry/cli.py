@@ -626,7 +626,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "log's head: the hash of its last record, which stands for every record up to it; note it "
                         "down, and --expect HEAD later shows whether those records are still there unchanged, also "
                         "after more were appended. Exit status 0 when all is as recorded, 1 otherwise.")
-    ve.add_argument("out", help="the screening run's --out folder, or a log file")
+    ve.add_argument("out", nargs="+", metavar="OUT", help="the screening run's --out folder, or a log file; or the "
+                    "files of a rotated log, oldest first (audit.log.2 audit.log.1 audit.log): one chain through them")
     ve.add_argument("--refetch", action="store_true", help="fetch again the photos screened by URL without a kept "
                     "copy (screen --fetch-urls without --keep-fetched) and compare them: is the listing still showing "
                     "what was screened, another photo, a placeholder (one image now shown under listings that showed "
@@ -1318,38 +1319,84 @@ def cmd_screen(a) -> int:
 
 
 def cmd_verify(a) -> int:
-    from . import chainlog
-
-    path = Path(a.out)
-    if path.is_file():  # a log: its chain only
-        if not path.stat().st_size:
-            raise ValueError(f"{path}: empty")
+    paths = [Path(p) for p in a.out]
+    if len(paths) > 1 or paths[0].is_file():  # logs: their chain only
         if a.refetch or a.fetch_private:
             raise ValueError("--refetch and --fetch-private check a screening run's photos: give its folder")
-        chain, name, failed = chainlog.report(path.read_bytes(), a.expect), path.name, False
+        return 1 if _verify_logs(paths, a.expect) else 0
+    path = paths[0]
+    if a.fetch_private and not a.refetch:
+        raise ValueError("--fetch-private applies to the photos --refetch fetches: give it too")
+    from .screen import EVIDENCE, verify_run
+
+    v = verify_run(path, progress=not a.quiet, expect=a.expect, refetch=a.refetch, fetch_private=a.fetch_private)
+    again = (f", gone {v['gone']}, placeholder {v['placeholder']}, unreachable {v['unreachable']}" if a.refetch
+             else "")
+    print(f"{v['verified']} of {v['records']} photo(s) hash as screened; changed {v['changed']}, missing "
+          f"{v['missing']}{again}, fetched and not kept {v['not_kept']}, unreadable then {v['unread']}")
+    for what in ("changed", "missing", "gone", "placeholder", "unreachable"):
+        if f"{what}_photos" not in v:
+            continue
+        for p in v[f"{what}_photos"][:20]:
+            print(f"{what}: {p}", file=sys.stderr)
+        if len(v[f"{what}_photos"]) > 20:
+            print(f"... and {len(v[f'{what}_photos']) - 20} more {what}", file=sys.stderr)
+    print(f"{EVIDENCE} sha256 {v['evidence_sha256']}")
+    chain, name, failed = v["chain"], EVIDENCE, bool(v["changed"] or v["missing"] or v.get("gone")
+                                                     or v.get("placeholder"))
+    return 1 if _print_chain(chain, name, a.expect) or failed else 0
+
+
+def _verify_logs(paths: list[Path], expect: str | None) -> bool:
+    """``verify`` of log files: each one's chain, the first record of each after the first linked to the
+    last of the one before (a log rotated into several files, oldest first). True when something is not as
+    recorded."""
+    from . import chainlog
+
+    checked, prev = [], None
+    for path in paths:
+        if path.is_dir():
+            raise ValueError(f"{path}: a folder; give a screening run's folder alone, or log files")
+        if not path.is_file():
+            raise ValueError(f"{path}: no such file")
+        data = path.read_bytes()
+        if not data:
+            raise ValueError(f"{path}: empty")
+        chain = chainlog.check(data, prev)
         if not chain["records"]:  # a mistyped name (a CSV, the server's config) is not a log that checks out
             raise ValueError(f"{path}: not an audit or evidence log: it holds no JSON record")
-    else:
-        if a.fetch_private and not a.refetch:
-            raise ValueError("--fetch-private applies to the photos --refetch fetches: give it too")
-        from .screen import EVIDENCE, verify_run
-
-        v = verify_run(path, progress=not a.quiet, expect=a.expect, refetch=a.refetch, fetch_private=a.fetch_private)
-        again = (f", gone {v['gone']}, placeholder {v['placeholder']}, unreachable {v['unreachable']}" if a.refetch
-                 else "")
-        print(f"{v['verified']} of {v['records']} photo(s) hash as screened; changed {v['changed']}, missing "
-              f"{v['missing']}{again}, fetched and not kept {v['not_kept']}, unreadable then {v['unread']}")
-        for what in ("changed", "missing", "gone", "placeholder", "unreachable"):
-            if f"{what}_photos" not in v:
-                continue
-            for p in v[f"{what}_photos"][:20]:
-                print(f"{what}: {p}", file=sys.stderr)
-            if len(v[f"{what}_photos"]) > 20:
-                print(f"... and {len(v[f'{what}_photos']) - 20} more {what}", file=sys.stderr)
-        print(f"{EVIDENCE} sha256 {v['evidence_sha256']}")
-        chain, name, failed = v["chain"], EVIDENCE, bool(v["changed"] or v["missing"] or v.get("gone")
-                                                         or v.get("placeholder"))
-    return 1 if _print_chain(chain, name, a.expect) or failed else 0
+        checked.append((path, chain))
+        prev = chain["head"]
+    if len(checked) == 1:
+        path, chain = checked[0]
+        if expect is not None:
+            chain["expected"] = chainlog.find_head(chain, expect)
+        return _print_chain(chain, path.name, expect)
+    bad = False
+    for i, (path, chain) in enumerate(checked):
+        bad |= _print_chain(chain, path.name, None)
+        first = next(n for n in range(1, len(chain["bad_lines"]) + 2) if n not in chain["bad_lines"])  # its line
+        if i and chain["broken"] and chain["broken"][0] == first:
+            print(f"{path.name}: its first record does not link to the last of {checked[i - 1][0].name}: give the "
+                  "files oldest first, none missing between them")
+    if expect is not None:  # the records a head stood for, in whichever file they end
+        before, found = 0, None
+        for path, chain in checked:
+            n = chainlog.find_head(chain, expect)
+            if n is not None:
+                found = (before + n, path.name)
+                break
+            if chain["broken"] or chain["continues"]:
+                break  # a head past a break stands for records no longer as they were
+            before += chain["records"]
+        if found is None:
+            print(f"the head {expect} stands for no record of these logs as they are now: the records it stood for "
+                  "were changed or removed, or it is another log's")
+            bad = True
+        else:
+            print(f"the head {expect} stands for the first {found[0]} record(s), up to {found[1]}: still there, "
+                  "unchanged")
+    return bad
 
 
 def _print_chain(c: dict, name: str, expect: str | None) -> bool:
@@ -1365,6 +1412,11 @@ def _print_chain(c: dict, name: str, expect: str | None) -> bool:
         print(f"{name}: chain intact, {linked} linked record(s)")
     else:
         print(f"{name}: no linked records (written before records were chained)")
+    if c["continues"]:
+        print(f"{name}: its first record links to a record that is not in it: the records before it were removed, or "
+              "it is a rotated log's later file: verify it after the earlier ones, oldest first (artsentry verify "
+              f"LOG.1 LOG)")
+        bad = True
     if c["unchained"] and linked:
         print(f"{name}: the first {c['unchained']} record(s) were written before records were chained: they do not "
               "link to each other (the chain covers only the last of them)")
