@@ -130,6 +130,20 @@ def test_progress_bars_draw_through_the_escaping_stream_as_before():
     assert "\x1b[2K" not in evil.getvalue() and "x\\x1b[2K\\ry" in evil.getvalue()
 
 
+def test_a_name_the_terminals_encoding_lacks_is_written_as_its_escape():
+    """On a terminal or file in ASCII or Latin-1 (LANG=en_US.ISO-8859-1), predict of a photo named 象牙.jpg
+    ended at its line: "error: 'ascii' codec can't encode characters", the photo's result unprinted."""
+    import io
+
+    from artsentry.cli import _Shown
+
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(raw, encoding="ascii", newline="")
+    _Shown(stream).write("/photos/象牙-ivoire.jpg\tivory\n")
+    stream.flush()
+    assert raw.getvalue() == b"/photos/\\u8c61\\u7259-ivoire.jpg\tivory\n"
+
+
 def test_predict_with_a_multiclass_model_prints_the_label_and_its_probability(culture_model_dir, culture_dataset,
                                                                               capsys):
     """A culture model has no positive class and no threshold: each line is the photo, its likeliest label

@@ -1633,19 +1633,27 @@ class _Shown:
     names, listing ids, titles and object ids come from outside (a seized drive, a marketplace scrape), and
     one holding ESC [ 8 m hid the rest of its line in the analyst's terminal ("... ivory  FLAG" unseen);
     others move the cursor, erase lines, set the window title or the clipboard (OSC 52). ``progress``: the
-    stream progress bars draw on, which keeps their carriage returns and cursor moves."""
+    stream progress bars draw on, which keeps their carriage returns and cursor moves. A character the
+    stream's encoding lacks is written as its escape too."""
 
     def __init__(self, stream, progress: bool = False):
         self._stream, self._progress = stream, progress
 
     def write(self, text: str) -> int:
         if self._progress and _BAR_MOVE.fullmatch(text):
-            return self._stream.write(text)
+            return self._put(text)
         if self._progress:  # a carriage return at the write's either end only: a bar's, not a name's
             start = "\r" if text.startswith("\r") else ""
             end = "\r" if text.endswith("\r") and len(text) > len(start) else ""
-            return self._stream.write(start + _escaped(text[len(start):len(text) - len(end)]) + end)
-        return self._stream.write(_escaped(text))
+            return self._put(start + _escaped(text[len(start):len(text) - len(end)]) + end)
+        return self._put(_escaped(text))
+
+    def _put(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except UnicodeEncodeError:  # a terminal or file in an encoding without them (LANG=en_US.ISO-8859-1):
+            encoding = self._stream.encoding  # "象牙.jpg" as \u8c61\u7259.jpg, not the command's end
+            return self._stream.write(text.encode(encoding, "backslashreplace").decode(encoding))
 
     def __getattr__(self, name):  # flush, fileno, isatty, encoding...: the stream's own
         return getattr(self._stream, name)
