@@ -165,6 +165,34 @@ def test_size_limits(tmp_path):
                               "(possible decompression bomb)")
 
 
+def _jpeg_claiming(width: int, height: int) -> bytes:
+    """A small JPEG whose frame header claims ``width`` x ``height`` pixels (its data ends long before)."""
+    data = bytearray(jpeg_bytes(object_photo((10, 10, 10), size=(64, 64))))
+    sof = data.find(b"\xff\xc0")
+    data[sof + 5:sof + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(data)
+
+
+def test_a_large_jpeg_read_at_draft_scale_is_read_and_a_bomb_still_refused():
+    """A phone's 108 or 200 megapixel photo, a museum's master scan: refused as a possible decompression bomb
+    over 64 megapixels, although read at draft scale (1/8 of its sides) it decodes in the memory of a photo 64
+    times smaller. A JPEG read so may claim four times the limit; what is decoded stays within it."""
+    phone = _jpeg_claiming(12000, 9000)  # 108 megapixels
+    img = load_image(phone, name="phone.jpg", draft_size=(512, 512))
+    assert img.size == (1500, 1125) and img.info["source_size"] == (12000, 9000)
+    with pytest.raises(ImageLoadError, match=r"phone.jpg: image claims 108 megapixels, over the 64 megapixel limit "
+                                              r"\(possible decompression bomb\)$"):
+        load_image(phone, name="phone.jpg")  # read whole: as before
+    with pytest.raises(ImageLoadError, match=r"image claims 12000x9000 pixels, over the 64 megapixel limit at the "
+                                              r"size it is read$"):
+        load_image(phone, name="phone.jpg", draft_size=(9000, 9000))  # a draft that would decode most of it
+    with pytest.raises(ImageLoadError, match=r"image claims 20000x20000 pixels, over the 256 megapixel limit of a "
+                                              r"JPEG \(possible decompression bomb\)$"):
+        load_image(_jpeg_claiming(20000, 20000), draft_size=(512, 512))
+    with pytest.raises(ImageLoadError, match="over the 64 megapixel limit"):  # not a JPEG: no draft scale
+        load_image(bomb_png(10000, 8000), draft_size=(512, 512))
+
+
 def test_sizes_are_said_in_decimal_units():
     assert [describe_size(n) for n in (0, 9_999, 10_000, 48_250, 999_949, 999_950, 50_000_000, 60_512_345)] == [
         "0 bytes", "9,999 bytes", "10.0 kB", "48.2 kB", "999.9 kB", "1.0 MB", "50.0 MB", "60.5 MB"]

@@ -216,7 +216,7 @@ def image_urls(record: dict, which: str, size: str) -> list[str]:
 
 def _validate_image(data: bytes) -> None:
     try:
-        load_image(data, name="download")
+        load_image(data, name="download", draft_size=(512, 512))  # a JPEG checked at draft scale, as it is read
     except ImageLoadError as exc:
         raise ValueError(exc.reason) from None
 

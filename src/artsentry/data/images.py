@@ -49,8 +49,11 @@ log = logging.getLogger(__name__)
 
 #: 50 MB (decimal, as every size artsentry prints): larger than any photo a listing or museum serves.
 DEFAULT_MAX_BYTES = 50_000_000
-#: 64 megapixels: e.g. 8000 x 8000. Larger claims are refused before decoding.
+#: 64 megapixels: e.g. 8000 x 8000. Larger claims are refused before decoding (a JPEG read at draft scale may
+#: claim DRAFT_JPEG_FACTOR times more: it decodes smaller).
 DEFAULT_MAX_PIXELS = 64_000_000
+#: how many times ``max_pixels`` a JPEG may claim when it is read at draft scale (``load_image``)
+DRAFT_JPEG_FACTOR = 4
 
 #: 32 px: a side shorter than this is a tracking pixel, a spacer or an icon, not a photo of an
 #: object; a prediction on it would be noise in a review queue. Photos from 32 px up are read
@@ -407,22 +410,30 @@ def load_image(
             # unattributed between its progress lines; a picture that does not decode raises below
             warnings.simplefilter("ignore", UserWarning)
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+            img = _open(data, draftable=draft_size is not None)
             width, height = img.size
             if width <= 0 or height <= 0:
                 raise ImageLoadError(name, f"invalid image size {width}x{height}")
-            if width * height > max_pixels:
-                raise ImageLoadError(
-                    name,
-                    f"image claims {width}x{height} pixels, over the {max_pixels / 1e6:.0f} megapixel limit "
-                    "(possible decompression bomb)",
-                )
             if min(width, height) < min_side:
                 raise ImageLoadError(
                     name, f"image is {width}x{height} pixels, too small to judge (under {min_side} px on a side)"
                 )
-            if draft_size is not None and img.format == "JPEG":
+            # a JPEG read at draft scale decodes at down to 1/8 of its sides, in that much less memory and time:
+            # a phone's 108 or 200 megapixel photo, a museum's master, are read (up to DRAFT_JPEG_FACTOR times
+            # the limit); whatever is decoded stays within it
+            drafted = draft_size is not None and img.format == "JPEG"
+            limit = max_pixels * (DRAFT_JPEG_FACTOR if drafted else 1)
+            if width * height > limit:
+                raise ImageLoadError(
+                    name,
+                    f"image claims {width}x{height} pixels, over the {limit / 1e6:.0f} megapixel limit "
+                    f"{'of a JPEG ' if drafted else ''}(possible decompression bomb)",
+                )
+            if drafted:
                 img.draft("RGB", draft_size)
+                if img.size[0] * img.size[1] > max_pixels:  # a draft size asking for most of a large photo
+                    raise ImageLoadError(name, f"image claims {width}x{height} pixels, over the "
+                                               f"{max_pixels / 1e6:.0f} megapixel limit at the size it is read")
             img.load()
             # an animated GIF/WebP, a multi-page TIFF; not a camera's MPO JPEG, whose second image is
             # a preview or the other half of a stereo pair of the same scene
@@ -462,6 +473,20 @@ def load_image(
         detail = str(exc).splitlines()[0] if str(exc) else ""
         raise ImageLoadError(name, f"corrupt image data (the decoder failed: {type(exc).__name__}"
                                    f"{': ' + detail if detail else ''})") from None
+
+
+def _open(data: bytes, draftable: bool) -> Image.Image:
+    """``Image.open`` of ``data``; a JPEG to be read at draft scale is opened past Pillow's own pixel limit
+    (``MAX_IMAGE_PIXELS``, 89 megapixels, which it checks on the size a file claims), since ``load_image`` checks
+    the size it will decode. Pillow's limit is left as it is for any other code in the process."""
+    try:
+        return Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        if not (draftable and data[:3] == b"\xff\xd8\xff"):
+            raise
+    from PIL import JpegImagePlugin
+
+    return JpegImagePlugin.JpegImageFile(io.BytesIO(data))  # as Image.open makes it, without that check
 
 
 def _frame_count(img: Image.Image) -> int:

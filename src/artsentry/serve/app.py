@@ -699,7 +699,8 @@ def create_app(settings: ServeSettings, analyzer: Analyzer | None = None) -> Fas
             for i, (data, kind) in enumerate(photos):
                 try:  # refuse the whole request before the register changes
                     load_image(data, name=f"photo {i + 1}", max_bytes=settings.max_upload_bytes,
-                               max_pixels=settings.max_pixels)
+                               max_pixels=settings.max_pixels,  # read as the register will read it
+                               draft_size=analyzer.register.embedder.preprocessing.draft_size)
                 except ImageLoadError as exc:
                     raise _error(422, f"photo {i + 1} cannot be used: {exc.reason}") from None
             meta = {"title": title, "department": department, "source": source, "status": status}
