@@ -1491,6 +1491,21 @@ def test_an_import_table_of_paths_from_the_working_folder_is_said_to_be_so(tmp_p
         read_objects(table)
 
 
+def test_a_catalogue_with_several_photo_columns_registers_every_photo_of_a_row(tmp_path, photos):
+    """A catalogue naming an object's photos in image1, image2...: it was refused ("no photo column"), and
+    one with image and image2 registered the image alone, without a word."""
+    from artsentry.index.register import read_objects
+
+    (a1, a2), (b1, _) = photos["A"][0][:2], photos["B"][0][:2]
+    table = tmp_path / "catalogue.csv"
+    table.write_text(f"object_id,title,image1,image2\nA,comb,{a1},{a2}\nB,box,{b1},\nC,none,,\n")
+    objects, problems = read_objects(table)
+    assert [(o, p, m.get("title")) for o, p, m in objects] == [("A", [a1, a2], "comb"), ("B", [b1], "box")]
+    assert problems == [f"{table} line 4: no photo: skipped"]
+    table.write_text(f"object_id,photo,photo_2\nA,{a1},{a2}\n")
+    assert read_objects(table)[0] == [("A", [a1, a2], {})]
+
+
 def test_ids_that_differ_only_in_how_accents_are_encoded_are_one_id(tmp_path, photos, caplog):
     """'Musée-1' typed (composed, NFC) and the same id from a folder name on a Mac (decomposed, NFD) were two
     objects: the one registered from the folder could not be fetched or removed by the id as typed."""

@@ -1279,6 +1279,42 @@ def test_read_listings_folder_and_jsonl(tmp_path, synthetic_dataset):
         read_listings(bad)
 
 
+def test_a_table_with_several_photo_columns_screens_every_photo_of_a_row(tmp_path, model_dir):
+    """An Etsy export names a listing's photos in IMAGE1 ... IMAGE10: it was refused ("no image column"); a
+    table with image and image2 had only its image screened, image2 carried as text without a word. Each
+    photo is now a row of its listing; a cell of URLs separated by "|" (eBay's PicURL) is as many photos."""
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    for n, colour in enumerate(((120, 80, 40), (40, 80, 120), (80, 120, 40))):
+        object_photo(colour, size=(120, 90)).save(pics / f"{n}.jpg")
+    etsy = tmp_path / "etsy.csv"
+    pd.DataFrame({"TITLE": ["tusk", "box", "comb"], "IMAGE1": ["pics/0.jpg", "pics/2.jpg", ""],
+                  "IMAGE10": ["", "", ""], "IMAGE2": ["pics/1.jpg", "", ""], "listing_id": ["L1", "L2", "L3"]}
+                 ).to_csv(etsy, index=False)
+    df = read_listings(etsy)
+    assert list(df.columns) == ["listing_id", "image", "TITLE"]
+    assert df["listing_id"].tolist() == ["L1", "L1", "L2", "L3"]  # L3 names no photo: its row stays, an error
+    assert df["image"].tolist() == [str(pics / "0.jpg"), str(pics / "1.jpg"), str(pics / "2.jpg"), ""]
+    assert df["TITLE"].tolist() == ["tusk", "tusk", "box", "comb"]
+    out = tmp_path / "out"
+    Screener(model_dir, progress=False).run(etsy, out)
+    listings = pd.read_csv(out / "listings.csv").set_index("listing_id")
+    assert listings.loc["L1", "photos"] == 2 and listings.loc["L3", "status"] == "not screened"
+    both = tmp_path / "both.csv"
+    pd.DataFrame({"image": ["pics/0.jpg"], "image_2": ["pics/1.jpg"], "PicURL": ["x"]}).to_csv(both, index=False)
+    assert read_listings(both)["image"].tolist() == [str(pics / "0.jpg"), str(pics / "1.jpg")]
+    ebay = tmp_path / "ebay.csv"
+    pd.DataFrame({"id": ["E1", "E2"], "url": ["https://i.example/a.jpg|https://i.example/b.jpg", "c|d.jpg"]}
+                 ).to_csv(ebay, index=False)
+    df = read_listings(ebay)  # a path holding "|" is one path
+    assert df[["listing_id", "image"]].values.tolist() == [
+        ["E1", "https://i.example/a.jpg"], ["E1", "https://i.example/b.jpg"], ["E2", str(tmp_path / "c|d.jpg")]]
+    (tmp_path / "bad.csv").write_text("a\n1\n")
+    with pytest.raises(ScreenError, match=r"no image column; expected one of image, .*, or numbered ones such as "
+                                          r"image1, image2 \(found: a\)"):
+        read_listings(tmp_path / "bad.csv")
+
+
 def test_what_read_listings_refuses_and_the_ids_of_a_table_without_an_id_column(tmp_path, synthetic_dataset):
     """A folder with no image, or only images whose names are not UTF-8, is refused naming why; a table with
     no id column makes each row a listing, numbered from 0 as rows are."""

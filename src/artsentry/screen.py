@@ -65,7 +65,8 @@ from tqdm.auto import tqdm
 from . import __version__, chainlog
 from .data.dataset import make_loader
 from .data.images import ImageLoadError, find_images, image_format, load_image, read_image_bytes
-from .data.manifest import TABLE_SUFFIXES, ManifestError, _pick, _read_table, carried_names, paths_hint, table_path
+from .data.manifest import (TABLE_SUFFIXES, ManifestError, _pick, _read_table, carried_names, paths_hint, photo_columns,
+                            photos_in, table_path)
 from .data.quality import assess_quality, quality_warnings, warnings_text
 from .data.transforms import eval_transform
 from .errors import ArtsentryError
@@ -134,7 +135,7 @@ def read_listings(source: str | Path, group_folders: bool = False, skip: Sequenc
         raise ScreenError(f"{source}: give a folder of images or a {', '.join(TABLE_SUFFIXES)} table of listings")
     try:
         raw = _read_table(source)
-        image_col = _pick(raw.columns, IMAGE_COLUMNS, "image", str(source))
+        image_cols = photo_columns(raw.columns, IMAGE_COLUMNS, "image", str(source))
     except ManifestError as exc:
         raise ScreenError(str(exc)) from None
     if raw.empty:
@@ -148,15 +149,22 @@ def read_listings(source: str | Path, group_folders: bool = False, skip: Sequenc
         if missing:
             log.warning("%s: %d row(s) without a %s: each is its own listing, named '(no id, row N)'", source,
                         missing, id_col)
-    hint, every = paths_hint(raw[image_col], base)
+    photos = [photos_in(v, image_cols) for v in raw[image_cols].to_dict("records")]
+    if len(image_cols) > 1 or any(len(p) > 1 for p in photos):  # several photos a row (IMAGE1...IMAGE10): a row each
+        rows = [i for i, p in enumerate(photos) for _ in (p or [""])]  # a row naming none stays, as its error
+        images = [x for p in photos for x in (p or [""])]
+        raw, ids = raw.iloc[rows].reset_index(drop=True), [ids[i] for i in rows]
+    else:
+        images = list(raw[image_cols[0]])
+    hint, every = paths_hint(images, base)
     if every:  # every photo would be an error, in a run's evidence for good
         raise ScreenError(f"{source}: {hint}; nothing was screened")
     if hint:
         log.warning("%s: %s", source, hint)
     # a title "=HYPERLINK(...)" is written "'=HYPERLINK(...)" (formula_as_text): read back as it was given
     out = pd.DataFrame({"listing_id": [formula_from_text(v) for v in ids],
-                        "image": [table_path(p, base) for p in raw[image_col]]})
-    rest = raw.drop(columns=[c for c in (id_col, image_col) if c]).map(formula_from_text)
+                        "image": [table_path(p, base) for p in images]})
+    rest = raw.drop(columns=[c for c in (id_col, *image_cols) if c]).map(formula_from_text)
     return pd.concat([out, rest.rename(columns=carried_names(rest.columns, OUTPUT_COLUMNS))], axis=1)
 
 

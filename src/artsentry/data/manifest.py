@@ -101,6 +101,40 @@ def _pick(columns, candidates, what: str, source: str, required: bool = True):
     return None
 
 
+_NUMBERED = re.compile(r"(.+?)[ _-]?(\d+)")
+
+
+def photo_columns(columns, candidates, what: str, source: str) -> list[str]:
+    """A table's photo column and the columns numbering it, for a table with several photos per row (an
+    Etsy export's IMAGE1 ... IMAGE10, a catalogue's image, image2, image_3): the first of ``candidates``
+    found (any case) with its numbered columns, the bare one first, then by number; or the numbered columns
+    of the first candidate that has some (image_1, image_2). ``ManifestError`` when none is found."""
+    def number(column) -> int:
+        return int(_NUMBERED.fullmatch(str(column).strip().lower()).group(2))
+
+    for cand in candidates:
+        cand = cand.lower()
+        bare = [c for c in columns if str(c).lower() == cand]
+        numbered = [c for c in columns if (m := _NUMBERED.fullmatch(str(c).strip().lower())) and m.group(1) == cand]
+        if bare or numbered:
+            return bare[:1] + sorted(numbered, key=number)
+    raise ManifestError(f"{source}: no {what} column; expected one of {', '.join(candidates)}, or numbered ones such "
+                        f"as {candidates[0]}1, {candidates[0]}2 (found: {', '.join(map(str, columns))})")
+
+
+def photos_in(values: dict, columns: list[str]) -> list[str]:
+    """The photos one row names in ``columns`` (``photo_columns``), empty cells left out; a cell holding several
+    URLs separated by "|" (eBay's PicURL) is as many photos."""
+    from ..fetch import is_http_url
+
+    out = []
+    for column in columns:
+        value = str(values[column]).strip()
+        parts = [p.strip() for p in value.split("|")]
+        out += [p for p in parts if p] if len(parts) > 1 and all(is_http_url(p) for p in parts if p) else [value]
+    return [p for p in out if p]
+
+
 def carried_names(columns, reserved) -> dict[str, str]:
     """Renames for the input columns a table carries into an output beside columns of its own
     (``reserved``): each input column of a reserved name becomes ``input_<name>``

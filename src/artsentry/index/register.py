@@ -1303,7 +1303,8 @@ def read_objects(source: str | Path) -> tuple[list[tuple[str, list[str], dict]],
     ``image_index``), not the object's: it is not kept, with a warning naming it. Returns ``(object_id,
     photos, metadata)`` in input order, and one line per row or file that cannot be used."""
     from ..data.images import find_images, is_image_file
-    from ..data.manifest import ManifestError, _pick, _read_table, paths_hint, row_name, table_path
+    from ..data.manifest import (ManifestError, _pick, _read_table, paths_hint, photo_columns, photos_in, row_name,
+                                 table_path)
 
     source = Path(source)
     if not source.exists():
@@ -1335,22 +1336,22 @@ def read_objects(source: str | Path) -> tuple[list[tuple[str, list[str], dict]],
     try:
         raw = _read_table(source)
         id_col = _pick(raw.columns, OBJECT_ID_COLUMNS, "object id", str(source))
-        photo_col = _pick(raw.columns, PHOTO_COLUMNS, "photo", str(source))
+        photo_cols = photo_columns(raw.columns, PHOTO_COLUMNS, "photo", str(source))  # image, image2... too
     except ManifestError as exc:
         raise RegisterError(str(exc)) from None
-    meta_cols = [c for c in raw.columns if c not in (id_col, photo_col)]
+    meta_cols = [c for c in raw.columns if c != id_col and c not in photo_cols]
     base = source.parent.resolve()
-    hint, every = paths_hint(raw[photo_col], base)  # as screen says of its tables
+    records = [dict(zip(raw.columns, row)) for row in raw.itertuples(index=False)]
+    hint, every = paths_hint([p for values in records for p in photos_in(values, photo_cols)], base)  # as screen
     if every:
         raise RegisterError(f"{source}: {hint}; nothing was imported")
     if hint:
         problems.append(f"{source}: {hint}")
     by_id: dict[str, tuple[list[str], dict]] = {}
     per_photo: dict[str, str] = {}  # column -> an object whose rows differ in it
-    for i, row in enumerate(raw.itertuples(index=False)):
-        values = dict(zip(raw.columns, row))
-        object_id, photo = object_key(values[id_col]), values[photo_col].strip()
-        if not object_id or not photo:
+    for i, values in enumerate(records):
+        object_id, named = object_key(values[id_col]), photos_in(values, photo_cols)
+        if not object_id or not named:
             problems.append(f"{source} {row_name(source, i)}: no {'object id' if not object_id else 'photo'}: skipped")
             continue
         try:
@@ -1358,11 +1359,13 @@ def read_objects(source: str | Path) -> tuple[list[tuple[str, list[str], dict]],
         except RegisterError as exc:
             problems.append(f"{source} {row_name(source, i)}: {exc}: skipped")
             continue
-        if "://" in photo:
+        urls = [p for p in named if "://" in p]
+        for photo in urls:
             problems.append(f"{source} {row_name(source, i)}: {photo}: photos are read from files; download it first")
+        if len(urls) == len(named):
             continue
         photos, meta = by_id.setdefault(object_id, ([], {}))
-        photos.append(table_path(photo, base))
+        photos += [table_path(p, base) for p in named if "://" not in p]
         for c in meta_cols:
             key = c.lower() if c.lower() in META_FIELDS else c
             value = values[c].strip()
