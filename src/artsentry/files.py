@@ -141,17 +141,18 @@ def formula_from_text(value):
     return value
 
 
-def write_csv_atomic(table, path: str | Path, *, formulas_as_text: bool = False) -> None:
+def write_csv_atomic(table, path: str | Path, *, for_spreadsheets: bool = False) -> None:
     """Write a pandas table as CSV, without its index, at ``path`` through ``atomic_path``.
-    ``formulas_as_text``: every text cell through ``formula_as_text``, for tables carrying values from
-    outside (listings scraped from a marketplace) that people open in a spreadsheet."""
-    if formulas_as_text:
+    ``for_spreadsheets``, for tables people open in Excel that carry values from outside (listings scraped
+    from a marketplace): every text cell through ``formula_as_text``, and a UTF-8 byte-order mark first,
+    without which Excel reads the file in the PC's legacy code page ("ivoire sculptÃ©", "è±¡ç‰™")."""
+    if for_spreadsheets:
         table = table.copy()
         for i, dtype in enumerate(table.dtypes):
             if dtype.kind == "O":  # object, or pandas' str: numbers and flags cannot be formulas
                 table.isetitem(i, table.iloc[:, i].map(formula_as_text))
     with atomic_path(path) as tmp:
-        table.to_csv(tmp, index=False)
+        table.to_csv(tmp, index=False, encoding="utf-8-sig" if for_spreadsheets else "utf-8")
 
 
 LOCK_NAME = ".artsentry.lock"

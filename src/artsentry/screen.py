@@ -1070,19 +1070,19 @@ def write_outputs(records: list[dict], listings: pd.DataFrame, out: Path, carrie
             if path is not None:
                 kept[r["row"]] = str(path)
         table.insert(table.columns.get_loc("error"), "kept_file", [kept.get(row, "") for row in table["row"]])
-    write_csv_atomic(table, out / "results.csv", formulas_as_text=True)
+    write_csv_atomic(table, out / "results.csv", for_spreadsheets=True)
     queue = [r for r in records if r["error"] is None
              and (r.get("flagged") or r.get("matched") or (review_weak and quality_warnings(r.get("quality"))))]
     queue.sort(key=_priority)
     qrows = {r["row"]: i for i, r in enumerate(queue)}
     qtable = table.set_index("row").loc[list(qrows)].reset_index()
     qtable.insert(0, "rank", range(1, len(qtable) + 1))
-    write_csv_atomic(qtable, out / "queue.csv", formulas_as_text=True)
+    write_csv_atomic(qtable, out / "queue.csv", for_spreadsheets=True)
     # each with its listing's columns (title, seller...): a table that `screen` takes as it is, to try them again
     write_csv_atomic(table[table["error"].notna()][["row", "listing_id", "image", *carried, "error"]],
-                     out / "errors.csv", formulas_as_text=True)
+                     out / "errors.csv", for_spreadsheets=True)
     per_listing = listing_rollup(table, carried, review_weak=review_weak)
-    write_csv_atomic(per_listing, out / "listings.csv", formulas_as_text=True)
+    write_csv_atomic(per_listing, out / "listings.csv", for_spreadsheets=True)
     about = describe_run(records, source)
     write_queue_html(queue, per_listing.loc[per_listing["review"], "listing_id"].tolist(), out / "queue.html",
                      carried, overlay=overlay, shared=shared_by_row, kept=kept, about=about)
