@@ -117,10 +117,10 @@ def check_file(path: str | os.PathLike) -> dict:
     return check(Path(path).read_bytes())
 
 
-def report(data: bytes, expect: str | None = None, prev: str | None = None) -> dict:
+def report(data: bytes, expect: str | None = None) -> dict:
     """``check`` of a log's bytes without its per-record hashes; with ``expect`` (a head noted down
     earlier), ``expected``: how many records it stood for, still there unchanged (None: none)."""
-    result = check(data, prev)
+    result = check(data)
     if expect is not None:
         result["expected"] = find_head(result, expect)
     del result["hashes"]

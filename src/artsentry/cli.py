@@ -1375,8 +1375,8 @@ def _verify_logs(paths: list[Path], expect: str | None) -> bool:
     bad = False
     for i, (path, chain) in enumerate(checked):
         bad |= _print_chain(chain, path.name, None)
-        first = next(n for n in range(1, len(chain["bad_lines"]) + 2) if n not in chain["bad_lines"])  # its line
-        if i and chain["broken"] and chain["broken"][0] == first:
+        first_line = next(n for n in range(1, len(chain["bad_lines"]) + 2) if n not in chain["bad_lines"])
+        if i and chain["broken"] and chain["broken"][0] == first_line:  # its first record
             print(f"{path.name}: its first record does not link to the last of {checked[i - 1][0].name}: give the "
                   "files oldest first, none missing between them")
     if expect is not None:  # the records a head stood for, in whichever file they end

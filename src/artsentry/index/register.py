@@ -1342,16 +1342,17 @@ def read_objects(source: str | Path) -> tuple[list[tuple[str, list[str], dict]],
     meta_cols = [c for c in raw.columns if c != id_col and c not in photo_cols]
     base = source.parent.resolve()
     records = [dict(zip(raw.columns, row)) for row in raw.itertuples(index=False)]
-    hint, every = paths_hint([p for values in records for p in photos_in(values, photo_cols)], base)  # as screen
+    named = [photos_in(values, photo_cols) for values in records]
+    hint, every = paths_hint([p for photos in named for p in photos], base)  # as screen says of its tables
     if every:
         raise RegisterError(f"{source}: {hint}; nothing was imported")
     if hint:
         problems.append(f"{source}: {hint}")
     by_id: dict[str, tuple[list[str], dict]] = {}
     per_photo: dict[str, str] = {}  # column -> an object whose rows differ in it
-    for i, values in enumerate(records):
-        object_id, named = object_key(values[id_col]), photos_in(values, photo_cols)
-        if not object_id or not named:
+    for i, (values, row_photos) in enumerate(zip(records, named)):
+        object_id = object_key(values[id_col])
+        if not object_id or not row_photos:
             problems.append(f"{source} {row_name(source, i)}: no {'object id' if not object_id else 'photo'}: skipped")
             continue
         try:
@@ -1359,13 +1360,13 @@ def read_objects(source: str | Path) -> tuple[list[tuple[str, list[str], dict]],
         except RegisterError as exc:
             problems.append(f"{source} {row_name(source, i)}: {exc}: skipped")
             continue
-        urls = [p for p in named if "://" in p]
+        urls = [p for p in row_photos if "://" in p]
         for photo in urls:
             problems.append(f"{source} {row_name(source, i)}: {photo}: photos are read from files; download it first")
-        if len(urls) == len(named):
+        if len(urls) == len(row_photos):
             continue
         photos, meta = by_id.setdefault(object_id, ([], {}))
-        photos += [table_path(p, base) for p in named if "://" not in p]
+        photos += [table_path(p, base) for p in row_photos if "://" not in p]
         for c in meta_cols:
             key = c.lower() if c.lower() in META_FIELDS else c
             value = values[c].strip()
