@@ -259,6 +259,9 @@ def test_xlsx_tables_are_read_from_their_first_sheet(tmp_path):
         ({"path": ["a.jpg"]}, "no label column"),
         ({"path": ["a.jpg"], "label": [""]}, "empty label"),
         ({"path": ["a.jpg"], "label": ["x"], "split": ["holdout"]}, "split column"),
+        # image2's photos were left out without a word
+        ({"image": ["a.jpg"], "image2": ["a.jpg"], "label": ["x"]}, r"several photo columns \(image, image2\): a "
+                                                                     "manifest names one photo a row"),
     ],
 )
 def test_bad_manifests_say_why(tmp_path, frame, message):

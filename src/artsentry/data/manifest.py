@@ -313,7 +313,10 @@ def _from_table(path: Path) -> tuple[pd.DataFrame, ManifestReport]:
     raw = _read_table(path)
     if raw.empty:
         raise ManifestError(f"{path}: manifest has no rows")
-    path_col = _pick(raw.columns, PATH_COLUMNS, "image path", str(path))
+    path_col, *more = photo_columns(raw.columns, PATH_COLUMNS, "image path", str(path))
+    if more:  # image2, image_3...: their photos would have been left out without a word
+        raise ManifestError(f"{path}: several photo columns ({', '.join([path_col, *more])}): a manifest names one "
+                            "photo a row, with its label and object id; write a row for each photo")
     label_col = _pick(raw.columns, ("label",), "label", str(path))
     obj_col = _pick(raw.columns, OBJECT_COLUMNS, "object id", str(path), required=False)
 
