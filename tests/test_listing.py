@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from artsentry.data.listing import (FAMILIES, RESHOT_MAX_SIDE, background_only, foreground_mask, rephotograph,
-                                    reshots)
+from artsentry.data.listing import (FAMILIES, RESHOT_MAX_SIDE, background_only, close_and_open, foreground_mask,
+                                    rephotograph, reshots)
 
 from .conftest import object_photo, require_met_ivory
 
@@ -89,6 +89,18 @@ def test_a_large_photo_is_re_shot_from_its_version_of_reshot_max_side(monkeypatc
         [True, True]
     photo = object_photo((120, 80, 40), size=(200, 150))  # no larger than that: re-shot as it is
     assert np.array_equal(np.asarray(reshots(photo, [3])[0]), np.asarray(rephotograph(photo, 3)))
+
+
+@pytest.mark.parametrize("k", [3, 5, 11, 21])
+def test_the_masks_closing_and_opening_are_pillows_rank_filters_pixel_for_pixel(k):
+    """``foreground_mask`` ran Pillow's MaxFilter and MinFilter with a kernel of 1% of the photo's side, whose
+    time grows with its square; scipy's give the same pixels (masks cached by earlier runs stay right)."""
+    rng = np.random.default_rng(k)
+    mask = ((rng.random((97, 131)) > 0.6) * 255).astype(np.uint8)
+    img = Image.fromarray(mask, "L")
+    pillow = img.filter(ImageFilter.MaxFilter(k)).filter(ImageFilter.MinFilter(k))
+    pillow = pillow.filter(ImageFilter.MinFilter(k)).filter(ImageFilter.MaxFilter(k))
+    assert np.array_equal(close_and_open(mask, k), np.asarray(pillow))
 
 
 def test_item_seeds_are_pinned_and_distinct():

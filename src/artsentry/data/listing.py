@@ -100,6 +100,21 @@ def backdrop_model(arr: np.ndarray, band: float = 0.03, rounds: int = 3) -> tupl
     return design @ coef, resid, keep
 
 
+def close_and_open(mask: np.ndarray, k: int) -> np.ndarray:
+    """A uint8 mask closed (gaps filled) then opened (specks dropped) with a k x k square: the pixels Pillow's
+    ``MaxFilter(k)``, ``MinFilter(k)``, ``MinFilter(k)``, ``MaxFilter(k)`` give, in a time that does not grow with
+    k (Pillow's grows with k squared, and ``foreground_mask``'s k with the photo: 1.7 s a mask at 2 megapixels)."""
+    from scipy.ndimage import maximum_filter, minimum_filter
+
+    def grow(a):
+        return maximum_filter(a, size=k, mode="nearest")
+
+    def shrink(a):
+        return minimum_filter(a, size=k, mode="nearest")
+
+    return grow(shrink(shrink(grow(mask))))
+
+
 def foreground_mask(img: Image.Image, tolerance: float | None = None) -> Image.Image:
     """Soft mask (mode L, 255 = object) of a studio photo's object.
 
@@ -129,10 +144,8 @@ def foreground_mask(img: Image.Image, tolerance: float | None = None) -> Image.I
     dist = np.linalg.norm(arr - backdrop, axis=2)
     from scipy.ndimage import binary_fill_holes
 
-    mask = Image.fromarray(((dist > tolerance) * 255).astype(np.uint8), mode="L")
-    mask = mask.filter(ImageFilter.MaxFilter(k)).filter(ImageFilter.MinFilter(k))  # close gaps
-    mask = mask.filter(ImageFilter.MinFilter(k)).filter(ImageFilter.MaxFilter(k))  # drop specks
-    filled = binary_fill_holes(np.asarray(mask) > 127)  # glazed or grey parts matching the backdrop
+    mask = close_and_open(((dist > tolerance) * 255).astype(np.uint8), k)
+    filled = binary_fill_holes(mask > 127)  # glazed or grey parts matching the backdrop
     if filled.mean() < MIN_COVER:
         return whole
     return Image.fromarray((filled * 255).astype(np.uint8), "L").filter(ImageFilter.GaussianBlur(max(1.0, k / 3)))
@@ -324,7 +337,7 @@ def rephotograph(img: Image.Image, seed: int, families: Sequence[str] = FAMILIES
 
 
 #: the longest side a photo is re-shot at (``reshots``): re-shots end as JPEGs of 480-900 px (``_jpeg``), and the
-#: work grows faster than the pixels (two re-shots of an 8.5-megapixel photo took 34 s, of a 34-megapixel one 319 s)
+#: work grows with the pixels (two re-shots of an 8.5-megapixel photo take 12.6 s, of a 1,024-px version 0.5 s)
 RESHOT_MAX_SIDE = 1024
 
 
