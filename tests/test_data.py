@@ -230,6 +230,26 @@ def test_relative_paths_written_on_windows_are_found(tmp_path):
     assert table_path("/abs//a.jpg", tmp_path) == "/abs//a.jpg"  # absolute: as written
 
 
+def test_file_urls_in_a_table_are_the_files_they_name(tmp_path):
+    """A table listing photos as file:///photos/a.jpg (a browser's or an export tool's way): screen recorded
+    each as 'unsupported URL scheme' for good, and register import refused it ('download it first')."""
+    from artsentry.data.manifest import table_path
+    from artsentry.index.register import read_objects
+    from artsentry.screen import read_listings
+
+    (tmp_path / "my photos").mkdir()
+    object_photo((1, 2, 3)).save(tmp_path / "my photos" / "a.jpg")
+    url = (tmp_path / "my photos" / "a.jpg").as_uri()  # file:///.../my%20photos/a.jpg
+    want = str(tmp_path / "my photos" / "a.jpg")
+    pd.DataFrame({"image": [url, url.replace("file://", "FILE://localhost")], "label": ["x", "y"],
+                  "object_id": ["1", "2"]}).to_csv(tmp_path / "m.csv", index=False)
+    assert read_manifest(tmp_path / "m.csv")[0]["path"].tolist() == [want, want]
+    assert read_listings(tmp_path / "m.csv")["image"].tolist() == [want, want]
+    assert [o[1] for o in read_objects(tmp_path / "m.csv")[0]] == [[want], [want]]
+    assert table_path("file://nas/share/a.jpg", tmp_path) == "file://nas/share/a.jpg"  # another machine's
+    assert table_path("file:///C:/photos/a.jpg", tmp_path) == "C:/photos/a.jpg"  # a Windows one: said as such
+
+
 def test_xlsx_tables_are_read_from_their_first_sheet(tmp_path):
     """A spreadsheet saved as .xlsx: manifests, screening tables and register catalogues read it,
     numbers (object ids, prices) as the text the cell shows, empty cells as empty text."""

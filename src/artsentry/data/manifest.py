@@ -156,6 +156,8 @@ def table_path(value: str, base: Path) -> str:
     relative path written with Windows separators (``images\\ivory\\a.jpg``, a table made on Windows) is
     read with ``/`` when it does not exist as written."""
     value = str(value).strip()
+    if value[:7].lower() == "file://":
+        value = file_url_path(value) or value
     if not value or "://" in value or windows_path(value):  # C:\photos\a.jpg is not base/C:\photos\a.jpg
         return value
     path = value if Path(value).is_absolute() else str(base / value)
@@ -165,6 +167,19 @@ def table_path(value: str, base: Path) -> str:
         if Path(other).exists():
             return other
     return path
+
+
+def file_url_path(url: str) -> str | None:
+    """The path a file URL names on this machine (``file:///photos/my%20a.jpg``: ``/photos/my a.jpg``; a
+    Windows one, ``file:///C:/photos/a.jpg``, as ``C:/photos/a.jpg``), or None for another machine's
+    (``file://server/share/a.jpg``)."""
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(url)
+    if parts.netloc.lower() not in ("", "localhost") or not parts.path:
+        return None
+    path = unquote(parts.path)
+    return path[1:] if re.match(r"/[A-Za-z]:[/\\]", path) else path
 
 
 def paths_hint(values, base: Path, checked: int = 1000) -> tuple[str, bool]:

@@ -1360,13 +1360,14 @@ def read_objects(source: str | Path) -> tuple[list[tuple[str, list[str], dict]],
         except RegisterError as exc:
             problems.append(f"{source} {row_name(source, i)}: {exc}: skipped")
             continue
-        urls = [p for p in row_photos if "://" in p]
+        paths = [table_path(p, base) for p in row_photos]  # a file:// URL is its path
+        urls = [p for p in paths if "://" in p]
         for photo in urls:
             problems.append(f"{source} {row_name(source, i)}: {photo}: photos are read from files; download it first")
-        if len(urls) == len(row_photos):
+        if len(urls) == len(paths):
             continue
         photos, meta = by_id.setdefault(object_id, ([], {}))
-        photos += [table_path(p, base) for p in row_photos if "://" not in p]
+        photos += [p for p in paths if "://" not in p]
         for c in meta_cols:
             key = c.lower() if c.lower() in META_FIELDS else c
             value = values[c].strip()
