@@ -85,6 +85,8 @@ def test_predict_plain_output_and_missing_file(model_dir, synthetic_dataset, tmp
     assert main(["predict", str(odd.parent), "--model", str(model_dir)]) == 0
     lines = capsys.readouterr().out.split("\n")
     assert len(lines) == 2 and lines[1] == "" and lines[0].split("\t")[0] == str(odd.parent / "a\\tb\\nc\\rd.jpg")
+    assert main(["predict", img.as_uri(), "--model", str(model_dir)]) == 0  # pasted from a browser: the file
+    assert capsys.readouterr().out.split("\t")[0] == str(img)
 
 
 def test_names_from_outside_reach_the_terminal_as_escapes_not_commands(model_dir, synthetic_dataset, tmp_path,

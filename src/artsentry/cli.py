@@ -945,11 +945,13 @@ def _warn_shared_photos(shared: dict[str, list[str]]) -> None:
 def expand_images(items: list[str]) -> tuple[list[str], list[str]]:
     """Files as given, folders searched recursively for image files. Returns (files, problems)."""
     from .data.images import find_images
-    from .data.manifest import TABLE_SUFFIXES
+    from .data.manifest import TABLE_SUFFIXES, file_url_path
     from .fetch import is_http_url
 
     files, problems = [], []
     for item in items:
+        if item[:7].lower() == "file://":  # pasted from a browser's address bar: the file it names
+            item = file_url_path(item) or item
         p = Path(item)
         if p.is_dir():
             not_utf8: list[str] = []
