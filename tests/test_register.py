@@ -1504,6 +1504,9 @@ def test_a_catalogue_with_several_photo_columns_registers_every_photo_of_a_row(t
     assert problems == [f"{table} line 4: no photo: skipped"]
     table.write_text(f"object_id,photo,photo_2\nA,{a1},{a2}\n")
     assert read_objects(table)[0] == [("A", [a1, a2], {})]
+    listed = tmp_path / "catalogue.jsonl"  # a JSON list of photos; another list kept as its JSON text
+    listed.write_text(json.dumps({"object_id": "A", "images": [a1, a2], "materials": ["ivory", "gilt"]}) + "\n")
+    assert read_objects(listed)[0] == [("A", [a1, a2], {"materials": '["ivory", "gilt"]'})]
 
 
 def test_ids_that_differ_only_in_how_accents_are_encoded_are_one_id(tmp_path, photos, caplog):

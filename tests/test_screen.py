@@ -1311,6 +1311,13 @@ def test_a_table_with_several_photo_columns_screens_every_photo_of_a_row(tmp_pat
     df = read_listings(ebay)  # a path holding "|" is one path
     assert df[["listing_id", "image"]].values.tolist() == [
         ["E1", "https://i.example/a.jpg"], ["E1", "https://i.example/b.jpg"], ["E2", str(tmp_path / "c|d.jpg")]]
+    scrape = tmp_path / "scrape.jsonl"  # a scraper's items (Scrapy's image_urls): lists, and a page's url
+    scrape.write_text(json.dumps({"url": "https://shop.example/1", "tags": ["antique", "asie"], "image_urls": [
+        "pics/0.jpg", "pics/1.jpg"], "images": [{"path": "full/0.jpg"}], "price": 12.5}) + "\n")
+    df = read_listings(scrape)
+    assert df[["listing_id", "image", "tags", "images", "price"]].values.tolist() == [
+        ["0", str(pics / "0.jpg"), '["antique", "asie"]', '[{"path": "full/0.jpg"}]', "12.5"],
+        ["0", str(pics / "1.jpg"), '["antique", "asie"]', '[{"path": "full/0.jpg"}]', "12.5"]]
     (tmp_path / "bad.csv").write_text("a\n1\n")
     with pytest.raises(ScreenError, match=r"no image column; expected one of image, .*, or numbered ones such as "
                                           r"image1, image2 \(found: a\)"):

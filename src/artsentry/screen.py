@@ -79,7 +79,8 @@ from .lots import TILE_GRID, LotTransform, crops_forward, decode_draft, lot_thre
 
 log = logging.getLogger(__name__)
 
-IMAGE_COLUMNS = ("image", "image_path", "image_url", "path", "file", "url", "photo")
+#: a listing's photo column (first found), or its photos' (a scraper's ``image_urls`` list: a photo a value)
+IMAGE_COLUMNS = ("image", "image_path", "image_url", "image_urls", "images", "path", "file", "url", "photo", "photos")
 ID_COLUMNS = ("listing_id", "id", "listing")
 EVIDENCE = "evidence.jsonl"
 ENGINES = ("local", "ray")
@@ -134,7 +135,7 @@ def read_listings(source: str | Path, group_folders: bool = False, skip: Sequenc
     if source.suffix.lower() not in TABLE_SUFFIXES:
         raise ScreenError(f"{source}: give a folder of images or a {', '.join(TABLE_SUFFIXES)} table of listings")
     try:
-        raw = _read_table(source)
+        raw = _read_table(source, lists=IMAGE_COLUMNS, as_json=True)  # other columns are only carried
         image_cols = photo_columns(raw.columns, IMAGE_COLUMNS, "image", str(source))
     except ManifestError as exc:
         raise ScreenError(str(exc)) from None

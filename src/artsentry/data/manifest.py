@@ -28,6 +28,7 @@ from __future__ import annotations
 import codecs
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -123,15 +124,15 @@ def photo_columns(columns, candidates, what: str, source: str) -> list[str]:
 
 
 def photos_in(values: dict, columns: list[str]) -> list[str]:
-    """The photos one row names in ``columns`` (``photo_columns``), empty cells left out; a cell holding several
-    URLs separated by "|" (eBay's PicURL) is as many photos."""
+    """The photos one row names in ``columns`` (``photo_columns``), empty cells left out; a cell holding several,
+    one a line (a JSON list, ``_read_table``) or URLs separated by "|" (eBay's PicURL), is as many photos."""
     from ..fetch import is_http_url
 
     out = []
     for column in columns:
-        value = str(values[column]).strip()
-        parts = [p.strip() for p in value.split("|")]
-        out += [p for p in parts if p] if len(parts) > 1 and all(is_http_url(p) for p in parts if p) else [value]
+        for value in str(values[column]).split("\n"):
+            parts = [p.strip() for p in value.split("|")]
+            out += parts if len(parts) > 1 and all(is_http_url(p) for p in parts if p) else [value.strip()]
     return [p for p in out if p]
 
 
@@ -213,9 +214,12 @@ def paths_hint(values, base: Path, checked: int = 1000) -> tuple[str, bool]:
     return "; ".join(said), n > 0 and len(windows) + len(beside) == n
 
 
-def _read_table(path: Path) -> pd.DataFrame:
+def _read_table(path: Path, lists: Sequence[str] = (), as_json: bool = False) -> pd.DataFrame:
     """Any table format as text cells: a missing value is "", a whole number stored as a float (a
-    JSON 2.0, a Parquet column with gaps) is "2"; a list or a mapping in a cell is refused."""
+    JSON 2.0, a Parquet column with gaps) is "2"; a list or a mapping in a cell is refused, but for a list of
+    values in a column named in ``lists`` (any case: a scraper's ``image_urls``), read as its values one a
+    line (``photos_in`` takes each line as a photo), and, with ``as_json``, any other list or mapping, kept as
+    its JSON text (a scraper's ``tags``, for a table whose other columns are only carried into outputs)."""
     try:
         suffix = path.suffix.lower()
         if suffix == ".parquet":
@@ -235,15 +239,24 @@ def _read_table(path: Path) -> pd.DataFrame:
     if len(set(stripped)) == len(stripped):
         df.columns = stripped
     if suffix == ".parquet" or suffix in JSON_LINES_SUFFIXES:  # typed cells; CSV and XLSX are read as text already
+        listed = {c.lower() for c in lists}
         for col in df.columns:
-            df[col] = [_cell(v, path, col, i) for i, v in enumerate(df[col].tolist())]
+            df[col] = [_cell(v, path, col, i, col.lower() in listed, as_json) for i, v in enumerate(df[col].tolist())]
     return df
 
 
-def _cell(value, path: Path, column: str, i: int) -> str:
+def _cell(value, path: Path, column: str, i: int, listed: bool = False, as_json: bool = False) -> str:
     if isinstance(value, str):
         return value
-    if isinstance(value, (list, tuple, dict, set)) or hasattr(value, "__array__") and getattr(value, "ndim", 0):
+    if hasattr(value, "__array__") and getattr(value, "ndim", 0):  # Parquet's lists come as arrays
+        value = value.tolist()
+    if listed and isinstance(value, (list, tuple)) and all(isinstance(v, (str, int, float)) for v in value):
+        return "\n".join(v for v in (_cell(v, path, column, i) for v in value) if v.strip())
+    if as_json and isinstance(value, (list, tuple, dict)):
+        import json
+
+        return json.dumps(value, ensure_ascii=False, default=str)
+    if isinstance(value, (list, tuple, dict, set)):
         raise ManifestError(f"{path}: column '{column}', {row_name(path, i)}: holds a {type(value).__name__}, "
                             "not a single value")
     if value is None or pd.isna(value):

@@ -1290,7 +1290,7 @@ def _reshots_or_none(task) -> list[bytes]:
 
 #: columns ``read_objects`` takes an object's id and its photo from (first found, any case)
 OBJECT_ID_COLUMNS = ("object_id", "objectID", "objectid", "source_id", "accession_number", "id", "object")
-PHOTO_COLUMNS = ("image", "image_path", "path", "file", "photo", "filename")
+PHOTO_COLUMNS = ("image", "image_path", "images", "path", "file", "photo", "photos", "filename")
 
 
 def read_objects(source: str | Path) -> tuple[list[tuple[str, list[str], dict]], list[str]]:
@@ -1334,7 +1334,7 @@ def read_objects(source: str | Path) -> tuple[list[tuple[str, list[str], dict]],
             raise RegisterError(f"{source}: no object folders with photos (expected {source}/<object id>/<photos>)")
         return objects, problems
     try:
-        raw = _read_table(source)
+        raw = _read_table(source, lists=PHOTO_COLUMNS, as_json=True)  # a list of photos; other lists as metadata
         id_col = _pick(raw.columns, OBJECT_ID_COLUMNS, "object id", str(source))
         photo_cols = photo_columns(raw.columns, PHOTO_COLUMNS, "photo", str(source))  # image, image2... too
     except ManifestError as exc:
