@@ -950,8 +950,7 @@ def expand_images(items: list[str]) -> tuple[list[str], list[str]]:
 
     files, problems = [], []
     for item in items:
-        if item[:7].lower() == "file://":  # pasted from a browser's address bar: the file it names
-            item = file_url_path(item) or item
+        item = file_url_path(item) or item  # a file:// URL pasted from a browser's address bar: its file
         p = Path(item)
         if p.is_dir():
             not_utf8: list[str] = []

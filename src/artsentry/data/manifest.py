@@ -156,9 +156,7 @@ def table_path(value: str, base: Path) -> str:
     and, on another system, Windows paths kept: ``images.windows_path``; surrounding spaces dropped). A
     relative path written with Windows separators (``images\\ivory\\a.jpg``, a table made on Windows) is
     read with ``/`` when it does not exist as written."""
-    value = str(value).strip()
-    if value[:7].lower() == "file://":
-        value = file_url_path(value) or value
+    value = file_url_path(str(value).strip()) or str(value).strip()
     if not value or "://" in value or windows_path(value):  # C:\photos\a.jpg is not base/C:\photos\a.jpg
         return value
     path = value if Path(value).is_absolute() else str(base / value)
@@ -172,10 +170,12 @@ def table_path(value: str, base: Path) -> str:
 
 def file_url_path(url: str) -> str | None:
     """The path a file URL names on this machine (``file:///photos/my%20a.jpg``: ``/photos/my a.jpg``; a
-    Windows one, ``file:///C:/photos/a.jpg``, as ``C:/photos/a.jpg``), or None for another machine's
-    (``file://server/share/a.jpg``)."""
+    Windows one, ``file:///C:/photos/a.jpg``, as ``C:/photos/a.jpg``), or None for anything else: another
+    machine's (``file://server/share/a.jpg``), a path, another URL."""
     from urllib.parse import unquote, urlsplit
 
+    if url[:7].lower() != "file://":
+        return None
     parts = urlsplit(url)
     if parts.netloc.lower() not in ("", "localhost") or not parts.path:
         return None
