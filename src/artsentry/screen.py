@@ -151,12 +151,10 @@ def read_listings(source: str | Path, group_folders: bool = False, skip: Sequenc
             log.warning("%s: %d row(s) without a %s: each is its own listing, named '(no id, row N)'", source,
                         missing, id_col)
     photos = [photos_in(v, image_cols) for v in raw[image_cols].to_dict("records")]
-    if len(image_cols) > 1 or any(len(p) > 1 for p in photos):  # several photos a row (IMAGE1...IMAGE10): a row each
-        rows = [i for i, p in enumerate(photos) for _ in (p or [""])]  # a row naming none stays, as its error
-        images = [x for p in photos for x in (p or [""])]
+    images = [x for p in photos for x in (p or [""])]  # a row naming none stays, as its error
+    if len(images) > len(raw):  # several photos a row (IMAGE1...IMAGE10, a scraper's list): a row each
+        rows = [i for i, p in enumerate(photos) for _ in (p or [""])]
         raw, ids = raw.iloc[rows].reset_index(drop=True), [ids[i] for i in rows]
-    else:
-        images = list(raw[image_cols[0]])
     hint, every = paths_hint(images, base)
     if every:  # every photo would be an error, in a run's evidence for good
         raise ScreenError(f"{source}: {hint}; nothing was screened")
