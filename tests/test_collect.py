@@ -763,3 +763,86 @@ def test_a_damaged_crawl_state_is_named_with_the_way_on(tmp_path, capsys):
     assert f"{db}: the crawl's state is damaged (file is not a database)" in capsys.readouterr().err
     db.unlink()  # moved aside, as the error says: the folder's lock was let go, and a new crawl begins
     CrawlStore(folder).close()
+
+
+@contextmanager
+def blockable_museum(n_objects: int):
+    """A museum of ``n_objects`` objects (records and one JPEG each) whose firewall can be switched on:
+    ``state["blocked"]`` set to "records" or "images" answers those paths 403 with an HTML page, as a
+    blocked address is answered. Yields (API base URL, state); ``state["asked"]`` counts the GETs."""
+    photo = jpeg_bytes(object_photo((200, 180, 150)))
+    state = {"blocked": None, "asked": 0}
+
+    def respond(request):
+        state["asked"] += 1
+        path = request.path.split("?")[0]
+        kind = "images" if path.startswith("/img/") else "records"
+        if state["blocked"] == kind:
+            reply(request, 403, b"<html>Request unsuccessful. Incident ID: 1</html>", Content_Type="text/html")
+        elif path.endswith("/search"):
+            reply(request, 200, json.dumps({"total": n_objects, "objectIDs": list(range(1, n_objects + 1))}).encode())
+        elif kind == "images":
+            reply(request, 200, photo, Content_Type="image/jpeg")
+        else:
+            oid = int(path.rsplit("/", 1)[1])
+            reply(request, 200, json.dumps({"objectID": oid, "medium": "Ivory", "primaryImage": f"{base}/img/{oid}.jpg",
+                                            "additionalImages": []}).encode())
+
+    with web_host(respond) as (base, _):
+        yield f"{base}/v1", state
+
+
+@pytest.mark.parametrize("phase", ["records", "images"])
+def test_a_crawl_the_museum_blocks_stops_keeps_what_it_fetched_and_resumes(tmp_path, phase):
+    """The museum's firewall blocking the address (403 and an HTML page to every request), or the network
+    going down, once left a crawl sending the same refused requests for hours, each object retried with backoff
+    and then marked failed: 500 objects at the default 9 attempts take over an hour, the whole collection
+    weeks. It stops once 32 requests in a row have each failed every attempt, exports what it has, and the
+    same crawl run again after the block resumes it."""
+    from artsentry.collect import CrawlStopped
+
+    with blockable_museum(300) as (api, state):
+        with MetClient(api, rate=1000, policy=CountingPolicy(2)) as client:
+            crawler = Crawler(client, tmp_path / "col", images="primary", workers=2, progress=False)
+            ids = resolve_ids(client, crawler.store, search="*")
+            state["blocked"] = phase
+            with pytest.raises(CrawlStopped) as stopped:
+                crawler.crawl(ids)
+            counts = crawler.store.counts()
+            crawler.close()
+        host = api.split("/")[2]
+        assert str(stopped.value) == (
+            f"stopped: 32 {phase} in a row failed every attempt (the last: gave up after 3 attempts: HTTP 403); "
+            f"{host} is refusing requests or cannot be reached. What was fetched is kept: run the same command "
+            "again later to resume")
+        assert state["asked"] < 1 + 40 * 3 + (300 if phase == "images" else 0)  # not 300 objects' 900 attempts
+        done = counts["objects"].get("done", 0)
+        if phase == "records":
+            assert done == 0 and 32 <= counts["objects"]["failed"] < 40 and counts["images"] == {}
+        else:
+            assert done == 300 and 32 <= counts["images"]["failed"] < 40
+        failures = pd.read_csv(tmp_path / "col" / "failures.csv")  # exported as far as it got
+        assert len(failures) == counts[("objects" if phase == "records" else "images")]["failed"]
+        assert set(failures["reason"]) == {"gave up after 3 attempts: HTTP 403"}
+
+        state["blocked"] = None  # the block lifted: the same crawl again
+        with MetClient(api, rate=1000, policy=CountingPolicy(2)) as client:
+            summary = crawl_once(client, tmp_path / "col", ids, images="primary")
+    assert summary.objects == {"done": 300} and summary.images == {"done": 300} and summary.failures == []
+    assert len(pd.read_csv(tmp_path / "col" / "collection.csv")) == 300
+
+
+def test_failures_that_are_not_in_a_row_do_not_stop_a_crawl(tmp_path):
+    """Objects whose records fail every attempt, between ones that answer: each is that object's failure,
+    and the crawl goes on to the end of its list."""
+    def respond(request):
+        oid = int(request.path.rsplit("/", 1)[1])
+        if oid % 2:
+            reply(request, 503, b'{"message": "busy"}')
+        else:
+            reply(request, 200, json.dumps({"objectID": oid, "primaryImage": ""}).encode())
+
+    with web_host(respond) as (base, _), MetClient(base, rate=1000, policy=CountingPolicy(1)) as client:
+        summary = crawl_once(client, tmp_path / "col", list(range(1, 201)), images="primary")
+    assert summary.objects == {"done": 100, "failed": 100}
+    assert {reason for _, _, _, reason in summary.failures} == {"gave up after 2 attempts: HTTP 503"}

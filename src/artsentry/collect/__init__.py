@@ -1,10 +1,10 @@
 """Collecting open museum data: The Met Collection API client, resumable crawls, bulk CSV import."""
 
-from .crawl import Crawler, CrawlStore, CrawlSummary
-from .met import DEFAULT_BASE_URL, MetClient, MetError, NotFound, RateLimiter, RetryPolicy
+from .crawl import Crawler, CrawlStopped, CrawlStore, CrawlSummary
+from .met import DEFAULT_BASE_URL, GaveUp, MetClient, MetError, NotFound, RateLimiter, RetryPolicy
 
-__all__ = ["Crawler", "CrawlStore", "CrawlSummary", "DEFAULT_BASE_URL", "MetClient", "MetError", "NotFound",
-           "RateLimiter", "RetryPolicy", "resolve_ids"]
+__all__ = ["Crawler", "CrawlStopped", "CrawlStore", "CrawlSummary", "DEFAULT_BASE_URL", "GaveUp", "MetClient",
+           "MetError", "NotFound", "RateLimiter", "RetryPolicy", "resolve_ids"]
 
 
 def resolve_ids(client: MetClient, store: CrawlStore, *, search: str | None = None, all_objects: bool = False,

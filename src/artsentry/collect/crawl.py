@@ -15,6 +15,10 @@ running the same command again skips everything recorded as done, a file
 written just before the kill is simply written again with the same bytes, and
 the temporary file of a write the kill cut short is removed. An image recorded
 as stored whose file has gone since is fetched again.
+
+A crawl stops, keeping what it fetched, when ``stop_after`` requests in a row have each failed every attempt
+(the museum's firewall blocking the address, the network down): carrying on would send the same refused
+requests for hours, and mark every object of the list failed.
 """
 
 from __future__ import annotations
@@ -30,13 +34,14 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
+from urllib.parse import urlsplit
 
 from tqdm.auto import tqdm
 
 from ..data.images import ImageLoadError, load_image
 from ..errors import ArtsentryError
 from ..files import atomic_path, database_problem, exclusive, first_names, sweep_stale, write_bytes_atomic
-from .met import MetClient, MetError, NotFound
+from .met import GaveUp, MetClient, MetError, NotFound
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (
@@ -65,6 +70,11 @@ log = logging.getLogger(__name__)
 RECORD_FIELDS = ["department", "objectName", "title", "culture", "period", "dynasty", "objectDate",
                  "objectBeginDate", "objectEndDate", "medium", "classification", "country", "region",
                  "isPublicDomain", "accessionNumber", "objectURL"]
+
+
+class CrawlStopped(ArtsentryError):
+    """A crawl given up because the server refuses every request or cannot be reached; what it fetched is
+    kept, and the same command run again later resumes it."""
 
 
 class CrawlStateError(ArtsentryError):
@@ -214,6 +224,11 @@ def image_urls(record: dict, which: str, size: str) -> list[str]:
     return list(dict.fromkeys(urls))  # an additional image naming the primary again: one photo, stored once
 
 
+def _gave_up(exc: MetError) -> str | None:
+    """The host of a request that failed every attempt (``GaveUp``), else None."""
+    return (urlsplit(exc.url).netloc or exc.url) if isinstance(exc, GaveUp) else None
+
+
 def _validate_image(data: bytes) -> None:
     try:
         load_image(data, name="download", draft_size=(512, 512))  # a JPEG checked at draft scale, as it is read
@@ -244,8 +259,13 @@ class CrawlSummary:
 
 
 class Crawler:
+    #: requests in a row that each failed every attempt before the crawl stops: with transient faults on a
+    #: fraction f of attempts, a request fails all of its (retries + 1) attempts with odds f ** (retries + 1),
+    #: and 32 of them in a row do not happen by chance; a blocked address or a dead network does it at once
+    STOP_AFTER = 32
+
     def __init__(self, client: MetClient, folder: str | Path, *, images: str = "primary", image_size: str = "large",
-                 workers: int = 8, progress: bool = True):
+                 workers: int = 8, progress: bool = True, stop_after: int = STOP_AFTER):
         if images not in ("none", "primary", "all"):
             raise ValueError("images must be none, primary or all")
         if image_size not in ("large", "small"):
@@ -257,32 +277,34 @@ class Crawler:
         self.image_size = image_size
         self.workers = workers
         self.progress = progress
+        self.stop_after = stop_after
 
     def close(self) -> None:
         self.store.close()
 
-    # work items run in worker threads: network and image files only, no database
+    # work items run in worker threads: network and image files only, no database. Each returns (status,
+    # record or file, image URLs or reason or hash, the host that gave up: every attempt failed, else None).
     def _fetch_record(self, object_id: int):
         try:
             record = self.client.get_object(object_id)
-            return "done", record, image_urls(record, self.images, self.image_size)
+            return "done", record, image_urls(record, self.images, self.image_size), None
         except NotFound:
-            return "missing", None, "ObjectID not found (404)"
+            return "missing", None, "ObjectID not found (404)", None
         except MetError as exc:
-            return "failed", None, exc.reason
+            return "failed", None, exc.reason, _gave_up(exc)
         except ValueError as exc:  # its image fields
-            return "failed", None, str(exc)
+            return "failed", None, str(exc), None
 
     def _fetch_image(self, object_id: int, idx: int, url: str):
         rel = f"images/{object_id}/{idx}.jpg"
         try:
             data = self.client.get_bytes(url, validate=_validate_image)
         except NotFound:
-            return "missing", rel, "image URL answers 404"
+            return "missing", rel, "image URL answers 404", None
         except MetError as exc:
-            return "failed", rel, exc.reason
+            return "failed", rel, exc.reason, _gave_up(exc)
         write_bytes_atomic(self.folder / rel, data)
-        return "done", rel, hashlib.sha256(data).hexdigest()
+        return "done", rel, hashlib.sha256(data).hexdigest(), None
 
     def _run(self, items: list, submit: Callable, handle: Callable, desc: str) -> None:
         """Keep at most 4 x workers items in flight; handle results in the main thread. Interrupted (Ctrl-C),
@@ -290,6 +312,7 @@ class Crawler:
         the requests under way have answered or timed out, not after every queued item's retries."""
         bar = tqdm(total=len(items), desc=desc, unit="item", disable=not self.progress)
         counts = {"done": 0, "failed": 0}
+        refused = 0  # results in a row whose request failed every attempt
         it = iter(items)
         pool = ThreadPoolExecutor(self.workers)
         try:
@@ -302,10 +325,17 @@ class Crawler:
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
                 for fut in finished:
                     item = running.pop(fut)
-                    status = handle(item, fut.result())
+                    result = fut.result()
+                    status = handle(item, result)
                     counts["done" if status == "done" else "failed"] += 1
                     bar.set_postfix(counts, refresh=False)
                     bar.update(1)
+                    refused = refused + 1 if result[3] else 0
+                    if refused >= self.stop_after:
+                        raise CrawlStopped(
+                            f"stopped: {refused} {desc} in a row failed every attempt (the last: {result[2]}); "
+                            f"{result[3]} is refusing requests or cannot be reached. What was fetched is kept: "
+                            "run the same command again later to resume")
                     nxt = next(it, None)
                     if nxt is not None:
                         running[submit(pool, nxt)] = nxt
@@ -322,15 +352,19 @@ class Crawler:
         store.add_objects(ids)
 
         def handle_record(oid, result):
-            status, record, extra = result
+            status, record, extra, _ = result
             if status == "done":
                 store.save_record(oid, record, extra)
             else:
                 store.mark_object(oid, status, extra)
             return status
 
-        self._run(store.pending_objects(ids), lambda pool, oid: pool.submit(self._fetch_record, oid), handle_record,
-                  "records")
+        try:
+            self._run(store.pending_objects(ids), lambda pool, oid: pool.submit(self._fetch_record, oid),
+                      handle_record, "records")
+        except CrawlStopped:
+            self.export()  # collection.csv and failures.csv as far as the crawl got
+            raise
         # objects fetched by an earlier run with fewer images asked for (--images none, then all): theirs too
         rows = []
         for oid, record in store.records(ids):
@@ -341,7 +375,7 @@ class Crawler:
         store.add_images(rows)
 
         def handle_image(row, result):
-            status, rel, extra = result
+            status, rel, extra, _ = result
             if status == "done":
                 store.image_done(row[0], row[1], rel, extra)
             else:
@@ -354,7 +388,11 @@ class Crawler:
                         first_names(lost, 5))
         pending = store.pending_images(ids)
         self._sweep(pending)
-        self._run(pending, lambda pool, row: pool.submit(self._fetch_image, *row), handle_image, "images")
+        try:
+            self._run(pending, lambda pool, row: pool.submit(self._fetch_image, *row), handle_image, "images")
+        except CrawlStopped:
+            self.export()
+            raise
         self.export()
         counts = store.counts()
         return CrawlSummary(counts["objects"], counts["images"], store.failures(), self.client.requests_sent)

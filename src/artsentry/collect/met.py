@@ -43,6 +43,12 @@ class NotFound(MetError):
     pass
 
 
+class GaveUp(MetError):
+    """Every attempt failed with a transient fault (timeouts, broken connections, 403/429/5xx answers, bodies
+    that are not what was asked for): the server refusing, failing or out of reach, not an answer about this
+    one object or image."""
+
+
 class RateLimiter:
     """At most ``capacity`` requests in any window of ``window`` seconds, as the *server* counts.
 
@@ -160,7 +166,7 @@ class MetClient:
                 last = f"connection failed ({type(exc).__name__})"
             if attempt < self.policy.retries:
                 self._cancelled.wait(self.policy.wait(attempt, retry_after))
-        raise MetError(url, f"gave up after {self.policy.retries + 1} attempts: {last}")
+        raise GaveUp(url, f"gave up after {self.policy.retries + 1} attempts: {last}")
 
     @staticmethod
     def _parse_json(response: httpx.Response):
