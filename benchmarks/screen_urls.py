@@ -1,13 +1,18 @@
 """Screening photos by URL against screening the same files, in one run.
 
-    .venv/bin/python benchmarks/screen_urls.py --model runs/ivory/model [--photos 600]
+    .venv/bin/python benchmarks/screen_urls.py --model runs/ivory/model [--photos 600] [--latency-ms 0] \
+        [--fetch-threads N]
 
 Serves met-ivory (``../shared/datasets/met-ivory``) over HTTP on 127.0.0.1 (a threaded standard
 library server; no network leaves the machine), then screens the first ``--photos`` photos of its
 metadata.csv three ways into fresh folders, one after the other: as local files; as URLs with
 ``fetch_urls`` (each decoding worker keeps its connections open; ``fetch_private``, since the server
 is this machine); as URLs keeping every fetched image (``keep_fetched``). Prints photos/s for each, the ratio to the files, and what was kept.
-Loopback costs no network latency, so this measures artsentry's own cost of fetching, not a shop's.
+Loopback costs no network latency, so this measures artsentry's own cost of fetching, not a shop's;
+``--latency-ms`` makes the server wait that long before it answers each request (a shop's image host across
+the internet: the time to its first byte), to measure what latency costs a screening; ``--fetch-threads``
+sets how many of a batch's URLs a decoding worker fetches at once (``artsentry.screen.FETCH_THREADS``, set in
+this process before the screenings start: its decoding workers are forked from it and inherit it).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
+import artsentry.screen
 from artsentry.screen import Screener
 
 
@@ -31,13 +37,20 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default="runs/ivory/model")
     ap.add_argument("--data", default="../shared/datasets/met-ivory")
     ap.add_argument("--photos", type=int, default=600)
+    ap.add_argument("--latency-ms", type=float, default=0.0, help="the server's wait before each answer")
+    ap.add_argument("--fetch-threads", type=int, default=artsentry.screen.FETCH_THREADS)
     a = ap.parse_args(argv)
+    artsentry.screen.FETCH_THREADS = a.fetch_threads
     root = Path(a.data).resolve()
     files = pd.read_csv(root / "metadata.csv")["file"].head(a.photos).tolist()
 
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args):
             pass
+
+        def send_head(self):
+            time.sleep(a.latency_ms / 1000)
+            return super().send_head()
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -65,7 +78,7 @@ def main(argv=None) -> int:
         server.shutdown()
     for name in ("urls", "urls, kept"):
         out[name]["vs_files"] = round(out[name]["photos_per_second"] / out["files"]["photos_per_second"], 2)
-    print(json.dumps(out, indent=2))
+    print(json.dumps({"latency_ms": a.latency_ms, "fetch_threads": a.fetch_threads, **out}, indent=2))
     return 0
 
 

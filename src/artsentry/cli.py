@@ -531,8 +531,8 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--review-weak", action="store_true",
                     help="also queue the photos the model passed whose quality is weak (blurred, grainy, dark, small): "
                     "such a pass cannot clear a listing; they rank after the flagged ones")
-    sc.add_argument("--fetch-urls", action="store_true", help="download http(s) image URLs (off by default; 429, "
-                    "5xx and timeouts are tried up to 3 more times)")
+    sc.add_argument("--fetch-urls", action="store_true", help="download http(s) image URLs (off by default; 8 of a "
+                    "batch at once per decoding worker; 429, 5xx and timeouts are tried up to 3 more times)")
     sc.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
     sc.add_argument("--explain", type=_zero_or_more, default=50, metavar="N",
                     help="Grad-CAM evidence overlays in queue.html for the first N flagged photos (default 50; 0: none)")

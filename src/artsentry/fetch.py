@@ -18,6 +18,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+import threading
 import time
 from urllib.parse import urljoin, urlparse
 
@@ -119,20 +120,22 @@ MAX_REDIRECTS = 5
 #: seconds one URL may take in all (tries, waits, redirects); a shop's photo of a few MB comes in seconds
 MAX_SECONDS = 60.0
 _clients: dict = {}
+_clients_lock = threading.Lock()
 
 
 def _client():
     """This process's HTTP client (screening's decoding workers are processes of their own): connections
     to a shop's image host are kept open from one image to the next. Redirects are followed here, hop by
-    hop, each one checked."""
+    hop, each one checked. Shared by the threads that fetch a batch's URLs together (``screen.FETCH_THREADS``)."""
     import httpx
 
     pid = os.getpid()
-    if pid not in _clients:
-        _clients.clear()  # a forked worker does not reuse its parent's connections
-        _clients[pid] = httpx.Client(follow_redirects=False,
-                                     headers={"User-Agent": f"artsentry/{__version__} (listing screening)"})
-    return _clients[pid]
+    with _clients_lock:
+        if pid not in _clients:
+            _clients.clear()  # a forked worker does not reuse its parent's connections
+            _clients[pid] = httpx.Client(follow_redirects=False,
+                                         headers={"User-Agent": f"artsentry/{__version__} (listing screening)"})
+        return _clients[pid]
 
 
 def fetch(url: str, *, max_bytes: int, timeout: float = 15.0, allow_private: bool = False,

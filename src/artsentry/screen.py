@@ -51,6 +51,7 @@ import logging
 import os
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -275,10 +276,17 @@ def keep_fetched(keep_dir: str | Path, sha256: str, data: bytes) -> None:
         write_bytes_atomic(path, data)
 
 
+#: image URLs of one batch a decoding worker fetches at once: a shop's image host answers each request after
+#: the internet's latency (100-300 ms), and one request after another set the whole screening's pace (3.5 photos/s
+#: at 250 ms, 8 at once ~20; BENCHMARKS.md, "A shop's latency, and a batch's URLs fetched together")
+FETCH_THREADS = 8
+
+
 class ListingImages(Dataset):
     """Row i -> (tensors for each transform, i, image SHA-256, error, photo quality).
     Unreadable -> error (and no quality). ``keep_dir``: fetched images' bytes are kept there
-    (``keep_fetched``), readable or not: the listing may be gone tomorrow."""
+    (``keep_fetched``), readable or not: the listing may be gone tomorrow. A batch's URLs are fetched
+    together, ``FETCH_THREADS`` at a time (``__getitems__``, which the loader calls with a batch's rows)."""
 
     def __init__(self, sources: Sequence[str], transforms: Sequence, draft_size, *, fetch_urls: bool = False,
                  keep_dir: str | Path | None = None, fetch_private: bool = False, once_dir: Path | None = None):
@@ -312,10 +320,29 @@ class ListingImages(Dataset):
             raise ImageLoadError(src, "unsupported URL scheme")
         return read_image_bytes(src, src)
 
+    def _read_or_error(self, i: int) -> bytes | ImageLoadError:
+        try:
+            return self.read(i)
+        except ImageLoadError as exc:
+            return exc
+
+    def __getitems__(self, indices: list[int]) -> list:
+        """The items of a batch's rows, in their order: its image URLs fetched at once first (when asked to)."""
+        urls = [i for i in indices if self.fetch_urls and is_http_url(self.sources[i])]
+        fetched = {}
+        if len(urls) > 1:
+            with ThreadPoolExecutor(min(FETCH_THREADS, len(urls))) as pool:
+                fetched = dict(zip(urls, pool.map(self._read_or_error, urls)))
+        return [self._item(i, fetched[i] if i in fetched else self._read_or_error(i)) for i in indices]
+
     def __getitem__(self, i: int):
+        return self._item(i, self._read_or_error(i))
+
+    def _item(self, i: int, data: bytes | ImageLoadError):
         sha = None
         try:
-            data = self.read(i)
+            if isinstance(data, ImageLoadError):
+                raise data
             sha = hashlib.sha256(data).hexdigest()
             if self.keep_dir is not None and "://" in self.sources[i]:
                 keep_fetched(self.keep_dir, sha, data)
