@@ -1248,6 +1248,53 @@ def test_fetch_follows_five_redirects_and_holds_its_limits_to_the_byte():
         assert seen == []
 
 
+def test_a_host_that_stopped_answering_is_left_alone_then_tried_again(monkeypatch):
+    """A shop's image host gone quiet (a firewall dropping the requests, a network cut) cost up to a minute
+    a URL, tries and waits: the listings on it kept a screening busy for days. After HOST_FAILURES fetches in a
+    row each failed to its last try, its URLs fail at once, "not tried", while other hosts are fetched; an
+    answer (a 404 too) keeps a host open; HOST_PAUSE seconds on, one fetch tries it again."""
+    from artsentry import fetch as fetch_module
+    from artsentry.fetch import HOST_FAILURES, FetchFailed, RetryPolicy, fetch
+
+    monkeypatch.setattr(fetch_module, "_down", {})
+    monkeypatch.setattr(fetch_module, "HOST_PAUSE", 1.0)
+    state = {"status": 404}
+    seen: list[str] = []
+
+    def respond(request):
+        seen.append(request.path)
+        reply(request, state["status"], b"photo" if state["status"] == 200 else b"no")
+
+    def get(base, name):
+        return fetch(f"{base}/{name}", max_bytes=100, allow_private=True, policy=RetryPolicy(retries=1, backoff=0.01))
+
+    with web_host(respond) as (base, port), web_host(lambda r: reply(r, 200, b"other")) as (other, _):
+        for i in range(HOST_FAILURES + 2):  # answers, if not photos: the host is up
+            with pytest.raises(FetchFailed, match="^HTTP 404$"):
+                get(base, f"{i}.jpg")
+        state["status"] = 503
+        for i in range(HOST_FAILURES):
+            with pytest.raises(FetchFailed, match=r"^download failed after 2 attempts \(HTTP 503\)$"):
+                get(base, f"{i}.jpg")
+        assert len(seen) == HOST_FAILURES + 2 + 2 * HOST_FAILURES
+        quiet = (f"not tried: 127.0.0.1:{port} failed the last {HOST_FAILURES} fetches to their last try (no "
+                 "answer, broken connections or server errors); it is tried again 1 s after the last try")
+        with pytest.raises(FetchFailed) as refused:
+            get(base, "a.jpg")
+        assert str(refused.value) == quiet and len(seen) == 3 * HOST_FAILURES + 2  # no request went
+        assert get(other, "x.jpg") == b"other"  # another host
+        time.sleep(1.1)
+        with pytest.raises(FetchFailed, match="^download failed"):  # tried again: still failing
+            get(base, "b.jpg")
+        with pytest.raises(FetchFailed, match="^not tried: .* failed the last 9 fetches"):
+            get(base, "c.jpg")
+        assert seen[-2:] == ["/b.jpg", "/b.jpg"]
+        state["status"] = 200
+        time.sleep(1.1)
+        assert get(base, "d.jpg") == b"photo" and get(base, "e.jpg") == b"photo"  # up again: open to every URL
+        assert seen[-2:] == ["/d.jpg", "/e.jpg"]
+
+
 def test_an_image_urls_scheme_is_read_case_blind():
     """URL schemes are case-insensitive: a seller's table with "HTTPS://..." rows was refused as an
     "unsupported URL scheme" where "https://" was fetched. Without --fetch-urls both say the same."""

@@ -10,7 +10,10 @@ checked, the URL's name kept for the Host header and the TLS certificate check (
 cannot resolve elsewhere in between. A redirect is a new URL and is checked the same way.
 
 A fetch has a deadline as a whole (``MAX_SECONDS``), tries, waits and redirects included: the per-read
-``timeout`` alone lets a host that sends a byte every few seconds hold a screening worker for hours.
+``timeout`` alone lets a host that sends a byte every few seconds hold a screening worker for hours. And
+``fetch`` (screening's) leaves a host whose last ``HOST_FAILURES`` fetches in this process each failed to the
+end (no answer, broken connections, server errors) alone for ``HOST_PAUSE`` seconds: its URLs fail at once,
+"not tried", rather than each taking up to a minute, until one fetch tries it again and it answers.
 """
 
 from __future__ import annotations
@@ -122,6 +125,38 @@ MAX_SECONDS = 60.0
 _clients: dict = {}
 _clients_lock = threading.Lock()
 
+#: fetches in a row, each failed to its last try, after which a host is left alone (see the module's notes)
+HOST_FAILURES = 8
+HOST_PAUSE = 60.0
+_down: dict[str, list] = {}  # host:port -> [fetches failed in a row, when it was last tried]
+_down_lock = threading.Lock()
+
+
+def _may_try(host: str) -> None:
+    """``FetchFailed`` ("not tried") when ``host`` is left alone; after ``HOST_PAUSE`` seconds one fetch (this
+    one) tries it again while the others still fail at once."""
+    with _down_lock:
+        state = _down.get(host)
+        if state is None or state[0] < HOST_FAILURES:
+            return
+        now = time.monotonic()
+        if now - state[1] < HOST_PAUSE:
+            raise FetchFailed(f"not tried: {host} failed the last {state[0]} fetches to their last try (no answer, "
+                              f"broken connections or server errors); it is tried again {HOST_PAUSE:g} s after the "
+                              "last try")
+        state[1] = now
+
+
+def _tried(host: str, answered: bool) -> None:
+    """A fetch from ``host`` got an answer (any but a retried one: it is up), or failed to its last try."""
+    with _down_lock:
+        if answered:
+            _down.pop(host, None)
+        else:
+            state = _down.setdefault(host, [0, 0.0])
+            state[0] += 1
+            state[1] = time.monotonic()
+
 
 def _client():
     """This process's HTTP client (screening's decoding workers are processes of their own): connections
@@ -154,15 +189,26 @@ def fetch(url: str, *, max_bytes: int, timeout: float = 15.0, allow_private: boo
 
     for _ in range(MAX_REDIRECTS + 1):
         target, headers, extensions = pinned(url, allow_private)
+        host = urlparse(url).netloc.rsplit("@", 1)[-1].lower()
+        _may_try(host)
+
+        def gave_up(exc: FetchFailed) -> FetchFailed:
+            _tried(host, answered=False)
+            return exc
+
         last = ""
         for attempt in range(policy.retries + 1):
             retry_after = None
             left = deadline - time.monotonic()
             if left <= 0:
-                raise late(f"not fetched after {attempt} attempt(s) ({last})" if last else "redirects took too long")
+                if not last:
+                    raise late("redirects took too long")
+                raise gave_up(late(f"not fetched after {attempt} attempt(s) ({last})"))
             try:
                 with _client().stream("GET", target, headers=headers, extensions=extensions,
                                       timeout=min(timeout, left)) as r:
+                    if r.status_code not in RETRY_STATUSES:
+                        _tried(host, answered=True)
                     if r.is_redirect and r.headers.get("location"):
                         url = urljoin(url, r.headers["location"])
                         break
@@ -177,7 +223,7 @@ def fetch(url: str, *, max_bytes: int, timeout: float = 15.0, allow_private: boo
                             if size > max_bytes:
                                 raise FetchFailed(f"over the limit of {describe_size(max_bytes)}")
                             if time.monotonic() > deadline:
-                                raise late(f"still downloading, {describe_size(size)} received")
+                                raise gave_up(late(f"still downloading, {describe_size(size)} received"))
                             chunks.append(chunk)
                         return b"".join(chunks)
             except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
@@ -187,8 +233,9 @@ def fetch(url: str, *, max_bytes: int, timeout: float = 15.0, allow_private: boo
             if attempt < policy.retries:
                 wait = policy.wait(attempt, retry_after)
                 if time.monotonic() + wait > deadline:
-                    raise late(f"not fetched after {attempt + 1} attempt(s) ({last}), and the next is due later")
+                    raise gave_up(late(f"not fetched after {attempt + 1} attempt(s) ({last}), and the next is due "
+                                       "later"))
                 time.sleep(wait)
         else:
-            raise FetchFailed(f"download failed after {policy.retries + 1} attempts ({last})")
+            raise gave_up(FetchFailed(f"download failed after {policy.retries + 1} attempts ({last})"))
     raise FetchFailed(f"more than {MAX_REDIRECTS} redirects")
