@@ -223,9 +223,9 @@ def test_evaluate_without_out_reports_beside_its_own_model(model_dir, synthetic_
     2026-12-06). A run's model still reports into its run folder."""
     import shutil
 
-    for name in ("a", "b"):
+    for name, given in (("a", []), ("b", ["--model"])):  # the model named either way
         shutil.copytree(model_dir, tmp_path / "models" / name)
-        assert main(["-q", "evaluate", str(tmp_path / "models" / name), "--data", str(synthetic_dataset),
+        assert main(["-q", "evaluate", *given, str(tmp_path / "models" / name), "--data", str(synthetic_dataset),
                      "--split", "all", "--no-explain"]) == 0
         assert f"report: {tmp_path / 'models' / name / 'report.html'}" in capsys.readouterr().out
     for name in ("a", "b"):
@@ -240,6 +240,20 @@ def test_evaluate_without_out_reports_beside_its_own_model(model_dir, synthetic_
     assert f"report: {run / 'report.html'}" in capsys.readouterr().out
     assert json.loads((run / "metrics.json").read_text())["split"] == "test"
     assert not (run / "model" / "metrics.json").exists()
+
+
+def test_evaluate_takes_its_model_as_the_other_commands_do_or_in_place_and_says_when_it_has_none_or_two(
+        tmp_path, capsys):
+    """predict, screen, explain and project take --model MODEL; evaluate took its model only in first place,
+    and "evaluate --model M" ended on argparse's "unrecognized arguments". Either way now, one model."""
+    for args, said in (
+            (["--model", str(tmp_path / "nowhere")], f"{tmp_path / 'nowhere'}"),
+            ([], "give the model to evaluate: artsentry evaluate MODEL (a run or model folder)"),
+            (["a", "--model", "b"], "two models given, a and --model b: evaluate one, or several together with "
+                                    "--ensemble")):
+        assert main(["-q", "evaluate", *args]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("artsentry evaluate: error: ") and said in err and err.count("\n") == 1, err
 
 
 def test_evaluate_with_an_unreadable_photo_measures_the_rest_and_exits_3(model_dir, synthetic_dataset, tmp_path,

@@ -313,7 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="evaluate a model: metrics.json, predictions.csv, report.html",
                        description="Evaluate a model on data. With a run folder and no --data, uses the run's "
                                    "own manifest and its test split.")
-    e.add_argument("model", help="run folder or model folder")
+    e.add_argument("model", nargs="?", help="run folder or model folder")
+    e.add_argument("--model", dest="model_option", metavar="MODEL",
+                   help="the same, named as predict, screen and project take it")
     e.add_argument("--data", help="labelled folder or manifest (default: the run's manifest.csv)")
     e.add_argument("--split", default="test", help="rows of this split when the manifest has one; 'all' for every row")
     e.add_argument("--out", help="folder for the outputs (default: the run folder; for a model folder outside a "
@@ -888,6 +890,12 @@ def _evaluate_lots(a, model_dir: Path) -> None:
 
 
 def cmd_evaluate(a) -> int:
+    if a.model and a.model_option and a.model != a.model_option:
+        raise ValueError(f"two models given, {a.model} and --model {a.model_option}: evaluate one, or several "
+                         "together with --ensemble")
+    a.model = a.model or a.model_option
+    if not a.model:
+        raise ValueError("give the model to evaluate: artsentry evaluate MODEL (a run or model folder)")
     for folder in [a.model, *(a.ensemble or [])]:
         model_folder(folder)  # a wrong path is said at once, before the models load
     from .evaluate import default_out_dir, run_evaluation
