@@ -268,6 +268,7 @@ def test_screen_csv_completes_with_bad_images_and_carries_columns(onnx_model_dir
     printed = capsys.readouterr().out
     assert "review queue" in printed and f"{summary['weak_photos']} photo(s) blurred, grainy, dark, small or narrow" in printed
     assert f"not screened (no photo could be read): {len(errors)} listing(s); partly screened: 0" in printed
+    assert f"once the cause is mended, 'artsentry screen {out / 'errors.csv'} --out NEW_FOLDER' screens" in printed
 
 
 def test_the_photos_a_run_could_not_read_are_screened_again_from_its_errors_csv(model_dir, synthetic_dataset,

@@ -20,6 +20,7 @@ import logging
 import math
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -1312,7 +1313,9 @@ def cmd_screen(a) -> int:
               f"({Path(a.out) / 'listings.csv'})")
         if summary.get("listings_not_screened") or summary.get("listings_partly_screened"):
             print(f"not screened (no photo could be read): {summary['listings_not_screened']} listing(s); partly "
-                  f"screened: {summary['listings_partly_screened']} (status in listings.csv, reasons in errors.csv)")
+                  f"screened: {summary['listings_partly_screened']} (status in listings.csv, reasons in errors.csv; "
+                  f"once the cause is mended, 'artsentry screen {shlex.quote(str(Path(a.out) / 'errors.csv'))} --out "
+                  "NEW_FOLDER' screens those photos alone)")
         if summary.get("weak_photos"):
             where = ", and in the queue)" if a.review_weak else "; --review-weak queues those passed)"
             print(f"{summary['weak_photos']} photo(s) blurred, grainy, dark, small or narrow: their decisions are weak "
