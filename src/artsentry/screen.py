@@ -328,11 +328,11 @@ class ListingImages(Dataset):
 
     def __getitems__(self, indices: list[int]) -> list:
         """The items of a batch's rows, in their order: its image URLs fetched at once first (when asked to)."""
-        urls = [i for i in indices if self.fetch_urls and is_http_url(self.sources[i])]
+        url_rows = [i for i in indices if self.fetch_urls and is_http_url(self.sources[i])]
         fetched = {}
-        if len(urls) > 1:
-            with ThreadPoolExecutor(min(FETCH_THREADS, len(urls))) as pool:
-                fetched = dict(zip(urls, pool.map(self._read_or_error, urls)))
+        if len(url_rows) > 1:
+            with ThreadPoolExecutor(min(FETCH_THREADS, len(url_rows))) as pool:
+                fetched = dict(zip(url_rows, pool.map(self._read_or_error, url_rows)))
         return [self._item(i, fetched[i] if i in fetched else self._read_or_error(i)) for i in indices]
 
     def __getitem__(self, i: int):
