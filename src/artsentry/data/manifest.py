@@ -156,7 +156,8 @@ def table_path(value: str, base: Path) -> str:
     and, on another system, Windows paths kept: ``images.windows_path``; surrounding spaces dropped). A
     relative path written with Windows separators (``images\\ivory\\a.jpg``, a table made on Windows) is
     read with ``/`` when it does not exist as written."""
-    value = file_url_path(str(value).strip()) or str(value).strip()
+    value = str(value).strip()
+    value = file_url_path(value) or value
     if not value or "://" in value or windows_path(value):  # C:\photos\a.jpg is not base/C:\photos\a.jpg
         return value
     path = value if Path(value).is_absolute() else str(base / value)
