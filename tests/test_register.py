@@ -6,6 +6,7 @@ import sqlite3
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -1057,6 +1058,78 @@ def _object_table(tmp_path, photos):
     path = tmp_path / "catalogue" / "objects.csv"
     pd.DataFrame(rows).to_csv(path, index=False)
     return path
+
+
+def test_import_fetches_photo_urls_keeps_their_bytes_and_names_each_url_in_the_history(tmp_path, photos, capsys):
+    """A stolen-object database's export names its photos by URL: register import --fetch-urls downloads
+    them (private addresses only with --fetch-private), keeps their bytes in the register's photos/, names
+    each photo's URL in the history, says which URLs failed (by URL), leaves no file for a photo not
+    registered, and fetches no registered URL again when run again."""
+    from artsentry.index.register import read_objects
+
+    from .conftest import reply, web_host
+
+    (a0, a1), (b0, _) = photos["A"][0], photos["B"][0]
+    serving = {"/a0.jpg": Path(a0).read_bytes(), "/a1.jpg": Path(a1).read_bytes(), "/b0.jpg": Path(b0).read_bytes(),
+               "/page.jpg": b"<!doctype html><html><body>Sign in to see this photo</body></html>",
+               "/broken.jpg": b"\xff\xd8\xff\xe0" + b"\x00" * 300,
+               "/copy-of-b0.jpg": Path(b0).read_bytes()}  # E: recorded twice, under B too (the same bytes)
+    seen: list[str] = []
+
+    def respond(request):
+        seen.append(request.path)
+        body = serving.get(request.path)
+        reply(request, 200 if body else 404, body or b"")
+
+    reg = tmp_path / "reg"
+    assert main(["-q", "register", "create", str(reg)]) == 0
+    table, local = tmp_path / "stolen.csv", tmp_path / "A_side.jpg"  # a photo the museum holds as a file
+    Image.open(a0).rotate(90, expand=True).save(local)
+    with web_host(respond) as (base, _):
+        pd.DataFrame({"object_id": ["A", "A", "A", "B", "B", "C", "C", "E"],
+                      "image": [f"{base}/a0.jpg", f"{base}/a1.jpg", str(local), f"{base}/b0.jpg", f"{base}/broken.jpg",
+                                f"{base}/gone.jpg", f"{base}/page.jpg", f"{base}/copy-of-b0.jpg"]}).to_csv(table,
+                                                                                                       index=False)
+        assert main(["-q", "register", "import", str(reg), str(table), "--fetch-private"]) == 1
+        assert "--fetch-private applies to the photos --fetch-urls downloads" in capsys.readouterr().err
+        # without --fetch-urls: each URL said, the photo from a file registered
+        assert main(["-q", "register", "import", str(reg), str(table)]) == 3
+        out, err = capsys.readouterr()
+        assert "imported 1 photo(s), 1 new object(s)" in out and err.count("import with --fetch-urls") == 7
+        # the shop's test host is on this machine: refused unless allowed
+        assert main(["-q", "register", "import", str(reg), str(table), "--fetch-urls"]) == 3
+        out, err = capsys.readouterr()
+        assert "imported 0 photo(s)" in out and err.count("not fetched (--fetch-private") == 7 and not seen
+        assert main(["-q", "register", "import", str(reg), str(table), "--fetch-urls", "--fetch-private"]) == 3
+        out, err = capsys.readouterr()
+        assert "imported 4 photo(s), 2 new object(s) of the 4" in out and "1 photo(s) already registered" in out
+        assert f"{base}/gone.jpg: HTTP 404" in err and f"{base}/page.jpg: not an image: its content is HTML/XML text" in err
+        assert f"{base}/broken.jpg: " in err and "photos/" not in err  # its error names the URL, not the file
+        assert sorted(seen) == sorted([*serving, "/gone.jpg"])
+        shas = {path: file_sha256(p) for path, p in (("/a0.jpg", a0), ("/a1.jpg", a1), ("/b0.jpg", b0))}
+        # the fetched bytes kept, by SHA-256, and nothing else (the broken photo's file removed again)
+        assert sorted(p.name for p in (reg / "photos").iterdir()) == sorted(f"{s}.jpeg" for s in shas.values())
+        opened = Register.open(reg)
+        assert opened.get("A")["photos"] == [str(local.resolve()),
+                                             *(str((reg / "photos" / f"{shas[p]}.jpeg").resolve())
+                                               for p in ("/a0.jpg", "/a1.jpg"))]
+        assert [r.matches[0].object_id for r in opened.search([photos["A"][1], photos["B"][1]], k=1)] == ["A", "B"]
+        urls = {e["object_id"]: e["urls"] for e in opened.history() if "urls" in e}
+        assert urls == {"A": {shas["/a0.jpg"]: f"{base}/a0.jpg", shas["/a1.jpg"]: f"{base}/a1.jpg"},
+                        "B": {shas["/b0.jpg"]: f"{base}/b0.jpg"}, "E": {shas["/b0.jpg"]: f"{base}/copy-of-b0.jpg"}}
+        opened.close()
+        # run again: the registered URLs are not fetched again, the failed ones are tried again
+        seen.clear()
+        assert main(["-q", "register", "import", str(reg), str(table), "--fetch-urls", "--fetch-private"]) == 3
+        out = capsys.readouterr().out
+        assert "imported 0 photo(s)" in out and "5 photo(s) already registered" in out
+        assert sorted(seen) == ["/broken.jpg", "/gone.jpg", "/page.jpg"]
+    # read_objects alone: an ftp:// URL is no http(s) one, fetched or not
+    ftp = tmp_path / "ftp.csv"
+    pd.DataFrame({"object_id": ["D", "D"], "image": ["ftp://example.org/d.jpg", "https://example.org/d.jpg"]}).to_csv(
+        ftp, index=False)
+    objects, problems = read_objects(ftp, fetch_urls=True)
+    assert objects == [("D", ["https://example.org/d.jpg"], {})] and "only http(s) URLs are fetched" in problems[0]
 
 
 def test_import_registers_a_catalogue_once_however_often_it_runs(tmp_path, photos, capsys, monkeypatch):

@@ -1308,7 +1308,7 @@ def test_a_register_without_threshold_decides_no_match_anywhere(photos, tmp_path
     (b"\x00" * 64 + b"<html>", "not a known image format"),
 ])
 def test_an_upload_that_is_no_image_is_named_by_its_content(data, said):
-    from artsentry.serve.analysis import describe_content
+    from artsentry.data.images import describe_content
 
     assert describe_content(data) == said
 

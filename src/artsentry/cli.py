@@ -428,6 +428,12 @@ def build_parser() -> argparse.ArgumentParser:
                          "more rows: photos already registered under their object are skipped.")
     ri.add_argument("register")
     ri.add_argument("source", help="table of objects' photos, or folder of <object id>/<photos>")
+    ri.add_argument("--fetch-urls", action="store_true",
+                    help="download photos given as http(s) URLs (a stolen-object database's export; 8 at a time, 429, "
+                    "5xx and timeouts tried up to 3 more times) and keep their bytes in the register's photos/ folder; "
+                    "the history names each photo's URL, and a URL registered already is not fetched again")
+    ri.add_argument("--fetch-private", action="store_true",
+                    help="with --fetch-urls: also fetch from private addresses (an image host inside your own network)")
     rr = rsub.add_parser("remove", help="take objects out of the register")
     rr.add_argument("register")
     rr.add_argument("object_id", nargs="+", help="one or more object ids")
@@ -1172,9 +1178,11 @@ def cmd_register(a) -> int:
         if a.action == "import":
             from .index.register import read_objects
 
-            objects, problems = read_objects(a.source)
+            if a.fetch_private and not a.fetch_urls:
+                raise ValueError("--fetch-private applies to the photos --fetch-urls downloads: give it too")
+            objects, problems = read_objects(a.source, fetch_urls=a.fetch_urls)
             _print_errors(problems)
-            done = reg.import_objects(objects, progress=not a.quiet)
+            done = reg.import_objects(objects, progress=not a.quiet, allow_private=a.fetch_private)
             _print_errors(done["errors"])
             print(f"imported {done['photos_added']} photo(s), {done['objects_added']} new object(s) of the "
                   f"{done['objects_in_table']} in {a.source}; {done['already_registered']} photo(s) already registered "

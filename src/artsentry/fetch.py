@@ -27,7 +27,7 @@ from urllib.parse import urljoin, urlparse
 
 from . import __version__
 from .retry import RetryPolicy, parse_retry_after
-from .data.images import describe_size
+from .data.images import DEFAULT_MAX_BYTES, ImageLoadError, describe_size
 from .errors import ArtsentryError
 
 
@@ -161,7 +161,7 @@ def _tried(host: str, answered: bool) -> None:
 def _client():
     """This process's HTTP client (screening's decoding workers are processes of their own): connections
     to a shop's image host are kept open from one image to the next. Redirects are followed here, hop by
-    hop, each one checked. Shared by the threads that fetch a batch's URLs together (``screen.FETCH_THREADS``)."""
+    hop, each one checked. Shared by the threads that fetch a batch's URLs together (``FETCH_THREADS``)."""
     import httpx
 
     pid = os.getpid()
@@ -239,3 +239,23 @@ def fetch(url: str, *, max_bytes: int, timeout: float = 15.0, allow_private: boo
         else:
             raise gave_up(FetchFailed(f"download failed after {policy.retries + 1} attempts ({last})"))
     raise FetchFailed(f"more than {MAX_REDIRECTS} redirects")
+
+
+#: image URLs fetched at once by one process or decoding worker (a screening batch's, an import's): a shop's
+#: image host answers each request after the internet's latency (100-300 ms), and one request after another set
+#: the whole screening's pace (3.5 photos/s at 250 ms, 8 at once ~20; BENCHMARKS.md, "A shop's latency, and a
+#: batch's URLs fetched together")
+FETCH_THREADS = 8
+
+
+def fetch_image(url: str, timeout: float = 15.0, max_bytes: int | None = None, allow_private: bool = False) -> bytes:
+    """The bytes at an http(s) URL (``fetch``: retries, redirects, public addresses only unless
+    ``allow_private``), or ``ImageLoadError`` saying why not, in the words an unreadable file gets."""
+    try:
+        return fetch(url, max_bytes=max_bytes or DEFAULT_MAX_BYTES, timeout=timeout, allow_private=allow_private)
+    except BadURL as exc:  # no address to allow: --fetch-private would not help
+        raise ImageLoadError(url, str(exc)) from None
+    except FetchRefused as exc:
+        raise ImageLoadError(url, f"{exc}: not fetched (--fetch-private fetches from private addresses too)") from None
+    except FetchFailed as exc:
+        raise ImageLoadError(url, str(exc)) from None

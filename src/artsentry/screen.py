@@ -71,7 +71,7 @@ from .data.manifest import (TABLE_SUFFIXES, ManifestError, _pick, _read_table, c
 from .data.quality import assess_quality, quality_warnings, warnings_text
 from .data.transforms import eval_transform
 from .errors import ArtsentryError
-from .fetch import is_http_url  # light: the HTTP client is imported only to fetch
+from .fetch import FETCH_THREADS, fetch_image, is_http_url  # light: the HTTP client is imported only to fetch
 from .files import (exclusive, file_sha256, formula_from_text, read_json_object, write_bytes_atomic, write_csv_atomic,
                     write_text_atomic)
 from .htmlembed import thumbnail_uri
@@ -211,22 +211,6 @@ def table_fingerprint(df: pd.DataFrame) -> str:
 
 
 # -- images ----------------------------------------------------------------------------------
-def fetch_url(url: str, timeout: float = 15.0, max_bytes: int | None = None, allow_private: bool = False) -> bytes:
-    """The bytes at an http(s) URL (``artsentry.fetch``: retries, redirects, public addresses only unless
-    ``allow_private``), or ``ImageLoadError`` saying why not."""
-    from .data.images import DEFAULT_MAX_BYTES
-    from .fetch import BadURL, FetchFailed, FetchRefused, fetch
-
-    try:
-        return fetch(url, max_bytes=max_bytes or DEFAULT_MAX_BYTES, timeout=timeout, allow_private=allow_private)
-    except BadURL as exc:  # no address to allow: --fetch-private would not help
-        raise ImageLoadError(url, str(exc)) from None
-    except FetchRefused as exc:
-        raise ImageLoadError(url, f"{exc}: not fetched (--fetch-private fetches from private addresses too)") from None
-    except FetchFailed as exc:
-        raise ImageLoadError(url, str(exc)) from None
-
-
 ONCE_DIR = ".fetched-repeats"  # in a screening's folder while it runs: URLs named by several rows (fetch_once)
 
 
@@ -276,12 +260,6 @@ def keep_fetched(keep_dir: str | Path, sha256: str, data: bytes) -> None:
         write_bytes_atomic(path, data)
 
 
-#: image URLs of one batch a decoding worker fetches at once: a shop's image host answers each request after
-#: the internet's latency (100-300 ms), and one request after another set the whole screening's pace (3.5 photos/s
-#: at 250 ms, 8 at once ~20; BENCHMARKS.md, "A shop's latency, and a batch's URLs fetched together")
-FETCH_THREADS = 8
-
-
 class ListingImages(Dataset):
     """Row i -> (tensors for each transform, i, image SHA-256, error, photo quality).
     Unreadable -> error (and no quality). ``keep_dir``: fetched images' bytes are kept there
@@ -314,8 +292,8 @@ class ListingImages(Dataset):
             if not self.fetch_urls:
                 raise ImageLoadError(src, "image URLs are fetched only with --fetch-urls")
             if src in self.repeated:
-                return fetch_once(src, self.once_dir, lambda: fetch_url(src, allow_private=self.fetch_private))
-            return fetch_url(src, allow_private=self.fetch_private)
+                return fetch_once(src, self.once_dir, lambda: fetch_image(src, allow_private=self.fetch_private))
+            return fetch_image(src, allow_private=self.fetch_private)
         if "://" in src:
             raise ImageLoadError(src, "unsupported URL scheme")
         return read_image_bytes(src, src)
@@ -477,7 +455,7 @@ def _check_photos(records: list[dict], keep_dir: str | Path | None = None, progr
         def again(url: str) -> tuple[str | None, str | None]:
             """(None, SHA-256 of what the URL holds now), or (gone / unreachable, None)."""
             try:
-                return None, hashlib.sha256(fetch_url(url, allow_private=fetch_private)).hexdigest()
+                return None, hashlib.sha256(fetch_image(url, allow_private=fetch_private)).hexdigest()
             except ImageLoadError as exc:
                 return ("gone" if exc.reason in ("HTTP 404", "HTTP 410") else "unreachable"), None
 

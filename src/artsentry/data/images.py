@@ -132,6 +132,21 @@ AVIF_BRANDS = (b"avif", b"avis")
 HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1")
 
 
+def describe_content(data: bytes) -> str:
+    """What bytes that are no image hold, by their first bytes (an upload, a URL's answer): for the refusal's
+    wording."""
+    head = data[:64].lstrip().lower()
+    if head.startswith((b"<!doctype html", b"<html", b"<")):
+        return "HTML/XML text"
+    if head.startswith((b"{", b"[")):
+        return "JSON text"
+    if data[:4] == b"%PDF":
+        return "a PDF"
+    if data[:2] == b"PK":
+        return "a ZIP archive"
+    return "not a known image format"
+
+
 def image_format(data: bytes) -> str | None:
     """The image format the bytes really are (``jpeg``, ``png``, ``gif``, ``bmp``, ``tiff``, ``webp``,
     ``avif``, ``heif``; also a file ending for them), or None."""

@@ -218,6 +218,12 @@ class Register:
         or copy is not."""
         return os.access(self.folder, os.W_OK) and os.access(self.folder / DB_NAME, os.W_OK)
 
+    def _check_writable(self) -> None:
+        if not self.writable:
+            raise RegisterReadOnly(f"{self.folder}: the register is read-only here (a read-only share or copy, or no "
+                                   "permission to write its folder): nothing was changed; change it where it can be "
+                                   "written")
+
     def _begin(self) -> None:
         """Start a change: the database's write lock first (``_write_lock``), then this process's index
         brought up to date under it."""
@@ -229,10 +235,7 @@ class Register:
         holds it (an import beside the web server, a rebuild), wait up to ``busy_seconds``, saying so once,
         then ``RegisterBusy``, nothing changed. (SQLite's own wait, 5 s, ended in a bare "database is
         locked" traceback, though the IVF switch alone holds the lock for ~51 s.)"""
-        if not self.writable:  # SQLite grants the lock, then refuses the first write ("readonly database")
-            raise RegisterReadOnly(f"{self.folder}: the register is read-only here (a read-only share or copy, or no "
-                                   "permission to write its folder): nothing was changed; change it where it can be "
-                                   "written")
+        self._check_writable()  # SQLite grants the lock, then refuses the first write ("readonly database")
         deadline = time.monotonic() + self.busy_seconds
         said = False
         while True:
@@ -626,10 +629,12 @@ class Register:
         ``import_objects`` leave those out before embedding, and count them)."""
         return self._register(objects, progress)[:2]
 
-    def _register(self, objects: Sequence[tuple[str, Sequence, dict]], progress: bool = False) -> tuple[int, list, int]:
+    def _register(self, objects: Sequence[tuple[str, Sequence, dict]], progress: bool = False,
+                  urls: dict[tuple[str, str], str] | None = None) -> tuple[int, list, int]:
         """``add_many``, and the number of photos left out in its transaction as already registered:
         checked again there, under the write lock, since another process (the server, a second
-        terminal) may have registered them while these were being embedded."""
+        terminal) may have registered them while these were being embedded. ``urls``: the URL a photo's
+        file was fetched from, by its object and absolute path, named in the history (``import_objects``)."""
         flat, owners, names = [], [], []
         objects = [(object_id, as_sources(photos), metadata) for object_id, photos, metadata in objects]
         for object_id, photos, _ in objects:
@@ -651,6 +656,7 @@ class Register:
         ids, keep = [], []
         changes: dict[str, tuple[str, dict]] = {}  # object id -> (action, metadata set), for the history
         added_shas: dict[str, list] = {}  # object id -> SHA-256 of the photos added (not re-shots)
+        added_urls: dict[str, dict] = {}  # object id -> {SHA-256: URL} of the photos added that were fetched
         with self._change():
             for object_id, _, metadata in objects:
                 object_id = object_key(object_id)
@@ -691,12 +697,15 @@ class Register:
                 keep.append(i)
                 if parents[i] is None:
                     added_shas.setdefault(owner, []).append(sha)
+                    if urls and (owner, name) in urls:
+                        added_urls.setdefault(owner, {})[sha] = urls[owner, name]
             for object_id, (action, meta) in changes.items():
                 if object_id not in added_shas:  # every photo held already: a metadata change at most
                     if meta:
                         self._log("update", object_id, metadata=meta)
                     continue
-                self._log(action, object_id, photos=added_shas[object_id], **({"metadata": meta} if meta else {}))
+                self._log(action, object_id, photos=added_shas[object_id], **({"metadata": meta} if meta else {}),
+                          **({"urls": added_urls[object_id]} if object_id in added_urls else {}))
             if ids:
                 self.index.add(ids, vectors[keep])
                 if self.index.kind == "exact" and kind_for(len(self.index)) == "ivf":
@@ -743,16 +752,29 @@ class Register:
         return out_flat, out_owners, out_names, out_parents
 
     def import_objects(self, objects: Sequence[tuple[str, Sequence, dict]], *, chunk_photos: int = 512,
-                       progress: bool = False, desc: str = "register import") -> dict:
+                       progress: bool = False, desc: str = "register import", allow_private: bool = False) -> dict:
         """Register many objects from a table or folder (``read_objects``), in chunks of about
         ``chunk_photos`` photos, each its own transaction and index write: an import killed
         half-way keeps the chunks done, and the same import run again adds only what is missing,
         because a photo whose file content is already registered under that object is skipped
         (as are repeats within ``objects``). Returns counts, the unreadable photos' errors and
-        ``shared_photos`` for the objects in the table (photos other objects hold too)."""
+        ``shared_photos`` for the objects in the table (photos other objects hold too).
+
+        A photo given as an http(s) URL (``read_objects(fetch_urls=True)``: a stolen-object database's
+        export) is fetched, a chunk's URLs ``FETCH_THREADS`` at a time by screening's rules
+        (``fetch.fetch_image``: public addresses only unless ``allow_private``), and its bytes are kept in the
+        register's ``photos/`` under their SHA-256, as the server keeps uploads: the register does not depend
+        on a host that may take the photo down. The history names the URL each such photo came from, and a
+        URL registered under its object already is not fetched again when the import is run again."""
         from tqdm.auto import tqdm
 
+        from ..fetch import is_http_url
+
         todo, skipped = self._without_registered(objects)
+        if any(is_http_url(p) for _, photos, _ in todo for p in photos if isinstance(p, str)):
+            self._check_writable()  # before a fetch: the photos fetched are kept in the register's folder
+            todo, known = self._without_fetched(todo)
+            skipped += known
         before = {r[0] for r in self.db.execute("SELECT object_id FROM objects")}
         added, errors = 0, []
         bar = tqdm(total=sum(len(p) for _, p, _ in todo), desc=desc, unit="photo", disable=not progress)
@@ -765,8 +787,17 @@ class Register:
             while end < len(todo) and (n == 0 or n + len(todo[end][1]) <= size):
                 n += len(todo[end][1])
                 end += 1
-            done, errs, late = self._register(todo[start:end])
-            added, errors, skipped = added + done, errors + errs, skipped + late
+            chunk, urls, fetch_errors, written = self._fetch_photos(todo[start:end], allow_private)
+            try:
+                done, errs, late = self._register(chunk, urls=urls) if chunk else (0, [], 0)
+            finally:  # a fetched file kept only for a registered photo: none left in photos/ that no photo names
+                for path in written:
+                    if not self.db.execute("SELECT 1 FROM photos WHERE sha256 = ? AND name = ?",
+                                           (path.name.split(".", 1)[0], str(path))).fetchone():
+                        path.unlink(missing_ok=True)
+            by_file = {name: url for (_, name), url in urls.items()}
+            errs = [_named_by_url(e, by_file) for e in errs]  # a fetched photo's error names its URL, not its file
+            added, errors, skipped = added + done, errors + fetch_errors + errs, skipped + late
             bar.update(n)
             start = end
         bar.close()
@@ -774,6 +805,79 @@ class Register:
         return {"objects_added": len(now - before), "objects_in_table": len({object_key(o) for o, _, _ in objects}),
                 "photos_added": added, "already_registered": skipped, "errors": errors,
                 "shared_photos": self.shared_photos([o for o, _, _ in objects])}
+
+    def _without_fetched(self, objects: Sequence[tuple[str, Sequence, dict]]) -> tuple[list, int]:
+        """``objects`` without the URLs whose photo is registered under their object already (the history's
+        ``urls``, for photos the register still holds), and the number left out."""
+        held = set(self.db.execute("SELECT object_id, sha256 FROM photos WHERE reshot_of IS NULL"))
+        known = set()
+        for object_id, detail in self.db.execute("SELECT object_id, detail FROM history WHERE action IN "
+                                                 "('add', 'add_photos') AND detail LIKE '%\"urls\"%'"):
+            known |= {(object_id, url) for sha, url in json.loads(detail).get("urls", {}).items()
+                      if (object_id, sha) in held}
+        todo, skipped = [], 0
+        for object_id, photos, metadata in objects:
+            keep = [p for p in photos if (object_id, p) not in known]
+            skipped += len(photos) - len(keep)
+            if keep:
+                todo.append((object_id, keep, metadata))
+        return todo, skipped
+
+    def _fetch_photos(self, objects: Sequence[tuple[str, Sequence, dict]], allow_private: bool):
+        """``import_objects``: the http(s) URLs among ``objects``' photos fetched, each URL once, and kept in
+        ``photos/`` as ``<SHA-256>.<format>``. Returns the objects with each URL replaced by its file (left out
+        when it could not be fetched), ``{(object id, file): URL}`` (two URLs may give the same bytes, one
+        file), one error line per URL not fetched, and the files this call wrote (the caller removes those no
+        registered photo names)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from ..data.images import ImageLoadError, describe_content, image_format
+        from ..fetch import FETCH_THREADS, fetch_image, is_http_url
+        from ..files import write_bytes_atomic
+
+        urls = list(dict.fromkeys(p for _, photos, _ in objects for p in photos if isinstance(p, str)
+                                  and is_http_url(p)))
+        if not urls:
+            return list(objects), {}, [], []
+
+        def one(url: str) -> tuple[bytes | None, str | None]:
+            try:
+                data = fetch_image(url, allow_private=allow_private)
+            except ImageLoadError as exc:
+                return None, str(exc)
+            if image_format(data) is None:
+                return None, f"{url}: not an image: its content is {describe_content(data)}"
+            return data, None
+
+        with ThreadPoolExecutor(min(FETCH_THREADS, len(urls))) as pool:
+            answers = dict(zip(urls, pool.map(one, urls)))
+        folder = (self.folder / "photos").resolve()
+        files: dict[str, str] = {}  # URL -> file
+        written, errors = [], []
+        try:
+            for url, (data, error) in answers.items():
+                if data is None:
+                    errors.append(error)
+                    continue
+                path = folder / f"{hashlib.sha256(data).hexdigest()}.{image_format(data)}"
+                if not path.exists():  # (another import's, the server's: the same bytes)
+                    write_bytes_atomic(path, data)
+                    written.append(path)
+                files[url] = str(path)
+        except BaseException:  # a full disk, Ctrl-C: none of these registered, none kept
+            for path in written:
+                path.unlink(missing_ok=True)
+            raise
+        out, names = [], {}
+        for object_id, photos, metadata in objects:
+            for p in photos:
+                if isinstance(p, str) and p in files:  # an object's photo: the first URL that gave its bytes
+                    names.setdefault((object_key(object_id), files[p]), p)
+            photos = [files.get(p) if isinstance(p, str) and is_http_url(p) else p for p in photos]
+            photos = [p for p in photos if p is not None]
+            if photos:
+                out.append((object_id, photos, metadata))
+        return out, names, errors, written
 
     def copy_to(self, folder: str | Path, embedder: str | None = None, *, progress: bool = False) -> dict:
         """A new register at ``folder`` with this one's objects, their metadata and their photos, each photo
@@ -1293,18 +1397,21 @@ OBJECT_ID_COLUMNS = ("object_id", "objectID", "objectid", "source_id", "accessio
 PHOTO_COLUMNS = ("image", "image_path", "images", "path", "file", "photo", "photos", "filename")
 
 
-def read_objects(source: str | Path) -> tuple[list[tuple[str, list[str], dict]], list[str]]:
+def read_objects(source: str | Path, fetch_urls: bool = False) -> tuple[list[tuple[str, list[str], dict]], list[str]]:
     """The objects to register from ``source``: a folder with one sub-folder of photos per
     object (the sub-folder's name is the object id), or a table (CSV, TSV, JSONL, Parquet, XLSX) with one
     row per photo: an object id column, a photo column (paths relative to the table's folder),
     and optionally ``title``, ``department``, ``source``, ``status`` and any other columns, kept
     as the object's metadata (from its first row that has them). A column other than those four whose
     values differ between the rows of one object is the photos' (a crawl's ``url``, ``sha256``,
-    ``image_index``), not the object's: it is not kept, with a warning naming it. Returns ``(object_id,
-    photos, metadata)`` in input order, and one line per row or file that cannot be used."""
+    ``image_index``), not the object's: it is not kept, with a warning naming it. A photo given as an
+    http(s) URL (a stolen-object database's export) is kept as the URL with ``fetch_urls`` (``import_objects``
+    fetches it), else said and left out. Returns ``(object_id, photos, metadata)`` in input order, and one
+    line per row or file that cannot be used."""
     from ..data.images import find_images, is_image_file
     from ..data.manifest import (ManifestError, _pick, _read_table, paths_hint, photo_columns, photos_in, row_name,
                                  table_path)
+    from ..fetch import is_http_url
 
     source = Path(source)
     if not source.exists():
@@ -1361,13 +1468,15 @@ def read_objects(source: str | Path) -> tuple[list[tuple[str, list[str], dict]],
             problems.append(f"{source} {row_name(source, i)}: {exc}: skipped")
             continue
         paths = [table_path(p, base) for p in row_photos]  # a file:// URL is its path
-        urls = [p for p in paths if "://" in p]
-        for photo in urls:
-            problems.append(f"{source} {row_name(source, i)}: {photo}: photos are read from files; download it first")
-        if len(urls) == len(paths):
+        for photo in [p for p in paths if "://" in p and not (fetch_urls and is_http_url(p))]:
+            why = ("only http(s) URLs are fetched; download it first" if fetch_urls else
+                   "photos are read from files: import with --fetch-urls to download it, or download it first")
+            problems.append(f"{source} {row_name(source, i)}: {photo}: {why}")
+        paths = [p for p in paths if "://" not in p or (fetch_urls and is_http_url(p))]
+        if not paths:
             continue
         photos, meta = by_id.setdefault(object_id, ([], {}))
-        photos += [p for p in paths if "://" not in p]
+        photos += paths
         for c in meta_cols:
             key = c.lower() if c.lower() in META_FIELDS else c
             value = values[c].strip()
@@ -1383,6 +1492,12 @@ def read_objects(source: str | Path) -> tuple[list[tuple[str, list[str], dict]],
                     next(iter(per_photo.values())))
     return [(k, photos, {f: v for f, v in meta.items() if f not in per_photo})
             for k, (photos, meta) in by_id.items()], problems
+
+
+def _named_by_url(error: str, urls: dict[str, str]) -> str:
+    """An unreadable photo's error line (``name: reason``), named by the URL its file was fetched from."""
+    name, sep, reason = error.partition(": ")
+    return f"{urls[name]}: {reason}" if sep and name in urls else error
 
 
 def _bytes_or_source(photo, name: str):

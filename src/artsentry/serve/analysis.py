@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..data.images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
+from ..data.images import DEFAULT_MAX_PIXELS, ImageLoadError, describe_content, load_image
 from ..data.images import image_format as sniff  # the formats the server accepts, by content
 from ..data.quality import assess_quality, warnings_text
 from ..htmlembed import thumbnail_uri
@@ -23,20 +23,6 @@ def _thumbnail(path: str, mtime_ns: int, file_size: int) -> str | None:
     """A register photo's thumbnail (data URI, ~10 kB), keyed by the file's state: a file changed in place
     is read again, and the cache stays bounded however many objects a long-running server shows."""
     return thumbnail_uri(path, size=160)
-
-
-def describe_content(data: bytes) -> str:
-    """What an upload that is no image holds, by its first bytes: for the refusal's wording."""
-    head = data[:64].lstrip().lower()
-    if head.startswith((b"<!doctype html", b"<html", b"<")):
-        return "HTML/XML text"
-    if head.startswith((b"{", b"[")):
-        return "JSON text"
-    if data[:4] == b"%PDF":
-        return "a PDF"
-    if data[:2] == b"PK":
-        return "a ZIP archive"
-    return "not a known image format"
 
 
 class LotsUnavailable(ValueError):

@@ -45,10 +45,10 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from .. import __version__
-from ..data.images import ImageLoadError, describe_size
+from ..data.images import ImageLoadError, describe_content, describe_size
 from ..files import disk_full
 from ..index.register import OBJECT_ID, OBJECT_ID_MAX, NotRegistered, RegisterError, check_object_id
-from .analysis import Analyzer, LotsUnavailable, ServeSettings, describe_content, sniff
+from .analysis import Analyzer, LotsUnavailable, ServeSettings, sniff
 from .audit import AuditLog, decision_summary
 
 log = logging.getLogger(__name__)
