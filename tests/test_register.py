@@ -1132,6 +1132,44 @@ def test_import_fetches_photo_urls_keeps_their_bytes_and_names_each_url_in_the_h
     assert objects == [("D", ["https://example.org/d.jpg"], {})] and "only http(s) URLs are fetched" in problems[0]
 
 
+def test_import_fetches_the_next_chunks_urls_while_one_chunk_is_embedded(tmp_path, photos, monkeypatch):
+    """A host's latency is hidden behind the model: chunk k+1's URLs are requested as chunk k is
+    registered, not after it."""
+    import time
+
+    from artsentry.index.register import read_objects
+
+    from .conftest import reply, web_host
+
+    served = {f"/{name}.jpg": Path(photos[name][0][0]).read_bytes() for name in "ABC"}
+    asked: dict[str, float] = {}
+
+    def respond(request):
+        asked[request.path] = time.monotonic()
+        reply(request, 200, served[request.path])
+
+    spans = []
+    real = Register._register
+
+    def slow(self, objs, **kw):  # a chunk's embedding, made long enough to see what happens beside it
+        t0 = time.monotonic()
+        time.sleep(0.6)
+        try:
+            return real(self, objs, **kw)
+        finally:
+            spans.append((t0, time.monotonic(), [o for o, _, _ in objs]))
+
+    monkeypatch.setattr(Register, "_register", slow)
+    reg = Register.create(tmp_path / "reg")
+    table = tmp_path / "urls.csv"
+    with web_host(respond) as (base, _):
+        pd.DataFrame({"object_id": list("ABC"), "image": [f"{base}/{n}.jpg" for n in "ABC"]}).to_csv(table, index=False)
+        done = reg.import_objects(read_objects(table, fetch_urls=True)[0], chunk_photos=1, allow_private=True)
+    assert done["photos_added"] == 3 and [objs for _, _, objs in spans] == [["A"], ["B"], ["C"]]
+    # B's URL asked before A's chunk was registered (as it began, not once it ended), C's before B's was
+    assert asked["/B.jpg"] < spans[0][1] - 0.3 and asked["/C.jpg"] < spans[1][1] - 0.3
+
+
 def test_import_registers_a_catalogue_once_however_often_it_runs(tmp_path, photos, capsys, monkeypatch):
     from artsentry.index.register import read_objects
 

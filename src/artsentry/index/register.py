@@ -766,6 +766,8 @@ class Register:
         register's ``photos/`` under their SHA-256, as the server keeps uploads: the register does not depend
         on a host that may take the photo down. The history names the URL each such photo came from, and a
         URL registered under its object already is not fetched again when the import is run again."""
+        from concurrent.futures import ThreadPoolExecutor
+
         from tqdm.auto import tqdm
 
         from ..fetch import is_http_url
@@ -778,8 +780,8 @@ class Register:
         before = {r[0] for r in self.db.execute("SELECT object_id FROM objects")}
         added, errors = 0, []
         bar = tqdm(total=sum(len(p) for _, p, _ in todo), desc=desc, unit="photo", disable=not progress)
-        start = 0
-        while start < len(todo):
+
+        def chunk_end(start: int) -> int:
             # each chunk rewrites the index file: chunks grow with the register, so a large import
             # writes it a few dozen times, not once per few hundred photos
             size = max(chunk_photos, len(self.index) // 8)
@@ -787,19 +789,34 @@ class Register:
             while end < len(todo) and (n == 0 or n + len(todo[end][1]) <= size):
                 n += len(todo[end][1])
                 end += 1
-            chunk, urls, fetch_errors, written = self._fetch_photos(todo[start:end], allow_private)
-            try:
-                done, errs, late = self._register(chunk, urls=urls) if chunk else (0, [], 0)
-            finally:  # a fetched file kept only for a registered photo: none left in photos/ that no photo names
-                for path in written:
-                    if not self.db.execute("SELECT 1 FROM photos WHERE sha256 = ? AND name = ?",
-                                           (path.name.split(".", 1)[0], str(path))).fetchone():
-                        path.unlink(missing_ok=True)
-            by_file = {name: url for (_, name), url in urls.items()}
-            errs = [_named_by_url(e, by_file) for e in errs]  # a fetched photo's error names its URL, not its file
-            added, errors, skipped = added + done, errors + fetch_errors + errs, skipped + late
-            bar.update(n)
-            start = end
+            return end
+
+        # the next chunk's URLs are fetched while this one is embedded (a host's latency hidden behind the model);
+        # its photos are kept in photos/ here, once this chunk's files are settled
+        ahead = ThreadPoolExecutor(1, thread_name_prefix="import-fetch")
+        start, end = 0, chunk_end(0)
+        fetching = ahead.submit(self._fetch_urls, todo[start:end], allow_private)
+        try:
+            while start < len(todo):
+                answers = fetching.result()
+                following = chunk_end(end)
+                if end < len(todo):
+                    fetching = ahead.submit(self._fetch_urls, todo[end:following], allow_private)
+                chunk, urls, fetch_errors, written = self._keep_fetched(todo[start:end], answers)
+                try:
+                    done, errs, late = self._register(chunk, urls=urls) if chunk else (0, [], 0)
+                finally:  # a fetched file kept only for a registered photo: none in photos/ that no photo names
+                    for path in written:
+                        if not self.db.execute("SELECT 1 FROM photos WHERE sha256 = ? AND name = ?",
+                                               (path.name.split(".", 1)[0], str(path))).fetchone():
+                            path.unlink(missing_ok=True)
+                by_file = {name: url for (_, name), url in urls.items()}
+                errs = [_named_by_url(e, by_file) for e in errs]  # a fetched photo's error names its URL
+                added, errors, skipped = added + done, errors + fetch_errors + errs, skipped + late
+                bar.update(sum(len(p) for _, p, _ in todo[start:end]))
+                start, end = end, following
+        finally:
+            ahead.shutdown(cancel_futures=True)
         bar.close()
         now = {r[0] for r in self.db.execute("SELECT object_id FROM objects")}
         return {"objects_added": len(now - before), "objects_in_table": len({object_key(o) for o, _, _ in objects}),
@@ -823,22 +840,19 @@ class Register:
                 todo.append((object_id, keep, metadata))
         return todo, skipped
 
-    def _fetch_photos(self, objects: Sequence[tuple[str, Sequence, dict]], allow_private: bool):
-        """``import_objects``: the http(s) URLs among ``objects``' photos fetched, each URL once, and kept in
-        ``photos/`` as ``<SHA-256>.<format>``. Returns the objects with each URL replaced by its file (left out
-        when it could not be fetched), ``{(object id, file): URL}`` (two URLs may give the same bytes, one
-        file), one error line per URL not fetched, and the files this call wrote (the caller removes those no
-        registered photo names)."""
+    @staticmethod
+    def _fetch_urls(objects: Sequence[tuple[str, Sequence, dict]], allow_private: bool) -> dict:
+        """``import_objects``: the http(s) URLs among ``objects``' photos, each fetched once, ``FETCH_THREADS`` at
+        a time: ``{URL: (bytes, None) or (None, error line)}``; bytes that are no image are an error."""
         from concurrent.futures import ThreadPoolExecutor
 
         from ..data.images import ImageLoadError, describe_content, image_format
         from ..fetch import FETCH_THREADS, fetch_image, is_http_url
-        from ..files import write_bytes_atomic
 
         urls = list(dict.fromkeys(p for _, photos, _ in objects for p in photos if isinstance(p, str)
                                   and is_http_url(p)))
         if not urls:
-            return list(objects), {}, [], []
+            return {}
 
         def one(url: str) -> tuple[bytes | None, str | None]:
             try:
@@ -850,7 +864,19 @@ class Register:
             return data, None
 
         with ThreadPoolExecutor(min(FETCH_THREADS, len(urls))) as pool:
-            answers = dict(zip(urls, pool.map(one, urls)))
+            return dict(zip(urls, pool.map(one, urls)))
+
+    def _keep_fetched(self, objects: Sequence[tuple[str, Sequence, dict]], answers: dict):
+        """``import_objects``: the photos ``_fetch_urls`` fetched kept in ``photos/`` as ``<SHA-256>.<format>``.
+        Returns the objects with each URL replaced by its file (left out when it could not be fetched),
+        ``{(object id, file): URL}`` (two URLs may give the same bytes, one file), one error line per URL not
+        fetched, and the files this call wrote (the caller removes those no registered photo names)."""
+        from ..data.images import image_format
+        from ..fetch import is_http_url
+        from ..files import write_bytes_atomic
+
+        if not answers:
+            return list(objects), {}, [], []
         folder = (self.folder / "photos").resolve()
         files: dict[str, str] = {}  # URL -> file
         written, errors = [], []
