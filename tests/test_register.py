@@ -1086,8 +1086,8 @@ def test_import_fetches_photo_urls_keeps_their_bytes_and_names_each_url_in_the_h
     table, local = tmp_path / "stolen.csv", tmp_path / "A_side.jpg"  # a photo the museum holds as a file
     Image.open(a0).rotate(90, expand=True).save(local)
     with web_host(respond) as (base, _):
-        pd.DataFrame({"object_id": ["A", "A", "A", "B", "B", "C", "C", "E"],
-                      "image": [f"{base}/a0.jpg", f"{base}/a1.jpg", str(local), f"{base}/b0.jpg", f"{base}/broken.jpg",
+        pd.DataFrame({"object_id": ["A", "A", "A", "B", "B", "C", "C", "E"],  # an export's column name
+                      "image_url": [f"{base}/a0.jpg", f"{base}/a1.jpg", str(local), f"{base}/b0.jpg", f"{base}/broken.jpg",
                                 f"{base}/gone.jpg", f"{base}/page.jpg", f"{base}/copy-of-b0.jpg"]}).to_csv(table,
                                                                                                        index=False)
         assert main(["-q", "register", "import", str(reg), str(table), "--fetch-private"]) == 1

@@ -1418,9 +1418,12 @@ def _reshots_or_none(task) -> list[bytes]:
         return []  # the photo itself is reported unreadable by the embedding pass
 
 
-#: columns ``read_objects`` takes an object's id and its photo from (first found, any case)
+#: columns ``read_objects`` takes an object's id and its photo from (first found, any case); the URL columns last,
+#: so that a crawl's table (``image`` and ``url``) registers its files. A bare ``url`` is not one: in a catalogue
+#: it is as often the object's web page as its photo.
 OBJECT_ID_COLUMNS = ("object_id", "objectID", "objectid", "source_id", "accession_number", "id", "object")
-PHOTO_COLUMNS = ("image", "image_path", "images", "path", "file", "photo", "photos", "filename")
+PHOTO_COLUMNS = ("image", "image_path", "images", "path", "file", "photo", "photos", "filename", "image_url",
+                 "image_urls", "photo_url", "photo_urls")
 
 
 def read_objects(source: str | Path, fetch_urls: bool = False) -> tuple[list[tuple[str, list[str], dict]], list[str]]:
