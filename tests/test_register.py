@@ -279,9 +279,12 @@ def test_register_cli(tmp_path, photos, capsys):
     assert out.startswith(f"{photos['A'][1]}\tmatch A\t") and out.count("\n") == 1
     assert err.startswith(f"error: {tmp_path / 'text.jpg'}: ") and err.count("\n") == 1
     (tmp_path / "empty.jpg").write_bytes(b"")
-    assert main(["-q", "register", "add", reg, "B", photos["B"][1], str(tmp_path / "empty.jpg")]) == 3
+    assert main(["-q", "register", "add", reg, "B", photos["B"][1], str(tmp_path / "empty.jpg"),
+                 "https://museum.invalid/b.jpg"]) == 3
     out, err = capsys.readouterr()
     assert out == "B: 1 photo(s) registered; register holds 2 object(s)\n" and "empty.jpg" in err
+    assert "b.jpg: a URL, not a file (put it in a table's image column for 'artsentry register import --fetch-urls'" \
+        in err
     assert main(["-q", "register", "list", reg]) == 0
     assert capsys.readouterr().out == "A\t2 photo(s)\tstolen\tIvory figure\nB\t3 photo(s)\t\t\n"
     assert main(["-q", "register", "get", reg, "B"]) == 0

@@ -957,8 +957,12 @@ def _warn_shared_photos(shared: dict[str, list[str]]) -> None:
         "photo matches each of them alike", len(shared), examples, more)
 
 
-def expand_images(items: list[str]) -> tuple[list[str], list[str]]:
-    """Files as given, folders searched recursively for image files. Returns (files, problems)."""
+URL_ADVICE = "put it in a table's image column for 'artsentry screen --fetch-urls', or download it first"
+
+
+def expand_images(items: list[str], url_advice: str = URL_ADVICE) -> tuple[list[str], list[str]]:
+    """Files as given, folders searched recursively for image files. Returns (files, problems); a URL is
+    a problem, with ``url_advice`` (the command that fetches it)."""
     from .data.images import find_images
     from .data.manifest import TABLE_SUFFIXES, file_url_path
     from .fetch import is_http_url
@@ -981,8 +985,7 @@ def expand_images(items: list[str]) -> tuple[list[str], list[str]]:
         elif p.exists() or p.is_symlink():  # a broken link fails in the loader, which names its target
             files.append(item)
         elif is_http_url(item):
-            problems.append(f"{item}: a URL, not a file (put it in a table's image column for 'artsentry screen "
-                            "--fetch-urls', or download it first)")
+            problems.append(f"{item}: a URL, not a file ({url_advice})")
         else:
             problems.append(f"{item}: file not found")
     return files, problems
@@ -1153,7 +1156,8 @@ def cmd_register(a) -> int:
     reg = Register.open(a.register, rebuild_index=a.action == "rebuild")
     try:
         if a.action == "add":
-            photos, problems = expand_images(a.photos)
+            photos, problems = expand_images(a.photos, "put it in a table's image column for 'artsentry register "
+                                                       "import --fetch-urls', or download it first")
             _print_errors(problems)
             if not photos:
                 raise ValueError("no photos to add")
