@@ -1,4 +1,5 @@
 import codecs
+import re
 import shutil
 
 import numpy as np
@@ -105,8 +106,34 @@ def test_rows_are_named_as_each_kind_of_table_counts_them():
 
     from artsentry.data.manifest import row_name
 
-    assert [row_name(Path(f"t.{ext}"), 0) for ext in ("csv", "tsv", "xlsx", "parquet", "jsonl")] == [
-        "line 2", "line 2", "row 2", "row 1", "line 1"]  # CSV and sheets have a header line; Parquet and JSONL not
+    assert [row_name(Path(f"t.{ext}"), 0) for ext in ("csv", "tsv", "xlsx", "parquet", "jsonl", "json")] == [
+        "line 2", "line 2", "row 2", "row 1", "line 1", "record 1"]  # CSV and sheets have a header line; the others not
+
+
+def test_a_json_export_is_read_as_a_table(tmp_path):
+    """An API's or a database's export is often one JSON array of records, or an object holding one (with a
+    count beside it); it was read as a CSV, and refused for want of columns that were all there."""
+    import json
+
+    for name in ("a.jpg", "b.jpg"):
+        object_photo((1, 2, 3)).save(tmp_path / name)
+    records = [{"image": "a.jpg", "label": "ivory", "object_id": 7, "title": "Box"},
+               {"image": "b.jpg", "label": "bone", "object_id": 8.0}]  # no title: an empty cell
+    (tmp_path / "array.json").write_text(json.dumps(records))
+    (tmp_path / "wrapped.json").write_text(json.dumps({"total": 2, "next": None, "objects": records}))
+    (tmp_path / "lines.json").write_text("\n".join(json.dumps(r) for r in records) + "\n")  # JSON Lines, named .json
+    for name in ("array.json", "wrapped.json", "lines.json"):
+        df = read_manifest(tmp_path / name)[0]
+        assert df["path"].tolist() == [str(tmp_path / "a.jpg"), str(tmp_path / "b.jpg")], name
+        assert df["object_id"].tolist() == ["7", "8"] and df["title"].tolist() == ["Box", ""], name
+    (tmp_path / "nolabel.json").write_text(json.dumps([records[0], {"image": "b.jpg", "label": None}]))
+    with pytest.raises(ManifestError, match=r"empty label \(record 2\)"):
+        read_manifest(tmp_path / "nolabel.json")
+    for text, said in (("[1, 2]", "expected an array of records"), ('{"a": [], "b": 3}', "found none among its keys a, b"),
+                       ('{"a": [{"x": 1}], "b": [{"y": 2}]}', "found the arrays a, b"), ("[{", "not JSON (")):
+        (tmp_path / "bad.json").write_text(text)
+        with pytest.raises(ManifestError, match=re.escape(said)):
+            read_manifest(tmp_path / "bad.json")
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])

@@ -420,7 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("title", "department", "source", "status"):
         ra.add_argument(f"--{name}", help="stolen / at-risk / ..." if name == "status" else None)
     ri = rsub.add_parser("import", help="add many objects from a table or a folder of object folders",
-                         description="Register every object of a table (CSV, TSV, JSONL, Parquet or XLSX; one row per "
+                         description="Register every object of a table (CSV, TSV, JSON, JSONL, Parquet or XLSX; one row per "
                          "photo: an object id column such as object_id or accession_number, a photo column such as "
                          "image or path, relative to the table's folder; title, department, source, status and any "
                          "other columns are kept as the object's metadata) or of a folder with one sub-folder of "
@@ -510,7 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="forward pass: PyTorch, ONNX Runtime, or the one the model's config names (default)")
 
     sc = sub.add_parser("screen", help="screen listing photos: decisions, register matches, review queue",
-                        description="Screen a folder of images or a CSV/TSV/JSONL/Parquet/XLSX table of listings. "
+                        description="Screen a folder of images or a CSV/TSV/JSON/JSONL/Parquet/XLSX table of listings. "
                         "Writes evidence.jsonl (one record per image), results.csv, queue.csv/queue.html (the ranked "
                         "review queue), listings.csv (one row per listing id) and errors.csv into --out. "
                         "Run it again to resume an interrupted run, or after appending rows to its table or "

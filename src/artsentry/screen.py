@@ -1,6 +1,6 @@
 """Screen listing photos at scale: ``artsentry screen INPUT --out DIR``.
 
-INPUT is a folder of images, or a table of listings (CSV, TSV, JSONL, Parquet or XLSX: its first sheet)
+INPUT is a folder of images, or a table of listings (CSV, TSV, JSON, JSONL, Parquet or XLSX: its first sheet)
 with one image per row in a column named ``image``, ``image_path``,
 ``image_url``, ``path``, ``file``, ``url`` or ``photo``; every other column
 (listing id, title, price, seller...) is carried through to the outputs (one named like an

@@ -45,7 +45,7 @@ OBJECT_COLUMNS = ("object_id", "objectID", "objectid", "source_id")
 #: JSON lines tables: one record a line
 JSON_LINES_SUFFIXES = (".jsonl", ".ndjson")
 #: file endings read as tables (``_read_table``): listings, manifests, catalogues
-TABLE_SUFFIXES = (".csv", ".tsv", *JSON_LINES_SUFFIXES, ".parquet", ".xlsx")  # .tsv: read as a CSV of tabs
+TABLE_SUFFIXES = (".csv", ".tsv", ".json", *JSON_LINES_SUFFIXES, ".parquet", ".xlsx")  # .tsv: a CSV of tabs
 #: separators a .csv is also read with when its header, read comma-separated, is one column holding
 #: one of them (spreadsheets in many locales export "image;label;object_id")
 CSV_SEPARATORS = (";", "\t", "|")
@@ -227,6 +227,8 @@ def _read_table(path: Path, lists: Sequence[str] = (), as_json: bool = False) ->
             df = pd.read_parquet(path)
         elif suffix in JSON_LINES_SUFFIXES:
             df = pd.read_json(path, lines=True, dtype=False)
+        elif suffix == ".json":
+            df = _read_json_records(path)
         elif suffix == ".xlsx":  # the first sheet, its first row the header
             df = pd.read_excel(path, sheet_name=0, dtype=str, keep_default_na=False)
         else:
@@ -239,11 +241,42 @@ def _read_table(path: Path, lists: Sequence[str] = (), as_json: bool = False) ->
     stripped = [c.strip() for c in df.columns]  # "listing_id, image": the header's " image" is "image"
     if len(set(stripped)) == len(stripped):
         df.columns = stripped
-    if suffix == ".parquet" or suffix in JSON_LINES_SUFFIXES:  # typed cells; CSV and XLSX are read as text already
+    if suffix in (".parquet", ".json", *JSON_LINES_SUFFIXES):  # typed cells; CSV and XLSX are read as text already
         listed = {c.lower() for c in lists}
         for col in df.columns:
             df[col] = [_cell(v, path, col, i, col.lower() in listed, as_json) for i, v in enumerate(df[col].tolist())]
     return df
+
+
+def _read_json_records(path: Path) -> pd.DataFrame:
+    """A ``.json`` table: an array of records (an API's or a database's export: ``[{"object_id": ..., "image_url":
+    ...}, ...]``), or an object holding one such array beside other values (``{"total": 120, "objects": [...]}``);
+    one record a line saved as ``.json`` is read as JSON Lines. Keys missing from a record are empty cells."""
+    import io
+    import json
+
+    text = path.read_bytes().decode("utf-8-sig")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        if exc.msg == "Extra data":  # a second value after the first: JSON Lines under a .json name
+            return pd.read_json(io.StringIO(text), lines=True, dtype=False)
+        raise ManifestError(f"{path}: not JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+
+    def records(value) -> bool:
+        return isinstance(value, list) and all(isinstance(r, dict) for r in value)
+
+    if isinstance(data, dict) and not records(data):
+        arrays = [k for k, v in data.items() if records(v) and v]
+        if len(arrays) != 1:
+            raise ManifestError(f"{path}: a JSON object; expected an array of records ([{{...}}, {{...}}]) or an object "
+                                f"holding one (found {'the arrays ' + ', '.join(arrays) if arrays else 'none'} among "
+                                f"its keys {', '.join(list(data)[:10])})")
+        data = data[arrays[0]]
+    if not records(data):
+        raise ManifestError(f"{path}: expected an array of records ([{{...}}, {{...}}]), one a row, found a JSON "
+                            f"{type(data).__name__} holding other values")
+    return pd.DataFrame.from_records(data)
 
 
 def _cell(value, path: Path, column: str, i: int, listed: bool = False, as_json: bool = False) -> str:
@@ -272,6 +305,8 @@ def row_name(path: Path, i: int) -> str:
     suffix = path.suffix.lower()
     if suffix in JSON_LINES_SUFFIXES:
         return f"line {i + 1}"
+    if suffix == ".json":
+        return f"record {i + 1}"
     if suffix == ".parquet":
         return f"row {i + 1}"
     if suffix == ".xlsx":

@@ -1428,7 +1428,7 @@ PHOTO_COLUMNS = ("image", "image_path", "images", "path", "file", "photo", "phot
 
 def read_objects(source: str | Path, fetch_urls: bool = False) -> tuple[list[tuple[str, list[str], dict]], list[str]]:
     """The objects to register from ``source``: a folder with one sub-folder of photos per
-    object (the sub-folder's name is the object id), or a table (CSV, TSV, JSONL, Parquet, XLSX) with one
+    object (the sub-folder's name is the object id), or a table (CSV, TSV, JSON, JSONL, Parquet, XLSX) with one
     row per photo: an object id column, a photo column (paths relative to the table's folder),
     and optionally ``title``, ``department``, ``source``, ``status`` and any other columns, kept
     as the object's metadata (from its first row that has them). A column other than those four whose
