@@ -129,7 +129,8 @@ def test_a_json_export_is_read_as_a_table(tmp_path):
     (tmp_path / "nolabel.json").write_text(json.dumps([records[0], {"image": "b.jpg", "label": None}]))
     with pytest.raises(ManifestError, match=r"empty label \(record 2\)"):
         read_manifest(tmp_path / "nolabel.json")
-    for text, said in (("[1, 2]", "expected an array of records"), ('{"a": [], "b": 3}', "found none among its keys a, b"),
+    for text, said in (("[1, 2]", "expected an array of records"),
+                       ('{"a": [], "b": 3}', "found none among its keys a, b"),
                        ('{"a": [{"x": 1}], "b": [{"y": 2}]}', "found the arrays a, b"), ("[{", "not JSON (")):
         (tmp_path / "bad.json").write_text(text)
         with pytest.raises(ManifestError, match=re.escape(said)):

@@ -420,12 +420,13 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("title", "department", "source", "status"):
         ra.add_argument(f"--{name}", help="stolen / at-risk / ..." if name == "status" else None)
     ri = rsub.add_parser("import", help="add many objects from a table or a folder of object folders",
-                         description="Register every object of a table (CSV, TSV, JSON, JSONL, Parquet or XLSX; one row per "
-                         "photo: an object id column such as object_id or accession_number, a photo column such as "
-                         "image or path, relative to the table's folder; title, department, source, status and any "
-                         "other columns are kept as the object's metadata) or of a folder with one sub-folder of "
-                         "photos per object (its name is the object id). Run it again after an interruption or with "
-                         "more rows: photos already registered under their object are skipped.")
+                         description="Register every object of a table (CSV, TSV, JSON, JSONL, Parquet or XLSX; one "
+                         "row per photo: an object id column such as object_id or accession_number, a photo column "
+                         "such as image or path, relative to the table's folder, or image_url with --fetch-urls; "
+                         "title, department, source, status and any other columns are kept as the object's metadata) "
+                         "or of a folder with one sub-folder of photos per object (its name is the object id). Run it "
+                         "again after an interruption or with more rows: photos already registered under their object "
+                         "are skipped.")
     ri.add_argument("register")
     ri.add_argument("source", help="table of objects' photos, or folder of <object id>/<photos>")
     ri.add_argument("--fetch-urls", action="store_true",

@@ -269,9 +269,9 @@ def _read_json_records(path: Path) -> pd.DataFrame:
     if isinstance(data, dict) and not records(data):
         arrays = [k for k, v in data.items() if records(v) and v]
         if len(arrays) != 1:
-            raise ManifestError(f"{path}: a JSON object; expected an array of records ([{{...}}, {{...}}]) or an object "
-                                f"holding one (found {'the arrays ' + ', '.join(arrays) if arrays else 'none'} among "
-                                f"its keys {', '.join(list(data)[:10])})")
+            found = "the arrays " + ", ".join(arrays) if arrays else "none"
+            raise ManifestError(f"{path}: a JSON object; expected an array of records ([{{...}}, {{...}}]) or an "
+                                f"object holding one (found {found} among its keys {', '.join(list(data)[:10])})")
         data = data[arrays[0]]
     if not records(data):
         raise ManifestError(f"{path}: expected an array of records ([{{...}}, {{...}}]), one a row, found a JSON "
