@@ -110,6 +110,22 @@ def test_rows_are_named_as_each_kind_of_table_counts_them():
         "line 2", "line 2", "row 2", "row 1", "line 1", "record 1"]  # CSV and sheets have a header line; the others not
 
 
+def test_columns_are_found_as_a_spreadsheet_author_types_their_names(tmp_path):
+    """"Image Path", "Object ID", "Image URL 2": a person's names for the columns the readers look for (any
+    case, spaces or hyphens for underscores) were refused ("no image column") or, numbered, not seen."""
+    from artsentry.data.manifest import photo_columns
+    from artsentry.index.register import PHOTO_COLUMNS
+
+    for name in ("a.jpg", "b.jpg"):
+        object_photo((1, 2, 3)).save(tmp_path / name)
+    (tmp_path / "m.csv").write_text("Image Path,Label,Object ID\na.jpg,ivory,7\nb.jpg,bone,8\n")
+    df = read_manifest(tmp_path / "m.csv")[0]
+    assert df["path"].tolist() == [str(tmp_path / "a.jpg"), str(tmp_path / "b.jpg")]
+    assert df["label"].tolist() == ["ivory", "bone"] and df["object_id"].tolist() == ["7", "8"]
+    assert photo_columns(["Title", "Image URL 2", "image-url", "Image URL 10"], PHOTO_COLUMNS, "photo", "t") == [
+        "image-url", "Image URL 2", "Image URL 10"]
+
+
 def test_a_json_export_is_read_as_a_table(tmp_path):
     """An API's or a database's export is often one JSON array of records, or an object holding one (with a
     count beside it); it was read as a CSV, and refused for want of columns that were all there."""

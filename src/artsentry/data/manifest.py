@@ -90,11 +90,19 @@ class ManifestReport:
         return out
 
 
+def column_key(name) -> str:
+    """A column's name as candidates are matched against it: any case, spaces and hyphens as underscores
+    ("Object ID", "object-id" and "object_id" alike: the names a spreadsheet's author types)."""
+    return re.sub(r"[\s\-]+", "_", str(name).strip().lower())
+
+
 def _pick(columns, candidates, what: str, source: str, required: bool = True):
-    lower = {c.lower(): c for c in columns}
+    keys: dict[str, str] = {}
+    for c in columns:
+        keys.setdefault(column_key(c), c)  # two columns of one key: the first, as a table is read left to right
     for cand in candidates:
-        if cand.lower() in lower:
-            return lower[cand.lower()]
+        if column_key(cand) in keys:
+            return keys[column_key(cand)]
     if required:
         raise ManifestError(
             f"{source}: no {what} column; expected one of {', '.join(candidates)} (found: {', '.join(map(str, columns))})"
@@ -111,12 +119,12 @@ def photo_columns(columns, candidates, what: str, source: str) -> list[str]:
     found (any case) with its numbered columns, the bare one first, then by number; or the numbered columns
     of the first candidate that has some (image_1, image_2). ``ManifestError`` when none is found."""
     def number(column) -> int:
-        return int(_NUMBERED.fullmatch(str(column).strip().lower()).group(2))
+        return int(_NUMBERED.fullmatch(column_key(column)).group(2))
 
     for cand in candidates:
-        cand = cand.lower()
-        bare = [c for c in columns if str(c).lower() == cand]
-        numbered = [c for c in columns if (m := _NUMBERED.fullmatch(str(c).strip().lower())) and m.group(1) == cand]
+        cand = column_key(cand)
+        bare = [c for c in columns if column_key(c) == cand]
+        numbered = [c for c in columns if (m := _NUMBERED.fullmatch(column_key(c))) and m.group(1) == cand]
         if bare or numbered:
             return bare[:1] + sorted(numbered, key=number)
     raise ManifestError(f"{source}: no {what} column; expected one of {', '.join(candidates)}, or numbered ones such "
@@ -242,9 +250,10 @@ def _read_table(path: Path, lists: Sequence[str] = (), as_json: bool = False) ->
     if len(set(stripped)) == len(stripped):
         df.columns = stripped
     if suffix in (".parquet", ".json", *JSON_LINES_SUFFIXES):  # typed cells; CSV and XLSX are read as text already
-        listed = {c.lower() for c in lists}
+        listed = {column_key(c) for c in lists}
         for col in df.columns:
-            df[col] = [_cell(v, path, col, i, col.lower() in listed, as_json) for i, v in enumerate(df[col].tolist())]
+            df[col] = [_cell(v, path, col, i, column_key(col) in listed, as_json)
+                       for i, v in enumerate(df[col].tolist())]
     return df
 
 
