@@ -1103,6 +1103,10 @@ def test_import_fetches_photo_urls_keeps_their_bytes_and_names_each_url_in_the_h
         assert main(["-q", "register", "import", str(reg), str(table), "--fetch-urls"]) == 3
         out, err = capsys.readouterr()
         assert "imported 0 photo(s)" in out and err.count("not fetched (--fetch-private") == 7 and not seen
+        assert "1 photo(s) already registered" in out  # the file; no URL counted among them
+        opened = Register.open(reg)  # the library refuses them too unless told
+        assert "not fetched (--fetch-private" in opened.import_objects([("Z", [f"{base}/a0.jpg"], {})])["errors"][0]
+        opened.close()
         assert main(["-q", "register", "import", str(reg), str(table), "--fetch-urls", "--fetch-private"]) == 3
         out, err = capsys.readouterr()
         assert "imported 4 photo(s), 2 new object(s) of the 4" in out and "1 photo(s) already registered" in out
@@ -1145,6 +1149,7 @@ def test_import_fetches_the_next_chunks_urls_while_one_chunk_is_embedded(tmp_pat
     from .conftest import reply, web_host
 
     served = {f"/{name}.jpg": Path(photos[name][0][0]).read_bytes() for name in "ABC"}
+    served["/D.jpg"] = Path(photos["C"][0][1]).read_bytes()
     asked: dict[str, float] = {}
 
     def respond(request):
@@ -1166,9 +1171,11 @@ def test_import_fetches_the_next_chunks_urls_while_one_chunk_is_embedded(tmp_pat
     reg = Register.create(tmp_path / "reg")
     table = tmp_path / "urls.csv"
     with web_host(respond) as (base, _):
-        pd.DataFrame({"object_id": list("ABC"), "image": [f"{base}/{n}.jpg" for n in "ABC"]}).to_csv(table, index=False)
+        pd.DataFrame({"object_id": list("ABCDD"), "image": [*(f"{base}/{n}.jpg" for n in "ABCD"), photos["B"][0][1]]}
+                     ).to_csv(table, index=False)  # one of D's photos a file: a chunk of both
         done = reg.import_objects(read_objects(table, fetch_urls=True)[0], chunk_photos=1, allow_private=True)
-    assert done["photos_added"] == 3 and [objs for _, _, objs in spans] == [["A"], ["B"], ["C"]]
+    assert done["photos_added"] == 5 and [objs for _, _, objs in spans] == [["A"], ["B"], ["C"], ["D"]]
+    assert len(reg.get("D")["photos"]) == 2
     # B's URL asked before A's chunk was registered (as it began, not once it ended), C's before B's was
     assert asked["/B.jpg"] < spans[0][1] - 0.3 and asked["/C.jpg"] < spans[1][1] - 0.3
 
