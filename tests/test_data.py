@@ -133,7 +133,7 @@ def test_a_json_export_is_read_as_a_table(tmp_path):
 
     for name in ("a.jpg", "b.jpg"):
         object_photo((1, 2, 3)).save(tmp_path / name)
-    records = [{"image": "a.jpg", "label": "ivory", "object_id": 7, "title": "Box"},
+    records = [{"image": "a.jpg", "label": "ivory", "object_id": "007", "title": "Box"},  # an id as written
                {"image": "b.jpg", "label": "bone", "object_id": 8.0}]  # no title: an empty cell
     (tmp_path / "array.json").write_text(json.dumps(records))
     (tmp_path / "wrapped.json").write_text(json.dumps({"total": 2, "next": None, "objects": records}))
@@ -141,7 +141,7 @@ def test_a_json_export_is_read_as_a_table(tmp_path):
     for name in ("array.json", "wrapped.json", "lines.json"):
         df = read_manifest(tmp_path / name)[0]
         assert df["path"].tolist() == [str(tmp_path / "a.jpg"), str(tmp_path / "b.jpg")], name
-        assert df["object_id"].tolist() == ["7", "8"] and df["title"].tolist() == ["Box", ""], name
+        assert df["object_id"].tolist() == ["007", "8"] and df["title"].tolist() == ["Box", ""], name
     (tmp_path / "nolabel.json").write_text(json.dumps([records[0], {"image": "b.jpg", "label": None}]))
     with pytest.raises(ManifestError, match=r"empty label \(record 2\)"):
         read_manifest(tmp_path / "nolabel.json")
