@@ -1137,6 +1137,16 @@ def test_import_fetches_photo_urls_keeps_their_bytes_and_names_each_url_in_the_h
         ftp, index=False)
     objects, problems = read_objects(ftp, fetch_urls=True)
     assert objects == [("D", ["https://example.org/d.jpg"], {})] and "only http(s) URLs are fetched" in problems[0]
+    # a database's JSON export: records under a key, camelCase names, each photo an image object
+    export = tmp_path / "export.json"
+    export.write_text(json.dumps({"count": 1, "records": [{"objectNumber": "1999.7", "objectId": "F", "images": [
+        {"imageUrl": "https://example.org/f1.jpg", "caption": "front"}, {"imageUrl": "https://example.org/f2.jpg"}]}]}))
+    assert read_objects(export, fetch_urls=True)[0] == [
+        ("F", ["https://example.org/f1.jpg", "https://example.org/f2.jpg"], {"objectNumber": "1999.7"})]
+    export.write_text(json.dumps([{"objectId": "F", "images": [{"thumb": "https://example.org/t.jpg",
+                                                               "full": "https://example.org/f.jpg"}]}]))
+    with pytest.raises(RegisterError, match=r"record 1: an image object with 2 URLs \(keys: thumb, full\)"):
+        read_objects(export, fetch_urls=True)
 
 
 def test_import_fetches_the_next_chunks_urls_while_one_chunk_is_embedded(tmp_path, photos, monkeypatch):

@@ -67,7 +67,7 @@ from . import __version__, chainlog
 from .data.dataset import make_loader
 from .data.images import ImageLoadError, find_images, image_format, load_image, read_image_bytes
 from .data.manifest import (TABLE_SUFFIXES, ManifestError, _pick, _read_table, carried_names, paths_hint, photo_columns,
-                            photos_in, table_path)
+                            photos_in, refuse_image_objects, table_path)
 from .data.quality import assess_quality, quality_warnings, warnings_text
 from .data.transforms import eval_transform
 from .errors import ArtsentryError
@@ -82,7 +82,7 @@ log = logging.getLogger(__name__)
 
 #: a listing's photo column (first found), or its photos' (a scraper's ``image_urls`` list: a photo a value)
 IMAGE_COLUMNS = ("image", "image_path", "image_url", "image_urls", "images", "path", "file", "url", "photo", "photos")
-ID_COLUMNS = ("listing_id", "id", "listing")
+ID_COLUMNS = ("listing_id", "id", "listing", "item_id")  # item_id: eBay's itemId
 EVIDENCE = "evidence.jsonl"
 ENGINES = ("local", "ray")
 STATE = "screen.json"
@@ -138,6 +138,7 @@ def read_listings(source: str | Path, group_folders: bool = False, skip: Sequenc
     try:
         raw = _read_table(source, lists=IMAGE_COLUMNS, as_json=True)  # other columns are only carried
         image_cols = photo_columns(raw.columns, IMAGE_COLUMNS, "image", str(source))
+        refuse_image_objects(raw, image_cols, source)
     except ManifestError as exc:
         raise ScreenError(str(exc)) from None
     if raw.empty:

@@ -91,9 +91,11 @@ class ManifestReport:
 
 
 def column_key(name) -> str:
-    """A column's name as candidates are matched against it: any case, spaces and hyphens as underscores
-    ("Object ID", "object-id" and "object_id" alike: the names a spreadsheet's author types)."""
-    return re.sub(r"[\s\-]+", "_", str(name).strip().lower())
+    """A column's name as candidates are matched against it: any case, spaces and hyphens as underscores, a
+    capital after a small letter as a new word ("Object ID", "object-id", "objectID" and "object_id" alike: the
+    names a spreadsheet's author types, and an API's camelCase: "itemId", "imageUrl")."""
+    name = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", str(name).strip())
+    return re.sub(r"[\s\-]+", "_", name.lower())
 
 
 def _pick(columns, candidates, what: str, source: str, required: bool = True):
@@ -293,8 +295,13 @@ def _cell(value, path: Path, column: str, i: int, listed: bool = False, as_json:
         return value
     if hasattr(value, "__array__") and getattr(value, "ndim", 0):  # Parquet's lists come as arrays
         value = value.tolist()
-    if listed and isinstance(value, (list, tuple)) and all(isinstance(v, (str, int, float)) for v in value):
-        return "\n".join(v for v in (_cell(v, path, column, i) for v in value) if v.strip())
+    objects = [value] if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else None
+    if listed and objects is not None and all(isinstance(v, (str, int, float, dict)) for v in objects):
+        # an API's image object, or a list of them: its one URL (an object without one stays as its JSON text,
+        # ``refuse_image_objects`` says why, should the column be the photos')
+        urls = [_image_object_url(v) if isinstance(v, dict) else _cell(v, path, column, i) for v in objects]
+        if None not in urls:
+            return "\n".join(v for v in urls if v.strip())
     if as_json and isinstance(value, (list, tuple, dict)):
         import json
 
@@ -307,6 +314,38 @@ def _cell(value, path: Path, column: str, i: int, listed: bool = False, as_json:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
+
+
+def _image_object_url(value: dict) -> str | None:
+    """A photo cell's mapping, an API's image object (eBay's ``{"imageUrl": ...}``, Shopify's ``{"src": ...,
+    "width": ...}``): its one http(s) URL; None for one with none or several (an image's sizes, each its own
+    URL: which to screen is the table's author's choice)."""
+    from ..fetch import is_http_url
+
+    urls = [v.strip() for v in value.values() if isinstance(v, str) and is_http_url(v.strip())]
+    return urls[0] if len(urls) == 1 else None
+
+
+def refuse_image_objects(table: pd.DataFrame, columns: list[str], path: Path) -> None:
+    """``ManifestError`` when a photo column (``photo_columns``) holds an image object ``_read_table`` could not
+    take one URL from (kept as its JSON text), naming the first one's row and keys: such a cell was a photo
+    named '{"url_75x75": ...', an error ("unsupported URL scheme") on every row."""
+    import json
+
+    for column in columns:
+        for i, cell in enumerate(table[column]):
+            if not cell.lstrip().startswith(("{", "[{")):
+                continue
+            try:
+                value = json.loads(cell)
+            except ValueError:
+                continue  # a file whose name starts with a brace
+            first = value if isinstance(value, dict) else next((v for v in value if isinstance(v, dict)
+                                                                and _image_object_url(v) is None), {})
+            urls = sum(1 for v in first.values() if isinstance(v, str) and "://" in v)
+            raise ManifestError(f"{path}: column '{column}', {row_name(path, i)}: an image object with "
+                                f"{urls or 'no'} URLs (keys: {', '.join(map(str, list(first)[:12]))}); expected "
+                                "one photo URL or path a cell, or an object holding one http(s) URL")
 
 
 def row_name(path: Path, i: int) -> str:
