@@ -1421,7 +1421,8 @@ def _reshots_or_none(task) -> list[bytes]:
 #: columns ``read_objects`` takes an object's id and its photo from (first found, any case); the URL columns last,
 #: so that a crawl's table (``image`` and ``url``) registers its files. A bare ``url`` is not one: in a catalogue
 #: it is as often the object's web page as its photo.
-OBJECT_ID_COLUMNS = ("object_id", "objectID", "objectid", "source_id", "accession_number", "id", "object")
+OBJECT_ID_COLUMNS = ("object_id", "objectID", "objectid", "source_id", "accession_number", "object_number",
+                     "inventory_number", "id", "object")  # object number: a museum system's (Spectrum's) name
 PHOTO_COLUMNS = ("image", "image_path", "images", "path", "file", "photo", "photos", "filename", "image_url",
                  "image_urls", "photo_url", "photo_urls")
 
