@@ -1164,7 +1164,7 @@ def test_import_fetches_the_next_chunks_urls_while_one_chunk_is_embedded(tmp_pat
 
     def respond(request):
         asked[request.path] = time.monotonic()
-        reply(request, 200, served[request.path])
+        reply(request, 200 if request.path in served else 404, served.get(request.path, b""))
 
     spans = []
     real = Register._register
@@ -1184,6 +1184,10 @@ def test_import_fetches_the_next_chunks_urls_while_one_chunk_is_embedded(tmp_pat
         pd.DataFrame({"object_id": list("ABCDD"), "image": [*(f"{base}/{n}.jpg" for n in "ABCD"), photos["B"][0][1]]}
                      ).to_csv(table, index=False)  # one of D's photos a file: a chunk of both
         done = reg.import_objects(read_objects(table, fetch_urls=True)[0], chunk_photos=1, allow_private=True)
+        ends = []  # the progress bar's count of URLs fetched: one a URL, fetched or not
+        answers = Register._fetch_urls([("X", [f"{base}/A.jpg", f"{base}/A.jpg", f"{base}/nope.jpg"], {})], True,
+                                       lambda: ends.append(1))
+        assert len(ends) == 2 and answers[f"{base}/nope.jpg"] == (None, f"{base}/nope.jpg: HTTP 404")
     assert done["photos_added"] == 5 and [objs for _, _, objs in spans] == [["A"], ["B"], ["C"], ["D"]]
     assert len(reg.get("D")["photos"]) == 2
     # B's URL asked before A's chunk was registered (as it began, not once it ended), C's before B's was

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -792,16 +793,23 @@ class Register:
             return end
 
         # the next chunk's URLs are fetched while this one is embedded (a host's latency hidden behind the model);
-        # its photos are kept in photos/ here, once this chunk's files are settled
+        # its photos are kept in photos/ here, once this chunk's files are settled. The bar counts photos
+        # registered, and says beside it how many URLs are fetched: the first chunk's alone may take minutes
+        urls_total = len({p for _, photos, _ in todo for p in photos if isinstance(p, str) and is_http_url(p)})
+        fetched = itertools.count(1)
+
+        def one_fetched() -> None:  # (from the fetching threads: tqdm's refresh holds its lock)
+            bar.set_postfix_str(f"{next(fetched)} of {urls_total} URLs fetched")
+
         ahead = ThreadPoolExecutor(1, thread_name_prefix="import-fetch")
         start, end = 0, chunk_end(0)
-        fetching = ahead.submit(self._fetch_urls, todo[start:end], allow_private)
+        fetching = ahead.submit(self._fetch_urls, todo[start:end], allow_private, one_fetched)
         try:
             while start < len(todo):
                 answers = fetching.result()
                 following = chunk_end(end)
                 if end < len(todo):
-                    fetching = ahead.submit(self._fetch_urls, todo[end:following], allow_private)
+                    fetching = ahead.submit(self._fetch_urls, todo[end:following], allow_private, one_fetched)
                 chunk, urls, fetch_errors, written = self._keep_fetched(todo[start:end], answers)
                 try:
                     done, errs, late = self._register(chunk, urls=urls) if chunk else (0, [], 0)
@@ -841,9 +849,10 @@ class Register:
         return todo, skipped
 
     @staticmethod
-    def _fetch_urls(objects: Sequence[tuple[str, Sequence, dict]], allow_private: bool) -> dict:
+    def _fetch_urls(objects: Sequence[tuple[str, Sequence, dict]], allow_private: bool, done=None) -> dict:
         """``import_objects``: the http(s) URLs among ``objects``' photos, each fetched once, ``FETCH_THREADS`` at
-        a time: ``{URL: (bytes, None) or (None, error line)}``; bytes that are no image are an error."""
+        a time: ``{URL: (bytes, None) or (None, error line)}``; bytes that are no image are an error. ``done()``
+        is called as each URL's fetch ends (for a progress bar)."""
         from concurrent.futures import ThreadPoolExecutor
 
         from ..data.images import ImageLoadError, describe_content, image_format
@@ -859,6 +868,9 @@ class Register:
                 data = fetch_image(url, allow_private=allow_private)
             except ImageLoadError as exc:
                 return None, str(exc)
+            finally:
+                if done is not None:
+                    done()
             if image_format(data) is None:
                 return None, f"{url}: not an image: its content is {describe_content(data)}"
             return data, None
