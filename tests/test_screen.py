@@ -1374,22 +1374,24 @@ def test_read_listings_folder_and_jsonl(tmp_path, synthetic_dataset):
 
 def test_a_marketplace_apis_json_is_read_as_listings(tmp_path):
     """A marketplace API's answer saved as it came (eBay's item search): the items under a key beside a count,
-    camelCase names (itemId), each photo an image object ({"imageUrl": ...}), a list of them too. The photo's
-    JSON text was taken for a URL ("unsupported URL scheme") and the listing id was the row number."""
+    camelCase names (itemId), each photo an image object ({"imageUrl": ...}), a list of them too, the other
+    photos in additionalImages. The photo's JSON text was taken for a URL ("unsupported URL scheme"), the
+    listing id was the row number, and the other photos were carried as text, not screened."""
     from artsentry.data.manifest import column_key
 
     assert [column_key(c) for c in ("itemId", "objectID", "imageUrl", "IMAGE10", "Image URL", "object-id")] == [
         "item_id", "object_id", "image_url", "image10", "image_url", "object_id"]
-    items = [{"itemId": "v1|1", "title": "Carved tusk", "image": {"imageUrl": "https://i.example/1.jpg"}},
+    items = [{"itemId": "v1|1", "title": "Carved tusk", "image": {"imageUrl": "https://i.example/1.jpg"},
+              "additionalImages": [{"imageUrl": "https://i.example/1b.jpg"}]},  # its other photos
              {"itemId": "v1|2", "title": "Vase", "image": {"imageUrl": " https://i.example/2.jpg", "width": 500}},
              {"itemId": "v1|3", "title": "Set",
               "image": [{"src": "https://i.example/3a.jpg"}, "https://i.example/3b.jpg"]}]
     path = tmp_path / "search.json"
     path.write_text(json.dumps({"total": 3, "itemSummaries": items}))
     df = read_listings(path)
-    assert df["listing_id"].tolist() == ["v1|1", "v1|2", "v1|3", "v1|3"]
-    assert df["image"].tolist() == ["https://i.example/1.jpg", "https://i.example/2.jpg", "https://i.example/3a.jpg",
-                                    "https://i.example/3b.jpg"]
+    assert df["listing_id"].tolist() == ["v1|1", "v1|1", "v1|2", "v1|3", "v1|3"]
+    assert df["image"].tolist() == ["https://i.example/1.jpg", "https://i.example/1b.jpg", "https://i.example/2.jpg",
+                                    "https://i.example/3a.jpg", "https://i.example/3b.jpg"]
     # an image object with each of its sizes a URL: which to screen is not guessed
     items[0]["image"] = {"url_75x75": "https://i.example/s.jpg", "url_fullxfull": "https://i.example/f.jpg"}
     path.write_text(json.dumps(items))

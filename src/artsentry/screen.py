@@ -66,8 +66,8 @@ from tqdm.auto import tqdm
 from . import __version__, chainlog
 from .data.dataset import make_loader
 from .data.images import ImageLoadError, find_images, image_format, load_image, read_image_bytes
-from .data.manifest import (TABLE_SUFFIXES, ManifestError, _pick, _read_table, carried_names, paths_hint, photo_columns,
-                            photos_in, refuse_image_objects, table_path)
+from .data.manifest import (ADDITIONAL_PHOTO_COLUMNS, TABLE_SUFFIXES, ManifestError, _pick, _read_table, carried_names,
+                            paths_hint, photo_columns, photos_in, refuse_image_objects, table_path)
 from .data.quality import assess_quality, quality_warnings, warnings_text
 from .data.transforms import eval_transform
 from .errors import ArtsentryError
@@ -136,8 +136,8 @@ def read_listings(source: str | Path, group_folders: bool = False, skip: Sequenc
     if source.suffix.lower() not in TABLE_SUFFIXES:
         raise ScreenError(f"{source}: give a folder of images or a {', '.join(TABLE_SUFFIXES)} table of listings")
     try:
-        raw = _read_table(source, lists=IMAGE_COLUMNS, as_json=True)  # other columns are only carried
-        image_cols = photo_columns(raw.columns, IMAGE_COLUMNS, "image", str(source))
+        raw = _read_table(source, lists=IMAGE_COLUMNS + ADDITIONAL_PHOTO_COLUMNS, as_json=True)  # others: carried
+        image_cols = photo_columns(raw.columns, IMAGE_COLUMNS, "image", str(source), more=ADDITIONAL_PHOTO_COLUMNS)
         refuse_image_objects(raw, image_cols, source)
     except ManifestError as exc:
         raise ScreenError(str(exc)) from None

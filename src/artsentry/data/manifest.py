@@ -115,11 +115,16 @@ def _pick(columns, candidates, what: str, source: str, required: bool = True):
 _NUMBERED = re.compile(r"(.+?)[ _-]?(\d+)")
 
 
-def photo_columns(columns, candidates, what: str, source: str) -> list[str]:
+#: columns holding a row's other photos beside its photo column (eBay's API: ``image``, then ``additionalImages``)
+ADDITIONAL_PHOTO_COLUMNS = ("additional_images",)
+
+
+def photo_columns(columns, candidates, what: str, source: str, more: Sequence[str] = ()) -> list[str]:
     """A table's photo column and the columns numbering it, for a table with several photos per row (an
     Etsy export's IMAGE1 ... IMAGE10, a catalogue's image, image2, image_3): the first of ``candidates``
     found (any case) with its numbered columns, the bare one first, then by number; or the numbered columns
-    of the first candidate that has some (image_1, image_2). ``ManifestError`` when none is found."""
+    of the first candidate that has some (image_1, image_2); then those of ``more`` the table has (a row's
+    other photos: ``ADDITIONAL_PHOTO_COLUMNS``). ``ManifestError`` when none is found."""
     def number(column) -> int:
         return int(_NUMBERED.fullmatch(column_key(column)).group(2))
 
@@ -128,7 +133,9 @@ def photo_columns(columns, candidates, what: str, source: str) -> list[str]:
         bare = [c for c in columns if column_key(c) == cand]
         numbered = [c for c in columns if (m := _NUMBERED.fullmatch(column_key(c))) and m.group(1) == cand]
         if bare or numbered:
-            return bare[:1] + sorted(numbered, key=number)
+            chosen = bare[:1] + sorted(numbered, key=number)
+            extra = (next((c for c in columns if column_key(c) == column_key(m)), None) for m in more)
+            return chosen + [c for c in dict.fromkeys(extra) if c is not None and c not in chosen]
     raise ManifestError(f"{source}: no {what} column; expected one of {', '.join(candidates)}, or numbered ones such "
                         f"as {candidates[0]}1, {candidates[0]}2 (found: {', '.join(map(str, columns))})")
 

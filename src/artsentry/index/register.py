@@ -1451,8 +1451,8 @@ def read_objects(source: str | Path, fetch_urls: bool = False) -> tuple[list[tup
     fetches it), else said and left out. Returns ``(object_id, photos, metadata)`` in input order, and one
     line per row or file that cannot be used."""
     from ..data.images import find_images, is_image_file
-    from ..data.manifest import (ManifestError, _pick, _read_table, paths_hint, photo_columns, photos_in,
-                                 refuse_image_objects, row_name, table_path)
+    from ..data.manifest import (ADDITIONAL_PHOTO_COLUMNS, ManifestError, _pick, _read_table, paths_hint,
+                                 photo_columns, photos_in, refuse_image_objects, row_name, table_path)
     from ..fetch import is_http_url
 
     source = Path(source)
@@ -1483,9 +1483,11 @@ def read_objects(source: str | Path, fetch_urls: bool = False) -> tuple[list[tup
             raise RegisterError(f"{source}: no object folders with photos (expected {source}/<object id>/<photos>)")
         return objects, problems
     try:
-        raw = _read_table(source, lists=PHOTO_COLUMNS, as_json=True)  # a list of photos; other lists as metadata
+        # a list of photos; other lists as metadata
+        raw = _read_table(source, lists=PHOTO_COLUMNS + ADDITIONAL_PHOTO_COLUMNS, as_json=True)
         id_col = _pick(raw.columns, OBJECT_ID_COLUMNS, "object id", str(source))
-        photo_cols = photo_columns(raw.columns, PHOTO_COLUMNS, "photo", str(source))  # image, image2... too
+        # image, image2... too, and the row's additional_images
+        photo_cols = photo_columns(raw.columns, PHOTO_COLUMNS, "photo", str(source), more=ADDITIONAL_PHOTO_COLUMNS)
         refuse_image_objects(raw, photo_cols, source)
     except ManifestError as exc:
         raise RegisterError(str(exc)) from None
