@@ -1398,6 +1398,10 @@ def test_a_marketplace_apis_json_is_read_as_listings(tmp_path):
     with pytest.raises(ScreenError, match=r"column 'image', record 1: an image object with 2 URLs "
                                             r"\(keys: url_75x75, url_fullxfull\)"):
         read_listings(path)
+    items[0]["image"] = [{"src": "https://i.example/1.jpg"}, {"alt": "a tusk", "position": 2}]  # the second: none
+    path.write_text(json.dumps(items))
+    with pytest.raises(ScreenError, match=r"record 1: an image object with no URLs \(keys: alt, position\)"):
+        read_listings(path)
 
 
 def test_a_table_with_several_photo_columns_screens_every_photo_of_a_row(tmp_path, model_dir):
