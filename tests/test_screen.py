@@ -1372,6 +1372,44 @@ def test_read_listings_folder_and_jsonl(tmp_path, synthetic_dataset):
         read_listings(bad)
 
 
+def test_a_spreadsheets_linked_photo_cells_are_read_as_their_links(tmp_path, monkeypatch):
+    """An officer's sheet whose photo cells show "photo" and link to the image (Insert > Link, or a HYPERLINK
+    formula): each was read as the file "photo" or as the formula's text, an error on every row. A link
+    elsewhere (a title linking to the listing's page) stays the text it shows."""
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.append(["listing_id", "image", "Image 2", "title"])
+    sheet.append(["A1", "photo", "", "tusk"])
+    sheet["B2"].hyperlink = "https://i.example/a1.jpg"
+    sheet["D2"].hyperlink = "https://shop.example/listing/A1"  # not a photo column: its text kept
+    sheet.append(["A2", '=HYPERLINK("https://i.example/a2.jpg", "see photo")', "2nd", "box"])
+    sheet["C3"].hyperlink = "https://i.example/a2b.jpg"  # a numbered photo column links too
+    sheet.append(["A3", "https://i.example/a3.jpg", "", "vase"])
+    sheet.append(["A4", '=hyperlink("https://i.example/say ""cheese"".jpg")', "", "comb"])
+    path = tmp_path / "officer.xlsx"
+    book.save(path)
+    df = read_listings(path)
+    assert df[["listing_id", "image", "title"]].values.tolist() == [
+        ["A1", "https://i.example/a1.jpg", "tusk"], ["A2", "https://i.example/a2.jpg", "box"],
+        ["A2", "https://i.example/a2b.jpg", "box"], ["A3", "https://i.example/a3.jpg", "vase"],
+        ["A4", 'https://i.example/say "cheese".jpg', "comb"]]
+    # a sheet without links is read once, by pandas alone
+    plain = openpyxl.Workbook()
+    plain.active.append(["listing_id", "image"])
+    plain.active.append(["B1", "https://i.example/b1.jpg"])
+    plain.save(tmp_path / "plain.xlsx")
+    real = openpyxl.load_workbook  # pandas' read: read-only, values; a read for links is neither
+
+    def load(*args, **kwargs):
+        assert kwargs.get("read_only"), "opened again for links"
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(openpyxl, "load_workbook", load)
+    assert read_listings(tmp_path / "plain.xlsx")["image"].tolist() == ["https://i.example/b1.jpg"]
+
+
 def test_a_marketplace_apis_json_is_read_as_listings(tmp_path):
     """A marketplace API's answer saved as it came (eBay's item search): the items under a key beside a count,
     camelCase names (itemId), each photo an image object ({"imageUrl": ...}), a list of them too, the other

@@ -258,12 +258,48 @@ def _read_table(path: Path, lists: Sequence[str] = (), as_json: bool = False) ->
     stripped = [c.strip() for c in df.columns]  # "listing_id, image": the header's " image" is "image"
     if len(set(stripped)) == len(stripped):
         df.columns = stripped
+    if suffix == ".xlsx" and lists:
+        _xlsx_link_targets(path, df, {column_key(c) for c in lists})
     if suffix in (".parquet", ".json", *JSON_LINES_SUFFIXES):  # typed cells; CSV and XLSX are read as text already
         listed = {column_key(c) for c in lists}
         for col in df.columns:
             df[col] = [_cell(v, path, col, i, column_key(col) in listed, as_json)
                        for i, v in enumerate(df[col].tolist())]
     return df
+
+
+_HYPERLINK_FORMULA = re.compile(r'=\s*HYPERLINK\(\s*"((?:[^"]|"")*)"', re.IGNORECASE)
+
+
+def _xlsx_link_targets(path: Path, df: pd.DataFrame, keys: set[str]) -> None:
+    """A sheet's photo cells (a column named in ``keys``, or numbering one) that are links, set to where they
+    lead, in place: a cell showing "photo" or "see image" and linking to the URL (Excel's Insert > Link, or
+    ``=HYPERLINK("https://...", "photo")``) was read as the photo "photo", an error on every row. The
+    workbook is opened again, whole (links are not read otherwise), only when its sheets hold a link."""
+    import zipfile
+
+    import openpyxl
+
+    def linked(name: str, z: zipfile.ZipFile) -> bool:
+        data = z.read(name)
+        return b"<hyperlink" in data or b"HYPERLINK(" in data.upper()
+
+    with zipfile.ZipFile(path) as z:
+        if not any(linked(n, z) for n in z.namelist() if n.startswith("xl/worksheets/") and n.endswith(".xml")):
+            return
+    sheet = openpyxl.load_workbook(path, data_only=False).worksheets[0]  # pandas' sheet 0, read from A1
+    for j, column in enumerate(df.columns):
+        key = column_key(column)
+        numbered = _NUMBERED.fullmatch(key)
+        if key not in keys and not (numbered and numbered.group(1) in keys):
+            continue
+        for i in range(len(df)):
+            cell = sheet.cell(row=i + 2, column=j + 1)  # the header is row 1
+            target = cell.hyperlink.target if cell.hyperlink is not None else None
+            if not target and isinstance(cell.value, str) and (m := _HYPERLINK_FORMULA.match(cell.value.strip())):
+                target = m.group(1).replace('""', '"')
+            if target and target.strip():
+                df.iat[i, j] = target.strip()
 
 
 def _read_json_records(path: Path) -> pd.DataFrame:
