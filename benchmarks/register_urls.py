@@ -15,18 +15,19 @@ across the internet). Prints photos/s for each, the ratio to the files, the phot
 from __future__ import annotations
 
 import argparse
-import functools
-import http.server
 import json
+import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import pandas as pd
 
-from artsentry.index import Register
-from artsentry.index.register import read_objects
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from screen_urls import folder_server  # noqa: E402
+
+from artsentry.index import Register  # noqa: E402
+from artsentry.index.register import read_objects  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -38,22 +39,9 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     root = Path(a.data).resolve()
     meta = pd.read_csv(root / "metadata.csv").head(a.photos)
-    requests = []
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def send_head(self):
-            requests.append(self.path)
-            time.sleep(a.latency_ms / 1000)
-            return super().send_head()
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{server.server_address[1]}"
+    requests: list[str] = []
     out = {}
-    try:
+    with folder_server(root, a.latency_ms, requests) as base:
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
             ids = meta["source_id"].astype(str).tolist()
@@ -77,8 +65,6 @@ def main(argv=None) -> int:
             kept = list((tmp / "reg-urls" / "photos").iterdir())
             out["urls"]["kept_files"] = len(kept)
             out["urls"]["kept_mb"] = round(sum(p.stat().st_size for p in kept) / 1e6, 1)
-    finally:
-        server.shutdown()
     for name in ("urls", "urls, run again"):
         out[name]["vs_files"] = round(out[name]["photos_per_second"] / out["files"]["photos_per_second"], 2)
     print(json.dumps({"photos": len(meta), "latency_ms": a.latency_ms, **out}, indent=2))

@@ -18,6 +18,7 @@ this process before the screenings start: its decoding workers are forked from i
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import http.server
 import json
@@ -32,6 +33,28 @@ import artsentry.screen
 from artsentry.screen import Screener
 
 
+@contextlib.contextmanager
+def folder_server(root: Path, latency_ms: float = 0.0, requests: list | None = None):
+    """``root`` served on 127.0.0.1 by a threaded standard library server (HTTP/1.0) that waits ``latency_ms``
+    before each answer, each path asked added to ``requests``; yields the base URL."""
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def send_head(self):
+            if requests is not None:
+                requests.append(self.path)
+            time.sleep(latency_ms / 1000)
+            return super().send_head()
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="runs/ivory/model")
@@ -44,38 +67,24 @@ def main(argv=None) -> int:
     root = Path(a.data).resolve()
     files = pd.read_csv(root / "metadata.csv")["file"].head(a.photos).tolist()
 
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def send_head(self):
-            time.sleep(a.latency_ms / 1000)
-            return super().send_head()
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{server.server_address[1]}"
     out = {}
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            tmp = Path(tmp)
-            pd.DataFrame({"image": [str(root / f) for f in files]}).to_csv(tmp / "files.csv", index=False)
-            pd.DataFrame({"image": [f"{base}/{f}" for f in files]}).to_csv(tmp / "urls.csv", index=False)
-            local = {"fetch_urls": True, "fetch_private": True}  # the server is this machine
-            for name, table, kw in (("files", "files.csv", {}), ("urls", "urls.csv", local),
-                                    ("urls, kept", "urls.csv", {**local, "keep_fetched": tmp / "kept"})):
-                screener = Screener(a.model, progress=False, explain=0, **kw)
-                t0 = time.perf_counter()
-                summary = screener.run(tmp / table, tmp / name.replace(", ", "-"))
-                seconds = time.perf_counter() - t0
-                out[name] = {"photos": summary["rows"], "unreadable": summary["unreadable"], "flagged": summary["flagged"],
-                             "seconds": round(seconds, 1), "photos_per_second": round(summary["rows"] / seconds, 1),
-                             "runtime": (summary.get("about") or ["", ""])[1].rsplit("run on ", 1)[-1]}
-            kept = [p for p in (tmp / "kept").rglob("*") if p.is_file()]
-            out["urls, kept"]["kept_files"] = len(kept)
-            out["urls, kept"]["kept_mb"] = round(sum(p.stat().st_size for p in kept) / 1e6, 1)
-    finally:
-        server.shutdown()
+    with folder_server(root, a.latency_ms) as base, tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        pd.DataFrame({"image": [str(root / f) for f in files]}).to_csv(tmp / "files.csv", index=False)
+        pd.DataFrame({"image": [f"{base}/{f}" for f in files]}).to_csv(tmp / "urls.csv", index=False)
+        local = {"fetch_urls": True, "fetch_private": True}  # the server is this machine
+        for name, table, kw in (("files", "files.csv", {}), ("urls", "urls.csv", local),
+                                ("urls, kept", "urls.csv", {**local, "keep_fetched": tmp / "kept"})):
+            screener = Screener(a.model, progress=False, explain=0, **kw)
+            t0 = time.perf_counter()
+            summary = screener.run(tmp / table, tmp / name.replace(", ", "-"))
+            seconds = time.perf_counter() - t0
+            out[name] = {"photos": summary["rows"], "unreadable": summary["unreadable"], "flagged": summary["flagged"],
+                         "seconds": round(seconds, 1), "photos_per_second": round(summary["rows"] / seconds, 1),
+                         "runtime": (summary.get("about") or ["", ""])[1].rsplit("run on ", 1)[-1]}
+        kept = [p for p in (tmp / "kept").rglob("*") if p.is_file()]
+        out["urls, kept"]["kept_files"] = len(kept)
+        out["urls, kept"]["kept_mb"] = round(sum(p.stat().st_size for p in kept) / 1e6, 1)
     for name in ("urls", "urls, kept"):
         out[name]["vs_files"] = round(out[name]["photos_per_second"] / out["files"]["photos_per_second"], 2)
     print(json.dumps({"latency_ms": a.latency_ms, "fetch_threads": a.fetch_threads, **out}, indent=2))

@@ -69,6 +69,17 @@ def web_host(respond):
         server.server_close()
 
 
+def files_host(files: dict, seen: list | None = None):
+    """``web_host`` serving ``files`` (path -> bytes; any other path 404), each path asked added to ``seen``."""
+    def respond(request):
+        if seen is not None:
+            seen.append(request.path)
+        body = files.get(request.path)
+        reply(request, 200 if body is not None else 404, body or b"")
+
+    return web_host(respond)
+
+
 def reply(request, status: int, body: bytes = b"", **headers) -> None:
     """A whole HTTP answer to ``request`` (headers named with ``_`` for ``-``: ``Retry_After``)."""
     request.send_response(status)

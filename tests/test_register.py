@@ -1070,7 +1070,7 @@ def test_import_fetches_photo_urls_keeps_their_bytes_and_names_each_url_in_the_h
     registered, and fetches no registered URL again when run again."""
     from artsentry.index.register import read_objects
 
-    from .conftest import reply, web_host
+    from .conftest import files_host
 
     (a0, a1), (b0, _) = photos["A"][0], photos["B"][0]
     serving = {"/a0.jpg": Path(a0).read_bytes(), "/a1.jpg": Path(a1).read_bytes(), "/b0.jpg": Path(b0).read_bytes(),
@@ -1078,17 +1078,11 @@ def test_import_fetches_photo_urls_keeps_their_bytes_and_names_each_url_in_the_h
                "/broken.jpg": b"\xff\xd8\xff\xe0" + b"\x00" * 300,
                "/copy-of-b0.jpg": Path(b0).read_bytes()}  # E: recorded twice, under B too (the same bytes)
     seen: list[str] = []
-
-    def respond(request):
-        seen.append(request.path)
-        body = serving.get(request.path)
-        reply(request, 200 if body else 404, body or b"")
-
     reg = tmp_path / "reg"
     assert main(["-q", "register", "create", str(reg)]) == 0
     table, local = tmp_path / "stolen.csv", tmp_path / "A_side.jpg"  # a photo the museum holds as a file
     Image.open(a0).rotate(90, expand=True).save(local)
-    with web_host(respond) as (base, _):
+    with files_host(serving, seen) as (base, _):
         pd.DataFrame({"object_id": ["A", "A", "A", "B", "B", "C", "C", "E"],  # an export's column name
                       "image_url": [f"{base}/a0.jpg", f"{base}/a1.jpg", str(local), f"{base}/b0.jpg", f"{base}/broken.jpg",
                                 f"{base}/gone.jpg", f"{base}/page.jpg", f"{base}/copy-of-b0.jpg"]}).to_csv(table,

@@ -30,7 +30,7 @@ from artsentry.models.onnx import export_onnx, onnx_ready
 from artsentry.screen import (LISTING_STATUSES, ONCE_DIR, OUTPUT_COLUMNS, ScreenError, Screener, _priority,
                               listing_rollup, read_evidence, read_listings, verify_run)
 
-from .conftest import abc_register, object_photo, reply, trickle, web_host
+from .conftest import abc_register, files_host, object_photo, reply, trickle, web_host
 
 
 @pytest.fixture(scope="module")
@@ -1085,15 +1085,9 @@ def test_verify_refetch_tells_a_listing_still_showing_its_photo_from_one_changed
     serving = {"/a.jpg": ivory, "/b.jpg": ivory, "/c.jpg": other, "/d.jpg": third, "/e.jpg": other}
 
     seen: list[str] = []
-
-    def respond(request):
-        seen.append(request.path)
-        body = serving.get(request.path)
-        reply(request, 200 if body else 404, body or b"")
-
     table = tmp_path / "listings.csv"
     out = tmp_path / "out"
-    with web_host(respond) as (base, _):
+    with files_host(serving, seen) as (base, _):
         pd.DataFrame({"listing_id": list("abcdef"), "image_url": [f"{base}/{n}.jpg" for n in "abcdea"]}).to_csv(
             table, index=False)
         Screener(model_dir, progress=False, fetch_urls=True, fetch_private=True).run(table, out)
