@@ -1146,6 +1146,7 @@ def test_import_fetches_photo_urls_keeps_their_bytes_and_names_each_url_in_the_h
 def test_import_fetches_the_next_chunks_urls_while_one_chunk_is_embedded(tmp_path, photos, monkeypatch):
     """A host's latency is hidden behind the model: chunk k+1's URLs are requested as chunk k is
     registered, not after it."""
+    import threading
     import time
 
     from artsentry.index.register import read_objects
@@ -1182,6 +1183,11 @@ def test_import_fetches_the_next_chunks_urls_while_one_chunk_is_embedded(tmp_pat
         answers = Register._fetch_urls([("X", [f"{base}/A.jpg", f"{base}/A.jpg", f"{base}/nope.jpg"], {})], True,
                                        lambda: ends.append(1))
         assert len(ends) == 2 and answers[f"{base}/nope.jpg"] == (None, f"{base}/nope.jpg: HTTP 404")
+        before = dict(asked)  # an import stopped: the URLs not yet asked are not
+        stopped = threading.Event()
+        stopped.set()
+        answers = Register._fetch_urls([("X", [f"{base}/A.jpg", f"{base}/B.jpg"], {})], True, None, stopped)
+        assert asked == before and answers[f"{base}/B.jpg"] == (None, f"{base}/B.jpg: not fetched: the import stopped")
     assert done["photos_added"] == 5 and [objs for _, _, objs in spans] == [["A"], ["B"], ["C"], ["D"]]
     assert len(reg.get("D")["photos"]) == 2
     # B's URL asked before A's chunk was registered (as it began, not once it ended), C's before B's was

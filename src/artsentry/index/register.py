@@ -42,6 +42,7 @@ import math
 import os
 import re
 import sqlite3
+import threading
 import time
 import unicodedata
 from dataclasses import asdict, dataclass, field, replace
@@ -802,14 +803,15 @@ class Register:
             bar.set_postfix_str(f"{next(fetched)} of {urls_total} URLs fetched")
 
         ahead = ThreadPoolExecutor(1, thread_name_prefix="import-fetch")
+        stop = threading.Event()  # an import stopped (Ctrl-C, an error): the chunk being fetched asks no more URLs
         start, end = 0, chunk_end(0)
-        fetching = ahead.submit(self._fetch_urls, todo[start:end], allow_private, one_fetched)
+        fetching = ahead.submit(self._fetch_urls, todo[start:end], allow_private, one_fetched, stop)
         try:
             while start < len(todo):
                 answers = fetching.result()
                 following = chunk_end(end)
                 if end < len(todo):
-                    fetching = ahead.submit(self._fetch_urls, todo[end:following], allow_private, one_fetched)
+                    fetching = ahead.submit(self._fetch_urls, todo[end:following], allow_private, one_fetched, stop)
                 chunk, urls, fetch_errors, written = self._keep_fetched(todo[start:end], answers)
                 try:
                     done, errs, late = self._register(chunk, urls=urls) if chunk else (0, [], 0)
@@ -824,7 +826,8 @@ class Register:
                 bar.update(sum(len(p) for _, p, _ in todo[start:end]))
                 start, end = end, following
         finally:
-            ahead.shutdown(cancel_futures=True)
+            stop.set()
+            ahead.shutdown(cancel_futures=True)  # waits for the URLs being fetched, at most 8 (each has a deadline)
         bar.close()
         now = {r[0] for r in self.db.execute("SELECT object_id FROM objects")}
         return {"objects_added": len(now - before), "objects_in_table": len({object_key(o) for o, _, _ in objects}),
@@ -849,10 +852,12 @@ class Register:
         return todo, skipped
 
     @staticmethod
-    def _fetch_urls(objects: Sequence[tuple[str, Sequence, dict]], allow_private: bool, done=None) -> dict:
+    def _fetch_urls(objects: Sequence[tuple[str, Sequence, dict]], allow_private: bool, done=None,
+                    stop: threading.Event | None = None) -> dict:
         """``import_objects``: the http(s) URLs among ``objects``' photos, each fetched once, ``FETCH_THREADS`` at
         a time: ``{URL: (bytes, None) or (None, error line)}``; bytes that are no image are an error. ``done()``
-        is called as each URL's fetch ends (for a progress bar)."""
+        is called as each URL's fetch ends (for a progress bar); once ``stop`` is set, the URLs not yet asked are
+        not ("not fetched: the import stopped"): a chunk of 512 on a slow host held a stopped import for minutes."""
         from concurrent.futures import ThreadPoolExecutor
 
         from ..data.images import ImageLoadError, describe_content, image_format
@@ -864,6 +869,8 @@ class Register:
             return {}
 
         def one(url: str) -> tuple[bytes | None, str | None]:
+            if stop is not None and stop.is_set():
+                return None, f"{url}: not fetched: the import stopped"
             try:
                 data = fetch_image(url, allow_private=allow_private)
             except ImageLoadError as exc:
