@@ -1382,13 +1382,16 @@ def test_a_spreadsheets_linked_photo_cells_are_read_as_their_links(tmp_path, mon
     sheet["C3"].hyperlink = "https://i.example/a2b.jpg"  # a numbered photo column links too
     sheet.append(["A3", "https://i.example/a3.jpg", "", "vase"])
     sheet.append(["A4", '=hyperlink("https://i.example/say ""cheese"".jpg")', "", "comb"])
+    sheet.append(["A5", '=_xlfn.IMAGE("https://i.example/a5.jpg", "a5", 1)', '=IMAGE("https://i.example/a5b.jpg")',
+                  "cup"])  # the photo shown in its cell (Google Sheets, Excel 365)
     path = tmp_path / "officer.xlsx"
     book.save(path)
     df = read_listings(path)
     assert df[["listing_id", "image", "title"]].values.tolist() == [
         ["A1", "https://i.example/a1.jpg", "tusk"], ["A2", "https://i.example/a2.jpg", "box"],
         ["A2", "https://i.example/a2b.jpg", "box"], ["A3", "https://i.example/a3.jpg", "vase"],
-        ["A4", 'https://i.example/say "cheese".jpg', "comb"]]
+        ["A4", 'https://i.example/say "cheese".jpg', "comb"], ["A5", "https://i.example/a5.jpg", "cup"],
+        ["A5", "https://i.example/a5b.jpg", "cup"]]
     # a sheet without links is read once, by pandas alone
     plain = openpyxl.Workbook()
     plain.active.append(["listing_id", "image"])

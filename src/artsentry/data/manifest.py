@@ -268,13 +268,16 @@ def _read_table(path: Path, lists: Sequence[str] = (), as_json: bool = False) ->
     return df
 
 
-_HYPERLINK_FORMULA = re.compile(r'=\s*HYPERLINK\(\s*"((?:[^"]|"")*)"', re.IGNORECASE)
+#: a formula whose first argument is the photo's URL: a link, or the photo shown in the cell (Google Sheets'
+#: and Excel 365's IMAGE, stored as _xlfn.IMAGE)
+_LINK_FORMULA = re.compile(r'=\s*(?:_xlfn\.)?(?:HYPERLINK|IMAGE)\(\s*"((?:[^"]|"")*)"', re.IGNORECASE)
 
 
 def _xlsx_link_targets(path: Path, df: pd.DataFrame, keys: set[str]) -> None:
     """A sheet's photo cells (a column named in ``keys``, or numbering one) that are links, set to where they
     lead, in place: a cell showing "photo" or "see image" and linking to the URL (Excel's Insert > Link, or
-    ``=HYPERLINK("https://...", "photo")``) was read as the photo "photo", an error on every row. The
+    ``=HYPERLINK("https://...", "photo")``), or showing the photo (``=IMAGE("https://...")``), was read as the
+    photo "photo" or as nothing, an error on every row. The
     workbook is opened again, whole (links are not read otherwise), only when its sheets hold a link."""
     import zipfile
 
@@ -282,7 +285,7 @@ def _xlsx_link_targets(path: Path, df: pd.DataFrame, keys: set[str]) -> None:
 
     def linked(name: str, z: zipfile.ZipFile) -> bool:
         data = z.read(name)
-        return b"<hyperlink" in data or b"HYPERLINK(" in data.upper()
+        return b"<hyperlink" in data or any(f in data.upper() for f in (b"HYPERLINK(", b"IMAGE("))
 
     with zipfile.ZipFile(path) as z:
         if not any(linked(n, z) for n in z.namelist() if n.startswith("xl/worksheets/") and n.endswith(".xml")):
@@ -296,7 +299,7 @@ def _xlsx_link_targets(path: Path, df: pd.DataFrame, keys: set[str]) -> None:
         for i in range(len(df)):
             cell = sheet.cell(row=i + 2, column=j + 1)  # the header is row 1
             target = cell.hyperlink.target if cell.hyperlink is not None else None
-            if not target and isinstance(cell.value, str) and (m := _HYPERLINK_FORMULA.match(cell.value.strip())):
+            if not target and isinstance(cell.value, str) and (m := _LINK_FORMULA.match(cell.value.strip())):
                 target = m.group(1).replace('""', '"')
             if target and target.strip():
                 df.iat[i, j] = target.strip()
