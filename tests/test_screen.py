@@ -1392,6 +1392,11 @@ def test_a_spreadsheets_linked_photo_cells_are_read_as_their_links(tmp_path, mon
         ["A2", "https://i.example/a2b.jpg", "box"], ["A3", "https://i.example/a3.jpg", "vase"],
         ["A4", 'https://i.example/say "cheese".jpg', "comb"], ["A5", "https://i.example/a5.jpg", "cup"],
         ["A5", "https://i.example/a5b.jpg", "cup"]]
+    formulas = openpyxl.Workbook()  # formulas alone, no link of Insert > Link in the sheet
+    formulas.active.append(["listing_id", "image"])
+    formulas.active.append(["C1", '=IMAGE("https://i.example/c1.jpg")'])
+    formulas.save(tmp_path / "formulas.xlsx")
+    assert read_listings(tmp_path / "formulas.xlsx")["image"].tolist() == ["https://i.example/c1.jpg"]
     # a sheet without links is read once, by pandas alone
     plain = openpyxl.Workbook()
     plain.active.append(["listing_id", "image"])
