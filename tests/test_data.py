@@ -272,6 +272,11 @@ def test_relative_paths_written_on_windows_are_found(tmp_path):
     assert table_path("odd\\name.jpg", tmp_path) == str(tmp_path / "odd\\name.jpg")
     assert table_path("https://x.org/a.jpg", tmp_path) == "https://x.org/a.jpg"
     assert table_path("/abs//a.jpg", tmp_path) == "/abs//a.jpg"  # absolute: as written
+    # a web page's protocol-relative <img src>: https, unless a file of that name is here
+    assert table_path(" //i.ebayimg.com/images/g/abc/s-l1600.jpg", tmp_path) == \
+        "https://i.ebayimg.com/images/g/abc/s-l1600.jpg"
+    assert table_path("//cdn.example:8443/a.jpg", tmp_path) == "https://cdn.example:8443/a.jpg"
+    assert table_path("//photos/a.jpg", tmp_path) == "//photos/a.jpg"  # no host name with a dot: a path
 
 
 def test_file_urls_in_a_table_are_the_files_they_name(tmp_path):

@@ -168,13 +168,21 @@ def carried_names(columns, reserved) -> dict[str, str]:
     return names
 
 
+#: a web page's protocol-relative URL, ``//i.example.com/a.jpg`` (an ``<img src>`` copied as written): a host
+#: name with a dot, then a path
+_PROTOCOL_RELATIVE = re.compile(r"//[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+(?::\d+)?/\S*")
+
+
 def table_path(value: str, base: Path) -> str:
     """A file path as a table gives it, resolved against the table's folder ``base`` (absolute paths, URLs
     and, on another system, Windows paths kept: ``images.windows_path``; surrounding spaces dropped). A
     relative path written with Windows separators (``images\\ivory\\a.jpg``, a table made on Windows) is
-    read with ``/`` when it does not exist as written."""
+    read with ``/`` when it does not exist as written. A protocol-relative URL (``//i.example.com/a.jpg``, as
+    a web page's ``<img src>`` may be written) is read as ``https:`` when no such file is here."""
     value = str(value).strip()
     value = file_url_path(value) or value
+    if _PROTOCOL_RELATIVE.fullmatch(value) and not Path(value).exists():
+        return "https:" + value
     if not value or "://" in value or windows_path(value):  # C:\photos\a.jpg is not base/C:\photos\a.jpg
         return value
     path = value if Path(value).is_absolute() else str(base / value)
