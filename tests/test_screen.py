@@ -1423,15 +1423,16 @@ def test_a_marketplace_apis_json_is_read_as_listings(tmp_path):
         "item_id", "object_id", "image_url", "image10", "image_url", "object_id"]
     items = [{"itemId": "v1|1", "title": "Carved tusk", "image": {"imageUrl": "https://i.example/1.jpg"},
               "additionalImages": [{"imageUrl": "https://i.example/1b.jpg"}]},  # its other photos
-             {"itemId": "v1|2", "title": "Vase", "image": {"imageUrl": " https://i.example/2.jpg", "width": 500}},
+             {"itemId": "v1|2", "title": "Vase", "image": {"imageUrl": " https://i.example/2.jpg", "width": 500},
+              "image2": {"imageUrl": "https://i.example/2b.jpg"}},  # a numbered photo column
              {"itemId": "v1|3", "title": "Set",
               "image": [{"src": "https://i.example/3a.jpg"}, "https://i.example/3b.jpg"]}]
     path = tmp_path / "search.json"
     path.write_text(json.dumps({"total": 3, "itemSummaries": items}))
     df = read_listings(path)
-    assert df["listing_id"].tolist() == ["v1|1", "v1|1", "v1|2", "v1|3", "v1|3"]
+    assert df["listing_id"].tolist() == ["v1|1", "v1|1", "v1|2", "v1|2", "v1|3", "v1|3"]
     assert df["image"].tolist() == ["https://i.example/1.jpg", "https://i.example/1b.jpg", "https://i.example/2.jpg",
-                                    "https://i.example/3a.jpg", "https://i.example/3b.jpg"]
+                                    "https://i.example/2b.jpg", "https://i.example/3a.jpg", "https://i.example/3b.jpg"]
     # an image object with each of its sizes a URL: which to screen is not guessed
     items[0]["image"] = {"url_75x75": "https://i.example/s.jpg", "url_fullxfull": "https://i.example/f.jpg"}
     path.write_text(json.dumps(items))

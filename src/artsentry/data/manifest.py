@@ -271,9 +271,15 @@ def _read_table(path: Path, lists: Sequence[str] = (), as_json: bool = False) ->
     if suffix in (".parquet", ".json", *JSON_LINES_SUFFIXES):  # typed cells; CSV and XLSX are read as text already
         listed = {column_key(c) for c in lists}
         for col in df.columns:
-            df[col] = [_cell(v, path, col, i, column_key(col) in listed, as_json)
-                       for i, v in enumerate(df[col].tolist())]
+            df[col] = [_cell(v, path, col, i, _named_in(col, listed), as_json) for i, v in enumerate(df[col].tolist())]
     return df
+
+
+def _named_in(column, keys: set[str]) -> bool:
+    """Whether ``column`` is one of ``keys`` (``column_key``s) or numbers one (``image2`` for ``image``)."""
+    key = column_key(column)
+    numbered = _NUMBERED.fullmatch(key)
+    return key in keys or (numbered is not None and numbered.group(1) in keys)
 
 
 #: a formula whose first argument is the photo's URL: a link, or the photo shown in the cell (Google Sheets'
@@ -300,9 +306,7 @@ def _xlsx_link_targets(path: Path, df: pd.DataFrame, keys: set[str]) -> None:
             return
     sheet = openpyxl.load_workbook(path, data_only=False).worksheets[0]  # pandas' sheet 0, read from A1
     for j, column in enumerate(df.columns):
-        key = column_key(column)
-        numbered = _NUMBERED.fullmatch(key)
-        if key not in keys and not (numbered and numbered.group(1) in keys):
+        if not _named_in(column, keys):
             continue
         for i in range(len(df)):
             cell = sheet.cell(row=i + 2, column=j + 1)  # the header is row 1
@@ -331,7 +335,7 @@ def _read_json_records(path: Path) -> pd.DataFrame:
     def records(value) -> bool:
         return isinstance(value, list) and all(isinstance(r, dict) for r in value)
 
-    if isinstance(data, dict) and not records(data):
+    if isinstance(data, dict):
         arrays = [k for k, v in data.items() if records(v) and v]
         if len(arrays) != 1:
             found = "the arrays " + ", ".join(arrays) if arrays else "none"
