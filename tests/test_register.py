@@ -1118,6 +1118,15 @@ def test_import_fetches_photo_urls_keeps_their_bytes_and_names_each_url_in_the_h
         urls = {e["object_id"]: e["urls"] for e in opened.history() if "urls" in e}
         assert urls == {"A": {shas["/a0.jpg"]: f"{base}/a0.jpg", shas["/a1.jpg"]: f"{base}/a1.jpg"},
                         "B": {shas["/b0.jpg"]: f"{base}/b0.jpg"}, "E": {shas["/b0.jpg"]: f"{base}/copy-of-b0.jpg"}}
+        # each photo's URL beside it (none for the file), and carried by a copy of the register
+        assert opened.get("A")["photo_urls"] == [None, f"{base}/a0.jpg", f"{base}/a1.jpg"]
+        assert opened.get("E")["photo_urls"] == [f"{base}/copy-of-b0.jpg"]
+        opened.copy_to(tmp_path / "copy")
+        copied = Register.open(tmp_path / "copy")
+        assert copied.get("A")["photo_urls"] == [None, f"{base}/a0.jpg", f"{base}/a1.jpg"]
+        extra = copied.db.execute("SELECT extra FROM objects WHERE object_id = 'A'").fetchone()[0]
+        assert "photo_urls" not in json.loads(extra or "{}")  # not copied as the object's metadata besides
+        copied.close()
         opened.close()
         # run again: the registered URLs are not fetched again, the failed ones are tried again
         seen.clear()

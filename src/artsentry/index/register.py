@@ -754,7 +754,8 @@ class Register:
         return out_flat, out_owners, out_names, out_parents
 
     def import_objects(self, objects: Sequence[tuple[str, Sequence, dict]], *, chunk_photos: int = 512,
-                       progress: bool = False, desc: str = "register import", allow_private: bool = False) -> dict:
+                       progress: bool = False, desc: str = "register import", allow_private: bool = False,
+                       urls: dict[tuple[str, str], str] | None = None) -> dict:
         """Register many objects from a table or folder (``read_objects``), in chunks of about
         ``chunk_photos`` photos, each its own transaction and index write: an import killed
         half-way keeps the chunks done, and the same import run again adds only what is missing,
@@ -767,7 +768,8 @@ class Register:
         (``fetch.fetch_image``: public addresses only unless ``allow_private``), and its bytes are kept in the
         register's ``photos/`` under their SHA-256, as the server keeps uploads: the register does not depend
         on a host that may take the photo down. The history names the URL each such photo came from, and a
-        URL registered under its object already is not fetched again when the import is run again."""
+        URL registered under its object already is not fetched again when the import is run again. ``urls``:
+        the URL files given were fetched from, by (object id, absolute path), for the history (``copy_to``)."""
         from concurrent.futures import ThreadPoolExecutor
 
         from tqdm.auto import tqdm
@@ -812,15 +814,16 @@ class Register:
                 following = chunk_end(end)
                 if end < len(todo):
                     fetching = ahead.submit(self._fetch_urls, todo[end:following], allow_private, one_fetched, stop)
-                chunk, urls, fetch_errors, written = self._keep_fetched(todo[start:end], answers)
+                chunk, fetched_urls, fetch_errors, written = self._keep_fetched(todo[start:end], answers)
                 try:
-                    done, errs, late = self._register(chunk, urls=urls) if chunk else (0, [], 0)
+                    done, errs, late = self._register(chunk, urls={**(urls or {}), **fetched_urls}) if chunk else (
+                        0, [], 0)
                 finally:  # a fetched file kept only for a registered photo: none in photos/ that no photo names
                     for path in written:
                         if not self.db.execute("SELECT 1 FROM photos WHERE sha256 = ? AND name = ?",
                                                (path.name.split(".", 1)[0], str(path))).fetchone():
                             path.unlink(missing_ok=True)
-                by_file = {name: url for (_, name), url in urls.items()}
+                by_file = {name: url for (_, name), url in fetched_urls.items()}
                 errs = [_named_by_url(e, by_file) for e in errs]  # a fetched photo's error names its URL
                 added, errors, skipped = added + done, errors + fetch_errors + errs, skipped + late
                 bar.update(sum(len(p) for _, p, _ in todo[start:end]))
@@ -940,6 +943,7 @@ class Register:
         resize = (described.get("preprocessing") or {}).get("resize") if embedder is None else None
         stored = (self.folder / "photos").resolve()
         objects, problems = [], []
+        urls: dict[tuple[str, str], str] = {}  # (object id, photo) -> the URL it was fetched from
         rows = self.db.execute("SELECT object_id, name, sha256 FROM photos WHERE reshot_of IS NULL "
                                "ORDER BY object_id, vector_id").fetchall()
         by_object: dict[str, list[tuple[str, str]]] = {}
@@ -964,14 +968,19 @@ class Register:
             new._log("copy_started", source=source)  # until "copy": a copy to go on with if stopped
         try:
             for object_id in sorted(by_object):
-                photos = [self._copied_photo(name, sha, object_id, stored, new_folder, problems)
-                          for name, sha in by_object[object_id]]
-                photos = [photo for photo in photos if photo is not None]
+                fetched = self._photo_urls(object_id)
+                photos = []
+                for name, sha in by_object[object_id]:
+                    photo = self._copied_photo(name, sha, object_id, stored, new_folder, problems)
+                    if photo is not None:
+                        photos.append(photo)
+                        if sha in fetched:  # its URL carried into the new register's history
+                            urls[object_id, os.path.abspath(photo)] = fetched[sha]
                 if photos:
                     meta = {k: v for k, v in (self.get(object_id) or {}).items()
-                            if k not in ("object_id", "photos", "reshots")}
+                            if k not in ("object_id", "photos", "reshots", "photo_urls")}
                     objects.append((object_id, photos, meta))
-            done = new.import_objects(objects, progress=progress, desc="register copy") if objects else {
+            done = new.import_objects(objects, progress=progress, desc="register copy", urls=urls) if objects else {
                 "photos_added": 0, "errors": []}
             problems += done["errors"]
             copied = len(new)
@@ -1048,11 +1057,25 @@ class Register:
                               "WHERE object_id = ?", (object_key(object_id),)).fetchone()
         if row is None:
             return None
-        rows = self.db.execute("SELECT name, reshot_of FROM photos WHERE object_id = ? ORDER BY vector_id",
+        rows = self.db.execute("SELECT name, reshot_of, sha256 FROM photos WHERE object_id = ? ORDER BY vector_id",
                                (object_key(object_id),)).fetchall()
-        return {"object_id": row[0], "title": row[1], "department": row[2], "source": row[3], "status": row[4],
-                **json.loads(row[5] or "{}"), "photos": [r[0] for r in rows if r[1] is None],
-                "reshots": sum(r[1] is not None for r in rows)}
+        photos = [r for r in rows if r[1] is None]
+        out = {"object_id": row[0], "title": row[1], "department": row[2], "source": row[3], "status": row[4],
+               **json.loads(row[5] or "{}"), "photos": [r[0] for r in photos],
+               "reshots": sum(r[1] is not None for r in rows)}
+        urls = self._photo_urls(row[0])
+        if urls:  # where each photo came from, beside it (None: a file or an upload)
+            out["photo_urls"] = [urls.get(r[2]) for r in photos]
+        return out
+
+    def _photo_urls(self, object_id: str) -> dict[str, str]:
+        """SHA-256 -> the URL an object's photo was fetched from (``import_objects``; the history's ``urls``, the
+        latest for a photo fetched again)."""
+        urls: dict[str, str] = {}
+        for (detail,) in self.db.execute("SELECT detail FROM history WHERE object_id = ? AND action IN ('add', "
+                                         "'add_photos') AND detail LIKE '%\"urls\"%' ORDER BY id", (object_id,)):
+            urls.update(json.loads(detail).get("urls", {}))
+        return urls
 
     def reference(self, object_id: str, query: np.ndarray) -> np.ndarray:
         """The vector whose inner product with ``query`` (one embedding) is the object's similarity as

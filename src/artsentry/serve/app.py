@@ -213,6 +213,9 @@ class RegisterObject(BaseModel):
     source: Optional[str] = None
     status: Optional[str] = None
     photos: list[str] = []
+    photo_urls: Optional[list[Optional[str]]] = Field(
+        None, description="for an object some of whose photos were fetched (register import --fetch-urls): the URL "
+        "each photo came from, in the order of photos (null: a file or an upload)")
 
 
 class HistoryEntry(BaseModel):
