@@ -958,12 +958,9 @@ def _warn_shared_photos(shared: dict[str, list[str]]) -> None:
         "photo matches each of them alike", len(shared), examples, more)
 
 
-URL_ADVICE = "put it in a table's image column for 'artsentry screen --fetch-urls', or download it first"
-
-
-def expand_images(items: list[str], url_advice: str = URL_ADVICE) -> tuple[list[str], list[str]]:
+def expand_images(items: list[str], fetched_by: str = "screen") -> tuple[list[str], list[str]]:
     """Files as given, folders searched recursively for image files. Returns (files, problems); a URL is
-    a problem, with ``url_advice`` (the command that fetches it)."""
+    a problem, naming the command that fetches a table's URLs (``fetched_by``: screen, register import)."""
     from .data.images import find_images
     from .data.manifest import TABLE_SUFFIXES, file_url_path
     from .fetch import is_http_url
@@ -986,7 +983,8 @@ def expand_images(items: list[str], url_advice: str = URL_ADVICE) -> tuple[list[
         elif p.exists() or p.is_symlink():  # a broken link fails in the loader, which names its target
             files.append(item)
         elif is_http_url(item):
-            problems.append(f"{item}: a URL, not a file ({url_advice})")
+            problems.append(f"{item}: a URL, not a file (put it in a table's image column for 'artsentry "
+                            f"{fetched_by} --fetch-urls', or download it first)")
         else:
             problems.append(f"{item}: file not found")
     return files, problems
@@ -1157,8 +1155,7 @@ def cmd_register(a) -> int:
     reg = Register.open(a.register, rebuild_index=a.action == "rebuild")
     try:
         if a.action == "add":
-            photos, problems = expand_images(a.photos, "put it in a table's image column for 'artsentry register "
-                                                       "import --fetch-urls', or download it first")
+            photos, problems = expand_images(a.photos, fetched_by="register import")
             _print_errors(problems)
             if not photos:
                 raise ValueError("no photos to add")

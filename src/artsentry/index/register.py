@@ -841,11 +841,7 @@ class Register:
         """``objects`` without the URLs whose photo is registered under their object already (the history's
         ``urls``, for photos the register still holds), and the number left out."""
         held = set(self.db.execute("SELECT object_id, sha256 FROM photos WHERE reshot_of IS NULL"))
-        known = set()
-        for object_id, detail in self.db.execute("SELECT object_id, detail FROM history WHERE action IN "
-                                                 "('add', 'add_photos') AND detail LIKE '%\"urls\"%'"):
-            known |= {(object_id, url) for sha, url in json.loads(detail).get("urls", {}).items()
-                      if (object_id, sha) in held}
+        known = {(object_id, url) for object_id, sha, url in self._fetched_from() if (object_id, sha) in held}
         todo, skipped = [], 0
         for object_id, photos, metadata in objects:
             keep = [p for p in photos if (object_id, p) not in known]
@@ -1069,13 +1065,18 @@ class Register:
         return out
 
     def _photo_urls(self, object_id: str) -> dict[str, str]:
-        """SHA-256 -> the URL an object's photo was fetched from (``import_objects``; the history's ``urls``, the
-        latest for a photo fetched again)."""
-        urls: dict[str, str] = {}
-        for (detail,) in self.db.execute("SELECT detail FROM history WHERE object_id = ? AND action IN ('add', "
-                                         "'add_photos') AND detail LIKE '%\"urls\"%' ORDER BY id", (object_id,)):
-            urls.update(json.loads(detail).get("urls", {}))
-        return urls
+        """SHA-256 -> the URL an object's photo was fetched from (``_fetched_from``; the latest for a photo
+        fetched again)."""
+        return {sha: url for _, sha, url in self._fetched_from(object_id)}
+
+    def _fetched_from(self, object_id: str | None = None) -> list[tuple[str, str, str]]:
+        """(object id, SHA-256, URL) of each photo fetched (``import_objects``), of every object or one, oldest
+        first: the history's ``urls``."""
+        where, args = ("object_id = ? AND ", (object_id,)) if object_id is not None else ("", ())
+        return [(owner, sha, url) for owner, detail in self.db.execute(
+                    f"SELECT object_id, detail FROM history WHERE {where}action IN ('add', 'add_photos') AND "
+                    "detail LIKE '%\"urls\"%' ORDER BY id", args)
+                for sha, url in json.loads(detail).get("urls", {}).items()]
 
     def reference(self, object_id: str, query: np.ndarray) -> np.ndarray:
         """The vector whose inner product with ``query`` (one embedding) is the object's similarity as
