@@ -1146,9 +1146,13 @@ def test_import_fetches_photo_urls_keeps_their_bytes_and_names_each_url_in_the_h
         {"imageUrl": "https://example.org/f1.jpg", "caption": "front"}, {"imageUrl": "https://example.org/f2.jpg"}]}]}))
     assert read_objects(export, fetch_urls=True)[0] == [
         ("F", ["https://example.org/f1.jpg", "https://example.org/f2.jpg"], {"objectNumber": "1999.7"})]
+    # an image object offering the photo in sizes: the largest; two photos' URLs in one object: refused
     export.write_text(json.dumps([{"Object Number": "F", "images": [{"thumb": "https://example.org/t.jpg",
                                                                "full": "https://example.org/f.jpg", "width": 800}]}]))
-    with pytest.raises(RegisterError, match=r"record 1: an image object with 2 URLs \(keys: thumb, full, width\)"):
+    assert read_objects(export, fetch_urls=True)[0] == [("F", ["https://example.org/f.jpg"], {})]
+    export.write_text(json.dumps([{"Object Number": "F", "images": [{"front": "https://example.org/a.jpg",
+                                                               "back": "https://example.org/b.jpg", "width": 800}]}]))
+    with pytest.raises(RegisterError, match=r"record 1: an image object with 2 URLs \(keys: front, back, width\)"):
         read_objects(export, fetch_urls=True)
 
 

@@ -6,6 +6,7 @@ import csv
 import hashlib
 import html
 import json
+import logging
 import os
 import re
 import shutil
@@ -1412,7 +1413,7 @@ def test_a_spreadsheets_linked_photo_cells_are_read_as_their_links(tmp_path, mon
     assert read_listings(tmp_path / "plain.xlsx")["image"].tolist() == ["https://i.example/b1.jpg"]
 
 
-def test_a_marketplace_apis_json_is_read_as_listings(tmp_path):
+def test_a_marketplace_apis_json_is_read_as_listings(tmp_path, caplog):
     """A marketplace API's answer saved as it came (eBay's item search): the items under a key beside a count,
     camelCase names (itemId), each photo an image object ({"imageUrl": ...}), a list of them too, the other
     photos in additionalImages. The photo's JSON text was taken for a URL ("unsupported URL scheme"), the
@@ -1433,12 +1434,31 @@ def test_a_marketplace_apis_json_is_read_as_listings(tmp_path):
     assert df["listing_id"].tolist() == ["v1|1", "v1|1", "v1|2", "v1|2", "v1|3", "v1|3"]
     assert df["image"].tolist() == ["https://i.example/1.jpg", "https://i.example/1b.jpg", "https://i.example/2.jpg",
                                     "https://i.example/2b.jpg", "https://i.example/3a.jpg", "https://i.example/3b.jpg"]
-    # an image object with each of its sizes a URL: which to screen is not guessed
-    items[0]["image"] = {"url_75x75": "https://i.example/s.jpg", "url_fullxfull": "https://i.example/f.jpg"}
+    # an image object with each of its sizes a URL, named as sizes (Etsy's listing images, Flickr's, a bare "url"
+    # beside a thumbnail): the largest, said once a column; URLs of two photos, or of one size, are not guessed
+    items[0]["image"] = {"listing_image_id": 71, "url_75x75": "https://i.example/s.jpg",
+                         "url_570xN": "https://i.example/m.jpg", "url_fullxfull": "https://i.example/f.jpg"}
+    items[1]["image"] = {"url_fullxfull": "https://i.example/2f.jpg", "url_170x135": "https://i.example/2s.jpg"}
+    items[2]["image"] = [{"url_s": "https://i.example/3s.jpg", "url_o": "https://i.example/3o.jpg"},
+                         {"thumbnailUrl": "https://i.example/4t.jpg", "url": "https://i.example/4.jpg"}]
     path.write_text(json.dumps(items))
-    with pytest.raises(ScreenError, match=r"column 'image', record 1: an image object with 2 URLs "
-                                            r"\(keys: url_75x75, url_fullxfull\)"):
-        read_listings(path)
+    with caplog.at_level(logging.WARNING, logger="artsentry.data.manifest"):
+        df = read_listings(path)
+    assert df["image"].tolist() == ["https://i.example/f.jpg", "https://i.example/1b.jpg", "https://i.example/2f.jpg",
+                                    "https://i.example/2b.jpg", "https://i.example/3o.jpg", "https://i.example/4.jpg"]
+    said = [r.getMessage() for r in caplog.records]
+    assert [m.split(": ", 1)[1] for m in said] == [
+        "column 'image' holds image objects offering the photo in several sizes: taking the largest of each "
+        "(url_fullxfull of url_75x75, url_570xN, url_fullxfull; and 3 other set(s) of sizes)"]
+    for image, keys in [({"front": "https://i.example/a.jpg", "back": "https://i.example/b.jpg"}, "front, back"),
+                        ({"thumb": "https://i.example/a.jpg", "thumbnail": "https://i.example/b.jpg"}, "thumb, thumbnail"),
+                        ({"url": "https://i.example/a.jpg", "descriptionurl": "https://i.example/page"},
+                         "url, descriptionurl")]:
+        items[0]["image"] = image
+        path.write_text(json.dumps(items))
+        with pytest.raises(ScreenError, match=rf"column 'image', record 1: an image object with 2 URLs "
+                                                rf"\(keys: {keys}\); .* named as sizes of one photo"):
+            read_listings(path)
     items[0]["image"] = [{"src": "https://i.example/1.jpg"}, {"alt": "a tusk", "position": 2}]  # the second: none
     path.write_text(json.dumps(items))
     with pytest.raises(ScreenError, match=r"record 1: an image object with no URLs \(keys: alt, position\)"):

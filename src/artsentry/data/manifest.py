@@ -271,7 +271,14 @@ def _read_table(path: Path, lists: Sequence[str] = (), as_json: bool = False) ->
     if suffix in (".parquet", ".json", *JSON_LINES_SUFFIXES):  # typed cells; CSV and XLSX are read as text already
         listed = {column_key(c) for c in lists}
         for col in df.columns:
-            df[col] = [_cell(v, path, col, i, _named_in(col, listed), as_json) for i, v in enumerate(df[col].tolist())]
+            chosen: dict = {}  # image objects offering sizes: the one taken, said once a column
+            df[col] = [_cell(v, path, col, i, _named_in(col, listed), as_json, chosen)
+                       for i, v in enumerate(df[col].tolist())]
+            if chosen:
+                (offered, taken), others = next(iter(chosen.items())), len(chosen) - 1
+                log.warning("%s: column '%s' holds image objects offering the photo in several sizes: taking the "
+                            "largest of each (%s of %s%s)", path, col, taken, ", ".join(offered),
+                            f"; and {others} other set(s) of sizes" if others else "")
     return df
 
 
@@ -348,7 +355,8 @@ def _read_json_records(path: Path) -> pd.DataFrame:
     return pd.DataFrame.from_records(data)
 
 
-def _cell(value, path: Path, column: str, i: int, listed: bool = False, as_json: bool = False) -> str:
+def _cell(value, path: Path, column: str, i: int, listed: bool = False, as_json: bool = False,
+          chosen: dict | None = None) -> str:
     if isinstance(value, str):
         return value
     if hasattr(value, "__array__") and getattr(value, "ndim", 0):  # Parquet's lists come as arrays
@@ -357,7 +365,7 @@ def _cell(value, path: Path, column: str, i: int, listed: bool = False, as_json:
     if listed and objects is not None and all(isinstance(v, (str, int, float, dict)) for v in objects):
         # an API's image object, or a list of them: its one URL (an object without one stays as its JSON text,
         # ``refuse_image_objects`` says why, should the column be the photos')
-        urls = [_image_object_url(v) if isinstance(v, dict) else _cell(v, path, column, i) for v in objects]
+        urls = [_image_object_url(v, chosen) if isinstance(v, dict) else _cell(v, path, column, i) for v in objects]
         if None not in urls:
             return "\n".join(v for v in urls if v.strip())
     if as_json and isinstance(value, (list, tuple, dict)):
@@ -374,14 +382,66 @@ def _cell(value, path: Path, column: str, i: int, listed: bool = False, as_json:
     return str(value)
 
 
-def _image_object_url(value: dict) -> str | None:
+def _image_object_url(value: dict, chosen: dict | None = None) -> str | None:
     """A photo cell's mapping, an API's image object (eBay's ``{"imageUrl": ...}``, Shopify's ``{"src": ...,
-    "width": ...}``): its one http(s) URL; None for one with none or several (an image's sizes, each its own
-    URL: which to screen is the table's author's choice)."""
+    "width": ...}``): its one http(s) URL, or, when each of its URLs is one size of the photo (Etsy's
+    ``url_75x75`` ... ``url_fullxfull``, Flickr's ``url_s`` ... ``url_o``: ``_image_size``), the largest one:
+    the evidence at its best. None for an object with no URL, or with several not all named as sizes of one
+    largest photo (``{"front": ..., "back": ...}`` are two photos: which to screen is the table's author's
+    choice). ``chosen``: where a choice among sizes is noted, ``{keys offered: key taken}``, for one warning."""
     from ..fetch import is_http_url
 
-    urls = [v.strip() for v in value.values() if isinstance(v, str) and is_http_url(v.strip())]
-    return urls[0] if len(urls) == 1 else None
+    urls = {str(k): v.strip() for k, v in value.items() if isinstance(v, str) and is_http_url(v.strip())}
+    if len(set(urls.values())) <= 1:
+        return next(iter(urls.values()), None)
+    sizes = {k: _image_size(k) for k in urls}
+    if None in sizes.values():
+        return None
+    largest = max(sizes.values())
+    taken = [k for k, size in sizes.items() if size == largest]
+    if len({urls[k] for k in taken}) > 1:  # two URLs of the same size: no one photo to take
+        return None
+    if chosen is not None:
+        chosen.setdefault(tuple(urls), taken[0])
+    return urls[taken[0]]
+
+
+#: the words an image object's keys name a photo's sizes by (Etsy, Flickr, Amazon, Unsplash, Pexels and the
+#: like), as a long side in pixels, roughly: they only rank one object's URLs
+_SIZE_WORDS = {
+    **dict.fromkeys(("square", "portrait", "landscape", "crop", "cropped"), 1),  # a crop: below the whole photo
+    **dict.fromkeys(("icon", "mini"), 64), "preview": 320, **dict.fromkeys(("tiny", "xs", "sq", "t"), 100),
+    **dict.fromkeys(("thumb", "thumbnail", "thumbs", "q"), 150), **dict.fromkeys(("small", "sm", "s"), 240),
+    "n": 320, "m": 500, **dict.fromkeys(("medium", "med", "md", "z"), 640), "c": 800,
+    **dict.fromkeys(("regular", "standard", "std", "b"), 1024), **dict.fromkeys(("large", "lg", "big", "l"), 1280),
+    "h": 1600, **dict.fromkeys(("xl", "xlarge", "large2x", "k"), 2048), **dict.fromkeys(("hires", "zoom"), 3000),
+    **dict.fromkeys(("full", "fullsize", "fullxfull", "original", "orig", "o", "raw", "max", "maxres", "master"),
+                    float("inf")),
+}
+#: words in an image object's keys that say "a URL", not which size: ``imageUrl``, ``url_570xN``, ``thumbUrl``
+_URL_WORDS = frozenset(("url", "uri", "src", "href", "link", "image", "img", "photo", "picture", "pic", "source"))
+
+
+def _image_size(key: str) -> float | None:
+    """The size an image object's key names its URL by, in pixels (``_SIZE_WORDS``; ``570x456`` or ``570xN``:
+    the larger number); a key that names no size (``url``, ``src``: the photo itself) counts as the largest;
+    None for a key naming anything else (``descriptionurl``, ``front``), or two sizes."""
+    key = re.sub(r"(\d+)x(\d+|N)\b", lambda m: f"_px{max(int(m[1]), int(m[2]) if m[2].isdigit() else 0)}_", key)
+    words = re.split(r"[^a-z0-9]+", re.sub(r"(?<=[a-z])(?=[A-Z])", "_", key).lower())
+    sizes = []
+    for word in filter(None, words):
+        for glued in ("url", "src"):  # thumburl, imagesrc
+            if word.endswith(glued) and word != glued:
+                word = word[: -len(glued)]
+        if word in _URL_WORDS:
+            continue
+        size = int(word[2:]) if re.fullmatch(r"px\d+", word) else _SIZE_WORDS.get(word)
+        if size is None:
+            return None
+        sizes.append(size)
+    if len(sizes) > 1:
+        return None
+    return sizes[0] if sizes else float("inf")
 
 
 def refuse_image_objects(table: pd.DataFrame, columns: list[str], path: Path) -> None:
@@ -403,7 +463,9 @@ def refuse_image_objects(table: pd.DataFrame, columns: list[str], path: Path) ->
             urls = sum(1 for v in first.values() if isinstance(v, str) and "://" in v)
             raise ManifestError(f"{path}: column '{column}', {row_name(path, i)}: an image object with "
                                 f"{urls or 'no'} URLs (keys: {', '.join(map(str, list(first)[:12]))}); expected "
-                                "one photo URL or path a cell, or an object holding one http(s) URL")
+                                "one photo URL or path a cell, or an object holding one http(s) URL, or several "
+                                "named as sizes of one photo (url_170x135 ... url_fullxfull, thumb ... original: the "
+                                "largest is taken)")
 
 
 def row_name(path: Path, i: int) -> str:
