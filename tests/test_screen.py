@@ -1451,7 +1451,8 @@ def test_a_marketplace_apis_json_is_read_as_listings(tmp_path, caplog):
         "column 'image' holds image objects offering the photo in several sizes: taking the largest of each "
         "(url_fullxfull of url_75x75, url_570xN, url_fullxfull; and 3 other set(s) of sizes)"]
     for image, keys in [({"front": "https://i.example/a.jpg", "back": "https://i.example/b.jpg"}, "front, back"),
-                        ({"thumb": "https://i.example/a.jpg", "thumbnail": "https://i.example/b.jpg"}, "thumb, thumbnail"),
+                        ({"thumb": "https://i.example/a.jpg", "thumbnail": "https://i.example/b.jpg"},
+                         "thumb, thumbnail"),
                         ({"url": "https://i.example/a.jpg", "descriptionurl": "https://i.example/page"},
                          "url, descriptionurl")]:
         items[0]["image"] = image
