@@ -1438,7 +1438,7 @@ def test_a_marketplace_apis_json_is_read_as_listings(tmp_path, caplog):
     # beside a thumbnail): the largest, said once a column; URLs of two photos, or of one size, are not guessed
     items[0]["image"] = {"listing_image_id": 71, "url_75x75": "https://i.example/s.jpg",
                          "url_570xN": "https://i.example/m.jpg", "url_fullxfull": "https://i.example/f.jpg"}
-    items[1]["image"] = {"url_fullxfull": "https://i.example/2f.jpg", "url_170x135": "https://i.example/2s.jpg"}
+    items[1]["image"] = {"url_570xN": "https://i.example/2f.jpg", "url_170x135": "https://i.example/2s.jpg"}
     items[2]["image"] = [{"url_s": "https://i.example/3s.jpg", "url_o": "https://i.example/3o.jpg"},
                          {"thumbnailUrl": "https://i.example/4t.jpg", "url": "https://i.example/4.jpg"}]
     path.write_text(json.dumps(items))
@@ -1454,7 +1454,9 @@ def test_a_marketplace_apis_json_is_read_as_listings(tmp_path, caplog):
                         ({"thumb": "https://i.example/a.jpg", "thumbnail": "https://i.example/b.jpg"},
                          "thumb, thumbnail"),
                         ({"url": "https://i.example/a.jpg", "descriptionurl": "https://i.example/page"},
-                         "url, descriptionurl")]:
+                         "url, descriptionurl"),
+                        ({"url": "https://i.example/a.jpg", "large_thumb": "https://i.example/b.jpg"},
+                         "url, large_thumb")]:  # a key naming two sizes
         items[0]["image"] = image
         path.write_text(json.dumps(items))
         with pytest.raises(ScreenError, match=rf"column 'image', record 1: an image object with 2 URLs "
