@@ -80,6 +80,24 @@ def files_host(files: dict, seen: list | None = None):
     return web_host(respond)
 
 
+def workbook_with_pictures(path: Path, header: list, rows: list, pictures: dict) -> Path:
+    """An XLSX as an officer makes one: ``header`` and ``rows`` as typed, and ``pictures`` (a cell such as
+    "C2" -> an image file) placed over the cells (Insert > Pictures > Place over Cells), shrunk to 80 px."""
+    import openpyxl
+    from openpyxl.drawing.image import Image as SheetImage
+
+    book = openpyxl.Workbook()
+    sheet = book.active
+    for row in [header, *rows]:
+        sheet.append(row)
+    for cell, file in pictures.items():
+        picture = SheetImage(str(file))
+        picture.width = picture.height = 80
+        sheet.add_image(picture, cell)
+    book.save(path)
+    return path
+
+
 def reply(request, status: int, body: bytes = b"", **headers) -> None:
     """A whole HTTP answer to ``request`` (headers named with ``_`` for ``-``: ``Retry_After``)."""
     request.send_response(status)

@@ -1156,6 +1156,33 @@ def test_import_fetches_photo_urls_keeps_their_bytes_and_names_each_url_in_the_h
         read_objects(export, fetch_urls=True)
 
 
+def test_import_registers_a_workbooks_pictures_and_keeps_them_in_the_register(tmp_path, photos, capsys):
+    """A stolen-object list kept in Excel, each photo a picture placed on the row's photo cell: every row was "no
+    photo: skipped". The pictures are now the objects' photos, kept in the register's photos/ (the workbook may
+    be gone tomorrow); one on a row not registered (no object id) leaves no file; a rerun adds nothing."""
+    from .conftest import workbook_with_pictures
+
+    (a0, a1), (b0, b1) = photos["A"][0], photos["B"][0]
+    book = workbook_with_pictures(tmp_path / "stolen.xlsx", ["Object Number", "Title", "Photo"],
+                                  [["A", "red vase", None], ["A", "red vase", None], ["B", "green box", None],
+                                   ["", "unnumbered", None]],
+                                  {"C2": a0, "C3": a1, "C4": b0, "C5": b1})
+    reg = tmp_path / "reg"
+    assert main(["-q", "register", "create", str(reg)]) == 0
+    assert main(["-q", "register", "import", str(reg), str(book)]) == 3  # the unnumbered row: said, not registered
+    out, err = capsys.readouterr()
+    assert "imported 3 photo(s), 2 new object(s)" in out and "row 5" in err
+    kept = {p.name.split(".")[0] for p in (reg / "photos").iterdir()}
+    assert kept == {file_sha256(p) for p in (a0, a1, b0)}  # b1's picture, on the unnumbered row: none
+    r = Register.open(reg)
+    assert r.get("B")["title"] == "green box"
+    assert [Path(p).parent for p in r.get("A")["photos"]] == [(reg / "photos").resolve()] * 2
+    r.close()
+    assert main(["-q", "register", "import", str(reg), str(book)]) == 3
+    assert "imported 0 photo(s), 0 new object(s)" in capsys.readouterr().out
+    assert {p.name.split(".")[0] for p in (reg / "photos").iterdir()} == kept
+
+
 def test_import_fetches_the_next_chunks_urls_while_one_chunk_is_embedded(tmp_path, photos, monkeypatch):
     """A host's latency is hidden behind the model: chunk k+1's URLs are requested as chunk k is
     registered, not after it."""

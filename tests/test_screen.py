@@ -1468,6 +1468,62 @@ def test_a_marketplace_apis_json_is_read_as_listings(tmp_path, caplog):
         read_listings(path)
 
 
+def test_a_workbooks_pictures_on_its_photo_cells_are_screened(tmp_path, model_dir, caplog):
+    """An officer's list of seized objects in Excel holds each photo as a picture placed on the row's photo cell:
+    such a cell was read as empty, "no image given" on every row. The pictures are now the rows' photos, kept in
+    the run's pictures/ folder under their SHA-256 (so verify and the queue find them); a photo typed in the cell
+    wins over a picture on it; a picture off the photo column is warned of by cell; a rerun screens nothing."""
+    from .conftest import workbook_with_pictures
+
+    files = []
+    for n, colour in enumerate(((120, 80, 40), (40, 80, 120), (80, 120, 40), (90, 90, 90))):
+        object_photo(colour, size=(120, 90)).save(tmp_path / f"{n}.jpg")
+        files.append(tmp_path / f"{n}.jpg")
+    book = workbook_with_pictures(
+        tmp_path / "seized.xlsx", ["listing_id", "Description", "Picture"],
+        [["S1", "carved tusk", None], ["S2", "box", None], ["S3", "comb", "3.jpg"], ["S4", "mask", None]],
+        {"C2": files[0], "C3": files[1], "C4": files[2], "D5": files[2]})  # S1, S2; S3 typed; S4's drifted
+    out = tmp_path / "out"
+    with caplog.at_level(logging.WARNING, logger="artsentry.data.manifest"):
+        Screener(model_dir, progress=False).run(book, out)
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert "1 picture(s) not read: not on a photo column's cell (on D5)" in said
+    assert "1 picture(s) not read: on a photo cell that names a photo too" in said
+    results = pd.read_csv(out / "results.csv", keep_default_na=False).set_index("listing_id")
+    for listing, file in (("S1", files[0]), ("S2", files[1])):
+        sha = hashlib.sha256(file.read_bytes()).hexdigest()
+        assert results.loc[listing, "image"] == str((out / "pictures" / f"{sha}.jpeg").resolve())
+        assert results.loc[listing, "sha256"] == sha and results.loc[listing, "error"] == ""
+    assert results.loc["S3", "image"] == str(files[3]) and results.loc["S4", "error"].endswith("no image given")
+    assert sorted(p.name.split(".")[0] for p in (out / "pictures").iterdir()) == sorted(
+        hashlib.sha256(f.read_bytes()).hexdigest() for f in files[:2])
+    assert main(["-q", "verify", str(out)]) == 0
+    Screener(model_dir, progress=False).run(book, out)  # run again: its input as it was, nothing new
+    assert len((out / "evidence.jsonl").read_text().splitlines()) == 4
+    # a picture placed in its cell (Excel 365), read as the error "#VALUE!": said, no traceback
+    import zipfile
+
+    from artsentry.data.manifest import Pictures
+
+    in_cell = workbook_with_pictures(tmp_path / "in-cell.xlsx", ["listing_id", "photo"], [["S9", "#VALUE!"]],
+                                     {"D5": files[0]})
+    with zipfile.ZipFile(in_cell, "a") as z:
+        z.writestr("xl/richData/rdrichvalue.xml", '<rvData count="1"><rv s="0"><v>0</v><v>5</v></rv></rvData>')
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="artsentry.data.manifest"):
+        assert read_listings(in_cell, pictures=Pictures(tmp_path / "p"))["image"].tolist() == [""]
+    assert "1 photo cell(s) hold a picture placed in the cell (Excel 365's Place in Cell)" in caplog.text
+    # a lookup that failed (#N/A), in a photo cell and another: read as empty, said by cell (was a traceback)
+    failed = workbook_with_pictures(tmp_path / "lookup.xlsx", ["listing_id", "photo", "price"],
+                                    [["S1", str(files[0]), "#N/A"], ["S2", "#N/A", 5]], {})
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="artsentry.data.manifest"):
+        df = read_listings(failed)
+    assert df[["image", "price"]].values.tolist() == [[str(files[0]), ""], ["", "5"]]
+    assert "2 cell(s) hold an Excel error (a formula that failed: #N/A, #VALUE!, #REF!...), read as empty: C2, B3" \
+        in caplog.text
+
+
 def test_a_table_with_several_photo_columns_screens_every_photo_of_a_row(tmp_path, model_dir):
     """An Etsy export names a listing's photos in IMAGE1 ... IMAGE10: it was refused ("no image column"); a
     table with image and image2 had only its image screened, image2 carried as text without a word. Each

@@ -1182,9 +1182,12 @@ def cmd_register(a) -> int:
 
             if a.fetch_private and not a.fetch_urls:
                 raise ValueError("--fetch-private applies to the photos --fetch-urls downloads: give it too")
-            objects, problems = read_objects(a.source, fetch_urls=a.fetch_urls)
+            from .data.manifest import Pictures
+
+            pictures = Pictures(reg.folder / "photos")  # a workbook's pictures on its photo cells: kept there
+            objects, problems = read_objects(a.source, fetch_urls=a.fetch_urls, pictures=pictures)
             _print_errors(problems)
-            done = reg.import_objects(objects, progress=not a.quiet, allow_private=a.fetch_private)
+            done = reg.import_objects(objects, progress=not a.quiet, allow_private=a.fetch_private, pictures=pictures)
             _print_errors(done["errors"])
             print(f"imported {done['photos_added']} photo(s), {done['objects_added']} new object(s) of the "
                   f"{done['objects_in_table']} in {a.source}; {done['already_registered']} photo(s) already registered "

@@ -66,8 +66,8 @@ from tqdm.auto import tqdm
 from . import __version__, chainlog
 from .data.dataset import make_loader
 from .data.images import ImageLoadError, find_images, image_format, load_image, read_image_bytes
-from .data.manifest import (ADDITIONAL_PHOTO_COLUMNS, TABLE_SUFFIXES, ManifestError, _pick, _read_table, carried_names,
-                            paths_hint, photo_columns, photos_in, refuse_image_objects, table_path)
+from .data.manifest import (ADDITIONAL_PHOTO_COLUMNS, TABLE_SUFFIXES, ManifestError, Pictures, _pick, _read_table,
+                            carried_names, paths_hint, photo_columns, photos_in, refuse_image_objects, table_path)
 from .data.quality import assess_quality, quality_warnings, warnings_text
 from .data.transforms import eval_transform
 from .errors import ArtsentryError
@@ -81,11 +81,13 @@ from .lots import TILE_GRID, LotTransform, crops_forward, decode_draft, lot_thre
 log = logging.getLogger(__name__)
 
 #: a listing's photo column (first found), or its photos' (a scraper's ``image_urls`` list: a photo a value)
-IMAGE_COLUMNS = ("image", "image_path", "image_url", "image_urls", "images", "path", "file", "url", "photo", "photos")
+IMAGE_COLUMNS = ("image", "image_path", "image_url", "image_urls", "images", "path", "file", "url", "photo", "photos",
+                 "picture", "pictures")
 ID_COLUMNS = ("listing_id", "id", "listing", "item_id")  # item_id: eBay's itemId
 EVIDENCE = "evidence.jsonl"
 ENGINES = ("local", "ray")
 STATE = "screen.json"
+PICTURES = "pictures"  # in a screening's folder: the pictures of a workbook's photo cells, as <SHA-256>.<format>
 OUTPUTS = ("results.csv", "queue.csv", "queue.html", "errors.csv", "listings.csv", "summary.json")  # made at the end
 #: what of a register's description (``Screener.register_info``) says its state, not which register it is:
 #: a run goes on when it changed (with a warning), not when another register is given
@@ -106,7 +108,8 @@ class ScreenError(ArtsentryError, RuntimeError):
 
 
 # -- input ---------------------------------------------------------------------------------
-def read_listings(source: str | Path, group_folders: bool = False, skip: Sequence[str | Path] = ()) -> pd.DataFrame:
+def read_listings(source: str | Path, group_folders: bool = False, skip: Sequence[str | Path] = (),
+                  pictures: Pictures | None = None) -> pd.DataFrame:
     """The listings to screen: columns ``listing_id`` and ``image`` (absolute path or
     URL) first, then whatever else the input carries, as strings.
 
@@ -114,7 +117,8 @@ def read_listings(source: str | Path, group_folders: bool = False, skip: Sequenc
     unless ``group_folders``: then the photos of one sub-folder are one listing, whose id is
     that sub-folder's path relative to ``source`` (a scrape saved as ``<listing id>/<n>.jpg``);
     photos lying in ``source`` itself stay one listing each; ``skip``: folders inside it not searched (the run's
-    own ``--out``). A table groups by its id column."""
+    own ``--out``). A table groups by its id column; a workbook's pictures placed on its photo cells are their
+    photos, named and kept by ``pictures`` (``manifest._xlsx_pictures``; the caller writes them)."""
     source = Path(source)
     if not source.exists():
         raise ScreenError(f"{source}: no such file or folder")
@@ -136,7 +140,8 @@ def read_listings(source: str | Path, group_folders: bool = False, skip: Sequenc
     if source.suffix.lower() not in TABLE_SUFFIXES:
         raise ScreenError(f"{source}: give a folder of images or a {', '.join(TABLE_SUFFIXES)} table of listings")
     try:
-        raw = _read_table(source, lists=IMAGE_COLUMNS + ADDITIONAL_PHOTO_COLUMNS, as_json=True)  # others: carried
+        raw = _read_table(source, lists=IMAGE_COLUMNS + ADDITIONAL_PHOTO_COLUMNS, as_json=True,  # others: carried
+                          pictures=pictures)
         image_cols = photo_columns(raw.columns, IMAGE_COLUMNS, "image", str(source), more=ADDITIONAL_PHOTO_COLUMNS)
         refuse_image_objects(raw, image_cols, source)
     except ManifestError as exc:
@@ -760,7 +765,9 @@ class Screener:
         rewrites them without screening anything again."""
         if engine not in ENGINES:
             raise ScreenError(f"engine must be one of {ENGINES}, not {engine!r}")
-        listings = read_listings(source, group_folders=group_folders, skip=[out_dir])  # never its own outputs
+        pictures = Pictures(Path(out_dir) / PICTURES)  # a workbook's pictures on its photo cells, kept there
+        listings = read_listings(source, group_folders=group_folders, skip=[out_dir],  # never its own outputs
+                                 pictures=pictures)
         not_utf8 = list(listings.attrs.get("not_utf8", []))
         if not_utf8:
             log.warning("%s: %d image(s) not screened: their file names are not UTF-8 (e.g. %s); rename them to "
@@ -843,6 +850,7 @@ class Screener:
         else:
             out.mkdir(parents=True, exist_ok=True)
             write_text_atomic(state_path, json.dumps(state, indent=2) + "\n")
+        pictures.write()  # once the folder is known to be this run's
 
         batch_size = state["batch_size"]
         # a grown input keeps every row of the finished run; batches start again from its end

@@ -240,12 +240,14 @@ def paths_hint(values, base: Path, checked: int = 1000) -> tuple[str, bool]:
     return "; ".join(said), n > 0 and len(windows) + len(beside) == n
 
 
-def _read_table(path: Path, lists: Sequence[str] = (), as_json: bool = False) -> pd.DataFrame:
+def _read_table(path: Path, lists: Sequence[str] = (), as_json: bool = False,
+                pictures: Pictures | None = None) -> pd.DataFrame:
     """Any table format as text cells: a missing value is "", a whole number stored as a float (a
     JSON 2.0, a Parquet column with gaps) is "2"; a list or a mapping in a cell is refused, but for a list of
     values in a column named in ``lists`` (any case: a scraper's ``image_urls``), read as its values one a
     line (``photos_in`` takes each line as a photo), and, with ``as_json``, any other list or mapping, kept as
-    its JSON text (a scraper's ``tags``, for a table whose other columns are only carried into outputs)."""
+    its JSON text (a scraper's ``tags``, for a table whose other columns are only carried into outputs).
+    ``pictures``: a workbook's pictures placed on its photo cells are those cells' photos (``_xlsx_pictures``)."""
     try:
         suffix = path.suffix.lower()
         if suffix == ".parquet":
@@ -266,8 +268,15 @@ def _read_table(path: Path, lists: Sequence[str] = (), as_json: bool = False) ->
     stripped = [c.strip() for c in df.columns]  # "listing_id, image": the header's " image" is "image"
     if len(set(stripped)) == len(stripped):
         df.columns = stripped
+    if suffix == ".xlsx":
+        failed = df.isna().to_numpy()  # pandas' NaN for a cell holding an Excel error, whatever the dtype
+        if failed.any():
+            df = df.mask(failed, "")
+            _say_error_cells(path, df, failed, {column_key(c) for c in lists})
     if suffix == ".xlsx" and lists:
         _xlsx_link_targets(path, df, {column_key(c) for c in lists})
+        if pictures is not None:
+            _xlsx_pictures(path, df, {column_key(c) for c in lists}, pictures)
     if suffix in (".parquet", ".json", *JSON_LINES_SUFFIXES):  # typed cells; CSV and XLSX are read as text already
         listed = {column_key(c) for c in lists}
         for col in df.columns:
@@ -322,6 +331,98 @@ def _xlsx_link_targets(path: Path, df: pd.DataFrame, keys: set[str]) -> None:
                 target = m.group(1).replace('""', '"')
             if target and target.strip():
                 df.iat[i, j] = target.strip()
+
+
+@dataclass
+class Pictures:
+    """Where the pictures of a workbook go when its photo cells hold them (``_read_table``): each is named
+    ``folder/<SHA-256>.<format>`` at once, and its bytes wait in ``found`` until the caller, its checks done,
+    ``write``s them (a screening's folder, a register's ``photos/``)."""
+
+    folder: Path
+    found: dict[str, bytes] = field(default_factory=dict)
+
+    def name(self, data: bytes) -> str:
+        import hashlib
+
+        from .images import image_format
+
+        path = str(self.folder.resolve() / f"{hashlib.sha256(data).hexdigest()}.{image_format(data) or 'bin'}")
+        self.found[path] = data
+        return path
+
+    def write(self) -> list[Path]:
+        """The pictures not yet in the folder, written whole or not at all; returns those written."""
+        from ..files import write_bytes_atomic
+
+        written = []
+        for name, data in self.found.items():
+            if not Path(name).exists():
+                write_bytes_atomic(Path(name), data)
+                written.append(Path(name))
+        return written
+
+
+def _say_error_cells(path: Path, df: pd.DataFrame, failed, keys: set[str]) -> None:
+    """Warn of a sheet's cells that hold an Excel error (``failed``, read as empty): a formula that failed
+    (``#N/A`` from a lookup, ``#REF!``), or, on a photo cell of a workbook with rich values, a picture placed in
+    the cell (Excel 365's Place in Cell), which is read as ``#VALUE!``. Such a cell was NaN: a traceback for a
+    photo cell, the text "nan" carried for another."""
+    import zipfile
+
+    from openpyxl.utils import get_column_letter
+
+    photo = [_named_in(c, keys) for c in df.columns]
+    with zipfile.ZipFile(path) as z:
+        rich = any(n.startswith("xl/richData/") for n in z.namelist())
+    cells = [(i, j) for i, j in zip(*failed.nonzero())]
+    in_cells = [(i, j) for i, j in cells if rich and photo[j]]
+    if in_cells:
+        log.warning("%s: %d photo cell(s) hold a picture placed in the cell (Excel 365's Place in Cell), which is not "
+                    "read yet: select them, choose Place over Cells (right-click), save and run again", path,
+                    len(in_cells))
+    others = [f"{get_column_letter(j + 1)}{i + 2}" for i, j in cells if (i, j) not in in_cells]
+    if others:
+        log.warning("%s: %d cell(s) hold an Excel error (a formula that failed: #N/A, #VALUE!, #REF!...), read as "
+                    "empty: %s%s", path, len(others), ", ".join(others[:5]), "..." if len(others) > 5 else "")
+
+
+def _xlsx_pictures(path: Path, df: pd.DataFrame, keys: set[str], pictures: Pictures) -> None:
+    """A sheet's pictures placed on its photo cells (a column named in ``keys``, or numbering one), as an
+    officer's list of seized objects or a stolen-object list in Excel holds them (Insert > Pictures > Place
+    over Cells): the cell a picture's top-left corner is in gets it as its photo, several one a line, in place
+    (``pictures`` names and keeps the bytes). Such a cell was read as empty: "no image given" on every row. A
+    photo typed in the cell wins over a picture on it; pictures elsewhere are warned of, not read. The workbook
+    is opened again, whole, only when it holds pictures."""
+    import zipfile
+
+    import openpyxl
+
+    with zipfile.ZipFile(path) as z:
+        names = z.namelist()
+    if not any(n.startswith("xl/media/") for n in names):
+        return
+    sheet = openpyxl.load_workbook(path).worksheets[0]  # pandas' sheet 0, read from A1
+    cells: dict[tuple[int, int], list[str]] = {}
+    elsewhere, typed = [], 0
+    for picture in sheet._images:  # (openpyxl's reader keeps them only there)
+        corner = getattr(picture.anchor, "_from", None)  # an absolute anchor is on no cell
+        i, j = (corner.row - 1, corner.col) if corner is not None else (-1, -1)  # the header is sheet row 1
+        if not (0 <= i < len(df) and j < len(df.columns) and _named_in(df.columns[j], keys)):
+            elsewhere.append(f"{openpyxl.utils.get_column_letter(j + 1)}{i + 2}" if corner is not None else "?")
+        elif str(df.iat[i, j]).strip():
+            typed += 1
+        else:
+            cells.setdefault((i, j), []).append(pictures.name(picture._data()))
+    for (i, j), names in cells.items():
+        df.iat[i, j] = "\n".join(names)
+    if elsewhere:
+        log.warning("%s: %d picture(s) not read: not on a photo column's cell (on %s%s); head the column they "
+                    "are on 'photo' and place each on its row", path, len(elsewhere), ", ".join(elsewhere[:3]),
+                    "..." if len(elsewhere) > 3 else "")
+    if typed:
+        log.warning("%s: %d picture(s) not read: on a photo cell that names a photo too (the name is taken)", path,
+                    typed)
 
 
 def _read_json_records(path: Path) -> pd.DataFrame:

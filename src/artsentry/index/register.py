@@ -755,7 +755,7 @@ class Register:
 
     def import_objects(self, objects: Sequence[tuple[str, Sequence, dict]], *, chunk_photos: int = 512,
                        progress: bool = False, desc: str = "register import", allow_private: bool = False,
-                       urls: dict[tuple[str, str], str] | None = None) -> dict:
+                       urls: dict[tuple[str, str], str] | None = None, pictures=None) -> dict:
         """Register many objects from a table or folder (``read_objects``), in chunks of about
         ``chunk_photos`` photos, each its own transaction and index write: an import killed
         half-way keeps the chunks done, and the same import run again adds only what is missing,
@@ -769,7 +769,17 @@ class Register:
         register's ``photos/`` under their SHA-256, as the server keeps uploads: the register does not depend
         on a host that may take the photo down. The history names the URL each such photo came from, and a
         URL registered under its object already is not fetched again when the import is run again. ``urls``:
-        the URL files given were fetched from, by (object id, absolute path), for the history (``copy_to``)."""
+        the URL files given were fetched from, by (object id, absolute path), for the history (``copy_to``).
+        ``pictures``: the ``manifest.Pictures`` ``read_objects`` named in ``photos/`` (a workbook's), written here
+        first, and those no registered photo names removed again at the end."""
+        if pictures is not None and pictures.found:
+            self._check_writable()
+            written = pictures.write()
+            try:
+                return self.import_objects(objects, chunk_photos=chunk_photos, progress=progress, desc=desc,
+                                           allow_private=allow_private, urls=urls)
+            finally:
+                self._drop_unnamed(written)
         from concurrent.futures import ThreadPoolExecutor
 
         from tqdm.auto import tqdm
@@ -819,10 +829,7 @@ class Register:
                     done, errs, late = self._register(chunk, urls={**(urls or {}), **fetched_urls}) if chunk else (
                         0, [], 0)
                 finally:  # a fetched file kept only for a registered photo: none in photos/ that no photo names
-                    for path in written:
-                        if not self.db.execute("SELECT 1 FROM photos WHERE sha256 = ? AND name = ?",
-                                               (path.name.split(".", 1)[0], str(path))).fetchone():
-                            path.unlink(missing_ok=True)
+                    self._drop_unnamed(written)
                 by_file = {name: url for (_, name), url in fetched_urls.items()}
                 errs = [_named_by_url(e, by_file) for e in errs]  # a fetched photo's error names its URL
                 added, errors, skipped = added + done, errors + fetch_errors + errs, skipped + late
@@ -836,6 +843,13 @@ class Register:
         return {"objects_added": len(now - before), "objects_in_table": len({object_key(o) for o, _, _ in objects}),
                 "photos_added": added, "already_registered": skipped, "errors": errors,
                 "shared_photos": self.shared_photos([o for o, _, _ in objects])}
+
+    def _drop_unnamed(self, paths: Sequence[Path]) -> None:
+        """Remove those of ``paths`` (files an import wrote into ``photos/``) that no registered photo names."""
+        for path in paths:
+            if not self.db.execute("SELECT 1 FROM photos WHERE sha256 = ? AND name = ?",
+                                   (path.name.split(".", 1)[0], str(path))).fetchone():
+                path.unlink(missing_ok=True)
 
     def _without_fetched(self, objects: Sequence[tuple[str, Sequence, dict]]) -> tuple[list, int]:
         """``objects`` without the URLs whose photo is registered under their object already (the history's
@@ -1467,10 +1481,11 @@ def _reshots_or_none(task) -> list[bytes]:
 OBJECT_ID_COLUMNS = ("object_id", "objectID", "objectid", "source_id", "accession_number", "object_number",
                      "inventory_number", "id", "object")  # object number: a museum system's (Spectrum's) name
 PHOTO_COLUMNS = ("image", "image_path", "images", "path", "file", "photo", "photos", "filename", "image_url",
-                 "image_urls", "photo_url", "photo_urls")
+                 "image_urls", "photo_url", "photo_urls", "picture", "pictures")
 
 
-def read_objects(source: str | Path, fetch_urls: bool = False) -> tuple[list[tuple[str, list[str], dict]], list[str]]:
+def read_objects(source: str | Path, fetch_urls: bool = False,
+                 pictures=None) -> tuple[list[tuple[str, list[str], dict]], list[str]]:
     """The objects to register from ``source``: a folder with one sub-folder of photos per
     object (the sub-folder's name is the object id), or a table (CSV, TSV, JSON, JSONL, Parquet, XLSX) with one
     row per photo: an object id column, a photo column (paths relative to the table's folder),
@@ -1479,8 +1494,10 @@ def read_objects(source: str | Path, fetch_urls: bool = False) -> tuple[list[tup
     values differ between the rows of one object is the photos' (a crawl's ``url``, ``sha256``,
     ``image_index``), not the object's: it is not kept, with a warning naming it. A photo given as an
     http(s) URL (a stolen-object database's export) is kept as the URL with ``fetch_urls`` (``import_objects``
-    fetches it), else said and left out. Returns ``(object_id, photos, metadata)`` in input order, and one
-    line per row or file that cannot be used."""
+    fetches it), else said and left out. A workbook's pictures placed on its photo cells are their photos, named
+    in ``pictures`` (a ``manifest.Pictures`` on the register's ``photos/``: ``import_objects`` writes them).
+    Returns ``(object_id, photos, metadata)`` in input order, and one line per row or file that cannot be
+    used."""
     from ..data.images import find_images, is_image_file
     from ..data.manifest import (ADDITIONAL_PHOTO_COLUMNS, ManifestError, _pick, _read_table, paths_hint,
                                  photo_columns, photos_in, refuse_image_objects, row_name, table_path)
@@ -1515,7 +1532,7 @@ def read_objects(source: str | Path, fetch_urls: bool = False) -> tuple[list[tup
         return objects, problems
     try:
         # a list of photos; other lists as metadata
-        raw = _read_table(source, lists=PHOTO_COLUMNS + ADDITIONAL_PHOTO_COLUMNS, as_json=True)
+        raw = _read_table(source, lists=PHOTO_COLUMNS + ADDITIONAL_PHOTO_COLUMNS, as_json=True, pictures=pictures)
         id_col = _pick(raw.columns, OBJECT_ID_COLUMNS, "object id", str(source))
         # image, image2... too, and the row's additional_images
         photo_cols = photo_columns(raw.columns, PHOTO_COLUMNS, "photo", str(source), more=ADDITIONAL_PHOTO_COLUMNS)
