@@ -414,8 +414,8 @@ def _xlsx_pictures(path: Path, df: pd.DataFrame, keys: set[str], pictures: Pictu
             typed += 1
         else:
             cells.setdefault((i, j), []).append(pictures.name(picture._data()))
-    for (i, j), names in cells.items():
-        df.iat[i, j] = "\n".join(names)
+    for (i, j), files in cells.items():
+        df.iat[i, j] = "\n".join(files)
     if elsewhere:
         log.warning("%s: %d picture(s) not read: not on a photo column's cell (on %s%s); head the column they "
                     "are on 'photo' and place each on its row", path, len(elsewhere), ", ".join(elsewhere[:3]),
