@@ -80,9 +80,15 @@ def files_host(files: dict, seen: list | None = None):
     return web_host(respond)
 
 
-def workbook_with_pictures(path: Path, header: list, rows: list, pictures: dict) -> Path:
+def workbook_with_pictures(path: Path, header: list, rows: list, pictures: dict, in_cells: dict | None = None) -> Path:
     """An XLSX as an officer makes one: ``header`` and ``rows`` as typed, and ``pictures`` (a cell such as
-    "C2" -> an image file) placed over the cells (Insert > Pictures > Place over Cells), shrunk to 80 px."""
+    "C2" -> an image file) placed over the cells (Insert > Pictures > Place over Cells), shrunk to 80 px;
+    ``in_cells`` (cell -> image file) placed in the cells as Excel 365 writes them: the cell an error
+    (#VALUE!) with a rich value (``vm``), led by xl/metadata.xml and xl/richData/ to the file in xl/media/
+    (the parts artsentry reads; Excel's content types for them are left out)."""
+    import re
+    import zipfile
+
     import openpyxl
     from openpyxl.drawing.image import Image as SheetImage
 
@@ -90,11 +96,53 @@ def workbook_with_pictures(path: Path, header: list, rows: list, pictures: dict)
     sheet = book.active
     for row in [header, *rows]:
         sheet.append(row)
+    for cell in in_cells or {}:
+        sheet[cell] = "#VALUE!"
     for cell, file in pictures.items():
         picture = SheetImage(str(file))
         picture.width = picture.height = 80
         sheet.add_image(picture, cell)
     book.save(path)
+    if not in_cells:
+        return path
+    with zipfile.ZipFile(path) as z:
+        parts = {n: z.read(n) for n in z.namelist()}
+    xml = parts["xl/worksheets/sheet1.xml"].decode()
+    for n, cell in enumerate(in_cells, 1):
+        xml, found = re.subn(rf'<c r="{cell}"', f'<c r="{cell}" vm="{n}"', xml)
+        assert found == 1, cell
+    parts["xl/worksheets/sheet1.xml"] = xml.encode()
+    ns = 'xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"'
+    rel_ns = 'xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships"'
+    count = len(in_cells)
+    parts["xl/metadata.xml"] = (
+        f'<metadata {ns} xmlns:xlrd="http://schemas.microsoft.com/office/spreadsheetml/2017/richdata">'
+        '<metadataTypes count="1"><metadataType name="XLRICHVALUE" minSupportedVersion="120000"/></metadataTypes>'
+        f'<futureMetadata name="XLRICHVALUE" count="{count}">'
+        + "".join(f'<bk><extLst><ext uri="{{3e2802c4-a4d2-4d8b-9148-e3be6c30e623}}"><xlrd:rvb i="{n}"/></ext>'
+                  '</extLst></bk>' for n in range(count))
+        + f'</futureMetadata><valueMetadata count="{count}">'
+        + "".join(f'<bk><rc t="1" v="{n}"/></bk>' for n in range(count)) + "</valueMetadata></metadata>").encode()
+    parts["xl/richData/rdrichvaluestructure.xml"] = (
+        '<rvStructures xmlns="http://schemas.microsoft.com/office/spreadsheetml/2017/richdata" count="1">'
+        '<s t="_localImage"><k n="_rvRel:LocalImageIdentifier" t="i"/><k n="CalcOrigin" t="i"/></s>'
+        "</rvStructures>").encode()
+    parts["xl/richData/rdrichvalue.xml"] = (
+        f'<rvData xmlns="http://schemas.microsoft.com/office/spreadsheetml/2017/richdata" count="{count}">'
+        + "".join(f'<rv s="0"><v>{n}</v><v>5</v></rv>' for n in range(count)) + "</rvData>").encode()
+    parts["xl/richData/richValueRel.xml"] = (
+        f'<richValueRels xmlns="http://schemas.microsoft.com/office/spreadsheetml/2022/richvaluerel" {rel_ns}>'
+        + "".join(f'<rel r:id="rId{n}"/>' for n in range(1, count + 1)) + "</richValueRels>").encode()
+    parts["xl/richData/_rels/richValueRel.xml.rels"] = (
+        '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
+        + "".join(f'<Relationship Id="rId{n}" Type="http://schemas.openxmlformats.org/officeDocument/2006/'
+                  f'relationships/image" Target="../media/cell{n}{Path(file).suffix}"/>'
+                  for n, file in enumerate(in_cells.values(), 1)) + "</Relationships>").encode()
+    for n, file in enumerate(in_cells.values(), 1):
+        parts[f"xl/media/cell{n}{Path(file).suffix}"] = Path(file).read_bytes()
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in parts.items():
+            z.writestr(name, data)
     return path
 
 

@@ -1500,19 +1500,36 @@ def test_a_workbooks_pictures_on_its_photo_cells_are_screened(tmp_path, model_di
     assert main(["-q", "verify", str(out)]) == 0
     Screener(model_dir, progress=False).run(book, out)  # run again: its input as it was, nothing new
     assert len((out / "evidence.jsonl").read_text().splitlines()) == 4
-    # a picture placed in its cell (Excel 365), read as the error "#VALUE!": said, no traceback
+    # pictures placed in their cells (Excel 365's Place in Cell: the cell reads as the error "#VALUE!"), one on a
+    # row that has one over its cell too: each is its cell's photo
     import zipfile
 
     from artsentry.data.manifest import Pictures
 
-    in_cell = workbook_with_pictures(tmp_path / "in-cell.xlsx", ["listing_id", "photo"], [["S9", "#VALUE!"]],
-                                     {"D5": files[0]})
-    with zipfile.ZipFile(in_cell, "a") as z:
-        z.writestr("xl/richData/rdrichvalue.xml", '<rvData count="1"><rv s="0"><v>0</v><v>5</v></rv></rvData>')
+    in_cell = workbook_with_pictures(tmp_path / "in-cell.xlsx", ["listing_id", "photo", "note"],
+                                     [["S8", None, ""], ["S9", None, ""]], {"B3": files[2]},
+                                     in_cells={"B2": files[0], "B3": files[1], "C3": files[3]})
+    caplog.clear()
+    kept = Pictures(tmp_path / "p")
+    with caplog.at_level(logging.WARNING, logger="artsentry.data.manifest"):
+        df = read_listings(in_cell, pictures=kept)
+    shas = [hashlib.sha256(f.read_bytes()).hexdigest() for f in files]
+    assert [[Path(v).name for v in df[df["listing_id"] == x]["image"]] for x in ("S8", "S9")] == [
+        [f"{shas[0]}.jpeg"], [f"{shas[2]}.jpeg", f"{shas[1]}.jpeg"]]
+    assert {Path(n).name for n in kept.found} == {f"{shas[i]}.jpeg" for i in range(3)}
+    assert caplog.text.count("not read") == 1 and "1 picture(s) not read: not on a photo column's cell (on C3)" \
+        in caplog.text
+    # a chain that leads nowhere (a part missing): said, no traceback, the cell read as empty
+    with zipfile.ZipFile(in_cell) as z:
+        parts = {n: z.read(n) for n in z.namelist() if n != "xl/richData/richValueRel.xml"}
+    with zipfile.ZipFile(in_cell, "w") as z:
+        for name, data in parts.items():
+            z.writestr(name, data)
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="artsentry.data.manifest"):
-        assert read_listings(in_cell, pictures=Pictures(tmp_path / "p"))["image"].tolist() == [""]
-    assert "1 photo cell(s) hold a picture placed in the cell (Excel 365's Place in Cell)" in caplog.text
+        assert read_listings(in_cell, pictures=Pictures(tmp_path / "p"))["image"].tolist()[0] == ""
+    assert "pictures placed in cells could not be followed to their files: not read" in caplog.text
+    assert "2 photo cell(s) hold a picture placed in the cell (Excel 365's Place in Cell)" in caplog.text
     # a lookup that failed (#N/A), in a photo cell and another: read as empty, said by cell (was a traceback)
     failed = workbook_with_pictures(tmp_path / "lookup.xlsx", ["listing_id", "photo", "price"],
                                     [["S1", str(files[0]), "#N/A"], ["S2", "#N/A", 5]], {})

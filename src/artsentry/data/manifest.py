@@ -269,14 +269,16 @@ def _read_table(path: Path, lists: Sequence[str] = (), as_json: bool = False,
     if len(set(stripped)) == len(stripped):
         df.columns = stripped
     if suffix == ".xlsx":
+        # pictures placed in cells (read as the error #VALUE!), read for a caller that keeps pictures
+        in_cells = _xlsx_cell_pictures(path) if pictures is not None and lists else {}
         failed = df.isna().to_numpy()  # pandas' NaN for a cell holding an Excel error, whatever the dtype
         if failed.any():
             df = df.mask(failed, "")
-            _say_error_cells(path, df, failed, {column_key(c) for c in lists})
+            _say_error_cells(path, df, failed, {column_key(c) for c in lists}, set(in_cells))
     if suffix == ".xlsx" and lists:
         _xlsx_link_targets(path, df, {column_key(c) for c in lists})
         if pictures is not None:
-            _xlsx_pictures(path, df, {column_key(c) for c in lists}, pictures)
+            _xlsx_pictures(path, df, {column_key(c) for c in lists}, pictures, in_cells)
     if suffix in (".parquet", ".json", *JSON_LINES_SUFFIXES):  # typed cells; CSV and XLSX are read as text already
         listed = {column_key(c) for c in lists}
         for col in df.columns:
@@ -363,11 +365,12 @@ class Pictures:
         return written
 
 
-def _say_error_cells(path: Path, df: pd.DataFrame, failed, keys: set[str]) -> None:
+def _say_error_cells(path: Path, df: pd.DataFrame, failed, keys: set[str], read: set = frozenset()) -> None:
     """Warn of a sheet's cells that hold an Excel error (``failed``, read as empty): a formula that failed
     (``#N/A`` from a lookup, ``#REF!``), or, on a photo cell of a workbook with rich values, a picture placed in
-    the cell (Excel 365's Place in Cell), which is read as ``#VALUE!``. Such a cell was NaN: a traceback for a
-    photo cell, the text "nan" carried for another."""
+    the cell (Excel 365's Place in Cell), which is read as ``#VALUE!``, unless its picture is ``read``
+    (``_xlsx_cell_pictures``). Such a cell was NaN: a traceback for a photo cell, the text "nan" carried for
+    another."""
     import zipfile
 
     from openpyxl.utils import get_column_letter
@@ -375,7 +378,7 @@ def _say_error_cells(path: Path, df: pd.DataFrame, failed, keys: set[str]) -> No
     photo = [_named_in(c, keys) for c in df.columns]
     with zipfile.ZipFile(path) as z:
         rich = any(n.startswith("xl/richData/") for n in z.namelist())
-    cells = [(i, j) for i, j in zip(*failed.nonzero())]
+    cells = [(i, j) for i, j in zip(*failed.nonzero()) if (i, j) not in read]
     in_cells = [(i, j) for i, j in cells if rich and photo[j]]
     if in_cells:
         log.warning("%s: %d photo cell(s) hold a picture placed in the cell (Excel 365's Place in Cell), which is not "
@@ -387,13 +390,81 @@ def _say_error_cells(path: Path, df: pd.DataFrame, failed, keys: set[str]) -> No
                     "empty: %s%s", path, len(others), ", ".join(others[:5]), "..." if len(others) > 5 else "")
 
 
-def _xlsx_pictures(path: Path, df: pd.DataFrame, keys: set[str], pictures: Pictures) -> None:
+def _xlsx_cell_pictures(path: Path) -> dict[tuple[int, int], bytes]:
+    """The pictures placed in cells of a workbook's first sheet (Excel 365's Place in Cell), by (row, column)
+    from 0 below the header: each such cell holds a rich value (``vm``), which ``xl/metadata.xml`` leads to in
+    ``xl/richData/rdrichvalue.xml``, whose local image identifier is a relation of ``richValueRel.xml`` to a file
+    of ``xl/media/``. Empty when the workbook has none, or when a part of the chain is missing."""
+    import posixpath
+    import zipfile
+    from xml.etree import ElementTree
+
+    from openpyxl.utils.cell import coordinate_from_string, column_index_from_string
+
+    def local(tag: str) -> str:
+        return tag.rsplit("}", 1)[-1]
+
+    def children(element, name: str) -> list:
+        return [e for e in element.iter() if local(e.tag) == name]
+
+    def attribute(element, name: str):
+        return next((v for k, v in element.attrib.items() if local(k) == name), None)
+
+    def rels(z, part: str) -> dict[str, str]:
+        folder, name = posixpath.split(part)
+        found = {}
+        for rel in children(ElementTree.fromstring(z.read(f"{folder}/_rels/{name}.rels")), "Relationship"):
+            target = rel.get("Target", "")
+            found[rel.get("Id")] = target.lstrip("/") if target.startswith("/") else posixpath.normpath(
+                posixpath.join(folder, target))
+        return found
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = set(z.namelist())
+            if "xl/richData/rdrichvalue.xml" not in names:
+                return {}
+            first = children(ElementTree.fromstring(z.read("xl/workbook.xml")), "sheet")[0]
+            sheet = rels(z, "xl/workbook.xml")[attribute(first, "id")]
+            meta = ElementTree.fromstring(z.read("xl/metadata.xml"))
+            future = next(f for f in children(meta, "futureMetadata") if f.get("name") == "XLRICHVALUE")
+            values = [int(children(bk, "rvb")[0].get("i")) for bk in children(future, "bk")]
+            value_of = [int(children(bk, "rc")[0].get("v")) for bk in children(
+                children(meta, "valueMetadata")[0], "bk")]
+            structures = [[k.get("n") for k in children(st, "k")] for st in children(
+                ElementTree.fromstring(z.read("xl/richData/rdrichvaluestructure.xml")), "s")]
+            rich = []
+            for rv in children(ElementTree.fromstring(z.read("xl/richData/rdrichvalue.xml")), "rv"):
+                keys = structures[int(rv.get("s", 0))]
+                fields = dict(zip(keys, (v.text for v in children(rv, "v"))))
+                rich.append(fields.get("_rvRel:LocalImageIdentifier"))
+            relations = [attribute(r, "id") for r in children(ElementTree.fromstring(
+                z.read("xl/richData/richValueRel.xml")), "rel")]
+            media = rels(z, "xl/richData/richValueRel.xml")
+            found = {}
+            for cell in children(ElementTree.fromstring(z.read(sheet)), "c"):
+                if cell.get("vm") is None:
+                    continue
+                image = rich[values[value_of[int(cell.get("vm")) - 1]]]
+                if image is None:
+                    continue  # a rich value that is no picture (a stock's or a place's data type)
+                column, row = coordinate_from_string(cell.get("r"))
+                found[(row - 2, column_index_from_string(column) - 1)] = z.read(media[relations[int(image)]])
+            return found
+    except (KeyError, IndexError, ValueError, StopIteration, ElementTree.ParseError, zipfile.BadZipFile):
+        log.warning("%s: pictures placed in cells could not be followed to their files: not read", path)
+        return {}
+
+
+def _xlsx_pictures(path: Path, df: pd.DataFrame, keys: set[str], pictures: Pictures,
+                   in_cells: dict | None = None) -> None:
     """A sheet's pictures placed on its photo cells (a column named in ``keys``, or numbering one), as an
     officer's list of seized objects or a stolen-object list in Excel holds them (Insert > Pictures > Place
     over Cells): the cell a picture's top-left corner is in gets it as its photo, several one a line, in place
     (``pictures`` names and keeps the bytes). Such a cell was read as empty: "no image given" on every row. A
-    photo typed in the cell wins over a picture on it; pictures elsewhere are warned of, not read. The workbook
-    is opened again, whole, only when it holds pictures."""
+    photo typed in the cell wins over a picture on it; pictures elsewhere are warned of, not read. ``in_cells``:
+    the pictures placed in cells (``_xlsx_cell_pictures``), each its cell's. The workbook is opened again,
+    whole, only when it holds pictures."""
     import zipfile
 
     import openpyxl
@@ -405,15 +476,19 @@ def _xlsx_pictures(path: Path, df: pd.DataFrame, keys: set[str], pictures: Pictu
     sheet = openpyxl.load_workbook(path).worksheets[0]  # pandas' sheet 0, read from A1
     cells: dict[tuple[int, int], list[str]] = {}
     elsewhere, typed = [], 0
+    placed = []  # (row, column, the picture's bytes when asked): over cells, then in cells
     for picture in sheet._images:  # (openpyxl's reader keeps them only there)
         corner = getattr(picture.anchor, "_from", None)  # an absolute anchor is on no cell
-        i, j = (corner.row - 1, corner.col) if corner is not None else (-1, -1)  # the header is sheet row 1
-        if not (0 <= i < len(df) and j < len(df.columns) and _named_in(df.columns[j], keys)):
-            elsewhere.append(f"{openpyxl.utils.get_column_letter(j + 1)}{i + 2}" if corner is not None else "?")
+        i, j = (corner.row - 1, corner.col) if corner is not None else (-1, None)  # the header is sheet row 1
+        placed.append((i, j, picture._data))
+    placed += [(i, j, lambda data=data: data) for (i, j), data in (in_cells or {}).items()]
+    for i, j, data in placed:
+        if j is None or not (0 <= i < len(df) and j < len(df.columns) and _named_in(df.columns[j], keys)):
+            elsewhere.append(f"{openpyxl.utils.get_column_letter(j + 1)}{i + 2}" if j is not None else "?")
         elif str(df.iat[i, j]).strip():
             typed += 1
         else:
-            cells.setdefault((i, j), []).append(pictures.name(picture._data()))
+            cells.setdefault((i, j), []).append(pictures.name(data()))
     for (i, j), files in cells.items():
         df.iat[i, j] = "\n".join(files)
     if elsewhere:
