@@ -1519,17 +1519,20 @@ def test_a_workbooks_pictures_on_its_photo_cells_are_screened(tmp_path, model_di
     assert {Path(n).name for n in kept.found} == {f"{shas[i]}.jpeg" for i in range(3)}
     assert caplog.text.count("not read") == 1 and "1 picture(s) not read: not on a photo column's cell (on C3)" \
         in caplog.text
-    # a chain that leads nowhere (a part missing): said, no traceback, the cell read as empty
+    # a chain that leads nowhere (a part missing, an index missing): said, no traceback, the cell read as empty
     with zipfile.ZipFile(in_cell) as z:
-        parts = {n: z.read(n) for n in z.namelist() if n != "xl/richData/richValueRel.xml"}
-    with zipfile.ZipFile(in_cell, "w") as z:
-        for name, data in parts.items():
-            z.writestr(name, data)
-    caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="artsentry.data.manifest"):
-        assert read_listings(in_cell, pictures=Pictures(tmp_path / "p"))["image"].tolist()[0] == ""
-    assert "pictures placed in cells could not be followed to their files: not read" in caplog.text
-    assert "2 photo cell(s) hold a picture placed in the cell (Excel 365's Place in Cell)" in caplog.text
+        parts = {n: z.read(n) for n in z.namelist()}
+    no_index = parts["xl/metadata.xml"].replace(b'<xlrd:rvb i="0"/>', b"<xlrd:rvb/>")
+    for broken in ({n: d for n, d in parts.items() if n != "xl/richData/richValueRel.xml"},
+                   {**parts, "xl/metadata.xml": no_index}):
+        with zipfile.ZipFile(in_cell, "w") as z:
+            for name, data in broken.items():
+                z.writestr(name, data)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="artsentry.data.manifest"):
+            assert read_listings(in_cell, pictures=Pictures(tmp_path / "p"))["image"].tolist()[0] == ""
+        assert "pictures placed in cells could not be followed to their files: not read" in caplog.text
+        assert "2 photo cell(s) hold a picture placed in the cell (Excel 365's Place in Cell)" in caplog.text
     # a lookup that failed (#N/A), in a photo cell and another: read as empty, said by cell (was a traceback)
     failed = workbook_with_pictures(tmp_path / "lookup.xlsx", ["listing_id", "photo", "price"],
                                     [["S1", str(files[0]), "#N/A"], ["S2", "#N/A", 5]], {})

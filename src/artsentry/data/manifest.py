@@ -451,7 +451,7 @@ def _xlsx_cell_pictures(path: Path) -> dict[tuple[int, int], bytes]:
                 column, row = coordinate_from_string(cell.get("r"))
                 found[(row - 2, column_index_from_string(column) - 1)] = z.read(media[relations[int(image)]])
             return found
-    except (KeyError, IndexError, ValueError, StopIteration, ElementTree.ParseError, zipfile.BadZipFile):
+    except (KeyError, IndexError, TypeError, ValueError, StopIteration, ElementTree.ParseError, zipfile.BadZipFile):
         log.warning("%s: pictures placed in cells could not be followed to their files: not read", path)
         return {}
 
