@@ -269,16 +269,26 @@ def _read_table(path: Path, lists: Sequence[str] = (), as_json: bool = False,
     if len(set(stripped)) == len(stripped):
         df.columns = stripped
     if suffix == ".xlsx":
+        import functools
+        import zipfile
+
+        import openpyxl
+
+        keys = {column_key(c) for c in lists}
+        with zipfile.ZipFile(path) as z:
+            members = z.namelist()
+        # the first sheet as openpyxl reads it (links, pictures), loaded once and only when one of them asks
+        sheet = functools.cache(lambda: openpyxl.load_workbook(path, data_only=False).worksheets[0])
         # pictures placed in cells (read as the error #VALUE!), read for a caller that keeps pictures
         in_cells = _xlsx_cell_pictures(path) if pictures is not None and lists else {}
         failed = df.isna().to_numpy()  # pandas' NaN for a cell holding an Excel error, whatever the dtype
         if failed.any():
             df = df.mask(failed, "")
-            _say_error_cells(path, df, failed, {column_key(c) for c in lists}, set(in_cells))
-    if suffix == ".xlsx" and lists:
-        _xlsx_link_targets(path, df, {column_key(c) for c in lists})
-        if pictures is not None:
-            _xlsx_pictures(path, df, {column_key(c) for c in lists}, pictures, in_cells)
+            _say_error_cells(path, df, failed, keys, set(in_cells), members)
+        if lists:
+            _xlsx_link_targets(path, df, keys, sheet)
+            if pictures is not None and any(n.startswith("xl/media/") for n in members):
+                _xlsx_pictures(path, df, keys, pictures, in_cells, sheet())
     if suffix in (".parquet", ".json", *JSON_LINES_SUFFIXES):  # typed cells; CSV and XLSX are read as text already
         listed = {column_key(c) for c in lists}
         for col in df.columns:
@@ -305,15 +315,14 @@ def _named_in(column, keys: set[str]) -> bool:
 _LINK_FORMULA = re.compile(r'=\s*(?:_xlfn\.)?(?:HYPERLINK|IMAGE)\(\s*"((?:[^"]|"")*)"', re.IGNORECASE)
 
 
-def _xlsx_link_targets(path: Path, df: pd.DataFrame, keys: set[str]) -> None:
+def _xlsx_link_targets(path: Path, df: pd.DataFrame, keys: set[str], open_sheet) -> None:
     """A sheet's photo cells (a column named in ``keys``, or numbering one) that are links, set to where they
     lead, in place: a cell showing "photo" or "see image" and linking to the URL (Excel's Insert > Link, or
     ``=HYPERLINK("https://...", "photo")``), or showing the photo (``=IMAGE("https://...")``), was read as the
     photo "photo" or as nothing, an error on every row. The
-    workbook is opened again, whole (links are not read otherwise), only when its sheets hold a link."""
+    workbook is opened again, whole (links are not read otherwise: ``open_sheet()``, openpyxl's first sheet), only when
+    its sheets hold a link."""
     import zipfile
-
-    import openpyxl
 
     def linked(name: str, z: zipfile.ZipFile) -> bool:
         data = z.read(name)
@@ -322,7 +331,7 @@ def _xlsx_link_targets(path: Path, df: pd.DataFrame, keys: set[str]) -> None:
     with zipfile.ZipFile(path) as z:
         if not any(linked(n, z) for n in z.namelist() if n.startswith("xl/worksheets/") and n.endswith(".xml")):
             return
-    sheet = openpyxl.load_workbook(path, data_only=False).worksheets[0]  # pandas' sheet 0, read from A1
+    sheet = open_sheet()  # pandas' sheet 0, read from A1
     for j, column in enumerate(df.columns):
         if not _named_in(column, keys):
             continue
@@ -365,19 +374,16 @@ class Pictures:
         return written
 
 
-def _say_error_cells(path: Path, df: pd.DataFrame, failed, keys: set[str], read: set = frozenset()) -> None:
+def _say_error_cells(path: Path, df: pd.DataFrame, failed, keys: set[str], read: set, members: list[str]) -> None:
     """Warn of a sheet's cells that hold an Excel error (``failed``, read as empty): a formula that failed
     (``#N/A`` from a lookup, ``#REF!``), or, on a photo cell of a workbook with rich values, a picture placed in
     the cell (Excel 365's Place in Cell), which is read as ``#VALUE!``, unless its picture is ``read``
     (``_xlsx_cell_pictures``). Such a cell was NaN: a traceback for a photo cell, the text "nan" carried for
-    another."""
-    import zipfile
-
+    another. ``members``: the workbook's parts."""
     from openpyxl.utils import get_column_letter
 
     photo = [_named_in(c, keys) for c in df.columns]
-    with zipfile.ZipFile(path) as z:
-        rich = any(n.startswith("xl/richData/") for n in z.namelist())
+    rich = any(n.startswith("xl/richData/") for n in members)
     cells = [(i, j) for i, j in zip(*failed.nonzero()) if (i, j) not in read]
     in_cells = [(i, j) for i, j in cells if rich and photo[j]]
     if in_cells:
@@ -456,24 +462,17 @@ def _xlsx_cell_pictures(path: Path) -> dict[tuple[int, int], bytes]:
         return {}
 
 
-def _xlsx_pictures(path: Path, df: pd.DataFrame, keys: set[str], pictures: Pictures,
-                   in_cells: dict | None = None) -> None:
+def _xlsx_pictures(path: Path, df: pd.DataFrame, keys: set[str], pictures: Pictures, in_cells: dict,
+                   sheet) -> None:
     """A sheet's pictures placed on its photo cells (a column named in ``keys``, or numbering one), as an
     officer's list of seized objects or a stolen-object list in Excel holds them (Insert > Pictures > Place
     over Cells): the cell a picture's top-left corner is in gets it as its photo, several one a line, in place
     (``pictures`` names and keeps the bytes). Such a cell was read as empty: "no image given" on every row. A
     photo typed in the cell wins over a picture on it; pictures elsewhere are warned of, not read. ``in_cells``:
-    the pictures placed in cells (``_xlsx_cell_pictures``), each its cell's. The workbook is opened again,
-    whole, only when it holds pictures."""
-    import zipfile
-
+    the pictures placed in cells (``_xlsx_cell_pictures``), each its cell's. ``sheet``: openpyxl's first sheet,
+    pandas' sheet 0, read from A1 (the caller opens the workbook again, whole, only when it holds pictures)."""
     import openpyxl
 
-    with zipfile.ZipFile(path) as z:
-        names = z.namelist()
-    if not any(n.startswith("xl/media/") for n in names):
-        return
-    sheet = openpyxl.load_workbook(path).worksheets[0]  # pandas' sheet 0, read from A1
     cells: dict[tuple[int, int], list[str]] = {}
     elsewhere, typed = [], 0
     placed = []  # (row, column, the picture's bytes when asked): over cells, then in cells
@@ -481,7 +480,7 @@ def _xlsx_pictures(path: Path, df: pd.DataFrame, keys: set[str], pictures: Pictu
         corner = getattr(picture.anchor, "_from", None)  # an absolute anchor is on no cell
         i, j = (corner.row - 1, corner.col) if corner is not None else (-1, None)  # the header is sheet row 1
         placed.append((i, j, picture._data))
-    placed += [(i, j, lambda data=data: data) for (i, j), data in (in_cells or {}).items()]
+    placed += [(i, j, lambda data=data: data) for (i, j), data in in_cells.items()]
     for i, j, data in placed:
         if j is None or not (0 <= i < len(df) and j < len(df.columns) and _named_in(df.columns[j], keys)):
             elsewhere.append(f"{openpyxl.utils.get_column_letter(j + 1)}{i + 2}" if j is not None else "?")
