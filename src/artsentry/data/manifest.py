@@ -346,9 +346,10 @@ def _xlsx_link_targets(path: Path, df: pd.DataFrame, keys: set[str], open_sheet)
 
 @dataclass
 class Pictures:
-    """Where the pictures of a workbook go when its photo cells hold them (``_read_table``): each is named
-    ``folder/<SHA-256>.<format>`` at once, and its bytes wait in ``found`` until the caller, its checks done,
-    ``write``s them (a screening's folder, a register's ``photos/``)."""
+    """Photos kept as files named by their content, ``folder/<SHA-256>.<format>``: the pictures of a workbook's
+    photo cells (``_read_table``), a register import's fetched URLs (``Register._keep_fetched``). Each is named at
+    once, and its bytes wait in ``found`` until the caller, its checks done, ``write``s them (a screening's
+    folder, a register's ``photos/``)."""
 
     folder: Path
     found: dict[str, bytes] = field(default_factory=dict)
@@ -363,14 +364,20 @@ class Pictures:
         return path
 
     def write(self) -> list[Path]:
-        """The pictures not yet in the folder, written whole or not at all; returns those written."""
+        """The photos not yet in the folder (another run's, the server's: the same bytes), each written whole or
+        not at all; returns those written. Stopped half-way (a full disk, Ctrl-C), it removes what it wrote."""
         from ..files import write_bytes_atomic
 
         written = []
-        for name, data in self.found.items():
-            if not Path(name).exists():
-                write_bytes_atomic(Path(name), data)
-                written.append(Path(name))
+        try:
+            for name, data in self.found.items():
+                if not Path(name).exists():
+                    write_bytes_atomic(Path(name), data)
+                    written.append(Path(name))
+        except BaseException:
+            for path in written:
+                path.unlink(missing_ok=True)
+            raise
         return written
 
 

@@ -903,29 +903,20 @@ class Register:
         Returns the objects with each URL replaced by its file (left out when it could not be fetched),
         ``{(object id, file): URL}`` (two URLs may give the same bytes, one file), one error line per URL not
         fetched, and the files this call wrote (the caller removes those no registered photo names)."""
-        from ..data.images import image_format
+        from ..data.manifest import Pictures
         from ..fetch import is_http_url
-        from ..files import write_bytes_atomic
 
         if not answers:
             return list(objects), {}, [], []
-        folder = (self.folder / "photos").resolve()
+        kept = Pictures(self.folder / "photos")
         files: dict[str, str] = {}  # URL -> file
-        written, errors = [], []
-        try:
-            for url, (data, error) in answers.items():
-                if data is None:
-                    errors.append(error)
-                    continue
-                path = folder / f"{hashlib.sha256(data).hexdigest()}.{image_format(data)}"
-                if not path.exists():  # (another import's, the server's: the same bytes)
-                    write_bytes_atomic(path, data)
-                    written.append(path)
-                files[url] = str(path)
-        except BaseException:  # a full disk, Ctrl-C: none of these registered, none kept
-            for path in written:
-                path.unlink(missing_ok=True)
-            raise
+        errors = []
+        for url, (data, error) in answers.items():
+            if data is None:
+                errors.append(error)
+            else:
+                files[url] = kept.name(data)
+        written = kept.write()  # a full disk, Ctrl-C: none of these registered, none kept
         out, names = [], {}
         for object_id, photos, metadata in objects:
             for p in photos:
